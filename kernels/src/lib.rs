@@ -1,0 +1,9 @@
+//! Compute kernels of the vision pipeline engine: the `Tensor` and `Device` types that every
+//! node exchanges. CPU layers, vision ops and CUDA kernels build on these.
+
+pub mod device;
+pub mod tensor;
+
+pub use device::{Device, DeviceError, DeviceRequest};
+pub use tensor::{DType, Element, Tensor, TensorError};
+pub use half::f16;

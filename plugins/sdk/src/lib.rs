@@ -1,0 +1,17 @@
+//! The plugin SDK of the vision pipeline engine.
+//!
+//! Everything a node author needs: the [`Node`] trait (implemented by built-in nodes and
+//! external plugins alike), port kinds and [`Value`]s, parameter schemas, and the C ABI with
+//! the [`export_plugin!`] macro that turns a `cdylib` crate into a loadable plugin.
+
+pub mod abi;
+pub mod node;
+pub mod params;
+pub mod value;
+
+pub use kernels::{self, DType, Tensor};
+pub use node::{
+    CreateFn, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, PortSpec,
+};
+pub use params::{ParamSpec, ParamType, ParamValue, Params};
+pub use value::{Instances, PortKind, Value};

@@ -1,0 +1,322 @@
+//! The `Node` trait that every node implements, built-in or external, and the declarations
+//! (ports, parameters) that let the engine check a pipeline before it runs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kernels::DType;
+
+use crate::params::{ParamSpec, Params};
+use crate::value::{PortKind, Value};
+
+/// Which frame a value belongs to. Every value in the graph travels with one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrameInfo {
+    /// Which stream (source) the frame came from.
+    pub stream: u32,
+    /// Position of the frame in its stream, from 0, assigned by the engine.
+    pub index: u64,
+    /// Capture or decode time in nanoseconds since the Unix epoch (0 when unknown).
+    pub timestamp_ns: u64,
+    /// Where the frame came from (file path, "synthetic", ...).
+    pub source: Arc<str>,
+    /// Size of the original image in pixels (0 when not an image stream).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// An error raised by a node. The engine adds the node, plugin and frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeError {
+    message: String,
+}
+
+impl NodeError {
+    pub fn new(message: impl Into<String>) -> NodeError {
+        NodeError {
+            message: message.into(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<String> for NodeError {
+    fn from(message: String) -> NodeError {
+        NodeError { message }
+    }
+}
+
+impl From<&str> for NodeError {
+    fn from(message: &str) -> NodeError {
+        NodeError::new(message)
+    }
+}
+
+impl From<kernels::TensorError> for NodeError {
+    fn from(e: kernels::TensorError) -> NodeError {
+        NodeError::new(e.to_string())
+    }
+}
+
+/// A port declaration: name, kind and, where the node promises them, dtype and shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortSpec {
+    pub name: String,
+    pub kind: PortKind,
+    /// The dtype of the kind's main tensor, when fixed.
+    pub dtype: Option<DType>,
+    /// Symbolic shape of the main tensor, e.g. "H,W,3" or "N,4" (documentation and checks of
+    /// rank across edges).
+    pub shape: Option<String>,
+    /// Inputs only: whether the node cannot run without it.
+    pub required: bool,
+    pub doc: String,
+}
+
+impl PortSpec {
+    pub fn new(name: &str, kind: PortKind, doc: &str) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            kind,
+            dtype: None,
+            shape: None,
+            required: true,
+            doc: doc.into(),
+        }
+    }
+
+    pub fn dtype(mut self, dtype: DType) -> PortSpec {
+        self.dtype = Some(dtype);
+        self
+    }
+
+    pub fn shape(mut self, shape: &str) -> PortSpec {
+        self.shape = Some(shape.into());
+        self
+    }
+
+    /// Marks an input optional: the node runs without it.
+    pub fn optional(mut self) -> PortSpec {
+        self.required = false;
+        self
+    }
+
+    /// "image u8[H,W,3]"
+    pub fn contract(&self) -> String {
+        let mut s = self.kind.name().to_string();
+        if self.dtype.is_some() || self.shape.is_some() {
+            s.push(' ');
+            if let Some(d) = self.dtype {
+                s.push_str(d.name());
+            }
+            if let Some(shape) = &self.shape {
+                s.push('[');
+                s.push_str(shape);
+                s.push(']');
+            }
+        }
+        s
+    }
+
+    /// Rank of the declared shape, if any.
+    pub fn rank(&self) -> Option<usize> {
+        self.shape.as_ref().map(|s| s.split(',').count())
+    }
+}
+
+/// Everything the engine needs to know about a node kind before creating one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSpec {
+    /// The name pipelines use in `plugin = "..."`.
+    pub kind: String,
+    pub doc: String,
+    pub inputs: Vec<PortSpec>,
+    pub outputs: Vec<PortSpec>,
+    pub params: Vec<ParamSpec>,
+}
+
+impl NodeSpec {
+    pub fn new(kind: &str, doc: &str) -> NodeSpec {
+        NodeSpec {
+            kind: kind.into(),
+            doc: doc.into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn input(mut self, port: PortSpec) -> NodeSpec {
+        self.inputs.push(port);
+        self
+    }
+
+    pub fn output(mut self, port: PortSpec) -> NodeSpec {
+        self.outputs.push(port);
+        self
+    }
+
+    pub fn param(mut self, param: ParamSpec) -> NodeSpec {
+        self.params.push(param);
+        self
+    }
+
+    /// A node without inputs is a source: the engine calls [`Node::next_frame`].
+    pub fn is_source(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    pub fn find_input(&self, name: &str) -> Option<&PortSpec> {
+        self.inputs.iter().find(|p| p.name == name)
+    }
+
+    pub fn find_output(&self, name: &str) -> Option<&PortSpec> {
+        self.outputs.iter().find(|p| p.name == name)
+    }
+}
+
+/// The values of one frame on a node's input ports. An optional input that is not connected,
+/// or whose value was shed upstream, is absent.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    ports: Vec<(String, Option<Value>)>,
+}
+
+impl Inputs {
+    pub fn new() -> Inputs {
+        Inputs::default()
+    }
+
+    pub fn push(&mut self, port: &str, value: Option<Value>) {
+        self.ports.push((port.to_string(), value));
+    }
+
+    /// The value on `port`, or `None` when it is absent for this frame.
+    pub fn get(&self, port: &str) -> Option<&Value> {
+        self.ports
+            .iter()
+            .find(|(p, _)| p == port)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    /// The value on a required port. The engine never runs a node with a required input
+    /// absent, so this fails only when the node asks for a port it did not declare.
+    pub fn value(&self, port: &str) -> Result<&Value, NodeError> {
+        self.get(port)
+            .ok_or_else(|| NodeError::new(format!("input port \"{port}\" has no value")))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&Value>)> {
+        self.ports.iter().map(|(p, v)| (p.as_str(), v.as_ref()))
+    }
+}
+
+/// The values a node produces for one frame, one per declared output port.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    ports: Vec<(String, Value)>,
+}
+
+impl Outputs {
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    /// Outputs with a single port.
+    pub fn one(port: &str, value: Value) -> Outputs {
+        Outputs::new().with(port, value)
+    }
+
+    pub fn with(mut self, port: &str, value: Value) -> Outputs {
+        self.set(port, value);
+        self
+    }
+
+    pub fn set(&mut self, port: &str, value: Value) {
+        match self.ports.iter_mut().find(|(p, _)| p == port) {
+            Some(slot) => slot.1 = value,
+            None => self.ports.push((port.to_string(), value)),
+        }
+    }
+
+    pub fn get(&self, port: &str) -> Option<&Value> {
+        self.ports.iter().find(|(p, _)| p == port).map(|(_, v)| v)
+    }
+
+    pub fn take(&mut self, port: &str) -> Option<Value> {
+        let i = self.ports.iter().position(|(p, _)| p == port)?;
+        Some(self.ports.remove(i).1)
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = &str> {
+        self.ports.iter().map(|(p, _)| p.as_str())
+    }
+
+    pub fn into_vec(self) -> Vec<(String, Value)> {
+        self.ports
+    }
+}
+
+/// A node of the pipeline graph. The engine runs each node on its own thread and calls it
+/// with one frame at a time, in frame order.
+pub trait Node: Send {
+    /// Processes one frame: `inputs` holds the frame's values on every input port (absent
+    /// optional inputs are `None`). Returns one value per declared output port.
+    fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError>;
+
+    /// Sources only (nodes without inputs): produces the next frame, or `None` at end of
+    /// stream. The engine has set `frame.stream` and `frame.index`; the source fills in
+    /// `source`, `width`, `height` and `timestamp_ns`.
+    fn next_frame(&mut self, frame: &mut FrameInfo) -> Result<Option<Outputs>, NodeError> {
+        let _ = frame;
+        Err(NodeError::new(
+            "this node declares no inputs, so it is a source, but it does not implement next_frame",
+        ))
+    }
+
+    /// Called once after the last frame (also when the pipeline stops on an error): sinks
+    /// write and flush what they hold.
+    fn finish(&mut self) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+/// Creates a node from its resolved parameters.
+pub type CreateFn = dyn Fn(&Params) -> Result<Box<dyn Node>, NodeError> + Send + Sync;
+
+/// A node kind: its declaration and its constructor. Built-in plugins and loaded libraries
+/// both provide these.
+#[derive(Clone)]
+pub struct NodeKind {
+    pub spec: NodeSpec,
+    pub create: Arc<CreateFn>,
+}
+
+impl NodeKind {
+    pub fn new(
+        spec: NodeSpec,
+        create: impl Fn(&Params) -> Result<Box<dyn Node>, NodeError> + Send + Sync + 'static,
+    ) -> NodeKind {
+        NodeKind {
+            spec,
+            create: Arc::new(create),
+        }
+    }
+}
+
+impl fmt::Debug for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeKind({})", self.spec.kind)
+    }
+}
