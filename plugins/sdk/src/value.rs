@@ -9,7 +9,9 @@ use kernels::{DType, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum PortKind {
-    /// Accepts any kind (inputs only: sinks and pass-through nodes).
+    /// On an input: accepts any kind (sinks, pass-through nodes). On an output: the value has
+    /// the kind of whatever arrives on the node's first input (pass-through nodes); the engine
+    /// resolves it when it checks the graph.
     Any = 0,
     /// `image`: u8 [H, W, C] with C in {1, 3, 4}, RGB(A) order.
     Image = 1,
