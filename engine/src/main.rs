@@ -1,1 +1,273 @@
-fn main(){}
+//! `engine`: run, check, draw and inspect vision pipelines.
+//!
+//! Exit codes: 0 success, 1 a failure while running, 2 an invalid pipeline (or bad command
+//! line), 130 interrupted by Ctrl-C.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use engine::diag::Diagnostic;
+use engine::graph::{self, LoadError, Pipeline};
+use engine::registry::Registry;
+use engine::{report, runtime};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+const EXIT_RUN_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "engine", version, about = "Runs vision pipelines described in TOML files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level on stderr: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline to the end of its sources.
+    Run {
+        pipeline: PathBuf,
+        /// Override a node parameter: --set node.key=value (repeatable).
+        #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
+        set: Vec<String>,
+        /// Write a Chrome trace (open it in Perfetto or chrome://tracing).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Print neither the progress bar nor the per-node table.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Seconds the stages may take to drain after an error or Ctrl-C.
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        drain_timeout: f64,
+    },
+    /// Check a pipeline without running it and print every edge with its contract.
+    Check {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print the pipeline graph as Graphviz DOT or Mermaid.
+    Graph {
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// List node kinds: built-in ones and those of plugin libraries.
+    Plugins {
+        /// A plugin library to load and list (repeatable).
+        #[arg(long, value_name = "PATH")]
+        library: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.log_level.parse::<LevelFilter>() {
+        Ok(l) => l,
+        Err(_) => {
+            eprintln!("error: unknown log level \"{}\"; use error, warn, info, debug or trace", cli.log_level);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    install_panic_hook();
+    match cli.command {
+        Command::Run {
+            pipeline,
+            set,
+            trace,
+            quiet,
+            drain_timeout,
+        } => run(&pipeline, &set, trace.as_deref(), quiet, drain_timeout, level),
+        Command::Check { pipeline, set } => {
+            init_logging(level, None);
+            with_pipeline(&pipeline, &set, |p| {
+                print!("{}", report::check_summary(p));
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Graph { pipeline, format, set } => {
+            init_logging(level, None);
+            with_pipeline(&pipeline, &set, |p| {
+                print!(
+                    "{}",
+                    match format {
+                        GraphFormat::Dot => report::dot(p),
+                        GraphFormat::Mermaid => report::mermaid(p),
+                    }
+                );
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Plugins { library } => {
+            init_logging(level, None);
+            let mut registry = Registry::builtin();
+            for lib in &library {
+                if let Err(e) = registry.load_library(lib) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            }
+            for (kind, provider) in registry.iter() {
+                println!("{}", report::describe_kind(&kind.spec, provider));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Panics inside node stages are caught and reported as node errors with the node's name;
+/// the default hook's extra "thread panicked" line would only repeat them.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_stage = std::thread::current().name().is_some_and(|n| n.starts_with("node:"));
+        if !in_stage {
+            default(info);
+        }
+    }));
+}
+
+fn init_logging(level: LevelFilter, trace: Option<&Path>) -> Option<tracing_chrome::FlushGuard> {
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(level);
+    match trace {
+        Some(path) => {
+            let (chrome, guard) = tracing_chrome::ChromeLayerBuilder::new()
+                .file(path)
+                .include_args(true)
+                .build();
+            tracing_subscriber::registry()
+                .with(fmt)
+                .with(chrome.with_filter(LevelFilter::TRACE))
+                .init();
+            Some(guard)
+        }
+        None => {
+            tracing_subscriber::registry().with(fmt).init();
+            None
+        }
+    }
+}
+
+fn with_pipeline(path: &Path, sets: &[String], f: impl FnOnce(&Pipeline) -> ExitCode) -> ExitCode {
+    let mut registry = Registry::builtin();
+    match graph::load(path, sets, &mut registry) {
+        Ok(p) => f(&p),
+        Err(e) => {
+            match e {
+                LoadError::Io { .. } => eprintln!("error: {e}"),
+                LoadError::Invalid(d) => eprintln!("{d}"),
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn run(path: &Path, sets: &[String], trace: Option<&Path>, quiet: bool, drain_timeout: f64, level: LevelFilter) -> ExitCode {
+    if let Some(t) = trace {
+        if let Some(dir) = t.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                eprintln!("error: cannot write trace \"{}\": directory \"{}\" does not exist", t.display(), dir.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+    }
+    if !(drain_timeout.is_finite() && drain_timeout >= 0.0) {
+        eprintln!("error: --drain-timeout must be a number of seconds >= 0");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let guard = init_logging(level, trace);
+    let code = with_pipeline(path, sets, |p| {
+        eprintln!(
+            "engine: pipeline \"{}\": {} nodes, {} edges; device {} ({})",
+            p.name,
+            p.nodes.len(),
+            p.edges.len(),
+            p.device,
+            p.device_reason
+        );
+        let nodes = match runtime::create_nodes(p) {
+            Ok(n) => n,
+            Err(e) => {
+                let origin = p
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == e.node)
+                    .map_or(engine::diag::Origin::None, |n| n.origin.clone());
+                eprint!("{}", Diagnostic::new(e.to_string(), origin).render(&p.file));
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler_stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if handler_stop.swap(true, Ordering::SeqCst) {
+                eprintln!("engine: second interrupt, exiting without draining");
+                std::process::exit(EXIT_INTERRUPTED as i32);
+            }
+            eprintln!("engine: interrupted, draining the pipeline (Ctrl-C again to exit at once)");
+        });
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos} frames through the sinks ({per_sec}) {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        let progress_bar = bar.clone();
+        let options = runtime::RunOptions {
+            stop,
+            drain_timeout: Duration::from_secs_f64(drain_timeout),
+            progress: progress_bar.map(|b| Box::new(move |n: u64| b.set_position(n)) as Box<dyn FnMut(u64)>),
+        };
+        let result = runtime::run(p, nodes, options);
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if !quiet {
+            print!("{}", report::run_table(&result));
+        }
+        if !result.stuck.is_empty() {
+            eprintln!(
+                "error: stages {} did not finish within {drain_timeout} s after the stop; exiting without them",
+                result.stuck.join(", ")
+            );
+            std::process::exit(EXIT_RUN_FAILED as i32);
+        }
+        if let Some(e) = &result.error {
+            eprintln!("error: {e}");
+            eprintln!("engine: the pipeline stopped; every stage drained and the sinks flushed what they had");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+        if result.interrupted {
+            eprintln!("engine: interrupted; drained and flushed");
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+        ExitCode::SUCCESS
+    });
+    drop(guard);
+    code
+}

@@ -942,6 +942,15 @@ mod tests {
     }
 
     #[test]
+    fn layout_matches_the_c_header() {
+        // include/engine_plugin.h asserts the same sizes with _Static_assert.
+        assert_eq!(std::mem::size_of::<PluginTable>(), 112);
+        assert_eq!(std::mem::size_of::<DLManagedTensorVersioned>(), 80);
+        assert_eq!(std::mem::size_of::<ParamValueC>(), 64);
+        assert_eq!(std::mem::size_of::<PortDescC>(), 40);
+    }
+
+    #[test]
     fn param_values_round_trip() {
         let mut store = CStore::default();
         for (ty, v) in [

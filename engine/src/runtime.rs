@@ -1,0 +1,673 @@
+//! Runs a checked pipeline: one stage (thread) per node, bounded crossbeam channels between
+//! them.
+//!
+//! Invariants:
+//! - Every stage handles frames in order and emits exactly one message per frame on every
+//!   output edge: a value, or an explicit "absent" marker when the frame was skipped. So an
+//!   edge carries frames in increasing index order, and nothing is silently lost.
+//! - A node with several inputs joins them by frame index (a merge over ordered queues): it
+//!   runs once per frame with that frame's values. A frame missing on one input (dropped by a
+//!   queue policy) is absent there; a node never runs without a required input.
+//! - End of stream is the closing of channels: sources stop, each stage drains its queues,
+//!   calls `finish` (sinks flush) and drops its senders. An error or Ctrl-C stops the sources
+//!   and the same drain follows; every thread is joined within the drain deadline.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use plugin_sdk::abi::panic_message;
+use plugin_sdk::{FrameInfo, Inputs, Node, NodeError, Outputs, PortKind, Value};
+
+use crate::config::{OnError, Policy};
+use crate::graph::Pipeline;
+
+/// One frame's value on an edge; `None` marks the frame absent.
+struct Msg {
+    frame: Arc<FrameInfo>,
+    value: Option<Value>,
+}
+
+/// A failure that stopped the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunError {
+    pub node: String,
+    pub plugin: String,
+    /// (index, source) of the frame being processed, if any.
+    pub frame: Option<(u64, String)>,
+    pub message: String,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node \"{}\" (plugin {}) failed", self.node, self.plugin)?;
+        match &self.frame {
+            Some((i, src)) if !src.is_empty() => write!(f, " on frame {i} ({src})")?,
+            Some((i, _)) => write!(f, " on frame {i}")?,
+            None => {}
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Per-node measurements.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStats {
+    pub name: String,
+    pub plugin: String,
+    /// Frames the node processed (or produced, for a source).
+    pub frames: u64,
+    /// Frames the node passed on as absent (an input was absent, or it failed with
+    /// `on_error = "skip"`).
+    pub skipped: u64,
+    pub errors: u64,
+    /// Processing time of each frame, in nanoseconds.
+    pub latencies_ns: Vec<u64>,
+    /// Time spent waiting for inputs.
+    pub wait_in: Duration,
+    /// Time spent blocked on full output queues.
+    pub wait_out: Duration,
+}
+
+impl NodeStats {
+    pub fn mean_ms(&self) -> f64 {
+        if self.latencies_ns.is_empty() {
+            return 0.0;
+        }
+        self.latencies_ns.iter().sum::<u64>() as f64 / self.latencies_ns.len() as f64 / 1e6
+    }
+
+    /// Percentile (0..=100) of the latencies, in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_ns.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.latencies_ns.clone();
+        v.sort_unstable();
+        let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v[rank.min(v.len() - 1)] as f64 / 1e6
+    }
+}
+
+/// Per-edge counters.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct EdgeStats {
+    pub label: String,
+    pub policy: Policy,
+    pub capacity: usize,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    pub nodes: Vec<NodeStats>,
+    pub edges: Vec<EdgeStats>,
+    /// The error that stopped the pipeline, if any.
+    pub error: Option<RunError>,
+    /// Whether the run was interrupted (Ctrl-C).
+    pub interrupted: bool,
+    /// Stages that did not finish within the drain deadline.
+    pub stuck: Vec<String>,
+    pub wall: Duration,
+}
+
+pub struct RunOptions {
+    /// Set to stop the sources (Ctrl-C); the pipeline then drains.
+    pub stop: Arc<AtomicBool>,
+    /// How long stages may take to drain after a stop before the run gives up on them.
+    pub drain_timeout: Duration,
+    /// Called about ten times a second with the number of frames that reached the sinks.
+    pub progress: Option<Box<dyn FnMut(u64)>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            stop: Arc::new(AtomicBool::new(false)),
+            drain_timeout: Duration::from_secs(30),
+            progress: None,
+        }
+    }
+}
+
+/// A node could not be created (bad parameter value, missing weights file, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("node \"{node}\" (plugin {plugin}) could not be created: {message}")]
+pub struct CreateError {
+    pub node: String,
+    pub plugin: String,
+    pub message: String,
+}
+
+/// Sending side of one edge.
+struct EdgeTx {
+    tx: Sender<Msg>,
+    /// For `drop_oldest`: a receiver of the same queue, to drop its oldest message. Only
+    /// `drop_oldest` edges hold one, because holding it keeps the queue open.
+    oldest: Option<Receiver<Msg>>,
+    policy: Policy,
+    capacity: usize,
+    label: Arc<str>,
+    counters: Arc<EdgeCounters>,
+    /// The consumer is gone (it failed); nothing more is sent.
+    dead: bool,
+}
+
+impl EdgeTx {
+    /// Sends a message according to the edge's policy. Returns the time spent blocked.
+    fn send(&mut self, msg: Msg) -> Result<Duration, String> {
+        if self.dead {
+            return Ok(Duration::ZERO);
+        }
+        let mut waited = Duration::ZERO;
+        match self.policy {
+            Policy::Block => match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    let t = Instant::now();
+                    if self.tx.send(msg).is_err() {
+                        self.dead = true;
+                    }
+                    waited = t.elapsed();
+                }
+                Err(TrySendError::Disconnected(_)) => self.dead = true,
+            },
+            Policy::DropNewest => match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(waited);
+                }
+                Err(TrySendError::Disconnected(_)) => self.dead = true,
+            },
+            Policy::DropOldest => {
+                let mut msg = msg;
+                loop {
+                    match self.tx.try_send(msg) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(m)) => {
+                            msg = m;
+                            if let Some(rx) = &self.oldest {
+                                if rx.try_recv().is_ok() {
+                                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Err(TrySendError::Disconnected(_)) => {
+                            self.dead = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            Policy::Fail => match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    return Err(format!(
+                        "the queue of edge {} is full (capacity {}) and its policy is \"fail\"; raise its capacity or use policy \"block\"",
+                        self.label, self.capacity
+                    ))
+                }
+                Err(TrySendError::Disconnected(_)) => self.dead = true,
+            },
+        }
+        if !self.dead {
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(waited)
+    }
+}
+
+struct Stage {
+    name: String,
+    plugin: String,
+    node: Box<dyn Node>,
+    on_error: OnError,
+    stream: u32,
+    /// One receiver per declared input (None: unconnected optional input).
+    inputs: Vec<Option<Receiver<Msg>>>,
+    input_names: Vec<String>,
+    input_required: Vec<bool>,
+    /// Per declared output port: its edges.
+    outputs: Vec<Vec<EdgeTx>>,
+    /// Per declared output port: name and resolved kind.
+    output_ports: Vec<(String, PortKind)>,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<RunError>>>,
+    sink_frames: Arc<AtomicU64>,
+    stats: NodeStats,
+    /// This node failed (so it is not asked to finish).
+    failed: bool,
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Stage {
+    fn fail(&mut self, frame: Option<&FrameInfo>, message: String) {
+        let err = RunError {
+            node: self.name.clone(),
+            plugin: self.plugin.clone(),
+            frame: frame.map(|f| (f.index, f.source.to_string())),
+            message,
+        };
+        self.failed = true;
+        tracing::debug!("{err}");
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(err);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Checks a node's outputs against its declared ports, in port order.
+    fn check_outputs(&self, mut out: Outputs) -> Result<Vec<Value>, String> {
+        let mut values = Vec::with_capacity(self.output_ports.len());
+        for (name, kind) in &self.output_ports {
+            let v = out
+                .take(name)
+                .ok_or_else(|| format!("the node produced no value for its output port \"{name}\""))?;
+            if *kind != PortKind::Any && v.kind() != *kind {
+                return Err(format!(
+                    "output port \"{name}\" is declared {kind} but the node produced a {} value",
+                    v.kind()
+                ));
+            }
+            v.validate()
+                .map_err(|e| format!("output port \"{name}\" produced an invalid {} value: {e}", v.kind()))?;
+            values.push(v);
+        }
+        if let Some(extra) = out.ports().next() {
+            return Err(format!("the node produced a value for \"{extra}\", which is not one of its output ports"));
+        }
+        Ok(values)
+    }
+
+    /// Sends one frame's values (None: absent on every output).
+    fn emit(&mut self, frame: &Arc<FrameInfo>, values: Option<Vec<Value>>) -> Result<(), String> {
+        for (p, edges) in self.outputs.iter_mut().enumerate() {
+            let value = values.as_ref().map(|v| v[p].clone());
+            for e in edges.iter_mut() {
+                let waited = e.send(Msg {
+                    frame: frame.clone(),
+                    value: value.clone(),
+                })?;
+                self.stats.wait_out += waited;
+            }
+        }
+        Ok(())
+    }
+
+    fn all_outputs_dead(&self) -> bool {
+        let mut edges = self.outputs.iter().flatten().peekable();
+        edges.peek().is_some() && edges.all(|e| e.dead)
+    }
+
+    /// Handles the result of one call of the node.
+    fn after_call(
+        &mut self,
+        frame: &Arc<FrameInfo>,
+        result: std::thread::Result<Result<Outputs, NodeError>>,
+    ) -> Step {
+        let outcome = match result {
+            Ok(Ok(out)) => self.check_outputs(out),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+        };
+        let sent = match outcome {
+            Ok(values) => {
+                self.stats.frames += 1;
+                if self.outputs.is_empty() {
+                    self.sink_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                self.emit(frame, Some(values))
+            }
+            Err(message) => {
+                self.stats.errors += 1;
+                if self.on_error == OnError::Skip {
+                    tracing::warn!(
+                        "node \"{}\" (plugin {}) skipped frame {} ({}): {message}",
+                        self.name,
+                        self.plugin,
+                        frame.index,
+                        frame.source
+                    );
+                    self.stats.skipped += 1;
+                    self.emit(frame, None)
+                } else {
+                    self.fail(Some(frame), message);
+                    return Step::Stop;
+                }
+            }
+        };
+        if let Err(message) = sent {
+            self.fail(Some(frame), message);
+            return Step::Stop;
+        }
+        if self.all_outputs_dead() {
+            return Step::Stop;
+        }
+        Step::Continue
+    }
+
+    fn run_source(&mut self) {
+        let mut index = 0u64;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut info = FrameInfo {
+                stream: self.stream,
+                index,
+                ..FrameInfo::default()
+            };
+            let span = tracing::trace_span!("next_frame", node = %self.name, frame = index);
+            let t = Instant::now();
+            let result = {
+                let _g = span.enter();
+                let node = &mut self.node;
+                catch_unwind(AssertUnwindSafe(|| node.next_frame(&mut info)))
+            };
+            let result = match result {
+                Ok(Ok(None)) => return,
+                Ok(Ok(Some(out))) => Ok(Ok(out)),
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(p) => Err(p),
+            };
+            self.stats.latencies_ns.push(t.elapsed().as_nanos() as u64);
+            if info.timestamp_ns == 0 {
+                info.timestamp_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+            }
+            let frame = Arc::new(info);
+            if let Step::Stop = self.after_call(&frame, result) {
+                return;
+            }
+            index += 1;
+        }
+    }
+
+    fn run_node(&mut self) {
+        let k = self.inputs.len();
+        let mut heads: Vec<Option<Msg>> = (0..k).map(|_| None).collect();
+        let mut open: Vec<bool> = self.inputs.iter().map(Option::is_some).collect();
+        loop {
+            for i in 0..k {
+                if open[i] && heads[i].is_none() {
+                    let Some(rx) = &self.inputs[i] else { continue };
+                    let t = Instant::now();
+                    match rx.recv() {
+                        Ok(m) => heads[i] = Some(m),
+                        Err(_) => open[i] = false,
+                    }
+                    self.stats.wait_in += t.elapsed();
+                }
+            }
+            let Some(index) = heads.iter().flatten().map(|m| m.frame.index).min() else {
+                return; // every input has ended
+            };
+            let mut inputs = Inputs::new();
+            let mut frame = None;
+            let mut complete = true;
+            for i in 0..k {
+                let msg = match &heads[i] {
+                    Some(m) if m.frame.index == index => heads[i].take(),
+                    _ => None,
+                };
+                let value = msg.and_then(|m| {
+                    frame.get_or_insert(m.frame);
+                    m.value
+                });
+                if value.is_none() && self.input_required[i] {
+                    complete = false;
+                }
+                inputs.push(&self.input_names[i], value);
+            }
+            let Some(frame) = frame else { return };
+            if !complete {
+                self.stats.skipped += 1;
+                if let Err(message) = self.emit(&frame, None) {
+                    self.fail(Some(&frame), message);
+                    return;
+                }
+                continue;
+            }
+            let span = tracing::trace_span!("process", node = %self.name, frame = frame.index);
+            let t = Instant::now();
+            let result = {
+                let _g = span.enter();
+                let node = &mut self.node;
+                catch_unwind(AssertUnwindSafe(|| node.process(&frame, &inputs)))
+            };
+            self.stats.latencies_ns.push(t.elapsed().as_nanos() as u64);
+            drop(inputs);
+            if let Step::Stop = self.after_call(&frame, result) {
+                return;
+            }
+        }
+    }
+
+    /// Runs the stage to its end; returns its statistics.
+    fn run(mut self) -> NodeStats {
+        if self.inputs.is_empty() {
+            self.run_source()
+        } else {
+            self.run_node()
+        }
+        // Close inputs first: producers blocked on us see the queue gone at once.
+        self.inputs.clear();
+        if !self.failed {
+            let node = &mut self.node;
+            match catch_unwind(AssertUnwindSafe(|| node.finish())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.fail(None, format!("finish failed: {e}")),
+                Err(p) => self.fail(None, format!("panicked in finish: {}", panic_message(p.as_ref()))),
+            }
+        }
+        self.outputs.clear();
+        self.stats
+    }
+}
+
+/// Creates every node of the pipeline (before any thread starts, so that a bad parameter
+/// value fails the run before the first frame).
+pub fn create_nodes(pipeline: &Pipeline) -> Result<Vec<Box<dyn Node>>, CreateError> {
+    pipeline
+        .nodes
+        .iter()
+        .map(|n| {
+            let err = |message: String| CreateError {
+                node: n.name.clone(),
+                plugin: n.plugin().to_string(),
+                message,
+            };
+            match catch_unwind(AssertUnwindSafe(|| (n.kind.create)(&n.params))) {
+                Ok(Ok(node)) => Ok(node),
+                Ok(Err(e)) => Err(err(e.to_string())),
+                Err(p) => Err(err(format!("panicked: {}", panic_message(p.as_ref())))),
+            }
+        })
+        .collect()
+}
+
+/// Runs the pipeline with the given nodes (from [`create_nodes`]) until every stage is done.
+pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptions) -> RunReport {
+    let started = Instant::now();
+    let failure = Arc::new(Mutex::new(None));
+    let sink_frames = Arc::new(AtomicU64::new(0));
+    let counters: Vec<Arc<EdgeCounters>> = pipeline.edges.iter().map(|_| Arc::default()).collect();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for e in &pipeline.edges {
+        let (tx, rx) = bounded::<Msg>(e.capacity);
+        senders.push(Some((tx, rx.clone())));
+        receivers.push(Some(rx));
+    }
+    let mut sources = 0u32;
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, NodeStats)>();
+    let mut handles = Vec::new();
+    for (i, (n, node)) in pipeline.nodes.iter().zip(nodes).enumerate() {
+        let spec = &n.kind.spec;
+        let stream = if spec.is_source() {
+            sources += 1;
+            sources - 1
+        } else {
+            0
+        };
+        let stage = Stage {
+            name: n.name.clone(),
+            plugin: n.plugin().to_string(),
+            node,
+            on_error: n.on_error,
+            stream,
+            inputs: n.inputs.iter().map(|e| e.and_then(|e| receivers[e].take())).collect(),
+            input_names: spec.inputs.iter().map(|p| p.name.clone()).collect(),
+            input_required: spec.inputs.iter().map(|p| p.required).collect(),
+            outputs: n
+                .outputs
+                .iter()
+                .map(|edges| {
+                    edges
+                        .iter()
+                        .filter_map(|&e| {
+                            let (tx, rx) = senders[e].take()?;
+                            let edge = &pipeline.edges[e];
+                            Some(EdgeTx {
+                                tx,
+                                oldest: (edge.policy == Policy::DropOldest).then_some(rx),
+                                policy: edge.policy,
+                                capacity: edge.capacity,
+                                label: pipeline.edge_label(edge).into(),
+                                counters: counters[e].clone(),
+                                dead: false,
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+            output_ports: spec
+                .outputs
+                .iter()
+                .zip(&n.output_kinds)
+                .map(|(p, k)| (p.name.clone(), *k))
+                .collect(),
+            stop: options.stop.clone(),
+            failure: failure.clone(),
+            sink_frames: sink_frames.clone(),
+            stats: NodeStats {
+                name: n.name.clone(),
+                plugin: n.plugin().to_string(),
+                ..NodeStats::default()
+            },
+            failed: false,
+        };
+        let done = done_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("node:{}", n.name))
+            .spawn(move || {
+                let stats = stage.run();
+                let _ = done.send((i, stats));
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                options.stop.store(true, Ordering::SeqCst);
+                if let Ok(mut slot) = failure.lock() {
+                    slot.get_or_insert(RunError {
+                        node: n.name.clone(),
+                        plugin: n.plugin().to_string(),
+                        frame: None,
+                        message: format!("cannot start its thread: {e}"),
+                    });
+                }
+            }
+        }
+    }
+    drop(done_tx);
+    drop(senders);
+    drop(receivers);
+
+    let mut stats: Vec<Option<NodeStats>> = pipeline.nodes.iter().map(|_| None).collect();
+    let mut remaining = handles.len();
+    let mut deadline: Option<Instant> = None;
+    let tick = Duration::from_millis(100);
+    while remaining > 0 {
+        if deadline.is_none() && options.stop.load(Ordering::SeqCst) {
+            deadline = Some(Instant::now() + options.drain_timeout);
+        }
+        let wait = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) => left.min(tick),
+                None => break,
+            },
+            None => tick,
+        };
+        match done_rx.recv_timeout(wait) {
+            Ok((i, s)) => {
+                stats[i] = Some(s);
+                remaining -= 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(progress) = options.progress.as_mut() {
+            progress(sink_frames.load(Ordering::Relaxed));
+        }
+    }
+    let stuck: Vec<String> = pipeline
+        .nodes
+        .iter()
+        .zip(&stats)
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| n.name.clone())
+        .collect();
+    if stuck.is_empty() {
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+    let error = failure.lock().ok().and_then(|f| f.clone());
+    RunReport {
+        nodes: pipeline
+            .nodes
+            .iter()
+            .zip(stats)
+            .map(|(n, s)| {
+                s.unwrap_or_else(|| NodeStats {
+                    name: n.name.clone(),
+                    plugin: n.plugin().to_string(),
+                    ..NodeStats::default()
+                })
+            })
+            .collect(),
+        edges: pipeline
+            .edges
+            .iter()
+            .zip(&counters)
+            .map(|(e, c)| EdgeStats {
+                label: pipeline.edge_label(e),
+                policy: e.policy,
+                capacity: e.capacity,
+                sent: c.sent.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+            })
+            .collect(),
+        interrupted: options.stop.load(Ordering::SeqCst) && error.is_none(),
+        error,
+        stuck,
+        wall: started.elapsed(),
+    }
+}
+

@@ -1,0 +1,567 @@
+//! `image_sink`: draws instances on the image and writes one PNG per frame.
+//!
+//! Per instance whose score is at least `score_threshold`, in a colour chosen by its class:
+//! the mask blended at 45 % opacity, a 2 px box outline, keypoints and landmarks as dots, and
+//! a label "name 0.93" on a filled background above the box (inside it when there is no room
+//! above). Everything is clipped to the image.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use plugin_sdk::{
+    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    ParamType, ParamValue, Params, PortKind, PortSpec, Value,
+};
+
+use crate::font;
+use crate::json_sink::mask_plane;
+use crate::quoted;
+
+/// Opacity of masks, in percent.
+const MASK_ALPHA: u32 = 45;
+/// Threshold of f32 masks.
+const MASK_THRESHOLD: f32 = 0.5;
+
+/// 20 distinct colours (Sasha Trubetskoy's list); class `c` gets `PALETTE[c mod 20]`.
+pub const PALETTE: [[u8; 3]; 20] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [210, 245, 60],
+    [250, 190, 212],
+    [0, 128, 128],
+    [220, 190, 255],
+    [170, 110, 40],
+    [255, 250, 200],
+    [128, 0, 0],
+    [170, 255, 195],
+    [128, 128, 0],
+    [255, 215, 180],
+    [0, 0, 128],
+    [128, 128, 128],
+];
+
+/// The colour of class `class`.
+pub fn class_color(class: i64) -> [u8; 3] {
+    PALETTE[class.rem_euclid(PALETTE.len() as i64) as usize]
+}
+
+pub fn kind() -> NodeKind {
+    let spec = NodeSpec::new(
+        "image_sink",
+        "Draws instances (masks, boxes, labels, keypoints, landmarks) on the image and writes one PNG per frame",
+    )
+    .input(PortSpec::new("image", PortKind::Image, "the image to draw on").dtype(DType::U8).shape("H,W,C"))
+    .input(
+        PortSpec::new(
+            "instances",
+            PortKind::Instances,
+            "instances to draw; masks must be [N, H, W] at image resolution",
+        )
+        .optional(),
+    )
+    .param(ParamSpec::required(
+        "dir",
+        ParamType::Path,
+        "output directory (created if missing); frames are written as 000000.png, 000001.png, ...",
+    ))
+    .param(ParamSpec::optional(
+        "score_threshold",
+        ParamType::Float,
+        ParamValue::Float(0.0),
+        "instances with a lower score are not drawn",
+    ))
+    .param(ParamSpec::optional(
+        "labels",
+        ParamType::StrList,
+        ParamValue::StrList(Vec::new()),
+        "class names indexed by class id (empty: the class id is drawn)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(ImageSink::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `image_sink` node.
+#[derive(Debug)]
+pub struct ImageSink {
+    dir: PathBuf,
+    score_threshold: f32,
+    labels: Vec<String>,
+}
+
+impl ImageSink {
+    pub fn from_params(params: &Params) -> Result<ImageSink, NodeError> {
+        let dir = PathBuf::from(params.str("dir")?);
+        let score_threshold = params.float("score_threshold")?;
+        if score_threshold.is_nan() {
+            return Err(NodeError::new(
+                "parameter \"score_threshold\" must be a number, got NaN",
+            ));
+        }
+        let labels = params.str_list("labels")?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            NodeError::new(format!("cannot create directory {}: {e}", quoted(&dir)))
+        })?;
+        Ok(ImageSink {
+            dir,
+            score_threshold: score_threshold as f32,
+            labels,
+        })
+    }
+
+    /// The file frame `frame` is written to.
+    pub fn file_of(&self, frame: &FrameInfo) -> PathBuf {
+        let name = if frame.stream == 0 {
+            format!("{:06}.png", frame.index)
+        } else {
+            format!("s{}_{:06}.png", frame.stream, frame.index)
+        };
+        self.dir.join(name)
+    }
+
+    fn label_of(&self, class: i64, score: f32) -> String {
+        let name = usize::try_from(class)
+            .ok()
+            .and_then(|c| self.labels.get(c))
+            .cloned()
+            .unwrap_or_else(|| class.to_string());
+        format!("{name} {score:.2}")
+    }
+
+    /// Draws `instances` (if any) on `image` and returns the RGB canvas.
+    pub fn render(&self, image: &Value, instances: Option<&Value>) -> Result<Canvas, NodeError> {
+        let mut canvas = Canvas::from_image(image)?;
+        if let Some(v) = instances {
+            self.draw_instances(&mut canvas, v)?;
+        }
+        Ok(canvas)
+    }
+
+    fn draw_instances(&self, canvas: &mut Canvas, value: &Value) -> Result<(), NodeError> {
+        let inst = Instances::from_value(value)?;
+        let masks = value.get("masks");
+        if let Some(m) = masks {
+            let shape = m.shape();
+            if shape[1..] != [canvas.height, canvas.width] {
+                return Err(NodeError::new(format!(
+                    "mask shape [{}, {}] does not match image shape [{}, {}]",
+                    shape[1], shape[2], canvas.height, canvas.width
+                )));
+            }
+        }
+        let drawn: Vec<usize> = (0..inst.len())
+            .filter(|&k| inst.scores[k] >= self.score_threshold)
+            .collect();
+        let scale = 1 + canvas.width.max(canvas.height) / 800;
+        let scale = scale.min(4);
+
+        if let Some(m) = masks {
+            for &k in &drawn {
+                let plane = mask_plane(m, k, MASK_THRESHOLD)?;
+                canvas.blend_mask(&plane, class_color(inst.classes[k]));
+            }
+        }
+        for &k in &drawn {
+            if let Some([l, t, r, b]) = pixel_box(inst.boxes[k]) {
+                canvas.outline(l, t, r, b, 2, class_color(inst.classes[k]));
+            }
+        }
+        for name in ["keypoints", "landmarks"] {
+            let Some(t) = value.get(name) else { continue };
+            let shape = t.shape();
+            let (per, cols) = (shape[1], shape[2]);
+            let data = t.as_slice::<f32>()?;
+            for &k in &drawn {
+                let color = class_color(inst.classes[k]);
+                let Some(rows) = data.get(k * per * cols..(k + 1) * per * cols) else {
+                    continue;
+                };
+                for p in rows.chunks_exact(cols) {
+                    let visible = cols < 3 || p[2] > 0.0;
+                    if visible && p[0].is_finite() && p[1].is_finite() {
+                        canvas.dot(to_px(p[0]), to_px(p[1]), scale as i64 + 1, color);
+                    }
+                }
+            }
+        }
+        for &k in &drawn {
+            if let Some([l, t, _, _]) = pixel_box(inst.boxes[k]) {
+                let text = self.label_of(inst.classes[k], inst.scores[k]);
+                canvas.label(l, t, &text, scale, class_color(inst.classes[k]));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_px(v: f32) -> i64 {
+    // `as` saturates and maps NaN to 0; clamping first keeps later arithmetic in range.
+    v.round().clamp(-1.0e9, 1.0e9) as i64
+}
+
+/// A box in whole pixels: left, top, right, bottom (right and bottom exclusive).
+fn pixel_box(b: [f32; 4]) -> Option<[i64; 4]> {
+    if !b.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let (l, t) = (to_px(b[0]), to_px(b[1]));
+    let r = to_px(b[2]).max(l + 1);
+    let bottom = to_px(b[3]).max(t + 1);
+    Some([l, t, r, bottom])
+}
+
+/// An RGB u8 image being drawn on; every drawing call clips to the image.
+#[derive(Clone, Debug)]
+pub struct Canvas {
+    pub width: usize,
+    pub height: usize,
+    /// Row-major RGB.
+    pub pixels: Vec<u8>,
+}
+
+impl Canvas {
+    /// An RGB copy of an `image` value (grayscale replicated, alpha dropped).
+    pub fn from_image(image: &Value) -> Result<Canvas, NodeError> {
+        image.validate()?;
+        let t = image.tensor("image")?;
+        let (height, width, c) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+        let data = t.as_slice::<u8>()?;
+        let pixels = match c {
+            3 => data.to_vec(),
+            _ => {
+                let mut out = Vec::with_capacity(width * height * 3);
+                for p in data.chunks_exact(c) {
+                    if c == 1 {
+                        out.extend_from_slice(&[p[0], p[0], p[0]]);
+                    } else {
+                        out.extend_from_slice(&p[..3]);
+                    }
+                }
+                out
+            }
+        };
+        Ok(Canvas {
+            width,
+            height,
+            pixels,
+        })
+    }
+
+    /// The pixel at (x, y), if inside.
+    pub fn get(&self, x: usize, y: usize) -> Option<[u8; 3]> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = (y * self.width + x) * 3;
+        Some([self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]])
+    }
+
+    fn set(&mut self, x: i64, y: i64, color: [u8; 3]) {
+        if x < 0 || y < 0 || x as usize >= self.width || y as usize >= self.height {
+            return;
+        }
+        let i = (y as usize * self.width + x as usize) * 3;
+        self.pixels[i..i + 3].copy_from_slice(&color);
+    }
+
+    /// Fills [x0, x1) x [y0, y1), clipped.
+    pub fn fill_rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, color: [u8; 3]) {
+        let (w, h) = (self.width as i64, self.height as i64);
+        let (x0, x1) = (x0.clamp(0, w), x1.clamp(0, w));
+        let (y0, y1) = (y0.clamp(0, h), y1.clamp(0, h));
+        for y in y0..y1 {
+            let row = y as usize * self.width;
+            for x in x0..x1 {
+                let i = (row + x as usize) * 3;
+                self.pixels[i..i + 3].copy_from_slice(&color);
+            }
+        }
+    }
+
+    /// The outline of [l, r) x [t, b), `thickness` pixels wide, inside the box.
+    pub fn outline(&mut self, l: i64, t: i64, r: i64, b: i64, thickness: i64, color: [u8; 3]) {
+        self.fill_rect(l, t, r, t + thickness, color);
+        self.fill_rect(l, b - thickness, r, b, color);
+        self.fill_rect(l, t, l + thickness, b, color);
+        self.fill_rect(r - thickness, t, r, b, color);
+    }
+
+    /// Blends `color` over the pixels where `mask` (row-major, same size) is nonzero.
+    pub fn blend_mask(&mut self, mask: &[u8], color: [u8; 3]) {
+        for (px, &m) in self.pixels.chunks_exact_mut(3).zip(mask) {
+            if m != 0 {
+                for (p, &c) in px.iter_mut().zip(&color) {
+                    let v =
+                        (u32::from(*p) * (100 - MASK_ALPHA) + u32::from(c) * MASK_ALPHA + 50) / 100;
+                    *p = v as u8;
+                }
+            }
+        }
+    }
+
+    /// A filled dot of `radius` in `color` with a one pixel white rim.
+    pub fn dot(&mut self, cx: i64, cy: i64, radius: i64, color: [u8; 3]) {
+        for (r, c) in [(radius + 1, [255, 255, 255]), (radius, color)] {
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    if dx * dx + dy * dy <= r * r {
+                        self.set(cx + dx, cy + dy, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `text` on a filled background of `color`, above the point (x, y) (below it when there
+    /// is no room above), shifted left to stay inside the image when possible.
+    pub fn label(&mut self, x: i64, y: i64, text: &str, scale: usize, color: [u8; 3]) {
+        let pad = scale as i64;
+        let tw = font::text_width(text, scale) as i64 + 2 * pad;
+        let th = (font::HEIGHT * scale) as i64 + 2 * pad;
+        let mut x0 = x.max(0);
+        if x0 + tw > self.width as i64 {
+            x0 = (self.width as i64 - tw).max(0);
+        }
+        let y0 = if y - th >= 0 { y - th } else { y.max(0) };
+        self.fill_rect(x0, y0, x0 + tw, y0 + th, color);
+        let luma =
+            299 * u32::from(color[0]) + 587 * u32::from(color[1]) + 114 * u32::from(color[2]);
+        let ink = if luma > 128_000 {
+            [0, 0, 0]
+        } else {
+            [255, 255, 255]
+        };
+        font::for_each_pixel(text, scale, |dx, dy| {
+            self.set(x0 + pad + dx as i64, y0 + pad + dy as i64, ink);
+        });
+    }
+
+    /// Writes the canvas as an RGB8 PNG.
+    pub fn write_png(&self, path: &std::path::Path) -> Result<(), NodeError> {
+        let err = |e: &dyn std::fmt::Display| {
+            NodeError::new(format!("cannot write {}: {e}", quoted(path)))
+        };
+        let (w, h) = (
+            u32::try_from(self.width).map_err(|e| err(&e))?,
+            u32::try_from(self.height).map_err(|e| err(&e))?,
+        );
+        let file = File::create(path).map_err(|e| err(&e))?;
+        let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().map_err(|e| err(&e))?;
+        writer.write_image_data(&self.pixels).map_err(|e| err(&e))?;
+        writer.finish().map_err(|e| err(&e))
+    }
+}
+
+impl Node for ImageSink {
+    fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let image = inputs.value("image")?;
+        let canvas = self.render(image, inputs.get("instances"))?;
+        canvas.write_png(&self.file_of(frame))?;
+        Ok(Outputs::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_sdk::Tensor;
+    use std::sync::Arc;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "plugin-io-sink-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ))
+    }
+
+    fn params(dir: &std::path::Path, threshold: f64, labels: &[&str]) -> Params {
+        Params::new()
+            .with("dir", ParamValue::Str(dir.display().to_string()))
+            .with("score_threshold", ParamValue::Float(threshold))
+            .with(
+                "labels",
+                ParamValue::StrList(labels.iter().map(|s| s.to_string()).collect()),
+            )
+    }
+
+    fn gray_image(w: usize, h: usize, v: u8) -> Value {
+        Value::image(Tensor::from_vec(&[h, w, 3], vec![v; w * h * 3]).unwrap())
+    }
+
+    fn frame(index: u64) -> FrameInfo {
+        FrameInfo {
+            index,
+            source: Arc::from("test"),
+            ..FrameInfo::default()
+        }
+    }
+
+    fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
+        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        (info.width, info.height, buf)
+    }
+
+    #[test]
+    fn writes_png_with_box_pixels_in_the_class_colour() {
+        let dir = temp_dir("box");
+        let mut node = (kind().create)(&params(&dir, 0.3, &["cat", "dog"])).unwrap();
+        let inst = Instances {
+            boxes: vec![[20.0, 30.0, 60.0, 70.0], [5.0, 5.0, 15.0, 15.0]],
+            scores: vec![0.93, 0.1],
+            classes: vec![1, 2],
+        }
+        .to_value()
+        .unwrap();
+        let mut inputs = Inputs::new();
+        inputs.push("image", Some(gray_image(100, 80, 0)));
+        inputs.push("instances", Some(inst));
+        node.process(&frame(7), &inputs).unwrap();
+
+        let path = dir.join("000007.png");
+        let (w, h, px) = read_png(&path);
+        assert_eq!((w, h), (100, 80));
+        let at = |x: usize, y: usize| {
+            let i = (y * 100 + x) * 3;
+            [px[i], px[i + 1], px[i + 2]]
+        };
+        let dog = class_color(1);
+        // Box edges (2 px, inside [20, 60) x [30, 70)).
+        for (x, y) in [
+            (20, 50),
+            (21, 50),
+            (58, 50),
+            (59, 50),
+            (40, 68),
+            (40, 69),
+            (25, 31),
+        ] {
+            assert_eq!(at(x, y), dog, "pixel ({x}, {y})");
+        }
+        // Inside and outside the box: untouched.
+        assert_eq!(at(40, 50), [0, 0, 0]);
+        assert_eq!(at(60, 50), [0, 0, 0]);
+        assert_eq!(at(40, 71), [0, 0, 0]);
+        // The label background sits above the box: rows [30 - 9, 30).
+        assert_eq!(at(20, 22), dog);
+        // The low-score instance is not drawn.
+        assert_eq!(at(5, 10), [0, 0, 0]);
+        assert_eq!(at(10, 5), [0, 0, 0]);
+
+        // Without instances: the image as is.
+        let mut inputs = Inputs::new();
+        inputs.push("image", Some(gray_image(4, 3, 9)));
+        inputs.push("instances", None);
+        node.process(&frame(8), &inputs).unwrap();
+        let (w, h, px) = read_png(&dir.join("000008.png"));
+        assert_eq!((w, h), (4, 3));
+        assert!(px.iter().all(|&v| v == 9));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn masks_keypoints_and_clipping() {
+        let sink = ImageSink {
+            dir: temp_dir("unused"),
+            score_threshold: 0.0,
+            labels: Vec::new(),
+        };
+        let (w, h) = (16usize, 12usize);
+        let mut mask = vec![0u8; w * h];
+        mask[10 * w + 8] = 1;
+        let mut kp = vec![0.0f32; 2 * 3];
+        kp[..3].copy_from_slice(&[3.0, 9.0, 1.0]); // visible
+        kp[3..].copy_from_slice(&[12.0, 11.0, 0.0]); // not visible
+        let inst = Instances {
+            // Far outside the image on every side: clipped, no panic.
+            boxes: vec![[-1e12, -50.0, 1e12, f32::MAX]],
+            scores: vec![0.5],
+            classes: vec![-3],
+        }
+        .to_value()
+        .unwrap()
+        .with("masks", Tensor::from_vec(&[1, h, w], mask).unwrap())
+        .with("keypoints", Tensor::from_vec(&[1, 2, 3], kp).unwrap())
+        .with(
+            "landmarks",
+            Tensor::from_vec(&[1, 1, 2], vec![-100.0f32, 5.0]).unwrap(),
+        );
+        let canvas = sink.render(&gray_image(w, h, 100), Some(&inst)).unwrap();
+        let c = class_color(-3);
+        let blended: Vec<u8> = c
+            .iter()
+            .map(|&c| ((100 * 55 + u32::from(c) * 45 + 50) / 100) as u8)
+            .collect();
+        assert_eq!(canvas.get(8, 10).unwrap().to_vec(), blended);
+        assert_eq!(canvas.get(3, 9).unwrap(), c);
+        assert_eq!(canvas.get(12, 11).unwrap(), [100, 100, 100]);
+        // The label is clipped into the top left corner, on the class colour.
+        assert_eq!(canvas.get(0, 0).unwrap(), c);
+
+        // Masks at another resolution are an error naming both shapes.
+        let bad = Instances {
+            boxes: vec![[0.0, 0.0, 1.0, 1.0]],
+            scores: vec![0.5],
+            classes: vec![0],
+        }
+        .to_value()
+        .unwrap()
+        .with("masks", Tensor::zeros(DType::Bool, &[1, 6, 8]).unwrap());
+        let err = sink.render(&gray_image(w, h, 0), Some(&bad)).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "mask shape [6, 8] does not match image shape [12, 16]"
+        );
+    }
+
+    #[test]
+    fn grayscale_and_rgba_images_become_rgb() {
+        let g = Value::image(Tensor::from_vec(&[1, 2, 1], vec![7u8, 9]).unwrap());
+        assert_eq!(Canvas::from_image(&g).unwrap().pixels, [7, 7, 7, 9, 9, 9]);
+        let rgba = Value::image(Tensor::from_vec(&[1, 1, 4], vec![1u8, 2, 3, 4]).unwrap());
+        assert_eq!(Canvas::from_image(&rgba).unwrap().pixels, [1, 2, 3]);
+    }
+
+    #[test]
+    fn labels_name_the_class_or_its_id() {
+        let sink = ImageSink {
+            dir: PathBuf::new(),
+            score_threshold: 0.0,
+            labels: vec!["person".into()],
+        };
+        assert_eq!(sink.label_of(0, 0.934), "person 0.93");
+        assert_eq!(sink.label_of(5, 0.5), "5 0.50");
+        assert_eq!(sink.label_of(-1, 1.0), "-1 1.00");
+    }
+
+    #[test]
+    fn unwritable_file_is_named() {
+        let canvas = Canvas {
+            width: 1,
+            height: 1,
+            pixels: vec![0, 0, 0],
+        };
+        let path = std::path::Path::new("/nonexistent-dir-for-test/x.png");
+        let err = canvas.write_png(path).unwrap_err();
+        assert!(
+            err.message()
+                .starts_with("cannot write \"/nonexistent-dir-for-test/x.png\": "),
+            "{err}"
+        );
+    }
+}

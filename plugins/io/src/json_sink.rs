@@ -1,0 +1,507 @@
+//! `json_sink`: writes instances as JSON lines (one record per frame) or as a COCO results
+//! array. Each instance is a COCO result object:
+//!
+//! ```json
+//! {"image_id": 0, "category_id": 3, "bbox": [x, y, w, h], "score": 0.93,
+//!  "segmentation": {"size": [H, W], "counts": "..."}, "keypoints": [x1, y1, v1, ...]}
+//! ```
+//!
+//! `image_id` is the frame index, `bbox` the box in COCO's x, y, width, height form,
+//! `segmentation` (when the value has `masks`) the mask in COCO compressed RLE, identical to
+//! `pycocotools.mask.encode`, and `keypoints` (when it has `keypoints`) the flattened [K, 3].
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use plugin_sdk::{
+    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    ParamType, ParamValue, Params, PortKind, PortSpec, Tensor, Value,
+};
+
+use crate::{quoted, rle};
+
+const FORMATS: [&str; 2] = ["jsonl", "coco"];
+
+pub fn kind() -> NodeKind {
+    let spec = NodeSpec::new(
+        "json_sink",
+        "Writes instances as COCO result objects: one JSON line per frame, or one COCO results array",
+    )
+    .input(PortSpec::new(
+        "instances",
+        PortKind::Instances,
+        "the instances to write (masks become COCO RLE, keypoints are flattened)",
+    ))
+    .param(ParamSpec::required(
+        "path",
+        ParamType::Path,
+        "output file (parent directories are created)",
+    ))
+    .param(ParamSpec::optional(
+        "format",
+        ParamType::Str,
+        ParamValue::Str("jsonl".into()),
+        "\"jsonl\": one {frame, stream, source, width, height, instances} object per line; \"coco\": one array of all instances",
+    ))
+    .param(ParamSpec::optional(
+        "mask_threshold",
+        ParamType::Float,
+        ParamValue::Float(0.5),
+        "f32 masks: pixels >= this value are foreground (u8 and bool masks: nonzero)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(JsonSink::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Jsonl,
+    Coco,
+}
+
+/// The `json_sink` node.
+#[derive(Debug)]
+pub struct JsonSink {
+    path: PathBuf,
+    format: Format,
+    mask_threshold: f32,
+    out: Option<BufWriter<File>>,
+    /// Instances written so far (COCO: decides the separator).
+    written: u64,
+    /// Reused per frame.
+    line: String,
+}
+
+impl JsonSink {
+    pub fn from_params(params: &Params) -> Result<JsonSink, NodeError> {
+        let format = match params.str("format")? {
+            "jsonl" => Format::Jsonl,
+            "coco" => Format::Coco,
+            other => {
+                return Err(NodeError::new(format!(
+                    "parameter \"format\" must be one of {}, got {other:?}",
+                    FORMATS.map(|f| format!("\"{f}\"")).join(", ")
+                )))
+            }
+        };
+        let mask_threshold = params.float("mask_threshold")?;
+        if !mask_threshold.is_finite() {
+            return Err(NodeError::new(format!(
+                "parameter \"mask_threshold\" must be a finite number, got {mask_threshold}"
+            )));
+        }
+        let path = PathBuf::from(params.str("path")?);
+        let out = create_file(&path)?;
+        let mut sink = JsonSink {
+            path,
+            format,
+            mask_threshold: mask_threshold as f32,
+            out: Some(out),
+            written: 0,
+            line: String::new(),
+        };
+        if format == Format::Coco {
+            sink.write(b"[")?;
+        }
+        Ok(sink)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), NodeError> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(NodeError::new(format!(
+                "{} was already closed",
+                quoted(&self.path)
+            )));
+        };
+        out.write_all(bytes)
+            .map_err(|e| NodeError::new(format!("cannot write {}: {e}", quoted(&self.path))))
+    }
+}
+
+/// Creates `path` and its parent directories.
+pub(crate) fn create_file(path: &Path) -> Result<BufWriter<File>, NodeError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            NodeError::new(format!("cannot create directory {}: {e}", quoted(parent)))
+        })?;
+    }
+    let file = File::create(path)
+        .map_err(|e| NodeError::new(format!("cannot create {}: {e}", quoted(path))))?;
+    Ok(BufWriter::new(file))
+}
+
+impl Node for JsonSink {
+    fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let value = inputs.value("instances")?;
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let objects = coco_objects(value, frame.index, self.mask_threshold)?;
+        match self.format {
+            Format::Jsonl => {
+                let _ = write!(
+                    line,
+                    "{{\"frame\":{},\"stream\":{},\"source\":{},\"width\":{},\"height\":{},\"instances\":[",
+                    frame.index,
+                    frame.stream,
+                    json_string(&frame.source),
+                    frame.width,
+                    frame.height
+                );
+                line.push_str(&objects.join(","));
+                line.push_str("]}\n");
+            }
+            Format::Coco => {
+                for obj in &objects {
+                    line.push_str(if self.written == 0 { "\n" } else { ",\n" });
+                    line.push_str(obj);
+                    self.written += 1;
+                }
+            }
+        }
+        let result = self.write(line.as_bytes());
+        self.line = line;
+        result?;
+        Ok(Outputs::new())
+    }
+
+    fn finish(&mut self) -> Result<(), NodeError> {
+        if self.out.is_none() {
+            return Ok(());
+        }
+        if self.format == Format::Coco {
+            self.write(b"\n]\n")?;
+        }
+        if let Some(mut out) = self.out.take() {
+            out.flush()
+                .map_err(|e| NodeError::new(format!("cannot write {}: {e}", quoted(&self.path))))?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Appends a JSON number (`null` for NaN and infinities, which JSON cannot express).
+fn push_f32(s: &mut String, x: f32) {
+    if x.is_finite() {
+        let start = s.len();
+        let _ = write!(s, "{x}");
+        // Keep floats floats ("1.0", not "1"): `Display` of f32 never uses an exponent.
+        if !s[start..].contains('.') {
+            s.push_str(".0");
+        }
+    } else {
+        s.push_str("null");
+    }
+}
+
+/// Row `k` of a masks tensor [N, H, W] as row-major 0/1 bytes (u8 and bool: nonzero; f32:
+/// `>= threshold`).
+pub(crate) fn mask_plane(masks: &Tensor, k: usize, threshold: f32) -> Result<Vec<u8>, NodeError> {
+    let shape = masks.shape();
+    if shape.len() != 3 {
+        return Err(NodeError::new(format!(
+            "tensor \"masks\" must be [N, H, W], got {:?}",
+            shape
+        )));
+    }
+    let plane = shape[1] * shape[2];
+    let range = k * plane..(k + 1) * plane;
+    let out = match masks.dtype() {
+        DType::U8 => slice_range(masks.as_slice::<u8>()?, range)?
+            .iter()
+            .map(|&v| u8::from(v != 0))
+            .collect(),
+        DType::Bool => slice_range(masks.as_slice::<bool>()?, range)?
+            .iter()
+            .map(|&v| u8::from(v))
+            .collect(),
+        DType::F32 => slice_range(masks.as_slice::<f32>()?, range)?
+            .iter()
+            .map(|&v| u8::from(v >= threshold))
+            .collect(),
+        other => {
+            return Err(NodeError::new(format!(
+                "tensor \"masks\" has dtype {other}, expected u8, bool or f32"
+            )))
+        }
+    };
+    Ok(out)
+}
+
+fn slice_range<T>(data: &[T], range: std::ops::Range<usize>) -> Result<&[T], NodeError> {
+    let len = data.len();
+    data.get(range.clone()).ok_or_else(|| {
+        NodeError::new(format!(
+            "tensor \"masks\" holds {len} elements, too few for elements {range:?}"
+        ))
+    })
+}
+
+/// The COCO result objects of one instances value, as JSON text.
+pub fn coco_objects(
+    value: &Value,
+    image_id: u64,
+    mask_threshold: f32,
+) -> Result<Vec<String>, NodeError> {
+    let inst = Instances::from_value(value)?;
+    let masks = value.get("masks");
+    let keypoints = match value.get("keypoints") {
+        Some(t) => Some((
+            t.as_slice::<f32>()?,
+            t.shape().get(1).copied().unwrap_or(0) * 3,
+        )),
+        None => None,
+    };
+    let mut objects = Vec::with_capacity(inst.len());
+    for (k, b) in inst.boxes.iter().enumerate() {
+        let mut s = String::with_capacity(96);
+        let _ = write!(
+            s,
+            "{{\"image_id\":{image_id},\"category_id\":{},\"bbox\":[",
+            inst.classes[k]
+        );
+        for (i, x) in [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                s.push(',');
+            }
+            push_f32(&mut s, x);
+        }
+        s.push_str("],\"score\":");
+        push_f32(&mut s, inst.scores[k]);
+        if let Some(m) = masks {
+            let (h, w) = (m.shape()[1], m.shape()[2]);
+            let plane = mask_plane(m, k, mask_threshold)?;
+            let counts = rle::to_string(&rle::encode(&plane, h, w));
+            let _ = write!(
+                s,
+                ",\"segmentation\":{{\"size\":[{h},{w}],\"counts\":{}}}",
+                json_string(&counts)
+            );
+        }
+        if let Some((data, per)) = keypoints {
+            s.push_str(",\"keypoints\":[");
+            let row = data.get(k * per..(k + 1) * per).unwrap_or(&[]);
+            for (i, &x) in row.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                push_f32(&mut s, x);
+            }
+            s.push(']');
+        }
+        s.push('}');
+        objects.push(s);
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value as Json;
+    use std::sync::Arc;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "plugin-io-json-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ))
+    }
+
+    fn params(path: &Path, format: &str) -> Params {
+        Params::new()
+            .with("path", ParamValue::Str(path.display().to_string()))
+            .with("format", ParamValue::Str(format.into()))
+            .with("mask_threshold", ParamValue::Float(0.5))
+    }
+
+    fn frame(index: u64) -> FrameInfo {
+        FrameInfo {
+            stream: 0,
+            index,
+            timestamp_ns: 0,
+            source: Arc::from(format!("img\"{index}\".jpg")),
+            width: 5,
+            height: 4,
+        }
+    }
+
+    fn value(with_extras: bool) -> Value {
+        let v = Instances {
+            boxes: vec![[10.0, 20.0, 40.5, 60.0], [1.0, 2.0, 3.0, 5.0]],
+            scores: vec![0.93, 0.25],
+            classes: vec![3, 17],
+        }
+        .to_value()
+        .unwrap();
+        if !with_extras {
+            return v;
+        }
+        // f32 masks [2, 4, 5]. Instance 0: a 2x2 square at rows 1-2, cols 1-2; instance 1:
+        // 0.5 at (0, 0) (on) and 0.49 at (1, 2) (off).
+        let mut masks = vec![0.0f32; 2 * 4 * 5];
+        for (y, x) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+            masks[y * 5 + x] = 1.0;
+        }
+        masks[20] = 0.5;
+        masks[20 + 7] = 0.49;
+        let kp: Vec<f32> = (0..2 * 2 * 3).map(|i| i as f32).collect();
+        v.with("masks", Tensor::from_vec(&[2, 4, 5], masks).unwrap())
+            .with("keypoints", Tensor::from_vec(&[2, 2, 3], kp).unwrap())
+    }
+
+    fn inputs(v: Value) -> Inputs {
+        let mut i = Inputs::new();
+        i.push("instances", Some(v));
+        i
+    }
+
+    #[test]
+    fn jsonl_two_frames_parse_back_with_coco_boxes() {
+        let path = temp_path("jsonl").join("sub/dir/out.jsonl");
+        let mut node = (kind().create)(&params(&path, "jsonl")).unwrap();
+        node.process(&frame(0), &inputs(value(true))).unwrap();
+        node.process(&frame(1), &inputs(value(false))).unwrap();
+        node.finish().unwrap();
+        node.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Json> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let r = &lines[0];
+        assert_eq!(r["frame"], 0);
+        assert_eq!(r["stream"], 0);
+        assert_eq!(r["source"], "img\"0\".jpg");
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(5), Some(4))
+        );
+        let i0 = &r["instances"][0];
+        assert_eq!(i0["image_id"], 0);
+        assert_eq!(i0["category_id"], 3);
+        let bbox: Vec<f64> = i0["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(bbox, [10.0, 20.0, 30.5, 40.0]);
+        assert!((i0["score"].as_f64().unwrap() - 0.93).abs() < 1e-6);
+        assert_eq!(i0["segmentation"]["size"], serde_json::json!([4, 5]));
+        // Column-major runs of the square: 5 zeros, 2 ones, 2 zeros, 2 ones, 9 zeros.
+        let counts = i0["segmentation"]["counts"].as_str().unwrap();
+        assert_eq!(rle::decode(counts).unwrap(), [5, 2, 2, 2, 9]);
+        assert_eq!(
+            i0["keypoints"],
+            serde_json::json!([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+        );
+        let i1 = &r["instances"][1];
+        assert_eq!(i1["category_id"], 17);
+        assert_eq!(
+            i1["keypoints"],
+            serde_json::json!([6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
+        );
+        // f32 mask: 0.5 >= threshold is on, 0.49 is not.
+        let counts = i1["segmentation"]["counts"].as_str().unwrap();
+        assert_eq!(rle::decode(counts).unwrap(), [0, 1, 19]);
+
+        let r = &lines[1];
+        assert_eq!(r["frame"], 1);
+        assert_eq!(r["instances"][1]["image_id"], 1);
+        assert!(r["instances"][1].get("segmentation").is_none());
+        assert!(r["instances"][1].get("keypoints").is_none());
+        std::fs::remove_dir_all(temp_path("jsonl")).unwrap();
+    }
+
+    #[test]
+    fn coco_format_is_one_array() {
+        let path = temp_path("coco.json");
+        let mut node = (kind().create)(&params(&path, "coco")).unwrap();
+        node.process(&frame(0), &inputs(value(false))).unwrap();
+        let empty = Instances::default().to_value().unwrap();
+        node.process(&frame(1), &inputs(empty)).unwrap();
+        node.process(&frame(2), &inputs(value(true))).unwrap();
+        node.finish().unwrap();
+        let all: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let all = all.as_array().unwrap();
+        assert_eq!(all.len(), 4);
+        let ids: Vec<u64> = all
+            .iter()
+            .map(|o| o["image_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [0, 0, 2, 2]);
+        assert_eq!(all[1]["bbox"], serde_json::json!([1.0, 2.0, 2.0, 3.0]));
+        std::fs::remove_file(&path).unwrap();
+
+        // No frames at all: an empty array.
+        let mut node = (kind().create)(&params(&path, "coco")).unwrap();
+        node.finish().unwrap();
+        let all: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(all, serde_json::json!([]));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn bad_format_and_bad_values_are_errors() {
+        let path = temp_path("bad.json");
+        let err = JsonSink::from_params(&params(&path, "csv")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "parameter \"format\" must be one of \"jsonl\", \"coco\", got \"csv\""
+        );
+        let mut node = (kind().create)(&params(&path, "jsonl")).unwrap();
+        let bad = Value::new(PortKind::Instances);
+        assert!(node
+            .process(&frame(0), &inputs(bad))
+            .unwrap_err()
+            .message()
+            .contains("boxes"));
+        node.finish().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn mask_planes_of_every_dtype() {
+        let u8s = Tensor::from_vec(&[2, 1, 3], vec![0u8, 9, 1, 255, 0, 0]).unwrap();
+        assert_eq!(mask_plane(&u8s, 0, 0.5).unwrap(), [0, 1, 1]);
+        assert_eq!(mask_plane(&u8s, 1, 0.5).unwrap(), [1, 0, 0]);
+        let bools = Tensor::from_vec(&[1, 1, 2], vec![true, false]).unwrap();
+        assert_eq!(mask_plane(&bools, 0, 0.5).unwrap(), [1, 0]);
+        let f = Tensor::from_vec(&[1, 1, 3], vec![0.2f32, 0.7, f32::NAN]).unwrap();
+        assert_eq!(mask_plane(&f, 0, 0.7).unwrap(), [0, 1, 0]);
+        assert_eq!(mask_plane(&f, 0, 0.1).unwrap(), [1, 1, 0]);
+        assert!(mask_plane(&f, 1, 0.5).is_err());
+        let i = Tensor::from_vec(&[1, 1, 1], vec![1i32]).unwrap();
+        assert!(mask_plane(&i, 0, 0.5)
+            .unwrap_err()
+            .message()
+            .contains("dtype i32"));
+    }
+
+    #[test]
+    fn non_finite_numbers_become_null() {
+        let v = Instances {
+            boxes: vec![[f32::NAN, 0.0, 1.0, f32::INFINITY]],
+            scores: vec![0.5],
+            classes: vec![1],
+        }
+        .to_value()
+        .unwrap();
+        let objs = coco_objects(&v, 7, 0.5).unwrap();
+        let o: Json = serde_json::from_str(&objs[0]).unwrap();
+        assert_eq!(o["bbox"], serde_json::json!([null, 0.0, null, null]));
+    }
+}

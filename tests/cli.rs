@@ -1,0 +1,617 @@
+//! Integration tests: they drive the real `engine` binary on valid and invalid pipelines.
+//!
+//! The plugin tests need `target/<profile>/libcustom_head.so`, which `cargo build --workspace`
+//! (part of the README's test command) builds, and a C compiler (`cc`) for the C plugin.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn engine_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_engine")
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+fn engine(dir: &Path, args: &[&str]) -> Output {
+    Command::new(engine_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run engine")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Reads a jsonl file written by json_sink.
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("valid json line"))
+        .collect()
+}
+
+fn frame_of(r: &serde_json::Value) -> u64 {
+    r["frame"].as_u64().expect("frame index")
+}
+
+/// x of each instance's bbox: synthetic_source puts the frame index there.
+fn box_xs(r: &serde_json::Value) -> Vec<f64> {
+    r["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["bbox"][0].as_f64().expect("bbox x"))
+        .collect()
+}
+
+fn custom_head_lib() -> PathBuf {
+    let dir = Path::new(engine_bin()).parent().expect("target dir");
+    let lib = dir.join(format!("{}custom_head{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    assert!(
+        lib.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`), as the README's test command does",
+        lib.display()
+    );
+    lib
+}
+
+/// Compiles the example C plugin into `dir`, with extra compiler flags.
+fn c_plugin(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let out = dir.join(format!("lib{name}.so"));
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror"])
+        .args(flags)
+        .arg("-I")
+        .arg(root.join("plugins/sdk/include"))
+        .arg(root.join("plugins/examples/c_plugin/score_scale.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("a C compiler (cc) is needed for the C plugin tests");
+    assert!(status.success(), "compiling the C plugin failed");
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Running pipelines
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn linear_pipeline_keeps_every_frame_in_order() {
+    let dir = scratch("linear");
+    let p = write(
+        &dir,
+        "p.toml",
+        r#"
+[pipeline]
+name = "linear"
+queue = 2
+
+[nodes.src]
+plugin = "synthetic_source"
+frames = 60
+
+[nodes.slow]
+plugin = "identity"
+inputs = { in = "src.instances" }
+jitter_ms = 2.0
+seed = 7
+
+[nodes.out]
+plugin = "json_sink"
+inputs = { instances = "slow.out" }
+path = "out/dets.jsonl"
+"#,
+    );
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&dir.join("out/dets.jsonl"));
+    assert_eq!(recs.len(), 60);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(frame_of(r), i as u64);
+        assert_eq!(box_xs(r), vec![i as f64]);
+    }
+    // The per-node table.
+    let table = stdout(&o);
+    assert!(table.contains("p50 ms") && table.contains("wait in ms"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("slow ") && l.contains(" 60 ")), "{table}");
+    assert!(stderr(&o).contains("device cpu"), "{}", stderr(&o));
+}
+
+#[test]
+fn fan_out_and_fan_in_join_values_of_the_same_frame_under_random_delays() {
+    let dir = scratch("fan");
+    let p = write(
+        &dir,
+        "p.toml",
+        r#"
+[pipeline]
+queue = 3
+
+[nodes.src]
+plugin = "synthetic_source"
+frames = 80
+instances = 2
+
+[nodes.a]
+plugin = "identity"
+inputs = { in = "src.instances" }
+jitter_ms = 3.0
+seed = 1
+
+[nodes.b]
+plugin = "identity"
+inputs = { in = "src.instances" }
+jitter_ms = 3.0
+seed = 2
+
+[nodes.c]
+plugin = "identity"
+inputs = { in = "b.out" }
+jitter_ms = 1.0
+seed = 3
+
+[nodes.merged]
+plugin = "concat_instances"
+inputs = { first = "a.out", second = "c.out" }
+
+[nodes.out]
+plugin = "json_sink"
+inputs = { instances = "merged.instances" }
+path = "merged.jsonl"
+
+[nodes.direct]
+plugin = "json_sink"
+inputs = { instances = "src.instances" }
+path = "direct.jsonl"
+"#,
+    );
+    let o = engine(&dir, &["run", "--quiet", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let merged = records(&dir.join("merged.jsonl"));
+    let direct = records(&dir.join("direct.jsonl"));
+    assert_eq!(merged.len(), 80);
+    assert_eq!(direct.len(), 80);
+    for (i, r) in merged.iter().enumerate() {
+        assert_eq!(frame_of(r), i as u64);
+        // Two instances from each branch, all of frame i: a mismatched join would mix frames.
+        assert_eq!(box_xs(r), vec![i as f64; 4], "frame {i}");
+    }
+}
+
+#[test]
+fn drop_policy_sheds_frames_in_order_and_reports_the_drops() {
+    let dir = scratch("drop");
+    let p = write(
+        &dir,
+        "p.toml",
+        r#"
+[nodes.src]
+plugin = "synthetic_source"
+frames = 200
+
+[nodes.slow]
+plugin = "identity"
+inputs = { in = { from = "src.instances", capacity = 1, policy = "drop_newest" } }
+delay_ms = 1.0
+
+[nodes.out]
+plugin = "json_sink"
+inputs = { instances = "slow.out" }
+path = "o.jsonl"
+"#,
+    );
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&dir.join("o.jsonl"));
+    assert!(!recs.is_empty() && recs.len() < 200, "{} records", recs.len());
+    let frames: Vec<u64> = recs.iter().map(frame_of).collect();
+    assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+    for r in &recs {
+        assert_eq!(box_xs(r), vec![frame_of(r) as f64]);
+    }
+    let dropped = 200 - recs.len();
+    assert!(
+        stdout(&o).contains(&format!("edge src.instances -> slow.in dropped {dropped} of 200 frames (policy drop_newest")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_failing_source_stops_the_pipeline_cleanly_and_sinks_keep_what_they_had() {
+    let dir = scratch("corrupt");
+    std::fs::create_dir_all(dir.join("imgs")).unwrap();
+    // A valid 2x1 PNG, then a file that claims to be a JPEG but is cut short, then another PNG.
+    let png = minimal_png();
+    std::fs::write(dir.join("imgs/a.png"), &png).unwrap();
+    std::fs::write(dir.join("imgs/b.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F']).unwrap();
+    std::fs::write(dir.join("imgs/c.png"), &png).unwrap();
+    let pipeline = |on_error: &str| {
+        format!(
+            r#"
+[nodes.frames]
+plugin = "image_source"
+path = "imgs"
+on_error = "{on_error}"
+
+[nodes.none]
+plugin = "score_free"
+"#
+        )
+    };
+    // First make sure an unknown plugin is reported with a suggestion, then use a real graph.
+    let p = write(&dir, "bad.toml", &pipeline("stop"));
+    let o = engine(&dir, &["check", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("unknown plugin \"score_free\""), "{}", stderr(&o));
+
+    let graph = |on_error: &str| {
+        format!(
+            r#"
+[nodes.frames]
+plugin = "image_source"
+path = "imgs"
+on_error = "{on_error}"
+
+[nodes.det]
+plugin = "synthetic_source"
+frames = 3
+
+[nodes.overlay]
+plugin = "image_sink"
+inputs = {{ image = "frames.image", instances = "det.instances" }}
+dir = "overlays"
+
+[nodes.log]
+plugin = "json_sink"
+inputs = {{ instances = "det.instances" }}
+path = "log.jsonl"
+"#
+        )
+    };
+    let p = write(&dir, "stop.toml", &graph("stop"));
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("node \"frames\" (plugin image_source) failed on frame 1") && err.contains("b.jpg"),
+        "{err}"
+    );
+    assert!(dir.join("overlays/000000.png").exists(), "the frame before the failure was written");
+    assert!(!dir.join("overlays/000001.png").exists());
+
+    let p = write(&dir, "skip.toml", &graph("skip"));
+    let _ = std::fs::remove_dir_all(dir.join("overlays"));
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped frame 1"), "{}", stderr(&o));
+    assert!(dir.join("overlays/000000.png").exists());
+    assert!(!dir.join("overlays/000001.png").exists(), "frame 1 is absent: no overlay");
+    assert!(dir.join("overlays/000002.png").exists());
+    assert_eq!(records(&dir.join("log.jsonl")).len(), 3);
+}
+
+/// A 2x1 RGB PNG (made with zlib's stored blocks, so no encoder is needed here).
+fn minimal_png() -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let raw = [0u8, 255, 0, 0, 0, 0, 255]; // filter byte + 2 RGB pixels
+    let mut adler_a = 1u32;
+    let mut adler_b = 0u32;
+    for &b in &raw {
+        adler_a = (adler_a + b as u32) % 65521;
+        adler_b = (adler_b + adler_a) % 65521;
+    }
+    let mut z = vec![0x78, 0x01, 0x01, raw.len() as u8, 0, !(raw.len() as u8), 0xFF];
+    z.extend(raw);
+    z.extend(((adler_b << 16) | adler_a).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &[0, 0, 0, 2, 0, 0, 0, 1, 8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IDAT", &z);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn chrome_trace_is_written() {
+    let dir = scratch("trace");
+    let p = write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 5\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n",
+    );
+    let o = engine(&dir, &["run", "--quiet", "--trace", "trace.json", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = std::fs::read_to_string(dir.join("trace.json")).expect("trace written");
+    let trace: serde_json::Value = serde_json::from_str(&text).expect("trace is JSON");
+    let events = trace.as_array().expect("a JSON array of events");
+    let process_spans = events
+        .iter()
+        .filter(|e| e["name"] == "process" && e["ph"] == "B")
+        .count();
+    assert_eq!(process_spans, 5, "one span per frame of the sink");
+}
+
+// ---------------------------------------------------------------------------------------
+// Invalid pipelines: exit code 2 and messages that point at file:line:column
+// ---------------------------------------------------------------------------------------
+
+fn check_fails(name: &str, text: &str) -> String {
+    let dir = scratch(name);
+    let p = write(&dir, "p.toml", text);
+    let o = engine(&dir, &["check", "p.toml"]);
+    assert_eq!(code(&o), 2, "expected an invalid pipeline; stdout: {}", stdout(&o));
+    let _ = p;
+    stderr(&o)
+}
+
+const SRC_SINK: &str = "[nodes.src]\nplugin = \"synthetic_source\"\n\n[nodes.out]\nplugin = \"json_sink\"\npath = \"o.jsonl\"\n";
+
+#[test]
+fn toml_syntax_error_names_line_and_column() {
+    let err = check_fails("syntax", "[nodes.src]\nplugin = \"synthetic_source\nframes = 3\n");
+    assert!(err.contains("error: p.toml:2:"), "{err}");
+    assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn unknown_node_in_inputs_suggests_the_closest_name() {
+    let err = check_fails("unknown-node", &format!("{SRC_SINK}inputs = {{ instances = \"scr.instances\" }}\n"));
+    assert!(
+        err.contains("error: p.toml:7:24: input \"instances\" of node \"out\" refers to unknown node \"scr\""),
+        "{err}"
+    );
+    assert!(err.contains("did you mean \"src\"?"), "{err}");
+    assert!(err.contains("7 | inputs = { instances = \"scr.instances\" }"), "{err}");
+}
+
+#[test]
+fn unknown_ports_suggest_the_closest_port() {
+    let err = check_fails("unknown-port", &format!("{SRC_SINK}inputs = {{ instances = \"src.instance\" }}\n"));
+    assert!(err.contains("node \"src\" (plugin synthetic_source) has no output port \"instance\""), "{err}");
+    assert!(err.contains("edge src.instance -> out.instances"), "{err}");
+    assert!(err.contains("did you mean \"instances\"?"), "{err}");
+    let err = check_fails("unknown-in-port", &format!("{SRC_SINK}inputs = {{ instance = \"src.instances\" }}\n"));
+    assert!(err.contains("p.toml:7:12: node \"out\" (plugin json_sink) has no input port \"instance\""), "{err}");
+    assert!(err.contains("did you mean \"instances\"?"), "{err}");
+}
+
+#[test]
+fn kind_mismatch_names_the_edge() {
+    let err = check_fails("kind", &format!("{SRC_SINK}inputs = {{ instances = \"src.image\" }}\n"));
+    assert!(
+        err.contains("p.toml:7:24: kind mismatch on edge src.image -> out.instances: the output produces image, the input expects instances"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unconnected_required_input_and_missing_parameter_are_reported_together() {
+    let err = check_fails("unconnected", "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"json_sink\"\n");
+    assert!(err.contains("p.toml:3:8: required input \"instances\""), "{err}");
+    assert!(err.contains("is missing required parameter \"path\""), "{err}");
+    assert!(err.contains("(2 errors)"), "{err}");
+}
+
+#[test]
+fn parameters_are_checked_against_the_schema() {
+    let err = check_fails(
+        "params",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = \"ten\"\nwidht = 4\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n",
+    );
+    assert!(
+        err.contains("p.toml:3:10: parameter \"frames\" of node \"src\" must be an integer, found string \"ten\""),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:4:1: unknown parameter \"widht\" for node \"src\" (plugin synthetic_source)"), "{err}");
+    assert!(err.contains("did you mean \"width\"?"), "{err}");
+}
+
+#[test]
+fn cycles_are_refused() {
+    let err = check_fails(
+        "cycle",
+        "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.a]\nplugin = \"concat_instances\"\ninputs = { first = \"src.instances\", second = \"b.out\" }\n[nodes.b]\nplugin = \"identity\"\ninputs = { in = \"a.instances\" }\n",
+    );
+    assert!(err.contains("the graph has a cycle"), "{err}");
+    assert!(err.contains("a.instances -> b.in") && err.contains("b.out -> a.second"), "{err}");
+}
+
+#[test]
+fn set_overrides_parameters_and_reports_unknown_nodes() {
+    let dir = scratch("set");
+    let p = write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 1000\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"src.instances\" }\npath = \"o.jsonl\"\n",
+    );
+    let o = engine(&dir, &["run", "--quiet", "--set", "src.frames=7", "--set", "out.path=x.jsonl", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(records(&dir.join("x.jsonl")).len(), 7);
+    let o = engine(&dir, &["check", "--set", "sr.frames=7", "p.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("`--set sr.frames=7`") && stderr(&o).contains("did you mean \"src\"?"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_prints_every_edge_with_its_contract_and_graph_renders() {
+    let dir = scratch("check");
+    let p = write(&dir, "p.toml", &format!("{SRC_SINK}inputs = {{ instances = \"src.instances\" }}\n"));
+    let o = engine(&dir, &["check", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("is valid: 2 nodes, 1 edges"), "{out}");
+    assert!(out.contains("src.instances -> out.instances  instances f32[N,4]  (queue 4, block)"), "{out}");
+    let o = engine(&dir, &["graph", "--format", "dot", "p.toml"]);
+    assert!(stdout(&o).contains("\"src\" -> \"out\" [label=\"instances -> instances\\ninstances\"];"), "{}", stdout(&o));
+    let o = engine(&dir, &["graph", "--format", "mermaid", "p.toml"]);
+    assert!(stdout(&o).starts_with("flowchart LR"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("n0 -- \"instances → instances (instances)\" --> n1"), "{}", stdout(&o));
+}
+
+#[test]
+fn missing_pipeline_file_is_an_error() {
+    let dir = scratch("missing");
+    let o = engine(&dir, &["run", "nope.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("cannot read pipeline file \"nope.toml\""), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_parameter_value_is_reported_before_the_first_frame() {
+    let dir = scratch("create");
+    let p = write(
+        &dir,
+        "p.toml",
+        "[nodes.frames]\nplugin = \"image_source\"\npath = \"no/such/*.jpg\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"frames.image\" }\n",
+    );
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("p.toml:1:8: node \"frames\" (plugin image_source) could not be created"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------
+// Plugins
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn rust_cdylib_head_is_loaded_by_path_and_runs() {
+    let dir = scratch("rust-plugin");
+    let lib = custom_head_lib();
+    let text = format!(
+        r#"
+[plugins]
+libraries = ["{}"]
+
+[nodes.src]
+plugin = "synthetic_source"
+frames = 10
+instances = 4
+
+[nodes.head]
+plugin = "score_filter"
+inputs = {{ instances = "src.instances" }}
+min_score = 0.3
+max_instances = 2
+
+[nodes.out]
+plugin = "json_sink"
+inputs = {{ instances = "head.instances" }}
+path = "o.jsonl"
+"#,
+        lib.display()
+    );
+    let p = write(&dir, "p.toml", &text);
+    let o = engine(&dir, &["run", "--quiet", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&dir.join("o.jsonl"));
+    assert_eq!(recs.len(), 10);
+    for r in &recs {
+        // scores 1/(1+j) for j = 0..4: 1.0, 0.5, 0.33, 0.25 -> three pass 0.3, two are kept.
+        let scores: Vec<f64> = r["instances"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+        assert_eq!(scores, vec![1.0, 0.5]);
+    }
+    let o = engine(&dir, &["plugins", "--library", lib.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("score_filter  [custom_head 0.1.0"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("min_score"), "{}", stdout(&o));
+
+    // A panic inside the plugin is contained: an error naming the node, a clean exit.
+    let o = engine(&dir, &["run", "--quiet", "--set", "head.panic_on_frame=4", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("node \"head\" (plugin score_filter) failed on frame 4"), "{err}");
+    assert!(err.contains("panicked in process: score_filter was asked to panic on frame 4"), "{err}");
+    assert_eq!(records(&dir.join("o.jsonl")).len(), 4, "frames before the panic reached the sink");
+}
+
+#[test]
+fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
+    let dir = scratch("c-plugin");
+    let good = c_plugin(&dir, "score_scale", &[]);
+    let pipeline = |lib: &Path, extra: &str| {
+        format!(
+            "[plugins]\nlibraries = [\"{}\"]\n[nodes.src]\nplugin = \"synthetic_source\"\nframes = 3\ninstances = 2\n[nodes.scale]\nplugin = \"score_scale\"\ninputs = {{ instances = \"src.instances\" }}\nfactor = 0.5\n{extra}\n[nodes.out]\nplugin = \"json_sink\"\ninputs = {{ instances = \"scale.instances\" }}\npath = \"o.jsonl\"\n",
+            lib.display()
+        )
+    };
+    let p = write(&dir, "p.toml", &pipeline(&good, ""));
+    let o = engine(&dir, &["run", "--quiet", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&dir.join("o.jsonl"));
+    assert_eq!(recs.len(), 3);
+    let scores: Vec<f64> = recs[2]["instances"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert_eq!(scores, vec![0.5, 0.25]);
+    assert_eq!(box_xs(&recs[2]), vec![2.0, 2.0]);
+
+    // Mis-shaped output from a plugin is caught at the edge and named.
+    let p2 = write(&dir, "bad_out.toml", &pipeline(&good, "drop_last_score = true"));
+    let o = engine(&dir, &["run", "--quiet", p2.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("output port \"instances\" produced an invalid instances value: tensor \"scores\" must be [2] (one per row of \"boxes\"), got [1]"),
+        "{}",
+        stderr(&o)
+    );
+
+    let wrong = c_plugin(&dir, "wrong_abi", &["-DSCORE_SCALE_ABI_MAJOR=99"]);
+    write(&dir, "wrong.toml", &pipeline(&wrong, ""));
+    let o = engine(&dir, &["check", "wrong.toml"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(err.contains("was built for plugin ABI 99.0, but this engine speaks ABI 1.0"), "{err}");
+    assert!(err.contains("wrong.toml:2:14"), "{err}");
+
+    let not_plugin = dir.join("libnot_plugin.so");
+    let src = write(&dir, "empty.c", "int nothing_here(void) { return 0; }\n");
+    assert!(Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&not_plugin).arg(&src).status().unwrap().success());
+    write(&dir, "np.toml", &pipeline(&not_plugin, ""));
+    let o = engine(&dir, &["check", "np.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("is not an engine plugin: it does not export the symbol `engine_plugin_entry`"), "{}", stderr(&o));
+
+    let garbage = write(&dir, "libgarbage.so", "this is not a shared library");
+    write(&dir, "g.toml", &pipeline(&garbage, ""));
+    let o = engine(&dir, &["check", "g.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("cannot load plugin library"), "{}", stderr(&o));
+}
