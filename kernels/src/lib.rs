@@ -2,6 +2,8 @@
 //! node exchanges. CPU layers, vision ops and CUDA kernels build on these.
 
 pub mod device;
+pub mod layers;
+pub mod ops;
 pub mod tensor;
 
 pub use device::{Device, DeviceError, DeviceRequest};

@@ -69,7 +69,7 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::required(
         "dir",
         ParamType::Path,
-        "output directory (created if missing); frames are written as 000000.png, 000001.png, ...",
+        "output directory (created if missing); frame i is written as {i:06}.png (streams other than 0: s{stream}_{i:06}.png)",
     ))
     .param(ParamSpec::optional(
         "score_threshold",

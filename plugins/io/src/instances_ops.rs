@@ -12,9 +12,24 @@ pub fn concat_instances() -> NodeKind {
         "concat_instances",
         "Concatenates two instance sets of the same frame (first's rows, then second's)",
     )
-    .input(PortSpec::new("first", PortKind::Instances, "instances placed first"))
-    .input(PortSpec::new("second", PortKind::Instances, "instances appended (absent: first alone)").optional())
-    .output(PortSpec::new("instances", PortKind::Instances, "first's rows followed by second's"));
+    .input(PortSpec::new(
+        "first",
+        PortKind::Instances,
+        "instances placed first",
+    ))
+    .input(
+        PortSpec::new(
+            "second",
+            PortKind::Instances,
+            "instances appended (absent: first alone)",
+        )
+        .optional(),
+    )
+    .output(PortSpec::new(
+        "instances",
+        PortKind::Instances,
+        "first's rows followed by second's",
+    ));
     NodeKind::new(spec, |_| Ok(Box::new(ConcatInstances) as Box<dyn Node>))
 }
 
@@ -56,7 +71,9 @@ impl Node for ConcatInstances {
         let mut out = Value::new(PortKind::Instances);
         for (name, a) in first.tensors() {
             let b = second.get(name).ok_or_else(|| {
-                NodeError::new(format!("tensor \"{name}\" is in the first instances but not in the second"))
+                NodeError::new(format!(
+                    "tensor \"{name}\" is in the first instances but not in the second"
+                ))
             })?;
             out.insert(name, concat_rows(name, a, b)?);
         }
@@ -104,11 +121,22 @@ mod tests {
         inputs.push("first", Some(dets(1.0, 2)));
         inputs.push("second", None);
         let out = node.process(&FrameInfo::default(), &inputs).unwrap();
-        assert_eq!(Instances::from_value(out.get("instances").unwrap()).unwrap().len(), 2);
+        assert_eq!(
+            Instances::from_value(out.get("instances").unwrap())
+                .unwrap()
+                .len(),
+            2
+        );
         let mut inputs = Inputs::new();
-        inputs.push("first", Some(dets(1.0, 2).with("track_ids", Tensor::from_vec(&[2], vec![1i64, 2]).unwrap())));
+        inputs.push(
+            "first",
+            Some(dets(1.0, 2).with("track_ids", Tensor::from_vec(&[2], vec![1i64, 2]).unwrap())),
+        );
         inputs.push("second", Some(dets(1.0, 1)));
         let err = node.process(&FrameInfo::default(), &inputs).unwrap_err();
-        assert!(err.message().contains("\"track_ids\" is in the first"), "{err}");
+        assert!(
+            err.message().contains("\"track_ids\" is in the first"),
+            "{err}"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! | `image_sink`       | sink   | in `image`, `instances` (optional)                      |
 //! | `null_sink`        | sink   | in `in`                                                 |
 //! | `identity`         | filter | in `in`, out `out` (same kind as the input)             |
+//! | `concat_instances` | filter | in `first`, `second` (optional), out `instances`        |
 //!
 //! The engine registers [`kinds`] as a built-in plugin. It calls each kind's `create` with
 //! every declared parameter present and of its declared type (paths already resolved against
@@ -20,6 +21,7 @@
 pub mod font;
 pub mod image_sink;
 pub mod image_source;
+pub mod instances_ops;
 pub mod json_sink;
 pub mod rle;
 pub mod synthetic;
@@ -36,6 +38,7 @@ pub fn kinds() -> Vec<NodeKind> {
         image_sink::kind(),
         util_nodes::null_sink_kind(),
         util_nodes::identity_kind(),
+        instances_ops::concat_instances(),
     ]
 }
 
@@ -60,12 +63,13 @@ mod tests {
                 "json_sink",
                 "image_sink",
                 "null_sink",
-                "identity"
+                "identity",
+                "concat_instances"
             ]
         );
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
         for k in &kinds {
             assert!(!k.spec.doc.is_empty(), "{} has no doc", k.spec.kind);
             for p in k.spec.inputs.iter().chain(&k.spec.outputs) {

@@ -1,0 +1,1 @@
+//! Hot vision ops (RoIAlign, NMS, box coding, anchors, mask pasting, YOLACT assembly, heatmap peaks), matched to torchvision.
