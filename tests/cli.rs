@@ -46,7 +46,8 @@ fn code(o: &Output) -> i32 {
 
 /// Reads a jsonl file written by json_sink.
 fn records(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .map(|l| serde_json::from_str(l).expect("valid json line"))
         .collect()
@@ -68,7 +69,11 @@ fn box_xs(r: &serde_json::Value) -> Vec<f64> {
 
 fn custom_head_lib() -> PathBuf {
     let dir = Path::new(engine_bin()).parent().expect("target dir");
-    let lib = dir.join(format!("{}custom_head{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    let lib = dir.join(format!(
+        "{}custom_head{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
     assert!(
         lib.exists(),
         "{} is missing: build the workspace first (`cargo build --workspace`), as the README's test command does",
@@ -79,7 +84,9 @@ fn custom_head_lib() -> PathBuf {
 
 /// Compiles the example C plugin into `dir`, with extra compiler flags.
 fn c_plugin(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let out = dir.join(format!("lib{name}.so"));
     let status = Command::new("cc")
         .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror"])
@@ -136,8 +143,16 @@ path = "out/dets.jsonl"
     }
     // The per-node table.
     let table = stdout(&o);
-    assert!(table.contains("p50 ms") && table.contains("wait in ms"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("slow ") && l.contains(" 60 ")), "{table}");
+    assert!(
+        table.contains("p50 ms") && table.contains("wait in ms"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("slow ") && l.contains(" 60 ")),
+        "{table}"
+    );
     assert!(stderr(&o).contains("device cpu"), "{}", stderr(&o));
 }
 
@@ -227,7 +242,11 @@ path = "o.jsonl"
     let o = engine(&dir, &["run", p.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let recs = records(&dir.join("o.jsonl"));
-    assert!(!recs.is_empty() && recs.len() < 200, "{} records", recs.len());
+    assert!(
+        !recs.is_empty() && recs.len() < 200,
+        "{} records",
+        recs.len()
+    );
     let frames: Vec<u64> = recs.iter().map(frame_of).collect();
     assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
     for r in &recs {
@@ -235,7 +254,9 @@ path = "o.jsonl"
     }
     let dropped = 200 - recs.len();
     assert!(
-        stdout(&o).contains(&format!("edge src.instances -> slow.in dropped {dropped} of 200 frames (policy drop_newest")),
+        stdout(&o).contains(&format!(
+            "edge src.instances -> slow.in dropped {dropped} of 200 frames (policy drop_newest"
+        )),
         "{}",
         stdout(&o)
     );
@@ -248,7 +269,11 @@ fn a_failing_source_stops_the_pipeline_cleanly_and_sinks_keep_what_they_had() {
     // A valid 2x1 PNG, then a file that claims to be a JPEG but is cut short, then another PNG.
     let png = minimal_png();
     std::fs::write(dir.join("imgs/a.png"), &png).unwrap();
-    std::fs::write(dir.join("imgs/b.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F']).unwrap();
+    std::fs::write(
+        dir.join("imgs/b.jpg"),
+        [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F'],
+    )
+    .unwrap();
     std::fs::write(dir.join("imgs/c.png"), &png).unwrap();
     let pipeline = |on_error: &str| {
         format!(
@@ -267,7 +292,11 @@ plugin = "score_free"
     let p = write(&dir, "bad.toml", &pipeline("stop"));
     let o = engine(&dir, &["check", p.to_str().unwrap()]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("unknown plugin \"score_free\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown plugin \"score_free\""),
+        "{}",
+        stderr(&o)
+    );
 
     let graph = |on_error: &str| {
         format!(
@@ -298,10 +327,14 @@ path = "log.jsonl"
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("node \"frames\" (plugin image_source) failed on frame 1") && err.contains("b.jpg"),
+        err.contains("node \"frames\" (plugin image_source) failed on frame 1")
+            && err.contains("b.jpg"),
         "{err}"
     );
-    assert!(dir.join("overlays/000000.png").exists(), "the frame before the failure was written");
+    assert!(
+        dir.join("overlays/000000.png").exists(),
+        "the frame before the failure was written"
+    );
     assert!(!dir.join("overlays/000001.png").exists());
 
     let p = write(&dir, "skip.toml", &graph("skip"));
@@ -310,7 +343,10 @@ path = "log.jsonl"
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("skipped frame 1"), "{}", stderr(&o));
     assert!(dir.join("overlays/000000.png").exists());
-    assert!(!dir.join("overlays/000001.png").exists(), "frame 1 is absent: no overlay");
+    assert!(
+        !dir.join("overlays/000001.png").exists(),
+        "frame 1 is absent: no overlay"
+    );
     assert!(dir.join("overlays/000002.png").exists());
     assert_eq!(records(&dir.join("log.jsonl")).len(), 3);
 }
@@ -322,7 +358,11 @@ fn minimal_png() -> Vec<u8> {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -341,7 +381,15 @@ fn minimal_png() -> Vec<u8> {
         adler_a = (adler_a + b as u32) % 65521;
         adler_b = (adler_b + adler_a) % 65521;
     }
-    let mut z = vec![0x78, 0x01, 0x01, raw.len() as u8, 0, !(raw.len() as u8), 0xFF];
+    let mut z = vec![
+        0x78,
+        0x01,
+        0x01,
+        raw.len() as u8,
+        0,
+        !(raw.len() as u8),
+        0xFF,
+    ];
     z.extend(raw);
     z.extend(((adler_b << 16) | adler_a).to_be_bytes());
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -359,7 +407,16 @@ fn chrome_trace_is_written() {
         "p.toml",
         "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 5\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n",
     );
-    let o = engine(&dir, &["run", "--quiet", "--trace", "trace.json", p.to_str().unwrap()]);
+    let o = engine(
+        &dir,
+        &[
+            "run",
+            "--quiet",
+            "--trace",
+            "trace.json",
+            p.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = std::fs::read_to_string(dir.join("trace.json")).expect("trace written");
     let trace: serde_json::Value = serde_json::from_str(&text).expect("trace is JSON");
@@ -379,7 +436,12 @@ fn check_fails(name: &str, text: &str) -> String {
     let dir = scratch(name);
     let p = write(&dir, "p.toml", text);
     let o = engine(&dir, &["check", "p.toml"]);
-    assert_eq!(code(&o), 2, "expected an invalid pipeline; stdout: {}", stdout(&o));
+    assert_eq!(
+        code(&o),
+        2,
+        "expected an invalid pipeline; stdout: {}",
+        stdout(&o)
+    );
     let _ = p;
     stderr(&o)
 }
@@ -388,36 +450,60 @@ const SRC_SINK: &str = "[nodes.src]\nplugin = \"synthetic_source\"\n\n[nodes.out
 
 #[test]
 fn toml_syntax_error_names_line_and_column() {
-    let err = check_fails("syntax", "[nodes.src]\nplugin = \"synthetic_source\nframes = 3\n");
+    let err = check_fails(
+        "syntax",
+        "[nodes.src]\nplugin = \"synthetic_source\nframes = 3\n",
+    );
     assert!(err.contains("error: p.toml:2:"), "{err}");
     assert!(err.contains("invalid TOML"), "{err}");
 }
 
 #[test]
 fn unknown_node_in_inputs_suggests_the_closest_name() {
-    let err = check_fails("unknown-node", &format!("{SRC_SINK}inputs = {{ instances = \"scr.instances\" }}\n"));
+    let err = check_fails(
+        "unknown-node",
+        &format!("{SRC_SINK}inputs = {{ instances = \"scr.instances\" }}\n"),
+    );
     assert!(
         err.contains("error: p.toml:7:24: input \"instances\" of node \"out\" refers to unknown node \"scr\""),
         "{err}"
     );
     assert!(err.contains("did you mean \"src\"?"), "{err}");
-    assert!(err.contains("7 | inputs = { instances = \"scr.instances\" }"), "{err}");
+    assert!(
+        err.contains("7 | inputs = { instances = \"scr.instances\" }"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_ports_suggest_the_closest_port() {
-    let err = check_fails("unknown-port", &format!("{SRC_SINK}inputs = {{ instances = \"src.instance\" }}\n"));
-    assert!(err.contains("node \"src\" (plugin synthetic_source) has no output port \"instance\""), "{err}");
+    let err = check_fails(
+        "unknown-port",
+        &format!("{SRC_SINK}inputs = {{ instances = \"src.instance\" }}\n"),
+    );
+    assert!(
+        err.contains("node \"src\" (plugin synthetic_source) has no output port \"instance\""),
+        "{err}"
+    );
     assert!(err.contains("edge src.instance -> out.instances"), "{err}");
     assert!(err.contains("did you mean \"instances\"?"), "{err}");
-    let err = check_fails("unknown-in-port", &format!("{SRC_SINK}inputs = {{ instance = \"src.instances\" }}\n"));
-    assert!(err.contains("p.toml:7:12: node \"out\" (plugin json_sink) has no input port \"instance\""), "{err}");
+    let err = check_fails(
+        "unknown-in-port",
+        &format!("{SRC_SINK}inputs = {{ instance = \"src.instances\" }}\n"),
+    );
+    assert!(
+        err.contains("p.toml:7:12: node \"out\" (plugin json_sink) has no input port \"instance\""),
+        "{err}"
+    );
     assert!(err.contains("did you mean \"instances\"?"), "{err}");
 }
 
 #[test]
 fn kind_mismatch_names_the_edge() {
-    let err = check_fails("kind", &format!("{SRC_SINK}inputs = {{ instances = \"src.image\" }}\n"));
+    let err = check_fails(
+        "kind",
+        &format!("{SRC_SINK}inputs = {{ instances = \"src.image\" }}\n"),
+    );
     assert!(
         err.contains("p.toml:7:24: kind mismatch on edge src.image -> out.instances: the output produces image, the input expects instances"),
         "{err}"
@@ -426,9 +512,18 @@ fn kind_mismatch_names_the_edge() {
 
 #[test]
 fn unconnected_required_input_and_missing_parameter_are_reported_together() {
-    let err = check_fails("unconnected", "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"json_sink\"\n");
-    assert!(err.contains("p.toml:3:8: required input \"instances\""), "{err}");
-    assert!(err.contains("is missing required parameter \"path\""), "{err}");
+    let err = check_fails(
+        "unconnected",
+        "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"json_sink\"\n",
+    );
+    assert!(
+        err.contains("p.toml:3:8: required input \"instances\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("is missing required parameter \"path\""),
+        "{err}"
+    );
     assert!(err.contains("(2 errors)"), "{err}");
 }
 
@@ -442,7 +537,12 @@ fn parameters_are_checked_against_the_schema() {
         err.contains("p.toml:3:10: parameter \"frames\" of node \"src\" must be an integer, found string \"ten\""),
         "{err}"
     );
-    assert!(err.contains("p.toml:4:1: unknown parameter \"widht\" for node \"src\" (plugin synthetic_source)"), "{err}");
+    assert!(
+        err.contains(
+            "p.toml:4:1: unknown parameter \"widht\" for node \"src\" (plugin synthetic_source)"
+        ),
+        "{err}"
+    );
     assert!(err.contains("did you mean \"width\"?"), "{err}");
 }
 
@@ -453,7 +553,10 @@ fn cycles_are_refused() {
         "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.a]\nplugin = \"concat_instances\"\ninputs = { first = \"src.instances\", second = \"b.out\" }\n[nodes.b]\nplugin = \"identity\"\ninputs = { in = \"a.instances\" }\n",
     );
     assert!(err.contains("the graph has a cycle"), "{err}");
-    assert!(err.contains("a.instances -> b.in") && err.contains("b.out -> a.second"), "{err}");
+    assert!(
+        err.contains("a.instances -> b.in") && err.contains("b.out -> a.second"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -464,28 +567,58 @@ fn set_overrides_parameters_and_reports_unknown_nodes() {
         "p.toml",
         "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 1000\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"src.instances\" }\npath = \"o.jsonl\"\n",
     );
-    let o = engine(&dir, &["run", "--quiet", "--set", "src.frames=7", "--set", "out.path=x.jsonl", p.to_str().unwrap()]);
+    let o = engine(
+        &dir,
+        &[
+            "run",
+            "--quiet",
+            "--set",
+            "src.frames=7",
+            "--set",
+            "out.path=x.jsonl",
+            p.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(records(&dir.join("x.jsonl")).len(), 7);
     let o = engine(&dir, &["check", "--set", "sr.frames=7", "p.toml"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("`--set sr.frames=7`") && stderr(&o).contains("did you mean \"src\"?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`--set sr.frames=7`") && stderr(&o).contains("did you mean \"src\"?"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn check_prints_every_edge_with_its_contract_and_graph_renders() {
     let dir = scratch("check");
-    let p = write(&dir, "p.toml", &format!("{SRC_SINK}inputs = {{ instances = \"src.instances\" }}\n"));
+    let p = write(
+        &dir,
+        "p.toml",
+        &format!("{SRC_SINK}inputs = {{ instances = \"src.instances\" }}\n"),
+    );
     let o = engine(&dir, &["check", p.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("is valid: 2 nodes, 1 edges"), "{out}");
-    assert!(out.contains("src.instances -> out.instances  instances f32[N,4]  (queue 4, block)"), "{out}");
+    assert!(
+        out.contains("src.instances -> out.instances  instances f32[N,4]  (queue 4, block)"),
+        "{out}"
+    );
     let o = engine(&dir, &["graph", "--format", "dot", "p.toml"]);
-    assert!(stdout(&o).contains("\"src\" -> \"out\" [label=\"instances -> instances\\ninstances\"];"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\"src\" -> \"out\" [label=\"instances -> instances\\ninstances\"];"),
+        "{}",
+        stdout(&o)
+    );
     let o = engine(&dir, &["graph", "--format", "mermaid", "p.toml"]);
     assert!(stdout(&o).starts_with("flowchart LR"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("n0 -- \"instances → instances (instances)\" --> n1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("n0 -- \"instances → instances (instances)\" --> n1"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -493,7 +626,11 @@ fn missing_pipeline_file_is_an_error() {
     let dir = scratch("missing");
     let o = engine(&dir, &["run", "nope.toml"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("cannot read pipeline file \"nope.toml\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read pipeline file \"nope.toml\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -506,7 +643,12 @@ fn bad_parameter_value_is_reported_before_the_first_frame() {
     );
     let o = engine(&dir, &["run", p.to_str().unwrap()]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("p.toml:1:8: node \"frames\" (plugin image_source) could not be created"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("p.toml:1:8: node \"frames\" (plugin image_source) could not be created"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -547,21 +689,49 @@ path = "o.jsonl"
     assert_eq!(recs.len(), 10);
     for r in &recs {
         // scores 1/(1+j) for j = 0..4: 1.0, 0.5, 0.33, 0.25 -> three pass 0.3, two are kept.
-        let scores: Vec<f64> = r["instances"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+        let scores: Vec<f64> = r["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["score"].as_f64().unwrap())
+            .collect();
         assert_eq!(scores, vec![1.0, 0.5]);
     }
     let o = engine(&dir, &["plugins", "--library", lib.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("score_filter  [custom_head 0.1.0"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("score_filter  [custom_head 0.1.0"),
+        "{}",
+        stdout(&o)
+    );
     assert!(stdout(&o).contains("min_score"), "{}", stdout(&o));
 
     // A panic inside the plugin is contained: an error naming the node, a clean exit.
-    let o = engine(&dir, &["run", "--quiet", "--set", "head.panic_on_frame=4", p.to_str().unwrap()]);
+    let o = engine(
+        &dir,
+        &[
+            "run",
+            "--quiet",
+            "--set",
+            "head.panic_on_frame=4",
+            p.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("node \"head\" (plugin score_filter) failed on frame 4"), "{err}");
-    assert!(err.contains("panicked in process: score_filter was asked to panic on frame 4"), "{err}");
-    assert_eq!(records(&dir.join("o.jsonl")).len(), 4, "frames before the panic reached the sink");
+    assert!(
+        err.contains("node \"head\" (plugin score_filter) failed on frame 4"),
+        "{err}"
+    );
+    assert!(
+        err.contains("panicked in process: score_filter was asked to panic on frame 4"),
+        "{err}"
+    );
+    assert_eq!(
+        records(&dir.join("o.jsonl")).len(),
+        4,
+        "frames before the panic reached the sink"
+    );
 }
 
 #[test]
@@ -574,17 +744,26 @@ fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
             lib.display()
         )
     };
-    let p = write(&dir, "p.toml", &pipeline(&good, ""));
+    write(&dir, "p.toml", &pipeline(&good, ""));
     let o = engine(&dir, &["run", "--quiet", "p.toml"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let recs = records(&dir.join("o.jsonl"));
     assert_eq!(recs.len(), 3);
-    let scores: Vec<f64> = recs[2]["instances"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f64> = recs[2]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["score"].as_f64().unwrap())
+        .collect();
     assert_eq!(scores, vec![0.5, 0.25]);
     assert_eq!(box_xs(&recs[2]), vec![2.0, 2.0]);
 
     // Mis-shaped output from a plugin is caught at the edge and named.
-    let p2 = write(&dir, "bad_out.toml", &pipeline(&good, "drop_last_score = true"));
+    let p2 = write(
+        &dir,
+        "bad_out.toml",
+        &pipeline(&good, "drop_last_score = true"),
+    );
     let o = engine(&dir, &["run", "--quiet", p2.to_str().unwrap()]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
@@ -598,20 +777,39 @@ fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     let o = engine(&dir, &["check", "wrong.toml"]);
     assert_eq!(code(&o), 2);
     let err = stderr(&o);
-    assert!(err.contains("was built for plugin ABI 99.0, but this engine speaks ABI 1.0"), "{err}");
+    assert!(
+        err.contains("was built for plugin ABI 99.0, but this engine speaks ABI 1.0"),
+        "{err}"
+    );
     assert!(err.contains("wrong.toml:2:14"), "{err}");
 
     let not_plugin = dir.join("libnot_plugin.so");
     let src = write(&dir, "empty.c", "int nothing_here(void) { return 0; }\n");
-    assert!(Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&not_plugin).arg(&src).status().unwrap().success());
+    assert!(Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&not_plugin)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success());
     write(&dir, "np.toml", &pipeline(&not_plugin, ""));
     let o = engine(&dir, &["check", "np.toml"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("is not an engine plugin: it does not export the symbol `engine_plugin_entry`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "is not an engine plugin: it does not export the symbol `engine_plugin_entry`"
+        ),
+        "{}",
+        stderr(&o)
+    );
 
     let garbage = write(&dir, "libgarbage.so", "this is not a shared library");
     write(&dir, "g.toml", &pipeline(&garbage, ""));
     let o = engine(&dir, &["check", "g.toml"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("cannot load plugin library"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot load plugin library"),
+        "{}",
+        stderr(&o)
+    );
 }

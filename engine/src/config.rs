@@ -199,7 +199,11 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
             DeValue::Table(t) => Some(t),
             other => {
                 errors.push(Diagnostic::new(
-                    format!("[{}] must be a table, found {}", key.get_ref(), type_name(other)),
+                    format!(
+                        "[{}] must be a table, found {}",
+                        key.get_ref(),
+                        type_name(other)
+                    ),
                     Origin::File(value.span()),
                 ));
                 None
@@ -220,7 +224,8 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
                 saw_nodes = true;
                 if let Some(t) = table(&mut errors) {
                     for (name, node) in t.iter() {
-                        if let Some(n) = parse_node(name.get_ref(), name.span(), node, &mut errors) {
+                        if let Some(n) = parse_node(name.get_ref(), name.span(), node, &mut errors)
+                        {
                             config.nodes.push(n);
                         }
                     }
@@ -249,7 +254,11 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
     }
 }
 
-fn parse_pipeline_table(t: &DeTable<'_>, config: &mut PipelineConfig, errors: &mut Vec<Diagnostic>) {
+fn parse_pipeline_table(
+    t: &DeTable<'_>,
+    config: &mut PipelineConfig,
+    errors: &mut Vec<Diagnostic>,
+) {
     for (key, value) in t.iter() {
         let span = value.span();
         match (key.get_ref().as_ref(), value.get_ref()) {
@@ -265,7 +274,11 @@ fn parse_pipeline_table(t: &DeTable<'_>, config: &mut PipelineConfig, errors: &m
             (k @ ("name" | "device" | "queue"), v) => errors.push(Diagnostic::new(
                 format!(
                     "pipeline.{k} must be {}, found {}",
-                    if k == "queue" { "an integer" } else { "a string" },
+                    if k == "queue" {
+                        "an integer"
+                    } else {
+                        "a string"
+                    },
                     type_name(v)
                 ),
                 Origin::File(span),
@@ -290,14 +303,20 @@ fn parse_plugins_table(t: &DeTable<'_>, config: &mut PipelineConfig, errors: &mu
                     match item.get_ref() {
                         DeValue::String(s) => config.libraries.push(at(s.to_string(), item.span())),
                         other => errors.push(Diagnostic::new(
-                            format!("plugins.libraries entries must be paths (strings), found {}", type_name(other)),
+                            format!(
+                                "plugins.libraries entries must be paths (strings), found {}",
+                                type_name(other)
+                            ),
                             Origin::File(item.span()),
                         )),
                     }
                 }
             }
             ("libraries", other) => errors.push(Diagnostic::new(
-                format!("plugins.libraries must be an array of paths, found {}", type_name(other)),
+                format!(
+                    "plugins.libraries must be an array of paths, found {}",
+                    type_name(other)
+                ),
                 Origin::File(value.span()),
             )),
             (other, _) => errors.push(
@@ -320,7 +339,10 @@ fn parse_node(
 ) -> Option<NodeConfig> {
     let DeValue::Table(t) = node.get_ref() else {
         errors.push(Diagnostic::new(
-            format!("nodes.{name} must be a table, found {}", type_name(node.get_ref())),
+            format!(
+                "nodes.{name} must be a table, found {}",
+                type_name(node.get_ref())
+            ),
             Origin::File(node.span()),
         ));
         return None;
@@ -435,13 +457,18 @@ fn parse_input(
                             .help_if_none("policy is one of block, drop_oldest, drop_newest, fail"),
                         ),
                     },
-                    (key @ ("from" | "capacity" | "policy"), other) => errors.push(Diagnostic::new(
-                        format!("{key} has the wrong type ({})", type_name(other)),
-                        Origin::File(span),
-                    )),
+                    (key @ ("from" | "capacity" | "policy"), other) => {
+                        errors.push(Diagnostic::new(
+                            format!("{key} has the wrong type ({})", type_name(other)),
+                            Origin::File(span),
+                        ))
+                    }
                     (other, _) => errors.push(
                         Diagnostic::new(
-                            format!("unknown key \"{other}\" in input \"{}\" of node \"{node}\"", port.get_ref()),
+                            format!(
+                                "unknown key \"{other}\" in input \"{}\" of node \"{node}\"",
+                                port.get_ref()
+                            ),
                             Origin::File(k.span()),
                         )
                         .suggest(other, ["from", "capacity", "policy"])
@@ -459,7 +486,10 @@ fn parse_input(
                 None => {
                     errors.push(
                         Diagnostic::new(
-                            format!("input \"{}\" of node \"{node}\" has no `from`", port.get_ref()),
+                            format!(
+                                "input \"{}\" of node \"{node}\" has no `from`",
+                                port.get_ref()
+                            ),
                             Origin::File(from.span()),
                         )
                         .help("write { from = \"node.port\" }"),
@@ -487,18 +517,27 @@ fn parse_input(
 
 /// Applies `--set node.key=value` overrides. A value that is not valid TOML is taken as a
 /// string, so `--set frames.path=assets/x.jpg` works without quotes.
-pub fn apply_overrides(config: &mut PipelineConfig, sets: &[String]) -> Result<(), Vec<Diagnostic>> {
+pub fn apply_overrides(
+    config: &mut PipelineConfig,
+    sets: &[String],
+) -> Result<(), Vec<Diagnostic>> {
     let mut errors = Vec::new();
     for arg in sets {
         let origin = Origin::Cli(arg.clone());
         let Some((path, raw)) = arg.split_once('=') else {
-            errors.push(Diagnostic::new("expected node.key=value", origin).help("for example --set frames.path=assets/cat.jpg"));
+            errors.push(
+                Diagnostic::new("expected node.key=value", origin)
+                    .help("for example --set frames.path=assets/cat.jpg"),
+            );
             continue;
         };
         let path = path.trim();
         let path = path.strip_prefix("nodes.").unwrap_or(path);
         let Some((node, key)) = path.split_once('.') else {
-            errors.push(Diagnostic::new(format!("\"{path}\" is not node.key"), origin));
+            errors.push(Diagnostic::new(
+                format!("\"{path}\" is not node.key"),
+                origin,
+            ));
             continue;
         };
         let value = match DeValue::parse(raw.trim()) {
@@ -576,12 +615,18 @@ inputs = { in = { from = "frames.image", capacity = 2, policy = "drop_oldest" } 
         assert_eq!(c.nodes.len(), 2);
         let frames = c.nodes.iter().find(|n| n.name.value == "frames").unwrap();
         assert_eq!(frames.params[0].1.value, ParamValue::Int(10));
-        assert_eq!(frames.params[1].1.value, ParamValue::FloatList(vec![0.5, 1.0, 2.0]));
+        assert_eq!(
+            frames.params[1].1.value,
+            ParamValue::FloatList(vec![0.5, 1.0, 2.0])
+        );
         let out = c.nodes.iter().find(|n| n.name.value == "out").unwrap();
         assert_eq!(out.on_error, OnError::Skip);
         assert_eq!(out.inputs[0].from.value, "frames.image");
         assert_eq!(out.inputs[0].capacity.as_ref().unwrap().value, 2);
-        assert_eq!(out.inputs[0].policy.as_ref().unwrap().value, Policy::DropOldest);
+        assert_eq!(
+            out.inputs[0].policy.as_ref().unwrap().value,
+            Policy::DropOldest
+        );
     }
 
     #[test]
@@ -589,12 +634,30 @@ inputs = { in = { from = "frames.image", capacity = 2, policy = "drop_oldest" } 
         let text = "[pipline]\nname = 1\n[nodes.a]\nplugin = 3\n[nodes.b]\nplugin = \"x\"\ninputs = { in = { from = \"a.out\", policy = \"drop_old\" } }\n";
         let errors = parse(text).unwrap_err();
         let msgs: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
-        assert!(msgs.contains(&"unknown top-level table [pipline]"), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("plugin must be a string")), "{msgs:?}");
-        assert!(msgs.contains(&"unknown queue policy \"drop_old\""), "{msgs:?}");
-        let policy = errors.iter().find(|e| e.message.contains("drop_old")).unwrap();
-        assert_eq!(policy.help.as_deref(), Some("did you mean \"drop_oldest\"?"));
-        assert_eq!(errors[0].help.as_deref(), Some("did you mean \"pipeline\"?"));
+        assert!(
+            msgs.contains(&"unknown top-level table [pipline]"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("plugin must be a string")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.contains(&"unknown queue policy \"drop_old\""),
+            "{msgs:?}"
+        );
+        let policy = errors
+            .iter()
+            .find(|e| e.message.contains("drop_old"))
+            .unwrap();
+        assert_eq!(
+            policy.help.as_deref(),
+            Some("did you mean \"drop_oldest\"?")
+        );
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("did you mean \"pipeline\"?")
+        );
     }
 
     #[test]
@@ -607,7 +670,11 @@ inputs = { in = { from = "frames.image", capacity = 2, policy = "drop_oldest" } 
     #[test]
     fn overrides_set_parameters() {
         let mut c = parse(GOOD).unwrap();
-        apply_overrides(&mut c, &["frames.frames=3".into(), "nodes.frames.path=a/b.jpg".into()]).unwrap();
+        apply_overrides(
+            &mut c,
+            &["frames.frames=3".into(), "nodes.frames.path=a/b.jpg".into()],
+        )
+        .unwrap();
         let frames = c.nodes.iter().find(|n| n.name.value == "frames").unwrap();
         assert_eq!(frames.params[0].1.value, ParamValue::Int(3));
         assert_eq!(frames.params[2].1.value, ParamValue::Str("a/b.jpg".into()));

@@ -85,7 +85,11 @@ impl Diagnostic {
     }
 
     /// Adds "did you mean ..." when a close candidate exists.
-    pub fn suggest<'a>(self, wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Diagnostic {
+    pub fn suggest<'a>(
+        self,
+        wrong: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Diagnostic {
         match closest(wrong, candidates) {
             Some(best) => self.help(format!("did you mean \"{best}\"?")),
             None => self,
@@ -127,7 +131,11 @@ impl Diagnostic {
                 ));
             }
             Origin::None => {
-                out.push_str(&format!("error: {}: {}\n", file.path.display(), self.message));
+                out.push_str(&format!(
+                    "error: {}: {}\n",
+                    file.path.display(),
+                    self.message
+                ));
             }
         }
         if let Some(help) = &self.help {
@@ -187,11 +195,17 @@ mod tests {
 
     #[test]
     fn renders_location_caret_and_help() {
-        let f = SourceFile::new(Path::new("p.toml"), "[nodes.x]\nplugin = \"resnt\"\n".into());
+        let f = SourceFile::new(
+            Path::new("p.toml"),
+            "[nodes.x]\nplugin = \"resnt\"\n".into(),
+        );
         let d = Diagnostic::new("unknown plugin \"resnt\"", Origin::File(19..26))
             .suggest("resnt", ["resnet", "fpn"]);
         let text = d.render(&f);
-        assert!(text.starts_with("error: p.toml:2:10: unknown plugin \"resnt\"\n"), "{text}");
+        assert!(
+            text.starts_with("error: p.toml:2:10: unknown plugin \"resnt\"\n"),
+            "{text}"
+        );
         assert!(text.contains("2 | plugin = \"resnt\"\n"), "{text}");
         assert!(text.contains("  |          ^^^^^^^\n"), "{text}");
         assert!(text.contains("= help: did you mean \"resnet\"?"), "{text}");

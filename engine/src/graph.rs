@@ -68,7 +68,10 @@ impl Pipeline {
         let to = &self.nodes[e.to];
         format!(
             "{}.{} -> {}.{}",
-            from.name, from.kind.spec.outputs[e.from_port].name, to.name, to.kind.spec.inputs[e.to_port].name
+            from.name,
+            from.kind.spec.outputs[e.from_port].name,
+            to.name,
+            to.kind.spec.inputs[e.to_port].name
         )
     }
 
@@ -106,7 +109,9 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
         reason: e.to_string(),
     })?;
     let file = SourceFile::new(path, text);
-    let invalid = |file: SourceFile, items: Vec<Diagnostic>| LoadError::Invalid(Box::new(Diagnostics { file, items }));
+    let invalid = |file: SourceFile, items: Vec<Diagnostic>| {
+        LoadError::Invalid(Box::new(Diagnostics { file, items }))
+    };
     let mut config = match config::parse(&file.text) {
         Ok(c) => c,
         Err(items) => return Err(invalid(file, items)),
@@ -125,13 +130,20 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
     }
     match build(&config, registry) {
         Ok((nodes, edges, order)) => {
-            let (device, device_reason) = match DeviceRequest::parse(&config.device.value).and_then(|r| r.resolve()) {
-                Ok(d) => d,
-                Err(e) => return Err(invalid(file, vec![Diagnostic::new(e.to_string(), config.device.origin.clone())])),
-            };
+            let (device, device_reason) =
+                match DeviceRequest::parse(&config.device.value).and_then(|r| r.resolve()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return Err(invalid(
+                            file,
+                            vec![Diagnostic::new(e.to_string(), config.device.origin.clone())],
+                        ))
+                    }
+                };
             Ok(Pipeline {
                 name: if config.name.is_empty() {
-                    path.file_stem().map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
+                    path.file_stem()
+                        .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
                 } else {
                     config.name.clone()
                 },
@@ -187,7 +199,9 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
         .map(|k| vec![None; k.as_ref().map_or(0, |(k, _)| k.spec.inputs.len())])
         .collect();
     for (to, n) in config.nodes.iter().enumerate() {
-        let Some((kind, _)) = &kinds[to] else { continue };
+        let Some((kind, _)) = &kinds[to] else {
+            continue;
+        };
         for input in &n.inputs {
             let port_names: Vec<&str> = kind.spec.inputs.iter().map(|p| p.name.as_str()).collect();
             let Some(to_port) = port_names.iter().position(|p| *p == input.port.value) else {
@@ -222,7 +236,9 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
                         ),
                         input.from.origin.clone(),
                     )
-                    .help("name the producing node and its output port, e.g. \"backbone.features\""),
+                    .help(
+                        "name the producing node and its output port, e.g. \"backbone.features\"",
+                    ),
                 );
                 continue;
             };
@@ -240,8 +256,15 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
                 );
                 continue;
             };
-            let Some((src_kind, _)) = &kinds[from] else { continue };
-            let out_names: Vec<&str> = src_kind.spec.outputs.iter().map(|p| p.name.as_str()).collect();
+            let Some((src_kind, _)) = &kinds[from] else {
+                continue;
+            };
+            let out_names: Vec<&str> = src_kind
+                .spec
+                .outputs
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
             let Some(from_port) = out_names.iter().position(|p| *p == src_port) else {
                 let d = Diagnostic::new(
                     format!(
@@ -260,7 +283,10 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
             };
             if inputs_of[to][to_port].is_some() {
                 errors.push(Diagnostic::new(
-                    format!("input \"{}\" of node \"{}\" is connected twice", input.port.value, n.name.value),
+                    format!(
+                        "input \"{}\" of node \"{}\" is connected twice",
+                        input.port.value, n.name.value
+                    ),
                     input.port.origin.clone(),
                 ));
                 continue;
@@ -271,14 +297,20 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
                 from_port,
                 to,
                 to_port,
-                capacity: input.capacity.as_ref().map_or(config.queue.value, |c| c.value),
+                capacity: input
+                    .capacity
+                    .as_ref()
+                    .map_or(config.queue.value, |c| c.value),
                 policy: input.policy.as_ref().map_or(Policy::Block, |p| p.value),
                 kind: src_kind.spec.outputs[from_port].kind,
                 origin: input.from.origin.clone(),
             });
         }
         for (i, port) in kind.spec.inputs.iter().enumerate() {
-            if port.required && inputs_of[to][i].is_none() && !n.inputs.iter().any(|x| x.port.value == port.name) {
+            if port.required
+                && inputs_of[to][i].is_none()
+                && !n.inputs.iter().any(|x| x.port.value == port.name)
+            {
                 errors.push(
                     Diagnostic::new(
                         format!(
@@ -310,7 +342,10 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
         Err(_) => {
             for scc in tarjan_scc(&graph) {
                 let members: Vec<usize> = scc.iter().map(|ix| graph[*ix]).collect();
-                let cyclic = members.len() > 1 || edges.iter().any(|e| e.from == members[0] && e.to == members[0]);
+                let cyclic = members.len() > 1
+                    || edges
+                        .iter()
+                        .any(|e| e.from == members[0] && e.to == members[0]);
                 if !cyclic {
                     continue;
                 }
@@ -324,9 +359,13 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
                         format!(
                             "{}.{} -> {}.{}",
                             config.nodes[e.from].name.value,
-                            kinds[e.from].as_ref().map_or("?", |k| k.0.spec.outputs[e.from_port].name.as_str()),
+                            kinds[e.from]
+                                .as_ref()
+                                .map_or("?", |k| k.0.spec.outputs[e.from_port].name.as_str()),
                             config.nodes[e.to].name.value,
-                            kinds[e.to].as_ref().map_or("?", |k| k.0.spec.inputs[e.to_port].name.as_str()),
+                            kinds[e.to]
+                                .as_ref()
+                                .map_or("?", |k| k.0.spec.inputs[e.to_port].name.as_str()),
                         )
                     })
                     .collect();
@@ -345,7 +384,11 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
     // 4. Kinds across edges, in topological order so that pass-through kinds resolve.
     let mut output_kinds: Vec<Vec<PortKind>> = kinds
         .iter()
-        .map(|k| k.as_ref().map_or(Vec::new(), |(k, _)| k.spec.outputs.iter().map(|p| p.kind).collect()))
+        .map(|k| {
+            k.as_ref().map_or(Vec::new(), |(k, _)| {
+                k.spec.outputs.iter().map(|p| p.kind).collect()
+            })
+        })
         .collect();
     for &n in &order {
         let Some((kind, _)) = &kinds[n] else { continue };
@@ -365,7 +408,9 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
             let produced = output_kinds[edges[e].from][edges[e].from_port];
             edges[e].kind = produced;
             let input = &kind.spec.inputs[p];
-            let out = &kinds[edges[e].from].as_ref().map(|k| &k.0.spec.outputs[edges[e].from_port]);
+            let out = &kinds[edges[e].from]
+                .as_ref()
+                .map(|k| &k.0.spec.outputs[edges[e].from_port]);
             let label = format!(
                 "{}.{} -> {}.{}",
                 config.nodes[edges[e].from].name.value,
@@ -413,7 +458,10 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
         return Err(errors);
     }
 
-    let mut outputs_of: Vec<Vec<Vec<usize>>> = output_kinds.iter().map(|o| vec![Vec::new(); o.len()]).collect();
+    let mut outputs_of: Vec<Vec<Vec<usize>>> = output_kinds
+        .iter()
+        .map(|o| vec![Vec::new(); o.len()])
+        .collect();
     for (i, e) in edges.iter().enumerate() {
         outputs_of[e.from][e.from_port].push(i);
     }
@@ -473,7 +521,11 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
                         "parameter \"{}\" of node \"{}\" must be {} {}, found {}",
                         p.name,
                         n.name.value,
-                        if matches!(p.ty, ParamType::Int | ParamType::IntList) { "an" } else { "a" },
+                        if matches!(p.ty, ParamType::Int | ParamType::IntList) {
+                            "an"
+                        } else {
+                            "a"
+                        },
                         p.ty,
                         value.value.describe()
                     ),
@@ -503,4 +555,3 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
     }
     params
 }
-

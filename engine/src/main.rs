@@ -25,7 +25,11 @@ const EXIT_INVALID: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "engine", version, about = "Runs vision pipelines described in TOML files")]
+#[command(
+    name = "engine",
+    version,
+    about = "Runs vision pipelines described in TOML files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,10 @@ fn main() -> ExitCode {
     let level = match cli.log_level.parse::<LevelFilter>() {
         Ok(l) => l,
         Err(_) => {
-            eprintln!("error: unknown log level \"{}\"; use error, warn, info, debug or trace", cli.log_level);
+            eprintln!(
+                "error: unknown log level \"{}\"; use error, warn, info, debug or trace",
+                cli.log_level
+            );
             return ExitCode::from(EXIT_INVALID);
         }
     };
@@ -97,7 +104,14 @@ fn main() -> ExitCode {
             trace,
             quiet,
             drain_timeout,
-        } => run(&pipeline, &set, trace.as_deref(), quiet, drain_timeout, level),
+        } => run(
+            &pipeline,
+            &set,
+            trace.as_deref(),
+            quiet,
+            drain_timeout,
+            level,
+        ),
         Command::Check { pipeline, set } => {
             init_logging(level, None);
             with_pipeline(&pipeline, &set, |p| {
@@ -105,7 +119,11 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Graph { pipeline, format, set } => {
+        Command::Graph {
+            pipeline,
+            format,
+            set,
+        } => {
             init_logging(level, None);
             with_pipeline(&pipeline, &set, |p| {
                 print!(
@@ -140,7 +158,9 @@ fn main() -> ExitCode {
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_stage = std::thread::current().name().is_some_and(|n| n.starts_with("node:"));
+        let in_stage = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("node:"));
         if !in_stage {
             default(info);
         }
@@ -185,11 +205,22 @@ fn with_pipeline(path: &Path, sets: &[String], f: impl FnOnce(&Pipeline) -> Exit
     }
 }
 
-fn run(path: &Path, sets: &[String], trace: Option<&Path>, quiet: bool, drain_timeout: f64, level: LevelFilter) -> ExitCode {
+fn run(
+    path: &Path,
+    sets: &[String],
+    trace: Option<&Path>,
+    quiet: bool,
+    drain_timeout: f64,
+    level: LevelFilter,
+) -> ExitCode {
     if let Some(t) = trace {
         if let Some(dir) = t.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                eprintln!("error: cannot write trace \"{}\": directory \"{}\" does not exist", t.display(), dir.display());
+                eprintln!(
+                    "error: cannot write trace \"{}\": directory \"{}\" does not exist",
+                    t.display(),
+                    dir.display()
+                );
                 return ExitCode::from(EXIT_INVALID);
             }
         }
@@ -232,8 +263,10 @@ fn run(path: &Path, sets: &[String], trace: Option<&Path>, quiet: bool, drain_ti
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos} frames through the sinks ({per_sec}) {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos} frames through the sinks ({per_sec}) {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             bar
         });
@@ -241,7 +274,8 @@ fn run(path: &Path, sets: &[String], trace: Option<&Path>, quiet: bool, drain_ti
         let options = runtime::RunOptions {
             stop,
             drain_timeout: Duration::from_secs_f64(drain_timeout),
-            progress: progress_bar.map(|b| Box::new(move |n: u64| b.set_position(n)) as Box<dyn FnMut(u64)>),
+            progress: progress_bar
+                .map(|b| Box::new(move |n: u64| b.set_position(n)) as Box<dyn FnMut(u64)>),
         };
         let result = runtime::run(p, nodes, options);
         if let Some(b) = bar {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use plugin_sdk::abi::{self, *};
-use plugin_sdk::{FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, Params, PortKind, Value};
+use plugin_sdk::{
+    FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, Params, PortKind, Value,
+};
 
 /// Why a library could not be used as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +75,22 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     }
     // SAFETY: loading a library runs its initialisers; that is what loading a plugin means.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
-        let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-        open_err(if detail.is_empty() { e.to_string() } else { format!("{e}: {detail}") })
+        let detail = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        open_err(if detail.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e}: {detail}")
+        })
     })?;
     let table = {
         // SAFETY: the symbol's type is fixed by the ABI; we check the library's answer below.
-        let entry: libloading::Symbol<EntryFn> = unsafe { lib.get(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {
-            PluginLoadError::NotAPlugin {
+        let entry: libloading::Symbol<EntryFn> = unsafe { lib.get(ENTRY_SYMBOL.as_bytes()) }
+            .map_err(|_| PluginLoadError::NotAPlugin {
                 path: path.to_path_buf(),
                 symbol: ENTRY_SYMBOL,
-            }
-        })?;
+            })?;
         unsafe { entry() }
     };
     let malformed = |reason: String| PluginLoadError::Malformed {
@@ -119,7 +126,8 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     let t = library.table();
     let name = unsafe { read_str(t.plugin_name, "plugin name") }.map_err(malformed)?;
     let version = unsafe { read_str(t.plugin_version, "plugin version") }.map_err(malformed)?;
-    let descs = unsafe { slice_of(t.kinds, t.n_kinds as usize, "node kinds") }.map_err(malformed)?;
+    let descs =
+        unsafe { slice_of(t.kinds, t.n_kinds as usize, "node kinds") }.map_err(malformed)?;
     let mut kinds = Vec::new();
     for (index, d) in descs.iter().enumerate() {
         let spec = unsafe { read_kind(d) }.map_err(malformed)?;
@@ -145,7 +153,9 @@ unsafe fn read_kind(d: &NodeKindDescC) -> Result<NodeSpec, String> {
     let ctx = |e: String| format!("node kind \"{name}\": {e}");
     let mut spec = NodeSpec::new(
         &name,
-        &unsafe { read_opt_str(d.doc, "doc") }.map_err(ctx)?.unwrap_or_default(),
+        &unsafe { read_opt_str(d.doc, "doc") }
+            .map_err(ctx)?
+            .unwrap_or_default(),
     );
     for p in unsafe { slice_of(d.inputs, d.n_inputs as usize, "inputs") }.map_err(ctx)? {
         spec.inputs.push(unsafe { read_port(p) }.map_err(ctx)?);
@@ -154,11 +164,13 @@ unsafe fn read_kind(d: &NodeKindDescC) -> Result<NodeSpec, String> {
         spec.outputs.push(unsafe { read_port(p) }.map_err(ctx)?);
     }
     for p in unsafe { slice_of(d.params, d.n_params as usize, "params") }.map_err(ctx)? {
-        spec.params.push(unsafe { read_param_spec(p) }.map_err(ctx)?);
+        spec.params
+            .push(unsafe { read_param_spec(p) }.map_err(ctx)?);
     }
     if spec.is_source() {
         return Err(ctx(
-            "declares no inputs; sources cannot be plugins in ABI 1.0 (use a built-in source)".into(),
+            "declares no inputs; sources cannot be plugins in ABI 1.0 (use a built-in source)"
+                .into(),
         ));
     }
     Ok(spec)
@@ -253,7 +265,10 @@ fn status_error(lib: &Library, status: i32, text: ErrorText, what: &str) -> Node
         text.0
     };
     match status {
-        STATUS_PANIC => NodeError::new(format!("plugin {} panicked in {what}: {msg}", lib.path.display())),
+        STATUS_PANIC => NodeError::new(format!(
+            "plugin {} panicked in {what}: {msg}",
+            lib.path.display()
+        )),
         STATUS_ERROR => NodeError::new(msg),
         other => NodeError::new(format!(
             "plugin {} returned unknown status {other} from {what}: {msg}",
@@ -263,7 +278,12 @@ fn status_error(lib: &Library, status: i32, text: ErrorText, what: &str) -> Node
 }
 
 impl ForeignNode {
-    fn create(lib: Arc<Library>, kind: u32, spec: &NodeSpec, params: &Params) -> Result<ForeignNode, NodeError> {
+    fn create(
+        lib: Arc<Library>,
+        kind: u32,
+        spec: &NodeSpec,
+        params: &Params,
+    ) -> Result<ForeignNode, NodeError> {
         let mut store = CStore::default();
         let entries: Vec<ParamEntryC> = spec
             .params
@@ -282,7 +302,13 @@ impl ForeignNode {
         };
         let mut instance: *mut c_void = std::ptr::null_mut();
         let status = unsafe {
-            (lib.table().create)(kind, entries.as_ptr(), entries.len() as u32, &mut instance, &sink)
+            (lib.table().create)(
+                kind,
+                entries.as_ptr(),
+                entries.len() as u32,
+                &mut instance,
+                &sink,
+            )
         };
         if status != STATUS_OK {
             return Err(status_error(&lib, status, text, "create"));
@@ -319,7 +345,11 @@ impl Node for ForeignNode {
                     })
                     .unwrap_or_default(),
             );
-            meta.push((store.str(port), value.map_or(0, |v| v.kind() as u32), value.is_some()));
+            meta.push((
+                store.str(port),
+                value.map_or(0, |v| v.kind() as u32),
+                value.is_some(),
+            ));
         }
         let ports: Vec<PortValueC> = meta
             .iter()
@@ -356,7 +386,14 @@ impl Node for ForeignNode {
             set: set_error,
         };
         let status = unsafe {
-            (self.lib.table().process)(self.instance, &frame_c, ports.as_ptr(), ports.len() as u32, &out, &sink)
+            (self.lib.table().process)(
+                self.instance,
+                &frame_c,
+                ports.as_ptr(),
+                ports.len() as u32,
+                &out,
+                &sink,
+            )
         };
         if status != STATUS_OK {
             return Err(status_error(&self.lib, status, text, "process"));

@@ -10,14 +10,22 @@ use crate::plugin_host::{self, PluginLoadError};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Provider {
     BuiltIn,
-    Library { path: String, plugin: String, version: String },
+    Library {
+        path: String,
+        plugin: String,
+        version: String,
+    },
 }
 
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Provider::BuiltIn => f.write_str("built-in"),
-            Provider::Library { path, plugin, version } => write!(f, "{plugin} {version} ({path})"),
+            Provider::Library {
+                path,
+                plugin,
+                version,
+            } => write!(f, "{plugin} {version} ({path})"),
         }
     }
 }
@@ -62,7 +70,10 @@ impl Registry {
     }
 
     pub fn find(&self, name: &str) -> Option<(&NodeKind, &Provider)> {
-        self.kinds.iter().find(|(k, _)| k.spec.kind == name).map(|(k, p)| (k, p))
+        self.kinds
+            .iter()
+            .find(|(k, _)| k.spec.kind == name)
+            .map(|(k, p)| (k, p))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -33,7 +33,13 @@ pub fn check_summary(p: &Pipeline) -> String {
         } else {
             "node"
         };
-        let _ = writeln!(s, "  {:width$}  {} [{role}, {}]", n.name, n.plugin(), n.provider);
+        let _ = writeln!(
+            s,
+            "  {:width$}  {} [{role}, {}]",
+            n.name,
+            n.plugin(),
+            n.provider
+        );
     }
     let _ = writeln!(s, "edges:");
     let labels: Vec<String> = p.edges.iter().map(|e| p.edge_label(e)).collect();
@@ -50,9 +56,18 @@ fn dot_escape(s: &str) -> String {
 
 /// Graphviz DOT.
 pub fn dot(p: &Pipeline) -> String {
-    let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n", dot_escape(&p.name));
+    let mut s = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        dot_escape(&p.name)
+    );
     for n in &p.nodes {
-        let _ = writeln!(s, "  \"{}\" [label=\"{}\\n{}\"];", dot_escape(&n.name), dot_escape(&n.name), dot_escape(n.plugin()));
+        let _ = writeln!(
+            s,
+            "  \"{}\" [label=\"{}\\n{}\"];",
+            dot_escape(&n.name),
+            dot_escape(&n.name),
+            dot_escape(n.plugin())
+        );
     }
     for e in &p.edges {
         let from = &p.nodes[e.from];
@@ -76,7 +91,12 @@ pub fn mermaid(p: &Pipeline) -> String {
     let clean = |s: &str| s.replace('"', "'");
     let mut s = String::from("flowchart LR\n");
     for (i, n) in p.nodes.iter().enumerate() {
-        let _ = writeln!(s, "  n{i}[\"{}<br/><i>{}</i>\"]", clean(&n.name), clean(n.plugin()));
+        let _ = writeln!(
+            s,
+            "  n{i}[\"{}<br/><i>{}</i>\"]",
+            clean(&n.name),
+            clean(n.plugin())
+        );
     }
     for e in &p.edges {
         let _ = writeln!(
@@ -101,14 +121,21 @@ pub fn describe_kind(spec: &NodeSpec, provider: &Provider) -> String {
         }
         let _ = writeln!(s, "    {title}:");
         for p in ports {
-            let opt = if title == "inputs" && !p.required { " (optional)" } else { "" };
+            let opt = if title == "inputs" && !p.required {
+                " (optional)"
+            } else {
+                ""
+            };
             let _ = writeln!(s, "      {:12} {}{opt}  {}", p.name, p.contract(), p.doc);
         }
     }
     if !spec.params.is_empty() {
         let _ = writeln!(s, "    parameters:");
         for p in &spec.params {
-            let default = p.default.as_ref().map_or("required".to_string(), |d| format!("= {d}"));
+            let default = p
+                .default
+                .as_ref()
+                .map_or("required".to_string(), |d| format!("= {d}"));
             let _ = writeln!(s, "      {:12} {} {default}  {}", p.name, p.ty, p.doc);
         }
     }
@@ -118,12 +145,33 @@ pub fn describe_kind(spec: &NodeSpec, provider: &Provider) -> String {
 /// The per-node table printed at the end of a run.
 pub fn run_table(r: &RunReport) -> String {
     let mut s = String::new();
-    let width = r.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
-    let pw = r.nodes.iter().map(|n| n.plugin.len()).max().unwrap_or(6).max(6);
+    let width = r
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let pw = r
+        .nodes
+        .iter()
+        .map(|n| n.plugin.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let _ = writeln!(
         s,
         "{:width$}  {:pw$}  {:>8} {:>7} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "node", "plugin", "frames", "skipped", "errors", "mean ms", "p50 ms", "p99 ms", "wait in ms", "wait out ms"
+        "node",
+        "plugin",
+        "frames",
+        "skipped",
+        "errors",
+        "mean ms",
+        "p50 ms",
+        "p99 ms",
+        "wait in ms",
+        "wait out ms"
     );
     for n in &r.nodes {
         let _ = writeln!(

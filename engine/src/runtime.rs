@@ -275,21 +275,27 @@ impl Stage {
     fn check_outputs(&self, mut out: Outputs) -> Result<Vec<Value>, String> {
         let mut values = Vec::with_capacity(self.output_ports.len());
         for (name, kind) in &self.output_ports {
-            let v = out
-                .take(name)
-                .ok_or_else(|| format!("the node produced no value for its output port \"{name}\""))?;
+            let v = out.take(name).ok_or_else(|| {
+                format!("the node produced no value for its output port \"{name}\"")
+            })?;
             if *kind != PortKind::Any && v.kind() != *kind {
                 return Err(format!(
                     "output port \"{name}\" is declared {kind} but the node produced a {} value",
                     v.kind()
                 ));
             }
-            v.validate()
-                .map_err(|e| format!("output port \"{name}\" produced an invalid {} value: {e}", v.kind()))?;
+            v.validate().map_err(|e| {
+                format!(
+                    "output port \"{name}\" produced an invalid {} value: {e}",
+                    v.kind()
+                )
+            })?;
             values.push(v);
         }
         if let Some(extra) = out.ports().next() {
-            return Err(format!("the node produced a value for \"{extra}\", which is not one of its output ports"));
+            return Err(format!(
+                "the node produced a value for \"{extra}\", which is not one of its output ports"
+            ));
         }
         Ok(values)
     }
@@ -421,19 +427,23 @@ impl Stage {
             let mut inputs = Inputs::new();
             let mut frame = None;
             let mut complete = true;
-            for i in 0..k {
-                let msg = match &heads[i] {
-                    Some(m) if m.frame.index == index => heads[i].take(),
+            for ((head, name), required) in heads
+                .iter_mut()
+                .zip(&self.input_names)
+                .zip(&self.input_required)
+            {
+                let msg = match head {
+                    Some(m) if m.frame.index == index => head.take(),
                     _ => None,
                 };
                 let value = msg.and_then(|m| {
                     frame.get_or_insert(m.frame);
                     m.value
                 });
-                if value.is_none() && self.input_required[i] {
+                if value.is_none() && *required {
                     complete = false;
                 }
-                inputs.push(&self.input_names[i], value);
+                inputs.push(name, value);
             }
             let Some(frame) = frame else { return };
             if !complete {
@@ -473,7 +483,10 @@ impl Stage {
             match catch_unwind(AssertUnwindSafe(|| node.finish())) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.fail(None, format!("finish failed: {e}")),
-                Err(p) => self.fail(None, format!("panicked in finish: {}", panic_message(p.as_ref()))),
+                Err(p) => self.fail(
+                    None,
+                    format!("panicked in finish: {}", panic_message(p.as_ref())),
+                ),
             }
         }
         self.outputs.clear();
@@ -532,7 +545,11 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
             node,
             on_error: n.on_error,
             stream,
-            inputs: n.inputs.iter().map(|e| e.and_then(|e| receivers[e].take())).collect(),
+            inputs: n
+                .inputs
+                .iter()
+                .map(|e| e.and_then(|e| receivers[e].take()))
+                .collect(),
             input_names: spec.inputs.iter().map(|p| p.name.clone()).collect(),
             input_required: spec.inputs.iter().map(|p| p.required).collect(),
             outputs: n
@@ -670,4 +687,3 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
         wall: started.elapsed(),
     }
 }
-

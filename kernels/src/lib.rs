@@ -7,5 +7,5 @@ pub mod ops;
 pub mod tensor;
 
 pub use device::{Device, DeviceError, DeviceRequest};
-pub use tensor::{DType, Element, Tensor, TensorError};
 pub use half::f16;
+pub use tensor::{DType, Element, Tensor, TensorError};

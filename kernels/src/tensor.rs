@@ -242,7 +242,7 @@ impl Tensor {
         if n.checked_mul(dtype.size()).is_none() {
             return Err(TensorError::Overflow(shape.to_vec()));
         }
-        if n > 0 && (ptr as usize) % dtype.size() != 0 {
+        if n > 0 && !(ptr as usize).is_multiple_of(dtype.size()) {
             return Err(TensorError::Misaligned {
                 ptr: ptr as usize,
                 align: dtype.size(),
@@ -441,8 +441,9 @@ mod tests {
     #[test]
     fn foreign_bool_bytes_are_validated() {
         let bytes: &'static [u8] = Box::leak(vec![0u8, 1, 7].into_boxed_slice());
-        let err = unsafe { Tensor::from_foreign(DType::Bool, &[3], bytes.as_ptr(), Box::new(|| {})) }
-            .unwrap_err();
+        let err =
+            unsafe { Tensor::from_foreign(DType::Bool, &[3], bytes.as_ptr(), Box::new(|| {})) }
+                .unwrap_err();
         assert_eq!(err, TensorError::InvalidBool(7));
     }
 

@@ -241,7 +241,10 @@ pub unsafe fn import_tensor(
         unsafe { std::slice::from_raw_parts(t.shape, t.ndim as usize) }
     };
     if let Some(d) = dims.iter().find(|&&d| d < 0) {
-        return fail(format!("negative dimension {d} in {dims:?}"), Box::new(release));
+        return fail(
+            format!("negative dimension {d} in {dims:?}"),
+            Box::new(release),
+        );
     }
     let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     if !t.strides.is_null() && t.ndim > 0 {
@@ -260,7 +263,8 @@ pub unsafe fn import_tensor(
         }
     }
     let data = (t.data as *const u8).wrapping_add(t.byte_offset as usize);
-    unsafe { Tensor::from_foreign(dtype, &shape, data, Box::new(release)) }.map_err(|e| e.to_string())
+    unsafe { Tensor::from_foreign(dtype, &shape, data, Box::new(release)) }
+        .map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -538,13 +542,16 @@ impl CStore {
 /// # Safety
 /// The pointers inside `c` must be valid as described on [`ParamValueC`].
 pub unsafe fn read_param_value(c: &ParamValueC, what: &str) -> Result<ParamValue, String> {
-    let ty = ParamType::from_u32(c.ty).ok_or_else(|| format!("{what}: unknown type code {}", c.ty))?;
+    let ty =
+        ParamType::from_u32(c.ty).ok_or_else(|| format!("{what}: unknown type code {}", c.ty))?;
     Ok(match ty {
         ParamType::Bool => ParamValue::Bool(c.boolean != 0),
         ParamType::Int => ParamValue::Int(c.int),
         ParamType::Float => ParamValue::Float(c.float),
         ParamType::Str | ParamType::Path => ParamValue::Str(unsafe { read_str(c.str_, what) }?),
-        ParamType::IntList => ParamValue::IntList(unsafe { slice_of(c.ints, c.len, what) }?.to_vec()),
+        ParamType::IntList => {
+            ParamValue::IntList(unsafe { slice_of(c.ints, c.len, what) }?.to_vec())
+        }
         ParamType::FloatList => {
             ParamValue::FloatList(unsafe { slice_of(c.floats, c.len, what) }?.to_vec())
         }
@@ -960,7 +967,10 @@ mod tests {
             (ParamType::Path, ParamValue::Str("a/b.pth".into())),
             (ParamType::IntList, ParamValue::IntList(vec![1, 2, 3])),
             (ParamType::FloatList, ParamValue::FloatList(vec![0.5])),
-            (ParamType::StrList, ParamValue::StrList(vec!["x".into(), "y".into()])),
+            (
+                ParamType::StrList,
+                ParamValue::StrList(vec!["x".into(), "y".into()]),
+            ),
         ] {
             let c = store.param_value(ty, &v);
             assert_eq!(unsafe { read_param_value(&c, "p") }.unwrap(), v);

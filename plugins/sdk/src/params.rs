@@ -86,9 +86,7 @@ impl ParamValue {
             (ParamType::StrList, v @ V::StrList(_)) => Some(v),
             // An empty TOML array has no element type; it fits every list type.
             (ParamType::IntList, V::StrList(l)) if l.is_empty() => Some(V::IntList(Vec::new())),
-            (ParamType::FloatList, V::StrList(l)) if l.is_empty() => {
-                Some(V::FloatList(Vec::new()))
-            }
+            (ParamType::FloatList, V::StrList(l)) if l.is_empty() => Some(V::FloatList(Vec::new())),
             _ => None,
         }
     }

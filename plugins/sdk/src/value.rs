@@ -182,7 +182,9 @@ impl Value {
                 let logits = self.get("logits");
                 let labels = self.get("labels");
                 if logits.is_none() && labels.is_none() {
-                    return Err("semantic value needs \"logits\" [C, H, W] or \"labels\" [H, W]".into());
+                    return Err(
+                        "semantic value needs \"logits\" [C, H, W] or \"labels\" [H, W]".into(),
+                    );
                 }
                 if let Some(t) = logits {
                     expect_dtype("logits", t, &[DType::F32, DType::F16])?;
@@ -334,7 +336,10 @@ impl Instances {
             return Err(format!("expected an instances value, got {}", value.kind()));
         }
         value.validate()?;
-        let flat = value.tensor("boxes")?.as_slice::<f32>().map_err(|e| e.to_string())?;
+        let flat = value
+            .tensor("boxes")?
+            .as_slice::<f32>()
+            .map_err(|e| e.to_string())?;
         Ok(Instances {
             boxes: flat
                 .chunks_exact(4)
@@ -409,7 +414,10 @@ mod tests {
             "tensor \"scores\" must be [3] (one per row of \"boxes\"), got [2]"
         );
         let v = instances(2).with("masks", Tensor::zeros(DType::U8, &[3, 4, 4]).unwrap());
-        assert!(v.validate().unwrap_err().contains("\"masks\" must have 2 rows"));
+        assert!(v
+            .validate()
+            .unwrap_err()
+            .contains("\"masks\" must have 2 rows"));
         let v = Value::new(PortKind::Instances);
         assert!(v.validate().unwrap_err().contains("no tensor \"boxes\""));
     }
@@ -419,7 +427,10 @@ mod tests {
         let ok = Value::image(Tensor::zeros(DType::U8, &[4, 5, 3]).unwrap());
         assert!(ok.validate().is_ok());
         let bad = Value::image(Tensor::zeros(DType::F32, &[4, 5, 3]).unwrap());
-        assert!(bad.validate().unwrap_err().contains("dtype f32, expected u8"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("dtype f32, expected u8"));
         let bad = Value::image(Tensor::zeros(DType::U8, &[4, 5, 2]).unwrap());
         assert!(bad.validate().is_err());
     }

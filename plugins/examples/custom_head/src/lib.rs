@@ -61,7 +61,9 @@ pub fn kinds() -> Vec<NodeKind> {
         ParamValue::Int(-1),
         "panic on this frame index (demonstrates that the engine contains plugin panics); -1: never",
     ));
-    vec![NodeKind::new(spec, |p| Ok(Box::new(ScoreFilter::new(p)?) as Box<dyn Node>))]
+    vec![NodeKind::new(spec, |p| {
+        Ok(Box::new(ScoreFilter::new(p)?) as Box<dyn Node>)
+    })]
 }
 
 struct ScoreFilter {
@@ -80,7 +82,11 @@ impl ScoreFilter {
         }
         Ok(ScoreFilter {
             min_score: p.float("min_score")? as f32,
-            class_weights: p.float_list("class_weights")?.into_iter().map(|w| w as f32).collect(),
+            class_weights: p
+                .float_list("class_weights")?
+                .into_iter()
+                .map(|w| w as f32)
+                .collect(),
             keep_classes: p.int_list("keep_classes")?,
             max_instances: max as usize,
             panic_on_frame: p.int("panic_on_frame")?,
@@ -90,7 +96,10 @@ impl ScoreFilter {
 
 /// Rows `rows` of a tensor whose first dimension indexes instances.
 fn gather_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor, NodeError> {
-    fn pick<T: plugin_sdk::kernels::Element>(t: &Tensor, rows: &[usize]) -> Result<Tensor, NodeError> {
+    fn pick<T: plugin_sdk::kernels::Element>(
+        t: &Tensor,
+        rows: &[usize],
+    ) -> Result<Tensor, NodeError> {
         let data = t.as_slice::<T>()?;
         let row = t.shape()[1..].iter().product::<usize>();
         let mut out = Vec::with_capacity(rows.len() * row);
@@ -125,7 +134,11 @@ impl Node for ScoreFilter {
             .enumerate()
             .filter(|(_, (_, c))| self.keep_classes.is_empty() || self.keep_classes.contains(c))
             .map(|(i, (&s, &c))| {
-                let w = usize::try_from(c).ok().and_then(|c| self.class_weights.get(c)).copied().unwrap_or(1.0);
+                let w = usize::try_from(c)
+                    .ok()
+                    .and_then(|c| self.class_weights.get(c))
+                    .copied()
+                    .unwrap_or(1.0);
                 (i, s * w)
             })
             .filter(|&(_, s)| s >= self.min_score)
@@ -141,7 +154,10 @@ impl Node for ScoreFilter {
             }
             out.insert(name, gather_rows(t, &rows)?);
         }
-        out.insert("scores", Tensor::from_vec(&[rows.len()], kept.iter().map(|&(_, s)| s).collect())?);
+        out.insert(
+            "scores",
+            Tensor::from_vec(&[rows.len()], kept.iter().map(|&(_, s)| s).collect())?,
+        );
         Ok(Outputs::one("instances", out))
     }
 }
@@ -166,7 +182,11 @@ mod tests {
             .with("min_score", ParamValue::Float(0.3));
         let mut node = ScoreFilter::new(&p).unwrap();
         let det = Instances {
-            boxes: vec![[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0], [2.0, 2.0, 3.0, 3.0]],
+            boxes: vec![
+                [0.0, 0.0, 1.0, 1.0],
+                [1.0, 1.0, 2.0, 2.0],
+                [2.0, 2.0, 3.0, 3.0],
+            ],
             scores: vec![0.4, 0.9, 0.8],
             classes: vec![0, 1, 0],
         };
