@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
+};
 use plugin_sdk::abi::panic_message;
 use plugin_sdk::{FrameInfo, Inputs, Node, NodeError, Outputs, PortKind, Value};
 
@@ -161,9 +163,32 @@ struct EdgeTx {
     counters: Arc<EdgeCounters>,
     /// The consumer is gone (it failed); nothing more is sent.
     dead: bool,
+    /// Sources only: the stop flag. A source blocked on a full queue gives up its pending
+    /// frame when the pipeline stops (the frame was never admitted), so that it cannot hold
+    /// up the drain.
+    abort: Option<Arc<AtomicBool>>,
 }
 
 impl EdgeTx {
+    fn send_blocking(&mut self, mut msg: Msg) {
+        let Some(abort) = &self.abort else {
+            if self.tx.send(msg).is_err() {
+                self.dead = true;
+            }
+            return;
+        };
+        loop {
+            match self.tx.send_timeout(msg, Duration::from_millis(50)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(m)) if !abort.load(Ordering::SeqCst) => msg = m,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+
     /// Sends a message according to the edge's policy. Returns the time spent blocked.
     fn send(&mut self, msg: Msg) -> Result<Duration, String> {
         if self.dead {
@@ -175,9 +200,7 @@ impl EdgeTx {
                 Ok(()) => {}
                 Err(TrySendError::Full(msg)) => {
                     let t = Instant::now();
-                    if self.tx.send(msg).is_err() {
-                        self.dead = true;
-                    }
+                    self.send_blocking(msg);
                     waited = t.elapsed();
                 }
                 Err(TrySendError::Disconnected(_)) => self.dead = true,
@@ -569,6 +592,7 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
                                 label: pipeline.edge_label(edge).into(),
                                 counters: counters[e].clone(),
                                 dead: false,
+                                abort: spec.is_source().then(|| options.stop.clone()),
                             })
                         })
                         .collect()
