@@ -41,7 +41,7 @@ pub enum Threading {
 }
 
 /// Products below this many multiply-adds run on one thread under [`Threading::Auto`].
-const PARALLEL_MIN_MACS: usize = 1 << 19;
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 19;
 
 /// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
