@@ -555,3 +555,86 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
     }
     params
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIPELINE: &str = r#"
+[pipeline]
+name = "t"
+queue = 2
+[nodes.src]
+plugin = "synthetic_source"
+frames = 3
+[nodes.mid]
+plugin = "identity"
+inputs = { in = { from = "src.instances", capacity = 1, policy = "drop_oldest" } }
+[nodes.both]
+plugin = "concat_instances"
+inputs = { first = "mid.out", second = "src.instances" }
+[nodes.out]
+plugin = "json_sink"
+inputs = { instances = "both.instances" }
+path = "x.jsonl"
+"#;
+
+    fn check(text: &str) -> Result<Built, Vec<Diagnostic>> {
+        let config = config::parse(text)?;
+        build(&config, &Registry::builtin())
+    }
+
+    #[test]
+    fn resolves_edges_kinds_and_order() {
+        let (nodes, edges, order) = check(PIPELINE).unwrap();
+        assert_eq!(nodes.len(), 4);
+        assert_eq!(edges.len(), 4);
+        // The pass-through output of `mid` takes the kind of its input.
+        let mid = nodes.iter().position(|n| n.name == "mid").unwrap();
+        assert_eq!(nodes[mid].output_kinds, vec![PortKind::Instances]);
+        let e = edges.iter().find(|e| e.from == mid).unwrap();
+        assert_eq!(e.kind, PortKind::Instances);
+        let first_edge = edges.iter().find(|e| e.to == mid).unwrap();
+        assert_eq!((first_edge.capacity, first_edge.policy), (1, Policy::DropOldest));
+        let pos = |name: &str| order.iter().position(|&i| nodes[i].name == name).unwrap();
+        assert!(pos("src") < pos("mid") && pos("mid") < pos("both") && pos("both") < pos("out"));
+    }
+
+    /// Random damage to a valid pipeline must give diagnostics, never a panic.
+    #[test]
+    fn damaged_pipelines_never_panic() {
+        let bytes = PIPELINE.as_bytes();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"[]{}=\".,_ azAZ09\n#'";
+        let mut invalid = 0;
+        for _ in 0..3000 {
+            let mut text = bytes.to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % text.len();
+                match next() % 3 {
+                    0 => {
+                        text.remove(at);
+                    }
+                    1 => text.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => text[at] = alphabet[(next() as usize) % alphabet.len()],
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Err(diags) = check(&text) {
+                invalid += 1;
+                assert!(!diags.is_empty());
+                let file = SourceFile::new(Path::new("p.toml"), text.to_string());
+                for d in diags {
+                    assert!(d.render(&file).starts_with("error: p.toml"));
+                }
+            }
+        }
+        assert!(invalid > 1000, "the damage should usually break the pipeline ({invalid})");
+    }
+}
