@@ -834,7 +834,10 @@ fn interrupt_after(dir: &Path, args: &[&str], after: std::time::Duration) -> Out
     assert!(status.success());
     let started = std::time::Instant::now();
     let out = child.wait_with_output().expect("wait");
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the engine took too long to stop");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the engine took too long to stop"
+    );
     out
 }
 
@@ -846,13 +849,25 @@ fn ctrl_c_drains_the_pipeline_and_flushes_the_sinks() {
         "p.toml",
         "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 1000000\n[nodes.slow]\nplugin = \"identity\"\ninputs = { in = \"src.instances\" }\ndelay_ms = 2.0\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"slow.out\" }\npath = \"o.jsonl\"\n",
     );
-    let o = interrupt_after(&dir, &["run", "p.toml"], std::time::Duration::from_millis(800));
+    let o = interrupt_after(
+        &dir,
+        &["run", "p.toml"],
+        std::time::Duration::from_millis(800),
+    );
     assert_eq!(code(&o), 130, "{}", stderr(&o));
-    assert!(stderr(&o).contains("interrupted; drained and flushed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("interrupted; drained and flushed"),
+        "{}",
+        stderr(&o)
+    );
     let recs = records(&dir.join("o.jsonl"));
     assert!(!recs.is_empty());
     for (i, r) in recs.iter().enumerate() {
-        assert_eq!(frame_of(r), i as u64, "no frame lost or reordered before the stop");
+        assert_eq!(
+            frame_of(r),
+            i as u64,
+            "no frame lost or reordered before the stop"
+        );
     }
 }
 
@@ -864,7 +879,11 @@ fn a_stage_that_does_not_drain_in_time_is_named_and_the_engine_exits() {
         "p.toml",
         "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 100\n[nodes.stuck]\nplugin = \"identity\"\ninputs = { in = \"src.image\" }\ndelay_ms = 600000.0\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"stuck.out\" }\n",
     );
-    let o = interrupt_after(&dir, &["run", "--drain-timeout", "1", "p.toml"], std::time::Duration::from_millis(500));
+    let o = interrupt_after(
+        &dir,
+        &["run", "--drain-timeout", "1", "p.toml"],
+        std::time::Duration::from_millis(500),
+    );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("stages stuck, out did not finish within 1 s after the stop"),

@@ -38,29 +38,43 @@ fn chain(n: usize, frames: usize, queue: usize) -> String {
     );
     let mut prev = "src.image".to_string();
     for i in 0..n {
-        s.push_str(&format!("[nodes.n{i}]\nplugin = \"identity\"\ninputs = {{ in = \"{prev}\" }}\n"));
+        s.push_str(&format!(
+            "[nodes.n{i}]\nplugin = \"identity\"\ninputs = {{ in = \"{prev}\" }}\n"
+        ));
         prev = format!("n{i}.out");
     }
-    s.push_str(&format!("[nodes.sink]\nplugin = \"null_sink\"\ninputs = {{ in = \"{prev}\" }}\n"));
+    s.push_str(&format!(
+        "[nodes.sink]\nplugin = \"null_sink\"\ninputs = {{ in = \"{prev}\" }}\n"
+    ));
     s
 }
 
 fn stages(t_ms: f64, frames: usize) -> String {
-    let mut s = format!("[nodes.src]\nplugin = \"synthetic_source\"\nframes = {frames}\nwidth = 1\nheight = 1\n");
+    let mut s = format!(
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = {frames}\nwidth = 1\nheight = 1\n"
+    );
     let mut prev = "src.image".to_string();
     for i in 0..3 {
         s.push_str(&format!("[nodes.s{i}]\nplugin = \"identity\"\ninputs = {{ in = \"{prev}\" }}\ndelay_ms = {t_ms}\n"));
         prev = format!("s{i}.out");
     }
-    s.push_str(&format!("[nodes.sink]\nplugin = \"null_sink\"\ninputs = {{ in = \"{prev}\" }}\n"));
+    s.push_str(&format!(
+        "[nodes.sink]\nplugin = \"null_sink\"\ninputs = {{ in = \"{prev}\" }}\n"
+    ));
     s
 }
 
 fn main() {
-    let repeats: usize = std::env::var("BENCH_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let repeats: usize = std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    println!("engine overhead benchmark ({repeats} repeats, medians; {} CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "engine overhead benchmark ({repeats} repeats, medians; {} CPUs)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
     println!("| case | frames | edges | wall (s) | per frame (µs) | per frame per edge (µs) |");
     println!("|---|---|---|---|---|---|");

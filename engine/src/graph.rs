@@ -595,7 +595,10 @@ path = "x.jsonl"
         let e = edges.iter().find(|e| e.from == mid).unwrap();
         assert_eq!(e.kind, PortKind::Instances);
         let first_edge = edges.iter().find(|e| e.to == mid).unwrap();
-        assert_eq!((first_edge.capacity, first_edge.policy), (1, Policy::DropOldest));
+        assert_eq!(
+            (first_edge.capacity, first_edge.policy),
+            (1, Policy::DropOldest)
+        );
         let pos = |name: &str| order.iter().position(|&i| nodes[i].name == name).unwrap();
         assert!(pos("src") < pos("mid") && pos("mid") < pos("both") && pos("both") < pos("out"));
     }
@@ -635,6 +638,9 @@ path = "x.jsonl"
                 }
             }
         }
-        assert!(invalid > 1000, "the damage should usually break the pipeline ({invalid})");
+        assert!(
+            invalid > 1000,
+            "the damage should usually break the pipeline ({invalid})"
+        );
     }
 }
