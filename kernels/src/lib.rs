@@ -1,10 +1,12 @@
 //! Compute kernels of the vision pipeline engine: the `Tensor` and `Device` types that every
-//! node exchanges. CPU layers, vision ops and CUDA kernels build on these.
+//! node exchanges, CPU layers and vision ops, and model weights loaded from PyTorch
+//! checkpoints and safetensors files.
 
 pub mod device;
 pub mod layers;
 pub mod ops;
 pub mod tensor;
+pub mod weights;
 
 pub use device::{Device, DeviceError, DeviceRequest};
 pub use half::f16;

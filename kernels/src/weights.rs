@@ -1,0 +1,507 @@
+//! Model weights from files: PyTorch checkpoints (`.pth`/`.pt`, every format `torch.save`
+//! writes, read without PyTorch) and `.safetensors`, under the reference implementation's
+//! parameter names.
+//!
+//! A model binds its parameters with a [`Binder`]: it asks for each tensor by name and shape,
+//! and [`Binder::finish`] then reports every missing, unexpected and mis-shaped tensor in one
+//! error, so a wrong checkpoint is diagnosed in one go rather than one tensor at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+
+use crate::tensor::{DType, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read weights file \"{path}\": {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("\"{path}\" is not a usable weights file: {reason} (expected a PyTorch checkpoint .pth/.pt or a .safetensors file)")]
+    Format { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
+}
+
+/// What did not fit when a model bound its weights.
+#[derive(Debug, Default, PartialEq)]
+pub struct Mismatch {
+    pub path: PathBuf,
+    pub prefix: String,
+    /// (name, expected shape)
+    pub missing: Vec<(String, Vec<usize>)>,
+    /// Names in the file (under the prefix) that the model does not use.
+    pub unexpected: Vec<String>,
+    /// (name, expected shape, shape in the file)
+    pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+const LIST_AT_MOST: usize = 12;
+
+fn list<T>(
+    f: &mut fmt::Formatter<'_>,
+    title: &str,
+    items: &[T],
+    show: impl Fn(&T) -> String,
+) -> fmt::Result {
+    if items.is_empty() {
+        return Ok(());
+    }
+    write!(f, "\n  {title} ({}):", items.len())?;
+    for item in items.iter().take(LIST_AT_MOST) {
+        write!(f, "\n    {}", show(item))?;
+    }
+    if items.len() > LIST_AT_MOST {
+        write!(f, "\n    ... and {} more", items.len() - LIST_AT_MOST)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "weights \"{}\"", self.path.display())?;
+        if !self.prefix.is_empty() {
+            write!(f, " (prefix \"{}\")", self.prefix)?;
+        }
+        write!(f, " do not fit the model:")?;
+        list(f, "missing", &self.missing, |(n, s)| format!("{n} {s:?}"))?;
+        list(f, "mis-shaped", &self.misshaped, |(n, want, got)| {
+            format!("{n}: the model expects {want:?}, the file has {got:?}")
+        })?;
+        list(f, "unexpected", &self.unexpected, |n| n.clone())?;
+        if self.missing.len() + self.misshaped.len() > self.unexpected.len() / 2
+            && !self.unexpected.is_empty()
+        {
+            write!(f, "\n  (is this a checkpoint of another architecture or depth, or does it need a `prefix`?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// All tensors of a weights file, by name.
+#[derive(Debug)]
+pub struct Weights {
+    path: PathBuf,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+fn bytes_to<T: Copy>(bytes: &[u8], size: usize, conv: impl Fn(&[u8]) -> T) -> Vec<T> {
+    bytes.chunks_exact(size).map(conv).collect()
+}
+
+/// Converts little-endian bytes of a file dtype into a tensor: floats become f32 (the dtype
+/// the CPU layers compute in), integers i64, bytes and bools stay as they are.
+fn tensor_from_le(kind: FileDType, shape: &[usize], b: &[u8]) -> Result<Tensor, String> {
+    use FileDType as F;
+    let t = match kind {
+        F::F32 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        F::F64 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 8, |c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }),
+        ),
+        F::F16 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        F::BF16 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        F::I64 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 8, |c| {
+                i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+            }),
+        ),
+        F::I32 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 4, |c| {
+                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64
+            }),
+        ),
+        F::I16 => Tensor::from_vec(
+            shape,
+            bytes_to(b, 2, |c| i16::from_le_bytes([c[0], c[1]]) as i64),
+        ),
+        F::I8 => Tensor::from_vec(shape, bytes_to(b, 1, |c| c[0] as i8 as i64)),
+        F::U8 => Tensor::from_vec(shape, b.to_vec()),
+        F::Bool => Tensor::from_vec(shape, b.iter().map(|&x| x != 0).collect::<Vec<bool>>()),
+        F::Other(name) => return Err(format!("unsupported dtype {name}")),
+    };
+    t.map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum FileDType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+    Other(&'static str),
+}
+
+impl FileDType {
+    fn size(self) -> usize {
+        match self {
+            FileDType::F64 | FileDType::I64 => 8,
+            FileDType::F32 | FileDType::I32 => 4,
+            FileDType::F16 | FileDType::BF16 | FileDType::I16 => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn checked_bytes(
+    name: &str,
+    kind: FileDType,
+    shape: &[usize],
+    bytes: &[u8],
+) -> Result<Tensor, String> {
+    let n: usize = shape.iter().product();
+    if bytes.len() != n * kind.size() {
+        return Err(format!(
+            "tensor \"{name}\" {shape:?} should hold {} bytes but has {}",
+            n * kind.size(),
+            bytes.len()
+        ));
+    }
+    tensor_from_le(kind, shape, bytes).map_err(|e| format!("tensor \"{name}\": {e}"))
+}
+
+impl Weights {
+    /// Reads a weights file. The format is recognised from its first bytes (a ZIP archive or a
+    /// pickle is a PyTorch checkpoint), not from its name.
+    pub fn load(path: &Path) -> Result<Weights, WeightsError> {
+        let format_err = |reason: String| WeightsError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let head = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| WeightsError::Io {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let mut head = [0u8; 8];
+            let n = f.read(&mut head).map_err(|e| WeightsError::Io {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            head[..n].to_vec()
+        };
+        let is_zip = head.starts_with(b"PK");
+        let is_pickle = head.first() == Some(&0x80);
+        let is_tar = path.extension().is_some_and(|e| e == "tar");
+        let tensors = if is_zip || is_pickle || is_tar {
+            Self::read_pytorch(path).map_err(format_err)?
+        } else {
+            let bytes = std::fs::read(path).map_err(|e| WeightsError::Io {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            Self::read_safetensors(&bytes).map_err(format_err)?
+        };
+        Ok(Weights {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    fn read_pytorch(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
+        use pytorch_reader::DType as P;
+        let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| e.to_string())?;
+        if reader.is_empty() {
+            return Err("the checkpoint holds no tensors".into());
+        }
+        // Training checkpoints nest the state dict under a key ({"state_dict": ..., "epoch": 3});
+        // the reader flattens that to "state_dict.conv.weight". Strip such a key when every
+        // tensor is under it, so names are the module's own.
+        let nest = ["state_dict.", "model.", "model_state_dict.", "net."]
+            .into_iter()
+            .find(|k| reader.tensors().keys().all(|n| n.starts_with(k)));
+        let mut out = BTreeMap::new();
+        for (name, t) in reader.tensors() {
+            let kind = match t.dtype() {
+                P::F64 => FileDType::F64,
+                P::F32 => FileDType::F32,
+                P::F16 => FileDType::F16,
+                P::BF16 => FileDType::BF16,
+                P::I64 => FileDType::I64,
+                P::I32 => FileDType::I32,
+                P::I16 => FileDType::I16,
+                P::I8 => FileDType::I8,
+                P::U8 => FileDType::U8,
+                P::Bool => FileDType::Bool,
+                P::U64 => FileDType::Other("u64"),
+                P::U32 => FileDType::Other("u32"),
+                P::U16 => FileDType::Other("u16"),
+            };
+            let bytes = t.read().map_err(|e| format!("tensor \"{name}\": {e}"))?;
+            let short = nest.and_then(|k| name.strip_prefix(k)).unwrap_or(name);
+            out.insert(
+                short.to_string(),
+                checked_bytes(name, kind, t.shape(), &bytes)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, String> {
+        use safetensors::Dtype as S;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("not a safetensors file: {e}"))?;
+        let mut out = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let kind = match view.dtype() {
+                S::F64 => FileDType::F64,
+                S::F32 => FileDType::F32,
+                S::F16 => FileDType::F16,
+                S::BF16 => FileDType::BF16,
+                S::I64 => FileDType::I64,
+                S::I32 => FileDType::I32,
+                S::I16 => FileDType::I16,
+                S::I8 => FileDType::I8,
+                S::U8 => FileDType::U8,
+                S::BOOL => FileDType::Bool,
+                _ => FileDType::Other("an unsupported safetensors dtype"),
+            };
+            out.insert(
+                name.clone(),
+                checked_bytes(&name, kind, view.shape(), view.data())?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Weights from tensors already in memory (tests, converters).
+    pub fn from_tensors(
+        path: &Path,
+        tensors: impl IntoIterator<Item = (String, Tensor)>,
+    ) -> Weights {
+        Weights {
+            path: path.to_path_buf(),
+            tensors: tensors.into_iter().collect(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// A binder over the tensors whose names start with `prefix` (e.g. "backbone.body.").
+    pub fn binder(&self, prefix: &str) -> Binder<'_> {
+        Binder {
+            weights: self,
+            prefix: prefix.to_string(),
+            taken: BTreeSet::new(),
+            ignored: Vec::new(),
+            mismatch: Mismatch::default(),
+        }
+    }
+}
+
+/// Hands out a model's parameters by name and shape and records what did not fit.
+pub struct Binder<'w> {
+    weights: &'w Weights,
+    prefix: String,
+    taken: BTreeSet<String>,
+    ignored: Vec<String>,
+    mismatch: Mismatch,
+}
+
+impl Binder<'_> {
+    /// The f32 tensor `prefix + name` with `shape`. When it is missing, mis-shaped or not a
+    /// float, the problem is recorded and zeros are returned so that binding can go on and
+    /// report everything; [`Binder::finish`] then fails.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Tensor {
+        let full = format!("{}{name}", self.prefix);
+        let zeros = || {
+            Tensor::from_vec(shape, vec![0f32; shape.iter().product()])
+                .unwrap_or_else(|_| Tensor::scalar(0f32))
+        };
+        match self.weights.get(&full) {
+            None => {
+                self.mismatch.missing.push((full, shape.to_vec()));
+                zeros()
+            }
+            Some(t) => {
+                self.taken.insert(full.clone());
+                if t.shape() != shape {
+                    self.mismatch
+                        .misshaped
+                        .push((full, shape.to_vec(), t.shape().to_vec()));
+                    zeros()
+                } else if t.dtype() != DType::F32 {
+                    self.mismatch.misshaped.push((
+                        format!("{full} (dtype {}, expected a float)", t.dtype()),
+                        shape.to_vec(),
+                        t.shape().to_vec(),
+                    ));
+                    zeros()
+                } else {
+                    t.clone()
+                }
+            }
+        }
+    }
+
+    /// Names under the prefix that the model deliberately does not use (matched as a suffix,
+    /// e.g. "num_batches_tracked").
+    pub fn ignore(&mut self, suffix: &str) {
+        self.ignored.push(suffix.to_string());
+    }
+
+    /// Succeeds when every tensor was found with the right shape and every tensor under the
+    /// prefix was used (or ignored).
+    pub fn finish(mut self) -> Result<(), WeightsError> {
+        self.mismatch.unexpected = self
+            .weights
+            .names()
+            .filter(|n| n.starts_with(&self.prefix) && !self.taken.contains(*n))
+            .filter(|n| !self.ignored.iter().any(|s| n.ends_with(s.as_str())))
+            .map(str::to_string)
+            .collect();
+        let m = self.mismatch;
+        if m.missing.is_empty() && m.misshaped.is_empty() && m.unexpected.is_empty() {
+            Ok(())
+        } else {
+            Err(WeightsError::Mismatch(Box::new(Mismatch {
+                path: self.weights.path.clone(),
+                prefix: self.prefix,
+                ..m
+            })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/weights")
+            .join(name)
+    }
+
+    /// tests/reference/make_weight_fixtures.py saves the same small state dict with
+    /// torch.save (zip), torch.save(_use_new_zipfile_serialization=False) (legacy pickle),
+    /// nested under "state_dict", and as safetensors.
+    #[test]
+    fn reads_every_container_with_the_same_values() {
+        for file in [
+            "tiny.pth",
+            "tiny_legacy.pth",
+            "tiny_nested.pth",
+            "tiny.safetensors",
+        ] {
+            let w = Weights::load(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let conv = w
+                .get("conv.weight")
+                .unwrap_or_else(|| panic!("{file}: {:?}", w.names().collect::<Vec<_>>()));
+            assert_eq!(conv.shape(), &[2, 3, 1, 1], "{file}");
+            let v = conv.as_slice::<f32>().unwrap();
+            assert_eq!(v, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5], "{file}");
+            let half = w.get("half").unwrap();
+            assert_eq!(
+                half.as_slice::<f32>().unwrap(),
+                &[0.25, -2.0],
+                "{file}: f16 widened to f32"
+            );
+            let steps = w.get("bn.num_batches_tracked").unwrap();
+            assert_eq!(steps.as_slice::<i64>().unwrap(), &[7], "{file}");
+            // A transposed (non-contiguous) tensor is saved in its logical order.
+            let t = w.get("transposed").unwrap();
+            assert_eq!(t.shape(), &[3, 2]);
+            assert_eq!(
+                t.as_slice::<f32>().unwrap(),
+                &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0],
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn binder_lists_missing_unexpected_and_misshaped_tensors() {
+        let w = Weights::load(&fixture("tiny.pth")).unwrap();
+        let mut b = w.binder("");
+        let _ = b.take("conv.weight", &[2, 3, 3, 3]);
+        let _ = b.take("conv.bias", &[2]);
+        b.ignore("num_batches_tracked");
+        let err = b.finish().unwrap_err().to_string();
+        assert!(err.contains("missing (1):\n    conv.bias [2]"), "{err}");
+        assert!(
+            err.contains("conv.weight: the model expects [2, 3, 3, 3], the file has [2, 3, 1, 1]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("unexpected (2):\n    half\n    transposed"),
+            "{err}"
+        );
+
+        let mut b = w.binder("");
+        let conv = b.take("conv.weight", &[2, 3, 1, 1]);
+        let _ = b.take("half", &[2]);
+        let _ = b.take("transposed", &[3, 2]);
+        b.ignore("num_batches_tracked");
+        b.finish().unwrap();
+        assert_eq!(conv.as_slice::<f32>().unwrap()[5], 2.5);
+    }
+
+    #[test]
+    fn wrong_and_truncated_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("weights-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("notes.pth");
+        std::fs::write(&text, "hello, I am not a checkpoint").unwrap();
+        assert!(matches!(
+            Weights::load(&text),
+            Err(WeightsError::Format { .. })
+        ));
+        let full = std::fs::read(fixture("tiny.pth")).unwrap();
+        let cut = dir.join("cut.pth");
+        std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+        let err = Weights::load(&cut).unwrap_err();
+        assert!(matches!(err, WeightsError::Format { .. }), "{err}");
+        let st = std::fs::read(fixture("tiny.safetensors")).unwrap();
+        let cut = dir.join("cut.safetensors");
+        std::fs::write(&cut, &st[..st.len() - 3]).unwrap();
+        assert!(Weights::load(&cut)
+            .unwrap_err()
+            .to_string()
+            .contains("not a safetensors file"));
+        assert!(matches!(
+            Weights::load(&dir.join("absent.pth")),
+            Err(WeightsError::Io { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
