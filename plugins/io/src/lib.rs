@@ -11,8 +11,8 @@
 //! | `concat_instances` | filter | in `first`, `second` (optional), out `instances`        |
 //!
 //! The engine registers [`kinds`] as a built-in plugin. It calls each kind's `create` with
-//! every declared parameter present and of its declared type (paths already resolved against
-//! the pipeline file's directory); the nodes check value ranges themselves and name the
+//! every declared parameter present and of its declared type (paths as written: relative
+//! paths are relative to the directory the engine runs in); the nodes check value ranges themselves and name the
 //! parameter in their errors.
 //!
 //! Helpers that are useful on their own: [`image_source::decode_image`] (JPEG/PNG to RGB u8)
