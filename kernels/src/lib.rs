@@ -2,6 +2,7 @@
 //! node exchanges, CPU layers and vision ops, and model weights loaded from PyTorch
 //! checkpoints and safetensors files.
 
+pub mod cuda;
 pub mod device;
 pub mod layers;
 pub mod ops;
