@@ -40,6 +40,7 @@ impl Registry {
         Registry {
             kinds: plugin_io::kinds()
                 .into_iter()
+                .chain(plugin_graph_model::kinds())
                 .map(|k| (k, Provider::BuiltIn))
                 .collect(),
         }

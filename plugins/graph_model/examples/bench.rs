@@ -1,0 +1,84 @@
+//! Times each model on one photo: `cargo run --release -p plugin-graph-model --example bench [runs]`.
+//! Prints one JSON line per model (median and min milliseconds of `GraphModel::run`, after a
+//! warm-up run); `scripts/bench-graph-models.sh` compares them with TF.js.
+
+use std::path::Path;
+
+use plugin_graph_model::{preprocess_for, GraphModel};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("tests/reference/tfjs/models.json"),
+    )?)?;
+    let gw: Vec<f32> = cfg["gray_weights"]
+        .as_array()
+        .ok_or("gray_weights")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .map(|v| v as f32)
+        .collect();
+    let img = image(
+        &root
+            .join("assets")
+            .join(cfg["photos"][0].as_str().ok_or("photos")?),
+    )?;
+    for m in cfg["models"].as_array().ok_or("models")? {
+        let name = m["name"].as_str().ok_or("name")?;
+        let model = GraphModel::load(&root.join("models").join(format!("{name}.json")))?;
+        let flag = |k: &str| m[k].as_bool().unwrap_or(false);
+        let pre = preprocess_for(
+            &model,
+            &[],
+            flag("int32").then_some(kernels::DType::I32),
+            if flag("nchw") { "nchw" } else { "nhwc" },
+            m["scale"].as_f64().unwrap_or(1.0) as f32,
+            m["offset"].as_f64().unwrap_or(0.0) as f32,
+            false,
+            false,
+            [gw[0], gw[1], gw[2]],
+        )?;
+        let x = pre.apply(&img)?;
+        model.run(std::slice::from_ref(&x), &[])?;
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            model.run(std::slice::from_ref(&x), &[])?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"model\":\"{name}\",\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3}}}",
+            times[runs / 2],
+            times[0]
+        );
+    }
+    Ok(())
+}
+
+fn image(path: &Path) -> Result<kernels::Tensor, Box<dyn std::error::Error>> {
+    let mut dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().ok_or("png size")?];
+    let info = reader.next_frame(&mut buf)?;
+    let (w, h, ch) = (
+        info.width as usize,
+        info.height as usize,
+        info.color_type.samples(),
+    );
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for p in buf[..w * h * ch].chunks_exact(ch) {
+        if ch < 3 {
+            rgb.extend_from_slice(&[p[0]; 3]);
+        } else {
+            rgb.extend_from_slice(&p[..3]);
+        }
+    }
+    Ok(kernels::Tensor::from_vec(&[h, w, 3], rgb)?)
+}

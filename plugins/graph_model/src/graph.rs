@@ -1,0 +1,989 @@
+//! An executable graph built from a [`ModelFile`]: every node's op and attributes are parsed
+//! at load (an unsupported op or attribute is a load error naming the op and node), nodes run
+//! in topological order, and only the nodes the requested outputs depend on run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kernels::{DType, Tensor};
+use serde_json::Value as Json;
+
+use crate::error::{op_err, GraphModelError, OpError, OpResult};
+use crate::model::{ModelFile, NodeDef};
+use crate::ops_cpu::{self as ops, Act, BinOp, ConvGeom, Padding, Reduce, SliceMasks, UnOp};
+
+/// A parsed op with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+enum Op {
+    Const,
+    Placeholder,
+    Identity,
+    Conv {
+        depthwise: bool,
+        geom: ConvGeom,
+        bias: bool,
+        act: Act,
+    },
+    ConvTranspose {
+        strides: (usize, usize),
+        padding: Padding,
+    },
+    MatMul {
+        ta: bool,
+        tb: bool,
+        bias: bool,
+        act: Act,
+    },
+    Binary(BinOp),
+    BiasAdd,
+    AddN,
+    Unary(UnOp),
+    Prelu,
+    Pool {
+        max: bool,
+        k: (usize, usize),
+        s: (usize, usize),
+        padding: Padding,
+    },
+    Reduce {
+        kind: Reduce,
+        keep: bool,
+    },
+    Softmax,
+    ArgMax,
+    TopK,
+    Resize {
+        align_corners: bool,
+        half_pixel: bool,
+    },
+    Concat,
+    SplitV,
+    Unpack {
+        axis: i64,
+    },
+    Pack {
+        axis: i64,
+    },
+    Reshape,
+    ExpandDims,
+    Squeeze {
+        dims: Vec<i64>,
+    },
+    Transpose,
+    Pad {
+        v2: bool,
+    },
+    StridedSlice(SliceMasks),
+    Gather,
+    GatherNd,
+    Cast(DType),
+    SparseToDense,
+    Shape,
+}
+
+#[derive(Debug)]
+struct GNode {
+    name: String,
+    op_name: String,
+    op: Op,
+    /// (node index, output index).
+    inputs: Vec<(usize, usize)>,
+    value: Option<Tensor>,
+}
+
+/// A graph input (a `Placeholder`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Dimensions; -1 where any size is accepted.
+    pub shape: Vec<i64>,
+}
+
+/// A loaded, executable TF.js graph model.
+#[derive(Debug)]
+pub struct GraphModel {
+    file: PathBuf,
+    nodes: Vec<GNode>,
+    order: Vec<usize>,
+    by_name: HashMap<String, usize>,
+    inputs: Vec<InputInfo>,
+    input_nodes: Vec<usize>,
+    default_outputs: Vec<String>,
+    signature_outputs: Vec<(String, String)>,
+}
+
+fn attr<'a>(n: &'a NodeDef, key: &str) -> Option<&'a Json> {
+    n.attr.get(key)
+}
+
+fn attr_bool(n: &NodeDef, key: &str) -> bool {
+    attr(n, key)
+        .and_then(|v| v.get("b"))
+        .and_then(Json::as_bool)
+        .unwrap_or(false)
+}
+
+fn json_int(v: &Json) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn attr_int(n: &NodeDef, key: &str) -> Option<i64> {
+    attr(n, key).and_then(|v| v.get("i")).and_then(json_int)
+}
+
+fn attr_float(n: &NodeDef, key: &str) -> Option<f32> {
+    attr(n, key)
+        .and_then(|v| v.get("f"))
+        .and_then(Json::as_f64)
+        .map(|f| f as f32)
+}
+
+fn attr_ints(n: &NodeDef, key: &str) -> Option<Vec<i64>> {
+    let list = attr(n, key)?.get("list")?;
+    match list.get("i") {
+        None => Some(Vec::new()),
+        Some(a) => a.as_array()?.iter().map(json_int).collect(),
+    }
+}
+
+/// Base64 (standard alphabet) as TF.js stores string attributes.
+fn base64_decode(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    let mut out = Vec::new();
+    for ch in s.bytes() {
+        let v = match ch {
+            b'A'..=b'Z' => ch - b'A',
+            b'a'..=b'z' => ch - b'a' + 26,
+            b'0'..=b'9' => ch - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        } as u32;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn attr_str(n: &NodeDef, key: &str) -> Option<String> {
+    attr(n, key)
+        .and_then(|v| v.get("s"))
+        .and_then(Json::as_str)
+        .and_then(base64_decode)
+}
+
+fn attr_strs(n: &NodeDef, key: &str) -> Vec<String> {
+    attr(n, key)
+        .and_then(|v| v.get("list"))
+        .and_then(|l| l.get("s"))
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Json::as_str)
+                .filter_map(base64_decode)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tf_dtype(s: &str) -> Option<DType> {
+    Some(match s {
+        "DT_FLOAT" => DType::F32,
+        "DT_INT32" | "DT_INT64" | "DT_INT16" | "DT_INT8" | "DT_UINT8" => DType::I32,
+        "DT_BOOL" => DType::Bool,
+        _ => return None,
+    })
+}
+
+fn padding_of(n: &NodeDef) -> Result<Padding, String> {
+    match attr_str(n, "padding").as_deref() {
+        Some("SAME") => Ok(Padding::Same),
+        Some("VALID") | None => Ok(Padding::Valid),
+        Some("EXPLICIT") => {
+            let p = attr_ints(n, "explicit_paddings").unwrap_or_default();
+            if p.len() != 8 || p.iter().any(|&v| v < 0) {
+                return Err(format!(
+                    "explicit_paddings {p:?} must be 8 non-negative values"
+                ));
+            }
+            Ok(Padding::Explicit([
+                p[2] as usize,
+                p[3] as usize,
+                p[4] as usize,
+                p[5] as usize,
+            ]))
+        }
+        Some(other) => Err(format!("padding \"{other}\" is not supported")),
+    }
+}
+
+fn hw_pair(n: &NodeDef, key: &str, default: usize) -> Result<(usize, usize), String> {
+    match attr_ints(n, key) {
+        None => Ok((default, default)),
+        Some(v) if v.len() == 4 && v[1] > 0 && v[2] > 0 => Ok((v[1] as usize, v[2] as usize)),
+        Some(v) if v.len() == 4 && v[1] == 0 && v[2] == 0 => Ok((default, default)),
+        Some(v) => Err(format!(
+            "{key} {v:?} must be 4 values [1, h, w, 1] with h, w >= 1"
+        )),
+    }
+}
+
+fn check_nhwc(n: &NodeDef) -> Result<(), String> {
+    match attr_str(n, "data_format").as_deref() {
+        None | Some("NHWC") => Ok(()),
+        Some(f) => Err(format!("data_format \"{f}\" is not supported (only NHWC)")),
+    }
+}
+
+/// Fused ops of `_FusedConv2D`, `FusedDepthwiseConv2dNative`, `_FusedMatMul`.
+fn fused(n: &NodeDef) -> Result<(bool, Act), String> {
+    let list = attr_strs(n, "fused_ops");
+    let alpha = attr_float(n, "leakyrelu_alpha").unwrap_or(0.2);
+    let mut bias = false;
+    let mut act = Act::None;
+    for f in &list {
+        if f == "BiasAdd" {
+            bias = true;
+        } else if let Some(a) = Act::parse(f, alpha) {
+            act = a;
+        } else {
+            return Err(format!(
+                "fused op \"{f}\" is not supported (fused_ops {list:?})"
+            ));
+        }
+    }
+    Ok((bias, act))
+}
+
+fn parse_op(n: &NodeDef) -> Result<Option<Op>, String> {
+    let bin = |b| Ok(Some(Op::Binary(b)));
+    let un = |u| Ok(Some(Op::Unary(u)));
+    Ok(Some(match n.op.as_str() {
+        "Const" => Op::Const,
+        "Placeholder" | "PlaceholderWithDefault" => Op::Placeholder,
+        "Identity" | "StopGradient" | "Snapshot" | "NoOp" => Op::Identity,
+        "Conv2D"
+        | "_FusedConv2D"
+        | "DepthwiseConv2dNative"
+        | "DepthwiseConv2d"
+        | "FusedDepthwiseConv2dNative" => {
+            check_nhwc(n)?;
+            let depthwise = n.op.contains("Depthwise");
+            let (bias, act) = if n.op.starts_with('_') || n.op.starts_with("Fused") {
+                fused(n)?
+            } else {
+                (false, Act::None)
+            };
+            Op::Conv {
+                depthwise,
+                geom: ConvGeom {
+                    strides: hw_pair(n, "strides", 1)?,
+                    dilations: hw_pair(n, "dilations", 1)?,
+                    padding: padding_of(n)?,
+                },
+                bias,
+                act,
+            }
+        }
+        "Conv2DBackpropInput" => {
+            check_nhwc(n)?;
+            if hw_pair(n, "dilations", 1)? != (1, 1) {
+                return Err("dilated transposed convolutions are not supported".into());
+            }
+            Op::ConvTranspose {
+                strides: hw_pair(n, "strides", 1)?,
+                padding: padding_of(n)?,
+            }
+        }
+        "MatMul" | "_FusedMatMul" => {
+            let (bias, act) = if n.op == "_FusedMatMul" {
+                fused(n)?
+            } else {
+                (false, Act::None)
+            };
+            Op::MatMul {
+                ta: attr_bool(n, "transpose_a"),
+                tb: attr_bool(n, "transpose_b"),
+                bias,
+                act,
+            }
+        }
+        "Add" | "AddV2" => return bin(BinOp::Add),
+        "BiasAdd" => {
+            check_nhwc(n)?;
+            Op::BiasAdd
+        }
+        "Sub" => return bin(BinOp::Sub),
+        "Mul" => return bin(BinOp::Mul),
+        "RealDiv" | "Div" => return bin(BinOp::Div),
+        "FloorDiv" => return bin(BinOp::FloorDiv),
+        "FloorMod" => return bin(BinOp::FloorMod),
+        "SquaredDifference" => return bin(BinOp::SquaredDifference),
+        "Maximum" => return bin(BinOp::Maximum),
+        "Minimum" => return bin(BinOp::Minimum),
+        "Pow" => return bin(BinOp::Pow),
+        "Equal" => return bin(BinOp::Equal),
+        "NotEqual" => return bin(BinOp::NotEqual),
+        "Greater" => return bin(BinOp::Greater),
+        "GreaterEqual" => return bin(BinOp::GreaterEqual),
+        "Less" => return bin(BinOp::Less),
+        "LessEqual" => return bin(BinOp::LessEqual),
+        "LogicalAnd" => return bin(BinOp::LogicalAnd),
+        "LogicalOr" => return bin(BinOp::LogicalOr),
+        "AddN" => Op::AddN,
+        "Relu" => return un(UnOp::Act(Act::Relu)),
+        "Relu6" => return un(UnOp::Act(Act::Relu6)),
+        "Elu" => return un(UnOp::Act(Act::Elu)),
+        "Sigmoid" => return un(UnOp::Act(Act::Sigmoid)),
+        "Tanh" => return un(UnOp::Act(Act::Tanh)),
+        "LeakyRelu" => {
+            return un(UnOp::Act(Act::LeakyRelu(
+                attr_float(n, "alpha").unwrap_or(0.2),
+            )))
+        }
+        "Sqrt" => return un(UnOp::Sqrt),
+        "Rsqrt" => return un(UnOp::Rsqrt),
+        "Exp" => return un(UnOp::Exp),
+        "Log" => return un(UnOp::Log),
+        "Neg" => return un(UnOp::Neg),
+        "Abs" => return un(UnOp::Abs),
+        "Square" => return un(UnOp::Square),
+        "Floor" => return un(UnOp::Floor),
+        "Ceil" => return un(UnOp::Ceil),
+        "Round" => return un(UnOp::Round),
+        "Reciprocal" => return un(UnOp::Reciprocal),
+        "Prelu" => Op::Prelu,
+        "MaxPool" | "AvgPool" => {
+            check_nhwc(n)?;
+            let padding = padding_of(n)?;
+            Op::Pool {
+                max: n.op == "MaxPool",
+                k: hw_pair(n, "ksize", 1)?,
+                s: hw_pair(n, "strides", 1)?,
+                padding,
+            }
+        }
+        "Mean" | "Sum" | "Max" | "Min" => Op::Reduce {
+            kind: match n.op.as_str() {
+                "Mean" => Reduce::Mean,
+                "Sum" => Reduce::Sum,
+                "Max" => Reduce::Max,
+                _ => Reduce::Min,
+            },
+            keep: attr_bool(n, "keep_dims"),
+        },
+        "Softmax" => Op::Softmax,
+        "ArgMax" => Op::ArgMax,
+        "TopKV2" => Op::TopK,
+        "ResizeBilinear" => Op::Resize {
+            align_corners: attr_bool(n, "align_corners"),
+            half_pixel: attr_bool(n, "half_pixel_centers"),
+        },
+        "ConcatV2" | "Concat" => Op::Concat,
+        "SplitV" => Op::SplitV,
+        "Unpack" => Op::Unpack {
+            axis: attr_int(n, "axis").unwrap_or(0),
+        },
+        "Pack" => Op::Pack {
+            axis: attr_int(n, "axis").unwrap_or(0),
+        },
+        "Reshape" => Op::Reshape,
+        "ExpandDims" => Op::ExpandDims,
+        "Squeeze" => Op::Squeeze {
+            dims: attr_ints(n, "squeeze_dims")
+                .or_else(|| attr_ints(n, "axis"))
+                .unwrap_or_default(),
+        },
+        "Transpose" => Op::Transpose,
+        "Pad" | "PadV2" => Op::Pad {
+            v2: n.op == "PadV2",
+        },
+        "StridedSlice" => {
+            let m = SliceMasks {
+                begin: attr_int(n, "begin_mask").unwrap_or(0),
+                end: attr_int(n, "end_mask").unwrap_or(0),
+                ellipsis: attr_int(n, "ellipsis_mask").unwrap_or(0),
+                new_axis: attr_int(n, "new_axis_mask").unwrap_or(0),
+                shrink_axis: attr_int(n, "shrink_axis_mask").unwrap_or(0),
+            };
+            if m.ellipsis != 0 || m.new_axis != 0 {
+                return Err("ellipsis_mask and new_axis_mask are not supported".into());
+            }
+            Op::StridedSlice(m)
+        }
+        "GatherV2" | "Gather" => {
+            if attr_int(n, "batch_dims").unwrap_or(0) != 0 {
+                return Err("batch_dims != 0 is not supported".into());
+            }
+            Op::Gather
+        }
+        "GatherNd" => Op::GatherNd,
+        "Cast" => {
+            let to = attr(n, "DstT")
+                .and_then(|v| v.get("type"))
+                .and_then(Json::as_str)
+                .unwrap_or("");
+            Op::Cast(tf_dtype(to).ok_or_else(|| format!("cast to {to:?} is not supported"))?)
+        }
+        "SparseToDense" => Op::SparseToDense,
+        "Shape" => Op::Shape,
+        _ => return Ok(None),
+    }))
+}
+
+fn parse_ref(s: &str) -> (&str, usize) {
+    match s.rsplit_once(':') {
+        Some((name, idx)) => match idx.parse() {
+            Ok(i) => (name, i),
+            Err(_) => (s, 0),
+        },
+        None => (s, 0),
+    }
+}
+
+impl GraphModel {
+    /// Loads `model.json` and its shards and builds the graph.
+    pub fn load(path: &Path) -> Result<GraphModel, GraphModelError> {
+        GraphModel::from_model(ModelFile::load(path)?)
+    }
+
+    /// Builds the graph from a parsed model file.
+    pub fn from_model(mut m: ModelFile) -> Result<GraphModel, GraphModelError> {
+        let file = m.path.clone();
+        let by_name: HashMap<String, usize> = m
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        let mut unsupported: Vec<String> = Vec::new();
+        let mut nodes = Vec::with_capacity(m.nodes.len());
+        let mut inputs = Vec::new();
+        let mut input_nodes = Vec::new();
+        for (i, n) in m.nodes.iter().enumerate() {
+            let op = match parse_op(n) {
+                Ok(Some(op)) => op,
+                Ok(None) => {
+                    unsupported.push(format!("{} (graph node \"{}\")", n.op, n.name));
+                    Op::Identity
+                }
+                Err(msg) => {
+                    unsupported.push(format!("{} (graph node \"{}\"): {msg}", n.op, n.name));
+                    Op::Identity
+                }
+            };
+            let mut refs = Vec::with_capacity(n.inputs.len());
+            for inp in &n.inputs {
+                let (name, idx) = parse_ref(inp);
+                let Some(&j) = by_name.get(name) else {
+                    return Err(GraphModelError::Node {
+                        file: file.clone(),
+                        node: n.name.clone(),
+                        op: n.op.clone(),
+                        msg: format!("input \"{inp}\" names no node of the graph"),
+                    });
+                };
+                refs.push((j, idx));
+            }
+            let value = if op == Op::Const {
+                Some(
+                    m.weights
+                        .remove(&n.name)
+                        .ok_or_else(|| GraphModelError::Weight {
+                            file: file.clone(),
+                            tensor: n.name.clone(),
+                            msg: "constant has no entry in weightsManifest".into(),
+                        })?,
+                )
+            } else {
+                None
+            };
+            if op == Op::Placeholder {
+                let dtype = attr(n, "dtype")
+                    .and_then(|v| v.get("type"))
+                    .and_then(Json::as_str)
+                    .and_then(tf_dtype)
+                    .unwrap_or(DType::F32);
+                let shape = attr(n, "shape")
+                    .and_then(|v| v.get("shape"))
+                    .and_then(|s| s.get("dim"))
+                    .and_then(Json::as_array)
+                    .map(|dims| {
+                        dims.iter()
+                            .map(|d| d.get("size").and_then(json_int).unwrap_or(-1))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                inputs.push(InputInfo {
+                    name: n.name.clone(),
+                    dtype,
+                    shape,
+                });
+                input_nodes.push(i);
+            }
+            nodes.push(GNode {
+                name: n.name.clone(),
+                op_name: n.op.clone(),
+                op,
+                inputs: refs,
+                value,
+            });
+        }
+        if !unsupported.is_empty() {
+            return Err(GraphModelError::Unsupported {
+                file,
+                list: unsupported.join("; "),
+            });
+        }
+        // Topological order (Kahn), in file order among ready nodes.
+        let mut indeg: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            for &(j, _) in &n.inputs {
+                users[j].push(i);
+            }
+        }
+        let mut ready: std::collections::VecDeque<usize> =
+            (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
+        let mut order = Vec::with_capacity(nodes.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for &u in &users[i] {
+                indeg[u] -= 1;
+                if indeg[u] == 0 {
+                    ready.push_back(u);
+                }
+            }
+        }
+        if order.len() != nodes.len() {
+            let stuck = (0..nodes.len())
+                .find(|&i| indeg[i] > 0)
+                .map(|i| nodes[i].name.clone())
+                .unwrap_or_default();
+            return Err(GraphModelError::Malformed {
+                file,
+                msg: format!("the graph has a cycle (through node \"{stuck}\")"),
+            });
+        }
+        let signature_outputs: Vec<(String, String)> = m
+            .signature_outputs
+            .iter()
+            .map(|s| (s.key.clone(), s.tensor.clone()))
+            .collect();
+        let default_outputs = if signature_outputs.is_empty() {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| {
+                    users[*i].is_empty() && !matches!(n.op, Op::Const | Op::Placeholder)
+                })
+                .map(|(_, n)| n.name.clone())
+                .collect()
+        } else {
+            signature_outputs.iter().map(|(_, t)| t.clone()).collect()
+        };
+        Ok(GraphModel {
+            file,
+            nodes,
+            order,
+            by_name,
+            inputs,
+            input_nodes,
+            default_outputs,
+            signature_outputs,
+        })
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The graph's inputs (placeholders).
+    pub fn inputs(&self) -> &[InputInfo] {
+        &self.inputs
+    }
+
+    /// The outputs returned when none are requested: the signature's outputs, or the nodes
+    /// nothing consumes.
+    pub fn default_outputs(&self) -> &[String] {
+        &self.default_outputs
+    }
+
+    /// The op name of every node, in file order (for inventories).
+    pub fn ops(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.op_name.as_str()))
+    }
+
+    /// Resolves an output name: a signature key, "node:k" or "node".
+    pub fn resolve(&self, name: &str) -> Result<(usize, usize), GraphModelError> {
+        let target = self
+            .signature_outputs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or(name);
+        let found = self.by_name.get(target).map(|&i| (i, 0)).or_else(|| {
+            let (n, k) = parse_ref(target);
+            self.by_name.get(n).map(|&i| (i, k))
+        });
+        found.ok_or_else(|| GraphModelError::Output {
+            file: self.file.clone(),
+            name: name.to_string(),
+            msg: format!(
+                "no such tensor in the graph (graph outputs: {})",
+                self.default_outputs.join(", ")
+            ),
+        })
+    }
+
+    /// Runs the graph on `feeds` (one tensor per input, in [`GraphModel::inputs`] order) and
+    /// returns the tensors `outputs` name (empty: the default outputs).
+    pub fn run(
+        &self,
+        feeds: &[Tensor],
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, GraphModelError> {
+        if feeds.len() != self.inputs.len() {
+            return Err(GraphModelError::Input {
+                file: self.file.clone(),
+                input: self
+                    .inputs
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                msg: format!(
+                    "the graph has {} inputs, {} were given",
+                    self.inputs.len(),
+                    feeds.len()
+                ),
+            });
+        }
+        for (info, t) in self.inputs.iter().zip(feeds) {
+            let shape_ok = t.ndim() == info.shape.len()
+                && info
+                    .shape
+                    .iter()
+                    .zip(t.shape())
+                    .all(|(&want, &got)| want < 0 || want as usize == got);
+            if t.dtype() != info.dtype || !(shape_ok || info.shape.is_empty()) {
+                let dims: Vec<String> = info
+                    .shape
+                    .iter()
+                    .map(|d| if *d < 0 { "?".into() } else { d.to_string() })
+                    .collect();
+                return Err(GraphModelError::Input {
+                    file: self.file.clone(),
+                    input: info.name.clone(),
+                    msg: format!(
+                        "expects {}[{}], got {}",
+                        info.dtype,
+                        dims.join(", "),
+                        t.describe()
+                    ),
+                });
+            }
+        }
+        let names: Vec<String> = if outputs.is_empty() {
+            self.default_outputs.clone()
+        } else {
+            outputs.to_vec()
+        };
+        let targets: Vec<(usize, usize)> = names
+            .iter()
+            .map(|n| self.resolve(n))
+            .collect::<Result<_, _>>()?;
+        // Which nodes are needed, and how many times each value is still to be read.
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut needed[i], true) {
+                continue;
+            }
+            stack.extend(self.nodes[i].inputs.iter().map(|r| r.0));
+        }
+        let mut remaining = vec![0usize; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            if needed[i] {
+                for &(j, _) in &n.inputs {
+                    remaining[j] += 1;
+                }
+            }
+        }
+        for &(j, _) in &targets {
+            remaining[j] += 1;
+        }
+        let mut values: Vec<Option<Vec<Tensor>>> = vec![None; self.nodes.len()];
+        for (k, &i) in self.input_nodes.iter().enumerate() {
+            values[i] = Some(vec![feeds[k].clone()]);
+        }
+        for &i in &self.order {
+            if !needed[i] {
+                continue;
+            }
+            let node = &self.nodes[i];
+            if node.op == Op::Placeholder {
+                continue;
+            }
+            let out = {
+                let mut args: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
+                for &(j, k) in &node.inputs {
+                    let t = values[j].as_ref().and_then(|v| v.get(k)).ok_or_else(|| {
+                        GraphModelError::Node {
+                            file: self.file.clone(),
+                            node: node.name.clone(),
+                            op: node.op_name.clone(),
+                            msg: format!(
+                                "input \"{}:{k}\" has no value (the node has fewer outputs)",
+                                self.nodes[j].name
+                            ),
+                        }
+                    })?;
+                    args.push(t);
+                }
+                self.exec(node, &args).map_err(|e| GraphModelError::Node {
+                    file: self.file.clone(),
+                    node: node.name.clone(),
+                    op: node.op_name.clone(),
+                    msg: e.0,
+                })?
+            };
+            values[i] = Some(out);
+            for &(j, _) in &node.inputs {
+                remaining[j] -= 1;
+                if remaining[j] == 0 && self.nodes[j].op != Op::Const {
+                    values[j] = None;
+                }
+            }
+        }
+        targets
+            .iter()
+            .zip(&names)
+            .map(|(&(i, k), name)| {
+                values[i]
+                    .as_ref()
+                    .and_then(|v| v.get(k))
+                    .cloned()
+                    .ok_or_else(|| GraphModelError::Output {
+                        file: self.file.clone(),
+                        name: name.clone(),
+                        msg: format!("node \"{}\" has no output {k}", self.nodes[i].name),
+                    })
+            })
+            .collect()
+    }
+
+    fn exec(&self, node: &GNode, a: &[&Tensor]) -> OpResult<Vec<Tensor>> {
+        let arg = |i: usize| -> OpResult<&Tensor> {
+            a.get(i).copied().ok_or_else(|| {
+                OpError::new(format!(
+                    "expects at least {} inputs, has {}",
+                    i + 1,
+                    a.len()
+                ))
+            })
+        };
+        let one = |t: Tensor| Ok(vec![t]);
+        match &node.op {
+            Op::Const => match &node.value {
+                Some(v) => one(v.clone()),
+                None => op_err!("constant without a value"),
+            },
+            Op::Placeholder => op_err!("placeholder was not fed"),
+            Op::Identity => one(arg(0)?.clone()),
+            Op::Conv {
+                depthwise,
+                geom,
+                bias,
+                act,
+            } => {
+                let b = if *bias {
+                    Some(ops::f32s(arg(2)?)?)
+                } else {
+                    None
+                };
+                let alpha_idx = if *bias { 3 } else { 2 };
+                let alpha = if *act == Act::Prelu {
+                    Some(ops::f32s(arg(alpha_idx)?)?)
+                } else {
+                    None
+                };
+                if *depthwise {
+                    one(ops::depthwise_conv2d_nhwc(
+                        arg(0)?,
+                        arg(1)?,
+                        b,
+                        *geom,
+                        *act,
+                        alpha,
+                    )?)
+                } else {
+                    one(ops::conv2d_nhwc(arg(0)?, arg(1)?, b, *geom, *act, alpha)?)
+                }
+            }
+            Op::ConvTranspose { strides, padding } => {
+                let shape = ops::int_values(arg(0)?)?;
+                one(ops::conv2d_transpose_nhwc(
+                    &shape,
+                    arg(1)?,
+                    arg(2)?,
+                    *strides,
+                    *padding,
+                )?)
+            }
+            Op::MatMul { ta, tb, bias, act } => {
+                let b = if *bias {
+                    Some(ops::f32s(arg(2)?)?)
+                } else {
+                    None
+                };
+                let alpha_idx = if *bias { 3 } else { 2 };
+                let alpha = if *act == Act::Prelu {
+                    Some(ops::f32s(arg(alpha_idx)?)?)
+                } else {
+                    None
+                };
+                one(ops::matmul(arg(0)?, arg(1)?, *ta, *tb, b, *act, alpha)?)
+            }
+            Op::Binary(b) => one(ops::binary(*b, arg(0)?, arg(1)?)?),
+            Op::BiasAdd => one(ops::binary(BinOp::Add, arg(0)?, arg(1)?)?),
+            Op::AddN => one(ops::add_n(a)?),
+            Op::Unary(u) => one(ops::unary(*u, arg(0)?)?),
+            Op::Prelu => one(ops::prelu(arg(0)?, arg(1)?)?),
+            Op::Pool { max, k, s, padding } => {
+                one(ops::pool2d_nhwc(arg(0)?, *k, *s, *padding, *max)?)
+            }
+            Op::Reduce { kind, keep } => {
+                let axes = ops::int_values(arg(1)?)?;
+                one(ops::reduce(arg(0)?, &axes, *keep, *kind)?)
+            }
+            Op::Softmax => one(ops::softmax(arg(0)?)?),
+            Op::ArgMax => {
+                let axis = scalar_int(arg(1)?)?;
+                one(ops::argmax(arg(0)?, axis)?)
+            }
+            Op::TopK => {
+                let k = scalar_int(arg(1)?)?;
+                let (v, i) = ops::top_k(arg(0)?, k)?;
+                Ok(vec![v, i])
+            }
+            Op::Resize {
+                align_corners,
+                half_pixel,
+            } => {
+                let size = ops::int_values(arg(1)?)?;
+                let [h, w] = size[..] else {
+                    return op_err!("size must have 2 values, got {size:?}");
+                };
+                if h <= 0 || w <= 0 {
+                    return op_err!("size {size:?} must be positive");
+                }
+                one(ops::resize_bilinear_nhwc(
+                    arg(0)?,
+                    h as usize,
+                    w as usize,
+                    *align_corners,
+                    *half_pixel,
+                )?)
+            }
+            Op::Concat => {
+                let Some((axis_t, xs)) = a.split_last() else {
+                    return op_err!("needs inputs");
+                };
+                one(ops::concat(xs, scalar_int(axis_t)?)?)
+            }
+            Op::SplitV => {
+                let sizes = ops::int_values(arg(1)?)?;
+                Ok(ops::split(arg(0)?, &sizes, scalar_int(arg(2)?)?)?)
+            }
+            Op::Unpack { axis } => ops::unpack(arg(0)?, *axis),
+            Op::Pack { axis } => one(ops::pack(a, *axis)?),
+            Op::Reshape => {
+                let shape = ops::int_values(arg(1)?)?;
+                one(ops::reshape(arg(0)?, &shape)?)
+            }
+            Op::ExpandDims => {
+                let x = arg(0)?;
+                let ax = ops::norm_axis(scalar_int(arg(1)?)?, x.ndim() + 1)?;
+                let mut s = x.shape().to_vec();
+                s.insert(ax, 1);
+                one(x.reshape(&s)?)
+            }
+            Op::Squeeze { dims } => {
+                let x = arg(0)?;
+                let r = x.ndim();
+                let drop: Vec<usize> = if dims.is_empty() {
+                    (0..r).filter(|&d| x.shape()[d] == 1).collect()
+                } else {
+                    dims.iter()
+                        .map(|&d| ops::norm_axis(d, r))
+                        .collect::<OpResult<_>>()?
+                };
+                for &d in &drop {
+                    if x.shape()[d] != 1 {
+                        return op_err!("cannot squeeze dimension {d} of {:?}", x.shape());
+                    }
+                }
+                let s: Vec<usize> = (0..r)
+                    .filter(|d| !drop.contains(d))
+                    .map(|d| x.shape()[d])
+                    .collect();
+                one(x.reshape(&s)?)
+            }
+            Op::Transpose => one(ops::transpose(arg(0)?, &ops::int_values(arg(1)?)?)?),
+            Op::Pad { v2 } => {
+                let pads = ops::int_values(arg(1)?)?;
+                let value = if *v2 {
+                    ops::f32s(arg(2)?)
+                        .ok()
+                        .and_then(|v| v.first().copied())
+                        .unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                one(ops::pad(arg(0)?, &pads, value)?)
+            }
+            Op::StridedSlice(m) => {
+                let (b, e, s) = (
+                    ops::int_values(arg(1)?)?,
+                    ops::int_values(arg(2)?)?,
+                    ops::int_values(arg(3)?)?,
+                );
+                one(ops::strided_slice(arg(0)?, &b, &e, &s, *m)?)
+            }
+            Op::Gather => {
+                let axis = if a.len() > 2 { scalar_int(arg(2)?)? } else { 0 };
+                one(ops::gather(arg(0)?, arg(1)?, axis)?)
+            }
+            Op::GatherNd => one(ops::gather_nd(arg(0)?, arg(1)?)?),
+            Op::Cast(to) => one(ops::cast(arg(0)?, *to)?),
+            Op::SparseToDense => {
+                let shape = ops::int_values(arg(1)?)?;
+                one(ops::sparse_to_dense(arg(0)?, &shape, arg(2)?, arg(3)?)?)
+            }
+            Op::Shape => {
+                let s: Vec<i32> = arg(0)?.shape().iter().map(|&d| d as i32).collect();
+                one(Tensor::from_vec(&[s.len()], s)?)
+            }
+        }
+    }
+}
+
+fn scalar_int(t: &Tensor) -> OpResult<i64> {
+    let v = ops::int_values(t)?;
+    match v[..] {
+        [x] => Ok(x),
+        _ => op_err!("expected a scalar integer, got {}", t.describe()),
+    }
+}

@@ -1,0 +1,2117 @@
+//! CPU implementations of the TF.js ops this crate needs, in TF's `NHWC` layout.
+//!
+//! These live here, not in `kernels::layers`, because that module is being written in
+//! parallel (its API is NCHW and not settled, and it did not compile while this was written).
+//! Each function is self-contained so it can move into `kernels` later:
+//!
+//! - convolutions: [`conv2d_nhwc`] (im2col + GEMM; 1x1 stride-1 convolutions multiply the
+//!   input directly), [`depthwise_conv2d_nhwc`] (direct), [`conv2d_transpose_nhwc`]
+//!   (GEMM + col2im), with fused bias and activation ([`Act`]);
+//! - [`matmul`] (with transposes, bias, activation) on [`gemm_f32`], a safe wrapper over the
+//!   `gemm` crate (the same backend `kernels::layers::gemm` uses);
+//! - element-wise: [`binary`] (numpy broadcasting, f32/i32, comparisons to bool),
+//!   [`unary`], [`prelu`], [`add_n`];
+//! - [`pool2d_nhwc`] (max/avg, SAME/VALID, TF's average over valid cells), [`reduce`]
+//!   (mean/sum/max/min), [`softmax`], [`argmax`], [`top_k`];
+//! - [`resize_bilinear_nhwc`] (TF.js semantics: legacy, align-corners and half-pixel modes,
+//!   computed in f64 like the TF.js CPU backend);
+//! - layout (any dtype): [`concat`], [`split`], [`unpack`], [`pack`], [`transpose`],
+//!   [`pad`], [`strided_slice`], [`gather`], [`gather_nd`], [`cast`],
+//!   [`sparse_to_dense`], [`reshape`].
+//!
+//! Errors are [`OpError`]s; nothing panics on shapes or values a model or user controls.
+
+use kernels::{DType, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{op_err, OpError, OpResult};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// The f32 data of `t`, or an error naming the dtype.
+pub fn f32s(t: &Tensor) -> OpResult<&[f32]> {
+    t.as_slice::<f32>()
+        .map_err(|_| OpError::new(format!("expected a float32 tensor, got {}", t.describe())))
+}
+
+/// Integer values of a small int32 (or integral float32) tensor: shapes, axes, sizes.
+pub fn int_values(t: &Tensor) -> OpResult<Vec<i64>> {
+    match t.dtype() {
+        DType::I32 => Ok(t.as_slice::<i32>()?.iter().map(|&v| v as i64).collect()),
+        DType::I64 => Ok(t.as_slice::<i64>()?.to_vec()),
+        DType::F32 => Ok(t.as_slice::<f32>()?.iter().map(|&v| v as i64).collect()),
+        d => op_err!("expected an integer tensor, got {d}{:?}", t.shape()),
+    }
+}
+
+fn numel(shape: &[usize]) -> OpResult<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| OpError::new(format!("shape {shape:?} overflows")))
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r.max(1) {
+        return op_err!("axis {axis} is out of range for rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+fn rank4(t: &Tensor, what: &str) -> OpResult<[usize; 4]> {
+    match t.shape() {
+        [a, b, c, d] => Ok([*a, *b, *c, *d]),
+        s => op_err!("{what} must be rank 4 (NHWC), got shape {s:?}"),
+    }
+}
+
+/// Runs `$body` with `$T` bound to the element type of tensor `$t`.
+macro_rules! with_dtype {
+    ($t:expr, $T:ident => $body:expr) => {
+        match $t.dtype() {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            DType::Bool => {
+                type $T = bool;
+                $body
+            }
+            DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            DType::F16 => {
+                type $T = kernels::f16;
+                $body
+            }
+        }
+    };
+}
+
+/// A new tensor of `t`'s dtype from source indices (`None`: the fill value, zero).
+fn take(t: &Tensor, shape: &[usize], idx: &[Option<usize>]) -> OpResult<Tensor> {
+    with_dtype!(t, T => {
+        let src = t.as_slice::<T>()?;
+        let mut out = Vec::with_capacity(idx.len());
+        for i in idx {
+            out.push(match i {
+                Some(i) => *src.get(*i).ok_or_else(|| OpError::new("index out of range"))?,
+                None => T::default(),
+            });
+        }
+        Ok(Tensor::from_vec(shape, out)?)
+    })
+}
+
+fn take_all(t: &Tensor, shape: &[usize], idx: &[usize]) -> OpResult<Tensor> {
+    with_dtype!(t, T => {
+        let src = t.as_slice::<T>()?;
+        let mut out = Vec::with_capacity(idx.len());
+        for &i in idx {
+            out.push(*src.get(i).ok_or_else(|| OpError::new("index out of range"))?);
+        }
+        Ok(Tensor::from_vec(shape, out)?)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// GEMM
+
+/// `c[m×n] = a·b` with `a` element (i, p) at `a[i*a_rs + p*a_cs]` and `b` element (p, j) at
+/// `b[p*b_rs + j*b_cs]`; `c` is row-major with leading dimension `n`. Checks every extent.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    c: &mut [f32],
+) -> OpResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if c.len() < m * n {
+        return op_err!("gemm: output holds {} values, needs {m}x{n}", c.len());
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return Ok(());
+    }
+    let last_a = (m - 1) * a_rs + (k - 1) * a_cs;
+    let last_b = (k - 1) * b_rs + (n - 1) * b_cs;
+    if last_a >= a.len() || last_b >= b.len() {
+        return op_err!("gemm: operands too small for {m}x{k} by {k}x{n}");
+    }
+    let par = if m * n * k >= 1 << 18 && rayon::current_thread_index().is_none() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element the product reads or writes was checked to be inside its slice
+    // above (the largest offsets are `last_a`, `last_b` and `m*n - 1`); `c` does not alias
+    // `a` or `b` (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Activations
+
+/// A fused activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+    LeakyRelu(f32),
+    Elu,
+    Sigmoid,
+    Tanh,
+    /// Per-channel slope given separately.
+    Prelu,
+}
+
+impl Act {
+    /// Parses a TF fused-op name.
+    pub fn parse(name: &str, leaky_alpha: f32) -> Option<Act> {
+        Some(match name {
+            "Relu" => Act::Relu,
+            "Relu6" => Act::Relu6,
+            "LeakyRelu" => Act::LeakyRelu(leaky_alpha),
+            "Elu" => Act::Elu,
+            "Sigmoid" => Act::Sigmoid,
+            "Tanh" => Act::Tanh,
+            "Prelu" => Act::Prelu,
+            _ => return None,
+        })
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Adds `bias` (per channel, the last dimension of size `c`) and applies `act` in place.
+/// `alpha` is Prelu's slope: one value, or one per channel, or one per element.
+pub fn bias_act(
+    data: &mut [f32],
+    c: usize,
+    bias: Option<&[f32]>,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<()> {
+    if c == 0 {
+        return Ok(());
+    }
+    if let Some(b) = bias {
+        if b.len() != c {
+            return op_err!("bias has {} values, the output has {c} channels", b.len());
+        }
+        for row in data.chunks_exact_mut(c) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+    match act {
+        Act::None => {}
+        Act::Relu => data.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Act::Relu6 => data.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Act::LeakyRelu(a) => data.iter_mut().for_each(|v| {
+            if *v < 0.0 {
+                *v *= a
+            }
+        }),
+        Act::Elu => data.iter_mut().for_each(|v| {
+            if *v < 0.0 {
+                *v = v.exp() - 1.0
+            }
+        }),
+        Act::Sigmoid => data.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Act::Tanh => data.iter_mut().for_each(|v| *v = v.tanh()),
+        Act::Prelu => {
+            let Some(a) = alpha else {
+                return op_err!("Prelu needs a slope (alpha) input");
+            };
+            if a.len() == c {
+                for row in data.chunks_exact_mut(c) {
+                    for (v, a) in row.iter_mut().zip(a) {
+                        if *v < 0.0 {
+                            *v *= a
+                        }
+                    }
+                }
+            } else if a.len() == 1 {
+                data.iter_mut().for_each(|v| {
+                    if *v < 0.0 {
+                        *v *= a[0]
+                    }
+                });
+            } else if a.len() == data.len() {
+                for (v, a) in data.iter_mut().zip(a) {
+                    if *v < 0.0 {
+                        *v *= a
+                    }
+                }
+            } else {
+                return op_err!("Prelu slope has {} values, expected 1 or {c}", a.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolutions
+
+/// Spatial padding of a convolution or pooling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Padding {
+    Same,
+    Valid,
+    /// top, bottom, left, right.
+    Explicit([usize; 4]),
+}
+
+/// Output size and padding before, for one spatial dimension.
+fn out_and_pad(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    padding: Padding,
+    dim: usize,
+) -> OpResult<(usize, usize)> {
+    if stride == 0 || dil == 0 || k == 0 {
+        return op_err!("stride, dilation and kernel size must be >= 1");
+    }
+    let eff = (k - 1) * dil + 1;
+    match padding {
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out.saturating_sub(1)) * stride + eff).saturating_sub(input);
+            Ok((out, total / 2))
+        }
+        Padding::Valid => {
+            if input < eff {
+                return op_err!(
+                    "input size {input} is smaller than the kernel ({eff}) with VALID padding"
+                );
+            }
+            Ok(((input - eff) / stride + 1, 0))
+        }
+        Padding::Explicit(p) => {
+            let (before, after) = if dim == 0 { (p[0], p[1]) } else { (p[2], p[3]) };
+            let padded = input + before + after;
+            if padded < eff {
+                return op_err!("padded input size {padded} is smaller than the kernel ({eff})");
+            }
+            Ok(((padded - eff) / stride + 1, before))
+        }
+    }
+}
+
+/// Convolution geometry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvGeom {
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    pub padding: Padding,
+}
+
+/// `x` [N, H, W, C] ⋆ `w` [KH, KW, C, CO] (+ bias, activation) → [N, OH, OW, CO].
+pub fn conv2d_nhwc(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&[f32]>,
+    geom: ConvGeom,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let [n, h, wd, c] = rank4(x, "Conv2D input")?;
+    let [kh, kw, wc, co] = rank4(w, "Conv2D filter")?;
+    if wc != c {
+        return op_err!(
+            "Conv2D filter {:?} expects {wc} input channels, the input {:?} has {c}",
+            w.shape(),
+            x.shape()
+        );
+    }
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (oh, pt) = out_and_pad(h, kh, sh, dh, geom.padding, 0)?;
+    let (ow, pl) = out_and_pad(wd, kw, sw, dw, geom.padding, 1)?;
+    let xs = f32s(x)?;
+    let ws = f32s(w)?;
+    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
+    let kdim = kh * kw * c;
+    let direct =
+        kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == wd;
+    for b in 0..n {
+        let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        if direct {
+            gemm_f32(h * wd, c, co, xb, c, 1, ws, co, 1, ob)?;
+            continue;
+        }
+        // im2col in tiles of output rows, about 4M floats at most.
+        let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
+        let mut col = vec![0f32; rows_per_tile * ow * kdim];
+        let mut oy0 = 0;
+        while oy0 < oh {
+            let rows = rows_per_tile.min(oh - oy0);
+            let col = &mut col[..rows * ow * kdim];
+            col.par_chunks_mut(ow * kdim)
+                .enumerate()
+                .for_each(|(r, crow)| {
+                    let oy = oy0 + r;
+                    for ox in 0..ow {
+                        let dst = &mut crow[ox * kdim..(ox + 1) * kdim];
+                        for ky in 0..kh {
+                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                            for kx in 0..kw {
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                let d = &mut dst[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                                    d.fill(0.0);
+                                } else {
+                                    let s = (iy as usize * wd + ix as usize) * c;
+                                    d.copy_from_slice(&xb[s..s + c]);
+                                }
+                            }
+                        }
+                    }
+                });
+            gemm_f32(
+                rows * ow,
+                kdim,
+                co,
+                col,
+                kdim,
+                1,
+                ws,
+                co,
+                1,
+                &mut ob[oy0 * ow * co..(oy0 + rows) * ow * co],
+            )?;
+            oy0 += rows;
+        }
+    }
+    bias_act(&mut out, co, bias, act, alpha)?;
+    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+}
+
+/// Depthwise: `x` [N, H, W, C] with `w` [KH, KW, C, M] → [N, OH, OW, C·M].
+pub fn depthwise_conv2d_nhwc(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&[f32]>,
+    geom: ConvGeom,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let [n, h, wd, c] = rank4(x, "DepthwiseConv2d input")?;
+    let [kh, kw, wc, m] = rank4(w, "DepthwiseConv2d filter")?;
+    if wc != c {
+        return op_err!(
+            "DepthwiseConv2d filter {:?} expects {wc} channels, the input {:?} has {c}",
+            w.shape(),
+            x.shape()
+        );
+    }
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (oh, pt) = out_and_pad(h, kh, sh, dh, geom.padding, 0)?;
+    let (ow, pl) = out_and_pad(wd, kw, sw, dw, geom.padding, 1)?;
+    let xs = f32s(x)?;
+    let ws = f32s(w)?;
+    let co = c * m;
+    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
+    if out.is_empty() {
+        return Ok(Tensor::from_vec(&[n, oh, ow, co], out)?);
+    }
+    out.par_chunks_mut(ow * co)
+        .enumerate()
+        .for_each(|(row, orow)| {
+            let b = row / oh;
+            let oy = row % oh;
+            let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+            for ky in 0..kh {
+                let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                if iy < 0 || iy as usize >= h {
+                    continue;
+                }
+                let xrow = &xb[iy as usize * wd * c..(iy as usize + 1) * wd * c];
+                for kx in 0..kw {
+                    let wk = &ws[(ky * kw + kx) * c * m..(ky * kw + kx + 1) * c * m];
+                    for ox in 0..ow {
+                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                        if ix < 0 || ix as usize >= wd {
+                            continue;
+                        }
+                        let xp = &xrow[ix as usize * c..(ix as usize + 1) * c];
+                        let op = &mut orow[ox * co..(ox + 1) * co];
+                        if m == 1 {
+                            for ((o, xv), wv) in op.iter_mut().zip(xp).zip(wk) {
+                                *o += xv * wv;
+                            }
+                        } else {
+                            for ci in 0..c {
+                                for mi in 0..m {
+                                    op[ci * m + mi] += xp[ci] * wk[ci * m + mi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    bias_act(&mut out, co, bias, act, alpha)?;
+    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+}
+
+/// `Conv2DBackpropInput` (transposed convolution): `x` [N, H, W, CI], `w` [KH, KW, CO, CI],
+/// output shape `out_shape` [N, OH, OW, CO].
+pub fn conv2d_transpose_nhwc(
+    out_shape: &[i64],
+    w: &Tensor,
+    x: &Tensor,
+    strides: (usize, usize),
+    padding: Padding,
+) -> OpResult<Tensor> {
+    let [n, h, wd, ci] = rank4(x, "Conv2DBackpropInput input")?;
+    let [kh, kw, co, wci] = rank4(w, "Conv2DBackpropInput filter")?;
+    if wci != ci {
+        return op_err!(
+            "Conv2DBackpropInput filter {:?} expects {wci} input channels, the input has {ci}",
+            w.shape()
+        );
+    }
+    let os: Vec<usize> = out_shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| OpError::new(format!("bad output shape {out_shape:?}")))
+        })
+        .collect::<OpResult<_>>()?;
+    let [on, oh, ow, oc] = match os.as_slice() {
+        [a, b, c, d] => [*a, *b, *c, *d],
+        _ => return op_err!("output shape must have 4 values, got {out_shape:?}"),
+    };
+    if on != n || oc != co {
+        return op_err!(
+            "output shape {out_shape:?} does not fit input {:?} and filter {:?}",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (sh, sw) = strides;
+    let (fh, pt) = out_and_pad(oh, kh, sh, 1, padding, 0)?;
+    let (fw, pl) = out_and_pad(ow, kw, sw, 1, padding, 1)?;
+    if fh != h || fw != wd {
+        return op_err!(
+            "a {oh}x{ow} output convolved with this filter gives {fh}x{fw}, but the input is {h}x{wd}"
+        );
+    }
+    let xs = f32s(x)?;
+    let ws = f32s(w)?;
+    let kdim = kh * kw * co;
+    let mut col = vec![0f32; numel(&[h * wd, kdim])?];
+    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
+    for b in 0..n {
+        let xb = &xs[b * h * wd * ci..(b + 1) * h * wd * ci];
+        // col[h*w, kh*kw*co] = x[h*w, ci] · Wᵀ, W viewed as [kh*kw*co, ci].
+        gemm_f32(h * wd, ci, kdim, xb, ci, 1, ws, 1, ci, &mut col)?;
+        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        for iy in 0..h {
+            for ix in 0..wd {
+                let crow = &col[(iy * wd + ix) * kdim..(iy * wd + ix + 1) * kdim];
+                for ky in 0..kh {
+                    let oy = (iy * sh + ky) as isize - pt as isize;
+                    if oy < 0 || oy as usize >= oh {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ox = (ix * sw + kx) as isize - pl as isize;
+                        if ox < 0 || ox as usize >= ow {
+                            continue;
+                        }
+                        let dst = &mut ob[(oy as usize * ow + ox as usize) * co..][..co];
+                        let src = &crow[(ky * kw + kx) * co..][..co];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+}
+
+/// `a` [M, K] · `b` [K, N] (each optionally transposed), + bias, activation.
+pub fn matmul(
+    a: &Tensor,
+    b: &Tensor,
+    transpose_a: bool,
+    transpose_b: bool,
+    bias: Option<&[f32]>,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let (&[ar, ac], &[br, bc]) = (a.shape(), b.shape()) else {
+        return op_err!(
+            "MatMul supports rank-2 operands, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
+    };
+    let (m, k, a_rs, a_cs) = if transpose_a {
+        (ac, ar, 1, ac)
+    } else {
+        (ar, ac, ac, 1)
+    };
+    let (k2, n, b_rs, b_cs) = if transpose_b {
+        (bc, br, 1, bc)
+    } else {
+        (br, bc, bc, 1)
+    };
+    if k != k2 {
+        return op_err!(
+            "MatMul: inner dimensions differ ({:?} by {:?})",
+            a.shape(),
+            b.shape()
+        );
+    }
+    let mut out = vec![0f32; numel(&[m, n])?];
+    gemm_f32(
+        m,
+        k,
+        n,
+        f32s(a)?,
+        a_rs,
+        a_cs,
+        f32s(b)?,
+        b_rs,
+        b_cs,
+        &mut out,
+    )?;
+    bias_act(&mut out, n, bias, act, alpha)?;
+    Ok(Tensor::from_vec(&[m, n], out)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Element-wise
+
+/// A binary element-wise op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    FloorMod,
+    SquaredDifference,
+    Maximum,
+    Minimum,
+    Pow,
+    Equal,
+    NotEqual,
+    Greater,
+    GreaterEqual,
+    Less,
+    LessEqual,
+    LogicalAnd,
+    LogicalOr,
+}
+
+impl BinOp {
+    fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Equal
+                | BinOp::NotEqual
+                | BinOp::Greater
+                | BinOp::GreaterEqual
+                | BinOp::Less
+                | BinOp::LessEqual
+        )
+    }
+}
+
+/// The broadcast shape of two shapes (numpy rules).
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return op_err!("shapes {a:?} and {b:?} cannot be broadcast together");
+        };
+    }
+    Ok(out)
+}
+
+/// Applies `f` over the broadcast of `a` and `b`.
+fn broadcast_map<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    f: impl Fn(A, B) -> O,
+) -> OpResult<(Vec<O>, Vec<usize>)> {
+    let out_shape = broadcast_shape(ash, bsh)?;
+    let n = numel(&out_shape)?;
+    if ash == bsh {
+        return Ok((a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(), out_shape));
+    }
+    if b.len() == 1 && a.len() == n {
+        let y = b[0];
+        return Ok((a.iter().map(|&x| f(x, y)).collect(), out_shape));
+    }
+    if a.len() == 1 && b.len() == n {
+        let x = a[0];
+        return Ok((b.iter().map(|&y| f(x, y)).collect(), out_shape));
+    }
+    let r = out_shape.len();
+    let bstrides = |sh: &[usize]| -> Vec<usize> {
+        let st = strides(sh);
+        (0..r)
+            .map(|i| {
+                if i + sh.len() < r {
+                    0
+                } else {
+                    let j = i + sh.len() - r;
+                    if sh[j] == 1 {
+                        0
+                    } else {
+                        st[j]
+                    }
+                }
+            })
+            .collect()
+    };
+    let sa = bstrides(ash);
+    let sb = bstrides(bsh);
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok((out, out_shape));
+    }
+    let inner = out_shape[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    let outer = n / inner;
+    let mut idx = vec![0usize; r - 1];
+    for _ in 0..outer {
+        let mut oa = 0;
+        let mut ob = 0;
+        for d in 0..r - 1 {
+            oa += idx[d] * sa[d];
+            ob += idx[d] * sb[d];
+        }
+        for i in 0..inner {
+            out.push(f(a[oa + i * ia], b[ob + i * ib]));
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok((out, out_shape))
+}
+
+fn f32_op(op: BinOp) -> OpResult<fn(f32, f32) -> f32> {
+    Ok(match op {
+        BinOp::Add => |a, b| a + b,
+        BinOp::Sub => |a, b| a - b,
+        BinOp::Mul => |a, b| a * b,
+        BinOp::Div => |a, b| a / b,
+        BinOp::FloorDiv => |a, b| (a / b).floor(),
+        BinOp::FloorMod => |a, b| {
+            let r = a % b;
+            if r != 0.0 && ((r < 0.0) != (b < 0.0)) {
+                r + b
+            } else {
+                r
+            }
+        },
+        BinOp::SquaredDifference => |a, b| (a - b) * (a - b),
+        BinOp::Maximum => f32::max,
+        BinOp::Minimum => f32::min,
+        BinOp::Pow => f32::powf,
+        _ => return op_err!("{op:?} is not an arithmetic op"),
+    })
+}
+
+fn i32_op(op: BinOp) -> OpResult<fn(i32, i32) -> i32> {
+    Ok(match op {
+        BinOp::Add => |a, b| a.wrapping_add(b),
+        BinOp::Sub => |a, b| a.wrapping_sub(b),
+        BinOp::Mul => |a, b| a.wrapping_mul(b),
+        // TF.js computes integer division in floating point; a zero divisor gives 0 here.
+        BinOp::Div | BinOp::FloorDiv => |a, b| {
+            if b == 0 {
+                0
+            } else {
+                (a as f64 / b as f64).floor() as i32
+            }
+        },
+        BinOp::FloorMod => |a, b| {
+            if b == 0 {
+                0
+            } else {
+                a.wrapping_rem(b).wrapping_add(b).wrapping_rem(b)
+            }
+        },
+        BinOp::SquaredDifference => |a, b| a.wrapping_sub(b).wrapping_mul(a.wrapping_sub(b)),
+        BinOp::Maximum => i32::max,
+        BinOp::Minimum => i32::min,
+        BinOp::Pow => |a, b| (a as f64).powi(b) as i32,
+        _ => return op_err!("{op:?} is not an arithmetic op"),
+    })
+}
+
+fn cmp_op<T: PartialOrd + Copy>(op: BinOp) -> OpResult<fn(T, T) -> bool> {
+    Ok(match op {
+        BinOp::Equal => |a, b| a == b,
+        BinOp::NotEqual => |a, b| a != b,
+        BinOp::Greater => |a, b| a > b,
+        BinOp::GreaterEqual => |a, b| a >= b,
+        BinOp::Less => |a, b| a < b,
+        BinOp::LessEqual => |a, b| a <= b,
+        _ => return op_err!("{op:?} is not a comparison"),
+    })
+}
+
+/// `a op b` with broadcasting. f32 and i32 operands of the same dtype; comparisons give bool.
+pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
+    if a.dtype() != b.dtype() {
+        return op_err!(
+            "{op:?}: operand dtypes differ ({} and {})",
+            a.describe(),
+            b.describe()
+        );
+    }
+    let (ash, bsh) = (a.shape(), b.shape());
+    if op.is_comparison() {
+        let (v, s) = match a.dtype() {
+            DType::F32 => broadcast_map(
+                a.as_slice::<f32>()?,
+                ash,
+                b.as_slice::<f32>()?,
+                bsh,
+                cmp_op::<f32>(op)?,
+            )?,
+            DType::I32 => broadcast_map(
+                a.as_slice::<i32>()?,
+                ash,
+                b.as_slice::<i32>()?,
+                bsh,
+                cmp_op::<i32>(op)?,
+            )?,
+            DType::Bool => broadcast_map(
+                a.as_slice::<bool>()?,
+                ash,
+                b.as_slice::<bool>()?,
+                bsh,
+                cmp_op::<bool>(op)?,
+            )?,
+            d => return op_err!("{op:?} is not supported for dtype {d}"),
+        };
+        return Ok(Tensor::from_vec(&s, v)?);
+    }
+    if matches!(op, BinOp::LogicalAnd | BinOp::LogicalOr) {
+        let f: fn(bool, bool) -> bool = if op == BinOp::LogicalAnd {
+            |x, y| x && y
+        } else {
+            |x, y| x || y
+        };
+        let (v, s) = broadcast_map(a.as_slice::<bool>()?, ash, b.as_slice::<bool>()?, bsh, f)?;
+        return Ok(Tensor::from_vec(&s, v)?);
+    }
+    match a.dtype() {
+        DType::F32 => {
+            let (v, s) = broadcast_map(f32s(a)?, ash, f32s(b)?, bsh, f32_op(op)?)?;
+            Ok(Tensor::from_vec(&s, v)?)
+        }
+        DType::I32 => {
+            let (v, s) = broadcast_map(
+                a.as_slice::<i32>()?,
+                ash,
+                b.as_slice::<i32>()?,
+                bsh,
+                i32_op(op)?,
+            )?;
+            Ok(Tensor::from_vec(&s, v)?)
+        }
+        d => op_err!("{op:?} is not supported for dtype {d}"),
+    }
+}
+
+/// Sum of several tensors of one shape (or broadcastable).
+pub fn add_n(xs: &[&Tensor]) -> OpResult<Tensor> {
+    let Some((first, rest)) = xs.split_first() else {
+        return op_err!("AddN needs at least one input");
+    };
+    let mut acc = (*first).clone();
+    for x in rest {
+        acc = binary(BinOp::Add, &acc, x)?;
+    }
+    Ok(acc)
+}
+
+/// A unary element-wise op on f32.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnOp {
+    Act(Act),
+    Sqrt,
+    Rsqrt,
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Square,
+    Floor,
+    Ceil,
+    Round,
+    Reciprocal,
+}
+
+/// `op(x)` element-wise (f32; `Neg`, `Abs`, `Square` also on i32).
+pub fn unary(op: UnOp, x: &Tensor) -> OpResult<Tensor> {
+    if x.dtype() == DType::I32 {
+        let s = x.as_slice::<i32>()?;
+        let f: fn(i32) -> i32 = match op {
+            UnOp::Neg => |v| v.wrapping_neg(),
+            UnOp::Abs => |v| v.wrapping_abs(),
+            UnOp::Square => |v| v.wrapping_mul(v),
+            UnOp::Act(Act::Relu) => |v| v.max(0),
+            _ => return op_err!("{op:?} is not supported for int32"),
+        };
+        return Ok(Tensor::from_vec(
+            x.shape(),
+            s.iter().map(|&v| f(v)).collect(),
+        )?);
+    }
+    let mut v = f32s(x)?.to_vec();
+    match op {
+        UnOp::Act(a) => {
+            if a == Act::Prelu {
+                return op_err!("Prelu is binary");
+            }
+            bias_act(&mut v, 1, None, a, None)?
+        }
+        UnOp::Sqrt => v.iter_mut().for_each(|x| *x = x.sqrt()),
+        UnOp::Rsqrt => v.iter_mut().for_each(|x| *x = 1.0 / x.sqrt()),
+        UnOp::Exp => v.iter_mut().for_each(|x| *x = x.exp()),
+        UnOp::Log => v.iter_mut().for_each(|x| *x = x.ln()),
+        UnOp::Neg => v.iter_mut().for_each(|x| *x = -*x),
+        UnOp::Abs => v.iter_mut().for_each(|x| *x = x.abs()),
+        UnOp::Square => v.iter_mut().for_each(|x| *x *= *x),
+        UnOp::Floor => v.iter_mut().for_each(|x| *x = x.floor()),
+        UnOp::Ceil => v.iter_mut().for_each(|x| *x = x.ceil()),
+        UnOp::Round => v.iter_mut().for_each(|x| *x = x.round_ties_even()),
+        UnOp::Reciprocal => v.iter_mut().for_each(|x| *x = 1.0 / *x),
+    }
+    Ok(Tensor::from_vec(x.shape(), v)?)
+}
+
+/// `max(x, 0) + alpha * min(x, 0)` with `alpha` broadcast against `x`.
+pub fn prelu(x: &Tensor, alpha: &Tensor) -> OpResult<Tensor> {
+    let (v, s) = broadcast_map(f32s(x)?, x.shape(), f32s(alpha)?, alpha.shape(), |x, a| {
+        if x < 0.0 {
+            x * a
+        } else {
+            x
+        }
+    })?;
+    Ok(Tensor::from_vec(&s, v)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Pooling and reductions
+
+/// Max or average pooling over [N, H, W, C]; average pooling divides by the number of cells
+/// inside the input (TF's SAME semantics).
+pub fn pool2d_nhwc(
+    x: &Tensor,
+    ksize: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    max: bool,
+) -> OpResult<Tensor> {
+    let [n, h, w, c] = rank4(x, "pooling input")?;
+    let (kh, kw) = ksize;
+    let (oh, pt) = out_and_pad(h, kh, strides.0, 1, padding, 0)?;
+    let (ow, pl) = out_and_pad(w, kw, strides.1, 1, padding, 1)?;
+    let xs = f32s(x)?;
+    let mut out = vec![0f32; numel(&[n, oh, ow, c])?];
+    if out.is_empty() {
+        return Ok(Tensor::from_vec(&[n, oh, ow, c], out)?);
+    }
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, orow)| {
+            let b = row / oh;
+            let oy = row % oh;
+            let y0 = (oy * strides.0) as isize - pt as isize;
+            let ys = y0.max(0) as usize;
+            let ye = ((y0 + kh as isize).max(0) as usize).min(h);
+            let mut acc = vec![0f32; c];
+            for ox in 0..ow {
+                let x0 = (ox * strides.1) as isize - pl as isize;
+                let xs0 = x0.max(0) as usize;
+                let xe = ((x0 + kw as isize).max(0) as usize).min(w);
+                acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                for iy in ys..ye {
+                    for ix in xs0..xe {
+                        let p = &xs[((b * h + iy) * w + ix) * c..][..c];
+                        if max {
+                            for (a, v) in acc.iter_mut().zip(p) {
+                                if *v > *a {
+                                    *a = *v;
+                                }
+                            }
+                        } else {
+                            for (a, v) in acc.iter_mut().zip(p) {
+                                *a += v;
+                            }
+                        }
+                    }
+                }
+                let count = ((ye.saturating_sub(ys)) * (xe.saturating_sub(xs0))).max(1) as f32;
+                let o = &mut orow[ox * c..(ox + 1) * c];
+                if max {
+                    o.copy_from_slice(&acc);
+                } else {
+                    for (o, a) in o.iter_mut().zip(&acc) {
+                        *o = a / count;
+                    }
+                }
+            }
+        });
+    Ok(Tensor::from_vec(&[n, oh, ow, c], out)?)
+}
+
+/// A reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+/// Reduces f32 `x` over `axes` (f64 accumulation, like the TF.js CPU backend).
+pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResult<Tensor> {
+    let shape = x.shape();
+    let r = shape.len();
+    let mut red = vec![false; r];
+    for &a in axes {
+        red[norm_axis(a, r)?] = true;
+    }
+    let out_full: Vec<usize> = shape
+        .iter()
+        .zip(&red)
+        .map(|(&d, &rd)| if rd { 1 } else { d })
+        .collect();
+    let n_out = numel(&out_full)?;
+    let count = shape
+        .iter()
+        .zip(&red)
+        .filter(|(_, &rd)| rd)
+        .map(|(&d, _)| d)
+        .product::<usize>();
+    let xs = f32s(x)?;
+    let init = match kind {
+        Reduce::Mean | Reduce::Sum => 0.0,
+        Reduce::Max => f64::NEG_INFINITY,
+        Reduce::Min => f64::INFINITY,
+    };
+    let mut acc = vec![init; n_out];
+    let ost = strides(&out_full);
+    let mut idx = vec![0usize; r];
+    for &v in xs {
+        let mut o = 0;
+        for d in 0..r {
+            if !red[d] {
+                o += idx[d] * ost[d];
+            }
+        }
+        let v = v as f64;
+        match kind {
+            Reduce::Mean | Reduce::Sum => acc[o] += v,
+            Reduce::Max => acc[o] = acc[o].max(v),
+            Reduce::Min => acc[o] = acc[o].min(v),
+        }
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    let vals: Vec<f32> = acc
+        .into_iter()
+        .map(|a| {
+            if kind == Reduce::Mean {
+                (a / count.max(1) as f64) as f32
+            } else {
+                a as f32
+            }
+        })
+        .collect();
+    let out_shape: Vec<usize> = if keep_dims {
+        out_full
+    } else {
+        shape
+            .iter()
+            .zip(&red)
+            .filter(|(_, &rd)| !rd)
+            .map(|(&d, _)| d)
+            .collect()
+    };
+    Ok(Tensor::from_vec(&out_shape, vals)?)
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor) -> OpResult<Tensor> {
+    let c = *x.shape().last().unwrap_or(&1);
+    let mut v = f32s(x)?.to_vec();
+    if c > 0 {
+        for row in v.chunks_exact_mut(c) {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0f32;
+            for e in row.iter_mut() {
+                *e = (*e - m).exp();
+                s += *e;
+            }
+            for e in row.iter_mut() {
+                *e /= s;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(x.shape(), v)?)
+}
+
+/// Index of the (first) maximum along `axis`, int32.
+pub fn argmax(x: &Tensor, axis: i64) -> OpResult<Tensor> {
+    let shape = x.shape();
+    let a = norm_axis(axis, shape.len())?;
+    let outer: usize = shape[..a].iter().product();
+    let len = shape[a];
+    let inner: usize = shape[a + 1..].iter().product();
+    let xs: Vec<f32> = match x.dtype() {
+        DType::F32 => f32s(x)?.to_vec(),
+        DType::I32 => x.as_slice::<i32>()?.iter().map(|&v| v as f32).collect(),
+        d => return op_err!("ArgMax is not supported for dtype {d}"),
+    };
+    let mut out = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut best = 0usize;
+            let mut bv = f32::NEG_INFINITY;
+            for j in 0..len {
+                let v = xs[(o * len + j) * inner + i];
+                if j == 0 || v > bv {
+                    bv = v;
+                    best = j;
+                }
+            }
+            out.push(best as i32);
+        }
+    }
+    let mut os = shape.to_vec();
+    os.remove(a);
+    Ok(Tensor::from_vec(&os, out)?)
+}
+
+/// The `k` largest values along the last dimension and their indices (ties: lower index
+/// first, like TF.js), sorted descending.
+pub fn top_k(x: &Tensor, k: i64) -> OpResult<(Tensor, Tensor)> {
+    let shape = x.shape();
+    let Some(&n) = shape.last() else {
+        return op_err!("TopKV2 needs an input of rank >= 1");
+    };
+    if k < 0 || k as usize > n {
+        return op_err!("TopKV2: k = {k} must be in [0, {n}]");
+    }
+    let k = k as usize;
+    let xs = f32s(x)?;
+    let rows = xs.len().checked_div(n).unwrap_or(0);
+    let mut vals = Vec::with_capacity(rows * k);
+    let mut idxs = Vec::with_capacity(rows * k);
+    for r in 0..rows {
+        let row = &xs[r * n..(r + 1) * n];
+        let mut order: Vec<usize> = (0..n).collect();
+        let cmp = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
+        if k < n {
+            order.select_nth_unstable_by(k.saturating_sub(1).min(n - 1), cmp);
+            order.truncate(k);
+        }
+        order.sort_by(cmp);
+        for &i in order.iter().take(k) {
+            vals.push(row[i]);
+            idxs.push(i as i32);
+        }
+    }
+    let mut os = shape.to_vec();
+    if let Some(l) = os.last_mut() {
+        *l = k;
+    }
+    Ok((Tensor::from_vec(&os, vals)?, Tensor::from_vec(&os, idxs)?))
+}
+
+// ---------------------------------------------------------------------------------------
+// Resize
+
+/// Bilinear resize of [N, H, W, C] (f32 or i32) to [N, oh, ow, C] as the TF.js CPU backend
+/// computes it (in f64): `align_corners` maps corner to corner, `half_pixel_centers` samples
+/// at pixel centres, neither is TF's legacy mapping `src = dst * in / out`.
+pub fn resize_bilinear_nhwc(
+    x: &Tensor,
+    oh: usize,
+    ow: usize,
+    align_corners: bool,
+    half_pixel_centers: bool,
+) -> OpResult<Tensor> {
+    let [n, h, w, c] = rank4(x, "ResizeBilinear input")?;
+    if h == 0 || w == 0 {
+        return op_err!("ResizeBilinear: empty input {:?}", x.shape());
+    }
+    let xs: std::borrow::Cow<'_, [f32]> = match x.dtype() {
+        DType::F32 => std::borrow::Cow::Borrowed(f32s(x)?),
+        DType::I32 => {
+            std::borrow::Cow::Owned(x.as_slice::<i32>()?.iter().map(|&v| v as f32).collect())
+        }
+        DType::U8 => {
+            std::borrow::Cow::Owned(x.as_slice::<u8>()?.iter().map(|&v| v as f32).collect())
+        }
+        d => return op_err!("ResizeBilinear is not supported for dtype {d}"),
+    };
+    let ratio = |inp: usize, out: usize| -> f64 {
+        if align_corners && out > 1 {
+            (inp - 1) as f64 / (out - 1) as f64
+        } else {
+            inp as f64 / out as f64
+        }
+    };
+    let (rh, rw) = (ratio(h, oh), ratio(w, ow));
+    let src = |r: f64, i: usize, inp: usize| -> (usize, usize, f64) {
+        let f = if half_pixel_centers {
+            r * (i as f64 + 0.5) - 0.5
+        } else {
+            r * i as f64
+        };
+        let lo = f.floor().max(0.0);
+        let frac = f - lo;
+        let hi = (f.ceil() as isize).clamp(0, inp as isize - 1) as usize;
+        ((lo as usize).min(inp - 1), hi, frac)
+    };
+    let cols: Vec<(usize, usize, f64)> = (0..ow).map(|i| src(rw, i, w)).collect();
+    let mut out = vec![0f32; numel(&[n, oh, ow, c])?];
+    if out.is_empty() {
+        return Ok(Tensor::from_vec(&[n, oh, ow, c], out)?);
+    }
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, orow)| {
+            let b = row / oh;
+            let (y0, y1, fy) = src(rh, row % oh, h);
+            let top = &xs[(b * h + y0) * w * c..][..w * c];
+            let bot = &xs[(b * h + y1) * w * c..][..w * c];
+            for (ox, &(x0, x1, fx)) in cols.iter().enumerate() {
+                for ch in 0..c {
+                    let tl = top[x0 * c + ch] as f64;
+                    let tr = top[x1 * c + ch] as f64;
+                    let bl = bot[x0 * c + ch] as f64;
+                    let br = bot[x1 * c + ch] as f64;
+                    let t = tl + (tr - tl) * fx;
+                    let bm = bl + (br - bl) * fx;
+                    orow[ox * c + ch] = (t + (bm - t) * fy) as f32;
+                }
+            }
+        });
+    Ok(Tensor::from_vec(&[n, oh, ow, c], out)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout ops (any dtype)
+
+/// The same data under `shape`; one dimension may be -1.
+pub fn reshape(x: &Tensor, shape: &[i64]) -> OpResult<Tensor> {
+    let total = x.numel();
+    let mut out = Vec::with_capacity(shape.len());
+    let mut infer = None;
+    let mut known = 1usize;
+    for (i, &d) in shape.iter().enumerate() {
+        if d == -1 {
+            if infer.is_some() {
+                return op_err!("Reshape: more than one -1 in {shape:?}");
+            }
+            infer = Some(i);
+            out.push(1);
+        } else if d < 0 {
+            return op_err!("Reshape: negative dimension in {shape:?}");
+        } else {
+            known = known
+                .checked_mul(d as usize)
+                .ok_or_else(|| OpError::new("Reshape: shape overflows"))?;
+            out.push(d as usize);
+        }
+    }
+    if let Some(i) = infer {
+        if known == 0 || !total.is_multiple_of(known) {
+            return op_err!("Reshape: cannot reshape {} into {shape:?}", x.describe());
+        }
+        out[i] = total / known;
+    }
+    x.reshape(&out).map_err(|_| {
+        OpError::new(format!(
+            "Reshape: cannot reshape {} into {shape:?}",
+            x.describe()
+        ))
+    })
+}
+
+/// Concatenation along `axis`.
+pub fn concat(xs: &[&Tensor], axis: i64) -> OpResult<Tensor> {
+    let Some(first) = xs.first() else {
+        return op_err!("ConcatV2 needs at least one input");
+    };
+    let r = first.ndim();
+    let a = norm_axis(axis, r)?;
+    let mut out_shape = first.shape().to_vec();
+    out_shape[a] = 0;
+    for x in xs {
+        if x.ndim() != r || x.dtype() != first.dtype() {
+            return op_err!(
+                "ConcatV2: inputs {} and {} differ in rank or dtype",
+                first.describe(),
+                x.describe()
+            );
+        }
+        for d in 0..r {
+            if d != a && x.shape()[d] != first.shape()[d] {
+                return op_err!(
+                    "ConcatV2: shapes {:?} and {:?} differ outside axis {a}",
+                    first.shape(),
+                    x.shape()
+                );
+            }
+        }
+        out_shape[a] += x.shape()[a];
+    }
+    let outer: usize = out_shape[..a].iter().product();
+    with_dtype!(first, T => {
+        let mut out: Vec<T> = Vec::with_capacity(numel(&out_shape)?);
+        let slices: Vec<(&[T], usize)> = xs
+            .iter()
+            .map(|x| Ok((x.as_slice::<T>()?, x.shape()[a..].iter().product::<usize>())))
+            .collect::<OpResult<_>>()?;
+        for o in 0..outer {
+            for (s, chunk) in &slices {
+                out.extend_from_slice(&s[o * chunk..(o + 1) * chunk]);
+            }
+        }
+        Ok(Tensor::from_vec(&out_shape, out)?)
+    })
+}
+
+/// Splits along `axis` into pieces of `sizes` (one may be -1).
+pub fn split(x: &Tensor, sizes: &[i64], axis: i64) -> OpResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.ndim())?;
+    let dim = x.shape()[a];
+    let known: i64 = sizes.iter().filter(|&&s| s >= 0).sum();
+    let mut sz: Vec<usize> = Vec::with_capacity(sizes.len());
+    for &s in sizes {
+        if s == -1 {
+            if known > dim as i64 {
+                return op_err!("SplitV: sizes {sizes:?} exceed dimension {dim}");
+            }
+            sz.push(dim - known as usize);
+        } else if s < 0 {
+            return op_err!("SplitV: bad size in {sizes:?}");
+        } else {
+            sz.push(s as usize);
+        }
+    }
+    if sz.iter().sum::<usize>() != dim {
+        return op_err!(
+            "SplitV: sizes {sizes:?} do not add up to dimension {dim} of {:?}",
+            x.shape()
+        );
+    }
+    let mut out = Vec::with_capacity(sz.len());
+    let mut start = 0i64;
+    for s in sz {
+        let mut begin = vec![0i64; x.ndim()];
+        let mut end: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+        begin[a] = start;
+        end[a] = start + s as i64;
+        out.push(slice(x, &begin, &end)?);
+        start += s as i64;
+    }
+    Ok(out)
+}
+
+/// `x[begin..end]` on every axis (step 1, already clamped values).
+fn slice(x: &Tensor, begin: &[i64], end: &[i64]) -> OpResult<Tensor> {
+    let strides_v = vec![1i64; begin.len()];
+    strided_slice(x, begin, end, &strides_v, SliceMasks::default())
+}
+
+/// Removes `axis`, returning one tensor per index along it.
+pub fn unpack(x: &Tensor, axis: i64) -> OpResult<Vec<Tensor>> {
+    let a = norm_axis(axis, x.ndim())?;
+    let n = x.shape()[a];
+    let parts = split(x, &vec![1; n], a as i64)?;
+    let mut shape = x.shape().to_vec();
+    shape.remove(a);
+    parts.into_iter().map(|p| Ok(p.reshape(&shape)?)).collect()
+}
+
+/// Stacks tensors of one shape along a new `axis`.
+pub fn pack(xs: &[&Tensor], axis: i64) -> OpResult<Tensor> {
+    let Some(first) = xs.first() else {
+        return op_err!("Pack needs at least one input");
+    };
+    let a = norm_axis(axis, first.ndim() + 1)?;
+    let mut shape = first.shape().to_vec();
+    shape.insert(a, 1);
+    let expanded: Vec<Tensor> = xs
+        .iter()
+        .map(|x| {
+            if x.shape() != first.shape() {
+                return op_err!(
+                    "Pack: shapes {:?} and {:?} differ",
+                    first.shape(),
+                    x.shape()
+                );
+            }
+            Ok(x.reshape(&shape)?)
+        })
+        .collect::<OpResult<_>>()?;
+    let refs: Vec<&Tensor> = expanded.iter().collect();
+    concat(&refs, a as i64)
+}
+
+/// Permutes dimensions.
+pub fn transpose(x: &Tensor, perm: &[i64]) -> OpResult<Tensor> {
+    let r = x.ndim();
+    if perm.len() != r {
+        return op_err!("Transpose: permutation {perm:?} does not fit rank {r}");
+    }
+    let p: Vec<usize> = perm
+        .iter()
+        .map(|&a| norm_axis(a, r))
+        .collect::<OpResult<_>>()?;
+    let mut seen = vec![false; r];
+    for &a in &p {
+        if std::mem::replace(&mut seen[a], true) {
+            return op_err!("Transpose: {perm:?} is not a permutation");
+        }
+    }
+    let shape = x.shape();
+    let out_shape: Vec<usize> = p.iter().map(|&a| shape[a]).collect();
+    let st = strides(shape);
+    let ps: Vec<usize> = p.iter().map(|&a| st[a]).collect();
+    let n = x.numel();
+    let mut idx = Vec::with_capacity(n);
+    let mut cur = vec![0usize; r];
+    for _ in 0..n {
+        idx.push(cur.iter().zip(&ps).map(|(i, s)| i * s).sum());
+        for d in (0..r).rev() {
+            cur[d] += 1;
+            if cur[d] < out_shape[d] {
+                break;
+            }
+            cur[d] = 0;
+        }
+    }
+    take_all(x, &out_shape, &idx)
+}
+
+/// Constant padding; `pads` is [rank, 2] (before, after). `value` fills f32 tensors.
+pub fn pad(x: &Tensor, pads: &[i64], value: f32) -> OpResult<Tensor> {
+    let r = x.ndim();
+    if pads.len() != 2 * r || pads.iter().any(|&p| p < 0) {
+        return op_err!("Pad: paddings {pads:?} do not fit rank {r} (or are negative)");
+    }
+    let shape = x.shape();
+    let out_shape: Vec<usize> = (0..r)
+        .map(|d| shape[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize)
+        .collect();
+    let n = numel(&out_shape)?;
+    let st = strides(shape);
+    let mut idx = Vec::with_capacity(n);
+    let mut cur = vec![0usize; r];
+    for _ in 0..n {
+        let mut off = 0;
+        let mut inside = true;
+        for d in 0..r {
+            let i = cur[d] as i64 - pads[2 * d];
+            if i < 0 || i >= shape[d] as i64 {
+                inside = false;
+                break;
+            }
+            off += i as usize * st[d];
+        }
+        idx.push(inside.then_some(off));
+        for d in (0..r).rev() {
+            cur[d] += 1;
+            if cur[d] < out_shape[d] {
+                break;
+            }
+            cur[d] = 0;
+        }
+    }
+    if value != 0.0 && x.dtype() == DType::F32 {
+        let src = f32s(x)?;
+        let v: Vec<f32> = idx
+            .iter()
+            .map(|i| i.map(|i| src[i]).unwrap_or(value))
+            .collect();
+        return Ok(Tensor::from_vec(&out_shape, v)?);
+    }
+    take(x, &out_shape, &idx)
+}
+
+/// StridedSlice bit masks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SliceMasks {
+    pub begin: i64,
+    pub end: i64,
+    pub ellipsis: i64,
+    pub new_axis: i64,
+    pub shrink_axis: i64,
+}
+
+/// TF's StridedSlice (ellipsis and new-axis masks are not supported).
+pub fn strided_slice(
+    x: &Tensor,
+    begin: &[i64],
+    end: &[i64],
+    steps: &[i64],
+    m: SliceMasks,
+) -> OpResult<Tensor> {
+    if m.ellipsis != 0 || m.new_axis != 0 {
+        return op_err!("StridedSlice: ellipsis_mask and new_axis_mask are not supported");
+    }
+    let shape = x.shape();
+    let r = shape.len();
+    if begin.len() != end.len() || begin.len() != steps.len() || begin.len() > r {
+        return op_err!("StridedSlice: begin {begin:?}, end {end:?}, strides {steps:?} do not fit shape {shape:?}");
+    }
+    let mut starts = Vec::with_capacity(r);
+    let mut counts = Vec::with_capacity(r);
+    let mut stepv = Vec::with_capacity(r);
+    let mut out_shape = Vec::new();
+    for d in 0..r {
+        let dim = shape[d] as i64;
+        if d >= begin.len() {
+            starts.push(0i64);
+            counts.push(shape[d]);
+            stepv.push(1i64);
+            out_shape.push(shape[d]);
+            continue;
+        }
+        let s = steps[d];
+        if s == 0 {
+            return op_err!("StridedSlice: stride 0 on axis {d}");
+        }
+        let bit = 1i64 << d;
+        let shrink = m.shrink_axis & bit != 0;
+        let clamp = |v: i64| -> i64 {
+            let v = if v < 0 { v + dim } else { v };
+            if s > 0 {
+                v.clamp(0, dim)
+            } else {
+                v.clamp(-1, dim - 1)
+            }
+        };
+        let b = if m.begin & bit != 0 && !shrink {
+            if s > 0 {
+                0
+            } else {
+                dim - 1
+            }
+        } else {
+            clamp(begin[d])
+        };
+        let (b, e) = if shrink {
+            let b = if begin[d] < 0 {
+                begin[d] + dim
+            } else {
+                begin[d]
+            };
+            if b < 0 || b >= dim {
+                return op_err!(
+                    "StridedSlice: index {} out of range for axis {d} of size {dim}",
+                    begin[d]
+                );
+            }
+            (b, b + 1)
+        } else if m.end & bit != 0 {
+            (b, if s > 0 { dim } else { -1 })
+        } else {
+            (b, clamp(end[d]))
+        };
+        let step = if shrink { 1 } else { s };
+        let count = if step > 0 {
+            if e > b {
+                (e - b + step - 1) / step
+            } else {
+                0
+            }
+        } else if b > e {
+            (b - e + (-step) - 1) / (-step)
+        } else {
+            0
+        };
+        starts.push(b);
+        counts.push(count as usize);
+        stepv.push(step);
+        if !shrink {
+            out_shape.push(count as usize);
+        }
+    }
+    let st = strides(shape);
+    let n = numel(&counts)?;
+    let mut idx = Vec::with_capacity(n);
+    let mut cur = vec![0usize; r];
+    for _ in 0..n {
+        let mut off = 0i64;
+        for d in 0..r {
+            off += (starts[d] + cur[d] as i64 * stepv[d]) * st[d] as i64;
+        }
+        idx.push(off as usize);
+        for d in (0..r).rev() {
+            cur[d] += 1;
+            if cur[d] < counts[d] {
+                break;
+            }
+            cur[d] = 0;
+        }
+    }
+    take_all(x, &out_shape, &idx)
+}
+
+/// `GatherV2` with batch_dims 0: `params` indexed by int32 `indices` on `axis`.
+pub fn gather(params: &Tensor, indices: &Tensor, axis: i64) -> OpResult<Tensor> {
+    let a = norm_axis(axis, params.ndim())?;
+    let shape = params.shape();
+    let dim = shape[a];
+    let ind = int_values(indices)?;
+    let outer: usize = shape[..a].iter().product();
+    let inner: usize = shape[a + 1..].iter().product();
+    let mut out_shape = shape[..a].to_vec();
+    out_shape.extend_from_slice(indices.shape());
+    out_shape.extend_from_slice(&shape[a + 1..]);
+    let mut idx = Vec::with_capacity(numel(&out_shape)?);
+    for o in 0..outer {
+        for &i in &ind {
+            if i < 0 || i as usize >= dim {
+                return op_err!("GatherV2: index {i} is not in [0, {dim})");
+            }
+            for k in 0..inner {
+                idx.push((o * dim + i as usize) * inner + k);
+            }
+        }
+    }
+    take_all(params, &out_shape, &idx)
+}
+
+/// `GatherNd`: `indices` [..., K] address the first K dimensions of `params`.
+pub fn gather_nd(params: &Tensor, indices: &Tensor) -> OpResult<Tensor> {
+    let ish = indices.shape();
+    let Some(&k) = ish.last() else {
+        return op_err!("GatherNd: indices must have rank >= 1");
+    };
+    let psh = params.shape();
+    if k > psh.len() {
+        return op_err!(
+            "GatherNd: index depth {k} exceeds params rank {}",
+            psh.len()
+        );
+    }
+    let ind = int_values(indices)?;
+    let st = strides(psh);
+    let inner: usize = psh[k..].iter().product();
+    let mut out_shape = ish[..ish.len() - 1].to_vec();
+    out_shape.extend_from_slice(&psh[k..]);
+    let mut idx = Vec::with_capacity(numel(&out_shape)?);
+    if k == 0 {
+        return op_err!("GatherNd: index depth 0 is not supported");
+    }
+    for tuple in ind.chunks_exact(k) {
+        let mut off = 0usize;
+        for (d, &i) in tuple.iter().enumerate() {
+            if i < 0 || i as usize >= psh[d] {
+                return op_err!("GatherNd: index {tuple:?} is out of bounds for shape {psh:?}");
+            }
+            off += i as usize * st[d];
+        }
+        idx.extend(off..off + inner);
+    }
+    take_all(params, &out_shape, &idx)
+}
+
+/// Converts dtype (float to int truncates toward zero, like TF.js).
+pub fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
+    if x.dtype() == to {
+        return Ok(x.clone());
+    }
+    let f: Vec<f64> = match x.dtype() {
+        DType::F32 => f32s(x)?.iter().map(|&v| v as f64).collect(),
+        DType::I32 => x.as_slice::<i32>()?.iter().map(|&v| v as f64).collect(),
+        DType::Bool => x
+            .as_slice::<bool>()?
+            .iter()
+            .map(|&v| v as u8 as f64)
+            .collect(),
+        DType::U8 => x.as_slice::<u8>()?.iter().map(|&v| v as f64).collect(),
+        DType::I64 => x.as_slice::<i64>()?.iter().map(|&v| v as f64).collect(),
+        DType::F16 => x
+            .as_slice::<kernels::f16>()?
+            .iter()
+            .map(|v| v.to_f64())
+            .collect(),
+    };
+    let shape = x.shape();
+    Ok(match to {
+        DType::F32 => Tensor::from_vec(shape, f.iter().map(|&v| v as f32).collect())?,
+        DType::I32 => Tensor::from_vec(shape, f.iter().map(|&v| v.trunc() as i32).collect())?,
+        DType::Bool => Tensor::from_vec(shape, f.iter().map(|&v| v != 0.0).collect())?,
+        DType::U8 => Tensor::from_vec(shape, f.iter().map(|&v| v as u8).collect())?,
+        DType::I64 => Tensor::from_vec(shape, f.iter().map(|&v| v as i64).collect())?,
+        DType::F16 => Tensor::from_vec(
+            shape,
+            f.iter().map(|&v| kernels::f16::from_f64(v)).collect(),
+        )?,
+    })
+}
+
+/// `SparseToDense`: a tensor of `shape` filled with `default`, with `values` at `indices`.
+pub fn sparse_to_dense(
+    indices: &Tensor,
+    shape: &[i64],
+    values: &Tensor,
+    default: &Tensor,
+) -> OpResult<Tensor> {
+    if values.dtype() != default.dtype() {
+        return op_err!("SparseToDense: values and default differ in dtype");
+    }
+    let out_shape: Vec<usize> = shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| OpError::new(format!("SparseToDense: bad shape {shape:?}")))
+        })
+        .collect::<OpResult<_>>()?;
+    let r = out_shape.len();
+    let ind = int_values(indices)?;
+    let depth = if indices.ndim() <= 1 {
+        1
+    } else {
+        indices.shape()[1]
+    };
+    if depth != r.max(1) && !(r == 0 && ind.is_empty()) {
+        return op_err!(
+            "SparseToDense: indices {:?} do not fit shape {shape:?}",
+            indices.shape()
+        );
+    }
+    let st = strides(&out_shape);
+    let n_out = numel(&out_shape)?;
+    let n_vals = ind.len().checked_div(depth).unwrap_or(0);
+    with_dtype!(values, T => {
+        let v = values.as_slice::<T>()?;
+        let d = default.as_slice::<T>()?;
+        let Some(&dv) = d.first() else { return op_err!("SparseToDense: empty default value") };
+        if v.len() != 1 && v.len() != n_vals {
+            return op_err!("SparseToDense: {} values for {n_vals} indices", v.len());
+        }
+        let mut out = vec![dv; n_out];
+        for (j, tuple) in ind.chunks_exact(depth.max(1)).enumerate() {
+            let mut off = 0usize;
+            for (dd, &i) in tuple.iter().enumerate() {
+                if i < 0 || i as usize >= out_shape.get(dd).copied().unwrap_or(1) {
+                    return op_err!("SparseToDense: index {tuple:?} out of bounds for {shape:?}");
+                }
+                off += i as usize * st.get(dd).copied().unwrap_or(1);
+            }
+            out[off] = if v.len() == 1 { v[0] } else { v[j] };
+        }
+        Ok(Tensor::from_vec(&out_shape, out)?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv(
+        x: &[f32],
+        [h, w, c]: [usize; 3],
+        wt: &[f32],
+        [kh, kw, co]: [usize; 3],
+        s: usize,
+        pt: usize,
+        pl: usize,
+        oh: usize,
+        ow: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; oh * ow * co];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..co {
+                    let mut acc = 0.0;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * s + ky) as isize - pt as isize;
+                            let ix = (ox * s + kx) as isize - pl as isize;
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            for ci in 0..c {
+                                acc += x[(iy as usize * w + ix as usize) * c + ci]
+                                    * wt[((ky * kw + kx) * c + ci) * co + o];
+                            }
+                        }
+                    }
+                    out[(oy * ow + ox) * co + o] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    fn seq(n: usize, k: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * k).sin() * 10.0).round() / 10.0)
+            .collect()
+    }
+
+    #[test]
+    fn conv_same_and_valid_match_naive() {
+        let (h, w, c, co) = (7, 6, 3, 4);
+        let x = seq(h * w * c, 0.7);
+        let wt = seq(9 * c * co, 1.3);
+        for (pad, s, pt, oh, ow) in [
+            (Padding::Same, 2, 1, 4, 3),
+            (Padding::Valid, 1, 0, 5, 4),
+            (Padding::Same, 1, 1, 7, 6),
+        ] {
+            let geom = ConvGeom {
+                strides: (s, s),
+                dilations: (1, 1),
+                padding: pad,
+            };
+            let y = conv2d_nhwc(
+                &t(&[1, h, w, c], x.clone()),
+                &t(&[3, 3, c, co], wt.clone()),
+                None,
+                geom,
+                Act::None,
+                None,
+            )
+            .unwrap();
+            assert_eq!(y.shape(), &[1, oh, ow, co]);
+            // SAME with stride 2 on width 6: total pad = 1, left 0.
+            let pl = if pad == Padding::Same && s == 2 {
+                0
+            } else {
+                pt
+            };
+            let r = naive_conv(&x, [h, w, c], &wt, [3, 3, co], s, pt, pl, oh, ow);
+            for (a, b) in y.as_slice::<f32>().unwrap().iter().zip(&r) {
+                assert!((a - b).abs() < 1e-4, "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_conv_per_channel() {
+        let x = seq(5 * 5 * 2, 0.3);
+        let w = seq(9 * 2, 0.9);
+        let geom = ConvGeom {
+            strides: (1, 1),
+            dilations: (1, 1),
+            padding: Padding::Same,
+        };
+        let y = depthwise_conv2d_nhwc(
+            &t(&[1, 5, 5, 2], x.clone()),
+            &t(&[3, 3, 2, 1], w.clone()),
+            Some(&[1.0, -1.0]),
+            geom,
+            Act::Relu,
+            None,
+        )
+        .unwrap();
+        let ys = y.as_slice::<f32>().unwrap();
+        for ch in 0..2 {
+            let xc: Vec<f32> = (0..25).map(|i| x[i * 2 + ch]).collect();
+            let wc: Vec<f32> = (0..9).map(|i| w[i * 2 + ch]).collect();
+            let r = naive_conv(&xc, [5, 5, 1], &wc, [3, 3, 1], 1, 1, 1, 5, 5);
+            for i in 0..25 {
+                let e = (r[i] + if ch == 0 { 1.0 } else { -1.0 }).max(0.0);
+                assert!((ys[i * 2 + ch] - e).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_conv_is_adjoint_of_conv() {
+        // <conv(x), y> == <x, conv_transpose(y)> for the same filter.
+        let (h, w, ci, co) = (6, 6, 2, 3);
+        let x = seq(h * w * ci, 0.37);
+        let wt = seq(9 * ci * co, 0.71);
+        let geom = ConvGeom {
+            strides: (2, 2),
+            dilations: (1, 1),
+            padding: Padding::Same,
+        };
+        let cx = conv2d_nhwc(
+            &t(&[1, h, w, ci], x.clone()),
+            &t(&[3, 3, ci, co], wt.clone()),
+            None,
+            geom,
+            Act::None,
+            None,
+        )
+        .unwrap();
+        let y = seq(cx.numel(), 0.53);
+        let ty = conv2d_transpose_nhwc(
+            &[1, h as i64, w as i64, ci as i64],
+            &t(&[3, 3, ci, co], wt),
+            &t(cx.shape(), y.clone()),
+            (2, 2),
+            Padding::Same,
+        )
+        .unwrap();
+        let lhs: f32 = cx
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| a * b)
+            .sum();
+        let rhs: f32 = x
+            .iter()
+            .zip(ty.as_slice::<f32>().unwrap())
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!((lhs - rhs).abs() < 1e-3, "{lhs} {rhs}");
+    }
+
+    #[test]
+    fn broadcasting_and_int_ops() {
+        let a = t(&[2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let b = t(&[3], vec![10., 20., 30.]);
+        let c = binary(BinOp::Add, &a, &b).unwrap();
+        assert_eq!(
+            c.as_slice::<f32>().unwrap(),
+            &[11., 22., 33., 14., 25., 36.]
+        );
+        let col = t(&[2, 1], vec![1., 2.]);
+        let d = binary(BinOp::Mul, &col, &b).unwrap();
+        assert_eq!(d.shape(), &[2, 3]);
+        assert_eq!(
+            d.as_slice::<f32>().unwrap(),
+            &[10., 20., 30., 20., 40., 60.]
+        );
+        let i = Tensor::from_vec(&[3], vec![-7i32, 7, 8]).unwrap();
+        let k = Tensor::scalar(3i32);
+        assert_eq!(
+            binary(BinOp::FloorDiv, &i, &k)
+                .unwrap()
+                .as_slice::<i32>()
+                .unwrap(),
+            &[-3, 2, 2]
+        );
+        assert_eq!(
+            binary(BinOp::FloorMod, &i, &k)
+                .unwrap()
+                .as_slice::<i32>()
+                .unwrap(),
+            &[2, 1, 2]
+        );
+        assert_eq!(binary(BinOp::Equal, &i, &k).unwrap().dtype(), DType::Bool);
+        assert!(binary(BinOp::Add, &a, &t(&[4], vec![0.; 4])).is_err());
+        assert!(binary(BinOp::Add, &a, &i).is_err());
+    }
+
+    #[test]
+    fn pooling_same_averages_valid_cells() {
+        let x = t(&[1, 3, 3, 1], (1..=9).map(|v| v as f32).collect());
+        let y = pool2d_nhwc(&x, (2, 2), (2, 2), Padding::Same, false).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 2, 1]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[3.0, 4.5, 7.5, 9.0]);
+        let m = pool2d_nhwc(&x, (2, 2), (1, 1), Padding::Valid, true).unwrap();
+        assert_eq!(m.as_slice::<f32>().unwrap(), &[5., 6., 8., 9.]);
+    }
+
+    #[test]
+    fn resize_modes() {
+        let x = t(&[1, 1, 2, 1], vec![0.0, 1.0]);
+        let legacy = resize_bilinear_nhwc(&x, 1, 4, false, false).unwrap();
+        assert_eq!(legacy.as_slice::<f32>().unwrap(), &[0.0, 0.5, 1.0, 1.0]);
+        let half = resize_bilinear_nhwc(&x, 1, 4, false, true).unwrap();
+        assert_eq!(half.as_slice::<f32>().unwrap(), &[0.0, 0.25, 0.75, 1.0]);
+        let ac = resize_bilinear_nhwc(&x, 1, 3, true, false).unwrap();
+        assert_eq!(ac.as_slice::<f32>().unwrap(), &[0.0, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn layout_ops() {
+        let x = t(&[2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let tr = transpose(&x, &[1, 0]).unwrap();
+        assert_eq!(tr.as_slice::<f32>().unwrap(), &[1., 4., 2., 5., 3., 6.]);
+        let p = pad(&x, &[0, 1, 1, 0], 0.0).unwrap();
+        assert_eq!(p.shape(), &[3, 4]);
+        assert_eq!(p.as_slice::<f32>().unwrap()[..4], [0., 1., 2., 3.]);
+        let c = concat(&[&x, &x], 1).unwrap();
+        assert_eq!(c.shape(), &[2, 6]);
+        let parts = split(&c, &[2, -1], 1).unwrap();
+        assert_eq!(parts[1].shape(), &[2, 4]);
+        let s = strided_slice(
+            &x,
+            &[0, 1],
+            &[0, 3],
+            &[1, 1],
+            SliceMasks {
+                begin: 1,
+                end: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.as_slice::<f32>().unwrap(), &[2., 3., 5., 6.]);
+        let s = strided_slice(
+            &x,
+            &[0, 2],
+            &[0, 3],
+            &[1, 1],
+            SliceMasks {
+                begin: 1,
+                end: 1,
+                shrink_axis: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.shape(), &[2]);
+        assert_eq!(s.as_slice::<f32>().unwrap(), &[3., 6.]);
+        let g = gather(&x, &Tensor::from_vec(&[2], vec![2i32, 0]).unwrap(), 1).unwrap();
+        assert_eq!(g.as_slice::<f32>().unwrap(), &[3., 1., 6., 4.]);
+        assert!(gather(&x, &Tensor::from_vec(&[1], vec![5i32]).unwrap(), 1).is_err());
+        let gn = gather_nd(&x, &Tensor::from_vec(&[2, 2], vec![1i32, 2, 0, 0]).unwrap()).unwrap();
+        assert_eq!(gn.as_slice::<f32>().unwrap(), &[6., 1.]);
+        let u = unpack(&x, 0).unwrap();
+        assert_eq!(u[1].as_slice::<f32>().unwrap(), &[4., 5., 6.]);
+        let pk = pack(&[&u[1], &u[0]], 1).unwrap();
+        assert_eq!(pk.shape(), &[3, 2]);
+        assert_eq!(reshape(&x, &[-1]).unwrap().shape(), &[6]);
+        assert!(reshape(&x, &[4, -1]).is_err());
+        let (v, i) = top_k(&t(&[4], vec![1., 3., 3., 2.]), 2).unwrap();
+        assert_eq!(v.as_slice::<f32>().unwrap(), &[3., 3.]);
+        assert_eq!(i.as_slice::<i32>().unwrap(), &[1, 2]);
+        assert_eq!(argmax(&x, 1).unwrap().as_slice::<i32>().unwrap(), &[2, 2]);
+        let m = reduce(&x, &[1], false, Reduce::Mean).unwrap();
+        assert_eq!(m.as_slice::<f32>().unwrap(), &[2., 5.]);
+        let sd = sparse_to_dense(
+            &Tensor::from_vec(&[2], vec![0i32, 3]).unwrap(),
+            &[4],
+            &Tensor::scalar(1i32),
+            &Tensor::scalar(0i32),
+        )
+        .unwrap();
+        assert_eq!(sd.as_slice::<i32>().unwrap(), &[1, 0, 0, 1]);
+        assert_eq!(
+            cast(&t(&[2], vec![-1.7, 2.9]), DType::I32)
+                .unwrap()
+                .as_slice::<i32>()
+                .unwrap(),
+            &[-1, 2]
+        );
+    }
+
+    #[test]
+    fn matmul_transposes() {
+        let a = t(&[2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let b = t(&[2, 3], vec![1., 0., 1., 0., 1., 0.]);
+        let y = matmul(&a, &b, false, true, Some(&[1.0, -100.0]), Act::Relu, None).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[5., 0., 11., 0.]);
+        assert!(matmul(&a, &b, false, false, None, Act::None, None).is_err());
+    }
+}
