@@ -6,7 +6,10 @@
 //! - [`graph`] builds an executable graph: every op is checked at load, nodes run in
 //!   topological order on the CPU ([`ops_cpu`], NHWC like TF);
 //! - [`preprocess`] turns an `image` into the model's input as TF.js would;
-//! - the node kind `graph_model` (see [`kinds`]) ties them together.
+//! - the node kind `graph_model` (see [`kinds`]) ties them together;
+//! - [`tasks`]: task nodes (`movenet`, `centernet`, `blazeface`, `person_segmentation`) that
+//!   run one model each and decode its outputs into `instances` / `semantic` as
+//!   `@vladmandic/human` does.
 //!
 //! Output convention of `graph_model`: one output port `outputs` of kind `tensor`. Its value
 //! holds the first requested output as `tensor` (the kind's main tensor) and **every**
@@ -18,6 +21,7 @@ pub mod graph;
 pub mod model;
 pub mod ops_cpu;
 pub mod preprocess;
+pub mod tasks;
 
 use std::path::Path;
 
@@ -32,7 +36,13 @@ pub use preprocess::Preprocess;
 
 /// The node kinds of this crate.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![graph_model_kind()]
+    vec![
+        graph_model_kind(),
+        tasks::movenet::kind(),
+        tasks::centernet::kind(),
+        tasks::blazeface::kind(),
+        tasks::segmentation::kind(),
+    ]
 }
 
 fn graph_model_kind() -> NodeKind {

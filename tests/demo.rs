@@ -1,0 +1,117 @@
+//! The demo pipeline (`pipelines/demo.toml`) through the real `engine` binary on the photos in
+//! assets/, with the pretrained models in models/ (`scripts/fetch-models.sh`). Without
+//! models the test prints "SKIPPED: run scripts/fetch-models.sh" and passes.
+//!
+//! The pipeline runs in a scratch directory (its outputs land there), with the `assets/` and
+//! `models/` paths of the pipeline pointed at the repository's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Category ids of a record's instances, with their scores, for those whose score >= min.
+fn categories(record: &serde_json::Value, min: f64) -> Vec<i64> {
+    record["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|i| i["score"].as_f64().unwrap_or(0.0) >= min)
+        .map(|i| i["category_id"].as_i64().expect("category_id"))
+        .collect()
+}
+
+#[test]
+fn demo_pipeline_finds_people_faces_cat_and_cup() {
+    let repo = repo();
+    let models = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("models"));
+    if !models.join("centernet.json").is_file() {
+        println!(
+            "SKIPPED: run scripts/fetch-models.sh (no models in {})",
+            models.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("engine-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let text = std::fs::read_to_string(repo.join("pipelines/demo.toml")).expect("demo.toml");
+    let text = text
+        .replace(
+            "\"assets/",
+            &format!("\"{}/", repo.join("assets").display()),
+        )
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    let pipeline = dir.join("demo.toml");
+    std::fs::write(&pipeline, text).expect("write pipeline");
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["run", pipeline.to_str().expect("utf-8 path")])
+        .current_dir(&dir)
+        .output()
+        .expect("run engine");
+    assert!(
+        out.status.success(),
+        "engine run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let jsonl = std::fs::read_to_string(dir.join("out/demo/detections.jsonl")).expect("detections");
+    let records: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(records.len(), 4, "one record per photo");
+    let by_photo = |name: &str| {
+        records
+            .iter()
+            .find(|r| r["source"].as_str().is_some_and(|s| s.ends_with(name)))
+            .unwrap_or_else(|| panic!("no record for {name}"))
+    };
+    // person (1) and face (91) on both photos of people, with MoveNet keypoints on a person.
+    for photo in ["astronaut.png", "camera.png"] {
+        let r = by_photo(photo);
+        let cats = categories(r, 0.5);
+        assert!(cats.contains(&1) && cats.contains(&91), "{photo}: {cats:?}");
+        let posed = r["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .any(|i| {
+                i["keypoints"].as_array().is_some_and(|k| {
+                    k.chunks(3)
+                        .filter(|p| p[2].as_f64().unwrap_or(0.0) > 0.0)
+                        .count()
+                        >= 8
+                })
+            });
+        assert!(
+            posed,
+            "{photo}: no instance with 8 or more confident keypoints"
+        );
+    }
+    // The cat: CenterNet calls it an animal (dog 0.43, as TF.js does), BlazeFace finds its face.
+    let cats = categories(by_photo("chelsea.png"), 0.3);
+    assert!(
+        cats.contains(&17) || cats.contains(&18),
+        "chelsea: {cats:?}"
+    );
+    assert!(cats.contains(&91), "chelsea: {cats:?}");
+    // The coffee: a cup (COCO 47).
+    let cats = categories(by_photo("coffee.png"), 0.3);
+    assert!(cats.contains(&47), "coffee: {cats:?}");
+
+    for k in 0..4 {
+        let png = dir.join(format!("out/demo/overlays/{k:06}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            png.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
