@@ -41,6 +41,7 @@ impl Registry {
             kinds: plugin_io::kinds()
                 .into_iter()
                 .chain(plugin_graph_model::kinds())
+                .chain(plugin_rcnn::kinds())
                 .map(|k| (k, Provider::BuiltIn))
                 .collect(),
         }

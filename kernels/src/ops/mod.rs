@@ -1,1 +1,378 @@
 //! Hot vision ops (RoIAlign, NMS, box coding, anchors, mask pasting, YOLACT assembly, heatmap peaks), matched to torchvision.
+//!
+//! # Conventions
+//!
+//! - **Semantics** follow the reference implementation named in each module, down to the
+//!   order of floating-point operations where that is cheap to keep (RoIAlign, NMS, box
+//!   coding, anchors and mask pasting reproduce torchvision's `f32` arithmetic; results are
+//!   usually bit-identical). `kernels/tests/ops_vs_torchvision.rs` checks every op against
+//!   fixtures written by torchvision itself (`tests/reference/make_kernel_fixtures.py`).
+//! - **Two implementations** where speed matters: a `*_reference` function that mirrors the
+//!   reference loop by loop, and the fast one (channels-last, vectorised and multi-threaded
+//!   over RoIs / masks / classes with rayon). Unit tests check that they agree (bit for bit,
+//!   except YOLACT's mask assembly, whose GEMM sums in another order: within 1e-6).
+//! - **Large outputs and buffers.** Fresh allocations of tens of megabytes cost page faults
+//!   that can exceed the computation itself. Where that matters there is a variant that reuses
+//!   memory across frames: [`roi_align_with`] / [`MultiScaleRoIAlign::forward_with`] keep the
+//!   channels-last copies of the feature maps in a [`RoiAlignWorkspace`];
+//!   [`paste_masks_into`] writes into a caller's buffer, and [`paste_masks_regions`] returns
+//!   only the visible part of each mask.
+//! - **Vector code** is plain Rust that LLVM vectorises, compiled for AVX-512 and AVX2 and
+//!   picked at run time (`simd.rs`); no variant changes a result.
+//! - **Boxes** are `[x1, y1, x2, y2]` in `f32` (`&[[f32; 4]]`); RoIs are
+//!   `[batch_index, x1, y1, x2, y2]` (`&[[f32; 5]]`), as in torchvision.
+//! - **Feature maps** are `NCHW` `f32` `ndarray` views (any strides; a non-standard layout is
+//!   copied once). Outputs are owned `ndarray` arrays.
+//! - **Ties.** Where the reference sorts by score with an unstable sort (torchvision's `nms`,
+//!   `batched_nms`, YOLACT's FastNMS, `torch.topk`), equal scores are ordered here by
+//!   ascending index (a stable order). torch's own order for ties is an implementation detail
+//!   of its CPU sort (x86-simd-sort on AVX2/AVX-512 machines: stable up to 16 elements,
+//!   arbitrary beyond) and differs between machines, so no implementation can match it in
+//!   general; without ties every result is identical.
+//! - **NaN.** Nothing panics or reads out of bounds on NaN or infinite input. Each function
+//!   documents what it returns; where torchvision defines a result (NMS, box coding), it is
+//!   the same here.
+//! - **Errors.** Shapes that do not fit, lengths that differ and invalid parameters return
+//!   [`OpError`].
+
+pub mod anchors;
+pub mod boxes;
+pub mod heatmap;
+pub mod nms;
+pub mod paste_masks;
+pub mod poolers;
+pub mod roi_align;
+mod simd;
+pub mod yolact;
+
+pub use anchors::AnchorGenerator;
+pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxCoder};
+pub use heatmap::{centernet_topk, extract_peaks, heatmap_nms, topk_flat, Peak};
+pub use nms::{batched_nms, nms};
+pub use paste_masks::{paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion};
+pub use poolers::{LevelMapper, MultiScaleRoIAlign};
+pub use roi_align::{
+    roi_align, roi_align_nhwc, roi_align_tensor, roi_align_with, RoiAlignParams, RoiAlignWorkspace,
+};
+pub use yolact::{assemble_masks, fast_nms, FastNmsConfig, YolactDetection};
+
+use crate::tensor::TensorError;
+
+/// Errors of the vision ops.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OpError {
+    /// An input does not have the shape (or length) the op needs.
+    #[error("{op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    /// A parameter or a value in the input is out of the range the op accepts.
+    #[error("{op}: {detail}")]
+    Invalid { op: &'static str, detail: String },
+    /// A tensor has the wrong dtype or could not be built.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
+
+impl OpError {
+    pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> OpError {
+        OpError::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> OpError {
+        OpError::Invalid {
+            op,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Checks that two slices that describe the same items have the same length.
+pub(crate) fn check_same_len(
+    op: &'static str,
+    a_name: &str,
+    a: usize,
+    b_name: &str,
+    b: usize,
+) -> Result<(), OpError> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(OpError::shape(
+            op,
+            format!("{a_name} has {a} elements but {b_name} has {b}"),
+        ))
+    }
+}
+
+/// Descending order of `scores` (NaN counts as the largest value, as in torch's sort), ties
+/// broken by ascending index. Deterministic; equals a stable descending sort.
+pub(crate) fn argsort_desc(scores: &[f32]) -> Vec<usize> {
+    top_k_desc(scores, scores.len())
+}
+
+/// Maps a value to a `u32` whose order is the order of [`desc_cmp`] reversed: NaN largest,
+/// `-0 == +0`.
+#[inline(always)]
+pub(crate) fn rank_bits(v: f32) -> u32 {
+    if v.is_nan() {
+        return u32::MAX;
+    }
+    let v = if v == 0.0 { 0.0 } else { v };
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Indices of the `k` largest values (NaN largest, ties by ascending index), best first: the
+/// first `k` of [`argsort_desc`], found by selection on packed integer keys.
+pub(crate) fn top_k_desc(values: &[f32], k: usize) -> Vec<usize> {
+    let k = k.min(values.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if values.len() > u32::MAX as usize {
+        let mut idx: Vec<usize> = (0..values.len()).collect();
+        idx.sort_by(|a, b| desc_cmp(values[*a], values[*b]));
+        idx.truncate(k);
+        return idx;
+    }
+    // Sort keys: best first, then ascending index.
+    let key = |i: usize| (((!rank_bits(values[i])) as u64) << 32) | i as u64;
+    // When at least k values are above zero (or NaN), the top k are among them: skip the
+    // rest (after suppression most of a heatmap is zero).
+    let zero = rank_bits(0.0);
+    let above = values.iter().filter(|&&v| rank_bits(v) > zero).count();
+    let mut keys: Vec<u64> = if above >= k && above < values.len() {
+        (0..values.len())
+            .filter(|&i| rank_bits(values[i]) > zero)
+            .map(key)
+            .collect()
+    } else {
+        (0..values.len()).map(key).collect()
+    };
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
+    }
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|kk| (kk & 0xFFFF_FFFF) as usize)
+        .collect()
+}
+
+/// Ordering that puts larger values first, NaN before everything.
+#[inline]
+pub(crate) fn desc_cmp(a: f32, b: f32) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        // Neither is NaN, so partial_cmp is total here (-0.0 == 0.0, as in torch).
+        (false, false) => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// `exp(x)` for `f32`, vectorisable (Cephes `expf`: range reduction by `ln 2` and a degree-6
+/// polynomial; within 2 ulp of the correctly rounded value). Overflows to `inf` above 88.72,
+/// flushes to 0 below -87.3; NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // f32::clamp keeps NaN.
+    let xc = x.clamp(-87.3, 88.72);
+    let n = (xc * LOG2E).round_ties_even();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let z = r * r;
+    let p = ((((1.987_569e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_5e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * z + r + 1.0;
+    // 2^n by building the exponent bits; n is in [-126, 128] after the clamp, so 2^128 is
+    // applied as 2^127 · 2.
+    let ni = n as i32;
+    let (e, extra) = if ni > 0 { (ni - 1, 2.0) } else { (ni, 1.0) };
+    let scale = f32::from_bits(((e + 127).clamp(1, 254) as u32) << 23);
+    let v = y * scale * extra;
+    if x > 88.72 {
+        f32::INFINITY
+    } else if x < -87.3 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// `std::max(a, b)` of C++: `(a < b) ? b : a` (keeps `a` when either is NaN).
+#[inline(always)]
+pub(crate) fn cxx_max(a: f32, b: f32) -> f32 {
+    if a < b {
+        b
+    } else {
+        a
+    }
+}
+
+/// `std::min(a, b)` of C++: `(b < a) ? b : a` (keeps `a` when either is NaN).
+#[inline(always)]
+pub(crate) fn cxx_min(a: f32, b: f32) -> f32 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// `torch.maximum`/`torch.max(a, b)`: NaN if either is NaN.
+#[inline(always)]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a < b {
+        b
+    } else {
+        a
+    }
+}
+
+/// `torch.minimum`/`torch.min(a, b)`: NaN if either is NaN.
+#[inline(always)]
+pub(crate) fn nan_min(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// `torch.clamp(x, min=lo)` (NaN stays NaN).
+#[inline(always)]
+pub(crate) fn clamp_min(x: f32, lo: f32) -> f32 {
+    if x < lo {
+        lo
+    } else {
+        x
+    }
+}
+
+/// `torch.clamp(x, max=hi)` (NaN stays NaN).
+#[inline(always)]
+pub(crate) fn clamp_max(x: f32, hi: f32) -> f32 {
+    if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
+/// The largest `f32` that is `<= t` (for `f32 > f64` comparisons that must equal C++'s
+/// promotion of the `f32` to `double`): for every `f32` `v`, `v > t` iff `v > round_down(t)`.
+pub(crate) fn f32_round_down(t: f64) -> f32 {
+    let r = t as f32; // round to nearest
+    if t.is_nan() {
+        return f32::NAN;
+    }
+    if (r as f64) > t {
+        // r is the next f32 above t; step one ulp down.
+        next_down(r)
+    } else {
+        r
+    }
+}
+
+fn next_down(x: f32) -> f32 {
+    if x.is_nan() || x == f32::NEG_INFINITY {
+        return x;
+    }
+    if x == 0.0 {
+        return -f32::from_bits(1);
+    }
+    let bits = x.to_bits();
+    if x > 0.0 {
+        f32::from_bits(bits - 1)
+    } else {
+        f32::from_bits(bits + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_down_matches_double_comparison() {
+        for t in [0.3f64, 0.7, 0.5, 0.45, 1e-6, 0.0, 1.0, 0.1, 0.9] {
+            let r = f32_round_down(t);
+            assert!(r as f64 <= t);
+            // The next f32 above r is above t.
+            let up = f32::from_bits(r.to_bits() + 1);
+            assert!(up as f64 > t || r == 0.0);
+            for v in [r, up, t as f32, next_down(r)] {
+                assert_eq!(v as f64 > t, v > r, "t={t} v={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn argsort_puts_nan_first_and_ties_by_index() {
+        let s = [
+            0.5,
+            f32::NAN,
+            0.9,
+            0.5,
+            -1.0,
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            -f32::INFINITY,
+        ];
+        assert_eq!(argsort_desc(&s), vec![1, 5, 8, 2, 0, 3, 6, 7, 4, 9]);
+        assert_eq!(top_k_desc(&s, 3), vec![1, 5, 8]);
+        assert_eq!(top_k_desc(&s, 7), vec![1, 5, 8, 2, 0, 3, 6]);
+        // Against a plain stable sort.
+        let v: Vec<f32> = (0..500).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let mut want: Vec<usize> = (0..v.len()).collect();
+        want.sort_by(|&a, &b| desc_cmp(v[a], v[b]));
+        assert_eq!(argsort_desc(&v), want);
+        for k in [0, 1, 10, 300, 500, 600] {
+            assert_eq!(top_k_desc(&v, k), want[..k.min(500)].to_vec());
+        }
+    }
+
+    #[test]
+    fn exp_fast_is_within_2_ulp() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.5 {
+            let (a, b) = (exp_fast(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "{worst}");
+        assert!(exp_fast(f32::NAN).is_nan());
+        assert_eq!(exp_fast(100.0), f32::INFINITY);
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert_eq!(exp_fast(0.0), 1.0);
+    }
+
+    #[test]
+    fn cxx_min_max_keep_first_on_nan() {
+        assert!(cxx_max(f32::NAN, 1.0).is_nan());
+        assert_eq!(cxx_max(1.0, f32::NAN), 1.0);
+        assert!(cxx_min(f32::NAN, 1.0).is_nan());
+        assert_eq!(cxx_min(1.0, f32::NAN), 1.0);
+        assert!(nan_max(1.0, f32::NAN).is_nan());
+        assert!(nan_min(f32::NAN, 1.0).is_nan());
+    }
+}

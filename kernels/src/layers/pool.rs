@@ -1,0 +1,301 @@
+//! Pooling on `[N, C, H, W]`: max, average (torch's `padding`, `ceil_mode`,
+//! `count_include_pad`, `divisor_override`) and adaptive average, parallel over planes.
+
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
+
+use super::{checked_numel, invalid, shape_err, Result};
+
+/// Kernel, stride, padding, dilation (max pooling only) and `ceil_mode`, as torch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub ceil_mode: bool,
+}
+
+impl Pool2dParams {
+    /// A `k x k` window with stride `k` (torch's default `stride = kernel_size`).
+    pub fn new(k: usize) -> Self {
+        Pool2dParams {
+            kernel: (k, k),
+            stride: (k, k),
+            padding: (0, 0),
+            dilation: (1, 1),
+            ceil_mode: false,
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = (s, s);
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = (p, p);
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+    pub fn ceil_mode(mut self, c: bool) -> Self {
+        self.ceil_mode = c;
+        self
+    }
+}
+
+/// torch's `pooling_output_shape`: floor (or ceil) division, and in ceil mode the last window
+/// must start inside the input or the left padding.
+fn pool_out(
+    op: &'static str,
+    input: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    ceil: bool,
+) -> Result<usize> {
+    let num = input as i64 + 2 * p as i64 - d as i64 * (k as i64 - 1) - 1
+        + if ceil { s as i64 - 1 } else { 0 };
+    let mut out = num.div_euclid(s as i64) + 1;
+    if ceil && (out - 1) * s as i64 >= input as i64 + p as i64 {
+        out -= 1;
+    }
+    if out <= 0 {
+        return shape_err(
+            op,
+            format!(
+                "input size {input} gives an empty output (kernel {k}, padding {p}, dilation {d})"
+            ),
+        );
+    }
+    Ok(out as usize)
+}
+
+fn check(op: &'static str, x: &ArrayView4<'_, f32>, p: &Pool2dParams) -> Result<(usize, usize)> {
+    let (kh, kw) = p.kernel;
+    if kh == 0
+        || kw == 0
+        || p.stride.0 == 0
+        || p.stride.1 == 0
+        || p.dilation.0 == 0
+        || p.dilation.1 == 0
+    {
+        return invalid(
+            op,
+            format!("kernel, stride and dilation must be positive: {p:?}"),
+        );
+    }
+    if p.padding.0 > kh / 2 || p.padding.1 > kw / 2 {
+        return invalid(
+            op,
+            format!(
+                "padding {:?} must be at most half of the kernel {:?}",
+                p.padding, p.kernel
+            ),
+        );
+    }
+    let (_, _, h, w) = x.dim();
+    Ok((
+        pool_out(
+            op,
+            h,
+            kh,
+            p.stride.0,
+            p.padding.0,
+            p.dilation.0,
+            p.ceil_mode,
+        )?,
+        pool_out(
+            op,
+            w,
+            kw,
+            p.stride.1,
+            p.padding.1,
+            p.dilation.1,
+            p.ceil_mode,
+        )?,
+    ))
+}
+
+fn run_planes<F>(
+    op: &'static str,
+    x: ArrayView4<'_, f32>,
+    oh: usize,
+    ow: usize,
+    f: F,
+) -> Result<Array4<f32>>
+where
+    F: Fn(&[f32], &mut [f32]) + Sync,
+{
+    let (n, c, h, w) = x.dim();
+    let total = checked_numel(op, &[n, c, oh, ow])?;
+    let mut out = super::zeroed(total);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op,
+        msg: "not contiguous".into(),
+    })?;
+    if total > 0 {
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(i, o)| f(&xs[i * h * w..][..h * w], o));
+    }
+    Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(op, e.to_string()))
+}
+
+/// `torch.nn.functional.max_pool2d` (padding counts as −∞; NaN propagates).
+pub fn max_pool2d(x: ArrayView4<'_, f32>, p: Pool2dParams) -> Result<Array4<f32>> {
+    const OP: &str = "max_pool2d";
+    let (oh, ow) = check(OP, &x, &p)?;
+    let (_, _, h, w) = x.dim();
+    run_planes(OP, x, oh, ow, |src, dst| {
+        for oy in 0..oh {
+            let mut ys = (oy * p.stride.0) as i64 - p.padding.0 as i64;
+            let ye = (ys + ((p.kernel.0 - 1) * p.dilation.0) as i64 + 1).min(h as i64);
+            while ys < 0 {
+                ys += p.dilation.0 as i64;
+            }
+            for ox in 0..ow {
+                let mut xs0 = (ox * p.stride.1) as i64 - p.padding.1 as i64;
+                let xe = (xs0 + ((p.kernel.1 - 1) * p.dilation.1) as i64 + 1).min(w as i64);
+                while xs0 < 0 {
+                    xs0 += p.dilation.1 as i64;
+                }
+                let mut m = f32::NEG_INFINITY;
+                let mut y = ys;
+                while y < ye {
+                    let row = &src[y as usize * w..][..w];
+                    let mut xx = xs0;
+                    while xx < xe {
+                        let v = row[xx as usize];
+                        if v > m || v.is_nan() {
+                            m = v;
+                        }
+                        xx += p.dilation.1 as i64;
+                    }
+                    y += p.dilation.0 as i64;
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+    })
+}
+
+/// `torch.nn.functional.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad,
+/// divisor_override)`. `p.dilation` must be 1 (torch has none for average pooling).
+pub fn avg_pool2d(
+    x: ArrayView4<'_, f32>,
+    p: Pool2dParams,
+    count_include_pad: bool,
+    divisor_override: Option<usize>,
+) -> Result<Array4<f32>> {
+    const OP: &str = "avg_pool2d";
+    if p.dilation != (1, 1) {
+        return invalid(OP, "average pooling has no dilation");
+    }
+    if divisor_override == Some(0) {
+        return invalid(OP, "divisor_override must be positive");
+    }
+    let (oh, ow) = check(OP, &x, &p)?;
+    let (_, _, h, w) = x.dim();
+    let (h, w) = (h as i64, w as i64);
+    let (kh, kw) = (p.kernel.0 as i64, p.kernel.1 as i64);
+    let (ph, pw) = (p.padding.0 as i64, p.padding.1 as i64);
+    run_planes(OP, x, oh, ow, |src, dst| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut y0 = oy as i64 * p.stride.0 as i64 - ph;
+                let mut x0 = ox as i64 * p.stride.1 as i64 - pw;
+                let mut y1 = (y0 + kh).min(h + ph);
+                let mut x1 = (x0 + kw).min(w + pw);
+                let pool_size = (y1 - y0) * (x1 - x0);
+                y0 = y0.max(0);
+                x0 = x0.max(0);
+                y1 = y1.min(h);
+                x1 = x1.min(w);
+                if y0 >= y1 || x0 >= x1 {
+                    dst[oy * ow + ox] = 0.0;
+                    continue;
+                }
+                let mut s = 0f32;
+                for y in y0..y1 {
+                    for xx in x0..x1 {
+                        s += src[(y * w + xx) as usize];
+                    }
+                }
+                let div = match divisor_override {
+                    Some(d) => d as i64,
+                    None if count_include_pad => pool_size,
+                    None => (y1 - y0) * (x1 - x0),
+                };
+                dst[oy * ow + ox] = s / div as f32;
+            }
+        }
+    })
+}
+
+/// `torch.nn.functional.adaptive_avg_pool2d(x, (out_h, out_w))`: window `i` spans
+/// `[floor(i·in/out), ceil((i+1)·in/out))`.
+pub fn adaptive_avg_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Result<Array4<f32>> {
+    const OP: &str = "adaptive_avg_pool2d";
+    let (_, _, h, w) = x.dim();
+    let (oh, ow) = out;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, "output size must be positive");
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, "input has an empty spatial size");
+    }
+    let start = |a: usize, o: usize, i: usize| (a * i) / o;
+    let end = |a: usize, o: usize, i: usize| ((a + 1) * i).div_ceil(o);
+    run_planes(OP, x, oh, ow, |src, dst| {
+        for oy in 0..oh {
+            let (y0, y1) = (start(oy, oh, h), end(oy, oh, h));
+            for ox in 0..ow {
+                let (x0, x1) = (start(ox, ow, w), end(ox, ow, w));
+                let mut s = 0f32;
+                for y in y0..y1 {
+                    for v in &src[y * w + x0..y * w + x1] {
+                        s += v;
+                    }
+                }
+                dst[oy * ow + ox] = s / ((y1 - y0) * (x1 - x0)) as f32;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    #[test]
+    fn output_sizes_follow_torch() {
+        // torch: MaxPool2d(3, 2, ceil_mode=True) on 6 -> 3 (the last window would start at 6 = input)
+        assert_eq!(pool_out("t", 6, 3, 2, 0, 1, true).unwrap(), 3);
+        assert_eq!(pool_out("t", 7, 3, 2, 0, 1, true).unwrap(), 3);
+        assert_eq!(pool_out("t", 8, 3, 2, 0, 1, true).unwrap(), 4);
+        assert_eq!(pool_out("t", 8, 3, 2, 0, 1, false).unwrap(), 3);
+        assert_eq!(pool_out("t", 112, 3, 2, 1, 1, false).unwrap(), 56);
+        assert!(pool_out("t", 1, 3, 1, 0, 1, false).is_err());
+    }
+
+    #[test]
+    fn small_pools() {
+        let x = Array::from_shape_vec((1, 1, 3, 3), (1..=9).map(|v| v as f32).collect()).unwrap();
+        let m = max_pool2d(x.view(), Pool2dParams::new(2).stride(1)).unwrap();
+        assert_eq!(m.as_slice().unwrap(), &[5.0, 6.0, 8.0, 9.0]);
+        let a = avg_pool2d(x.view(), Pool2dParams::new(2).padding(1), false, None).unwrap();
+        assert_eq!(a.as_slice().unwrap(), &[1.0, 2.5, 5.5, 7.0]);
+        let a = avg_pool2d(x.view(), Pool2dParams::new(2).padding(1), true, None).unwrap();
+        assert_eq!(a.as_slice().unwrap(), &[0.25, 1.25, 2.75, 7.0]);
+        let g = adaptive_avg_pool2d(x.view(), (1, 1)).unwrap();
+        assert_eq!(g.as_slice().unwrap(), &[5.0]);
+        assert!(max_pool2d(x.view(), Pool2dParams::new(2).padding(2)).is_err());
+        assert!(max_pool2d(x.view(), Pool2dParams::new(0)).is_err());
+        assert!(max_pool2d(x.view(), Pool2dParams::new(4)).is_err());
+    }
+}

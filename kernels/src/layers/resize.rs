@@ -1,0 +1,305 @@
+//! Nearest and bilinear resizing of `[N, C, H, W]` with PyTorch's and TensorFlow's
+//! coordinate conventions.
+//!
+//! | mode | source coordinate of output index `d` (`s = in/out` unless noted) | same as |
+//! | --- | --- | --- |
+//! | [`ResizeMode::Nearest`] | `min(floor(d·s), in-1)` | torch `"nearest"`, TF legacy nearest |
+//! | [`ResizeMode::NearestExact`] | `min(floor((d+0.5)·s), in-1)` | torch `"nearest-exact"`, TF nearest `half_pixel_centers=True` |
+//! | [`ResizeMode::TfNearestAlignCorners`] | `round(d·(in-1)/(out-1))` (half away from 0) | TF nearest `align_corners=True` |
+//! | [`ResizeMode::Bilinear`] `{align_corners: false}` | `max((d+0.5)·s - 0.5, 0)` | torch bilinear, TF `half_pixel_centers=True` up to rounding |
+//! | [`ResizeMode::Bilinear`] `{align_corners: true}` | `d·(in-1)/(out-1)` (0 when `out = 1`) | torch and TF `align_corners=True` |
+//! | [`ResizeMode::TfBilinearLegacy`] | `d·s` (`align_corners=False, half_pixel_centers=False`) | TF1 `resize_bilinear` default |
+//! | [`ResizeMode::TfBilinearHalfPixel`] | `(d+0.5)·s - 0.5`, lower index clamped at 0 | TF2 `tf.image.resize` bilinear |
+//!
+//! Torch modes compute the scale and weights in f32 exactly as ATen's CPU kernels do
+//! (`h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11)`); TF modes use TF's
+//! `top + (bottom - top)·y_lerp` form. When torch is given a `scale_factor` (and
+//! `recompute_scale_factor` is not set) its kernels use `1/scale_factor` instead of `in/out`:
+//! pass it through [`resize_with_scale`].
+
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
+
+use super::{checked_numel, invalid, shape_err, Result};
+
+/// Interpolation and coordinate convention; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest,
+    NearestExact,
+    TfNearestAlignCorners,
+    Bilinear { align_corners: bool },
+    TfBilinearLegacy,
+    TfBilinearHalfPixel,
+}
+
+/// For one axis: per output index, the two source indices and their weights.
+#[derive(Clone, Debug)]
+pub(crate) struct AxisTable {
+    pub i0: Vec<usize>,
+    pub i1: Vec<usize>,
+    pub l0: Vec<f32>,
+    pub l1: Vec<f32>,
+}
+
+/// torch's `area_pixel_compute_scale` / `compute_scales_value` (f32).
+fn torch_scale(input: usize, out: usize, align_corners: bool, scale: Option<f64>) -> f32 {
+    if align_corners {
+        if out > 1 {
+            (input as f32 - 1.0) / (out as f32 - 1.0)
+        } else {
+            0.0
+        }
+    } else {
+        match scale {
+            Some(s) if s > 0.0 => (1.0 / s) as f32,
+            _ => input as f32 / out as f32,
+        }
+    }
+}
+
+fn tf_scale(input: usize, out: usize, align_corners: bool) -> f32 {
+    if align_corners && out > 1 {
+        (input as f32 - 1.0) / (out as f32 - 1.0)
+    } else {
+        input as f32 / out as f32
+    }
+}
+
+pub(crate) fn axis_table(
+    input: usize,
+    out: usize,
+    mode: ResizeMode,
+    scale: Option<f64>,
+) -> AxisTable {
+    let mut t = AxisTable {
+        i0: Vec::with_capacity(out),
+        i1: Vec::with_capacity(out),
+        l0: Vec::with_capacity(out),
+        l1: Vec::with_capacity(out),
+    };
+    let last = input - 1;
+    let mut push = |i0: usize, i1: usize, l1: f32| {
+        t.i0.push(i0.min(last));
+        t.i1.push(i1.min(last));
+        t.l0.push(1.0 - l1);
+        t.l1.push(l1);
+    };
+    match mode {
+        ResizeMode::Nearest | ResizeMode::NearestExact => {
+            let s = torch_scale(input, out, false, scale);
+            let half = if mode == ResizeMode::NearestExact {
+                0.5
+            } else {
+                0.0
+            };
+            for d in 0..out {
+                let i = if mode == ResizeMode::Nearest && out == input {
+                    d
+                } else if mode == ResizeMode::Nearest && out == 2 * input {
+                    d >> 1
+                } else {
+                    ((d as f32 + half) * s).floor().max(0.0) as usize
+                };
+                push(i, i, 0.0);
+            }
+        }
+        ResizeMode::TfNearestAlignCorners => {
+            let s = tf_scale(input, out, true);
+            for d in 0..out {
+                let i = (d as f32 * s).round().max(0.0) as usize;
+                push(i, i, 0.0);
+            }
+        }
+        ResizeMode::Bilinear { align_corners } => {
+            let s = torch_scale(input, out, align_corners, scale);
+            for d in 0..out {
+                let src = if align_corners {
+                    s * d as f32
+                } else {
+                    (s * (d as f32 + 0.5) - 0.5).max(0.0)
+                };
+                let i0 = (src.floor() as usize).min(last);
+                let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+                let i1 = if i0 < last { i0 + 1 } else { i0 };
+                push(i0, i1, l1);
+            }
+        }
+        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel => {
+            let s = tf_scale(input, out, false);
+            for d in 0..out {
+                let src = if mode == ResizeMode::TfBilinearHalfPixel {
+                    (d as f32 + 0.5) * s - 0.5
+                } else {
+                    d as f32 * s
+                };
+                let f = src.floor();
+                let lo = f.max(0.0) as usize;
+                let hi = (src.ceil().max(0.0) as usize).min(last);
+                push(lo, hi, src - f);
+            }
+        }
+    }
+    t
+}
+
+/// Resizes `[N, C, H, W]` to `size = (out_h, out_w)`.
+pub fn resize(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    mode: ResizeMode,
+) -> Result<Array4<f32>> {
+    resize_with_scale(x, size, mode, None)
+}
+
+/// torch's `F.interpolate(x, scale_factor=(sh, sw), mode=..., recompute_scale_factor=...)`:
+/// the output size is `floor(in·scale)`; with `recompute_scale_factor` the kernel then uses
+/// `in/out` (as [`resize`]), otherwise `1/scale`. Only torch modes accept a scale factor.
+pub fn interpolate_scale(
+    x: ArrayView4<'_, f32>,
+    scale_factor: (f64, f64),
+    mode: ResizeMode,
+    recompute_scale_factor: bool,
+) -> Result<Array4<f32>> {
+    let (_, _, h, w) = x.dim();
+    let (sh, sw) = scale_factor;
+    if !(sh.is_finite() && sw.is_finite() && sh > 0.0 && sw > 0.0) {
+        return invalid(
+            "interpolate",
+            format!("scale factor {scale_factor:?} must be positive and finite"),
+        );
+    }
+    let oh = (h as f64 * sh).floor();
+    let ow = (w as f64 * sw).floor();
+    if oh > u32::MAX as f64 || ow > u32::MAX as f64 {
+        return shape_err("interpolate", "output size overflows");
+    }
+    let scales = if recompute_scale_factor {
+        None
+    } else {
+        Some((sh, sw))
+    };
+    resize_with_scale(x, (oh as usize, ow as usize), mode, scales)
+}
+
+/// [`resize`] with torch's explicit `scale_factor` (used by the kernel instead of `in/out`).
+pub fn resize_with_scale(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    mode: ResizeMode,
+    scales: Option<(f64, f64)>,
+) -> Result<Array4<f32>> {
+    const OP: &str = "resize";
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = size;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, format!("output size {size:?} must be positive"));
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
+    }
+    if scales.is_some()
+        && !matches!(
+            mode,
+            ResizeMode::Nearest
+                | ResizeMode::NearestExact
+                | ResizeMode::Bilinear {
+                    align_corners: false
+                }
+        )
+    {
+        return invalid(OP, format!("a scale factor is meaningless for {mode:?}"));
+    }
+    let total = checked_numel(OP, &[n, c, oh, ow])?;
+    let ty = axis_table(h, oh, mode, scales.map(|s| s.0));
+    let tx = axis_table(w, ow, mode, scales.map(|s| s.1));
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let mut out = super::zeroed(total);
+    let tf = matches!(
+        mode,
+        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel
+    );
+    let nearest = matches!(
+        mode,
+        ResizeMode::Nearest | ResizeMode::NearestExact | ResizeMode::TfNearestAlignCorners
+    );
+    out.par_chunks_mut(ow).enumerate().for_each(|(r, orow)| {
+        let (plane, oy) = (r / oh, r % oh);
+        let src = &xs[plane * h * w..][..h * w];
+        let r0 = &src[ty.i0[oy] * w..][..w];
+        let r1 = &src[ty.i1[oy] * w..][..w];
+        let (a0, a1) = (ty.l0[oy], ty.l1[oy]);
+        if nearest {
+            for (ox, o) in orow.iter_mut().enumerate() {
+                *o = r0[tx.i0[ox]];
+            }
+        } else if tf {
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let (j0, j1, xl) = (tx.i0[ox], tx.i1[ox], tx.l1[ox]);
+                let top = r0[j0] + (r0[j1] - r0[j0]) * xl;
+                let bottom = r1[j0] + (r1[j1] - r1[j0]) * xl;
+                *o = top + (bottom - top) * a1;
+            }
+        } else {
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let (j0, j1, b0, b1) = (tx.i0[ox], tx.i1[ox], tx.l0[ox], tx.l1[ox]);
+                *o = a0 * (b0 * r0[j0] + b1 * r0[j1]) + a1 * (b0 * r1[j0] + b1 * r1[j1]);
+            }
+        }
+    });
+    Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    #[test]
+    fn identity_and_upsample() {
+        let x = Array::from_shape_vec((1, 1, 2, 2), vec![0.0f32, 1.0, 2.0, 3.0]).unwrap();
+        for mode in [
+            ResizeMode::Nearest,
+            ResizeMode::NearestExact,
+            ResizeMode::Bilinear {
+                align_corners: false,
+            },
+            ResizeMode::Bilinear {
+                align_corners: true,
+            },
+            ResizeMode::TfBilinearLegacy,
+            ResizeMode::TfBilinearHalfPixel,
+        ] {
+            assert_eq!(resize(x.view(), (2, 2), mode).unwrap(), x, "{mode:?}");
+        }
+        let y = resize(
+            x.view(),
+            (3, 3),
+            ResizeMode::Bilinear {
+                align_corners: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            y.as_slice().unwrap(),
+            &[0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0]
+        );
+        let y = resize(x.view(), (1, 4), ResizeMode::TfBilinearLegacy).unwrap();
+        assert_eq!(y.as_slice().unwrap(), &[0.0, 0.5, 1.0, 1.0]);
+        let y = resize(x.view(), (4, 4), ResizeMode::Nearest).unwrap();
+        assert_eq!(y[[0, 0, 3, 3]], 3.0);
+        assert!(resize(x.view(), (0, 4), ResizeMode::Nearest).is_err());
+        assert!(interpolate_scale(x.view(), (-1.0, 2.0), ResizeMode::Nearest, false).is_err());
+        assert!(resize_with_scale(
+            x.view(),
+            (4, 4),
+            ResizeMode::TfBilinearLegacy,
+            Some((2.0, 2.0))
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,500 @@
+//! Tensor shape and selection ops: concat, split, slice, pad, permute/transpose, reshape,
+//! softmax, argmax, top-k and gather. Axes may be negative (counted from the end, as torch).
+
+use ndarray::{concatenate, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
+
+use super::{checked_numel, invalid, shape_err, Result};
+
+/// Resolves a possibly negative axis against `ndim`.
+pub fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    if a < 0 || a as usize >= ndim {
+        return invalid(op, format!("axis {axis} is out of range for rank {ndim}"));
+    }
+    Ok(a as usize)
+}
+
+/// `torch.cat(xs, dim=axis)`.
+pub fn concat<T: Copy>(xs: &[ArrayViewD<'_, T>], axis: isize) -> Result<ArrayD<T>> {
+    const OP: &str = "concat";
+    let Some(first) = xs.first() else {
+        return invalid(OP, "no inputs");
+    };
+    let ax = normalize_axis(OP, axis, first.ndim())?;
+    for x in xs {
+        let same = x.ndim() == first.ndim()
+            && x.shape()
+                .iter()
+                .zip(first.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == ax || a == b);
+        if !same {
+            return shape_err(
+                OP,
+                format!(
+                    "cannot concatenate {:?} with {:?} along axis {ax}",
+                    x.shape(),
+                    first.shape()
+                ),
+            );
+        }
+    }
+    concatenate(Axis(ax), xs).or_else(|e| shape_err(OP, e.to_string()))
+}
+
+/// `torch.split(x, sizes, dim=axis)` with explicit section sizes (they must add up).
+pub fn split<T: Copy>(
+    x: ArrayViewD<'_, T>,
+    sizes: &[usize],
+    axis: isize,
+) -> Result<Vec<ArrayD<T>>> {
+    const OP: &str = "split";
+    let ax = normalize_axis(OP, axis, x.ndim())?;
+    let total: usize = sizes.iter().sum();
+    if total != x.shape()[ax] {
+        return shape_err(
+            OP,
+            format!("sections {sizes:?} do not add up to {}", x.shape()[ax]),
+        );
+    }
+    let mut start = 0;
+    Ok(sizes
+        .iter()
+        .map(|&s| {
+            let part = x
+                .slice_axis(Axis(ax), Slice::from(start..start + s))
+                .to_owned();
+            start += s;
+            part
+        })
+        .collect())
+}
+
+/// `torch.split(x, size, dim=axis)` with one chunk size (the last chunk may be shorter).
+pub fn split_even<T: Copy>(
+    x: ArrayViewD<'_, T>,
+    size: usize,
+    axis: isize,
+) -> Result<Vec<ArrayD<T>>> {
+    if size == 0 {
+        return invalid("split", "chunk size must be positive");
+    }
+    let ax = normalize_axis("split", axis, x.ndim())?;
+    let len = x.shape()[ax];
+    let mut sizes = vec![size; len / size];
+    if !len.is_multiple_of(size) {
+        sizes.push(len % size);
+    }
+    split(x, &sizes, axis)
+}
+
+/// `x[..., start:end:step, ...]` on `axis` with Python slice semantics (negative bounds count
+/// from the end, out-of-range bounds clamp; `step` must be positive, as torch).
+pub fn slice<T: Copy>(
+    x: ArrayViewD<'_, T>,
+    axis: isize,
+    start: isize,
+    end: isize,
+    step: usize,
+) -> Result<ArrayD<T>> {
+    const OP: &str = "slice";
+    if step == 0 {
+        return invalid(OP, "step must be positive");
+    }
+    let ax = normalize_axis(OP, axis, x.ndim())?;
+    let len = x.shape()[ax] as isize;
+    let clampi = |i: isize| if i < 0 { (i + len).max(0) } else { i.min(len) };
+    let (s, e) = (clampi(start), clampi(end));
+    let e = e.max(s);
+    Ok(
+        x.slice_axis(Axis(ax), Slice::new(s, Some(e), step as isize))
+            .to_owned(),
+    )
+}
+
+/// Padding modes of [`pad`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadMode<T> {
+    Constant(T),
+    /// Mirror without repeating the edge (torch `"reflect"`; padding must be < the size).
+    Reflect,
+    /// Repeat the edge (torch `"replicate"`).
+    Replicate,
+}
+
+/// `torch.nn.functional.pad(x, pads, mode)`: `pads` lists `(before, after)` pairs starting at
+/// the **last** axis, as torch's flat `(left, right, top, bottom, ...)`.
+pub fn pad<T: Copy>(
+    x: ArrayViewD<'_, T>,
+    pads: &[(usize, usize)],
+    mode: PadMode<T>,
+) -> Result<ArrayD<T>> {
+    const OP: &str = "pad";
+    let nd = x.ndim();
+    if pads.len() > nd {
+        return shape_err(
+            OP,
+            format!("{} padding pairs for a rank-{nd} input", pads.len()),
+        );
+    }
+    let mut full = vec![(0usize, 0usize); nd];
+    for (i, &p) in pads.iter().enumerate() {
+        full[nd - 1 - i] = p;
+    }
+    let mut shape = Vec::with_capacity(nd);
+    for (d, &(a, b)) in full.iter().enumerate() {
+        let len = x.shape()[d];
+        if matches!(mode, PadMode::Reflect) && (a > 0 || b > 0) && (a >= len || b >= len) {
+            return shape_err(
+                OP,
+                format!("reflect padding {a},{b} must be smaller than the size {len}"),
+            );
+        }
+        if matches!(mode, PadMode::Replicate) && (a > 0 || b > 0) && len == 0 {
+            return shape_err(OP, "cannot replicate an empty axis");
+        }
+        shape.push(len.checked_add(a).and_then(|v| v.checked_add(b)).ok_or(
+            super::LayerError::Shape {
+                op: OP,
+                msg: "padded size overflows".into(),
+            },
+        )?);
+    }
+    checked_numel(OP, &shape)?;
+    let map = |d: usize, o: usize| -> Option<usize> {
+        let (a, _) = full[d];
+        let len = x.shape()[d] as isize;
+        let i = o as isize - a as isize;
+        if i >= 0 && i < len {
+            return Some(i as usize);
+        }
+        match mode {
+            PadMode::Constant(_) => None,
+            PadMode::Replicate => Some(i.clamp(0, len - 1) as usize),
+            PadMode::Reflect => {
+                let j = if i < 0 { -i } else { 2 * (len - 1) - i };
+                Some(j as usize)
+            }
+        }
+    };
+    let fill = match mode {
+        PadMode::Constant(v) => Some(v),
+        _ => None,
+    };
+    let out = ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
+        let mut src = Vec::with_capacity(nd);
+        for d in 0..nd {
+            match map(d, idx[d]) {
+                Some(i) => src.push(i),
+                None => return fill.unwrap_or_else(|| x[IxDyn(&vec![0; nd])]),
+            }
+        }
+        x[IxDyn(&src)]
+    });
+    Ok(out)
+}
+
+/// `x.permute(axes)`, materialised in standard layout.
+pub fn permute<T: Copy>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T>> {
+    let nd = x.ndim();
+    let mut seen = vec![false; nd];
+    if axes.len() != nd
+        || axes
+            .iter()
+            .any(|&a| a >= nd || std::mem::replace(&mut seen[a], true))
+    {
+        return invalid(
+            "permute",
+            format!("{axes:?} is not a permutation of {nd} axes"),
+        );
+    }
+    Ok(x.permuted_axes(IxDyn(axes))
+        .as_standard_layout()
+        .into_owned())
+}
+
+/// `x.transpose(a, b)`, materialised in standard layout.
+pub fn transpose<T: Copy>(x: ArrayViewD<'_, T>, a: isize, b: isize) -> Result<ArrayD<T>> {
+    let nd = x.ndim();
+    let (a, b) = (
+        normalize_axis("transpose", a, nd)?,
+        normalize_axis("transpose", b, nd)?,
+    );
+    let mut axes: Vec<usize> = (0..nd).collect();
+    axes.swap(a, b);
+    permute(x, &axes)
+}
+
+/// `x.reshape(shape)` with at most one `-1` (inferred), on the standard-layout order.
+pub fn reshape<T: Copy>(x: ArrayViewD<'_, T>, shape: &[isize]) -> Result<ArrayD<T>> {
+    const OP: &str = "reshape";
+    let n = x.len();
+    let mut known = 1usize;
+    let mut infer = None;
+    for (i, &d) in shape.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => infer = Some(i),
+            d if d >= 0 => {
+                known = known
+                    .checked_mul(d as usize)
+                    .ok_or(super::LayerError::Shape {
+                        op: OP,
+                        msg: "overflow".into(),
+                    })?
+            }
+            _ => return invalid(OP, format!("bad shape {shape:?}")),
+        }
+    }
+    let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    if let Some(i) = infer {
+        if known == 0 || !n.is_multiple_of(known) {
+            return shape_err(OP, format!("cannot reshape {} elements into {shape:?}", n));
+        }
+        dims[i] = n / known;
+    } else if known != n {
+        return shape_err(OP, format!("cannot reshape {:?} into {shape:?}", x.shape()));
+    }
+    let data: Vec<T> = x.iter().copied().collect();
+    ArrayD::from_shape_vec(IxDyn(&dims), data).or_else(|e| shape_err(OP, e.to_string()))
+}
+
+/// `torch.softmax(x, dim=axis)` (max-subtracted, f32 like torch's CPU kernel, sum in f64).
+pub fn softmax(x: ArrayViewD<'_, f32>, axis: isize) -> Result<ArrayD<f32>> {
+    let ax = normalize_axis("softmax", axis, x.ndim())?;
+    let mut out = x.as_standard_layout().into_owned();
+    for mut lane in out.lanes_mut(Axis(ax)) {
+        let m = lane.iter().fold(
+            f32::NEG_INFINITY,
+            |a, &b| if b > a || b.is_nan() { b } else { a },
+        );
+        let mut s = 0f64;
+        for v in lane.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v as f64;
+        }
+        let inv = (1.0 / s) as f32;
+        lane.iter_mut().for_each(|v| *v *= inv);
+    }
+    Ok(out)
+}
+
+/// `torch.argmax(x, dim=axis, keepdim)`: the first index of the maximum; NaN counts as the
+/// maximum (the first NaN wins), as torch.
+pub fn argmax(x: ArrayViewD<'_, f32>, axis: isize, keepdim: bool) -> Result<ArrayD<i64>> {
+    const OP: &str = "argmax";
+    let ax = normalize_axis(OP, axis, x.ndim())?;
+    if x.shape()[ax] == 0 {
+        return shape_err(OP, "cannot take the argmax of an empty axis");
+    }
+    let mut r = x.map_axis(Axis(ax), |lane| {
+        let mut best = 0usize;
+        let mut bv = lane[0];
+        for (i, &v) in lane.iter().enumerate().skip(1) {
+            if bv.is_nan() {
+                break;
+            }
+            if v > bv || v.is_nan() {
+                best = i;
+                bv = v;
+            }
+        }
+        best as i64
+    });
+    if keepdim {
+        r = r.insert_axis(Axis(ax));
+    }
+    Ok(r)
+}
+
+/// `torch.topk(x, k, dim=axis, largest, sorted=True)`: values and indices, sorted (descending
+/// for `largest`). NaN counts as larger than every number, as torch. Ties keep the lower
+/// index first (torch leaves their order unspecified).
+pub fn topk(
+    x: ArrayViewD<'_, f32>,
+    k: usize,
+    axis: isize,
+    largest: bool,
+) -> Result<(ArrayD<f32>, ArrayD<i64>)> {
+    const OP: &str = "topk";
+    let ax = normalize_axis(OP, axis, x.ndim())?;
+    let len = x.shape()[ax];
+    if k > len {
+        return invalid(OP, format!("k = {k} is larger than the axis size {len}"));
+    }
+    let mut shape = x.shape().to_vec();
+    shape[ax] = k;
+    let mut vals = ArrayD::<f32>::zeros(IxDyn(&shape));
+    let mut idxs = ArrayD::<i64>::zeros(IxDyn(&shape));
+    let key = |v: f32| if v.is_nan() { f32::INFINITY } else { v };
+    let cmp = |a: &(f32, usize), b: &(f32, usize)| {
+        let (ka, kb) = (key(a.0), key(b.0));
+        let ord = match (a.0.is_nan(), b.0.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal),
+        };
+        let ord = if largest { ord.reverse() } else { ord };
+        ord.then(a.1.cmp(&b.1))
+    };
+    let mut buf: Vec<(f32, usize)> = Vec::with_capacity(len);
+    for ((lane, mut vl), mut il) in x
+        .lanes(Axis(ax))
+        .into_iter()
+        .zip(vals.lanes_mut(Axis(ax)))
+        .zip(idxs.lanes_mut(Axis(ax)))
+    {
+        buf.clear();
+        buf.extend(lane.iter().copied().zip(0..));
+        if k > 0 && k < len {
+            buf.select_nth_unstable_by(k - 1, cmp);
+        }
+        buf[..k].sort_by(cmp);
+        for (j, &(v, i)) in buf[..k].iter().enumerate() {
+            vl[j] = v;
+            il[j] = i as i64;
+        }
+    }
+    Ok((vals, idxs))
+}
+
+/// `torch.gather(x, dim=axis, index)`: `out[i][j][k] = x[index[i][j][k]][j][k]` (for axis 0).
+/// `index` has the rank of `x`, and no larger size than `x` on the other axes; indices must
+/// be in `[-len, len)` (negative ones count from the end, as torch).
+pub fn gather<T: Copy>(
+    x: ArrayViewD<'_, T>,
+    axis: isize,
+    index: ArrayViewD<'_, i64>,
+) -> Result<ArrayD<T>> {
+    const OP: &str = "gather";
+    let nd = x.ndim();
+    let ax = normalize_axis(OP, axis, nd)?;
+    if index.ndim() != nd {
+        return shape_err(
+            OP,
+            format!("index rank {} differs from input rank {nd}", index.ndim()),
+        );
+    }
+    for d in 0..nd {
+        if d != ax && index.shape()[d] > x.shape()[d] {
+            return shape_err(
+                OP,
+                format!(
+                    "index shape {:?} exceeds input shape {:?} on axis {d}",
+                    index.shape(),
+                    x.shape()
+                ),
+            );
+        }
+    }
+    let len = x.shape()[ax] as i64;
+    if let Some(&bad) = index.iter().find(|&&i| i < -len || i >= len) {
+        return invalid(OP, format!("index {bad} is out of bounds for size {len}"));
+    }
+    let mut pos = vec![0usize; nd];
+    Ok(ArrayD::from_shape_fn(index.raw_dim(), |idx| {
+        for d in 0..nd {
+            pos[d] = idx[d];
+        }
+        let i = index[&idx];
+        pos[ax] = if i < 0 {
+            (i + len) as usize
+        } else {
+            i as usize
+        };
+        x[IxDyn(&pos)]
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2};
+
+    #[test]
+    fn concat_split_slice() {
+        let a = arr2(&[[1, 2], [3, 4]]).into_dyn();
+        let b = arr2(&[[5, 6]]).into_dyn();
+        let c = concat(&[a.view(), b.view()], 0).unwrap();
+        assert_eq!(c.shape(), &[3, 2]);
+        assert!(concat(&[a.view(), b.view()], 1).is_err());
+        let parts = split(c.view(), &[1, 2], 0).unwrap();
+        assert_eq!(parts[1], arr2(&[[3, 4], [5, 6]]).into_dyn());
+        assert!(split(c.view(), &[1, 1], 0).is_err());
+        assert_eq!(split_even(c.view(), 2, 0).unwrap().len(), 2);
+        let s = slice(c.view(), 0, -2, 100, 1).unwrap();
+        assert_eq!(s, arr2(&[[3, 4], [5, 6]]).into_dyn());
+        let s = slice(c.view(), -1, 0, 2, 2).unwrap();
+        assert_eq!(s, arr2(&[[1], [3], [5]]).into_dyn());
+        assert!(slice(c.view(), 2, 0, 1, 1).is_err());
+    }
+
+    #[test]
+    fn pad_modes() {
+        let x = arr1(&[1, 2, 3]).into_dyn();
+        assert_eq!(
+            pad(x.view(), &[(2, 1)], PadMode::Constant(0))
+                .unwrap()
+                .as_slice()
+                .unwrap(),
+            &[0, 0, 1, 2, 3, 0]
+        );
+        assert_eq!(
+            pad(x.view(), &[(2, 2)], PadMode::Reflect)
+                .unwrap()
+                .as_slice()
+                .unwrap(),
+            &[3, 2, 1, 2, 3, 2, 1]
+        );
+        assert_eq!(
+            pad(x.view(), &[(1, 2)], PadMode::Replicate)
+                .unwrap()
+                .as_slice()
+                .unwrap(),
+            &[1, 1, 2, 3, 3, 3]
+        );
+        assert!(pad(x.view(), &[(3, 0)], PadMode::Reflect).is_err());
+    }
+
+    #[test]
+    fn reshape_permute() {
+        let x = arr2(&[[1, 2, 3], [4, 5, 6]]).into_dyn();
+        assert_eq!(reshape(x.view(), &[3, -1]).unwrap().shape(), &[3, 2]);
+        assert!(reshape(x.view(), &[4, -1]).is_err());
+        assert!(reshape(x.view(), &[-1, -1]).is_err());
+        assert_eq!(
+            transpose(x.view(), 0, 1).unwrap().as_slice().unwrap(),
+            &[1, 4, 2, 5, 3, 6]
+        );
+        assert!(permute(x.view(), &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn softmax_argmax_topk_gather() {
+        let x = arr2(&[[1.0f32, 3.0, 2.0, 3.0], [0.0, f32::NAN, 5.0, 1.0]]).into_dyn();
+        let s = softmax(x.view(), -1).unwrap();
+        assert!((s.row_sum(0) - 1.0).abs() < 1e-6);
+        let a = argmax(x.view(), 1, false).unwrap();
+        assert_eq!(a.as_slice().unwrap(), &[1, 1]);
+        let (v, i) = topk(x.view(), 2, 1, true).unwrap();
+        assert_eq!(i.as_slice().unwrap(), &[1, 3, 1, 2]);
+        assert_eq!(v[[0, 0]], 3.0);
+        let (_, i) = topk(x.view(), 2, 1, false).unwrap();
+        assert_eq!(i.as_slice().unwrap(), &[0, 2, 0, 3]);
+        assert!(topk(x.view(), 5, 1, true).is_err());
+        let idx = arr2(&[[3i64, 0], [-1, 2]]).into_dyn();
+        let g = gather(x.view(), 1, idx.view()).unwrap();
+        assert_eq!(g[[0, 0]], 3.0);
+        assert_eq!(g[[1, 0]], 1.0);
+        assert!(gather(x.view(), 1, arr2(&[[4i64]]).into_dyn().view()).is_err());
+    }
+
+    trait RowSum {
+        fn row_sum(&self, r: usize) -> f32;
+    }
+    impl RowSum for ArrayD<f32> {
+        fn row_sum(&self, r: usize) -> f32 {
+            self.index_axis(Axis(0), r).sum()
+        }
+    }
+}

@@ -1,0 +1,728 @@
+//! `resnet`: torchvision's ResNet body (`torchvision.models.resnet`, v1.5: the stride of a
+//! Bottleneck is on its 3x3 convolution) with FrozenBatchNorm2d folded into the convolutions
+//! at load, returning the stages an FPN needs.
+//!
+//! Names. torchvision's `resnet_fpn_backbone` wraps the ResNet in an `IntermediateLayerGetter`
+//! that returns `layer1`..`layer4` as `"0"`..`"3"` (strides 4, 8, 16, 32); this node names them
+//! by their pyramid level instead:
+//!
+//! | torchvision module | torchvision FPN input | this node | stride | channels (18/34) | channels (50/101/152) |
+//! |---|---|---|---|---|---|
+//! | `layer1` | `"0"` | `c2` | 4 | 64 | 256 |
+//! | `layer2` | `"1"` | `c3` | 8 | 128 | 512 |
+//! | `layer3` | `"2"` | `c4` | 16 | 256 | 1024 |
+//! | `layer4` | `"3"` | `c5` | 32 | 512 | 2048 |
+//!
+//! Weights use torchvision's parameter names (`conv1.weight`, `bn1.running_var`,
+//! `layer3.5.downsample.1.weight`, ...) under `prefix`, `"backbone.body."` by default, i.e. a
+//! full `maskrcnn_resnet50_fpn` state dict. A plain torchvision ResNet state dict (top-level
+//! `conv1.weight`, plus `fc.*`, which is ignored) loads with the same default: when no tensor
+//! name starts with the prefix but `conv1.weight` exists, the prefix is dropped.
+//!
+//! FrozenBatchNorm2d computes `x·w/sqrt(var + eps) + (b - mean·w/sqrt(var + eps))`; its `eps`
+//! is 1e-5, but `maskrcnn_resnet50_fpn` sets it to 0 for its COCO weights
+//! (`overwrite_eps(model, 0.0)`), hence the default `bn_eps = 0.0`. Use 1e-5 for ImageNet
+//! ResNets and `resnet_fpn_backbone` with ImageNet weights.
+
+use std::path::PathBuf;
+
+use kernels::layers::pool::{max_pool2d, Pool2dParams};
+use kernels::layers::{Activation, Conv2d, Conv2dParams};
+use kernels::weights::Weights;
+use ndarray::{Array4, ArrayView4};
+use plugin_sdk::{
+    DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
+    ParamValue, Params, PortKind, PortSpec, Value,
+};
+
+use crate::error::{LayerContext, RcnnError};
+use crate::util::{add_relu, conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
+
+/// What a [`ResNet`] looks like: torchvision's `resnet{depth}` / `resnext` / `wide_resnet`
+/// arguments that matter at inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// 18, 34 (BasicBlock) or 50, 101, 152 (Bottleneck).
+    pub depth: usize,
+    /// Groups of the 3x3 convolutions (ResNeXt: 32); Bottleneck only.
+    pub groups: usize,
+    /// torchvision's `width_per_group` (ResNeXt-50 32x4d: 4, Wide ResNet: 128); Bottleneck only.
+    pub width_per_group: usize,
+    /// FrozenBatchNorm2d's eps (see the module documentation).
+    pub bn_eps: f32,
+    /// Which of `layer1`..`layer4` to return (torchvision's `returned_layers`), increasing.
+    pub returned_layers: Vec<usize>,
+}
+
+impl Default for ResNetConfig {
+    /// `maskrcnn_resnet50_fpn`'s body: ResNet-50, eps 0, layers 1-4.
+    fn default() -> Self {
+        ResNetConfig {
+            depth: 50,
+            groups: 1,
+            width_per_group: 64,
+            bn_eps: 0.0,
+            returned_layers: vec![1, 2, 3, 4],
+        }
+    }
+}
+
+impl ResNetConfig {
+    /// Blocks per stage and whether they are Bottlenecks.
+    pub fn layout(&self) -> Result<([usize; 4], bool), RcnnError> {
+        Ok(match self.depth {
+            18 => ([2, 2, 2, 2], false),
+            34 => ([3, 4, 6, 3], false),
+            50 => ([3, 4, 6, 3], true),
+            101 => ([3, 4, 23, 3], true),
+            152 => ([3, 8, 36, 3], true),
+            d => {
+                return Err(RcnnError::param(
+                    "depth",
+                    format!("must be 18, 34, 50, 101 or 152, got {d}"),
+                ))
+            }
+        })
+    }
+
+    /// Output channels of `layer1`..`layer4`.
+    pub fn stage_channels(&self) -> Result<[usize; 4], RcnnError> {
+        let (_, bottleneck) = self.layout()?;
+        let e = if bottleneck { 4 } else { 1 };
+        Ok([64 * e, 128 * e, 256 * e, 512 * e])
+    }
+
+    fn check(&self) -> Result<(), RcnnError> {
+        let (_, bottleneck) = self.layout()?;
+        if self.groups == 0 || self.width_per_group == 0 {
+            return Err(RcnnError::param(
+                "groups",
+                "and \"width_per_group\" must be positive",
+            ));
+        }
+        if !bottleneck && (self.groups != 1 || self.width_per_group != 64) {
+            return Err(RcnnError::param(
+                "groups",
+                format!(
+                    "and \"width_per_group\" must be 1 and 64 for ResNet-{} (BasicBlock), as in torchvision; got {} and {}",
+                    self.depth, self.groups, self.width_per_group
+                ),
+            ));
+        }
+        if !self.bn_eps.is_finite() || self.bn_eps < 0.0 {
+            return Err(RcnnError::param(
+                "bn_eps",
+                format!("must be >= 0, got {}", self.bn_eps),
+            ));
+        }
+        let l = &self.returned_layers;
+        if l.is_empty()
+            || l.iter().any(|&x| !(1..=4).contains(&x))
+            || l.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(RcnnError::param(
+                "returned_layers",
+                format!("must be increasing values in 1..=4, got {l:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The pyramid name of `layer{i}`: `c{i + 1}`.
+pub fn level_name(layer: usize) -> String {
+    format!("c{}", layer + 1)
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    /// conv1, conv2 (BasicBlock) or conv1, conv2, conv3 (Bottleneck), batch norms folded; all
+    /// but the last with ReLU fused (the last one's ReLU comes after the residual add).
+    convs: Vec<Conv2d>,
+    downsample: Option<Conv2d>,
+}
+
+impl Block {
+    fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array4<f32>, RcnnError> {
+        let mut out: Option<Array4<f32>> = None;
+        for (i, conv) in self.convs.iter().enumerate() {
+            let input = match &out {
+                Some(o) => o.view(),
+                None => x,
+            };
+            let y = conv
+                .forward(input)
+                .ctx(|| format!("{name}.conv{}", i + 1))?;
+            out = Some(y);
+        }
+        let mut out = out.ok_or_else(|| RcnnError::input("empty block"))?;
+        match &self.downsample {
+            Some(d) => {
+                let identity = d.forward(x).ctx(|| format!("{name}.downsample"))?;
+                add_relu(&mut out, identity.view())?;
+            }
+            None => add_relu(&mut out, x)?,
+        }
+        Ok(out)
+    }
+}
+
+/// A ResNet body with its weights bound and batch norms folded.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    config: ResNetConfig,
+    stem: Conv2d,
+    /// `layer1`..`layer{max returned}`.
+    stages: Vec<Vec<Block>>,
+}
+
+impl ResNet {
+    /// Binds the body's tensors from `weights` under `prefix` (see the module documentation
+    /// for the fallback to a plain ResNet state dict). Every missing, unexpected or mis-shaped
+    /// tensor is listed in one error.
+    pub fn from_weights(
+        weights: &Weights,
+        prefix: &str,
+        config: ResNetConfig,
+    ) -> Result<ResNet, RcnnError> {
+        config.check()?;
+        let (blocks, bottleneck) = config.layout()?;
+        let prefix = resolve_prefix(weights, prefix, &["conv1.weight"]);
+        let mut b = weights.binder(&prefix);
+        b.ignore("num_batches_tracked");
+        if prefix.is_empty() {
+            // A plain classification ResNet: its classifier is not part of the body.
+            b.ignore("fc.weight");
+            b.ignore("fc.bias");
+        }
+        let eps = config.bn_eps;
+        let relu = Activation::Relu;
+        let stem = conv_bn(
+            &mut b,
+            "conv1",
+            "bn1",
+            3,
+            64,
+            7,
+            Conv2dParams::default().stride(2).padding(3),
+            eps,
+            relu,
+        )?;
+        let last = config.returned_layers.iter().copied().max().unwrap_or(4);
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut inplanes = 64;
+        let mut stages = Vec::new();
+        for (s, &n) in blocks.iter().enumerate().take(last) {
+            let planes = 64 << s;
+            let stride = if s == 0 { 1 } else { 2 };
+            let mut stage = Vec::with_capacity(n);
+            for i in 0..n {
+                let name = format!("layer{}.{i}", s + 1);
+                let st = if i == 0 { stride } else { 1 };
+                let out = planes * expansion;
+                let p = |k: usize| Conv2dParams::default().padding(k / 2);
+                let convs = if bottleneck {
+                    let width = planes * config.width_per_group / 64 * config.groups;
+                    vec![
+                        conv_bn(
+                            &mut b,
+                            &format!("{name}.conv1"),
+                            &format!("{name}.bn1"),
+                            inplanes,
+                            width,
+                            1,
+                            p(1),
+                            eps,
+                            relu,
+                        )?,
+                        conv_bn(
+                            &mut b,
+                            &format!("{name}.conv2"),
+                            &format!("{name}.bn2"),
+                            width,
+                            width,
+                            3,
+                            p(3).stride(st).groups(config.groups),
+                            eps,
+                            relu,
+                        )?,
+                        conv_bn(
+                            &mut b,
+                            &format!("{name}.conv3"),
+                            &format!("{name}.bn3"),
+                            width,
+                            out,
+                            1,
+                            p(1),
+                            eps,
+                            Activation::Identity,
+                        )?,
+                    ]
+                } else {
+                    vec![
+                        conv_bn(
+                            &mut b,
+                            &format!("{name}.conv1"),
+                            &format!("{name}.bn1"),
+                            inplanes,
+                            planes,
+                            3,
+                            p(3).stride(st),
+                            eps,
+                            relu,
+                        )?,
+                        conv_bn(
+                            &mut b,
+                            &format!("{name}.conv2"),
+                            &format!("{name}.bn2"),
+                            planes,
+                            planes,
+                            3,
+                            p(3),
+                            eps,
+                            Activation::Identity,
+                        )?,
+                    ]
+                };
+                let downsample = if st != 1 || inplanes != out {
+                    Some(conv_bn(
+                        &mut b,
+                        &format!("{name}.downsample.0"),
+                        &format!("{name}.downsample.1"),
+                        inplanes,
+                        out,
+                        1,
+                        Conv2dParams::default().stride(st),
+                        eps,
+                        Activation::Identity,
+                    )?)
+                } else {
+                    None
+                };
+                stage.push(Block { convs, downsample });
+                inplanes = out;
+            }
+            stages.push(stage);
+        }
+        b.finish()?;
+        Ok(ResNet {
+            config,
+            stem,
+            stages,
+        })
+    }
+
+    pub fn config(&self) -> &ResNetConfig {
+        &self.config
+    }
+
+    /// Runs the body on `[N, 3, H, W]` and returns the returned layers as
+    /// `(c{layer + 1}, [N, C, H, W])`, in increasing order.
+    pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Vec<(String, Array4<f32>)>, RcnnError> {
+        let (_, c, h, w) = x.dim();
+        if c != 3 {
+            return Err(RcnnError::input(format!(
+                "resnet: the image must have 3 channels, got {c} (shape [{c}, {h}, {w}])"
+            )));
+        }
+        let y = self.stem.forward(x).ctx(|| "conv1".into())?;
+        let mut y = max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
+            .ctx(|| "maxpool".into())?;
+        let mut out = Vec::new();
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (i, block) in stage.iter().enumerate() {
+                y = block.forward(y.view(), &format!("layer{}.{i}", s + 1))?;
+            }
+            if self.config.returned_layers.contains(&(s + 1)) {
+                out.push((level_name(s + 1), y.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn kind() -> NodeKind {
+    let spec = NodeSpec::new(
+        "resnet",
+        "torchvision ResNet body (18/34/50/101/152, v1.5) with FrozenBatchNorm folded at load; returns layer1..layer4 as c2..c5",
+    )
+    .input(
+        PortSpec::new(
+            "image",
+            PortKind::Tensor,
+            "the normalised image from rcnn_preprocess: f32 [3, H, W] (or [N, 3, H, W])",
+        )
+        .dtype(DType::F32)
+        .shape("3,H,W"),
+    )
+    .output(
+        PortSpec::new(
+            "features",
+            PortKind::Features,
+            "c2..c5 (torchvision's \"0\"..\"3\": layer1..layer4, strides 4..32), each [C, H, W]",
+        )
+        .dtype(DType::F32)
+        .shape("C,H,W"),
+    )
+    .param(ParamSpec::required(
+        "weights",
+        ParamType::Path,
+        "torchvision checkpoint (.pth or .safetensors): a Mask R-CNN state dict or a plain ResNet",
+    ))
+    .param(ParamSpec::optional(
+        "prefix",
+        ParamType::Str,
+        ParamValue::Str("backbone.body.".into()),
+        "name prefix of the body's tensors; dropped automatically for a plain ResNet state dict",
+    ))
+    .param(ParamSpec::optional(
+        "depth",
+        ParamType::Int,
+        ParamValue::Int(50),
+        "18, 34 (BasicBlock) or 50, 101, 152 (Bottleneck)",
+    ))
+    .param(ParamSpec::optional(
+        "groups",
+        ParamType::Int,
+        ParamValue::Int(1),
+        "groups of the 3x3 convolutions (ResNeXt: 32)",
+    ))
+    .param(ParamSpec::optional(
+        "width_per_group",
+        ParamType::Int,
+        ParamValue::Int(64),
+        "torchvision's width_per_group (ResNeXt-50 32x4d: 4, Wide ResNet-50-2: 128)",
+    ))
+    .param(ParamSpec::optional(
+        "bn_eps",
+        ParamType::Float,
+        ParamValue::Float(0.0),
+        "FrozenBatchNorm eps: 0 as maskrcnn_resnet50_fpn's COCO weights, 1e-5 for ImageNet ResNets",
+    ))
+    .param(ParamSpec::optional(
+        "returned_layers",
+        ParamType::IntList,
+        ParamValue::IntList(vec![1, 2, 3, 4]),
+        "which of layer1..layer4 to return (as c2..c5)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(ResNetNode::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+fn usize_param(params: &Params, name: &'static str) -> Result<usize, RcnnError> {
+    let v = params.int(name).map_err(RcnnError::Input)?;
+    usize::try_from(v).map_err(|_| RcnnError::param(name, format!("must be >= 0, got {v}")))
+}
+
+/// The `resnet` node.
+#[derive(Debug)]
+pub struct ResNetNode {
+    model: ResNet,
+}
+
+impl ResNetNode {
+    pub fn from_params(params: &Params) -> Result<ResNetNode, RcnnError> {
+        let returned = params
+            .int_list("returned_layers")
+            .map_err(RcnnError::Input)?
+            .into_iter()
+            .map(|l| usize::try_from(l).unwrap_or(0))
+            .collect();
+        let config = ResNetConfig {
+            depth: usize_param(params, "depth")?,
+            groups: usize_param(params, "groups")?,
+            width_per_group: usize_param(params, "width_per_group")?,
+            bn_eps: params.float("bn_eps").map_err(RcnnError::Input)? as f32,
+            returned_layers: returned,
+        };
+        config.check()?;
+        let path = PathBuf::from(params.str("weights").map_err(RcnnError::Input)?);
+        let weights = load_weights(&path)?;
+        let prefix = params.str("prefix").map_err(RcnnError::Input)?;
+        Ok(ResNetNode {
+            model: ResNet::from_weights(&weights, prefix, config)?,
+        })
+    }
+
+    pub fn model(&self) -> &ResNet {
+        &self.model
+    }
+
+    /// The node's computation on the image tensor.
+    pub fn run(&self, image: &Value) -> Result<Value, RcnnError> {
+        let t = image.tensor("tensor").map_err(RcnnError::Input)?;
+        let (x, batched) = nchw(t, "resnet input \"tensor\"")?;
+        let mut out = Value::new(PortKind::Features);
+        for (name, level) in self.model.forward(x)? {
+            out.insert(&name, from_nchw(level, batched)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Node for ResNetNode {
+    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let v = self.run(inputs.value("image")?)?;
+        Ok(Outputs::one("features", v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels::Tensor;
+    use std::path::Path;
+
+    /// A state dict of a torchvision ResNet with the given config: every conv weight `w`, and
+    /// batch norms that are the identity except a bias of `shift`.
+    fn state_dict(
+        config: &ResNetConfig,
+        prefix: &str,
+        w: f32,
+        shift: f32,
+    ) -> Vec<(String, Tensor)> {
+        let (blocks, bottleneck) = config.layout().unwrap();
+        let mut out = Vec::new();
+        let mut conv = |name: String, shape: [usize; 4]| {
+            let n = shape.iter().product();
+            out.push((
+                format!("{prefix}{name}.weight"),
+                Tensor::from_vec(&shape, vec![w; n]).unwrap(),
+            ));
+        };
+        let mut bns = Vec::new();
+        conv("conv1".into(), [64, 3, 7, 7]);
+        bns.push(("bn1".to_string(), 64));
+        let e = if bottleneck { 4 } else { 1 };
+        let mut inplanes = 64;
+        for (s, &n) in blocks.iter().enumerate() {
+            let planes = 64 << s;
+            for i in 0..n {
+                let name = format!("layer{}.{i}", s + 1);
+                if bottleneck {
+                    let width = planes * config.width_per_group / 64 * config.groups;
+                    conv(format!("{name}.conv1"), [width, inplanes, 1, 1]);
+                    conv(
+                        format!("{name}.conv2"),
+                        [width, width / config.groups, 3, 3],
+                    );
+                    conv(format!("{name}.conv3"), [planes * 4, width, 1, 1]);
+                    bns.extend([
+                        (format!("{name}.bn1"), width),
+                        (format!("{name}.bn2"), width),
+                        (format!("{name}.bn3"), planes * 4),
+                    ]);
+                } else {
+                    conv(format!("{name}.conv1"), [planes, inplanes, 3, 3]);
+                    conv(format!("{name}.conv2"), [planes, planes, 3, 3]);
+                    bns.extend([
+                        (format!("{name}.bn1"), planes),
+                        (format!("{name}.bn2"), planes),
+                    ]);
+                }
+                if i == 0 && (s > 0 || inplanes != planes * e) {
+                    conv(format!("{name}.downsample.0"), [planes * e, inplanes, 1, 1]);
+                    bns.push((format!("{name}.downsample.1"), planes * e));
+                }
+                inplanes = planes * e;
+            }
+        }
+        for (bn, c) in bns {
+            for (field, v) in [
+                ("weight", 1.0),
+                ("bias", shift),
+                ("running_mean", 0.0),
+                ("running_var", 1.0),
+            ] {
+                out.push((
+                    format!("{prefix}{bn}.{field}"),
+                    Tensor::from_vec(&[c], vec![v; c]).unwrap(),
+                ));
+            }
+            out.push((
+                format!("{prefix}{bn}.num_batches_tracked"),
+                Tensor::from_vec(&[], vec![0i64]).unwrap(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn levels_have_torchvision_shapes() {
+        for depth in [18, 50] {
+            let config = ResNetConfig {
+                depth,
+                ..Default::default()
+            };
+            let w = Weights::from_tensors(
+                Path::new("r.pth"),
+                state_dict(&config, "backbone.body.", 0.01, 0.0),
+            );
+            let net = ResNet::from_weights(&w, "backbone.body.", config.clone()).unwrap();
+            let x = Array4::<f32>::from_elem((1, 3, 64, 96), 0.5);
+            let out = net.forward(x.view()).unwrap();
+            let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["c2", "c3", "c4", "c5"]);
+            let ch = config.stage_channels().unwrap();
+            for (i, (_, a)) in out.iter().enumerate() {
+                assert_eq!(
+                    a.dim(),
+                    (1, ch[i], 16 >> i, 24 >> i),
+                    "depth {depth} level {i}"
+                );
+            }
+            // Positive weights and input: every activation is positive.
+            assert!(out[3].1.iter().all(|&v| v > 0.0));
+        }
+    }
+
+    #[test]
+    fn plain_resnet_state_dicts_load_with_the_default_prefix() {
+        let config = ResNetConfig {
+            depth: 18,
+            returned_layers: vec![2, 4],
+            ..Default::default()
+        };
+        let mut sd = state_dict(&config, "", 0.01, 0.0);
+        sd.push((
+            "fc.weight".into(),
+            Tensor::from_vec(&[10, 512], vec![0f32; 5120]).unwrap(),
+        ));
+        sd.push((
+            "fc.bias".into(),
+            Tensor::from_vec(&[10], vec![0f32; 10]).unwrap(),
+        ));
+        let w = Weights::from_tensors(Path::new("resnet18.pth"), sd);
+        let net = ResNet::from_weights(&w, "backbone.body.", config).unwrap();
+        let x = Array4::<f32>::from_elem((2, 3, 32, 32), 0.1);
+        let out = net.forward(x.view()).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, "c3");
+        assert_eq!(out[1].1.dim(), (2, 512, 1, 1));
+    }
+
+    #[test]
+    fn wrong_weights_list_every_problem_in_one_error() {
+        let r18 = ResNetConfig {
+            depth: 18,
+            ..Default::default()
+        };
+        let w = Weights::from_tensors(
+            Path::new("r18.pth"),
+            state_dict(&r18, "backbone.body.", 0.01, 0.0),
+        );
+        // A ResNet-18 checkpoint for a ResNet-50 model.
+        let err = ResNet::from_weights(&w, "backbone.body.", ResNetConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "weights \"r18.pth\" (prefix \"backbone.body.\") do not fit the model:"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("missing ("), "{err}");
+        assert!(
+            err.contains("backbone.body.layer1.0.conv3.weight [256, 64, 1, 1]"),
+            "{err}"
+        );
+        assert!(err.contains("mis-shaped ("), "{err}");
+        assert!(err.contains("backbone.body.layer1.0.conv1.weight: the model expects [64, 64, 1, 1], the file has [64, 64, 3, 3]"), "{err}");
+        // A checkpoint without the body.
+        let other = Weights::from_tensors(
+            Path::new("head.pth"),
+            [(
+                "rpn.w".to_string(),
+                Tensor::from_vec(&[1], vec![0f32]).unwrap(),
+            )],
+        );
+        let err = ResNet::from_weights(&other, "backbone.body.", r18.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing (") && err.contains("backbone.body.conv1.weight [64, 3, 7, 7]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_configs_and_inputs_are_errors() {
+        let bad = |c: ResNetConfig| c.check().unwrap_err().to_string();
+        assert!(bad(ResNetConfig {
+            depth: 20,
+            ..Default::default()
+        })
+        .contains("\"depth\""));
+        assert!(bad(ResNetConfig {
+            depth: 18,
+            groups: 32,
+            ..Default::default()
+        })
+        .contains("BasicBlock"));
+        assert!(bad(ResNetConfig {
+            returned_layers: vec![3, 2],
+            ..Default::default()
+        })
+        .contains("returned_layers"));
+        assert!(bad(ResNetConfig {
+            returned_layers: vec![0],
+            ..Default::default()
+        })
+        .contains("returned_layers"));
+        assert!(bad(ResNetConfig {
+            bn_eps: -1.0,
+            ..Default::default()
+        })
+        .contains("bn_eps"));
+        let config = ResNetConfig {
+            depth: 18,
+            ..Default::default()
+        };
+        let w = Weights::from_tensors(
+            Path::new("r.pth"),
+            state_dict(&config, "backbone.body.", 0.01, 0.0),
+        );
+        let net = ResNet::from_weights(&w, "backbone.body.", config).unwrap();
+        let four = Array4::<f32>::zeros((1, 4, 8, 8));
+        assert!(net
+            .forward(four.view())
+            .unwrap_err()
+            .to_string()
+            .contains("3 channels, got 4"));
+        // A 1x1 image still runs (every stage is 1x1), as in torch.
+        let tiny = Array4::<f32>::zeros((1, 3, 1, 1));
+        assert_eq!(net.forward(tiny.view()).unwrap()[3].1.dim(), (1, 512, 1, 1));
+    }
+
+    #[test]
+    fn frozen_batch_norm_is_folded() {
+        // All convs zero except BN biases: every block adds relu(shift) paths; check the
+        // stem alone: conv1 = 0, bn1 bias 0.5 -> relu(0.5) = 0.5 after the max pool.
+        let config = ResNetConfig {
+            depth: 18,
+            returned_layers: vec![1],
+            ..Default::default()
+        };
+        let w = Weights::from_tensors(Path::new("r.pth"), state_dict(&config, "", 0.0, 0.5));
+        let w = Weights::from_tensors(
+            Path::new("r.pth"),
+            w.names()
+                .filter(|n| {
+                    !n.starts_with("layer2") && !n.starts_with("layer3") && !n.starts_with("layer4")
+                })
+                .map(|n| (n.to_string(), w.get(n).unwrap().clone()))
+                .collect::<Vec<_>>(),
+        );
+        let net = ResNet::from_weights(&w, "", config).unwrap();
+        let x = Array4::<f32>::from_elem((1, 3, 8, 8), 1.0);
+        let c2 = &net.forward(x.view()).unwrap()[0].1;
+        // layer1 block: conv1 -> 0 + 0.5 -> relu 0.5; conv2 -> 0 + 0.5; + identity 0.5 -> 1.0;
+        // second block: 0.5 + 1.0 = 1.5.
+        assert!(
+            c2.iter().all(|&v| (v - 1.5).abs() < 1e-6),
+            "{:?}",
+            &c2.as_slice().unwrap()[..4]
+        );
+    }
+}

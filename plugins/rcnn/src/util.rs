@@ -1,0 +1,251 @@
+//! Shared helpers: tensor views for the layers, residual adds, weights files and prefixes,
+//! binding a convolution with its frozen batch norm.
+
+use std::path::Path;
+
+use kernels::layers::{Activation, Conv2d, Conv2dParams};
+use kernels::weights::{Binder, Weights};
+use kernels::Tensor;
+use ndarray::{Array4, ArrayView1, ArrayView4, Ix1, Ix4};
+use plugin_sdk::DType;
+use rayon::prelude::*;
+
+use crate::error::{LayerContext, RcnnError};
+
+/// A feature map as the layers want it: `[N, C, H, W]`, and whether the tensor had the batch
+/// axis (`[N, C, H, W]`) or not (`[C, H, W]`, read as `N = 1`).
+pub(crate) fn nchw<'a>(
+    t: &'a Tensor,
+    what: &str,
+) -> Result<(ArrayView4<'a, f32>, bool), RcnnError> {
+    if t.dtype() != DType::F32 {
+        return Err(RcnnError::input(format!(
+            "{what} must be f32, got {}",
+            t.describe()
+        )));
+    }
+    let v = t.view::<f32>()?;
+    let batched = match t.ndim() {
+        3 => false,
+        4 => true,
+        _ => {
+            return Err(RcnnError::input(format!(
+                "{what} must be [C, H, W] or [N, C, H, W], got {}",
+                t.describe()
+            )))
+        }
+    };
+    let s = t.shape();
+    let dims = if batched {
+        (s[0], s[1], s[2], s[3])
+    } else {
+        (1, s[0], s[1], s[2])
+    };
+    let v = v
+        .into_shape_with_order(dims)
+        .map_err(|e| RcnnError::input(format!("{what}: {e}")))?;
+    Ok((
+        v.into_dimensionality::<Ix4>()
+            .map_err(|e| RcnnError::input(e.to_string()))?,
+        batched,
+    ))
+}
+
+/// The tensor of a layer output: `[N, C, H, W]`, or `[C, H, W]` when the input had no batch axis.
+pub(crate) fn from_nchw(a: Array4<f32>, batched: bool) -> Result<Tensor, RcnnError> {
+    let (n, c, h, w) = a.dim();
+    let t = kernels::layers::array_to_tensor(a.into_dyn()).ctx(|| "output".into())?;
+    if batched || n != 1 {
+        Ok(t)
+    } else {
+        Ok(t.reshape(&[c, h, w])?)
+    }
+}
+
+/// Elements per parallel chunk of the element-wise helpers.
+const CHUNK: usize = 1 << 15;
+
+/// `out = relu(out + identity)` (a residual block's tail), in parallel.
+pub(crate) fn add_relu(
+    out: &mut Array4<f32>,
+    identity: ArrayView4<'_, f32>,
+) -> Result<(), RcnnError> {
+    add_with(out, identity, true)
+}
+
+/// `out += other`, in parallel.
+pub(crate) fn add(out: &mut Array4<f32>, other: ArrayView4<'_, f32>) -> Result<(), RcnnError> {
+    add_with(out, other, false)
+}
+
+fn add_with(
+    out: &mut Array4<f32>,
+    other: ArrayView4<'_, f32>,
+    relu: bool,
+) -> Result<(), RcnnError> {
+    if out.dim() != other.dim() {
+        return Err(RcnnError::input(format!(
+            "cannot add {:?} to {:?}",
+            other.shape(),
+            out.shape()
+        )));
+    }
+    let other = other.as_standard_layout();
+    match (out.as_slice_mut(), other.as_slice()) {
+        (Some(o), Some(x)) => {
+            o.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(o, x)| {
+                    for (a, b) in o.iter_mut().zip(x) {
+                        let s = *a + *b;
+                        // `s < 0` is false for NaN: NaN passes through, as torch's relu.
+                        *a = if relu && s < 0.0 { 0.0 } else { s };
+                    }
+                });
+        }
+        _ => {
+            ndarray::Zip::from(out.view_mut())
+                .and(&other)
+                .for_each(|a, &b| {
+                    let s = *a + b;
+                    *a = if relu && s < 0.0 { 0.0 } else { s };
+                });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a weights file (`.pth` / `.safetensors`).
+pub(crate) fn load_weights(path: &Path) -> Result<Weights, RcnnError> {
+    Ok(Weights::load(path)?)
+}
+
+/// The prefix to bind under: `prefix` itself when some tensor name starts with it, otherwise
+/// `""` when the file holds the sub-module on its own (`probe`, e.g. "conv1.weight", is a
+/// top-level name), so that a plain torchvision `resnet50` state dict loads with the default
+/// `prefix = "backbone.body."`. When neither fits, `prefix` stays and the binder reports what
+/// is missing.
+pub(crate) fn resolve_prefix(weights: &Weights, prefix: &str, probes: &[&str]) -> String {
+    if prefix.is_empty() || weights.names().any(|n| n.starts_with(prefix)) {
+        return prefix.to_string();
+    }
+    if probes.iter().any(|p| weights.get(p).is_some()) {
+        return String::new();
+    }
+    prefix.to_string()
+}
+
+fn vec1(t: &Tensor) -> Result<ArrayView1<'_, f32>, RcnnError> {
+    t.view::<f32>()?
+        .into_dimensionality::<Ix1>()
+        .map_err(|e| RcnnError::input(e.to_string()))
+}
+
+/// Binds `conv` (`[cout, cin/groups, k, k]`, no bias) followed by a FrozenBatchNorm2d `bn`
+/// (`weight`, `bias`, `running_mean`, `running_var`), folded into the convolution's weight and
+/// bias, with `activation` fused.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bn(
+    b: &mut Binder<'_>,
+    conv: &str,
+    bn: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    params: Conv2dParams,
+    eps: f32,
+    activation: Activation,
+) -> Result<Conv2d, RcnnError> {
+    let w = b.take(
+        &format!("{conv}.weight"),
+        &[cout, cin / params.groups, k, k],
+    );
+    let gamma = b.take(&format!("{bn}.weight"), &[cout]);
+    let beta = b.take(&format!("{bn}.bias"), &[cout]);
+    let mean = b.take(&format!("{bn}.running_mean"), &[cout]);
+    let var = b.take(&format!("{bn}.running_var"), &[cout]);
+    let c = Conv2d::from_tensors(&w, None, params)
+        .ctx(|| conv.to_string())?
+        .with_batch_norm(vec1(&gamma)?, vec1(&beta)?, vec1(&mean)?, vec1(&var)?, eps)
+        .ctx(|| bn.to_string())?;
+    Ok(c.with_activation(activation))
+}
+
+/// Binds a convolution with a bias (`[cout, cin, k, k]`, `[cout]`).
+pub(crate) fn conv_bias(
+    b: &mut Binder<'_>,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    params: Conv2dParams,
+) -> Result<Conv2d, RcnnError> {
+    let w = b.take(&format!("{name}.weight"), &[cout, cin, k, k]);
+    let bias = b.take(&format!("{name}.bias"), &[cout]);
+    Conv2d::from_tensors(&w, Some(&bias), params).ctx(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_keep_or_add_the_batch_axis() {
+        let t = Tensor::from_vec(&[2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
+        let (v, batched) = nchw(&t, "x").unwrap();
+        assert_eq!(v.dim(), (1, 2, 3, 4));
+        assert!(!batched);
+        let back = from_nchw(v.to_owned(), batched).unwrap();
+        assert_eq!(back.shape(), &[2, 3, 4]);
+        let t4 = t.reshape(&[1, 2, 3, 4]).unwrap();
+        let (_, batched) = nchw(&t4, "x").unwrap();
+        assert!(batched);
+        assert_eq!(
+            from_nchw(v.to_owned(), true).unwrap().shape(),
+            &[1, 2, 3, 4]
+        );
+        assert!(nchw(&t.reshape(&[24]).unwrap(), "x").is_err());
+        let ints = Tensor::from_vec(&[1, 1, 1], vec![1i64]).unwrap();
+        assert!(nchw(&ints, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("must be f32"));
+    }
+
+    #[test]
+    fn residual_add_relu() {
+        let mut a = Array4::from_shape_vec((1, 1, 1, 4), vec![1.0, -2.0, 0.5, f32::NAN]).unwrap();
+        let b = Array4::from_shape_vec((1, 1, 1, 4), vec![1.0, 1.0, -1.0, 0.0]).unwrap();
+        add_relu(&mut a, b.view()).unwrap();
+        assert_eq!(&a.as_slice().unwrap()[..3], &[2.0, 0.0, 0.0]);
+        assert!(a[[0, 0, 0, 3]].is_nan());
+        let mut c = b.clone();
+        add(&mut c, b.view()).unwrap();
+        assert_eq!(c.as_slice().unwrap(), &[2.0, 2.0, -2.0, 0.0]);
+        let wrong = Array4::<f32>::zeros((1, 1, 2, 2));
+        assert!(add(&mut c, wrong.view()).is_err());
+    }
+
+    #[test]
+    fn prefix_falls_back_to_a_plain_module() {
+        let t = || Tensor::from_vec(&[1], vec![0f32]).unwrap();
+        let full = Weights::from_tensors(
+            Path::new("full.pth"),
+            [("backbone.body.conv1.weight".to_string(), t())],
+        );
+        assert_eq!(
+            resolve_prefix(&full, "backbone.body.", &["conv1.weight"]),
+            "backbone.body."
+        );
+        let plain = Weights::from_tensors(Path::new("r.pth"), [("conv1.weight".to_string(), t())]);
+        assert_eq!(
+            resolve_prefix(&plain, "backbone.body.", &["conv1.weight"]),
+            ""
+        );
+        let other = Weights::from_tensors(Path::new("o.pth"), [("head.w".to_string(), t())]);
+        assert_eq!(
+            resolve_prefix(&other, "backbone.body.", &["conv1.weight"]),
+            "backbone.body."
+        );
+    }
+}

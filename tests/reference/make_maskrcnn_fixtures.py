@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Writes the fixtures of plugins/rcnn/tests/torchvision_reference.rs: torchvision's own
+Mask R-CNN transform, ResNet body and FPN run on real photos, in plugins/rcnn/tests/fixtures/.
+
+    pip install torch torchvision numpy pillow      # CPU wheels are enough
+    python3 tests/reference/make_maskrcnn_fixtures.py
+
+Run by developers, not by CI (CI reads the committed fixtures).
+
+The model is torchvision's `MaskRCNN` with a `resnet_fpn_backbone("resnet18", weights=None,
+trainable_layers=5)` backbone (FrozenBatchNorm2d, returned layers 1-4, FPN 256 channels with
+LastLevelMaxPool), i.e. `maskrcnn_resnet50_fpn` with a ResNet-18 body.
+
+Weights. A resnet18-FPN state dict is ~53 MB in f32 (26 MB in f16), more than the 20 MB all
+fixtures of this issue may take, so the weights are not stored: every tensor of the state
+dict is generated from its *name* by a counter-based generator that the Rust test reproduces
+bit for bit (`weights.rs` in the tests):
+
+    seed  = FNV-1a 64 of the full state-dict name (e.g. "backbone.body.layer1.0.conv1.weight")
+    z_i   = splitmix64(seed + (i + 1) * 0x9E3779B97F4A7C15)     for element i (row-major)
+    u_i   = float32(z_i >> 40) / 2^24                            exact, in [0, 1)
+    value = (u_i * 2 - 1) * a + b                                each step rounded to float32
+
+with (a, b) per tensor stored in the fixture: conv weights a = sqrt(3 / fan_in) (unit variance
+gain), conv biases a = 0.1, and the FrozenBatchNorm2d statistics randomised so that the
+fold into the convolutions is really tested: weight in [0.5, 1], bias in [-0.1, 0.1],
+running_mean in [-0.1, 0.1], running_var in [0.5, 1.5]. The generated tensors are loaded
+into the torchvision model with `load_state_dict(strict=True)`, so their names and shapes are
+torchvision's (the Rust test writes them to a .safetensors file and loads that through the
+nodes' `weights` parameter).
+
+Cases (one per photo): `chelsea.png` (397x264, resized to 1203x800, padded to 1216x800) with
+the defaults (min 800 / max 1333, FrozenBN eps 0 as `maskrcnn_resnet50_fpn` with its COCO
+weights, via `overwrite_eps(model, 0.0)`), and `astronaut.png` with min 512 / max 853 and eps 1e-5 (FrozenBatchNorm2d's own default, as
+`resnet_fpn_backbone` and ImageNet ResNets).
+
+Outputs, per case, in maskrcnn_r18_fpn.json: the preprocessed tensor (GeneralizedRCNNTransform,
+[3, H', W'], padded to 32), torchvision's image_sizes, the body's outputs "0".."3" (c2..c5) and
+the FPN's "0".."3","pool" (p2..p6). Full tensors are too large (p2 alone is 256x200x272), so
+each is summarised: shape, sum, sum of |x|, min, max, per-channel means, and the values at 512
+fixed random flat indices plus the first and last element.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection._utils import overwrite_eps
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+OUT = os.path.join(ROOT, "plugins", "rcnn", "tests", "fixtures")
+
+GOLDEN = 0x9E3779B97F4A7C15
+MASK = (1 << 64) - 1
+SAMPLES = 512
+
+
+def fnv1a64(s: str) -> int:
+    h = 0xCBF29CE484222325
+    for byte in s.encode():
+        h ^= byte
+        h = (h * 0x100000001B3) & MASK
+    return h
+
+
+def splitmix_uniform(seed: int, n: int) -> np.ndarray:
+    """u_i in [0, 1) as float32 (exact: 24-bit numerators)."""
+    with np.errstate(over="ignore"):
+        i = np.arange(1, n + 1, dtype=np.uint64)
+        z = np.uint64(seed) + i * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
+
+
+def range_of(name: str, shape) -> tuple:
+    """(a, b): values are uniform in [b - a, b + a)."""
+    if name.startswith("backbone.body.") and len(shape) == 1:  # FrozenBatchNorm2d
+        if name.endswith("running_var"):
+            return 0.5, 1.0
+        if name.endswith("weight"):
+            return 0.25, 0.75
+        return 0.1, 0.0  # bias, running_mean
+    if len(shape) == 4:
+        fan_in = shape[1] * shape[2] * shape[3]
+        return float(np.float32(math.sqrt(3.0 / fan_in))), 0.0
+    if len(shape) == 1:  # conv bias (FPN)
+        return 0.1, 0.0
+    raise ValueError(f"no range for {name} {shape}")
+
+
+def generate(name: str, shape, a: float, b: float) -> np.ndarray:
+    n = int(np.prod(shape))
+    u = splitmix_uniform(fnv1a64(name), n)
+    v = (u * np.float32(2.0) - np.float32(1.0)) * np.float32(a) + np.float32(b)
+    return v.astype(np.float32).reshape(shape)
+
+
+def summary(t: torch.Tensor, rng: np.random.Generator) -> dict:
+    a = t.detach().cpu().numpy().astype(np.float32)
+    flat = a.reshape(-1)
+    idx = np.unique(
+        np.concatenate([[0, flat.size - 1], rng.integers(0, flat.size, SAMPLES)])
+    )
+    c = a.shape[-3]
+    per_channel = a.reshape(c, -1).astype(np.float64).mean(axis=1)
+    return {
+        "shape": list(a.shape),
+        "sum": float(flat.astype(np.float64).sum()),
+        "abs_sum": float(np.abs(flat.astype(np.float64)).sum()),
+        "min": float(flat.min()),
+        "max": float(flat.max()),
+        "channel_means": [float(x) for x in per_channel],
+        "indices": [int(i) for i in idx],
+        "values": [float(flat[i]) for i in idx],
+    }
+
+
+def build(eps: float, min_size: int, max_size: int):
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5
+    )
+    model = MaskRCNN(backbone, num_classes=91, min_size=min_size, max_size=max_size)
+    model.eval()
+    overwrite_eps(model, eps)
+    return model
+
+
+def main():
+    torch.set_num_threads(2)
+    os.makedirs(OUT, exist_ok=True)
+    # The generated state dict (backbone only: the heads are not part of this slice).
+    probe = build(0.0, 800, 1333)
+    spec = []
+    state = {}
+    for name, t in probe.state_dict().items():
+        if not name.startswith("backbone."):
+            continue
+        shape = list(t.shape)
+        a, b = range_of(name, shape)
+        spec.append({"name": name, "shape": shape, "a": a, "b": b})
+        state[name] = torch.from_numpy(generate(name, shape, a, b))
+
+    cases = []
+    for photo, min_size, max_size, eps in [
+        ("chelsea.png", 800, 1333, 0.0),
+        ("astronaut.png", 512, 853, 1e-5),
+    ]:
+        model = build(eps, min_size, max_size)
+        missing, unexpected = model.backbone.load_state_dict(
+            {k[len("backbone."):]: v for k, v in state.items()}, strict=True
+        )
+        assert not missing and not unexpected
+        rng = np.random.default_rng(len(cases) + 1)
+        img = np.asarray(Image.open(os.path.join(ROOT, "assets", photo)).convert("RGB"))
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255.0
+        with torch.no_grad():
+            images, _ = model.transform([x])
+            body = model.backbone.body(images.tensors)
+            fpn = model.backbone.fpn(body)
+        case = {
+            "photo": photo,
+            "params": {"min_size": min_size, "max_size": max_size, "bn_eps": eps},
+            "original_size": list(img.shape[:2]),
+            "image_size": list(images.image_sizes[0]),
+            "preprocessed": summary(images.tensors[0], rng),
+            "body": {},
+            "fpn": {},
+        }
+        for k, v in body.items():
+            case["body"][k] = summary(v[0], rng)
+        for k, v in fpn.items():
+            case["fpn"][k] = summary(v[0], rng)
+        cases.append(case)
+        print(
+            photo,
+            list(images.tensors.shape),
+            {k: [round(float(v.mean()), 4), round(float(v.std()), 4)] for k, v in fpn.items()},
+        )
+
+    doc = {
+        "generator": "tests/reference/make_maskrcnn_fixtures.py",
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "model": "MaskRCNN(resnet_fpn_backbone('resnet18', weights=None, trainable_layers=5))",
+        "weights": spec,
+        "cases": cases,
+    }
+    path = os.path.join(OUT, "maskrcnn_r18_fpn.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
