@@ -1,8 +1,10 @@
 //! `image_sink`: draws instances on the image and writes one PNG per frame.
 //!
 //! Per instance whose score is at least `score_threshold`, in a colour chosen by its class:
-//! the mask blended at 45 % opacity, a 2 px box outline, keypoints and landmarks as dots, and
-//! a label "name 0.93" on a filled background above the box (inside it when there is no room
+//! the mask blended at 45 % opacity, a 2 px box outline, keypoints (those with score > 0) and
+//! landmarks as dots (small ones above 68 points per instance, such as a 468-point face mesh;
+//! an instance's all-zero landmarks are `concat_instances` padding and are not drawn), and a
+//! label "name 0.93" on a filled background above the box (inside it when there is no room
 //! above). Everything is clipped to the image.
 
 use std::fs::File;
@@ -22,6 +24,8 @@ use crate::quoted;
 const MASK_ALPHA: u32 = 45;
 /// Threshold of f32 masks.
 const MASK_THRESHOLD: f32 = 0.5;
+/// Above this many points per instance, points are drawn as small dots (face meshes).
+const DENSE_POINTS: usize = 68;
 
 /// 20 distinct colours (Sasha Trubetskoy's list); class `c` gets `PALETTE[c mod 20]`.
 pub const PALETTE: [[u8; 3]; 20] = [
@@ -178,15 +182,27 @@ impl ImageSink {
             let shape = t.shape();
             let (per, cols) = (shape[1], shape[2]);
             let data = t.as_slice::<f32>()?;
+            // Dense point sets (a 468-point face mesh) as small dots without the white ring.
+            let dense = per > DENSE_POINTS;
             for &k in &drawn {
                 let color = class_color(inst.classes[k]);
                 let Some(rows) = data.get(k * per * cols..(k + 1) * per * cols) else {
                     continue;
                 };
+                // All-zero landmarks are padding (concat_instances), not points at (0, 0).
+                if name == "landmarks" && rows.iter().all(|&v| v == 0.0) {
+                    continue;
+                }
                 for p in rows.chunks_exact(cols) {
-                    let visible = cols < 3 || p[2] > 0.0;
+                    // keypoints: (x, y, score), drawn when score > 0; landmarks: (x, y[, z]).
+                    let visible = name == "landmarks" || cols < 3 || p[2] > 0.0;
                     if visible && p[0].is_finite() && p[1].is_finite() {
-                        canvas.dot(to_px(p[0]), to_px(p[1]), scale as i64 + 1, color);
+                        let (x, y) = (to_px(p[0]), to_px(p[1]));
+                        if dense {
+                            canvas.small_dot(x, y, scale as i64 / 2, color);
+                        } else {
+                            canvas.dot(x, y, scale as i64 + 1, color);
+                        }
                     }
                 }
             }
@@ -315,6 +331,22 @@ impl Canvas {
                         self.set(cx + dx, cy + dy, c);
                     }
                 }
+            }
+        }
+    }
+
+    /// A filled square of side `2 * radius + 1` (radius 0: a plus sign of 5 pixels) in
+    /// `color`, clipped; for dense point sets such as a face mesh.
+    pub fn small_dot(&mut self, cx: i64, cy: i64, radius: i64, color: [u8; 3]) {
+        if radius <= 0 {
+            for (dx, dy) in [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)] {
+                self.set(cx + dx, cy + dy, color);
+            }
+            return;
+        }
+        for dy in -radius..=radius {
+            for dx in -radius..=radius {
+                self.set(cx + dx, cy + dy, color);
             }
         }
     }
@@ -527,6 +559,38 @@ mod tests {
             err.message(),
             "mask shape [6, 8] does not match image shape [12, 16]"
         );
+    }
+
+    #[test]
+    fn face_mesh_points_and_padded_landmarks() {
+        let sink = ImageSink {
+            dir: temp_dir("unused"),
+            score_threshold: 0.0,
+            labels: Vec::new(),
+        };
+        let (w, h) = (120usize, 60usize);
+        // Instance 0: a 468-point mesh on a grid (x, y, z with negative z); instance 1:
+        // all-zero landmarks (padding from concat_instances), not drawn at (0, 0).
+        let mut lm = vec![0.0f32; 2 * 468 * 3];
+        for (i, p) in lm[..468 * 3].chunks_exact_mut(3).enumerate() {
+            p.copy_from_slice(&[5.0 + (i % 26) as f32, 5.0 + (i / 26) as f32, -3.0]);
+        }
+        let inst = Instances {
+            boxes: vec![[100.0, 50.0, 101.0, 51.0], [100.0, 50.0, 101.0, 51.0]],
+            scores: vec![0.9, 0.9],
+            classes: vec![2, 5],
+        }
+        .to_value()
+        .unwrap()
+        .with("landmarks", Tensor::from_vec(&[2, 468, 3], lm).unwrap());
+        let canvas = sink.render(&gray_image(w, h, 100), Some(&inst)).unwrap();
+        let c = class_color(2);
+        assert_eq!(canvas.get(5, 5).unwrap(), c);
+        assert_eq!(canvas.get(30, 22).unwrap(), c);
+        assert_eq!(canvas.get(0, 0).unwrap(), [100, 100, 100]);
+        assert_eq!(canvas.get(1, 1).unwrap(), [100, 100, 100]);
+        // Small dots: no white ring around the mesh.
+        assert_eq!(canvas.get(3, 5).unwrap(), [100, 100, 100]);
     }
 
     #[test]

@@ -1,5 +1,13 @@
 //! `concat_instances`: merges the instances of two heads (say, a face detector and a person
 //! detector) of the same frame into one set.
+//!
+//! Every tensor of either input is in the output, first's rows then second's. A tensor that
+//! only one input carries (say `keypoints` from a pose model, `landmarks` from a face model,
+//! `masks` from a segmenter) is padded with zero rows of its shape for the other input's
+//! instances: zero keypoints have score 0, a zero mask is empty, and `image_sink` and
+//! `json_sink` skip an instance's all-zero landmarks. Tensors both inputs carry must agree in
+//! dtype and in every dimension but the first (masks of different H x W are an error naming
+//! both shapes).
 
 use plugin_sdk::kernels::{f16, Element};
 use plugin_sdk::{
@@ -62,25 +70,56 @@ fn concat_rows(name: &str, a: &Tensor, b: &Tensor) -> Result<Tensor, NodeError> 
     }
 }
 
+/// `rows` rows of zeros shaped like the rows of `like`, of its dtype.
+fn zero_rows(name: &str, like: &Tensor, rows: usize) -> Result<Tensor, NodeError> {
+    let Some((_, rest)) = like.shape().split_first() else {
+        return Err(NodeError::new(format!(
+            "tensor \"{name}\" must have one row per instance, got a scalar"
+        )));
+    };
+    let mut shape = Vec::with_capacity(like.ndim());
+    shape.push(rows);
+    shape.extend_from_slice(rest);
+    Tensor::zeros(like.dtype(), &shape).map_err(|e| {
+        NodeError::new(format!(
+            "cannot pad \"{name}\" to {rows} rows of {}: {e}",
+            like.describe()
+        ))
+    })
+}
+
+/// The number of instances of a value (rows of `boxes`).
+fn rows(which: &str, v: &Value) -> Result<usize, NodeError> {
+    let boxes = v
+        .tensor("boxes")
+        .map_err(|e| NodeError::new(format!("{which} instances: {e}")))?;
+    boxes.shape().first().copied().ok_or_else(|| {
+        NodeError::new(format!(
+            "{which} instances: tensor \"boxes\" must be [N, 4], got {}",
+            boxes.describe()
+        ))
+    })
+}
+
 impl Node for ConcatInstances {
     fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let first = inputs.value("first")?;
         let Some(second) = inputs.get("second") else {
             return Ok(Outputs::one("instances", first.clone()));
         };
+        let (n1, n2) = (rows("first", first)?, rows("second", second)?);
         let mut out = Value::new(PortKind::Instances);
         for (name, a) in first.tensors() {
-            let b = second.get(name).ok_or_else(|| {
-                NodeError::new(format!(
-                    "tensor \"{name}\" is in the first instances but not in the second"
-                ))
-            })?;
-            out.insert(name, concat_rows(name, a, b)?);
+            let merged = match second.get(name) {
+                Some(b) => concat_rows(name, a, b)?,
+                None => concat_rows(name, a, &zero_rows(name, a, n2)?)?,
+            };
+            out.insert(name, merged);
         }
-        if let Some(extra) = second.names().into_iter().find(|n| first.get(n).is_none()) {
-            return Err(NodeError::new(format!(
-                "tensor \"{extra}\" is in the second instances but not in the first"
-            )));
+        for (name, b) in second.tensors() {
+            if first.get(name).is_none() {
+                out.insert(name, concat_rows(name, &zero_rows(name, b, n1)?, b)?);
+            }
         }
         Ok(Outputs::one("instances", out))
     }
@@ -115,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn absent_second_passes_first_and_mismatches_are_errors() {
+    fn absent_second_passes_first() {
         let mut node = (concat_instances().create)(&Params::new()).unwrap();
         let mut inputs = Inputs::new();
         inputs.push("first", Some(dets(1.0, 2)));
@@ -127,15 +166,117 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn tensors_one_side_lacks_are_zero_padded() {
+        let mut node = (concat_instances().create)(&Params::new()).unwrap();
+        let kp: Vec<f32> = (0..2 * 17 * 3).map(|i| i as f32 + 1.0).collect();
+        let first = dets(1.0, 2)
+            .with("keypoints", Tensor::from_vec(&[2, 17, 3], kp).unwrap())
+            .with("track_ids", Tensor::from_vec(&[2], vec![7i64, 8]).unwrap());
+        let second = dets(5.0, 1)
+            .with(
+                "landmarks",
+                Tensor::from_vec(&[1, 468, 3], vec![2.0f32; 468 * 3]).unwrap(),
+            )
+            .with(
+                "masks",
+                Tensor::from_vec(&[1, 3, 4], vec![1u8; 12]).unwrap(),
+            );
+        let mut inputs = Inputs::new();
+        inputs.push("first", Some(first));
+        inputs.push("second", Some(second));
+        let out = node.process(&FrameInfo::default(), &inputs).unwrap();
+        let v = out.get("instances").unwrap();
+        v.validate().unwrap();
+        assert_eq!(
+            v.names(),
+            [
+                "boxes",
+                "scores",
+                "classes",
+                "keypoints",
+                "track_ids",
+                "landmarks",
+                "masks"
+            ]
+        );
+        let k = v.tensor("keypoints").unwrap();
+        assert_eq!(k.shape(), &[3, 17, 3]);
+        let k = k.as_slice::<f32>().unwrap();
+        assert_eq!(k[2 * 17 * 3 - 1], (2 * 17 * 3) as f32);
+        assert!(k[2 * 17 * 3..].iter().all(|&x| x == 0.0));
+        assert_eq!(
+            v.tensor("track_ids").unwrap().as_slice::<i64>().unwrap(),
+            &[7, 8, 0]
+        );
+        let l = v.tensor("landmarks").unwrap();
+        assert_eq!(l.shape(), &[3, 468, 3]);
+        let l = l.as_slice::<f32>().unwrap();
+        assert!(l[..2 * 468 * 3].iter().all(|&x| x == 0.0));
+        assert!(l[2 * 468 * 3..].iter().all(|&x| x == 2.0));
+        let m = v.tensor("masks").unwrap();
+        assert_eq!((m.shape(), m.dtype()), (&[3usize, 3, 4][..], DType::U8));
+        assert_eq!(
+            m.as_slice::<u8>()
+                .unwrap()
+                .iter()
+                .filter(|&&x| x == 1)
+                .count(),
+            12
+        );
+
+        // Empty inputs pad to zero rows.
+        let mut inputs = Inputs::new();
+        inputs.push("first", Some(dets(1.0, 0)));
+        inputs.push(
+            "second",
+            Some(dets(1.0, 0).with("masks", Tensor::zeros(DType::Bool, &[0, 5, 6]).unwrap())),
+        );
+        let out = node.process(&FrameInfo::default(), &inputs).unwrap();
+        assert_eq!(
+            out.get("instances")
+                .unwrap()
+                .tensor("masks")
+                .unwrap()
+                .shape(),
+            &[0, 5, 6]
+        );
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors_naming_both() {
+        let mut node = (concat_instances().create)(&Params::new()).unwrap();
         let mut inputs = Inputs::new();
         inputs.push(
             "first",
-            Some(dets(1.0, 2).with("track_ids", Tensor::from_vec(&[2], vec![1i64, 2]).unwrap())),
+            Some(dets(1.0, 2).with("masks", Tensor::zeros(DType::U8, &[2, 4, 5]).unwrap())),
         );
-        inputs.push("second", Some(dets(1.0, 1)));
+        inputs.push(
+            "second",
+            Some(dets(1.0, 1).with("masks", Tensor::zeros(DType::U8, &[1, 6, 8]).unwrap())),
+        );
+        let err = node.process(&FrameInfo::default(), &inputs).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "cannot concatenate \"masks\": first has u8[2, 4, 5], second has u8[1, 6, 8]"
+        );
+        let mut inputs = Inputs::new();
+        inputs.push(
+            "first",
+            Some(dets(1.0, 1).with("landmarks", Tensor::zeros(DType::F32, &[1, 6, 2]).unwrap())),
+        );
+        inputs.push(
+            "second",
+            Some(dets(1.0, 1).with(
+                "landmarks",
+                Tensor::zeros(DType::F32, &[1, 468, 3]).unwrap(),
+            )),
+        );
         let err = node.process(&FrameInfo::default(), &inputs).unwrap_err();
         assert!(
-            err.message().contains("\"track_ids\" is in the first"),
+            err.message().contains("[1, 6, 2]") && err.message().contains("[1, 468, 3]"),
             "{err}"
         );
     }

@@ -3,12 +3,15 @@
 //!
 //! ```json
 //! {"image_id": 0, "category_id": 3, "bbox": [x, y, w, h], "score": 0.93,
-//!  "segmentation": {"size": [H, W], "counts": "..."}, "keypoints": [x1, y1, v1, ...]}
+//!  "segmentation": {"size": [H, W], "counts": "..."}, "keypoints": [x1, y1, v1, ...],
+//!  "landmarks": [x1, y1, (z1,) ...]}
 //! ```
 //!
 //! `image_id` is the frame index, `bbox` the box in COCO's x, y, width, height form,
 //! `segmentation` (when the value has `masks`) the mask in COCO compressed RLE, identical to
-//! `pycocotools.mask.encode`, and `keypoints` (when it has `keypoints`) the flattened [K, 3].
+//! `pycocotools.mask.encode`, `keypoints` (when it has `keypoints`) the flattened [K, 3], and
+//! `landmarks` (not a COCO field; when the value has `landmarks` and the instance's are not
+//! all zero, i.e. not `concat_instances` padding) the flattened [L, 2] or [L, 3].
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -259,6 +262,15 @@ pub fn coco_objects(
         )),
         None => None,
     };
+    let landmarks = match value.get("landmarks") {
+        Some(t) => Some((
+            t.as_slice::<f32>()?,
+            t.shape()
+                .get(1..)
+                .map_or(0, |s| s.iter().product::<usize>()),
+        )),
+        None => None,
+    };
     let mut objects = Vec::with_capacity(inst.len());
     for (k, b) in inst.boxes.iter().enumerate() {
         let mut s = String::with_capacity(96);
@@ -298,6 +310,19 @@ pub fn coco_objects(
                 push_f32(&mut s, x);
             }
             s.push(']');
+        }
+        if let Some((data, per)) = landmarks {
+            let row = data.get(k * per..(k + 1) * per).unwrap_or(&[]);
+            if row.iter().any(|&x| x != 0.0) {
+                s.push_str(",\"landmarks\":[");
+                for (i, &x) in row.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    push_f32(&mut s, x);
+                }
+                s.push(']');
+            }
         }
         s.push('}');
         objects.push(s);
@@ -357,8 +382,13 @@ mod tests {
         masks[20] = 0.5;
         masks[20 + 7] = 0.49;
         let kp: Vec<f32> = (0..2 * 2 * 3).map(|i| i as f32).collect();
+        // landmarks [2, 2, 3]: instance 0 has two 3D points, instance 1 is all zero (padding).
+        let lm = vec![
+            1.5f32, 2.5, -0.5, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
         v.with("masks", Tensor::from_vec(&[2, 4, 5], masks).unwrap())
             .with("keypoints", Tensor::from_vec(&[2, 2, 3], kp).unwrap())
+            .with("landmarks", Tensor::from_vec(&[2, 2, 3], lm).unwrap())
     }
 
     fn inputs(v: Value) -> Inputs {
@@ -408,8 +438,13 @@ mod tests {
             i0["keypoints"],
             serde_json::json!([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
         );
+        assert_eq!(
+            i0["landmarks"],
+            serde_json::json!([1.5, 2.5, -0.5, 3.0, 4.0, 0.0])
+        );
         let i1 = &r["instances"][1];
         assert_eq!(i1["category_id"], 17);
+        assert!(i1.get("landmarks").is_none(), "padding is not written");
         assert_eq!(
             i1["keypoints"],
             serde_json::json!([6.0, 7.0, 8.0, 9.0, 10.0, 11.0])

@@ -20,8 +20,11 @@ pub enum PortKind {
     /// `features`: pyramid levels named `p2`..`p7` (or `c2`..`c5`), each [C, H, W] f32.
     Features = 3,
     /// `instances`: `boxes` f32 [N, 4] (x1, y1, x2, y2 in image pixels), `scores` f32 [N],
-    /// `classes` i64 [N]; optional `masks` [N, H, W] (u8/bool/f32), `keypoints` f32 [N, K, 3],
-    /// `landmarks` f32 [N, L, 2], `track_ids` i64 [N], `embeddings` f32 [N, D].
+    /// `classes` i64 [N]; optional `masks` [N, H, W] (u8/bool/f32), `keypoints` f32 [N, K, 3]
+    /// (x, y, score; score 0: not detected), `landmarks` f32 [N, L, 2] (x, y) or [N, L, 3]
+    /// (x, y, z; e.g. a face mesh), `track_ids` i64 [N], `embeddings` f32 [N, D].
+    /// `concat_instances` pads a tensor only one of its inputs has with zero rows: all-zero
+    /// landmarks of an instance mean it has none.
     Instances = 4,
     /// `semantic`: `logits` f32 [C, H, W] and/or `labels` [H, W] (integer).
     Semantic = 5,
@@ -248,7 +251,7 @@ impl Value {
                     expect_dtype(name, t, &[DType::F32])?;
                     if t.ndim() != 3 || !(2..=3).contains(&t.shape()[2]) {
                         return Err(format!(
-                            "tensor \"landmarks\" must be [N, L, 2] or [N, L, 3], got {:?}",
+                            "tensor \"landmarks\" must be [N, L, 2] (x, y) or [N, L, 3] (x, y, z), got {:?}",
                             t.shape()
                         ));
                     }
