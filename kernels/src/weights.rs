@@ -323,6 +323,7 @@ impl Weights {
             prefix: prefix.to_string(),
             taken: BTreeSet::new(),
             ignored: Vec::new(),
+            other_modules: Vec::new(),
             mismatch: Mismatch::default(),
         }
     }
@@ -334,6 +335,7 @@ pub struct Binder<'w> {
     prefix: String,
     taken: BTreeSet<String>,
     ignored: Vec<String>,
+    other_modules: Vec<String>,
     mismatch: Mismatch,
 }
 
@@ -379,6 +381,13 @@ impl Binder<'_> {
         self.ignored.push(suffix.to_string());
     }
 
+    /// Names under the prefix that belong to another module, which another node binds
+    /// (matched at the start of the name after the prefix, e.g. "mask_head." under
+    /// "roi_heads."): not reported as unexpected.
+    pub fn ignore_module(&mut self, module_prefix: &str) {
+        self.other_modules.push(module_prefix.to_string());
+    }
+
     /// Succeeds when every tensor was found with the right shape and every tensor under the
     /// prefix was used (or ignored).
     pub fn finish(mut self) -> Result<(), WeightsError> {
@@ -387,6 +396,13 @@ impl Binder<'_> {
             .names()
             .filter(|n| n.starts_with(&self.prefix) && !self.taken.contains(*n))
             .filter(|n| !self.ignored.iter().any(|s| n.ends_with(s.as_str())))
+            .filter(|n| {
+                let rest = &n[self.prefix.len()..];
+                !self
+                    .other_modules
+                    .iter()
+                    .any(|m| rest.starts_with(m.as_str()))
+            })
             .map(str::to_string)
             .collect();
         let m = self.mismatch;

@@ -60,6 +60,10 @@ OUT = os.path.join(ROOT, "plugins", "rcnn", "tests", "fixtures")
 GOLDEN = 0x9E3779B97F4A7C15
 MASK = (1 << 64) - 1
 SAMPLES = 512
+# torchvision's default is 0.05; see range_of for how the head weights make it usable.
+BOX_SCORE_THRESH = 0.05
+# paste_masks_in_image returns soft masks; its docstring thresholds them with `>= 0.5`.
+MASK_THRESHOLD = 0.5
 
 
 def fnv1a64(s: str) -> int:
@@ -89,10 +93,26 @@ def range_of(name: str, shape) -> tuple:
         if name.endswith("weight"):
             return 0.25, 0.75
         return 0.1, 0.0  # bias, running_mean
-    if len(shape) == 4:
-        fan_in = shape[1] * shape[2] * shape[3]
+    # The heads: chosen so that random weights still give a usable test, i.e. detections of
+    # several classes with well-separated scores (no near-ties at the top-100 cut), and mask
+    # logits of a few units (few pixels near the 0.5 threshold). Negative fc biases make the
+    # box head's hidden units sparse, so that class scores depend on the RoI rather than on a
+    # constant common mode; cls_score and mask_fcn_logits are scaled up to spread them.
+    if name == "roi_heads.box_head.fc6.bias":
+        return 0.1, -0.5
+    if name == "roi_heads.box_head.fc7.bias":
+        return 0.1, -0.4
+    if name == "roi_heads.box_predictor.cls_score.weight":
+        return float(np.float32(6.0 * math.sqrt(3.0 / shape[1]))), 0.0
+    if name == "roi_heads.mask_predictor.mask_fcn_logits.weight":
+        return float(np.float32(8.0 * math.sqrt(3.0 / shape[1]))), 0.0
+    if name == "roi_heads.mask_predictor.conv5_mask.weight":
+        # ConvTranspose2d(2, stride 2): each output sees one tap of every input channel.
+        return float(np.float32(math.sqrt(3.0 / shape[0]))), 0.0
+    if len(shape) in (2, 4):  # conv and linear weights: unit-variance gain
+        fan_in = int(np.prod(shape[1:]))
         return float(np.float32(math.sqrt(3.0 / fan_in))), 0.0
-    if len(shape) == 1:  # conv bias (FPN)
+    if len(shape) == 1:  # biases
         return 0.1, 0.0
     raise ValueError(f"no range for {name} {shape}")
 
@@ -124,26 +144,86 @@ def summary(t: torch.Tensor, rng: np.random.Generator) -> dict:
     }
 
 
+def rle_columns(mask: np.ndarray) -> list:
+    """Uncompressed COCO RLE (column-major run lengths, starting with a run of zeros)."""
+    flat = mask.astype(np.uint8).reshape(-1, order="F")
+    counts, prev, run = [], 0, 0
+    for v in flat:
+        if v != prev:
+            counts.append(run)
+            prev, run = v, 0
+        run += 1
+    counts.append(run)
+    return counts
+
+
+def floats(t: torch.Tensor) -> list:
+    return [float(v) for v in t.detach().cpu().numpy().astype(np.float32).reshape(-1)]
+
+
 def build(eps: float, min_size: int, max_size: int):
     backbone = resnet_fpn_backbone(
         backbone_name="resnet18", weights=None, trainable_layers=5
     )
-    model = MaskRCNN(backbone, num_classes=91, min_size=min_size, max_size=max_size)
+    model = MaskRCNN(
+        backbone,
+        num_classes=91,
+        min_size=min_size,
+        max_size=max_size,
+        box_score_thresh=BOX_SCORE_THRESH,
+    )
     model.eval()
     overwrite_eps(model, eps)
     return model
 
 
+def run_heads(model, images, features, original_size) -> dict:
+    """torchvision's RPN, RoI heads and postprocess, keeping the proposals' scores."""
+    kept = {}
+    filter_proposals = model.rpn.filter_proposals
+
+    def keep_scores(*args, **kwargs):
+        boxes, scores = filter_proposals(*args, **kwargs)
+        kept["scores"] = scores
+        return boxes, scores
+
+    model.rpn.filter_proposals = keep_scores
+    proposals, _ = model.rpn(images, features)
+    model.rpn.filter_proposals = filter_proposals
+    detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+    det = detections[0]
+    resized = {k: v.clone() for k, v in det.items()}
+    final = model.transform.postprocess(
+        detections, images.image_sizes, [tuple(original_size)]
+    )[0]
+    masks = final["masks"][:, 0] >= MASK_THRESHOLD
+    return {
+        "proposals": {
+            "boxes": floats(proposals[0]),
+            "scores": floats(kept["scores"][0]),
+        },
+        "detections": {
+            "boxes": floats(resized["boxes"]),
+            "labels": [int(v) for v in resized["labels"]],
+            "scores": floats(resized["scores"]),
+            "mask_probs": floats(resized["masks"]),
+        },
+        "final": {
+            "boxes": floats(final["boxes"]),
+            "masks_rle": [rle_columns(m.numpy()) for m in masks],
+            "mask_area": [int(m.sum()) for m in masks],
+        },
+    }
+
+
 def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
-    # The generated state dict (backbone only: the heads are not part of this slice).
+    # The generated state dict, every tensor of the model.
     probe = build(0.0, 800, 1333)
     spec = []
     state = {}
     for name, t in probe.state_dict().items():
-        if not name.startswith("backbone."):
-            continue
         shape = list(t.shape)
         a, b = range_of(name, shape)
         spec.append({"name": name, "shape": shape, "a": a, "b": b})
@@ -155,9 +235,7 @@ def main():
         ("astronaut.png", 512, 853, 1e-5),
     ]:
         model = build(eps, min_size, max_size)
-        missing, unexpected = model.backbone.load_state_dict(
-            {k[len("backbone."):]: v for k, v in state.items()}, strict=True
-        )
+        missing, unexpected = model.load_state_dict(state, strict=True)
         assert not missing and not unexpected
         rng = np.random.default_rng(len(cases) + 1)
         img = np.asarray(Image.open(os.path.join(ROOT, "assets", photo)).convert("RGB"))
@@ -166,6 +244,7 @@ def main():
             images, _ = model.transform([x])
             body = model.backbone.body(images.tensors)
             fpn = model.backbone.fpn(body)
+            heads = run_heads(model, images, fpn, img.shape[:2])
         case = {
             "photo": photo,
             "params": {"min_size": min_size, "max_size": max_size, "bn_eps": eps},
@@ -174,23 +253,33 @@ def main():
             "preprocessed": summary(images.tensors[0], rng),
             "body": {},
             "fpn": {},
+            **heads,
         }
         for k, v in body.items():
             case["body"][k] = summary(v[0], rng)
         for k, v in fpn.items():
             case["fpn"][k] = summary(v[0], rng)
         cases.append(case)
+        det = heads["detections"]
+        probs = np.array(det["mask_probs"])
         print(
             photo,
             list(images.tensors.shape),
-            {k: [round(float(v.mean()), 4), round(float(v.std()), 4)] for k, v in fpn.items()},
+            f"proposals {len(heads['proposals']['scores'])}",
+            f"detections {len(det['scores'])} of {len(set(det['labels']))} classes,"
+            f" scores {det['scores'][0]:.4f}..{det['scores'][-1]:.4f},"
+            f" mask probs >= 0.5: {np.mean(probs >= 0.5):.3f},"
+            f" within 0.01 of 0.5: {np.mean(np.abs(probs - 0.5) < 0.01):.4f}",
         )
 
     doc = {
         "generator": "tests/reference/make_maskrcnn_fixtures.py",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "model": "MaskRCNN(resnet_fpn_backbone('resnet18', weights=None, trainable_layers=5))",
+        "model": "MaskRCNN(resnet_fpn_backbone('resnet18', weights=None, trainable_layers=5), num_classes=91, "
+        f"box_score_thresh={BOX_SCORE_THRESH})",
+        "box_score_thresh": BOX_SCORE_THRESH,
+        "mask_threshold": MASK_THRESHOLD,
         "weights": spec,
         "cases": cases,
     }

@@ -7,6 +7,10 @@
 //! | `rcnn_preprocess` | `image` (u8 [H, W, 3]) | `image` (tensor f32 [3, H', W'] + sizes) | `GeneralizedRCNNTransform` |
 //! | `resnet` | `image` (tensor) | `features` `c2..c5` | `backbone.body` (ResNet + FrozenBatchNorm2d) |
 //! | `fpn` | `features` `c2..c5` | `features` `p2..p6` | `backbone.fpn` (FPN + LastLevelMaxPool) |
+//! | `rpn` | `features` `p2..p6`, `image` | `proposals` (instances) | `rpn` (RegionProposalNetwork) |
+//! | `roi_box_head` | `features` `p2..p5`, `proposals`, `image` | `detections` (instances) | `roi_heads` box branch + `postprocess_detections` |
+//! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
+//! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
 //! Level names: torchvision calls the body's outputs and the FPN's levels `"0".."3"` (and
 //! `"pool"`); these nodes name them by pyramid level, `c2..c5` and `p2..p6` (stride
@@ -17,10 +21,14 @@
 //! (`backbone.body.`, `backbone.fpn.`). A missing, unexpected or mis-shaped tensor gives one
 //! error that names the file and lists them all.
 
+pub mod box_head;
 pub mod error;
 pub mod fpn;
+pub mod mask_head;
+pub mod paste;
 pub mod preprocess;
 pub mod resnet;
+pub mod rpn;
 mod util;
 
 pub use error::RcnnError;
@@ -31,7 +39,15 @@ use plugin_sdk::NodeKind;
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![preprocess::kind(), resnet::kind(), fpn::kind()]
+    vec![
+        preprocess::kind(),
+        resnet::kind(),
+        fpn::kind(),
+        rpn::kind(),
+        box_head::kind(),
+        mask_head::kind(),
+        paste::kind(),
+    ]
 }
 
 #[cfg(test)]
@@ -42,7 +58,18 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["rcnn_preprocess", "resnet", "fpn"]);
+        assert_eq!(
+            names,
+            [
+                "rcnn_preprocess",
+                "resnet",
+                "fpn",
+                "rpn",
+                "roi_box_head",
+                "roi_mask_head",
+                "paste_masks"
+            ]
+        );
         for k in &kinds {
             assert!(!k.spec.doc.is_empty());
             for p in k.spec.inputs.iter().chain(&k.spec.outputs) {

@@ -7,7 +7,7 @@ use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::weights::{Binder, Weights};
 use kernels::Tensor;
 use ndarray::{Array4, ArrayView1, ArrayView4, Ix1, Ix4};
-use plugin_sdk::DType;
+use plugin_sdk::{DType, Params, Value};
 use rayon::prelude::*;
 
 use crate::error::{LayerContext, RcnnError};
@@ -183,6 +183,167 @@ pub(crate) fn conv_bias(
     let w = b.take(&format!("{name}.weight"), &[cout, cin, k, k]);
     let bias = b.take(&format!("{name}.bias"), &[cout]);
     Conv2d::from_tensors(&w, Some(&bias), params).ctx(|| name.to_string())
+}
+
+/// What the heads need to know about the preprocessed image: the padded tensor's size (the
+/// anchors' strides), the resized size before padding (clipping, RoIAlign's scales) and the
+/// original size (pasting masks), all `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ImageSizes {
+    pub padded: (usize, usize),
+    pub resized: (usize, usize),
+    pub original: (usize, usize),
+}
+
+impl ImageSizes {
+    /// Reads an `image` value of `rcnn_preprocess` (`tensor` `[3, H, W]` or `[1, 3, H, W]`
+    /// with `image_size` and `original_size`).
+    pub fn from_value(node: &str, image: &Value) -> Result<ImageSizes, RcnnError> {
+        let t = image.tensor("tensor").map_err(RcnnError::Input)?;
+        let s = t.shape();
+        let padded = match s.len() {
+            3 => (s[1], s[2]),
+            4 if s[0] == 1 => (s[2], s[3]),
+            _ => {
+                return Err(RcnnError::input(format!(
+                    "{node}: the image tensor must be [3, H, W] (one image, from rcnn_preprocess), got {}",
+                    t.describe()
+                )))
+            }
+        };
+        let pair = |name: &str| -> Result<(usize, usize), RcnnError> {
+            let t = image.get(name).ok_or_else(|| {
+                RcnnError::input(format!(
+                    "{node}: the image value has no \"{name}\"; connect the `image` output of rcnn_preprocess"
+                ))
+            })?;
+            let v = t.as_slice::<i64>().map_err(|_| {
+                RcnnError::input(format!(
+                    "{node}: \"{name}\" must be i64 [2], got {}",
+                    t.describe()
+                ))
+            })?;
+            match v {
+                [h, w] if *h > 0 && *w > 0 => Ok((*h as usize, *w as usize)),
+                _ => Err(RcnnError::input(format!(
+                    "{node}: \"{name}\" must hold a positive (height, width), got {v:?}"
+                ))),
+            }
+        };
+        let resized = pair("image_size")?;
+        if resized.0 > padded.0 || resized.1 > padded.1 {
+            return Err(RcnnError::input(format!(
+                "{node}: image_size {resized:?} exceeds the padded tensor {padded:?}"
+            )));
+        }
+        Ok(ImageSizes {
+            padded,
+            resized,
+            original: pair("original_size")?,
+        })
+    }
+}
+
+/// The levels `names` of a `features` value as `[1, C, H, W]` views, all with the same
+/// channels.
+pub(crate) fn feature_levels<'a>(
+    node: &str,
+    features: &'a Value,
+    names: &[String],
+) -> Result<Vec<ArrayView4<'a, f32>>, RcnnError> {
+    let mut out: Vec<ArrayView4<'a, f32>> = Vec::with_capacity(names.len());
+    for name in names {
+        let t = features.get(name).ok_or_else(|| {
+            RcnnError::input(format!(
+                "{node}: the features have no level \"{name}\" (they have: {}); set `in_features`",
+                features.names().join(", ")
+            ))
+        })?;
+        let (v, _) = nchw(t, &format!("{node}: feature level \"{name}\""))?;
+        if v.dim().0 != 1 {
+            return Err(RcnnError::input(format!(
+                "{node}: feature level \"{name}\" holds a batch of {} images; the heads take one image per frame",
+                v.dim().0
+            )));
+        }
+        if let Some(first) = out.first() {
+            if first.dim().1 != v.dim().1 {
+                return Err(RcnnError::input(format!(
+                    "{node}: feature level \"{name}\" has {} channels, \"{}\" has {}",
+                    v.dim().1,
+                    names[0],
+                    first.dim().1
+                )));
+            }
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// `name` if the file has `{prefix}{name}.weight`, else `old` when it has that one (the
+/// module names of torchvision < 0.13 checkpoints), else `name` (the binder then reports it
+/// missing).
+pub(crate) fn module_name(weights: &Weights, prefix: &str, name: &str, old: &str) -> String {
+    let has = |n: &str| weights.get(&format!("{prefix}{n}.weight")).is_some();
+    if !has(name) && has(old) {
+        old.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Binds a linear layer (`[out, in]`, `[out]`).
+pub(crate) fn linear(
+    b: &mut Binder<'_>,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    activation: Activation,
+) -> Result<kernels::layers::Linear, RcnnError> {
+    let w = b.take(&format!("{name}.weight"), &[cout, cin]);
+    let bias = b.take(&format!("{name}.bias"), &[cout]);
+    let w = w
+        .view::<f32>()?
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|e| RcnnError::input(e.to_string()))?;
+    Ok(kernels::layers::Linear::new(w, Some(vec1(&bias)?))
+        .ctx(|| name.to_string())?
+        .with_activation(activation))
+}
+
+/// A non-negative integer parameter as `usize`, at most `max`.
+pub(crate) fn count_param(
+    params: &Params,
+    name: &'static str,
+    min: i64,
+    max: i64,
+) -> Result<usize, RcnnError> {
+    let v = params.int(name).map_err(RcnnError::Input)?;
+    if v < min || v > max {
+        return Err(RcnnError::param(
+            name,
+            format!("must be in {min}..={max}, got {v}"),
+        ));
+    }
+    Ok(v as usize)
+}
+
+/// A float parameter within `[lo, hi]`.
+pub(crate) fn float_param(
+    params: &Params,
+    name: &'static str,
+    lo: f64,
+    hi: f64,
+) -> Result<f32, RcnnError> {
+    let v = params.float(name).map_err(RcnnError::Input)?;
+    if !(lo..=hi).contains(&v) {
+        return Err(RcnnError::param(
+            name,
+            format!("must be in [{lo}, {hi}], got {v}"),
+        ));
+    }
+    Ok(v as f32)
 }
 
 #[cfg(test)]

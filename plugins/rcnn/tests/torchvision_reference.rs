@@ -49,8 +49,7 @@ fn generate(name: &str, n: usize, a: f32, b: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Writes the generated backbone state dict (plus a tensor of another module, as in a full
-/// Mask R-CNN checkpoint) as safetensors.
+/// Writes the generated state dict (the whole Mask R-CNN) as safetensors.
 fn write_weights(doc: &Json, path: &Path) {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for w in doc["weights"].as_array().unwrap() {
@@ -74,7 +73,6 @@ fn write_weights(doc: &Json, path: &Path) {
             v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ));
     }
-    tensors.push(("rpn.head.cls_logits.bias".into(), vec![3], vec![0u8; 12]));
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, b)| {
@@ -134,6 +132,110 @@ fn run(node: &mut Box<dyn Node>, port_in: &str, v: Value, port_out: &str) -> Val
     v
 }
 
+fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
+    let mut ins = plugin_sdk::Inputs::new();
+    for (port, v) in inputs {
+        ins.push(port, Some((*v).clone()));
+    }
+    let out = node
+        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+    let v = out.get(port_out).unwrap().clone();
+    v.validate().unwrap();
+    v
+}
+
+fn floats(j: &Json) -> Vec<f32> {
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn boxes_of(flat: &[f32]) -> Vec<[f32; 4]> {
+    flat.chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect()
+}
+
+/// One-to-one matching of `ours` to `theirs` (ordering-robust): for each of theirs, the first
+/// unused of ours with the same label, IoU >= 0.999 and a score within 1e-4. Returns
+/// `matched[j] = Some(i)`.
+fn match_instances(
+    ours: (&[[f32; 4]], &[f32], &[i64]),
+    theirs: (&[[f32; 4]], &[f32], &[i64]),
+) -> Vec<Option<usize>> {
+    let mut used = vec![false; ours.0.len()];
+    (0..theirs.0.len())
+        .map(|j| {
+            let found = (0..ours.0.len()).find(|&i| {
+                !used[i]
+                    && ours.2[i] == theirs.2[j]
+                    && (ours.1[i] - theirs.1[j]).abs() <= 1e-4
+                    && kernels::ops::boxes::pair_iou(&ours.0[i], &theirs.0[j]) >= 0.999
+            });
+            if let Some(i) = found {
+                used[i] = true;
+            }
+            found
+        })
+        .collect()
+}
+
+/// Decodes uncompressed COCO RLE (column-major runs, zeros first) into a row-major mask.
+fn rle_decode(counts: &[u64], h: usize, w: usize) -> Vec<u8> {
+    let mut col_major = Vec::with_capacity(h * w);
+    for (k, &c) in counts.iter().enumerate() {
+        col_major.extend(std::iter::repeat_n((k % 2) as u8, c as usize));
+    }
+    assert_eq!(col_major.len(), h * w, "RLE length");
+    let mut out = vec![0u8; h * w];
+    for x in 0..w {
+        for y in 0..h {
+            out[y * w + x] = col_major[x * h + y];
+        }
+    }
+    out
+}
+
+/// Checks the instances `ours` against torchvision's `(boxes, scores, labels)`: the same
+/// number, every one matched (label, box IoU >= 0.999, score within 1e-4). Returns the
+/// matching.
+fn check_instances(
+    what: &str,
+    ours: &Value,
+    boxes: &[f32],
+    scores: &[f32],
+    labels: &[i64],
+) -> Vec<usize> {
+    let ob = boxes_of(ours.tensor("boxes").unwrap().as_slice::<f32>().unwrap());
+    let os = ours.tensor("scores").unwrap().as_slice::<f32>().unwrap();
+    let ol = ours.tensor("classes").unwrap().as_slice::<i64>().unwrap();
+    let tb = boxes_of(boxes);
+    let m = match_instances((&ob, os, ol), (&tb, scores, labels));
+    let unmatched: Vec<usize> = (0..m.len()).filter(|&j| m[j].is_none()).collect();
+    eprintln!(
+        "  {what}: {} ours, {} torchvision's, {} unmatched",
+        ob.len(),
+        tb.len(),
+        unmatched.len()
+    );
+    for &j in unmatched.iter().take(5) {
+        eprintln!(
+            "    unmatched torchvision #{j}: {:?} score {} label {}",
+            tb[j], scores[j], labels[j]
+        );
+    }
+    assert_eq!(ob.len(), tb.len(), "{what}: number of instances");
+    assert!(
+        unmatched.is_empty(),
+        "{what}: {} unmatched",
+        unmatched.len()
+    );
+    m.into_iter().flatten().collect()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= TOL * b.abs().max(1.0)
 }
@@ -191,7 +293,7 @@ fn compare(what: &str, t: &Tensor, s: &Json) -> f64 {
 }
 
 #[test]
-fn preprocess_resnet_and_fpn_match_torchvision() {
+fn mask_rcnn_nodes_match_torchvision() {
     let doc = fixture();
     let dir = temp_dir("reference");
     let weights = dir.join("maskrcnn_r18_fpn.safetensors");
@@ -287,8 +389,151 @@ fn preprocess_resnet_and_fpn_match_torchvision() {
             );
             eprintln!("  fpn {ours} (\"{theirs}\"): max error {e:.2e}");
         }
+        check_heads(
+            case,
+            &wpath,
+            &x,
+            &p,
+            doc["box_score_thresh"].as_f64().unwrap(),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// rpn, roi_box_head, roi_mask_head and paste_masks on our FPN levels, each compared with
+/// torchvision's output of that stage; the box head is also run on torchvision's proposals,
+/// so that a difference is pinned to one node.
+fn check_heads(case: &Json, wpath: &ParamValue, x: &Value, p: &Value, box_score_thresh: f64) {
+    let photo = case["photo"].as_str().unwrap();
+    let w = || ("weights", wpath.clone());
+    let mut rpn = create("rpn", &[w()]).unwrap();
+    let mut box_head = create(
+        "roi_box_head",
+        &[w(), ("score_thresh", ParamValue::Float(box_score_thresh))],
+    )
+    .unwrap();
+    let mut mask_head = create("roi_mask_head", &[w()]).unwrap();
+    let mut paste = create("paste_masks", &[]).unwrap();
+
+    let t0 = std::time::Instant::now();
+    let proposals = run_with(&mut rpn, &[("features", p), ("image", x)], "proposals");
+    let t1 = std::time::Instant::now();
+    let detections = run_with(
+        &mut box_head,
+        &[("features", p), ("proposals", &proposals), ("image", x)],
+        "detections",
+    );
+    let t2 = std::time::Instant::now();
+    let with_masks = run_with(
+        &mut mask_head,
+        &[("features", p), ("detections", &detections), ("image", x)],
+        "instances",
+    );
+    let t3 = std::time::Instant::now();
+    let pasted = run_with(
+        &mut paste,
+        &[("instances", &with_masks), ("image", x)],
+        "instances",
+    );
+    let t4 = std::time::Instant::now();
+    let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3;
+    eprintln!(
+        "{photo}: rpn {:.0} ms, roi_box_head {:.0} ms, roi_mask_head {:.0} ms, paste_masks {:.0} ms",
+        ms(t0, t1),
+        ms(t1, t2),
+        ms(t2, t3),
+        ms(t3, t4)
+    );
+
+    // Proposals: class 0 for all.
+    let tp = floats(&case["proposals"]["boxes"]);
+    let ts = floats(&case["proposals"]["scores"]);
+    let zeros = vec![0i64; ts.len()];
+    check_instances(
+        &format!("{photo} rpn proposals"),
+        &proposals,
+        &tp,
+        &ts,
+        &zeros,
+    );
+
+    // Box head on torchvision's own proposals, then on ours.
+    let det = &case["detections"];
+    let db = floats(&det["boxes"]);
+    let ds = floats(&det["scores"]);
+    let dl: Vec<i64> = det["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let theirs = Value::new(plugin_sdk::PortKind::Instances)
+        .with(
+            "boxes",
+            Tensor::from_vec(&[ts.len(), 4], tp.clone()).unwrap(),
+        )
+        .with("scores", Tensor::from_vec(&[ts.len()], ts.clone()).unwrap())
+        .with("classes", Tensor::from_vec(&[ts.len()], zeros).unwrap());
+    let on_theirs = run_with(
+        &mut box_head,
+        &[("features", p), ("proposals", &theirs), ("image", x)],
+        "detections",
+    );
+    check_instances(
+        &format!("{photo} roi_box_head on torchvision's proposals"),
+        &on_theirs,
+        &db,
+        &ds,
+        &dl,
+    );
+    let m = check_instances(&format!("{photo} roi_box_head"), &detections, &db, &ds, &dl);
+
+    // Mask probabilities of matched detections.
+    let probs = floats(&det["mask_probs"]);
+    let ours = with_masks.tensor("masks").unwrap();
+    assert_eq!(&ours.shape()[1..], &[28, 28], "{photo} mask shape");
+    let ours = ours.as_slice::<f32>().unwrap();
+    let mut worst = 0f32;
+    for (j, &i) in m.iter().enumerate() {
+        for k in 0..784 {
+            worst = worst.max((ours[i * 784 + k] - probs[j * 784 + k]).abs());
+        }
+    }
+    eprintln!("  roi_mask_head: mask probabilities max |error| {worst:.2e}");
+    assert!(
+        worst <= 1e-4,
+        "{photo} mask probabilities differ by {worst}"
+    );
+
+    // Pasted masks and boxes in the original image.
+    let fin = &case["final"];
+    let fb = boxes_of(&floats(&fin["boxes"]));
+    let ob = boxes_of(pasted.tensor("boxes").unwrap().as_slice::<f32>().unwrap());
+    let masks = pasted.tensor("masks").unwrap();
+    let (h, w) = (
+        case["original_size"][0].as_u64().unwrap() as usize,
+        case["original_size"][1].as_u64().unwrap() as usize,
+    );
+    assert_eq!(masks.shape(), &[ob.len(), h, w], "{photo} pasted masks");
+    let masks = masks.as_slice::<u8>().unwrap();
+    let (mut differ, mut total) = (0usize, 0usize);
+    for (j, &i) in m.iter().enumerate() {
+        let iou = kernels::ops::boxes::pair_iou(&ob[i], &fb[j]);
+        assert!(iou >= 0.999, "{photo} final box {j}: IoU {iou}");
+        let counts: Vec<u64> = fin["masks_rle"][j]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let want = rle_decode(&counts, h, w);
+        let got = &masks[i * h * w..(i + 1) * h * w];
+        differ += got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        total += h * w;
+    }
+    let agree = 1.0 - differ as f64 / total.max(1) as f64;
+    eprintln!("  paste_masks: {differ} of {total} pixels differ (agreement {agree:.6})");
+    assert!(agree >= 0.999, "{photo} pasted masks agree on {agree}");
 }
 
 #[test]

@@ -1,0 +1,458 @@
+//! `roi_box_head`: torchvision's `RoIHeads` box branch at inference (`roi_heads.py`), as built
+//! by `maskrcnn_resnet50_fpn`.
+//!
+//! 1. `MultiScaleRoIAlign(["0".."3"], 7, sampling_ratio=2)`: each proposal pooled to 7x7 from
+//!    the level `LevelMapper` assigns (canonical 224 / level 4), `aligned=False`;
+//! 2. `TwoMLPHead`: flatten, `fc6` + ReLU, `fc7` + ReLU (1024);
+//! 3. `FastRCNNPredictor`: `cls_score` (`num_classes`) and `bbox_pred` (`4·num_classes`);
+//! 4. `postprocess_detections`: decode per class (`BoxCoder` weights 10, 10, 5, 5), softmax,
+//!    clip to the resized image, drop the background column, keep scores `> score_thresh`
+//!    (strict), drop boxes with a side `< 0.01`, NMS per class (`nms_thresh`), keep the first
+//!    `detections_per_img`.
+//!
+//! Detections stay in resized-image pixels (the mask head pools from them); `paste_masks`
+//! maps them to the original image, as torchvision's `transform.postprocess` does.
+//!
+//! Weights: `box_head.fc6.*`, `box_head.fc7.*`, `box_predictor.cls_score.*`,
+//! `box_predictor.bbox_pred.*` under `prefix` (`"roi_heads."`).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use kernels::layers::{Activation, Linear};
+use kernels::ops::roi_align::RoiAlignWorkspace;
+use kernels::ops::{
+    batched_nms, clip_boxes_to_image, remove_small_boxes, BoxCoder, MultiScaleRoIAlign,
+};
+use kernels::weights::Weights;
+use ndarray::{Array2, ArrayView4};
+use plugin_sdk::{
+    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    ParamType, ParamValue, Params, PortKind, PortSpec, Value,
+};
+
+use crate::error::{LayerContext, RcnnError};
+use crate::util::{
+    count_param, feature_levels, float_param, linear, load_weights, resolve_prefix, ImageSizes,
+};
+
+/// torchvision's `box_min_size` in `RoIHeads.postprocess_detections` (not configurable there).
+const BOX_MIN_SIZE: f32 = 1e-2;
+
+/// The settings of [`BoxHead`]; the defaults are `maskrcnn_resnet50_fpn`'s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxHeadConfig {
+    pub channels: usize,
+    pub pooler_size: usize,
+    pub sampling_ratio: i32,
+    pub representation_size: usize,
+    /// Including the background class 0.
+    pub num_classes: usize,
+    pub bbox_reg_weights: [f32; 4],
+    pub score_thresh: f32,
+    pub nms_thresh: f32,
+    pub detections_per_img: usize,
+}
+
+impl Default for BoxHeadConfig {
+    fn default() -> Self {
+        BoxHeadConfig {
+            channels: 256,
+            pooler_size: 7,
+            sampling_ratio: 2,
+            representation_size: 1024,
+            num_classes: 91,
+            bbox_reg_weights: [10.0, 10.0, 5.0, 5.0],
+            score_thresh: 0.05,
+            nms_thresh: 0.5,
+            detections_per_img: 100,
+        }
+    }
+}
+
+/// Detections of one image, highest score first, in resized-image pixels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Detections {
+    pub boxes: Vec<[f32; 4]>,
+    pub scores: Vec<f32>,
+    /// 1..num_classes-1 (0 is the background).
+    pub labels: Vec<i64>,
+}
+
+/// The box branch with its weights bound.
+#[derive(Debug)]
+pub struct BoxHead {
+    config: BoxHeadConfig,
+    pooler: MultiScaleRoIAlign,
+    fc6: Linear,
+    fc7: Linear,
+    cls_score: Linear,
+    bbox_pred: Linear,
+    coder: BoxCoder,
+    /// Channels-last copies of the levels, kept across frames.
+    workspace: Mutex<RoiAlignWorkspace>,
+}
+
+impl BoxHead {
+    pub fn from_weights(
+        weights: &Weights,
+        prefix: &str,
+        config: BoxHeadConfig,
+    ) -> Result<BoxHead, RcnnError> {
+        let prefix = resolve_prefix(weights, prefix, &["box_head.fc6.weight"]);
+        let mut b = weights.binder(&prefix);
+        let flat = config.channels * config.pooler_size * config.pooler_size;
+        let rep = config.representation_size;
+        let k = config.num_classes;
+        let fc6 = linear(&mut b, "box_head.fc6", flat, rep, Activation::Relu)?;
+        let fc7 = linear(&mut b, "box_head.fc7", rep, rep, Activation::Relu)?;
+        let cls_score = linear(
+            &mut b,
+            "box_predictor.cls_score",
+            rep,
+            k,
+            Activation::Identity,
+        )?;
+        let bbox_pred = linear(
+            &mut b,
+            "box_predictor.bbox_pred",
+            rep,
+            4 * k,
+            Activation::Identity,
+        )?;
+        b.ignore_module("mask_head.");
+        b.ignore_module("mask_predictor.");
+        b.ignore_module("keypoint_head.");
+        b.ignore_module("keypoint_predictor.");
+        b.finish()?;
+        Ok(BoxHead {
+            pooler: MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio),
+            coder: BoxCoder::new(config.bbox_reg_weights),
+            config,
+            fc6,
+            fc7,
+            cls_score,
+            bbox_pred,
+            workspace: Mutex::new(RoiAlignWorkspace::new()),
+        })
+    }
+
+    pub fn config(&self) -> &BoxHeadConfig {
+        &self.config
+    }
+
+    /// Class logits `[K, num_classes]` and box deltas `[K, 4·num_classes]` of the proposals.
+    pub fn predict(
+        &self,
+        levels: &[ArrayView4<'_, f32>],
+        proposals: &[[f32; 4]],
+        resized: (usize, usize),
+    ) -> Result<(Array2<f32>, Array2<f32>), RcnnError> {
+        let k = proposals.len();
+        let pooled = {
+            let mut ws = self
+                .workspace
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.pooler
+                .forward_with(&mut ws, levels, &[proposals], &[resized])
+                .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?
+        };
+        let flat_len = pooled.len() / k.max(1);
+        let flat = pooled
+            .into_shape_with_order((k, flat_len))
+            .map_err(|e| RcnnError::input(e.to_string()))?;
+        let x = self
+            .fc6
+            .forward(flat.view())
+            .ctx(|| "box_head.fc6".into())?;
+        let x = self.fc7.forward(x.view()).ctx(|| "box_head.fc7".into())?;
+        let logits = self
+            .cls_score
+            .forward(x.view())
+            .ctx(|| "box_predictor.cls_score".into())?;
+        let deltas = self
+            .bbox_pred
+            .forward(x.view())
+            .ctx(|| "box_predictor.bbox_pred".into())?;
+        Ok((logits, deltas))
+    }
+
+    /// Detections from proposals (resized-image pixels).
+    pub fn forward(
+        &self,
+        levels: &[ArrayView4<'_, f32>],
+        proposals: &[[f32; 4]],
+        resized: (usize, usize),
+    ) -> Result<Detections, RcnnError> {
+        if let Some(first) = levels.first() {
+            if first.dim().1 != self.config.channels {
+                return Err(RcnnError::input(format!(
+                    "roi_box_head: the feature levels have {} channels, the head expects {}",
+                    first.dim().1,
+                    self.config.channels
+                )));
+            }
+        }
+        if proposals.is_empty() {
+            return Ok(Detections::default());
+        }
+        let (logits, deltas) = self.predict(levels, proposals, resized)?;
+        self.postprocess(logits, deltas.view(), proposals, resized)
+    }
+
+    fn postprocess(
+        &self,
+        logits: Array2<f32>,
+        deltas: ndarray::ArrayView2<'_, f32>,
+        proposals: &[[f32; 4]],
+        resized: (usize, usize),
+    ) -> Result<Detections, RcnnError> {
+        let nc = self.config.num_classes;
+        let decoded = self
+            .coder
+            .decode(deltas, proposals)
+            .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?;
+        let mut boxes = Vec::new();
+        let mut scores = Vec::new();
+        let mut labels = Vec::new();
+        for (i, row) in logits.outer_iter().enumerate() {
+            let probs = softmax(row.as_slice().unwrap_or(&[]));
+            // Candidates in torchvision's order: proposal-major, classes 1.. within.
+            for (c, &score) in probs.iter().enumerate().skip(1) {
+                if score > self.config.score_thresh {
+                    let d = decoded.slice(ndarray::s![i, c, ..]);
+                    boxes.push([d[0], d[1], d[2], d[3]]);
+                    scores.push(score);
+                    labels.push(c as i64);
+                }
+            }
+        }
+        debug_assert!(labels.iter().all(|&l| (l as usize) < nc));
+        // Clipping and the small-box filter commute with the score filter (all per candidate).
+        let boxes = clip_boxes_to_image(&boxes, resized);
+        let keep = remove_small_boxes(&boxes, BOX_MIN_SIZE);
+        let boxes: Vec<[f32; 4]> = keep.iter().map(|&i| boxes[i]).collect();
+        let scores: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
+        let labels: Vec<i64> = keep.iter().map(|&i| labels[i]).collect();
+        let mut kept = batched_nms(&boxes, &scores, &labels, self.config.nms_thresh as f64)
+            .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?;
+        kept.truncate(self.config.detections_per_img);
+        Ok(Detections {
+            boxes: kept.iter().map(|&i| boxes[i]).collect(),
+            scores: kept.iter().map(|&i| scores[i]).collect(),
+            labels: kept.iter().map(|&i| labels[i]).collect(),
+        })
+    }
+}
+
+/// torch's `softmax` of one row: `exp(x - max) / sum`.
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|&v| v / sum).collect()
+}
+
+pub fn kind() -> NodeKind {
+    let d = BoxHeadConfig::default();
+    let spec = NodeSpec::new(
+        "roi_box_head",
+        "torchvision RoIHeads box branch: MultiScaleRoIAlign 7x7, TwoMLPHead, FastRCNNPredictor, per-class decoding and NMS",
+    )
+    .input(
+        PortSpec::new("features", PortKind::Features, "the FPN levels named in `in_features` (p2..p5)")
+            .dtype(DType::F32)
+            .shape("C,H,W"),
+    )
+    .input(PortSpec::new(
+        "proposals",
+        PortKind::Instances,
+        "proposals in resized-image pixels (from rpn)",
+    ))
+    .input(
+        PortSpec::new(
+            "image",
+            PortKind::Tensor,
+            "the image from rcnn_preprocess (image_size: clipping and RoIAlign's level scales)",
+        )
+        .dtype(DType::F32)
+        .shape("3,H,W"),
+    )
+    .output(PortSpec::new(
+        "detections",
+        PortKind::Instances,
+        "detections in resized-image pixels, highest score first; classes are COCO category ids 1..90 with the default 91 classes",
+    ))
+    .param(ParamSpec::required(
+        "weights",
+        ParamType::Path,
+        "torchvision checkpoint (.pth or .safetensors) holding the box head (a Mask R-CNN state dict)",
+    ))
+    .param(ParamSpec::optional(
+        "prefix",
+        ParamType::Str,
+        ParamValue::Str("roi_heads.".into()),
+        "name prefix of the RoI heads' tensors",
+    ))
+    .param(ParamSpec::optional(
+        "in_features",
+        ParamType::StrList,
+        ParamValue::StrList(["p2", "p3", "p4", "p5"].map(String::from).to_vec()),
+        "feature levels RoIs are pooled from, finest first",
+    ))
+    .param(ParamSpec::optional(
+        "channels",
+        ParamType::Int,
+        ParamValue::Int(d.channels as i64),
+        "channels of the feature levels",
+    ))
+    .param(ParamSpec::optional(
+        "num_classes",
+        ParamType::Int,
+        ParamValue::Int(d.num_classes as i64),
+        "classes including the background (91 for torchvision's COCO models)",
+    ))
+    .param(ParamSpec::optional(
+        "representation_size",
+        ParamType::Int,
+        ParamValue::Int(d.representation_size as i64),
+        "width of fc6 and fc7",
+    ))
+    .param(ParamSpec::optional(
+        "sampling_ratio",
+        ParamType::Int,
+        ParamValue::Int(d.sampling_ratio as i64),
+        "RoIAlign samples per bin side (0: adaptive)",
+    ))
+    .param(ParamSpec::optional(
+        "bbox_reg_weights",
+        ParamType::FloatList,
+        ParamValue::FloatList(d.bbox_reg_weights.iter().map(|&v| v as f64).collect()),
+        "BoxCoder weights (wx, wy, ww, wh)",
+    ))
+    .param(ParamSpec::optional(
+        "score_thresh",
+        ParamType::Float,
+        ParamValue::Float(d.score_thresh as f64),
+        "minimum class probability (kept when >, torchvision's box_score_thresh)",
+    ))
+    .param(ParamSpec::optional(
+        "nms_thresh",
+        ParamType::Float,
+        ParamValue::Float(d.nms_thresh as f64),
+        "IoU threshold of the per-class NMS (box_nms_thresh)",
+    ))
+    .param(ParamSpec::optional(
+        "detections_per_img",
+        ParamType::Int,
+        ParamValue::Int(d.detections_per_img as i64),
+        "detections kept, highest score first (box_detections_per_img)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(BoxHeadNode::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `roi_box_head` node.
+#[derive(Debug)]
+pub struct BoxHeadNode {
+    model: BoxHead,
+    in_features: Vec<String>,
+}
+
+impl BoxHeadNode {
+    pub fn from_params(params: &Params) -> Result<BoxHeadNode, RcnnError> {
+        let p = RcnnError::Input;
+        let in_features = params.str_list("in_features").map_err(p)?;
+        if in_features.is_empty() {
+            return Err(RcnnError::param(
+                "in_features",
+                "must name at least one level",
+            ));
+        }
+        let w = params.float_list("bbox_reg_weights").map_err(p)?;
+        let bbox_reg_weights = match w.as_slice() {
+            [a, b, c, d] if w.iter().all(|v| v.is_finite() && *v > 0.0) => {
+                [*a as f32, *b as f32, *c as f32, *d as f32]
+            }
+            _ => {
+                return Err(RcnnError::param(
+                    "bbox_reg_weights",
+                    format!("must be 4 positive numbers (wx, wy, ww, wh), got {w:?}"),
+                ))
+            }
+        };
+        let config = BoxHeadConfig {
+            channels: count_param(params, "channels", 1, 65536)?,
+            pooler_size: 7,
+            sampling_ratio: count_param(params, "sampling_ratio", 0, 64)? as i32,
+            representation_size: count_param(params, "representation_size", 1, 1 << 16)?,
+            num_classes: count_param(params, "num_classes", 2, 1 << 16)?,
+            bbox_reg_weights,
+            score_thresh: float_param(params, "score_thresh", 0.0, 1.0)?,
+            nms_thresh: float_param(params, "nms_thresh", 0.0, 1.0)?,
+            detections_per_img: count_param(params, "detections_per_img", 1, 1 << 20)?,
+        };
+        let path = PathBuf::from(params.str("weights").map_err(p)?);
+        let weights = load_weights(&path)?;
+        let prefix = params.str("prefix").map_err(p)?;
+        Ok(BoxHeadNode {
+            model: BoxHead::from_weights(&weights, prefix, config)?,
+            in_features,
+        })
+    }
+
+    pub fn model(&self) -> &BoxHead {
+        &self.model
+    }
+
+    /// The node's computation: detections from the proposals.
+    pub fn run(
+        &self,
+        features: &Value,
+        proposals: &Value,
+        image: &Value,
+    ) -> Result<Value, RcnnError> {
+        let sizes = ImageSizes::from_value("roi_box_head", image)?;
+        let levels = feature_levels("roi_box_head", features, &self.in_features)?;
+        let proposals = Instances::from_value(proposals).map_err(RcnnError::Input)?;
+        let d = self
+            .model
+            .forward(&levels, &proposals.boxes, sizes.resized)?;
+        Instances {
+            boxes: d.boxes,
+            scores: d.scores,
+            classes: d.labels,
+        }
+        .to_value()
+        .map_err(RcnnError::Input)
+    }
+}
+
+impl Node for BoxHeadNode {
+    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let v = self.run(
+            inputs.value("features")?,
+            inputs.value("proposals")?,
+            inputs.value("image")?,
+        )?;
+        Ok(Outputs::one("detections", v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_torchs() {
+        let p = softmax(&[1.0, 2.0, 3.0]);
+        let want = [0.090_030_57, 0.244_728_48, 0.665_240_94];
+        for (a, b) in p.iter().zip(want) {
+            assert!((a - b).abs() < 1e-7, "{p:?}");
+        }
+        let p = softmax(&[1000.0, 1000.0]);
+        assert_eq!(p, [0.5, 0.5]);
+    }
+}

@@ -1,0 +1,392 @@
+//! `roi_mask_head`: torchvision's `RoIHeads` mask branch at inference (`roi_heads.py`,
+//! `mask_rcnn.py`), as built by `maskrcnn_resnet50_fpn`.
+//!
+//! 1. `MultiScaleRoIAlign(["0".."3"], 14, sampling_ratio=2)` on the detection boxes
+//!    (resized-image pixels);
+//! 2. `MaskRCNNHeads`: four 3x3 convolutions (256, padding 1) + ReLU;
+//! 3. `MaskRCNNPredictor`: `conv5_mask` (2x2 transposed convolution, stride 2) + ReLU, then
+//!    `mask_fcn_logits` (1x1, one channel per class);
+//! 4. `maskrcnn_inference`: `sigmoid` of the channel of each detection's class.
+//!
+//! Only the predicted class's channel of `mask_fcn_logits` is computed (the others are
+//! discarded by torchvision), which saves `num_classes - 1` of its 1x1 products.
+//!
+//! Output: the detections with `masks` f32 `[N, 28, 28]`, probabilities over each box.
+//! `paste_masks` puts them into the original image.
+//!
+//! Weights: `mask_head.{0..3}.0.*` (`mask_head.mask_fcn{1..4}.*` in checkpoints of torchvision
+//! < 0.13), `mask_predictor.conv5_mask.*`, `mask_predictor.mask_fcn_logits.*` under `prefix`
+//! (`"roi_heads."`).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use kernels::layers::{Activation, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
+use kernels::ops::roi_align::RoiAlignWorkspace;
+use kernels::ops::MultiScaleRoIAlign;
+use kernels::weights::Weights;
+use kernels::Tensor;
+use ndarray::{Array3, ArrayView4, Ix1, Ix2, Ix4};
+use plugin_sdk::{
+    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    ParamType, ParamValue, Params, PortKind, PortSpec, Value,
+};
+use rayon::prelude::*;
+
+use crate::error::{LayerContext, RcnnError};
+use crate::util::{
+    conv_bias, count_param, feature_levels, load_weights, module_name, resolve_prefix, ImageSizes,
+};
+
+/// The settings of [`MaskHead`]; the defaults are `maskrcnn_resnet50_fpn`'s.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskHeadConfig {
+    pub channels: usize,
+    pub pooler_size: usize,
+    pub sampling_ratio: i32,
+    /// Output channels of each 3x3 convolution of `MaskRCNNHeads`.
+    pub layers: Vec<usize>,
+    /// Including the background class 0.
+    pub num_classes: usize,
+}
+
+impl Default for MaskHeadConfig {
+    fn default() -> Self {
+        MaskHeadConfig {
+            channels: 256,
+            pooler_size: 14,
+            sampling_ratio: 2,
+            layers: vec![256; 4],
+            num_classes: 91,
+        }
+    }
+}
+
+/// The mask branch with its weights bound.
+#[derive(Debug)]
+pub struct MaskHead {
+    config: MaskHeadConfig,
+    pooler: MultiScaleRoIAlign,
+    convs: Vec<Conv2d>,
+    conv5_mask: ConvTranspose2d,
+    /// `mask_fcn_logits` as `[num_classes, C]` and `[num_classes]`.
+    logits_weight: ndarray::Array2<f32>,
+    logits_bias: Vec<f32>,
+    workspace: Mutex<RoiAlignWorkspace>,
+}
+
+impl MaskHead {
+    pub fn from_weights(
+        weights: &Weights,
+        prefix: &str,
+        config: MaskHeadConfig,
+    ) -> Result<MaskHead, RcnnError> {
+        if config.layers.is_empty() || config.layers.contains(&0) {
+            return Err(RcnnError::param(
+                "layers",
+                format!("must be positive channel counts, got {:?}", config.layers),
+            ));
+        }
+        let prefix = resolve_prefix(
+            weights,
+            prefix,
+            &["mask_head.0.0.weight", "mask_head.mask_fcn1.weight"],
+        );
+        let mut b = weights.binder(&prefix);
+        let mut convs = Vec::new();
+        let mut cin = config.channels;
+        for (i, &cout) in config.layers.iter().enumerate() {
+            let name = module_name(
+                weights,
+                &prefix,
+                &format!("mask_head.{i}.0"),
+                &format!("mask_head.mask_fcn{}", i + 1),
+            );
+            convs.push(
+                conv_bias(
+                    &mut b,
+                    &name,
+                    cin,
+                    cout,
+                    3,
+                    Conv2dParams::default().padding(1),
+                )?
+                .with_activation(Activation::Relu),
+            );
+            cin = cout;
+        }
+        // MaskRCNNPredictor(in_channels, dim_reduced = 256, num_classes).
+        let reduced = 256;
+        let w = b.take("mask_predictor.conv5_mask.weight", &[cin, reduced, 2, 2]);
+        let bias = b.take("mask_predictor.conv5_mask.bias", &[reduced]);
+        let conv5_mask = ConvTranspose2d::new(
+            w.view::<f32>()?
+                .into_dimensionality::<Ix4>()
+                .map_err(|e| RcnnError::input(e.to_string()))?,
+            Some(
+                bias.view::<f32>()?
+                    .into_dimensionality::<Ix1>()
+                    .map_err(|e| RcnnError::input(e.to_string()))?,
+            ),
+            ConvTranspose2dParams::default().stride(2),
+        )
+        .ctx(|| "mask_predictor.conv5_mask".into())?
+        .with_activation(Activation::Relu);
+        let k = config.num_classes;
+        let lw = b.take("mask_predictor.mask_fcn_logits.weight", &[k, reduced, 1, 1]);
+        let lb = b.take("mask_predictor.mask_fcn_logits.bias", &[k]);
+        b.ignore_module("box_head.");
+        b.ignore_module("box_predictor.");
+        b.ignore_module("keypoint_head.");
+        b.ignore_module("keypoint_predictor.");
+        b.finish()?;
+        let logits_weight = lw
+            .view::<f32>()?
+            .into_shape_with_order((k, reduced))
+            .map_err(|e| RcnnError::input(e.to_string()))?
+            .into_dimensionality::<Ix2>()
+            .map_err(|e| RcnnError::input(e.to_string()))?
+            .to_owned();
+        Ok(MaskHead {
+            pooler: MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio),
+            config,
+            convs,
+            conv5_mask,
+            logits_weight,
+            logits_bias: lb.as_slice::<f32>()?.to_vec(),
+            workspace: Mutex::new(RoiAlignWorkspace::new()),
+        })
+    }
+
+    pub fn config(&self) -> &MaskHeadConfig {
+        &self.config
+    }
+
+    /// Mask probabilities `[N, 2·pooler, 2·pooler]` of the detections (`boxes` in
+    /// resized-image pixels, `labels` their classes).
+    pub fn forward(
+        &self,
+        levels: &[ArrayView4<'_, f32>],
+        boxes: &[[f32; 4]],
+        labels: &[i64],
+        resized: (usize, usize),
+    ) -> Result<Array3<f32>, RcnnError> {
+        let n = boxes.len();
+        let side = 2 * self.config.pooler_size;
+        if let Some(&bad) = labels
+            .iter()
+            .find(|&&l| l < 0 || l as usize >= self.config.num_classes)
+        {
+            return Err(RcnnError::input(format!(
+                "roi_mask_head: a detection has class {bad}, the head has classes 0..{}",
+                self.config.num_classes - 1
+            )));
+        }
+        if let Some(first) = levels.first() {
+            if first.dim().1 != self.config.channels {
+                return Err(RcnnError::input(format!(
+                    "roi_mask_head: the feature levels have {} channels, the head expects {}",
+                    first.dim().1,
+                    self.config.channels
+                )));
+            }
+        }
+        if n == 0 {
+            return Ok(Array3::zeros((0, side, side)));
+        }
+        let mut x = {
+            let mut ws = self
+                .workspace
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.pooler
+                .forward_with(&mut ws, levels, &[boxes], &[resized])
+                .map_err(|e| RcnnError::input(format!("roi_mask_head: {e}")))?
+        };
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(x.view()).ctx(|| format!("mask_head.{i}"))?;
+        }
+        let x = self
+            .conv5_mask
+            .forward(x.view())
+            .ctx(|| "mask_predictor.conv5_mask".into())?;
+        let (_, c, h, w) = x.dim();
+        if (h, w) != (side, side) {
+            return Err(RcnnError::input(format!(
+                "roi_mask_head: conv5_mask gave {h}x{w} masks, expected {side}x{side}"
+            )));
+        }
+        let x = x.as_standard_layout();
+        let src = x.as_slice().unwrap_or(&[]);
+        let plane = h * w;
+        let mut out = Array3::<f32>::zeros((n, h, w));
+        let dst = out.as_slice_mut().unwrap_or(&mut []);
+        dst.par_chunks_mut(plane)
+            .zip(src.par_chunks(c * plane))
+            .zip(labels.par_iter())
+            .for_each(|((o, feat), &label)| {
+                let l = label as usize;
+                o.fill(self.logits_bias[l]);
+                for (ch, wv) in self.logits_weight.row(l).iter().enumerate() {
+                    for (a, &f) in o.iter_mut().zip(&feat[ch * plane..(ch + 1) * plane]) {
+                        *a += wv * f;
+                    }
+                }
+                for a in o.iter_mut() {
+                    *a = 1.0 / (1.0 + (-*a).exp());
+                }
+            });
+        Ok(out)
+    }
+}
+
+pub fn kind() -> NodeKind {
+    let d = MaskHeadConfig::default();
+    let spec = NodeSpec::new(
+        "roi_mask_head",
+        "torchvision RoIHeads mask branch: MultiScaleRoIAlign 14x14, four 3x3 convs, transposed conv, the predicted class's mask probabilities",
+    )
+    .input(
+        PortSpec::new("features", PortKind::Features, "the FPN levels named in `in_features` (p2..p5)")
+            .dtype(DType::F32)
+            .shape("C,H,W"),
+    )
+    .input(PortSpec::new(
+        "detections",
+        PortKind::Instances,
+        "detections in resized-image pixels (from roi_box_head)",
+    ))
+    .input(
+        PortSpec::new(
+            "image",
+            PortKind::Tensor,
+            "the image from rcnn_preprocess (image_size: RoIAlign's level scales)",
+        )
+        .dtype(DType::F32)
+        .shape("3,H,W"),
+    )
+    .output(PortSpec::new(
+        "instances",
+        PortKind::Instances,
+        "the detections with masks f32 [N, 28, 28]: the probability of the detection's class over its box",
+    ))
+    .param(ParamSpec::required(
+        "weights",
+        ParamType::Path,
+        "torchvision checkpoint (.pth or .safetensors) holding the mask head (a Mask R-CNN state dict)",
+    ))
+    .param(ParamSpec::optional(
+        "prefix",
+        ParamType::Str,
+        ParamValue::Str("roi_heads.".into()),
+        "name prefix of the RoI heads' tensors",
+    ))
+    .param(ParamSpec::optional(
+        "in_features",
+        ParamType::StrList,
+        ParamValue::StrList(["p2", "p3", "p4", "p5"].map(String::from).to_vec()),
+        "feature levels RoIs are pooled from, finest first",
+    ))
+    .param(ParamSpec::optional(
+        "channels",
+        ParamType::Int,
+        ParamValue::Int(d.channels as i64),
+        "channels of the feature levels",
+    ))
+    .param(ParamSpec::optional(
+        "num_classes",
+        ParamType::Int,
+        ParamValue::Int(d.num_classes as i64),
+        "classes including the background (91 for torchvision's COCO models)",
+    ))
+    .param(ParamSpec::optional(
+        "layers",
+        ParamType::IntList,
+        ParamValue::IntList(d.layers.iter().map(|&v| v as i64).collect()),
+        "output channels of the 3x3 convolutions (MaskRCNNHeads)",
+    ))
+    .param(ParamSpec::optional(
+        "sampling_ratio",
+        ParamType::Int,
+        ParamValue::Int(d.sampling_ratio as i64),
+        "RoIAlign samples per bin side (0: adaptive)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(MaskHeadNode::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `roi_mask_head` node.
+#[derive(Debug)]
+pub struct MaskHeadNode {
+    model: MaskHead,
+    in_features: Vec<String>,
+}
+
+impl MaskHeadNode {
+    pub fn from_params(params: &Params) -> Result<MaskHeadNode, RcnnError> {
+        let p = RcnnError::Input;
+        let in_features = params.str_list("in_features").map_err(p)?;
+        if in_features.is_empty() {
+            return Err(RcnnError::param(
+                "in_features",
+                "must name at least one level",
+            ));
+        }
+        let layers = params
+            .int_list("layers")
+            .map_err(p)?
+            .iter()
+            .map(|&v| usize::try_from(v).unwrap_or(0))
+            .collect();
+        let config = MaskHeadConfig {
+            channels: count_param(params, "channels", 1, 65536)?,
+            pooler_size: 14,
+            sampling_ratio: count_param(params, "sampling_ratio", 0, 64)? as i32,
+            layers,
+            num_classes: count_param(params, "num_classes", 2, 1 << 16)?,
+        };
+        let path = PathBuf::from(params.str("weights").map_err(p)?);
+        let weights = load_weights(&path)?;
+        let prefix = params.str("prefix").map_err(p)?;
+        Ok(MaskHeadNode {
+            model: MaskHead::from_weights(&weights, prefix, config)?,
+            in_features,
+        })
+    }
+
+    pub fn model(&self) -> &MaskHead {
+        &self.model
+    }
+
+    /// The node's computation: the detections with their mask probabilities.
+    pub fn run(
+        &self,
+        features: &Value,
+        detections: &Value,
+        image: &Value,
+    ) -> Result<Value, RcnnError> {
+        let sizes = ImageSizes::from_value("roi_mask_head", image)?;
+        let levels = feature_levels("roi_mask_head", features, &self.in_features)?;
+        let det = Instances::from_value(detections).map_err(RcnnError::Input)?;
+        let masks = self
+            .model
+            .forward(&levels, &det.boxes, &det.classes, sizes.resized)?;
+        let (n, h, w) = masks.dim();
+        let data = masks.into_raw_vec_and_offset().0;
+        let mut out = detections.clone();
+        out.insert("masks", Tensor::from_vec(&[n, h, w], data)?);
+        Ok(out)
+    }
+}
+
+impl Node for MaskHeadNode {
+    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let v = self.run(
+            inputs.value("features")?,
+            inputs.value("detections")?,
+            inputs.value("image")?,
+        )?;
+        Ok(Outputs::one("instances", v))
+    }
+}
