@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
@@ -22,6 +22,8 @@ pub enum WeightsError {
     Format { path: PathBuf, reason: String },
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
+    #[error("cannot write weights file \"{path}\": {reason}")]
+    Write { path: PathBuf, reason: String },
 }
 
 /// What did not fit when a model bound its weights.
@@ -418,9 +420,91 @@ impl Binder<'_> {
     }
 }
 
+/// Writes f32 tensors as a `.safetensors` file (what [`Weights::load`] reads back), e.g. to
+/// turn generated or converted weights into a file a pipeline's `weights` parameter names.
+pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WeightsError> {
+    let fail = |reason: String| WeightsError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let data = t
+            .as_slice::<f32>()
+            .map_err(|e| fail(format!("tensor {name}: {e}")))?;
+        bytes.push((
+            name.clone(),
+            t.shape().to_vec(),
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let views = bytes
+        .iter()
+        .map(|(n, shape, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| fail(e.to_string()))
+}
+
+/// A reproducible stand-in for a trained tensor, generated from its name alone, so that tests
+/// and benchmarks can use full-size models without shipping their weights: element `i` of
+/// tensor `name` is `(u_i·2 - 1)·a + b` in f32, with `u_i = (splitmix64(FNV-1a-64(name) +
+/// (i + 1)·0x9E3779B97F4A7C15) >> 40) / 2^24`. `tests/reference/make_maskrcnn_fixtures.py`
+/// (`generate`) computes the same values bit for bit, so a reference implementation and the
+/// engine can run on identical weights.
+pub fn generated_tensor(
+    name: &str,
+    shape: &[usize],
+    a: f32,
+    b: f32,
+) -> Result<Tensor, TensorError> {
+    let mut seed: u64 = 0xCBF2_9CE4_8422_2325;
+    for byte in name.bytes() {
+        seed ^= u64::from(byte);
+        seed = seed.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    let n: usize = shape.iter().product();
+    let data = (0..n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 / (1u32 << 24) as f32;
+            (u * 2.0 - 1.0) * a + b
+        })
+        .collect();
+    Tensor::from_vec(shape, data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_tensors_match_the_python_generator_and_round_trip() {
+        // tests/reference/make_maskrcnn_fixtures.py: generate("backbone.body.conv1.weight", [4], 0.5, 0.25)
+        let t = generated_tensor("backbone.body.conv1.weight", &[2, 2], 0.5, 0.25).unwrap();
+        let want = [0.226_363_6_f32, -0.066_147_33, 0.170_794_79, 0.679_527_9];
+        assert_eq!(t.as_slice::<f32>().unwrap(), &want);
+        let dir = std::env::temp_dir().join(format!("weights-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("g.safetensors");
+        save_safetensors(&path, &[("a.weight".to_string(), t.clone())]).unwrap();
+        let w = Weights::load(&path).unwrap();
+        assert_eq!(w.get("a.weight").unwrap().as_slice::<f32>().unwrap(), &want);
+        assert_eq!(w.get("a.weight").unwrap().shape(), &[2, 2]);
+        let ints = Tensor::from_vec(&[1], vec![1i64]).unwrap();
+        let err = save_safetensors(&path, &[("i".to_string(), ints)]).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot write weights file"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

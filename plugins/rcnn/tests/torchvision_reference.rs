@@ -1,11 +1,14 @@
 //! The nodes against torchvision itself: `tests/reference/make_maskrcnn_fixtures.py` ran
-//! torchvision's `MaskRCNN` (resnet18-FPN backbone) transform, body and FPN on real photos
-//! with generated weights, and stored summaries of every tensor in
+//! torchvision's `MaskRCNN` (resnet18-FPN backbone) on real photos with generated weights and
+//! stored summaries of the transform's, body's and FPN's tensors, and the RPN's proposals, the
+//! box head's detections, the mask probabilities and the pasted masks (RLE) in
 //! `tests/fixtures/maskrcnn_r18_fpn.json`. This test regenerates the same weights bit for bit
-//! (see the script's docstring), writes them as a `.safetensors` state dict under
+//! (`kernels::weights::generated_tensor`, the script's `generate`), writes them as a `.safetensors` state dict under
 //! torchvision's names, creates the nodes through their `weights` parameter, runs them on
 //! the same photos and compares: every sampled value, per-channel mean, min and max within
-//! `|a - b| <= 1e-4 · max(1, |b|)`, shapes and sizes exactly.
+//! `|a - b| <= 1e-4 · max(1, |b|)`, shapes and sizes exactly; proposals and detections
+//! ordering-robustly (same number, each matched by label, box IoU >= 0.999 and score within
+//! 1e-4), mask probabilities within 1e-4, pasted masks on >= 99.9% of pixels.
 
 use std::path::{Path, PathBuf};
 
@@ -25,65 +28,27 @@ fn fixture() -> Json {
     serde_json::from_str(&text).unwrap()
 }
 
-fn fnv1a64(s: &str) -> u64 {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h
-}
-
-/// The script's generator: element i of tensor `name` is `(u_i·2 - 1)·a + b` in f32.
-fn generate(name: &str, n: usize, a: f32, b: f32) -> Vec<f32> {
-    let seed = fnv1a64(name);
-    (0..n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 / (1u32 << 24) as f32;
-            (u * 2.0 - 1.0) * a + b
-        })
-        .collect()
-}
-
 /// Writes the generated state dict (the whole Mask R-CNN) as safetensors.
 fn write_weights(doc: &Json, path: &Path) {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for w in doc["weights"].as_array().unwrap() {
-        let name = w["name"].as_str().unwrap();
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let n = shape.iter().product();
-        let v = generate(
-            name,
-            n,
-            w["a"].as_f64().unwrap() as f32,
-            w["b"].as_f64().unwrap() as f32,
-        );
-        tensors.push((
-            name.to_string(),
-            shape,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+    let tensors: Vec<(String, Tensor)> = doc["weights"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
+        .map(|w| {
+            let name = w["name"].as_str().unwrap();
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let a = w["a"].as_f64().unwrap() as f32;
+            let b = w["b"].as_f64().unwrap() as f32;
+            let t = kernels::weights::generated_tensor(name, &shape, a, b).unwrap();
+            (name.to_string(), t)
         })
         .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    kernels::weights::save_safetensors(path, &tensors).unwrap();
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -593,6 +558,124 @@ fn wrong_weights_files_are_clear_errors() {
     assert!(
         err.contains("missing (") && err.contains("unexpected (") && err.contains("prefix"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tiny, very wide, grayscale and RGBA images run through the whole chain to valid (possibly
+/// empty) results; a box head that keeps nothing gives empty instances with [0, H, W] masks.
+#[test]
+fn unusual_images_and_no_detections_give_valid_results() {
+    let doc = fixture();
+    let dir = temp_dir("unusual");
+    let weights = dir.join("r18.safetensors");
+    write_weights(&doc, &weights);
+    let w = || ("weights", ParamValue::Str(weights.display().to_string()));
+    let small = [
+        ("min_size", ParamValue::Int(64)),
+        ("max_size", ParamValue::Int(2000)),
+    ];
+    let mut pre = create("rcnn_preprocess", &small).unwrap();
+    let mut resnet = create("resnet", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+    let mut fpn = create("fpn", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+    let mut rpn = create("rpn", &[w()]).unwrap();
+    let mut box_head = create("roi_box_head", &[w()]).unwrap();
+    let mut nothing = create(
+        "roi_box_head",
+        &[w(), ("score_thresh", ParamValue::Float(1.0))],
+    )
+    .unwrap();
+    let mut mask_head = create("roi_mask_head", &[w()]).unwrap();
+    let mut paste = create("paste_masks", &[]).unwrap();
+    let image = |h: usize, w: usize, c: usize| {
+        let data: Vec<u8> = (0..h * w * c).map(|i| (i * 37 % 251) as u8).collect();
+        Value::image(Tensor::from_vec(&[h, w, c], data).unwrap())
+    };
+    for (what, img) in [
+        ("1x1 RGB", image(1, 1, 3)),
+        ("3x1000 RGB", image(3, 1000, 3)),
+        ("50x40 grayscale", image(50, 40, 1)),
+        ("48x64 RGBA", image(48, 64, 4)),
+    ] {
+        let (h, wd) = {
+            let s = img.tensor("image").unwrap().shape();
+            (s[0], s[1])
+        };
+        let x = run(&mut pre, "image", img, "image");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        let proposals = run_with(&mut rpn, &[("features", &p), ("image", &x)], "proposals");
+        for head in [&mut box_head, &mut nothing] {
+            let det = run_with(
+                head,
+                &[("features", &p), ("proposals", &proposals), ("image", &x)],
+                "detections",
+            );
+            let with_masks = run_with(
+                &mut mask_head,
+                &[("features", &p), ("detections", &det), ("image", &x)],
+                "instances",
+            );
+            let out = run_with(
+                &mut paste,
+                &[("instances", &with_masks), ("image", &x)],
+                "instances",
+            );
+            let n = out.tensor("scores").unwrap().shape()[0];
+            assert_eq!(out.tensor("masks").unwrap().shape(), &[n, h, wd], "{what}");
+            for b in out
+                .tensor("boxes")
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .chunks(4)
+            {
+                assert!(
+                    b[0] >= 0.0
+                        && b[2] <= wd as f32 + 1e-3
+                        && b[1] >= 0.0
+                        && b[3] <= h as f32 + 1e-3,
+                    "{what}: box {b:?} outside {h}x{wd}"
+                );
+            }
+            eprintln!(
+                "{what}: {} proposals, {n} detections",
+                proposals.tensor("scores").unwrap().shape()[0]
+            );
+        }
+        let empty = run_with(
+            &mut nothing,
+            &[("features", &p), ("proposals", &proposals), ("image", &x)],
+            "detections",
+        );
+        assert_eq!(empty.tensor("boxes").unwrap().shape(), &[0, 4], "{what}");
+    }
+    // Inputs that do not come from rcnn_preprocess are named.
+    let x = run(&mut pre, "image", image(64, 64, 3), "image");
+    let c = run(&mut resnet, "image", x.clone(), "features");
+    let p = run(&mut fpn, "features", c.clone(), "features");
+    let bare = Value::single(x.tensor("tensor").unwrap().clone());
+    let mut ins = plugin_sdk::Inputs::new();
+    ins.push("features", Some(p.clone()));
+    ins.push("image", Some(bare));
+    let err = rpn
+        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .unwrap_err();
+    assert!(
+        err.message().contains("no \"image_size\"") && err.message().contains("rcnn_preprocess"),
+        "{}",
+        err.message()
+    );
+    let mut ins = plugin_sdk::Inputs::new();
+    ins.push("features", Some(c));
+    ins.push("image", Some(x));
+    let err = rpn
+        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .unwrap_err();
+    assert!(
+        err.message().contains("no level \"p2\""),
+        "{}",
+        err.message()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,222 @@
+//! `pipelines/mask_rcnn_r50_fpn.toml` through the real `engine` binary.
+//!
+//! No trained checkpoint can be fetched here, so the pipeline runs with the generated
+//! ResNet-18-FPN Mask R-CNN weights of `plugins/rcnn/tests/fixtures/maskrcnn_r18_fpn.json`
+//! (`kernels::weights::generated_tensor`, bit-identical to what
+//! `tests/reference/make_maskrcnn_fixtures.py` loaded into torchvision), switched to depth 18
+//! with `--set`, on the fixture's photo and settings; the COCO results JSON it writes must
+//! match torchvision's final detections and masks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kernels::Tensor;
+use serde_json::Value as Json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture() -> Json {
+    let path = repo().join("plugins/rcnn/tests/fixtures/maskrcnn_r18_fpn.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture json")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-maskrcnn-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The fixture's generated state dict as a .safetensors file.
+fn write_weights(doc: &Json, path: &Path) {
+    let tensors: Vec<(String, Tensor)> = doc["weights"]
+        .as_array()
+        .expect("weights")
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().expect("name");
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|v| v.as_u64().expect("dim") as usize)
+                .collect();
+            let (a, b) = (w["a"].as_f64().expect("a"), w["b"].as_f64().expect("b"));
+            let t = kernels::weights::generated_tensor(name, &shape, a as f32, b as f32)
+                .expect("generated tensor");
+            (name.to_string(), t)
+        })
+        .collect();
+    kernels::weights::save_safetensors(path, &tensors).expect("write weights");
+}
+
+/// `engine run pipelines/mask_rcnn_r50_fpn.toml` from `dir` on assets/astronaut.png with every
+/// `weights` set to `weights`, plus `extra` settings.
+fn run_pipeline(dir: &Path, weights: &Path, extra: &[String]) -> Output {
+    let pipeline = repo().join("pipelines/mask_rcnn_r50_fpn.toml");
+    let mut args: Vec<String> = vec!["run".into(), pipeline.display().to_string()];
+    args.push("--set".into());
+    args.push(format!(
+        "nodes.images.path={}",
+        repo().join("assets/astronaut.png").display()
+    ));
+    for node in ["backbone", "fpn", "rpn", "box_head", "mask_head"] {
+        args.push("--set".into());
+        args.push(format!("nodes.{node}.weights={}", weights.display()));
+    }
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.clone());
+    }
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .expect("run engine")
+}
+
+fn floats(j: &Json) -> Vec<f64> {
+    j.as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect()
+}
+
+fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let area = |r: &[f64]| (r[2] - r[0]) * (r[3] - r[1]);
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / (area(a) + area(b) - inter)
+}
+
+/// Run lengths to a column-major 0/1 vector (both sides are column-major COCO RLE).
+fn expand(counts: &[u64]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (k, &c) in counts.iter().enumerate() {
+        v.extend(std::iter::repeat_n((k % 2) as u8, c as usize));
+    }
+    v
+}
+
+#[test]
+fn mask_rcnn_pipeline_matches_torchvision_through_the_engine() {
+    let doc = fixture();
+    let case = doc["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["photo"] == "astronaut.png")
+        .expect("astronaut case");
+    let dir = scratch("match");
+    let weights = dir.join("maskrcnn_r18_fpn.safetensors");
+    write_weights(&doc, &weights);
+    let p = &case["params"];
+    let out = run_pipeline(
+        &dir,
+        &weights,
+        &[
+            format!(
+                "nodes.images.path={}",
+                repo().join("assets/astronaut.png").display()
+            ),
+            format!("nodes.preprocess.min_size={}", p["min_size"]),
+            format!("nodes.preprocess.max_size={}", p["max_size"]),
+            "nodes.backbone.depth=18".into(),
+            format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
+            "nodes.fpn.depth=18".into(),
+            format!("nodes.box_head.score_thresh={}", doc["box_score_thresh"]),
+        ],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    // The per-node report names every stage.
+    for node in ["backbone", "rpn", "box_head", "mask_head", "paste"] {
+        assert!(report.contains(node), "{report}");
+    }
+    let text = std::fs::read_to_string(dir.join("out/mask_rcnn/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    assert!(dir.join("out/mask_rcnn/overlays/000000.png").is_file());
+
+    let fin = &case["final"];
+    let boxes = floats(&fin["boxes"]);
+    let scores = floats(&case["detections"]["scores"]);
+    let labels = floats(&case["detections"]["labels"]);
+    let (h, w) = (
+        case["original_size"][0].as_u64().expect("h"),
+        case["original_size"][1].as_u64().expect("w"),
+    );
+    assert_eq!(ours.len(), scores.len(), "number of detections");
+    let mut used = vec![false; ours.len()];
+    let (mut differ, mut total) = (0usize, 0usize);
+    for j in 0..scores.len() {
+        let theirs = &boxes[j * 4..j * 4 + 4];
+        let found = (0..ours.len()).find(|&i| {
+            let o = &ours[i];
+            let b = floats(&o["bbox"]);
+            let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+            !used[i]
+                && o["category_id"].as_f64() == Some(labels[j])
+                && (o["score"].as_f64().expect("score") - scores[j]).abs() <= 1e-4
+                && iou(&xyxy, theirs) >= 0.999
+        });
+        let i = found.unwrap_or_else(|| panic!("torchvision detection {j} ({theirs:?}) not found"));
+        used[i] = true;
+        let seg = &ours[i]["segmentation"];
+        assert_eq!(seg["size"], serde_json::json!([h, w]));
+        let counts: Vec<u64> = plugin_io::rle::decode(seg["counts"].as_str().expect("counts"))
+            .expect("RLE")
+            .into_iter()
+            .map(u64::from)
+            .collect();
+        let want: Vec<u64> = fin["masks_rle"][j]
+            .as_array()
+            .expect("rle")
+            .iter()
+            .map(|v| v.as_u64().expect("count"))
+            .collect();
+        let (a, b) = (expand(&counts), expand(&want));
+        assert_eq!(a.len(), b.len());
+        differ += a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        total += a.len();
+    }
+    let agree = 1.0 - differ as f64 / total as f64;
+    assert!(agree >= 0.999, "masks agree on {agree}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn wrong_weights_are_named_with_the_node_and_the_line() {
+    let doc = fixture();
+    let dir = scratch("wrong");
+    let weights = dir.join("r18.safetensors");
+    write_weights(&doc, &weights);
+    // A ResNet-18 checkpoint where the pipeline expects ResNet-50.
+    let out = run_pipeline(&dir, &weights, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mask_rcnn_r50_fpn.toml:")
+            && stderr.contains("node \"backbone\"")
+            && stderr.contains("r18.safetensors")
+            && stderr.contains("mis-shaped"),
+        "{stderr}"
+    );
+    // A path that is not there.
+    let out = run_pipeline(&dir, &dir.join("absent.pth"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read weights file") && stderr.contains("absent.pth"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
