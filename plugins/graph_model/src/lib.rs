@@ -7,9 +7,9 @@
 //!   topological order on the CPU ([`ops_cpu`], NHWC like TF);
 //! - [`preprocess`] turns an `image` into the model's input as TF.js would;
 //! - the node kind `graph_model` (see [`kinds`]) ties them together;
-//! - [`tasks`]: task nodes (`movenet`, `centernet`, `blazeface`, `person_segmentation`) that
-//!   run one model each and decode its outputs into `instances` / `semantic` as
-//!   `@vladmandic/human` does.
+//! - [`tasks`]: task nodes (`movenet`, `centernet`, `blazeface`, `facemesh`,
+//!   `person_segmentation`) that run one model each and decode its outputs into `instances` /
+//!   `semantic` as `@vladmandic/human` does.
 //!
 //! Output convention of `graph_model`: one output port `outputs` of kind `tensor`. Its value
 //! holds the first requested output as `tensor` (the kind's main tensor) and **every**
@@ -41,6 +41,7 @@ pub fn kinds() -> Vec<NodeKind> {
         tasks::movenet::kind(),
         tasks::centernet::kind(),
         tasks::blazeface::kind(),
+        tasks::facemesh::kind(),
         tasks::segmentation::kind(),
     ]
 }

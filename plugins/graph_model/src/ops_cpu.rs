@@ -14,7 +14,8 @@
 //! - [`pool2d_nhwc`] (max/avg, SAME/VALID, TF's average over valid cells), [`reduce`]
 //!   (mean/sum/max/min), [`softmax`], [`argmax`], [`top_k`];
 //! - [`resize_bilinear_nhwc`] (TF.js semantics: legacy, align-corners and half-pixel modes,
-//!   computed in f64 like the TF.js CPU backend);
+//!   computed in f64 like the TF.js CPU backend), [`crop_and_resize_bilinear`] (TF.js
+//!   `cropAndResize`, for the FaceMesh crops);
 //! - layout (any dtype): [`concat`], [`split`], [`unpack`], [`pack`], [`transpose`],
 //!   [`pad`], [`strided_slice`], [`gather`], [`gather_nd`], [`cast`],
 //!   [`sparse_to_dense`], [`reshape`].
@@ -1811,6 +1812,88 @@ pub fn sparse_to_dense(
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Crop and resize
+
+/// `tf.image.cropAndResize(image, [box], [0], [oh, ow], 'bilinear', extrapolation)` as the
+/// TF.js CPU backend computes it, for one box on one image `[H, W, C]` (u8, f32 or i32):
+/// `box` = (y1, x1, y2, x2) normalised to [0, 1] (f32, like the boxes tensor); the sample
+/// position of output row `y` is `y1 (H - 1) + y (y2 - y1) (H - 1) / (oh - 1)` in f64 (the
+/// box centre when `oh` = 1), likewise for columns; positions outside [0, H - 1] x
+/// [0, W - 1] get `extrapolation`. Returns f32 `[1, oh, ow, C]`. A non-finite box is an error.
+pub fn crop_and_resize_bilinear(
+    image: &Tensor,
+    bx: [f32; 4],
+    oh: usize,
+    ow: usize,
+    extrapolation: f32,
+) -> OpResult<Tensor> {
+    let [h, w, c] = match image.shape() {
+        [h, w, c] => [*h, *w, *c],
+        [1, h, w, c] => [*h, *w, *c],
+        s => return op_err!("CropAndResize: the image must be [H, W, C], got shape {s:?}"),
+    };
+    if h == 0 || w == 0 || c == 0 {
+        return op_err!("CropAndResize: empty image {:?}", image.shape());
+    }
+    if !bx.iter().all(|v| v.is_finite()) {
+        return op_err!("CropAndResize: the box {bx:?} is not finite");
+    }
+    let xs: std::borrow::Cow<'_, [f32]> = match image.dtype() {
+        DType::F32 => std::borrow::Cow::Borrowed(f32s(image)?),
+        DType::I32 => {
+            std::borrow::Cow::Owned(image.as_slice::<i32>()?.iter().map(|&v| v as f32).collect())
+        }
+        DType::U8 => {
+            std::borrow::Cow::Owned(image.as_slice::<u8>()?.iter().map(|&v| v as f32).collect())
+        }
+        d => return op_err!("CropAndResize is not supported for dtype {d}"),
+    };
+    let [y1, x1, y2, x2] = bx.map(|v| v as f64);
+    let (hm, wm) = ((h - 1) as f64, (w - 1) as f64);
+    let pos = |i: usize, out: usize, a: f64, b: f64, m: f64| -> Option<(usize, usize, f64)> {
+        let p = if out > 1 {
+            a * m + i as f64 * ((b - a) * m / (out - 1) as f64)
+        } else {
+            0.5 * (a + b) * m
+        };
+        // NaN (an infinite scale) also lands outside.
+        if !(p >= 0.0 && p <= m) {
+            return None;
+        }
+        let lo = p.floor();
+        Some((lo as usize, p.ceil() as usize, p - lo))
+    };
+    let cols: Vec<Option<(usize, usize, f64)>> = (0..ow).map(|x| pos(x, ow, x1, x2, wm)).collect();
+    let mut out = vec![extrapolation; numel(&[oh, ow, c])?];
+    if !out.is_empty() {
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(y, orow)| {
+                let Some((top, bottom, fy)) = pos(y, oh, y1, y2, hm) else {
+                    return;
+                };
+                let trow = &xs[top * w * c..][..w * c];
+                let brow = &xs[bottom * w * c..][..w * c];
+                for (ox, col) in cols.iter().enumerate() {
+                    let Some((left, right, fx)) = *col else {
+                        continue;
+                    };
+                    for ch in 0..c {
+                        let tl = trow[left * c + ch] as f64;
+                        let tr = trow[right * c + ch] as f64;
+                        let bl = brow[left * c + ch] as f64;
+                        let br = brow[right * c + ch] as f64;
+                        let t = tl + (tr - tl) * fx;
+                        let b = bl + (br - bl) * fx;
+                        orow[ox * c + ch] = (t + (b - t) * fy) as f32;
+                    }
+                }
+            });
+    }
+    Ok(Tensor::from_vec(&[1, oh, ow, c], out)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2113,5 +2196,48 @@ mod tests {
         let y = matmul(&a, &b, false, true, Some(&[1.0, -100.0]), Act::Relu, None).unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), &[5., 0., 11., 0.]);
         assert!(matmul(&a, &b, false, false, None, Act::None, None).is_err());
+    }
+
+    #[test]
+    fn crop_and_resize_matches_tf_semantics() {
+        // 3 x 4 image, one channel, value = 10 y + x.
+        let img = Tensor::from_vec(
+            &[3, 4, 1],
+            (0..12u8).map(|i| (i / 4) * 10 + i % 4).collect(),
+        )
+        .unwrap();
+        // The whole image onto 3 x 4: the identity.
+        let y = crop_and_resize_bilinear(&img, [0.0, 0.0, 1.0, 1.0], 3, 4, -1.0).unwrap();
+        assert_eq!(y.shape(), &[1, 3, 4, 1]);
+        let want: Vec<f32> = (0..12).map(|i| ((i / 4) * 10 + i % 4) as f32).collect();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &want[..]);
+        // Half-way samples interpolate; a box reaching out of the image extrapolates.
+        let y = crop_and_resize_bilinear(&img, [0.0, 0.0, 0.5, 1.0 / 6.0], 2, 2, -1.0).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0, 0.5, 10.0, 10.5]);
+        let y = crop_and_resize_bilinear(&img, [-0.5, 0.0, 0.5, 1.0], 3, 2, -1.0).unwrap();
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[-1.0, -1.0, 0.0, 3.0, 10.0, 13.0]
+        );
+        // One output pixel: the box centre.
+        let y = crop_and_resize_bilinear(&img, [0.0, 0.0, 1.0, 1.0], 1, 1, -1.0).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[11.5]);
+        // A 1 x 1 image, a box far outside, an infinite box and a non-finite one.
+        let one = Tensor::from_vec(&[1, 1, 1], vec![7u8]).unwrap();
+        let y = crop_and_resize_bilinear(&one, [0.0, 0.0, 1.0, 1.0], 2, 2, 0.0).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[7.0; 4]);
+        let y = crop_and_resize_bilinear(&img, [5.0, 5.0, 6.0, 6.0], 2, 2, 0.0).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0; 4]);
+        let y = crop_and_resize_bilinear(&img, [-3e38, 0.0, 3e38, 1.0], 3, 1, 0.0).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap()[0], 0.0);
+        assert!(crop_and_resize_bilinear(&img, [f32::NAN, 0.0, 1.0, 1.0], 2, 2, 0.0).is_err());
+        assert!(crop_and_resize_bilinear(
+            &Tensor::zeros(DType::U8, &[0, 4, 3]).unwrap(),
+            [0.0; 4],
+            2,
+            2,
+            0.0
+        )
+        .is_err());
     }
 }

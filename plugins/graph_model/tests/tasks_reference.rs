@@ -1,4 +1,4 @@
-//! Compares the decoded results of the task nodes (movenet, centernet, blazeface,
+//! Compares the decoded results of the task nodes (movenet, centernet, blazeface, facemesh,
 //! person_segmentation) with the TF.js port of @vladmandic/human's decoding on real photos.
 //!
 //! Fixtures: `tests/fixtures/tfjs/task-<model>.json`, written by
@@ -8,16 +8,19 @@
 //! Agreement required: the same number of detections, matched by class and box (IoU >= 0.99
 //! or every corner within 0.5 px), scores within 1e-3, keypoints and landmarks within 0.5 px;
 //! segmentation: probabilities within 1e-3 at 256 fixed pixels, person pixel count within
-//! 0.2 %, the person box within 1 px.
+//! 0.2 %, the person box within 1 px; facemesh: the same square crop boxes, the crop (model
+//! input) and raw outputs within 1e-3·max(1, |ref|) (256 sampled values, min, max, mean),
+//! the same faces kept, scores within 1e-3, all 468 mesh points (x, y, z) and the box within
+//! 0.5 px.
 
 use std::path::{Path, PathBuf};
 
 use kernels::Tensor;
 use plugin_graph_model::tasks::{
-    blazeface::BlazeFace, centernet::CenterNet, iou, movenet::MoveNet,
+    blazeface::BlazeFace, centernet::CenterNet, facemesh::FaceMesh, iou, movenet::MoveNet,
     segmentation::PersonSegmentation, Dets,
 };
-use plugin_sdk::{NodeKind, Params};
+use plugin_sdk::{Instances, NodeKind, Params};
 use serde_json::Value as Json;
 
 fn repo() -> PathBuf {
@@ -146,8 +149,7 @@ fn compare(what: &str, ours: &Dets, reference: &Json) -> (f32, f32) {
         }
         if let Some(lm) = inst.get("landmarks") {
             let rl = floats(lm);
-            let (n, data) = ours.landmarks.as_ref().expect("landmarks");
-            let mine = &data[k * n * 2..(k + 1) * n * 2];
+            let mine = ours.landmarks.as_ref().expect("landmarks").of(k);
             assert_eq!(mine.len(), rl.len(), "{what}: landmark count");
             for (m, e) in mine.iter().zip(&rl) {
                 dpoint = dpoint.max((m - e).abs());
@@ -256,4 +258,243 @@ fn person_segmentation_matches_tfjs() {
             println!("{what}: max |probability diff| {dmax:.2e}, person pixels {count} vs {want}");
         }
     }
+}
+
+/// Largest |ours - ref| / max(1, |ref|) over a reference summary (sampled values, min, max,
+/// mean); panics above `tol`.
+fn compare_summary(what: &str, ours: &[f32], reference: &Json, tol: f64) -> f64 {
+    let n = reference["n"].as_u64().expect("n") as usize;
+    assert_eq!(ours.len(), n, "{what}: element count");
+    let mut worst = 0f64;
+    let mut check = |label: String, a: f64, b: f64| {
+        let d = (a - b).abs() / b.abs().max(1.0);
+        assert!(
+            d <= tol,
+            "{what}: {label}: ours {a}, tfjs {b} ({d:.2e} > {tol:.0e})"
+        );
+        worst = worst.max(d);
+    };
+    let idx = reference["indices"].as_array().expect("indices");
+    for (i, r) in idx
+        .iter()
+        .zip(reference["values"].as_array().expect("values"))
+    {
+        let i = i.as_u64().expect("index") as usize;
+        check(
+            format!("value [{i}]"),
+            ours[i] as f64,
+            r.as_f64().expect("value"),
+        );
+    }
+    let v: Vec<f64> = ours.iter().map(|&x| x as f64).collect();
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    check("min".into(), min, reference["min"].as_f64().expect("min"));
+    check("max".into(), max, reference["max"].as_f64().expect("max"));
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    check(
+        "mean".into(),
+        mean,
+        reference["mean"].as_f64().expect("mean"),
+    );
+    worst
+}
+
+#[test]
+fn facemesh_matches_tfjs() {
+    let Some(dir) = models_dir() else { return };
+    let node =
+        FaceMesh::from_params(&params("facemesh", &dir.join("facemesh.json"))).expect("load");
+    let blaze =
+        BlazeFace::from_params(&params("blazeface", &dir.join("blazeface.json"))).expect("load");
+    let fx = fixture("facemesh");
+    let mut kept_total = 0;
+    for p in fx["photos"].as_array().expect("photos") {
+        let photo = p["photo"].as_str().expect("photo");
+        let img = load_png(&repo().join("assets").join(photo));
+        let (h, w) = (img.shape()[0], img.shape()[1]);
+        let faces = p["faces"].as_array().expect("faces");
+        // The detector boxes as the blazeface node hands them on (f32).
+        let detections = Instances {
+            boxes: faces
+                .iter()
+                .map(|f| {
+                    let b = floats(&f["detection"]["box"]);
+                    [b[0], b[1], b[2], b[3]]
+                })
+                .collect(),
+            scores: faces
+                .iter()
+                .map(|f| f["detection"]["score"].as_f64().expect("score") as f32)
+                .collect(),
+            classes: vec![91; faces.len()],
+        };
+        // Raw: crop boxes, crops and model outputs per face.
+        let (mut dcrop, mut draw) = (0f64, 0f64);
+        for (k, f) in faces.iter().enumerate() {
+            let what = format!("facemesh on {photo}, face {k}");
+            let cb = node.crop_box(detections.boxes[k]).expect("crop box");
+            let sq = floats(&f["square"]);
+            assert_eq!(
+                [cb.start[0], cb.start[1], cb.end[0], cb.end[1]].map(|v| v as f32),
+                [sq[0], sq[1], sq[2], sq[3]],
+                "{what}: square crop box"
+            );
+            let x = node.crop(&img, &cb).expect("crop");
+            let xs = x.as_slice::<f32>().expect("f32");
+            dcrop = dcrop.max(compare_summary(
+                &format!("{what}: crop"),
+                xs,
+                &f["crop"],
+                1e-3,
+            ));
+            let raw = node.run_crop(&x).expect("run");
+            draw = draw.max(compare_summary(
+                &format!("{what}: mesh"),
+                &raw.mesh,
+                &f["mesh_raw"],
+                1e-3,
+            ));
+            let c = f["confidence"].as_f64().expect("confidence");
+            let d = (raw.confidence as f64 - c).abs() / c.abs().max(1.0);
+            assert!(d <= 1e-3, "{what}: face flag {} vs {c}", raw.confidence);
+            draw = draw.max(d);
+        }
+        // Decoded, from the same detector boxes.
+        let dets = node.detect(&img, &detections).expect("detect");
+        let refs = p["instances"].as_array().expect("instances");
+        assert_eq!(dets.len(), refs.len(), "facemesh on {photo}: faces kept");
+        let lm = dets.landmarks.as_ref().expect("landmarks");
+        assert_eq!((lm.count, lm.dims), (468, 3));
+        let (mut dscore, mut dpoint) = (0f32, 0f32);
+        for (k, r) in refs.iter().enumerate() {
+            let what = format!("facemesh on {photo}, instance {k}");
+            let s = r["score"].as_f64().expect("score") as f32;
+            dscore = dscore.max((dets.scores[k] - s).abs());
+            assert!(dscore <= 1e-3, "{what}: score {} vs {s}", dets.scores[k]);
+            assert_eq!(dets.classes[k], r["class"].as_i64().expect("class"));
+            for (m, e) in dets.boxes[k].iter().zip(floats(&r["box"])) {
+                dpoint = dpoint.max((m - e).abs());
+                assert!(
+                    (m - e).abs() <= 0.5,
+                    "{what}: box {:?} vs {:?}",
+                    dets.boxes[k],
+                    r["box"]
+                );
+            }
+            let mesh = floats(&r["mesh"]);
+            assert_eq!(mesh.len(), 468 * 3, "{what}: mesh size");
+            for (j, (m, e)) in lm.of(k).chunks(3).zip(mesh.chunks(3)).enumerate() {
+                let d = m
+                    .iter()
+                    .zip(e)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                dpoint = dpoint.max(d);
+                assert!(d <= 0.5, "{what}: point {j}: {m:?} vs {e:?}");
+            }
+        }
+        kept_total += dets.len();
+        // End to end: the blazeface node's own boxes give the same crops.
+        let (bh, bw) = (h, w);
+        let ours = blaze.detect(&img, bh, bw).expect("blazeface");
+        assert_eq!(
+            ours.len(),
+            faces.len(),
+            "facemesh on {photo}: blazeface faces"
+        );
+        for (k, f) in faces.iter().enumerate() {
+            let cb = node.crop_box(ours.boxes[k]).expect("crop box");
+            let sq = floats(&f["square"]);
+            assert_eq!(
+                [cb.start[0], cb.start[1], cb.end[0], cb.end[1]].map(|v| v as f32),
+                [sq[0], sq[1], sq[2], sq[3]],
+                "facemesh on {photo}, face {k}: square from the blazeface node's box"
+            );
+        }
+        println!(
+            "facemesh on {photo}: {} of {} faces kept; crops within {dcrop:.2e}, raw outputs within {draw:.2e} (relative); scores within {dscore:.2e}, mesh points and boxes within {dpoint:.4} px",
+            dets.len(),
+            faces.len()
+        );
+    }
+    assert!(kept_total >= 2, "faces with a mesh on the photos of people");
+}
+
+#[test]
+fn facemesh_handles_no_faces_border_boxes_and_tiny_images() {
+    use plugin_sdk::{FrameInfo, Inputs, Node, Value};
+    let Some(dir) = models_dir() else { return };
+    let mut node =
+        FaceMesh::from_params(&params("facemesh", &dir.join("facemesh.json"))).expect("load");
+    let run = |node: &mut FaceMesh, img: Tensor, boxes: Vec<[f32; 4]>| {
+        let n = boxes.len();
+        let faces = Instances {
+            boxes,
+            scores: vec![0.9; n],
+            classes: vec![91; n],
+        }
+        .to_value()
+        .expect("faces");
+        let mut inputs = Inputs::new();
+        inputs.push("image", Some(Value::image(img)));
+        inputs.push("faces", Some(faces));
+        node.process(&FrameInfo::default(), &inputs)
+    };
+    let photo = load_png(&repo().join("assets/astronaut.png"));
+    // No faces: empty instances with landmarks [0, 468, 3].
+    let out = run(&mut node, photo.clone(), vec![]).expect("no faces");
+    let v = out.get("instances").expect("instances");
+    assert_eq!(v.tensor("boxes").unwrap().shape(), &[0, 4]);
+    assert_eq!(v.tensor("landmarks").unwrap().shape(), &[0, 468, 3]);
+    // Boxes at and beyond the border, empty, huge, NaN, on a tiny and a grayscale image:
+    // results or clear errors, never a panic; kept faces have 468 finite points.
+    let boxes = vec![
+        [-40.0, -40.0, 60.0, 60.0],
+        [280.0, 280.0, 400.0, 400.0],
+        [5000.0, 5000.0, 5100.0, 5100.0],
+        [10.0, 10.0, 10.0, 10.0],
+        [-3e38, -3e38, 3e38, 3e38],
+        [f32::NAN, 0.0, 10.0, 10.0],
+        [106.3, 45.4, 171.9, 111.0],
+    ];
+    let gray = Tensor::from_vec(
+        &[photo.shape()[0], photo.shape()[1], 1],
+        photo
+            .as_slice::<u8>()
+            .unwrap()
+            .chunks_exact(3)
+            .map(|p| p[1])
+            .collect(),
+    )
+    .unwrap();
+    for img in [
+        photo.clone(),
+        gray,
+        Tensor::from_vec(&[1, 1, 3], vec![200u8, 100, 50]).unwrap(),
+        Tensor::from_vec(&[2, 3, 4], vec![9u8; 24]).unwrap(),
+    ] {
+        let shape = img.shape().to_vec();
+        let out = run(&mut node, img, boxes.clone()).expect("bad boxes");
+        let v = out.get("instances").expect("instances");
+        v.validate().expect("valid");
+        let lm = v.tensor("landmarks").unwrap();
+        assert_eq!(&lm.shape()[1..], &[468, 3]);
+        assert!(lm.as_slice::<f32>().unwrap().iter().all(|x| x.is_finite()));
+        println!(
+            "facemesh, image {shape:?}: {} of {} boxes kept",
+            lm.shape()[0],
+            boxes.len()
+        );
+    }
+    // The real face on the photo is kept in colour and gray.
+    let out = run(&mut node, photo, vec![[106.3, 45.4, 171.9, 111.0]]).expect("face");
+    assert_eq!(
+        out.get("instances")
+            .unwrap()
+            .tensor("boxes")
+            .unwrap()
+            .shape(),
+        &[1, 4]
+    );
 }

@@ -4,6 +4,7 @@
 // plugins/graph_model/tests/tasks_reference.rs.
 //
 //   cd tests/reference/tfjs && npm install && node tasks.js
+//   TASKS=facemesh node tasks.js                 # only some (model names, comma-separated)
 //
 // Deliberate differences from human, the same in the Rust nodes (docs/GRAPH_MODELS.md):
 // no rounding of positions and scores (human rounds for display), no frame-to-frame caches,
@@ -225,6 +226,107 @@ async function segmentation(model, input, threshold = 0.5) {
   };
 }
 
+// ---- src/face/facemesh.ts (predict) + src/face/facemeshutil.ts (getBoxSize, getBoxCenter,
+// enlargeBox, squarifyBox, cutAndResize, transformRawCoords, findFaceCenter,
+// calculateFaceBox, clampBox), on the faces of blazeface() above, with the tail of
+// src/face/blazeface.ts getBoxes (enlargeBox by config.face.detector.scale = 1.4, squarifyBox,
+// the minSize check). human's defaults: rotation correction off (face.detector.rotation =
+// false), no iris or attention refinement, minConfidence 0.2 for the mesh's face score.
+// Deliberate differences (as in the Rust node): no Math.trunc of the mesh and no rounding of
+// the face score to 2 decimals; the box is clamped to the image but not truncated.
+const getBoxSize = (box) => [Math.abs(box.endPoint[0] - box.startPoint[0]), Math.abs(box.endPoint[1] - box.startPoint[1])];
+const getBoxCenter = (box) => [box.startPoint[0] + (box.endPoint[0] - box.startPoint[0]) / 2, box.startPoint[1] + (box.endPoint[1] - box.startPoint[1]) / 2, 1];
+function enlargeBox(box, factor) {
+  const center = getBoxCenter(box);
+  const size = getBoxSize(box);
+  const halfSize = [factor * size[0] / 2, factor * size[1] / 2];
+  return { startPoint: [center[0] - halfSize[0], center[1] - halfSize[1]], endPoint: [center[0] + halfSize[0], center[1] + halfSize[1]], size };
+}
+function squarifyBox(box) {
+  const centers = getBoxCenter(box);
+  const size = getBoxSize(box);
+  const halfSize = Math.max(...size) / 2;
+  return {
+    startPoint: [Math.round(centers[0] - halfSize), Math.round(centers[1] - halfSize)],
+    endPoint: [Math.round(centers[0] + halfSize), Math.round(centers[1] + halfSize)],
+    size: [Math.round(size[0]), Math.round(size[1])],
+  };
+}
+function cutAndResize(box, image, cropSize) {
+  const h = image.shape[1];
+  const w = image.shape[2];
+  const cutBox = [box.startPoint[1] / h, box.startPoint[0] / w, box.endPoint[1] / h, box.endPoint[0] / w];
+  const crop = tf.image.cropAndResize(image, [cutBox], [0], cropSize);
+  const norm = tf.div(crop, tf.scalar(255));
+  tf.dispose(crop);
+  return norm;
+}
+function transformRawCoords(coordsRaw, box, inputSize) { // angle 0: the fixed rotation matrix
+  const boxSize = getBoxSize(box);
+  const boxCenter = getBoxCenter(box);
+  return coordsRaw.map((coord) => [
+    (boxSize[0] / inputSize) * (coord[0] - (inputSize / 2)) + boxCenter[0],
+    (boxSize[1] / inputSize) * (coord[1] - (inputSize / 2)) + boxCenter[1],
+    coord[2] || 0,
+  ]);
+}
+function calculateFaceBox(mesh, previousBox) {
+  const x = mesh.map((m) => m[0]);
+  const y = mesh.map((m) => m[1]);
+  const center = [Math.min(...x) + (Math.max(...x) - Math.min(...x)) / 2, Math.min(...y) + (Math.max(...y) - Math.min(...y)) / 2];
+  const boxSize = getBoxSize(previousBox);
+  return { startPoint: [center[0] - boxSize[0] / 2, center[1] - boxSize[1] / 2], endPoint: [center[0] + boxSize[0] / 2, center[1] + boxSize[1] / 2] };
+}
+const round4 = (v) => Math.round(v * 1e4) / 1e4;
+async function facemesh(models, input, cfg = { scale: 1.4, minConfidence: 0.2, minSize: 0 }) {
+  const detections = await blazeface(models.blazeface, input);
+  const model = models.facemesh;
+  const inputSize = model.inputs[0].shape[2];
+  const image = tf.cast(input, 'float32'); // human's input tensor is float32
+  const [h, w] = [input.shape[1], input.shape[2]];
+  const faces = [];
+  const instances = [];
+  for (const d of detections) {
+    const scaled = { startPoint: [d.box[0], d.box[1]], endPoint: [d.box[2], d.box[3]] };
+    const box = squarifyBox(enlargeBox(scaled, cfg.scale));
+    const face = { detection: { box: d.box, score: d.score }, square: [...box.startPoint, ...box.endPoint] };
+    faces.push(face);
+    if (!(box.size[0] > cfg.minSize && box.size[1] > cfg.minSize)) continue;
+    const crop = cutAndResize(box, image, [inputSize, inputSize]);
+    const results = model.execute(crop);
+    const confidenceT = results.find((t) => t.shape[t.shape.length - 1] === 1);
+    const meshT = results.find((t) => t.shape[t.shape.length - 1] === 1404);
+    face.crop = summary(crop);
+    face.mesh_raw = summary(meshT);
+    const confidence = (await confidenceT.data())[0];
+    face.confidence = confidence;
+    const rawCoords = await tf.reshape(meshT, [-1, 3]).array();
+    tf.dispose([crop, ...results]);
+    if (!(confidence > cfg.minConfidence)) continue;
+    const mesh = transformRawCoords(rawCoords, box, inputSize);
+    const fb = calculateFaceBox(mesh, box);
+    instances.push({
+      class: 91, score: confidence,
+      box: [Math.max(0, fb.startPoint[0]), Math.max(0, fb.startPoint[1]), Math.min(w, fb.endPoint[0]), Math.min(h, fb.endPoint[1])],
+      mesh: mesh.map((p) => p.map(round4)),
+    });
+  }
+  tf.dispose(image);
+  return { faces, instances };
+}
+
+// The same summary as reference.js: shape, min, max, mean and 256 values at fixed indices.
+function summary(t) {
+  const v = t.dataSync();
+  const n = v.length;
+  let min = Infinity; let max = -Infinity; let sum = 0;
+  for (let i = 0; i < n; i++) { const x = v[i]; if (x < min) min = x; if (x > max) max = x; sum += x; }
+  const k = Math.min(n, 256);
+  const indices = [];
+  for (let i = 0; i < k; i++) indices.push(Math.floor((i * n) / k));
+  return { dtype: t.dtype, shape: t.shape, n, min, max, mean: sum / n, indices, values: indices.map((i) => v[i]) };
+}
+
 const tasks = [
   { task: 'movenet', model: 'movenet-lightning', run: movenet },
   { task: 'movenet', model: 'movenet-thunder', run: movenet },
@@ -232,6 +334,7 @@ const tasks = [
   { task: 'blazeface', model: 'blazeface', run: blazeface },
   { task: 'person_segmentation', model: 'selfie', run: segmentation },
   { task: 'person_segmentation', model: 'meet', run: segmentation },
+  { task: 'facemesh', model: 'facemesh', models: ['blazeface', 'facemesh'], run: facemesh },
 ];
 
 async function main() {
@@ -239,8 +342,17 @@ async function main() {
   await tf.ready();
   fs.mkdirSync(outDir, { recursive: true });
   const images = photos.map((p) => ({ name: p, t: loadPhoto(p) }));
-  for (const { task, model: name, run } of tasks) {
-    const model = await load(name);
+  const only = process.env.TASKS ? process.env.TASKS.split(',') : null; // e.g. TASKS=facemesh
+  for (const { task, model: name, models: names, run } of tasks) {
+    if (only && !only.includes(name)) continue;
+    let model;
+    if (names) { // several models: { name: model }
+      model = {};
+      for (const n of names) model[n] = await load(n);
+      model.dispose = () => Object.values(model).forEach((m) => m.dispose && m.dispose());
+    } else {
+      model = await load(name);
+    }
     const record = { task, model: name, photos: [] };
     for (const img of images) {
       const r = await run(model, img.t);

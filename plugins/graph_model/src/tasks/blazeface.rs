@@ -12,10 +12,11 @@
 //!    sigmoid(logit);
 //! 4. `tf.image.nonMaxSuppression`: at most `max_detected`, IoU threshold `iou_threshold`
 //!    (human's `face.detector.iouThreshold`, 0.1), score > `min_confidence` (0.2);
-//! 5. boxes scaled to the image (`x * W / 256`, `y * H / 256`). human then enlarges (1.2) and
-//!    squares the box to crop for FaceMesh; the instance box here is the detector's own box.
-//!    Landmarks: human keeps the raw offsets (used for the rotation angle only); here they are
-//!    decoded as MediaPipe does, `(offset + anchor) * W / 256`, to image pixels.
+//! 5. boxes scaled to the image (`x * W / 256`, `y * H / 256`). human then enlarges (1.4,
+//!    `face.detector.scale`) and squares the box to crop for FaceMesh: that is done by the
+//!    `facemesh` node, which takes these instances; the instance box here is the detector's
+//!    own box. Landmarks: human keeps the raw offsets (used for the rotation angle only); here
+//!    they are decoded as MediaPipe does, `(offset + anchor) * W / 256`, to image pixels.
 //!
 //! The instances have class `class_id` (default 91: not a COCO class; label "face").
 
@@ -24,9 +25,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Tensor,
 };
 
-use super::{
-    count_param, image_of, layout_params, model_param, nms, unit_param, Dets, Layout, TaskModel,
-};
+use super::{count_param, image_of, model_param, nms, unit_param, Dets, Points, TaskModel};
 
 pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
@@ -44,7 +43,6 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.1), "NMS: a box overlapping a better one by IoU >= this is dropped"))
     .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many faces per image (human's default config: 1)"))
     .param(ParamSpec::optional("class_id", ParamType::Int, ParamValue::Int(91), "class of the face instances (91: after the COCO ids)"));
-    let spec = layout_params(spec);
     NodeKind::new(spec, |p| {
         Ok(Box::new(BlazeFace::from_params(p)?) as Box<dyn Node>)
     })
@@ -59,7 +57,6 @@ pub struct BlazeFace {
     iou_threshold: f32,
     max_detected: usize,
     class_id: i64,
-    layout: Layout,
 }
 
 /// human's `generateAnchors(inputSize)`.
@@ -109,7 +106,6 @@ impl BlazeFace {
             iou_threshold: unit_param(params, "iou_threshold")?,
             max_detected: count_param(params, "max_detected")?,
             class_id: params.int("class_id")?,
-            layout: Layout::from_params(params)?,
         })
     }
 
@@ -207,7 +203,7 @@ pub fn decode(
             lm.push((r[6 + 2 * k] + anchors[i][1]) * sy);
         }
     }
-    d.landmarks = Some((6, lm));
+    d.landmarks = Some(Points::new(6, 2, lm));
     d
 }
 
@@ -215,7 +211,7 @@ impl Node for BlazeFace {
     fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let (image, h, w) = image_of(inputs)?;
         let dets = self.detect(image, h, w)?;
-        Ok(Outputs::one("instances", dets.to_value(self.layout, h, w)?))
+        Ok(Outputs::one("instances", dets.to_value(h, w)?))
     }
 }
 
@@ -246,7 +242,7 @@ mod tests {
         let d = decode(&rows, &a, 256.0, (512, 256), 10, 0.1, 0.2, 91);
         assert_eq!(d.len(), 1);
         assert_eq!(d.boxes[0], [20.0, 0.0, 30.0, 40.0]);
-        let (_, lm) = d.landmarks.unwrap();
-        assert_eq!(&lm[..2], &[21.0, 24.0]);
+        let lm = d.landmarks.unwrap();
+        assert_eq!(&lm.data[..2], &[21.0, 24.0]);
     }
 }

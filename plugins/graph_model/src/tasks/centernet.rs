@@ -17,9 +17,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Tensor,
 };
 
-use super::{
-    count_param, image_of, layout_params, model_param, nms, unit_param, Dets, Layout, TaskModel,
-};
+use super::{count_param, image_of, model_param, nms, unit_param, Dets, TaskModel};
 
 /// The 80 COCO classes in the model's order (human's `src/object/labels.ts`).
 pub const LABELS: [&str; 80] = [
@@ -130,7 +128,6 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "detections with a score <= this are dropped"))
     .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.4), "NMS: a box overlapping a better one by IoU >= this is dropped"))
     .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many detections per image"));
-    let spec = layout_params(spec);
     NodeKind::new(spec, |p| {
         Ok(Box::new(CenterNet::from_params(p)?) as Box<dyn Node>)
     })
@@ -143,7 +140,6 @@ pub struct CenterNet {
     min_confidence: f32,
     iou_threshold: f32,
     max_detected: usize,
-    layout: Layout,
 }
 
 impl CenterNet {
@@ -156,7 +152,6 @@ impl CenterNet {
             min_confidence: unit_param(params, "min_confidence")?,
             iou_threshold: unit_param(params, "iou_threshold")?,
             max_detected: count_param(params, "max_detected")?,
-            layout: Layout::from_params(params)?,
         })
     }
 
@@ -223,7 +218,7 @@ impl Node for CenterNet {
     fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let (image, h, w) = image_of(inputs)?;
         let dets = self.detect(image, h, w)?;
-        Ok(Outputs::one("instances", dets.to_value(self.layout, h, w)?))
+        Ok(Outputs::one("instances", dets.to_value(h, w)?))
     }
 }
 

@@ -9,17 +9,16 @@
 //! | `movenet`             | models/movenet-lightning.json | `instances` + keypoints 17    |
 //! | `centernet`           | models/centernet.json         | `instances`, COCO ids         |
 //! | `blazeface`           | models/blazeface.json         | `instances` + landmarks 6     |
+//! | `facemesh`            | models/facemesh.json          | `instances` + landmarks 468x3 |
 //! | `person_segmentation` | models/selfie.json            | `semantic` (+ `instances`)    |
 //!
-//! Instance layout: by default each node emits its own extra tensors (MoveNet `keypoints`
-//! [N, 17, 3], BlazeFace `landmarks` [N, 6, 2]). `concat_instances` needs both sides to hold
-//! the same tensors, so every instance node also takes `keypoints = K`, `landmarks = L` and
-//! `masks = true`: it then emits `keypoints` [N, K, 3], `landmarks` [N, L, 3] (third column:
-//! 1 for a real point, 0 for padding) and `masks` u8 [N, H, W], zero-padded where the model
-//! has none, so that the outputs of different task nodes concatenate.
+//! Each instance node emits its model's own extra tensors (MoveNet `keypoints` [N, 17, 3],
+//! BlazeFace `landmarks` [N, 6, 2], FaceMesh `landmarks` [N, 468, 3], the segmentation
+//! person's `masks` [N, H, W]); `concat_instances` pads what one side lacks with zeros.
 
 pub mod blazeface;
 pub mod centernet;
+pub mod facemesh;
 pub mod movenet;
 pub mod segmentation;
 
@@ -163,6 +162,26 @@ pub fn nms(
 // ---------------------------------------------------------------------------------------
 // Output layout
 
+/// Points per instance: `count` points of `dims` values each (x, y[, z]), row-major.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Points {
+    pub count: usize,
+    pub dims: usize,
+    pub data: Vec<f32>,
+}
+
+impl Points {
+    pub fn new(count: usize, dims: usize, data: Vec<f32>) -> Points {
+        Points { count, dims, data }
+    }
+
+    /// The points of instance `k`.
+    pub fn of(&self, k: usize) -> &[f32] {
+        let n = self.count * self.dims;
+        self.data.get(k * n..(k + 1) * n).unwrap_or(&[])
+    }
+}
+
 /// Detections of one frame before they become an `instances` value.
 #[derive(Clone, Debug, Default)]
 pub struct Dets {
@@ -171,60 +190,10 @@ pub struct Dets {
     pub classes: Vec<i64>,
     /// Per instance: K keypoints (x, y, score).
     pub keypoints: Option<(usize, Vec<f32>)>,
-    /// Per instance: L landmarks (x, y).
-    pub landmarks: Option<(usize, Vec<f32>)>,
+    /// Per instance: L landmarks (x, y) or (x, y, z).
+    pub landmarks: Option<Points>,
     /// Per instance: a u8 [H, W] mask (0/1).
     pub masks: Option<Vec<u8>>,
-}
-
-/// Which extra tensors an instance node emits (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    /// None: the model's own; Some(0): none; Some(K): [N, K, 3].
-    pub keypoints: Option<usize>,
-    pub landmarks: Option<usize>,
-    pub masks: bool,
-}
-
-/// The layout parameters every instance task node declares.
-pub fn layout_params(spec: plugin_sdk::NodeSpec) -> plugin_sdk::NodeSpec {
-    spec.param(ParamSpec::optional(
-        "keypoints",
-        ParamType::Int,
-        ParamValue::Int(-1),
-        "keypoints per instance: -1 the model's own (MoveNet 17, others none), 0 none, K: keypoints [N, K, 3] zero-padded (for concat_instances)",
-    ))
-    .param(ParamSpec::optional(
-        "landmarks",
-        ParamType::Int,
-        ParamValue::Int(-1),
-        "landmarks per instance: -1 the model's own (BlazeFace [N, 6, 2], others none), 0 none, L: landmarks [N, L, 3] with a third column 1 (point) or 0 (padding)",
-    ))
-    .param(ParamSpec::optional(
-        "masks",
-        ParamType::Bool,
-        ParamValue::Bool(false),
-        "also emit masks u8 [N, H, W] (zero for detectors without masks; for concat_instances with person_segmentation)",
-    ))
-}
-
-impl Layout {
-    pub fn from_params(params: &Params) -> Result<Layout, NodeError> {
-        let count = |name: &str| -> Result<Option<usize>, NodeError> {
-            match params.int(name)? {
-                -1 => Ok(None),
-                n if (0..=10_000).contains(&n) => Ok(Some(n as usize)),
-                n => Err(NodeError::new(format!(
-                    "parameter \"{name}\" must be -1 (the model's own), 0 or a count up to 10000, got {n}"
-                ))),
-            }
-        };
-        Ok(Layout {
-            keypoints: count("keypoints")?,
-            landmarks: count("landmarks")?,
-            masks: params.bool("masks")?,
-        })
-    }
 }
 
 fn tensor<T: kernels::Element>(shape: &[usize], data: Vec<T>) -> Result<Tensor, NodeError> {
@@ -240,8 +209,9 @@ impl Dets {
         self.boxes.is_empty()
     }
 
-    /// The `instances` value for an image of `h` x `w` pixels.
-    pub fn to_value(&self, layout: Layout, h: usize, w: usize) -> Result<Value, NodeError> {
+    /// The `instances` value for an image of `h` x `w` pixels: boxes, scores, classes and the
+    /// model's own `keypoints` [N, K, 3], `landmarks` [N, L, 2|3] and `masks` u8 [N, H, W].
+    pub fn to_value(&self, h: usize, w: usize) -> Result<Value, NodeError> {
         let n = self.len();
         let mut v = Value::new(PortKind::Instances)
             .with(
@@ -250,46 +220,14 @@ impl Dets {
             )
             .with("scores", tensor(&[n], self.scores.clone())?)
             .with("classes", tensor(&[n], self.classes.clone())?);
-        match (layout.keypoints, &self.keypoints) {
-            (None, Some((k, data))) => v.insert("keypoints", tensor(&[n, *k, 3], data.clone())?),
-            (None, None) | (Some(0), _) => {}
-            (Some(kk), own) => {
-                let mut out = vec![0f32; n * kk * 3];
-                if let Some((k, data)) = own {
-                    for i in 0..n {
-                        for j in 0..(*k).min(kk) {
-                            let s = (i * k + j) * 3;
-                            let d = (i * kk + j) * 3;
-                            out[d..d + 3].copy_from_slice(&data[s..s + 3]);
-                        }
-                    }
-                }
-                v.insert("keypoints", tensor(&[n, kk, 3], out)?);
-            }
+        if let Some((k, data)) = &self.keypoints {
+            v.insert("keypoints", tensor(&[n, *k, 3], data.clone())?);
         }
-        match (layout.landmarks, &self.landmarks) {
-            (None, Some((l, data))) => v.insert("landmarks", tensor(&[n, *l, 2], data.clone())?),
-            (None, None) | (Some(0), _) => {}
-            (Some(ll), own) => {
-                let mut out = vec![0f32; n * ll * 3];
-                if let Some((l, data)) = own {
-                    for i in 0..n {
-                        for j in 0..(*l).min(ll) {
-                            let s = (i * l + j) * 2;
-                            let d = (i * ll + j) * 3;
-                            out[d] = data[s];
-                            out[d + 1] = data[s + 1];
-                            out[d + 2] = 1.0;
-                        }
-                    }
-                }
-                v.insert("landmarks", tensor(&[n, ll, 3], out)?);
-            }
+        if let Some(p) = &self.landmarks {
+            v.insert("landmarks", tensor(&[n, p.count, p.dims], p.data.clone())?);
         }
-        match &self.masks {
-            Some(m) => v.insert("masks", tensor(&[n, h, w], m.clone())?),
-            None if layout.masks => v.insert("masks", tensor(&[n, h, w], vec![0u8; n * h * w])?),
-            None => {}
+        if let Some(m) = &self.masks {
+            v.insert("masks", tensor(&[n, h, w], m.clone())?);
         }
         v.validate().map_err(NodeError::new)?;
         Ok(v)
@@ -353,38 +291,27 @@ mod tests {
     }
 
     #[test]
-    fn layout_pads_keypoints_landmarks_and_masks() {
+    fn dets_emit_the_models_own_tensors() {
         let d = Dets {
             boxes: vec![[1.0, 2.0, 3.0, 4.0]],
             scores: vec![0.5],
             classes: vec![91],
             keypoints: None,
-            landmarks: Some((2, vec![1.0, 2.0, 3.0, 4.0])),
+            landmarks: Some(Points::new(2, 3, vec![1.0, 2.0, -1.0, 3.0, 4.0, 0.5])),
             masks: None,
         };
-        let own = Layout {
-            keypoints: None,
-            landmarks: None,
-            masks: false,
+        let v = d.to_value(4, 5).unwrap();
+        assert_eq!(v.names(), ["boxes", "scores", "classes", "landmarks"]);
+        assert_eq!(v.tensor("landmarks").unwrap().shape(), &[1, 2, 3]);
+        assert_eq!(d.landmarks.as_ref().unwrap().of(0)[5], 0.5);
+        assert!(d.landmarks.as_ref().unwrap().of(1).is_empty());
+        let empty = Dets {
+            landmarks: Some(Points::new(468, 3, Vec::new())),
+            masks: Some(Vec::new()),
+            ..Dets::default()
         };
-        let v = d.to_value(own, 4, 5).unwrap();
-        assert_eq!(v.tensor("landmarks").unwrap().shape(), &[1, 2, 2]);
-        assert!(v.get("keypoints").is_none() && v.get("masks").is_none());
-        let padded = Layout {
-            keypoints: Some(17),
-            landmarks: Some(3),
-            masks: true,
-        };
-        let v = d.to_value(padded, 4, 5).unwrap();
-        assert_eq!(v.tensor("keypoints").unwrap().shape(), &[1, 17, 3]);
-        let lm = v.tensor("landmarks").unwrap();
-        assert_eq!(lm.shape(), &[1, 3, 3]);
-        assert_eq!(
-            lm.as_slice::<f32>().unwrap(),
-            &[1.0, 2.0, 1.0, 3.0, 4.0, 1.0, 0.0, 0.0, 0.0]
-        );
-        assert_eq!(v.tensor("masks").unwrap().shape(), &[1, 4, 5]);
-        let empty = Dets::default().to_value(padded, 4, 5).unwrap();
-        assert_eq!(empty.tensor("masks").unwrap().shape(), &[0, 4, 5]);
+        let v = empty.to_value(4, 5).unwrap();
+        assert_eq!(v.tensor("landmarks").unwrap().shape(), &[0, 468, 3]);
+        assert_eq!(v.tensor("masks").unwrap().shape(), &[0, 4, 5]);
     }
 }

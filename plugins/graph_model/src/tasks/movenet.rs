@@ -21,7 +21,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Tensor,
 };
 
-use super::{image_of, layout_params, model_param, unit_param, Dets, Layout, TaskModel};
+use super::{image_of, model_param, unit_param, Dets, TaskModel};
 
 /// COCO keypoint order of MoveNet (human's `movenetcoords.kpt`).
 pub const KEYPOINTS: [&str; 17] = [
@@ -71,7 +71,6 @@ pub fn kind() -> NodeKind {
         ParamValue::Int(1),
         "class of the instance (COCO person: 1)",
     ));
-    let spec = layout_params(spec);
     NodeKind::new(spec, |p| {
         Ok(Box::new(MoveNet::from_params(p)?) as Box<dyn Node>)
     })
@@ -83,7 +82,6 @@ pub struct MoveNet {
     output: Vec<String>,
     min_confidence: f32,
     class_id: i64,
-    layout: Layout,
 }
 
 impl MoveNet {
@@ -102,7 +100,6 @@ impl MoveNet {
             output,
             min_confidence: unit_param(params, "min_confidence")?,
             class_id: params.int("class_id")?,
-            layout: Layout::from_params(params)?,
         })
     }
 
@@ -209,7 +206,7 @@ impl Node for MoveNet {
     fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let (image, h, w) = image_of(inputs)?;
         let dets = self.detect(image, h, w)?;
-        Ok(Outputs::one("instances", dets.to_value(self.layout, h, w)?))
+        Ok(Outputs::one("instances", dets.to_value(h, w)?))
     }
 }
 

@@ -20,7 +20,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Tensor, Value,
 };
 
-use super::{image_of, layout_params, model_param, unit_param, Dets, Layout, TaskModel};
+use super::{image_of, model_param, unit_param, Dets, TaskModel};
 use crate::ops_cpu;
 
 pub fn kind() -> NodeKind {
@@ -42,7 +42,6 @@ pub fn kind() -> NodeKind {
     .param(model_param("models/selfie.json"))
     .param(ParamSpec::optional("threshold", ParamType::Float, ParamValue::Float(0.5), "a pixel is person when its probability > this"))
     .param(ParamSpec::optional("class_id", ParamType::Int, ParamValue::Int(1), "class of the person instance (COCO person: 1)"));
-    let spec = layout_params(spec);
     NodeKind::new(spec, |p| {
         Ok(Box::new(PersonSegmentation::from_params(p)?) as Box<dyn Node>)
     })
@@ -54,7 +53,6 @@ pub struct PersonSegmentation {
     output: Vec<String>,
     threshold: f32,
     class_id: i64,
-    layout: Layout,
 }
 
 impl PersonSegmentation {
@@ -73,7 +71,6 @@ impl PersonSegmentation {
             output,
             threshold: unit_param(params, "threshold")?,
             class_id: params.int("class_id")?,
-            layout: Layout::from_params(params)?,
         })
     }
 
@@ -153,7 +150,7 @@ impl Node for PersonSegmentation {
                 "probabilities",
                 Tensor::from_vec(&[h, w], prob).map_err(err)?,
             );
-        Ok(Outputs::one("semantic", semantic).with("instances", dets.to_value(self.layout, h, w)?))
+        Ok(Outputs::one("semantic", semantic).with("instances", dets.to_value(h, w)?))
     }
 }
 
