@@ -5,6 +5,7 @@
 //
 //   cd tests/reference/tfjs && npm install && node tasks.js
 //   TASKS=facemesh node tasks.js                 # only some (model names, comma-separated)
+//   node tasks.js --bench [runs]                 # time blazeface and facemesh (the task)
 //
 // Deliberate differences from human, the same in the Rust nodes (docs/GRAPH_MODELS.md):
 // no rounding of positions and scores (human rounds for display), no frame-to-frame caches,
@@ -278,9 +279,10 @@ function calculateFaceBox(mesh, previousBox) {
   return { startPoint: [center[0] - boxSize[0] / 2, center[1] - boxSize[1] / 2], endPoint: [center[0] + boxSize[0] / 2, center[1] + boxSize[1] / 2] };
 }
 const round4 = (v) => Math.round(v * 1e4) / 1e4;
-async function facemesh(models, input, cfg = { scale: 1.4, minConfidence: 0.2, minSize: 0 }) {
-  const detections = await blazeface(models.blazeface, input);
-  const model = models.facemesh;
+async function facemesh(models, input) {
+  return meshFaces(models.facemesh, input, await blazeface(models.blazeface, input));
+}
+async function meshFaces(model, input, detections, cfg = { scale: 1.4, minConfidence: 0.2, minSize: 0 }) {
   const inputSize = model.inputs[0].shape[2];
   const image = tf.cast(input, 'float32'); // human's input tensor is float32
   const [h, w] = [input.shape[1], input.shape[2]];
@@ -337,9 +339,36 @@ const tasks = [
   { task: 'facemesh', model: 'facemesh', models: ['blazeface', 'facemesh'], run: facemesh },
 ];
 
+// `node tasks.js --bench [runs]`: median ms of the face pipeline on the first photo
+// (blazeface, then facemesh on its faces: crop + model + decode), one JSON line per stage;
+// scripts/bench-graph-models.sh compares them with the Rust nodes (examples/bench_tasks.rs).
+async function bench(runs) {
+  const input = loadPhoto(photos[0]);
+  const models = { blazeface: await load('blazeface'), facemesh: await load('facemesh') };
+  const time = async (f) => {
+    await f(); // warm-up
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = process.hrtime.bigint();
+      await f();
+      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    times.sort((a, b) => a - b);
+    return { median_ms: times[Math.floor(runs / 2)], min_ms: times[0] };
+  };
+  const detections = await blazeface(models.blazeface, input);
+  const faces = (await meshFaces(models.facemesh, input, detections)).faces.length;
+  console.log(JSON.stringify({ task: 'blazeface', photo: photos[0], runs, ...await time(() => blazeface(models.blazeface, input)) }));
+  console.log(JSON.stringify({ task: 'facemesh', photo: photos[0], faces, runs, ...await time(() => meshFaces(models.facemesh, input, detections)) }));
+}
+
 async function main() {
   await tf.setBackend('cpu');
   await tf.ready();
+  if (process.argv.includes('--bench')) {
+    await bench(Number(process.argv[process.argv.indexOf('--bench') + 1]) || 5);
+    return;
+  }
   fs.mkdirSync(outDir, { recursive: true });
   const images = photos.map((p) => ({ name: p, t: loadPhoto(p) }));
   const only = process.env.TASKS ? process.env.TASKS.split(',') : null; // e.g. TASKS=facemesh
