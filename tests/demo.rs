@@ -115,7 +115,7 @@ fn demo_pipeline_finds_people_faces_meshes_cat_and_cup() {
         assert_eq!(inside, 468, "{photo}: mesh points inside the photo");
     }
     // The cat: CenterNet calls it an animal (dog 0.43, as TF.js does). BlazeFace finds its
-    // face (0.85), but FaceMesh's face score on that crop is 0.005, so (as in human) there is
+    // face (0.85), but FaceMesh's face score on that crop is 0.0015, so (as in human) there is
     // no face instance.
     let cats = categories(by_photo("chelsea.png"), 0.3);
     assert!(

@@ -142,7 +142,7 @@ async function blazeface(model, input, cfg = { maxDetected: 10, iouThreshold: 0.
   const t = {};
   t.resized = tf.image.resizeBilinear(input, [inputSize, inputSize]);
   t.div = tf.div(t.resized, tf.scalar(127.5));
-  t.normalized = tf.sub(t.div, tf.scalar(0.5));
+  t.normalized = tf.sub(t.div, tf.scalar(1)); // constants.tf1 (human <= 3.2.1: tf05, a bug)
   const res = model.execute(t.normalized);
   const sorted = res.sort((a, b) => a.size - b.size);
   t.concat384 = tf.concat([sorted[0], sorted[2]], 2);

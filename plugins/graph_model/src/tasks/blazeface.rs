@@ -3,7 +3,8 @@
 //! `generateAnchors`, `scaleBoxCoordinates`):
 //!
 //! 1. resize the whole image (TF.js `resizeBilinear`, legacy mapping, no padding) to 256 x
-//!    256; normalise `x / 127.5 - 0.5` (human's constants `tf127`, `tf05`);
+//!    256; normalise `x / 127.5 - 1` to [-1, 1] (human's constants `tf127`, `tf1`; human up
+//!    to 3.2.1 subtracted 0.5, fixed in its commit d7e66af "fix blazeface tensor scale");
 //! 2. the four outputs, sorted by size ([384, 1], [512, 1], [384, 16], [512, 16]), are
 //!    concatenated to [896, 17]: the 512 stride-16 anchors first, then the 384 stride-32 ones
 //!    (columns: logit, cx, cy, w, h, 6 x (x, y));
@@ -80,7 +81,7 @@ pub fn anchors(input: usize) -> Vec<[f32; 2]> {
 
 impl BlazeFace {
     pub fn from_params(params: &Params) -> Result<BlazeFace, NodeError> {
-        let model = TaskModel::load(params.str("model")?, 1.0 / 127.5, -0.5)?;
+        let model = TaskModel::load(params.str("model")?, 1.0 / 127.5, -1.0)?;
         let outputs = model.model.default_outputs().to_vec();
         if outputs.len() != 4 && outputs.len() != 1 {
             return Err(NodeError::new(format!(
