@@ -487,7 +487,16 @@ fn facemesh_handles_no_faces_border_boxes_and_tiny_images() {
             boxes.len()
         );
     }
-    // The real face on the photo is kept in colour and gray.
+    // A malformed image given to the API directly is an error, not a panic.
+    let one = Instances {
+        boxes: vec![[0.0, 0.0, 2.0, 2.0]],
+        scores: vec![0.9],
+        classes: vec![91],
+    };
+    let flat = Tensor::zeros(kernels::DType::U8, &[4, 4]).unwrap();
+    let e = node.detect(&flat, &one).expect_err("rank-2 image");
+    assert!(e.to_string().contains("[H, W"), "{e}");
+    // The real face on the photo is kept.
     let out = run(&mut node, photo, vec![[106.3, 45.4, 171.9, 111.0]]).expect("face");
     assert_eq!(
         out.get("instances")

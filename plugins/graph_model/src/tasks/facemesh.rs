@@ -200,7 +200,16 @@ impl FaceMesh {
     /// human's `cutAndResize`: the model input [1, S, S, 3] for `crop` on `image` (u8
     /// [H, W, C]).
     pub fn crop(&self, image: &Tensor, crop: &CropBox) -> Result<Tensor, NodeError> {
-        let (h, w) = (image.shape()[0] as f64, image.shape()[1] as f64);
+        let (h, w) = match image.shape() {
+            [h, w, 1 | 3 | 4] if *h > 0 && *w > 0 => (*h as f64, *w as f64),
+            _ => {
+                return Err(NodeError::new(format!(
+                    "{}: the image must be a non-empty [H, W, 1|3|4] image, got {}",
+                    self.model.file(),
+                    image.describe()
+                )))
+            }
+        };
         let cut = [
             (crop.start[1] / h) as f32,
             (crop.start[0] / w) as f32,
@@ -254,7 +263,15 @@ impl FaceMesh {
 
     /// Face meshes for the detector boxes `faces` on `image` (u8 [H, W, C]).
     pub fn detect(&self, image: &Tensor, faces: &Instances) -> Result<Dets, NodeError> {
-        let (h, w) = (image.shape()[0], image.shape()[1]);
+        let (h, w) = match image.shape() {
+            [h, w, _] => (*h, *w),
+            _ => {
+                return Err(NodeError::new(format!(
+                    "the image must be [H, W, C], got {}",
+                    image.describe()
+                )))
+            }
+        };
         let mut d = Dets::default();
         let mut lm = Vec::new();
         let mut count = 468;
@@ -280,23 +297,23 @@ impl FaceMesh {
 
 /// The image as RGB [H, W, 3] (1 channel repeated, alpha dropped; 3 channels shared).
 fn rgb_image(image: &Tensor) -> crate::error::OpResult<Tensor> {
-    let c = image.shape().get(2).copied().unwrap_or(0);
+    let (h, w, c) = match image.shape() {
+        [h, w, c @ (1 | 3 | 4)] => (*h, *w, *c),
+        s => return crate::error::op_err!("the image must be [H, W, 1|3|4], got shape {s:?}"),
+    };
     if c == 3 {
         return Ok(image.clone());
     }
     let px = image.as_slice::<u8>()?;
-    let mut rgb = Vec::with_capacity(px.len() / c.max(1) * 3);
-    for p in px.chunks_exact(c.max(1)) {
+    let mut rgb = Vec::with_capacity(h * w * 3);
+    for p in px.chunks_exact(c) {
         if c == 1 {
             rgb.extend_from_slice(&[p[0]; 3]);
         } else {
             rgb.extend_from_slice(&p[..3]);
         }
     }
-    Ok(Tensor::from_vec(
-        &[image.shape()[0], image.shape()[1], 3],
-        rgb,
-    )?)
+    Ok(Tensor::from_vec(&[h, w, 3], rgb)?)
 }
 
 /// human's `transformRawCoords` (angle 0) and `calculateFaceBox` + `clampBox`: the raw mesh
