@@ -60,10 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w = || ("weights", ParamValue::Str(args[1].clone()));
     let t = Instant::now();
     let pre = RcnnPreprocess::from_params(&params("rcnn_preprocess", &[]))?;
-    let body = ResNetNode::from_params(&params(
-        "resnet",
-        &[w(), ("depth", ParamValue::Int(depth))],
-    ))?;
+    let body =
+        ResNetNode::from_params(&params("resnet", &[w(), ("depth", ParamValue::Int(depth))]))?;
     let fpn = FpnNode::from_params(&params("fpn", &[w(), ("depth", ParamValue::Int(depth))]))?;
     let rpn = RpnNode::from_params(&params("rpn", &[w()]))?;
     let box_head = BoxHeadNode::from_params(&params(
