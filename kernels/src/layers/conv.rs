@@ -159,6 +159,9 @@ pub struct Conv2d {
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
     activation: Activation,
+    /// The Winograd-transformed weight, made on first use for eligible 3x3 convolutions
+    /// (`None` when the convolution does not take that path).
+    winograd: std::sync::OnceLock<Option<super::winograd::WinogradWeights>>,
 }
 
 impl Conv2d {
@@ -214,6 +217,7 @@ impl Conv2d {
             weight: weight.as_standard_layout().iter().copied().collect(),
             bias,
             activation: Activation::Identity,
+            winograd: std::sync::OnceLock::new(),
         })
     }
 
@@ -252,6 +256,7 @@ impl Conv2d {
         )?;
         self.weight = w.iter().copied().collect();
         self.bias = Some(b.to_vec());
+        self.winograd = std::sync::OnceLock::new();
         Ok(self)
     }
 
@@ -351,6 +356,22 @@ impl Conv2d {
             let cin_g = self.in_channels / self.params.groups;
             if self.params.groups > 1 && cin_g == 1 {
                 self.depthwise(xs, h, w, oh, ow, &mut out);
+            } else if let Some(wt) = self.winograd_weights() {
+                super::winograd::forward(
+                    wt,
+                    self.bias.as_deref(),
+                    self.activation,
+                    xs,
+                    super::winograd::Shape {
+                        n,
+                        h,
+                        w,
+                        pad: self.params.padding,
+                        oh,
+                        ow,
+                    },
+                    &mut out,
+                );
             } else {
                 self.gemm_path(xs, n, h, w, oh, ow, &mut out)?;
             }
@@ -360,6 +381,31 @@ impl Conv2d {
         }
         Array4::from_shape_vec((n, self.out_channels, oh, ow), out)
             .or_else(|e| invalid(OP, e.to_string()))
+    }
+
+    /// The Winograd weights when this convolution takes that path (3x3, stride 1, see
+    /// [`super::winograd`]).
+    fn winograd_weights(&self) -> Option<&super::winograd::WinogradWeights> {
+        self.winograd
+            .get_or_init(|| {
+                let p = &self.params;
+                super::winograd::eligible(
+                    self.kernel,
+                    p.stride,
+                    p.dilation,
+                    p.groups,
+                    self.in_channels,
+                    self.out_channels,
+                )
+                .then(|| {
+                    super::winograd::WinogradWeights::new(
+                        &self.weight,
+                        self.out_channels,
+                        self.in_channels,
+                    )
+                })
+            })
+            .as_ref()
     }
 
     fn epilogue_all(&self, out: &mut [f32], plane: usize) {

@@ -31,6 +31,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod resize;
 pub mod shape;
+mod winograd;
 
 pub use activation::Activation;
 pub use conv::{fold_batch_norm, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
