@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the fixtures of plugins/rcnn/tests/torchvision_reference.rs: torchvision's own
-Mask R-CNN transform, ResNet body and FPN run on real photos, in plugins/rcnn/tests/fixtures/.
+"""Writes the fixtures of plugins/rcnn/tests/torchvision_reference.rs and tests/mask_rcnn.rs:
+torchvision's own Mask R-CNN (transform, ResNet body, FPN, RPN, RoI box and mask heads,
+postprocess) run on real photos, in plugins/rcnn/tests/fixtures/.
 
     pip install torch torchvision numpy pillow      # CPU wheels are enough
     python3 tests/reference/make_maskrcnn_fixtures.py
@@ -9,25 +10,27 @@ Run by developers, not by CI (CI reads the committed fixtures).
 
 The model is torchvision's `MaskRCNN` with a `resnet_fpn_backbone("resnet18", weights=None,
 trainable_layers=5)` backbone (FrozenBatchNorm2d, returned layers 1-4, FPN 256 channels with
-LastLevelMaxPool), i.e. `maskrcnn_resnet50_fpn` with a ResNet-18 body.
+LastLevelMaxPool), i.e. `maskrcnn_resnet50_fpn` with a ResNet-18 body, 91 classes, every
+inference default (box_score_thresh 0.05, NMS 0.7 / 0.5, 1000 proposals, 100 detections).
 
-Weights. A resnet18-FPN state dict is ~53 MB in f32 (26 MB in f16), more than the 20 MB all
-fixtures of this issue may take, so the weights are not stored: every tensor of the state
-dict is generated from its *name* by a counter-based generator that the Rust test reproduces
-bit for bit (`weights.rs` in the tests):
+Weights. The state dict is ~120 MB in f32, more than the 20 MB all fixtures of this issue may
+take, so the weights are not stored: every tensor of the state
+dict is generated from its *name* by a counter-based generator that the Rust side reproduces
+bit for bit (`kernels::weights::generated_tensor`):
 
     seed  = FNV-1a 64 of the full state-dict name (e.g. "backbone.body.layer1.0.conv1.weight")
     z_i   = splitmix64(seed + (i + 1) * 0x9E3779B97F4A7C15)     for element i (row-major)
     u_i   = float32(z_i >> 40) / 2^24                            exact, in [0, 1)
     value = (u_i * 2 - 1) * a + b                                each step rounded to float32
 
-with (a, b) per tensor stored in the fixture: conv weights a = sqrt(3 / fan_in) (unit variance
-gain), conv biases a = 0.1, and the FrozenBatchNorm2d statistics randomised so that the
-fold into the convolutions is really tested: weight in [0.5, 1], bias in [-0.1, 0.1],
-running_mean in [-0.1, 0.1], running_var in [0.5, 1.5]. The generated tensors are loaded
-into the torchvision model with `load_state_dict(strict=True)`, so their names and shapes are
-torchvision's (the Rust test writes them to a .safetensors file and loads that through the
-nodes' `weights` parameter).
+with (a, b) per tensor stored in the fixture (see `range_of`): conv and linear weights
+a = sqrt(3 / fan_in) (unit variance gain), biases a = 0.1, the FrozenBatchNorm2d statistics
+randomised so that the fold into the convolutions is really tested (weight in [0.5, 1], bias
+in [-0.1, 0.1], running_mean in [-0.1, 0.1], running_var in [0.5, 1.5]), and the heads scaled
+so that random weights still give detections of several classes with well-separated scores.
+The generated tensors are loaded into the torchvision model with `load_state_dict(strict=True)`,
+so their names and shapes are torchvision's (the Rust tests write them to a .safetensors file
+and load that through the nodes' `weights` parameter).
 
 Cases (one per photo): `chelsea.png` (397x264, resized to 1203x800, padded to 1216x800) with
 the defaults (min 800 / max 1333, FrozenBN eps 0 as `maskrcnn_resnet50_fpn` with its COCO
@@ -38,7 +41,11 @@ Outputs, per case, in maskrcnn_r18_fpn.json: the preprocessed tensor (Generalize
 [3, H', W'], padded to 32), torchvision's image_sizes, the body's outputs "0".."3" (c2..c5) and
 the FPN's "0".."3","pool" (p2..p6). Full tensors are too large (p2 alone is 256x200x272), so
 each is summarised: shape, sum, sum of |x|, min, max, per-channel means, and the values at 512
-fixed random flat indices plus the first and last element.
+fixed random flat indices plus the first and last element. Then in full: the RPN's proposals
+and their objectness (the scores `filter_proposals` returns), the box head's detections in
+resized-image pixels (boxes, labels, scores) with their 28x28 mask probabilities, and the
+postprocessed detections (boxes in original pixels, pasted masks thresholded at >= 0.5 as
+uncompressed column-major COCO RLE).
 """
 
 import json
