@@ -6,8 +6,12 @@ the throughput of `engine run` on a stream of 20 photos (stages overlap) against
 looping over the same photos.
 
     pip install torch torchvision numpy pillow pycocotools
-    cargo build --release -p engine -p plugin-rcnn --example bench_mask_rcnn
+    cargo build --release -p engine -p plugin-rcnn --example bench_mask_rcnn --example bench_resnet50
     python3 tests/reference/bench_mask_rcnn.py [--threads 2] [--reps 3] [--stream 20]
+
+It also times a full ResNet-50 forward pass at 224x224, batch 1 (issue 3's target: no slower
+than PyTorch): torchvision's resnet50 against the resnet node's body (same weights: the Mask
+R-CNN body) with average pooling and a 2048 -> 1000 fc.
 
 Weights: every tensor of MaskRCNN(resnet_fpn_backbone("resnet50")) generated from its name by
 make_maskrcnn_fixtures.py's `generate` / `range_of` (the head ranges give ~100 detections of
@@ -225,6 +229,30 @@ def main():
         f"\nstream of {n} photos: torchvision {tv_wall:.1f} s ({n / tv_wall:.2f} images/s), "
         f"engine run {wall:.1f} s ({n / wall:.2f} images/s), ratio {wall / tv_wall:.2f}"
     )
+
+    # ResNet-50 at 224x224, batch 1, full forward.
+    import torchvision
+
+    r50 = torchvision.models.resnet50(weights=None).eval()
+    body_state = {k[len("backbone.body."):]: v for k, v in state.items() if k.startswith("backbone.body.")}
+    missing, _ = r50.load_state_dict(body_state, strict=False)
+    assert set(missing) == {"fc.weight", "fc.bias"}, missing
+    xr = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for _ in range(3):
+            r50(xr)
+        t = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            r50(xr)
+            t.append((time.perf_counter() - t0) * 1e3)
+    exe = os.path.join(ROOT, "target", "release", "examples", "bench_resnet50")
+    r = subprocess.run([exe, weights, "20", "224"], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(r.stderr)
+    ours = float(re.search(r": ([0-9.]+) ms", r.stdout).group(1))
+    tv = statistics.median(t)
+    print(f"\nResNet-50 224x224 batch 1, full forward: torchvision {tv:.1f} ms, ours {ours:.1f} ms, ratio {ours / tv:.2f}")
     if not ok:
         raise SystemExit("results differ")
 
