@@ -59,6 +59,23 @@ enum Slot {
 }
 
 impl Executor for Emu {
+    /// cuBLAS is not ours to emulate: the CPU GEMM stands in for it.
+    fn sgemm(
+        &mut self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), CudaError> {
+        use kernels::layers::gemm::{sgemm, MatMut, MatRef};
+        let a = MatRef::row_major(a, m, k, k)?;
+        let b = MatRef::row_major(b, k, n, n)?;
+        let c = MatMut::row_major(c, m, n, n)?;
+        Ok(sgemm(a, b, c, false)?)
+    }
+
     fn launch(
         &mut self,
         kernel: &KernelRef,

@@ -10,6 +10,11 @@ use cuda_emu::Emu;
 use kernels::cuda::{Arg, Executor, Launch, KERNELS, K_NMS_MASK};
 
 #[test]
+fn conv2d_matches_cpu() {
+    cuda_checks::conv2d(&mut Emu);
+}
+
+#[test]
 fn preprocess_matches_cpu() {
     cuda_checks::preprocess(&mut Emu);
 }

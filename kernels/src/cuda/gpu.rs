@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
@@ -67,11 +68,13 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, CudaError> {
     Ok(DeviceInfo { ordinal, count })
 }
 
-/// A CUDA context on one device with its default stream, and the modules loaded into it.
+/// A CUDA context on one device with its default stream, the modules loaded into it, and a
+/// cuBLAS handle made on first use.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    blas: Option<CudaBlas>,
     name: String,
 }
 
@@ -103,6 +106,7 @@ impl Gpu {
             ctx,
             stream,
             modules: Mutex::new(HashMap::new()),
+            blas: None,
             name,
         })
     }
@@ -236,7 +240,111 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// The cuBLAS handle, created on first use (an error when libcublas cannot be loaded).
+    fn blas(&mut self) -> Result<&CudaBlas, CudaError> {
+        if self.blas.is_none() {
+            let present = catch_unwind(|| {
+                // SAFETY: only tries to dlopen the library by its usual names.
+                unsafe { cudarc::cublas::sys::is_culib_present() }
+            })
+            .unwrap_or(false);
+            if !present {
+                return Err(CudaError::Driver {
+                    context: "cuBLAS".into(),
+                    detail: "libcublas cannot be loaded (install the CUDA toolkit or the PyPI wheel nvidia-cublas-cu12 and add its lib directory to LD_LIBRARY_PATH)".into(),
+                });
+            }
+            let stream = self.stream.clone();
+            let blas = catch_unwind(AssertUnwindSafe(|| CudaBlas::new(stream)))
+                .map_err(|_| panicked("cublasCreate"))?
+                .map_err(|e| CudaError::Driver {
+                    context: "cublasCreate".into(),
+                    detail: format!("{e:?}"),
+                })?;
+            self.blas = Some(blas);
+        }
+        self.blas.as_ref().ok_or_else(|| panicked("cuBLAS handle"))
+    }
+
+    fn sgemm_inner(
+        &mut self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), CudaError> {
+        let dim = |v: usize| {
+            i32::try_from(v).map_err(|_| {
+                CudaError::invalid("sgemm", format!("dimension {v} exceeds cuBLAS's int range"))
+            })
+        };
+        let (mi, ni, ki) = (dim(m)?, dim(n)?, dim(k)?);
+        if a.len() != m * k || b.len() != k * n || c.len() != m * n {
+            return Err(CudaError::invalid(
+                "sgemm",
+                format!(
+                    "buffers of {}, {} and {} values do not fit {m}x{k} · {k}x{n}",
+                    a.len(),
+                    b.len(),
+                    c.len()
+                ),
+            ));
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            c.fill(0.0);
+            return Ok(());
+        }
+        let s = self.stream.clone();
+        let ctx = "sgemm";
+        let da = s.clone_htod(a).map_err(driver_err(ctx))?;
+        let db = s.clone_htod(b).map_err(driver_err(ctx))?;
+        let mut dc = s.alloc_zeros::<f32>(m * n).map_err(driver_err(ctx))?;
+        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: cuBLAS computes the n x m column-major
+        // product of b (n x k, ld n) and a (k x m, ld k), which is c row-major.
+        let cfg = GemmConfig {
+            transa: cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+            transb: cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+            m: ni,
+            n: mi,
+            k: ki,
+            alpha: 1.0f32,
+            lda: ni,
+            ldb: ki,
+            beta: 0.0f32,
+            ldc: ni,
+        };
+        let blas = self.blas()?;
+        // SAFETY: the device buffers hold exactly n·k, k·m and n·m values, matching the
+        // dimensions and leading dimensions of `cfg`.
+        unsafe { blas.gemm(cfg, &db, &da, &mut dc) }.map_err(|e| CudaError::Driver {
+            context: "cublasSgemm".into(),
+            detail: format!("{e:?}"),
+        })?;
+        s.memcpy_dtoh(&dc, c).map_err(driver_err(ctx))?;
+        s.synchronize().map_err(driver_err(ctx))
+    }
+}
+
 impl Executor for Gpu {
+    fn sgemm(
+        &mut self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), CudaError> {
+        catch_unwind(AssertUnwindSafe(|| self.sgemm_inner(m, n, k, a, b, c)))
+            .unwrap_or_else(|_| Err(panicked("cublasSgemm")))
+    }
+
     fn launch(
         &mut self,
         kernel: &KernelRef,

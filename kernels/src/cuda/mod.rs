@@ -66,6 +66,7 @@ sources! {
     PASTE_MASKS_CU => "paste_masks.cu",
     YOLACT_CU => "yolact.cu",
     HEATMAP_CU => "heatmap.cu",
+    CONV_CU => "conv.cu",
 }
 
 /// A kernel: its `extern "C"` name and the source that defines it.
@@ -108,6 +109,14 @@ pub const K_HEATMAP_CANDIDATES: KernelRef = KernelRef {
     name: "heatmap_candidates",
 };
 
+pub const K_CONV_IM2COL: KernelRef = KernelRef {
+    source: &CONV_CU,
+    name: "conv_im2col",
+};
+pub const K_BIAS_ACTIVATION: KernelRef = KernelRef {
+    source: &CONV_CU,
+    name: "bias_activation",
+};
 /// Every kernel the ops launch.
 pub const KERNELS: &[&KernelRef] = &[
     &K_PREPROCESS,
@@ -118,6 +127,8 @@ pub const KERNELS: &[&KernelRef] = &[
     &K_YOLACT_ASSEMBLE,
     &K_HEATMAP_NMS,
     &K_HEATMAP_CANDIDATES,
+    &K_CONV_IM2COL,
+    &K_BIAS_ACTIVATION,
 ];
 
 /// Grid and block dimensions of a launch.
@@ -198,6 +209,18 @@ pub trait Executor {
         args: &mut [Arg<'_>],
     ) -> Result<(), CudaError>;
 
+    /// `c = a · b` for row-major `a` (`m x k`), `b` (`k x n`) and `c` (`m x n`): cuBLAS SGEMM on
+    /// a [`Gpu`], the CPU GEMM under the emulation (cuBLAS is NVIDIA's library, not a kernel
+    /// of ours, so there is nothing of ours to emulate).
+    fn sgemm(
+        &mut self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), CudaError>;
     /// What runs the kernels, for reports (e.g. `"cuda:0 (NVIDIA H100)"`).
     fn describe(&self) -> String;
 }

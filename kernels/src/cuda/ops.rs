@@ -726,3 +726,126 @@ pub fn peak_candidates<E: Executor>(
         })
         .collect())
 }
+
+// ---------------------------------------------------------------------------------------
+// Convolution
+
+/// The activation code of `bias_activation` in `conv.cu`.
+fn activation_code(a: crate::layers::Activation) -> (i32, f32) {
+    use crate::layers::Activation as A;
+    match a {
+        A::Identity => (0, 0.0),
+        A::Relu => (1, 0.0),
+        A::Relu6 => (2, 0.0),
+        A::LeakyRelu(slope) => (3, slope),
+        A::Sigmoid => (4, 0.0),
+        A::Tanh => (5, 0.0),
+        A::Silu => (6, 0.0),
+        A::HardSwish => (7, 0.0),
+        A::HardSigmoid => (8, 0.0),
+    }
+}
+
+/// GPU [`Conv2d::forward`](crate::layers::Conv2d::forward) on `[N, C_in, H, W]`: per image and
+/// group, `conv_im2col` (skipped for a plain 1x1 convolution) and an SGEMM with the weight
+/// ([`Executor::sgemm`]: cuBLAS on a device), then `bias_activation` over the output.
+pub fn conv2d<E: Executor>(
+    exec: &mut E,
+    conv: &crate::layers::Conv2d,
+    x: ArrayView4<'_, f32>,
+) -> Result<Array4<f32>, CudaError> {
+    const OP: &str = "conv2d";
+    let (n, c, h, w) = x.dim();
+    if c != conv.in_channels() {
+        return Err(CudaError::invalid(
+            OP,
+            format!(
+                "input has {c} channels, the convolution expects {}",
+                conv.in_channels()
+            ),
+        ));
+    }
+    let (oh, ow) = conv.output_size(h, w)?;
+    let p = conv.params();
+    let (kh, kw) = conv.kernel_size();
+    let cout = conv.out_channels();
+    let g = p.groups;
+    let (cin_g, cout_g) = (c / g, cout / g);
+    let kdim = cin_g * kh * kw;
+    let ohw = oh * ow;
+    let total = checked_len(OP, &[n, cout, oh, ow])?;
+    let cols_len = checked_len(OP, &[kdim, ohw])?;
+    let mut out = vec![0f32; total];
+    if total == 0 {
+        return shaped(n, cout, oh, ow, out);
+    }
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().unwrap_or(&[]);
+    let weight = conv.weight();
+    let weight = weight.as_standard_layout();
+    let weight = weight.as_slice().unwrap_or(&[]);
+    let pointwise = kh == 1 && kw == 1 && p.stride == (1, 1) && p.padding == (0, 0);
+    let mut cols = vec![0f32; if pointwise { 0 } else { cols_len }];
+    let i32_of = |what: &str, v: usize| to_i32(OP, what, v);
+    for b in 0..n {
+        for gi in 0..g {
+            let x_g = &xs[(b * c + gi * cin_g) * h * w..][..cin_g * h * w];
+            if !pointwise {
+                cols.fill(0.0);
+                let mut args = [
+                    Arg::InF32(x_g),
+                    Arg::I32(i32_of("channels", cin_g)?),
+                    Arg::I32(i32_of("height", h)?),
+                    Arg::I32(i32_of("width", w)?),
+                    Arg::I32(i32_of("kernel", kh)?),
+                    Arg::I32(i32_of("kernel", kw)?),
+                    Arg::I32(i32_of("stride", p.stride.0)?),
+                    Arg::I32(i32_of("stride", p.stride.1)?),
+                    Arg::I32(i32_of("padding", p.padding.0)?),
+                    Arg::I32(i32_of("padding", p.padding.1)?),
+                    Arg::I32(i32_of("dilation", p.dilation.0)?),
+                    Arg::I32(i32_of("dilation", p.dilation.1)?),
+                    Arg::I32(i32_of("output height", oh)?),
+                    Arg::I32(i32_of("output width", ow)?),
+                    Arg::OutF32(&mut cols),
+                ];
+                exec.launch(
+                    &super::K_CONV_IM2COL,
+                    Launch::linear(cols_len as u64, THREADS),
+                    &mut args,
+                )?;
+            }
+            let rhs: &[f32] = if pointwise { x_g } else { &cols };
+            let w_g = &weight[gi * cout_g * kdim..][..cout_g * kdim];
+            let out_g = &mut out[(b * cout + gi * cout_g) * ohw..][..cout_g * ohw];
+            exec.sgemm(cout_g, ohw, kdim, w_g, rhs, out_g)?;
+        }
+    }
+    let (act, slope) = activation_code(conv.activation());
+    let bias = conv.bias();
+    if bias.is_some() || act != 0 {
+        let mut y = vec![0f32; total];
+        let mut args = [
+            Arg::InF32(&out),
+            Arg::InF32(bias.unwrap_or(&[])),
+            Arg::I32(i32::from(bias.is_some())),
+            Arg::I32(i32_of("channels", cout)?),
+            Arg::I64(ohw as i64),
+            Arg::I64(total as i64),
+            Arg::I32(act),
+            Arg::F32(slope),
+            Arg::OutF32(&mut y),
+        ];
+        exec.launch(
+            &super::K_BIAS_ACTIVATION,
+            Launch::linear(total as u64, THREADS),
+            &mut args,
+        )?;
+        out = y;
+    }
+    shaped(n, cout, oh, ow, out)
+}
+
+fn shaped(n: usize, c: usize, h: usize, w: usize, v: Vec<f32>) -> Result<Array4<f32>, CudaError> {
+    Array4::from_shape_vec((n, c, h, w), v).map_err(|e| CudaError::invalid("conv2d", e.to_string()))
+}

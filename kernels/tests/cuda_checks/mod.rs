@@ -452,8 +452,121 @@ pub fn heatmap<E: Executor>(ex: &mut E) {
 pub type Check<E> = (&'static str, fn(&mut E));
 
 /// Every check, by name.
+/// GPU conv2d (im2col kernel + SGEMM + bias/activation kernel) against the CPU `Conv2d` on
+/// strides, paddings, dilations, groups, 1x1 and every activation, and SGEMM on its own.
+/// Tolerance `1e-4 · max(1, |b|)`: the two sum the products in different orders.
+pub fn conv2d<E: Executor>(exec: &mut E) {
+    use kernels::layers::{Activation, Conv2d, Conv2dParams};
+    let mut rng = Lcg::new(17);
+    let cases: [(usize, usize, usize, usize, usize, Conv2dParams, Activation); 7] = [
+        (
+            2,
+            3,
+            8,
+            9,
+            11,
+            Conv2dParams::default().padding(1),
+            Activation::Relu,
+        ),
+        (
+            1,
+            8,
+            16,
+            13,
+            12,
+            Conv2dParams::default().stride(2).padding(1),
+            Activation::Identity,
+        ),
+        (
+            1,
+            4,
+            6,
+            12,
+            12,
+            Conv2dParams::default().padding(2).dilation(2),
+            Activation::Sigmoid,
+        ),
+        (
+            1,
+            8,
+            12,
+            10,
+            10,
+            Conv2dParams::default().padding(1).groups(2),
+            Activation::LeakyRelu(0.1),
+        ),
+        (
+            1,
+            16,
+            16,
+            9,
+            9,
+            Conv2dParams::default().padding(1).groups(16),
+            Activation::HardSwish,
+        ),
+        (3, 32, 24, 7, 5, Conv2dParams::default(), Activation::Relu6),
+        (
+            1,
+            6,
+            5,
+            4,
+            4,
+            Conv2dParams::default().padding(3),
+            Activation::Silu,
+        ),
+    ];
+    for (case, &(n, cin, cout, h, w, params, act)) in cases.iter().enumerate() {
+        let k = if case == 5 { 1 } else { 3 };
+        let cin_g = cin / params.groups;
+        let wgt = Array4::from_shape_fn((cout, cin_g, k, k), |_| rng.range(-0.5, 0.5));
+        let bias: Vec<f32> = (0..cout).map(|_| rng.range(-0.2, 0.2)).collect();
+        let conv = Conv2d::new(wgt.view(), Some(ndarray::ArrayView1::from(&bias)), params)
+            .expect("conv")
+            .with_activation(act);
+        let x = Array4::from_shape_fn((n, cin, h, w), |_| rng.range(-1.0, 1.0));
+        let want = conv.forward(x.view()).expect("cpu conv");
+        let got = gpu::conv2d(exec, &conv, x.view()).expect("gpu conv");
+        assert_eq!(got.dim(), want.dim(), "conv case {case}: shape");
+        let (g, w) = (got.as_slice().unwrap(), want.as_slice().unwrap());
+        let mut worst = 0f32;
+        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+            let d = (a - b).abs() / b.abs().max(1.0);
+            worst = worst.max(d);
+            assert!(d <= 1e-4, "conv case {case} [{i}]: got {a}, want {b}");
+        }
+        println!(
+            "conv2d case {case} {:?}: worst relative difference {worst:e}",
+            want.dim()
+        );
+    }
+    // SGEMM alone, including a degenerate inner dimension.
+    let (m, n, k) = (37, 29, 53);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.range(-1.0, 1.0)).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.range(-1.0, 1.0)).collect();
+    let mut c = vec![0f32; m * n];
+    exec.sgemm(m, n, k, &a, &b, &mut c).expect("sgemm");
+    for i in 0..m {
+        for j in 0..n {
+            let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            let d = (c[i * n + j] - want).abs() / want.abs().max(1.0);
+            assert!(
+                d <= 1e-4,
+                "sgemm [{i}, {j}]: got {}, want {want}",
+                c[i * n + j]
+            );
+        }
+    }
+    let mut z = vec![1f32; 6];
+    exec.sgemm(2, 3, 0, &[], &[], &mut z).expect("k = 0");
+    assert_eq!(z, [0.0; 6]);
+    assert!(exec
+        .sgemm(2, 2, 2, &[0.0; 3], &[0.0; 4], &mut [0.0; 4])
+        .is_err());
+}
+
 pub fn all<E: Executor>() -> Vec<Check<E>> {
     vec![
+        ("conv2d", conv2d::<E>),
         ("preprocess", preprocess::<E>),
         ("roi_align", roi_align::<E>),
         ("nms", nms::<E>),
