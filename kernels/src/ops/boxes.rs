@@ -33,13 +33,22 @@ pub fn pair_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     inter / union
 }
 
-/// Pairwise IoU `[N, M]` of two box sets (torchvision `box_iou`).
+/// Pairwise IoU `[N, M]` of two box sets (torchvision `box_iou`); rows in parallel.
 pub fn box_iou(boxes1: &[[f32; 4]], boxes2: &[[f32; 4]]) -> Array2<f32> {
-    let mut out = Array2::<f32>::zeros((boxes1.len(), boxes2.len()));
-    for (i, a) in boxes1.iter().enumerate() {
-        for (j, b) in boxes2.iter().enumerate() {
-            out[[i, j]] = pair_iou(a, b);
-        }
+    let m = boxes2.len();
+    let mut out = Array2::<f32>::zeros((boxes1.len(), m));
+    if let Some(dst) = out.as_slice_mut() {
+        // Rows per task: enough work (~64k pairs) to outweigh the hand-off.
+        let rows = (65536 / m.max(1)).max(1);
+        dst.par_chunks_mut(rows * m.max(1))
+            .zip(boxes1.par_chunks(rows))
+            .for_each(|(d, bs)| {
+                for (drow, a) in d.chunks_exact_mut(m.max(1)).zip(bs) {
+                    for (v, b) in drow.iter_mut().zip(boxes2) {
+                        *v = pair_iou(a, b);
+                    }
+                }
+            });
     }
     out
 }
