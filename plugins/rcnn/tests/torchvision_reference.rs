@@ -650,6 +650,59 @@ fn unusual_images_and_no_detections_give_valid_results() {
         );
         assert_eq!(empty.tensor("boxes").unwrap().shape(), &[0, 4], "{what}");
     }
+    // Degenerate proposals (NaN, infinite, inverted, empty, far outside): no panic, valid
+    // instances; the mask head accepts whatever the box head keeps.
+    {
+        let x = run(&mut pre, "image", image(64, 80, 3), "image");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        let weird: Vec<f32> = vec![
+            f32::NAN,
+            0.0,
+            10.0,
+            10.0, //
+            0.0,
+            0.0,
+            f32::INFINITY,
+            20.0, //
+            30.0,
+            30.0,
+            10.0,
+            10.0, //
+            5.0,
+            5.0,
+            5.0,
+            5.0, //
+            -1e9,
+            -1e9,
+            1e9,
+            1e9, //
+            2.0,
+            3.0,
+            40.0,
+            50.0,
+        ];
+        let n = weird.len() / 4;
+        let proposals = Value::new(plugin_sdk::PortKind::Instances)
+            .with("boxes", Tensor::from_vec(&[n, 4], weird).unwrap())
+            .with("scores", Tensor::from_vec(&[n], vec![0.5f32; n]).unwrap())
+            .with("classes", Tensor::from_vec(&[n], vec![0i64; n]).unwrap());
+        let det = run_with(
+            &mut box_head,
+            &[("features", &p), ("proposals", &proposals), ("image", &x)],
+            "detections",
+        );
+        let with_masks = run_with(
+            &mut mask_head,
+            &[("features", &p), ("detections", &det), ("image", &x)],
+            "instances",
+        );
+        run_with(
+            &mut paste,
+            &[("instances", &with_masks), ("image", &x)],
+            "instances",
+        );
+    }
     // Inputs that do not come from rcnn_preprocess are named.
     let x = run(&mut pre, "image", image(64, 64, 3), "image");
     let c = run(&mut resnet, "image", x.clone(), "features");
