@@ -56,3 +56,63 @@ macro_rules! multiversion {
 }
 
 pub(crate) use multiversion;
+
+/// Transposes 8x8 blocks of `f32` with AVX: `dst[j * ds + i] = src[i * ss + j]` for
+/// `i, j < 8`, for each of `blocks` blocks, block `k` starting at `src + k * 8` and
+/// `dst + k * 8 * ds` (8 consecutive columns of the source become 8 consecutive rows).
+///
+/// # Safety
+/// The CPU must support AVX ([`has_avx`]); every addressed element must be in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn transpose8x8_blocks(
+    src: *const f32,
+    ss: usize,
+    dst: *mut f32,
+    ds: usize,
+    blocks: usize,
+) {
+    use std::arch::x86_64::*;
+    for k in 0..blocks {
+        let s = src.add(k * 8);
+        let d = dst.add(k * 8 * ds);
+        let r0 = _mm256_loadu_ps(s);
+        let r1 = _mm256_loadu_ps(s.add(ss));
+        let r2 = _mm256_loadu_ps(s.add(2 * ss));
+        let r3 = _mm256_loadu_ps(s.add(3 * ss));
+        let r4 = _mm256_loadu_ps(s.add(4 * ss));
+        let r5 = _mm256_loadu_ps(s.add(5 * ss));
+        let r6 = _mm256_loadu_ps(s.add(6 * ss));
+        let r7 = _mm256_loadu_ps(s.add(7 * ss));
+        let t0 = _mm256_unpacklo_ps(r0, r1);
+        let t1 = _mm256_unpackhi_ps(r0, r1);
+        let t2 = _mm256_unpacklo_ps(r2, r3);
+        let t3 = _mm256_unpackhi_ps(r2, r3);
+        let t4 = _mm256_unpacklo_ps(r4, r5);
+        let t5 = _mm256_unpackhi_ps(r4, r5);
+        let t6 = _mm256_unpacklo_ps(r6, r7);
+        let t7 = _mm256_unpackhi_ps(r6, r7);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps::<0x20>(u0, u4));
+        _mm256_storeu_ps(d.add(ds), _mm256_permute2f128_ps::<0x20>(u1, u5));
+        _mm256_storeu_ps(d.add(2 * ds), _mm256_permute2f128_ps::<0x20>(u2, u6));
+        _mm256_storeu_ps(d.add(3 * ds), _mm256_permute2f128_ps::<0x20>(u3, u7));
+        _mm256_storeu_ps(d.add(4 * ds), _mm256_permute2f128_ps::<0x31>(u0, u4));
+        _mm256_storeu_ps(d.add(5 * ds), _mm256_permute2f128_ps::<0x31>(u1, u5));
+        _mm256_storeu_ps(d.add(6 * ds), _mm256_permute2f128_ps::<0x31>(u2, u6));
+        _mm256_storeu_ps(d.add(7 * ds), _mm256_permute2f128_ps::<0x31>(u3, u7));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
