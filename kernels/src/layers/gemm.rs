@@ -3,7 +3,7 @@
 //! `C = A·B` (or `C += A·B`) over strided matrices. The default backend is the `gemm` crate
 //! (its AVX-512 micro-kernel is compiled in through the `x86-v4` feature and chosen at run
 //! time; on CPUs without AVX-512 it uses FMA/AVX2 or scalar code). Measured on the project
-//! machine (2-core Sapphire Rapids; `cargo bench -p kernels --bench layers`), it is faster
+//! machine (2 vCPUs of an AMD EPYC, Zen 4 with AVX-512; `cargo bench -p kernels --bench layers`), it is faster
 //! than `matrixmultiply` (with its AVX-512 kernel) on every shape that matters, so
 //! `matrixmultiply` is only the fallback backend ([`Backend::MatrixMultiply`]), and
 //! [`Backend::Naive`] is a plain triple loop used as the test oracle.
