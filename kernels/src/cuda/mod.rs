@@ -280,7 +280,17 @@ mod tests {
                 k.source.file
             );
         }
-        assert_eq!(SOURCES.len(), 7);
+        // Every .cu file of kernels/cuda/ is embedded (and so compiled by the NVRTC check).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("kernels/cuda")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".cu"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = SOURCES.iter().map(|s| s.file.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
     }
 
     #[test]

@@ -34,8 +34,12 @@ fn params(kind: &str, set: &[(&str, ParamValue)]) -> Params {
     p
 }
 
+// The engine binary's allocator and settings (engine/src/main.rs): mimalloc, with freed pages
+// kept committed (`mi_option_purge_delay` = -1), so that the frames after the first do not
+// page-fault their buffers in again.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 const STAGES: [&str; 7] = [
     "rcnn_preprocess",
@@ -54,6 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "usage: bench_mask_rcnn WEIGHTS IMAGE OUT_JSON [REPS] [DEPTH] [SCORE_THRESH]".into(),
         );
     }
+    // SAFETY: no other thread exists yet.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let reps: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let depth: i64 = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let score: f64 = args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(0.05);
