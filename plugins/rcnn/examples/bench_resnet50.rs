@@ -14,7 +14,15 @@ use kernels::weights::{generated_tensor, Weights};
 use ndarray::{Array2, Array4};
 use plugin_rcnn::{ResNet, ResNetConfig};
 
+// The engine binary's allocator and settings (engine/src/main.rs): mimalloc, freed pages kept
+// committed (`mi_option_purge_delay`, option 15, = -1).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: no other thread exists yet.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
