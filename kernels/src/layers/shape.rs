@@ -214,6 +214,62 @@ pub fn permute<T: Copy>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T
 }
 
 /// `x.transpose(a, b)`, materialised in standard layout.
+/// Batched 2-D transpose of `f32`: `src` holds `batch` row-major `rows x cols` matrices,
+/// the result their transposes (`cols x rows` each). Rows of blocks run in parallel; with
+/// AVX, whole 8x8 blocks are transposed in registers (the NCHW <-> NHWC conversions of
+/// converted TF.js and ONNX graphs are such transposes).
+pub fn transpose_2d_batched(src: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let plane = rows * cols;
+    let n = batch * plane;
+    if src.len() < n || n == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![0f32; n];
+    #[cfg(target_arch = "x86_64")]
+    let avx = crate::ops::simd::has_avx();
+    // One task per (matrix, block of 8 source columns): it writes 8 whole output rows.
+    let tasks = cols.div_ceil(8);
+    out.par_chunks_mut(plane)
+        .zip(src.par_chunks(plane))
+        .for_each(|(dst, s)| {
+            dst.par_chunks_mut(8 * rows)
+                .enumerate()
+                .take(tasks)
+                .for_each(|(t, d)| {
+                    let c0 = t * 8;
+                    let cn = 8.min(cols - c0);
+                    let mut r0 = 0;
+                    #[cfg(target_arch = "x86_64")]
+                    if avx && cn == 8 {
+                        let blocks = rows / 8;
+                        for b in 0..blocks {
+                            // SAFETY: AVX is present; the block reads rows `8b..8b+8`, columns
+                            // `c0..c0+8 <= cols` of this matrix (stride `cols`) and writes
+                            // output rows `c0..c0+8` (this task's chunk), columns `8b..8b+8`
+                            // (stride `rows`).
+                            unsafe {
+                                crate::ops::simd::transpose8x8_blocks(
+                                    s.as_ptr().add(8 * b * cols + c0),
+                                    cols,
+                                    d.as_mut_ptr().add(8 * b),
+                                    rows,
+                                    1,
+                                );
+                            }
+                        }
+                        r0 = blocks * 8;
+                    }
+                    for r in r0..rows {
+                        for c in 0..cn {
+                            d[c * rows + r] = s[r * cols + c0 + c];
+                        }
+                    }
+                });
+        });
+    out
+}
+
 pub fn transpose<T: Copy>(x: ArrayViewD<'_, T>, a: isize, b: isize) -> Result<ArrayD<T>> {
     let nd = x.ndim();
     let (a, b) = (
@@ -409,6 +465,22 @@ pub fn gather<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batched_transpose_matches_a_plain_one() {
+        for &(b, r, c) in &[(2, 16, 24), (1, 9, 17), (3, 8, 8), (1, 1, 5), (2, 40, 3)] {
+            let src: Vec<f32> = (0..b * r * c).map(|v| v as f32).collect();
+            let got = transpose_2d_batched(&src, b, r, c);
+            for m in 0..b {
+                for i in 0..r {
+                    for k in 0..c {
+                        assert_eq!(got[m * r * c + k * r + i], src[m * r * c + i * c + k]);
+                    }
+                }
+            }
+        }
+        assert!(transpose_2d_batched(&[], 0, 3, 3).is_empty());
+    }
     use ndarray::{arr1, arr2};
 
     #[test]

@@ -42,7 +42,7 @@ pub mod nms;
 pub mod paste_masks;
 pub mod poolers;
 pub mod roi_align;
-mod simd;
+pub(crate) mod simd;
 pub mod yolact;
 
 pub use anchors::AnchorGenerator;

@@ -728,6 +728,9 @@ impl GraphModel {
         for (k, &i) in self.input_nodes.iter().enumerate() {
             values[i] = Some(vec![feeds[k].clone()]);
         }
+        // GRAPH_MODEL_PROFILE=1: time per op type, printed to stderr after each run.
+        let mut profile: Option<std::collections::BTreeMap<String, (u32, f64)>> =
+            profiling().then(Default::default);
         for &i in &self.order {
             if !needed[i] {
                 continue;
@@ -752,12 +755,19 @@ impl GraphModel {
                     })?;
                     args.push(t);
                 }
-                self.exec(node, &args).map_err(|e| GraphModelError::Node {
+                let started = profile.as_ref().map(|_| std::time::Instant::now());
+                let out = self.exec(node, &args).map_err(|e| GraphModelError::Node {
                     file: self.file.clone(),
                     node: node.name.clone(),
                     op: node.op_name.clone(),
                     msg: e.0,
-                })?
+                })?;
+                if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                    let e = p.entry(node.op_name.clone()).or_default();
+                    e.0 += 1;
+                    e.1 += t.elapsed().as_secs_f64() * 1e3;
+                }
+                out
             };
             values[i] = Some(out);
             for &(j, _) in &node.inputs {
@@ -765,6 +775,15 @@ impl GraphModel {
                 if remaining[j] == 0 && self.nodes[j].op != Op::Const {
                     values[j] = None;
                 }
+            }
+        }
+        if let Some(p) = profile {
+            let mut rows: Vec<_> = p.into_iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+            eprintln!("{}: {total:.2} ms in ops", self.file.display());
+            for (op, (count, ms)) in rows {
+                eprintln!("  {op:<24} {count:>5} x  {ms:>8.2} ms");
             }
         }
         targets
@@ -986,4 +1005,10 @@ fn scalar_int(t: &Tensor) -> OpResult<i64> {
         [x] => Ok(x),
         _ => op_err!("expected a scalar integer, got {}", t.describe()),
     }
+}
+
+/// Whether `GRAPH_MODEL_PROFILE` asks for per-op timings (read once).
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("GRAPH_MODEL_PROFILE").is_some_and(|v| v != "0"))
 }

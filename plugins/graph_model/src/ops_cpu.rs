@@ -770,8 +770,27 @@ fn broadcast_map<A: Copy, B: Copy, O>(
             oa += idx[d] * sa[d];
             ob += idx[d] * sb[d];
         }
-        for i in 0..inner {
-            out.push(f(a[oa + i * ia], b[ob + i * ib]));
+        // Contiguous or broadcast rows as slices, so that `f` (a closure, inlined) vectorises.
+        match (ia, ib) {
+            (1, 1) => out.extend(
+                a[oa..oa + inner]
+                    .iter()
+                    .zip(&b[ob..ob + inner])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => {
+                let y = b[ob];
+                out.extend(a[oa..oa + inner].iter().map(|&x| f(x, y)));
+            }
+            (0, 1) => {
+                let x = a[oa];
+                out.extend(b[ob..ob + inner].iter().map(|&y| f(x, y)));
+            }
+            _ => {
+                for i in 0..inner {
+                    out.push(f(a[oa + i * ia], b[ob + i * ib]));
+                }
+            }
         }
         for d in (0..r - 1).rev() {
             idx[d] += 1;
@@ -895,7 +914,16 @@ pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     }
     match a.dtype() {
         DType::F32 => {
-            let (v, s) = broadcast_map(f32s(a)?, ash, f32s(b)?, bsh, f32_op(op)?)?;
+            let (x, y) = (f32s(a)?, f32s(b)?);
+            // The common ops as closures, which inline into the loops (a function pointer
+            // from `f32_op` costs an indirect call per element); same arithmetic.
+            let (v, s) = match op {
+                BinOp::Add => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p + q)?,
+                BinOp::Sub => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p - q)?,
+                BinOp::Mul => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p * q)?,
+                BinOp::Div => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p / q)?,
+                _ => broadcast_map(x, ash, y, bsh, f32_op(op)?)?,
+            };
             Ok(Tensor::from_vec(&s, v)?)
         }
         DType::I32 => {
@@ -1479,6 +1507,12 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> OpResult<Tensor> {
     }
     let shape = x.shape();
     let out_shape: Vec<usize> = p.iter().map(|&a| shape[a]).collect();
+    if x.dtype() == DType::F32 {
+        if let Some((batch, rows, cols)) = as_batched_2d(shape, &p) {
+            let data = kernels::layers::shape::transpose_2d_batched(f32s(x)?, batch, rows, cols);
+            return Ok(Tensor::from_vec(&out_shape, data)?);
+        }
+    }
     let st = strides(shape);
     let ps: Vec<usize> = p.iter().map(|&a| st[a]).collect();
     let n = x.numel();
@@ -1497,6 +1531,37 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> OpResult<Tensor> {
     take_all(x, &out_shape, &idx)
 }
 
+/// `(batch, rows, cols)` when permuting `shape` by `perm` is a batched 2-D transpose: after
+/// dropping size-1 axes and merging axes that stay adjacent and in order, the permutation is
+/// `[1, 0]` or `[0, 2, 1]` (e.g. NCHW -> NHWC is `[N, C, H·W] -> [N, H·W, C]`), or nothing
+/// moves (`(1, 1, len)`, a copy).
+fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
+    // Output axes without the size-1 ones, as input axes.
+    let axes: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
+    // Groups of consecutive output axes that are consecutive input axes.
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first input axis, size)
+    let mut last: Option<usize> = None;
+    for &a in &axes {
+        // Input axes between `last` and `a` that are size 1 do not break adjacency.
+        let adjacent = last.is_some_and(|l| a > l && (l + 1..a).all(|k| shape[k] == 1));
+        match groups.last_mut() {
+            Some(g) if adjacent => g.1 *= shape[a],
+            _ => groups.push((a, shape[a])),
+        }
+        last = Some(a);
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g].0);
+    // `order[k]`: the output group that is the k-th in input order.
+    match (groups.len(), order.as_slice()) {
+        // Nothing moves: a copy.
+        (0 | 1, _) => Some((1, 1, shape.iter().product())),
+        (2, [1, 0]) => Some((1, groups[1].1, groups[0].1)),
+        (3, [0, 2, 1]) => Some((groups[0].1, groups[2].1, groups[1].1)),
+        _ => None,
+    }
+}
+
 /// Constant padding; `pads` is [rank, 2] (before, after). `value` fills f32 tensors.
 pub fn pad(x: &Tensor, pads: &[i64], value: f32) -> OpResult<Tensor> {
     let r = x.ndim();
@@ -1508,6 +1573,9 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f32) -> OpResult<Tensor> {
         .map(|d| shape[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize)
         .collect();
     let n = numel(&out_shape)?;
+    if x.dtype() == DType::F32 && r > 0 {
+        return pad_rows_f32(f32s(x)?, shape, &out_shape, pads, value);
+    }
     let st = strides(shape);
     let mut idx = Vec::with_capacity(n);
     let mut cur = vec![0usize; r];
@@ -1540,6 +1608,38 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f32) -> OpResult<Tensor> {
         return Ok(Tensor::from_vec(&out_shape, v)?);
     }
     take(x, &out_shape, &idx)
+}
+
+/// [`pad`] for f32 by rows: the output is filled with `value`, then each innermost row of the
+/// input is copied to its place.
+fn pad_rows_f32(
+    src: &[f32],
+    shape: &[usize],
+    out_shape: &[usize],
+    pads: &[i64],
+    value: f32,
+) -> OpResult<Tensor> {
+    let r = shape.len();
+    let mut out = vec![value; numel(out_shape)?];
+    let row = shape[r - 1];
+    let out_st = strides(out_shape);
+    let rows = if row == 0 { 0 } else { src.len() / row };
+    let mut cur = vec![0usize; r - 1];
+    for k in 0..rows {
+        let mut off = pads[2 * (r - 1)] as usize;
+        for d in 0..r - 1 {
+            off += (cur[d] + pads[2 * d] as usize) * out_st[d];
+        }
+        out[off..off + row].copy_from_slice(&src[k * row..(k + 1) * row]);
+        for d in (0..r - 1).rev() {
+            cur[d] += 1;
+            if cur[d] < shape[d] {
+                break;
+            }
+            cur[d] = 0;
+        }
+    }
+    Ok(Tensor::from_vec(out_shape, out)?)
 }
 
 /// StridedSlice bit masks.
@@ -1897,6 +1997,69 @@ pub fn crop_and_resize_bilinear(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The f32 row-copy padding against the generic index walk (i32 data takes the latter).
+    #[test]
+    fn padding_by_rows_matches_the_generic_walk() {
+        let cases: [(&[usize], &[i64]); 4] = [
+            (&[1, 3, 4, 2], &[0, 0, 1, 2, 2, 1, 0, 0]),
+            (&[2, 5], &[1, 0, 3, 2]),
+            (&[4], &[2, 3]),
+            (&[2, 0, 3], &[0, 1, 1, 0, 1, 1]),
+        ];
+        for (shape, pads) in cases {
+            let n: usize = shape.iter().product();
+            let f = Tensor::from_vec(shape, (0..n).map(|v| v as f32 + 1.0).collect()).unwrap();
+            let i = Tensor::from_vec(shape, (0..n as i32).map(|v| v + 1).collect()).unwrap();
+            let fast = pad(&f, pads, 0.0).unwrap();
+            let slow = pad(&i, pads, 0.0).unwrap();
+            assert_eq!(fast.shape(), slow.shape(), "{shape:?} {pads:?}");
+            let fast: Vec<i32> = fast
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as i32)
+                .collect();
+            assert_eq!(fast, slow.as_slice::<i32>().unwrap(), "{shape:?} {pads:?}");
+            let filled = pad(&f, pads, -2.5).unwrap();
+            let want: Vec<f32> = slow
+                .as_slice::<i32>()
+                .unwrap()
+                .iter()
+                .map(|&v| if v == 0 { -2.5 } else { v as f32 })
+                .collect();
+            assert_eq!(filled.as_slice::<f32>().unwrap(), want.as_slice());
+        }
+    }
+
+    /// The fast transpose paths against the generic index walk (on i32 data, which takes it).
+    #[test]
+    fn transposes_take_the_fast_path_with_the_same_result() {
+        let cases: [(&[usize], &[i64]); 7] = [
+            (&[2, 3, 4, 5], &[0, 2, 3, 1]),
+            (&[2, 4, 5, 3], &[0, 3, 1, 2]),
+            (&[1, 16, 3, 9], &[0, 2, 3, 1]),
+            (&[6, 10], &[1, 0]),
+            (&[2, 1, 3, 8], &[0, 3, 1, 2]),
+            (&[3, 4, 5], &[0, 1, 2]),
+            (&[2, 3, 4], &[2, 0, 1]),
+        ];
+        for (shape, perm) in cases {
+            let n: usize = shape.iter().product();
+            let f = Tensor::from_vec(shape, (0..n).map(|v| v as f32).collect()).unwrap();
+            let i = Tensor::from_vec(shape, (0..n as i32).collect()).unwrap();
+            let fast = transpose(&f, perm).unwrap();
+            let slow = transpose(&i, perm).unwrap();
+            assert_eq!(fast.shape(), slow.shape(), "{shape:?} {perm:?}");
+            let fast: Vec<i32> = fast
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as i32)
+                .collect();
+            assert_eq!(fast, slow.as_slice::<i32>().unwrap(), "{shape:?} {perm:?}");
+        }
+    }
 
     fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
         Tensor::from_vec(shape, v).unwrap()
