@@ -1623,7 +1623,7 @@ fn pad_rows_f32(
     let mut out = vec![value; numel(out_shape)?];
     let row = shape[r - 1];
     let out_st = strides(out_shape);
-    let rows = if row == 0 { 0 } else { src.len() / row };
+    let rows = src.len().checked_div(row).unwrap_or(0);
     let mut cur = vec![0usize; r - 1];
     for k in 0..rows {
         let mut off = pads[2 * (r - 1)] as usize;
