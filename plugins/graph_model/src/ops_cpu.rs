@@ -493,6 +493,21 @@ pub fn depthwise_conv2d_nhwc(
                 let xrow = &xb[iy as usize * wd * c..(iy as usize + 1) * wd * c];
                 for kx in 0..kw {
                     let wk = &ws[(ky * kw + kx) * c * m..(ky * kw + kx + 1) * c * m];
+                    if m == 1 && sw == 1 {
+                        // The output pixels whose input column is inside the row, at once.
+                        let off = (kx * dw) as isize - pl as isize;
+                        let lo = (-off).clamp(0, ow as isize) as usize;
+                        let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
+                        if lo < hi {
+                            let s0 = (lo as isize + off) as usize;
+                            dw_accumulate(
+                                &mut orow[lo * c..hi * c],
+                                &xrow[s0 * c..(s0 + hi - lo) * c],
+                                wk,
+                            );
+                        }
+                        continue;
+                    }
                     for ox in 0..ow {
                         let ix = (ox * sw + kx * dw) as isize - pl as isize;
                         if ix < 0 || ix as usize >= wd {
@@ -517,6 +532,34 @@ pub fn depthwise_conv2d_nhwc(
         });
     bias_act(&mut out, co, bias, act, alpha)?;
     Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+}
+
+/// `dst[p·c + k] += src[p·c + k] · w[k]` for every pixel `p` (`c = w.len()`), compiled for
+/// AVX2 too and picked at run time (the crate's baseline target has only SSE2); the same
+/// arithmetic either way (no fused multiply-add).
+fn dw_accumulate(dst: &mut [f32], src: &[f32], w: &[f32]) {
+    #[inline(always)]
+    fn body(dst: &mut [f32], src: &[f32], w: &[f32]) {
+        let c = w.len().max(1);
+        for (o, x) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+            for ((o, &x), &wv) in o.iter_mut().zip(x).zip(w) {
+                *o += x * wv;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(dst: &mut [f32], src: &[f32], w: &[f32]) {
+            body(dst, src, w)
+        }
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2")) {
+            // SAFETY: the CPU supports AVX2, the only feature `avx2` was compiled for.
+            return unsafe { avx2(dst, src, w) };
+        }
+    }
+    body(dst, src, w)
 }
 
 /// `Conv2DBackpropInput` (transposed convolution): `x` [N, H, W, CI], `w` [KH, KW, CO, CI],
@@ -1059,10 +1102,10 @@ pub fn pool2d_nhwc(
                     for ix in xs0..xe {
                         let p = &xs[((b * h + iy) * w + ix) * c..][..c];
                         if max {
-                            for (a, v) in acc.iter_mut().zip(p) {
-                                if *v > *a {
-                                    *a = *v;
-                                }
+                            // A select rather than a branch, so that it vectorises (NaN in
+                            // `v` keeps `a`, as the branch did).
+                            for (a, &v) in acc.iter_mut().zip(p) {
+                                *a = if v > *a { v } else { *a };
                             }
                         } else {
                             for (a, v) in acc.iter_mut().zip(p) {
