@@ -10,7 +10,7 @@
 //! median and the speed-up. Boxes and scores come from the same seeded generator as the
 //! Python script (SplitMix64), so both sides see identical inputs; feature values differ
 //! (they do not affect the time). `BENCH_FILTER=substring` runs only matching cases;
-//! `BENCH_REPS=n` fixes the number of timed runs.
+//! `BENCH_REPS=n` fixes the number of timed runs. Allocation: see `GLOBAL` below.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -148,7 +148,18 @@ impl Bench {
     }
 }
 
+// The engine binary's allocator and setting (engine/src/main.rs): mimalloc with freed pages
+// kept committed, so that an op's output buffer is not page-faulted in on every call, as it
+// is not in a running engine. `BENCH_PURGE=1` keeps mimalloc's default purging instead.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() {
+    if std::env::var_os("BENCH_PURGE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
     let torch: HashMap<String, f64> = std::env::var("TORCH_TIMES")
         .ok()
         .and_then(|p| std::fs::read_to_string(p).ok())
