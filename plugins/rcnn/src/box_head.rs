@@ -16,24 +16,19 @@
 //! Weights: `box_head.fc6.*`, `box_head.fc7.*`, `box_predictor.cls_score.*`,
 //! `box_predictor.bbox_pred.*` under `prefix` (`"roi_heads."`).
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
 use kernels::layers::{Activation, Linear};
-use kernels::ops::roi_align::RoiAlignWorkspace;
-use kernels::ops::{
-    batched_nms, clip_boxes_to_image, remove_small_boxes, BoxCoder, MultiScaleRoIAlign,
-};
+use kernels::ops::{batched_nms, clip_boxes_to_image, remove_small_boxes, BoxCoder};
 use kernels::weights::Weights;
 use ndarray::{Array2, ArrayView4};
 use plugin_sdk::{
-    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 
 use crate::error::{LayerContext, RcnnError};
 use crate::util::{
-    count_param, feature_levels, float_param, linear, load_weights, resolve_prefix, ImageSizes,
+    count_param, feature_levels, features_input, float_param, image_input, in_features_param,
+    levels_params, linear, resolve_prefix, weights_param, weights_params, ImageSizes, RoiPooler,
 };
 
 /// torchvision's `box_min_size` in `RoIHeads.postprocess_detections` (not configurable there).
@@ -83,14 +78,12 @@ pub struct Detections {
 #[derive(Debug)]
 pub struct BoxHead {
     config: BoxHeadConfig,
-    pooler: MultiScaleRoIAlign,
+    pooler: RoiPooler,
     fc6: Linear,
     fc7: Linear,
     cls_score: Linear,
     bbox_pred: Linear,
     coder: BoxCoder,
-    /// Channels-last copies of the levels, kept across frames.
-    workspace: Mutex<RoiAlignWorkspace>,
 }
 
 impl BoxHead {
@@ -126,14 +119,13 @@ impl BoxHead {
         b.ignore_module("keypoint_predictor.");
         b.finish()?;
         Ok(BoxHead {
-            pooler: MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio),
+            pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),
             coder: BoxCoder::new(config.bbox_reg_weights),
             config,
             fc6,
             fc7,
             cls_score,
             bbox_pred,
-            workspace: Mutex::new(RoiAlignWorkspace::new()),
         })
     }
 
@@ -149,15 +141,9 @@ impl BoxHead {
         resized: (usize, usize),
     ) -> Result<(Array2<f32>, Array2<f32>), RcnnError> {
         let k = proposals.len();
-        let pooled = {
-            let mut ws = self
-                .workspace
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.pooler
-                .forward_with(&mut ws, levels, &[proposals], &[resized])
-                .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?
-        };
+        let pooled = self
+            .pooler
+            .pool("roi_box_head", levels, proposals, resized)?;
         let flat_len = pooled.len() / k.max(1);
         let flat = pooled
             .into_shape_with_order((k, flat_len))
@@ -259,54 +245,33 @@ pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
         "roi_box_head",
         "torchvision RoIHeads box branch: MultiScaleRoIAlign 7x7, TwoMLPHead, FastRCNNPredictor, per-class decoding and NMS",
-    )
-    .input(
-        PortSpec::new("features", PortKind::Features, "the FPN levels named in `in_features` (p2..p5)")
-            .dtype(DType::F32)
-            .shape("C,H,W"),
-    )
-    .input(PortSpec::new(
-        "proposals",
-        PortKind::Instances,
-        "proposals in resized-image pixels (from rpn)",
-    ))
-    .input(
+    );
+    let spec = features_input(spec, "the FPN levels named in `in_features` (p2..p5)").input(
         PortSpec::new(
-            "image",
-            PortKind::Tensor,
-            "the image from rcnn_preprocess (image_size: clipping and RoIAlign's level scales)",
-        )
-        .dtype(DType::F32)
-        .shape("3,H,W"),
-    )
+            "proposals",
+            PortKind::Instances,
+            "proposals in resized-image pixels (from rpn)",
+        ),
+    );
+    let spec = image_input(spec, "the image from rcnn_preprocess (image_size: clipping and RoIAlign's level scales)")
     .output(PortSpec::new(
         "detections",
         PortKind::Instances,
         "detections in resized-image pixels, highest score first; classes are COCO category ids 1..90 with the default 91 classes",
     ))
-    .param(ParamSpec::required(
-        "weights",
-        ParamType::Path,
-        "torchvision checkpoint (.pth or .safetensors) holding the box head (a Mask R-CNN state dict)",
-    ))
-    .param(ParamSpec::optional(
-        "prefix",
-        ParamType::Str,
-        ParamValue::Str("roi_heads.".into()),
+;
+    let spec = weights_params(
+        spec,
+        "the box head",
+        "roi_heads.",
         "name prefix of the RoI heads' tensors",
-    ))
-    .param(ParamSpec::optional(
-        "in_features",
-        ParamType::StrList,
-        ParamValue::StrList(["p2", "p3", "p4", "p5"].map(String::from).to_vec()),
+    );
+    let spec = levels_params(
+        spec,
+        &["p2", "p3", "p4", "p5"],
         "feature levels RoIs are pooled from, finest first",
-    ))
-    .param(ParamSpec::optional(
-        "channels",
-        ParamType::Int,
-        ParamValue::Int(d.channels as i64),
-        "channels of the feature levels",
-    ))
+        d.channels,
+    )
     .param(ParamSpec::optional(
         "num_classes",
         ParamType::Int,
@@ -364,13 +329,7 @@ pub struct BoxHeadNode {
 impl BoxHeadNode {
     pub fn from_params(params: &Params) -> Result<BoxHeadNode, RcnnError> {
         let p = RcnnError::Input;
-        let in_features = params.str_list("in_features").map_err(p)?;
-        if in_features.is_empty() {
-            return Err(RcnnError::param(
-                "in_features",
-                "must name at least one level",
-            ));
-        }
+        let in_features = in_features_param(params)?;
         let w = params.float_list("bbox_reg_weights").map_err(p)?;
         let bbox_reg_weights = match w.as_slice() {
             [a, b, c, d] if w.iter().all(|v| v.is_finite() && *v > 0.0) => {
@@ -394,11 +353,9 @@ impl BoxHeadNode {
             nms_thresh: float_param(params, "nms_thresh", 0.0, 1.0)?,
             detections_per_img: count_param(params, "detections_per_img", 1, 1 << 20)?,
         };
-        let path = PathBuf::from(params.str("weights").map_err(p)?);
-        let weights = load_weights(&path)?;
-        let prefix = params.str("prefix").map_err(p)?;
+        let (weights, prefix) = weights_param(params)?;
         Ok(BoxHeadNode {
-            model: BoxHead::from_weights(&weights, prefix, config)?,
+            model: BoxHead::from_weights(&weights, &prefix, config)?,
             in_features,
         })
     }

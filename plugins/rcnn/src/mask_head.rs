@@ -18,24 +18,21 @@
 //! < 0.13), `mask_predictor.conv5_mask.*`, `mask_predictor.mask_fcn_logits.*` under `prefix`
 //! (`"roi_heads."`).
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
 use kernels::layers::{Activation, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
-use kernels::ops::roi_align::RoiAlignWorkspace;
-use kernels::ops::MultiScaleRoIAlign;
 use kernels::weights::Weights;
 use kernels::Tensor;
 use ndarray::{Array3, ArrayView4, Ix1, Ix2, Ix4};
 use plugin_sdk::{
-    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 use rayon::prelude::*;
 
 use crate::error::{LayerContext, RcnnError};
 use crate::util::{
-    conv_bias, count_param, feature_levels, load_weights, module_name, resolve_prefix, ImageSizes,
+    conv_bias, count_param, feature_levels, features_input, image_input, in_features_param,
+    levels_params, module_name, resolve_prefix, weights_param, weights_params, ImageSizes,
+    RoiPooler,
 };
 
 /// The settings of [`MaskHead`]; the defaults are `maskrcnn_resnet50_fpn`'s.
@@ -66,13 +63,12 @@ impl Default for MaskHeadConfig {
 #[derive(Debug)]
 pub struct MaskHead {
     config: MaskHeadConfig,
-    pooler: MultiScaleRoIAlign,
+    pooler: RoiPooler,
     convs: Vec<Conv2d>,
     conv5_mask: ConvTranspose2d,
     /// `mask_fcn_logits` as `[num_classes, C]` and `[num_classes]`.
     logits_weight: ndarray::Array2<f32>,
     logits_bias: Vec<f32>,
-    workspace: Mutex<RoiAlignWorkspace>,
 }
 
 impl MaskHead {
@@ -148,13 +144,12 @@ impl MaskHead {
             .map_err(|e| RcnnError::input(e.to_string()))?
             .to_owned();
         Ok(MaskHead {
-            pooler: MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio),
+            pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),
             config,
             convs,
             conv5_mask,
             logits_weight,
             logits_bias: lb.as_slice::<f32>()?.to_vec(),
-            workspace: Mutex::new(RoiAlignWorkspace::new()),
         })
     }
 
@@ -194,15 +189,7 @@ impl MaskHead {
         if n == 0 {
             return Ok(Array3::zeros((0, side, side)));
         }
-        let mut x = {
-            let mut ws = self
-                .workspace
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.pooler
-                .forward_with(&mut ws, levels, &[boxes], &[resized])
-                .map_err(|e| RcnnError::input(format!("roi_mask_head: {e}")))?
-        };
+        let mut x = self.pooler.pool("roi_mask_head", levels, boxes, resized)?;
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(x.view()).ctx(|| format!("mask_head.{i}"))?;
         }
@@ -245,54 +232,33 @@ pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
         "roi_mask_head",
         "torchvision RoIHeads mask branch: MultiScaleRoIAlign 14x14, four 3x3 convs, transposed conv, the predicted class's mask probabilities",
-    )
-    .input(
-        PortSpec::new("features", PortKind::Features, "the FPN levels named in `in_features` (p2..p5)")
-            .dtype(DType::F32)
-            .shape("C,H,W"),
-    )
-    .input(PortSpec::new(
-        "detections",
-        PortKind::Instances,
-        "detections in resized-image pixels (from roi_box_head)",
-    ))
-    .input(
+    );
+    let spec = features_input(spec, "the FPN levels named in `in_features` (p2..p5)").input(
         PortSpec::new(
-            "image",
-            PortKind::Tensor,
-            "the image from rcnn_preprocess (image_size: RoIAlign's level scales)",
-        )
-        .dtype(DType::F32)
-        .shape("3,H,W"),
-    )
+            "detections",
+            PortKind::Instances,
+            "detections in resized-image pixels (from roi_box_head)",
+        ),
+    );
+    let spec = image_input(spec, "the image from rcnn_preprocess (image_size: RoIAlign's level scales)")
     .output(PortSpec::new(
         "instances",
         PortKind::Instances,
         "the detections with masks f32 [N, 28, 28]: the probability of the detection's class over its box",
     ))
-    .param(ParamSpec::required(
-        "weights",
-        ParamType::Path,
-        "torchvision checkpoint (.pth or .safetensors) holding the mask head (a Mask R-CNN state dict)",
-    ))
-    .param(ParamSpec::optional(
-        "prefix",
-        ParamType::Str,
-        ParamValue::Str("roi_heads.".into()),
+;
+    let spec = weights_params(
+        spec,
+        "the mask head",
+        "roi_heads.",
         "name prefix of the RoI heads' tensors",
-    ))
-    .param(ParamSpec::optional(
-        "in_features",
-        ParamType::StrList,
-        ParamValue::StrList(["p2", "p3", "p4", "p5"].map(String::from).to_vec()),
+    );
+    let spec = levels_params(
+        spec,
+        &["p2", "p3", "p4", "p5"],
         "feature levels RoIs are pooled from, finest first",
-    ))
-    .param(ParamSpec::optional(
-        "channels",
-        ParamType::Int,
-        ParamValue::Int(d.channels as i64),
-        "channels of the feature levels",
-    ))
+        d.channels,
+    )
     .param(ParamSpec::optional(
         "num_classes",
         ParamType::Int,
@@ -326,13 +292,7 @@ pub struct MaskHeadNode {
 impl MaskHeadNode {
     pub fn from_params(params: &Params) -> Result<MaskHeadNode, RcnnError> {
         let p = RcnnError::Input;
-        let in_features = params.str_list("in_features").map_err(p)?;
-        if in_features.is_empty() {
-            return Err(RcnnError::param(
-                "in_features",
-                "must name at least one level",
-            ));
-        }
+        let in_features = in_features_param(params)?;
         let layers = params
             .int_list("layers")
             .map_err(p)?
@@ -346,11 +306,9 @@ impl MaskHeadNode {
             layers,
             num_classes: count_param(params, "num_classes", 2, 1 << 16)?,
         };
-        let path = PathBuf::from(params.str("weights").map_err(p)?);
-        let weights = load_weights(&path)?;
-        let prefix = params.str("prefix").map_err(p)?;
+        let (weights, prefix) = weights_param(params)?;
         Ok(MaskHeadNode {
-            model: MaskHead::from_weights(&weights, prefix, config)?,
+            model: MaskHead::from_weights(&weights, &prefix, config)?,
             in_features,
         })
     }

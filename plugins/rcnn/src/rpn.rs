@@ -19,8 +19,6 @@
 //! Weights: `head.conv.0.0.{weight,bias}` (`head.conv.{weight,bias}` in checkpoints of
 //! torchvision < 0.13), `head.cls_logits.*`, `head.bbox_pred.*` under `prefix` (`"rpn."`).
 
-use std::path::PathBuf;
-
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::{
     batched_nms, clip_boxes_to_image, remove_small_boxes, AnchorGenerator, BoxCoder,
@@ -29,13 +27,14 @@ use kernels::weights::Weights;
 use kernels::Tensor;
 use ndarray::ArrayView4;
 use plugin_sdk::{
-    DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
+    FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 
 use crate::error::{LayerContext, RcnnError};
 use crate::util::{
-    conv_bias, count_param, feature_levels, float_param, load_weights, module_name, resolve_prefix,
+    conv_bias, count_param, feature_levels, features_input, float_param, image_input,
+    in_features_param, levels_params, module_name, resolve_prefix, weights_param, weights_params,
     ImageSizes,
 };
 
@@ -308,49 +307,29 @@ pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
         "rpn",
         "torchvision RegionProposalNetwork (inference): RPNHead on every level, top-n, decode, clip, NMS 0.7 per level",
-    )
-    .input(
-        PortSpec::new("features", PortKind::Features, "the FPN levels named in `in_features` (p2..p6)")
-            .dtype(DType::F32)
-            .shape("C,H,W"),
-    )
-    .input(
-        PortSpec::new(
-            "image",
-            PortKind::Tensor,
-            "the image from rcnn_preprocess (its padded size sets the anchor strides, image_size the clipping)",
-        )
-        .dtype(DType::F32)
-        .shape("3,H,W"),
+    );
+    let spec = features_input(spec, "the FPN levels named in `in_features` (p2..p6)");
+    let spec = image_input(
+        spec,
+        "the image from rcnn_preprocess (its padded size sets the anchor strides, image_size the clipping)",
     )
     .output(PortSpec::new(
         "proposals",
         PortKind::Instances,
         "proposals in resized-image pixels, highest objectness first: boxes, scores (sigmoid of the objectness), classes 0, levels (i64, 0 = finest)",
-    ))
-    .param(ParamSpec::required(
-        "weights",
-        ParamType::Path,
-        "torchvision checkpoint (.pth or .safetensors) holding the RPN head (a Mask R-CNN state dict)",
-    ))
-    .param(ParamSpec::optional(
-        "prefix",
-        ParamType::Str,
-        ParamValue::Str("rpn.".into()),
+    ));
+    let spec = weights_params(
+        spec,
+        "the RPN head",
+        "rpn.",
         "name prefix of the RPN's tensors",
-    ))
-    .param(ParamSpec::optional(
-        "in_features",
-        ParamType::StrList,
-        ParamValue::StrList(["p2", "p3", "p4", "p5", "p6"].map(String::from).to_vec()),
+    );
+    let spec = levels_params(
+        spec,
+        &["p2", "p3", "p4", "p5", "p6"],
         "feature levels, finest first (one anchor size each)",
-    ))
-    .param(ParamSpec::optional(
-        "channels",
-        ParamType::Int,
-        ParamValue::Int(d.channels as i64),
-        "channels of the feature levels",
-    ))
+        d.channels,
+    )
     .param(ParamSpec::optional(
         "anchor_sizes",
         ParamType::FloatList,
@@ -418,8 +397,7 @@ fn positive_floats(params: &Params, name: &'static str) -> Result<Vec<f32>, Rcnn
 
 impl RpnNode {
     pub fn from_params(params: &Params) -> Result<RpnNode, RcnnError> {
-        let p = RcnnError::Input;
-        let in_features = params.str_list("in_features").map_err(p)?;
+        let in_features = in_features_param(params)?;
         let config = RpnConfig {
             channels: count_param(params, "channels", 1, 65536)?,
             anchor_sizes: positive_floats(params, "anchor_sizes")?,
@@ -440,11 +418,9 @@ impl RpnNode {
                 ),
             ));
         }
-        let path = PathBuf::from(params.str("weights").map_err(p)?);
-        let weights = load_weights(&path)?;
-        let prefix = params.str("prefix").map_err(p)?;
+        let (weights, prefix) = weights_param(params)?;
         Ok(RpnNode {
-            model: Rpn::from_weights(&weights, prefix, config)?,
+            model: Rpn::from_weights(&weights, &prefix, config)?,
             in_features,
         })
     }

@@ -7,7 +7,9 @@ use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::weights::{Binder, Weights};
 use kernels::Tensor;
 use ndarray::{Array4, ArrayView1, ArrayView4, Ix1, Ix4};
-use plugin_sdk::{DType, Params, Value};
+use plugin_sdk::{
+    DType, NodeSpec, ParamSpec, ParamType, ParamValue, Params, PortKind, PortSpec, Value,
+};
 use rayon::prelude::*;
 
 use crate::error::{LayerContext, RcnnError};
@@ -344,6 +346,121 @@ pub(crate) fn float_param(
         ));
     }
     Ok(v as f32)
+}
+
+/// MultiScaleRoIAlign with the channels-last workspace a head keeps across frames.
+#[derive(Debug)]
+pub(crate) struct RoiPooler {
+    align: kernels::ops::MultiScaleRoIAlign,
+    workspace: std::sync::Mutex<kernels::ops::roi_align::RoiAlignWorkspace>,
+}
+
+impl RoiPooler {
+    pub fn new(output_size: usize, sampling_ratio: i32) -> RoiPooler {
+        RoiPooler {
+            align: kernels::ops::MultiScaleRoIAlign::new(output_size, sampling_ratio),
+            workspace: Default::default(),
+        }
+    }
+
+    /// Pools `boxes` (resized-image pixels) from the `[1, C, H, W]` levels:
+    /// `[K, C, size, size]`.
+    pub fn pool(
+        &self,
+        node: &str,
+        levels: &[ArrayView4<'_, f32>],
+        boxes: &[[f32; 4]],
+        resized: (usize, usize),
+    ) -> Result<Array4<f32>, RcnnError> {
+        // A poisoned lock only means another frame panicked mid-call; the workspace is
+        // scratch memory that every call overwrites.
+        let mut ws = self
+            .workspace
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.align
+            .forward_with(&mut ws, levels, &[boxes], &[resized])
+            .map_err(|e| RcnnError::input(format!("{node}: {e}")))
+    }
+}
+
+/// The `features` input of a head: FPN levels named in `in_features`.
+pub(crate) fn features_input(spec: NodeSpec, doc: &str) -> NodeSpec {
+    spec.input(
+        PortSpec::new("features", PortKind::Features, doc)
+            .dtype(DType::F32)
+            .shape("C,H,W"),
+    )
+}
+
+/// The `image` input of a head: the value of rcnn_preprocess (`doc` says what the head reads
+/// from it).
+pub(crate) fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {
+    spec.input(
+        PortSpec::new("image", PortKind::Tensor, doc)
+            .dtype(DType::F32)
+            .shape("3,H,W"),
+    )
+}
+
+/// `weights` (required) and `prefix` of a node that binds `module` of a checkpoint.
+pub(crate) fn weights_params(
+    spec: NodeSpec,
+    module: &str,
+    prefix: &str,
+    prefix_doc: &str,
+) -> NodeSpec {
+    spec.param(ParamSpec::required(
+        "weights",
+        ParamType::Path,
+        &format!("torchvision checkpoint (.pth or .safetensors) holding {module} (a Mask R-CNN state dict)"),
+    ))
+    .param(ParamSpec::optional(
+        "prefix",
+        ParamType::Str,
+        ParamValue::Str(prefix.into()),
+        prefix_doc,
+    ))
+}
+
+/// `in_features` (the levels, finest first) and `channels` of a head.
+pub(crate) fn levels_params(
+    spec: NodeSpec,
+    levels: &[&str],
+    doc: &str,
+    channels: usize,
+) -> NodeSpec {
+    spec.param(ParamSpec::optional(
+        "in_features",
+        ParamType::StrList,
+        ParamValue::StrList(levels.iter().map(|l| l.to_string()).collect()),
+        doc,
+    ))
+    .param(ParamSpec::optional(
+        "channels",
+        ParamType::Int,
+        ParamValue::Int(channels as i64),
+        "channels of the feature levels",
+    ))
+}
+
+/// The `in_features` parameter, which must name at least one level.
+pub(crate) fn in_features_param(params: &Params) -> Result<Vec<String>, RcnnError> {
+    let in_features = params.str_list("in_features").map_err(RcnnError::Input)?;
+    if in_features.is_empty() {
+        return Err(RcnnError::param(
+            "in_features",
+            "must name at least one level",
+        ));
+    }
+    Ok(in_features)
+}
+
+/// The checkpoint named by `weights`, and the `prefix` parameter.
+pub(crate) fn weights_param(params: &Params) -> Result<(Weights, String), RcnnError> {
+    let path = std::path::PathBuf::from(params.str("weights").map_err(RcnnError::Input)?);
+    let prefix = params.str("prefix").map_err(RcnnError::Input)?.to_string();
+    Ok((load_weights(&path)?, prefix))
 }
 
 #[cfg(test)]
