@@ -118,7 +118,7 @@ fn main() {
         .and_then(|s| serde_json::from_str::<BTreeMap<String, f64>>(&s).ok())
         .unwrap_or_default();
     let mut ours: BTreeMap<String, f64> = BTreeMap::new();
-    // BENCH_ONLY=gemm|conv|other runs one section.
+    // BENCH_ONLY=gemm|conv|mrcnn|other runs one section.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let want = |section: &str| only.is_empty() || only == section;
     println!(
@@ -270,6 +270,48 @@ fn main() {
         }
         if let Some(t) = torch.get("resnet50 forward channels_last") {
             println!("torch resnet50 full forward (channels_last): {t:.2} ms");
+        }
+    }
+
+    // --- Mask R-CNN's 3x3 convolutions (Winograd) ---------------------------------------------
+    if want("mrcnn") {
+        println!(
+            "\n## 3x3 stride-1 convolutions of Mask R-CNN R50-FPN at 800x1216, bias, NCHW f32"
+        );
+        header();
+        // As MRCNN_CONVS in tests/reference/bench_layers_torch.py.
+        for (n, c, h, w) in [
+            (1usize, 64usize, 200usize, 304usize),
+            (1, 128, 100, 152),
+            (1, 256, 50, 76),
+            (1, 512, 25, 38),
+            (1, 256, 200, 304),
+            (1, 256, 100, 152),
+            (100, 256, 14, 14),
+        ] {
+            let wt = Array4::from_shape_vec((c, c, 3, 3), rand_vec(c * c * 9, 9)).unwrap();
+            let b = ndarray::Array1::from_vec(rand_vec(c, 10));
+            let conv = Conv2d::new(
+                wt.view(),
+                Some(b.view()),
+                Conv2dParams::default().padding(1),
+            )
+            .unwrap();
+            let x = Array4::from_shape_vec((n, c, h, w), rand_vec(n * c * h * w, 11)).unwrap();
+            let ms = median_ms(reps.min(5), || {
+                std::hint::black_box(conv.forward(x.view()).unwrap());
+            });
+            let batch = if n > 1 {
+                format!("{n}x ")
+            } else {
+                String::new()
+            };
+            row(
+                &mut ours,
+                &format!("conv 3x3 {batch}{c}@{h}x{w}"),
+                ms,
+                2.0 * (n * c * c * 9 * h * w) as f64,
+            );
         }
     }
 

@@ -4,6 +4,10 @@
 //! Tolerance: `|ours - torch| <= tol·max(1, |torch|)` with `tol = 1e-4` for convolutions and
 //! linear layers (different summation order over up to a few hundred products) and `1e-5`
 //! for everything else. Integer outputs (argmax, top-k indices, sizes) must match exactly.
+//! Convolutions may instead be within `5e-5` of the output's RMS: a sum of a few hundred
+//! products that cancels to a small value carries the rounding of its large terms, whatever
+//! the summation order, and Winograd F(4x4, 3x3) rounds about 10x more than a direct sum
+//! (up to about 2.5e-5 of the output's RMS here; see `kernels/src/layers/winograd.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +117,24 @@ impl Case<'_> {
 }
 
 fn check_close(name: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) -> Result<(), String> {
+    check_close_scaled(name, got, want, tol, 0.0)
+}
+
+/// [`check_close`], where an element also passes within `scale_tol` times the RMS of `want`.
+fn check_close_scaled(
+    name: &str,
+    got: &ArrayD<f32>,
+    want: &ArrayD<f32>,
+    tol: f32,
+    scale_tol: f32,
+) -> Result<(), String> {
+    let rms = if want.is_empty() {
+        0.0
+    } else {
+        (want.iter().map(|&w| (w as f64).powi(2)).sum::<f64>() / want.len() as f64).sqrt() as f32
+    };
+    // Expressed on the `tol·max(1, |torch|)` scale so that the message reports one number.
+    let floor = scale_tol * rms / tol;
     if got.shape() != want.shape() {
         return Err(format!(
             "{name}: shape {:?} != torch {:?}",
@@ -122,7 +144,7 @@ fn check_close(name: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) -> R
     }
     let mut worst = (0f32, 0usize);
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-        let err = (g - w).abs() / w.abs().max(1.0);
+        let err = (g - w).abs() / w.abs().max(1.0).max(floor);
         if err.is_nan() || err > worst.0 {
             worst = (if err.is_nan() { f32::INFINITY } else { err }, i);
         }
@@ -171,6 +193,7 @@ fn run_case(c: &Case) -> Result<&'static str, String> {
     let name = c.name().to_string();
     let e = |err: kernels::layers::LayerError| format!("{name}: {err}");
     const CONV: f32 = 1e-4;
+    const CONV_OF_RMS: f32 = 5e-5;
     const REST: f32 = 1e-5;
     let x = || c.f32("x");
     let x4 = || x().into_dimensionality::<Ix4>().unwrap();
@@ -183,7 +206,7 @@ fn run_case(c: &Case) -> Result<&'static str, String> {
             let conv =
                 Conv2d::new(w.view(), b.as_ref().map(|b| b.view()), conv_params(c)).map_err(e)?;
             let got = conv.forward(x4().view()).map_err(e)?;
-            check_close(&name, &got.into_dyn(), &c.f32("out"), CONV)?;
+            check_close_scaled(&name, &got.into_dyn(), &c.f32("out"), CONV, CONV_OF_RMS)?;
             Ok("conv2d")
         }
         "conv_bn" => {

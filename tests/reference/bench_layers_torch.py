@@ -8,7 +8,7 @@ that the Rust bench reads through TORCH_TIMES:
 torch.set_num_threads(2), torch.inference_mode(), NCHW fp32 (what a user runs by default),
 one warm-up then the median of REPS runs. Keys match the Rust bench's row names. Also times a
 full torchvision ResNet-50 forward at 224x224 batch 1 (NCHW and channels-last) for reference.
-BENCH_QUICK=1 runs fewer repetitions; BENCH_ONLY=gemm|conv|resnet|other times one section.
+BENCH_QUICK=1 runs fewer repetitions; BENCH_ONLY=gemm|conv|resnet|mrcnn|other times one section.
 Run it in the same session as the Rust bench: the
 machine is shared and noisy, so only ratios measured together mean much.
 """
@@ -64,6 +64,24 @@ def resnet50_convs():
     return v
 
 
+# The 3x3 stride-1 convolutions of Mask R-CNN ResNet-50-FPN at 800x1216 (batch, channels,
+# height, width), as the Rust bench's "mrcnn" section: ResNet stages 1-4, FPN and RPN at P2-P3,
+# the mask head's 100 RoIs.
+MRCNN_CONVS = [
+    (1, 64, 200, 304),
+    (1, 128, 100, 152),
+    (1, 256, 50, 76),
+    (1, 512, 25, 38),
+    (1, 256, 200, 304),
+    (1, 256, 100, 152),
+    (100, 256, 14, 14),
+]
+
+
+def mrcnn_key(n, c, h, w):
+    return "conv 3x3 %s%d@%dx%d" % ("%dx " % n if n > 1 else "", c, h, w)
+
+
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else "torch_layers.json"
     res = {}
@@ -91,6 +109,12 @@ def main():
             model_cl = model.to(memory_format=torch.channels_last)
             x_cl = x.to(memory_format=torch.channels_last)
             res["resnet50 forward channels_last"] = median_ms(lambda: model_cl(x_cl))
+
+        for n, c, h, w in MRCNN_CONVS if want("mrcnn") else []:
+            x = torch.randn(n, c, h, w)
+            wt = torch.randn(c, c, 3, 3)
+            b = torch.randn(c)
+            res[mrcnn_key(n, c, h, w)] = median_ms(lambda: F.conv2d(x, wt, b, 1, 1), min(REPS, 5))
 
         if not want("other"):
             return finish(out_path, res)

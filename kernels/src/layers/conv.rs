@@ -359,6 +359,7 @@ impl Conv2d {
             } else if let Some(wt) = self.winograd_weights() {
                 super::winograd::forward(
                     wt,
+                    &self.weight,
                     self.bias.as_deref(),
                     self.activation,
                     xs,
@@ -397,13 +398,7 @@ impl Conv2d {
                     self.in_channels,
                     self.out_channels,
                 )
-                .then(|| {
-                    super::winograd::WinogradWeights::new(
-                        &self.weight,
-                        self.out_channels,
-                        self.in_channels,
-                    )
-                })
+                .then(|| super::winograd::WinogradWeights::new(self.out_channels, self.in_channels))
             })
             .as_ref()
     }

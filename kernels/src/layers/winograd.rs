@@ -1,70 +1,177 @@
-//! Winograd F(2x2, 3x3) for 3x3, stride-1, undilated, ungrouped convolutions (Lavin & Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", 2015).
+//! Winograd minimal filtering for 3x3, stride-1, undilated, ungrouped convolutions (Lavin &
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2015), in two tile sizes:
+//! F(2x2, 3x3) and F(4x4, 3x3).
 //!
-//! Each 2x2 output tile comes from a 4x4 input tile: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed
-//! over input channels, the element-wise product becomes 16 independent GEMMs
-//! `M_e = U_e · V_e` (`U_e`: `[C_out, C_in]`, the transformed weights, computed once;
-//! `V_e`: `[C_in, tiles]`, the transformed input), so a 3x3 convolution costs 16 instead of 36
-//! multiply-adds per output tile and channel pair: 2.25x fewer. The transforms add a few adds
-//! per tile and channel, negligible at the channel counts of an FPN, an RPN or a mask head.
+//! Each m x m output tile comes from an α x α input tile (α = m + 2):
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over input channels, the element-wise product
+//! becomes α² independent GEMMs `M_e = U_e · V_e` (`U_e`: `[C_out, C_in]`, the transformed
+//! weights, computed once; `V_e`: `[C_in, tiles]`, the transformed input). Per output and
+//! channel pair a direct 3x3 convolution costs 9 multiply-adds, F(2x2) 16/4 = 4 (2.25x
+//! fewer) and F(4x4) 36/16 = 2.25 (4x fewer). The transforms add a few adds per tile and
+//! channel, small at the channel counts of an FPN, an RPN or a mask head.
 //!
-//! Rounding differs from a direct convolution by a few units in the last place of the
-//! partial sums (the transforms' coefficients are 0, ±1 and ±½, exact in f32); the layer tests
-//! compare both against torch.
+//! Rounding: F(2x2)'s coefficients are 0, ±1 and ±½, exact in f32, so it differs from a
+//! direct convolution by a few units in the last place of the partial sums. F(4x4)'s are up
+//! to 8 (and 1/24 in G, applied in f64 when the weights are transformed), which costs about
+//! 3 more bits of the mantissa: relative errors of a few 1e-6 of the output's scale instead of
+//! a few 1e-7. Both are checked here against an f64 direct convolution and, through the
+//! layers, against torch and the Mask R-CNN reference. The tile size is chosen per call from
+//! the output size (F(4x4) unless its padding waste costs more than it saves);
+//! `KERNELS_WINOGRAD=2` keeps F(2x2) everywhere and `KERNELS_WINOGRAD=0` turns Winograd off.
 //!
 //! Work is split into chunks of tiles (over the whole batch, so that the mask head's hundred
-//! 14x14 maps form large GEMMs), each chunk's transformed input and products staying within a
-//! core's L2 cache; chunks run in parallel, each GEMM on one thread.
+//! 14x14 maps form large GEMMs): for F(2x2) each chunk's transformed input and products stay
+//! within a core's L2 cache; for F(4x4), whose transformed weights are 4x the original ones,
+//! one product's operands do, so that the weights are streamed fewer times. Chunks run in
+//! parallel, each GEMM on one thread. The transforms work on runs of tiles along a tile row,
+//! in blocks of 16 tiles held in local arrays so that LLVM vectorises them across tiles
+//! (compiled for AVX-512 and AVX2 where the CPU has them); F(4x4)'s input transform gathers
+//! each block's tile columns with AVX-512 permutes where the CPU has them.
+
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::activation::Activation;
 use super::gemm::{sgemm_raw, Backend, Threading};
+use crate::ops::simd::multiversion;
 
 /// Channels below which the transforms cost more than the multiplications they save.
 pub(crate) const MIN_CHANNELS: usize = 16;
 
-/// Bytes of transformed input and products per chunk: about a core's L2 (1 MB on this
+/// F(2x2) chunks: bytes of transformed input and products per chunk: about a core's L2 (1 MB on this
 /// machine's Zen 4, 2 MB on a Sapphire Rapids); 1-2 MB chunks measured faster than 4-8 MB.
 const CHUNK_BYTES: usize = 1 << 21;
 
-/// `U_e = (G g Gᵀ)_e` for every (output, input) channel pair, stored as 16 row-major
-/// `[C_out, C_in]` matrices.
+/// F(4x4) chunks: bytes of one product's transformed input and output (`V_e` and `M_e`).
+const F4_PRODUCT_BYTES: usize = 1 << 19;
+
+/// Tiles per row below which F(4x4) does not pay (see [`Tile::for_output`]).
+const MIN_F4_ROW_TILES: usize = 8;
+
+/// Tiles handled together by the vectorised transforms.
+const LANES: usize = 16;
+
+/// The output tile size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// F(2x2, 3x3): 4x4 input tiles, 16 products.
+    F2,
+    /// F(4x4, 3x3): 6x6 input tiles, 36 products.
+    F4,
+}
+
+impl Tile {
+    /// Output tile side `m`.
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input tile side `α = m + 2`.
+    fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// `G` (α x 3), the filter transform.
+    fn g(self) -> &'static [[f64; 3]] {
+        const F2: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        const F4: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            Tile::F2 => &F2,
+            Tile::F4 => &F4,
+        }
+    }
+
+    /// The tile size for an `oh x ow` output: F(4x4) unless rounding the output up to whole
+    /// 4x4 tiles costs more products than F(2x2) needs (`KERNELS_WINOGRAD=2`: always F(2x2)).
+    fn for_output(oh: usize, ow: usize) -> Tile {
+        if mode() == Mode::F2Only {
+            return Tile::F2;
+        }
+        let f2 = 16 * oh.div_ceil(2) * ow.div_ceil(2);
+        let f4 = 36 * oh.div_ceil(4) * ow.div_ceil(4);
+        // The transforms work on runs of tiles along a row, 16 at a time: with fewer than 8
+        // tiles per row (the mask head's 14x14 maps) most of each block is wasted and
+        // F(4x4) measured slower than F(2x2).
+        if f4 < f2 && ow.div_ceil(4) >= MIN_F4_ROW_TILES {
+            Tile::F4
+        } else {
+            Tile::F2
+        }
+    }
+}
+
+/// The transformed weights, made on first use for each tile size: `U_e = (G g Gᵀ)_e` for
+/// every (output, input) channel pair, stored as α² row-major `[C_out, C_in]` matrices.
 #[derive(Clone, Debug)]
 pub(crate) struct WinogradWeights {
     cout: usize,
     cin: usize,
-    u: Vec<f32>,
+    f2: OnceLock<Vec<f32>>,
+    f4: OnceLock<Vec<f32>>,
 }
 
 impl WinogradWeights {
-    /// From a `[C_out, C_in, 3, 3]` row-major weight.
-    pub(crate) fn new(weight: &[f32], cout: usize, cin: usize) -> WinogradWeights {
-        let mut u = vec![0f32; 16 * cout * cin];
-        for co in 0..cout {
-            for ci in 0..cin {
-                let g = &weight[(co * cin + ci) * 9..][..9];
-                // t = G g (4x3): rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2.
-                let mut t = [[0f32; 3]; 4];
+    pub(crate) fn new(cout: usize, cin: usize) -> WinogradWeights {
+        WinogradWeights {
+            cout,
+            cin,
+            f2: OnceLock::new(),
+            f4: OnceLock::new(),
+        }
+    }
+
+    /// `U` for `tile`, from the `[C_out, C_in, 3, 3]` row-major `weight` (the same weight on
+    /// every call).
+    fn transformed(&self, tile: Tile, weight: &[f32]) -> &[f32] {
+        let cell = match tile {
+            Tile::F2 => &self.f2,
+            Tile::F4 => &self.f4,
+        };
+        cell.get_or_init(|| transform_weights(tile, weight, self.cout, self.cin))
+    }
+}
+
+/// `U = G g Gᵀ` for every channel pair, in f64 and rounded once.
+fn transform_weights(tile: Tile, weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let g_mat = tile.g();
+    let a = tile.alpha();
+    let mut u = vec![0f32; a * a * cout * cin];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &weight[(co * cin + ci) * 9..][..9];
+            // t = G g (α x 3).
+            let mut t = [[0f64; 3]; 6];
+            for (r, grow) in g_mat.iter().enumerate() {
                 for c in 0..3 {
-                    let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
-                    t[0][c] = g0;
-                    t[1][c] = 0.5 * (g0 + g1 + g2);
-                    t[2][c] = 0.5 * (g0 - g1 + g2);
-                    t[3][c] = g2;
+                    t[r][c] = (0..3).map(|k| grow[k] * g[k * 3 + c] as f64).sum();
                 }
-                // U = t Gᵀ (4x4).
-                for (r, row) in t.iter().enumerate() {
-                    let (r0, r1, r2) = (row[0], row[1], row[2]);
-                    let vals = [r0, 0.5 * (r0 + r1 + r2), 0.5 * (r0 - r1 + r2), r2];
-                    for (c, v) in vals.into_iter().enumerate() {
-                        u[((r * 4 + c) * cout + co) * cin + ci] = v;
-                    }
+            }
+            // U = t Gᵀ (α x α).
+            for (r, trow) in t.iter().take(a).enumerate() {
+                for (c, grow) in g_mat.iter().enumerate() {
+                    let v: f64 = (0..3).map(|k| trow[k] * grow[k]).sum();
+                    u[((r * a + c) * cout + co) * cin + ci] = v as f32;
                 }
             }
         }
-        WinogradWeights { cout, cin, u }
     }
+    u
 }
 
 /// Whether a convolution can (and should) take the Winograd path.
@@ -82,14 +189,344 @@ pub(crate) fn eligible(
         && groups == 1
         && cin >= MIN_CHANNELS
         && cout >= MIN_CHANNELS
-        && enabled()
+        && mode() != Mode::Off
 }
 
-/// `KERNELS_WINOGRAD=0` turns the path off (for comparisons).
-fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KERNELS_WINOGRAD").as_deref() != Ok("0"))
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Off,
+    F2Only,
+    Auto,
 }
+
+/// `KERNELS_WINOGRAD=0` turns the path off, `=2` keeps F(2x2) only (for comparisons).
+fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("KERNELS_WINOGRAD").as_deref() {
+        Ok("0") => Mode::Off,
+        Ok("2") => Mode::F2Only,
+        _ => Mode::Auto,
+    })
+}
+
+/// The row and column transforms of one tile size, applied to one column or row of a tile.
+trait Transforms<const A: usize, const M: usize> {
+    /// `Bᵀ x`: input transform of α values.
+    fn bt(x: [f32; A]) -> [f32; A];
+    /// `Aᵀ x`: output transform of α values into m.
+    fn at(x: [f32; A]) -> [f32; M];
+}
+
+/// F(2x2, 3x3): `Bᵀ` rows (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1); `Aᵀ` rows
+/// (1,1,1,0), (0,1,-1,-1).
+struct F2x2;
+
+impl Transforms<4, 2> for F2x2 {
+    #[inline(always)]
+    fn bt([x0, x1, x2, x3]: [f32; 4]) -> [f32; 4] {
+        [x0 - x2, x1 + x2, x2 - x1, x1 - x3]
+    }
+    #[inline(always)]
+    fn at([x0, x1, x2, x3]: [f32; 4]) -> [f32; 2] {
+        [x0 + x1 + x2, x1 - x2 - x3]
+    }
+}
+
+/// F(4x4, 3x3) with the points 0, ±1, ±2 and ∞: `Bᵀ` rows (4,0,-5,0,1,0), (0,-4,-4,1,1,0),
+/// (0,4,-4,-1,1,0), (0,-2,-1,2,1,0), (0,2,-1,-2,1,0), (0,4,0,-5,0,1); `Aᵀ` rows
+/// (1,1,1,1,1,0), (0,1,-1,2,-2,0), (0,1,1,4,4,0), (0,1,-1,8,-8,1).
+struct F4x4;
+
+impl Transforms<6, 4> for F4x4 {
+    #[inline(always)]
+    fn bt([x0, x1, x2, x3, x4, x5]: [f32; 6]) -> [f32; 6] {
+        let a = x4 - 4.0 * x2;
+        let b = 4.0 * x1 - x3;
+        let c = x4 - x2;
+        let d = 2.0 * (x1 - x3);
+        [
+            4.0 * x0 - 5.0 * x2 + x4,
+            a - b,
+            a + b,
+            c - d,
+            c + d,
+            4.0 * x1 - 5.0 * x3 + x5,
+        ]
+    }
+    #[inline(always)]
+    fn at([x0, x1, x2, x3, x4, x5]: [f32; 6]) -> [f32; 4] {
+        let (s12, d12) = (x1 + x2, x1 - x2);
+        let (s34, d34) = (x3 + x4, x3 - x4);
+        [
+            x0 + s12 + s34,
+            d12 + 2.0 * d34,
+            s12 + 4.0 * s34,
+            d12 + 8.0 * d34 + x5,
+        ]
+    }
+}
+
+/// Input transform of one run of `len` tiles of one channel: `d` holds the run's α input rows
+/// (`m·len + 2` values each, row stride `drow`); `tmp` (row stride `row`) receives `Bᵀ d`; the
+/// result `(Bᵀ d B)_e` of tile `q` goes to `v[e·vstride + voff + q]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_run<const A: usize, const M: usize, T: Transforms<A, M>>(
+    d: &[f32],
+    drow: usize,
+    tmp: &mut [f32],
+    row: usize,
+    len: usize,
+    v: &mut [f32],
+    vstride: usize,
+    voff: usize,
+) {
+    input_rows::<A, M, T>(d, drow, tmp, row, M * len + 2);
+    input_cols::<A, M, T>(tmp, row, 0, len, v, vstride, voff);
+}
+
+/// Row combinations (`Bᵀ ·`) of the α rows of `d` (`width` values each), into `tmp`,
+/// LANES columns at a time.
+#[inline(always)]
+fn input_rows<const A: usize, const M: usize, T: Transforms<A, M>>(
+    d: &[f32],
+    drow: usize,
+    tmp: &mut [f32],
+    row: usize,
+    width: usize,
+) {
+    let mut j0 = 0;
+    while j0 < width {
+        let n = (width - j0).min(LANES);
+        let mut x = [[0f32; LANES]; A];
+        for (k, xk) in x.iter_mut().enumerate() {
+            copy_block(xk, &d[k * drow + j0..], n);
+        }
+        let mut y = [[0f32; LANES]; A];
+        for l in 0..LANES {
+            let col = T::bt(std::array::from_fn(|k| x[k][l]));
+            for k in 0..A {
+                y[k][l] = col[k];
+            }
+        }
+        for (k, yk) in y.iter().enumerate() {
+            store_block(&mut tmp[k * row + j0..], yk, n);
+        }
+        j0 += LANES;
+    }
+}
+
+/// Column combinations (`· B`) of tiles `q0..len` of the rows in `tmp`, LANES tiles at a time.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_cols<const A: usize, const M: usize, T: Transforms<A, M>>(
+    tmp: &[f32],
+    row: usize,
+    mut q0: usize,
+    len: usize,
+    v: &mut [f32],
+    vstride: usize,
+    voff: usize,
+) {
+    let width = M * len + 2;
+    let start = q0;
+    for r in 0..A {
+        let t = &tmp[r * row..][..width];
+        q0 = start;
+        while q0 < len {
+            let n = (len - q0).min(LANES);
+            let mut raw = [0f32; LANES * 4 + 2];
+            raw[..M * n + 2].copy_from_slice(&t[M * q0..][..M * n + 2]);
+            let mut y = [[0f32; LANES]; A];
+            for l in 0..LANES {
+                let o = T::bt(std::array::from_fn(|k| raw[M * l + k]));
+                for c in 0..A {
+                    y[c][l] = o[c];
+                }
+            }
+            for (c, yc) in y.iter().enumerate() {
+                store_block(&mut v[(r * A + c) * vstride + voff + q0..], yc, n);
+            }
+            q0 += LANES;
+        }
+    }
+}
+
+/// F(4x4) input transform of one run ([`input_run`]) with AVX-512: the column combinations of
+/// each full block of 16 tiles gather the tiles' columns `4q + k` with two-source permutes
+/// instead of 96 scalar loads. Same operations in the same order as [`F4x4::bt`], so the
+/// results are bit-identical to the portable version.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`crate::ops::simd::has_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_run_f4_avx512(
+    d: &[f32],
+    drow: usize,
+    tmp: &mut [f32],
+    row: usize,
+    len: usize,
+    v: &mut [f32],
+    vstride: usize,
+    voff: usize,
+) {
+    use std::arch::x86_64::*;
+    let width = 4 * len + 2;
+    input_rows::<6, 4, F4x4>(d, drow, tmp, row, width);
+    let full = len / LANES * LANES;
+    // Lane l of x_k is column 4l + k of the block: lanes 0-7 from the first 32 columns,
+    // lanes 8-15 from the next 32; one index vector serves both halves.
+    let idx = |k: i32| {
+        _mm512_setr_epi32(
+            k,
+            k + 4,
+            k + 8,
+            k + 12,
+            k + 16,
+            k + 20,
+            k + 24,
+            k + 28,
+            k,
+            k + 4,
+            k + 8,
+            k + 12,
+            k + 16,
+            k + 20,
+            k + 24,
+            k + 28,
+        )
+    };
+    let idxs = [idx(0), idx(1), idx(2), idx(3)];
+    let (c4, c5, c2) = (
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(5.0),
+        _mm512_set1_ps(2.0),
+    );
+    for r in 0..6 {
+        let t = &tmp[r * row..][..width];
+        for q0 in (0..full).step_by(LANES) {
+            // Columns 4·q0 .. 4·q0 + 66 are within the run's `width`.
+            let cols = &t[4 * q0..4 * q0 + 4 * LANES + 2];
+            let p = cols.as_ptr();
+            let a0 = _mm512_loadu_ps(p);
+            let a1 = _mm512_loadu_ps(p.add(16));
+            let a2 = _mm512_loadu_ps(p.add(32));
+            let a3 = _mm512_loadu_ps(p.add(48));
+            let x: [__m512; 4] = std::array::from_fn(|k| {
+                let lo = _mm512_permutex2var_ps(a0, idxs[k], a1);
+                let hi = _mm512_permutex2var_ps(a2, idxs[k], a3);
+                _mm512_mask_blend_ps(0xFF00, lo, hi)
+            });
+            // x_4 and x_5 are x_0 and x_1 one tile on, the last lane from columns 64 and 65.
+            let e64 = _mm512_castps_si512(_mm512_set1_ps(cols[64]));
+            let e65 = _mm512_castps_si512(_mm512_set1_ps(cols[65]));
+            let x4 = _mm512_castsi512_ps(_mm512_alignr_epi32(e64, _mm512_castps_si512(x[0]), 1));
+            let x5 = _mm512_castsi512_ps(_mm512_alignr_epi32(e65, _mm512_castps_si512(x[1]), 1));
+            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+            // As F4x4::bt.
+            let a = _mm512_sub_ps(x4, _mm512_mul_ps(c4, x2));
+            let b = _mm512_sub_ps(_mm512_mul_ps(c4, x1), x3);
+            let c = _mm512_sub_ps(x4, x2);
+            let dd = _mm512_mul_ps(c2, _mm512_sub_ps(x1, x3));
+            let o = [
+                _mm512_add_ps(
+                    _mm512_sub_ps(_mm512_mul_ps(c4, x0), _mm512_mul_ps(c5, x2)),
+                    x4,
+                ),
+                _mm512_sub_ps(a, b),
+                _mm512_add_ps(a, b),
+                _mm512_sub_ps(c, dd),
+                _mm512_add_ps(c, dd),
+                _mm512_add_ps(
+                    _mm512_sub_ps(_mm512_mul_ps(c4, x1), _mm512_mul_ps(c5, x3)),
+                    x5,
+                ),
+            ];
+            for (c, oc) in o.into_iter().enumerate() {
+                let dst = &mut v[(r * 6 + c) * vstride + voff + q0..][..LANES];
+                _mm512_storeu_ps(dst.as_mut_ptr(), oc);
+            }
+        }
+    }
+    input_cols::<6, 4, F4x4>(tmp, row, full, len, v, vstride, voff);
+}
+
+/// `dst[..n] = src[..n]`, as a fixed-size (inlined) copy for a full block.
+#[inline(always)]
+fn copy_block(dst: &mut [f32; LANES], src: &[f32], n: usize) {
+    if n == LANES {
+        dst.copy_from_slice(&src[..LANES]);
+    } else {
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// `dst[..n] = src[..n]`, as a fixed-size (inlined) copy for a full block.
+#[inline(always)]
+fn store_block(dst: &mut [f32], src: &[f32; LANES], n: usize) {
+    if n == LANES {
+        dst[..LANES].copy_from_slice(src);
+    } else {
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// Output transform of one run of `len` tiles of one output channel: the products of tile
+/// `q` are `m[e·mstride + moff + q]`; `Aᵀ M A + bias` goes to m output rows of `m·len`
+/// values (row stride `row`) in `rows`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_run<const A: usize, const M: usize, T: Transforms<A, M>>(
+    m: &[f32],
+    mstride: usize,
+    moff: usize,
+    len: usize,
+    bias: f32,
+    rows: &mut [f32],
+    row: usize,
+) {
+    let mut q0 = 0;
+    while q0 < len {
+        let n = (len - q0).min(LANES);
+        let mut x = [[[0f32; LANES]; A]; A];
+        for (r, xr) in x.iter_mut().enumerate() {
+            for (c, xrc) in xr.iter_mut().enumerate() {
+                copy_block(xrc, &m[(r * A + c) * mstride + moff + q0..], n);
+            }
+        }
+        let mut out = [[0f32; LANES * 4]; 4];
+        for l in 0..LANES {
+            let mut s = [[0f32; A]; M];
+            for c in 0..A {
+                let col = T::at(std::array::from_fn(|r| x[r][c][l]));
+                for i in 0..M {
+                    s[i][c] = col[i];
+                }
+            }
+            for i in 0..M {
+                let y = T::at(s[i]);
+                for j in 0..M {
+                    out[i][M * l + j] = y[j] + bias;
+                }
+            }
+        }
+        for (i, oi) in out.iter().take(M).enumerate() {
+            if n == LANES {
+                rows[i * row + M * q0..][..M * LANES].copy_from_slice(&oi[..M * LANES]);
+            } else {
+                rows[i * row + M * q0..][..M * n].copy_from_slice(&oi[..M * n]);
+            }
+        }
+        q0 += LANES;
+    }
+}
+
+multiversion!(fn input_run_f2(d: &[f32], drow: usize, tmp: &mut [f32], row: usize, len: usize, v: &mut [f32], vstride: usize, voff: usize) => input_run::<4, 2, F2x2>);
+multiversion!(fn input_run_f4(d: &[f32], drow: usize, tmp: &mut [f32], row: usize, len: usize, v: &mut [f32], vstride: usize, voff: usize) => input_run::<6, 4, F4x4>);
+multiversion!(fn output_run_f2(m: &[f32], mstride: usize, moff: usize, len: usize, bias: f32, rows: &mut [f32], row: usize) => output_run::<4, 2, F2x2>);
+multiversion!(fn output_run_f4(m: &[f32], mstride: usize, moff: usize, len: usize, bias: f32, rows: &mut [f32], row: usize) => output_run::<6, 4, F4x4>);
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -108,34 +545,92 @@ pub(crate) struct Shape {
     pub ow: usize,
 }
 
+/// Everything a chunk needs.
+struct Job<'a> {
+    tile: Tile,
+    u: &'a [f32],
+    cin: usize,
+    cout: usize,
+    bias: Option<&'a [f32]>,
+    activation: Activation,
+    xs: &'a [f32],
+    s: Shape,
+    /// Tile rows and columns per image.
+    th: usize,
+    tw: usize,
+    out: SendPtr,
+}
+
 /// Runs the convolution on `xs` (`[N, C_in, H, W]`) into `out` (`[N, C_out, OH, OW]`, every
-/// element written), adding `bias` and applying `activation`.
+/// element written), with the `[C_out, C_in, 3, 3]` `weight` (the one `wt` was made for),
+/// adding `bias` and applying `activation`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     wt: &WinogradWeights,
+    weight: &[f32],
     bias: Option<&[f32]>,
     activation: Activation,
     xs: &[f32],
     s: Shape,
     out: &mut [f32],
 ) {
-    let (th, tw) = (s.oh.div_ceil(2), s.ow.div_ceil(2));
+    let tile = Tile::for_output(s.oh, s.ow);
+    forward_tile(tile, wt, weight, bias, activation, xs, s, out);
+}
+
+/// [`forward`] with a given tile size.
+#[allow(clippy::too_many_arguments)]
+fn forward_tile(
+    tile: Tile,
+    wt: &WinogradWeights,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    xs: &[f32],
+    s: Shape,
+    out: &mut [f32],
+) {
+    let mt = tile.m();
+    let (th, tw) = (s.oh.div_ceil(mt), s.ow.div_ceil(mt));
     let tiles = s.n * th * tw;
     if tiles == 0 {
         return;
     }
-    let per_tile = 16 * (wt.cin + wt.cout) * 4;
+    let (cin, cout) = (wt.cin, wt.cout);
+    let a2 = tile.alpha() * tile.alpha();
+    let per_tile = a2 * (cin + cout) * 4;
     let threads = rayon::current_num_threads().max(1);
-    let mut chunk = (CHUNK_BYTES / per_tile).clamp(16, 512);
+    let mut chunk = match tile {
+        Tile::F2 => (CHUNK_BYTES / per_tile).clamp(16, 512),
+        // Every chunk streams all of U (36·C_out·C_in floats: 9.4 MB for 256 channels, more
+        // than a core's L2) once, so F(4x4) chunks are sized by one product's working set
+        // instead: U_e, V_e and M_e together within about half an L2. Chunks of 16-32 tiles
+        // (the F(2x2) rule) made FPN and RPN 25-30% slower end to end, bound by U's traffic
+        // through the L3 that this machine shares with its neighbours.
+        Tile::F4 => (F4_PRODUCT_BYTES / ((cin + cout) * 4)).clamp(32, 256),
+    };
     // Enough chunks to keep every thread busy.
     if tiles.div_ceil(chunk) < 2 * threads {
         chunk = tiles.div_ceil(2 * threads).max(8);
     }
     let chunks = tiles.div_ceil(chunk);
-    let outp = SendPtr(out.as_mut_ptr());
+    let job = Job {
+        tile,
+        u: wt.transformed(tile, weight),
+        cin,
+        cout,
+        bias,
+        activation,
+        xs,
+        s,
+        th,
+        tw,
+        out: SendPtr(out.as_mut_ptr()),
+    };
     (0..chunks).into_par_iter().for_each(|c| {
         let t0 = c * chunk;
         let t1 = (t0 + chunk).min(tiles);
-        with_scratch(|buf| run_chunk(wt, bias, activation, xs, s, (th, tw), t0, t1, outp, buf));
+        with_scratch(|buf| run_chunk(&job, t0, t1, buf));
     });
 }
 
@@ -168,105 +663,102 @@ fn runs(t0: usize, t1: usize, th: usize, tw: usize) -> Vec<Run> {
     out
 }
 
+/// Copies rows `y0..y0 + rows` and columns `x0..x0 + width` of `plane` (`h x w`) into `d`
+/// (row stride `row`), zero outside the plane.
 #[allow(clippy::too_many_arguments)]
-fn run_chunk(
-    wt: &WinogradWeights,
-    bias: Option<&[f32]>,
-    activation: Activation,
-    xs: &[f32],
-    s: Shape,
-    (th, tw): (usize, usize),
-    t0: usize,
-    t1: usize,
-    outp: SendPtr,
-    buf: &mut Vec<f32>,
+fn load_rows(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    y0: isize,
+    x0: isize,
+    rows: usize,
+    width: usize,
+    row: usize,
+    d: &mut [f32],
 ) {
-    let (cin, cout) = (wt.cin, wt.cout);
+    for i in 0..rows {
+        let dst = &mut d[i * row..i * row + width];
+        let y = y0 + i as isize;
+        if y < 0 || y >= h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &plane[y as usize * w..][..w];
+        let lo = (-x0).clamp(0, width as isize) as usize;
+        let hi = (w as isize - x0).clamp(0, width as isize) as usize;
+        dst[..lo].fill(0.0);
+        if hi > lo {
+            let s0 = (x0 + lo as isize) as usize;
+            dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+        }
+        dst[hi.max(lo)..].fill(0.0);
+    }
+}
+
+fn run_chunk(job: &Job<'_>, t0: usize, t1: usize, buf: &mut Vec<f32>) {
+    let (cin, cout, s) = (job.cin, job.cout, job.s);
+    let (alpha, mt) = (job.tile.alpha(), job.tile.m());
+    let a2 = alpha * alpha;
     let nt = t1 - t0;
-    let runs = runs(t0, t1, th, tw);
+    let runs = runs(t0, t1, job.th, job.tw);
     let max_len = runs.iter().map(|r| r.len).max().unwrap_or(0);
-    // Per run: 4 input rows of 2·len + 2 columns, their 4 row combinations, and 4 output
-    // rows of 2·len.
-    let row = 2 * max_len + 2;
-    let need = 16 * (cin + cout) * nt + 8 * row + 4 * row;
+    // Per run: α input rows of m·len + 2 columns, their α row combinations, and m output rows.
+    let row = mt * max_len + 2;
+    let need = a2 * (cin + cout) * nt + 2 * alpha * row + mt * row;
     if buf.len() < need {
         buf.resize(need, 0.0);
     }
-    let (v, rest) = buf[..need].split_at_mut(16 * cin * nt);
-    let (m, rest) = rest.split_at_mut(16 * cout * nt);
-    let (rows_in, rows_out) = rest.split_at_mut(8 * row);
-    let (d, tmp) = rows_in.split_at_mut(4 * row);
-    let (h, w) = (s.h, s.w);
+    let (v, rest) = buf[..need].split_at_mut(a2 * cin * nt);
+    let (m, rest) = rest.split_at_mut(a2 * cout * nt);
+    let (d, rest) = rest.split_at_mut(alpha * row);
+    let (tmp, rows_out) = rest.split_at_mut(alpha * row);
     let (py, px) = (s.pad.0 as isize, s.pad.1 as isize);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = crate::ops::simd::has_avx512();
 
-    // V_e[ci][k] = (Bᵀ d B)_e of tile k, channel ci. Per run of tiles along a row, the four
-    // input rows are copied (zero outside the image), combined row-wise (Bᵀ ·), then
-    // column-wise per tile (· B), each step a loop over the run that vectorises.
+    // V_e[ci][k] = (Bᵀ d B)_e of tile k, channel ci.
     for ci in 0..cin {
         for r in &runs {
-            let plane = &xs[(r.b * cin + ci) * h * w..][..h * w];
-            let width = 2 * r.len + 2;
-            let y0 = (2 * r.ty) as isize - py;
-            let x0 = (2 * r.tx0) as isize - px;
-            for i in 0..4 {
-                let dst = &mut d[i * row..i * row + width];
-                let y = y0 + i as isize;
-                if y < 0 || y >= h as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[y as usize * w..][..w];
-                let lo = (-x0).clamp(0, width as isize) as usize;
-                let hi = (w as isize - x0).clamp(0, width as isize) as usize;
-                dst[..lo].fill(0.0);
-                if hi > lo {
-                    let s0 = (x0 + lo as isize) as usize;
-                    dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
-                }
-                dst[hi.max(lo)..].fill(0.0);
-            }
-            {
-                let (d0, d1, d2, d3) = (
-                    &d[..width],
-                    &d[row..row + width],
-                    &d[2 * row..2 * row + width],
-                    &d[3 * row..3 * row + width],
-                );
-                let (t01, t23) = tmp.split_at_mut(2 * row);
-                let (ta, tb) = t01.split_at_mut(row);
-                let (tc, td) = t23.split_at_mut(row);
-                for j in 0..width {
-                    ta[j] = d0[j] - d2[j];
-                    tb[j] = d1[j] + d2[j];
-                    tc[j] = d2[j] - d1[j];
-                    td[j] = d1[j] - d3[j];
-                }
-            }
-            for i in 0..4 {
-                let t = &tmp[i * row..i * row + width];
-                let base = |c: usize| ((i * 4 + c) * cin + ci) * nt + r.k0;
-                let (b0, b1, b2, b3) = (base(0), base(1), base(2), base(3));
-                for q in 0..r.len {
-                    let x = 2 * q;
-                    let (a, b, c, e) = (t[x], t[x + 1], t[x + 2], t[x + 3]);
-                    v[b0 + q] = a - c;
-                    v[b1 + q] = b + c;
-                    v[b2 + q] = c - b;
-                    v[b3 + q] = b - e;
+            let plane = &job.xs[(r.b * cin + ci) * s.h * s.w..][..s.h * s.w];
+            let width = mt * r.len + 2;
+            let y0 = (mt * r.ty) as isize - py;
+            let x0 = (mt * r.tx0) as isize - px;
+            // Runs inside the plane read it in place; the others copy their rows, zero-padded.
+            let inside =
+                y0 >= 0 && x0 >= 0 && y0 as usize + alpha <= s.h && x0 as usize + width <= s.w;
+            let (src, drow): (&[f32], usize) = if inside {
+                (&plane[y0 as usize * s.w + x0 as usize..], s.w)
+            } else {
+                load_rows(plane, (s.h, s.w), y0, x0, alpha, width, row, d);
+                (d, row)
+            };
+            let voff = ci * nt + r.k0;
+            match job.tile {
+                Tile::F2 => input_run_f2(src, drow, tmp, row, r.len, v, cin * nt, voff),
+                Tile::F4 => {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512 {
+                        // SAFETY: the CPU has AVX-512 (checked above).
+                        unsafe {
+                            input_run_f4_avx512(src, drow, tmp, row, r.len, v, cin * nt, voff)
+                        };
+                        continue;
+                    }
+                    input_run_f4(src, drow, tmp, row, r.len, v, cin * nt, voff)
                 }
             }
         }
     }
     // M_e = U_e V_e.
-    for e in 0..16 {
-        // SAFETY: U_e is `cout x cin` row-major inside `wt.u`; V_e is `cin x nt` row-major
+    for e in 0..a2 {
+        // SAFETY: U_e is `cout x cin` row-major inside `u`; V_e is `cin x nt` row-major
         // inside `v`; M_e is `cout x nt` row-major inside `m`; all within their buffers.
         unsafe {
             sgemm_raw(
                 cout,
                 nt,
                 cin,
-                wt.u[e * cout * cin..].as_ptr(),
+                job.u[e * cout * cin..].as_ptr(),
                 cin,
                 1,
                 v[e * cin * nt..].as_ptr(),
@@ -281,52 +773,34 @@ fn run_chunk(
             );
         }
     }
-    // Y = Aᵀ M A, plus bias and activation, into the output: per run, Aᵀ · combines the 16
-    // products into 8 (two output rows' worth), · A gives each tile's 2x2, interleaved into
-    // two output rows.
+    // Y = Aᵀ M A + bias, activation, into the output rows of each run's tiles.
     let plane_out = s.oh * s.ow;
     for co in 0..cout {
-        let bv = bias.map_or(0.0, |b| b[co]);
-        let g = |e: usize| &m[(e * cout + co) * nt..(e * cout + co + 1) * nt];
-        let ms: [&[f32]; 16] = std::array::from_fn(g);
+        let bv = job.bias.map_or(0.0, |b| b[co]);
         for r in &runs {
-            let width = 2 * r.len;
-            let (y_top, y_bot) = rows_out[..2 * row].split_at_mut(row);
-            for q in 0..r.len {
-                let k = r.k0 + q;
-                let c = |e: usize| ms[e][k];
-                let a = [
-                    c(0) + c(4) + c(8),
-                    c(1) + c(5) + c(9),
-                    c(2) + c(6) + c(10),
-                    c(3) + c(7) + c(11),
-                ];
-                let b = [
-                    c(4) - c(8) - c(12),
-                    c(5) - c(9) - c(13),
-                    c(6) - c(10) - c(14),
-                    c(7) - c(11) - c(15),
-                ];
-                y_top[2 * q] = activation.eval(a[0] + a[1] + a[2] + bv);
-                y_top[2 * q + 1] = activation.eval(a[1] - a[2] - a[3] + bv);
-                y_bot[2 * q] = activation.eval(b[0] + b[1] + b[2] + bv);
-                y_bot[2 * q + 1] = activation.eval(b[1] - b[2] - b[3] + bv);
+            let moff = co * nt + r.k0;
+            match job.tile {
+                Tile::F2 => output_run_f2(m, cout * nt, moff, r.len, bv, rows_out, row),
+                Tile::F4 => output_run_f4(m, cout * nt, moff, r.len, bv, rows_out, row),
             }
-            let ox0 = 2 * r.tx0;
-            let cols = width.min(s.ow - ox0);
+            let ox0 = mt * r.tx0;
+            let cols = (mt * r.len).min(s.ow - ox0);
             let base = (r.b * cout + co) * plane_out;
-            for (dy, src) in [&y_top[..cols], &y_bot[..cols]].into_iter().enumerate() {
-                let oy = 2 * r.ty + dy;
-                if oy < s.oh {
-                    // SAFETY: row `oy`, columns `ox0..ox0 + cols` of plane (b, co) belong to
-                    // this run's tiles only, and each tile to exactly one chunk.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            src.as_ptr(),
-                            outp.0.add(base + oy * s.ow + ox0),
-                            cols,
-                        );
-                    }
+            for dy in 0..mt {
+                let oy = mt * r.ty + dy;
+                if oy >= s.oh {
+                    break;
+                }
+                let src = &mut rows_out[dy * row..dy * row + cols];
+                job.activation.apply_slice(src);
+                // SAFETY: row `oy`, columns `ox0..ox0 + cols` of plane (b, co) belong to
+                // this run's tiles only, and each tile to exactly one chunk.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        job.out.0.add(base + oy * s.ow + ox0),
+                        cols,
+                    );
                 }
             }
         }
@@ -343,7 +817,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
         Err(_) => f(&mut Vec::new()),
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,35 +874,70 @@ mod tests {
             (2, 16, 24, 9, 4, 0),
             (1, 32, 16, 1, 1, 1),
             (1, 16, 16, 3, 3, 2),
+            (1, 16, 16, 9, 150, 1),
+            (2, 16, 16, 6, 70, 0),
         ] {
             let x: Vec<f32> = (0..n * cin * h * w).map(|_| rnd()).collect();
             let wgt: Vec<f32> = (0..cout * cin * 9).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
             let want = direct(&x, &wgt, &bias, (n, cin, h, w), cout, pad);
             let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
-            let mut out = vec![f32::NAN; n * cout * oh * ow];
-            let wt = WinogradWeights::new(&wgt, cout, cin);
-            forward(
-                &wt,
-                Some(&bias),
-                Activation::Identity,
-                &x,
-                Shape {
-                    n,
-                    h,
-                    w,
-                    pad: (pad, pad),
-                    oh,
-                    ow,
-                },
-                &mut out,
-            );
-            for (i, (&a, &b)) in out.iter().zip(&want).enumerate() {
-                assert!(
-                    (a as f64 - b).abs() <= 1e-5 * b.abs().max(1.0),
-                    "{n}x{cin}x{h}x{w} pad {pad}: [{i}] {a} vs {b}"
+            for tile in [Tile::F2, Tile::F4] {
+                let mut out = vec![f32::NAN; n * cout * oh * ow];
+                let wt = WinogradWeights::new(cout, cin);
+                forward_tile(
+                    tile,
+                    &wt,
+                    &wgt,
+                    Some(&bias),
+                    Activation::Identity,
+                    &x,
+                    Shape {
+                        n,
+                        h,
+                        w,
+                        pad: (pad, pad),
+                        oh,
+                        ow,
+                    },
+                    &mut out,
                 );
+                // F(4x4) rounds about 10x more (worst measured here: 4.7e-5; F(2x2) 2.5e-6).
+                let tol = if tile == Tile::F2 { 1e-5 } else { 1e-4 };
+                for (i, (&a, &b)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a as f64 - b).abs() <= tol * b.abs().max(1.0),
+                        "{tile:?} {n}x{cin}x{h}x{w} pad {pad}: [{i}] {a} vs {b}"
+                    );
+                }
             }
+        }
+    }
+
+    /// The AVX-512 F(4x4) input transform gives the portable one's bits, on runs with full
+    /// 16-tile blocks and a tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_input_transform_is_bit_identical() {
+        if !crate::ops::simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for len in [16usize, 37, 5] {
+            let width = 4 * len + 2;
+            let drow = width + 3;
+            let d: Vec<f32> = (0..6 * drow)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
+                .collect();
+            let (vstride, voff) = (len + 9, 4);
+            let mut want = vec![0f32; 36 * vstride];
+            let mut got = want.clone();
+            let mut tmp = vec![0f32; 6 * width];
+            input_run_f4(&d, drow, &mut tmp, width, len, &mut want, vstride, voff);
+            // SAFETY: AVX-512 checked above.
+            unsafe { input_run_f4_avx512(&d, drow, &mut tmp, width, len, &mut got, vstride, voff) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "len {len}");
         }
     }
 }
