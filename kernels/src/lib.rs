@@ -6,6 +6,7 @@ pub mod cuda;
 pub mod device;
 pub mod layers;
 pub mod ops;
+pub mod profile;
 pub mod tensor;
 pub mod weights;
 

@@ -333,6 +333,32 @@ impl Conv2d {
 
     /// Runs the convolution on an `[N, C_in, H, W]` array.
     pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+        crate::profile::timed(
+            || {
+                let (n, _, h, w) = x.dim();
+                let p = &self.params;
+                let path = if p.groups > 1 && self.in_channels == p.groups {
+                    "depthwise"
+                } else if self.winograd_weights().is_some() {
+                    "winograd"
+                } else {
+                    "gemm"
+                };
+                format!(
+                    "conv {}x{}/{} {}->{} g{} n{n} @{h}x{w} {path}",
+                    self.kernel.0,
+                    self.kernel.1,
+                    p.stride.0,
+                    self.in_channels,
+                    self.out_channels,
+                    p.groups
+                )
+            },
+            || self.forward_untimed(x),
+        )
+    }
+
+    fn forward_untimed(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
         const OP: &str = "conv2d";
         let (n, c, h, w) = x.dim();
         if c != self.in_channels {
@@ -943,6 +969,19 @@ impl ConvTranspose2d {
     /// threads they run in parallel, each single-threaded; otherwise they run one after
     /// another with a parallel GEMM and a col2im parallel over output channels.
     pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+        crate::profile::timed(
+            || {
+                let (n, c, h, w) = x.dim();
+                format!(
+                    "conv_transpose {}x{}/{} {c}->{} n{n} @{h}x{w}",
+                    self.kernel.0, self.kernel.1, self.params.stride.0, self.out_channels
+                )
+            },
+            || self.forward_untimed(x),
+        )
+    }
+
+    fn forward_untimed(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
         const OP: &str = "conv_transpose2d";
         let (n, c, h, w) = x.dim();
         if c != self.in_channels {

@@ -55,6 +55,16 @@ impl Linear {
 
     /// `[N, in]` → `[N, out]`.
     pub fn forward(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        crate::profile::timed(
+            || {
+                let (n, k) = x.dim();
+                format!("linear {k}->{} n{n}", self.out_features)
+            },
+            || self.forward_untimed(x),
+        )
+    }
+
+    fn forward_untimed(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         let (n, k) = x.dim();
         if k != self.in_features {
             return shape_err(

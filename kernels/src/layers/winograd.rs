@@ -46,6 +46,9 @@ const CHUNK_BYTES: usize = 1 << 21;
 /// F(4x4) chunks: bytes of one product's transformed input and output (`V_e` and `M_e`).
 const F4_PRODUCT_BYTES: usize = 1 << 19;
 
+/// Tiles in all below which F(4x4) does not pay (see [`Tile::for_output`]).
+const MIN_F4_TILES: usize = 128;
+
 /// Tiles per row below which F(4x4) does not pay (see [`Tile::for_output`]).
 const MIN_F4_ROW_TILES: usize = 8;
 
@@ -99,7 +102,7 @@ impl Tile {
 
     /// The tile size for an `oh x ow` output: F(4x4) unless rounding the output up to whole
     /// 4x4 tiles costs more products than F(2x2) needs (`KERNELS_WINOGRAD=2`: always F(2x2)).
-    fn for_output(oh: usize, ow: usize) -> Tile {
+    fn for_output(n: usize, oh: usize, ow: usize) -> Tile {
         if mode() == Mode::F2Only {
             return Tile::F2;
         }
@@ -107,8 +110,12 @@ impl Tile {
         let f4 = 36 * oh.div_ceil(4) * ow.div_ceil(4);
         // The transforms work on runs of tiles along a row, 16 at a time: with fewer than 8
         // tiles per row (the mask head's 14x14 maps) most of each block is wasted and
-        // F(4x4) measured slower than F(2x2).
-        if f4 < f2 && ow.div_ceil(4) >= MIN_F4_ROW_TILES {
+        // F(4x4) measured slower than F(2x2). With few tiles in all, the chunks are small
+        // and each streams all of U (4x the weights): 512 channels at 25x38 measured slower.
+        if f4 < f2
+            && ow.div_ceil(4) >= MIN_F4_ROW_TILES
+            && n * oh.div_ceil(4) * ow.div_ceil(4) >= MIN_F4_TILES
+        {
             Tile::F4
         } else {
             Tile::F2
@@ -574,8 +581,77 @@ pub(crate) fn forward(
     s: Shape,
     out: &mut [f32],
 ) {
-    let tile = Tile::for_output(s.oh, s.ow);
+    let tile = Tile::for_output(s.n, s.oh, s.ow);
+    if tile == Tile::F2 && s.n > 1 && mode() == Mode::Auto {
+        let canvas_ow = s.n * (s.w + s.pad.1) - s.pad.1 + 2 * s.pad.1 - 2;
+        if Tile::for_output(1, s.oh, canvas_ow) == Tile::F4 {
+            return forward_side_by_side(wt, weight, bias, activation, xs, s, out);
+        }
+    }
     forward_tile(tile, wt, weight, bias, activation, xs, s, out);
+}
+
+/// A batch of maps too narrow for F(4x4) on their own (the mask head's hundred 14x14 RoIs)
+/// laid side by side in one wide map, `pad.1` zero columns apart, convolved with F(4x4)
+/// as one image and cut apart again. The zero columns are each map's own left and right
+/// padding, so every output is the same sum of products as map by map; output columns that
+/// straddle two maps are dropped.
+#[allow(clippy::too_many_arguments)]
+fn forward_side_by_side(
+    wt: &WinogradWeights,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    xs: &[f32],
+    s: Shape,
+    out: &mut [f32],
+) {
+    let (n, h, w, (ph, pw)) = (s.n, s.h, s.w, s.pad);
+    let (cin, cout) = (wt.cin, wt.cout);
+    let slot = w + pw;
+    let cw = n * slot - pw;
+    let cow = cw + 2 * pw - 2;
+    // canvas[ci][y][b·slot + x] = xs[b][ci][y][x]; the gap columns stay zero.
+    let mut canvas = super::zeroed(cin * h * cw);
+    canvas
+        .par_chunks_mut(h * cw)
+        .enumerate()
+        .for_each(|(ci, plane)| {
+            for b in 0..n {
+                let src = &xs[(b * cin + ci) * h * w..][..h * w];
+                for y in 0..h {
+                    plane[y * cw + b * slot..][..w].copy_from_slice(&src[y * w..][..w]);
+                }
+            }
+        });
+    let mut wide = super::zeroed(cout * s.oh * cow);
+    let cs = Shape {
+        n: 1,
+        h,
+        w: cw,
+        pad: (ph, pw),
+        oh: s.oh,
+        ow: cow,
+    };
+    forward_tile(
+        Tile::F4,
+        wt,
+        weight,
+        bias,
+        activation,
+        &canvas,
+        cs,
+        &mut wide,
+    );
+    // out[b][co][y][x] = wide[co][y][b·slot + x].
+    let plane = s.oh * s.ow;
+    out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+        let (b, co) = (i / cout, i % cout);
+        for y in 0..s.oh {
+            dst[y * s.ow..][..s.ow]
+                .copy_from_slice(&wide[(co * s.oh + y) * cow + b * slot..][..s.ow]);
+        }
+    });
 }
 
 /// [`forward`] with a given tile size.
@@ -910,6 +986,54 @@ mod tests {
                         "{tile:?} {n}x{cin}x{h}x{w} pad {pad}: [{i}] {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Batches of narrow maps take the side-by-side F(4x4) path; every output matches.
+    #[test]
+    fn side_by_side_batches_match_a_direct_convolution() {
+        if mode() != Mode::Auto {
+            eprintln!("skipped: KERNELS_WINOGRAD is set");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
+        };
+        for &(n, cin, cout, h, w, pad) in &[
+            (9, 16, 24, 14, 14, 1),
+            (90, 16, 16, 6, 6, 0),
+            (24, 16, 16, 9, 9, 2),
+        ] {
+            let (oh, ow) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let canvas_ow = n * (w + pad) + pad - 2;
+            assert_eq!(Tile::for_output(n, oh, ow), Tile::F2);
+            assert_eq!(Tile::for_output(1, oh, canvas_ow), Tile::F4);
+            let x: Vec<f32> = (0..n * cin * h * w).map(|_| rnd()).collect();
+            let wgt: Vec<f32> = (0..cout * cin * 9).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+            let want = direct(&x, &wgt, &bias, (n, cin, h, w), cout, pad);
+            let mut out = vec![f32::NAN; n * cout * oh * ow];
+            let s = Shape {
+                n,
+                h,
+                w,
+                pad: (pad, pad),
+                oh,
+                ow,
+            };
+            let wt = WinogradWeights::new(cout, cin);
+            forward(&wt, &wgt, Some(&bias), Activation::Relu, &x, s, &mut out);
+            for (i, (&a, &b)) in out.iter().zip(&want).enumerate() {
+                let b = b.max(0.0);
+                assert!(
+                    (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{n}x{cin}x{h}x{w} pad {pad}: [{i}] {a} vs {b}"
+                );
             }
         }
     }

@@ -4,6 +4,9 @@
 //! and times torchvision in the same run:
 //!
 //!     cargo run --release -p plugin-rcnn --example bench_mask_rcnn -- WEIGHTS IMAGE OUT_JSON [REPS] [DEPTH] [SCORE_THRESH]
+//!
+//! With `KERNELS_PROFILE=1` it also prints, per frame and node, the time of every convolution
+//! and linear layer (profiling adds a little time of its own).
 
 use std::path::Path;
 use std::time::Instant;
@@ -81,19 +84,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = vec![Vec::new(); STAGES.len()];
     let mut last = None;
     for _ in 0..reps {
+        // KERNELS_PROFILE=1: the layers of each node, per frame (the first frame included).
+        let profile = |node: &str| {
+            if kernels::profile::enabled() {
+                eprintln!("## {node}\n{}", kernels::profile::report(1));
+            }
+        };
         let mut stamps = vec![Instant::now()];
         let x = pre.run(&image)?;
         stamps.push(Instant::now());
         let c = body.run(&x)?;
         stamps.push(Instant::now());
+        profile("resnet");
         let p = fpn.run(&c)?;
         stamps.push(Instant::now());
+        profile("fpn");
         let proposals = rpn.run(&p, &x)?;
         stamps.push(Instant::now());
+        profile("rpn");
         let det = box_head.run(&p, &proposals, &x)?;
         stamps.push(Instant::now());
+        profile("roi_box_head");
         let with_masks = mask_head.run(&p, &det, &x)?;
         stamps.push(Instant::now());
+        profile("roi_mask_head");
         let out = paste.run(&with_masks, &x)?;
         stamps.push(Instant::now());
         for (k, t) in times.iter_mut().enumerate() {
