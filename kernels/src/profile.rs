@@ -37,7 +37,7 @@ pub fn timed<R>(key: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
 pub fn report(per: u64) -> String {
     let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
     let mut rows: Vec<_> = std::mem::take(&mut *t).into_iter().collect();
-    rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
     let per = per.max(1);
     let total: Duration = rows.iter().map(|r| r.1 .1).sum();
     let mut out = format!(
