@@ -333,6 +333,26 @@ impl Conv2d {
 
     /// Runs the convolution on an `[N, C_in, H, W]` array.
     pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+        self.forward_with(x, None)
+    }
+
+    /// `activation(conv(x) + bias + residual)`: a residual block's last convolution with its
+    /// shortcut added before the activation, in the same pass over the output as the bias
+    /// (ResNet's `out += identity; relu(out)` without a separate pass over memory).
+    /// `residual` has the output's shape.
+    pub fn forward_residual(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: ArrayView4<'_, f32>,
+    ) -> Result<Array4<f32>> {
+        self.forward_with(x, Some(residual))
+    }
+
+    fn forward_with(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: Option<ArrayView4<'_, f32>>,
+    ) -> Result<Array4<f32>> {
         crate::profile::timed(
             || {
                 let (n, _, h, w) = x.dim();
@@ -354,11 +374,15 @@ impl Conv2d {
                     p.groups
                 )
             },
-            || self.forward_untimed(x),
+            || self.forward_untimed(x, residual),
         )
     }
 
-    fn forward_untimed(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+    fn forward_untimed(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: Option<ArrayView4<'_, f32>>,
+    ) -> Result<Array4<f32>> {
         const OP: &str = "conv2d";
         let (n, c, h, w) = x.dim();
         if c != self.in_channels {
@@ -372,6 +396,28 @@ impl Conv2d {
         }
         let (oh, ow) = self.output_size(h, w)?;
         let total = checked_numel(OP, &[n, self.out_channels, oh, ow])?;
+        if let Some(r) = &residual {
+            if r.dim() != (n, self.out_channels, oh, ow) {
+                return shape_err(
+                    OP,
+                    format!(
+                        "residual has shape {:?}, the output {:?}",
+                        r.shape(),
+                        [n, self.out_channels, oh, ow]
+                    ),
+                );
+            }
+        }
+        let residual = residual.as_ref().map(|r| r.as_standard_layout());
+        let residual = residual.as_ref().and_then(|r| r.as_slice());
+        // The GEMM path adds the residual in its epilogue; the others run without the
+        // activation and leave the residual and the activation to a last pass.
+        let mut fused = residual.is_none();
+        let act = if residual.is_some() {
+            Activation::Identity
+        } else {
+            self.activation
+        };
         let mut out = super::zeroed(total);
         if total > 0 && h * w > 0 {
             let x = x.as_standard_layout();
@@ -381,13 +427,13 @@ impl Conv2d {
             })?;
             let cin_g = self.in_channels / self.params.groups;
             if self.params.groups > 1 && cin_g == 1 {
-                self.depthwise(xs, h, w, oh, ow, &mut out);
+                self.depthwise(xs, h, w, oh, ow, act, &mut out);
             } else if let Some(wt) = self.winograd_weights() {
                 super::winograd::forward(
                     wt,
                     &self.weight,
                     self.bias.as_deref(),
-                    self.activation,
+                    act,
                     xs,
                     super::winograd::Shape {
                         n,
@@ -400,11 +446,21 @@ impl Conv2d {
                     &mut out,
                 );
             } else {
-                self.gemm_path(xs, n, h, w, oh, ow, &mut out)?;
+                self.gemm_path(xs, n, h, w, oh, ow, residual, &mut out)?;
+                fused = true;
             }
         } else if total > 0 {
             // Empty spatial input with padding: the output is bias + activation only.
-            self.epilogue_all(&mut out, oh * ow);
+            self.epilogue_all(&mut out, oh * ow, act);
+        }
+        if let (false, Some(r)) = (fused, residual) {
+            let activation = self.activation;
+            out.par_chunks_mut(1 << 16)
+                .zip(r.par_chunks(1 << 16))
+                .for_each(|(o, r)| {
+                    o.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+                    activation.apply_slice(o);
+                });
         }
         Array4::from_shape_vec((n, self.out_channels, oh, ow), out)
             .or_else(|e| invalid(OP, e.to_string()))
@@ -429,7 +485,7 @@ impl Conv2d {
             .as_ref()
     }
 
-    fn epilogue_all(&self, out: &mut [f32], plane: usize) {
+    fn epilogue_all(&self, out: &mut [f32], plane: usize, act: Activation) {
         if plane == 0 {
             return;
         }
@@ -439,12 +495,22 @@ impl Conv2d {
                 let bv = b[i % cout];
                 p.iter_mut().for_each(|v| *v += bv);
             }
-            self.activation.apply_slice(p);
+            act.apply_slice(p);
         });
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn depthwise(&self, xs: &[f32], h: usize, w: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise(
+        &self,
+        xs: &[f32],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        act: Activation,
+        out: &mut [f32],
+    ) {
         let cout = self.out_channels;
         let g = self.params.groups;
         let cout_g = cout / g;
@@ -492,7 +558,7 @@ impl Conv2d {
                         }
                     }
                 }
-                self.activation.apply_slice(op);
+                act.apply_slice(op);
             });
     }
 
@@ -505,6 +571,7 @@ impl Conv2d {
         w: usize,
         oh: usize,
         ow: usize,
+        residual: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<()> {
         let g = self.params.groups;
@@ -623,13 +690,23 @@ impl Conv2d {
                             threading,
                         );
                     }
-                    if self.bias.is_some() || self.activation != Activation::Identity {
+                    if self.bias.is_some()
+                        || self.activation != Activation::Identity
+                        || residual.is_some()
+                    {
                         for co in m0..m1 {
                             // SAFETY: row `co` of this item's output block, owned by this call.
                             let row = unsafe { outp.slice(out_off + co * ohw + c0, ncols) };
-                            if let Some(bv) = &self.bias {
-                                let bv = bv[gi * cout_g + co];
-                                row.iter_mut().for_each(|v| *v += bv);
+                            let bv = self.bias.as_ref().map_or(0.0, |b| b[gi * cout_g + co]);
+                            match residual {
+                                Some(r) => {
+                                    let r = &r[out_off + co * ohw + c0..][..ncols];
+                                    row.iter_mut().zip(r).for_each(|(v, &r)| *v = (*v + bv) + r);
+                                }
+                                None if self.bias.is_some() => {
+                                    row.iter_mut().for_each(|v| *v += bv)
+                                }
+                                None => {}
                             }
                             self.activation.apply_slice(row);
                         }
@@ -1174,6 +1251,33 @@ mod tests {
             s ^= s << 17;
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
+    }
+
+    /// `forward_residual` equals `activation(forward without activation + residual)`, bit for
+    /// bit, on every path: GEMM (1x1 and im2col), Winograd, depthwise and empty input.
+    #[test]
+    fn residual_is_added_before_the_activation_on_every_path() {
+        let cases: [(usize, usize, usize, usize, Conv2dParams); 5] = [
+            (8, 12, 1, 6, Conv2dParams::default()),
+            (8, 12, 3, 6, Conv2dParams::default().stride(2).padding(1)),
+            (16, 16, 3, 9, Conv2dParams::default().padding(1)),
+            (8, 8, 3, 6, Conv2dParams::default().padding(1).groups(8)),
+            (8, 12, 1, 0, Conv2dParams::default().padding(1)),
+        ];
+        for (k, &(cin, cout, ks, hw, p)) in cases.iter().enumerate() {
+            let wt = rand_array4((cout, cin / p.groups, ks, ks), 10 + k as u64);
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.01 - 0.05).collect();
+            let x = rand_array4((2, cin, hw, hw), 20 + k as u64);
+            let plain = Conv2d::new(wt.view(), Some(ArrayView1::from(&bias)), p).unwrap();
+            let base = plain.forward(x.view()).unwrap();
+            let r = rand_array4(base.dim(), 30 + k as u64);
+            let want = (&base + &r).mapv(|v| Activation::Relu.eval(v));
+            let conv = plain.clone().with_activation(Activation::Relu);
+            let got = conv.forward_residual(x.view(), r.view()).unwrap();
+            assert_eq!(got, want, "case {k}");
+            let wrong = Array4::<f32>::zeros((1, 1, 1, 1));
+            assert!(conv.forward_residual(x.view(), wrong.view()).is_err());
+        }
     }
 
     /// Direct definition of the convolution, the oracle.

@@ -35,7 +35,7 @@ use plugin_sdk::{
 
 use crate::error::{LayerContext, RcnnError};
 use crate::resnet::ResNetConfig;
-use crate::util::{add, conv_bias, from_nchw, load_weights, nchw, resolve_prefix};
+use crate::util::{conv_bias, from_nchw, load_weights, nchw, resolve_prefix};
 
 /// The extra block after the last level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,14 +216,13 @@ impl Fpn {
             .forward(last_inner.view())
             .ctx(|| format!("layer_blocks.{last}"))?;
         for i in (0..last).rev() {
-            let mut lateral = self.inner[i]
-                .forward(xs[i])
-                .ctx(|| format!("inner_blocks.{i}"))?;
-            let (_, _, h, w) = lateral.dim();
+            let (_, _, h, w) = xs[i].dim();
             let top_down = resize(last_inner.view(), (h, w), ResizeMode::Nearest)
                 .ctx(|| format!("top-down upsampling into level {i}"))?;
-            add(&mut lateral, top_down.view())?;
-            last_inner = lateral;
+            // inner_blocks[i](x) + top_down, the sum made in the convolution's epilogue.
+            last_inner = self.inner[i]
+                .forward_residual(xs[i], top_down.view())
+                .ctx(|| format!("inner_blocks.{i}"))?;
             results[i] = self.layer[i]
                 .forward(last_inner.view())
                 .ctx(|| format!("layer_blocks.{i}"))?;

@@ -36,7 +36,7 @@ use plugin_sdk::{
 };
 
 use crate::error::{LayerContext, RcnnError};
-use crate::util::{add_relu, conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
+use crate::util::{conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
 
 /// What a [`ResNet`] looks like: torchvision's `resnet{depth}` / `resnext` / `wide_resnet`
 /// arguments that matter at inference.
@@ -137,33 +137,34 @@ pub fn level_name(layer: usize) -> String {
 #[derive(Clone, Debug)]
 struct Block {
     /// conv1, conv2 (BasicBlock) or conv1, conv2, conv3 (Bottleneck), batch norms folded; all
-    /// but the last with ReLU fused (the last one's ReLU comes after the residual add).
+    /// with ReLU fused; the last one's ReLU comes after the residual add, which that
+    /// convolution's epilogue does ([`Conv2d::forward_residual`]).
     convs: Vec<Conv2d>,
     downsample: Option<Conv2d>,
 }
 
 impl Block {
     fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array4<f32>, RcnnError> {
+        let identity = match &self.downsample {
+            Some(d) => Some(d.forward(x).ctx(|| format!("{name}.downsample"))?),
+            None => None,
+        };
+        let shortcut = identity.as_ref().map_or(x, |i| i.view());
+        let last = self.convs.len().saturating_sub(1);
         let mut out: Option<Array4<f32>> = None;
         for (i, conv) in self.convs.iter().enumerate() {
             let input = match &out {
                 Some(o) => o.view(),
                 None => x,
             };
-            let y = conv
-                .forward(input)
-                .ctx(|| format!("{name}.conv{}", i + 1))?;
-            out = Some(y);
+            let y = if i == last {
+                conv.forward_residual(input, shortcut)
+            } else {
+                conv.forward(input)
+            };
+            out = Some(y.ctx(|| format!("{name}.conv{}", i + 1))?);
         }
-        let mut out = out.ok_or_else(|| RcnnError::input("empty block"))?;
-        match &self.downsample {
-            Some(d) => {
-                let identity = d.forward(x).ctx(|| format!("{name}.downsample"))?;
-                add_relu(&mut out, identity.view())?;
-            }
-            None => add_relu(&mut out, x)?,
-        }
-        Ok(out)
+        out.ok_or_else(|| RcnnError::input("empty block"))
     }
 }
 
@@ -255,7 +256,8 @@ impl ResNet {
                             1,
                             p(1),
                             eps,
-                            Activation::Identity,
+                            // After the residual add (Block::forward).
+                            relu,
                         )?,
                     ]
                 } else {
@@ -280,7 +282,8 @@ impl ResNet {
                             3,
                             p(3),
                             eps,
-                            Activation::Identity,
+                            // After the residual add (Block::forward).
+                            relu,
                         )?,
                     ]
                 };

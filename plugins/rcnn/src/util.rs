@@ -10,7 +10,6 @@ use ndarray::{Array4, ArrayView1, ArrayView4, Ix1, Ix4};
 use plugin_sdk::{
     DType, NodeSpec, ParamSpec, ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
-use rayon::prelude::*;
 
 use crate::error::{LayerContext, RcnnError};
 
@@ -62,59 +61,6 @@ pub(crate) fn from_nchw(a: Array4<f32>, batched: bool) -> Result<Tensor, RcnnErr
     } else {
         Ok(t.reshape(&[c, h, w])?)
     }
-}
-
-/// Elements per parallel chunk of the element-wise helpers.
-const CHUNK: usize = 1 << 15;
-
-/// `out = relu(out + identity)` (a residual block's tail), in parallel.
-pub(crate) fn add_relu(
-    out: &mut Array4<f32>,
-    identity: ArrayView4<'_, f32>,
-) -> Result<(), RcnnError> {
-    add_with(out, identity, true)
-}
-
-/// `out += other`, in parallel.
-pub(crate) fn add(out: &mut Array4<f32>, other: ArrayView4<'_, f32>) -> Result<(), RcnnError> {
-    add_with(out, other, false)
-}
-
-fn add_with(
-    out: &mut Array4<f32>,
-    other: ArrayView4<'_, f32>,
-    relu: bool,
-) -> Result<(), RcnnError> {
-    if out.dim() != other.dim() {
-        return Err(RcnnError::input(format!(
-            "cannot add {:?} to {:?}",
-            other.shape(),
-            out.shape()
-        )));
-    }
-    let other = other.as_standard_layout();
-    match (out.as_slice_mut(), other.as_slice()) {
-        (Some(o), Some(x)) => {
-            o.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(|(o, x)| {
-                    for (a, b) in o.iter_mut().zip(x) {
-                        let s = *a + *b;
-                        // `s < 0` is false for NaN: NaN passes through, as torch's relu.
-                        *a = if relu && s < 0.0 { 0.0 } else { s };
-                    }
-                });
-        }
-        _ => {
-            ndarray::Zip::from(out.view_mut())
-                .and(&other)
-                .for_each(|a, &b| {
-                    let s = *a + b;
-                    *a = if relu && s < 0.0 { 0.0 } else { s };
-                });
-        }
-    }
-    Ok(())
 }
 
 /// Reads a weights file (`.pth` / `.safetensors`).
@@ -488,20 +434,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("must be f32"));
-    }
-
-    #[test]
-    fn residual_add_relu() {
-        let mut a = Array4::from_shape_vec((1, 1, 1, 4), vec![1.0, -2.0, 0.5, f32::NAN]).unwrap();
-        let b = Array4::from_shape_vec((1, 1, 1, 4), vec![1.0, 1.0, -1.0, 0.0]).unwrap();
-        add_relu(&mut a, b.view()).unwrap();
-        assert_eq!(&a.as_slice().unwrap()[..3], &[2.0, 0.0, 0.0]);
-        assert!(a[[0, 0, 0, 3]].is_nan());
-        let mut c = b.clone();
-        add(&mut c, b.view()).unwrap();
-        assert_eq!(c.as_slice().unwrap(), &[2.0, 2.0, -2.0, 0.0]);
-        let wrong = Array4::<f32>::zeros((1, 1, 2, 2));
-        assert!(add(&mut c, wrong.view()).is_err());
     }
 
     #[test]
