@@ -210,7 +210,7 @@ fn packed_product(cout: usize) -> bool {
     let off = *OFF.get_or_init(|| std::env::var("KERNELS_WINOGRAD_GEMM").as_deref() == Ok("crate"));
     #[cfg(target_arch = "x86_64")]
     {
-        !off && cout % MR == 0 && crate::ops::simd::has_avx512()
+        !off && cout.is_multiple_of(MR) && crate::ops::simd::has_avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
