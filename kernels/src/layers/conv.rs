@@ -625,107 +625,106 @@ impl Conv2d {
         // One work item: output columns `c0..c1` of group `gi` of image `b`. With `par`, the
         // item itself uses every thread (im2col over channels, GEMM over output-channel
         // blocks); otherwise it runs on the calling thread only.
-        let run =
-            |&(b, gi, c0, c1): &(usize, usize, usize, usize), col: &mut Vec<f32>, par: bool| {
-                let ncols = c1 - c0;
-                let x_base = &xs[(b * self.in_channels + gi * cin_g) * h * w..][..cin_g * h * w];
-                let (bptr, brs) = if pointwise {
-                    (x_base[c0..].as_ptr(), h * w)
-                } else {
-                    if col.len() < kdim * ncols {
-                        col.resize(kdim * ncols, 0.0);
-                    }
-                    let (r0, r1) = (c0 / ow, c1 / ow);
-                    let per_channel = kh * kw * ncols;
-                    let fill = |(ci, chunk): (usize, &mut [f32])| {
-                        im2col_channel(
-                            &x_base[ci * h * w..][..h * w],
-                            h,
-                            w,
-                            kh,
-                            kw,
-                            &p,
-                            ow,
-                            r0,
-                            r1,
-                            chunk,
-                        )
-                    };
-                    let dst = &mut col[..kdim * ncols];
-                    if par {
-                        dst.par_chunks_mut(per_channel).enumerate().for_each(fill);
-                    } else {
-                        dst.chunks_mut(per_channel).enumerate().for_each(fill);
-                    }
-                    (col.as_ptr(), ncols)
+        let run = |&(b, gi, c0, c1): &(usize, usize, usize, usize),
+                   col: &mut Vec<f32>,
+                   par: bool| {
+            let ncols = c1 - c0;
+            let x_base = &xs[(b * self.in_channels + gi * cin_g) * h * w..][..cin_g * h * w];
+            let (bptr, brs) = if pointwise {
+                (x_base[c0..].as_ptr(), h * w)
+            } else {
+                if col.len() < kdim * ncols {
+                    col.resize(kdim * ncols, 0.0);
+                }
+                let (r0, r1) = (c0 / ow, c1 / ow);
+                let per_channel = kh * kw * ncols;
+                let fill = |(ci, chunk): (usize, &mut [f32])| {
+                    im2col_channel(
+                        &x_base[ci * h * w..][..h * w],
+                        h,
+                        w,
+                        kh,
+                        kw,
+                        &p,
+                        ow,
+                        r0,
+                        r1,
+                        chunk,
+                    )
                 };
-                // As an address, so that the closure below can be shared by rayon tasks.
-                let baddr = bptr as usize;
-                let out_off = (b * self.out_channels + gi * cout_g) * ohw;
-                // Output channels `m0..m1` of this item: GEMM, then bias and activation.
-                let rows = |m0: usize, m1: usize, threading: Threading| {
-                    // SAFETY: W_g rows `m0..m1` are `(m1-m0) x kdim` row-major inside
-                    // `self.weight`; the right matrix is `kdim x ncols` with row stride `brs`
-                    // inside `x_base` (pointwise: columns `c0..c1` of the `[cin_g, h·w]` block) or
-                    // inside `col`; the output block is channels `gi·cout_g + m0..m1` of image `b`,
-                    // columns `c0..c1`, row stride `ohw`, inside `out`. Distinct work items and
-                    // distinct `m0..m1` ranges cover disjoint output elements, and nothing reads
-                    // `out` meanwhile.
-                    unsafe {
-                        sgemm_raw(
-                            m1 - m0,
-                            ncols,
-                            kdim,
-                            self.weight[(gi * cout_g + m0) * kdim..].as_ptr(),
-                            kdim,
-                            1,
-                            baddr as *const f32,
-                            brs,
-                            1,
-                            outp.0.add(out_off + m0 * ohw + c0),
-                            ohw,
-                            1,
-                            false,
-                            Backend::Gemm,
-                            threading,
-                        );
-                    }
-                    if self.bias.is_some()
-                        || self.activation != Activation::Identity
-                        || residual.is_some()
-                    {
-                        for co in m0..m1 {
-                            // SAFETY: row `co` of this item's output block, owned by this call.
-                            let row = unsafe { outp.slice(out_off + co * ohw + c0, ncols) };
-                            let bv = self.bias.as_ref().map_or(0.0, |b| b[gi * cout_g + co]);
-                            match residual {
-                                Some(r) => {
-                                    let r = &r[out_off + co * ohw + c0..][..ncols];
-                                    row.iter_mut().zip(r).for_each(|(v, &r)| *v = (*v + bv) + r);
-                                }
-                                None if self.bias.is_some() => {
-                                    row.iter_mut().for_each(|v| *v += bv)
-                                }
-                                None => {}
+                let dst = &mut col[..kdim * ncols];
+                if par {
+                    dst.par_chunks_mut(per_channel).enumerate().for_each(fill);
+                } else {
+                    dst.chunks_mut(per_channel).enumerate().for_each(fill);
+                }
+                (col.as_ptr(), ncols)
+            };
+            // As an address, so that the closure below can be shared by rayon tasks.
+            let baddr = bptr as usize;
+            let out_off = (b * self.out_channels + gi * cout_g) * ohw;
+            // Output channels `m0..m1` of this item: GEMM, then bias and activation.
+            let rows = |m0: usize, m1: usize, threading: Threading| {
+                // SAFETY: W_g rows `m0..m1` are `(m1-m0) x kdim` row-major inside
+                // `self.weight`; the right matrix is `kdim x ncols` with row stride `brs`
+                // inside `x_base` (pointwise: columns `c0..c1` of the `[cin_g, h·w]` block) or
+                // inside `col`; the output block is channels `gi·cout_g + m0..m1` of image `b`,
+                // columns `c0..c1`, row stride `ohw`, inside `out`. Distinct work items and
+                // distinct `m0..m1` ranges cover disjoint output elements, and nothing reads
+                // `out` meanwhile.
+                unsafe {
+                    sgemm_raw(
+                        m1 - m0,
+                        ncols,
+                        kdim,
+                        self.weight[(gi * cout_g + m0) * kdim..].as_ptr(),
+                        kdim,
+                        1,
+                        baddr as *const f32,
+                        brs,
+                        1,
+                        outp.0.add(out_off + m0 * ohw + c0),
+                        ohw,
+                        1,
+                        false,
+                        Backend::Gemm,
+                        threading,
+                    );
+                }
+                if self.bias.is_some()
+                    || self.activation != Activation::Identity
+                    || residual.is_some()
+                {
+                    for co in m0..m1 {
+                        // SAFETY: row `co` of this item's output block, owned by this call.
+                        let row = unsafe { outp.slice(out_off + co * ohw + c0, ncols) };
+                        let bv = self.bias.as_ref().map_or(0.0, |b| b[gi * cout_g + co]);
+                        match residual {
+                            Some(r) => {
+                                let r = &r[out_off + co * ohw + c0..][..ncols];
+                                row.iter_mut().zip(r).for_each(|(v, &r)| *v = (*v + bv) + r);
                             }
-                            self.activation.apply_slice(row);
+                            None if self.bias.is_some() => row.iter_mut().for_each(|v| *v += bv),
+                            None => {}
                         }
+                        self.activation.apply_slice(row);
                     }
-                };
-                let macs = cout_g * kdim * ncols;
-                if !par || macs < PARALLEL_MIN_MACS {
-                    rows(0, cout_g, Threading::Single);
-                } else if plan == Plan::GemmParallel {
-                    rows(0, cout_g, Threading::Threads(threads));
-                } else {
-                    // Split the output channels into one block per thread (multiples of 16).
-                    let block = cout_g.div_ceil(threads).div_ceil(16) * 16;
-                    let blocks = cout_g.div_ceil(block);
-                    (0..blocks).into_par_iter().for_each(|i| {
-                        rows(i * block, ((i + 1) * block).min(cout_g), Threading::Single)
-                    });
                 }
             };
+            let macs = cout_g * kdim * ncols;
+            if !par || macs < PARALLEL_MIN_MACS {
+                rows(0, cout_g, Threading::Single);
+            } else if plan == Plan::GemmParallel {
+                rows(0, cout_g, Threading::Threads(threads));
+            } else {
+                // Split the output channels into one block per thread (multiples of 16).
+                let block = cout_g.div_ceil(threads).div_ceil(16) * 16;
+                let blocks = cout_g.div_ceil(block);
+                (0..blocks).into_par_iter().for_each(|i| {
+                    rows(i * block, ((i + 1) * block).min(cout_g), Threading::Single)
+                });
+            }
+        };
         if parallel_items {
             items
                 .par_iter()

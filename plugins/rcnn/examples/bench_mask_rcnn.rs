@@ -1,5 +1,5 @@
 //! Times the Mask R-CNN nodes one after the other on one photo (the latency of one frame, per
-//! node) and writes the final instances as COCO results JSON, for a comparison with
+//! node, median over REPS frames after one warm-up frame) and writes the final instances as COCO results JSON, for a comparison with
 //! torchvision. Driven by `tests/reference/bench_mask_rcnn.py`, which generates the weights
 //! and times torchvision in the same run:
 //!
@@ -83,7 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = Value::image(plugin_io::image_source::read_image(Path::new(&args[2]))?);
     let mut times = vec![Vec::new(); STAGES.len()];
     let mut last = None;
-    for _ in 0..reps {
+    // One untimed warm-up frame first, as the torchvision side of the comparison: the first
+    // frame also transforms the Winograd weights and faults the allocator's pages in.
+    for rep in 0..=reps {
         // KERNELS_PROFILE=1: the layers of each node, per frame (the first frame included).
         let profile = |node: &str| {
             if kernels::profile::enabled() {
@@ -110,8 +112,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         profile("roi_mask_head");
         let out = paste.run(&with_masks, &x)?;
         stamps.push(Instant::now());
+        if rep == 0 {
+            continue;
+        }
         for (k, t) in times.iter_mut().enumerate() {
             t.push((stamps[k + 1] - stamps[k]).as_secs_f64() * 1e3);
+        }
+        if kernels::profile::enabled() {
+            let frame: Vec<String> = STAGES
+                .iter()
+                .zip(&times)
+                .map(|(n, t)| format!("{n} {:.1}", t[t.len() - 1]))
+                .collect();
+            eprintln!("## frame: {} ms", frame.join(", "));
         }
         last = Some((x, out));
     }
