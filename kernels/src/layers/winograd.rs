@@ -605,7 +605,22 @@ fn output_run<const A: usize, const M: usize, T: Transforms<A, M>>(
     rows: &mut [f32],
     row: usize,
 ) {
-    let mut q0 = 0;
+    output_run_from::<A, M, T>(m, mstride, moff, 0, len, bias, rows, row);
+}
+
+/// [`output_run`] for tiles `q0..len`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_run_from<const A: usize, const M: usize, T: Transforms<A, M>>(
+    m: &[f32],
+    mstride: usize,
+    moff: usize,
+    mut q0: usize,
+    len: usize,
+    bias: f32,
+    rows: &mut [f32],
+    row: usize,
+) {
     while q0 < len {
         let n = (len - q0).min(LANES);
         let mut x = [[[0f32; LANES]; A]; A];
@@ -639,6 +654,89 @@ fn output_run<const A: usize, const M: usize, T: Transforms<A, M>>(
         }
         q0 += LANES;
     }
+}
+
+/// F(4x4) output transform of one run ([`output_run`]) with AVX-512: each full block of 16
+/// tiles is read straight from the products, and each output row's four vectors (column j of
+/// the 16 tiles) are interleaved into 64 consecutive values with in-register shuffles. Same
+/// operations in the same order as [`F4x4::at`], so the results are bit-identical to the
+/// portable version.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`crate::ops::simd::has_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_run_f4_avx512(
+    m: &[f32],
+    mstride: usize,
+    moff: usize,
+    len: usize,
+    bias: f32,
+    rows: &mut [f32],
+    row: usize,
+) {
+    use std::arch::x86_64::*;
+    let full = len / LANES * LANES;
+    let (c2, c4, c8, bv) = (
+        _mm512_set1_ps(2.0),
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(8.0),
+        _mm512_set1_ps(bias),
+    );
+    // As F4x4::at.
+    let at = |x: [__m512; 6]| -> [__m512; 4] {
+        let (s12, d12) = (_mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[1], x[2]));
+        let (s34, d34) = (_mm512_add_ps(x[3], x[4]), _mm512_sub_ps(x[3], x[4]));
+        [
+            _mm512_add_ps(_mm512_add_ps(x[0], s12), s34),
+            _mm512_add_ps(d12, _mm512_mul_ps(c2, d34)),
+            _mm512_add_ps(s12, _mm512_mul_ps(c4, s34)),
+            _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(c8, d34)), x[5]),
+        ]
+    };
+    for q0 in (0..full).step_by(LANES) {
+        let mut s = [[_mm512_setzero_ps(); 6]; 4];
+        for c in 0..6 {
+            let x: [__m512; 6] = std::array::from_fn(|r| {
+                let src = &m[(r * 6 + c) * mstride + moff + q0..][..LANES];
+                _mm512_loadu_ps(src.as_ptr())
+            });
+            for (i, v) in at(x).into_iter().enumerate() {
+                s[i][c] = v;
+            }
+        }
+        for (i, si) in s.iter().enumerate() {
+            let [y0, y1, y2, y3] = at(*si).map(|y| _mm512_add_ps(y, bv));
+            // Tile l's four outputs y0[l], y1[l], y2[l], y3[l] go to 4l..4l+4.
+            let t0 = _mm512_unpacklo_ps(y0, y1);
+            let t1 = _mm512_unpackhi_ps(y0, y1);
+            let t2 = _mm512_unpacklo_ps(y2, y3);
+            let t3 = _mm512_unpackhi_ps(y2, y3);
+            let pd = _mm512_castps_pd;
+            let ps = _mm512_castpd_ps;
+            // u_k, 128-bit lane L: tile 4L + k.
+            let u0 = ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
+            let u1 = ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
+            let u2 = ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
+            let u3 = ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
+            let v0 = _mm512_shuffle_f32x4(u0, u1, 0b01_00_01_00);
+            let v1 = _mm512_shuffle_f32x4(u2, u3, 0b01_00_01_00);
+            let v2 = _mm512_shuffle_f32x4(u0, u1, 0b11_10_11_10);
+            let v3 = _mm512_shuffle_f32x4(u2, u3, 0b11_10_11_10);
+            let o = [
+                _mm512_shuffle_f32x4(v0, v1, 0b10_00_10_00),
+                _mm512_shuffle_f32x4(v0, v1, 0b11_01_11_01),
+                _mm512_shuffle_f32x4(v2, v3, 0b10_00_10_00),
+                _mm512_shuffle_f32x4(v2, v3, 0b11_01_11_01),
+            ];
+            let dst = &mut rows[i * row + 4 * q0..][..4 * LANES];
+            for (k, ok) in o.into_iter().enumerate() {
+                _mm512_storeu_ps(dst[16 * k..].as_mut_ptr(), ok);
+            }
+        }
+    }
+    output_run_from::<6, 4, F4x4>(m, mstride, moff, full, len, bias, rows, row);
 }
 
 multiversion!(fn input_run_f2(d: &[f32], drow: usize, tmp: &mut [f32], row: usize, len: usize, v: &mut [f32], vstride: usize, voff: usize) => input_run::<4, 2, F2x2>);
@@ -985,7 +1083,19 @@ fn run_chunk(job: &Job<'_>, t0: usize, t1: usize, buf: &mut Vec<f32>) {
             let moff = co * nt + r.k0;
             match job.tile {
                 Tile::F2 => output_run_f2(m, cout * nt, moff, r.len, bv, rows_out, row),
-                Tile::F4 => output_run_f4(m, cout * nt, moff, r.len, bv, rows_out, row),
+                Tile::F4 => {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512 {
+                        // SAFETY: the CPU has AVX-512 (checked above).
+                        unsafe {
+                            output_run_f4_avx512(m, cout * nt, moff, r.len, bv, rows_out, row)
+                        }
+                    } else {
+                        output_run_f4(m, cout * nt, moff, r.len, bv, rows_out, row)
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    output_run_f4(m, cout * nt, moff, r.len, bv, rows_out, row)
+                }
             }
             let ox0 = mt * r.tx0;
             let cols = (mt * r.len).min(s.ow - ox0);
@@ -1163,6 +1273,30 @@ mod tests {
                     "{n}x{cin}x{h}x{w} pad {pad}: [{i}] {a} vs {b}"
                 );
             }
+        }
+    }
+
+    /// The AVX-512 F(4x4) output transform gives the portable one's bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_output_transform_is_bit_identical() {
+        if !crate::ops::simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for len in [16usize, 37, 5] {
+            let (mstride, moff) = (len + 11, 3);
+            let m: Vec<f32> = (0..36 * mstride)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
+                .collect();
+            let row = 4 * len + 2;
+            let mut want = vec![0f32; 4 * row];
+            let mut got = want.clone();
+            output_run_f4(&m, mstride, moff, len, 0.25, &mut want, row);
+            // SAFETY: AVX-512 checked above.
+            unsafe { output_run_f4_avx512(&m, mstride, moff, len, 0.25, &mut got, row) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "len {len}");
         }
     }
 
