@@ -1256,8 +1256,10 @@ mod tests {
     /// bit, on every path: GEMM (1x1 and im2col), Winograd, depthwise and empty input.
     #[test]
     fn residual_is_added_before_the_activation_on_every_path() {
-        let cases: [(usize, usize, usize, usize, Conv2dParams); 5] = [
+        let cases: [(usize, usize, usize, usize, Conv2dParams); 7] = [
             (8, 12, 1, 6, Conv2dParams::default()),
+            (8, 16, 1, 6, Conv2dParams::default()),
+            (8, 16, 3, 7, Conv2dParams::default().stride(2).padding(1)),
             (8, 12, 3, 6, Conv2dParams::default().stride(2).padding(1)),
             (16, 16, 3, 9, Conv2dParams::default().padding(1)),
             (8, 8, 3, 6, Conv2dParams::default().padding(1).groups(8)),

@@ -124,22 +124,13 @@ impl Tile {
 }
 
 /// The transformed weights, made on first use for each tile size: `U_e = (G g Gᵀ)_e` for
-/// every (output, input) channel pair, α² matrices `[C_out, C_in]`, each row-major or, for
-/// the AVX-512 product ([`gemm_packed_avx512`]), packed in blocks of [`MR`] output channels
-/// (`[C_out / MR][C_in][MR]`).
+/// every (output, input) channel pair, stored as α² row-major `[C_out, C_in]` matrices.
 #[derive(Clone, Debug)]
 pub(crate) struct WinogradWeights {
     cout: usize,
     cin: usize,
-    f2: OnceLock<Transformed>,
-    f4: OnceLock<Transformed>,
-}
-
-#[derive(Clone, Debug)]
-struct Transformed {
-    u: Vec<f32>,
-    /// Packed for [`gemm_packed_avx512`] (else row-major for the `gemm` crate).
-    packed: bool,
+    f2: OnceLock<Vec<f32>>,
+    f4: OnceLock<Vec<f32>>,
 }
 
 impl WinogradWeights {
@@ -154,22 +145,12 @@ impl WinogradWeights {
 
     /// `U` for `tile`, from the `[C_out, C_in, 3, 3]` row-major `weight` (the same weight on
     /// every call).
-    fn transformed(&self, tile: Tile, weight: &[f32]) -> &Transformed {
+    fn transformed(&self, tile: Tile, weight: &[f32]) -> &[f32] {
         let cell = match tile {
             Tile::F2 => &self.f2,
             Tile::F4 => &self.f4,
         };
-        cell.get_or_init(|| {
-            let u = transform_weights(tile, weight, self.cout, self.cin);
-            if packed_product(self.cout) {
-                Transformed {
-                    u: pack(&u, tile.alpha() * tile.alpha(), self.cout, self.cin),
-                    packed: true,
-                }
-            } else {
-                Transformed { u, packed: false }
-            }
-        })
+        cell.get_or_init(|| transform_weights(tile, weight, self.cout, self.cin))
     }
 }
 
@@ -198,98 +179,6 @@ fn transform_weights(tile: Tile, weight: &[f32], cout: usize, cin: usize) -> Vec
         }
     }
     u
-}
-
-/// Output channels per block of the AVX-512 product.
-const MR: usize = 8;
-
-/// Whether the products run on [`gemm_packed_avx512`]: an AVX-512 CPU and whole blocks of
-/// output channels (`KERNELS_WINOGRAD_GEMM=crate` keeps the `gemm` crate, for comparisons).
-fn packed_product(cout: usize) -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var("KERNELS_WINOGRAD_GEMM").as_deref() == Ok("crate"));
-    #[cfg(target_arch = "x86_64")]
-    {
-        !off && cout.is_multiple_of(MR) && crate::ops::simd::has_avx512()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (off, cout);
-        false
-    }
-}
-
-/// `[E][C_out][C_in]` row-major into `[E][C_out / MR][C_in][MR]`.
-fn pack(u: &[f32], e: usize, cout: usize, cin: usize) -> Vec<f32> {
-    let mut out = vec![0f32; u.len()];
-    for ei in 0..e {
-        let (src, dst) = (
-            &u[ei * cout * cin..][..cout * cin],
-            &mut out[ei * cout * cin..][..cout * cin],
-        );
-        for co in 0..cout {
-            let (cb, r) = (co / MR, co % MR);
-            for ci in 0..cin {
-                dst[(cb * cin + ci) * MR + r] = src[co * cin + ci];
-            }
-        }
-    }
-    out
-}
-
-/// `M = U V` for one product: `U` packed (`[C_out / MR][C_in][MR]`), `V` `[C_in, nt]` and `M`
-/// `[C_out, nt]` row-major. Blocks of 8 output channels by 32 tiles in 16 AVX-512
-/// accumulators; `V` is read in place and `U` was packed once with the weights, so nothing
-/// is copied per call (the `gemm` crate packs both operands on every call, which cost about
-/// a quarter of these small products' time).
-///
-/// # Safety
-/// The CPU must support AVX-512F; `u` must hold `cout·cin`, `v` `cin·nt` and `m` `cout·nt`
-/// values; `cout` must be a multiple of [`MR`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn gemm_packed_avx512(
-    u: *const f32,
-    v: *const f32,
-    m: *mut f32,
-    cout: usize,
-    cin: usize,
-    nt: usize,
-) {
-    use std::arch::x86_64::*;
-    for cb in 0..cout / MR {
-        let ub = u.add(cb * cin * MR);
-        let mut k0 = 0;
-        while k0 < nt {
-            let rem = nt - k0;
-            let mask = |n: usize| -> __mmask16 {
-                if n >= 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << n) - 1) as __mmask16
-                }
-            };
-            let (m0, m1) = (mask(rem), mask(rem.saturating_sub(16)));
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            for ci in 0..cin {
-                let vp = v.add(ci * nt + k0);
-                let v0 = _mm512_maskz_loadu_ps(m0, vp);
-                let v1 = _mm512_maskz_loadu_ps(m1, vp.add(16));
-                let up = ub.add(ci * MR);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let b = _mm512_set1_ps(*up.add(r));
-                    a[0] = _mm512_fmadd_ps(b, v0, a[0]);
-                    a[1] = _mm512_fmadd_ps(b, v1, a[1]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let mp = m.add((cb * MR + r) * nt + k0);
-                _mm512_mask_storeu_ps(mp, m0, a[0]);
-                _mm512_mask_storeu_ps(mp.add(16), m1, a[1]);
-            }
-            k0 += 32;
-        }
-    }
 }
 
 /// Whether a convolution can (and should) take the Winograd path.
@@ -764,7 +653,7 @@ pub(crate) struct Shape {
 /// Everything a chunk needs.
 struct Job<'a> {
     tile: Tile,
-    u: &'a Transformed,
+    u: &'a [f32],
     cin: usize,
     cout: usize,
     bias: Option<&'a [f32]>,
@@ -1036,23 +925,6 @@ fn run_chunk(job: &Job<'_>, t0: usize, t1: usize, buf: &mut Vec<f32>) {
     }
     // M_e = U_e V_e.
     for e in 0..a2 {
-        #[cfg(target_arch = "x86_64")]
-        if job.u.packed {
-            // SAFETY: packed only on AVX-512 CPUs with whole blocks (`packed_product`);
-            // U_e, V_e and M_e are `cout·cin`, `cin·nt` and `cout·nt` values inside their
-            // buffers.
-            unsafe {
-                gemm_packed_avx512(
-                    job.u.u[e * cout * cin..].as_ptr(),
-                    v[e * cin * nt..].as_ptr(),
-                    m[e * cout * nt..].as_mut_ptr(),
-                    cout,
-                    cin,
-                    nt,
-                )
-            };
-            continue;
-        }
         // SAFETY: U_e is `cout x cin` row-major inside `u`; V_e is `cin x nt` row-major
         // inside `v`; M_e is `cout x nt` row-major inside `m`; all within their buffers.
         unsafe {
@@ -1060,7 +932,7 @@ fn run_chunk(job: &Job<'_>, t0: usize, t1: usize, buf: &mut Vec<f32>) {
                 cout,
                 nt,
                 cin,
-                job.u.u[e * cout * cin..].as_ptr(),
+                job.u[e * cout * cin..].as_ptr(),
                 cin,
                 1,
                 v[e * cin * nt..].as_ptr(),
