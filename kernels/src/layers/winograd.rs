@@ -598,27 +598,7 @@ unsafe fn output_run_f4_avx512(
         for (i, si) in s.iter().enumerate() {
             let [y0, y1, y2, y3] = at(*si).map(|y| _mm512_add_ps(y, bv));
             // Tile l's four outputs y0[l], y1[l], y2[l], y3[l] go to 4l..4l+4.
-            let t0 = _mm512_unpacklo_ps(y0, y1);
-            let t1 = _mm512_unpackhi_ps(y0, y1);
-            let t2 = _mm512_unpacklo_ps(y2, y3);
-            let t3 = _mm512_unpackhi_ps(y2, y3);
-            let pd = _mm512_castps_pd;
-            let ps = _mm512_castpd_ps;
-            // u_k, 128-bit lane L: tile 4L + k.
-            let u0 = ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
-            let u1 = ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
-            let u2 = ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
-            let u3 = ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
-            let v0 = _mm512_shuffle_f32x4(u0, u1, 0b01_00_01_00);
-            let v1 = _mm512_shuffle_f32x4(u2, u3, 0b01_00_01_00);
-            let v2 = _mm512_shuffle_f32x4(u0, u1, 0b11_10_11_10);
-            let v3 = _mm512_shuffle_f32x4(u2, u3, 0b11_10_11_10);
-            let o = [
-                _mm512_shuffle_f32x4(v0, v1, 0b10_00_10_00),
-                _mm512_shuffle_f32x4(v0, v1, 0b11_01_11_01),
-                _mm512_shuffle_f32x4(v2, v3, 0b10_00_10_00),
-                _mm512_shuffle_f32x4(v2, v3, 0b11_01_11_01),
-            ];
+            let o = crate::ops::simd::interleave4_avx512([y0, y1, y2, y3]);
             let dst = &mut rows[i * row + 4 * q0..][..4 * LANES];
             for (k, ok) in o.into_iter().enumerate() {
                 _mm512_storeu_ps(dst[16 * k..].as_mut_ptr(), ok);

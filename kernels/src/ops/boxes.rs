@@ -6,6 +6,8 @@
 //! coordinate has NaN IoU with everything, stays NaN when clipped, is removed by
 //! `remove_small_boxes` (NaN `>=` anything is false) and decodes to NaN.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array2, Array3, ArrayView2};
 use rayon::prelude::*;
 
@@ -186,13 +188,16 @@ impl BoxCoder {
             ));
         }
         let k = k4 / 4;
-        let mut out = Array3::<f32>::zeros((n, k, 4));
-        if out.is_empty() {
-            return Ok(out);
+        if n * k == 0 {
+            return Ok(Array3::<f32>::zeros((n, k, 4)));
         }
         let rel = rel_codes.as_standard_layout();
         let rel = rel.as_slice().unwrap_or(&[]);
-        let dst = out.as_slice_mut().unwrap_or(&mut []);
+        // Every element is written below: no zeroing pass first.
+        let mut out = Array3::<f32>::uninit((n, k, 4));
+        let dst = out
+            .as_slice_mut()
+            .ok_or_else(|| OpError::shape("BoxCoder::decode", "output not contiguous"))?;
         // Rows in parallel (in chunks, the work per row is small).
         dst.par_chunks_mut(4 * k * 64)
             .zip(rel.par_chunks(4 * k * 64))
@@ -204,7 +209,9 @@ impl BoxCoder {
                     decode_row(self.weights, self.bbox_xform_clip, rrow, *b, orow);
                 }
             });
-        Ok(out)
+        // SAFETY: the chunks cover `dst` exactly (`rel` has 4·k values per box, as `dst`)
+        // and `decode_row` writes every element of its row.
+        Ok(unsafe { out.assume_init() })
     }
 
     /// Decodes one set of deltas per box (`rel_codes[i]` against `boxes[i]`).
@@ -232,7 +239,13 @@ impl BoxCoder {
 /// box, with a vectorised `exp` (within 2 ulp of `f32::exp`, as torch's own vectorised `exp`
 /// is within 1).
 #[inline(always)]
-fn decode_row_impl(weights: [f32; 4], clip: f32, rel: &[f32], b: [f32; 4], out: &mut [f32]) {
+fn decode_row_impl(
+    weights: [f32; 4],
+    clip: f32,
+    rel: &[f32],
+    b: [f32; 4],
+    out: &mut [MaybeUninit<f32>],
+) {
     let [wx, wy, ww, wh] = weights;
     let widths = b[2] - b[0];
     let heights = b[3] - b[1];
@@ -247,18 +260,201 @@ fn decode_row_impl(weights: [f32; 4], clip: f32, rel: &[f32], b: [f32; 4], out: 
         let pred_ctr_y = dy * heights + ctr_y;
         let c_to_c_w = 0.5 * (super::exp_fast(dw) * widths);
         let c_to_c_h = 0.5 * (super::exp_fast(dh) * heights);
-        o[0] = pred_ctr_x - c_to_c_w;
-        o[1] = pred_ctr_y - c_to_c_h;
-        o[2] = pred_ctr_x + c_to_c_w;
-        o[3] = pred_ctr_y + c_to_c_h;
+        o[0].write(pred_ctr_x - c_to_c_w);
+        o[1].write(pred_ctr_y - c_to_c_h);
+        o[2].write(pred_ctr_x + c_to_c_w);
+        o[3].write(pred_ctr_y + c_to_c_h);
     }
 }
 
-super::simd::multiversion!(fn decode_row(weights: [f32; 4], clip: f32, rel: &[f32], b: [f32; 4], out: &mut [f32]) => decode_row_impl);
+super::simd::multiversion!(fn decode_row_portable(weights: [f32; 4], clip: f32, rel: &[f32], b: [f32; 4], out: &mut [MaybeUninit<f32>]) => decode_row_impl);
+
+/// [`decode_row_impl`], with AVX-512 for blocks of 16 delta sets where the CPU has it.
+fn decode_row(
+    weights: [f32; 4],
+    clip: f32,
+    rel: &[f32],
+    b: [f32; 4],
+    out: &mut [MaybeUninit<f32>],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: the CPU has AVX-512 (checked).
+        let done = unsafe { decode_row_avx512(weights, clip, rel, b, out) };
+        decode_row_portable(weights, clip, &rel[done..], b, &mut out[done..]);
+        return;
+    }
+    decode_row_portable(weights, clip, rel, b, out);
+}
+
+/// Decodes the delta sets of `rel` (16 at a time, the last block with masked loads and
+/// stores) into `out` and returns how many values it did (all whole sets): the AoS deltas are split into dx, dy, dw, dh
+/// vectors with two-source permutes, decoded with the same operations in the same order as
+/// [`decode_row_impl`] and [`super::exp_fast`] (so bit for bit the same results), and
+/// interleaved back with shuffles. LLVM's own vectorisation of the AoS loop extracted and
+/// reinserted lanes one by one.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `out` must be at least as long as `rel`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn decode_row_avx512(
+    weights: [f32; 4],
+    clip: f32,
+    rel: &[f32],
+    b: [f32; 4],
+    out: &mut [MaybeUninit<f32>],
+) -> usize {
+    use std::arch::x86_64::*;
+    let set = |v: f32| _mm512_set1_ps(v);
+    let [wx, wy, ww, wh] = weights.map(set);
+    let widths = b[2] - b[0];
+    let heights = b[3] - b[1];
+    let ctr_x = set(b[0] + 0.5 * widths);
+    let ctr_y = set(b[1] + 0.5 * heights);
+    let (widths, heights, clip, half) = (set(widths), set(heights), set(clip), set(0.5));
+    // As super::exp_fast; `max(lo, x)` and `min(hi, x)` return x when it is NaN.
+    let exp = |x: __m512| -> __m512 {
+        let xc = _mm512_min_ps(set(88.72), _mm512_max_ps(set(-87.3), x));
+        let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(xc, set(std::f32::consts::LOG2_E)));
+        let r = _mm512_sub_ps(
+            _mm512_sub_ps(xc, _mm512_mul_ps(n, set(0.693_359_4))),
+            _mm512_mul_ps(n, set(-2.121_944_4e-4)),
+        );
+        let z = _mm512_mul_ps(r, r);
+        let mut p = set(1.987_569e-4);
+        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_5e-2, 1.666_666_5e-1] {
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), set(c));
+        }
+        let p = _mm512_add_ps(_mm512_mul_ps(p, r), set(0.5));
+        let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), set(1.0));
+        let ni = _mm512_cvtps_epi32(n);
+        let pos = _mm512_cmpgt_epi32_mask(ni, _mm512_setzero_si512());
+        let e = _mm512_mask_sub_epi32(ni, pos, ni, _mm512_set1_epi32(1));
+        let extra = _mm512_mask_blend_ps(pos, set(1.0), set(2.0));
+        let bits = _mm512_min_epi32(
+            _mm512_max_epi32(
+                _mm512_add_epi32(e, _mm512_set1_epi32(127)),
+                _mm512_set1_epi32(1),
+            ),
+            _mm512_set1_epi32(254),
+        );
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
+        let v = _mm512_mul_ps(_mm512_mul_ps(y, scale), extra);
+        let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(88.72));
+        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(-87.3));
+        let v = _mm512_mask_blend_ps(over, v, set(f32::INFINITY));
+        _mm512_mask_blend_ps(under, v, _mm512_setzero_ps())
+    };
+    // Lane l of component c is value 4l + c of the block: lanes 0-7 from the first 32
+    // values, lanes 8-15 from the next 32 (one index vector serves both halves).
+    let idx = |c: i32| {
+        _mm512_setr_epi32(
+            c,
+            c + 4,
+            c + 8,
+            c + 12,
+            c + 16,
+            c + 20,
+            c + 24,
+            c + 28,
+            c,
+            c + 4,
+            c + 8,
+            c + 12,
+            c + 16,
+            c + 20,
+            c + 24,
+            c + 28,
+        )
+    };
+    let idxs = [idx(0), idx(1), idx(2), idx(3)];
+    // Whole blocks of 16 sets, then the last 1-15 sets with masked loads and stores.
+    let len = rel.len() / 4 * 4;
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(64);
+        // Value masks of the four vectors of this block.
+        let masks: [__mmask16; 4] = std::array::from_fn(|k| {
+            let m = n.saturating_sub(16 * k).min(16);
+            ((1u32 << m) - 1) as __mmask16
+        });
+        let p = rel.as_ptr().add(at);
+        let a: [__m512; 4] =
+            std::array::from_fn(|k| _mm512_maskz_loadu_ps(masks[k], p.add(16 * k)));
+        let [r0, r1, r2, r3] = idxs.map(|ix| {
+            _mm512_mask_blend_ps(
+                0xFF00,
+                _mm512_permutex2var_ps(a[0], ix, a[1]),
+                _mm512_permutex2var_ps(a[2], ix, a[3]),
+            )
+        });
+        let dx = _mm512_div_ps(r0, wx);
+        let dy = _mm512_div_ps(r1, wy);
+        let dw = _mm512_min_ps(clip, _mm512_div_ps(r2, ww));
+        let dh = _mm512_min_ps(clip, _mm512_div_ps(r3, wh));
+        let pcx = _mm512_add_ps(_mm512_mul_ps(dx, widths), ctr_x);
+        let pcy = _mm512_add_ps(_mm512_mul_ps(dy, heights), ctr_y);
+        let cw = _mm512_mul_ps(half, _mm512_mul_ps(exp(dw), widths));
+        let ch = _mm512_mul_ps(half, _mm512_mul_ps(exp(dh), heights));
+        let o = [
+            _mm512_sub_ps(pcx, cw),
+            _mm512_sub_ps(pcy, ch),
+            _mm512_add_ps(pcx, cw),
+            _mm512_add_ps(pcy, ch),
+        ];
+        let d = out.as_mut_ptr().add(at).cast::<f32>();
+        for (k, v) in super::simd::interleave4_avx512(o).into_iter().enumerate() {
+            _mm512_mask_storeu_ps(d.add(16 * k), masks[k], v);
+        }
+        at += n;
+    }
+    len
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX-512 decoding gives the portable decoding's bits, NaN, clipping and the
+    /// exp's overflow and underflow included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_decode_is_bit_identical() {
+        if !super::super::simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut seed = 3u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut rel: Vec<f32> = (0..4 * 37).map(|_| rnd() * 8.0).collect();
+        rel[5] = f32::NAN;
+        rel[10] = 900.0;
+        rel[14] = -900.0;
+        rel[22] = f32::INFINITY;
+        rel[27] = f32::NEG_INFINITY;
+        for (weights, clip) in [([10.0, 10.0, 5.0, 5.0], 4.135), ([1.0; 4], 1000.0)] {
+            let b = [3.5, -2.0, 40.25, 17.0];
+            let mut want = vec![MaybeUninit::new(0f32); rel.len()];
+            let mut got = want.clone();
+            decode_row_portable(weights, clip, &rel, b, &mut want);
+            // SAFETY: AVX-512 checked above.
+            let done = unsafe { decode_row_avx512(weights, clip, &rel, b, &mut got) };
+            assert_eq!(done, rel.len());
+            // SAFETY: initialised above.
+            let bits = |v: &[MaybeUninit<f32>]| {
+                v.iter()
+                    .map(|x| unsafe { x.assume_init() }.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&got), bits(&want));
+        }
+    }
 
     #[test]
     fn iou_by_hand() {

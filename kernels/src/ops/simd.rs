@@ -116,3 +116,39 @@ pub(crate) unsafe fn transpose8x8_blocks(
 pub(crate) fn has_avx() -> bool {
     std::arch::is_x86_feature_detected!("avx")
 }
+
+/// Interleaves four vectors of 16 into 64 consecutive values: value `4l + j` is lane `l` of
+/// `y[j]` (16 groups of four, e.g. boxes or output tiles).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn interleave4_avx512(
+    y: [std::arch::x86_64::__m512; 4],
+) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    let [y0, y1, y2, y3] = y;
+    let t0 = _mm512_unpacklo_ps(y0, y1);
+    let t1 = _mm512_unpackhi_ps(y0, y1);
+    let t2 = _mm512_unpacklo_ps(y2, y3);
+    let t3 = _mm512_unpackhi_ps(y2, y3);
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    // u_k, 128-bit lane L: group 4L + k.
+    let u0 = ps(_mm512_unpacklo_pd(pd(t0), pd(t2)));
+    let u1 = ps(_mm512_unpackhi_pd(pd(t0), pd(t2)));
+    let u2 = ps(_mm512_unpacklo_pd(pd(t1), pd(t3)));
+    let u3 = ps(_mm512_unpackhi_pd(pd(t1), pd(t3)));
+    let v0 = _mm512_shuffle_f32x4(u0, u1, 0b01_00_01_00);
+    let v1 = _mm512_shuffle_f32x4(u2, u3, 0b01_00_01_00);
+    let v2 = _mm512_shuffle_f32x4(u0, u1, 0b11_10_11_10);
+    let v3 = _mm512_shuffle_f32x4(u2, u3, 0b11_10_11_10);
+    [
+        _mm512_shuffle_f32x4(v0, v1, 0b10_00_10_00),
+        _mm512_shuffle_f32x4(v0, v1, 0b11_01_11_01),
+        _mm512_shuffle_f32x4(v2, v3, 0b10_00_10_00),
+        _mm512_shuffle_f32x4(v2, v3, 0b11_01_11_01),
+    ]
+}
