@@ -313,39 +313,7 @@ unsafe fn decode_row_avx512(
     let ctr_x = set(b[0] + 0.5 * widths);
     let ctr_y = set(b[1] + 0.5 * heights);
     let (widths, heights, clip, half) = (set(widths), set(heights), set(clip), set(0.5));
-    // As super::exp_fast; `max(lo, x)` and `min(hi, x)` return x when it is NaN.
-    let exp = |x: __m512| -> __m512 {
-        let xc = _mm512_min_ps(set(88.72), _mm512_max_ps(set(-87.3), x));
-        let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(xc, set(std::f32::consts::LOG2_E)));
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(xc, _mm512_mul_ps(n, set(0.693_359_4))),
-            _mm512_mul_ps(n, set(-2.121_944_4e-4)),
-        );
-        let z = _mm512_mul_ps(r, r);
-        let mut p = set(1.987_569e-4);
-        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_5e-2, 1.666_666_5e-1] {
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), set(c));
-        }
-        let p = _mm512_add_ps(_mm512_mul_ps(p, r), set(0.5));
-        let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), set(1.0));
-        let ni = _mm512_cvtps_epi32(n);
-        let pos = _mm512_cmpgt_epi32_mask(ni, _mm512_setzero_si512());
-        let e = _mm512_mask_sub_epi32(ni, pos, ni, _mm512_set1_epi32(1));
-        let extra = _mm512_mask_blend_ps(pos, set(1.0), set(2.0));
-        let bits = _mm512_min_epi32(
-            _mm512_max_epi32(
-                _mm512_add_epi32(e, _mm512_set1_epi32(127)),
-                _mm512_set1_epi32(1),
-            ),
-            _mm512_set1_epi32(254),
-        );
-        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
-        let v = _mm512_mul_ps(_mm512_mul_ps(y, scale), extra);
-        let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(88.72));
-        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(-87.3));
-        let v = _mm512_mask_blend_ps(over, v, set(f32::INFINITY));
-        _mm512_mask_blend_ps(under, v, _mm512_setzero_ps())
-    };
+    let exp = |x: __m512| super::simd::exp_avx512(x);
     // Lane l of component c is value 4l + c of the block: lanes 0-7 from the first 32
     // values, lanes 8-15 from the next 32 (one index vector serves both halves).
     let idx = |c: i32| {

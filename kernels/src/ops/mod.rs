@@ -397,6 +397,39 @@ mod tests {
         }
     }
 
+    /// The AVX-512 exp gives `exp_fast`'s bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_avx512_is_bit_identical() {
+        if !simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..4000).map(|i| -100.0 + i as f32 * 0.0517).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            88.72,
+            -87.3,
+        ]);
+        xs.resize(xs.len().div_ceil(16) * 16, 1.0);
+        for chunk in xs.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512 checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = simd::exp_avx512(_mm512_loadu_ps(chunk.as_ptr()));
+                _mm512_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (&x, g) in chunk.iter().zip(got) {
+                assert_eq!(g.to_bits(), exp_fast(x).to_bits(), "exp({x})");
+            }
+        }
+    }
+
     #[test]
     fn above_zero_indices_match_a_filter() {
         let mut values: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();

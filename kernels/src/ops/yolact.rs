@@ -493,6 +493,36 @@ mod tests {
         assert!(assemble_masks(proto.view(), coeffs.view(), &boxes[..1], true).is_err());
     }
 
+    /// A wider map, and a NaN prototype, which must stay NaN outside the boxes as in torch.
+    #[test]
+    fn assembly_in_boxes_matches_reference() {
+        let mut proto = Array::from_shape_fn((20, 37, 8), |(y, x, k)| {
+            ((y * 7 + x * 3 + k * 5) % 17) as f32 / 8.0 - 1.0
+        });
+        let coeffs =
+            Array::from_shape_fn((4, 8), |(i, k)| (i as f32 - 1.5) * 0.2 + k as f32 * 0.05);
+        let boxes = [
+            [0.05, 0.1, 0.95, 0.8],
+            [0.3, 0.0, 0.7, 1.0],
+            [0.0, 0.5, 0.2, 0.6],
+            [1.2, 1.2, 1.5, 1.5],
+        ];
+        for nan in [false, true] {
+            if nan {
+                proto[[2, 2, 0]] = f32::NAN;
+            }
+            let a = assemble_masks_reference(proto.view(), coeffs.view(), &boxes, true).unwrap();
+            let b = assemble_masks(proto.view(), coeffs.view(), &boxes, true).unwrap();
+            for (u, v) in a.iter().zip(b.iter()) {
+                assert!(
+                    (u.is_nan() && v.is_nan()) || (u - v).abs() <= 1e-6 * u.abs().max(1.0),
+                    "{u} vs {v}"
+                );
+            }
+            assert_eq!(b.iter().any(|v| v.is_nan()), nan);
+        }
+    }
+
     #[test]
     fn fast_nms_by_hand() {
         let boxes = [
