@@ -16,8 +16,10 @@
 //! 3 more bits of the mantissa: relative errors of a few 1e-6 of the output's scale instead of
 //! a few 1e-7. Both are checked here against an f64 direct convolution and, through the
 //! layers, against torch and the Mask R-CNN reference. The tile size is chosen per call from
-//! the output size (F(4x4) unless its padding waste costs more than it saves);
-//! `KERNELS_WINOGRAD=2` keeps F(2x2) everywhere and `KERNELS_WINOGRAD=0` turns Winograd off.
+//! the output size (F(4x4) unless its padding waste costs more than it saves, or the map is
+//! too narrow or small for its transforms to pay; a batch of narrow maps, such as the mask
+//! head's RoIs, is convolved side by side as one wide map); `KERNELS_WINOGRAD=2` keeps F(2x2)
+//! everywhere and `KERNELS_WINOGRAD=0` turns Winograd off.
 //!
 //! Work is split into chunks of tiles (over the whole batch, so that the mask head's hundred
 //! 14x14 maps form large GEMMs): for F(2x2) each chunk's transformed input and products stay
@@ -26,7 +28,8 @@
 //! parallel, each GEMM on one thread. The transforms work on runs of tiles along a tile row,
 //! in blocks of 16 tiles held in local arrays so that LLVM vectorises them across tiles
 //! (compiled for AVX-512 and AVX2 where the CPU has them); F(4x4)'s input transform gathers
-//! each block's tile columns with AVX-512 permutes where the CPU has them.
+//! each block's tile columns with AVX-512 permutes, and its output transform interleaves the
+//! tiles' outputs with shuffles, where the CPU has AVX-512.
 
 use std::sync::OnceLock;
 
