@@ -386,29 +386,6 @@ unsafe fn input_run_f4_avx512(
     let width = 4 * len + 2;
     input_rows::<6, 4, F4x4>(d, drow, tmp, row, width);
     let full = len / LANES * LANES;
-    // Lane l of x_k is column 4l + k of the block: lanes 0-7 from the first 32 columns,
-    // lanes 8-15 from the next 32; one index vector serves both halves.
-    let idx = |k: i32| {
-        _mm512_setr_epi32(
-            k,
-            k + 4,
-            k + 8,
-            k + 12,
-            k + 16,
-            k + 20,
-            k + 24,
-            k + 28,
-            k,
-            k + 4,
-            k + 8,
-            k + 12,
-            k + 16,
-            k + 20,
-            k + 24,
-            k + 28,
-        )
-    };
-    let idxs = [idx(0), idx(1), idx(2), idx(3)];
     let (c4, c5, c2) = (
         _mm512_set1_ps(4.0),
         _mm512_set1_ps(5.0),
@@ -419,16 +396,10 @@ unsafe fn input_run_f4_avx512(
         for q0 in (0..full).step_by(LANES) {
             // Columns 4·q0 .. 4·q0 + 66 are within the run's `width`.
             let cols = &t[4 * q0..4 * q0 + 4 * LANES + 2];
-            let p = cols.as_ptr();
-            let a0 = _mm512_loadu_ps(p);
-            let a1 = _mm512_loadu_ps(p.add(16));
-            let a2 = _mm512_loadu_ps(p.add(32));
-            let a3 = _mm512_loadu_ps(p.add(48));
-            let x: [__m512; 4] = std::array::from_fn(|k| {
-                let lo = _mm512_permutex2var_ps(a0, idxs[k], a1);
-                let hi = _mm512_permutex2var_ps(a2, idxs[k], a3);
-                _mm512_mask_blend_ps(0xFF00, lo, hi)
-            });
+            // Lane l of x_k is column 4l + k of the block.
+            let x = crate::ops::simd::deinterleave4_avx512(
+                [0, 16, 32, 48].map(|o| _mm512_loadu_ps(cols[o..].as_ptr())),
+            );
             // x_4 and x_5 are x_0 and x_1 one tile on, the last lane from columns 64 and 65.
             let e64 = _mm512_castps_si512(_mm512_set1_ps(cols[64]));
             let e65 = _mm512_castps_si512(_mm512_set1_ps(cols[65]));

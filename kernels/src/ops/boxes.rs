@@ -314,29 +314,6 @@ unsafe fn decode_row_avx512(
     let ctr_y = set(b[1] + 0.5 * heights);
     let (widths, heights, clip, half) = (set(widths), set(heights), set(clip), set(0.5));
     let exp = |x: __m512| super::simd::exp_avx512(x);
-    // Lane l of component c is value 4l + c of the block: lanes 0-7 from the first 32
-    // values, lanes 8-15 from the next 32 (one index vector serves both halves).
-    let idx = |c: i32| {
-        _mm512_setr_epi32(
-            c,
-            c + 4,
-            c + 8,
-            c + 12,
-            c + 16,
-            c + 20,
-            c + 24,
-            c + 28,
-            c,
-            c + 4,
-            c + 8,
-            c + 12,
-            c + 16,
-            c + 20,
-            c + 24,
-            c + 28,
-        )
-    };
-    let idxs = [idx(0), idx(1), idx(2), idx(3)];
     // Whole blocks of 16 sets, then the last 1-15 sets with masked loads and stores.
     let len = rel.len() / 4 * 4;
     let mut at = 0;
@@ -350,13 +327,8 @@ unsafe fn decode_row_avx512(
         let p = rel.as_ptr().add(at);
         let a: [__m512; 4] =
             std::array::from_fn(|k| _mm512_maskz_loadu_ps(masks[k], p.add(16 * k)));
-        let [r0, r1, r2, r3] = idxs.map(|ix| {
-            _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_permutex2var_ps(a[0], ix, a[1]),
-                _mm512_permutex2var_ps(a[2], ix, a[3]),
-            )
-        });
+        // Lane l of component c is value 4l + c of the block.
+        let [r0, r1, r2, r3] = super::simd::deinterleave4_avx512(a);
         let dx = _mm512_div_ps(r0, wx);
         let dy = _mm512_div_ps(r1, wy);
         let dw = _mm512_min_ps(clip, _mm512_div_ps(r2, ww));

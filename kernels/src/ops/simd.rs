@@ -117,6 +117,49 @@ pub(crate) fn has_avx() -> bool {
     std::arch::is_x86_feature_detected!("avx")
 }
 
+/// Splits 64 consecutive values (four vectors) into their four interleaved components:
+/// lane `l` of result `j` is value `4l + j` (16 groups of four, e.g. boxes or tile columns);
+/// the inverse of [`interleave4_avx512`]. Two two-source permutes and a blend per component.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn deinterleave4_avx512(
+    a: [std::arch::x86_64::__m512; 4],
+) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    std::array::from_fn(|j| {
+        let j = j as i32;
+        // Lanes 0-7 from the first 32 values, lanes 8-15 from the next 32: one index vector
+        // serves both halves.
+        let idx = _mm512_setr_epi32(
+            j,
+            j + 4,
+            j + 8,
+            j + 12,
+            j + 16,
+            j + 20,
+            j + 24,
+            j + 28,
+            j,
+            j + 4,
+            j + 8,
+            j + 12,
+            j + 16,
+            j + 20,
+            j + 24,
+            j + 28,
+        );
+        _mm512_mask_blend_ps(
+            0xFF00,
+            _mm512_permutex2var_ps(a[0], idx, a[1]),
+            _mm512_permutex2var_ps(a[2], idx, a[3]),
+        )
+    })
+}
+
 /// Interleaves four vectors of 16 into 64 consecutive values: value `4l + j` is lane `l` of
 /// `y[j]` (16 groups of four, e.g. boxes or output tiles).
 ///
