@@ -728,9 +728,9 @@ impl Conv2d {
         if parallel_items {
             items
                 .par_iter()
-                .for_each(|item| with_scratch(|col| run(item, col, false)));
+                .for_each(|item| super::with_scratch(&SCRATCH, |col| run(item, col, false)));
         } else {
-            with_scratch(|col| {
+            super::with_scratch(&SCRATCH, |col| {
                 for item in &items {
                     run(item, col, true);
                 }
@@ -766,16 +766,7 @@ fn conv_plan() -> Plan {
 thread_local! {
     /// Per-thread im2col buffer, reused across calls (grows to at most about
     /// `COL_BUDGET_BYTES`, or one output row of columns when a row alone is larger).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch buffer (or a fresh one if it is already in use, which
-/// happens when rayon runs a nested convolution on a thread that is waiting inside another).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => f(&mut v),
-        Err(_) => f(&mut Vec::new()),
-    })
+    static SCRATCH: super::Scratch = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Output positions `[lo, hi)` along one axis whose input index `o·s + off` is in `[0, len)`.
@@ -1091,9 +1082,11 @@ impl ConvTranspose2d {
             if threads > 1 && items.len() >= threads {
                 items
                     .par_iter()
-                    .for_each(|it| with_scratch(|col| run(it, col, false)));
+                    .for_each(|it| super::with_scratch(&SCRATCH, |col| run(it, col, false)));
             } else {
-                with_scratch(|col| items.iter().for_each(|it| run(it, col, true)));
+                super::with_scratch(&SCRATCH, |col| {
+                    items.iter().for_each(|it| run(it, col, true))
+                });
             }
         }
         if self.bias.is_some() || self.activation != Activation::Identity {

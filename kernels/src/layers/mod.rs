@@ -82,6 +82,22 @@ pub(crate) fn checked_numel(op: &'static str, dims: &[usize]) -> Result<usize> {
         })
 }
 
+/// A per-thread scratch buffer, reused across calls.
+pub(crate) type Scratch = std::cell::RefCell<Vec<f32>>;
+
+/// Runs `f` with this thread's buffer in `key` (or a fresh one if it is already in use, which
+/// happens when rayon runs a nested call on a thread that is waiting inside another). Each
+/// layer keeps its own key, so that work stolen from another layer does not find it taken.
+pub(crate) fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<Scratch>,
+    f: impl FnOnce(&mut Vec<f32>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// A zero-filled `f32` buffer. Large buffers are filled by writes on all rayon threads:
 /// fresh pages from `calloc`'s `mmap` would otherwise be mapped to the shared zero page on
 /// the first read and copied on the first write, a second page fault with a TLB shoot-down

@@ -758,7 +758,7 @@ fn forward_tile(
     (0..chunks).into_par_iter().for_each(|c| {
         let t0 = c * chunk;
         let t1 = (t0 + chunk).min(tiles);
-        with_scratch(|buf| run_chunk(&job, t0, t1, buf));
+        super::with_scratch(&SCRATCH, |buf| run_chunk(&job, t0, t1, buf));
     });
 }
 
@@ -948,15 +948,10 @@ fn run_chunk(job: &Job<'_>, t0: usize, t1: usize, buf: &mut Vec<f32>) {
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer of a chunk's transformed input and products.
+    static SCRATCH: super::Scratch = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => f(&mut v),
-        Err(_) => f(&mut Vec::new()),
-    })
-}
 #[cfg(test)]
 mod tests {
     use super::*;
