@@ -994,15 +994,19 @@ mod tests {
         out
     }
 
-    #[test]
-    fn matches_a_direct_convolution_on_odd_sizes_and_paddings() {
-        let mut seed = 1u64;
-        let mut rnd = || {
+    /// Uniform values in [-1, 1) from a seeded LCG.
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
-        };
+        }
+    }
+
+    #[test]
+    fn matches_a_direct_convolution_on_odd_sizes_and_paddings() {
+        let mut rnd = uniform(1);
         for &(n, cin, cout, h, w, pad) in &[
             (1, 16, 16, 5, 7, 1),
             (3, 17, 20, 6, 6, 1),
@@ -1056,13 +1060,7 @@ mod tests {
             eprintln!("skipped: KERNELS_WINOGRAD is set");
             return;
         }
-        let mut seed = 7u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut rnd = uniform(7);
         for &(n, cin, cout, h, w, pad) in &[
             (9, 16, 24, 14, 14, 1),
             (90, 16, 16, 6, 6, 0),
