@@ -15,8 +15,8 @@
 use ndarray::{Array4, ArrayView4, Axis};
 
 use super::roi_align::{
-    check_params, roi_align_levels, roi_align_reference, roi_geometry, RoiAlignParams,
-    RoiAlignWorkspace,
+    check_params, roi_align_levels, roi_align_reference, roi_geometry, tiles_are_cheaper, Job,
+    LevelData, RoiAlignParams, RoiAlignWorkspace,
 };
 use super::OpError;
 
@@ -236,25 +236,39 @@ impl MultiScaleRoIAlign {
     ) -> Result<Array4<f32>, OpError> {
         let dims: Vec<_> = features.iter().map(|f| f.dim()).collect();
         let (rois, scales, mapper) = self.prepare(&dims, boxes, image_shapes)?;
-        // Convert only levels that some RoI uses.
         let levels = self.levels(&rois, &mapper, features.len());
+        let jobs = self.jobs(&dims, &rois, &levels, &scales)?;
+        // Per level: per-RoI tiles where the RoIs cover little of it, else one channels-last
+        // copy (only of levels that some RoI uses).
+        let (ph, pw) = self.output_size;
+        let tiled: Vec<bool> = dims
+            .iter()
+            .enumerate()
+            .map(|(l, &d)| {
+                let on_level = jobs.iter().flatten().filter(|(jl, _)| *jl == l);
+                tiles_are_cheaper(d, on_level.map(|(_, g)| g), ph, pw)
+            })
+            .collect();
+        let standard: Vec<_> = features.iter().map(|f| f.as_standard_layout()).collect();
         for (l, f) in features.iter().enumerate() {
-            if levels.contains(&Some(l)) {
+            if levels.contains(&Some(l)) && !tiled[l] {
                 ws.fill(l, f.view());
             }
         }
-        let views: Vec<ArrayView4<f32>> = dims
+        let data: Vec<LevelData> = dims
             .iter()
             .enumerate()
             .map(|(l, &(n, c, h, w))| {
-                if levels.contains(&Some(l)) {
-                    ws.view(l, (n, h, w, c))
+                if tiled[l] {
+                    LevelData::Tiled(standard[l].view())
+                } else if levels.contains(&Some(l)) {
+                    LevelData::Nhwc(ws.view(l, (n, h, w, c)))
                 } else {
-                    ws.view(usize::MAX, (n, 0, 0, c))
+                    LevelData::Nhwc(ws.view(usize::MAX, (n, 0, 0, c)))
                 }
             })
             .collect();
-        self.run(&views, &rois, &levels, &scales)
+        Ok(roi_align_levels(&data, &jobs, ph, pw))
     }
 
     /// [`forward`](Self::forward) on levels that are already channels-last (`[N, H, W, C]`).
@@ -277,23 +291,26 @@ impl MultiScaleRoIAlign {
             .iter()
             .map(|f| f.as_standard_layout())
             .collect();
-        let views: Vec<ArrayView4<f32>> = owned.iter().map(|a| a.view()).collect();
-        self.run(&views, &rois, &levels, &scales)
+        let jobs = self.jobs(&dims, &rois, &levels, &scales)?;
+        let data: Vec<LevelData> = owned.iter().map(|a| LevelData::Nhwc(a.view())).collect();
+        let (ph, pw) = self.output_size;
+        Ok(roi_align_levels(&data, &jobs, ph, pw))
     }
 
-    fn run(
+    /// The level and geometry of each RoI (`None`: pooled by no level).
+    fn jobs(
         &self,
-        nhwc: &[ArrayView4<f32>],
+        dims: &[Dims],
         rois: &[[f32; 5]],
         levels: &[Option<usize>],
         scales: &[f64],
-    ) -> Result<Array4<f32>, OpError> {
+    ) -> Result<Vec<Job>, OpError> {
         check_params(&self.params(1.0))?;
         let mut jobs = Vec::with_capacity(rois.len());
         for (k, (r, lvl)) in rois.iter().zip(levels).enumerate() {
             match lvl {
                 Some(l) => {
-                    let (n, h, w, _) = nhwc[*l].dim();
+                    let (n, _, h, w) = dims[*l];
                     if h == 0 || w == 0 {
                         return Err(OpError::shape(
                             OP,
@@ -306,12 +323,7 @@ impl MultiScaleRoIAlign {
                 None => jobs.push(None),
             }
         }
-        Ok(roi_align_levels(
-            nhwc,
-            &jobs,
-            self.output_size.0,
-            self.output_size.1,
-        ))
+        Ok(jobs)
     }
 
     /// The same result computed as torchvision does: one [`roi_align_reference`] call per

@@ -485,6 +485,17 @@ fn roi_align_prepared(
     p: &RoiAlignParams,
 ) -> Result<Array4<f32>, OpError> {
     let (n, _, _, _) = input.dim();
+    if tiles_are_cheaper(input.dim(), geoms.iter(), p.pooled_height, p.pooled_width) {
+        let input = input.as_standard_layout();
+        let jobs: Vec<Job> = geoms.iter().map(|g| Some((0, *g))).collect();
+        let level = LevelData::Tiled(input.view());
+        return Ok(roi_align_levels(
+            &[level],
+            &jobs,
+            p.pooled_height,
+            p.pooled_width,
+        ));
+    }
     // Convert only the images that RoIs refer to (all of them, usually).
     let mut used = vec![false; n];
     for g in geoms {
@@ -550,31 +561,94 @@ pub fn roi_align_nhwc(
 
 fn roi_align_geoms(nhwc: ArrayView4<f32>, geoms: &[RoiGeom], p: &RoiAlignParams) -> Array4<f32> {
     let jobs: Vec<Job> = geoms.iter().map(|g| Some((0, *g))).collect();
-    roi_align_levels(&[nhwc], &jobs, p.pooled_height, p.pooled_width)
+    roi_align_levels(
+        &[LevelData::Nhwc(nhwc)],
+        &jobs,
+        p.pooled_height,
+        p.pooled_width,
+    )
+}
+
+/// Where RoIAlign reads a level's pixels from.
+pub(crate) enum LevelData<'a> {
+    /// The whole level converted to channels-last, `[N, H, W, C]` (standard layout).
+    Nhwc(ArrayView4<'a, f32>),
+    /// The level as given, `[N, C, H, W]` (standard layout): each RoI copies the rectangle
+    /// its samples read into a channels-last tile of its own. Cheaper than converting the
+    /// whole level when the RoIs cover a small part of it (a few boxes on a large map, as
+    /// the mask head's small boxes on P2), and the tile stays in cache while it is sampled.
+    Tiled(ArrayView4<'a, f32>),
+}
+
+impl LevelData<'_> {
+    /// `(h, w, c)` of the level.
+    fn hwc(&self) -> (usize, usize, usize) {
+        match self {
+            LevelData::Nhwc(v) => (v.dim().1, v.dim().2, v.dim().3),
+            LevelData::Tiled(v) => (v.dim().2, v.dim().3, v.dim().1),
+        }
+    }
+}
+
+/// Whether per-RoI tiles copy fewer pixels than converting a level of `dims` (`[N, C, H,
+/// W]`) whole: the RoIs' sampled rectangles, added up, against half the level (a converted
+/// level is shared by overlapping RoIs and is read in longer runs). An estimate: it only
+/// chooses the layout, and both give the same values.
+pub(crate) fn tiles_are_cheaper<'a>(
+    dims: (usize, usize, usize, usize),
+    geoms: impl Iterator<Item = &'a RoiGeom>,
+    ph: usize,
+    pw: usize,
+) -> bool {
+    let (n, _, h, w) = dims;
+    let level = (n * h * w) as f64;
+    let side = |bin: f32, pooled: usize, size: usize| -> f64 {
+        // The samples span at most `pooled` bins; their taps one cell more on each side.
+        let span = f64::from(bin) * pooled as f64 + 3.0;
+        if span.is_finite() {
+            span.clamp(1.0, size as f64)
+        } else {
+            0.0
+        }
+    };
+    let mut cells = 0.0;
+    for g in geoms {
+        if g.has_samples() {
+            cells += side(g.bin_h, ph, h) * side(g.bin_w, pw, w);
+        }
+        if 2.0 * cells >= level {
+            return false;
+        }
+    }
+    true
 }
 
 /// One RoI's level and geometry; `None`: no level, zeros.
 pub(crate) type Job = Option<(usize, RoiGeom)>;
 
-/// RoIAlign of RoI `k` on channels-last level `jobs[k].0` (standard layout, all levels with
-/// the same channel count); `None` gives zeros. Output `[K, C, ph, pw]`.
+/// RoIAlign of RoI `k` on level `jobs[k].0` (all levels with the same channel count);
+/// `None` gives zeros. Output `[K, C, ph, pw]`.
 pub(crate) fn roi_align_levels(
-    levels: &[ArrayView4<f32>],
+    levels: &[LevelData],
     jobs: &[Job],
     ph: usize,
     pw: usize,
 ) -> Array4<f32> {
-    let c = levels.first().map(|l| l.dim().3).unwrap_or(0);
+    let c = levels.first().map(|l| l.hwc().2).unwrap_or(0);
     let per_roi = c * ph * pw;
     let mut out = Array4::<f32>::zeros((jobs.len(), c, ph, pw));
     if out.is_empty() {
         return out;
     }
-    let srcs: Vec<(&[f32], usize, usize)> = levels
+    // (pixels, h, w, tiled)
+    let srcs: Vec<(&[f32], usize, usize, bool)> = levels
         .iter()
         .map(|l| {
-            let (_, h, w, _) = l.dim();
-            (l.as_slice().unwrap_or(&[]), h, w)
+            let (h, w, _) = l.hwc();
+            match l {
+                LevelData::Nhwc(v) => (v.as_slice().unwrap_or(&[]), h, w, false),
+                LevelData::Tiled(v) => (v.as_slice().unwrap_or(&[]), h, w, true),
+            }
         })
         .collect();
     let dst = out.as_slice_mut().unwrap_or(&mut []);
@@ -595,11 +669,36 @@ pub(crate) fn roi_align_levels(
     work.into_par_iter().with_max_len(8).for_each_init(
         || RoiScratch::new(c),
         |scratch, (o, job)| {
-            if let Some((level, g)) = job {
-                let (src, h, w) = srcs[*level];
-                let image = &src[g.batch * h * w * c..(g.batch + 1) * h * w * c];
-                roi_one(image, h, w, c, ph, pw, g, scratch, o);
+            let Some((level, g)) = job else {
+                return;
+            };
+            let (src, h, w, tiled) = srcs[*level];
+            let image = &src[g.batch * h * w * c..(g.batch + 1) * h * w * c];
+            if !g.has_samples() {
+                o.fill(0.0);
+                return;
             }
+            axis_samples(&mut scratch.ys, g.start_h, g.bin_h, g.grid_h, ph, h);
+            axis_samples(&mut scratch.xs, g.start_w, g.bin_w, g.grid_w, pw, w);
+            if !tiled {
+                roi_one(image, w, c, ph, pw, g, 0, scratch, o);
+                return;
+            }
+            // Copy the sampled rectangle into the scratch tile (plus pixel (0, 0) after it,
+            // which out-of-range samples read with weight 0, as torchvision does) and
+            // sample the tile.
+            let (y0, th) = shift_to_span(&mut scratch.ys);
+            let (x0, tw) = shift_to_span(&mut scratch.xs);
+            let mut tile = std::mem::take(&mut scratch.tile);
+            let oob = th * tw * c;
+            tile.clear();
+            tile.resize(oob + c, 0.0);
+            nchw_rect_to_nhwc(image, h, w, c, (y0, th), (x0, tw), &mut tile[..oob]);
+            for (ch, v) in tile[oob..].iter_mut().enumerate() {
+                *v = image[ch * h * w];
+            }
+            roi_one(&tile, tw, c, ph, pw, g, oob, scratch, o);
+            scratch.tile = tile;
         },
     );
     out
@@ -642,6 +741,8 @@ struct RoiScratch {
     ys: Vec<AxisSample>,
     xs: Vec<AxisSample>,
     taps: Vec<Tap>,
+    /// Channels-last copy of the RoI's rectangle ([`LevelData::Tiled`]).
+    tile: Vec<f32>,
 }
 
 impl RoiScratch {
@@ -651,6 +752,7 @@ impl RoiScratch {
             ys: Vec::new(),
             xs: Vec::new(),
             taps: Vec::new(),
+            tile: Vec::new(),
         }
     }
 }
@@ -685,27 +787,83 @@ fn axis_samples(
     }
 }
 
+/// Shifts the in-range samples' taps to start at 0; returns the first tapped index and the
+/// number of indices tapped (at least 1).
+fn shift_to_span(samples: &mut [AxisSample]) -> (usize, usize) {
+    let ok = || samples.iter().filter(|a| a.ok);
+    let lo = ok().map(|a| a.low).min().unwrap_or(0);
+    let hi = ok().map(|a| a.high).max().unwrap_or(0);
+    for a in samples.iter_mut().filter(|a| a.ok) {
+        a.low -= lo;
+        a.high -= lo;
+    }
+    (lo, hi - lo + 1)
+}
+
+/// Copies rows `y0..y0 + th`, columns `x0..x0 + tw` of the `[C, H, W]` image into `dst`,
+/// channels-last (`[th, tw, C]`).
+fn nchw_rect_to_nhwc(
+    image: &[f32],
+    h: usize,
+    w: usize,
+    c: usize,
+    (y0, th): (usize, usize),
+    (x0, tw): (usize, usize),
+    dst: &mut [f32],
+) {
+    #[allow(unused_mut)]
+    let mut blocks = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx() && c % 8 == 0 {
+        blocks = tw / 8;
+    }
+    for ty in 0..th {
+        let row = &mut dst[ty * tw * c..(ty + 1) * tw * c];
+        let src_row = (y0 + ty) * w + x0;
+        #[cfg(target_arch = "x86_64")]
+        if blocks > 0 {
+            for c0 in (0..c).step_by(8) {
+                let s = &image[c0 * h * w + src_row..];
+                // SAFETY: AVX is present; the blocks read channels `c0..c0 + 8 <= c` (stride
+                // `h·w`), columns `x0..x0 + 8·blocks <= x0 + tw <= w` of row `y0 + ty < h`,
+                // and write pixels `0..8·blocks <= tw`, channels `c0..c0 + 8` of `row`.
+                unsafe {
+                    super::simd::transpose8x8_blocks(
+                        s.as_ptr(),
+                        h * w,
+                        row.as_mut_ptr().add(c0),
+                        c,
+                        blocks,
+                    );
+                }
+            }
+        }
+        for x in blocks * 8..tw {
+            for (ch, v) in row[x * c..(x + 1) * c].iter_mut().enumerate() {
+                *v = image[ch * h * w + src_row + x];
+            }
+        }
+    }
+}
+
+/// RoIAlign of one RoI whose axis samples are in the scratch (`s.ys`, `s.xs`), on a
+/// channels-last `image` of rows `w` pixels wide; out-of-range samples read the pixel at
+/// offset `oob` (with weight 0).
 #[allow(clippy::too_many_arguments)]
 fn roi_one(
     image: &[f32],
-    h: usize,
     w: usize,
     c: usize,
     ph_n: usize,
     pw_n: usize,
     g: &RoiGeom,
+    oob: usize,
     s: &mut RoiScratch,
     out: &mut [f32],
 ) {
-    if !g.has_samples() {
-        out.fill(0.0);
-        return;
-    }
     let (gh, gw) = (g.grid_h as usize, g.grid_w as usize);
-    axis_samples(&mut s.ys, g.start_h, g.bin_h, g.grid_h, ph_n, h);
-    axis_samples(&mut s.xs, g.start_w, g.bin_w, g.grid_w, pw_n, w);
     if gh * gw * ph_n * pw_n > MAX_TAPS_LISTED {
-        roi_one_streaming(image, w, c, ph_n, pw_n, g, s, out);
+        roi_one_streaming(image, w, c, ph_n, pw_n, g, oob, s, out);
         return;
     }
     // All taps of the RoI in torchvision's order (bin by bin, samples row-major).
@@ -728,7 +886,10 @@ fn roi_one(
                             wt: [ya.h * xa.h, ya.h * xa.l, ya.l * xa.h, ya.l * xa.l],
                         }
                     } else {
-                        Tap::default()
+                        Tap {
+                            pos: [oob; 4],
+                            wt: [0.0; 4],
+                        }
                     });
                 }
             }
@@ -753,6 +914,7 @@ fn roi_one_streaming(
     ph_n: usize,
     pw_n: usize,
     g: &RoiGeom,
+    oob: usize,
     s: &mut RoiScratch,
     out: &mut [f32],
 ) {
@@ -769,22 +931,22 @@ fn roi_one_streaming(
                     let (p, wt) = if ya.ok && xa.ok {
                         (
                             [
-                                ya.low * w + xa.low,
-                                ya.low * w + xa.high,
-                                ya.high * w + xa.low,
-                                ya.high * w + xa.high,
+                                (ya.low * w + xa.low) * c,
+                                (ya.low * w + xa.high) * c,
+                                (ya.high * w + xa.low) * c,
+                                (ya.high * w + xa.high) * c,
                             ],
                             [ya.h * xa.h, ya.h * xa.l, ya.l * xa.h, ya.l * xa.l],
                         )
                     } else {
-                        ([0; 4], [0.0; 4])
+                        ([oob; 4], [0.0; 4])
                     };
                     accumulate(
                         acc,
-                        &image[p[0] * c..(p[0] + 1) * c],
-                        &image[p[1] * c..(p[1] + 1) * c],
-                        &image[p[2] * c..(p[2] + 1) * c],
-                        &image[p[3] * c..(p[3] + 1) * c],
+                        &image[p[0]..p[0] + c],
+                        &image[p[1]..p[1] + c],
+                        &image[p[2]..p[2] + c],
+                        &image[p[3]..p[3] + c],
                         wt,
                     );
                 }
@@ -1015,6 +1177,45 @@ mod tests {
         let p = RoiAlignParams::new(7, 0.25);
         let out = roi_align(x.view(), &rois[7..8], &p).unwrap();
         assert!(out.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn tiles_equal_the_reference_bitwise() {
+        // 16 channels (the AVX block copy) and 19 (its scalar tail); a NaN and an infinity at
+        // pixel (0, 0), which out-of-range samples multiply by 0 in torchvision.
+        for c in [16, 19] {
+            let mut x = ramp(2, c, 12, 21);
+            x[[1, 3, 0, 0]] = f32::NAN;
+            x[[0, 2, 0, 0]] = f32::INFINITY;
+            let rois = edge_rois();
+            for p in all_params() {
+                let want = roi_align_reference(x.view(), &rois, &p).unwrap();
+                let geoms: Vec<RoiGeom> = rois
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| roi_geometry(k, r, 2, &p).unwrap())
+                    .collect();
+                let jobs: Vec<Job> = geoms.iter().map(|g| Some((0, *g))).collect();
+                let got = roi_align_levels(
+                    &[LevelData::Tiled(x.view())],
+                    &jobs,
+                    p.pooled_height,
+                    p.pooled_width,
+                );
+                assert_eq!(want.dim(), got.dim());
+                for (u, v) in want.iter().zip(got.iter()) {
+                    assert!(u.to_bits() == v.to_bits(), "c={c} {p:?}: {u} vs {v}");
+                }
+            }
+        }
+        // The choice: a few small RoIs on a large map are tiled, many are not.
+        let p = RoiAlignParams::new(7, 0.25);
+        let small = roi_geometry(0, &[0.0, 10.0, 10.0, 40.0, 40.0], 1, &p).unwrap();
+        let dims = (1, 256, 200, 304);
+        assert!(tiles_are_cheaper(dims, [small; 10].iter(), 7, 7));
+        assert!(!tiles_are_cheaper(dims, [small; 2000].iter(), 7, 7));
+        let nan = roi_geometry(0, &[0.0, f32::NAN, 1.0, 5.0, 5.0], 1, &p).unwrap();
+        assert!(tiles_are_cheaper(dims, [nan; 5000].iter(), 7, 7));
     }
 
     #[test]
