@@ -814,7 +814,7 @@ fn nchw_rect_to_nhwc(
     #[allow(unused_mut)]
     let mut blocks = 0;
     #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx() && c % 8 == 0 {
+    if super::simd::has_avx() && c.is_multiple_of(8) {
         blocks = tw / 8;
     }
     for ty in 0..th {
