@@ -11,11 +11,19 @@
 //! Python script (SplitMix64), so both sides see identical inputs; feature values differ
 //! (they do not affect the time). `BENCH_FILTER=substring` runs only matching cases;
 //! `BENCH_REPS=n` fixes the number of timed runs. Allocation: see `GLOBAL` below.
+//!
+//! `BENCH_DEVICE=cuda` times the GPU entry points (`kernels::cuda::ops`) on the same inputs
+//! instead, on CUDA device 0, against `bench_ops_torchvision.py --device cuda`. Each GPU row
+//! has two times: the whole call (host data in, host data out: copies, host work such as
+//! NMS's greedy pass, launches) and the device time alone (CUDA events around each kernel and
+//! cuBLAS product). torchvision's time is for inputs already on the device, synchronised
+//! after each call.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use kernels::cuda::{ops as gpu_ops, Executor, Gpu};
 use kernels::ops::boxes::{box_iou, BoxCoder};
 use kernels::ops::heatmap::extract_peaks;
 use kernels::ops::nms::{batched_nms, nms};
@@ -103,25 +111,35 @@ struct Bench {
     filter: Option<String>,
     /// `BENCH_REPS=n`: exactly n timed runs per case.
     reps: Option<usize>,
+    /// `BENCH_DEVICE=cuda`: the device whose entry points [`Bench::run_gpu`] times; the CPU
+    /// cases are skipped.
+    gpu: Option<Gpu>,
 }
 
 impl Bench {
-    /// Median of repeated runs: at least 3, at most 30, about 2 s in all.
+    fn selected(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+
+    /// Whether the timed loop goes on after `done` runs: at least 3, at most 30, about 2 s.
+    fn more(&self, done: usize, start: Instant) -> bool {
+        match self.reps {
+            Some(n) => done < n,
+            None => done < 3 || (done < 30 && start.elapsed() < Duration::from_secs(2)),
+        }
+    }
+
+    /// Median of repeated runs of a CPU case (skipped under `BENCH_DEVICE=cuda`).
     fn run<T>(&mut self, name: &str, shape: &str, mut f: impl FnMut() -> T) {
-        if let Some(flt) = &self.filter {
-            if !name.contains(flt.as_str()) {
-                return;
-            }
+        if self.gpu.is_some() || !self.selected(name) {
+            return;
         }
         black_box(f()); // warm-up
         let mut times = Vec::new();
         let start = Instant::now();
-        while match self.reps {
-            Some(n) => times.len() < n,
-            None => {
-                times.len() < 3 || (times.len() < 30 && start.elapsed() < Duration::from_secs(2))
-            }
-        } {
+        while self.more(times.len(), start) {
             let t = Instant::now();
             black_box(f());
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -129,9 +147,58 @@ impl Bench {
         if times.is_empty() {
             return;
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let median = times[times.len() / 2];
-        self.print_row(name, shape, median, times.len());
+        self.print_row(name, shape, median(&mut times), times.len());
+    }
+
+    /// Medians of the whole call and of its device time, for a GPU case (only under
+    /// `BENCH_DEVICE=cuda`). A failing call is reported and the case skipped.
+    fn run_gpu<T, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        shape: &str,
+        mut f: impl FnMut(&mut Gpu) -> Result<T, E>,
+    ) {
+        let Some(mut gpu) = self.gpu.take() else {
+            return;
+        };
+        if self.selected(name) {
+            let mut whole = Vec::new();
+            let mut device = Vec::new();
+            // The warm-up also compiles and loads the kernel's module.
+            match f(&mut gpu) {
+                Err(e) => println!("| {name:<22} | failed on the GPU: {e} |"),
+                Ok(_) => {
+                    gpu.take_device_ms();
+                    let start = Instant::now();
+                    while self.more(whole.len(), start) {
+                        let t = Instant::now();
+                        let r = black_box(f(&mut gpu));
+                        whole.push(t.elapsed().as_secs_f64() * 1e3);
+                        device.push(gpu.take_device_ms());
+                        if let Err(e) = r {
+                            println!("| {name:<22} | failed on the GPU: {e} |");
+                            whole.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            if !whole.is_empty() {
+                let (w, d) = (median(&mut whole), median(&mut device));
+                let t = self.torch.get(name).copied();
+                let cell = |v: Option<f64>, digits: usize| {
+                    v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+                };
+                println!(
+                    "| {name:<22} | {shape:<44} | {w:>10.3} | {d:>10.3} | {:>10} | {:>8}x | {:>8}x | {:>4} |",
+                    cell(t, 3),
+                    cell(t.map(|t| t / w), 2),
+                    cell(t.map(|t| t / d), 1),
+                    whole.len()
+                );
+            }
+        }
+        self.gpu = Some(gpu);
     }
 
     fn print_row(&self, name: &str, shape: &str, ours: f64, reps: usize) {
@@ -146,6 +213,11 @@ impl Bench {
             ),
         }
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 // The engine binary's allocator and setting (engine/src/main.rs): mimalloc with freed pages
@@ -172,35 +244,76 @@ fn main() {
                 .collect()
         })
         .unwrap_or_default();
+    let gpu = match std::env::var("BENCH_DEVICE").as_deref() {
+        Ok("cuda") => match Gpu::new(0) {
+            Ok(mut g) => {
+                g.set_timing(true);
+                Some(g)
+            }
+            Err(e) => {
+                eprintln!("BENCH_DEVICE=cuda: {e}");
+                std::process::exit(1);
+            }
+        },
+        Ok("cpu") | Err(_) => None,
+        Ok(other) => {
+            eprintln!("BENCH_DEVICE must be cpu or cuda, not {other:?}");
+            std::process::exit(2);
+        }
+    };
     let mut b = Bench {
         torch,
         filter: std::env::var("BENCH_FILTER").ok(),
         reps: std::env::var("BENCH_REPS")
             .ok()
             .and_then(|r| r.parse().ok()),
+        gpu,
     };
-    println!(
-        "kernels ops bench: {} rayon threads{}",
-        rayon::current_num_threads(),
-        if b.torch.is_empty() {
-            " (set TORCH_TIMES for torchvision's times)"
-        } else {
-            ""
+    let torch_note = if b.torch.is_empty() {
+        " (set TORCH_TIMES for torchvision's times)"
+    } else {
+        ""
+    };
+    let dash = |n: usize| "-".repeat(n);
+    match &b.gpu {
+        Some(g) => {
+            println!("kernels ops bench on {}{torch_note}", g.describe());
+            println!(
+                "| {:<22} | {:<44} | {:>10} | {:>10} | {:>10} | {:>9} | {:>9} | {:>4} |",
+                "op", "shape", "call ms", "device ms", "torch ms", "vs call", "vs device", "reps"
+            );
+            println!(
+                "|{}|{}|{}|{}|{}|{}|{}|{}|",
+                dash(24),
+                dash(46),
+                dash(12),
+                dash(12),
+                dash(12),
+                dash(11),
+                dash(11),
+                dash(6)
+            );
         }
-    );
-    println!(
-        "| {:<22} | {:<44} | {:>10} | {:>10} | {:>8} | {:>4} |",
-        "op", "shape", "ours ms", "torch ms", "speed-up", "reps"
-    );
-    println!(
-        "|{}|{}|{}|{}|{}|{}|",
-        "-".repeat(24),
-        "-".repeat(46),
-        "-".repeat(12),
-        "-".repeat(12),
-        "-".repeat(10),
-        "-".repeat(6)
-    );
+        None => {
+            println!(
+                "kernels ops bench: {} rayon threads{torch_note}",
+                rayon::current_num_threads()
+            );
+            println!(
+                "| {:<22} | {:<44} | {:>10} | {:>10} | {:>8} | {:>4} |",
+                "op", "shape", "ours ms", "torch ms", "speed-up", "reps"
+            );
+            println!(
+                "|{}|{}|{}|{}|{}|{}|",
+                dash(24),
+                dash(46),
+                dash(12),
+                dash(12),
+                dash(10),
+                dash(6)
+            );
+        }
+    }
 
     // ---- RoIAlign on one stride-4 map.
     let p2 = feature(256, 200, 304, 1);
@@ -221,6 +334,11 @@ fn main() {
             &format!("roi_align_{out}"),
             &format!("1000 boxes, 256x200x304 -> 256x{out}x{out}"),
             || roi_align(p2.view(), &rois, &p).expect("roi_align"),
+        );
+        b.run_gpu(
+            &format!("roi_align_{out}"),
+            &format!("1000 boxes, 256x200x304 -> 256x{out}x{out}"),
+            |g| gpu_ops::roi_align(g, p2.view(), &rois, &p),
         );
         let mut ws = RoiAlignWorkspace::new();
         b.run(
@@ -281,34 +399,62 @@ fn main() {
     let (boxes5000, scores5000) = random_boxes(5000, 11);
     let (cl1000, cls1000) = clustered_boxes(1000, 13);
     let (cl5000, cls5000) = clustered_boxes(5000, 17);
-    b.run("nms_1000", "1000 random boxes, IoU 0.7", || {
-        nms(&boxes1000, &scores1000, 0.7).expect("nms")
-    });
-    b.run("nms_5000", "5000 random boxes, IoU 0.7", || {
-        nms(&boxes5000, &scores5000, 0.7).expect("nms")
-    });
-    b.run(
-        "nms_clustered_1000",
-        "1000 clustered boxes, IoU 0.7",
-        || nms(&cl1000, &cls1000, 0.7).expect("nms"),
-    );
-    b.run(
-        "nms_clustered_5000",
-        "5000 clustered boxes, IoU 0.7",
-        || nms(&cl5000, &cls5000, 0.7).expect("nms"),
-    );
+    let nms_cases = [
+        (
+            "nms_1000",
+            "1000 random boxes, IoU 0.7",
+            &boxes1000,
+            &scores1000,
+        ),
+        (
+            "nms_5000",
+            "5000 random boxes, IoU 0.7",
+            &boxes5000,
+            &scores5000,
+        ),
+        (
+            "nms_clustered_1000",
+            "1000 clustered boxes, IoU 0.7",
+            &cl1000,
+            &cls1000,
+        ),
+        (
+            "nms_clustered_5000",
+            "5000 clustered boxes, IoU 0.7",
+            &cl5000,
+            &cls5000,
+        ),
+    ];
+    for (name, shape, boxes, scores) in nms_cases {
+        b.run(name, shape, || nms(boxes, scores, 0.7).expect("nms"));
+        b.run_gpu(name, shape, |g| gpu_ops::nms(g, boxes, scores, 0.7));
+    }
     let idx1000 = classes(1000, 19, 80);
     let idx5000 = classes(5000, 23, 80);
-    b.run(
-        "batched_nms_1000",
-        "1000 boxes, 80 classes, IoU 0.5 (trick)",
-        || batched_nms(&boxes1000, &scores1000, &idx1000, 0.5).expect("batched_nms"),
-    );
-    b.run(
-        "batched_nms_5000",
-        "5000 boxes, 80 classes, IoU 0.5 (per class)",
-        || batched_nms(&boxes5000, &scores5000, &idx5000, 0.5).expect("batched_nms"),
-    );
+    let batched_cases = [
+        (
+            "batched_nms_1000",
+            "1000 boxes, 80 classes, IoU 0.5 (trick)",
+            &boxes1000,
+            &scores1000,
+            &idx1000,
+        ),
+        (
+            "batched_nms_5000",
+            "5000 boxes, 80 classes, IoU 0.5 (per class)",
+            &boxes5000,
+            &scores5000,
+            &idx5000,
+        ),
+    ];
+    for (name, shape, boxes, scores, idxs) in batched_cases {
+        b.run(name, shape, || {
+            batched_nms(boxes, scores, idxs, 0.5).expect("batched_nms")
+        });
+        b.run_gpu(name, shape, |g| {
+            gpu_ops::batched_nms(g, boxes, scores, idxs, 0.5)
+        });
+    }
 
     // ---- Box coding, IoU, anchors.
     let mut r = Rng(29);
@@ -316,6 +462,9 @@ fn main() {
     let coder = BoxCoder::new([10.0, 10.0, 5.0, 5.0]);
     b.run("box_decode", "1000 proposals x 91 classes", || {
         coder.decode(rel.view(), &boxes1000).expect("decode")
+    });
+    b.run_gpu("box_decode", "1000 proposals x 91 classes", |g| {
+        gpu_ops::box_decode(g, &coder, rel.view(), &boxes1000)
     });
     b.run("box_iou", "1000 x 1000", || box_iou(&boxes1000, &boxes1000));
     let gen = AnchorGenerator::rcnn_fpn_default();
@@ -329,6 +478,9 @@ fn main() {
     let masks = Array3::from_shape_fn((100, 28, 28), |_| r.u() as f32);
     b.run("paste_masks_100", "100 x 28x28 -> 800x1216", || {
         paste_masks_in_image(masks.view(), &boxes1000[..100], (800, 1216), 1).expect("paste")
+    });
+    b.run_gpu("paste_masks_100", "100 x 28x28 -> 800x1216", |g| {
+        gpu_ops::paste_masks_in_image(g, masks.view(), &boxes1000[..100], (800, 1216), 1)
     });
     let mut out = Array3::<f32>::zeros((100, 800, 1216));
     b.run(
@@ -356,6 +508,11 @@ fn main() {
         "P 138x138x32, C 100x32, sigmoid + crop",
         || assemble_masks(proto.view(), coeffs.view(), &rel_boxes, true).expect("assemble"),
     );
+    b.run_gpu(
+        "yolact_assemble",
+        "P 138x138x32, C 100x32, sigmoid + crop",
+        |g| gpu_ops::assemble_masks(g, proto.view(), coeffs.view(), &rel_boxes, true),
+    );
     let mut r = Rng(41);
     let yscores = Array2::from_shape_fn((80, 1000), |_| r.u() as f32);
     let ybox: Vec<[f32; 4]> = boxes1000
@@ -376,4 +533,7 @@ fn main() {
         "80x128x128, 3x3 max-pool + top-100",
         || extract_peaks(heat.view(), 100).expect("peaks"),
     );
+    b.run_gpu("heatmap_peaks", "80x128x128, 3x3 max-pool + top-100", |g| {
+        gpu_ops::extract_peaks(g, heat.view(), 100)
+    });
 }

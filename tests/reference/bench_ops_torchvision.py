@@ -9,7 +9,13 @@ Run both in the same session (the machines are shared and noisy: compare ratios 
 together). torch runs with 2 threads (the machine's cores; --threads to change) under
 inference_mode. Boxes and scores come from the same SplitMix64 generator as the Rust bench, so
 both sides process identical boxes; feature values differ (they do not affect the time).
-Output JSON: {"torch", "torchvision", "threads", "times": {case: median ms}}.
+Output JSON: {"torch", "torchvision", "threads", "device", "times": {case: median ms}}.
+
+    python3 tests/reference/bench_ops_torchvision.py --device cuda --out /tmp/torch_cuda.json
+    TORCH_TIMES=/tmp/torch_cuda.json BENCH_DEVICE=cuda cargo bench -p kernels --bench ops
+
+times the same cases on CUDA device 0: every tensor is made on the device (inputs resident,
+as in a pipeline that stays on the GPU), and each timed call ends with a synchronisation.
 """
 
 import argparse
@@ -84,17 +90,20 @@ def classes(n, seed, num):
 
 times = {}
 ONLY = []  # substrings: time only the matching cases (--only)
+SYNC = [lambda: None]  # torch.cuda.synchronize under --device cuda
 
 
 def bench(name, f, budget=2.0, max_reps=30):
     if ONLY and not any(o in name for o in ONLY):
         return
     f()  # warm-up
+    SYNC[0]()
     ts = []
     start = time.perf_counter()
     while len(ts) < 3 or (len(ts) < max_reps and time.perf_counter() - start < budget):
         t = time.perf_counter()
         f()
+        SYNC[0]()
         ts.append((time.perf_counter() - t) * 1e3)
     times[name] = statistics.median(ts)
     print(f"{name:<22} {times[name]:10.3f} ms  ({len(ts)} reps)", flush=True)
@@ -116,8 +125,8 @@ def yolact_crop(masks, boxes, padding=1):
 
     x1, x2 = sanitize(boxes[:, 0], boxes[:, 2], w)
     y1, y2 = sanitize(boxes[:, 1], boxes[:, 3], h)
-    cols = torch.arange(w, dtype=x1.dtype).view(1, -1, 1).expand(h, w, n)
-    rows = torch.arange(h, dtype=x1.dtype).view(-1, 1, 1).expand(h, w, n)
+    cols = torch.arange(w, dtype=x1.dtype, device=masks.device).view(1, -1, 1).expand(h, w, n)
+    rows = torch.arange(h, dtype=x1.dtype, device=masks.device).view(-1, 1, 1).expand(h, w, n)
     keep = (cols >= x1.view(1, 1, -1)) * (cols < x2.view(1, 1, -1)) * (rows >= y1.view(1, 1, -1)) * (rows < y2.view(1, 1, -1))
     return masks * keep.float()
 
@@ -135,7 +144,7 @@ def yolact_fast_nms(boxes, scores, thr=0.5, top_k=200, max_dets=100):
     area = (bx[:, :, 2] - bx[:, :, 0]) * (bx[:, :, 3] - bx[:, :, 1])
     iou = (inter / (area[:, :, None] + area[:, None, :] - inter)).triu_(diagonal=1)
     keep = iou.max(dim=1)[0] <= thr
-    cls = torch.arange(c)[:, None].expand_as(keep)[keep]
+    cls = torch.arange(c, device=keep.device)[:, None].expand_as(keep)[keep]
     kept, sc = idx[keep], scores[keep]
     sc, order = sc.sort(0, descending=True)
     order = order[:max_dets]
@@ -159,7 +168,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated substrings of the cases to time")
     ap.add_argument("--merge", action="store_true", help="add to the times already in --out")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the tensors live")
     args = ap.parse_args()
+    if args.device == "cuda":
+        # Every tensor below is made on the device; calls are timed to the end of the device work.
+        torch.set_default_device("cuda")
+        SYNC[0] = torch.cuda.synchronize
     ONLY.extend(o for o in args.only.split(",") if o)
     if args.merge:
         try:
@@ -169,7 +183,8 @@ def main():
             pass
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}")
 
     with torch.inference_mode():
         p2 = torch.randn(1, 256, 200, 304)
@@ -230,7 +245,7 @@ def main():
         bench("heatmap_peaks", lambda: centernet_peaks(heat, 100))
 
     with open(args.out, "w") as f:
-        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__, "threads": args.threads, "times": times}, f, indent=1)
+        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__, "threads": args.threads, "device": args.device, "times": times}, f, indent=1)
     print(f"wrote {args.out}")
 
 

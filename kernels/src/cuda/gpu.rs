@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig,
+    PushKernelArg,
 };
 
 use super::{nvrtc, Arg, CudaError, Executor, KernelRef, Launch};
@@ -76,7 +78,14 @@ pub struct Gpu {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     blas: Option<CudaBlas>,
     name: String,
+    /// Whether kernels and products are bracketed by CUDA events ([`Gpu::set_timing`]).
+    timing: bool,
+    /// Device nanoseconds measured by those events since the last [`Gpu::take_device_ms`].
+    device_ns: AtomicU64,
 }
+
+/// A pair of CUDA events around device work, when timing is on.
+struct DeviceSpan(Option<(CudaEvent, CudaEvent)>);
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,7 +117,61 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             blas: None,
             name,
+            timing: false,
+            device_ns: AtomicU64::new(0),
         })
+    }
+
+    /// Times every kernel and cuBLAS product from now on with CUDA events (for benchmarks:
+    /// [`Gpu::take_device_ms`] then gives the device time alone, without the host work and
+    /// the copies to and from the device that each entry point also does).
+    pub fn set_timing(&mut self, on: bool) {
+        self.timing = on;
+    }
+
+    /// Device milliseconds of the kernels and products run since the last call (0 unless
+    /// [`Gpu::set_timing`] is on).
+    pub fn take_device_ms(&mut self) -> f64 {
+        self.device_ns.swap(0, Ordering::Relaxed) as f64 * 1e-6
+    }
+
+    /// Records a start event when timing is on.
+    fn span_start(&self) -> Result<DeviceSpan, CudaError> {
+        if !self.timing {
+            return Ok(DeviceSpan(None));
+        }
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .stream
+            .record_event(flags)
+            .map_err(driver_err("cuEventRecord"))?;
+        let end = self
+            .ctx
+            .new_event(flags)
+            .map_err(driver_err("cuEventCreate"))?;
+        Ok(DeviceSpan(Some((start, end))))
+    }
+
+    /// Records the end event of `span` (after the device work was queued).
+    fn span_end(&self, span: &DeviceSpan) -> Result<(), CudaError> {
+        match &span.0 {
+            Some((_, end)) => end
+                .record(&self.stream)
+                .map_err(driver_err("cuEventRecord")),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds the span's device time (waits for its end event).
+    fn span_add(&self, span: DeviceSpan) -> Result<(), CudaError> {
+        if let Some((start, end)) = span.0 {
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(driver_err("cuEventElapsedTime"))?;
+            self.device_ns
+                .fetch_add((f64::from(ms) * 1e6) as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The device's ordinal.
@@ -199,6 +262,7 @@ impl Gpu {
             };
             dev.push(d);
         }
+        let span = self.span_start()?;
         {
             let mut b = s.launch_builder(&func);
             for d in &dev {
@@ -226,6 +290,7 @@ impl Gpu {
                 detail: format!("{e:?}"),
             })?;
         }
+        self.span_end(&span)?;
         for (a, d) in args.iter_mut().zip(&dev) {
             match (a, d) {
                 (Arg::OutF32(h), Dev::BufF32(v)) if !h.is_empty() => s.memcpy_dtoh(v, &mut **h),
@@ -236,7 +301,8 @@ impl Gpu {
             }
             .map_err(driver_err(ctx))?;
         }
-        s.synchronize().map_err(driver_err(ctx))
+        s.synchronize().map_err(driver_err(ctx))?;
+        self.span_add(span)
     }
 }
 
@@ -319,6 +385,8 @@ impl Gpu {
             beta: 0.0f32,
             ldc: ni,
         };
+        self.blas()?;
+        let span = self.span_start()?;
         let blas = self.blas()?;
         // SAFETY: the device buffers hold exactly n·k, k·m and n·m values, matching the
         // dimensions and leading dimensions of `cfg`.
@@ -326,8 +394,10 @@ impl Gpu {
             context: "cublasSgemm".into(),
             detail: format!("{e:?}"),
         })?;
+        self.span_end(&span)?;
         s.memcpy_dtoh(&dc, c).map_err(driver_err(ctx))?;
-        s.synchronize().map_err(driver_err(ctx))
+        s.synchronize().map_err(driver_err(ctx))?;
+        self.span_add(span)
     }
 }
 
