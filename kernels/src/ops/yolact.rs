@@ -99,8 +99,41 @@ fn sigmoid_row_impl(row: &mut [f32], a: usize, b: usize) {
     for v in right {
         *v = if v.is_nan() { f32::NAN } else { 0.0 };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: AVX-512F is present.
+        unsafe { sigmoid_avx512(mid) };
+        return;
+    }
     for v in mid {
         *v = sigmoid_fast(*v);
+    }
+}
+
+/// [`sigmoid_fast`] of every value, 16 at a time (bit-identical: the same exp, then the
+/// same IEEE addition and division).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sigmoid_avx512(v: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let one = _mm512_set1_ps(1.0);
+    let sign = _mm512_set1_ps(-0.0);
+    let mut chunks = v.chunks_exact_mut(16);
+    for ch in &mut chunks {
+        let x = _mm512_loadu_ps(ch.as_ptr());
+        let e = super::simd::exp_avx512(_mm512_xor_ps(x, sign));
+        _mm512_storeu_ps(ch.as_mut_ptr(), _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let m: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as __mmask16;
+        let x = _mm512_maskz_loadu_ps(m, tail.as_ptr());
+        let e = super::simd::exp_avx512(_mm512_xor_ps(x, sign));
+        let y = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(tail.as_mut_ptr(), m, y);
     }
 }
 
@@ -155,9 +188,11 @@ pub fn assemble_masks_reference(
     Ok(out)
 }
 
-/// Fast mask assembly: one GEMM (`C · Pᵀ`, `[n, h·w]`) then sigmoid (a vectorised `exp`)
-/// and crop fused, masks in parallel. Equal to [`assemble_masks_reference`] up to the
-/// summation order of the GEMM and the last bits of `exp` (within 1e-6).
+/// Fast mask assembly, in bands of rows in parallel. With crop (and values whose products
+/// cannot overflow), only the pixels inside each crop are computed, with the reference's
+/// summation order; otherwise one GEMM (`C · Pᵀ`, `[n, h·w]`) computes every pixel. Then
+/// sigmoid (a vectorised `exp`) and crop. Equal to [`assemble_masks_reference`] up to the
+/// GEMM's summation order and the last bits of `exp` (within 1e-6).
 pub fn assemble_masks(
     proto: ArrayView3<f32>,
     coeffs: ArrayView2<f32>,
@@ -168,9 +203,8 @@ pub fn assemble_masks(
     let (h, w, k) = proto.dim();
     let n = coeffs.dim().0;
     let hw = h * w;
-    let mut out = Array3::<f32>::zeros((n, h, w));
-    if out.is_empty() {
-        return Ok(out);
+    if n * hw == 0 {
+        return Ok(Array3::zeros((n, h, w)));
     }
     let proto = proto.as_standard_layout();
     let coeffs = coeffs.as_standard_layout();
@@ -191,26 +225,85 @@ pub fn assemble_masks(
             }
         })
         .collect();
-    // Bands of prototype rows, in parallel: each is one GEMM `[n, k] x [k, band]` written
-    // straight into the output, then sigmoid and crop while the band is in cache.
-    let band_rows = (2048 / w.max(1)).clamp(1, h.max(1));
-    let mut out2 = out
-        .view_mut()
-        .into_shape_with_order((n, hw))
-        .map_err(|e| OpError::shape(OP, e.to_string()))?;
-    let bands: Vec<(usize, ndarray::ArrayViewMut2<f32>)> = out2
+    // A mask value outside its crop is 0 unless its dot product is NaN (sigmoid(NaN)·0). No
+    // dot product can be NaN when every product is finite and their sum cannot overflow
+    // (|p|·|c|·k far below f32::MAX): then only the pixels inside each crop are computed,
+    // each dot product summed in prototype order as the reference does. Otherwise (and
+    // without crop) every pixel of every mask is computed, by a GEMM.
+    let bounded = abs_max(p) * abs_max(c) * (k as f32) < f32::MAX / 4.0;
+    let sparse = crop && k > 0 && bounded;
+    // Bands of prototype rows, in parallel, each finished (sigmoid, crop) while in cache.
+    // Every output value is written exactly once (no zeroing pass first).
+    let band_rows = (2048 / w).clamp(1, h);
+    let mut out = ndarray::Array2::<f32>::uninit((n, hw));
+    let bands: Vec<(usize, ndarray::ArrayViewMut2<std::mem::MaybeUninit<f32>>)> = out
         .axis_chunks_iter_mut(ndarray::Axis(1), band_rows * w)
         .enumerate()
         .map(|(i, v)| (i * band_rows, v))
         .collect();
     bands.into_par_iter().for_each(|(y0, mut band)| {
         let cols = band.dim().1;
-        if k > 0 {
+        let rows = cols / w;
+        let band_proto = &p[y0 * w * k..(y0 * w + cols) * k];
+        let zero = std::mem::MaybeUninit::new(0.0f32);
+        // A band row of a mask, once every value is written, as f32 values.
+        let init = |m: &mut [std::mem::MaybeUninit<f32>]| -> &mut [f32] {
+            // SAFETY: MaybeUninit<f32> has f32's layout, and the caller wrote every value.
+            unsafe { &mut *(m as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+        };
+        if sparse {
+            // The band's prototypes coefficient-major (`[k][stride]`): 16 neighbouring pixels
+            // of one coefficient are one vector. `CROP_LANES` columns of padding let the
+            // last vector of a row read past its end.
+            let stride = cols + CROP_LANES;
+            let mut pt = vec![0f32; k * stride];
+            transpose_to(band_proto, cols, k, &mut pt, stride);
+            for (i, mut m) in band.outer_iter_mut().enumerate() {
+                let Some(m) = m.as_slice_mut() else {
+                    continue;
+                };
+                let [xa, xb, ya, yb] = limits[i];
+                // Band rows `ra..rb` hold the crop's rows `ya..yb`, columns `xa..xb`.
+                let ra = ya.clamp(y0, y0 + rows) - y0;
+                let rb = yb.clamp(y0, y0 + rows) - y0;
+                if ra >= rb || xa >= xb {
+                    m.fill(zero);
+                    continue;
+                }
+                m[..ra * w].fill(zero);
+                m[rb * w..].fill(zero);
+                for row in m[ra * w..rb * w].chunks_exact_mut(w) {
+                    row[..xa].fill(zero);
+                    row[xb..].fill(zero);
+                }
+                let m = &mut m[ra * w..rb * w];
+                // SAFETY (of the cast): MaybeUninit<f32> has f32's layout; crop_dots writes
+                // columns xa..xb of every row, which are the only values not written above.
+                let m = unsafe { &mut *(m as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                crop_dots(
+                    &pt[ra * w + xa..],
+                    stride,
+                    w,
+                    rb - ra,
+                    xb - xa,
+                    &c[i * k..(i + 1) * k],
+                    &mut m[xa..],
+                );
+                for row in m.chunks_exact_mut(w) {
+                    sigmoid_row(&mut row[xa..xb], 0, xb - xa);
+                }
+            }
+            return;
+        }
+        if k == 0 {
+            band.fill(zero); // empty dot products
+        } else {
             let (rs, cs) = (band.strides()[0], band.strides()[1]);
-            // band[n, cols] = coeffs[n, k] · proto[y0·w .., k]ᵀ
-            // SAFETY: `c` holds n·k values (row stride k), `p` from row y0·w holds cols·k
-            // values (column stride k), `band` is an exclusive n x cols view with strides
-            // (rs, cs); the output does not alias the inputs.
+            // band[n, cols] = coeffs[n, k] · proto[y0·w .., k]ᵀ, every value written (beta = 0
+            // never reads the output).
+            // SAFETY: `c` holds n·k values (row stride k), `band_proto` holds cols·k values
+            // (column stride k), `band` is an exclusive n x cols view with strides (rs, cs);
+            // the output does not alias the inputs.
             unsafe {
                 matrixmultiply::sgemm(
                     n,
@@ -220,19 +313,19 @@ pub fn assemble_masks(
                     c.as_ptr(),
                     k as isize,
                     1,
-                    p[y0 * w * k..].as_ptr(),
+                    band_proto.as_ptr(),
                     1,
                     k as isize,
                     0.0,
-                    band.as_mut_ptr(),
+                    band.as_mut_ptr() as *mut f32,
                     rs,
                     cs,
                 );
             }
         }
         for (mut m, lim) in band.outer_iter_mut().zip(&limits) {
-            if let Some(row_data) = m.as_slice_mut() {
-                for (r, row) in row_data.chunks_exact_mut(w.max(1)).enumerate() {
+            if let Some(m) = m.as_slice_mut() {
+                for (r, row) in init(m).chunks_exact_mut(w).enumerate() {
                     let y = y0 + r;
                     if y >= lim[2] && y < lim[3] {
                         sigmoid_row(row, lim[0], lim[1]);
@@ -243,8 +336,128 @@ pub fn assemble_masks(
             }
         }
     });
-    Ok(out)
+    // SAFETY: every band wrote every value of its n x cols block (above), and the bands
+    // cover all h·w columns.
+    let out = unsafe { out.assume_init() };
+    out.into_shape_with_order((n, hw))
+        .and_then(|o| o.into_shape_with_order((n, h, w)))
+        .map_err(|e| OpError::shape(OP, e.to_string()))
 }
+
+/// Pixels per vector of [`crop_dots`].
+const CROP_LANES: usize = 16;
+
+/// `dst[j·stride + x] = src[x·k + j]` for `x < cols`, `j < k`.
+fn transpose_to(src: &[f32], cols: usize, k: usize, dst: &mut [f32], stride: usize) {
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx() && k.is_multiple_of(8) && k > 0 {
+        done = cols / 8 * 8;
+        for x0 in (0..done).step_by(8) {
+            // SAFETY: AVX is present; the blocks read pixels `x0..x0 + 8 <= cols` (stride k),
+            // coefficients `0..k` of `src` (cols·k values), and write rows `0..k`, columns
+            // `x0..x0 + 8 <= stride` of `dst` (k·stride values).
+            unsafe {
+                super::simd::transpose8x8_blocks(
+                    src[x0 * k..].as_ptr(),
+                    k,
+                    dst[x0..].as_mut_ptr(),
+                    stride,
+                    k / 8,
+                );
+            }
+        }
+    }
+    for x in done..cols {
+        for j in 0..k {
+            dst[j * stride + x] = src[x * k + j];
+        }
+    }
+}
+
+/// `out[r·w + x] = Σ_j pt[j·stride + r·w + x] · coeffs[j]` for `r < rows`, `x < len`, summed
+/// in `j` order as the reference sums (no fused multiply-add): [`CROP_LANES`] pixels of up to
+/// 4 rows at a time (independent sums, so that the additions' latency overlaps). Each row
+/// of `pt` holds [`CROP_LANES`] values beyond the last one read.
+#[inline(always)]
+fn crop_dots_impl(
+    pt: &[f32],
+    stride: usize,
+    w: usize,
+    rows: usize,
+    len: usize,
+    coeffs: &[f32],
+    out: &mut [f32],
+) {
+    #[inline(always)]
+    fn block<const R: usize>(
+        pt: &[f32],
+        stride: usize,
+        w: usize,
+        r0: usize,
+        len: usize,
+        coeffs: &[f32],
+        out: &mut [f32],
+    ) {
+        const L: usize = CROP_LANES;
+        for x0 in (0..len).step_by(L) {
+            let mut acc = [[0f32; L]; R];
+            for (j, &cj) in coeffs.iter().enumerate() {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let at = j * stride + (r0 + q) * w + x0;
+                    let v: &[f32; L] = pt[at..at + L].try_into().unwrap_or(&[0.0; L]);
+                    for l in 0..L {
+                        a[l] += v[l] * cj;
+                    }
+                }
+            }
+            let n = L.min(len - x0);
+            for (q, a) in acc.iter().enumerate() {
+                out[(r0 + q) * w + x0..][..n].copy_from_slice(&a[..n]);
+            }
+        }
+    }
+    let mut r = 0;
+    while r + 4 <= rows {
+        block::<4>(pt, stride, w, r, len, coeffs, out);
+        r += 4;
+    }
+    while r < rows {
+        block::<1>(pt, stride, w, r, len, coeffs, out);
+        r += 1;
+    }
+}
+
+super::simd::multiversion!(fn crop_dots(pt: &[f32], stride: usize, w: usize, rows: usize, len: usize, coeffs: &[f32], out: &mut [f32]) => crop_dots_impl);
+
+/// The largest `|v|`, or infinity when a value is infinite or NaN (lane-wise, vectorised).
+#[inline(always)]
+fn abs_max_impl(v: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut max = [0f32; L];
+    // x · 0 is 0 for finite x and NaN for an infinity or NaN.
+    let mut bad = [0f32; L];
+    let chunks = v.chunks_exact(L);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for j in 0..L {
+            max[j] = max[j].max(ch[j].abs());
+            bad[j] += ch[j] * 0.0;
+        }
+    }
+    for (j, &x) in tail.iter().enumerate() {
+        max[j] = max[j].max(x.abs());
+        bad[j] += x * 0.0;
+    }
+    if bad.iter().any(|b| *b != 0.0) {
+        f32::INFINITY
+    } else {
+        max.iter().fold(0.0, |a, &b| a.max(b))
+    }
+}
+
+super::simd::multiversion!(fn abs_max(v: &[f32]) -> f32 => abs_max_impl);
 
 /// Parameters of FastNMS (YOLACT's defaults via [`Default`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -484,6 +697,18 @@ mod tests {
                 assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "{u} vs {v}");
             }
         }
+        // No prototypes: every dot product is 0, sigmoid 0.5 inside the crops.
+        let (p0, c0) = (
+            Array3::<f32>::zeros((9, 11, 0)),
+            ndarray::Array2::<f32>::zeros((3, 0)),
+        );
+        for crop in [false, true] {
+            let a = assemble_masks_reference(p0.view(), c0.view(), &boxes, crop).unwrap();
+            assert_eq!(
+                a,
+                assemble_masks(p0.view(), c0.view(), &boxes, crop).unwrap()
+            );
+        }
         let a = assemble_masks(proto.view(), coeffs.view(), &boxes, true).unwrap();
         // Box 0: x in [0.1*11-1, 0.6*11+1) = [0.1, 7.6) → columns 1..=7; rows [0.8, 7.3) → 1..=7.
         assert_eq!(a[[0, 0, 3]], 0.0);
@@ -491,6 +716,48 @@ mod tests {
         assert_eq!(a[[0, 8, 3]], 0.0);
         assert_eq!(a[[0, 3, 8]], 0.0);
         assert!(assemble_masks(proto.view(), coeffs.view(), &boxes[..1], true).is_err());
+    }
+
+    /// Several bands of rows (the crop-only path computes each crop's rows band by band),
+    /// vector tails, boxes off the map, values near the bound under which that path is
+    /// taken; and an infinite coefficient, whose NaN products (∞·0) must stay NaN outside
+    /// the boxes as in torch (that path is not taken then).
+    #[test]
+    fn assembly_across_bands_matches_reference() {
+        let proto = Array::from_shape_fn((70, 45, 32), |(y, x, k)| {
+            ((y * 7 + x * 3 + k * 5) % 23) as f32 / 11.0 - 1.0
+        });
+        let coeffs =
+            Array::from_shape_fn((6, 32), |(i, k)| (i as f32 - 2.5) * 0.05 + k as f32 * 0.01);
+        let boxes = [
+            [0.05, 0.1, 0.95, 0.8],
+            [0.3, 0.0, 0.7, 1.0],
+            [0.0, 0.5, 0.2, 0.52],
+            [1.2, 1.2, 1.5, 1.5],
+            [-0.5, 0.33, 0.41, 0.99],
+            [0.61, 0.0, 0.62, 0.03],
+        ];
+        for case in 0..3 {
+            let mut coeffs = coeffs.clone();
+            let mut proto = proto.clone();
+            match case {
+                1 => {
+                    proto.mapv_inplace(|v| v * 1e18);
+                    coeffs.mapv_inplace(|v| v * 1e18);
+                }
+                2 => coeffs[[1, 3]] = f32::INFINITY,
+                _ => {}
+            }
+            let a = assemble_masks_reference(proto.view(), coeffs.view(), &boxes, true).unwrap();
+            let b = assemble_masks(proto.view(), coeffs.view(), &boxes, true).unwrap();
+            for (u, v) in a.iter().zip(b.iter()) {
+                assert!(
+                    (u.is_nan() && v.is_nan()) || (u - v).abs() <= 1e-6 * u.abs().max(1.0),
+                    "case {case}: {u} vs {v}"
+                );
+            }
+            assert_eq!(b.iter().any(|v| v.is_nan()), case == 2);
+        }
     }
 
     /// A wider map, and a NaN prototype, which must stay NaN outside the boxes as in torch.
