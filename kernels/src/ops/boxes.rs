@@ -314,19 +314,9 @@ unsafe fn decode_row_avx512(
     let ctr_y = set(b[1] + 0.5 * heights);
     let (widths, heights, clip, half) = (set(widths), set(heights), set(clip), set(0.5));
     let exp = |x: __m512| super::simd::exp_avx512(x);
-    // Whole blocks of 16 sets, then the last 1-15 sets with masked loads and stores.
-    let len = rel.len() / 4 * 4;
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(64);
-        // Value masks of the four vectors of this block.
-        let masks: [__mmask16; 4] = std::array::from_fn(|k| {
-            let m = n.saturating_sub(16 * k).min(16);
-            ((1u32 << m) - 1) as __mmask16
-        });
-        let p = rel.as_ptr().add(at);
-        let a: [__m512; 4] =
-            std::array::from_fn(|k| _mm512_maskz_loadu_ps(masks[k], p.add(16 * k)));
+    // One block of 16 sets: four vectors of interleaved (dx, dy, dw, dh) in, four of
+    // interleaved (x1, y1, x2, y2) out.
+    let block = |a: [__m512; 4]| -> [__m512; 4] {
         // Lane l of component c is value 4l + c of the block.
         let [r0, r1, r2, r3] = super::simd::deinterleave4_avx512(a);
         let dx = _mm512_div_ps(r0, wx);
@@ -337,15 +327,36 @@ unsafe fn decode_row_avx512(
         let pcy = _mm512_add_ps(_mm512_mul_ps(dy, heights), ctr_y);
         let cw = _mm512_mul_ps(half, _mm512_mul_ps(exp(dw), widths));
         let ch = _mm512_mul_ps(half, _mm512_mul_ps(exp(dh), heights));
-        let o = [
+        super::simd::interleave4_avx512([
             _mm512_sub_ps(pcx, cw),
             _mm512_sub_ps(pcy, ch),
             _mm512_add_ps(pcx, cw),
             _mm512_add_ps(pcy, ch),
-        ];
-        let d = out.as_mut_ptr().add(at).cast::<f32>();
-        for (k, v) in super::simd::interleave4_avx512(o).into_iter().enumerate() {
-            _mm512_mask_storeu_ps(d.add(16 * k), masks[k], v);
+        ])
+    };
+    let len = rel.len() / 4 * 4;
+    let src = rel.as_ptr();
+    let dst = out.as_mut_ptr().cast::<f32>();
+    // Whole blocks, then the last one with masked loads and stores.
+    let mut at = 0;
+    while at + 64 <= len {
+        let a: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(src.add(at + 16 * k)));
+        for (k, v) in block(a).into_iter().enumerate() {
+            _mm512_storeu_ps(dst.add(at + 16 * k), v);
+        }
+        at += 64;
+    }
+    while at < len {
+        let n = (len - at).min(64);
+        // Value masks of the four vectors of this block.
+        let masks: [__mmask16; 4] = std::array::from_fn(|k| {
+            let m = n.saturating_sub(16 * k).min(16);
+            ((1u32 << m) - 1) as __mmask16
+        });
+        let a: [__m512; 4] =
+            std::array::from_fn(|k| _mm512_maskz_loadu_ps(masks[k], src.add(at + 16 * k)));
+        for (k, v) in block(a).into_iter().enumerate() {
+            _mm512_mask_storeu_ps(dst.add(at + 16 * k), masks[k], v);
         }
         at += n;
     }

@@ -226,36 +226,35 @@ pub(crate) fn desc_cmp(a: f32, b: f32) -> std::cmp::Ordering {
 }
 
 /// `exp(x)` for `f32`, vectorisable (Cephes `expf`: range reduction by `ln 2` and a degree-6
-/// polynomial; within 2 ulp of the correctly rounded value). Overflows to `inf` above 88.72,
-/// flushes to 0 below -87.3; NaN stays NaN.
+/// polynomial, evaluated with fused multiply-adds; within 2 ulp of the correctly rounded
+/// value). `y · 2^n` is rounded once (as AVX-512's `vscalefps` does), so results below
+/// 2^-126 are subnormal, as `exp`'s, down to 0 below about -103.3, and results above
+/// `f32::MAX` are infinite. NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // f32::clamp keeps NaN.
-    let xc = x.clamp(-87.3, 88.72);
+    // f32::clamp keeps NaN. Beyond the clamp the result is 0 or infinite anyway; inside,
+    // n·LN2_HI is exact (LN2_HI has 9 significant bits).
+    let xc = x.clamp(-104.0, 89.0);
     let n = (xc * LOG2E).round_ties_even();
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
     let z = r * r;
-    let p = ((((1.987_569e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_5e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * z + r + 1.0;
-    // 2^n by building the exponent bits; n is in [-126, 128] after the clamp, so 2^128 is
-    // applied as 2^127 · 2.
-    let ni = n as i32;
-    let (e, extra) = if ni > 0 { (ni - 1, 2.0) } else { (ni, 1.0) };
-    let scale = f32::from_bits(((e + 127).clamp(1, 254) as u32) << 23);
-    let v = y * scale * extra;
-    if x > 88.72 {
-        f32::INFINITY
-    } else if x < -87.3 {
-        0.0
-    } else {
-        v
+    let mut p = 1.987_569e-4f32;
+    for c in [
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_5e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = p.mul_add(r, c);
     }
+    let y = p.mul_add(z, r) + 1.0;
+    // y · 2^n exactly in f64 (n is in [-150, 128]), then one rounding to f32.
+    let scale = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(y) * scale) as f32
 }
 
 /// `std::max(a, b)` of C++: `(a < b) ? b : a` (keeps `a` when either is NaN).
@@ -413,7 +412,12 @@ mod tests {
             0.0,
             -0.0,
             88.72,
+            88.73,
             -87.3,
+            -103.3,
+            -104.0,
+            -150.0,
+            89.0,
         ]);
         xs.resize(xs.len().div_ceil(16) * 16, 1.0);
         for chunk in xs.chunks_exact(16) {
@@ -451,7 +455,7 @@ mod tests {
     fn exp_fast_is_within_2_ulp() {
         let mut worst = 0.0f32;
         let mut x = -87.0f32;
-        while x < 88.5 {
+        while x < 88.7 {
             let (a, b) = (exp_fast(x), x.exp());
             worst = worst.max(((a - b) / b).abs());
             x += 0.0137;
@@ -459,7 +463,18 @@ mod tests {
         assert!(worst < 2.5e-7, "{worst}");
         assert!(exp_fast(f32::NAN).is_nan());
         assert_eq!(exp_fast(100.0), f32::INFINITY);
-        assert_eq!(exp_fast(-100.0), 0.0);
+        assert_eq!(exp_fast(-105.0), 0.0);
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(f32::INFINITY), f32::INFINITY);
+        // Subnormal results, as exp's (within an ulp of them).
+        for x in [-88.0f32, -95.0, -100.0, -103.0] {
+            let (a, b) = (exp_fast(x), x.exp());
+            assert!(a > 0.0 && a < f32::MIN_POSITIVE, "exp({x}) = {a}");
+            assert!(
+                (a.to_bits() as i64 - b.to_bits() as i64).abs() <= 1,
+                "exp({x}): {a} vs {b}"
+            );
+        }
         assert_eq!(exp_fast(0.0), 1.0);
     }
 

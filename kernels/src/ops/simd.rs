@@ -197,7 +197,8 @@ pub(crate) unsafe fn interleave4_avx512(
 }
 
 /// [`super::exp_fast`] on 16 lanes, with the same operations in the same order (bit-identical
-/// results, NaN, overflow to infinity and underflow to 0 included).
+/// results, NaN, overflow to infinity and subnormal results included: `vscalefps` rounds
+/// `y · 2^n` once, as `exp_fast`'s f64 product does).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -208,34 +209,25 @@ pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_
     use std::arch::x86_64::*;
     let set = |v: f32| _mm512_set1_ps(v);
     // `max(lo, x)` and `min(hi, x)` return x when it is NaN, as f32::clamp.
-    let xc = _mm512_min_ps(set(88.72), _mm512_max_ps(set(-87.3), x));
+    let xc = _mm512_min_ps(set(89.0), _mm512_max_ps(set(-104.0), x));
     let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(xc, set(std::f32::consts::LOG2_E)));
-    let r = _mm512_sub_ps(
-        _mm512_sub_ps(xc, _mm512_mul_ps(n, set(0.693_359_4))),
-        _mm512_mul_ps(n, set(-2.121_944_4e-4)),
+    let minus_n = _mm512_sub_ps(_mm512_setzero_ps(), n);
+    let r = _mm512_fmadd_ps(
+        minus_n,
+        set(-2.121_944_4e-4),
+        _mm512_fmadd_ps(minus_n, set(0.693_359_4), xc),
     );
     let z = _mm512_mul_ps(r, r);
     let mut p = set(1.987_569e-4);
-    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_5e-2, 1.666_666_5e-1] {
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), set(c));
+    for c in [
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_5e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = _mm512_fmadd_ps(p, r, set(c));
     }
-    let p = _mm512_add_ps(_mm512_mul_ps(p, r), set(0.5));
-    let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), set(1.0));
-    let ni = _mm512_cvtps_epi32(n);
-    let pos = _mm512_cmpgt_epi32_mask(ni, _mm512_setzero_si512());
-    let e = _mm512_mask_sub_epi32(ni, pos, ni, _mm512_set1_epi32(1));
-    let extra = _mm512_mask_blend_ps(pos, set(1.0), set(2.0));
-    let bits = _mm512_min_epi32(
-        _mm512_max_epi32(
-            _mm512_add_epi32(e, _mm512_set1_epi32(127)),
-            _mm512_set1_epi32(1),
-        ),
-        _mm512_set1_epi32(254),
-    );
-    let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
-    let v = _mm512_mul_ps(_mm512_mul_ps(y, scale), extra);
-    let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(88.72));
-    let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(-87.3));
-    let v = _mm512_mask_blend_ps(over, v, set(f32::INFINITY));
-    _mm512_mask_blend_ps(under, v, _mm512_setzero_ps())
+    let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), set(1.0));
+    _mm512_scalef_ps(y, n)
 }
