@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kernels::{Device, DeviceRequest};
+use kernels::{Device, DeviceError, DeviceRequest};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use plugin_sdk::{NodeKind, ParamType, Params, PortKind, PortSpec};
@@ -130,16 +130,17 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
     }
     match build(&config, registry) {
         Ok((nodes, edges, order)) => {
-            let (device, device_reason) =
-                match DeviceRequest::parse(&config.device.value).and_then(|r| r.resolve()) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return Err(invalid(
-                            file,
-                            vec![Diagnostic::new(e.to_string(), config.device.origin.clone())],
-                        ))
-                    }
-                };
+            let (device, device_reason) = match DeviceRequest::parse(&config.device.value)
+                .and_then(|r| node_device(r, r.resolve()))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    return Err(invalid(
+                        file,
+                        vec![Diagnostic::new(e.to_string(), config.device.origin.clone())],
+                    ))
+                }
+            };
             Ok(Pipeline {
                 name: if config.name.is_empty() {
                     path.file_stem()
@@ -556,8 +557,49 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
     params
 }
 
+/// The device the nodes run on, given what the kernels crate found (`resolved`). The kernels
+/// have CUDA entry points (`kernels::cuda`, checked on a real GPU), but no node of this build
+/// calls them yet: every pipeline runs on the CPU. So `auto` gives the CPU and says that a GPU
+/// was seen, and `cuda`/`cuda:N` is refused rather than silently run on the CPU.
+fn node_device(
+    request: DeviceRequest,
+    resolved: Result<(Device, &'static str), DeviceError>,
+) -> Result<(Device, &'static str), DeviceError> {
+    match resolved? {
+        (Device::Cuda(_), _) if request == DeviceRequest::Auto => Ok((
+            Device::Cpu,
+            "auto: a CUDA device was found, but the nodes of this build have no GPU path yet, running on the CPU",
+        )),
+        (Device::Cuda(n), _) => Err(DeviceError::CudaUnavailable(
+            Device::Cuda(n),
+            "the nodes of this build have no GPU path yet (the CUDA kernels exist in the kernels crate but no node calls them)".into(),
+        )),
+        cpu => Ok(cpu),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nodes_run_on_the_cpu_whatever_cuda_is_found() {
+        let found = Ok((Device::Cuda(0), "found"));
+        let (d, why) = node_device(DeviceRequest::Auto, found.clone()).unwrap();
+        assert_eq!(d, Device::Cpu);
+        assert!(
+            why.contains("CUDA device was found") && why.contains("CPU"),
+            "{why}"
+        );
+        let err = node_device(DeviceRequest::Cuda(0), found).unwrap_err();
+        assert!(err.to_string().contains("cuda:0") && err.to_string().contains("no GPU path"));
+        let cpu = Ok((Device::Cpu, "no driver"));
+        assert_eq!(
+            node_device(DeviceRequest::Auto, cpu).unwrap(),
+            (Device::Cpu, "no driver")
+        );
+        let missing = Err(DeviceError::Unknown("x".into()));
+        assert!(node_device(DeviceRequest::Cuda(1), missing).is_err());
+    }
+
     use super::*;
 
     const PIPELINE: &str = r#"

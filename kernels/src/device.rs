@@ -25,7 +25,7 @@ pub enum DeviceRequest {
     Cuda(u32),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum DeviceError {
     #[error("unknown device \"{0}\": use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")]
     Unknown(String),
