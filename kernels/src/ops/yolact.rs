@@ -259,27 +259,21 @@ pub fn assemble_masks(
             let mut pt = vec![0f32; k * stride];
             transpose_to(band_proto, cols, k, &mut pt, stride);
             for (i, mut m) in band.outer_iter_mut().enumerate() {
+                // Zeros first (outside the crop, with a finite dot product, the value is 0),
+                // so that every value is initialised before the crop is computed into it.
+                m.fill(zero);
                 let Some(m) = m.as_slice_mut() else {
-                    continue;
+                    continue; // never: a band's rows are contiguous
                 };
+                let m = init(m);
                 let [xa, xb, ya, yb] = limits[i];
                 // Band rows `ra..rb` hold the crop's rows `ya..yb`, columns `xa..xb`.
                 let ra = ya.clamp(y0, y0 + rows) - y0;
                 let rb = yb.clamp(y0, y0 + rows) - y0;
                 if ra >= rb || xa >= xb {
-                    m.fill(zero);
                     continue;
                 }
-                m[..ra * w].fill(zero);
-                m[rb * w..].fill(zero);
-                for row in m[ra * w..rb * w].chunks_exact_mut(w) {
-                    row[..xa].fill(zero);
-                    row[xb..].fill(zero);
-                }
                 let m = &mut m[ra * w..rb * w];
-                // SAFETY (of the cast): MaybeUninit<f32> has f32's layout; crop_dots writes
-                // columns xa..xb of every row, which are the only values not written above.
-                let m = unsafe { &mut *(m as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
                 crop_dots(
                     &pt[ra * w + xa..],
                     stride,
