@@ -189,11 +189,14 @@ impl Bench {
                 let cell = |v: Option<f64>, digits: usize| {
                     v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
                 };
+                let speedup = |v: Option<f64>, digits: usize| {
+                    v.map_or("-".to_string(), |v| format!("{v:.digits$}x"))
+                };
                 println!(
-                    "| {name:<22} | {shape:<44} | {w:>10.3} | {d:>10.3} | {:>10} | {:>8}x | {:>8}x | {:>4} |",
+                    "| {name:<22} | {shape:<44} | {w:>10.3} | {d:>10.3} | {:>10} | {:>9} | {:>9} | {:>4} |",
                     cell(t, 3),
-                    cell(t.map(|t| t / w), 2),
-                    cell(t.map(|t| t / d), 1),
+                    speedup(t.map(|t| t / w), 2),
+                    speedup(t.map(|t| t / d), 1),
                     whole.len()
                 );
             }

@@ -118,6 +118,11 @@ impl Staging {
             }))
             .ok()
             .and_then(Result::ok);
+            // Zeroed once, so that the typed slices made over it (`staged`) never cover
+            // uninitialised memory.
+            if let Some(bytes) = self.0.as_mut().and_then(|b| b.as_mut_slice().ok()) {
+                bytes.par_chunks_mut(1 << 20).for_each(|c| c.fill(0));
+            }
         }
         self.0.as_mut().and_then(|b| b.as_mut_ptr().ok())
     }
