@@ -225,6 +225,26 @@ pub(crate) fn desc_cmp(a: f32, b: f32) -> std::cmp::Ordering {
     }
 }
 
+/// The constants of [`exp_fast`], shared with its AVX-512 twin (`simd::exp_avx512`), which
+/// must give the same bits.
+pub(crate) mod exp_consts {
+    /// The input clamp: below `LO` the result rounds to 0, above `HI` it overflows.
+    pub const LO: f32 = -104.0;
+    pub const HI: f32 = 89.0;
+    /// ln 2 split in two (`LN2_HI` with 9 significant bits, so that `n·LN2_HI` is exact).
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// The polynomial's coefficients, highest degree first (Horner's order).
+    pub const POLY: [f32; 6] = [
+        1.987_569e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_5e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
 /// `exp(x)` for `f32`, vectorisable (Cephes `expf`: range reduction by `ln 2` and a degree-6
 /// polynomial, evaluated with fused multiply-adds; within 2 ulp of the correctly rounded
 /// value). `y · 2^n` is rounded once (as AVX-512's `vscalefps` does), so results below
@@ -232,24 +252,16 @@ pub(crate) fn desc_cmp(a: f32, b: f32) -> std::cmp::Ordering {
 /// `f32::MAX` are infinite. NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_fast(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
+    use exp_consts::*;
     // f32::clamp keeps NaN. Beyond the clamp the result is 0 or infinite anyway; inside,
     // n·LN2_HI is exact (LN2_HI has 9 significant bits).
-    let xc = x.clamp(-104.0, 89.0);
-    let n = (xc * LOG2E).round_ties_even();
+    let xc = x.clamp(LO, HI);
+    let n = (xc * std::f32::consts::LOG2_E).round_ties_even();
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
     let z = r * r;
-    let mut p = 1.987_569e-4f32;
-    for c in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_5e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = p.mul_add(r, c);
+    let mut p = POLY[0];
+    for c in &POLY[1..] {
+        p = p.mul_add(r, *c);
     }
     let y = p.mul_add(z, r) + 1.0;
     // y · 2^n exactly in f64 (n is in [-150, 128]), then one rounding to f32.

@@ -209,24 +209,19 @@ pub(crate) unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_
     use std::arch::x86_64::*;
     let set = |v: f32| _mm512_set1_ps(v);
     // `max(lo, x)` and `min(hi, x)` return x when it is NaN, as f32::clamp.
-    let xc = _mm512_min_ps(set(89.0), _mm512_max_ps(set(-104.0), x));
+    use super::exp_consts::*;
+    let xc = _mm512_min_ps(set(HI), _mm512_max_ps(set(LO), x));
     let n = _mm512_roundscale_ps::<0x08>(_mm512_mul_ps(xc, set(std::f32::consts::LOG2_E)));
     let minus_n = _mm512_sub_ps(_mm512_setzero_ps(), n);
     let r = _mm512_fmadd_ps(
         minus_n,
-        set(-2.121_944_4e-4),
-        _mm512_fmadd_ps(minus_n, set(0.693_359_4), xc),
+        set(LN2_LO),
+        _mm512_fmadd_ps(minus_n, set(LN2_HI), xc),
     );
     let z = _mm512_mul_ps(r, r);
-    let mut p = set(1.987_569e-4);
-    for c in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_5e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, set(c));
+    let mut p = set(POLY[0]);
+    for c in &POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, set(*c));
     }
     let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), set(1.0));
     _mm512_scalef_ps(y, n)
