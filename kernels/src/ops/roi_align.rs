@@ -30,6 +30,8 @@
 //! samples (a huge or infinite RoI) is an error. A non-positive adaptive grid (a degenerate
 //! or inverted box when `aligned`) gives zeros, as in torchvision.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array4, ArrayView4, Axis};
 use rayon::prelude::*;
 
@@ -335,62 +337,74 @@ pub fn to_channels_last_into(input: ArrayView4<f32>, out: &mut Vec<f32>) {
         return;
     }
     let dst = &mut out.spare_capacity_mut()[..len];
-    #[cfg(target_arch = "x86_64")]
-    let avx = super::simd::has_avx() && c % 8 == 0;
-    // One task per (image, row): the row's C planes of W values become W pixels of C values,
-    // in 8 x 8 register transposes with AVX (whole blocks of 8 channels and 8 pixels), else
-    // (and for the last W % 8 pixels) in 16 x 16 tiles (16 contiguous reads per channel, 16
-    // contiguous writes per pixel).
+    // One task per (image, row).
     dst.par_chunks_mut(w * c).enumerate().for_each(|(row, d)| {
         let (b, y) = (row / h, row % h);
-        #[allow(unused_mut)]
-        let mut x_done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if avx {
-            let blocks = w / 8;
-            for c0 in (0..c).step_by(8) {
-                let s = &src[((b * c + c0) * h + y) * w..];
-                // SAFETY: AVX is present; the block reads rows `c0..c0 + 8` (stride `h·w`),
-                // columns `0..8·blocks <= w` of row `y` of image `b` inside `src`, and writes
-                // pixels `0..8·blocks`, channels `c0..c0 + 8 <= c` of this task's `w·c` slice.
-                unsafe {
-                    super::simd::transpose8x8_blocks(
-                        s.as_ptr(),
-                        h * w,
-                        d.as_mut_ptr().add(c0) as *mut f32,
-                        c,
-                        blocks,
-                    );
-                }
-            }
-            x_done = blocks * 8;
-        }
-        const T: usize = 16;
-        let mut tile = [[0.0f32; T]; T];
-        for c0 in (0..c).step_by(T) {
-            let cn = T.min(c - c0);
-            for x0 in (x_done..w).step_by(T) {
-                let xn = T.min(w - x0);
-                for (cc, trow) in tile.iter_mut().enumerate().take(cn) {
-                    let s = &src[((b * c + c0 + cc) * h + y) * w + x0..][..xn];
-                    match <[f32; T]>::try_from(s) {
-                        Ok(full) => *trow = full,
-                        Err(_) => trow[..xn].copy_from_slice(s),
-                    }
-                }
-                for x in 0..xn {
-                    let o = &mut d[(x0 + x) * c + c0..][..cn];
-                    for (cc, v) in o.iter_mut().enumerate() {
-                        v.write(tile[cc][x]);
-                    }
-                }
-            }
-        }
+        let image = &src[b * c * h * w..(b + 1) * c * h * w];
+        nchw_row_to_nhwc(image, (c, h, w), y, (0, w), d);
     });
     // SAFETY: the tasks above wrote all `len` elements: task `row` writes every channel of
-    // every pixel of its row (all `c0` tiles of all `x0` tiles), and the rows cover
-    // `n * h` rows of `w * c` values.
+    // every pixel of its row (`nchw_row_to_nhwc`), and the rows cover `n * h` rows of `w * c`
+    // values.
     unsafe { out.set_len(len) };
+}
+
+/// Writes columns `x0..x0 + tw` of row `y` of the `[C, H, W]` image `src` channels-last into
+/// `dst` (`tw` pixels of `C` values, every value written): the row's C planes become pixels
+/// of C values in 8 x 8 register transposes with AVX (whole blocks of 8 channels and 8
+/// pixels), else (and for the last `tw % 8` pixels) in 16 x 16 tiles (16 contiguous reads per
+/// channel, 16 contiguous writes per pixel).
+fn nchw_row_to_nhwc(
+    src: &[f32],
+    (c, h, w): (usize, usize, usize),
+    y: usize,
+    (x0, tw): (usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+) {
+    let row = y * w + x0;
+    #[allow(unused_mut)]
+    let mut x_done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx() && c.is_multiple_of(8) {
+        let blocks = tw / 8;
+        for c0 in (0..c).step_by(8) {
+            let s = &src[c0 * h * w + row..];
+            // SAFETY: AVX is present; the blocks read channels `c0..c0 + 8 <= c` (stride
+            // `h·w`), columns `x0..x0 + 8·blocks <= x0 + tw <= w` of row `y < h` inside `src`,
+            // and write pixels `0..8·blocks <= tw`, channels `c0..c0 + 8` of `dst`.
+            unsafe {
+                super::simd::transpose8x8_blocks(
+                    s.as_ptr(),
+                    h * w,
+                    dst.as_mut_ptr().add(c0) as *mut f32,
+                    c,
+                    blocks,
+                );
+            }
+        }
+        x_done = blocks * 8;
+    }
+    const T: usize = 16;
+    let mut tile = [[0.0f32; T]; T];
+    for c0 in (0..c).step_by(T) {
+        let cn = T.min(c - c0);
+        for xt in (x_done..tw).step_by(T) {
+            let xn = T.min(tw - xt);
+            for (cc, trow) in tile.iter_mut().enumerate().take(cn) {
+                let s = &src[(c0 + cc) * h * w + row + xt..][..xn];
+                match <[f32; T]>::try_from(s) {
+                    Ok(full) => *trow = full,
+                    Err(_) => trow[..xn].copy_from_slice(s),
+                }
+            }
+            for x in 0..xn {
+                let o = &mut dst[(xt + x) * c + c0..][..cn];
+                for (cc, v) in o.iter_mut().enumerate() {
+                    v.write(tile[cc][x]);
+                }
+            }
+        }
+    }
 }
 
 /// Reusable channels-last copies of feature maps for [`roi_align_with`] and
@@ -487,14 +501,7 @@ fn roi_align_prepared(
     let (n, _, _, _) = input.dim();
     if tiles_are_cheaper(input.dim(), geoms.iter(), p.pooled_height, p.pooled_width) {
         let input = input.as_standard_layout();
-        let jobs: Vec<Job> = geoms.iter().map(|g| Some((0, *g))).collect();
-        let level = LevelData::Tiled(input.view());
-        return Ok(roi_align_levels(
-            &[level],
-            &jobs,
-            p.pooled_height,
-            p.pooled_width,
-        ));
+        return Ok(roi_align_geoms(LevelData::Tiled(input.view()), geoms, p));
     }
     // Convert only the images that RoIs refer to (all of them, usually).
     let mut used = vec![false; n];
@@ -503,7 +510,7 @@ fn roi_align_prepared(
     }
     if used.iter().all(|&u| u) {
         let nhwc = ws.convert(0, input);
-        Ok(roi_align_geoms(nhwc, geoms, p))
+        Ok(roi_align_geoms(LevelData::Nhwc(nhwc), geoms, p))
     } else {
         // Remap batch indices onto the converted subset.
         let keep: Vec<usize> = (0..n).filter(|&b| used[b]).collect();
@@ -520,7 +527,7 @@ fn roi_align_prepared(
                 ..*g
             })
             .collect();
-        Ok(roi_align_geoms(nhwc, &geoms, p))
+        Ok(roi_align_geoms(LevelData::Nhwc(nhwc), &geoms, p))
     }
 }
 
@@ -556,17 +563,12 @@ pub fn roi_align_nhwc(
         .map(|(k, r)| roi_geometry(k, r, n, p))
         .collect::<Result<Vec<_>, _>>()?;
     let input = input_nhwc.as_standard_layout();
-    Ok(roi_align_geoms(input.view(), &geoms, p))
+    Ok(roi_align_geoms(LevelData::Nhwc(input.view()), &geoms, p))
 }
 
-fn roi_align_geoms(nhwc: ArrayView4<f32>, geoms: &[RoiGeom], p: &RoiAlignParams) -> Array4<f32> {
+fn roi_align_geoms(level: LevelData, geoms: &[RoiGeom], p: &RoiAlignParams) -> Array4<f32> {
     let jobs: Vec<Job> = geoms.iter().map(|g| Some((0, *g))).collect();
-    roi_align_levels(
-        &[LevelData::Nhwc(nhwc)],
-        &jobs,
-        p.pooled_height,
-        p.pooled_width,
-    )
+    roi_align_levels(&[level], &jobs, p.pooled_height, p.pooled_width)
 }
 
 /// Where RoIAlign reads a level's pixels from.
@@ -693,7 +695,7 @@ pub(crate) fn roi_align_levels(
             let oob = th * tw * c;
             tile.clear();
             tile.resize(oob + c, 0.0);
-            nchw_rect_to_nhwc(image, h, w, c, (y0, th), (x0, tw), &mut tile[..oob]);
+            nchw_rect_to_nhwc(image, (c, h, w), (y0, th), (x0, tw), &mut tile[..oob]);
             for (ch, v) in tile[oob..].iter_mut().enumerate() {
                 *v = image[ch * h * w];
             }
@@ -804,45 +806,16 @@ fn shift_to_span(samples: &mut [AxisSample]) -> (usize, usize) {
 /// channels-last (`[th, tw, C]`).
 fn nchw_rect_to_nhwc(
     image: &[f32],
-    h: usize,
-    w: usize,
-    c: usize,
+    chw: (usize, usize, usize),
     (y0, th): (usize, usize),
     (x0, tw): (usize, usize),
     dst: &mut [f32],
 ) {
-    #[allow(unused_mut)]
-    let mut blocks = 0;
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx() && c.is_multiple_of(8) {
-        blocks = tw / 8;
-    }
-    for ty in 0..th {
-        let row = &mut dst[ty * tw * c..(ty + 1) * tw * c];
-        let src_row = (y0 + ty) * w + x0;
-        #[cfg(target_arch = "x86_64")]
-        if blocks > 0 {
-            for c0 in (0..c).step_by(8) {
-                let s = &image[c0 * h * w + src_row..];
-                // SAFETY: AVX is present; the blocks read channels `c0..c0 + 8 <= c` (stride
-                // `h·w`), columns `x0..x0 + 8·blocks <= x0 + tw <= w` of row `y0 + ty < h`,
-                // and write pixels `0..8·blocks <= tw`, channels `c0..c0 + 8` of `row`.
-                unsafe {
-                    super::simd::transpose8x8_blocks(
-                        s.as_ptr(),
-                        h * w,
-                        row.as_mut_ptr().add(c0),
-                        c,
-                        blocks,
-                    );
-                }
-            }
-        }
-        for x in blocks * 8..tw {
-            for (ch, v) in row[x * c..(x + 1) * c].iter_mut().enumerate() {
-                *v = image[ch * h * w + src_row + x];
-            }
-        }
+    let c = chw.0;
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the rows only write f32 values into it.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    for (ty, row) in dst.chunks_exact_mut(tw * c).take(th).enumerate() {
+        nchw_row_to_nhwc(image, chw, y0 + ty, (x0, tw), row);
     }
 }
 
