@@ -110,7 +110,7 @@ impl Staging {
         if self.0.as_ref().is_none_or(|b| b.len() < bytes) {
             self.0 = None; // free the smaller buffer first
             let len = bytes.checked_next_power_of_two().unwrap_or(bytes);
-            // SAFETY: the memory is only read after it is written (the copies below).
+            // SAFETY: the memory is zeroed right below, before any slice is made over it.
             // Flags 0: plain pinned memory (write-combined memory is slow for the host to read
             // back outputs from).
             self.0 = catch_unwind(AssertUnwindSafe(|| unsafe {
