@@ -697,13 +697,23 @@ path = "o.jsonl"
             .collect();
         assert_eq!(scores, vec![1.0, 0.5]);
     }
-    let o = engine(&dir, &["plugins", "--library", lib.to_str().unwrap()]);
+    let o = engine(
+        &dir,
+        &[
+            "plugins",
+            "--library",
+            lib.to_str().unwrap(),
+            "--kind",
+            "score_filter",
+        ],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
         stdout(&o).contains("score_filter  [custom_head 0.1.0"),
         "{}",
         stdout(&o)
     );
+    assert!(stdout(&o).contains("ABI 1.1]"), "{}", stdout(&o));
     assert!(stdout(&o).contains("min_score"), "{}", stdout(&o));
 
     // A panic inside the plugin is contained: an error naming the node, a clean exit.
@@ -778,7 +788,7 @@ fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     assert_eq!(code(&o), 2);
     let err = stderr(&o);
     assert!(
-        err.contains("was built for plugin ABI 99.0, but this engine speaks ABI 1.0"),
+        err.contains("was built for plugin ABI 99.1, but this engine speaks ABI 1.1"),
         "{err}"
     );
     assert!(err.contains("wrong.toml:2:14"), "{err}");
@@ -811,6 +821,113 @@ fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
         stderr(&o).contains("cannot load plugin library"),
         "{}",
         stderr(&o)
+    );
+
+    // A library built against the ABI 1.0 header (kept in tests/fixtures/abi-1.0) still loads
+    // and runs; one that claims a newer minor version is refused with both versions named.
+    let abi_1_0 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/abi-1.0")
+        .canonicalize()
+        .expect("the ABI 1.0 header fixture");
+    let old = c_plugin(
+        &dir,
+        "score_scale_1_0",
+        &[&format!("-I{}", abi_1_0.display())],
+    );
+    write(&dir, "old.toml", &pipeline(&old, ""));
+    let o = engine(&dir, &["run", "--quiet", "old.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(records(&dir.join("o.jsonl")).len(), 3);
+    let o = engine(
+        &dir,
+        &[
+            "plugins",
+            "--library",
+            old.to_str().unwrap(),
+            "--kind",
+            "score_scale",
+        ],
+    );
+    assert!(stdout(&o).contains("ABI 1.0]"), "{}", stdout(&o));
+    let newer = c_plugin(&dir, "newer_abi", &["-DSCORE_SCALE_ABI_MINOR=9"]);
+    write(&dir, "newer.toml", &pipeline(&newer, ""));
+    let o = engine(&dir, &["check", "newer.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("was built for plugin ABI 1.9, but this engine speaks ABI 1.1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn plugins_are_found_on_the_search_path() {
+    let dir = scratch("plugin-path");
+    let first = dir.join("first");
+    let second = dir.join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    // The same plugin in two directories: the earlier directory wins. A file that is no
+    // plugin, on the path, is named in a warning and skipped.
+    c_plugin(&first, "score_scale", &[]);
+    c_plugin(&second, "score_scale", &[]);
+    write(&first, "libgarbage.so", "this is not a shared library");
+    let pipeline = "[plugins]\npath = [\"second\", \"missing\"]\n[nodes.src]\nplugin = \"synthetic_source\"\nframes = 2\ninstances = 2\n[nodes.scale]\nplugin = \"score_scale\"\ninputs = { instances = \"src.instances\" }\nfactor = 0.5\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"scale.instances\" }\npath = \"o.jsonl\"\n";
+    write(&dir, "p.toml", pipeline);
+    let run_with_path = |path: &str, args: &[&str]| {
+        Command::new(engine_bin())
+            .args(args)
+            .current_dir(&dir)
+            .env("ENGINE_PLUGIN_PATH", path)
+            .output()
+            .expect("run engine")
+    };
+    let o = run_with_path("first", &["run", "--quiet", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(records(&dir.join("o.jsonl")).len(), 2);
+    let err = stderr(&o);
+    assert!(err.contains("libgarbage.so"), "{err}");
+    assert!(err.contains("\"missing\" cannot be read"), "{err}");
+    let o = run_with_path("first", &["plugins", "--kind", "score_scale"]);
+    assert!(
+        stdout(&o).contains("first/libscore_scale.so"),
+        "{}",
+        stdout(&o)
+    );
+    // The workspace's families are found beside the engine binary with no set-up.
+    let o = run_with_path("", &["plugins"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let table = stdout(&o);
+    for (kind, lib) in [
+        ("resnet", "libplugin_backbones.so"),
+        ("fpn", "libplugin_backbones.so"),
+        ("rpn", "libplugin_rcnn.so"),
+        ("roi_box_head", "libplugin_rcnn.so"),
+        ("roi_mask_head", "libplugin_rcnn.so"),
+        ("graph_model", "libplugin_graph_model.so"),
+        ("movenet", "libplugin_graph_model.so"),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&format!("{kind} ")) && l.ends_with(lib)),
+            "{kind} from {lib}:\n{table}"
+        );
+    }
+    // Two different plugins offering one kind: an error naming both files.
+    let other = c_plugin(
+        &second,
+        "score_scale_other",
+        &["-DSCORE_SCALE_PLUGIN_NAME=\"another_plugin\""],
+    );
+    let o = run_with_path("first", &["check", "p.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("node kind \"score_scale\" is offered by two libraries")
+            && err.contains("first/libscore_scale.so")
+            && err.contains(other.file_name().unwrap().to_str().unwrap()),
+        "{err}"
     );
 }
 

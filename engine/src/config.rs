@@ -87,7 +87,11 @@ pub struct PipelineConfig {
     pub name: String,
     pub device: At<String>,
     pub queue: At<usize>,
+    /// `[pipeline] threads`: the thread budget of every plugin library's compute pool.
+    pub threads: Option<At<usize>>,
     pub libraries: Vec<At<String>>,
+    /// `[plugins] path`: directories searched for plugin libraries.
+    pub plugin_path: Vec<At<String>>,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -190,7 +194,9 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
         name: String::new(),
         device: At::new("auto".into(), Origin::None),
         queue: At::new(DEFAULT_QUEUE, Origin::None),
+        threads: None,
         libraries: Vec::new(),
+        plugin_path: Vec::new(),
         nodes: Vec::new(),
     };
     let mut saw_nodes = false;
@@ -271,10 +277,17 @@ fn parse_pipeline_table(
                         .help("queue is the default capacity (in frames) of every edge"),
                 ),
             },
-            (k @ ("name" | "device" | "queue"), v) => errors.push(Diagnostic::new(
+            ("threads", v @ DeValue::Integer(_)) => match int_of(v) {
+                Some(n) if (1..=1024).contains(&n) => config.threads = Some(at(n as usize, span)),
+                _ => errors.push(
+                    Diagnostic::new("threads must be an integer in 1..=1024", Origin::File(span))
+                        .help("threads is the size of each plugin library's compute pool (default: every core)"),
+                ),
+            },
+            (k @ ("name" | "device" | "queue" | "threads"), v) => errors.push(Diagnostic::new(
                 format!(
                     "pipeline.{k} must be {}, found {}",
-                    if k == "queue" {
+                    if k == "queue" || k == "threads" {
                         "an integer"
                     } else {
                         "a string"
@@ -288,8 +301,8 @@ fn parse_pipeline_table(
                     format!("unknown key \"{other}\" in [pipeline]"),
                     Origin::File(key.span()),
                 )
-                .suggest(other, ["name", "device", "queue"])
-                .help_if_none("[pipeline] takes name, device and queue"),
+                .suggest(other, ["name", "device", "queue", "threads"])
+                .help_if_none("[pipeline] takes name, device, queue and threads"),
             ),
         }
     }
@@ -297,14 +310,36 @@ fn parse_pipeline_table(
 
 fn parse_plugins_table(t: &DeTable<'_>, config: &mut PipelineConfig, errors: &mut Vec<Diagnostic>) {
     for (key, value) in t.iter() {
-        match (key.get_ref().as_ref(), value.get_ref()) {
-            ("libraries", DeValue::Array(items)) => {
+        let list = match key.get_ref().as_ref() {
+            "libraries" => &mut config.libraries,
+            "path" => &mut config.plugin_path,
+            other => {
+                errors.push(
+                    Diagnostic::new(
+                        format!("unknown key \"{other}\" in [plugins]"),
+                        Origin::File(key.span()),
+                    )
+                    .suggest(other, ["libraries", "path"])
+                    .help_if_none("[plugins] takes libraries = [\"path/to/libplugin.so\"] and path = [\"dir\"]"),
+                );
+                continue;
+            }
+        };
+        let what = if key.get_ref().as_ref() == "path" {
+            ("plugins.path", "directories")
+        } else {
+            ("plugins.libraries", "paths")
+        };
+        match value.get_ref() {
+            DeValue::Array(items) => {
                 for item in items.iter() {
                     match item.get_ref() {
-                        DeValue::String(s) => config.libraries.push(at(s.to_string(), item.span())),
+                        DeValue::String(s) => list.push(at(s.to_string(), item.span())),
                         other => errors.push(Diagnostic::new(
                             format!(
-                                "plugins.libraries entries must be paths (strings), found {}",
+                                "{} entries must be {} (strings), found {}",
+                                what.0,
+                                what.1,
                                 type_name(other)
                             ),
                             Origin::File(item.span()),
@@ -312,21 +347,15 @@ fn parse_plugins_table(t: &DeTable<'_>, config: &mut PipelineConfig, errors: &mu
                     }
                 }
             }
-            ("libraries", other) => errors.push(Diagnostic::new(
+            other => errors.push(Diagnostic::new(
                 format!(
-                    "plugins.libraries must be an array of paths, found {}",
+                    "{} must be an array of {}, found {}",
+                    what.0,
+                    what.1,
                     type_name(other)
                 ),
                 Origin::File(value.span()),
             )),
-            (other, _) => errors.push(
-                Diagnostic::new(
-                    format!("unknown key \"{other}\" in [plugins]"),
-                    Origin::File(key.span()),
-                )
-                .suggest(other, ["libraries"])
-                .help_if_none("[plugins] takes libraries = [\"path/to/libplugin.so\"]"),
-            ),
         }
     }
 }

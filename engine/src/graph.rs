@@ -3,7 +3,7 @@
 //! known before the first frame is checked here, and all errors are reported at once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kernels::{Device, DeviceError, DeviceRequest};
 use petgraph::algo::{tarjan_scc, toposort};
@@ -119,6 +119,9 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
     if let Err(items) = config::apply_overrides(&mut config, sets) {
         return Err(invalid(file, items));
     }
+    if let Some(threads) = &config.threads {
+        registry.set_threads(threads.value);
+    }
     let mut errors = Vec::new();
     for lib in &config.libraries {
         if let Err(e) = registry.load_library(Path::new(&lib.value)) {
@@ -127,6 +130,26 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
     }
     if !errors.is_empty() {
         return Err(invalid(file, errors));
+    }
+    let pipeline_dirs: Vec<PathBuf> = config
+        .plugin_path
+        .iter()
+        .map(|d| PathBuf::from(&d.value))
+        .collect();
+    match registry.scan(&registry.search_path(&pipeline_dirs)) {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => {
+            return Err(invalid(
+                file,
+                vec![Diagnostic::new(e.to_string(), Origin::None).help(
+                    "`engine plugins` lists every kind with its library; ENGINE_PLUGIN_PATH, [plugins] path and the engine's own directory are searched",
+                )],
+            ))
+        }
     }
     match build(&config, registry) {
         Ok((nodes, edges, order)) => {

@@ -20,27 +20,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// Stages allocate and free large feature maps every frame from several threads at once;
-/// glibc's malloc returns such blocks to the OS (mmap/munmap) and page-faults them back in on
-/// every use, which cost ~10% of a Mask R-CNN frame and far more when stages overlap.
-/// mimalloc keeps them in per-thread heaps (and, with [`keep_freed_memory`], never hands
-/// them back).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 as bundled by
-/// libmimalloc-sys 0.1.49, which builds v3 and does not export the constant).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Turns mimalloc's purging off: freed pages stay committed for the next frame instead of
-/// being returned to the OS after a delay (1 s in mimalloc v3) and faulted in again (a Mask R-CNN frame at 800x1216
-/// took ~41k page faults with purging, ~800 without, and ~8% less time; the resident size
-/// stays at its peak, +10%). A pipeline reaches its peak on the first frame anyway.
-fn keep_freed_memory() {
-    // SAFETY: called first thing in `main`, before any other thread exists (mimalloc's option
-    // setters are not thread-safe); the option index is checked by a test below.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
+// mimalloc as the allocator, freed pages kept committed (kernels::process says why); every
+// family library does the same for its own allocations.
+kernels::engine_allocator!();
 
 const EXIT_RUN_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
@@ -92,11 +74,18 @@ enum Command {
         #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
         set: Vec<String>,
     },
-    /// List node kinds: built-in ones and those of plugin libraries.
+    /// List node kinds with the library, version and ABI of each: the built-in ones and those
+    /// of the libraries on the plugin path (ENGINE_PLUGIN_PATH, then the engine's directory).
     Plugins {
-        /// A plugin library to load and list (repeatable).
+        /// A plugin library to load and list as well (repeatable).
         #[arg(long, value_name = "PATH")]
         library: Vec<PathBuf>,
+        /// Show one kind in full: its ports and its parameters with their defaults.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Print the kinds as the Markdown table of docs/PIPELINE_FORMAT.md.
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -107,7 +96,7 @@ enum GraphFormat {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    kernels::process::keep_freed_memory();
     let cli = Cli::parse();
     let level = match cli.log_level.parse::<LevelFilter>() {
         Ok(l) => l,
@@ -159,21 +148,47 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Plugins { library } => {
+        Command::Plugins {
+            library,
+            kind,
+            markdown,
+        } => {
             init_logging(level, None);
-            let mut registry = Registry::builtin();
-            for lib in &library {
-                if let Err(e) = registry.load_library(lib) {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_INVALID);
-                }
-            }
-            for (kind, provider) in registry.iter() {
-                println!("{}", report::describe_kind(&kind.spec, provider));
-            }
-            ExitCode::SUCCESS
+            plugins(&library, kind.as_deref(), markdown)
         }
     }
+}
+
+/// `engine plugins`.
+fn plugins(libraries: &[PathBuf], kind: Option<&str>, markdown: bool) -> ExitCode {
+    let mut registry = Registry::with_search_path();
+    for lib in libraries {
+        if let Err(e) = registry.load_library(lib) {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    match registry.scan(&registry.search_path(&[])) {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
+    match kind {
+        Some(name) => match registry.find(name) {
+            Some((k, provider)) => print!("{}", report::describe_kind(&k.spec, provider)),
+            None => {
+                let hint = engine::diag::closest(name, registry.names())
+                    .map_or(String::new(), |s| format!("; did you mean \"{s}\"?"));
+                eprintln!("error: no node kind \"{name}\"{hint} (`engine plugins` lists them)");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        None if markdown => print!("{}", report::kinds_markdown(&registry)),
+        None => print!("{}", report::kinds_table(&registry)),
+    }
+    ExitCode::SUCCESS
 }
 
 /// Panics inside node stages are caught and reported as node errors with the node's name;
@@ -215,7 +230,7 @@ fn init_logging(level: LevelFilter, trace: Option<&Path>) -> Option<tracing_chro
 }
 
 fn with_pipeline(path: &Path, sets: &[String], f: impl FnOnce(&Pipeline) -> ExitCode) -> ExitCode {
-    let mut registry = Registry::builtin();
+    let mut registry = Registry::with_search_path();
     match graph::load(path, sets, &mut registry) {
         Ok(p) => f(&p),
         Err(e) => {
@@ -327,19 +342,4 @@ fn run(
     });
     drop(guard);
     code
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_purge_delay_option_index_is_mimallocs() {
-        // mimalloc v3's mi_option_purge_delay defaults to 1000 (ms); its neighbours
-        // (eager_commit_delay, use_numa_nodes) do not, so a shifted index would show.
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // SAFETY: reading an option; no other thread of this test sets options.
-        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(v, 1000);
-    }
 }

@@ -33,6 +33,28 @@ pub enum PluginLoadError {
     },
     #[error("plugin \"{path}\" has a malformed table: {reason}")]
     Malformed { path: PathBuf, reason: String },
+    #[error("plugin \"{path}\" failed to configure itself: {reason}")]
+    Configure { path: PathBuf, reason: String },
+    #[error("node kind \"{kind}\" is offered by two libraries, \"{first}\" and \"{second}\"; remove one of them from the plugin path (or rename the kind in one plugin)")]
+    Conflict {
+        kind: String,
+        first: String,
+        second: String,
+    },
+}
+
+impl PluginLoadError {
+    /// The library at fault.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            PluginLoadError::Open { path, .. }
+            | PluginLoadError::NotAPlugin { path, .. }
+            | PluginLoadError::AbiMismatch { path, .. }
+            | PluginLoadError::Malformed { path, .. }
+            | PluginLoadError::Configure { path, .. } => Some(path),
+            PluginLoadError::Conflict { .. } => None,
+        }
+    }
 }
 
 /// A loaded library and what it declares.
@@ -48,6 +70,8 @@ struct Library {
     lib: libloading::Library,
     table: *const PluginTable,
     path: PathBuf,
+    /// The table's ABI minor version: fields added after 1.0 are read only when it has them.
+    minor: u32,
 }
 
 // SAFETY: the table is immutable static data of the library, which stays loaded as long as
@@ -62,8 +86,9 @@ impl Library {
     }
 }
 
-/// Loads a plugin library and reads its declarations.
-pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
+/// Loads a plugin library, configures it with the host's thread budget (ABI 1.1) and reads its
+/// declarations.
+pub fn load(path: &Path, threads: usize) -> Result<LoadedPlugin, PluginLoadError> {
     let open_err = |reason: String| PluginLoadError::Open {
         path: path.to_path_buf(),
         reason,
@@ -118,19 +143,41 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
             std::mem::size_of::<PluginTable>()
         )));
     }
+    let minor = prefix.abi_minor;
     let library = Arc::new(Library {
         lib,
         table,
         path: path.to_path_buf(),
+        minor,
     });
     let t = library.table();
+    if let (true, Some(configure)) = (minor >= 1, t.configure) {
+        let host = HostConfigC {
+            struct_size: std::mem::size_of::<HostConfigC>() as u32,
+            threads: threads.clamp(1, u32::MAX as usize) as u32,
+        };
+        let mut text = ErrorText::default();
+        let sink = ErrorSinkC {
+            ctx: &mut text as *mut ErrorText as *mut c_void,
+            set: set_error,
+        };
+        // SAFETY: ABI 1.1's configure, called once, before any node of the library exists.
+        let status = unsafe { configure(&host, &sink) };
+        if status != STATUS_OK {
+            return Err(PluginLoadError::Configure {
+                path: path.to_path_buf(),
+                reason: status_error(&library, status, text, "configure").to_string(),
+            });
+        }
+    }
     let name = unsafe { read_str(t.plugin_name, "plugin name") }.map_err(malformed)?;
     let version = unsafe { read_str(t.plugin_version, "plugin version") }.map_err(malformed)?;
     let descs =
         unsafe { slice_of(t.kinds, t.n_kinds as usize, "node kinds") }.map_err(malformed)?;
     let mut kinds = Vec::new();
     for (index, d) in descs.iter().enumerate() {
-        let spec = unsafe { read_kind(d) }.map_err(malformed)?;
+        let can_source = minor >= 1 && t.next_frame.is_some();
+        let spec = unsafe { read_kind(d, can_source, minor) }.map_err(malformed)?;
         let lib = library.clone();
         let kind_spec = spec.clone();
         kinds.push(NodeKind::new(spec, move |params: &Params| {
@@ -148,7 +195,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     })
 }
 
-unsafe fn read_kind(d: &NodeKindDescC) -> Result<NodeSpec, String> {
+unsafe fn read_kind(d: &NodeKindDescC, can_source: bool, minor: u32) -> Result<NodeSpec, String> {
     let name = unsafe { read_str(d.name, "node kind name") }?;
     let ctx = |e: String| format!("node kind \"{name}\": {e}");
     let mut spec = NodeSpec::new(
@@ -167,11 +214,12 @@ unsafe fn read_kind(d: &NodeKindDescC) -> Result<NodeSpec, String> {
         spec.params
             .push(unsafe { read_param_spec(p) }.map_err(ctx)?);
     }
-    if spec.is_source() {
-        return Err(ctx(
-            "declares no inputs; sources cannot be plugins in ABI 1.0 (use a built-in source)"
-                .into(),
-        ));
+    if spec.is_source() && !can_source {
+        return Err(ctx(if minor == 0 {
+            "declares no inputs, so it is a source, and sources need plugin ABI 1.1 (this library speaks 1.0); rebuild it against this engine's plugin SDK".into()
+        } else {
+            "declares no inputs, so it is a source, but the table's next_frame is null".into()
+        }));
     }
     Ok(spec)
 }
@@ -402,6 +450,55 @@ impl Node for ForeignNode {
             return Err(NodeError::new(format!("invalid output from plugin: {e}")));
         }
         Ok(emitted.outputs)
+    }
+
+    fn next_frame(&mut self, frame: &mut FrameInfo) -> Result<Option<Outputs>, NodeError> {
+        let Some(next) = self.lib.table().next_frame.filter(|_| self.lib.minor >= 1) else {
+            return Err(NodeError::new("plugin has no next_frame (ABI 1.0)"));
+        };
+        let mut frame_c = FrameC {
+            stream: frame.stream,
+            reserved: 0,
+            index: frame.index,
+            timestamp_ns: 0,
+            source: std::ptr::null(),
+            width: 0,
+            height: 0,
+        };
+        let mut emitted = Emitted {
+            outputs: Outputs::new(),
+            keep_alive: self.lib.clone(),
+            error: None,
+        };
+        let out = OutputSinkC {
+            ctx: &mut emitted as *mut Emitted as *mut c_void,
+            emit,
+        };
+        let mut text = ErrorText::default();
+        let sink = ErrorSinkC {
+            ctx: &mut text as *mut ErrorText as *mut c_void,
+            set: set_error,
+        };
+        // SAFETY: the instance is this library's; the frame and sinks live through the call.
+        let status = unsafe { next(self.instance, &mut frame_c, &out, &sink) };
+        match status {
+            STATUS_OK => {}
+            STATUS_END_OF_STREAM => return Ok(None),
+            _ => return Err(status_error(&self.lib, status, text, "next_frame")),
+        }
+        if let Some(e) = emitted.error {
+            return Err(NodeError::new(format!("invalid output from plugin: {e}")));
+        }
+        // SAFETY: the library wrote a NUL-terminated string or left it null.
+        let source = unsafe { read_opt_str(frame_c.source, "frame source") }
+            .map_err(|e| NodeError::new(format!("invalid frame from plugin: {e}")))?;
+        frame.timestamp_ns = frame_c.timestamp_ns;
+        frame.width = frame_c.width;
+        frame.height = frame_c.height;
+        if let Some(source) = source {
+            frame.source = source.into();
+        }
+        Ok(Some(emitted.outputs))
     }
 
     fn finish(&mut self) -> Result<(), NodeError> {

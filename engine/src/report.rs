@@ -6,7 +6,7 @@ use std::fmt::Write;
 use plugin_sdk::NodeSpec;
 
 use crate::graph::Pipeline;
-use crate::registry::Provider;
+use crate::registry::{Provider, Registry};
 use crate::runtime::RunReport;
 
 /// What `engine check` prints: every node and every edge with its contract.
@@ -114,7 +114,11 @@ pub fn mermaid(p: &Pipeline) -> String {
 
 /// One node kind, as `engine plugins` lists it.
 pub fn describe_kind(spec: &NodeSpec, provider: &Provider) -> String {
-    let mut s = format!("{}  [{}]\n    {}\n", spec.kind, provider, spec.doc);
+    let abi = match provider {
+        Provider::Library(l) => format!(", ABI {}.{}", l.abi.0, l.abi.1),
+        Provider::BuiltIn => String::new(),
+    };
+    let mut s = format!("{}  [{provider}{abi}]\n    {}\n", spec.kind, spec.doc);
     for (title, ports) in [("inputs", &spec.inputs), ("outputs", &spec.outputs)] {
         if ports.is_empty() {
             continue;
@@ -138,6 +142,66 @@ pub fn describe_kind(spec: &NodeSpec, provider: &Provider) -> String {
                 .map_or("required".to_string(), |d| format!("= {d}"));
             let _ = writeln!(s, "      {:12} {} {default}  {}", p.name, p.ty, p.doc);
         }
+    }
+    s
+}
+
+/// `engine plugins`: one line per node kind with the library that provides it, the plugin's
+/// version and the library's ABI version.
+pub fn kinds_table(registry: &Registry) -> String {
+    let rows: Vec<[String; 5]> = registry
+        .iter()
+        .map(|(k, p)| match p {
+            Provider::BuiltIn => [
+                k.spec.kind.clone(),
+                "built-in".into(),
+                env!("CARGO_PKG_VERSION").into(),
+                "-".into(),
+                "(the engine binary)".into(),
+            ],
+            Provider::Library(l) => [
+                k.spec.kind.clone(),
+                l.plugin.clone(),
+                l.version.clone(),
+                format!("{}.{}", l.abi.0, l.abi.1),
+                l.path.clone(),
+            ],
+        })
+        .collect();
+    let header = ["KIND", "PLUGIN", "VERSION", "ABI", "LIBRARY"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut s = String::new();
+    for r in std::iter::once(header.map(String::from)).chain(rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        let _ = writeln!(s, "{}", line.join("  ").trim_end());
+    }
+    s
+}
+
+/// `engine plugins --markdown`: the kinds as the Markdown table of docs/PIPELINE_FORMAT.md
+/// (kind, family, what it does), without machine-specific paths.
+pub fn kinds_markdown(registry: &Registry) -> String {
+    let mut s = String::from("| kind | family | what it does |\n|---|---|---|\n");
+    for (k, p) in registry.iter() {
+        let family = match p {
+            Provider::BuiltIn => "built-in".to_string(),
+            Provider::Library(l) => l.plugin.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {family} | {} |",
+            k.spec.kind,
+            k.spec.doc.replace('|', "\\|")
+        );
     }
     s
 }

@@ -98,17 +98,14 @@ fn resnet50_convs() -> Vec<ConvShape> {
     v
 }
 
-// The engine binary's allocator and setting (engine/src/main.rs), as in benches/ops.rs: with
+// The engine binary's allocator and setting (kernels::process), as in benches/ops.rs: with
 // glibc's malloc every layer page-faulted its output in again. `BENCH_PURGE=1` keeps
 // mimalloc's default purging.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+kernels::engine_allocator!();
 
 fn main() {
     if std::env::var_os("BENCH_PURGE").is_none() {
-        // SAFETY: no other thread exists yet.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        kernels::process::keep_freed_memory();
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     let reps = if quick { 3 } else { 9 };

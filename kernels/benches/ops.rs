@@ -223,17 +223,14 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-// The engine binary's allocator and setting (engine/src/main.rs): mimalloc with freed pages
+// The engine binary's allocator and setting (kernels::process): mimalloc with freed pages
 // kept committed, so that an op's output buffer is not page-faulted in on every call, as it
 // is not in a running engine. `BENCH_PURGE=1` keeps mimalloc's default purging instead.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+kernels::engine_allocator!();
 
 fn main() {
     if std::env::var_os("BENCH_PURGE").is_none() {
-        // SAFETY: no other thread exists yet.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        kernels::process::keep_freed_memory();
     }
     let torch: HashMap<String, f64> = std::env::var("TORCH_TIMES")
         .ok()

@@ -6,10 +6,12 @@ pub mod cuda;
 pub mod device;
 pub mod layers;
 pub mod ops;
+pub mod process;
 pub mod profile;
 pub mod tensor;
 pub mod weights;
 
 pub use device::{Device, DeviceError, DeviceRequest};
 pub use half::f16;
+pub use process::configure_library;
 pub use tensor::{DType, Element, Tensor, TensorError};

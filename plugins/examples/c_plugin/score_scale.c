@@ -8,8 +8,10 @@
  * tensors moves to the plugin, which hands them on to the host), and allocates a new `scores`
  * tensor with its own deleter.
  *
- * Build with -DSCORE_SCALE_ABI_MAJOR=N to produce a library that claims another ABI version
- * (the engine's tests use it to check that such a library is refused).
+ * Build with -DSCORE_SCALE_ABI_MAJOR=N or -DSCORE_SCALE_ABI_MINOR=N to produce a library
+ * that claims another ABI version (the engine's tests use it to check that such a library is
+ * refused). The table is written with designated initializers, so this file builds against
+ * the 1.1 header and against a 1.0 header alike (the tests build it with both).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,12 @@
 
 #ifndef SCORE_SCALE_ABI_MAJOR
 #define SCORE_SCALE_ABI_MAJOR ENGINE_ABI_MAJOR
+#endif
+#ifndef SCORE_SCALE_PLUGIN_NAME
+#define SCORE_SCALE_PLUGIN_NAME "score_scale_c"
+#endif
+#ifndef SCORE_SCALE_ABI_MINOR
+#define SCORE_SCALE_ABI_MINOR ENGINE_ABI_MINOR
 #endif
 
 _Static_assert(sizeof(EnginePluginTable) == 112, "EnginePluginTable layout changed");
@@ -140,12 +148,19 @@ static int32_t finish(void* instance, const EngineErrorSink* err) {
 
 static void destroy(void* instance) { free(instance); }
 
+/* Fields not named here (ABI 1.1's configure and next_frame, the reserved slots) are null. */
 static const EnginePluginTable table = {
-    SCORE_SCALE_ABI_MAJOR, ENGINE_ABI_MINOR, sizeof(EnginePluginTable), 0,
-    "score_scale_c", "1.0.0",
-    1, kinds,
-    create, process, finish, destroy,
-    {NULL, NULL, NULL, NULL},
+    .abi_major = SCORE_SCALE_ABI_MAJOR,
+    .abi_minor = SCORE_SCALE_ABI_MINOR,
+    .struct_size = sizeof(EnginePluginTable),
+    .plugin_name = SCORE_SCALE_PLUGIN_NAME,
+    .plugin_version = "1.0.0",
+    .n_kinds = 1,
+    .kinds = kinds,
+    .create = create,
+    .process = process,
+    .finish = finish,
+    .destroy = destroy,
 };
 
 const EnginePluginTable* engine_plugin_entry(void) { return &table; }

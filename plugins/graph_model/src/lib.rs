@@ -1,5 +1,6 @@
 //! TensorFlow.js graph models (`model.json` + binary weight shards, as produced by
-//! `tensorflowjs_converter`) as pipeline nodes.
+//! `tensorflowjs_converter`) as pipeline nodes. Built as a plugin library
+//! (`libplugin_graph_model.so`) that the engine finds on its plugin path.
 //!
 //! - [`model`] reads `model.json` and the shards (sizes checked; uint8/uint16/float16
 //!   weights dequantised at load);
@@ -33,6 +34,14 @@ use plugin_sdk::{
 pub use error::GraphModelError;
 pub use graph::{GraphModel, InputInfo};
 pub use preprocess::Preprocess;
+
+kernels::engine_allocator!();
+plugin_sdk::export_plugin!(
+    name: "graph_model",
+    version: env!("CARGO_PKG_VERSION"),
+    kinds: kinds,
+    on_load: |host: &plugin_sdk::HostConfig| kernels::configure_library(host.threads),
+);
 
 /// The node kinds of this crate.
 pub fn kinds() -> Vec<NodeKind> {

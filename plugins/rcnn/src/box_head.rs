@@ -25,11 +25,11 @@ use plugin_sdk::{
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::{LayerContext, RcnnError};
-use crate::util::{
+use vision_common::{
     count_param, feature_levels, features_input, float_param, image_input, in_features_param,
     levels_params, linear, resolve_prefix, weights_param, weights_params, ImageSizes, RoiPooler,
 };
+use vision_common::{LayerContext, ModelError};
 
 /// torchvision's `box_min_size` in `RoIHeads.postprocess_detections` (not configurable there).
 const BOX_MIN_SIZE: f32 = 1e-2;
@@ -91,7 +91,7 @@ impl BoxHead {
         weights: &Weights,
         prefix: &str,
         config: BoxHeadConfig,
-    ) -> Result<BoxHead, RcnnError> {
+    ) -> Result<BoxHead, ModelError> {
         let prefix = resolve_prefix(weights, prefix, &["box_head.fc6.weight"]);
         let mut b = weights.binder(&prefix);
         let flat = config.channels * config.pooler_size * config.pooler_size;
@@ -139,7 +139,7 @@ impl BoxHead {
         levels: &[ArrayView4<'_, f32>],
         proposals: &[[f32; 4]],
         resized: (usize, usize),
-    ) -> Result<(Array2<f32>, Array2<f32>), RcnnError> {
+    ) -> Result<(Array2<f32>, Array2<f32>), ModelError> {
         let k = proposals.len();
         let pooled = self
             .pooler
@@ -147,7 +147,7 @@ impl BoxHead {
         let flat_len = pooled.len() / k.max(1);
         let flat = pooled
             .into_shape_with_order((k, flat_len))
-            .map_err(|e| RcnnError::input(e.to_string()))?;
+            .map_err(|e| ModelError::input(e.to_string()))?;
         let x = self
             .fc6
             .forward(flat.view())
@@ -170,10 +170,10 @@ impl BoxHead {
         levels: &[ArrayView4<'_, f32>],
         proposals: &[[f32; 4]],
         resized: (usize, usize),
-    ) -> Result<Detections, RcnnError> {
+    ) -> Result<Detections, ModelError> {
         if let Some(first) = levels.first() {
             if first.dim().1 != self.config.channels {
-                return Err(RcnnError::input(format!(
+                return Err(ModelError::input(format!(
                     "roi_box_head: the feature levels have {} channels, the head expects {}",
                     first.dim().1,
                     self.config.channels
@@ -193,12 +193,12 @@ impl BoxHead {
         deltas: ndarray::ArrayView2<'_, f32>,
         proposals: &[[f32; 4]],
         resized: (usize, usize),
-    ) -> Result<Detections, RcnnError> {
+    ) -> Result<Detections, ModelError> {
         let nc = self.config.num_classes;
         let decoded = self
             .coder
             .decode(deltas, proposals)
-            .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?;
+            .map_err(|e| ModelError::input(format!("roi_box_head: {e}")))?;
         let mut boxes = Vec::new();
         let mut scores = Vec::new();
         let mut labels = Vec::new();
@@ -222,7 +222,7 @@ impl BoxHead {
         let scores: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
         let labels: Vec<i64> = keep.iter().map(|&i| labels[i]).collect();
         let mut kept = batched_nms(&boxes, &scores, &labels, self.config.nms_thresh as f64)
-            .map_err(|e| RcnnError::input(format!("roi_box_head: {e}")))?;
+            .map_err(|e| ModelError::input(format!("roi_box_head: {e}")))?;
         kept.truncate(self.config.detections_per_img);
         Ok(Detections {
             boxes: kept.iter().map(|&i| boxes[i]).collect(),
@@ -327,8 +327,8 @@ pub struct BoxHeadNode {
 }
 
 impl BoxHeadNode {
-    pub fn from_params(params: &Params) -> Result<BoxHeadNode, RcnnError> {
-        let p = RcnnError::Input;
+    pub fn from_params(params: &Params) -> Result<BoxHeadNode, ModelError> {
+        let p = ModelError::Input;
         let in_features = in_features_param(params)?;
         let w = params.float_list("bbox_reg_weights").map_err(p)?;
         let bbox_reg_weights = match w.as_slice() {
@@ -336,7 +336,7 @@ impl BoxHeadNode {
                 [*a as f32, *b as f32, *c as f32, *d as f32]
             }
             _ => {
-                return Err(RcnnError::param(
+                return Err(ModelError::param(
                     "bbox_reg_weights",
                     format!("must be 4 positive numbers (wx, wy, ww, wh), got {w:?}"),
                 ))
@@ -370,10 +370,10 @@ impl BoxHeadNode {
         features: &Value,
         proposals: &Value,
         image: &Value,
-    ) -> Result<Value, RcnnError> {
+    ) -> Result<Value, ModelError> {
         let sizes = ImageSizes::from_value("roi_box_head", image)?;
         let levels = feature_levels("roi_box_head", features, &self.in_features)?;
-        let proposals = Instances::from_value(proposals).map_err(RcnnError::Input)?;
+        let proposals = Instances::from_value(proposals).map_err(ModelError::Input)?;
         let d = self
             .model
             .forward(&levels, &proposals.boxes, sizes.resized)?;
@@ -383,7 +383,7 @@ impl BoxHeadNode {
             classes: d.labels,
         }
         .to_value()
-        .map_err(RcnnError::Input)
+        .map_err(ModelError::Input)
     }
 }
 

@@ -28,12 +28,12 @@ use plugin_sdk::{
 };
 use rayon::prelude::*;
 
-use crate::error::{LayerContext, RcnnError};
-use crate::util::{
+use vision_common::{
     conv_bias, count_param, feature_levels, features_input, image_input, in_features_param,
     levels_params, module_name, resolve_prefix, weights_param, weights_params, ImageSizes,
     RoiPooler,
 };
+use vision_common::{LayerContext, ModelError};
 
 /// The settings of [`MaskHead`]; the defaults are `maskrcnn_resnet50_fpn`'s.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,9 +76,9 @@ impl MaskHead {
         weights: &Weights,
         prefix: &str,
         config: MaskHeadConfig,
-    ) -> Result<MaskHead, RcnnError> {
+    ) -> Result<MaskHead, ModelError> {
         if config.layers.is_empty() || config.layers.contains(&0) {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "layers",
                 format!("must be positive channel counts, got {:?}", config.layers),
             ));
@@ -118,11 +118,11 @@ impl MaskHead {
         let conv5_mask = ConvTranspose2d::new(
             w.view::<f32>()?
                 .into_dimensionality::<Ix4>()
-                .map_err(|e| RcnnError::input(e.to_string()))?,
+                .map_err(|e| ModelError::input(e.to_string()))?,
             Some(
                 bias.view::<f32>()?
                     .into_dimensionality::<Ix1>()
-                    .map_err(|e| RcnnError::input(e.to_string()))?,
+                    .map_err(|e| ModelError::input(e.to_string()))?,
             ),
             ConvTranspose2dParams::default().stride(2),
         )
@@ -139,9 +139,9 @@ impl MaskHead {
         let logits_weight = lw
             .view::<f32>()?
             .into_shape_with_order((k, reduced))
-            .map_err(|e| RcnnError::input(e.to_string()))?
+            .map_err(|e| ModelError::input(e.to_string()))?
             .into_dimensionality::<Ix2>()
-            .map_err(|e| RcnnError::input(e.to_string()))?
+            .map_err(|e| ModelError::input(e.to_string()))?
             .to_owned();
         Ok(MaskHead {
             pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),
@@ -165,21 +165,21 @@ impl MaskHead {
         boxes: &[[f32; 4]],
         labels: &[i64],
         resized: (usize, usize),
-    ) -> Result<Array3<f32>, RcnnError> {
+    ) -> Result<Array3<f32>, ModelError> {
         let n = boxes.len();
         let side = 2 * self.config.pooler_size;
         if let Some(&bad) = labels
             .iter()
             .find(|&&l| l < 0 || l as usize >= self.config.num_classes)
         {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "roi_mask_head: a detection has class {bad}, the head has classes 0..{}",
                 self.config.num_classes - 1
             )));
         }
         if let Some(first) = levels.first() {
             if first.dim().1 != self.config.channels {
-                return Err(RcnnError::input(format!(
+                return Err(ModelError::input(format!(
                     "roi_mask_head: the feature levels have {} channels, the head expects {}",
                     first.dim().1,
                     self.config.channels
@@ -199,7 +199,7 @@ impl MaskHead {
             .ctx(|| "mask_predictor.conv5_mask".into())?;
         let (_, c, h, w) = x.dim();
         if (h, w) != (side, side) {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "roi_mask_head: conv5_mask gave {h}x{w} masks, expected {side}x{side}"
             )));
         }
@@ -290,8 +290,8 @@ pub struct MaskHeadNode {
 }
 
 impl MaskHeadNode {
-    pub fn from_params(params: &Params) -> Result<MaskHeadNode, RcnnError> {
-        let p = RcnnError::Input;
+    pub fn from_params(params: &Params) -> Result<MaskHeadNode, ModelError> {
+        let p = ModelError::Input;
         let in_features = in_features_param(params)?;
         let layers = params
             .int_list("layers")
@@ -323,10 +323,10 @@ impl MaskHeadNode {
         features: &Value,
         detections: &Value,
         image: &Value,
-    ) -> Result<Value, RcnnError> {
+    ) -> Result<Value, ModelError> {
         let sizes = ImageSizes::from_value("roi_mask_head", image)?;
         let levels = feature_levels("roi_mask_head", features, &self.in_features)?;
-        let det = Instances::from_value(detections).map_err(RcnnError::Input)?;
+        let det = Instances::from_value(detections).map_err(ModelError::Input)?;
         let masks = self
             .model
             .forward(&levels, &det.boxes, &det.classes, sizes.resized)?;

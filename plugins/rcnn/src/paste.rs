@@ -17,8 +17,8 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::RcnnError;
-use crate::util::{float_param, ImageSizes};
+use vision_common::ModelError;
+use vision_common::{float_param, ImageSizes};
 
 /// torchvision's `paste_masks_in_image(..., padding=1)`.
 const PADDING: usize = 1;
@@ -69,25 +69,25 @@ impl PasteMasks {
         PasteMasks { threshold }
     }
 
-    pub fn from_params(params: &Params) -> Result<PasteMasks, RcnnError> {
+    pub fn from_params(params: &Params) -> Result<PasteMasks, ModelError> {
         Ok(PasteMasks::new(float_param(params, "threshold", 0.0, 1.0)?))
     }
 
     /// The node's computation.
-    pub fn run(&self, instances: &Value, image: &Value) -> Result<Value, RcnnError> {
-        instances.validate().map_err(RcnnError::Input)?;
+    pub fn run(&self, instances: &Value, image: &Value) -> Result<Value, ModelError> {
+        instances.validate().map_err(ModelError::Input)?;
         let sizes = ImageSizes::from_value("paste_masks", image)?;
         let (rh, rw) = sizes.resized;
         let (oh, ow) = sizes.original;
         let ratio_h = oh as f32 / rh as f32;
         let ratio_w = ow as f32 / rw as f32;
         let masks = instances.get("masks").ok_or_else(|| {
-            RcnnError::input(
+            ModelError::input(
                 "paste_masks: the instances have no \"masks\"; connect the output of roi_mask_head",
             )
         })?;
         if masks.dtype() != DType::F32 {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "paste_masks: masks must be f32 probabilities [N, M, M], got {}",
                 masks.describe()
             )));
@@ -95,7 +95,7 @@ impl PasteMasks {
         let masks = masks
             .view::<f32>()?
             .into_dimensionality::<Ix3>()
-            .map_err(|e| RcnnError::input(e.to_string()))?;
+            .map_err(|e| ModelError::input(e.to_string()))?;
         let mut out = Value::new(PortKind::Instances);
         let mut boxes = Vec::new();
         for (name, t) in instances.tensors() {
@@ -134,7 +134,7 @@ impl PasteMasks {
             out.insert(name, scaled);
         }
         let regions = paste_masks_regions(masks, &boxes, (oh, ow), PADDING)
-            .map_err(|e| RcnnError::input(format!("paste_masks: {e}")))?;
+            .map_err(|e| ModelError::input(format!("paste_masks: {e}")))?;
         let mut pasted = Array3::<u8>::zeros((boxes.len(), oh, ow));
         for (mut plane, region) in pasted.outer_iter_mut().zip(&regions) {
             let Some(r) = region else { continue };

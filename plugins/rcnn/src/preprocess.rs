@@ -24,7 +24,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::{LayerContext, RcnnError};
+use vision_common::{LayerContext, ModelError};
 
 pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
@@ -86,10 +86,10 @@ pub struct RcnnPreprocess {
     transform: RcnnTransform,
 }
 
-fn positive(params: &Params, name: &'static str, max: i64) -> Result<usize, RcnnError> {
-    let v = params.int(name).map_err(RcnnError::Input)?;
+fn positive(params: &Params, name: &'static str, max: i64) -> Result<usize, ModelError> {
+    let v = params.int(name).map_err(ModelError::Input)?;
     if v <= 0 || v > max {
-        return Err(RcnnError::param(
+        return Err(ModelError::param(
             name,
             format!("must be in 1..={max}, got {v}"),
         ));
@@ -97,11 +97,11 @@ fn positive(params: &Params, name: &'static str, max: i64) -> Result<usize, Rcnn
     Ok(v as usize)
 }
 
-fn triple(params: &Params, name: &'static str) -> Result<[f32; 3], RcnnError> {
-    let v = params.float_list(name).map_err(RcnnError::Input)?;
+fn triple(params: &Params, name: &'static str) -> Result<[f32; 3], ModelError> {
+    let v = params.float_list(name).map_err(ModelError::Input)?;
     match v.as_slice() {
         [a, b, c] if v.iter().all(|x| x.is_finite()) => Ok([*a as f32, *b as f32, *c as f32]),
-        _ => Err(RcnnError::param(
+        _ => Err(ModelError::param(
             name,
             format!("must be 3 finite numbers (R, G, B), got {v:?}"),
         )),
@@ -113,10 +113,10 @@ impl RcnnPreprocess {
         RcnnPreprocess { transform }
     }
 
-    pub fn from_params(params: &Params) -> Result<RcnnPreprocess, RcnnError> {
+    pub fn from_params(params: &Params) -> Result<RcnnPreprocess, ModelError> {
         let std = triple(params, "image_std")?;
         if std.contains(&0.0) {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "image_std",
                 format!("must not contain 0, got {std:?}"),
             ));
@@ -135,10 +135,10 @@ impl RcnnPreprocess {
     }
 
     /// The node's computation on an `image` value.
-    pub fn run(&self, image: &Value) -> Result<Value, RcnnError> {
-        let t = image.tensor("image").map_err(RcnnError::Input)?;
+    pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
+        let t = image.tensor("image").map_err(ModelError::Input)?;
         if t.dtype() != DType::U8 || t.ndim() != 3 {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "rcnn_preprocess: the image must be u8 [H, W, C], got {}",
                 t.describe()
             )));
@@ -146,7 +146,7 @@ impl RcnnPreprocess {
         let view = t
             .view::<u8>()?
             .into_dimensionality::<Ix3>()
-            .map_err(|e| RcnnError::input(e.to_string()))?;
+            .map_err(|e| ModelError::input(e.to_string()))?;
         let (h, w, c) = view.dim();
         let rgb: Option<Array3<u8>> = match c {
             3 => None,
@@ -157,7 +157,7 @@ impl RcnnPreprocess {
                 view[[y, x, k]]
             })),
             _ => {
-                return Err(RcnnError::input(format!(
+                return Err(ModelError::input(format!(
                     "rcnn_preprocess: the image must have 1, 3 or 4 channels, got {c}"
                 )))
             }

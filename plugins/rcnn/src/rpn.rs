@@ -31,12 +31,12 @@ use plugin_sdk::{
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::{LayerContext, RcnnError};
-use crate::util::{
+use vision_common::{
     conv_bias, count_param, feature_levels, features_input, float_param, image_input,
     in_features_param, levels_params, module_name, resolve_prefix, weights_param, weights_params,
     ImageSizes,
 };
+use vision_common::{LayerContext, ModelError};
 
 /// The settings of [`Rpn`]; the defaults are `maskrcnn_resnet50_fpn`'s at test time.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,9 +75,9 @@ impl RpnConfig {
         self.aspect_ratios.len()
     }
 
-    fn check(&self) -> Result<(), RcnnError> {
+    fn check(&self) -> Result<(), ModelError> {
         if self.channels == 0 {
-            return Err(RcnnError::param("channels", "must be positive"));
+            return Err(ModelError::param("channels", "must be positive"));
         }
         if self.anchor_sizes.is_empty()
             || self
@@ -85,7 +85,7 @@ impl RpnConfig {
                 .iter()
                 .any(|s| !s.is_finite() || *s <= 0.0)
         {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "anchor_sizes",
                 format!(
                     "must be positive sizes, one per level, got {:?}",
@@ -99,7 +99,7 @@ impl RpnConfig {
                 .iter()
                 .any(|r| !r.is_finite() || *r <= 0.0)
         {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "aspect_ratios",
                 format!("must be positive ratios, got {:?}", self.aspect_ratios),
             ));
@@ -137,7 +137,7 @@ impl Rpn {
         weights: &Weights,
         prefix: &str,
         config: RpnConfig,
-    ) -> Result<Rpn, RcnnError> {
+    ) -> Result<Rpn, ModelError> {
         config.check()?;
         let prefix = resolve_prefix(
             weights,
@@ -171,7 +171,7 @@ impl Rpn {
             config.anchor_sizes.iter().map(|&s| vec![s]).collect(),
             vec![config.aspect_ratios.clone(); config.anchor_sizes.len()],
         )
-        .map_err(|e| RcnnError::input(e.to_string()))?;
+        .map_err(|e| ModelError::input(e.to_string()))?;
         Ok(Rpn {
             config,
             conv,
@@ -192,10 +192,10 @@ impl Rpn {
         levels: &[ArrayView4<'_, f32>],
         padded: (usize, usize),
         resized: (usize, usize),
-    ) -> Result<Proposals, RcnnError> {
+    ) -> Result<Proposals, ModelError> {
         let n_levels = self.config.anchor_sizes.len();
         if levels.len() != n_levels {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "rpn: got {} feature levels but {} anchor sizes; give one anchor size per level",
                 levels.len(),
                 n_levels
@@ -205,7 +205,7 @@ impl Rpn {
         let grids: Vec<(usize, usize)> = levels.iter().map(|l| (l.dim().2, l.dim().3)).collect();
         for (l, v) in levels.iter().enumerate() {
             if v.dim().1 != self.config.channels {
-                return Err(RcnnError::input(format!(
+                return Err(ModelError::input(format!(
                     "rpn: feature level {l} has {} channels, the head expects {}",
                     v.dim().1,
                     self.config.channels
@@ -215,7 +215,7 @@ impl Rpn {
         let anchors = self
             .anchors
             .generate(padded, &grids)
-            .map_err(|e| RcnnError::input(format!("rpn: {e}")))?;
+            .map_err(|e| ModelError::input(format!("rpn: {e}")))?;
 
         let mut boxes = Vec::new();
         let mut logits = Vec::new();
@@ -261,7 +261,7 @@ impl Rpn {
         let scores = pick(&scores);
         let level_ids: Vec<i64> = keep.iter().map(|&i| level_ids[i]).collect();
         let mut kept = batched_nms(&boxes, &scores, &level_ids, self.config.nms_thresh as f64)
-            .map_err(|e| RcnnError::input(format!("rpn: {e}")))?;
+            .map_err(|e| ModelError::input(format!("rpn: {e}")))?;
         kept.truncate(self.config.post_nms_top_n);
         Ok(Proposals {
             boxes: kept.iter().map(|&i| boxes[i]).collect(),
@@ -384,10 +384,10 @@ pub struct RpnNode {
     in_features: Vec<String>,
 }
 
-fn positive_floats(params: &Params, name: &'static str) -> Result<Vec<f32>, RcnnError> {
-    let v = params.float_list(name).map_err(RcnnError::Input)?;
+fn positive_floats(params: &Params, name: &'static str) -> Result<Vec<f32>, ModelError> {
+    let v = params.float_list(name).map_err(ModelError::Input)?;
     if v.is_empty() || v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-        return Err(RcnnError::param(
+        return Err(ModelError::param(
             name,
             format!("must be positive numbers, got {v:?}"),
         ));
@@ -396,7 +396,7 @@ fn positive_floats(params: &Params, name: &'static str) -> Result<Vec<f32>, Rcnn
 }
 
 impl RpnNode {
-    pub fn from_params(params: &Params) -> Result<RpnNode, RcnnError> {
+    pub fn from_params(params: &Params) -> Result<RpnNode, ModelError> {
         let in_features = in_features_param(params)?;
         let config = RpnConfig {
             channels: count_param(params, "channels", 1, 65536)?,
@@ -409,7 +409,7 @@ impl RpnNode {
             min_size: float_param(params, "min_size", 0.0, 1e6)?,
         };
         if config.anchor_sizes.len() != in_features.len() {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "anchor_sizes",
                 format!(
                     "has {} sizes for {} levels {in_features:?}; give one per level",
@@ -430,7 +430,7 @@ impl RpnNode {
     }
 
     /// The node's computation: proposals for the image.
-    pub fn run(&self, features: &Value, image: &Value) -> Result<Value, RcnnError> {
+    pub fn run(&self, features: &Value, image: &Value) -> Result<Value, ModelError> {
         let sizes = ImageSizes::from_value("rpn", image)?;
         let levels = feature_levels("rpn", features, &self.in_features)?;
         let p = self.model.forward(&levels, sizes.padded, sizes.resized)?;
@@ -441,7 +441,7 @@ impl RpnNode {
             scores: p.scores,
         }
         .to_value()
-        .map_err(RcnnError::Input)?;
+        .map_err(ModelError::Input)?;
         v.insert("levels", Tensor::from_vec(&[n], p.levels)?);
         Ok(v)
     }

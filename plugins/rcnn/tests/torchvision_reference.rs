@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use engine::registry::{Provider, Registry};
 use kernels::Tensor;
 use plugin_sdk::{Node, ParamValue, Params, Value};
 use serde_json::Value as Json;
@@ -57,12 +58,20 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The node kinds as `engine run` has them: the backbones and rcnn families come from their
+/// plugin libraries in `target/<profile>` (the engine's own directory), loaded by the engine's
+/// plugin host, so every tensor crosses the C ABI as it does in a pipeline.
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
+}
+
 /// A node of `kind` created as the engine does: every declared default, then `set`.
 fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
-    let k = plugin_rcnn::kinds()
-        .into_iter()
-        .find(|k| k.spec.kind == kind)
-        .unwrap();
+    let (k, provider) = registry()
+        .find(kind)
+        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
+    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
     let mut p = Params::new();
     for spec in &k.spec.params {
         if let Some(d) = &spec.default {

@@ -1,5 +1,5 @@
 /*
- * engine_plugin.h: the C ABI of vision pipeline engine plugins, version 1.0.
+ * engine_plugin.h: the C ABI of vision pipeline engine plugins, version 1.1.
  *
  * This is the same ABI as the Rust SDK's `plugin_sdk::abi` module; a plugin written in C or
  * C++ includes this header, fills an EnginePluginTable and exports `engine_plugin_entry`.
@@ -15,7 +15,10 @@
  * - Functions return ENGINE_STATUS_OK or ENGINE_STATUS_ERROR, after writing a message with
  *   err->set(err->ctx, msg, len). They must not throw C++ exceptions or longjmp across the
  *   boundary.
- * - Sources (node kinds without inputs) cannot be plugins in ABI 1.0.
+ * - ABI 1.1 (backward compatible: a 1.0 table is the same size, with these slots null):
+ *   `configure` is called once after loading, before any `create`, with the host's thread
+ *   budget; `next_frame` produces a source's frames (node kinds without inputs need it). The
+ *   host reads both only from a table whose abi_minor is 1 or more.
  */
 #ifndef ENGINE_PLUGIN_H
 #define ENGINE_PLUGIN_H
@@ -28,10 +31,11 @@ extern "C" {
 #endif
 
 #define ENGINE_ABI_MAJOR 1
-#define ENGINE_ABI_MINOR 0
+#define ENGINE_ABI_MINOR 1
 #define ENGINE_ENTRY_SYMBOL "engine_plugin_entry"
 
 #define ENGINE_STATUS_OK 0
+#define ENGINE_STATUS_END_OF_STREAM 1 /* next_frame only: no more frames, nothing emitted */
 #define ENGINE_STATUS_ERROR 2
 #define ENGINE_STATUS_PANIC 3
 
@@ -118,6 +122,14 @@ typedef struct {
   const EngineParamDesc* params;
 } EngineNodeKindDesc;
 
+/* ABI 1.1: what the host tells a library once, in configure. */
+typedef struct {
+  uint32_t struct_size; /* sizeof(EngineHostConfig) as the host saw it; later fields append */
+  uint32_t threads;     /* the thread budget of the library's compute pool */
+} EngineHostConfig;
+
+/* In next_frame the host sets stream and index; the source fills in the rest (source points
+ * to a string the library owns, valid until next_frame returns). */
 typedef struct {
   uint32_t stream;
   uint32_t reserved;
@@ -166,7 +178,11 @@ typedef struct {
                      uint32_t n_inputs, const EngineOutputSink* out, const EngineErrorSink* err);
   int32_t (*finish)(void* instance, const EngineErrorSink* err);
   void (*destroy)(void* instance);
-  const void* reserved[4];
+  /* ABI 1.1 (null in 1.0 tables): */
+  int32_t (*configure)(const EngineHostConfig* host, const EngineErrorSink* err);
+  int32_t (*next_frame)(void* instance, EngineFrame* frame, const EngineOutputSink* out,
+                        const EngineErrorSink* err);
+  const void* reserved[2];
 } EnginePluginTable;
 
 /* The one symbol a plugin exports. */

@@ -1,4 +1,4 @@
-//! The C ABI between the engine and plugin libraries (version 1.0).
+//! The C ABI between the engine and plugin libraries (version 1.1).
 //!
 //! A plugin library exports one symbol, [`ENTRY_SYMBOL`], a function returning a pointer to a
 //! static [`PluginTable`]. The table starts with a stable prefix (`abi_major`, `abi_minor`,
@@ -7,6 +7,11 @@
 //! are NUL-terminated UTF-8, tensors are DLPack `DLManagedTensorVersioned`. Ownership of every
 //! tensor passed across the boundary moves to the receiver, who calls its `deleter` when done;
 //! so values cross without copies in both directions.
+//!
+//! Version 1.1 adds two function pointers in slots that 1.0 reserved (null there), so a 1.0
+//! table has the same size and still loads: `configure` (the host's thread budget, called once
+//! after loading) and `next_frame` (node kinds without inputs, i.e. sources, can live in a
+//! library). The host reads them only from tables that declare minor version 1 or later.
 //!
 //! `include/engine_plugin.h` is the same ABI for C and C++ authors. Rust authors never touch
 //! this module directly: they implement [`crate::Node`] and call [`crate::export_plugin!`].
@@ -25,12 +30,14 @@ use crate::value::{PortKind, Value};
 /// Major version: a library with another major version is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version: the host accepts libraries with a minor version up to its own.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The symbol every plugin library exports.
 pub const ENTRY_SYMBOL: &str = "engine_plugin_entry";
 
 /// Status codes returned by the table's functions.
 pub const STATUS_OK: i32 = 0;
+/// `next_frame` only: the source has no more frames (nothing was emitted).
+pub const STATUS_END_OF_STREAM: i32 = 1;
 pub const STATUS_ERROR: i32 = 2;
 pub const STATUS_PANIC: i32 = 3;
 
@@ -326,6 +333,18 @@ pub struct NodeKindDescC {
     pub params: *const ParamDescC,
 }
 
+/// What the host tells a library once, through `configure` (ABI 1.1).
+#[repr(C)]
+pub struct HostConfigC {
+    /// `size_of::<HostConfigC>()` as the host saw it: later minor versions append fields.
+    pub struct_size: u32,
+    /// The thread budget: how many threads the library's compute pool may use.
+    pub threads: u32,
+}
+
+/// A frame's metadata. In `next_frame` the host sets `stream` and `index` and the source
+/// fills in the rest; `source` then points to a string the library owns, valid until the call
+/// returns (the host copies it).
 #[repr(C)]
 pub struct FrameC {
     pub stream: u32,
@@ -391,6 +410,17 @@ pub type ProcessFnC = unsafe extern "C" fn(
 ) -> i32;
 pub type FinishFnC = unsafe extern "C" fn(instance: *mut c_void, err: *const ErrorSinkC) -> i32;
 pub type DestroyFnC = unsafe extern "C" fn(instance: *mut c_void);
+/// ABI 1.1: called once after loading, before any `create`.
+pub type ConfigureFnC =
+    unsafe extern "C" fn(host: *const HostConfigC, err: *const ErrorSinkC) -> i32;
+/// ABI 1.1: a source's next frame. Emits the outputs through `out` and returns `STATUS_OK`,
+/// or returns `STATUS_END_OF_STREAM` (emitting nothing) after the last frame.
+pub type NextFrameFnC = unsafe extern "C" fn(
+    instance: *mut c_void,
+    frame: *mut FrameC,
+    out: *const OutputSinkC,
+    err: *const ErrorSinkC,
+) -> i32;
 
 /// The table a plugin library exports. The first three fields are the stable prefix.
 #[repr(C)]
@@ -408,7 +438,11 @@ pub struct PluginTable {
     pub process: ProcessFnC,
     pub finish: FinishFnC,
     pub destroy: DestroyFnC,
-    pub reserved: [*const c_void; 4],
+    /// ABI 1.1 (a reserved, null slot in 1.0): may be null.
+    pub configure: Option<ConfigureFnC>,
+    /// ABI 1.1 (a reserved, null slot in 1.0): needed when a kind declares no inputs.
+    pub next_frame: Option<NextFrameFnC>,
+    pub reserved: [*const c_void; 2],
 }
 
 /// The stable prefix, read before anything else of a table.
@@ -627,12 +661,13 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Plugin-side implementation of the table. Used through [`crate::export_plugin!`].
 pub mod export {
     use super::*;
-    use crate::node::Node;
+    use crate::node::{HostConfig, Node, Outputs};
     use std::sync::OnceLock;
 
     struct Exported {
         table: PluginTable,
         kinds: Vec<NodeKind>,
+        on_load: Option<fn(&HostConfig)>,
         _descs: Vec<NodeKindDescC>,
         _ports: Vec<Vec<PortDescC>>,
         _params: Vec<Vec<ParamDescC>>,
@@ -657,7 +692,12 @@ pub mod export {
         }
     }
 
-    fn build(name: &str, version: &str, kinds: Vec<NodeKind>) -> Exported {
+    fn build(
+        name: &str,
+        version: &str,
+        kinds: Vec<NodeKind>,
+        on_load: Option<fn(&HostConfig)>,
+    ) -> Exported {
         let mut store = CStore::default();
         let mut ports_in = Vec::new();
         let mut ports_out = Vec::new();
@@ -723,11 +763,14 @@ pub mod export {
             process,
             finish,
             destroy,
-            reserved: [std::ptr::null(); 4],
+            configure: Some(configure),
+            next_frame: Some(next_frame),
+            reserved: [std::ptr::null(); 2],
         };
         Exported {
             table,
             kinds,
+            on_load,
             _descs: descs,
             _ports: ports_in.into_iter().chain(ports_out).collect(),
             _params: params,
@@ -736,8 +779,15 @@ pub mod export {
     }
 
     /// Builds the table once and returns it. Called by the symbol `export_plugin!` defines.
-    pub fn table(name: &str, version: &str, kinds: fn() -> Vec<NodeKind>) -> *const PluginTable {
-        &EXPORTED.get_or_init(|| build(name, version, kinds())).table
+    pub fn table(
+        name: &str,
+        version: &str,
+        kinds: fn() -> Vec<NodeKind>,
+        on_load: Option<fn(&HostConfig)>,
+    ) -> *const PluginTable {
+        &EXPORTED
+            .get_or_init(|| build(name, version, kinds(), on_load))
+            .table
     }
 
     unsafe fn report(err: *const ErrorSinkC, msg: &str) {
@@ -847,31 +897,105 @@ pub mod export {
                     .as_mut()
                     .ok_or("instance is null")?;
                 let outputs = node.process(&info, &values)?;
-                let sink = out.as_ref().ok_or("output sink is null")?;
-                let mut store = CStore::default();
-                for (port, value) in outputs.into_vec() {
-                    let named: Vec<NamedTensorC> = value
-                        .tensors()
-                        .iter()
-                        .map(|(n, t)| NamedTensorC {
-                            name: store.str(n),
-                            tensor: export_tensor(t),
-                        })
-                        .collect();
-                    let port_c = store.str(&port);
-                    let status = (sink.emit)(
-                        sink.ctx,
-                        port_c,
-                        value.kind() as u32,
-                        named.as_ptr(),
-                        named.len() as u32,
-                    );
-                    if status != STATUS_OK {
-                        return Err(format!("the engine refused output port \"{port}\"").into());
-                    }
+                emit_outputs(out, outputs)
+            })
+        }
+    }
+
+    /// Hands every output port's value to the host's sink.
+    unsafe fn emit_outputs(out: *const OutputSinkC, outputs: Outputs) -> Result<(), NodeError> {
+        let sink = unsafe { out.as_ref() }.ok_or("output sink is null")?;
+        let mut store = CStore::default();
+        for (port, value) in outputs.into_vec() {
+            let named: Vec<NamedTensorC> = value
+                .tensors()
+                .iter()
+                .map(|(n, t)| NamedTensorC {
+                    name: store.str(n),
+                    tensor: export_tensor(t),
+                })
+                .collect();
+            let port_c = store.str(&port);
+            // SAFETY: the host's sink, valid for this call; the arrays live until it returns.
+            let status = unsafe {
+                (sink.emit)(
+                    sink.ctx,
+                    port_c,
+                    value.kind() as u32,
+                    named.as_ptr(),
+                    named.len() as u32,
+                )
+            };
+            if status != STATUS_OK {
+                return Err(format!("the engine refused output port \"{port}\"").into());
+            }
+        }
+        Ok(())
+    }
+
+    unsafe extern "C" fn configure(host: *const HostConfigC, err: *const ErrorSinkC) -> i32 {
+        unsafe {
+            guarded(err, || {
+                let exported = EXPORTED.get().ok_or("plugin table was not initialised")?;
+                let host = host.as_ref().ok_or("host configuration is null")?;
+                if (host.struct_size as usize) < std::mem::size_of::<HostConfigC>() {
+                    return Err(format!(
+                        "host configuration of {} bytes is smaller than ABI 1.1's {}",
+                        host.struct_size,
+                        std::mem::size_of::<HostConfigC>()
+                    )
+                    .into());
+                }
+                if let Some(on_load) = exported.on_load {
+                    on_load(&HostConfig {
+                        threads: host.threads.max(1) as usize,
+                    });
                 }
                 Ok(())
             })
+        }
+    }
+
+    unsafe extern "C" fn next_frame(
+        instance: *mut c_void,
+        frame: *mut FrameC,
+        out: *const OutputSinkC,
+        err: *const ErrorSinkC,
+    ) -> i32 {
+        // The frame's source text must outlive this call's return (the host copies it then).
+        thread_local! {
+            static SOURCE: std::cell::RefCell<Option<CString>> = const { std::cell::RefCell::new(None) };
+        }
+        let mut ended = false;
+        let status = unsafe {
+            guarded(err, || {
+                let frame = frame.as_mut().ok_or("frame pointer is null")?;
+                let node = (instance as *mut Box<dyn Node>)
+                    .as_mut()
+                    .ok_or("instance is null")?;
+                let mut info = FrameInfo {
+                    stream: frame.stream,
+                    index: frame.index,
+                    ..FrameInfo::default()
+                };
+                let Some(outputs) = node.next_frame(&mut info)? else {
+                    ended = true;
+                    return Ok(());
+                };
+                frame.timestamp_ns = info.timestamp_ns;
+                frame.width = info.width;
+                frame.height = info.height;
+                frame.source = SOURCE.with(|s| {
+                    let c = CString::new(info.source.replace('\0', "")).unwrap_or_default();
+                    s.borrow_mut().insert(c).as_ptr()
+                });
+                emit_outputs(out, outputs)
+            })
+        };
+        if status == STATUS_OK && ended {
+            STATUS_END_OF_STREAM
+        } else {
+            status
         }
     }
 
@@ -902,14 +1026,29 @@ pub mod export {
 /// plugin_sdk::export_plugin!(name: "my_heads", version: env!("CARGO_PKG_VERSION"), kinds: my_kinds);
 /// fn my_kinds() -> Vec<plugin_sdk::NodeKind> { vec![...] }
 /// ```
+///
+/// `on_load: f` (optional) names a `fn(&plugin_sdk::HostConfig)` that the library runs once
+/// when the host configures it, before any node is created: a family library sizes its
+/// compute pool there (`kernels::configure_library(host.threads)`).
 #[macro_export]
 macro_rules! export_plugin {
-    (name: $name:expr, version: $version:expr, kinds: $kinds:path $(,)?) => {
+    (name: $name:expr, version: $version:expr, kinds: $kinds:path $(, on_load: $on_load:expr)? $(,)?) => {
         /// Entry point of this engine plugin (see the plugin SDK's `abi` module).
         #[no_mangle]
         pub extern "C" fn engine_plugin_entry() -> *const $crate::abi::PluginTable {
-            $crate::abi::export::table($name, $version, $kinds)
+            $crate::abi::export::table(
+                $name,
+                $version,
+                $kinds,
+                $crate::export_plugin!(@on_load $($on_load)?),
+            )
         }
+    };
+    (@on_load $on_load:expr) => {
+        Some($on_load as fn(&$crate::HostConfig))
+    };
+    (@on_load) => {
+        None
     };
 }
 

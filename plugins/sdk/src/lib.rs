@@ -11,7 +11,8 @@ pub mod value;
 
 pub use kernels::{self, DType, Tensor};
 pub use node::{
-    CreateFn, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, PortSpec,
+    lint_kinds, CreateFn, FrameInfo, HostConfig, Inputs, Node, NodeError, NodeKind, NodeSpec,
+    Outputs, PortSpec,
 };
 pub use params::{ParamSpec, ParamType, ParamValue, Params};
 pub use value::{Instances, PortKind, Value};

@@ -292,6 +292,45 @@ pub trait Node: Send {
     }
 }
 
+/// What the host tells a plugin library once, when it loads it (plugin ABI 1.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The thread budget: how many threads the library's compute pool may use.
+    pub threads: usize,
+}
+
+/// The problems of a set of node kinds that `engine plugins` users would trip over: a
+/// missing doc on a kind, port or parameter, a default that does not fit its parameter's
+/// type, or two kinds with one name. Empty when there are none; family tests assert that.
+pub fn lint_kinds(kinds: &[NodeKind]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        let name = &k.spec.kind;
+        if kinds[..i].iter().any(|o| o.spec.kind == *name) {
+            problems.push(format!("{name}: two kinds have this name"));
+        }
+        if k.spec.doc.is_empty() {
+            problems.push(format!("{name}: no doc"));
+        }
+        for p in k.spec.inputs.iter().chain(&k.spec.outputs) {
+            if p.doc.is_empty() {
+                problems.push(format!("{name}.{}: no doc", p.name));
+            }
+        }
+        for p in &k.spec.params {
+            if p.doc.is_empty() {
+                problems.push(format!("{name}.{}: no doc", p.name));
+            }
+            if let Some(d) = &p.default {
+                if d.clone().coerce(p.ty).is_none() {
+                    problems.push(format!("{name}.{}: default does not fit {}", p.name, p.ty));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// Creates a node from its resolved parameters.
 pub type CreateFn = dyn Fn(&Params) -> Result<Box<dyn Node>, NodeError> + Send + Sync;
 

@@ -35,8 +35,8 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::{LayerContext, RcnnError};
-use crate::util::{conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
+use vision_common::{conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
+use vision_common::{LayerContext, ModelError};
 
 /// What a [`ResNet`] looks like: torchvision's `resnet{depth}` / `resnext` / `wide_resnet`
 /// arguments that matter at inference.
@@ -69,7 +69,7 @@ impl Default for ResNetConfig {
 
 impl ResNetConfig {
     /// Blocks per stage and whether they are Bottlenecks.
-    pub fn layout(&self) -> Result<([usize; 4], bool), RcnnError> {
+    pub fn layout(&self) -> Result<([usize; 4], bool), ModelError> {
         Ok(match self.depth {
             18 => ([2, 2, 2, 2], false),
             34 => ([3, 4, 6, 3], false),
@@ -77,7 +77,7 @@ impl ResNetConfig {
             101 => ([3, 4, 23, 3], true),
             152 => ([3, 8, 36, 3], true),
             d => {
-                return Err(RcnnError::param(
+                return Err(ModelError::param(
                     "depth",
                     format!("must be 18, 34, 50, 101 or 152, got {d}"),
                 ))
@@ -86,22 +86,22 @@ impl ResNetConfig {
     }
 
     /// Output channels of `layer1`..`layer4`.
-    pub fn stage_channels(&self) -> Result<[usize; 4], RcnnError> {
+    pub fn stage_channels(&self) -> Result<[usize; 4], ModelError> {
         let (_, bottleneck) = self.layout()?;
         let e = if bottleneck { 4 } else { 1 };
         Ok([64 * e, 128 * e, 256 * e, 512 * e])
     }
 
-    fn check(&self) -> Result<(), RcnnError> {
+    fn check(&self) -> Result<(), ModelError> {
         let (_, bottleneck) = self.layout()?;
         if self.groups == 0 || self.width_per_group == 0 {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "groups",
                 "and \"width_per_group\" must be positive",
             ));
         }
         if !bottleneck && (self.groups != 1 || self.width_per_group != 64) {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "groups",
                 format!(
                     "and \"width_per_group\" must be 1 and 64 for ResNet-{} (BasicBlock), as in torchvision; got {} and {}",
@@ -110,7 +110,7 @@ impl ResNetConfig {
             ));
         }
         if !self.bn_eps.is_finite() || self.bn_eps < 0.0 {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "bn_eps",
                 format!("must be >= 0, got {}", self.bn_eps),
             ));
@@ -120,7 +120,7 @@ impl ResNetConfig {
             || l.iter().any(|&x| !(1..=4).contains(&x))
             || l.windows(2).any(|w| w[0] >= w[1])
         {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "returned_layers",
                 format!("must be increasing values in 1..=4, got {l:?}"),
             ));
@@ -144,7 +144,7 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array4<f32>, RcnnError> {
+    fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array4<f32>, ModelError> {
         let identity = match &self.downsample {
             Some(d) => Some(d.forward(x).ctx(|| format!("{name}.downsample"))?),
             None => None,
@@ -164,7 +164,7 @@ impl Block {
             };
             out = Some(y.ctx(|| format!("{name}.conv{}", i + 1))?);
         }
-        out.ok_or_else(|| RcnnError::input("empty block"))
+        out.ok_or_else(|| ModelError::input("empty block"))
     }
 }
 
@@ -185,7 +185,7 @@ impl ResNet {
         weights: &Weights,
         prefix: &str,
         config: ResNetConfig,
-    ) -> Result<ResNet, RcnnError> {
+    ) -> Result<ResNet, ModelError> {
         config.check()?;
         let (blocks, bottleneck) = config.layout()?;
         let prefix = resolve_prefix(weights, prefix, &["conv1.weight"]);
@@ -321,10 +321,13 @@ impl ResNet {
 
     /// Runs the body on `[N, 3, H, W]` and returns the returned layers as
     /// `(c{layer + 1}, [N, C, H, W])`, in increasing order.
-    pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Vec<(String, Array4<f32>)>, RcnnError> {
+    pub fn forward(
+        &self,
+        x: ArrayView4<'_, f32>,
+    ) -> Result<Vec<(String, Array4<f32>)>, ModelError> {
         let (_, c, h, w) = x.dim();
         if c != 3 {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "resnet: the image must have 3 channels, got {c} (shape [{c}, {h}, {w}])"
             )));
         }
@@ -413,9 +416,9 @@ pub fn kind() -> NodeKind {
     })
 }
 
-fn usize_param(params: &Params, name: &'static str) -> Result<usize, RcnnError> {
-    let v = params.int(name).map_err(RcnnError::Input)?;
-    usize::try_from(v).map_err(|_| RcnnError::param(name, format!("must be >= 0, got {v}")))
+fn usize_param(params: &Params, name: &'static str) -> Result<usize, ModelError> {
+    let v = params.int(name).map_err(ModelError::Input)?;
+    usize::try_from(v).map_err(|_| ModelError::param(name, format!("must be >= 0, got {v}")))
 }
 
 /// The `resnet` node.
@@ -425,10 +428,10 @@ pub struct ResNetNode {
 }
 
 impl ResNetNode {
-    pub fn from_params(params: &Params) -> Result<ResNetNode, RcnnError> {
+    pub fn from_params(params: &Params) -> Result<ResNetNode, ModelError> {
         let returned = params
             .int_list("returned_layers")
-            .map_err(RcnnError::Input)?
+            .map_err(ModelError::Input)?
             .into_iter()
             .map(|l| usize::try_from(l).unwrap_or(0))
             .collect();
@@ -436,13 +439,13 @@ impl ResNetNode {
             depth: usize_param(params, "depth")?,
             groups: usize_param(params, "groups")?,
             width_per_group: usize_param(params, "width_per_group")?,
-            bn_eps: params.float("bn_eps").map_err(RcnnError::Input)? as f32,
+            bn_eps: params.float("bn_eps").map_err(ModelError::Input)? as f32,
             returned_layers: returned,
         };
         config.check()?;
-        let path = PathBuf::from(params.str("weights").map_err(RcnnError::Input)?);
+        let path = PathBuf::from(params.str("weights").map_err(ModelError::Input)?);
         let weights = load_weights(&path)?;
-        let prefix = params.str("prefix").map_err(RcnnError::Input)?;
+        let prefix = params.str("prefix").map_err(ModelError::Input)?;
         Ok(ResNetNode {
             model: ResNet::from_weights(&weights, prefix, config)?,
         })
@@ -453,8 +456,8 @@ impl ResNetNode {
     }
 
     /// The node's computation on the image tensor.
-    pub fn run(&self, image: &Value) -> Result<Value, RcnnError> {
-        let t = image.tensor("tensor").map_err(RcnnError::Input)?;
+    pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
+        let t = image.tensor("tensor").map_err(ModelError::Input)?;
         let (x, batched) = nchw(t, "resnet input \"tensor\"")?;
         let mut out = Value::new(PortKind::Features);
         for (name, level) in self.model.forward(x)? {

@@ -33,9 +33,9 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use crate::error::{LayerContext, RcnnError};
 use crate::resnet::ResNetConfig;
-use crate::util::{conv_bias, from_nchw, load_weights, nchw, resolve_prefix};
+use vision_common::{conv_bias, from_nchw, load_weights, nchw, resolve_prefix};
+use vision_common::{LayerContext, ModelError};
 
 /// The extra block after the last level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub struct FpnConfig {
 impl FpnConfig {
     /// The FPN of `maskrcnn_resnet50_fpn` (or of a ResNet of another depth): layers 1-4 in,
     /// 256 out, max-pool level.
-    pub fn for_resnet(depth: usize) -> Result<FpnConfig, RcnnError> {
+    pub fn for_resnet(depth: usize) -> Result<FpnConfig, ModelError> {
         let resnet = ResNetConfig {
             depth,
             ..Default::default()
@@ -75,9 +75,9 @@ impl FpnConfig {
         self.in_channels.len() + usize::from(self.extra == ExtraBlock::MaxPool)
     }
 
-    fn check(&self) -> Result<(), RcnnError> {
+    fn check(&self) -> Result<(), ModelError> {
         if self.in_channels.is_empty() || self.in_channels.contains(&0) {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "in_channels",
                 format!(
                     "must be positive channel counts, got {:?}",
@@ -86,7 +86,7 @@ impl FpnConfig {
             ));
         }
         if self.out_channels == 0 {
-            return Err(RcnnError::param("out_channels", "must be positive"));
+            return Err(ModelError::param("out_channels", "must be positive"));
         }
         Ok(())
     }
@@ -111,7 +111,7 @@ fn block(
     cin: usize,
     cout: usize,
     k: usize,
-) -> Result<Conv2d, RcnnError> {
+) -> Result<Conv2d, ModelError> {
     let new = format!("{kind}.{i}.0");
     let old = format!("{kind}.{i}");
     let name = if weights.get(&format!("{prefix}{new}.weight")).is_none()
@@ -138,7 +138,7 @@ impl Fpn {
         weights: &Weights,
         prefix: &str,
         config: FpnConfig,
-    ) -> Result<Fpn, RcnnError> {
+    ) -> Result<Fpn, ModelError> {
         config.check()?;
         let prefix = resolve_prefix(
             weights,
@@ -185,24 +185,24 @@ impl Fpn {
 
     /// Runs the FPN on the input levels (finest first, each `[N, C_i, H_i, W_i]`) and returns
     /// the output levels, finest first, plus the extra level.
-    pub fn forward(&self, xs: &[ArrayView4<'_, f32>]) -> Result<Vec<Array4<f32>>, RcnnError> {
+    pub fn forward(&self, xs: &[ArrayView4<'_, f32>]) -> Result<Vec<Array4<f32>>, ModelError> {
         let n = self.config.in_channels.len();
         if xs.len() != n {
-            return Err(RcnnError::input(format!(
+            return Err(ModelError::input(format!(
                 "fpn: got {} input levels, expected {n}",
                 xs.len()
             )));
         }
         for (i, (x, &c)) in xs.iter().zip(&self.config.in_channels).enumerate() {
             if x.dim().1 != c {
-                return Err(RcnnError::input(format!(
+                return Err(ModelError::input(format!(
                     "fpn: input level {i} has {} channels, expected {c} (shape {:?}; is the resnet depth right?)",
                     x.dim().1,
                     x.shape()
                 )));
             }
             if x.dim().0 != xs[0].dim().0 {
-                return Err(RcnnError::input(
+                return Err(ModelError::input(
                     "fpn: input levels have different batch sizes",
                 ));
             }
@@ -320,15 +320,15 @@ pub struct FpnNode {
 }
 
 impl FpnNode {
-    pub fn from_params(params: &Params) -> Result<FpnNode, RcnnError> {
-        let p = |e: String| RcnnError::Input(e);
+    pub fn from_params(params: &Params) -> Result<FpnNode, ModelError> {
+        let p = |e: String| ModelError::Input(e);
         let in_features = params.str_list("in_features").map_err(p)?;
         let out_features = params.str_list("out_features").map_err(p)?;
         let extra = match params.str("extra_block").map_err(p)? {
             "pool" => ExtraBlock::MaxPool,
             "none" => ExtraBlock::None,
             other => {
-                return Err(RcnnError::param(
+                return Err(ModelError::param(
                     "extra_block",
                     format!("must be \"pool\" or \"none\", got \"{other}\""),
                 ))
@@ -348,7 +348,7 @@ impl FpnNode {
                     let level = name.strip_prefix('c').and_then(|l| l.parse::<usize>().ok());
                     match level {
                         Some(l @ 2..=5) => Ok(stages[l - 2]),
-                        _ => Err(RcnnError::param(
+                        _ => Err(ModelError::param(
                             "in_channels",
                             format!("must be given for input level \"{name}\" (only c2..c5 are known from `depth`)"),
                         )),
@@ -362,7 +362,7 @@ impl FpnNode {
                 .collect()
         };
         if in_channels.len() != in_features.len() {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "in_channels",
                 format!(
                     "has {} values for {} input levels {in_features:?}",
@@ -379,7 +379,7 @@ impl FpnNode {
         };
         config.check()?;
         if out_features.len() != config.num_outputs() {
-            return Err(RcnnError::param(
+            return Err(ModelError::param(
                 "out_features",
                 format!(
                     "has {} names, the FPN makes {} levels ({} inputs{})",
@@ -409,19 +409,19 @@ impl FpnNode {
     }
 
     /// The node's computation on a `features` value.
-    pub fn run(&self, features: &Value) -> Result<Value, RcnnError> {
+    pub fn run(&self, features: &Value) -> Result<Value, ModelError> {
         let mut views = Vec::new();
         let mut batched_all = None;
         for name in &self.in_features {
             let t = features.get(name).ok_or_else(|| {
-                RcnnError::input(format!(
+                ModelError::input(format!(
                     "fpn: the features have no level \"{name}\" (they have: {}); set `in_features`",
                     features.names().join(", ")
                 ))
             })?;
             let (v, batched) = nchw(t, &format!("feature level \"{name}\""))?;
             if *batched_all.get_or_insert(batched) != batched {
-                return Err(RcnnError::input(
+                return Err(ModelError::input(
                     "fpn: some levels have a batch axis and others do not",
                 ));
             }

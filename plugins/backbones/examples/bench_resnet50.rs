@@ -4,7 +4,7 @@
 //! or a plain ResNet-50) and a generated fc. Driven by `tests/reference/bench_mask_rcnn.py`,
 //! which times torchvision's `resnet50` in the same run:
 //!
-//!     cargo run --release -p plugin-rcnn --example bench_resnet50 -- WEIGHTS [REPS] [SIZE]
+//!     cargo run --release -p plugin-backbones --example bench_resnet50 -- WEIGHTS [REPS] [SIZE]
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,17 +12,13 @@ use std::time::Instant;
 use kernels::layers::{Activation, Linear};
 use kernels::weights::{generated_tensor, Weights};
 use ndarray::{Array2, Array4};
-use plugin_rcnn::{ResNet, ResNetConfig};
+use plugin_backbones::{ResNet, ResNetConfig};
 
-// The engine binary's allocator and settings (engine/src/main.rs): mimalloc, freed pages kept
-// committed (`mi_option_purge_delay`, option 15, = -1).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+// The allocator is the library's own (`kernels::engine_allocator!` in plugin_backbones); the
+// engine's setting too: freed pages kept committed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // SAFETY: no other thread exists yet.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    kernels::process::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
@@ -62,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "resnet50 {size}x{size} batch 1: {:.1} ms (median of {reps}, {} rayon threads)",
         t[t.len() / 2],
-        rayon::current_num_threads()
+        kernels::process::threads()
     );
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Errors of the R-CNN nodes. Every message says which node kind, parameter, input or
+//! Errors of model nodes. Every message says which node kind, parameter, input or
 //! weights file is at fault.
 
 use kernels::layers::LayerError;
@@ -6,10 +6,10 @@ use kernels::weights::WeightsError;
 use kernels::TensorError;
 use plugin_sdk::NodeError;
 
-/// An error of the R-CNN nodes: bad parameters, unusable weights, or an input that does not
+/// An error of a model node: bad parameters, unusable weights, or an input that does not
 /// fit the model.
 #[derive(Debug, thiserror::Error)]
-pub enum RcnnError {
+pub enum ModelError {
     /// A parameter value out of range; the message names the parameter.
     #[error("parameter \"{name}\" {msg}")]
     Param { name: &'static str, msg: String },
@@ -31,35 +31,35 @@ pub enum RcnnError {
     Tensor(#[from] TensorError),
 }
 
-impl RcnnError {
-    pub(crate) fn param(name: &'static str, msg: impl Into<String>) -> RcnnError {
-        RcnnError::Param {
+impl ModelError {
+    pub fn param(name: &'static str, msg: impl Into<String>) -> ModelError {
+        ModelError::Param {
             name,
             msg: msg.into(),
         }
     }
 
-    pub(crate) fn input(msg: impl Into<String>) -> RcnnError {
-        RcnnError::Input(msg.into())
+    pub fn input(msg: impl Into<String>) -> ModelError {
+        ModelError::Input(msg.into())
     }
 }
 
 /// Adds a context (which layer) to a layer error.
-pub(crate) trait LayerContext<T> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, RcnnError>;
+pub trait LayerContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ModelError>;
 }
 
 impl<T> LayerContext<T> for Result<T, LayerError> {
-    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, RcnnError> {
-        self.map_err(|source| RcnnError::Layer {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ModelError> {
+        self.map_err(|source| ModelError::Layer {
             context: context(),
             source,
         })
     }
 }
 
-impl From<RcnnError> for NodeError {
-    fn from(e: RcnnError) -> NodeError {
+impl From<ModelError> for NodeError {
+    fn from(e: ModelError) -> NodeError {
         NodeError::new(e.to_string())
     }
 }
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn messages_name_the_culprit() {
-        let e = RcnnError::param("depth", "must be 18, 34, 50, 101 or 152, got 20");
+        let e = ModelError::param("depth", "must be 18, 34, 50, 101 or 152, got 20");
         assert_eq!(
             e.to_string(),
             "parameter \"depth\" must be 18, 34, 50, 101 or 152, got 20"

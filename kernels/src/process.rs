@@ -1,0 +1,83 @@
+//! The process-wide policies that every binary and plugin library linking `kernels` applies:
+//! one allocator policy and one thread budget.
+//!
+//! Each plugin library is a `cdylib` with its own copy of Rust's standard library, of rayon and
+//! of the allocator, so these cannot be set once by the host for everyone. Instead:
+//! - every artifact (the `engine` binary, each family library, the benches) declares
+//!   [`engine_allocator!`](crate::engine_allocator): mimalloc as its global allocator;
+//! - the host calls each library's `configure` (plugin ABI 1.1) once after loading it, and the
+//!   library calls [`configure_library`] with the host's thread budget, which sizes the
+//!   library's rayon pool and turns mimalloc's purging off.
+//!
+//! docs/ARCHITECTURE.md ("One allocator policy and one thread budget") gives the measurements
+//! behind both choices.
+
+pub use mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 as bundled by
+/// libmimalloc-sys 0.1.49, which builds v3 and does not export the constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Declares mimalloc as the global allocator of the artifact (binary or plugin library) whose
+/// crate root invokes it. Stages allocate and free feature maps of tens of MB every frame from
+/// several threads; glibc's malloc returns such blocks to the OS and page-faults them back in
+/// on every use (~10% of a Mask R-CNN frame, far more when stages overlap). Pair it with
+/// [`keep_freed_memory`] (the host does, and [`configure_library`] does in a library).
+#[macro_export]
+macro_rules! engine_allocator {
+    () => {
+        #[global_allocator]
+        static ENGINE_ALLOCATOR: $crate::process::MiMalloc = $crate::process::MiMalloc;
+    };
+}
+
+/// Turns mimalloc's purging off: freed pages stay committed for the next frame instead of
+/// being returned to the OS after a delay (1 s in mimalloc v3) and faulted in again (a Mask
+/// R-CNN frame at 800x1216 took ~41k page faults with purging, ~800 without, and ~8% less
+/// time; the resident size stays at its peak, +10%). A pipeline reaches its peak on the first
+/// frame anyway. Affects the mimalloc linked into the calling artifact only.
+///
+/// Call it before the artifact starts threads of its own: mimalloc's option setters are not
+/// thread-safe. The host calls it first thing in `main`; a library in `configure`, which the
+/// host calls once, before creating any node of the library.
+pub fn keep_freed_memory() {
+    // SAFETY: see above: no other thread of this artifact allocates through mimalloc's options
+    // at this point; the option index is checked by a test below.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
+/// Sizes the rayon pool of the calling artifact at `threads` (at least 1). Does nothing if the
+/// pool already exists (it is built once, on first use or here). Returns the pool's size.
+pub fn use_threads(threads: usize) -> usize {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global();
+    rayon::current_num_threads()
+}
+
+/// The size of the calling artifact's rayon pool.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// What a family library does when the host configures it: the host's thread budget for its
+/// rayon pool, and the allocator policy ([`keep_freed_memory`]).
+pub fn configure_library(threads: usize) {
+    keep_freed_memory();
+    use_threads(threads);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_index_is_mimallocs() {
+        // mimalloc v3's mi_option_purge_delay defaults to 1000 (ms); its neighbours
+        // (eager_commit_delay, use_numa_nodes) do not, so a shifted index would show.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reading an option.
+        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(v, 1000);
+    }
+}

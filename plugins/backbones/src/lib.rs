@@ -1,0 +1,47 @@
+//! The `backbones` family: feature extractors that any head can take its features from, built
+//! as a plugin library (`libplugin_backbones.so`) that the engine finds on its plugin path.
+//!
+//! | kind | in | out | reference |
+//! |---|---|---|---|
+//! | `resnet` | `image` (tensor f32 [3, H, W]) | `features` `c2..c5` | torchvision's ResNet body with FrozenBatchNorm2d |
+//! | `fpn` | `features` `c2..c5` | `features` `p2..p6` | torchvision's `FeaturePyramidNetwork` + `LastLevelMaxPool` |
+//!
+//! Levels are named by pyramid level (`c2..c5`, `p2..p6`; stride `2^level`), so that heads
+//! find them by name; [`resnet`] and [`fpn`] give the mapping to torchvision's names. Both load
+//! torchvision checkpoints by parameter name under a `prefix` (`backbone.body.`,
+//! `backbone.fpn.` of a detection model, or a plain classification ResNet).
+//!
+//! Families to come add their backbones here (MobileNet, DLA, Hourglass), each a module with
+//! its node kind, listed in [`kinds`].
+
+pub mod fpn;
+pub mod resnet;
+
+pub use fpn::{ExtraBlock, Fpn, FpnConfig};
+pub use resnet::{ResNet, ResNetConfig};
+
+use plugin_sdk::NodeKind;
+
+kernels::engine_allocator!();
+plugin_sdk::export_plugin!(
+    name: "backbones",
+    version: env!("CARGO_PKG_VERSION"),
+    kinds: kinds,
+    on_load: |host: &plugin_sdk::HostConfig| kernels::configure_library(host.threads),
+);
+
+/// The node kinds of this family, in the order `engine plugins` lists them.
+pub fn kinds() -> Vec<NodeKind> {
+    vec![resnet::kind(), fpn::kind()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds_are_documented_and_defaults_fit() {
+        let kinds = super::kinds();
+        let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
+        assert_eq!(names, ["resnet", "fpn"]);
+        assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,75 @@
+//! The pre-processed image as heads read it: the tensor with its `image_size` (resized,
+//! before padding) and `original_size`, and the `image` input port that carries it.
+
+use plugin_sdk::{DType, NodeSpec, PortKind, PortSpec, Value};
+
+use crate::error::ModelError;
+
+/// What the heads need to know about the preprocessed image: the padded tensor's size (the
+/// anchors' strides), the resized size before padding (clipping, RoIAlign's scales) and the
+/// original size (pasting masks), all `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageSizes {
+    pub padded: (usize, usize),
+    pub resized: (usize, usize),
+    pub original: (usize, usize),
+}
+
+impl ImageSizes {
+    /// Reads an `image` value of `rcnn_preprocess` (`tensor` `[3, H, W]` or `[1, 3, H, W]`
+    /// with `image_size` and `original_size`).
+    pub fn from_value(node: &str, image: &Value) -> Result<ImageSizes, ModelError> {
+        let t = image.tensor("tensor").map_err(ModelError::Input)?;
+        let s = t.shape();
+        let padded = match s.len() {
+            3 => (s[1], s[2]),
+            4 if s[0] == 1 => (s[2], s[3]),
+            _ => {
+                return Err(ModelError::input(format!(
+                    "{node}: the image tensor must be [3, H, W] (one image, from rcnn_preprocess), got {}",
+                    t.describe()
+                )))
+            }
+        };
+        let pair = |name: &str| -> Result<(usize, usize), ModelError> {
+            let t = image.get(name).ok_or_else(|| {
+                ModelError::input(format!(
+                    "{node}: the image value has no \"{name}\"; connect the `image` output of rcnn_preprocess"
+                ))
+            })?;
+            let v = t.as_slice::<i64>().map_err(|_| {
+                ModelError::input(format!(
+                    "{node}: \"{name}\" must be i64 [2], got {}",
+                    t.describe()
+                ))
+            })?;
+            match v {
+                [h, w] if *h > 0 && *w > 0 => Ok((*h as usize, *w as usize)),
+                _ => Err(ModelError::input(format!(
+                    "{node}: \"{name}\" must hold a positive (height, width), got {v:?}"
+                ))),
+            }
+        };
+        let resized = pair("image_size")?;
+        if resized.0 > padded.0 || resized.1 > padded.1 {
+            return Err(ModelError::input(format!(
+                "{node}: image_size {resized:?} exceeds the padded tensor {padded:?}"
+            )));
+        }
+        Ok(ImageSizes {
+            padded,
+            resized,
+            original: pair("original_size")?,
+        })
+    }
+}
+
+/// The `image` input of a head: the value of rcnn_preprocess (`doc` says what the head reads
+/// from it).
+pub fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {
+    spec.input(
+        PortSpec::new("image", PortKind::Tensor, doc)
+            .dtype(DType::F32)
+            .shape("3,H,W"),
+    )
+}

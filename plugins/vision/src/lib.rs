@@ -1,0 +1,29 @@
+//! Building blocks shared by the model families (`plugins/backbones`, `plugins/rcnn`, and
+//! every family added later). A family library links this crate; families never link each
+//! other (each is a plugin library with its own entry symbol), so what two families share
+//! lives here or in `kernels`.
+//!
+//! - [`image`]: the pre-processed image (`ImageSizes`: padded, resized and original sizes) and
+//!   the `image` input port of a head.
+//! - [`features`]: feature levels by name, the `features`/`in_features` declarations, and
+//!   the RoI pooler over the levels.
+//! - [`weights`]: reading a checkpoint, finding a sub-module's prefix, and the
+//!   `weights`/`prefix` parameters.
+//! - [`layers`]: `[N, C, H, W]` views, and convolutions (batch norm folded in) and linear
+//!   layers bound by parameter name.
+//! - [`params`]: parameters read with range checks.
+//! - [`error`]: [`ModelError`], whose messages name the parameter, input or file at fault.
+
+pub mod error;
+pub mod features;
+pub mod image;
+pub mod layers;
+pub mod params;
+pub mod weights;
+
+pub use error::{LayerContext, ModelError};
+pub use features::{feature_levels, features_input, in_features_param, levels_params, RoiPooler};
+pub use image::{image_input, ImageSizes};
+pub use layers::{conv_bias, conv_bn, from_nchw, linear, nchw};
+pub use params::{count_param, float_param};
+pub use weights::{load_weights, module_name, resolve_prefix, weights_param, weights_params};
