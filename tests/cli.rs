@@ -745,6 +745,30 @@ path = "o.jsonl"
 }
 
 #[test]
+fn a_source_can_live_in_a_library() {
+    // ABI 1.1's next_frame: custom_head's box_source, found beside the engine binary.
+    let dir = scratch("library-source");
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"box_source\"\nframes = 4\ncount = 3\n[nodes.head]\nplugin = \"score_filter\"\ninputs = { instances = \"src.instances\" }\nmin_score = 0.4\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"head.instances\" }\npath = \"o.jsonl\"\n",
+    );
+    let o = engine(&dir, &["run", "--quiet", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&dir.join("o.jsonl"));
+    assert_eq!(recs.len(), 4);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(frame_of(r), i as u64);
+        assert_eq!(r["source"], format!("box_source/{i}"));
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        assert_eq!(box_xs(r), vec![i as f64, i as f64]);
+    }
+}
+
+#[test]
 fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     let dir = scratch("c-plugin");
     let good = c_plugin(&dir, "score_scale", &[]);

@@ -1,21 +1,7 @@
-//! Where computation runs: the CPU, or a CUDA device.
+//! Device selection: what a pipeline asks for (`auto`, `cpu`, `cuda`, `cuda:N`) and what this
+//! machine can give. The [`Device`] type itself lives in the tensor crate.
 
-use std::fmt;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Device {
-    Cpu,
-    Cuda(u32),
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
+pub use engine_tensor::Device;
 
 /// What a pipeline asks for: `auto`, `cpu`, `cuda` or `cuda:N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,10 +8,9 @@ pub mod layers;
 pub mod ops;
 pub mod process;
 pub mod profile;
-pub mod tensor;
 pub mod weights;
 
 pub use device::{Device, DeviceError, DeviceRequest};
-pub use half::f16;
+pub use engine_tensor::f16;
+pub use engine_tensor::{tensor, DType, Element, Tensor, TensorError};
 pub use process::configure_library;
-pub use tensor::{DType, Element, Tensor, TensorError};

@@ -9,7 +9,7 @@
 //! dtype and in every dimension but the first (masks of different H x W are an error naming
 //! both shapes).
 
-use plugin_sdk::kernels::{f16, Element};
+use plugin_sdk::{f16, Element};
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, PortKind, PortSpec,
     Tensor, Value,

@@ -21,7 +21,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use kernels::{DType, Tensor};
+use engine_tensor::{DType, Tensor};
 
 use crate::node::{FrameInfo, Inputs, NodeError, NodeKind, PortSpec};
 use crate::params::{ParamSpec, ParamType, ParamValue, Params};
@@ -455,19 +455,15 @@ pub struct TablePrefix {
 
 pub type EntryFn = unsafe extern "C" fn() -> *const PluginTable;
 
+/// A port's dtype as the ABI codes it: 0 for any dtype, else [`DType::abi_code`].
 pub fn dtype_code(dtype: Option<DType>) -> u32 {
-    match dtype {
-        None => 0,
-        Some(d) => 1 + DType::ALL.iter().position(|x| *x == d).unwrap_or(0) as u32,
-    }
+    dtype.map_or(0, DType::abi_code)
 }
 
 pub fn dtype_from_code(code: u32) -> Result<Option<DType>, String> {
     match code {
         0 => Ok(None),
-        n => DType::ALL
-            .get(n as usize - 1)
-            .copied()
+        n => DType::from_abi_code(n)
             .map(Some)
             .ok_or_else(|| format!("unknown dtype code {n}")),
     }

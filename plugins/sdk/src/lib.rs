@@ -9,7 +9,7 @@ pub mod node;
 pub mod params;
 pub mod value;
 
-pub use kernels::{self, DType, Tensor};
+pub use engine_tensor::{self as tensor, f16, DType, Element, Tensor, TensorError};
 pub use node::{
     lint_kinds, CreateFn, FrameInfo, HostConfig, Inputs, Node, NodeError, NodeKind, NodeSpec,
     Outputs, PortSpec,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use kernels::DType;
+use engine_tensor::DType;
 
 use crate::params::{ParamSpec, Params};
 use crate::value::{PortKind, Value};
@@ -63,8 +63,8 @@ impl From<&str> for NodeError {
     }
 }
 
-impl From<kernels::TensorError> for NodeError {
-    fn from(e: kernels::TensorError) -> NodeError {
+impl From<engine_tensor::TensorError> for NodeError {
+    fn from(e: engine_tensor::TensorError) -> NodeError {
         NodeError::new(e.to_string())
     }
 }

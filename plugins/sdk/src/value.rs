@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use kernels::{DType, Tensor};
+use engine_tensor::{DType, Tensor};
 
 /// The kind of a port. A kind is a schema of named tensors (see [`Value::validate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +139,28 @@ impl Value {
     }
 
     /// One line per tensor: "boxes f32[3, 4], scores f32[3]".
+    /// The instances `rows` (in that order; rows may repeat), with every per-instance tensor
+    /// selected alike: boxes, scores, classes, masks, keypoints, landmarks, track ids and any
+    /// other tensor a head added. Filtering, sorting and top-k in a head use this, so that no
+    /// tensor is dropped or left with the old row count. Only for `instances` values.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Value, String> {
+        if self.kind != PortKind::Instances {
+            return Err(format!(
+                "select_rows needs an instances value, got {}",
+                self.kind
+            ));
+        }
+        self.validate()?;
+        let mut out = Value::new(self.kind);
+        for (name, t) in &self.tensors {
+            let picked = t
+                .gather_rows(rows)
+                .map_err(|e| format!("tensor \"{name}\": {e}"))?;
+            out.insert(name, picked);
+        }
+        Ok(out)
+    }
+
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .tensors
@@ -372,7 +394,7 @@ impl Instances {
             ));
         }
         let flat: Vec<f32> = self.boxes.iter().flatten().copied().collect();
-        let err = |e: kernels::TensorError| e.to_string();
+        let err = |e: engine_tensor::TensorError| e.to_string();
         Ok(Value::new(PortKind::Instances)
             .with("boxes", Tensor::from_vec(&[n, 4], flat).map_err(err)?)
             .with(
@@ -398,6 +420,35 @@ mod tests {
         }
         .to_value()
         .unwrap()
+    }
+
+    #[test]
+    fn select_rows_keeps_every_per_instance_tensor() {
+        let v = instances(3)
+            .with(
+                "masks",
+                Tensor::from_vec(&[3, 1, 2], vec![1u8, 1, 2, 2, 3, 3]).unwrap(),
+            )
+            .with(
+                "keypoints",
+                Tensor::from_vec(&[3, 1, 3], vec![0f32, 0., 1., 1., 1., 1., 2., 2., 1.]).unwrap(),
+            );
+        let s = v.select_rows(&[2, 0]).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.names(), v.names());
+        assert_eq!(
+            s.tensor("masks").unwrap().as_slice::<u8>().unwrap(),
+            &[3, 3, 1, 1]
+        );
+        assert_eq!(s.tensor("keypoints").unwrap().shape(), &[2, 1, 3],);
+        assert!(v
+            .select_rows(&[3])
+            .unwrap_err()
+            .contains("row 3 is out of range"));
+        assert!(Value::single(Tensor::scalar(1f32))
+            .select_rows(&[0])
+            .unwrap_err()
+            .contains("needs an instances value"));
     }
 
     #[test]

@@ -15,10 +15,13 @@
 //! `keep_classes`, sorts by score and keeps at most `max_instances`. Every per-instance tensor
 //! (masks, keypoints, ...) is filtered with the same rows. It is written exactly as a built-in
 //! node: implement `Node`, declare a `NodeSpec`, and call `export_plugin!`.
+//!
+//! `box_source` shows a source in a library (plugin ABI 1.1): a node kind without inputs
+//! implements `Node::next_frame`, filling in the frame's source name and size.
 
 use plugin_sdk::{
-    export_plugin, DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs,
-    ParamSpec, ParamType, ParamValue, Params, PortKind, PortSpec, Tensor, Value,
+    export_plugin, DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec,
+    Outputs, ParamSpec, ParamType, ParamValue, Params, PortKind, PortSpec, Tensor,
 };
 
 export_plugin!(name: "custom_head", version: env!("CARGO_PKG_VERSION"), kinds: kinds);
@@ -61,9 +64,70 @@ pub fn kinds() -> Vec<NodeKind> {
         ParamValue::Int(-1),
         "panic on this frame index (demonstrates that the engine contains plugin panics); -1: never",
     ));
-    vec![NodeKind::new(spec, |p| {
-        Ok(Box::new(ScoreFilter::new(p)?) as Box<dyn Node>)
-    })]
+    let source = NodeSpec::new(
+        "box_source",
+        "Emits `frames` frames of `count` boxes each (example source in a library)",
+    )
+    .output(
+        PortSpec::new(
+            "instances",
+            PortKind::Instances,
+            "count boxes at x = frame index, scores 1/(1+j)",
+        )
+        .dtype(DType::F32)
+        .shape("N,4"),
+    )
+    .param(ParamSpec::optional(
+        "frames",
+        ParamType::Int,
+        ParamValue::Int(3),
+        "how many frames",
+    ))
+    .param(ParamSpec::optional(
+        "count",
+        ParamType::Int,
+        ParamValue::Int(2),
+        "boxes per frame",
+    ));
+    vec![
+        NodeKind::new(
+            spec,
+            |p| Ok(Box::new(ScoreFilter::new(p)?) as Box<dyn Node>),
+        ),
+        NodeKind::new(source, |p| {
+            let frames =
+                u64::try_from(p.int("frames")?).map_err(|_| "parameter \"frames\" must be >= 0")?;
+            let count =
+                usize::try_from(p.int("count")?).map_err(|_| "parameter \"count\" must be >= 0")?;
+            Ok(Box::new(BoxSource { frames, count }) as Box<dyn Node>)
+        }),
+    ]
+}
+
+struct BoxSource {
+    frames: u64,
+    count: usize,
+}
+
+impl Node for BoxSource {
+    fn process(&mut self, _: &FrameInfo, _: &Inputs) -> Result<Outputs, NodeError> {
+        Err("box_source is a source; the engine calls next_frame".into())
+    }
+
+    fn next_frame(&mut self, frame: &mut FrameInfo) -> Result<Option<Outputs>, NodeError> {
+        if frame.index >= self.frames {
+            return Ok(None);
+        }
+        frame.source = format!("box_source/{}", frame.index).into();
+        (frame.width, frame.height) = (64, 48);
+        let x = frame.index as f32;
+        let det = Instances {
+            boxes: vec![[x, 0.0, x + 1.0, 1.0]; self.count],
+            scores: (0..self.count).map(|j| 1.0 / (1.0 + j as f32)).collect(),
+            classes: vec![1; self.count],
+        };
+        Ok(Some(Outputs::one("instances", det.to_value()?)))
+    }
 }
 
 struct ScoreFilter {
@@ -94,32 +158,6 @@ impl ScoreFilter {
     }
 }
 
-/// Rows `rows` of a tensor whose first dimension indexes instances.
-fn gather_rows(t: &Tensor, rows: &[usize]) -> Result<Tensor, NodeError> {
-    fn pick<T: plugin_sdk::kernels::Element>(
-        t: &Tensor,
-        rows: &[usize],
-    ) -> Result<Tensor, NodeError> {
-        let data = t.as_slice::<T>()?;
-        let row = t.shape()[1..].iter().product::<usize>();
-        let mut out = Vec::with_capacity(rows.len() * row);
-        for &r in rows {
-            out.extend_from_slice(&data[r * row..(r + 1) * row]);
-        }
-        let mut shape = t.shape().to_vec();
-        shape[0] = rows.len();
-        Ok(Tensor::from_vec(&shape, out)?)
-    }
-    match t.dtype() {
-        DType::F32 => pick::<f32>(t, rows),
-        DType::F16 => pick::<plugin_sdk::kernels::f16>(t, rows),
-        DType::U8 => pick::<u8>(t, rows),
-        DType::I32 => pick::<i32>(t, rows),
-        DType::I64 => pick::<i64>(t, rows),
-        DType::Bool => pick::<bool>(t, rows),
-    }
-}
-
 impl Node for ScoreFilter {
     fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         if self.panic_on_frame >= 0 && frame.index == self.panic_on_frame as u64 {
@@ -147,13 +185,8 @@ impl Node for ScoreFilter {
         kept.sort_by(|a, b| b.1.total_cmp(&a.1));
         kept.truncate(self.max_instances);
         let rows: Vec<usize> = kept.iter().map(|&(i, _)| i).collect();
-        let mut out = Value::new(PortKind::Instances);
-        for (name, t) in input.tensors() {
-            if name == "scores" {
-                continue;
-            }
-            out.insert(name, gather_rows(t, &rows)?);
-        }
+        // Every per-instance tensor (masks, keypoints, landmarks, ...) follows the same rows.
+        let mut out = input.select_rows(&rows)?;
         out.insert(
             "scores",
             Tensor::from_vec(&[rows.len()], kept.iter().map(|&(_, s)| s).collect())?,
@@ -165,7 +198,6 @@ impl Node for ScoreFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plugin_sdk::Instances;
 
     fn params() -> Params {
         let mut p = Params::new();

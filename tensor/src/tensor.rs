@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use half::f16;
+#[cfg(feature = "ndarray")]
 use ndarray::{ArrayViewD, IxDyn};
 
 use crate::device::Device;
@@ -35,6 +36,24 @@ impl DType {
     ];
 
     /// Size of one element in bytes.
+    /// The dtype's code in the plugin ABI (`EngineDType` in `engine_plugin.h`; 0 there means
+    /// "any dtype"). Fixed forever: a test pins every value.
+    pub fn abi_code(self) -> u32 {
+        match self {
+            DType::F32 => 1,
+            DType::F16 => 2,
+            DType::U8 => 3,
+            DType::I32 => 4,
+            DType::I64 => 5,
+            DType::Bool => 6,
+        }
+    }
+
+    /// The dtype of an ABI code ([`DType::abi_code`]); `None` for 0 and unknown codes.
+    pub fn from_abi_code(code: u32) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.abi_code() == code)
+    }
+
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
@@ -87,6 +106,8 @@ pub enum TensorError {
     InvalidBool(u8),
     #[error("shape {0:?} overflows the address space")]
     Overflow(Vec<usize>),
+    #[error("row {row} is out of range for a tensor of shape {shape:?}")]
+    RowOutOfRange { row: usize, shape: Vec<usize> },
 }
 
 /// Rust types that can be tensor elements.
@@ -333,7 +354,9 @@ impl Tensor {
         }
     }
 
-    /// An ndarray view of the data.
+    /// An ndarray view of the data (feature `ndarray`, which `kernels` turns on; the plugin
+    /// SDK leaves it off so that a custom head does not compile ndarray).
+    #[cfg(feature = "ndarray")]
     pub fn view<T: Element>(&self) -> Result<ArrayViewD<'_, T>, TensorError> {
         let data = self.as_slice::<T>()?;
         ArrayViewD::from_shape(IxDyn(&self.shape), data).map_err(|_| TensorError::LengthMismatch {
@@ -361,6 +384,48 @@ impl Tensor {
     }
 
     /// "f32[2, 3]"
+    /// The rows `rows` of the first dimension, in that order (rows may repeat): selects or
+    /// reorders per-instance tensors. A scalar has no rows.
+    pub fn gather_rows(&self, rows: &[usize]) -> Result<Tensor, TensorError> {
+        fn gather<T: Element>(t: &Tensor, rows: &[usize]) -> Result<Tensor, TensorError> {
+            let data = t.as_slice::<T>()?;
+            let n = t.shape().first().copied().unwrap_or(0);
+            let row = t.shape().iter().skip(1).product::<usize>();
+            let mut out = Vec::with_capacity(rows.len() * row);
+            for &r in rows {
+                if r >= n {
+                    return Err(TensorError::RowOutOfRange {
+                        row: r,
+                        shape: t.shape().to_vec(),
+                    });
+                }
+                out.extend_from_slice(&data[r * row..(r + 1) * row]);
+            }
+            let mut shape = t.shape().to_vec();
+            if let Some(first) = shape.first_mut() {
+                *first = rows.len();
+            }
+            Tensor::from_vec(&shape, out)
+        }
+        if self.ndim() == 0 {
+            return match rows.first() {
+                Some(&row) => Err(TensorError::RowOutOfRange {
+                    row,
+                    shape: Vec::new(),
+                }),
+                None => Tensor::zeros(self.dtype, &[0]),
+            };
+        }
+        match self.dtype {
+            DType::F32 => gather::<f32>(self, rows),
+            DType::F16 => gather::<f16>(self, rows),
+            DType::U8 => gather::<u8>(self, rows),
+            DType::I32 => gather::<i32>(self, rows),
+            DType::I64 => gather::<i64>(self, rows),
+            DType::Bool => gather::<bool>(self, rows),
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!("{}{:?}", self.dtype, self.shape)
     }
@@ -375,6 +440,46 @@ impl fmt::Debug for Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gather_rows_selects_and_reorders() {
+        let t = Tensor::from_vec(&[3, 2], vec![0i64, 1, 10, 11, 20, 21]).unwrap();
+        let g = t.gather_rows(&[2, 0, 2]).unwrap();
+        assert_eq!(g.shape(), &[3, 2]);
+        assert_eq!(g.as_slice::<i64>().unwrap(), &[20, 21, 0, 1, 20, 21]);
+        assert_eq!(t.gather_rows(&[]).unwrap().shape(), &[0, 2]);
+        assert_eq!(
+            t.gather_rows(&[3]).unwrap_err().to_string(),
+            "row 3 is out of range for a tensor of shape [3, 2]"
+        );
+        let b = Tensor::from_vec(&[2], vec![true, false]).unwrap();
+        assert_eq!(
+            b.gather_rows(&[1]).unwrap().as_slice::<bool>().unwrap(),
+            &[false]
+        );
+    }
+
+    #[test]
+    fn abi_codes_are_pinned() {
+        // engine_plugin.h's ENGINE_DTYPE_* values; changing one breaks every built plugin.
+        let codes: Vec<(DType, u32)> = DType::ALL.iter().map(|d| (*d, d.abi_code())).collect();
+        assert_eq!(
+            codes,
+            [
+                (DType::F32, 1),
+                (DType::F16, 2),
+                (DType::U8, 3),
+                (DType::I32, 4),
+                (DType::I64, 5),
+                (DType::Bool, 6)
+            ]
+        );
+        for d in DType::ALL {
+            assert_eq!(DType::from_abi_code(d.abi_code()), Some(d));
+        }
+        assert_eq!(DType::from_abi_code(0), None);
+        assert_eq!(DType::from_abi_code(7), None);
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -390,6 +495,7 @@ mod tests {
         );
         let t = Tensor::from_vec(&[2, 3], vec![1.0f32; 6]).unwrap();
         assert_eq!(t.describe(), "f32[2, 3]");
+        #[cfg(feature = "ndarray")]
         assert_eq!(t.view::<f32>().unwrap()[[1, 2]], 1.0);
     }
 
@@ -411,6 +517,7 @@ mod tests {
         let u = t.clone();
         let r = t.reshape(&[2, 2]).unwrap();
         assert!(t.shares_storage_with(&u) && t.shares_storage_with(&r));
+        #[cfg(feature = "ndarray")]
         assert_eq!(r.view::<i32>().unwrap()[[1, 0]], 3);
         assert!(t.reshape(&[3]).is_err());
     }
