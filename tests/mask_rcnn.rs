@@ -54,7 +54,7 @@ fn write_weights(doc: &Json, path: &Path) {
 }
 
 /// `engine run pipelines/mask_rcnn_r50_fpn.toml` from `dir` on assets/astronaut.png with every
-/// `weights` set to `weights`, plus `extra` settings.
+/// `weights` set to `weights` (one `--set vars.weights`), plus `extra` settings.
 fn run_pipeline(dir: &Path, weights: &Path, extra: &[String]) -> Output {
     let pipeline = repo().join("pipelines/mask_rcnn_r50_fpn.toml");
     let mut args: Vec<String> = vec!["run".into(), pipeline.display().to_string()];
@@ -63,10 +63,8 @@ fn run_pipeline(dir: &Path, weights: &Path, extra: &[String]) -> Output {
         "nodes.images.path={}",
         repo().join("assets/astronaut.png").display()
     ));
-    for node in ["backbone", "fpn", "rpn", "box_head", "mask_head"] {
-        args.push("--set".into());
-        args.push(format!("nodes.{node}.weights={}", weights.display()));
-    }
+    args.push("--set".into());
+    args.push(format!("vars.weights={}", weights.display()));
     for e in extra {
         args.push("--set".into());
         args.push(e.clone());

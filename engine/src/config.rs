@@ -92,6 +92,8 @@ pub struct PipelineConfig {
     pub libraries: Vec<At<String>>,
     /// `[plugins] path`: directories searched for plugin libraries.
     pub plugin_path: Vec<At<String>>,
+    /// `[vars]`: values that parameters use as `"${name}"` (see [`substitute_vars`]).
+    pub vars: Vec<(At<String>, At<ParamValue>)>,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -197,6 +199,7 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
         threads: None,
         libraries: Vec::new(),
         plugin_path: Vec::new(),
+        vars: Vec::new(),
         nodes: Vec::new(),
     };
     let mut saw_nodes = false;
@@ -226,6 +229,22 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
                     parse_plugins_table(t, &mut config, &mut errors);
                 }
             }
+            "vars" => {
+                if let Some(t) = table(&mut errors) {
+                    for (name, v) in t.iter() {
+                        match param_value(v.get_ref()) {
+                            Ok(value) => config.vars.push((
+                                at(name.get_ref().to_string(), name.span()),
+                                at(value, v.span()),
+                            )),
+                            Err(e) => errors.push(Diagnostic::new(
+                                format!("vars.{}: {e}", name.get_ref()),
+                                Origin::File(v.span()),
+                            )),
+                        }
+                    }
+                }
+            }
             "nodes" => {
                 saw_nodes = true;
                 if let Some(t) = table(&mut errors) {
@@ -242,8 +261,8 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
                     format!("unknown top-level table [{other}]"),
                     Origin::File(key.span()),
                 )
-                .suggest(other, ["pipeline", "plugins", "nodes"])
-                .help_if_none("a pipeline file has [pipeline], [plugins] and [nodes.NAME] tables"),
+                .suggest(other, ["pipeline", "plugins", "vars", "nodes"])
+                .help_if_none("a pipeline file has [pipeline], [plugins], [vars] and [nodes.NAME] tables"),
             ),
         }
     }
@@ -561,6 +580,24 @@ pub fn apply_overrides(
             continue;
         };
         let path = path.trim();
+        if let Some(var) = path.strip_prefix("vars.") {
+            // A pipeline variable: replaced, or added (a parameter may use it).
+            let value = match DeValue::parse(raw.trim()) {
+                Ok(v) => param_value(v.get_ref()),
+                Err(_) => Ok(ParamValue::Str(raw.to_string())),
+            };
+            match value {
+                Ok(v) => {
+                    let v = At::new(v, origin.clone());
+                    match config.vars.iter_mut().find(|(k, _)| k.value == var) {
+                        Some(slot) => slot.1 = v,
+                        None => config.vars.push((At::new(var.to_string(), origin), v)),
+                    }
+                }
+                Err(e) => errors.push(Diagnostic::new(e, origin)),
+            }
+            continue;
+        }
         let path = path.strip_prefix("nodes.").unwrap_or(path);
         let Some((node, key)) = path.split_once('.') else {
             errors.push(Diagnostic::new(
@@ -616,9 +653,130 @@ pub fn apply_overrides(
     }
 }
 
+/// Replaces `${name}` in every string parameter (and string list entry) with the pipeline
+/// variable `name` of `[vars]` (after `--set vars.name=...`). A value that is exactly
+/// `"${name}"` takes the variable's own type (an integer stays an integer); inside a longer
+/// string the variable's text is spliced in. `$${` is a literal `${`. An unknown variable is an
+/// error at the parameter, with the closest name.
+pub fn substitute_vars(config: &mut PipelineConfig) -> Result<(), Vec<Diagnostic>> {
+    let vars = config.vars.clone();
+    let mut errors = Vec::new();
+    for node in &mut config.nodes {
+        for (_, value) in &mut node.params {
+            let origin = value.origin.clone();
+            let result = match &value.value {
+                ParamValue::Str(s) => expand(s, &vars, true).map(Some),
+                ParamValue::StrList(items) => items
+                    .iter()
+                    .map(|i| match expand(i, &vars, false)? {
+                        ParamValue::Str(s) => Ok(s),
+                        other => Ok(other.to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|l| Some(ParamValue::StrList(l))),
+                _ => Ok(None),
+            };
+            match result {
+                Ok(Some(v)) => value.value = v,
+                Ok(None) => {}
+                Err((msg, bad)) => errors.push(
+                    Diagnostic::new(msg, origin)
+                        .suggest(&bad, vars.iter().map(|(k, _)| k.value.as_str()))
+                        .help_if_none("define it in [vars] or with --set vars.NAME=VALUE"),
+                ),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// `text` with its `${name}` references replaced (see [`substitute_vars`]). Errors carry the
+/// message and the unknown name.
+fn expand(
+    text: &str,
+    vars: &[(At<String>, At<ParamValue>)],
+    typed: bool,
+) -> Result<ParamValue, (String, String)> {
+    let lookup = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.value == name)
+            .map(|(_, v)| v.value.clone())
+            .ok_or_else(|| {
+                (
+                    format!("unknown pipeline variable \"{name}\" in \"{text}\""),
+                    name.to_string(),
+                )
+            })
+    };
+    if typed {
+        if let Some(name) = text.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            if !name.contains(['$', '{', '}']) {
+                return lookup(name);
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let Some(end) = r.find('}') else {
+                return Err((
+                    format!("unclosed \"${{\" in \"{text}\"; write $${{ for a literal one"),
+                    String::new(),
+                ));
+            };
+            match lookup(&r[..end])? {
+                ParamValue::Str(s) => out.push_str(&s),
+                other => out.push_str(&other.to_string()),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(ParamValue::Str(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vars_are_substituted_typed_or_spliced() {
+        let text = "[vars]\nweights = \"m.pth\"\ndepth = 101\n[nodes.a]\nplugin = \"x\"\nweights = \"${weights}\"\ndepth = \"${depth}\"\nout = \"out/${depth}/$${literal}\"\nnames = [\"${weights}\", \"b\"]\n";
+        let mut c = parse(text).unwrap();
+        apply_overrides(&mut c, &["vars.weights=other.pth".to_string()]).unwrap();
+        substitute_vars(&mut c).unwrap();
+        let get = |k: &str| {
+            c.nodes[0]
+                .params
+                .iter()
+                .find(|(n, _)| n.value == k)
+                .map(|(_, v)| v.value.clone())
+                .unwrap()
+        };
+        assert_eq!(get("weights"), ParamValue::Str("other.pth".into()));
+        assert_eq!(get("depth"), ParamValue::Int(101));
+        assert_eq!(get("out"), ParamValue::Str("out/101/${literal}".into()));
+        assert_eq!(
+            get("names"),
+            ParamValue::StrList(vec!["other.pth".into(), "b".into()])
+        );
+        let mut c = parse("[vars]\nweights = \"m\"\n[nodes.a]\nplugin = \"x\"\nw = \"${wieghts}\"\n").unwrap();
+        let e = substitute_vars(&mut c).unwrap_err();
+        assert!(e[0].message.contains("unknown pipeline variable \"wieghts\""), "{:?}", e[0]);
+    }
 
     const GOOD: &str = r#"
 [pipeline]

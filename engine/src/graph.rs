@@ -119,6 +119,9 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
     if let Err(items) = config::apply_overrides(&mut config, sets) {
         return Err(invalid(file, items));
     }
+    if let Err(items) = config::substitute_vars(&mut config) {
+        return Err(invalid(file, items));
+    }
     if let Some(threads) = &config.threads {
         registry.set_threads(threads.value);
     }
