@@ -769,6 +769,39 @@ fn a_source_can_live_in_a_library() {
 }
 
 #[test]
+fn check_reports_parameter_ranges_of_library_kinds_at_their_location() {
+    // The ranges cross the ABI (1.1) and `engine check` refuses an out-of-range value at its
+    // file:line:col, as `engine run` would, before any node exists (no weights are read).
+    let dir = scratch("param-ranges");
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"box_source\"\n[nodes.head]\nplugin = \"score_filter\"\ninputs = { instances = \"src.instances\" }\nmax_instances = -1\n[nodes.pre]\nplugin = \"synthetic_source\"\n[nodes.rpn_sink]\nplugin = \"null_sink\"\ninputs = { any = \"head.instances\" }\n",
+    );
+    let o = engine(&dir, &["check", "p.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("p.toml:6:17: parameter \"max_instances\" of node \"head\" must be in 0..=1000000000, got -1"),
+        "{err}"
+    );
+    write(
+        &dir,
+        "rpn.toml",
+        "[nodes.img]\nplugin = \"synthetic_source\"\n[nodes.pre]\nplugin = \"rcnn_preprocess\"\ninputs = { image = \"img.image\" }\n[nodes.body]\nplugin = \"resnet\"\ninputs = { image = \"pre.image\" }\nweights = \"none.pth\"\n[nodes.fpn]\nplugin = \"fpn\"\ninputs = { features = \"body.features\" }\nweights = \"none.pth\"\n[nodes.rpn]\nplugin = \"rpn\"\ninputs = { features = \"fpn.features\", image = \"pre.image\" }\nweights = \"none.pth\"\nnms_thresh = 1.5\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"rpn.proposals\" }\npath = \"o.jsonl\"\n",
+    );
+    let o = engine(&dir, &["check", "rpn.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "rpn.toml:18:14: parameter \"nms_thresh\" of node \"rpn\" must be in [0, 1], got 1.5"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     let dir = scratch("c-plugin");
     let good = c_plugin(&dir, "score_scale", &[]);

@@ -262,7 +262,9 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
                     Origin::File(key.span()),
                 )
                 .suggest(other, ["pipeline", "plugins", "vars", "nodes"])
-                .help_if_none("a pipeline file has [pipeline], [plugins], [vars] and [nodes.NAME] tables"),
+                .help_if_none(
+                    "a pipeline file has [pipeline], [plugins], [vars] and [nodes.NAME] tables",
+                ),
             ),
         }
     }
@@ -773,9 +775,16 @@ mod tests {
             get("names"),
             ParamValue::StrList(vec!["other.pth".into(), "b".into()])
         );
-        let mut c = parse("[vars]\nweights = \"m\"\n[nodes.a]\nplugin = \"x\"\nw = \"${wieghts}\"\n").unwrap();
+        let mut c =
+            parse("[vars]\nweights = \"m\"\n[nodes.a]\nplugin = \"x\"\nw = \"${wieghts}\"\n")
+                .unwrap();
         let e = substitute_vars(&mut c).unwrap_err();
-        assert!(e[0].message.contains("unknown pipeline variable \"wieghts\""), "{:?}", e[0]);
+        assert!(
+            e[0].message
+                .contains("unknown pipeline variable \"wieghts\""),
+            "{:?}",
+            e[0]
+        );
     }
 
     const GOOD: &str = r#"

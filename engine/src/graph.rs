@@ -541,7 +541,18 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
             continue;
         };
         match value.value.clone().coerce(p.ty) {
-            Some(v) => params.set(&p.name, v),
+            Some(v) => {
+                if let Err(e) = p.check(&v) {
+                    errors.push(
+                        Diagnostic::new(
+                            format!("parameter \"{}\" of node \"{}\" {e}", p.name, n.name.value),
+                            value.origin.clone(),
+                        )
+                        .help(p.doc.clone()),
+                    );
+                }
+                params.set(&p.name, v)
+            }
             None => errors.push(
                 Diagnostic::new(
                     format!(

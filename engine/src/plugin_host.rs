@@ -174,10 +174,16 @@ pub fn load(path: &Path, threads: usize) -> Result<LoadedPlugin, PluginLoadError
     let version = unsafe { read_str(t.plugin_version, "plugin version") }.map_err(malformed)?;
     let descs =
         unsafe { slice_of(t.kinds, t.n_kinds as usize, "node kinds") }.map_err(malformed)?;
-    let mut kinds = Vec::new();
-    for (index, d) in descs.iter().enumerate() {
+    let mut specs = Vec::new();
+    for d in descs {
         let can_source = minor >= 1 && t.next_frame.is_some();
-        let spec = unsafe { read_kind(d, can_source, minor) }.map_err(malformed)?;
+        specs.push(unsafe { read_kind(d, can_source, minor) }.map_err(malformed)?);
+    }
+    if minor >= 1 && !t.param_ranges.is_null() {
+        unsafe { read_ranges(t.param_ranges, &mut specs) }.map_err(malformed)?;
+    }
+    let mut kinds = Vec::new();
+    for (index, spec) in specs.into_iter().enumerate() {
         let lib = library.clone();
         let kind_spec = spec.clone();
         kinds.push(NodeKind::new(spec, move |params: &Params| {
@@ -193,6 +199,38 @@ pub fn load(path: &Path, threads: usize) -> Result<LoadedPlugin, PluginLoadError
         abi: (prefix.abi_major, prefix.abi_minor),
         kinds,
     })
+}
+
+/// Attaches ABI 1.1's parameter ranges (an array ended by a null `param`) to the kinds.
+unsafe fn read_ranges(mut p: *const ParamRangeC, specs: &mut [NodeSpec]) -> Result<(), String> {
+    // A bound on the walk, so that a table without its terminator cannot run off forever.
+    for _ in 0..1_000_000 {
+        let r = unsafe { &*p };
+        if r.param.is_null() {
+            return Ok(());
+        }
+        let name = unsafe { read_str(r.param, "parameter range name") }?;
+        let spec = specs
+            .get_mut(r.kind as usize)
+            .ok_or_else(|| format!("parameter range for \"{name}\" names kind index {}", r.kind))?;
+        let kind = spec.kind.clone();
+        let param = spec
+            .params
+            .iter_mut()
+            .find(|q| q.name == name)
+            .ok_or_else(|| {
+                format!("node kind \"{kind}\": a range names unknown parameter \"{name}\"")
+            })?;
+        if !(r.min <= r.max) {
+            return Err(format!(
+                "node kind \"{kind}\": parameter \"{name}\" has range [{}, {}]",
+                r.min, r.max
+            ));
+        }
+        param.range = Some((r.min, r.max));
+        p = p.wrapping_add(1);
+    }
+    Err("the parameter range array has no terminator (an entry with a null name)".into())
 }
 
 unsafe fn read_kind(d: &NodeKindDescC, can_source: bool, minor: u32) -> Result<NodeSpec, String> {

@@ -272,48 +272,66 @@ pub fn kind() -> NodeKind {
         "feature levels RoIs are pooled from, finest first",
         d.channels,
     )
-    .param(ParamSpec::optional(
-        "num_classes",
-        ParamType::Int,
-        ParamValue::Int(d.num_classes as i64),
-        "classes including the background (91 for torchvision's COCO models)",
-    ))
-    .param(ParamSpec::optional(
-        "representation_size",
-        ParamType::Int,
-        ParamValue::Int(d.representation_size as i64),
-        "width of fc6 and fc7",
-    ))
-    .param(ParamSpec::optional(
-        "sampling_ratio",
-        ParamType::Int,
-        ParamValue::Int(d.sampling_ratio as i64),
-        "RoIAlign samples per bin side (0: adaptive)",
-    ))
+    .param(
+        ParamSpec::optional(
+            "num_classes",
+            ParamType::Int,
+            ParamValue::Int(d.num_classes as i64),
+            "classes including the background (91 for torchvision's COCO models)",
+        )
+        .range(2.0, 65536.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "representation_size",
+            ParamType::Int,
+            ParamValue::Int(d.representation_size as i64),
+            "width of fc6 and fc7",
+        )
+        .range(1.0, 65536.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "sampling_ratio",
+            ParamType::Int,
+            ParamValue::Int(d.sampling_ratio as i64),
+            "RoIAlign samples per bin side (0: adaptive)",
+        )
+        .range(0.0, 64.0),
+    )
     .param(ParamSpec::optional(
         "bbox_reg_weights",
         ParamType::FloatList,
         ParamValue::FloatList(d.bbox_reg_weights.iter().map(|&v| v as f64).collect()),
         "BoxCoder weights (wx, wy, ww, wh)",
     ))
-    .param(ParamSpec::optional(
-        "score_thresh",
-        ParamType::Float,
-        ParamValue::Float(d.score_thresh as f64),
-        "minimum class probability (kept when >, torchvision's box_score_thresh)",
-    ))
-    .param(ParamSpec::optional(
-        "nms_thresh",
-        ParamType::Float,
-        ParamValue::Float(d.nms_thresh as f64),
-        "IoU threshold of the per-class NMS (box_nms_thresh)",
-    ))
-    .param(ParamSpec::optional(
-        "detections_per_img",
-        ParamType::Int,
-        ParamValue::Int(d.detections_per_img as i64),
-        "detections kept, highest score first (box_detections_per_img)",
-    ));
+    .param(
+        ParamSpec::optional(
+            "score_thresh",
+            ParamType::Float,
+            ParamValue::Float(d.score_thresh as f64),
+            "minimum class probability (kept when >, torchvision's box_score_thresh)",
+        )
+        .range(0.0, 1.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "nms_thresh",
+            ParamType::Float,
+            ParamValue::Float(d.nms_thresh as f64),
+            "IoU threshold of the per-class NMS (box_nms_thresh)",
+        )
+        .range(0.0, 1.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "detections_per_img",
+            ParamType::Int,
+            ParamValue::Int(d.detections_per_img as i64),
+            "detections kept, highest score first (box_detections_per_img)",
+        )
+        .range(1.0, 1048576.0),
+    );
     NodeKind::new(spec, |params| {
         Ok(Box::new(BoxHeadNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -343,15 +361,15 @@ impl BoxHeadNode {
             }
         };
         let config = BoxHeadConfig {
-            channels: count_param(params, "channels", 1, 65536)?,
+            channels: count_param(params, "channels")?,
             pooler_size: 7,
-            sampling_ratio: count_param(params, "sampling_ratio", 0, 64)? as i32,
-            representation_size: count_param(params, "representation_size", 1, 1 << 16)?,
-            num_classes: count_param(params, "num_classes", 2, 1 << 16)?,
+            sampling_ratio: count_param(params, "sampling_ratio")? as i32,
+            representation_size: count_param(params, "representation_size")?,
+            num_classes: count_param(params, "num_classes")?,
             bbox_reg_weights,
-            score_thresh: float_param(params, "score_thresh", 0.0, 1.0)?,
-            nms_thresh: float_param(params, "nms_thresh", 0.0, 1.0)?,
-            detections_per_img: count_param(params, "detections_per_img", 1, 1 << 20)?,
+            score_thresh: float_param(params, "score_thresh")?,
+            nms_thresh: float_param(params, "nms_thresh")?,
+            detections_per_img: count_param(params, "detections_per_img")?,
         };
         let (weights, prefix) = weights_param(params)?;
         Ok(BoxHeadNode {

@@ -259,24 +259,30 @@ pub fn kind() -> NodeKind {
         "feature levels RoIs are pooled from, finest first",
         d.channels,
     )
-    .param(ParamSpec::optional(
-        "num_classes",
-        ParamType::Int,
-        ParamValue::Int(d.num_classes as i64),
-        "classes including the background (91 for torchvision's COCO models)",
-    ))
+    .param(
+        ParamSpec::optional(
+            "num_classes",
+            ParamType::Int,
+            ParamValue::Int(d.num_classes as i64),
+            "classes including the background (91 for torchvision's COCO models)",
+        )
+        .range(2.0, 65536.0),
+    )
     .param(ParamSpec::optional(
         "layers",
         ParamType::IntList,
         ParamValue::IntList(d.layers.iter().map(|&v| v as i64).collect()),
         "output channels of the 3x3 convolutions (MaskRCNNHeads)",
     ))
-    .param(ParamSpec::optional(
-        "sampling_ratio",
-        ParamType::Int,
-        ParamValue::Int(d.sampling_ratio as i64),
-        "RoIAlign samples per bin side (0: adaptive)",
-    ));
+    .param(
+        ParamSpec::optional(
+            "sampling_ratio",
+            ParamType::Int,
+            ParamValue::Int(d.sampling_ratio as i64),
+            "RoIAlign samples per bin side (0: adaptive)",
+        )
+        .range(0.0, 64.0),
+    );
     NodeKind::new(spec, |params| {
         Ok(Box::new(MaskHeadNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -300,11 +306,11 @@ impl MaskHeadNode {
             .map(|&v| usize::try_from(v).unwrap_or(0))
             .collect();
         let config = MaskHeadConfig {
-            channels: count_param(params, "channels", 1, 65536)?,
+            channels: count_param(params, "channels")?,
             pooler_size: 14,
-            sampling_ratio: count_param(params, "sampling_ratio", 0, 64)? as i32,
+            sampling_ratio: count_param(params, "sampling_ratio")? as i32,
             layers,
-            num_classes: count_param(params, "num_classes", 2, 1 << 16)?,
+            num_classes: count_param(params, "num_classes")?,
         };
         let (weights, prefix) = weights_param(params)?;
         Ok(MaskHeadNode {

@@ -52,7 +52,7 @@ pub fn kind() -> NodeKind {
         ParamType::Float,
         ParamValue::Float(0.5),
         "mask probability from which a pixel belongs to the instance (>=)",
-    ));
+    ).range(0.0, 1.0));
     NodeKind::new(spec, |params| {
         Ok(Box::new(PasteMasks::from_params(params)?) as Box<dyn Node>)
     })
@@ -70,7 +70,7 @@ impl PasteMasks {
     }
 
     pub fn from_params(params: &Params) -> Result<PasteMasks, ModelError> {
-        Ok(PasteMasks::new(float_param(params, "threshold", 0.0, 1.0)?))
+        Ok(PasteMasks::new(float_param(params, "threshold")?))
     }
 
     /// The node's computation.

@@ -342,36 +342,51 @@ pub fn kind() -> NodeKind {
         ParamValue::FloatList(d.aspect_ratios.iter().map(|&v| v as f64).collect()),
         "anchor aspect ratios (height / width), the same on every level",
     ))
-    .param(ParamSpec::optional(
-        "pre_nms_top_n",
-        ParamType::Int,
-        ParamValue::Int(d.pre_nms_top_n as i64),
-        "candidates kept per level before NMS (torchvision's rpn_pre_nms_top_n_test)",
-    ))
-    .param(ParamSpec::optional(
-        "post_nms_top_n",
-        ParamType::Int,
-        ParamValue::Int(d.post_nms_top_n as i64),
-        "proposals kept after NMS (torchvision's rpn_post_nms_top_n_test)",
-    ))
-    .param(ParamSpec::optional(
-        "nms_thresh",
-        ParamType::Float,
-        ParamValue::Float(d.nms_thresh as f64),
-        "IoU threshold of the per-level NMS",
-    ))
-    .param(ParamSpec::optional(
-        "score_thresh",
-        ParamType::Float,
-        ParamValue::Float(d.score_thresh as f64),
-        "minimum objectness probability (kept when >=)",
-    ))
-    .param(ParamSpec::optional(
-        "min_size",
-        ParamType::Float,
-        ParamValue::Float(d.min_size as f64),
-        "proposals with a side shorter than this (pixels) are dropped",
-    ));
+    .param(
+        ParamSpec::optional(
+            "pre_nms_top_n",
+            ParamType::Int,
+            ParamValue::Int(d.pre_nms_top_n as i64),
+            "candidates kept per level before NMS (torchvision's rpn_pre_nms_top_n_test)",
+        )
+        .range(1.0, 16777216.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "post_nms_top_n",
+            ParamType::Int,
+            ParamValue::Int(d.post_nms_top_n as i64),
+            "proposals kept after NMS (torchvision's rpn_post_nms_top_n_test)",
+        )
+        .range(1.0, 16777216.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "nms_thresh",
+            ParamType::Float,
+            ParamValue::Float(d.nms_thresh as f64),
+            "IoU threshold of the per-level NMS",
+        )
+        .range(0.0, 1.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "score_thresh",
+            ParamType::Float,
+            ParamValue::Float(d.score_thresh as f64),
+            "minimum objectness probability (kept when >=)",
+        )
+        .range(0.0, 1.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "min_size",
+            ParamType::Float,
+            ParamValue::Float(d.min_size as f64),
+            "proposals with a side shorter than this (pixels) are dropped",
+        )
+        .range(0.0, 1e6),
+    );
     NodeKind::new(spec, |params| {
         Ok(Box::new(RpnNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -399,14 +414,14 @@ impl RpnNode {
     pub fn from_params(params: &Params) -> Result<RpnNode, ModelError> {
         let in_features = in_features_param(params)?;
         let config = RpnConfig {
-            channels: count_param(params, "channels", 1, 65536)?,
+            channels: count_param(params, "channels")?,
             anchor_sizes: positive_floats(params, "anchor_sizes")?,
             aspect_ratios: positive_floats(params, "aspect_ratios")?,
-            pre_nms_top_n: count_param(params, "pre_nms_top_n", 1, 1 << 24)?,
-            post_nms_top_n: count_param(params, "post_nms_top_n", 1, 1 << 24)?,
-            nms_thresh: float_param(params, "nms_thresh", 0.0, 1.0)?,
-            score_thresh: float_param(params, "score_thresh", 0.0, 1.0)?,
-            min_size: float_param(params, "min_size", 0.0, 1e6)?,
+            pre_nms_top_n: count_param(params, "pre_nms_top_n")?,
+            post_nms_top_n: count_param(params, "post_nms_top_n")?,
+            nms_thresh: float_param(params, "nms_thresh")?,
+            score_thresh: float_param(params, "score_thresh")?,
+            min_size: float_param(params, "min_size")?,
         };
         if config.anchor_sizes.len() != in_features.len() {
             return Err(ModelError::param(

@@ -17,8 +17,9 @@
  *   boundary.
  * - ABI 1.1 (backward compatible: a 1.0 table is the same size, with these slots null):
  *   `configure` is called once after loading, before any `create`, with the host's thread
- *   budget; `next_frame` produces a source's frames (node kinds without inputs need it). The
- *   host reads both only from a table whose abi_minor is 1 or more.
+ *   budget; `next_frame` produces a source's frames (node kinds without inputs need it);
+ *   `param_ranges` declares numeric parameter ranges, which `engine check` reports at the
+ *   value's file:line:column. The host reads these only from a table whose abi_minor is 1+.
  */
 #ifndef ENGINE_PLUGIN_H
 #define ENGINE_PLUGIN_H
@@ -122,6 +123,16 @@ typedef struct {
   const EngineParamDesc* params;
 } EngineNodeKindDesc;
 
+/* ABI 1.1: the allowed range of a numeric parameter (every element, for lists), inclusive. The
+ * table's param_ranges array ends with an entry whose param is NULL. */
+typedef struct {
+  uint32_t kind; /* index into the table's kinds */
+  uint32_t reserved;
+  const char* param;
+  double min;
+  double max;
+} EngineParamRange;
+
 /* ABI 1.1: what the host tells a library once, in configure. */
 typedef struct {
   uint32_t struct_size; /* sizeof(EngineHostConfig) as the host saw it; later fields append */
@@ -182,7 +193,8 @@ typedef struct {
   int32_t (*configure)(const EngineHostConfig* host, const EngineErrorSink* err);
   int32_t (*next_frame)(void* instance, EngineFrame* frame, const EngineOutputSink* out,
                         const EngineErrorSink* err);
-  const void* reserved[2];
+  const EngineParamRange* param_ranges; /* may be NULL */
+  const void* reserved[1];
 } EnginePluginTable;
 
 /* The one symbol a plugin exports. */

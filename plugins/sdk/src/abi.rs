@@ -333,6 +333,19 @@ pub struct NodeKindDescC {
     pub params: *const ParamDescC,
 }
 
+/// ABI 1.1: the range of one numeric parameter (`ParamSpec::range`). The table's
+/// `param_ranges` array ends with an entry whose `param` is null.
+#[repr(C)]
+pub struct ParamRangeC {
+    /// Index of the node kind in the table's `kinds`.
+    pub kind: u32,
+    pub reserved: u32,
+    /// The parameter's name; null ends the array.
+    pub param: *const c_char,
+    pub min: f64,
+    pub max: f64,
+}
+
 /// What the host tells a library once, through `configure` (ABI 1.1).
 #[repr(C)]
 pub struct HostConfigC {
@@ -442,7 +455,9 @@ pub struct PluginTable {
     pub configure: Option<ConfigureFnC>,
     /// ABI 1.1 (a reserved, null slot in 1.0): needed when a kind declares no inputs.
     pub next_frame: Option<NextFrameFnC>,
-    pub reserved: [*const c_void; 2],
+    /// ABI 1.1 (a reserved, null slot in 1.0): the declared parameter ranges, or null.
+    pub param_ranges: *const ParamRangeC,
+    pub reserved: [*const c_void; 1],
 }
 
 /// The stable prefix, read before anything else of a table.
@@ -636,6 +651,7 @@ pub unsafe fn read_param_spec(p: &ParamDescC) -> Result<ParamSpec, String> {
         name,
         ty,
         default,
+        range: None,
     })
 }
 
@@ -667,6 +683,7 @@ pub mod export {
         _descs: Vec<NodeKindDescC>,
         _ports: Vec<Vec<PortDescC>>,
         _params: Vec<Vec<ParamDescC>>,
+        _ranges: Vec<ParamRangeC>,
         _store: CStore,
     }
 
@@ -746,6 +763,30 @@ pub mod export {
                 params: params[i].as_ptr(),
             })
             .collect();
+        let mut ranges: Vec<ParamRangeC> = kinds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| {
+                k.spec
+                    .params
+                    .iter()
+                    .filter_map(move |p| p.range.map(|r| (i, &p.name, r)))
+            })
+            .map(|(i, name, (min, max))| ParamRangeC {
+                kind: i as u32,
+                reserved: 0,
+                param: store.str(name),
+                min,
+                max,
+            })
+            .collect();
+        ranges.push(ParamRangeC {
+            kind: 0,
+            reserved: 0,
+            param: std::ptr::null(),
+            min: 0.0,
+            max: 0.0,
+        });
         let table = PluginTable {
             abi_major: ABI_MAJOR,
             abi_minor: ABI_MINOR,
@@ -761,7 +802,8 @@ pub mod export {
             destroy,
             configure: Some(configure),
             next_frame: Some(next_frame),
-            reserved: [std::ptr::null(); 2],
+            param_ranges: ranges.as_ptr(),
+            reserved: [std::ptr::null(); 1],
         };
         Exported {
             table,
@@ -770,6 +812,7 @@ pub mod export {
             _descs: descs,
             _ports: ports_in.into_iter().chain(ports_out).collect(),
             _params: params,
+            _ranges: ranges,
             _store: store,
         }
     }

@@ -184,6 +184,18 @@ impl NodeSpec {
     pub fn find_output(&self, name: &str) -> Option<&PortSpec> {
         self.outputs.iter().find(|p| p.name == name)
     }
+
+    /// Checks the values of `params` against the declared ranges: the check `engine check`
+    /// makes at each value's location, made again whenever a node is created.
+    pub fn check_params(&self, params: &Params) -> Result<(), NodeError> {
+        for spec in &self.params {
+            if let Some(v) = params.get(&spec.name) {
+                spec.check(v)
+                    .map_err(|e| NodeError::new(format!("parameter \"{}\" {e}", spec.name)))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The values of one frame on a node's input ports. An optional input that is not connected,
@@ -347,9 +359,14 @@ impl NodeKind {
         spec: NodeSpec,
         create: impl Fn(&Params) -> Result<Box<dyn Node>, NodeError> + Send + Sync + 'static,
     ) -> NodeKind {
+        // The declared ranges hold for every creation, whoever creates the node.
+        let checked = spec.clone();
         NodeKind {
             spec,
-            create: Arc::new(create),
+            create: Arc::new(move |params: &Params| {
+                checked.check_params(params)?;
+                create(params)
+            }),
         }
     }
 }

@@ -128,9 +128,47 @@ pub struct ParamSpec {
     /// `None`: the parameter is required.
     pub default: Option<ParamValue>,
     pub doc: String,
+    /// The allowed values of a number (or of every element of a list of numbers), inclusive.
+    /// The engine checks it at `engine check`, before any node exists, at the value's
+    /// `file:line:column`; creating a node checks it again (see `NodeKind::new`).
+    pub range: Option<(f64, f64)>,
 }
 
 impl ParamSpec {
+    /// Restricts a numeric parameter to `min..=max` (see [`ParamSpec::range`]).
+    pub fn range(mut self, min: f64, max: f64) -> ParamSpec {
+        self.range = Some((min, max));
+        self
+    }
+
+    /// Whether `value` is within the declared range: `Err` says what is allowed.
+    pub fn check(&self, value: &ParamValue) -> Result<(), String> {
+        let Some((min, max)) = self.range else {
+            return Ok(());
+        };
+        let bad = |v: f64| !(min..=max).contains(&v);
+        let integral = matches!(self.ty, ParamType::Int | ParamType::IntList);
+        let allowed = if integral {
+            format!("{min}..={max}")
+        } else {
+            format!("[{min}, {max}]")
+        };
+        let out_of_range = match value {
+            ParamValue::Int(i) => bad(*i as f64).then(|| i.to_string()),
+            ParamValue::Float(x) => bad(*x).then(|| x.to_string()),
+            ParamValue::IntList(l) => l.iter().find(|i| bad(**i as f64)).map(|i| i.to_string()),
+            ParamValue::FloatList(l) => l.iter().find(|x| bad(**x)).map(|x| x.to_string()),
+            _ => None,
+        };
+        match out_of_range {
+            None => Ok(()),
+            Some(v) if matches!(value, ParamValue::IntList(_) | ParamValue::FloatList(_)) => {
+                Err(format!("must hold values in {allowed}, got {v} in {value}"))
+            }
+            Some(v) => Err(format!("must be in {allowed}, got {v}")),
+        }
+    }
+
     /// A required parameter.
     pub fn required(name: &str, ty: ParamType, doc: &str) -> ParamSpec {
         ParamSpec {
@@ -138,6 +176,7 @@ impl ParamSpec {
             ty,
             default: None,
             doc: doc.into(),
+            range: None,
         }
     }
 
@@ -148,6 +187,7 @@ impl ParamSpec {
             ty,
             default: Some(default),
             doc: doc.into(),
+            range: None,
         }
     }
 }

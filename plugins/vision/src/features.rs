@@ -99,12 +99,15 @@ pub fn levels_params(spec: NodeSpec, levels: &[&str], doc: &str, channels: usize
         ParamValue::StrList(levels.iter().map(|l| l.to_string()).collect()),
         doc,
     ))
-    .param(ParamSpec::optional(
-        "channels",
-        ParamType::Int,
-        ParamValue::Int(channels as i64),
-        "channels of the feature levels",
-    ))
+    .param(
+        ParamSpec::optional(
+            "channels",
+            ParamType::Int,
+            ParamValue::Int(channels as i64),
+            "channels of the feature levels",
+        )
+        .range(1.0, 65536.0),
+    )
 }
 
 /// The `in_features` parameter, which must name at least one level.

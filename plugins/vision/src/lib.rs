@@ -11,7 +11,7 @@
 //!   `weights`/`prefix` parameters.
 //! - [`layers`]: `[N, C, H, W]` views, and convolutions (batch norm folded in) and linear
 //!   layers bound by parameter name.
-//! - [`params`]: parameters read with range checks.
+//! - [`params`]: count and float parameters (ranges are declared with `ParamSpec::range`).
 //! - [`error`]: [`ModelError`], whose messages name the parameter, input or file at fault.
 
 pub mod error;

@@ -1,38 +1,25 @@
-//! Parameters read with range checks: a value out of range names the parameter and the range.
+//! Parameters read as the types the layers use; their ranges are declared on the parameters
+//! (`ParamSpec::range`) and checked by the engine.
 
 use plugin_sdk::Params;
 
 use crate::error::ModelError;
 
-/// A non-negative integer parameter as `usize`, at most `max`.
-pub fn count_param(
-    params: &Params,
-    name: &'static str,
-    min: i64,
-    max: i64,
-) -> Result<usize, ModelError> {
+/// A count parameter as `usize`. Its range is declared on the parameter
+/// (`ParamSpec::range`), where `engine check` reports it at the value's location and every
+/// creation of the node checks it; this only refuses what cannot be a count.
+pub fn count_param(params: &Params, name: &'static str) -> Result<usize, ModelError> {
     let v = params.int(name).map_err(ModelError::Input)?;
-    if v < min || v > max {
-        return Err(ModelError::param(
-            name,
-            format!("must be in {min}..={max}, got {v}"),
-        ));
-    }
-    Ok(v as usize)
+    usize::try_from(v).map_err(|_| ModelError::param(name, format!("must be >= 0, got {v}")))
 }
 
-/// A float parameter within `[lo, hi]`.
-pub fn float_param(
-    params: &Params,
-    name: &'static str,
-    lo: f64,
-    hi: f64,
-) -> Result<f32, ModelError> {
+/// A float parameter as `f32`. Its range is declared on the parameter (`ParamSpec::range`).
+pub fn float_param(params: &Params, name: &'static str) -> Result<f32, ModelError> {
     let v = params.float(name).map_err(ModelError::Input)?;
-    if !(lo..=hi).contains(&v) {
+    if !v.is_finite() {
         return Err(ModelError::param(
             name,
-            format!("must be in [{lo}, {hi}], got {v}"),
+            format!("must be a finite number, got {v}"),
         ));
     }
     Ok(v as f32)

@@ -57,7 +57,7 @@ pub fn kinds() -> Vec<NodeKind> {
         ParamType::Int,
         ParamValue::Int(100),
         "keep at most this many instances",
-    ))
+    ).range(0.0, 1e9))
     .param(ParamSpec::optional(
         "panic_on_frame",
         ParamType::Int,
@@ -140,10 +140,8 @@ struct ScoreFilter {
 
 impl ScoreFilter {
     fn new(p: &Params) -> Result<ScoreFilter, NodeError> {
+        // The declared range (0..=1e9) was checked by the engine before this runs.
         let max = p.int("max_instances")?;
-        if max < 0 {
-            return Err(format!("parameter \"max_instances\" must be >= 0, got {max}").into());
-        }
         Ok(ScoreFilter {
             min_score: p.float("min_score")? as f32,
             class_weights: p
@@ -152,7 +150,7 @@ impl ScoreFilter {
                 .map(|w| w as f32)
                 .collect(),
             keep_classes: p.int_list("keep_classes")?,
-            max_instances: max as usize,
+            max_instances: usize::try_from(max).unwrap_or(0),
             panic_on_frame: p.int("panic_on_frame")?,
         })
     }

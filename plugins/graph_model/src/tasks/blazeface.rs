@@ -40,9 +40,9 @@ pub fn kind() -> NodeKind {
         "faces: boxes in image pixels, scores, class class_id, landmarks [N, 6, 2]",
     ))
     .param(model_param("models/blazeface.json"))
-    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "faces with a score <= this are dropped"))
-    .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.1), "NMS: a box overlapping a better one by IoU >= this is dropped"))
-    .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many faces per image (human's default config: 1)"))
+    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "faces with a score <= this are dropped").range(0.0, 1.0))
+    .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.1), "NMS: a box overlapping a better one by IoU >= this is dropped").range(0.0, 1.0))
+    .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many faces per image (human's default config: 1)").range(1.0, 100000.0))
     .param(ParamSpec::optional("class_id", ParamType::Int, ParamValue::Int(91), "class of the face instances (91: after the COCO ids)"));
     NodeKind::new(spec, |p| {
         Ok(Box::new(BlazeFace::from_params(p)?) as Box<dyn Node>)

@@ -125,9 +125,9 @@ pub fn kind() -> NodeKind {
         "detections: boxes in image pixels, scores, COCO category ids (person 1, cat 17, cup 47, ...)",
     ))
     .param(model_param("models/centernet.json"))
-    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "detections with a score <= this are dropped"))
-    .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.4), "NMS: a box overlapping a better one by IoU >= this is dropped"))
-    .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many detections per image"));
+    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "detections with a score <= this are dropped").range(0.0, 1.0))
+    .param(ParamSpec::optional("iou_threshold", ParamType::Float, ParamValue::Float(0.4), "NMS: a box overlapping a better one by IoU >= this is dropped").range(0.0, 1.0))
+    .param(ParamSpec::optional("max_detected", ParamType::Int, ParamValue::Int(10), "at most this many detections per image").range(1.0, 100000.0));
     NodeKind::new(spec, |p| {
         Ok(Box::new(CenterNet::from_params(p)?) as Box<dyn Node>)
     })

@@ -53,7 +53,7 @@ pub fn kind() -> NodeKind {
         "faces whose mesh score > min_confidence: box around the mesh, score = FaceMesh's face flag, the input face's class, landmarks [N, 468, 3] (x, y in image pixels, z)",
     ))
     .param(model_param("models/facemesh.json"))
-    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "faces whose mesh face score is <= this are dropped (human's face.detector.minConfidence)"))
+    .param(ParamSpec::optional("min_confidence", ParamType::Float, ParamValue::Float(0.2), "faces whose mesh face score is <= this are dropped (human's face.detector.minConfidence)").range(0.0, 1.0))
     .param(ParamSpec::optional("scale", ParamType::Float, ParamValue::Float(1.4), "the face box is enlarged this many times before squaring and cropping (human's face.detector.scale)"))
     .param(ParamSpec::optional("min_size", ParamType::Float, ParamValue::Float(0.0), "faces whose enlarged box is at most this many pixels wide or high are skipped (human's face.detector.minSize)"));
     NodeKind::new(spec, |p| {

@@ -64,7 +64,7 @@ pub fn kind() -> NodeKind {
         ParamType::Float,
         ParamValue::Float(0.3),
         "keypoints with a score <= this are dropped (score 0 in the output)",
-    ))
+    ).range(0.0, 1.0))
     .param(ParamSpec::optional(
         "class_id",
         ParamType::Int,

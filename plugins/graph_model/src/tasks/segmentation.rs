@@ -40,7 +40,7 @@ pub fn kind() -> NodeKind {
         "0 or 1 person instance (class class_id) with masks u8 [1, H, W] and the box around the mask",
     ))
     .param(model_param("models/selfie.json"))
-    .param(ParamSpec::optional("threshold", ParamType::Float, ParamValue::Float(0.5), "a pixel is person when its probability > this"))
+    .param(ParamSpec::optional("threshold", ParamType::Float, ParamValue::Float(0.5), "a pixel is person when its probability > this").range(0.0, 1.0))
     .param(ParamSpec::optional("class_id", ParamType::Int, ParamValue::Int(1), "class of the person instance (COCO person: 1)"));
     NodeKind::new(spec, |p| {
         Ok(Box::new(PersonSegmentation::from_params(p)?) as Box<dyn Node>)
