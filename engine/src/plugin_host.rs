@@ -221,7 +221,7 @@ unsafe fn read_ranges(mut p: *const ParamRangeC, specs: &mut [NodeSpec]) -> Resu
             .ok_or_else(|| {
                 format!("node kind \"{kind}\": a range names unknown parameter \"{name}\"")
             })?;
-        if !(r.min <= r.max) {
+        if r.min.partial_cmp(&r.max).is_none_or(|o| o.is_gt()) {
             return Err(format!(
                 "node kind \"{kind}\": parameter \"{name}\" has range [{}, {}]",
                 r.min, r.max
