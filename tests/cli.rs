@@ -802,6 +802,62 @@ fn check_reports_parameter_ranges_of_library_kinds_at_their_location() {
 }
 
 #[test]
+fn a_raw_tensor_wired_into_a_head_fails_at_load() {
+    // The heads take a `model_image` (tensor + image_size + original_size), which only a
+    // pre-processing node produces; a plain tensor is refused by `engine check`.
+    let dir = scratch("model-image");
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.img]\nplugin = \"synthetic_source\"\n[nodes.model]\nplugin = \"graph_model\"\ninputs = { image = \"img.image\" }\nmodel = \"m.json\"\n[nodes.paste]\nplugin = \"paste_masks\"\ninputs = { instances = \"img.instances\", image = \"model.outputs\" }\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"paste.instances\" }\npath = \"o.jsonl\"\n",
+    );
+    let o = engine(&dir, &["check", "p.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("p.toml:9:49: kind mismatch on edge model.outputs -> paste.image"),
+        "{err}"
+    );
+    assert!(err.contains("model_image"), "{err}");
+}
+
+#[test]
+fn new_plugin_builds_outside_the_tree_and_loads() {
+    // `engine new-plugin` writes a crate that builds on its own (offline, with the engine's
+    // lock file) and that the engine loads through the pipeline's [plugins] path.
+    let dir = scratch("new-plugin");
+    let o = engine(&dir, &["new-plugin", "my_head"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let root = dir.join("my_head");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&root)
+        .output()
+        .expect("run cargo");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let o = engine(&root, &["run", "--quiet", "pipeline.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // synthetic_source's scores are 1/(1+j): 1, 0.5 and 0.33 pass min_score = 0.3.
+    for r in records(&root.join("out/my_head.jsonl")) {
+        assert_eq!(r["instances"].as_array().unwrap().len(), 3);
+    }
+    let o = engine(&dir, &["new-plugin", "my_head"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = engine(&dir, &["new-plugin", "Bad-Name"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("is not a valid plugin name"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     let dir = scratch("c-plugin");
     let good = c_plugin(&dir, "score_scale", &[]);

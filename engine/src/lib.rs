@@ -9,3 +9,4 @@ pub mod plugin_host;
 pub mod registry;
 pub mod report;
 pub mod runtime;
+pub mod scaffold;

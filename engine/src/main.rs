@@ -87,6 +87,18 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Create a plugin crate NAME (a working head, a pipeline that runs it, the engine's
+    /// Cargo.lock) that builds and loads with `cargo build --release && engine run pipeline.toml`.
+    NewPlugin {
+        /// The crate's and the node kind's name (lowercase letters, digits, _).
+        name: String,
+        /// Where to create the crate's folder.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+        /// The plugin SDK to depend on (default: the checkout this engine was built from).
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,6 +167,23 @@ fn main() -> ExitCode {
         } => {
             init_logging(level, None);
             plugins(&library, kind.as_deref(), markdown)
+        }
+        Command::NewPlugin { name, dir, sdk } => {
+            let sdk = sdk.unwrap_or_else(engine::scaffold::default_sdk);
+            match engine::scaffold::new_plugin(&dir, &name, &sdk) {
+                Ok(root) => {
+                    println!(
+                        "created {}\nbuild and run it:\n  cd {} && cargo build --release && engine run pipeline.toml",
+                        root.display(),
+                        root.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
         }
     }
 }

@@ -431,11 +431,13 @@ impl Node for ForeignNode {
                     })
                     .unwrap_or_default(),
             );
-            meta.push((
-                store.str(port),
-                value.map_or(0, |v| v.kind() as u32),
-                value.is_some(),
-            ));
+            // A 1.0 library does not know the kinds 1.1 added; it gets what they refine.
+            let kind = value.map_or(PortKind::Any, |v| v.kind());
+            let kind = match kind {
+                PortKind::ModelImage if self.lib.minor == 0 => PortKind::Tensor,
+                k => k,
+            };
+            meta.push((store.str(port), kind as u32, value.is_some()));
         }
         let ports: Vec<PortValueC> = meta
             .iter()

@@ -15,7 +15,9 @@
 pub use mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 as bundled by
-/// libmimalloc-sys 0.1.49, which builds v3 and does not export the constant).
+/// libmimalloc-sys 0.1.49, which does not export the constant). We build v2 (feature "v2"):
+/// with v3, a thread's first allocation in the second of several libraries that each link
+/// mimalloc crashed in `mi_thread_init` (`_mi_subproc`), seen in the rcnn fidelity test.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Declares mimalloc as the global allocator of the artifact (binary or plugin library) whose
@@ -32,7 +34,7 @@ macro_rules! engine_allocator {
 }
 
 /// Turns mimalloc's purging off: freed pages stay committed for the next frame instead of
-/// being returned to the OS after a delay (1 s in mimalloc v3) and faulted in again (a Mask
+/// being returned to the OS after a delay (10 ms in mimalloc v2) and faulted in again (a Mask
 /// R-CNN frame at 800x1216 took ~41k page faults with purging, ~800 without, and ~8% less
 /// time; the resident size stays at its peak, +10%). A pipeline reaches its peak on the first
 /// frame anyway. Affects the mimalloc linked into the calling artifact only.
@@ -71,13 +73,13 @@ pub fn configure_library(threads: usize) {
 mod tests {
     #[test]
     fn the_purge_delay_option_index_is_mimallocs() {
-        // mimalloc v3's mi_option_purge_delay defaults to 1000 (ms); its neighbours
-        // (eager_commit_delay, use_numa_nodes) do not, so a shifted index would show.
+        // mimalloc v2's mi_option_purge_delay defaults to 10 (ms); its neighbours
+        // (eager_commit_delay: 1, use_numa_nodes: 0) do not, so a shifted index would show.
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             return;
         }
         // SAFETY: reading an option.
         let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(v, 1000);
+        assert_eq!(v, 10);
     }
 }

@@ -36,7 +36,7 @@ pub fn kind() -> NodeKind {
     .input(
         PortSpec::new(
             "image",
-            PortKind::Tensor,
+            PortKind::ModelImage,
             "the image from rcnn_preprocess (image_size and original_size)",
         )
         .dtype(DType::F32)

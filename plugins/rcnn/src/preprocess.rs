@@ -39,7 +39,7 @@ pub fn kind() -> NodeKind {
     .output(
         PortSpec::new(
             "image",
-            PortKind::Tensor,
+            PortKind::ModelImage,
             "\"tensor\" f32 [3, H', W'] (normalised, resized, padded) with \"image_size\", \"original_size\" i64 [2] and \"scale_to_original\" f32 [2]",
         )
         .dtype(DType::F32)
@@ -176,7 +176,8 @@ impl RcnnPreprocess {
             .reshape(&[ch, ph, pw])?;
         let (rh, rw) = p.image_size;
         let (oh, ow) = p.original_size;
-        Ok(Value::single(data)
+        Ok(Value::new(PortKind::ModelImage)
+            .with("tensor", data)
             .with(
                 "image_size",
                 Tensor::from_vec(&[2], vec![rh as i64, rw as i64])?,

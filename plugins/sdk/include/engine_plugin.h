@@ -68,7 +68,8 @@ typedef struct DLManagedTensorVersioned {
 /* Port kinds (see the SDK's PortKind). ANY on an output: same kind as the first input. */
 enum EnginePortKind {
   ENGINE_KIND_ANY = 0, ENGINE_KIND_IMAGE = 1, ENGINE_KIND_TENSOR = 2, ENGINE_KIND_FEATURES = 3,
-  ENGINE_KIND_INSTANCES = 4, ENGINE_KIND_SEMANTIC = 5, ENGINE_KIND_PANOPTIC = 6
+  ENGINE_KIND_INSTANCES = 4, ENGINE_KIND_SEMANTIC = 5, ENGINE_KIND_PANOPTIC = 6,
+  ENGINE_KIND_MODEL_IMAGE = 7 /* ABI 1.1: a 1.0 library receives it as ENGINE_KIND_TENSOR */
 };
 /* Port dtypes: 0 = any, else 1 + index in (f32, f16, u8, i32, i64, bool). */
 enum EngineDType {

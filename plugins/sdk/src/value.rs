@@ -31,10 +31,16 @@ pub enum PortKind {
     /// `panoptic`: `segments` i32 [H, W] segment ids, `segment_classes` i64 [S],
     /// `segment_ids` i32 [S], optional `segment_scores` f32 [S].
     Panoptic = 6,
+    /// `model_image`: a pre-processed image as a model takes it: `tensor` f32 [C, H, W] (or
+    /// [1, C, H, W]; normalised, resized, padded), `image_size` i64 [2] (height, width after
+    /// resizing, before padding) and `original_size` i64 [2] (the photo's), so that heads can
+    /// clip to the image and map results back to the photo. Added in plugin ABI 1.1. An input
+    /// of kind `tensor` accepts it (it is a tensor with more), never the other way round.
+    ModelImage = 7,
 }
 
 impl PortKind {
-    pub const ALL: [PortKind; 7] = [
+    pub const ALL: [PortKind; 8] = [
         PortKind::Any,
         PortKind::Image,
         PortKind::Tensor,
@@ -42,6 +48,7 @@ impl PortKind {
         PortKind::Instances,
         PortKind::Semantic,
         PortKind::Panoptic,
+        PortKind::ModelImage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +60,7 @@ impl PortKind {
             PortKind::Instances => "instances",
             PortKind::Semantic => "semantic",
             PortKind::Panoptic => "panoptic",
+            PortKind::ModelImage => "model_image",
         }
     }
 
@@ -62,7 +70,9 @@ impl PortKind {
 
     /// Whether a value of kind `produced` may flow into an input of this kind.
     pub fn accepts(self, produced: PortKind) -> bool {
-        self == PortKind::Any || self == produced
+        self == PortKind::Any
+            || self == produced
+            || (self == PortKind::Tensor && produced == PortKind::ModelImage)
     }
 }
 
@@ -187,6 +197,29 @@ impl Value {
                 Ok(())
             }
             PortKind::Tensor => self.tensor("tensor").map(|_| ()),
+            PortKind::ModelImage => {
+                let t = self.tensor("tensor")?;
+                expect_dtype("tensor", t, &[DType::F32])?;
+                let s = t.shape();
+                if !(s.len() == 3 || (s.len() == 4 && s[0] == 1)) {
+                    return Err(format!(
+                        "tensor \"tensor\" must be [C, H, W] or [1, C, H, W], got {s:?}"
+                    ));
+                }
+                for name in ["image_size", "original_size"] {
+                    let v = self.tensor(name)?;
+                    expect_dtype(name, v, &[DType::I64])?;
+                    match v.as_slice::<i64>().map_err(|e| e.to_string())? {
+                        [h, w] if *h > 0 && *w > 0 => {}
+                        other => {
+                            return Err(format!(
+                            "tensor \"{name}\" must hold a positive (height, width), got {other:?}"
+                        ))
+                        }
+                    }
+                }
+                Ok(())
+            }
             PortKind::Features => {
                 if self.tensors.is_empty() {
                     return Err("features value holds no levels".into());

@@ -68,7 +68,7 @@ impl ImageSizes {
 /// from it).
 pub fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {
     spec.input(
-        PortSpec::new("image", PortKind::Tensor, doc)
+        PortSpec::new("image", PortKind::ModelImage, doc)
             .dtype(DType::F32)
             .shape("3,H,W"),
     )
