@@ -858,6 +858,44 @@ fn new_plugin_builds_outside_the_tree_and_loads() {
 }
 
 #[test]
+fn the_kinds_in_pipeline_format_md_are_engine_plugins_output() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PIPELINE_FORMAT.md"),
+    )
+    .expect("docs/PIPELINE_FORMAT.md");
+    let begin = "<!-- engine plugins --markdown: begin -->\n";
+    let end = "<!-- engine plugins --markdown: end -->";
+    let start = doc.find(begin).expect("begin marker") + begin.len();
+    let stop = doc.find(end).expect("end marker");
+    let o = Command::new(engine_bin())
+        .args(["plugins", "--markdown"])
+        .env("ENGINE_PLUGIN_PATH", "")
+        .output()
+        .expect("run engine");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        &doc[start..stop],
+        stdout(&o),
+        "docs/PIPELINE_FORMAT.md's kinds are stale: replace the table between the markers with `engine plugins --markdown`"
+    );
+    let o = engine(&scratch("kind-doc"), &["plugins", "--kind", "rpn"]);
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l.contains("nms_thresh   float = 0.") && l.contains(" in [0, 1]  IoU")),
+        "{}",
+        stdout(&o)
+    );
+    let o = engine(&scratch("kind-doc"), &["plugins", "--kind", "rpm"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("did you mean \"rpn\"?"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn c_plugin_runs_and_wrong_abi_or_non_plugins_are_refused() {
     let dir = scratch("c-plugin");
     let good = c_plugin(&dir, "score_scale", &[]);

@@ -140,7 +140,14 @@ pub fn describe_kind(spec: &NodeSpec, provider: &Provider) -> String {
                 .default
                 .as_ref()
                 .map_or("required".to_string(), |d| format!("= {d}"));
-            let _ = writeln!(s, "      {:12} {} {default}  {}", p.name, p.ty, p.doc);
+            let range = p
+                .range
+                .map_or(String::new(), |(lo, hi)| format!(" in [{lo}, {hi}]"));
+            let _ = writeln!(
+                s,
+                "      {:12} {} {default}{range}  {}",
+                p.name, p.ty, p.doc
+            );
         }
     }
     s
