@@ -200,7 +200,7 @@ impl Registry {
                 match self.add(&file, true) {
                     Ok(_) => {}
                     Err(e @ PluginLoadError::Conflict { .. }) => return Err(e),
-                    Err(e) => warnings.push(format!("skipping {e}")),
+                    Err(e) => warnings.push(format!("{e}; skipping it (found on the plugin path)")),
                 }
             }
         }
