@@ -1,6 +1,10 @@
 //! Opt-in timing of the layers (`KERNELS_PROFILE=1`): every convolution, transposed
 //! convolution and linear layer adds its wall time to a table keyed by its shape and path,
 //! which [`report`] prints. Off by default (one relaxed load per layer call).
+//!
+//! Each plugin library has its own copy of this table (its own copy of `kernels`), which the
+//! host cannot read; so when profiling is on, each artifact prints what is left of its table
+//! to stderr when it is unloaded or the process exits.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -9,7 +13,27 @@ use std::time::{Duration, Instant};
 /// Whether `KERNELS_PROFILE` is set (to anything but `0`).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KERNELS_PROFILE").is_ok_and(|v| v != "0"))
+    *ON.get_or_init(|| {
+        let on = std::env::var("KERNELS_PROFILE").is_ok_and(|v| v != "0");
+        if on {
+            // SAFETY: registers a plain function with the C library; in a shared library
+            // glibc runs it when the library is unloaded or the process exits.
+            unsafe { atexit(report_at_exit) };
+        }
+        on
+    })
+}
+
+extern "C" {
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+extern "C" fn report_at_exit() {
+    let rows = report(1);
+    if rows.lines().count() > 1 {
+        // One table per library that ran layers (each has its own copy of this module).
+        eprintln!("KERNELS_PROFILE totals of one library:\n{rows}");
+    }
 }
 
 fn table() -> &'static Mutex<BTreeMap<String, (u64, Duration)>> {
