@@ -55,9 +55,14 @@ pub struct Registry {
     default_dirs: Vec<PathBuf>,
 }
 
-/// The thread budget when the pipeline sets none: every core.
+/// The thread budget when the pipeline sets none: `RAYON_NUM_THREADS` when set (rayon's own
+/// variable, which the libraries' pools would otherwise each read), else every core.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The directory of the running executable: where `cargo build` puts the family libraries.

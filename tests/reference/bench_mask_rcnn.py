@@ -6,7 +6,7 @@ the throughput of `engine run` on a stream of 20 photos (stages overlap) against
 looping over the same photos.
 
     pip install torch torchvision numpy pillow pycocotools
-    cargo build --release -p engine -p plugin-rcnn --example bench_mask_rcnn --example bench_resnet50
+    cargo build --release -p engine --example bench_mask_rcnn -p plugin-backbones --example bench_resnet50
     python3 tests/reference/bench_mask_rcnn.py [--threads 2] [--reps 3] [--stream 20] [--rounds 1]
 
 It also times a full ResNet-50 forward pass at 224x224, batch 1 (issue 3's target: no slower

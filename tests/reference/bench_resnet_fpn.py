@@ -3,7 +3,7 @@
 torchvision in the same run, same weights, same photo, same thread count, plus a full-size
 correctness check (every element of every FPN level).
 
-    cargo build --release -p plugin-rcnn --example bench_resnet_fpn
+    cargo build --release -p engine --example bench_resnet_fpn
     python3 tests/reference/bench_resnet_fpn.py [--threads 2] [--reps 5]
 
 The weights (maskrcnn_resnet50_fpn's architecture, i.e. MaskRCNN(resnet_fpn_backbone("resnet50")),
