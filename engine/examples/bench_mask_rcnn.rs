@@ -12,24 +12,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use engine::registry::Registry;
-use plugin_sdk::{FrameInfo, Inputs, Node, ParamValue, Value};
+use plugin_sdk::{ParamValue, Value};
 
 // The engine binary's allocator and settings (kernels::process); each family library has the
 // same of its own.
 kernels::engine_allocator!();
-
-/// Runs `node` on one frame's `inputs` and returns its output `port`.
-fn run(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port: &str) -> Result<Value, String> {
-    let mut ins = Inputs::new();
-    for (p, v) in inputs {
-        ins.push(p, Some((*v).clone()));
-    }
-    let mut out = node
-        .process(&FrameInfo::default(), &ins)
-        .map_err(|e| e.to_string())?;
-    out.take(port)
-        .ok_or_else(|| format!("no output \"{port}\""))
-}
 
 const STAGES: [&str; 7] = [
     "rcnn_preprocess",
@@ -73,27 +60,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // frame also transforms the Winograd weights and faults the allocator's pages in.
     for rep in 0..=reps {
         let mut stamps = vec![Instant::now()];
-        let x = run(&mut pre, &[("image", &image)], "image")?;
+        let x = Registry::run_once(&mut pre, &[("image", &image)], "image")?;
         stamps.push(Instant::now());
-        let c = run(&mut body, &[("image", &x)], "features")?;
+        let c = Registry::run_once(&mut body, &[("image", &x)], "features")?;
         stamps.push(Instant::now());
-        let p = run(&mut fpn, &[("features", &c)], "features")?;
+        let p = Registry::run_once(&mut fpn, &[("features", &c)], "features")?;
         stamps.push(Instant::now());
-        let proposals = run(&mut rpn, &[("features", &p), ("image", &x)], "proposals")?;
+        let proposals =
+            Registry::run_once(&mut rpn, &[("features", &p), ("image", &x)], "proposals")?;
         stamps.push(Instant::now());
-        let det = run(
+        let det = Registry::run_once(
             &mut box_head,
             &[("features", &p), ("proposals", &proposals), ("image", &x)],
             "detections",
         )?;
         stamps.push(Instant::now());
-        let with_masks = run(
+        let with_masks = Registry::run_once(
             &mut mask_head,
             &[("features", &p), ("detections", &det), ("image", &x)],
             "instances",
         )?;
         stamps.push(Instant::now());
-        let out = run(
+        let out = Registry::run_once(
             &mut paste,
             &[("instances", &with_masks), ("image", &x)],
             "instances",

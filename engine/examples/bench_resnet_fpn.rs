@@ -11,22 +11,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use engine::registry::Registry;
-use plugin_sdk::{FrameInfo, Inputs, Node, ParamValue, Value};
+use plugin_sdk::{ParamValue, Value};
 
 kernels::engine_allocator!();
-
-/// Runs `node` on one frame's `inputs` and returns its output `port`.
-fn run(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port: &str) -> Result<Value, String> {
-    let mut ins = Inputs::new();
-    for (p, v) in inputs {
-        ins.push(p, Some((*v).clone()));
-    }
-    let mut out = node
-        .process(&FrameInfo::default(), &ins)
-        .map_err(|e| e.to_string())?;
-    out.take(port)
-        .ok_or_else(|| format!("no output \"{port}\""))
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     kernels::process::keep_freed_memory();
@@ -49,11 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut last = None;
     for _ in 0..reps {
         let t0 = Instant::now();
-        let x = run(&mut pre, &[("image", &image)], "image")?;
+        let x = Registry::run_once(&mut pre, &[("image", &image)], "image")?;
         let t1 = Instant::now();
-        let c = run(&mut body, &[("image", &x)], "features")?;
+        let c = Registry::run_once(&mut body, &[("image", &x)], "features")?;
         let t2 = Instant::now();
-        let p = run(&mut fpn, &[("features", &c)], "features")?;
+        let p = Registry::run_once(&mut fpn, &[("features", &c)], "features")?;
         let t3 = Instant::now();
         times[0].push((t1 - t0).as_secs_f64() * 1e3);
         times[1].push((t2 - t1).as_secs_f64() * 1e3);

@@ -363,7 +363,40 @@ fn status_error(lib: &Library, status: i32, text: ErrorText, what: &str) -> Node
     }
 }
 
+impl Emitted {
+    fn into_outputs(self) -> Result<Outputs, NodeError> {
+        match self.error {
+            Some(e) => Err(NodeError::new(format!("invalid output from plugin: {e}"))),
+            None => Ok(self.outputs),
+        }
+    }
+}
+
 impl ForeignNode {
+    /// Runs one call of the library with an output sink (collecting what it emits) and an
+    /// error sink (collecting its message); returns the call's status with both.
+    fn call_with_sinks(
+        &self,
+        call: impl FnOnce(&OutputSinkC, &ErrorSinkC) -> i32,
+    ) -> (i32, Emitted, ErrorText) {
+        let mut emitted = Emitted {
+            outputs: Outputs::new(),
+            keep_alive: self.lib.clone(),
+            error: None,
+        };
+        let mut text = ErrorText::default();
+        let out = OutputSinkC {
+            ctx: &mut emitted as *mut Emitted as *mut c_void,
+            emit,
+        };
+        let err = ErrorSinkC {
+            ctx: &mut text as *mut ErrorText as *mut c_void,
+            set: set_error,
+        };
+        let status = call(&out, &err);
+        (status, emitted, text)
+    }
+
     fn create(
         lib: Arc<Library>,
         kind: u32,
@@ -459,37 +492,22 @@ impl Node for ForeignNode {
             width: frame.width,
             height: frame.height,
         };
-        let mut emitted = Emitted {
-            outputs: Outputs::new(),
-            keep_alive: self.lib.clone(),
-            error: None,
-        };
-        let out = OutputSinkC {
-            ctx: &mut emitted as *mut Emitted as *mut c_void,
-            emit,
-        };
-        let mut text = ErrorText::default();
-        let sink = ErrorSinkC {
-            ctx: &mut text as *mut ErrorText as *mut c_void,
-            set: set_error,
-        };
-        let status = unsafe {
+        // SAFETY: the instance is this library's; the frame and port arrays live through the
+        // call.
+        let (status, emitted, text) = self.call_with_sinks(|out, err| unsafe {
             (self.lib.table().process)(
                 self.instance,
                 &frame_c,
                 ports.as_ptr(),
                 ports.len() as u32,
-                &out,
-                &sink,
+                out,
+                err,
             )
-        };
+        });
         if status != STATUS_OK {
             return Err(status_error(&self.lib, status, text, "process"));
         }
-        if let Some(e) = emitted.error {
-            return Err(NodeError::new(format!("invalid output from plugin: {e}")));
-        }
-        Ok(emitted.outputs)
+        emitted.into_outputs()
     }
 
     fn next_frame(&mut self, frame: &mut FrameInfo) -> Result<Option<Outputs>, NodeError> {
@@ -505,30 +523,15 @@ impl Node for ForeignNode {
             width: 0,
             height: 0,
         };
-        let mut emitted = Emitted {
-            outputs: Outputs::new(),
-            keep_alive: self.lib.clone(),
-            error: None,
-        };
-        let out = OutputSinkC {
-            ctx: &mut emitted as *mut Emitted as *mut c_void,
-            emit,
-        };
-        let mut text = ErrorText::default();
-        let sink = ErrorSinkC {
-            ctx: &mut text as *mut ErrorText as *mut c_void,
-            set: set_error,
-        };
-        // SAFETY: the instance is this library's; the frame and sinks live through the call.
-        let status = unsafe { next(self.instance, &mut frame_c, &out, &sink) };
+        // SAFETY: the instance is this library's; the frame lives through the call.
+        let (status, emitted, text) =
+            self.call_with_sinks(|out, err| unsafe { next(self.instance, &mut frame_c, out, err) });
         match status {
             STATUS_OK => {}
             STATUS_END_OF_STREAM => return Ok(None),
             _ => return Err(status_error(&self.lib, status, text, "next_frame")),
         }
-        if let Some(e) = emitted.error {
-            return Err(NodeError::new(format!("invalid output from plugin: {e}")));
-        }
+        let outputs = emitted.into_outputs()?;
         // SAFETY: the library wrote a NUL-terminated string or left it null.
         let source = unsafe { read_opt_str(frame_c.source, "frame source") }
             .map_err(|e| NodeError::new(format!("invalid frame from plugin: {e}")))?;
@@ -538,7 +541,7 @@ impl Node for ForeignNode {
         if let Some(source) = source {
             frame.source = source.into();
         }
-        Ok(Some(emitted.outputs))
+        Ok(Some(outputs))
     }
 
     fn finish(&mut self) -> Result<(), NodeError> {

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plugin_sdk::{Node, NodeKind, ParamValue, Params};
+use plugin_sdk::{FrameInfo, Inputs, Node, NodeKind, ParamValue, Params, Value};
 
 use crate::plugin_host::{self, PluginLoadError};
 
@@ -292,6 +292,24 @@ impl Registry {
             params.set(name, value);
         }
         (k.create)(&params).map_err(|e| e.message().to_string())
+    }
+
+    /// Runs `node` on one frame's `inputs` outside a pipeline and returns its output `port`
+    /// (tests, examples, benches).
+    pub fn run_once(
+        node: &mut Box<dyn Node>,
+        inputs: &[(&str, &Value)],
+        port: &str,
+    ) -> Result<Value, String> {
+        let mut ins = Inputs::new();
+        for (p, v) in inputs {
+            ins.push(p, Some((*v).clone()));
+        }
+        let mut out = node
+            .process(&FrameInfo::default(), &ins)
+            .map_err(|e| e.to_string())?;
+        out.take(port)
+            .ok_or_else(|| format!("the node produced no output \"{port}\""))
     }
 
     pub fn find(&self, name: &str) -> Option<(&NodeKind, &Provider)> {

@@ -22,13 +22,7 @@ pub use resnet::{ResNet, ResNetConfig};
 
 use plugin_sdk::NodeKind;
 
-kernels::engine_allocator!();
-plugin_sdk::export_plugin!(
-    name: "backbones",
-    version: env!("CARGO_PKG_VERSION"),
-    kinds: kinds,
-    on_load: |host: &plugin_sdk::HostConfig| kernels::configure_library(host.threads),
-);
+vision_common::family_library!(name: "backbones", kinds: kinds);
 
 /// The node kinds of this family, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {

@@ -35,13 +35,7 @@ pub use error::GraphModelError;
 pub use graph::{GraphModel, InputInfo};
 pub use preprocess::Preprocess;
 
-kernels::engine_allocator!();
-plugin_sdk::export_plugin!(
-    name: "graph_model",
-    version: env!("CARGO_PKG_VERSION"),
-    kinds: kinds,
-    on_load: |host: &plugin_sdk::HostConfig| kernels::configure_library(host.threads),
-);
+vision_common::family_library!(name: "graph_model", kinds: kinds);
 
 /// The node kinds of this crate.
 pub fn kinds() -> Vec<NodeKind> {

@@ -30,13 +30,7 @@ pub mod rpn;
 
 use plugin_sdk::NodeKind;
 
-kernels::engine_allocator!();
-plugin_sdk::export_plugin!(
-    name: "rcnn",
-    version: env!("CARGO_PKG_VERSION"),
-    kinds: kinds,
-    on_load: |host: &plugin_sdk::HostConfig| kernels::configure_library(host.threads),
-);
+vision_common::family_library!(name: "rcnn", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {

@@ -15,6 +15,7 @@
 //! - [`error`]: [`ModelError`], whose messages name the parameter, input or file at fault.
 
 pub mod error;
+pub mod family;
 pub mod features;
 pub mod image;
 pub mod layers;
