@@ -318,20 +318,37 @@ pub fn reshape<T: Copy>(x: ArrayViewD<'_, T>, shape: &[isize]) -> Result<ArrayD<
 pub fn softmax(x: ArrayViewD<'_, f32>, axis: isize) -> Result<ArrayD<f32>> {
     let ax = normalize_axis("softmax", axis, x.ndim())?;
     let mut out = x.as_standard_layout().into_owned();
+    let mut scratch = Vec::new();
     for mut lane in out.lanes_mut(Axis(ax)) {
-        let m = lane.iter().fold(
-            f32::NEG_INFINITY,
-            |a, &b| if b > a || b.is_nan() { b } else { a },
-        );
-        let mut s = 0f64;
-        for v in lane.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v as f64;
+        match lane.as_slice_mut() {
+            Some(row) => softmax_in_place(row),
+            None => {
+                scratch.clear();
+                scratch.extend(lane.iter().copied());
+                softmax_in_place(&mut scratch);
+                lane.iter_mut().zip(&scratch).for_each(|(v, s)| *v = *s);
+            }
         }
-        let inv = (1.0 / s) as f32;
-        lane.iter_mut().for_each(|v| *v *= inv);
     }
     Ok(out)
+}
+
+/// The softmax of one row, in place: `exp(x - max)`, summed in f64, times the reciprocal of
+/// the sum (as torch's CPU kernel). NaN counts as the maximum. The one softmax of the engine:
+/// [`softmax`] runs it on every lane, the R-CNN box head on each RoI's class logits, and the
+/// TF.js executor on the last axis.
+pub fn softmax_in_place(row: &mut [f32]) {
+    let m = row.iter().fold(
+        f32::NEG_INFINITY,
+        |a, &b| if b > a || b.is_nan() { b } else { a },
+    );
+    let mut s = 0f64;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v as f64;
+    }
+    let inv = (1.0 / s) as f32;
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// `torch.argmax(x, dim=axis, keepdim)`: the first index of the maximum; NaN counts as the

@@ -22,6 +22,7 @@
 //!
 //! Errors are [`OpError`]s; nothing panics on shapes or values a model or user controls.
 
+use kernels::layers::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use kernels::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -160,47 +161,18 @@ pub fn gemm_f32(
     if c.len() < m * n {
         return op_err!("gemm: output holds {} values, needs {m}x{n}", c.len());
     }
-    if k == 0 {
-        c[..m * n].fill(0.0);
-        return Ok(());
-    }
-    let last_a = (m - 1) * a_rs + (k - 1) * a_cs;
-    let last_b = (k - 1) * b_rs + (n - 1) * b_cs;
-    if last_a >= a.len() || last_b >= b.len() {
-        return op_err!("gemm: operands too small for {m}x{k} by {k}x{n}");
-    }
-    let par = if m * n * k >= 1 << 18 && rayon::current_thread_index().is_none() {
-        gemm::Parallelism::Rayon(0)
+    let err = |e: kernels::layers::LayerError| OpError::new(format!("gemm: {e}"));
+    let a = MatRef::new(a, m, k, a_rs, a_cs).map_err(err)?;
+    let b = MatRef::new(b, k, n, b_rs, b_cs).map_err(err)?;
+    let c = MatMut::row_major(&mut c[..m * n], m, n, n).map_err(err)?;
+    // All rayon threads from 2^18 multiply-adds on (this executor's small NHWC products gain
+    // from it earlier than kernels' default threshold), one inside a rayon task.
+    let threading = if m * n * k >= 1 << 18 && rayon::current_thread_index().is_none() {
+        Threading::Threads(rayon::current_num_threads())
     } else {
-        gemm::Parallelism::None
+        Threading::Single
     };
-    // SAFETY: every element the product reads or writes was checked to be inside its slice
-    // above (the largest offsets are `last_a`, `last_b` and `m*n - 1`); `c` does not alias
-    // `a` or `b` (it is a distinct `&mut`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
+    sgemm_with(a, b, c, false, Backend::Gemm, threading).map_err(err)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1210,22 +1182,13 @@ pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResu
     Ok(Tensor::from_vec(&out_shape, vals)?)
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension (kernels' one softmax, row by row).
 pub fn softmax(x: &Tensor) -> OpResult<Tensor> {
     let c = *x.shape().last().unwrap_or(&1);
     let mut v = f32s(x)?.to_vec();
     if c > 0 {
-        for row in v.chunks_exact_mut(c) {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut s = 0f32;
-            for e in row.iter_mut() {
-                *e = (*e - m).exp();
-                s += *e;
-            }
-            for e in row.iter_mut() {
-                *e /= s;
-            }
-        }
+        v.chunks_exact_mut(c)
+            .for_each(kernels::layers::shape::softmax_in_place);
     }
     Ok(Tensor::from_vec(x.shape(), v)?)
 }

@@ -16,6 +16,7 @@
 //! Weights: `box_head.fc6.*`, `box_head.fc7.*`, `box_predictor.cls_score.*`,
 //! `box_predictor.bbox_pred.*` under `prefix` (`"roi_heads."`).
 
+use kernels::layers::shape::softmax_in_place;
 use kernels::layers::{Activation, Linear};
 use kernels::ops::{batched_nms, clip_boxes_to_image, remove_small_boxes, BoxCoder};
 use kernels::weights::Weights;
@@ -203,7 +204,8 @@ impl BoxHead {
         let mut scores = Vec::new();
         let mut labels = Vec::new();
         for (i, row) in logits.outer_iter().enumerate() {
-            let probs = softmax(row.as_slice().unwrap_or(&[]));
+            let mut probs = row.to_vec();
+            softmax_in_place(&mut probs);
             // Candidates in torchvision's order: proposal-major, classes 1.. within.
             for (c, &score) in probs.iter().enumerate().skip(1) {
                 if score > self.config.score_thresh {
@@ -230,14 +232,6 @@ impl BoxHead {
             labels: kept.iter().map(|&i| labels[i]).collect(),
         })
     }
-}
-
-/// torch's `softmax` of one row: `exp(x - max) / sum`.
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.iter().map(|&v| v / sum).collect()
 }
 
 pub fn kind() -> NodeKind {
@@ -422,12 +416,14 @@ mod tests {
 
     #[test]
     fn softmax_is_torchs() {
-        let p = softmax(&[1.0, 2.0, 3.0]);
+        let mut p = [1.0, 2.0, 3.0];
+        softmax_in_place(&mut p);
         let want = [0.090_030_57, 0.244_728_48, 0.665_240_94];
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-7, "{p:?}");
         }
-        let p = softmax(&[1000.0, 1000.0]);
+        let mut p = [1000.0, 1000.0];
+        softmax_in_place(&mut p);
         assert_eq!(p, [0.5, 0.5]);
     }
 }
