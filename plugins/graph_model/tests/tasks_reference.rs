@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use kernels::Tensor;
 use plugin_graph_model::tasks::{
-    blazeface::BlazeFace, centernet::CenterNet, facemesh::FaceMesh, iou, movenet::MoveNet,
+    blazeface::BlazeFace, centernet::CenterNet, facemesh::FaceMesh, movenet::MoveNet,
     segmentation::PersonSegmentation, Dets,
 };
 use plugin_sdk::{Instances, NodeKind, Params};
@@ -96,7 +96,7 @@ fn floats(v: &Json) -> Vec<f32> {
 }
 
 fn box_matches(a: &[f32; 4], b: &[f32; 4]) -> bool {
-    iou(a, b) >= 0.99 || a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 0.5)
+    kernels::ops::nms::iou_tfjs(a, b) >= 0.99 || a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 0.5)
 }
 
 /// Compares detections with the fixture's instances; returns the largest differences (score,

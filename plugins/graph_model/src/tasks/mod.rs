@@ -107,57 +107,8 @@ pub fn image_of(inputs: &plugin_sdk::Inputs) -> Result<(&Tensor, usize, usize), 
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Non-maximum suppression, as TF.js `tf.image.nonMaxSuppression` (nonMaxSuppressionV3Impl)
-
-/// IoU of two boxes given as [y1, x1, y2, x2] (or [x1, y1, x2, y2]: the same value), corners
-/// in any order, as TF.js's `intersectionOverUnion` (0 when either box is empty).
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
-    let f = |v: &[f32; 4]| {
-        let (a0, a1, a2, a3) = (v[0] as f64, v[1] as f64, v[2] as f64, v[3] as f64);
-        (a0.min(a2), a1.min(a3), a0.max(a2), a1.max(a3))
-    };
-    let (ya0, xa0, ya1, xa1) = f(a);
-    let (yb0, xb0, yb1, xb1) = f(b);
-    let area_a = (ya1 - ya0) * (xa1 - xa0);
-    let area_b = (yb1 - yb0) * (xb1 - xb0);
-    if area_a <= 0.0 || area_b <= 0.0 {
-        return 0.0;
-    }
-    let ih = (ya1.min(yb1) - ya0.max(yb0)).max(0.0);
-    let iw = (xa1.min(xb1) - xa0.max(xb0)).max(0.0);
-    let inter = ih * iw;
-    inter / (area_a + area_b - inter)
-}
-
-/// Greedy NMS: candidates with score > `score_threshold`, best first (ties: lower index
-/// first); a candidate is dropped when its IoU with a kept box is >= `iou_threshold`; at most
-/// `max_out` indices are returned, best first.
-pub fn nms(
-    boxes: &[[f32; 4]],
-    scores: &[f32],
-    max_out: usize,
-    iou_threshold: f32,
-    score_threshold: f32,
-) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..boxes.len().min(scores.len()))
-        .filter(|&i| scores[i] > score_threshold)
-        .collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let mut keep: Vec<usize> = Vec::new();
-    for i in order {
-        if keep.len() >= max_out {
-            break;
-        }
-        if keep
-            .iter()
-            .all(|&k| iou(&boxes[i], &boxes[k]) < iou_threshold as f64)
-        {
-            keep.push(i);
-        }
-    }
-    keep
-}
+// Non-maximum suppression as TF.js does it is kernels' `nms_tfjs`, beside torchvision's.
+pub use kernels::ops::nms::nms_tfjs as nms;
 
 // ---------------------------------------------------------------------------------------
 // Output layout
@@ -260,24 +211,6 @@ pub fn count_param(params: &Params, name: &str) -> Result<usize, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nms_keeps_best_and_drops_overlaps() {
-        let boxes = [
-            [0.0, 0.0, 10.0, 10.0],
-            [0.0, 1.0, 10.0, 11.0],
-            [20.0, 20.0, 30.0, 30.0],
-            [0.0, 0.0, 0.0, 5.0],
-        ];
-        let scores = [0.8, 0.9, 0.5, 0.95];
-        // box 3 is empty (IoU 0 with everything) but has the best score.
-        assert_eq!(nms(&boxes, &scores, 10, 0.5, 0.1), vec![3, 1, 2]);
-        assert_eq!(nms(&boxes, &scores, 2, 0.5, 0.1), vec![3, 1]);
-        assert_eq!(nms(&boxes, &scores, 10, 0.5, 0.85), vec![3, 1]);
-        assert_eq!(nms(&boxes, &scores, 10, 0.99, 0.0), vec![3, 1, 0, 2]);
-        assert!((iou(&boxes[0], &boxes[1]) - 90.0 / 110.0).abs() < 1e-12);
-        assert!((iou(&[10.0, 10.0, 0.0, 0.0], &boxes[0]) - 1.0).abs() < 1e-12);
-    }
 
     #[test]
     fn dets_emit_the_models_own_tensors() {
