@@ -209,7 +209,7 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
                     n.plugin.origin.clone(),
                 )
                 .suggest(&n.plugin.value, registry.names())
-                .help_if_none("`engine plugins` lists the available kinds; external kinds need their library in [plugins] libraries"),
+                .help_if_none("`engine plugins` lists the available kinds; the model families and other plugins are libraries on the plugin path: build the workspace (`cargo build --release`), or add their directory to ENGINE_PLUGIN_PATH or [plugins] path"),
             );
             kinds.push(None);
             params_of.push(Params::new());
