@@ -27,8 +27,9 @@ use plugin_sdk::{
 };
 
 use vision_common::{
-    count_param, feature_levels, features_input, float_param, image_input, in_features_param,
-    levels_params, linear, resolve_prefix, weights_param, weights_params, ImageSizes, RoiPooler,
+    count_param, f32_value, feature_levels, features_input, float_param, image_input,
+    in_features_param, levels_params, linear, resolve_prefix, weights_param, weights_params,
+    ImageSizes, RoiPooler,
 };
 use vision_common::{LayerContext, ModelError};
 
@@ -296,14 +297,14 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::optional(
         "bbox_reg_weights",
         ParamType::FloatList,
-        ParamValue::FloatList(d.bbox_reg_weights.iter().map(|&v| v as f64).collect()),
+        ParamValue::FloatList(d.bbox_reg_weights.iter().map(|&v| f32_value(v)).collect()),
         "BoxCoder weights (wx, wy, ww, wh)",
     ))
     .param(
         ParamSpec::optional(
             "score_thresh",
             ParamType::Float,
-            ParamValue::Float(d.score_thresh as f64),
+            ParamValue::Float(f32_value(d.score_thresh)),
             "minimum class probability (kept when >, torchvision's box_score_thresh)",
         )
         .range(0.0, 1.0),
@@ -312,7 +313,7 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "nms_thresh",
             ParamType::Float,
-            ParamValue::Float(d.nms_thresh as f64),
+            ParamValue::Float(f32_value(d.nms_thresh)),
             "IoU threshold of the per-class NMS (box_nms_thresh)",
         )
         .range(0.0, 1.0),

@@ -32,7 +32,7 @@ use plugin_sdk::{
 };
 
 use vision_common::{
-    conv_bias, count_param, feature_levels, features_input, float_param, image_input,
+    conv_bias, count_param, f32_value, feature_levels, features_input, float_param, image_input,
     in_features_param, levels_params, module_name, resolve_prefix, weights_param, weights_params,
     ImageSizes,
 };
@@ -333,13 +333,13 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::optional(
         "anchor_sizes",
         ParamType::FloatList,
-        ParamValue::FloatList(d.anchor_sizes.iter().map(|&v| v as f64).collect()),
+        ParamValue::FloatList(d.anchor_sizes.iter().map(|&v| f32_value(v)).collect()),
         "anchor size of each level, finest first",
     ))
     .param(ParamSpec::optional(
         "aspect_ratios",
         ParamType::FloatList,
-        ParamValue::FloatList(d.aspect_ratios.iter().map(|&v| v as f64).collect()),
+        ParamValue::FloatList(d.aspect_ratios.iter().map(|&v| f32_value(v)).collect()),
         "anchor aspect ratios (height / width), the same on every level",
     ))
     .param(
@@ -364,7 +364,7 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "nms_thresh",
             ParamType::Float,
-            ParamValue::Float(d.nms_thresh as f64),
+            ParamValue::Float(f32_value(d.nms_thresh)),
             "IoU threshold of the per-level NMS",
         )
         .range(0.0, 1.0),
@@ -373,7 +373,7 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "score_thresh",
             ParamType::Float,
-            ParamValue::Float(d.score_thresh as f64),
+            ParamValue::Float(f32_value(d.score_thresh)),
             "minimum objectness probability (kept when >=)",
         )
         .range(0.0, 1.0),
@@ -382,7 +382,7 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "min_size",
             ParamType::Float,
-            ParamValue::Float(d.min_size as f64),
+            ParamValue::Float(f32_value(d.min_size)),
             "proposals with a side shorter than this (pixels) are dropped",
         )
         .range(0.0, 1e6),

@@ -24,3 +24,20 @@ pub fn float_param(params: &Params, name: &'static str) -> Result<f32, ModelErro
     }
     Ok(v as f32)
 }
+
+/// An `f32` as the `f64` a parameter default shows: the shortest decimal that reads back as the
+/// same `f32` (0.7, not 0.699999988079071), so that `engine plugins --kind` prints what the
+/// reference wrote. A node reading it back as `f32` gets the same value either way.
+pub fn f32_value(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn f32_defaults_print_as_written() {
+        assert_eq!(super::f32_value(0.7).to_string(), "0.7");
+        assert_eq!(super::f32_value(0.7) as f32, 0.7f32);
+        assert_eq!(super::f32_value(1e-3), 0.001);
+    }
+}
