@@ -139,20 +139,13 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
         .iter()
         .map(|d| PathBuf::from(&d.value))
         .collect();
-    match registry.scan(&registry.search_path(&pipeline_dirs)) {
-        Ok(warnings) => {
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-        }
-        Err(e) => {
-            return Err(invalid(
-                file,
-                vec![Diagnostic::new(e.to_string(), Origin::None).help(
-                    "`engine plugins` lists every kind with its library; ENGINE_PLUGIN_PATH, [plugins] path and the engine's own directory are searched",
-                )],
-            ))
-        }
+    if let Err(e) = registry.load_search_path(&pipeline_dirs) {
+        return Err(invalid(
+            file,
+            vec![Diagnostic::new(e.to_string(), Origin::None).help(
+                "`engine plugins` lists every kind with its library; ENGINE_PLUGIN_PATH, [plugins] path and the engine's own directory are searched",
+            )],
+        ));
     }
     match build(&config, registry) {
         Ok((nodes, edges, order)) => {

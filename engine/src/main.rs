@@ -197,12 +197,9 @@ fn plugins(libraries: &[PathBuf], kind: Option<&str>, markdown: bool) -> ExitCod
             return ExitCode::from(EXIT_INVALID);
         }
     }
-    match registry.scan(&registry.search_path(&[])) {
-        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    if let Err(e) = registry.load_search_path(&[]) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INVALID);
     }
     match kind {
         Some(name) => match registry.find(name) {

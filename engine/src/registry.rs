@@ -212,6 +212,15 @@ impl Registry {
         Ok(warnings)
     }
 
+    /// Loads every library on the search path of a pipeline whose `[plugins] path` is
+    /// `pipeline_dirs` ([`Registry::search_path`]), logging the warnings of [`Registry::scan`].
+    pub fn load_search_path(&mut self, pipeline_dirs: &[PathBuf]) -> Result<(), PluginLoadError> {
+        for warning in self.scan(&self.search_path(pipeline_dirs))? {
+            tracing::warn!("{warning}");
+        }
+        Ok(())
+    }
+
     /// Loads one library; `on_path` says it was found by scanning (then a plugin of the same
     /// name that is already loaded shadows it). Returns whether it was added.
     fn add(&mut self, path: &Path, on_path: bool) -> Result<bool, PluginLoadError> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use engine::registry::{Provider, Registry};
 use kernels::Tensor;
-use plugin_sdk::{Node, ParamValue, Params, Value};
+use plugin_sdk::{Node, ParamValue, Value};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
@@ -72,20 +72,13 @@ fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, Strin
         .find(kind)
         .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
     assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
-    let mut p = Params::new();
-    for spec in &k.spec.params {
-        if let Some(d) = &spec.default {
-            p.set(&spec.name, d.clone());
-        }
-    }
-    for (name, v) in set {
+    for (name, _) in set {
         assert!(
             k.spec.params.iter().any(|s| s.name == *name),
             "{kind} has no parameter {name}"
         );
-        p.set(name, v.clone());
     }
-    (k.create)(&p).map_err(|e| e.message().to_string())
+    registry().create_node(kind, set)
 }
 
 fn create_err(kind: &str, set: &[(&str, ParamValue)]) -> String {
