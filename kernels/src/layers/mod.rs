@@ -13,6 +13,11 @@
 //!   `col` in tiles of output rows that fit in the cache, and the tiles run in parallel on
 //!   rayon when there are enough of them (otherwise the GEMM itself is parallel). Depthwise
 //!   convolutions run a direct per-plane kernel. See [`conv`].
+//! - **`NHWC`.** The layers of converted TF.js and TFLite graphs take TF's layout and padding
+//!   rules: [`conv_nhwc`] (convolution, depthwise, transposed, with `SAME`/`VALID`/explicit
+//!   [`Padding`]), [`pool::max_pool2d_nhwc`] and [`pool::avg_pool2d_nhwc`], and
+//!   [`resize::resize_nhwc`], which runs the same resampling kernel as the `NCHW` resize.
+//!   Shape ops ([`shape`]) are layout-free and serve both.
 //! - **GEMM.** [`gemm::sgemm`] is the single entry point. It runs the `gemm` crate (AVX-512
 //!   kernel via its `x86-v4` feature, picked at run time; FMA/AVX2 or scalar elsewhere), which
 //!   measured fastest here, and falls back to `matrixmultiply`. See `benches/layers.rs`.
@@ -24,6 +29,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_nhwc;
 pub mod gemm;
 pub mod linear;
 pub mod norm;
@@ -35,6 +41,7 @@ mod winograd;
 
 pub use activation::Activation;
 pub use conv::{fold_batch_norm, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
+pub use conv_nhwc::{NhwcConvGeom, Padding};
 pub use linear::Linear;
 pub use resize::ResizeMode;
 

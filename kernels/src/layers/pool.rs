@@ -1,9 +1,13 @@
 //! Pooling on `[N, C, H, W]`: max, average (torch's `padding`, `ceil_mode`,
-//! `count_include_pad`, `divisor_override`) and adaptive average, parallel over planes.
+//! `count_include_pad`, `divisor_override`) and adaptive average, parallel over planes; and
+//! on `[N, H, W, C]` with TF's rules ([`max_pool2d_nhwc`], [`avg_pool2d_nhwc`]: `SAME`,
+//! `VALID` or explicit padding, the average over the cells inside the input, and a NaN that
+//! does not win a maximum), vectorised over channels.
 
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
+use super::conv_nhwc::{window, Padding};
 use super::{checked_numel, invalid, shape_err, Result};
 
 /// Kernel, stride, padding, dilation (max pooling only) and `ceil_mode`, as torch.
@@ -236,6 +240,91 @@ pub fn avg_pool2d(
     })
 }
 
+/// TF's `MaxPool` on `[N, H, W, C]`: padding never wins, and a NaN does not replace a
+/// maximum (TF.js's `>` comparison).
+pub fn max_pool2d_nhwc(
+    x: ArrayView4<'_, f32>,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+) -> Result<Array4<f32>> {
+    pool_nhwc("max_pool2d_nhwc", x, kernel, stride, padding, true)
+}
+
+/// TF's `AvgPool` on `[N, H, W, C]`: the mean of the cells inside the input (padding is not
+/// counted).
+pub fn avg_pool2d_nhwc(
+    x: ArrayView4<'_, f32>,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+) -> Result<Array4<f32>> {
+    pool_nhwc("avg_pool2d_nhwc", x, kernel, stride, padding, false)
+}
+
+fn pool_nhwc(
+    op: &'static str,
+    x: ArrayView4<'_, f32>,
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+    max: bool,
+) -> Result<Array4<f32>> {
+    let (n, h, w, c) = x.dim();
+    let (oh, pt) = window(op, h, kh, stride.0, 1, padding, 0)?;
+    let (ow, pl) = window(op, w, kw, stride.1, 1, padding, 1)?;
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op,
+        msg: "not contiguous".into(),
+    })?;
+    let mut out = super::zeroed(checked_numel(op, &[n, oh, ow, c])?);
+    if !out.is_empty() {
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(row, orow)| {
+                let b = row / oh;
+                let y0 = ((row % oh) * stride.0) as isize - pt as isize;
+                let ys = y0.max(0) as usize;
+                let ye = ((y0 + kh as isize).max(0) as usize).min(h);
+                let mut acc = vec![0f32; c];
+                for ox in 0..ow {
+                    let x0 = (ox * stride.1) as isize - pl as isize;
+                    let xs0 = x0.max(0) as usize;
+                    let xe = ((x0 + kw as isize).max(0) as usize).min(w);
+                    acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                    for iy in ys..ye {
+                        for ix in xs0..xe {
+                            let p = &xs[((b * h + iy) * w + ix) * c..][..c];
+                            if max {
+                                // A select rather than a branch, so that it vectorises (NaN
+                                // in `v` keeps `a`, as TF.js's comparison does).
+                                for (a, &v) in acc.iter_mut().zip(p) {
+                                    *a = if v > *a { v } else { *a };
+                                }
+                            } else {
+                                for (a, v) in acc.iter_mut().zip(p) {
+                                    *a += v;
+                                }
+                            }
+                        }
+                    }
+                    let o = &mut orow[ox * c..(ox + 1) * c];
+                    if max {
+                        o.copy_from_slice(&acc);
+                    } else {
+                        let count =
+                            ((ye.saturating_sub(ys)) * (xe.saturating_sub(xs0))).max(1) as f32;
+                        for (o, a) in o.iter_mut().zip(&acc) {
+                            *o = a / count;
+                        }
+                    }
+                }
+            });
+    }
+    Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(op, e.to_string()))
+}
+
 /// `torch.nn.functional.adaptive_avg_pool2d(x, (out_h, out_w))`: window `i` spans
 /// `[floor(i·in/out), ceil((i+1)·in/out))`.
 pub fn adaptive_avg_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Result<Array4<f32>> {
@@ -297,5 +386,27 @@ mod tests {
         assert!(max_pool2d(x.view(), Pool2dParams::new(2).padding(2)).is_err());
         assert!(max_pool2d(x.view(), Pool2dParams::new(0)).is_err());
         assert!(max_pool2d(x.view(), Pool2dParams::new(4)).is_err());
+    }
+
+    /// The NHWC pools equal the NCHW ones where their rules agree (no padding), and TF's SAME
+    /// average divides by the cells inside the input.
+    #[test]
+    fn nhwc_pools() {
+        let x = ndarray::Array::from_shape_fn((1, 5, 6, 3), |(_, y, x, c)| {
+            ((y * 7 + x * 3 + c * 5) % 11) as f32
+        });
+        let nchw = x.view().permuted_axes([0, 3, 1, 2]);
+        let p = Pool2dParams::new(2);
+        let max = max_pool2d_nhwc(x.view(), (2, 2), (2, 2), Padding::Valid).unwrap();
+        let max_t = max_pool2d(nchw, p).unwrap();
+        assert_eq!(max, max_t.permuted_axes([0, 2, 3, 1]));
+        let avg = avg_pool2d_nhwc(x.view(), (2, 2), (2, 2), Padding::Valid).unwrap();
+        let avg_t = avg_pool2d(nchw, p, false, None).unwrap();
+        assert_eq!(avg, avg_t.permuted_axes([0, 2, 3, 1]));
+        // SAME on 5 rows with a 2x2 window: the last output row covers row 4 alone.
+        let same = avg_pool2d_nhwc(x.view(), (2, 2), (2, 2), Padding::Same).unwrap();
+        assert_eq!(same.dim(), (1, 3, 3, 3));
+        let want = (x[[0, 4, 0, 1]] + x[[0, 4, 1, 1]]) / 2.0;
+        assert_eq!(same[[0, 2, 0, 1]], want);
     }
 }

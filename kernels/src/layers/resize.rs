@@ -10,12 +10,16 @@
 //! | [`ResizeMode::Bilinear`] `{align_corners: true}` | `d·(in-1)/(out-1)` (0 when `out = 1`) | torch and TF `align_corners=True` |
 //! | [`ResizeMode::TfBilinearLegacy`] | `d·s` (`align_corners=False, half_pixel_centers=False`) | TF1 `resize_bilinear` default |
 //! | [`ResizeMode::TfBilinearHalfPixel`] | `(d+0.5)·s - 0.5`, lower index clamped at 0 | TF2 `tf.image.resize` bilinear |
+//! | [`ResizeMode::TfBilinearAlignCorners`] | `d·(in-1)/(out-1)` | TF `resize_bilinear(align_corners=True)` |
 //!
 //! Torch modes compute the scale and weights in f32 exactly as ATen's CPU kernels do
 //! (`h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11)`); TF modes use TF's
 //! `top + (bottom - top)·y_lerp` form. When torch is given a `scale_factor` (and
 //! `recompute_scale_factor` is not set) its kernels use `1/scale_factor` instead of `in/out`:
 //! pass it through [`resize_with_scale`].
+//!
+//! [`resize`] takes `[N, C, H, W]`, [`resize_nhwc`] `[N, H, W, C]`: one kernel serves both,
+//! an `NCHW` plane being an `NHWC` image of one channel.
 
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
@@ -31,6 +35,7 @@ pub enum ResizeMode {
     Bilinear { align_corners: bool },
     TfBilinearLegacy,
     TfBilinearHalfPixel,
+    TfBilinearAlignCorners,
 }
 
 /// For one axis: per output index, the two source indices and their weights.
@@ -125,8 +130,10 @@ pub(crate) fn axis_table(
                 push(i0, i1, l1);
             }
         }
-        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel => {
-            let s = tf_scale(input, out, false);
+        ResizeMode::TfBilinearLegacy
+        | ResizeMode::TfBilinearHalfPixel
+        | ResizeMode::TfBilinearAlignCorners => {
+            let s = tf_scale(input, out, mode == ResizeMode::TfBilinearAlignCorners);
             for d in 0..out {
                 let src = if mode == ResizeMode::TfBilinearHalfPixel {
                     (d as f32 + 0.5) * s - 0.5
@@ -210,7 +217,6 @@ pub fn resize_with_scale(
     {
         return invalid(OP, format!("a scale factor is meaningless for {mode:?}"));
     }
-    let total = checked_numel(OP, &[n, c, oh, ow])?;
     let ty = axis_table(h, oh, mode, scales.map(|s| s.0));
     let tx = axis_table(w, ow, mode, scales.map(|s| s.1));
     let x = x.as_standard_layout();
@@ -218,40 +224,123 @@ pub fn resize_with_scale(
         op: OP,
         msg: "not contiguous".into(),
     })?;
-    let mut out = super::zeroed(total);
-    let tf = matches!(
-        mode,
-        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel
-    );
-    let nearest = matches!(
-        mode,
-        ResizeMode::Nearest | ResizeMode::NearestExact | ResizeMode::TfNearestAlignCorners
-    );
-    out.par_chunks_mut(ow).enumerate().for_each(|(r, orow)| {
-        let (plane, oy) = (r / oh, r % oh);
-        let src = &xs[plane * h * w..][..h * w];
-        let r0 = &src[ty.i0[oy] * w..][..w];
-        let r1 = &src[ty.i1[oy] * w..][..w];
-        let (a0, a1) = (ty.l0[oy], ty.l1[oy]);
-        if nearest {
-            for (ox, o) in orow.iter_mut().enumerate() {
-                *o = r0[tx.i0[ox]];
+    let out = resample(OP, xs, n * c, (h, w), 1, (oh, ow), &ty, &tx, mode)?;
+    Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// Resizes `[N, H, W, C]` to `size = (out_h, out_w)` with a TF mode (or a torch mode without
+/// a scale factor), as [`resize`] does each channel.
+pub fn resize_nhwc(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    mode: ResizeMode,
+) -> Result<Array4<f32>> {
+    const OP: &str = "resize_nhwc";
+    let (n, h, w, c) = x.dim();
+    let (oh, ow) = size;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, format!("output size {size:?} must be positive"));
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
+    }
+    let ty = axis_table(h, oh, mode, None);
+    let tx = axis_table(w, ow, mode, None);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let out = resample(OP, xs, n, (h, w), c, (oh, ow), &ty, &tx, mode)?;
+    Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// The one resampling kernel: `images` images of `h x w` pixels of `c` interleaved channels
+/// (`c = 1`: the planes of an `NCHW` tensor), to `oh x ow`, parallel over output rows.
+#[allow(clippy::too_many_arguments)]
+fn resample(
+    op: &'static str,
+    xs: &[f32],
+    images: usize,
+    (h, w): (usize, usize),
+    c: usize,
+    (oh, ow): (usize, usize),
+    ty: &AxisTable,
+    tx: &AxisTable,
+    mode: ResizeMode,
+) -> Result<Vec<f32>> {
+    let mut out = super::zeroed(checked_numel(op, &[images, oh, ow, c])?);
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let kind = match mode {
+        ResizeMode::Nearest | ResizeMode::NearestExact | ResizeMode::TfNearestAlignCorners => {
+            Interp::Nearest
+        }
+        ResizeMode::TfBilinearLegacy
+        | ResizeMode::TfBilinearHalfPixel
+        | ResizeMode::TfBilinearAlignCorners => Interp::TfLerp,
+        ResizeMode::Bilinear { .. } => Interp::TorchWeights,
+    };
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(r, orow)| {
+            let (image, oy) = (r / oh, r % oh);
+            let src = &xs[image * h * w * c..][..h * w * c];
+            let r0 = &src[ty.i0[oy] * w * c..][..w * c];
+            let r1 = &src[ty.i1[oy] * w * c..][..w * c];
+            let (a0, a1) = (ty.l0[oy], ty.l1[oy]);
+            // The same code either way; the constant lets the compiler drop the channel loop.
+            if c == 1 {
+                resample_row(orow, r0, r1, (a0, a1), tx, 1, kind);
+            } else {
+                resample_row(orow, r0, r1, (a0, a1), tx, c, kind);
             }
-        } else if tf {
-            for (ox, o) in orow.iter_mut().enumerate() {
-                let (j0, j1, xl) = (tx.i0[ox], tx.i1[ox], tx.l1[ox]);
-                let top = r0[j0] + (r0[j1] - r0[j0]) * xl;
-                let bottom = r1[j0] + (r1[j1] - r1[j0]) * xl;
-                *o = top + (bottom - top) * a1;
+        });
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interp {
+    Nearest,
+    /// TF's `top + (bottom - top)·lerp`.
+    TfLerp,
+    /// ATen's `h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11)`.
+    TorchWeights,
+}
+
+/// One output row from source rows `r0` (upper) and `r1` (lower) with row weights `(a0, a1)`.
+#[inline(always)]
+fn resample_row(
+    orow: &mut [f32],
+    r0: &[f32],
+    r1: &[f32],
+    (a0, a1): (f32, f32),
+    tx: &AxisTable,
+    c: usize,
+    kind: Interp,
+) {
+    for (ox, o) in orow.chunks_exact_mut(c).enumerate() {
+        let (j0, j1) = (tx.i0[ox] * c, tx.i1[ox] * c);
+        match kind {
+            Interp::Nearest => o.copy_from_slice(&r0[j0..j0 + c]),
+            Interp::TfLerp => {
+                let xl = tx.l1[ox];
+                for (k, o) in o.iter_mut().enumerate() {
+                    let top = r0[j0 + k] + (r0[j1 + k] - r0[j0 + k]) * xl;
+                    let bottom = r1[j0 + k] + (r1[j1 + k] - r1[j0 + k]) * xl;
+                    *o = top + (bottom - top) * a1;
+                }
             }
-        } else {
-            for (ox, o) in orow.iter_mut().enumerate() {
-                let (j0, j1, b0, b1) = (tx.i0[ox], tx.i1[ox], tx.l0[ox], tx.l1[ox]);
-                *o = a0 * (b0 * r0[j0] + b1 * r0[j1]) + a1 * (b0 * r1[j0] + b1 * r1[j1]);
+            Interp::TorchWeights => {
+                let (b0, b1) = (tx.l0[ox], tx.l1[ox]);
+                for (k, o) in o.iter_mut().enumerate() {
+                    *o = a0 * (b0 * r0[j0 + k] + b1 * r0[j1 + k])
+                        + a1 * (b0 * r1[j0 + k] + b1 * r1[j1 + k]);
+                }
             }
         }
-    });
-    Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(OP, e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +362,7 @@ mod tests {
             },
             ResizeMode::TfBilinearLegacy,
             ResizeMode::TfBilinearHalfPixel,
+            ResizeMode::TfBilinearAlignCorners,
         ] {
             assert_eq!(resize(x.view(), (2, 2), mode).unwrap(), x, "{mode:?}");
         }
@@ -301,5 +391,31 @@ mod tests {
             Some((2.0, 2.0))
         )
         .is_err());
+    }
+
+    /// `NHWC` gives, channel by channel, what `NCHW` gives (the one kernel, run with the
+    /// channels interleaved), in every mode.
+    #[test]
+    fn nhwc_equals_nchw_per_channel() {
+        let x = Array::from_shape_fn((2, 5, 7, 3), |(b, y, x, c)| {
+            ((b * 13 + y * 7 + x * 5 + c * 3) % 17) as f32 * 0.25
+        });
+        for mode in [
+            ResizeMode::Nearest,
+            ResizeMode::NearestExact,
+            ResizeMode::TfNearestAlignCorners,
+            ResizeMode::Bilinear {
+                align_corners: false,
+            },
+            ResizeMode::TfBilinearLegacy,
+            ResizeMode::TfBilinearHalfPixel,
+            ResizeMode::TfBilinearAlignCorners,
+        ] {
+            for size in [(9, 4), (3, 11)] {
+                let nhwc = resize_nhwc(x.view(), size, mode).unwrap();
+                let nchw = resize(x.view().permuted_axes([0, 3, 1, 2]), size, mode).unwrap();
+                assert_eq!(nhwc, nchw.permuted_axes([0, 2, 3, 1]), "{mode:?} {size:?}");
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Tensor shape and selection ops: concat, split, slice, pad, permute/transpose, reshape,
 //! softmax, argmax, top-k and gather. Axes may be negative (counted from the end, as torch).
 
-use ndarray::{concatenate, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
 use super::{checked_numel, invalid, shape_err, Result};
 
@@ -39,7 +39,33 @@ pub fn concat<T: Copy>(xs: &[ArrayViewD<'_, T>], axis: isize) -> Result<ArrayD<T
             );
         }
     }
-    concatenate(Axis(ax), xs).or_else(|e| shape_err(OP, e.to_string()))
+    // Each input contributes one contiguous chunk per index of the axes before `ax`.
+    let mut shape = first.shape().to_vec();
+    shape[ax] = xs.iter().map(|x| x.shape()[ax]).sum();
+    let parts: Vec<_> = xs.iter().map(|x| x.as_standard_layout()).collect();
+    let chunks: Vec<(&[T], usize)> = parts
+        .iter()
+        .map(|p| {
+            let chunk = p.shape()[ax..].iter().product::<usize>();
+            Ok((contiguous(OP, p.as_slice())?, chunk))
+        })
+        .collect::<Result<_>>()?;
+    let outer: usize = shape[..ax].iter().product();
+    let mut out = Vec::with_capacity(checked_numel(OP, &shape)?);
+    for o in 0..outer {
+        for (s, chunk) in &chunks {
+            out.extend_from_slice(&s[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), out).or_else(|e| shape_err(OP, e.to_string()))
+}
+
+/// The elements of a standard-layout array (always `Some` for one).
+fn contiguous<'a, T>(op: &'static str, s: Option<&'a [T]>) -> Result<&'a [T]> {
+    s.ok_or(super::LayerError::Invalid {
+        op,
+        msg: "not contiguous".into(),
+    })
 }
 
 /// `torch.split(x, sizes, dim=axis)` with explicit section sizes (they must add up).
@@ -160,7 +186,31 @@ pub fn pad<T: Copy>(
             },
         )?);
     }
-    checked_numel(OP, &shape)?;
+    let total = checked_numel(OP, &shape)?;
+    if let (PadMode::Constant(v), Some(&row)) = (mode, x.shape().last()) {
+        // Fill, then copy each innermost row of the input to its place.
+        let mut out = vec![v; total];
+        let x = x.as_standard_layout();
+        let src = contiguous(OP, x.as_slice())?;
+        let out_strides = row_major_strides(&shape);
+        let mut cur = vec![0usize; nd - 1];
+        for k in 0..src.len().checked_div(row).unwrap_or(0) {
+            let mut off = full[nd - 1].0;
+            for d in 0..nd - 1 {
+                off += (cur[d] + full[d].0) * out_strides[d];
+            }
+            out[off..off + row].copy_from_slice(&src[k * row..(k + 1) * row]);
+            for d in (0..nd - 1).rev() {
+                cur[d] += 1;
+                if cur[d] < x.shape()[d] {
+                    break;
+                }
+                cur[d] = 0;
+            }
+        }
+        return ArrayD::from_shape_vec(IxDyn(&shape), out)
+            .or_else(|e| shape_err(OP, e.to_string()));
+    }
     let map = |d: usize, o: usize| -> Option<usize> {
         let (a, _) = full[d];
         let len = x.shape()[d] as isize;
@@ -195,7 +245,7 @@ pub fn pad<T: Copy>(
 }
 
 /// `x.permute(axes)`, materialised in standard layout.
-pub fn permute<T: Copy>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T>> {
+pub fn permute<T: Copy + Send + Sync>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T>> {
     let nd = x.ndim();
     let mut seen = vec![false; nd];
     if axes.len() != nd
@@ -208,26 +258,77 @@ pub fn permute<T: Copy>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T
             format!("{axes:?} is not a permutation of {nd} axes"),
         );
     }
+    if let (Some(src), Some((batch, rows, cols))) = (x.as_slice(), as_batched_2d(x.shape(), axes)) {
+        let shape: Vec<usize> = axes.iter().map(|&a| x.shape()[a]).collect();
+        let data = transpose_2d_batched(src, batch, rows, cols);
+        return ArrayD::from_shape_vec(IxDyn(&shape), data)
+            .or_else(|e| shape_err("permute", e.to_string()));
+    }
     Ok(x.permuted_axes(IxDyn(axes))
         .as_standard_layout()
         .into_owned())
 }
 
+/// `(batch, rows, cols)` when permuting `shape` by `perm` is a batched 2-D transpose: after
+/// dropping size-1 axes and merging axes that stay adjacent and in order, the permutation is
+/// `[1, 0]` or `[0, 2, 1]` (e.g. NCHW -> NHWC is `[N, C, H·W] -> [N, H·W, C]`), or nothing
+/// moves (`(1, 1, len)`, a copy).
+fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
+    // Output axes without the size-1 ones, as input axes.
+    let axes: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
+    // Groups of consecutive output axes that are consecutive input axes.
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first input axis, size)
+    let mut last: Option<usize> = None;
+    for &a in &axes {
+        // Input axes between `last` and `a` that are size 1 do not break adjacency.
+        let adjacent = last.is_some_and(|l| a > l && (l + 1..a).all(|k| shape[k] == 1));
+        match groups.last_mut() {
+            Some(g) if adjacent => g.1 *= shape[a],
+            _ => groups.push((a, shape[a])),
+        }
+        last = Some(a);
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g].0);
+    // `order[k]`: the output group that is the k-th in input order.
+    match (groups.len(), order.as_slice()) {
+        // Nothing moves: a copy.
+        (0 | 1, _) => Some((1, 1, shape.iter().product())),
+        (2, [1, 0]) => Some((1, groups[1].1, groups[0].1)),
+        (3, [0, 2, 1]) => Some((groups[0].1, groups[2].1, groups[1].1)),
+        _ => None,
+    }
+}
+
+/// Row-major strides of `shape`, in elements.
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        st[d] = st[d + 1] * shape[d + 1];
+    }
+    st
+}
+
 /// `x.transpose(a, b)`, materialised in standard layout.
-/// Batched 2-D transpose of `f32`: `src` holds `batch` row-major `rows x cols` matrices,
-/// the result their transposes (`cols x rows` each). Rows of blocks run in parallel; with
-/// AVX, whole 8x8 blocks are transposed in registers (the NCHW <-> NHWC conversions of
-/// converted TF.js and ONNX graphs are such transposes).
-pub fn transpose_2d_batched(src: &[f32], batch: usize, rows: usize, cols: usize) -> Vec<f32> {
+/// Batched 2-D transpose: `src` holds `batch` row-major `rows x cols` matrices, the result
+/// their transposes (`cols x rows` each). Rows of blocks run in parallel; for 4-byte
+/// elements with AVX, whole 8x8 blocks are moved in registers (the NCHW <-> NHWC
+/// conversions of converted TF.js and ONNX graphs are such transposes).
+pub fn transpose_2d_batched<T: Copy + Send + Sync>(
+    src: &[T],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
     use rayon::prelude::*;
     let plane = rows * cols;
     let n = batch * plane;
     if src.len() < n || n == 0 {
         return Vec::new();
     }
-    let mut out = vec![0f32; n];
+    let mut out = vec![src[0]; n];
     #[cfg(target_arch = "x86_64")]
-    let avx = crate::ops::simd::has_avx();
+    let avx = std::mem::size_of::<T>() == 4 && crate::ops::simd::has_avx();
     // One task per (matrix, block of 8 source columns): it writes 8 whole output rows.
     let tasks = cols.div_ceil(8);
     out.par_chunks_mut(plane)
@@ -247,12 +348,14 @@ pub fn transpose_2d_batched(src: &[f32], batch: usize, rows: usize, cols: usize)
                             // SAFETY: AVX is present; the block reads rows `8b..8b+8`, columns
                             // `c0..c0+8 <= cols` of this matrix (stride `cols`) and writes
                             // output rows `c0..c0+8` (this task's chunk), columns `8b..8b+8`
-                            // (stride `rows`).
+                            // (stride `rows`). `T` is 4 bytes wide (checked with `avx`), and
+                            // the blocks only load and store 32-bit lanes, no arithmetic, so
+                            // any such `T` moves bit for bit as `f32`.
                             unsafe {
                                 crate::ops::simd::transpose8x8_blocks(
-                                    s.as_ptr().add(8 * b * cols + c0),
+                                    s.as_ptr().add(8 * b * cols + c0).cast::<f32>(),
                                     cols,
-                                    d.as_mut_ptr().add(8 * b),
+                                    d.as_mut_ptr().add(8 * b).cast::<f32>(),
                                     rows,
                                     1,
                                 );
@@ -270,7 +373,11 @@ pub fn transpose_2d_batched(src: &[f32], batch: usize, rows: usize, cols: usize)
     out
 }
 
-pub fn transpose<T: Copy>(x: ArrayViewD<'_, T>, a: isize, b: isize) -> Result<ArrayD<T>> {
+pub fn transpose<T: Copy + Send + Sync>(
+    x: ArrayViewD<'_, T>,
+    a: isize,
+    b: isize,
+) -> Result<ArrayD<T>> {
     let nd = x.ndim();
     let (a, b) = (
         normalize_axis("transpose", a, nd)?,
@@ -281,10 +388,9 @@ pub fn transpose<T: Copy>(x: ArrayViewD<'_, T>, a: isize, b: isize) -> Result<Ar
     permute(x, &axes)
 }
 
-/// `x.reshape(shape)` with at most one `-1` (inferred), on the standard-layout order.
-pub fn reshape<T: Copy>(x: ArrayViewD<'_, T>, shape: &[isize]) -> Result<ArrayD<T>> {
-    const OP: &str = "reshape";
-    let n = x.len();
+/// The dimensions of a reshape of `numel` elements to `shape`, with at most one `-1`
+/// (inferred): an error when they do not hold exactly `numel` elements.
+pub fn reshape_dims(op: &'static str, numel: usize, shape: &[isize]) -> Result<Vec<usize>> {
     let mut known = 1usize;
     let mut infer = None;
     for (i, &d) in shape.iter().enumerate() {
@@ -294,22 +400,31 @@ pub fn reshape<T: Copy>(x: ArrayViewD<'_, T>, shape: &[isize]) -> Result<ArrayD<
                 known = known
                     .checked_mul(d as usize)
                     .ok_or(super::LayerError::Shape {
-                        op: OP,
-                        msg: "overflow".into(),
+                        op,
+                        msg: format!("shape {shape:?} overflows"),
                     })?
             }
-            _ => return invalid(OP, format!("bad shape {shape:?}")),
+            _ => return invalid(op, format!("bad shape {shape:?} (one -1 at most)")),
         }
     }
     let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    if let Some(i) = infer {
-        if known == 0 || !n.is_multiple_of(known) {
-            return shape_err(OP, format!("cannot reshape {} elements into {shape:?}", n));
+    match infer {
+        Some(i) if known != 0 && numel.is_multiple_of(known) => dims[i] = numel / known,
+        None if known == numel => {}
+        _ => {
+            return shape_err(
+                op,
+                format!("cannot reshape {numel} elements into {shape:?}"),
+            )
         }
-        dims[i] = n / known;
-    } else if known != n {
-        return shape_err(OP, format!("cannot reshape {:?} into {shape:?}", x.shape()));
     }
+    Ok(dims)
+}
+
+/// `x.reshape(shape)` with at most one `-1` (inferred), on the standard-layout order.
+pub fn reshape<T: Copy>(x: ArrayViewD<'_, T>, shape: &[isize]) -> Result<ArrayD<T>> {
+    const OP: &str = "reshape";
+    let dims = reshape_dims(OP, x.len(), shape)?;
     let data: Vec<T> = x.iter().copied().collect();
     ArrayD::from_shape_vec(IxDyn(&dims), data).or_else(|e| shape_err(OP, e.to_string()))
 }
@@ -496,7 +611,7 @@ mod tests {
                 }
             }
         }
-        assert!(transpose_2d_batched(&[], 0, 3, 3).is_empty());
+        assert!(transpose_2d_batched::<f32>(&[], 0, 3, 3).is_empty());
     }
     use ndarray::{arr1, arr2};
 
@@ -585,5 +700,60 @@ mod tests {
         fn row_sum(&self, r: usize) -> f32 {
             self.index_axis(Axis(0), r).sum()
         }
+    }
+
+    /// `permute` takes the batched-transpose path for 4-byte and other element types alike,
+    /// and any other permutation the general one; both equal ndarray's own permutation.
+    #[test]
+    fn permute_fast_and_general_paths() {
+        let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 9, 17]), |i| {
+            (i[0] * 1000 + i[1] * 100 + i[2] * 10 + i[3]) as i32
+        });
+        for perm in [
+            [0, 2, 3, 1],
+            [0, 3, 1, 2],
+            [3, 2, 1, 0],
+            [1, 0, 2, 3],
+            [0, 1, 2, 3],
+        ] {
+            let want = x
+                .view()
+                .permuted_axes(IxDyn(&perm))
+                .as_standard_layout()
+                .into_owned();
+            assert_eq!(permute(x.view(), &perm).unwrap(), want, "{perm:?}");
+            let wide = x.mapv(|v| v as i64);
+            let want = wide
+                .view()
+                .permuted_axes(IxDyn(&perm))
+                .as_standard_layout()
+                .into_owned();
+            assert_eq!(permute(wide.view(), &perm).unwrap(), want, "i64 {perm:?}");
+        }
+    }
+
+    /// Constant padding (row copies) places the input where the general index map does.
+    #[test]
+    fn constant_pad_places_rows() {
+        let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
+            (i[0] * 12 + i[1] * 4 + i[2]) as u8 + 1
+        });
+        let pads = [(1, 2), (0, 1), (2, 0)];
+        let out = pad(x.view(), &pads, PadMode::Constant(0u8)).unwrap();
+        assert_eq!(out.shape(), &[4, 4, 7]);
+        for (idx, &v) in out.indexed_iter() {
+            let src = (idx[0] as isize - 2, idx[1] as isize, idx[2] as isize - 1);
+            let inside =
+                (0..2).contains(&src.0) && (0..3).contains(&src.1) && (0..4).contains(&src.2);
+            let want = if inside {
+                x[[src.0 as usize, src.1 as usize, src.2 as usize]]
+            } else {
+                0
+            };
+            assert_eq!(v, want, "{idx:?}");
+        }
+        assert!(reshape_dims("r", 12, &[-1, 5]).is_err());
+        assert_eq!(reshape_dims("r", 12, &[-1, 4]).unwrap(), vec![3, 4]);
+        assert!(reshape_dims("r", 12, &[-1, -1]).is_err());
     }
 }

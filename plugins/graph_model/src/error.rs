@@ -60,6 +60,12 @@ impl From<kernels::TensorError> for OpError {
     }
 }
 
+impl From<kernels::layers::LayerError> for OpError {
+    fn from(e: kernels::layers::LayerError) -> OpError {
+        OpError(e.to_string())
+    }
+}
+
 /// Result of one op.
 pub type OpResult<T> = Result<T, OpError>;
 

@@ -1,28 +1,24 @@
-//! CPU implementations of the TF.js ops this crate needs, in TF's `NHWC` layout.
+//! The TF.js ops this crate needs on the CPU, in TF's `NHWC` layout: adapters from graph
+//! tensors (any dtype) and TF attributes to `kernels::layers`, which holds the one
+//! implementation of each layer op, and the ops only TF graphs have.
 //!
-//! These live here, not in `kernels::layers`, because that module is being written in
-//! parallel (its API is NCHW and not settled, and it did not compile while this was written).
-//! Each function is self-contained so it can move into `kernels` later:
-//!
-//! - convolutions: [`conv2d_nhwc`] (im2col + GEMM; 1x1 stride-1 convolutions multiply the
-//!   input directly), [`depthwise_conv2d_nhwc`] (direct), [`conv2d_transpose_nhwc`]
-//!   (GEMM + col2im), with fused bias and activation ([`Act`]);
-//! - [`matmul`] (with transposes, bias, activation) on [`gemm_f32`], a safe wrapper over the
-//!   `gemm` crate (the same backend `kernels::layers::gemm` uses);
-//! - element-wise: [`binary`] (numpy broadcasting, f32/i32, comparisons to bool),
-//!   [`unary`], [`prelu`], [`add_n`];
-//! - [`pool2d_nhwc`] (max/avg, SAME/VALID, TF's average over valid cells), [`reduce`]
-//!   (mean/sum/max/min), [`softmax`], [`argmax`], [`top_k`];
-//! - [`resize_bilinear_nhwc`] (TF.js semantics: legacy, align-corners and half-pixel modes,
-//!   computed in f64 like the TF.js CPU backend), [`crop_and_resize_bilinear`] (TF.js
-//!   `cropAndResize`, for the FaceMesh crops);
-//! - layout (any dtype): [`concat`], [`split`], [`unpack`], [`pack`], [`transpose`],
-//!   [`pad`], [`strided_slice`], [`gather`], [`gather_nd`], [`cast`],
-//!   [`sparse_to_dense`], [`reshape`].
+//! - from `kernels::layers`: the convolutions ([`conv2d_nhwc`], [`depthwise_conv2d_nhwc`],
+//!   [`conv2d_transpose_nhwc`], on `layers::conv_nhwc`), [`matmul`] (on its GEMM),
+//!   [`pool2d_nhwc`], [`resize_bilinear_nhwc`] (TF's modes of `layers::resize`),
+//!   [`softmax`], and the layout ops [`reshape`], [`concat`], [`split`], [`unpack`],
+//!   [`pack`], [`transpose`], [`pad`] (`layers::shape`, generic over the element type);
+//! - here, with fused bias and activation ([`Act`], [`bias_act`]): element-wise [`binary`]
+//!   (numpy broadcasting, f32/i32, comparisons to bool), [`unary`], [`prelu`], [`add_n`];
+//!   [`reduce`] (mean/sum/max/min, f64 accumulation like TF.js), [`argmax`], [`top_k`] (TF.js
+//!   tie order); [`strided_slice`], [`gather`], [`gather_nd`], [`cast`],
+//!   [`sparse_to_dense`]; [`crop_and_resize_bilinear`] (TF.js `cropAndResize`, for the
+//!   FaceMesh crops).
 //!
 //! Errors are [`OpError`]s; nothing panics on shapes or values a model or user controls.
 
-use kernels::layers::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
+use kernels::layers::conv_nhwc::sgemm_small;
+use kernels::layers::{self, shape as kshape};
+pub use kernels::layers::{NhwcConvGeom as ConvGeom, Padding};
 use kernels::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -111,21 +107,6 @@ macro_rules! with_dtype {
     };
 }
 
-/// A new tensor of `t`'s dtype from source indices (`None`: the fill value, zero).
-fn take(t: &Tensor, shape: &[usize], idx: &[Option<usize>]) -> OpResult<Tensor> {
-    with_dtype!(t, T => {
-        let src = t.as_slice::<T>()?;
-        let mut out = Vec::with_capacity(idx.len());
-        for i in idx {
-            out.push(match i {
-                Some(i) => *src.get(*i).ok_or_else(|| OpError::new("index out of range"))?,
-                None => T::default(),
-            });
-        }
-        Ok(Tensor::from_vec(shape, out)?)
-    })
-}
-
 fn take_all(t: &Tensor, shape: &[usize], idx: &[usize]) -> OpResult<Tensor> {
     with_dtype!(t, T => {
         let src = t.as_slice::<T>()?;
@@ -135,44 +116,6 @@ fn take_all(t: &Tensor, shape: &[usize], idx: &[usize]) -> OpResult<Tensor> {
         }
         Ok(Tensor::from_vec(shape, out)?)
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// GEMM
-
-/// `c[m×n] = a·b` with `a` element (i, p) at `a[i*a_rs + p*a_cs]` and `b` element (p, j) at
-/// `b[p*b_rs + j*b_cs]`; `c` is row-major with leading dimension `n`. Checks every extent.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_f32(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[f32],
-    b_rs: usize,
-    b_cs: usize,
-    c: &mut [f32],
-) -> OpResult<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if c.len() < m * n {
-        return op_err!("gemm: output holds {} values, needs {m}x{n}", c.len());
-    }
-    let err = |e: kernels::layers::LayerError| OpError::new(format!("gemm: {e}"));
-    let a = MatRef::new(a, m, k, a_rs, a_cs).map_err(err)?;
-    let b = MatRef::new(b, k, n, b_rs, b_cs).map_err(err)?;
-    let c = MatMut::row_major(&mut c[..m * n], m, n, n).map_err(err)?;
-    // All rayon threads from 2^18 multiply-adds on (this executor's small NHWC products gain
-    // from it earlier than kernels' default threshold), one inside a rayon task.
-    let threading = if m * n * k >= 1 << 18 && rayon::current_thread_index().is_none() {
-        Threading::Threads(rayon::current_num_threads())
-    } else {
-        Threading::Single
-    };
-    sgemm_with(a, b, c, false, Backend::Gemm, threading).map_err(err)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,59 +228,19 @@ pub fn bias_act(
 // ---------------------------------------------------------------------------------------
 // Convolutions
 
-/// Spatial padding of a convolution or pooling.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Padding {
-    Same,
-    Valid,
-    /// top, bottom, left, right.
-    Explicit([usize; 4]),
+/// A rank-4 f32 view of `t`, or an error naming `what`.
+fn view4<'a>(t: &'a Tensor, what: &str) -> OpResult<ndarray::ArrayView4<'a, f32>> {
+    let [..] = rank4(t, what)?;
+    Ok(t.view::<f32>()?
+        .into_dimensionality::<ndarray::Ix4>()
+        .map_err(|e| OpError::new(format!("{what}: {e}")))?)
 }
 
-/// Output size and padding before, for one spatial dimension.
-fn out_and_pad(
-    input: usize,
-    k: usize,
-    stride: usize,
-    dil: usize,
-    padding: Padding,
-    dim: usize,
-) -> OpResult<(usize, usize)> {
-    if stride == 0 || dil == 0 || k == 0 {
-        return op_err!("stride, dilation and kernel size must be >= 1");
-    }
-    let eff = (k - 1) * dil + 1;
-    match padding {
-        Padding::Same => {
-            let out = input.div_ceil(stride);
-            let total = ((out.saturating_sub(1)) * stride + eff).saturating_sub(input);
-            Ok((out, total / 2))
-        }
-        Padding::Valid => {
-            if input < eff {
-                return op_err!(
-                    "input size {input} is smaller than the kernel ({eff}) with VALID padding"
-                );
-            }
-            Ok(((input - eff) / stride + 1, 0))
-        }
-        Padding::Explicit(p) => {
-            let (before, after) = if dim == 0 { (p[0], p[1]) } else { (p[2], p[3]) };
-            let padded = input + before + after;
-            if padded < eff {
-                return op_err!("padded input size {padded} is smaller than the kernel ({eff})");
-            }
-            Ok(((padded - eff) / stride + 1, before))
-        }
-    }
-}
-
-/// Convolution geometry.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ConvGeom {
-    pub strides: (usize, usize),
-    pub dilations: (usize, usize),
-    pub padding: Padding,
+/// A tensor from a layer's output.
+fn tensor_of<T: kernels::Element, D: ndarray::Dimension>(
+    a: ndarray::Array<T, D>,
+) -> OpResult<Tensor> {
+    Ok(layers::array_to_tensor(a.into_dyn())?)
 }
 
 /// `x` [N, H, W, C] ⋆ `w` [KH, KW, C, CO] (+ bias, activation) → [N, OH, OW, CO].
@@ -349,77 +252,12 @@ pub fn conv2d_nhwc(
     act: Act,
     alpha: Option<&[f32]>,
 ) -> OpResult<Tensor> {
-    let [n, h, wd, c] = rank4(x, "Conv2D input")?;
-    let [kh, kw, wc, co] = rank4(w, "Conv2D filter")?;
-    if wc != c {
-        return op_err!(
-            "Conv2D filter {:?} expects {wc} input channels, the input {:?} has {c}",
-            w.shape(),
-            x.shape()
-        );
-    }
-    let (sh, sw) = geom.strides;
-    let (dh, dw) = geom.dilations;
-    let (oh, pt) = out_and_pad(h, kh, sh, dh, geom.padding, 0)?;
-    let (ow, pl) = out_and_pad(wd, kw, sw, dw, geom.padding, 1)?;
-    let xs = f32s(x)?;
-    let ws = f32s(w)?;
-    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
-    let kdim = kh * kw * c;
-    let direct =
-        kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == wd;
-    for b in 0..n {
-        let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
-        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
-        if direct {
-            gemm_f32(h * wd, c, co, xb, c, 1, ws, co, 1, ob)?;
-            continue;
-        }
-        // im2col in tiles of output rows, about 4M floats at most.
-        let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
-        let mut col = vec![0f32; rows_per_tile * ow * kdim];
-        let mut oy0 = 0;
-        while oy0 < oh {
-            let rows = rows_per_tile.min(oh - oy0);
-            let col = &mut col[..rows * ow * kdim];
-            col.par_chunks_mut(ow * kdim)
-                .enumerate()
-                .for_each(|(r, crow)| {
-                    let oy = oy0 + r;
-                    for ox in 0..ow {
-                        let dst = &mut crow[ox * kdim..(ox + 1) * kdim];
-                        for ky in 0..kh {
-                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                            for kx in 0..kw {
-                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                                let d = &mut dst[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
-                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
-                                    d.fill(0.0);
-                                } else {
-                                    let s = (iy as usize * wd + ix as usize) * c;
-                                    d.copy_from_slice(&xb[s..s + c]);
-                                }
-                            }
-                        }
-                    }
-                });
-            gemm_f32(
-                rows * ow,
-                kdim,
-                co,
-                col,
-                kdim,
-                1,
-                ws,
-                co,
-                1,
-                &mut ob[oy0 * ow * co..(oy0 + rows) * ow * co],
-            )?;
-            oy0 += rows;
-        }
-    }
-    bias_act(&mut out, co, bias, act, alpha)?;
-    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+    let out = layers::conv_nhwc::conv2d_nhwc(
+        view4(x, "Conv2D input")?,
+        view4(w, "Conv2D filter")?,
+        geom,
+    )?;
+    with_bias_act(out, bias, act, alpha)
 }
 
 /// Depthwise: `x` [N, H, W, C] with `w` [KH, KW, C, M] → [N, OH, OW, C·M].
@@ -431,107 +269,27 @@ pub fn depthwise_conv2d_nhwc(
     act: Act,
     alpha: Option<&[f32]>,
 ) -> OpResult<Tensor> {
-    let [n, h, wd, c] = rank4(x, "DepthwiseConv2d input")?;
-    let [kh, kw, wc, m] = rank4(w, "DepthwiseConv2d filter")?;
-    if wc != c {
-        return op_err!(
-            "DepthwiseConv2d filter {:?} expects {wc} channels, the input {:?} has {c}",
-            w.shape(),
-            x.shape()
-        );
-    }
-    let (sh, sw) = geom.strides;
-    let (dh, dw) = geom.dilations;
-    let (oh, pt) = out_and_pad(h, kh, sh, dh, geom.padding, 0)?;
-    let (ow, pl) = out_and_pad(wd, kw, sw, dw, geom.padding, 1)?;
-    let xs = f32s(x)?;
-    let ws = f32s(w)?;
-    let co = c * m;
-    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
-    if out.is_empty() {
-        return Ok(Tensor::from_vec(&[n, oh, ow, co], out)?);
-    }
-    out.par_chunks_mut(ow * co)
-        .enumerate()
-        .for_each(|(row, orow)| {
-            let b = row / oh;
-            let oy = row % oh;
-            let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
-            for ky in 0..kh {
-                let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                if iy < 0 || iy as usize >= h {
-                    continue;
-                }
-                let xrow = &xb[iy as usize * wd * c..(iy as usize + 1) * wd * c];
-                for kx in 0..kw {
-                    let wk = &ws[(ky * kw + kx) * c * m..(ky * kw + kx + 1) * c * m];
-                    if m == 1 && sw == 1 {
-                        // The output pixels whose input column is inside the row, at once.
-                        let off = (kx * dw) as isize - pl as isize;
-                        let lo = (-off).clamp(0, ow as isize) as usize;
-                        let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
-                        if lo < hi {
-                            let s0 = (lo as isize + off) as usize;
-                            dw_accumulate(
-                                &mut orow[lo * c..hi * c],
-                                &xrow[s0 * c..(s0 + hi - lo) * c],
-                                wk,
-                            );
-                        }
-                        continue;
-                    }
-                    for ox in 0..ow {
-                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                        if ix < 0 || ix as usize >= wd {
-                            continue;
-                        }
-                        let xp = &xrow[ix as usize * c..(ix as usize + 1) * c];
-                        let op = &mut orow[ox * co..(ox + 1) * co];
-                        if m == 1 {
-                            for ((o, xv), wv) in op.iter_mut().zip(xp).zip(wk) {
-                                *o += xv * wv;
-                            }
-                        } else {
-                            for ci in 0..c {
-                                for mi in 0..m {
-                                    op[ci * m + mi] += xp[ci] * wk[ci * m + mi];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    bias_act(&mut out, co, bias, act, alpha)?;
-    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+    let out = layers::conv_nhwc::depthwise_conv2d_nhwc(
+        view4(x, "DepthwiseConv2d input")?,
+        view4(w, "DepthwiseConv2d filter")?,
+        geom,
+    )?;
+    with_bias_act(out, bias, act, alpha)
 }
 
-/// `dst[p·c + k] += src[p·c + k] · w[k]` for every pixel `p` (`c = w.len()`), compiled for
-/// AVX2 too and picked at run time (the crate's baseline target has only SSE2); the same
-/// arithmetic either way (no fused multiply-add).
-fn dw_accumulate(dst: &mut [f32], src: &[f32], w: &[f32]) {
-    #[inline(always)]
-    fn body(dst: &mut [f32], src: &[f32], w: &[f32]) {
-        let c = w.len().max(1);
-        for (o, x) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-            for ((o, &x), &wv) in o.iter_mut().zip(x).zip(w) {
-                *o += x * wv;
-            }
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(dst: &mut [f32], src: &[f32], w: &[f32]) {
-            body(dst, src, w)
-        }
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2")) {
-            // SAFETY: the CPU supports AVX2, the only feature `avx2` was compiled for.
-            return unsafe { avx2(dst, src, w) };
-        }
-    }
-    body(dst, src, w)
+/// Adds the bias and applies the activation over a convolution's output channels.
+fn with_bias_act(
+    mut out: ndarray::Array4<f32>,
+    bias: Option<&[f32]>,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let co = out.dim().3;
+    let data = out
+        .as_slice_mut()
+        .ok_or_else(|| OpError::new("convolution output is not contiguous"))?;
+    bias_act(data, co, bias, act, alpha)?;
+    tensor_of(out)
 }
 
 /// `Conv2DBackpropInput` (transposed convolution): `x` [N, H, W, CI], `w` [KH, KW, CO, CI],
@@ -543,14 +301,8 @@ pub fn conv2d_transpose_nhwc(
     strides: (usize, usize),
     padding: Padding,
 ) -> OpResult<Tensor> {
-    let [n, h, wd, ci] = rank4(x, "Conv2DBackpropInput input")?;
-    let [kh, kw, co, wci] = rank4(w, "Conv2DBackpropInput filter")?;
-    if wci != ci {
-        return op_err!(
-            "Conv2DBackpropInput filter {:?} expects {wci} input channels, the input has {ci}",
-            w.shape()
-        );
-    }
+    let [n, ..] = rank4(x, "Conv2DBackpropInput input")?;
+    let [_, _, co, _] = rank4(w, "Conv2DBackpropInput filter")?;
     let os: Vec<usize> = out_shape
         .iter()
         .map(|&d| {
@@ -568,48 +320,13 @@ pub fn conv2d_transpose_nhwc(
             w.shape()
         );
     }
-    let (sh, sw) = strides;
-    let (fh, pt) = out_and_pad(oh, kh, sh, 1, padding, 0)?;
-    let (fw, pl) = out_and_pad(ow, kw, sw, 1, padding, 1)?;
-    if fh != h || fw != wd {
-        return op_err!(
-            "a {oh}x{ow} output convolved with this filter gives {fh}x{fw}, but the input is {h}x{wd}"
-        );
-    }
-    let xs = f32s(x)?;
-    let ws = f32s(w)?;
-    let kdim = kh * kw * co;
-    let mut col = vec![0f32; numel(&[h * wd, kdim])?];
-    let mut out = vec![0f32; numel(&[n, oh, ow, co])?];
-    for b in 0..n {
-        let xb = &xs[b * h * wd * ci..(b + 1) * h * wd * ci];
-        // col[h*w, kh*kw*co] = x[h*w, ci] · Wᵀ, W viewed as [kh*kw*co, ci].
-        gemm_f32(h * wd, ci, kdim, xb, ci, 1, ws, 1, ci, &mut col)?;
-        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
-        for iy in 0..h {
-            for ix in 0..wd {
-                let crow = &col[(iy * wd + ix) * kdim..(iy * wd + ix + 1) * kdim];
-                for ky in 0..kh {
-                    let oy = (iy * sh + ky) as isize - pt as isize;
-                    if oy < 0 || oy as usize >= oh {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ox = (ix * sw + kx) as isize - pl as isize;
-                        if ox < 0 || ox as usize >= ow {
-                            continue;
-                        }
-                        let dst = &mut ob[(oy as usize * ow + ox as usize) * co..][..co];
-                        let src = &crow[(ky * kw + kx) * co..][..co];
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(Tensor::from_vec(&[n, oh, ow, co], out)?)
+    tensor_of(layers::conv_nhwc::conv_transpose2d_nhwc(
+        view4(x, "Conv2DBackpropInput input")?,
+        view4(w, "Conv2DBackpropInput filter")?,
+        (oh, ow),
+        strides,
+        padding,
+    )?)
 }
 
 /// `a` [M, K] · `b` [K, N] (each optionally transposed), + bias, activation.
@@ -647,16 +364,14 @@ pub fn matmul(
         );
     }
     let mut out = vec![0f32; numel(&[m, n])?];
-    gemm_f32(
+    sgemm_small(
         m,
         k,
         n,
         f32s(a)?,
-        a_rs,
-        a_cs,
+        (a_rs, a_cs),
         f32s(b)?,
-        b_rs,
-        b_cs,
+        (b_rs, b_cs),
         &mut out,
     )?;
     bias_act(&mut out, n, bias, act, alpha)?;
@@ -1047,57 +762,12 @@ pub fn pool2d_nhwc(
     padding: Padding,
     max: bool,
 ) -> OpResult<Tensor> {
-    let [n, h, w, c] = rank4(x, "pooling input")?;
-    let (kh, kw) = ksize;
-    let (oh, pt) = out_and_pad(h, kh, strides.0, 1, padding, 0)?;
-    let (ow, pl) = out_and_pad(w, kw, strides.1, 1, padding, 1)?;
-    let xs = f32s(x)?;
-    let mut out = vec![0f32; numel(&[n, oh, ow, c])?];
-    if out.is_empty() {
-        return Ok(Tensor::from_vec(&[n, oh, ow, c], out)?);
-    }
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(row, orow)| {
-            let b = row / oh;
-            let oy = row % oh;
-            let y0 = (oy * strides.0) as isize - pt as isize;
-            let ys = y0.max(0) as usize;
-            let ye = ((y0 + kh as isize).max(0) as usize).min(h);
-            let mut acc = vec![0f32; c];
-            for ox in 0..ow {
-                let x0 = (ox * strides.1) as isize - pl as isize;
-                let xs0 = x0.max(0) as usize;
-                let xe = ((x0 + kw as isize).max(0) as usize).min(w);
-                acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                for iy in ys..ye {
-                    for ix in xs0..xe {
-                        let p = &xs[((b * h + iy) * w + ix) * c..][..c];
-                        if max {
-                            // A select rather than a branch, so that it vectorises (NaN in
-                            // `v` keeps `a`, as the branch did).
-                            for (a, &v) in acc.iter_mut().zip(p) {
-                                *a = if v > *a { v } else { *a };
-                            }
-                        } else {
-                            for (a, v) in acc.iter_mut().zip(p) {
-                                *a += v;
-                            }
-                        }
-                    }
-                }
-                let count = ((ye.saturating_sub(ys)) * (xe.saturating_sub(xs0))).max(1) as f32;
-                let o = &mut orow[ox * c..(ox + 1) * c];
-                if max {
-                    o.copy_from_slice(&acc);
-                } else {
-                    for (o, a) in o.iter_mut().zip(&acc) {
-                        *o = a / count;
-                    }
-                }
-            }
-        });
-    Ok(Tensor::from_vec(&[n, oh, ow, c], out)?)
+    let x = view4(x, "pooling input")?;
+    tensor_of(if max {
+        layers::pool::max_pool2d_nhwc(x, ksize, strides, padding)?
+    } else {
+        layers::pool::avg_pool2d_nhwc(x, ksize, strides, padding)?
+    })
 }
 
 /// A reduction.
@@ -1264,9 +934,9 @@ pub fn top_k(x: &Tensor, k: i64) -> OpResult<(Tensor, Tensor)> {
 // ---------------------------------------------------------------------------------------
 // Resize
 
-/// Bilinear resize of [N, H, W, C] (f32 or i32) to [N, oh, ow, C] as the TF.js CPU backend
-/// computes it (in f64): `align_corners` maps corner to corner, `half_pixel_centers` samples
-/// at pixel centres, neither is TF's legacy mapping `src = dst * in / out`.
+/// Bilinear resize of [N, H, W, C] (f32, i32 or u8, as f32) to [N, oh, ow, C] with TF's
+/// coordinate modes: `align_corners` maps corner to corner, `half_pixel_centers` samples at
+/// pixel centres, neither is TF's legacy mapping `src = dst * in / out`.
 pub fn resize_bilinear_nhwc(
     x: &Tensor,
     oh: usize,
@@ -1274,64 +944,30 @@ pub fn resize_bilinear_nhwc(
     align_corners: bool,
     half_pixel_centers: bool,
 ) -> OpResult<Tensor> {
-    let [n, h, w, c] = rank4(x, "ResizeBilinear input")?;
-    if h == 0 || w == 0 {
-        return op_err!("ResizeBilinear: empty input {:?}", x.shape());
-    }
-    let xs: std::borrow::Cow<'_, [f32]> = match x.dtype() {
-        DType::F32 => std::borrow::Cow::Borrowed(f32s(x)?),
-        DType::I32 => {
-            std::borrow::Cow::Owned(x.as_slice::<i32>()?.iter().map(|&v| v as f32).collect())
+    let mode = match (align_corners, half_pixel_centers) {
+        (false, false) => layers::ResizeMode::TfBilinearLegacy,
+        (false, true) => layers::ResizeMode::TfBilinearHalfPixel,
+        (true, false) => layers::ResizeMode::TfBilinearAlignCorners,
+        (true, true) => {
+            return op_err!(
+                "ResizeBilinear: align_corners and half_pixel_centers exclude each other"
+            )
         }
-        DType::U8 => {
-            std::borrow::Cow::Owned(x.as_slice::<u8>()?.iter().map(|&v| v as f32).collect())
+    };
+    let as_f32;
+    let x = match x.dtype() {
+        DType::F32 => x,
+        DType::I32 | DType::U8 => {
+            as_f32 = cast(x, DType::F32)?;
+            &as_f32
         }
         d => return op_err!("ResizeBilinear is not supported for dtype {d}"),
     };
-    let ratio = |inp: usize, out: usize| -> f64 {
-        if align_corners && out > 1 {
-            (inp - 1) as f64 / (out - 1) as f64
-        } else {
-            inp as f64 / out as f64
-        }
-    };
-    let (rh, rw) = (ratio(h, oh), ratio(w, ow));
-    let src = |r: f64, i: usize, inp: usize| -> (usize, usize, f64) {
-        let f = if half_pixel_centers {
-            r * (i as f64 + 0.5) - 0.5
-        } else {
-            r * i as f64
-        };
-        let lo = f.floor().max(0.0);
-        let frac = f - lo;
-        let hi = (f.ceil() as isize).clamp(0, inp as isize - 1) as usize;
-        ((lo as usize).min(inp - 1), hi, frac)
-    };
-    let cols: Vec<(usize, usize, f64)> = (0..ow).map(|i| src(rw, i, w)).collect();
-    let mut out = vec![0f32; numel(&[n, oh, ow, c])?];
-    if out.is_empty() {
-        return Ok(Tensor::from_vec(&[n, oh, ow, c], out)?);
-    }
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(row, orow)| {
-            let b = row / oh;
-            let (y0, y1, fy) = src(rh, row % oh, h);
-            let top = &xs[(b * h + y0) * w * c..][..w * c];
-            let bot = &xs[(b * h + y1) * w * c..][..w * c];
-            for (ox, &(x0, x1, fx)) in cols.iter().enumerate() {
-                for ch in 0..c {
-                    let tl = top[x0 * c + ch] as f64;
-                    let tr = top[x1 * c + ch] as f64;
-                    let bl = bot[x0 * c + ch] as f64;
-                    let br = bot[x1 * c + ch] as f64;
-                    let t = tl + (tr - tl) * fx;
-                    let bm = bl + (br - bl) * fx;
-                    orow[ox * c + ch] = (t + (bm - t) * fy) as f32;
-                }
-            }
-        });
-    Ok(Tensor::from_vec(&[n, oh, ow, c], out)?)
+    tensor_of(layers::resize::resize_nhwc(
+        view4(x, "ResizeBilinear input")?,
+        (oh, ow),
+        mode,
+    )?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1339,38 +975,12 @@ pub fn resize_bilinear_nhwc(
 
 /// The same data under `shape`; one dimension may be -1.
 pub fn reshape(x: &Tensor, shape: &[i64]) -> OpResult<Tensor> {
-    let total = x.numel();
-    let mut out = Vec::with_capacity(shape.len());
-    let mut infer = None;
-    let mut known = 1usize;
-    for (i, &d) in shape.iter().enumerate() {
-        if d == -1 {
-            if infer.is_some() {
-                return op_err!("Reshape: more than one -1 in {shape:?}");
-            }
-            infer = Some(i);
-            out.push(1);
-        } else if d < 0 {
-            return op_err!("Reshape: negative dimension in {shape:?}");
-        } else {
-            known = known
-                .checked_mul(d as usize)
-                .ok_or_else(|| OpError::new("Reshape: shape overflows"))?;
-            out.push(d as usize);
-        }
-    }
-    if let Some(i) = infer {
-        if known == 0 || !total.is_multiple_of(known) {
-            return op_err!("Reshape: cannot reshape {} into {shape:?}", x.describe());
-        }
-        out[i] = total / known;
-    }
-    x.reshape(&out).map_err(|_| {
-        OpError::new(format!(
-            "Reshape: cannot reshape {} into {shape:?}",
-            x.describe()
-        ))
-    })
+    let shape: Vec<isize> = shape
+        .iter()
+        .map(|&d| d.clamp(-2, isize::MAX as i64) as isize)
+        .collect();
+    let dims = kshape::reshape_dims("Reshape", x.numel(), &shape)?;
+    Ok(x.reshape(&dims)?)
 }
 
 /// Concatenation along `axis`.
@@ -1378,42 +988,17 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> OpResult<Tensor> {
     let Some(first) = xs.first() else {
         return op_err!("ConcatV2 needs at least one input");
     };
-    let r = first.ndim();
-    let a = norm_axis(axis, r)?;
-    let mut out_shape = first.shape().to_vec();
-    out_shape[a] = 0;
-    for x in xs {
-        if x.ndim() != r || x.dtype() != first.dtype() {
-            return op_err!(
-                "ConcatV2: inputs {} and {} differ in rank or dtype",
-                first.describe(),
-                x.describe()
-            );
-        }
-        for d in 0..r {
-            if d != a && x.shape()[d] != first.shape()[d] {
-                return op_err!(
-                    "ConcatV2: shapes {:?} and {:?} differ outside axis {a}",
-                    first.shape(),
-                    x.shape()
-                );
-            }
-        }
-        out_shape[a] += x.shape()[a];
+    if let Some(x) = xs.iter().find(|x| x.dtype() != first.dtype()) {
+        return op_err!(
+            "ConcatV2: inputs {} and {} differ in dtype",
+            first.describe(),
+            x.describe()
+        );
     }
-    let outer: usize = out_shape[..a].iter().product();
+    let a = norm_axis(axis, first.ndim())?;
     with_dtype!(first, T => {
-        let mut out: Vec<T> = Vec::with_capacity(numel(&out_shape)?);
-        let slices: Vec<(&[T], usize)> = xs
-            .iter()
-            .map(|x| Ok((x.as_slice::<T>()?, x.shape()[a..].iter().product::<usize>())))
-            .collect::<OpResult<_>>()?;
-        for o in 0..outer {
-            for (s, chunk) in &slices {
-                out.extend_from_slice(&s[o * chunk..(o + 1) * chunk]);
-            }
-        }
-        Ok(Tensor::from_vec(&out_shape, out)?)
+        let views = xs.iter().map(|x| x.view::<T>()).collect::<Result<Vec<_>, _>>()?;
+        tensor_of(kshape::concat(&views, a as isize)?)
     })
 }
 
@@ -1441,23 +1026,12 @@ pub fn split(x: &Tensor, sizes: &[i64], axis: i64) -> OpResult<Vec<Tensor>> {
             x.shape()
         );
     }
-    let mut out = Vec::with_capacity(sz.len());
-    let mut start = 0i64;
-    for s in sz {
-        let mut begin = vec![0i64; x.ndim()];
-        let mut end: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
-        begin[a] = start;
-        end[a] = start + s as i64;
-        out.push(slice(x, &begin, &end)?);
-        start += s as i64;
-    }
-    Ok(out)
-}
-
-/// `x[begin..end]` on every axis (step 1, already clamped values).
-fn slice(x: &Tensor, begin: &[i64], end: &[i64]) -> OpResult<Tensor> {
-    let strides_v = vec![1i64; begin.len()];
-    strided_slice(x, begin, end, &strides_v, SliceMasks::default())
+    with_dtype!(x, T => {
+        kshape::split(x.view::<T>()?, &sz, a as isize)?
+            .into_iter()
+            .map(tensor_of)
+            .collect()
+    })
 }
 
 /// Removes `axis`, returning one tensor per index along it.
@@ -1505,147 +1079,27 @@ pub fn transpose(x: &Tensor, perm: &[i64]) -> OpResult<Tensor> {
         .iter()
         .map(|&a| norm_axis(a, r))
         .collect::<OpResult<_>>()?;
-    let mut seen = vec![false; r];
-    for &a in &p {
-        if std::mem::replace(&mut seen[a], true) {
-            return op_err!("Transpose: {perm:?} is not a permutation");
-        }
-    }
-    let shape = x.shape();
-    let out_shape: Vec<usize> = p.iter().map(|&a| shape[a]).collect();
-    if x.dtype() == DType::F32 {
-        if let Some((batch, rows, cols)) = as_batched_2d(shape, &p) {
-            let data = kernels::layers::shape::transpose_2d_batched(f32s(x)?, batch, rows, cols);
-            return Ok(Tensor::from_vec(&out_shape, data)?);
-        }
-    }
-    let st = strides(shape);
-    let ps: Vec<usize> = p.iter().map(|&a| st[a]).collect();
-    let n = x.numel();
-    let mut idx = Vec::with_capacity(n);
-    let mut cur = vec![0usize; r];
-    for _ in 0..n {
-        idx.push(cur.iter().zip(&ps).map(|(i, s)| i * s).sum());
-        for d in (0..r).rev() {
-            cur[d] += 1;
-            if cur[d] < out_shape[d] {
-                break;
-            }
-            cur[d] = 0;
-        }
-    }
-    take_all(x, &out_shape, &idx)
+    with_dtype!(x, T => tensor_of(kshape::permute(x.view::<T>()?, &p)?))
 }
 
-/// `(batch, rows, cols)` when permuting `shape` by `perm` is a batched 2-D transpose: after
-/// dropping size-1 axes and merging axes that stay adjacent and in order, the permutation is
-/// `[1, 0]` or `[0, 2, 1]` (e.g. NCHW -> NHWC is `[N, C, H·W] -> [N, H·W, C]`), or nothing
-/// moves (`(1, 1, len)`, a copy).
-fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
-    // Output axes without the size-1 ones, as input axes.
-    let axes: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] != 1).collect();
-    // Groups of consecutive output axes that are consecutive input axes.
-    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first input axis, size)
-    let mut last: Option<usize> = None;
-    for &a in &axes {
-        // Input axes between `last` and `a` that are size 1 do not break adjacency.
-        let adjacent = last.is_some_and(|l| a > l && (l + 1..a).all(|k| shape[k] == 1));
-        match groups.last_mut() {
-            Some(g) if adjacent => g.1 *= shape[a],
-            _ => groups.push((a, shape[a])),
-        }
-        last = Some(a);
-    }
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| groups[g].0);
-    // `order[k]`: the output group that is the k-th in input order.
-    match (groups.len(), order.as_slice()) {
-        // Nothing moves: a copy.
-        (0 | 1, _) => Some((1, 1, shape.iter().product())),
-        (2, [1, 0]) => Some((1, groups[1].1, groups[0].1)),
-        (3, [0, 2, 1]) => Some((groups[0].1, groups[2].1, groups[1].1)),
-        _ => None,
-    }
-}
-
-/// Constant padding; `pads` is [rank, 2] (before, after). `value` fills f32 tensors.
+/// Constant padding; `pads` is [rank, 2] (before, after). `value` fills f32 tensors (others
+/// are filled with zeros).
 pub fn pad(x: &Tensor, pads: &[i64], value: f32) -> OpResult<Tensor> {
     let r = x.ndim();
     if pads.len() != 2 * r || pads.iter().any(|&p| p < 0) {
         return op_err!("Pad: paddings {pads:?} do not fit rank {r} (or are negative)");
     }
-    let shape = x.shape();
-    let out_shape: Vec<usize> = (0..r)
-        .map(|d| shape[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize)
+    // kernels lists the pairs from the last axis, as torch does.
+    let pairs: Vec<(usize, usize)> = pads
+        .chunks_exact(2)
+        .rev()
+        .map(|p| (p[0] as usize, p[1] as usize))
         .collect();
-    let n = numel(&out_shape)?;
-    if x.dtype() == DType::F32 && r > 0 {
-        return pad_rows_f32(f32s(x)?, shape, &out_shape, pads, value);
+    if x.dtype() == DType::F32 {
+        let out = kshape::pad(x.view::<f32>()?, &pairs, kshape::PadMode::Constant(value))?;
+        return tensor_of(out);
     }
-    let st = strides(shape);
-    let mut idx = Vec::with_capacity(n);
-    let mut cur = vec![0usize; r];
-    for _ in 0..n {
-        let mut off = 0;
-        let mut inside = true;
-        for d in 0..r {
-            let i = cur[d] as i64 - pads[2 * d];
-            if i < 0 || i >= shape[d] as i64 {
-                inside = false;
-                break;
-            }
-            off += i as usize * st[d];
-        }
-        idx.push(inside.then_some(off));
-        for d in (0..r).rev() {
-            cur[d] += 1;
-            if cur[d] < out_shape[d] {
-                break;
-            }
-            cur[d] = 0;
-        }
-    }
-    if value != 0.0 && x.dtype() == DType::F32 {
-        let src = f32s(x)?;
-        let v: Vec<f32> = idx
-            .iter()
-            .map(|i| i.map(|i| src[i]).unwrap_or(value))
-            .collect();
-        return Ok(Tensor::from_vec(&out_shape, v)?);
-    }
-    take(x, &out_shape, &idx)
-}
-
-/// [`pad`] for f32 by rows: the output is filled with `value`, then each innermost row of the
-/// input is copied to its place.
-fn pad_rows_f32(
-    src: &[f32],
-    shape: &[usize],
-    out_shape: &[usize],
-    pads: &[i64],
-    value: f32,
-) -> OpResult<Tensor> {
-    let r = shape.len();
-    let mut out = vec![value; numel(out_shape)?];
-    let row = shape[r - 1];
-    let out_st = strides(out_shape);
-    let rows = src.len().checked_div(row).unwrap_or(0);
-    let mut cur = vec![0usize; r - 1];
-    for k in 0..rows {
-        let mut off = pads[2 * (r - 1)] as usize;
-        for d in 0..r - 1 {
-            off += (cur[d] + pads[2 * d] as usize) * out_st[d];
-        }
-        out[off..off + row].copy_from_slice(&src[k * row..(k + 1) * row]);
-        for d in (0..r - 1).rev() {
-            cur[d] += 1;
-            if cur[d] < shape[d] {
-                break;
-            }
-            cur[d] = 0;
-        }
-    }
-    Ok(Tensor::from_vec(out_shape, out)?)
+    with_dtype!(x, T => tensor_of(kshape::pad(x.view::<T>()?, &pairs, kshape::PadMode::Constant(T::default()))?))
 }
 
 /// StridedSlice bit masks.

@@ -1,0 +1,497 @@
+//! Convolutions in TensorFlow's `NHWC` layout with TF's padding rules, for converted TF.js
+//! and TFLite graphs: [`conv2d_nhwc`] (im2col + GEMM; a 1x1 stride-1 convolution multiplies
+//! the input directly), [`depthwise_conv2d_nhwc`] (direct, vectorised over channels) and
+//! [`conv_transpose2d_nhwc`] (GEMM + col2im). Filters are in TF's layouts (`[KH, KW, C, CO]`,
+//! `[KH, KW, C, M]`, `[KH, KW, CO, CI]`). Bias and activation are the caller's: the graph
+//! executors fuse them with their own activation set.
+//!
+//! The `NCHW` convolutions of PyTorch models are [`super::conv`]; the two share the GEMM
+//! ([`super::gemm`]) and differ in layout and in how padding is given (TF's `SAME` pads
+//! asymmetrically, more after than before).
+
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
+
+use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
+use super::{checked_numel, invalid, shape_err, Result};
+
+/// Spatial padding of a convolution or pooling window, as TF gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Output size `ceil(in / stride)`; the padding is split with the odd cell after.
+    Same,
+    /// No padding.
+    Valid,
+    /// top, bottom, left, right.
+    Explicit([usize; 4]),
+}
+
+/// Output size and padding before, along one spatial axis (`axis` 0: height, 1: width).
+pub(crate) fn window(
+    op: &'static str,
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    padding: Padding,
+    axis: usize,
+) -> Result<(usize, usize)> {
+    if stride == 0 || dil == 0 || k == 0 {
+        return invalid(op, "stride, dilation and kernel size must be >= 1");
+    }
+    let eff = (k - 1) * dil + 1;
+    match padding {
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = (out.saturating_sub(1) * stride + eff).saturating_sub(input);
+            Ok((out, total / 2))
+        }
+        Padding::Valid => {
+            if input < eff {
+                return shape_err(
+                    op,
+                    format!(
+                        "input size {input} is smaller than the kernel ({eff}) with VALID padding"
+                    ),
+                );
+            }
+            Ok(((input - eff) / stride + 1, 0))
+        }
+        Padding::Explicit(p) => {
+            let (before, after) = if axis == 0 {
+                (p[0], p[1])
+            } else {
+                (p[2], p[3])
+            };
+            let padded = input + before + after;
+            if padded < eff {
+                return shape_err(
+                    op,
+                    format!("padded input size {padded} is smaller than the kernel ({eff})"),
+                );
+            }
+            Ok(((padded - eff) / stride + 1, before))
+        }
+    }
+}
+
+/// Strides, dilations and padding of an `NHWC` convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NhwcConvGeom {
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    pub padding: Padding,
+}
+
+/// Products from this many multiply-adds on use every rayon thread: the small products of
+/// mobile networks gain from it earlier than [`Threading::Auto`]'s threshold.
+const NHWC_PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `c[m×n] = a·b` with `a` element (i, p) at `a[i*a_rs + p*a_cs]`, `b` element (p, j) at
+/// `b[p*b_rs + j*b_cs]`, and `c` row-major; one thread inside a rayon task.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_small(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    c: &mut [f32],
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let Some(c) = c.get_mut(..m * n) else {
+        return shape_err(
+            "sgemm",
+            format!("output holds {} values, needs {m}x{n}", c.len()),
+        );
+    };
+    let threading =
+        if m * n * k >= NHWC_PARALLEL_MIN_MACS && rayon::current_thread_index().is_none() {
+            Threading::Threads(rayon::current_num_threads())
+        } else {
+            Threading::Single
+        };
+    sgemm_with(
+        MatRef::new(a, m, k, a_rs, a_cs)?,
+        MatRef::new(b, k, n, b_rs, b_cs)?,
+        MatMut::row_major(c, m, n, n)?,
+        false,
+        Backend::Gemm,
+        threading,
+    )
+}
+
+/// Contiguous data of a view (copied only when it is not in standard layout).
+fn contiguous<'a>(
+    x: &'a ndarray::CowArray<'_, f32, ndarray::Ix4>,
+    op: &'static str,
+) -> Result<&'a [f32]> {
+    x.as_slice().ok_or_else(|| super::LayerError::Invalid {
+        op,
+        msg: "not contiguous".into(),
+    })
+}
+
+/// `x` `[N, H, W, C]` ⋆ `w` `[KH, KW, C, CO]` → `[N, OH, OW, CO]` (TF's `Conv2D`).
+pub fn conv2d_nhwc(
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geom: NhwcConvGeom,
+) -> Result<Array4<f32>> {
+    const OP: &str = "conv2d_nhwc";
+    let (n, h, wd, c) = x.dim();
+    let (kh, kw, wc, co) = w.dim();
+    if wc != c {
+        return shape_err(
+            OP,
+            format!(
+                "the filter {:?} expects {wc} input channels, the input {:?} has {c}",
+                w.shape(),
+                x.shape()
+            ),
+        );
+    }
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (oh, pt) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
+    let (ow, pl) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
+    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
+    let mut out = super::zeroed(checked_numel(OP, &[n, oh, ow, co])?);
+    let kdim = kh * kw * c;
+    let direct =
+        kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == wd;
+    for b in 0..n {
+        let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        if direct {
+            sgemm_small(h * wd, c, co, xb, (c, 1), ws, (co, 1), ob)?;
+            continue;
+        }
+        // im2col in tiles of output rows, about 4M floats at most.
+        let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
+        let mut col = vec![0f32; rows_per_tile * ow * kdim];
+        let mut oy0 = 0;
+        while oy0 < oh {
+            let rows = rows_per_tile.min(oh - oy0);
+            let col = &mut col[..rows * ow * kdim];
+            col.par_chunks_mut(ow * kdim)
+                .enumerate()
+                .for_each(|(r, crow)| {
+                    let oy = oy0 + r;
+                    for ox in 0..ow {
+                        let dst = &mut crow[ox * kdim..(ox + 1) * kdim];
+                        for ky in 0..kh {
+                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                            for kx in 0..kw {
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                let d = &mut dst[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                                    d.fill(0.0);
+                                } else {
+                                    let s = (iy as usize * wd + ix as usize) * c;
+                                    d.copy_from_slice(&xb[s..s + c]);
+                                }
+                            }
+                        }
+                    }
+                });
+            sgemm_small(
+                rows * ow,
+                kdim,
+                co,
+                col,
+                (kdim, 1),
+                ws,
+                (co, 1),
+                &mut ob[oy0 * ow * co..(oy0 + rows) * ow * co],
+            )?;
+            oy0 += rows;
+        }
+    }
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// Depthwise: `x` `[N, H, W, C]` with `w` `[KH, KW, C, M]` → `[N, OH, OW, C·M]` (TF's
+/// `DepthwiseConv2dNative`).
+pub fn depthwise_conv2d_nhwc(
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geom: NhwcConvGeom,
+) -> Result<Array4<f32>> {
+    const OP: &str = "depthwise_conv2d_nhwc";
+    let (n, h, wd, c) = x.dim();
+    let (kh, kw, wc, m) = w.dim();
+    if wc != c {
+        return shape_err(
+            OP,
+            format!(
+                "the filter {:?} expects {wc} channels, the input {:?} has {c}",
+                w.shape(),
+                x.shape()
+            ),
+        );
+    }
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (oh, pt) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
+    let (ow, pl) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
+    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
+    let co = c * m;
+    let mut out = super::zeroed(checked_numel(OP, &[n, oh, ow, co])?);
+    if !out.is_empty() {
+        out.par_chunks_mut(ow * co)
+            .enumerate()
+            .for_each(|(row, orow)| {
+                let b = row / oh;
+                let oy = row % oh;
+                let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    let xrow = &xb[iy as usize * wd * c..(iy as usize + 1) * wd * c];
+                    for kx in 0..kw {
+                        let wk = &ws[(ky * kw + kx) * c * m..(ky * kw + kx + 1) * c * m];
+                        if m == 1 && sw == 1 {
+                            // The output pixels whose input column is inside the row, at once.
+                            let off = (kx * dw) as isize - pl as isize;
+                            let lo = (-off).clamp(0, ow as isize) as usize;
+                            let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
+                            if lo < hi {
+                                let s0 = (lo as isize + off) as usize;
+                                depthwise_accumulate(
+                                    &mut orow[lo * c..hi * c],
+                                    &xrow[s0 * c..(s0 + hi - lo) * c],
+                                    wk,
+                                );
+                            }
+                            continue;
+                        }
+                        for ox in 0..ow {
+                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                            if ix < 0 || ix as usize >= wd {
+                                continue;
+                            }
+                            let xp = &xrow[ix as usize * c..(ix as usize + 1) * c];
+                            let op = &mut orow[ox * co..(ox + 1) * co];
+                            if m == 1 {
+                                for ((o, xv), wv) in op.iter_mut().zip(xp).zip(wk) {
+                                    *o += xv * wv;
+                                }
+                                continue;
+                            }
+                            for ci in 0..c {
+                                for mi in 0..m {
+                                    op[ci * m + mi] += xp[ci] * wk[ci * m + mi];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// `dst[p·c + k] += src[p·c + k] · w[k]` for every pixel `p` (`c = w.len()`): a separate
+/// multiply and add (Rust never fuses them), whichever instruction set runs it.
+#[inline(always)]
+fn depthwise_accumulate_impl(dst: &mut [f32], src: &[f32], w: &[f32]) {
+    let c = w.len().max(1);
+    for (o, x) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+        for ((o, &x), &wv) in o.iter_mut().zip(x).zip(w) {
+            *o += x * wv;
+        }
+    }
+}
+
+crate::ops::simd::multiversion!(fn depthwise_accumulate(dst: &mut [f32], src: &[f32], w: &[f32]) => depthwise_accumulate_impl);
+
+/// Transposed convolution (TF's `Conv2DBackpropInput`): `x` `[N, H, W, CI]`, `w`
+/// `[KH, KW, CO, CI]`, output `[N, OH, OW, CO]` with `out_size = (OH, OW)`; convolving the
+/// output with `w` (same strides and padding) must give the input's size.
+pub fn conv_transpose2d_nhwc(
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    out_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<Array4<f32>> {
+    const OP: &str = "conv_transpose2d_nhwc";
+    let (n, h, wd, ci) = x.dim();
+    let (kh, kw, co, wci) = w.dim();
+    if wci != ci {
+        return shape_err(
+            OP,
+            format!(
+                "the filter {:?} expects {wci} input channels, the input has {ci}",
+                w.shape()
+            ),
+        );
+    }
+    let (oh, ow) = out_size;
+    let (sh, sw) = strides;
+    let (fh, pt) = window(OP, oh, kh, sh, 1, padding, 0)?;
+    let (fw, pl) = window(OP, ow, kw, sw, 1, padding, 1)?;
+    if fh != h || fw != wd {
+        return shape_err(
+            OP,
+            format!("a {oh}x{ow} output convolved with this filter gives {fh}x{fw}, but the input is {h}x{wd}"),
+        );
+    }
+    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
+    let kdim = kh * kw * co;
+    let mut col = vec![0f32; checked_numel(OP, &[h * wd, kdim])?];
+    let mut out = super::zeroed(checked_numel(OP, &[n, oh, ow, co])?);
+    for b in 0..n {
+        let xb = &xs[b * h * wd * ci..(b + 1) * h * wd * ci];
+        // col[h*w, kh*kw*co] = x[h*w, ci] · Wᵀ, W viewed as [kh*kw*co, ci].
+        sgemm_small(h * wd, ci, kdim, xb, (ci, 1), ws, (1, ci), &mut col)?;
+        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        for iy in 0..h {
+            for ix in 0..wd {
+                let crow = &col[(iy * wd + ix) * kdim..(iy * wd + ix + 1) * kdim];
+                for ky in 0..kh {
+                    let oy = (iy * sh + ky) as isize - pt as isize;
+                    if oy < 0 || oy as usize >= oh {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ox = (ix * sw + kx) as isize - pl as isize;
+                        if ox < 0 || ox as usize >= ow {
+                            continue;
+                        }
+                        let dst = &mut ob[(oy as usize * ow + ox as usize) * co..][..co];
+                        let src = &crow[(ky * kw + kx) * co..][..co];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{Conv2d, Conv2dParams};
+    use ndarray::Array;
+
+    fn ramp(shape: (usize, usize, usize, usize), scale: f32) -> Array4<f32> {
+        Array::from_shape_fn(shape, |(a, b, c, d)| {
+            ((a * 31 + b * 17 + c * 7 + d * 3) % 23) as f32 * scale - 0.5
+        })
+    }
+
+    /// An `NHWC` convolution with explicit symmetric padding equals the `NCHW` one on the
+    /// permuted data (filters `[KH, KW, C, CO]` against `[CO, C, KH, KW]`).
+    #[test]
+    fn nhwc_conv_equals_nchw_conv() {
+        let x = ramp((2, 9, 11, 5), 0.05);
+        let w = ramp((3, 3, 5, 4), 0.03);
+        for (stride, pad, dil) in [(1, 1, 1), (2, 1, 1), (1, 2, 2), (2, 0, 1)] {
+            let geom = NhwcConvGeom {
+                strides: (stride, stride),
+                dilations: (dil, dil),
+                padding: Padding::Explicit([pad; 4]),
+            };
+            let ours = conv2d_nhwc(x.view(), w.view(), geom).unwrap();
+            let nchw = Conv2d::new(
+                w.view().permuted_axes([3, 2, 0, 1]),
+                None,
+                Conv2dParams::default()
+                    .stride(stride)
+                    .padding(pad)
+                    .dilation(dil),
+            )
+            .unwrap()
+            .forward(x.view().permuted_axes([0, 3, 1, 2]))
+            .unwrap();
+            let nchw = nchw.permuted_axes([0, 2, 3, 1]);
+            assert_eq!(ours.shape(), nchw.shape());
+            for (a, b) in ours.iter().zip(nchw.iter()) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{a} vs {b} (stride {stride}, pad {pad})"
+                );
+            }
+        }
+    }
+
+    /// TF's SAME padding puts the odd cell after: a 2x2 window, stride 2, on 3 columns
+    /// reads columns (0, 1) and (2, pad).
+    #[test]
+    fn same_padding_is_tf_asymmetric() {
+        assert_eq!(window("t", 3, 2, 2, 1, Padding::Same, 1).unwrap(), (2, 0));
+        assert_eq!(window("t", 4, 3, 1, 1, Padding::Same, 0).unwrap(), (4, 1));
+        assert_eq!(window("t", 5, 3, 2, 1, Padding::Same, 0).unwrap(), (3, 1));
+        assert!(window("t", 2, 3, 1, 1, Padding::Valid, 0).is_err());
+        assert!(window("t", 2, 3, 0, 1, Padding::Valid, 0).is_err());
+    }
+
+    /// Depthwise with multiplier 1 (the vectorised row path) and 2 (the per-pixel path)
+    /// against a direct sum.
+    #[test]
+    fn depthwise_matches_direct_sum() {
+        for m in [1, 2] {
+            let x = ramp((1, 6, 7, 3), 0.1);
+            let w = ramp((3, 3, 3, m), 0.07);
+            let geom = NhwcConvGeom {
+                strides: (1, 1),
+                dilations: (1, 1),
+                padding: Padding::Same,
+            };
+            let out = depthwise_conv2d_nhwc(x.view(), w.view(), geom).unwrap();
+            assert_eq!(out.dim(), (1, 6, 7, 3 * m));
+            for ((_, oy, ox, o), &v) in out.indexed_iter() {
+                let (ci, mi) = (o / m, o % m);
+                let mut s = 0f32;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = (oy as isize + ky - 1, ox as isize + kx - 1);
+                        if (0..6).contains(&iy) && (0..7).contains(&ix) {
+                            s += x[[0, iy as usize, ix as usize, ci]]
+                                * w[[ky as usize, kx as usize, ci, mi]];
+                        }
+                    }
+                }
+                assert!((s - v).abs() < 1e-5, "m {m}: {s} vs {v}");
+            }
+        }
+    }
+
+    /// The transposed convolution is the adjoint of the convolution: <conv(y), x> equals
+    /// <y, conv_transpose(x)> for the same filter (viewed `[KH, KW, CO, CI]` both ways).
+    #[test]
+    fn transposed_is_the_adjoint() {
+        let w = ramp((3, 3, 4, 2), 0.05); // conv: 4 -> 2 channels; transposed: 2 -> 4
+        let y = ramp((1, 8, 8, 4), 0.02);
+        let geom = NhwcConvGeom {
+            strides: (2, 2),
+            dilations: (1, 1),
+            padding: Padding::Same,
+        };
+        let cy = conv2d_nhwc(y.view(), w.view(), geom).unwrap();
+        let x = ramp((1, 4, 4, 2), 0.03);
+        let tx = conv_transpose2d_nhwc(x.view(), w.view(), (8, 8), (2, 2), Padding::Same).unwrap();
+        let lhs: f32 = cy.iter().zip(x.iter()).map(|(a, b)| a * b).sum();
+        let rhs: f32 = y.iter().zip(tx.iter()).map(|(a, b)| a * b).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+        let e = conv_transpose2d_nhwc(x.view(), w.view(), (9, 3), (2, 2), Padding::Valid);
+        assert!(e.unwrap_err().to_string().contains("but the input is 4x4"));
+    }
+}
