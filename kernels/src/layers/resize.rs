@@ -10,11 +10,13 @@
 //! | [`ResizeMode::Bilinear`] `{align_corners: true}` | `d·(in-1)/(out-1)` (0 when `out = 1`) | torch and TF `align_corners=True` |
 //! | [`ResizeMode::TfBilinearLegacy`] | `d·s` (`align_corners=False, half_pixel_centers=False`) | TF1 `resize_bilinear` default |
 //! | [`ResizeMode::TfBilinearHalfPixel`] | `(d+0.5)·s - 0.5`, lower index clamped at 0 | TF2 `tf.image.resize` bilinear |
-//! | [`ResizeMode::TfBilinearAlignCorners`] | `d·(in-1)/(out-1)` | TF `resize_bilinear(align_corners=True)` |
+//! | [`ResizeMode::TfjsBilinear`] | either TF mapping above, or align-corners `d·(in-1)/(out-1)`, all in f64 | TF.js's CPU `resizeBilinear` |
 //!
 //! Torch modes compute the scale and weights in f32 exactly as ATen's CPU kernels do
 //! (`h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11)`); TF modes use TF's
-//! `top + (bottom - top)·y_lerp` form. When torch is given a `scale_factor` (and
+//! `top + (bottom - top)·y_lerp` form, in f32 like TF's C++ kernel; TF.js's CPU backend
+//! computes the same form in JavaScript numbers, f64, which [`ResizeMode::TfjsBilinear`]
+//! reproduces (f32 would move TF.js models' inputs by up to 1e-5). When torch is given a `scale_factor` (and
 //! `recompute_scale_factor` is not set) its kernels use `1/scale_factor` instead of `in/out`:
 //! pass it through [`resize_with_scale`].
 //!
@@ -32,10 +34,15 @@ pub enum ResizeMode {
     Nearest,
     NearestExact,
     TfNearestAlignCorners,
-    Bilinear { align_corners: bool },
+    Bilinear {
+        align_corners: bool,
+    },
     TfBilinearLegacy,
     TfBilinearHalfPixel,
-    TfBilinearAlignCorners,
+    TfjsBilinear {
+        align_corners: bool,
+        half_pixel_centers: bool,
+    },
 }
 
 /// For one axis: per output index, the two source indices and their weights.
@@ -45,6 +52,8 @@ pub(crate) struct AxisTable {
     pub i1: Vec<usize>,
     pub l0: Vec<f32>,
     pub l1: Vec<f32>,
+    /// The upper weight in f64 ([`ResizeMode::TfjsBilinear`] only; empty otherwise).
+    pub l1_f64: Vec<f64>,
 }
 
 /// torch's `area_pixel_compute_scale` / `compute_scales_value` (f32).
@@ -82,6 +91,7 @@ pub(crate) fn axis_table(
         i1: Vec::with_capacity(out),
         l0: Vec::with_capacity(out),
         l1: Vec::with_capacity(out),
+        l1_f64: Vec::new(),
     };
     let last = input - 1;
     let mut push = |i0: usize, i1: usize, l1: f32| {
@@ -130,10 +140,32 @@ pub(crate) fn axis_table(
                 push(i0, i1, l1);
             }
         }
-        ResizeMode::TfBilinearLegacy
-        | ResizeMode::TfBilinearHalfPixel
-        | ResizeMode::TfBilinearAlignCorners => {
-            let s = tf_scale(input, out, mode == ResizeMode::TfBilinearAlignCorners);
+        ResizeMode::TfjsBilinear {
+            align_corners,
+            half_pixel_centers,
+        } => {
+            let s = if align_corners && out > 1 {
+                (input - 1) as f64 / (out - 1) as f64
+            } else {
+                input as f64 / out as f64
+            };
+            let mut l1_f64 = Vec::with_capacity(out);
+            for d in 0..out {
+                let src = if half_pixel_centers {
+                    s * (d as f64 + 0.5) - 0.5
+                } else {
+                    s * d as f64
+                };
+                // TF.js takes the fraction from the clamped lower index.
+                let lo = src.floor().max(0.0);
+                let hi = (src.ceil().max(0.0) as usize).min(last);
+                l1_f64.push(src - lo);
+                push(lo as usize, hi, (src - lo) as f32);
+            }
+            t.l1_f64 = l1_f64;
+        }
+        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel => {
+            let s = tf_scale(input, out, false);
             for d in 0..out {
                 let src = if mode == ResizeMode::TfBilinearHalfPixel {
                     (d as f32 + 0.5) * s - 0.5
@@ -277,9 +309,8 @@ fn resample(
         ResizeMode::Nearest | ResizeMode::NearestExact | ResizeMode::TfNearestAlignCorners => {
             Interp::Nearest
         }
-        ResizeMode::TfBilinearLegacy
-        | ResizeMode::TfBilinearHalfPixel
-        | ResizeMode::TfBilinearAlignCorners => Interp::TfLerp,
+        ResizeMode::TfBilinearLegacy | ResizeMode::TfBilinearHalfPixel => Interp::TfLerp,
+        ResizeMode::TfjsBilinear { .. } => Interp::TfLerpF64,
         ResizeMode::Bilinear { .. } => Interp::TorchWeights,
     };
     out.par_chunks_mut(ow * c)
@@ -292,9 +323,9 @@ fn resample(
             let (a0, a1) = (ty.l0[oy], ty.l1[oy]);
             // The same code either way; the constant lets the compiler drop the channel loop.
             if c == 1 {
-                resample_row(orow, r0, r1, (a0, a1), tx, 1, kind);
+                resample_row(orow, r0, r1, (a0, a1), (ty, oy), tx, 1, kind);
             } else {
-                resample_row(orow, r0, r1, (a0, a1), tx, c, kind);
+                resample_row(orow, r0, r1, (a0, a1), (ty, oy), tx, c, kind);
             }
         });
     Ok(out)
@@ -305,17 +336,22 @@ enum Interp {
     Nearest,
     /// TF's `top + (bottom - top)·lerp`.
     TfLerp,
+    /// The same in f64 (TF.js's CPU backend).
+    TfLerpF64,
     /// ATen's `h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11)`.
     TorchWeights,
 }
 
-/// One output row from source rows `r0` (upper) and `r1` (lower) with row weights `(a0, a1)`.
+/// One output row (`oy` of the table `ty`) from source rows `r0` (upper) and `r1` (lower)
+/// with row weights `(a0, a1)`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn resample_row(
     orow: &mut [f32],
     r0: &[f32],
     r1: &[f32],
     (a0, a1): (f32, f32),
+    (ty, oy): (&AxisTable, usize),
     tx: &AxisTable,
     c: usize,
     kind: Interp,
@@ -330,6 +366,16 @@ fn resample_row(
                     let top = r0[j0 + k] + (r0[j1 + k] - r0[j0 + k]) * xl;
                     let bottom = r1[j0 + k] + (r1[j1 + k] - r1[j0 + k]) * xl;
                     *o = top + (bottom - top) * a1;
+                }
+            }
+            Interp::TfLerpF64 => {
+                let (xl, yl) = (tx.l1_f64[ox], ty.l1_f64[oy]);
+                for (k, o) in o.iter_mut().enumerate() {
+                    let (tl, tr) = (r0[j0 + k] as f64, r0[j1 + k] as f64);
+                    let (bl, br) = (r1[j0 + k] as f64, r1[j1 + k] as f64);
+                    let top = tl + (tr - tl) * xl;
+                    let bottom = bl + (br - bl) * xl;
+                    *o = (top + (bottom - top) * yl) as f32;
                 }
             }
             Interp::TorchWeights => {
@@ -362,7 +408,10 @@ mod tests {
             },
             ResizeMode::TfBilinearLegacy,
             ResizeMode::TfBilinearHalfPixel,
-            ResizeMode::TfBilinearAlignCorners,
+            ResizeMode::TfjsBilinear {
+                align_corners: true,
+                half_pixel_centers: false,
+            },
         ] {
             assert_eq!(resize(x.view(), (2, 2), mode).unwrap(), x, "{mode:?}");
         }
@@ -409,7 +458,14 @@ mod tests {
             },
             ResizeMode::TfBilinearLegacy,
             ResizeMode::TfBilinearHalfPixel,
-            ResizeMode::TfBilinearAlignCorners,
+            ResizeMode::TfjsBilinear {
+                align_corners: false,
+                half_pixel_centers: true,
+            },
+            ResizeMode::TfjsBilinear {
+                align_corners: true,
+                half_pixel_centers: false,
+            },
         ] {
             for size in [(9, 4), (3, 11)] {
                 let nhwc = resize_nhwc(x.view(), size, mode).unwrap();

@@ -4,7 +4,7 @@
 //!
 //! - from `kernels::layers`: the convolutions ([`conv2d_nhwc`], [`depthwise_conv2d_nhwc`],
 //!   [`conv2d_transpose_nhwc`], on `layers::conv_nhwc`), [`matmul`] (on its GEMM),
-//!   [`pool2d_nhwc`], [`resize_bilinear_nhwc`] (TF's modes of `layers::resize`),
+//!   [`pool2d_nhwc`], [`resize_bilinear_nhwc`] (`layers::resize`'s TF.js mode, in f64),
 //!   [`softmax`], and the layout ops [`reshape`], [`concat`], [`split`], [`unpack`],
 //!   [`pack`], [`transpose`], [`pad`] (`layers::shape`, generic over the element type);
 //! - here, with fused bias and activation ([`Act`], [`bias_act`]): element-wise [`binary`]
@@ -230,10 +230,11 @@ pub fn bias_act(
 
 /// A rank-4 f32 view of `t`, or an error naming `what`.
 fn view4<'a>(t: &'a Tensor, what: &str) -> OpResult<ndarray::ArrayView4<'a, f32>> {
-    let [..] = rank4(t, what)?;
-    Ok(t.view::<f32>()?
+    rank4(t, what)?;
+    f32s(t)?;
+    t.view::<f32>()?
         .into_dimensionality::<ndarray::Ix4>()
-        .map_err(|e| OpError::new(format!("{what}: {e}")))?)
+        .map_err(|e| OpError::new(format!("{what}: {e}")))
 }
 
 /// A tensor from a layer's output.
@@ -934,9 +935,10 @@ pub fn top_k(x: &Tensor, k: i64) -> OpResult<(Tensor, Tensor)> {
 // ---------------------------------------------------------------------------------------
 // Resize
 
-/// Bilinear resize of [N, H, W, C] (f32, i32 or u8, as f32) to [N, oh, ow, C] with TF's
-/// coordinate modes: `align_corners` maps corner to corner, `half_pixel_centers` samples at
-/// pixel centres, neither is TF's legacy mapping `src = dst * in / out`.
+/// Bilinear resize of [N, H, W, C] (f32, i32 or u8, as f32) to [N, oh, ow, C] as the TF.js
+/// CPU backend computes it (in f64): `align_corners` maps corner to corner,
+/// `half_pixel_centers` samples at pixel centres, neither is TF's legacy mapping
+/// `src = dst * in / out`.
 pub fn resize_bilinear_nhwc(
     x: &Tensor,
     oh: usize,
@@ -944,15 +946,9 @@ pub fn resize_bilinear_nhwc(
     align_corners: bool,
     half_pixel_centers: bool,
 ) -> OpResult<Tensor> {
-    let mode = match (align_corners, half_pixel_centers) {
-        (false, false) => layers::ResizeMode::TfBilinearLegacy,
-        (false, true) => layers::ResizeMode::TfBilinearHalfPixel,
-        (true, false) => layers::ResizeMode::TfBilinearAlignCorners,
-        (true, true) => {
-            return op_err!(
-                "ResizeBilinear: align_corners and half_pixel_centers exclude each other"
-            )
-        }
+    let mode = layers::ResizeMode::TfjsBilinear {
+        align_corners,
+        half_pixel_centers,
     };
     let as_f32;
     let x = match x.dtype() {
