@@ -278,7 +278,8 @@ fn pool_nhwc(
         op,
         msg: "not contiguous".into(),
     })?;
-    let mut out = super::zeroed(checked_numel(op, &[n, oh, ow, c])?);
+    // A plain zeroed vector, as the NHWC convolutions (see `conv_nhwc`).
+    let mut out = vec![0f32; checked_numel(op, &[n, oh, ow, c])?];
     if !out.is_empty() {
         out.par_chunks_mut(ow * c)
             .enumerate()

@@ -301,7 +301,14 @@ fn resample(
     tx: &AxisTable,
     mode: ResizeMode,
 ) -> Result<Vec<f32>> {
-    let mut out = super::zeroed(checked_numel(op, &[images, oh, ow, c])?);
+    let n = checked_numel(op, &[images, oh, ow, c])?;
+    // `NCHW` resizes are the FPN's large upsamples, where the parallel first touch pays;
+    // `NHWC` ones serve mobile networks' small tensors, where a rayon dispatch costs more.
+    let mut out = if c == 1 {
+        super::zeroed(n)
+    } else {
+        vec![0f32; n]
+    };
     if out.is_empty() {
         return Ok(out);
     }

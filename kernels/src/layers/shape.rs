@@ -245,7 +245,10 @@ pub fn pad<T: Copy>(
 }
 
 /// `x.permute(axes)`, materialised in standard layout.
-pub fn permute<T: Copy + Send + Sync>(x: ArrayViewD<'_, T>, axes: &[usize]) -> Result<ArrayD<T>> {
+pub fn permute<T: Copy + Default + Send + Sync>(
+    x: ArrayViewD<'_, T>,
+    axes: &[usize],
+) -> Result<ArrayD<T>> {
     let nd = x.ndim();
     let mut seen = vec![false; nd];
     if axes.len() != nd
@@ -314,7 +317,7 @@ fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 /// their transposes (`cols x rows` each). Rows of blocks run in parallel; for 4-byte
 /// elements with AVX, whole 8x8 blocks are moved in registers (the NCHW <-> NHWC
 /// conversions of converted TF.js and ONNX graphs are such transposes).
-pub fn transpose_2d_batched<T: Copy + Send + Sync>(
+pub fn transpose_2d_batched<T: Copy + Default + Send + Sync>(
     src: &[T],
     batch: usize,
     rows: usize,
@@ -326,7 +329,8 @@ pub fn transpose_2d_batched<T: Copy + Send + Sync>(
     if src.len() < n || n == 0 {
         return Vec::new();
     }
-    let mut out = vec![src[0]; n];
+    // The default (zero bits for numbers) lets the allocator hand out zeroed pages.
+    let mut out = vec![T::default(); n];
     #[cfg(target_arch = "x86_64")]
     let avx = std::mem::size_of::<T>() == 4 && crate::ops::simd::has_avx();
     // One task per (matrix, block of 8 source columns): it writes 8 whole output rows.
@@ -373,7 +377,7 @@ pub fn transpose_2d_batched<T: Copy + Send + Sync>(
     out
 }
 
-pub fn transpose<T: Copy + Send + Sync>(
+pub fn transpose<T: Copy + Default + Send + Sync>(
     x: ArrayViewD<'_, T>,
     a: isize,
     b: isize,
