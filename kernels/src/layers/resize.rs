@@ -20,6 +20,8 @@
 //! `recompute_scale_factor` is not set) its kernels use `1/scale_factor` instead of `in/out`:
 //! pass it through [`resize_with_scale`].
 //!
+//! [`resize_bicubic`] is torch's `mode="bicubic"` (A = -0.75, borders clamped).
+//!
 //! [`resize`] takes `[N, C, H, W]`, [`resize_nhwc`] `[N, H, W, C]`: one kernel serves both,
 //! an `NCHW` plane being an `NHWC` image of one channel.
 
@@ -396,6 +398,89 @@ fn resample_row(
     }
 }
 
+/// torch's bicubic convolution weights of the four taps `i-1..i+2` at fraction `t`
+/// (`get_cubic_upsample_coefficients`, A = -0.75), in f32.
+fn cubic_weights(t: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// For one axis: per output index, the four source indices (clamped to the input, as torch
+/// reads the border) and their weights.
+fn cubic_table(input: usize, out: usize, align_corners: bool) -> Vec<([usize; 4], [f32; 4])> {
+    let s = torch_scale(input, out, align_corners, None);
+    let last = input as isize - 1;
+    (0..out)
+        .map(|d| {
+            // area_pixel_compute_source_index(cubic = true): not clamped at 0.
+            let real = if align_corners {
+                s * d as f32
+            } else {
+                s * (d as f32 + 0.5) - 0.5
+            };
+            let i = (real.floor() as isize).min(last);
+            let t = (real - i as f32).clamp(0.0, 1.0);
+            let idx = [i - 1, i, i + 1, i + 2].map(|k| k.clamp(0, last) as usize);
+            (idx, cubic_weights(t))
+        })
+        .collect()
+}
+
+/// `F.interpolate(x, size, mode="bicubic", align_corners)` of `[N, C, H, W]`, as ATen's CPU
+/// kernel computes it: per output pixel `Σᵢ wyᵢ·(Σⱼ wxⱼ·x[yᵢ, xⱼ])` with the sums in tap
+/// order, in f32. Computed separably (each needed input row once per output column), which
+/// keeps that order.
+pub fn resize_bicubic(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    align_corners: bool,
+) -> Result<Array4<f32>> {
+    const OP: &str = "resize_bicubic";
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = size;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, format!("output size {size:?} must be positive"));
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
+    }
+    let total = checked_numel(OP, &[n, c, oh, ow])?;
+    let ty = cubic_table(h, oh, align_corners);
+    let tx = cubic_table(w, ow, align_corners);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let mut out = vec![0f32; total];
+    if total > 0 {
+        out.par_chunks_mut(oh * ow)
+            .zip(xs.par_chunks(h * w))
+            .for_each(|(dst, src)| {
+                // Every input row resampled along x once.
+                let mut rows = vec![0f32; h * ow];
+                for (y, row) in rows.chunks_exact_mut(ow).enumerate() {
+                    let s = &src[y * w..][..w];
+                    for (o, (j, wx)) in row.iter_mut().zip(&tx) {
+                        *o = s[j[0]] * wx[0] + s[j[1]] * wx[1] + s[j[2]] * wx[2] + s[j[3]] * wx[3];
+                    }
+                }
+                for (orow, (i, wy)) in dst.chunks_exact_mut(ow).zip(&ty) {
+                    let r = i.map(|k| &rows[k * ow..][..ow]);
+                    for (ox, o) in orow.iter_mut().enumerate() {
+                        *o = r[0][ox] * wy[0]
+                            + r[1][ox] * wy[1]
+                            + r[2][ox] * wy[2]
+                            + r[3][ox] * wy[3];
+                    }
+                }
+            });
+    }
+    Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,5 +565,63 @@ mod tests {
                 assert_eq!(nhwc, nchw.permuted_axes([0, 2, 3, 1]), "{mode:?} {size:?}");
             }
         }
+    }
+
+    /// Bicubic: an identity size is the identity, a constant stays constant (the weights sum
+    /// to 1), and a linear ramp stays linear inside (cubic convolution reproduces lines).
+    #[test]
+    fn bicubic_basics() {
+        let x = Array::from_shape_fn((1, 2, 5, 6), |(_, c, y, x)| (c * 30 + y * 6 + x) as f32);
+        let same = resize_bicubic(x.view(), (5, 6), false).unwrap();
+        for (a, b) in same.iter().zip(x.iter()) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        let ones = Array::from_elem((1, 1, 3, 4), 2.5f32);
+        let up = resize_bicubic(ones.view(), (7, 9), false).unwrap();
+        assert!(up.iter().all(|&v| (v - 2.5).abs() < 1e-5));
+        // torch 2.x: F.interpolate(arange(8.).reshape(1, 1, 1, 8), size=(1, 16), mode="bicubic")
+        // and of (arange(12.) ** 2).reshape(1, 1, 3, 4) to (5, 7) (first and last rows).
+        let ramp = Array::from_shape_fn((1, 1, 1, 8), |(_, _, _, x)| x as f32);
+        let up = resize_bicubic(ramp.view(), (1, 16), false).unwrap();
+        let want = [
+            -0.10546875,
+            0.19140625,
+            0.66796875,
+            1.296875,
+            1.703125,
+            2.296875,
+            2.703125,
+            3.296875,
+            3.703125,
+            4.296875,
+            4.703125,
+            5.296875,
+            5.703125,
+            6.33203125,
+            6.80859375,
+            7.10546875,
+        ];
+        for (a, b) in up.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let sq = Array::from_shape_fn((1, 1, 3, 4), |(_, _, y, x)| ((y * 4 + x) as f32).powi(2));
+        let up = resize_bicubic(sq.view(), (5, 7), false).unwrap();
+        let first = [
+            -1.5590183,
+            -1.5942105,
+            -1.4203733,
+            -0.56299794,
+            1.2732416,
+            3.855239,
+            5.5798874,
+        ];
+        let last = [
+            66.84517, 73.44663, 84.44626, 95.88501, 108.30264, 121.71038, 130.07176,
+        ];
+        for (ox, (a, b)) in first.iter().zip(last).enumerate() {
+            assert!((up[[0, 0, 0, ox]] - a).abs() < 1e-4, "row 0 col {ox}");
+            assert!((up[[0, 0, 4, ox]] - b).abs() < 1e-4, "row 4 col {ox}");
+        }
+        assert!(resize_bicubic(ones.view(), (0, 3), false).is_err());
     }
 }
