@@ -5,7 +5,9 @@
 //! (`kernels::weights::generated_tensor`, bit-identical to what
 //! `tests/reference/make_maskrcnn_fixtures.py` loaded into torchvision), switched to depth 18
 //! with `--set`, on the fixture's photo and settings; the COCO results JSON it writes must
-//! match torchvision's final detections and masks.
+//! match torchvision's final detections and masks. `pipelines/keypoint_rcnn_r50_fpn.toml`
+//! likewise with the Keypoint R-CNN fixture (`keypointrcnn_r18_fpn.json`): its COCO results
+//! must carry torchvision's final keypoints.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,7 +20,11 @@ fn repo() -> PathBuf {
 }
 
 fn fixture() -> Json {
-    let path = repo().join("plugins/rcnn/tests/fixtures/maskrcnn_r18_fpn.json");
+    fixture_named("maskrcnn_r18_fpn.json")
+}
+
+fn fixture_named(name: &str) -> Json {
+    let path = repo().join("plugins/rcnn/tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture json")
 }
@@ -56,7 +62,12 @@ fn write_weights(doc: &Json, path: &Path) {
 /// `engine run pipelines/mask_rcnn_r50_fpn.toml` from `dir` on assets/astronaut.png with every
 /// `weights` set to `weights` (one `--set vars.weights`), plus `extra` settings.
 fn run_pipeline(dir: &Path, weights: &Path, extra: &[String]) -> Output {
-    let pipeline = repo().join("pipelines/mask_rcnn_r50_fpn.toml");
+    run_named_pipeline("mask_rcnn_r50_fpn.toml", dir, weights, extra)
+}
+
+/// [`run_pipeline`] for another file of `pipelines/`.
+fn run_named_pipeline(name: &str, dir: &Path, weights: &Path, extra: &[String]) -> Output {
+    let pipeline = repo().join("pipelines").join(name);
     let mut args: Vec<String> = vec!["run".into(), pipeline.display().to_string()];
     args.push("--set".into());
     args.push(format!(
@@ -188,6 +199,80 @@ fn mask_rcnn_pipeline_matches_torchvision_through_the_engine() {
     }
     let agree = 1.0 - differ as f64 / total as f64;
     assert!(agree >= 0.999, "masks agree on {agree}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keypoint_rcnn_pipeline_matches_torchvision_through_the_engine() {
+    let doc = fixture_named("keypointrcnn_r18_fpn.json");
+    let case = &doc["cases"][0];
+    let photo = case["photo"].as_str().expect("photo");
+    let dir = scratch("keypoints");
+    let weights = dir.join("keypointrcnn_r18_fpn.safetensors");
+    write_weights(&doc, &weights);
+    let p = &case["params"];
+    let layers: Vec<String> = doc["keypoint_layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = run_named_pipeline(
+        "keypoint_rcnn_r50_fpn.toml",
+        &dir,
+        &weights,
+        &[
+            format!(
+                "nodes.images.path={}",
+                repo().join("assets").join(photo).display()
+            ),
+            format!("nodes.preprocess.min_size={}", p["min_size"]),
+            format!("nodes.preprocess.max_size={}", p["max_size"]),
+            "nodes.backbone.depth=18".into(),
+            format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
+            "nodes.fpn.depth=18".into(),
+            format!("nodes.keypoint_head.layers=[{}]", layers.join(", ")),
+        ],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let text =
+        std::fs::read_to_string(dir.join("out/keypoint_rcnn/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    assert!(dir.join("out/keypoint_rcnn/overlays/000000.png").is_file());
+    let fin = &case["final"];
+    let boxes = floats(&fin["boxes"]);
+    let keypoints = floats(&fin["keypoints"]);
+    let scores = floats(&case["detections"]["scores"]);
+    assert_eq!(ours.len(), scores.len(), "number of detections");
+    let mut used = vec![false; ours.len()];
+    for j in 0..scores.len() {
+        let theirs = &boxes[j * 4..j * 4 + 4];
+        let i = (0..ours.len())
+            .find(|&i| {
+                let b = floats(&ours[i]["bbox"]);
+                let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+                !used[i]
+                    && ours[i]["category_id"].as_f64() == Some(1.0)
+                    && (ours[i]["score"].as_f64().expect("score") - scores[j]).abs() <= 1e-4
+                    && iou(&xyxy, theirs) >= 0.999
+            })
+            .unwrap_or_else(|| panic!("torchvision detection {j} ({theirs:?}) not found"));
+        used[i] = true;
+        let kp = floats(&ours[i]["keypoints"]);
+        let want = &keypoints[j * 51..(j + 1) * 51];
+        assert_eq!(kp.len(), 51, "17 keypoints (x, y, v)");
+        for (d, (a, b)) in kp.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 0.01,
+                "detection {j} value {d}: ours {a}, torchvision {b}"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,5 +1,5 @@
-//! Mask R-CNN as pipeline nodes, with torchvision's semantics and defaults
-//! (`torchvision.models.detection.maskrcnn_resnet50_fpn`), loading torchvision checkpoints
+//! Mask R-CNN and Keypoint R-CNN as pipeline nodes, with torchvision's semantics and defaults
+//! (`torchvision.models.detection.maskrcnn_resnet50_fpn`, `keypointrcnn_resnet50_fpn`), loading torchvision checkpoints
 //! directly. Built as a plugin library (`libplugin_rcnn.so`) that the engine finds on its
 //! plugin path; the backbone (`resnet`, `fpn`) is the `backbones` family's.
 //!
@@ -11,6 +11,7 @@
 //! | `rpn` | `features` `p2..p6`, `image` | `proposals` (instances) | `rpn` (RegionProposalNetwork) |
 //! | `roi_box_head` | `features` `p2..p5`, `proposals`, `image` | `detections` (instances) | `roi_heads` box branch + `postprocess_detections` |
 //! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
+//! | `roi_keypoint_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `keypoints` [N, 17, 3], `keypoints_scores` [N, 17] | `roi_heads` keypoint branch + `keypointrcnn_inference` |
 //! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
 //! Level names: torchvision calls the body's outputs and the FPN's levels `"0".."3"` (and
@@ -23,6 +24,7 @@
 //! error that names the file and lists them all.
 
 pub mod box_head;
+pub mod keypoint_head;
 pub mod mask_head;
 pub mod paste;
 pub mod preprocess;
@@ -39,6 +41,7 @@ pub fn kinds() -> Vec<NodeKind> {
         rpn::kind(),
         box_head::kind(),
         mask_head::kind(),
+        keypoint_head::kind(),
         paste::kind(),
     ]
 }
@@ -56,6 +59,7 @@ mod tests {
                 "rpn",
                 "roi_box_head",
                 "roi_mask_head",
+                "roi_keypoint_head",
                 "paste_masks"
             ]
         );

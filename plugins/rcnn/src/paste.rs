@@ -5,6 +5,8 @@
 //! pixel, the box expanded by `(M + 2) / M` and truncated to integers, bilinear resize with
 //! `align_corners=False`) and thresholded.
 //!
+//! Instances without masks (Keypoint R-CNN's) are only scaled.
+//!
 //! torchvision returns the soft masks; its documentation thresholds them with `>= 0.5`, which
 //! is what this node does (`threshold`), writing u8 masks (0 or 1) of the original size, the
 //! form `json_sink` encodes as COCO RLE and `image_sink` draws.
@@ -26,12 +28,12 @@ const PADDING: usize = 1;
 pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
         "paste_masks",
-        "torchvision transform.postprocess: boxes back to the original image, mask probabilities pasted at full size and thresholded",
+        "torchvision transform.postprocess: boxes, keypoints and landmarks back to the original image; mask probabilities (when present) pasted at full size and thresholded",
     )
     .input(PortSpec::new(
         "instances",
         PortKind::Instances,
-        "instances in resized-image pixels with masks f32 [N, M, M] (from roi_mask_head)",
+        "instances in resized-image pixels, with masks f32 [N, M, M] (from roi_mask_head) or keypoints (from roi_keypoint_head)",
     ))
     .input(
         PortSpec::new(
@@ -45,7 +47,7 @@ pub fn kind() -> NodeKind {
     .output(PortSpec::new(
         "instances",
         PortKind::Instances,
-        "the instances in original-image pixels with masks u8 [N, H, W] (1 where the probability >= threshold)",
+        "the instances in original-image pixels, masks (if any) u8 [N, H, W] (1 where the probability >= threshold)",
     ))
     .param(ParamSpec::optional(
         "threshold",
@@ -81,21 +83,14 @@ impl PasteMasks {
         let (oh, ow) = sizes.original;
         let ratio_h = oh as f32 / rh as f32;
         let ratio_w = ow as f32 / rw as f32;
-        let masks = instances.get("masks").ok_or_else(|| {
-            ModelError::input(
-                "paste_masks: the instances have no \"masks\"; connect the output of roi_mask_head",
-            )
-        })?;
-        if masks.dtype() != DType::F32 {
+        // Keypoint R-CNN has no masks: only the boxes and points are scaled.
+        let masks = instances.get("masks");
+        if let Some(masks) = masks.filter(|m| m.dtype() != DType::F32) {
             return Err(ModelError::input(format!(
                 "paste_masks: masks must be f32 probabilities [N, M, M], got {}",
                 masks.describe()
             )));
         }
-        let masks = masks
-            .view::<f32>()?
-            .into_dimensionality::<Ix3>()
-            .map_err(|e| ModelError::input(e.to_string()))?;
         let mut out = Value::new(PortKind::Instances);
         let mut boxes = Vec::new();
         for (name, t) in instances.tensors() {
@@ -133,6 +128,13 @@ impl PasteMasks {
             };
             out.insert(name, scaled);
         }
+        let Some(masks) = masks else {
+            return Ok(out);
+        };
+        let masks = masks
+            .view::<f32>()?
+            .into_dimensionality::<Ix3>()
+            .map_err(|e| ModelError::input(e.to_string()))?;
         let regions = paste_masks_regions(masks, &boxes, (oh, ow), PADDING)
             .map_err(|e| ModelError::input(format!("paste_masks: {e}")))?;
         let mut pasted = Array3::<u8>::zeros((boxes.len(), oh, ow));

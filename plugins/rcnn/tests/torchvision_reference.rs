@@ -9,6 +9,10 @@
 //! `|a - b| <= 1e-4 · max(1, |b|)`, shapes and sizes exactly; proposals and detections
 //! ordering-robustly (same number, each matched by label, box IoU >= 0.999 and score within
 //! 1e-4), mask probabilities within 1e-4, pasted masks on >= 99.9% of pixels.
+//!
+//! Keypoint R-CNN likewise (`make_keypointrcnn_fixtures.py`, `keypointrcnn_r18_fpn.json`):
+//! the whole chain to `roi_keypoint_head` and `paste_masks`, the detections matched as above,
+//! and each keypoint within 0.01 px and its score within 1e-4, in resized and original pixels.
 
 use std::path::{Path, PathBuf};
 
@@ -24,12 +28,18 @@ fn root() -> PathBuf {
 }
 
 fn fixture() -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/maskrcnn_r18_fpn.json");
+    fixture_named("maskrcnn_r18_fpn.json")
+}
+
+fn fixture_named(name: &str) -> Json {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
-/// Writes the generated state dict (the whole Mask R-CNN) as safetensors.
+/// Writes the generated state dict (the whole model) as safetensors.
 fn write_weights(doc: &Json, path: &Path) {
     let tensors: Vec<(String, Tensor)> = doc["weights"]
         .as_array()
@@ -362,6 +372,137 @@ fn mask_rcnn_nodes_match_torchvision() {
             &x,
             &p,
             doc["box_score_thresh"].as_f64().unwrap(),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keypoint_rcnn_nodes_match_torchvision() {
+    let doc = fixture_named("keypointrcnn_r18_fpn.json");
+    let dir = temp_dir("keypoints");
+    let weights = dir.join("keypointrcnn_r18_fpn.safetensors");
+    write_weights(&doc, &weights);
+    let wpath = ParamValue::Str(weights.display().to_string());
+    let w = || ("weights", wpath.clone());
+    let layers = ParamValue::IntList(
+        doc["keypoint_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect(),
+    );
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let params = &case["params"];
+        let int = |k: &str| ParamValue::Int(params[k].as_i64().unwrap());
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let mut pre = create(
+            "rcnn_preprocess",
+            &[("min_size", int("min_size")), ("max_size", int("max_size"))],
+        )
+        .unwrap();
+        let eps = ParamValue::Float(params["bn_eps"].as_f64().unwrap());
+        let mut resnet = create(
+            "resnet",
+            &[w(), ("depth", ParamValue::Int(18)), ("bn_eps", eps)],
+        )
+        .unwrap();
+        let mut fpn = create("fpn", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+        let mut rpn = create("rpn", &[w()]).unwrap();
+        let mut box_head =
+            create("roi_box_head", &[w(), ("num_classes", ParamValue::Int(2))]).unwrap();
+        let mut keypoint_head =
+            create("roi_keypoint_head", &[w(), ("layers", layers.clone())]).unwrap();
+        let mut postprocess = create("paste_masks", &[]).unwrap();
+
+        let x = run(&mut pre, "image", Value::image(image), "image");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        let proposals = run_with(&mut rpn, &[("features", &p), ("image", &x)], "proposals");
+        let detections = run_with(
+            &mut box_head,
+            &[("features", &p), ("proposals", &proposals), ("image", &x)],
+            "detections",
+        );
+        let t = std::time::Instant::now();
+        let with_keypoints = run_with(
+            &mut keypoint_head,
+            &[("features", &p), ("detections", &detections), ("image", &x)],
+            "instances",
+        );
+        let keypoint_ms = t.elapsed().as_secs_f64() * 1e3;
+        let fin = run_with(
+            &mut postprocess,
+            &[("instances", &with_keypoints), ("image", &x)],
+            "instances",
+        );
+
+        let det = &case["detections"];
+        let f = |v: &Value, name: &str| v.tensor(name).unwrap().as_slice::<f32>().unwrap().to_vec();
+        let ours_boxes = boxes_of(&f(&with_keypoints, "boxes"));
+        let ours_scores = f(&with_keypoints, "scores");
+        let ours_labels = with_keypoints
+            .tensor("classes")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap()
+            .to_vec();
+        let their_boxes = boxes_of(&floats(&det["boxes"]));
+        let their_scores = floats(&det["scores"]);
+        let their_labels: Vec<i64> = det["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(ours_boxes.len(), their_boxes.len(), "{photo}: detections");
+        let matched = match_instances(
+            (&ours_boxes, &ours_scores, &ours_labels),
+            (&their_boxes, &their_scores, &their_labels),
+        );
+        let k = 17;
+        assert_eq!(
+            with_keypoints.tensor("keypoints").unwrap().shape(),
+            &[ours_boxes.len(), k, 3]
+        );
+        let (ours_kp, ours_ks) = (
+            f(&with_keypoints, "keypoints"),
+            f(&with_keypoints, "keypoints_scores"),
+        );
+        let (their_kp, their_ks) = (floats(&det["keypoints"]), floats(&det["keypoints_scores"]));
+        let (ours_final, their_final) = (f(&fin, "keypoints"), floats(&case["final"]["keypoints"]));
+        let (mut worst_px, mut worst_score) = (0f32, 0f32);
+        for (j, m) in matched.iter().enumerate() {
+            let i =
+                m.unwrap_or_else(|| panic!("{photo}: torchvision's detection {j} has no match"));
+            for kp in 0..k {
+                for (ours, theirs, what) in [
+                    (&ours_kp, &their_kp, "resized"),
+                    (&ours_final, &their_final, "original"),
+                ] {
+                    for d in 0..3 {
+                        let (a, b) = (ours[(i * k + kp) * 3 + d], theirs[(j * k + kp) * 3 + d]);
+                        assert!(
+                            (a - b).abs() <= 0.01,
+                            "{photo}: detection {j} keypoint {kp} ({what} pixels) coordinate {d}: ours {a}, torchvision {b}"
+                        );
+                        worst_px = worst_px.max((a - b).abs());
+                    }
+                }
+                let (a, b) = (ours_ks[i * k + kp], their_ks[j * k + kp]);
+                assert!(
+                    (a - b).abs() as f64 <= TOL * (b.abs() as f64).max(1.0),
+                    "{photo}: detection {j} keypoint {kp} score: ours {a}, torchvision {b}"
+                );
+                worst_score = worst_score.max((a - b).abs());
+            }
+        }
+        eprintln!(
+            "{photo}: {} detections with keypoints match torchvision (max {worst_px:.1e} px, score {worst_score:.1e}); keypoint head {keypoint_ms:.0} ms",
+            matched.len()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
