@@ -28,7 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inputs = Weights::load(Path::new(args.get(2).ok_or(usage)?))?;
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let head = KeypointHead::from_weights(&weights, "roi_heads.", KeypointHeadConfig::default())?;
-    let get = |name: &str| inputs.get(name).ok_or(format!("{name} missing from the inputs"));
+    let get = |name: &str| {
+        inputs
+            .get(name)
+            .ok_or(format!("{name} missing from the inputs"))
+    };
     let levels_owned = ["p2", "p3", "p4", "p5"]
         .iter()
         .map(|n| Ok(get(n)?.view::<f32>()?.into_dimensionality::<Ix4>()?))

@@ -505,6 +505,78 @@ fn keypoint_rcnn_nodes_match_torchvision() {
             matched.len()
         );
     }
+    // Tiny and extreme images, and no detections at all (score threshold 1): valid instances
+    // with keypoints [N, 17, 3] inside the photo, N = 0 included.
+    let small = [
+        ("min_size", ParamValue::Int(64)),
+        ("max_size", ParamValue::Int(2000)),
+    ];
+    let mut pre = create("rcnn_preprocess", &small).unwrap();
+    let mut resnet = create("resnet", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+    let mut fpn = create("fpn", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+    let mut rpn = create("rpn", &[w()]).unwrap();
+    let two = || ("num_classes", ParamValue::Int(2));
+    let mut box_head = create("roi_box_head", &[w(), two()]).unwrap();
+    let mut nothing = create(
+        "roi_box_head",
+        &[w(), two(), ("score_thresh", ParamValue::Float(1.0))],
+    )
+    .unwrap();
+    let mut keypoint_head = create("roi_keypoint_head", &[w(), ("layers", layers)]).unwrap();
+    let mut postprocess = create("paste_masks", &[]).unwrap();
+    for (what, (h, wd)) in [("1x1", (1, 1)), ("3x1000", (3, 1000)), ("50x40", (50, 40))] {
+        let data: Vec<u8> = (0..h * wd * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let img = Value::image(Tensor::from_vec(&[h, wd, 3], data).unwrap());
+        let x = run(&mut pre, "image", img, "image");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        let proposals = run_with(&mut rpn, &[("features", &p), ("image", &x)], "proposals");
+        for head in [&mut box_head, &mut nothing] {
+            let det = run_with(
+                head,
+                &[("features", &p), ("proposals", &proposals), ("image", &x)],
+                "detections",
+            );
+            let with_keypoints = run_with(
+                &mut keypoint_head,
+                &[("features", &p), ("detections", &det), ("image", &x)],
+                "instances",
+            );
+            let out = run_with(
+                &mut postprocess,
+                &[("instances", &with_keypoints), ("image", &x)],
+                "instances",
+            );
+            let n = out.tensor("scores").unwrap().shape()[0];
+            assert_eq!(
+                out.tensor("keypoints").unwrap().shape(),
+                &[n, 17, 3],
+                "{what}"
+            );
+            assert_eq!(
+                out.tensor("keypoints_scores").unwrap().shape(),
+                &[n, 17],
+                "{what}"
+            );
+            assert!(out.get("masks").is_none(), "{what}: no masks invented");
+            for k in out
+                .tensor("keypoints")
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .chunks(3)
+            {
+                assert!(
+                    k[0] >= 0.0
+                        && k[0] <= wd as f32 + 1e-3
+                        && k[1] >= 0.0
+                        && k[1] <= h as f32 + 1e-3,
+                    "{what}: keypoint {k:?} outside {h}x{wd}"
+                );
+            }
+            eprintln!("{what}: {n} detections with keypoints");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -700,6 +772,22 @@ fn wrong_weights_files_are_clear_errors() {
     );
     assert!(
         err.contains("missing (") && err.contains("unexpected (") && err.contains("prefix"),
+        "{err}"
+    );
+    // A Mask R-CNN checkpoint wired to the keypoint head: its tensors are named as missing.
+    let err = create_err("roi_keypoint_head", &[("weights", path(&good))]);
+    assert!(
+        err.contains("r18.safetensors")
+            && err.contains("missing (18)")
+            && err.contains("roi_heads.keypoint_head.0.weight [512, 256, 3, 3]"),
+        "{err}"
+    );
+    // And a Keypoint R-CNN checkpoint wired to the mask head.
+    let keypoints = dir.join("keypoints.safetensors");
+    write_weights(&fixture_named("keypointrcnn_r18_fpn.json"), &keypoints);
+    let err = create_err("roi_mask_head", &[("weights", path(&keypoints))]);
+    assert!(
+        err.contains("keypoints.safetensors") && err.contains("mask_predictor.conv5_mask.weight"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
