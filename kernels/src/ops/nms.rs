@@ -14,7 +14,9 @@
 //!   `batched_nms`'s coordinate trick propagates a NaN coordinate into the offset of every
 //!   box, like `boxes.max()` does in torch; this is what torchvision returns too.
 //!
-//! [`nms_tfjs`] is TF.js's `tf.image.nonMaxSuppression`, whose semantics differ (see there).
+//! [`nms_tfjs`] is TF.js's `tf.image.nonMaxSuppression`, and [`nms_fast_rcnn`] Fast R-CNN's
+//! `py_cpu_nms` (RetinaFace and other Caffe-era detectors); their semantics differ (see
+//! there).
 //!
 //! [`nms_reference`] is a line-by-line port of the C++ kernel. [`nms`] gives the same
 //! result faster: boxes are copied once into score order as separate coordinate arrays
@@ -453,6 +455,43 @@ pub fn nms_tfjs(
     keep
 }
 
+/// Fast R-CNN's `py_cpu_nms` (numpy, f32), as RetinaFace's `detect.py` calls it: boxes
+/// visited in decreasing score order (ties: lower index first), areas and intersections with
+/// the `+1` pixel convention (`(x2 - x1 + 1) * (y2 - y1 + 1)`), and a box kept while its IoU
+/// with every kept box is `<= iou_threshold` (so suppressed when strictly greater). Returns
+/// the kept indices, best first. A NaN IoU (a NaN coordinate) suppresses nothing.
+pub fn nms_fast_rcnn(boxes: &[[f32; 4]], scores: &[f32], iou_threshold: f32) -> Vec<usize> {
+    let n = boxes.len().min(scores.len());
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let areas: Vec<f32> = boxes[..n].iter().map(area).collect();
+    let mut suppressed = vec![false; n];
+    let mut keep = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
+        if suppressed[i] {
+            continue;
+        }
+        keep.push(i);
+        let bi = &boxes[i];
+        for &j in &order[pos + 1..] {
+            if suppressed[j] {
+                continue;
+            }
+            let bj = &boxes[j];
+            // np.maximum / np.minimum, then np.maximum(0.0, ...), all in f32.
+            let w = (bi[2].min(bj[2]) - bi[0].max(bj[0]) + 1.0).max(0.0);
+            let h = (bi[3].min(bj[3]) - bi[1].max(bj[1]) + 1.0).max(0.0);
+            let inter = w * h;
+            let ovr = inter / (areas[i] + areas[j] - inter);
+            if ovr > iou_threshold {
+                suppressed[j] = true;
+            }
+        }
+    }
+    keep
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,5 +624,22 @@ mod tests {
             batched_nms_reference(&boxes, &scores, &idxs, 0.5).unwrap(),
             b
         );
+    }
+
+    /// py_cpu_nms's +1 convention: two 10x10-pixel boxes (x2 - x1 = 9) sharing 5 columns
+    /// overlap 50/150 = 1/3; at threshold 1/3 both stay (kept while <=), below it one goes.
+    #[test]
+    fn fast_rcnn_nms_counts_pixels_inclusively() {
+        let boxes = [
+            [0.0, 0.0, 9.0, 9.0],
+            [5.0, 0.0, 14.0, 9.0],
+            [100.0, 100.0, 101.0, 101.0],
+        ];
+        let scores = [0.9, 0.8, 0.7];
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.34), vec![0, 1, 2]);
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.3), vec![0, 2]);
+        // Best first, whatever the input order.
+        assert_eq!(nms_fast_rcnn(&boxes, &[0.1, 0.8, 0.7], 0.3), vec![1, 2]);
+        assert!(nms_fast_rcnn(&[], &[], 0.4).is_empty());
     }
 }

@@ -17,15 +17,24 @@ pub fn load_weights(path: &Path) -> Result<Weights, ModelError> {
 /// `""` when the file holds the sub-module on its own (`probe`, e.g. "conv1.weight", is a
 /// top-level name), so that a plain torchvision `resnet50` state dict loads with the default
 /// `prefix = "backbone.body."`. When neither fits, `prefix` stays and the binder reports what
-/// is missing.
+/// is missing. A checkpoint saved from `nn.DataParallel` (every name under `module.`, as the
+/// released RetinaFace files) binds under `module.` + that prefix.
 pub fn resolve_prefix(weights: &Weights, prefix: &str, probes: &[&str]) -> String {
-    if prefix.is_empty() || weights.names().any(|n| n.starts_with(prefix)) {
-        return prefix.to_string();
+    let parallel = weights.names().next().is_some()
+        && weights.names().all(|n| n.starts_with("module."))
+        && !prefix.starts_with("module.");
+    let outer = if parallel { "module." } else { "" };
+    let full = format!("{outer}{prefix}");
+    if weights.names().any(|n| n.starts_with(&full)) {
+        return full;
     }
-    if probes.iter().any(|p| weights.get(p).is_some()) {
-        return String::new();
+    if probes
+        .iter()
+        .any(|p| weights.get(&format!("{outer}{p}")).is_some())
+    {
+        return outer.to_string();
     }
-    prefix.to_string()
+    full
 }
 
 /// `name` if the file has `{prefix}{name}.weight`, else `old` when it has that one (the
@@ -88,5 +97,20 @@ mod tests {
             resolve_prefix(&other, "backbone.body.", &["conv1.weight"]),
             "backbone.body."
         );
+        // nn.DataParallel checkpoints: everything under `module.`.
+        let parallel = Weights::from_tensors(
+            Path::new("p.pth"),
+            [("module.body.conv1.weight".to_string(), t())],
+        );
+        assert_eq!(
+            resolve_prefix(&parallel, "body.", &["conv1.weight"]),
+            "module.body."
+        );
+        assert_eq!(resolve_prefix(&parallel, "", &[]), "module.");
+        let bare = Weights::from_tensors(
+            Path::new("b.pth"),
+            [("module.conv1.weight".to_string(), t())],
+        );
+        assert_eq!(resolve_prefix(&bare, "body.", &["conv1.weight"]), "module.");
     }
 }
