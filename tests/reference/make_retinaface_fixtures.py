@@ -80,10 +80,21 @@ NMS_THRESHOLD = 0.4
 KEEP_TOP_K = 750
 MEAN_BGR = (104, 117, 123)
 
-# Per config: factors on the unit-gain range of the heads' 1x1 conv weights.
+# Per config: the gain g of the body's conv weights, a = sqrt(g / fan_in) (see the docstring).
+BODY_GAIN = {"mnet": 8.0, "re50": 3.0}
+# Per config, head and level (ClassHead.0 .. .2): factors on the unit-gain range of the heads'
+# 1x1 conv weights, a = factor * sqrt(3 / fan_in); see range_of.
 HEAD_SCALE = {
-    "mnet": {"ClassHead": 6.0, "BboxHead": 0.5, "LandmarkHead": 0.5},
-    "re50": {"ClassHead": 6.0, "BboxHead": 0.5, "LandmarkHead": 0.5},
+    "mnet": {
+        "ClassHead": [2.0, 8.0, 8.0],
+        "BboxHead": [1.0, 3.0, 3.0],
+        "LandmarkHead": [1.5, 4.0, 4.0],
+    },
+    "re50": {
+        "ClassHead": [0.6, 3.0, 1.5],
+        "BboxHead": [0.4, 0.9, 0.7],
+        "LandmarkHead": [0.7, 0.9, 0.8],
+    },
 }
 
 CASES = [
@@ -126,7 +137,7 @@ def import_official(repo: str, tmp: str):
     )
 
 
-def range_of(name: str, shape, bn_prefixes: set, scales: dict) -> tuple:
+def range_of(name: str, shape, bn_prefixes: set, scales: dict, body_gain: float) -> tuple:
     """(a, b): values are uniform in [b - a, b + a)."""
     module, _, leaf = name.rpartition(".")
     if module in bn_prefixes:
@@ -139,17 +150,17 @@ def range_of(name: str, shape, bn_prefixes: set, scales: dict) -> tuple:
         raise ValueError(f"no range for {name} {shape}")
     if len(shape) in (2, 4):
         fan_in = int(np.prod(shape[1:]))
-        a = math.sqrt(3.0 / fan_in)
-        head = name.split(".")[0]
+        a = math.sqrt((body_gain if name.startswith("body.") else 3.0) / fan_in)
+        head, level = name.split(".")[:2]
         if head in scales:
-            a *= scales[head]
+            a *= scales[head][int(level)]
         return f32(a), 0.0
     if len(shape) == 1 and leaf == "bias":
         return 0.1, 0.0
     raise ValueError(f"no range for {name} {shape}")
 
 
-def build(off, cfg: dict, scales: dict):
+def build(off, cfg: dict, scales: dict, body_gain: float):
     net = off.RetinaFace(cfg=cfg, phase="test")
     net.eval()
     bn = {n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
@@ -158,7 +169,7 @@ def build(off, cfg: dict, scales: dict):
         if name.endswith("num_batches_tracked"):
             continue
         shape = list(t.shape)
-        a, b = range_of(name, shape, bn, scales)
+        a, b = range_of(name, shape, bn, scales, body_gain)
         spec.append({"name": name, "shape": shape, "a": f32(a), "b": f32(b)})
         state[name] = torch.from_numpy(generate(name, shape, a, b))
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -231,6 +242,7 @@ def detect(off, net, cfg, img_raw):
     scores = scores[inds]
 
     # keep top-K before NMS
+    candidates = (boxes, scores)
     order = scores.argsort()[::-1][:TOP_K]
     boxes = boxes[order]
     landms = landms[order]
@@ -245,7 +257,22 @@ def detect(off, net, cfg, img_raw):
     # keep top-K faster NMS
     dets = dets[:KEEP_TOP_K, :]
     landms = landms[:KEEP_TOP_K, :]
-    return raw, ssh, priors, n_above, dets, landms
+    tie_sensitive = tie_order_matters(off, *candidates)
+    return raw, ssh, priors, n_above, dets, landms, tie_sensitive
+
+
+def tie_order_matters(off, dets_in: np.ndarray, scores: np.ndarray) -> bool:
+    """Whether equal scores among the candidates make the result depend on argsort's order
+    of ties (numpy's default sort is not stable): NMS + keep_top_k with ties in ascending
+    and in descending index order give the same boxes in the same order?"""
+    results = []
+    for order in (np.lexsort((np.arange(scores.size), -scores)),
+                  np.lexsort((-np.arange(scores.size), -scores))):
+        order = order[:TOP_K]
+        d = np.hstack((dets_in[order], scores[order, None])).astype(np.float32, copy=False)
+        keep = off.py_cpu_nms(d, NMS_THRESHOLD)[:KEEP_TOP_K]
+        results.append(order[keep])
+    return not np.array_equal(results[0], results[1])
 
 
 def main():
@@ -262,7 +289,7 @@ def main():
             cfgs[key] = cfg
         nets, specs = {}, {}
         for key, cfg in cfgs.items():
-            nets[key], specs[key] = build(off, cfg, HEAD_SCALE[key])
+            nets[key], specs[key] = build(off, cfg, HEAD_SCALE[key], BODY_GAIN[key])
             names = [s["name"] for s in specs[key]]
             print(key, f"{len(names)} tensors; first 5:", names[:5])
             print(key, "released names:", ["module." + n for n in names[:5]])
@@ -272,8 +299,13 @@ def main():
             cfg = cfgs[key]
             rng = np.random.default_rng(n + 1)
             img_raw = load_bgr(photo)
-            raw, ssh, priors, n_above, dets, landms = detect(off, nets[key], cfg, img_raw)
+            raw, ssh, priors, n_above, dets, landms, tie_sensitive = detect(off, nets[key], cfg, img_raw)
             assert priors.shape[0] == raw["loc"].shape[0]
+            if tie_sensitive:
+                s_ = raw["conf"][:, 1].numpy()
+                u, inv, cnt = np.unique(s_[s_ > CONFIDENCE_THRESHOLD], return_inverse=True, return_counts=True)
+                for v in u[cnt > 1]:
+                    print("TIE", v, np.where(s_ == v)[0], raw["loc"][np.where(s_ == v)[0]].numpy())
             case = {
                 "config": key,
                 "photo": photo,
@@ -290,11 +322,13 @@ def main():
             }
             cases.append(case)
             s = raw["conf"][:, 1].numpy()
+            cand = s[s > CONFIDENCE_THRESHOLD]
+            ties = cand.size - np.unique(cand).size
             wh = dets[:, 2:4] - dets[:, 0:2]
             print(
                 key, photo, case["image_size"], f"priors {case['num_priors']}",
                 f"score quantiles {np.quantile(s, [0, 0.1, 0.5, 0.9, 1]).round(4).tolist()}",
-                f"above {n_above}, kept {len(dets)}",
+                f"above {n_above} (equal scores among them: {ties}), kept {len(dets)}",
                 f"scores {dets[0, 4] if len(dets) else 0:.4f}..{dets[-1, 4] if len(dets) else 0:.4f}",
                 f"loc |max| {raw['loc'].abs().max():.3f} landms |max| {raw['landms'].abs().max():.3f}",
                 f"kept w {wh[:, 0].min():.1f}..{wh[:, 0].max():.1f} h {wh[:, 1].min():.1f}..{wh[:, 1].max():.1f}"
