@@ -1,0 +1,206 @@
+//! The nodes against the official RetinaFace: `tests/reference/make_retinaface_fixtures.py`
+//! ran biubug6/Pytorch_Retinaface @ b984b4b (`RetinaFace(cfg_mnet)` and `RetinaFace(cfg_re50)`,
+//! and `detect.py`'s post-processing) on real photos with generated weights, and stored the
+//! final faces (boxes, scores, landmarks, in NMS order) in `tests/fixtures/retinaface.json`.
+//! This test regenerates the same weights bit for bit (`kernels::weights::generated_tensor`),
+//! writes them under the official names (with the `module.` prefix of the released files for
+//! one case, so that the DataParallel naming is covered), runs `retinaface_preprocess` →
+//! `mobilenet_v1` or `resnet` → `retinaface` from their plugin libraries, and compares: the
+//! same number of faces, matched one to one (score within 1e-4, box within 0.01 px; at most a
+//! few of them may trade places where two scores are closer than the two implementations'
+//! rounding), and their landmarks within 0.01 px.
+
+use std::path::{Path, PathBuf};
+
+use engine::registry::{Provider, Registry};
+use kernels::Tensor;
+use plugin_sdk::{Node, ParamValue, Value};
+use serde_json::Value as Json;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture() -> Json {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/retinaface.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Writes a generated state dict as safetensors, each name under `outer`.
+fn write_weights(spec: &Json, outer: &str, path: &Path) {
+    let tensors: Vec<(String, Tensor)> = spec
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap();
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let (a, b) = (
+                w["a"].as_f64().unwrap() as f32,
+                w["b"].as_f64().unwrap() as f32,
+            );
+            let t = kernels::weights::generated_tensor(name, &shape, a, b).unwrap();
+            (format!("{outer}{name}"), t)
+        })
+        .collect();
+    kernels::weights::save_safetensors(path, &tensors).unwrap();
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
+    let (_, provider) = registry()
+        .find(kind)
+        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
+    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
+    registry().create_node(kind, set)
+}
+
+fn run(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
+    let v = Registry::run_once(node, inputs, port_out).unwrap_or_else(|e| panic!("{e}"));
+    v.validate().unwrap();
+    v
+}
+
+fn floats(j: &Json) -> Vec<f32> {
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The nodes of one configuration, created on `weights`.
+fn nodes(config: &str, weights: &Path) -> (Box<dyn Node>, Box<dyn Node>, Box<dyn Node>) {
+    let w = || ("weights", ParamValue::Str(weights.display().to_string()));
+    let pre = create("retinaface_preprocess", &[]).unwrap();
+    let (body, head) = match config {
+        "mnet" => (
+            create("mobilenet_v1", &[w()]).unwrap(),
+            create("retinaface", &[w()]).unwrap(),
+        ),
+        "re50" => (
+            create(
+                "resnet",
+                &[
+                    w(),
+                    ("prefix", ParamValue::Str("body.".into())),
+                    ("bn_eps", ParamValue::Float(1e-5)),
+                    ("returned_layers", ParamValue::IntList(vec![2, 3, 4])),
+                ],
+            )
+            .unwrap(),
+            create(
+                "retinaface",
+                &[
+                    w(),
+                    ("in_channels", ParamValue::IntList(vec![512, 1024, 2048])),
+                    ("out_channels", ParamValue::Int(256)),
+                ],
+            )
+            .unwrap(),
+        ),
+        other => panic!("unknown config {other}"),
+    };
+    (pre, body, head)
+}
+
+#[test]
+fn retinaface_matches_the_official_code() {
+    let doc = fixture();
+    let dir = std::env::temp_dir().join(format!("retinaface-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, case) in doc["cases"].as_array().unwrap().iter().enumerate() {
+        let config = case["config"].as_str().unwrap();
+        let photo = case["photo"].as_str().unwrap();
+        // The released checkpoints are DataParallel's (`module.` + name): the first case
+        // loads that form, the others the plain names.
+        let outer = if i == 0 { "module." } else { "" };
+        let weights = dir.join(format!("{config}-{i}.safetensors"));
+        write_weights(&doc[format!("weights_{config}")], outer, &weights);
+        let (mut pre, mut body, mut head) = nodes(config, &weights);
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let t = std::time::Instant::now();
+        let x = run(&mut pre, &[("image", &Value::image(image))], "image");
+        let f = run(&mut body, &[("image", &x)], "features");
+        let faces = run(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+
+        let get = |name: &str| {
+            faces
+                .tensor(name)
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        };
+        let (boxes, scores, landmarks) = (get("boxes"), get("scores"), get("landmarks"));
+        let (want_boxes, want_scores, want_landmarks) = (
+            floats(&case["boxes"]),
+            floats(&case["scores"]),
+            floats(&case["landmarks"]),
+        );
+        let what = format!("{config} on {photo}");
+        assert_eq!(scores.len(), want_scores.len(), "{what}: number of faces");
+        assert_eq!(
+            faces.tensor("landmarks").unwrap().shape(),
+            &[scores.len(), 5, 2]
+        );
+        // Faces are matched one to one (scores closer than the tolerance may swap places
+        // between the two implementations): each official face to an unused one of ours with
+        // its score within 1e-4 and its box within 0.01 px.
+        let (mut worst_box, mut worst_lm, mut worst_score) = (0f32, 0f32, 0f32);
+        let mut used = vec![false; scores.len()];
+        let mut moved = 0;
+        for j in 0..want_scores.len() {
+            let box_diff = |i: usize| {
+                (0..4)
+                    .map(|k| (boxes[4 * i + k] - want_boxes[4 * j + k]).abs())
+                    .fold(0f32, f32::max)
+            };
+            let i = (0..scores.len())
+                .find(|&i| {
+                    !used[i] && (scores[i] - want_scores[j]).abs() <= 1e-4 && box_diff(i) <= 0.01
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{what}: official face {j} (score {}, box {:?}) has no match; ours at {j}: score {}, box {:?}",
+                        want_scores[j],
+                        &want_boxes[4 * j..4 * j + 4],
+                        scores[j],
+                        &boxes[4 * j..4 * j + 4]
+                    )
+                });
+            used[i] = true;
+            moved += usize::from(i != j);
+            worst_score = worst_score.max((scores[i] - want_scores[j]).abs());
+            worst_box = worst_box.max(box_diff(i));
+            for k in 0..10 {
+                let d = (landmarks[10 * i + k] - want_landmarks[10 * j + k]).abs();
+                assert!(
+                    d <= 0.01,
+                    "{what}: face {j} landmark value {k}: ours {}, official {}",
+                    landmarks[10 * i + k],
+                    want_landmarks[10 * j + k]
+                );
+                worst_lm = worst_lm.max(d);
+            }
+        }
+        assert!(moved <= 4, "{what}: {moved} faces in another order");
+        eprintln!(
+            "{what}: {} faces match the official code (boxes within {worst_box:.1e} px, landmarks {worst_lm:.1e} px, scores {worst_score:.1e}; {moved} in swapped order); {ms:.0} ms",
+            scores.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
