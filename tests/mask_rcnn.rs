@@ -7,7 +7,10 @@
 //! with `--set`, on the fixture's photo and settings; the COCO results JSON it writes must
 //! match torchvision's final detections and masks. `pipelines/keypoint_rcnn_r50_fpn.toml`
 //! likewise with the Keypoint R-CNN fixture (`keypointrcnn_r18_fpn.json`): its COCO results
-//! must carry torchvision's final keypoints.
+//! must carry torchvision's final keypoints. `pipelines/retinaface_mnet.toml` with the
+//! RetinaFace fixture (`plugins/retinaface/tests/fixtures/retinaface.json`, written as a
+//! DataParallel checkpoint like the released file): its JSON lines must carry the official
+//! faces and landmarks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,7 +41,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The fixture's generated state dict as a .safetensors file.
 fn write_weights(doc: &Json, path: &Path) {
-    let tensors: Vec<(String, Tensor)> = doc["weights"]
+    write_named_weights(&doc["weights"], "", path)
+}
+
+/// A generated state dict (`spec`: name, shape, a, b) as a .safetensors file, each name
+/// under `outer`.
+fn write_named_weights(spec: &Json, outer: &str, path: &Path) {
+    let tensors: Vec<(String, Tensor)> = spec
         .as_array()
         .expect("weights")
         .iter()
@@ -53,7 +62,7 @@ fn write_weights(doc: &Json, path: &Path) {
             let (a, b) = (w["a"].as_f64().expect("a"), w["b"].as_f64().expect("b"));
             let t = kernels::weights::generated_tensor(name, &shape, a as f32, b as f32)
                 .expect("generated tensor");
-            (name.to_string(), t)
+            (format!("{outer}{name}"), t)
         })
         .collect();
     kernels::weights::save_safetensors(path, &tensors).expect("write weights");
@@ -271,6 +280,67 @@ fn keypoint_rcnn_pipeline_matches_torchvision_through_the_engine() {
                 (a - b).abs() <= 0.01,
                 "detection {j} value {d}: ours {a}, torchvision {b}"
             );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn retinaface_pipeline_matches_the_official_code_through_the_engine() {
+    let path = repo().join("plugins/retinaface/tests/fixtures/retinaface.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let case = &doc["cases"][0];
+    assert_eq!(case["config"], "mnet");
+    let photo = case["photo"].as_str().expect("photo");
+    let dir = scratch("retinaface");
+    let weights = dir.join("mobilenet0.25_Final.safetensors");
+    write_named_weights(&doc["weights_mnet"], "module.", &weights);
+    let out = run_named_pipeline(
+        "retinaface_mnet.toml",
+        &dir,
+        &weights,
+        &[format!(
+            "nodes.images.path={}",
+            repo().join("assets").join(photo).display()
+        )],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(dir
+        .join("out/retinaface_mnet/overlays/000000.png")
+        .is_file());
+    let text = std::fs::read_to_string(dir.join("out/retinaface_mnet/faces.jsonl")).expect("jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one frame");
+    let frame: Json = serde_json::from_str(lines[0]).expect("a JSON object");
+    let faces = frame["instances"].as_array().expect("instances");
+    let (boxes, scores, landmarks) = (
+        floats(&case["boxes"]),
+        floats(&case["scores"]),
+        floats(&case["landmarks"]),
+    );
+    assert_eq!(faces.len(), scores.len(), "number of faces");
+    // The mnet cases have no near-ties: the order is the official one.
+    for (j, face) in faces.iter().enumerate() {
+        let b = floats(&face["bbox"]);
+        let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+        assert!(
+            iou(&xyxy, &boxes[4 * j..4 * j + 4]) >= 0.999,
+            "face {j}: {b:?}"
+        );
+        assert!(
+            (face["score"].as_f64().expect("score") - scores[j]).abs() <= 1e-4,
+            "face {j}"
+        );
+        let lm = floats(&face["landmarks"]);
+        assert_eq!(lm.len(), 10, "five (x, y) landmarks");
+        for (a, want) in lm.iter().zip(&landmarks[10 * j..10 * j + 10]) {
+            assert!((a - want).abs() <= 0.01, "face {j}: landmarks {lm:?}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -204,3 +204,94 @@ fn retinaface_matches_the_official_code() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn no_faces_tiny_images_and_wrong_checkpoints() {
+    let doc = fixture();
+    let dir = std::env::temp_dir().join(format!("retinaface-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mnet = dir.join("mnet.safetensors");
+    write_weights(&doc["weights_mnet"], "", &mnet);
+    let w = || ("weights", ParamValue::Str(mnet.display().to_string()));
+    let (mut pre, mut body, mut head) = nodes("mnet", &mnet);
+    let mut strict = create(
+        "retinaface",
+        &[w(), ("confidence_threshold", ParamValue::Float(1.0))],
+    )
+    .unwrap();
+    // Tiny and thin photos: valid instances (the reference clips nothing: cfg clip = False and
+    // detect.py keeps boxes as decoded), and none at all above a threshold of 1.
+    for (h, wd) in [(1, 1), (7, 300), (300, 9), (33, 65)] {
+        let data: Vec<u8> = (0..h * wd * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let img = Value::image(Tensor::from_vec(&[h, wd, 3], data).unwrap());
+        let x = run(&mut pre, &[("image", &img)], "image");
+        let f = run(&mut body, &[("image", &x)], "features");
+        let faces = run(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let n = faces.tensor("scores").unwrap().shape()[0];
+        assert_eq!(faces.tensor("landmarks").unwrap().shape(), &[n, 5, 2]);
+        assert!(faces
+            .tensor("boxes")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite()));
+        let none = run(&mut strict, &[("features", &f), ("image", &x)], "instances");
+        assert_eq!(none.tensor("boxes").unwrap().shape(), &[0, 4], "{h}x{wd}");
+        assert_eq!(
+            none.tensor("landmarks").unwrap().shape(),
+            &[0, 5, 2],
+            "{h}x{wd}"
+        );
+    }
+    // A MobileNet checkpoint where the ResNet-50 configuration is expected: the body names
+    // what it misses, the head what is mis-shaped, each naming the file.
+    let err = create(
+        "resnet",
+        &[
+            w(),
+            ("prefix", ParamValue::Str("body.".into())),
+            ("bn_eps", ParamValue::Float(1e-5)),
+        ],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("mnet.safetensors") && err.contains("body.conv1.weight"),
+        "{err}"
+    );
+    let err = create(
+        "retinaface",
+        &[
+            w(),
+            ("in_channels", ParamValue::IntList(vec![512, 1024, 2048])),
+            ("out_channels", ParamValue::Int(256)),
+        ],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("mnet.safetensors")
+            && err.contains("fpn.output1.0.weight: the model expects [256, 512, 1, 1], the file has [64, 64, 1, 1]"),
+        "{err}"
+    );
+    // Features of the wrong body: named with the expected channels.
+    let img = Value::image(Tensor::from_vec(&[64, 64, 3], vec![100u8; 64 * 64 * 3]).unwrap());
+    let x = run(&mut pre, &[("image", &img)], "image");
+    let f = run(&mut body, &[("image", &x)], "features");
+    let mut wide = create(
+        "retinaface",
+        &[
+            w(),
+            (
+                "in_features",
+                ParamValue::StrList(vec!["c4".into(), "c4".into(), "c5".into()]),
+            ),
+        ],
+    )
+    .unwrap();
+    let err =
+        Registry::run_once(&mut wide, &[("features", &f), ("image", &x)], "instances").unwrap_err();
+    assert!(err.contains("the head expects 64 x 8 x 8"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
