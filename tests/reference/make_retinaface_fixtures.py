@@ -84,7 +84,8 @@ from make_maskrcnn_fixtures import floats, generate  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "plugins", "retinaface", "tests", "fixtures")
-MIRROR = "/work/.mirror/biubug6+Pytorch_Retinaface/repo"
+# A clone of biubug6/Pytorch_Retinaface holding commit b984b4b (RETINAFACE_REPO overrides).
+MIRROR = os.environ.get("RETINAFACE_REPO", "/work/.mirror/biubug6+Pytorch_Retinaface/repo")
 COMMIT = "b984b4b"
 SAMPLES = 256
 
