@@ -426,6 +426,22 @@ fn chrome_trace_is_written() {
         .filter(|e| e["name"] == "process" && e["ph"] == "B")
         .count();
     assert_eq!(process_spans, 5, "one span per frame of the sink");
+    // A trace path that cannot be created (a directory, a file under /proc): an error that
+    // names it and exits 2, not a panic.
+    std::fs::create_dir_all(dir.join("adir")).unwrap();
+    for bad in ["adir", "/proc/engine-trace.json"] {
+        let o = engine(
+            &dir,
+            &["run", "--quiet", "--trace", bad, p.to_str().unwrap()],
+        );
+        assert_eq!(code(&o), 2, "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("error: cannot write trace \"{bad}\""))
+                && !stderr(&o).contains("panicked"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1080,11 +1096,36 @@ fn plugins_are_found_on_the_search_path() {
     );
 }
 
+#[test]
+fn queue_capacities_are_bounded_at_check_time() {
+    let err = check_fails(
+        "queue-huge",
+        "[pipeline]\nqueue = 100000000000\n[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n",
+    );
+    assert!(
+        err.contains("p.toml:2:9") && err.contains("queue must be an integer from 1 to 4096"),
+        "{err}"
+    );
+    let err = check_fails(
+        "capacity-huge",
+        "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = { from = \"src.image\", capacity = 5000 } }\n",
+    );
+    assert!(
+        err.contains("p.toml:5:50") && err.contains("capacity must be an integer from 1 to 4096"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Interruption and the drain deadline
 // ---------------------------------------------------------------------------------------
 
 fn interrupt_after(dir: &Path, args: &[&str], after: std::time::Duration) -> Output {
+    signal_after(dir, args, after, "-INT")
+}
+
+/// Runs the engine, sends it `signal` (as `kill` spells it) after `after`, and waits.
+fn signal_after(dir: &Path, args: &[&str], after: std::time::Duration, signal: &str) -> Output {
     let child = Command::new(engine_bin())
         .args(args)
         .current_dir(dir)
@@ -1094,7 +1135,7 @@ fn interrupt_after(dir: &Path, args: &[&str], after: std::time::Duration) -> Out
         .expect("start engine");
     std::thread::sleep(after);
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
@@ -1122,7 +1163,7 @@ fn ctrl_c_drains_the_pipeline_and_flushes_the_sinks() {
     );
     assert_eq!(code(&o), 130, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("interrupted; drained and flushed"),
+        stderr(&o).contains("interrupted by SIGINT (Ctrl-C); drained and flushed"),
         "{}",
         stderr(&o)
     );
@@ -1134,6 +1175,38 @@ fn ctrl_c_drains_the_pipeline_and_flushes_the_sinks() {
             i as u64,
             "no frame lost or reordered before the stop"
         );
+    }
+}
+
+#[test]
+fn sigterm_and_sighup_drain_like_ctrl_c_and_leave_valid_files() {
+    for (signal, name, exit) in [("-TERM", "SIGTERM", 143), ("-HUP", "SIGHUP", 129)] {
+        let dir = scratch(&format!("signal{exit}"));
+        write(
+            &dir,
+            "p.toml",
+            "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 1000000\n[nodes.slow]\nplugin = \"identity\"\ninputs = { in = \"src.instances\" }\ndelay_ms = 2.0\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"slow.out\" }\npath = \"o.json\"\nformat = \"coco\"\n",
+        );
+        let o = signal_after(
+            &dir,
+            &["run", "--trace", "t.json", "p.toml"],
+            std::time::Duration::from_millis(800),
+            signal,
+        );
+        assert_eq!(code(&o), exit, "{name}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("interrupted by {name}; drained and flushed")),
+            "{}",
+            stderr(&o)
+        );
+        // The COCO array and the trace are complete JSON documents.
+        let coco: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("o.json")).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: o.json is not valid JSON: {e}"));
+        assert!(coco.as_array().is_some_and(|a| !a.is_empty()), "{name}");
+        let trace = std::fs::read_to_string(dir.join("t.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&trace)
+            .unwrap_or_else(|e| panic!("{name}: the trace is not valid JSON: {e}"));
     }
 }
 

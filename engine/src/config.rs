@@ -98,6 +98,10 @@ pub struct PipelineConfig {
 }
 
 pub const DEFAULT_QUEUE: usize = 4;
+/// The largest edge capacity (`queue`, an input's `capacity`), in frames. A bounded queue
+/// allocates its slots when the run starts, and each queued frame can hold a whole image or
+/// feature pyramid: more than this only costs memory (deeper queues do not run faster).
+pub const MAX_QUEUE: usize = 4096;
 const NODE_KEYS: [&str; 3] = ["plugin", "inputs", "on_error"];
 
 fn at<T>(value: T, span: Range<usize>) -> At<T> {
@@ -292,10 +296,17 @@ fn parse_pipeline_table(
             ("name", DeValue::String(s)) => config.name = s.to_string(),
             ("device", DeValue::String(s)) => config.device = at(s.to_string(), span),
             ("queue", v @ DeValue::Integer(_)) => match int_of(v) {
-                Some(q) if q >= 1 => config.queue = at(q as usize, span),
+                Some(q) if (1..=MAX_QUEUE as i64).contains(&q) => {
+                    config.queue = at(q as usize, span)
+                }
                 _ => errors.push(
-                    Diagnostic::new("queue must be an integer >= 1", Origin::File(span))
-                        .help("queue is the default capacity (in frames) of every edge"),
+                    Diagnostic::new(
+                        format!("queue must be an integer from 1 to {MAX_QUEUE}"),
+                        Origin::File(span),
+                    )
+                    .help(format!(
+                        "queue is the default capacity (in frames) of every edge; the limit is {MAX_QUEUE} frames, since a queue allocates its slots at start (it cannot be raised)"
+                    )),
                 ),
             },
             ("threads", v @ DeValue::Integer(_)) => match int_of(v) {
@@ -490,11 +501,18 @@ fn parse_input(
                 match (k.get_ref().as_ref(), v.get_ref()) {
                     ("from", DeValue::String(s)) => src = Some(at(s.to_string(), span)),
                     ("capacity", x @ DeValue::Integer(_)) => match int_of(x) {
-                        Some(c) if c >= 1 => capacity = Some(at(c as usize, span)),
-                        _ => errors.push(Diagnostic::new(
-                            "capacity must be an integer >= 1",
-                            Origin::File(span),
-                        )),
+                        Some(c) if (1..=MAX_QUEUE as i64).contains(&c) => {
+                            capacity = Some(at(c as usize, span))
+                        }
+                        _ => errors.push(
+                            Diagnostic::new(
+                                format!("capacity must be an integer from 1 to {MAX_QUEUE}"),
+                                Origin::File(span),
+                            )
+                            .help(format!(
+                                "the limit is {MAX_QUEUE} frames, since a queue allocates its slots at start (it cannot be raised)"
+                            )),
+                        ),
                     },
                     ("policy", DeValue::String(s)) => match Policy::parse(s) {
                         Some(p) => policy = Some(at(p, span)),

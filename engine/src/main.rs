@@ -1,7 +1,8 @@
 //! `engine`: run, check, draw and inspect vision pipelines.
 //!
 //! Exit codes: 0 success, 1 a failure while running, 2 an invalid pipeline (or bad command
-//! line), 130 interrupted by Ctrl-C.
+//! line), 128 + the signal when a signal stopped the run after draining it: 130 SIGINT
+//! (Ctrl-C), 143 SIGTERM, 129 SIGHUP.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -269,6 +270,53 @@ fn with_pipeline(path: &Path, sets: &[String], f: impl FnOnce(&Pipeline) -> Exit
     }
 }
 
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the pipeline the same way: the sources stop,
+/// every stage drains and the sinks flush. A second signal exits at once. Returns the number
+/// of the first signal received (0 while none was), for the exit code `128 + number`.
+fn watch_signals(stop: Arc<AtomicBool>) -> Arc<std::sync::atomic::AtomicI32> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let first = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let seen = first.clone();
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                for sig in signals.forever() {
+                    if stop.swap(true, Ordering::SeqCst) {
+                        eprintln!(
+                            "engine: {} received again, exiting without draining",
+                            signal_name(sig)
+                        );
+                        std::process::exit(i32::from(exit_code_of(sig)));
+                    }
+                    seen.store(sig, Ordering::SeqCst);
+                    eprintln!(
+                        "engine: {} received, draining the pipeline (send it again to exit at once)",
+                        signal_name(sig)
+                    );
+                }
+            });
+        }
+        Err(e) => eprintln!("warning: cannot watch for signals ({e}); Ctrl-C will not drain"),
+    }
+    first
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "SIGINT (Ctrl-C)",
+    }
+}
+
+/// The shell's convention: 128 + the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+fn exit_code_of(sig: i32) -> u8 {
+    match sig {
+        signal_hook::consts::SIGTERM | signal_hook::consts::SIGHUP => (128 + sig) as u8,
+        _ => EXIT_INTERRUPTED,
+    }
+}
+
 fn run(
     path: &Path,
     sets: &[String],
@@ -287,6 +335,20 @@ fn run(
                 );
                 return ExitCode::from(EXIT_INVALID);
             }
+        }
+        // The trace writer panics on a file it cannot create (a directory, /proc/...): try
+        // first, and say why.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t)
+        {
+            eprintln!(
+                "error: cannot write trace \"{}\": {e}; give --trace a file path in a writable directory",
+                t.display()
+            );
+            return ExitCode::from(EXIT_INVALID);
         }
     }
     if !(drain_timeout.is_finite() && drain_timeout >= 0.0) {
@@ -316,14 +378,7 @@ fn run(
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let handler_stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if handler_stop.swap(true, Ordering::SeqCst) {
-                eprintln!("engine: second interrupt, exiting without draining");
-                std::process::exit(EXIT_INTERRUPTED as i32);
-            }
-            eprintln!("engine: interrupted, draining the pipeline (Ctrl-C again to exit at once)");
-        });
+        let signal = watch_signals(stop.clone());
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
@@ -361,8 +416,12 @@ fn run(
             return ExitCode::from(EXIT_RUN_FAILED);
         }
         if result.interrupted {
-            eprintln!("engine: interrupted; drained and flushed");
-            return ExitCode::from(EXIT_INTERRUPTED);
+            let sig = signal.load(Ordering::SeqCst);
+            eprintln!(
+                "engine: interrupted by {}; drained and flushed",
+                signal_name(sig)
+            );
+            return ExitCode::from(exit_code_of(sig));
         }
         ExitCode::SUCCESS
     });
