@@ -1053,6 +1053,10 @@ fn plugins_are_found_on_the_search_path() {
     let err = stderr(&o);
     assert!(err.contains("libgarbage.so"), "{err}");
     assert!(err.contains("\"missing\" cannot be read"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {err:?}"
+    );
     let o = run_with_path("first", &["plugins", "--kind", "score_scale"]);
     assert!(
         stdout(&o).contains("first/libscore_scale.so"),

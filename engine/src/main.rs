@@ -233,8 +233,10 @@ fn install_panic_hook() {
 }
 
 fn init_logging(level: LevelFilter, trace: Option<&Path>) -> Option<tracing_chrome::FlushGuard> {
+    // Colour codes only on a terminal: a log file or a pipe gets plain text.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(level);
     match trace {
