@@ -1101,6 +1101,59 @@ fn plugins_are_found_on_the_search_path() {
 }
 
 #[test]
+fn special_files_are_refused_not_read_forever() {
+    let dir = scratch("special");
+    // Under `timeout`, so that a regression fails (exit 124) instead of hanging the tests.
+    let run = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg(engine_bin())
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run engine under timeout")
+    };
+    write(
+        &dir,
+        "device.toml",
+        "[nodes.src]\nplugin = \"image_source\"\npath = \"/dev/zero\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n",
+    );
+    let o = run(&["run", "--quiet", "device.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"/dev/zero\" is a character device, not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    let fifo = dir.join("weights.pth");
+    if !Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIPPED the FIFO case: mkfifo is not available");
+        return;
+    }
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/astronaut.png");
+    write(
+        &dir,
+        "fifo.toml",
+        &format!(
+            "[nodes.src]\nplugin = \"image_source\"\npath = \"{}\"\n[nodes.pre]\nplugin = \"rcnn_preprocess\"\ninputs = {{ image = \"src.image\" }}\n[nodes.body]\nplugin = \"resnet\"\ninputs = {{ image = \"pre.image\" }}\nweights = \"weights.pth\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = {{ in = \"body.features\" }}\n",
+            photo.display()
+        ),
+    );
+    let o = run(&["run", "--quiet", "fifo.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fifo.toml:7:8")
+            && stderr(&o).contains("is a FIFO (named pipe), not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn queue_capacities_are_bounded_at_check_time() {
     let err = check_fails(
         "queue-huge",

@@ -4,6 +4,7 @@
 
 pub mod cuda;
 pub mod device;
+pub mod files;
 pub mod layers;
 pub mod ops;
 pub mod process;

@@ -183,36 +183,44 @@ fn checked_bytes(
 }
 
 impl Weights {
-    /// Reads a weights file. The format is recognised from its first bytes (a ZIP archive or a
-    /// pickle is a PyTorch checkpoint), not from its name.
+    /// Reads a weights file. The format is recognised from its first bytes, not from its
+    /// name: a safetensors file starts with the length of its JSON header and that header
+    /// (`{`); otherwise a ZIP archive or a pickle is a PyTorch checkpoint. Only regular files
+    /// are read (a FIFO or a device is refused, see [`crate::files`]).
     pub fn load(path: &Path) -> Result<Weights, WeightsError> {
+        let io_err = |e: std::io::Error| WeightsError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         let format_err = |reason: String| WeightsError::Format {
             path: path.to_path_buf(),
             reason,
         };
+        let len = crate::files::regular_file_len(path).map_err(io_err)?;
         let head = {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(|e| WeightsError::Io {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let mut head = [0u8; 8];
-            let n = f.read(&mut head).map_err(|e| WeightsError::Io {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            head[..n].to_vec()
+            let mut head = Vec::with_capacity(9);
+            std::fs::File::open(path)
+                .map_err(io_err)?
+                .take(9)
+                .read_to_end(&mut head)
+                .map_err(io_err)?;
+            head
         };
+        // The safetensors test comes first: its 8-byte header length may start with any
+        // byte, 0x80 (a pickle's first byte) or "PK" (a ZIP's) included.
+        let is_safetensors = head.len() == 9
+            && head[8] == b'{'
+            && u64::from_le_bytes(head[..8].try_into().unwrap_or_default())
+                .checked_add(8)
+                .is_some_and(|end| end <= len);
         let is_zip = head.starts_with(b"PK");
         let is_pickle = head.first() == Some(&0x80);
         let is_tar = path.extension().is_some_and(|e| e == "tar");
-        let tensors = if is_zip || is_pickle || is_tar {
+        let tensors = if !is_safetensors && (is_zip || is_pickle || is_tar) {
             Self::read_pytorch(path).map_err(format_err)?
         } else {
-            let bytes = std::fs::read(path).map_err(|e| WeightsError::Io {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let bytes = crate::files::read_regular(path).map_err(io_err)?;
             Self::read_safetensors(&bytes).map_err(format_err)?
         };
         Ok(Weights {
@@ -603,5 +611,35 @@ mod tests {
             Err(WeightsError::Io { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A safetensors file whose header length starts with 0x80 (a pickle's first byte) or
+    /// "PK" (a ZIP's) is still read as safetensors; special files are refused by name.
+    #[test]
+    fn safetensors_detection_does_not_depend_on_the_header_length() {
+        let dir = std::env::temp_dir();
+        for (len, what) in [(0x80usize, "pickle"), (0x4b50, "zip")] {
+            let json = br#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+            let mut header = json.to_vec();
+            header.resize(len, b' ');
+            let mut bytes = (len as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&1.5f32.to_le_bytes());
+            let path = dir.join(format!("weights-{what}-{}.safetensors", std::process::id()));
+            std::fs::write(&path, &bytes).unwrap();
+            let w = Weights::load(&path).unwrap_or_else(|e| panic!("{what}-like header: {e}"));
+            assert_eq!(w.get("t").unwrap().as_slice::<f32>().unwrap(), &[1.5]);
+            let _ = std::fs::remove_file(&path);
+        }
+        #[cfg(unix)]
+        {
+            let e = Weights::load(Path::new("/dev/zero"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("/dev/zero") && e.contains("a character device"),
+                "{e}"
+            );
+        }
     }
 }

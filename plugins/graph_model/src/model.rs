@@ -87,14 +87,15 @@ fn malformed(file: &Path, msg: impl Into<String>) -> GraphModelError {
 impl ModelFile {
     /// Reads `model.json` and every weight shard it names (relative to its folder).
     pub fn load(path: &Path) -> Result<ModelFile, GraphModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GraphModelError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            kernels::files::read_regular_to_string(path).map_err(|source| GraphModelError::Io {
+                file: path.to_path_buf(),
+                source,
+            })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         ModelFile::parse(path, &text, &|name: &str| {
             let file = dir.join(name);
-            std::fs::read(&file).map_err(|source| (file, source))
+            kernels::files::read_regular(&file).map_err(|source| (file, source))
         })
     }
 

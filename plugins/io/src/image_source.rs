@@ -142,6 +142,15 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
             }
         }
         files
+    } else if p.exists() {
+        // A FIFO, a device or a socket: say what it is rather than "does not exist".
+        let why = kernels::files::regular_file_len(p)
+            .err()
+            .map_or_else(|| "cannot be read".to_string(), |e| e.to_string());
+        return Err(NodeError::new(format!(
+            "{} {why}; give an image file, a directory or a glob",
+            quoted(p)
+        )));
     } else {
         return Err(NodeError::new(format!("file {} does not exist", quoted(p))));
     };
@@ -157,7 +166,8 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
 
 /// Reads and decodes one file to RGB u8 [H, W, 3].
 pub fn read_image(path: &Path) -> Result<Tensor, NodeError> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", quoted(path)))?;
+    let bytes = kernels::files::read_regular(path)
+        .map_err(|e| format!("cannot read {}: {e}", quoted(path)))?;
     decode_image(&bytes, &path.display().to_string())
 }
 
