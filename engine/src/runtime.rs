@@ -278,6 +278,52 @@ enum Step {
     Stop,
 }
 
+/// Checks a node's outputs against its declared ports, in port order.
+fn check_outputs(
+    output_ports: &[(String, PortKind)],
+    mut out: Outputs,
+) -> Result<Vec<Value>, String> {
+    // An undeclared port first: a value written to a misspelt port would otherwise be
+    // reported as a missing value on the right one.
+    if let Some(extra) = out
+        .ports()
+        .find(|p| !output_ports.iter().any(|(name, _)| name == p))
+    {
+        let declared: Vec<String> = output_ports
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        return Err(format!(
+            "the node produced a value for \"{extra}\", which is not one of its output ports ({})",
+            if declared.is_empty() {
+                "it has none".to_string()
+            } else {
+                declared.join(", ")
+            }
+        ));
+    }
+    let mut values = Vec::with_capacity(output_ports.len());
+    for (name, kind) in output_ports {
+        let v = out
+            .take(name)
+            .ok_or_else(|| format!("the node produced no value for its output port \"{name}\""))?;
+        if *kind != PortKind::Any && v.kind() != *kind {
+            return Err(format!(
+                "output port \"{name}\" is declared {kind} but the node produced a {} value",
+                v.kind()
+            ));
+        }
+        v.validate().map_err(|e| {
+            format!(
+                "output port \"{name}\" produced an invalid {} value: {e}",
+                v.kind()
+            )
+        })?;
+        values.push(v);
+    }
+    Ok(values)
+}
+
 impl Stage {
     fn fail(&mut self, frame: Option<&FrameInfo>, message: String) {
         let err = RunError {
@@ -292,35 +338,6 @@ impl Stage {
             slot.get_or_insert(err);
         }
         self.stop.store(true, Ordering::SeqCst);
-    }
-
-    /// Checks a node's outputs against its declared ports, in port order.
-    fn check_outputs(&self, mut out: Outputs) -> Result<Vec<Value>, String> {
-        let mut values = Vec::with_capacity(self.output_ports.len());
-        for (name, kind) in &self.output_ports {
-            let v = out.take(name).ok_or_else(|| {
-                format!("the node produced no value for its output port \"{name}\"")
-            })?;
-            if *kind != PortKind::Any && v.kind() != *kind {
-                return Err(format!(
-                    "output port \"{name}\" is declared {kind} but the node produced a {} value",
-                    v.kind()
-                ));
-            }
-            v.validate().map_err(|e| {
-                format!(
-                    "output port \"{name}\" produced an invalid {} value: {e}",
-                    v.kind()
-                )
-            })?;
-            values.push(v);
-        }
-        if let Some(extra) = out.ports().next() {
-            return Err(format!(
-                "the node produced a value for \"{extra}\", which is not one of its output ports"
-            ));
-        }
-        Ok(values)
     }
 
     /// Sends one frame's values (None: absent on every output).
@@ -350,7 +367,7 @@ impl Stage {
         result: std::thread::Result<Result<Outputs, NodeError>>,
     ) -> Step {
         let outcome = match result {
-            Ok(Ok(out)) => self.check_outputs(out),
+            Ok(Ok(out)) => check_outputs(&self.output_ports, out),
             Ok(Err(e)) => Err(e.to_string()),
             Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
         };
@@ -709,5 +726,37 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
         error,
         stuck,
         wall: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_sdk::Tensor;
+
+    fn value() -> Value {
+        Value::new(PortKind::Tensor).with("tensor", Tensor::from_vec(&[1], vec![1f32]).unwrap())
+    }
+
+    /// A value on a misspelt port is named as such (with the declared ports), not reported
+    /// as a missing value on the right one; missing and extra values are errors.
+    #[test]
+    fn outputs_are_checked_against_the_declared_ports() {
+        let ports = vec![("out".to_string(), PortKind::Tensor)];
+        let ok = check_outputs(&ports, Outputs::one("out", value())).unwrap();
+        assert_eq!(ok.len(), 1);
+        let e = check_outputs(&ports, Outputs::one("outt", value())).unwrap_err();
+        assert_eq!(
+            e,
+            "the node produced a value for \"outt\", which is not one of its output ports (\"out\")"
+        );
+        let e = check_outputs(&ports, Outputs::new()).unwrap_err();
+        assert!(
+            e.contains("produced no value for its output port \"out\""),
+            "{e}"
+        );
+        let e =
+            check_outputs(&ports, Outputs::one("out", Value::new(PortKind::Image))).unwrap_err();
+        assert!(e.contains("declared tensor"), "{e}");
     }
 }
