@@ -1154,6 +1154,47 @@ fn special_files_are_refused_not_read_forever() {
 }
 
 #[test]
+fn a_run_that_never_starts_leaves_previous_outputs_untouched() {
+    let dir = scratch("clobber");
+    write(&dir, "o.json", "keep\n");
+    // "out" is created before "bad" (see `engine check`'s order), whose parameter fails.
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 3\n[nodes.bad]\nplugin = \"json_sink\"\ninputs = { instances = \"src.instances\" }\npath = \"p.json\"\nformat = \"bogus\"\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"src.instances\" }\npath = \"o.json\"\nformat = \"coco\"\n",
+    );
+    let check = engine(&dir, &["check", "p.toml"]);
+    let order = stdout(&check);
+    assert!(
+        order.find("  out ").unwrap_or(usize::MAX) < order.find("  bad ").unwrap_or(0),
+        "{order}"
+    );
+    let o = engine(&dir, &["run", "p.toml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("o.json")).unwrap(),
+        "keep\n"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left behind: {left:?}");
+    // A run that does start replaces the file whole.
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 3\ninstances = 1\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"src.instances\" }\npath = \"o.json\"\nformat = \"coco\"\n",
+    );
+    let o = engine(&dir, &["run", "--quiet", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let coco: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("o.json")).unwrap()).unwrap();
+    assert_eq!(coco.as_array().map(Vec::len), Some(3));
+}
+
+#[test]
 fn queue_capacities_are_bounded_at_check_time() {
     let err = check_fails(
         "queue-huge",

@@ -7,8 +7,6 @@
 //! label "name 0.93" on a filled background above the box (inside it when there is no room
 //! above). Everything is clipped to the image.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use plugin_sdk::{
@@ -384,14 +382,22 @@ impl Canvas {
             u32::try_from(self.width).map_err(|e| err(&e))?,
             u32::try_from(self.height).map_err(|e| err(&e))?,
         );
-        let file = File::create(path).map_err(|e| err(&e))?;
-        let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder.write_header().map_err(|e| err(&e))?;
-        writer.write_image_data(&self.pixels).map_err(|e| err(&e))?;
-        writer.finish().map_err(|e| err(&e))
+        // Through a temporary renamed into place: an interrupted write never leaves a
+        // truncated PNG, and a previous file stays until the new one is complete.
+        let mut file = crate::atomic_file::AtomicFile::create(path).map_err(|e| err(&e))?;
+        {
+            let out = file
+                .writer()
+                .ok_or_else(|| NodeError::new(format!("{} was already closed", quoted(path))))?;
+            let mut encoder = png::Encoder::new(out, w, h);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.set_compression(png::Compression::Fast);
+            let mut writer = encoder.write_header().map_err(|e| err(&e))?;
+            writer.write_image_data(&self.pixels).map_err(|e| err(&e))?;
+            writer.finish().map_err(|e| err(&e))?;
+        }
+        file.commit()
     }
 }
 
@@ -441,7 +447,8 @@ mod tests {
     }
 
     fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
-        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(path).unwrap()));
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();

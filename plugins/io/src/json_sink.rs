@@ -14,15 +14,14 @@
 //! all zero, i.e. not `concat_instances` padding) the flattened [L, 2] or [L, 3].
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Instances, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec,
     ParamType, ParamValue, Params, PortKind, PortSpec, Tensor, Value,
 };
 
+use crate::atomic_file::AtomicFile;
 use crate::{quoted, rle};
 
 const FORMATS: [&str; 2] = ["jsonl", "coco"];
@@ -68,10 +67,9 @@ enum Format {
 /// The `json_sink` node.
 #[derive(Debug)]
 pub struct JsonSink {
-    path: PathBuf,
     format: Format,
     mask_threshold: f32,
-    out: Option<BufWriter<File>>,
+    out: AtomicFile,
     /// Instances written so far (COCO: decides the separator).
     written: u64,
     /// Reused per frame.
@@ -97,12 +95,19 @@ impl JsonSink {
             )));
         }
         let path = PathBuf::from(params.str("path")?);
-        let out = create_file(&path)?;
+        // Written beside `path` and renamed over it when the sink finishes: a run that never
+        // starts, or stops before the end, leaves the previous file as it was.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                NodeError::new(format!("cannot create directory {}: {e}", quoted(parent)))
+            })?;
+        }
+        let out = AtomicFile::create(&path)
+            .map_err(|e| NodeError::new(format!("cannot create {}: {e}", quoted(&path))))?;
         let mut sink = JsonSink {
-            path,
             format,
             mask_threshold: mask_threshold as f32,
-            out: Some(out),
+            out,
             written: 0,
             line: String::new(),
         };
@@ -113,27 +118,8 @@ impl JsonSink {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), NodeError> {
-        let Some(out) = self.out.as_mut() else {
-            return Err(NodeError::new(format!(
-                "{} was already closed",
-                quoted(&self.path)
-            )));
-        };
-        out.write_all(bytes)
-            .map_err(|e| NodeError::new(format!("cannot write {}: {e}", quoted(&self.path))))
+        self.out.write_all(bytes)
     }
-}
-
-/// Creates `path` and its parent directories.
-pub(crate) fn create_file(path: &Path) -> Result<BufWriter<File>, NodeError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            NodeError::new(format!("cannot create directory {}: {e}", quoted(parent)))
-        })?;
-    }
-    let file = File::create(path)
-        .map_err(|e| NodeError::new(format!("cannot create {}: {e}", quoted(path))))?;
-    Ok(BufWriter::new(file))
 }
 
 impl Node for JsonSink {
@@ -171,17 +157,13 @@ impl Node for JsonSink {
     }
 
     fn finish(&mut self) -> Result<(), NodeError> {
-        if self.out.is_none() {
+        if self.out.is_committed() {
             return Ok(());
         }
         if self.format == Format::Coco {
             self.write(b"\n]\n")?;
         }
-        if let Some(mut out) = self.out.take() {
-            out.flush()
-                .map_err(|e| NodeError::new(format!("cannot write {}: {e}", quoted(&self.path))))?;
-        }
-        Ok(())
+        self.out.commit_in_place()
     }
 }
 
@@ -344,7 +326,7 @@ mod tests {
         ))
     }
 
-    fn params(path: &Path, format: &str) -> Params {
+    fn params(path: &std::path::Path, format: &str) -> Params {
         Params::new()
             .with("path", ParamValue::Str(path.display().to_string()))
             .with("format", ParamValue::Str(format.into()))

@@ -18,6 +18,7 @@
 //! Helpers that are useful on their own: [`image_source::decode_image`] (JPEG/PNG to RGB u8)
 //! and [`rle`] (COCO compressed RLE, byte-identical to pycocotools).
 
+pub mod atomic_file;
 pub mod font;
 pub mod image_sink;
 pub mod image_source;
