@@ -99,13 +99,13 @@ impl Diagnostic {
     /// Renders the diagnostic against the file it refers to.
     pub fn render(&self, file: &SourceFile) -> String {
         let mut out = String::new();
+        let message = clip(&self.message, MAX_MESSAGE_CHARS);
         match &self.origin {
             Origin::File(range) => {
                 let (line, col) = file.line_col(range.start);
                 out.push_str(&format!(
-                    "error: {}:{line}:{col}: {}\n",
+                    "error: {}:{line}:{col}: {message}\n",
                     file.path.display(),
-                    self.message
                 ));
                 let text = file.line_text(line);
                 let width = line.to_string().len();
@@ -114,34 +114,56 @@ impl Diagnostic {
                     .lines()
                     .next()
                     .map_or(1, |s| s.chars().count().max(1));
+                // A long line is shown as a window around the column.
+                let chars = text.chars().count();
+                let start = (col - 1).saturating_sub(MAX_LINE_CHARS / 3);
+                let end = (start + MAX_LINE_CHARS).min(chars);
+                let before = if start > 0 { "…" } else { "" };
+                let after = if end < chars { "…" } else { "" };
+                let shown: String = text.chars().skip(start).take(end - start).collect();
+                let caret_at = before.chars().count() + (col - 1 - start);
+                let carets = span_chars.min(end.saturating_sub(col - 1)).max(1);
                 out.push_str(&format!("{:width$} |\n", ""));
-                out.push_str(&format!("{line} | {text}\n"));
+                out.push_str(&format!("{line} | {before}{shown}{after}\n"));
                 out.push_str(&format!(
                     "{:width$} | {}{}\n",
                     "",
-                    " ".repeat(col - 1),
-                    "^".repeat(span_chars)
+                    " ".repeat(caret_at),
+                    "^".repeat(carets)
                 ));
             }
             Origin::Cli(arg) => {
                 out.push_str(&format!(
-                    "error: {} (command line `--set {arg}`): {}\n",
+                    "error: {} (command line `--set {}`): {message}\n",
                     file.path.display(),
-                    self.message
+                    clip(arg, MAX_LINE_CHARS),
                 ));
             }
             Origin::None => {
-                out.push_str(&format!(
-                    "error: {}: {}\n",
-                    file.path.display(),
-                    self.message
-                ));
+                out.push_str(&format!("error: {}: {message}\n", file.path.display()));
             }
         }
         if let Some(help) = &self.help {
-            out.push_str(&format!("  = help: {help}\n"));
+            out.push_str(&format!("  = help: {}\n", clip(help, MAX_MESSAGE_CHARS)));
         }
         out
+    }
+}
+
+/// The most characters of a message (or help) a diagnostic prints: a message can quote a
+/// value, and a value can be 100 KB.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+/// The most characters of a pipeline line a diagnostic echoes (a window around the column).
+pub const MAX_LINE_CHARS: usize = 160;
+
+/// `s` cut to `max` characters, saying how many more there were.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => {
+            let rest = s[at..].chars().count();
+            std::borrow::Cow::Owned(format!("{}… ({rest} more characters)", &s[..at]))
+        }
     }
 }
 
@@ -216,5 +238,31 @@ mod tests {
         assert_eq!(closest("backbon", ["backbone", "fpn"]), Some("backbone"));
         assert_eq!(closest("zzz", ["backbone", "fpn"]), None);
         assert_eq!(closest("feature", ["features", "image"]), Some("features"));
+    }
+
+    /// A 100 KB line and a message quoting it are cut, and the caret still points at the
+    /// column inside the window.
+    #[test]
+    fn long_lines_and_messages_are_clipped() {
+        let long = "x".repeat(100_000);
+        let text = format!("[nodes.a]\nplugin = \"{long}\"\n");
+        let f = SourceFile::new(Path::new("p.toml"), text);
+        let start = 10 + 9; // the opening quote of the value
+        let d = Diagnostic::new(
+            format!("unknown plugin \"{long}\""),
+            Origin::File(start..start + 100_002),
+        );
+        let out = d.render(&f);
+        assert!(out.len() < 3 * MAX_MESSAGE_CHARS, "{} bytes", out.len());
+        assert!(out.contains("more characters)"), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[2].starts_with("2 | plugin = \"xxx") && lines[2].ends_with('…'),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(lines[3].find('^'), Some(4 + 9), "{}", lines[3]);
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("abcdef", 3), "abc… (3 more characters)");
     }
 }

@@ -266,14 +266,26 @@ unsafe fn read_kind(d: &NodeKindDescC, can_source: bool, minor: u32) -> Result<N
 #[derive(Default)]
 struct ErrorText(String);
 
+/// The most bytes of a plugin's error message the host keeps: a plugin may hand over a
+/// 50 MB string, and only the start of it is worth printing.
+const MAX_PLUGIN_MESSAGE: usize = 4096;
+
 unsafe extern "C" fn set_error(ctx: *mut c_void, msg: *const u8, len: usize) {
+    // SAFETY: `ctx` is the `ErrorText` the host passed along with this callback for the
+    // duration of the call that may report an error.
     let text = unsafe { &mut *(ctx as *mut ErrorText) };
+    let kept = len.min(MAX_PLUGIN_MESSAGE);
     let bytes = if msg.is_null() {
         &[][..]
     } else {
-        unsafe { std::slice::from_raw_parts(msg, len) }
+        // SAFETY: the ABI promises `msg` points to `len` readable bytes; only the first
+        // `kept <= len` are read.
+        unsafe { std::slice::from_raw_parts(msg, kept) }
     };
     text.0 = String::from_utf8_lossy(bytes).into_owned();
+    if kept < len {
+        text.0.push_str(&format!("… ({} more bytes)", len - kept));
+    }
 }
 
 struct Emitted {
@@ -566,3 +578,38 @@ impl Drop for ForeignNode {
 }
 
 pub use abi::{ABI_MAJOR as HOST_ABI_MAJOR, ABI_MINOR as HOST_ABI_MINOR};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 50 MB message from a plugin is kept to its first 4 KB, saying how much was cut.
+    #[test]
+    fn huge_plugin_messages_are_clipped() {
+        let huge = vec![b'e'; 50 << 20];
+        let mut text = ErrorText::default();
+        // SAFETY: `text` outlives the call and `huge` holds `huge.len()` bytes.
+        unsafe {
+            set_error(
+                &mut text as *mut ErrorText as *mut c_void,
+                huge.as_ptr(),
+                huge.len(),
+            )
+        };
+        assert!(text.0.len() < MAX_PLUGIN_MESSAGE + 64, "{}", text.0.len());
+        assert!(text.0.ends_with(&format!(
+            "… ({} more bytes)",
+            huge.len() - MAX_PLUGIN_MESSAGE
+        )));
+        let mut short = ErrorText::default();
+        // SAFETY: as above, with 5 bytes.
+        unsafe {
+            set_error(
+                &mut short as *mut ErrorText as *mut c_void,
+                b"oops!".as_ptr(),
+                5,
+            )
+        };
+        assert_eq!(short.0, "oops!");
+    }
+}
