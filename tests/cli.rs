@@ -1195,6 +1195,33 @@ fn a_run_that_never_starts_leaves_previous_outputs_untouched() {
 }
 
 #[test]
+fn a_bad_set_value_is_blamed_on_the_argument() {
+    let dir = scratch("set-range");
+    write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 3\n[nodes.slow]\nplugin = \"identity\"\ninputs = { in = \"src.image\" }\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"slow.out\" }\n",
+    );
+    for (set, param) in [
+        ("src.frames=-5", "frames"),
+        ("slow.delay_ms=-1", "delay_ms"),
+        ("src.width=0", "width"),
+    ] {
+        for cmd in ["check", "run"] {
+            let o = engine(&dir, &[cmd, "p.toml", "--set", set]);
+            assert_eq!(code(&o), 2, "{cmd} {set}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!(
+                    "(command line `--set {set}`): parameter \"{param}\""
+                )),
+                "{cmd} {set}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn queue_capacities_are_bounded_at_check_time() {
     let err = check_fails(
         "queue-huge",

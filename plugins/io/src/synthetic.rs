@@ -38,25 +38,29 @@ pub fn kind() -> NodeKind {
         ParamType::Int,
         ParamValue::Int(100),
         "number of frames to produce",
-    ))
+    )
+    .range(0.0, 1e15))
     .param(ParamSpec::optional(
         "width",
         ParamType::Int,
         ParamValue::Int(64),
         "image width in pixels",
-    ))
+    )
+    .range(1.0, MAX_SIDE as f64))
     .param(ParamSpec::optional(
         "height",
         ParamType::Int,
         ParamValue::Int(48),
         "image height in pixels",
-    ))
+    )
+    .range(1.0, MAX_SIDE as f64))
     .param(ParamSpec::optional(
         "instances",
         ParamType::Int,
         ParamValue::Int(1),
         "instances per frame",
-    ));
+    )
+    .range(0.0, (1u32 << 20) as f64));
     NodeKind::new(spec, |params| {
         Ok(Box::new(SyntheticSource::from_params(params)?) as Box<dyn Node>)
     })

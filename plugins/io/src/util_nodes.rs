@@ -50,18 +50,24 @@ pub fn identity_kind() -> NodeKind {
         PortKind::Any,
         "the input value, same kind, same storage",
     ))
-    .param(ParamSpec::optional(
-        "delay_ms",
-        ParamType::Float,
-        ParamValue::Float(0.0),
-        "fixed delay per frame in milliseconds",
-    ))
-    .param(ParamSpec::optional(
-        "jitter_ms",
-        ParamType::Float,
-        ParamValue::Float(0.0),
-        "extra delay per frame, uniformly random in [0, jitter_ms) milliseconds",
-    ))
+    .param(
+        ParamSpec::optional(
+            "delay_ms",
+            ParamType::Float,
+            ParamValue::Float(0.0),
+            "fixed delay per frame in milliseconds",
+        )
+        .range(0.0, 1.0e9),
+    )
+    .param(
+        ParamSpec::optional(
+            "jitter_ms",
+            ParamType::Float,
+            ParamValue::Float(0.0),
+            "extra delay per frame, uniformly random in [0, jitter_ms) milliseconds",
+        )
+        .range(0.0, 1.0e9),
+    )
     .param(ParamSpec::optional(
         "seed",
         ParamType::Int,
