@@ -178,13 +178,18 @@ struct SendPtr(*mut DLManagedTensorVersioned);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// The most dimensions a tensor crossing the ABI may have.
+pub const MAX_NDIM: i32 = 8;
+
 /// Takes ownership of a DLPack tensor and wraps it without copying. The deleter runs when the
 /// last clone of the returned tensor drops (or at once, on error). `keep_alive` is held as
 /// long as the tensor (the library whose code the deleter is).
 ///
 /// # Safety
 /// `managed` must be null or a valid `DLManagedTensorVersioned` whose ownership is handed to
-/// this function.
+/// this function. Every pointer and size is checked before it is read (ndim at most
+/// [`MAX_NDIM`], a shape whose byte size fits the address space, data when there are
+/// elements); a plugin whose own code crashes can still kill the process.
 pub unsafe fn import_tensor(
     managed: *mut DLManagedTensorVersioned,
     keep_alive: Option<Arc<dyn Any + Send + Sync>>,
@@ -242,6 +247,12 @@ pub unsafe fn import_tensor(
             Box::new(release),
         );
     }
+    if t.ndim > MAX_NDIM {
+        return fail(
+            format!("ndim {} exceeds the limit of {MAX_NDIM} dimensions", t.ndim),
+            Box::new(release),
+        );
+    }
     let dims: &[i64] = if t.ndim == 0 {
         &[]
     } else {
@@ -254,6 +265,27 @@ pub unsafe fn import_tensor(
         );
     }
     let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    // The byte size must be addressable, and data must exist when there is any.
+    let bytes = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.size()))
+        .filter(|&b| b <= isize::MAX as usize);
+    match bytes {
+        None => {
+            return fail(
+                format!("shape {dims:?} of {dtype} overflows the address space"),
+                Box::new(release),
+            )
+        }
+        Some(b) if b > 0 && t.data.is_null() => {
+            return fail(
+                format!("null data pointer for a tensor of shape {dims:?}"),
+                Box::new(release),
+            )
+        }
+        Some(_) => {}
+    }
     if !t.strides.is_null() && t.ndim > 0 {
         let strides = unsafe { std::slice::from_raw_parts(t.strides, t.ndim as usize) };
         let mut expect = 1i64;
@@ -1124,6 +1156,34 @@ mod tests {
         assert!(unsafe { import_tensor(p, None) }
             .unwrap_err()
             .contains("device type 2"));
+    }
+
+    /// Hostile tensors are refused (and released) before any of their memory is read: an
+    /// absurd ndim, a null data pointer with elements, a shape whose byte size overflows.
+    #[test]
+    fn hostile_tensors_are_refused_before_their_data_is_read() {
+        let t = Tensor::from_vec(&[2, 2], vec![1i32, 2, 3, 4]).unwrap();
+        let p = export_tensor(&t);
+        unsafe { (*p).dl_tensor.ndim = 1 << 30 };
+        let err = unsafe { import_tensor(p, None) }.unwrap_err();
+        assert!(err.contains("exceeds the limit of 8 dimensions"), "{err}");
+        let p = export_tensor(&t);
+        unsafe { (*p).dl_tensor.data = std::ptr::null_mut() };
+        let err = unsafe { import_tensor(p, None) }.unwrap_err();
+        assert!(err.contains("null data pointer"), "{err}");
+        let p = export_tensor(&t);
+        unsafe {
+            *(*p).dl_tensor.shape = i64::MAX / 2;
+            *(*p).dl_tensor.shape.add(1) = 4;
+            (*p).dl_tensor.strides = std::ptr::null_mut();
+        }
+        let err = unsafe { import_tensor(p, None) }.unwrap_err();
+        assert!(err.contains("overflows"), "{err}");
+        // An empty tensor may have no data.
+        let z = Tensor::from_vec(&[0, 4], Vec::<f32>::new()).unwrap();
+        let p = export_tensor(&z);
+        unsafe { (*p).dl_tensor.data = std::ptr::null_mut() };
+        assert_eq!(unsafe { import_tensor(p, None) }.unwrap().shape(), &[0, 4]);
     }
 
     #[test]
