@@ -375,6 +375,18 @@ fn status_error(lib: &Library, status: i32, text: ErrorText, what: &str) -> Node
     }
 }
 
+/// A failed call's error, with the reason the host refused one of its outputs first: a plugin
+/// that stops because `emit` failed usually reports only that it failed.
+fn with_refusal(failed: NodeError, refused: Option<String>) -> NodeError {
+    match refused {
+        Some(reason) => NodeError::new(format!(
+            "invalid output from plugin: {reason} (the plugin then stopped: {})",
+            failed.message()
+        )),
+        None => failed,
+    }
+}
+
 impl Emitted {
     fn into_outputs(self) -> Result<Outputs, NodeError> {
         match self.error {
@@ -517,7 +529,8 @@ impl Node for ForeignNode {
             )
         });
         if status != STATUS_OK {
-            return Err(status_error(&self.lib, status, text, "process"));
+            let failed = status_error(&self.lib, status, text, "process");
+            return Err(with_refusal(failed, emitted.error));
         }
         emitted.into_outputs()
     }
@@ -541,7 +554,10 @@ impl Node for ForeignNode {
         match status {
             STATUS_OK => {}
             STATUS_END_OF_STREAM => return Ok(None),
-            _ => return Err(status_error(&self.lib, status, text, "next_frame")),
+            _ => {
+                let failed = status_error(&self.lib, status, text, "next_frame");
+                return Err(with_refusal(failed, emitted.error));
+            }
         }
         let outputs = emitted.into_outputs()?;
         // SAFETY: the library wrote a NUL-terminated string or left it null.
@@ -582,6 +598,21 @@ pub use abi::{ABI_MAJOR as HOST_ABI_MAJOR, ABI_MINOR as HOST_ABI_MINOR};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host's reason for refusing an output comes first in the error of the call that
+    /// then failed.
+    #[test]
+    fn a_refused_output_is_reported_with_its_reason() {
+        let e = with_refusal(
+            NodeError::new("emit failed"),
+            Some("output \"boxes\": null data pointer for a tensor of shape [2, 4]".into()),
+        );
+        assert_eq!(
+            e.message(),
+            "invalid output from plugin: output \"boxes\": null data pointer for a tensor of shape [2, 4] (the plugin then stopped: emit failed)"
+        );
+        assert_eq!(with_refusal(NodeError::new("x"), None).message(), "x");
+    }
 
     /// A 50 MB message from a plugin is kept to its first 4 KB, saying how much was cut.
     #[test]
