@@ -613,6 +613,8 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
     let mut sources = 0u32;
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, NodeStats)>();
     let mut handles = Vec::new();
+    // Stages whose thread started: one that never did is an error, not a stage stuck draining.
+    let mut thread_started = vec![false; pipeline.nodes.len()];
     for (i, (n, node)) in pipeline.nodes.iter().zip(nodes).enumerate() {
         let spec = &n.kind.spec;
         let stream = if spec.is_source() {
@@ -681,7 +683,10 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
                 let _ = done.send((i, stats));
             });
         match spawned {
-            Ok(h) => handles.push(h),
+            Ok(h) => {
+                handles.push(h);
+                thread_started[i] = true;
+            }
             Err(e) => {
                 options.stop.store(true, Ordering::SeqCst);
                 if let Ok(mut slot) = failure.lock() {
@@ -726,13 +731,8 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
             progress(sink_frames.load(Ordering::Relaxed));
         }
     }
-    let stuck: Vec<String> = pipeline
-        .nodes
-        .iter()
-        .zip(&stats)
-        .filter(|(_, s)| s.is_none())
-        .map(|(n, _)| n.name.clone())
-        .collect();
+    let names: Vec<&str> = pipeline.nodes.iter().map(|n| n.name.as_str()).collect();
+    let stuck = stuck_stages(&names, &thread_started, &stats);
     if stuck.is_empty() {
         for h in handles {
             let _ = h.join();
@@ -769,6 +769,17 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
         stuck,
         wall: started.elapsed(),
     }
+}
+
+/// The stages that started and did not report their end (before the drain deadline).
+fn stuck_stages(names: &[&str], started: &[bool], stats: &[Option<NodeStats>]) -> Vec<String> {
+    names
+        .iter()
+        .zip(started)
+        .zip(stats)
+        .filter(|((_, &started), s)| started && s.is_none())
+        .map(|((n, _), _)| n.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -821,5 +832,17 @@ mod tests {
         }
         l.record(Duration::from_secs(10 * 3600));
         assert!(l.percentile_ms(100.0) > 3.5e6, "saturated at the top bound");
+    }
+
+    /// A stage whose thread never started is not reported as stuck draining.
+    #[test]
+    fn only_started_stages_can_be_stuck() {
+        let done = Some(NodeStats::default());
+        let stuck = stuck_stages(
+            &["src", "never", "slow"],
+            &[true, false, true],
+            &[done, None, None],
+        );
+        assert_eq!(stuck, vec!["slow".to_string()]);
     }
 }
