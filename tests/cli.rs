@@ -262,6 +262,30 @@ path = "o.jsonl"
     );
 }
 
+/// drop_oldest drops frames it already sent: the count is of the 200 frames, not of 200 plus
+/// the drops.
+#[test]
+fn drop_oldest_counts_drops_among_the_frames() {
+    let dir = scratch("drop-oldest");
+    let p = write(
+        &dir,
+        "p.toml",
+        "[nodes.src]\nplugin = \"synthetic_source\"\nframes = 200\n[nodes.slow]\nplugin = \"identity\"\ninputs = { in = { from = \"src.instances\", capacity = 2, policy = \"drop_oldest\" } }\ndelay_ms = 1.0\n[nodes.out]\nplugin = \"json_sink\"\ninputs = { instances = \"slow.out\" }\npath = \"o.jsonl\"\n",
+    );
+    let o = engine(&dir, &["run", p.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let kept = records(&dir.join("o.jsonl")).len();
+    assert!(kept < 200, "{kept} records");
+    assert!(
+        stdout(&o).contains(&format!(
+            "edge src.instances -> slow.in dropped {} of 200 frames (policy drop_oldest",
+            200 - kept
+        )),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn a_failing_source_stops_the_pipeline_cleanly_and_sinks_keep_what_they_had() {
     let dir = scratch("corrupt");

@@ -266,7 +266,7 @@ pub fn run_table(r: &RunReport) -> String {
             "edge {} dropped {} of {} frames (policy {}, capacity {})",
             e.label,
             e.dropped,
-            e.sent + e.dropped,
+            e.offered(),
             e.policy.name(),
             e.capacity
         );

@@ -151,6 +151,18 @@ pub struct EdgeStats {
     pub dropped: u64,
 }
 
+impl EdgeStats {
+    /// Frames offered to the edge. `drop_newest` refuses a frame instead of sending it, so its
+    /// drops come on top of the frames sent; `drop_oldest` sends every frame and drops ones
+    /// already sent, so they are among them.
+    pub fn offered(&self) -> u64 {
+        match self.policy {
+            Policy::DropOldest => self.sent,
+            _ => self.sent + self.dropped,
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug)]
 pub struct RunReport {
