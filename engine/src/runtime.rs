@@ -177,6 +177,11 @@ pub struct RunReport {
     pub wall: Duration,
 }
 
+/// How often a stage waiting for input checks whether the run gave up on the drain.
+const ABANDON_POLL: Duration = Duration::from_millis(50);
+/// How long after the drain deadline the stages waiting for input get to finish (flush).
+const ABANDON_GRACE: Duration = Duration::from_millis(1000);
+
 pub struct RunOptions {
     /// Set to stop the sources (Ctrl-C); the pipeline then drains.
     pub stop: Arc<AtomicBool>,
@@ -320,6 +325,9 @@ struct Stage {
     /// Per declared output port: name and resolved kind.
     output_ports: Vec<(String, PortKind)>,
     stop: Arc<AtomicBool>,
+    /// Set when the drain deadline passes: a stage waiting for input stops waiting and
+    /// finishes with what it has (a sink flushes), instead of waiting on a stuck producer.
+    abandon: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<RunError>>>,
     sink_frames: Arc<AtomicU64>,
     stats: NodeStats,
@@ -508,9 +516,17 @@ impl Stage {
                 if open[i] && heads[i].is_none() {
                     let Some(rx) = &self.inputs[i] else { continue };
                     let t = Instant::now();
-                    match rx.recv() {
-                        Ok(m) => heads[i] = Some(m),
-                        Err(_) => open[i] = false,
+                    loop {
+                        match rx.recv_timeout(ABANDON_POLL) {
+                            Ok(m) => heads[i] = Some(m),
+                            Err(RecvTimeoutError::Timeout)
+                                if !self.abandon.load(Ordering::SeqCst) =>
+                            {
+                                continue
+                            }
+                            Err(_) => open[i] = false,
+                        }
+                        break;
                     }
                     self.stats.wait_in += t.elapsed();
                 }
@@ -627,6 +643,7 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
     let mut handles = Vec::new();
     // Stages whose thread started: one that never did is an error, not a stage stuck draining.
     let mut thread_started = vec![false; pipeline.nodes.len()];
+    let abandon = Arc::new(AtomicBool::new(false));
     for (i, (n, node)) in pipeline.nodes.iter().zip(nodes).enumerate() {
         let spec = &n.kind.spec;
         let stream = if spec.is_source() {
@@ -678,6 +695,7 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
                 .map(|(p, k)| (p.name.clone(), *k))
                 .collect(),
             stop: options.stop.clone(),
+            abandon: abandon.clone(),
             failure: failure.clone(),
             sink_frames: sink_frames.clone(),
             stats: NodeStats {
@@ -719,6 +737,7 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
     let mut stats: Vec<Option<NodeStats>> = pipeline.nodes.iter().map(|_| None).collect();
     let mut remaining = handles.len();
     let mut deadline: Option<Instant> = None;
+    let mut abandoned_at: Option<Instant> = None;
     let tick = Duration::from_millis(100);
     while remaining > 0 {
         if deadline.is_none() && options.stop.load(Ordering::SeqCst) {
@@ -727,7 +746,18 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
                 Some(left) => left.min(tick),
-                None => break,
+                // The deadline passed: the stages still waiting for input give up on it and
+                // finish with what they have (so sinks flush); those still busy after a short
+                // grace are named as stuck.
+                None => match abandoned_at {
+                    None => {
+                        abandon.store(true, Ordering::SeqCst);
+                        abandoned_at = Some(Instant::now());
+                        tick
+                    }
+                    Some(t) if t.elapsed() < ABANDON_GRACE => tick,
+                    Some(_) => break,
+                },
             },
             None => tick,
         };
