@@ -182,6 +182,37 @@ fn checked_bytes(
     tensor_from_le(kind, shape, bytes).map_err(|e| format!("tensor \"{name}\": {e}"))
 }
 
+/// A checkpoint's ZIP may inflate to at most this many times its size on disk (and
+/// [`MIN_INFLATION_LIMIT`] in any case). `torch.save` stores its entries uncompressed, so a
+/// real checkpoint inflates to about its own size; a ZIP bomb (1 MB of deflated zeros) to
+/// thousands of times it.
+pub const MAX_INFLATION: u64 = 64;
+/// Archives inflating to less than this are never refused.
+pub const MIN_INFLATION_LIMIT: u64 = 16 << 20;
+
+/// Refuses a ZIP whose entries declare more than the inflation limit, before anything is
+/// inflated (from the archive's central directory).
+fn check_inflation(path: &Path, len: u64) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("not a readable ZIP archive: {e}"))?;
+    let mut total = 0u64;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("ZIP entry {i}: {e}"))?;
+        total = total.saturating_add(entry.size());
+    }
+    let limit = len.saturating_mul(MAX_INFLATION).max(MIN_INFLATION_LIMIT);
+    if total > limit {
+        return Err(format!(
+            "the archive would inflate to {total} bytes, {}x its {len} bytes on disk (the limit is {MAX_INFLATION}x, or {MIN_INFLATION_LIMIT} bytes for small files): refused as a likely ZIP bomb; torch.save writes checkpoints uncompressed",
+            total / len.max(1)
+        ));
+    }
+    Ok(())
+}
+
 impl Weights {
     /// Reads a weights file. The format is recognised from its first bytes, not from its
     /// name: a safetensors file starts with the length of its JSON header and that header
@@ -218,6 +249,9 @@ impl Weights {
         let is_pickle = head.first() == Some(&0x80);
         let is_tar = path.extension().is_some_and(|e| e == "tar");
         let tensors = if !is_safetensors && (is_zip || is_pickle || is_tar) {
+            if is_zip {
+                check_inflation(path, len).map_err(format_err)?;
+            }
             Self::read_pytorch(path).map_err(format_err)?
         } else {
             let bytes = crate::files::read_regular(path).map_err(io_err)?;
@@ -641,5 +675,34 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// A small ZIP that inflates a thousandfold is refused from its directory, before it is
+    /// inflated; the message names the file and the limit.
+    #[test]
+    fn zip_bombs_are_refused_before_inflating() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("bomb-{}.pth", std::process::id()));
+        {
+            let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("archive/data/0", opts).unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..40 {
+                z.write_all(&zeros).unwrap();
+            }
+            z.finish().unwrap();
+        }
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        assert!(on_disk < 1 << 20, "{on_disk} bytes");
+        let e = Weights::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("bomb")
+                && e.contains("41943040 bytes")
+                && e.contains(path.to_str().unwrap()),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 }
