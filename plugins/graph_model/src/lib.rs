@@ -174,6 +174,10 @@ impl GraphModelNode {
     }
 }
 
+/// The largest model input side, in pixels: a model or an `input_size` asking for more
+/// would allocate gigabytes per frame.
+pub const MAX_INPUT_SIDE: i64 = 16384;
+
 /// Derives the pre-processing from the model's single input and the parameters.
 #[allow(clippy::too_many_arguments)]
 pub fn preprocess_for(
@@ -227,6 +231,12 @@ pub fn preprocess_for(
     if h <= 0 || w <= 0 {
         return Err(format!(
             "input \"{}\" has no fixed size ({s:?}); set input_size = [height, width]",
+            input.name
+        ));
+    }
+    if h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
+        return Err(format!(
+            "input \"{}\" of {h}x{w} pixels exceeds the limit of {MAX_INPUT_SIDE} pixels per side (every frame allocates it); set a smaller input_size",
             input.name
         ));
     }

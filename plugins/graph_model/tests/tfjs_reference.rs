@@ -263,5 +263,23 @@ fn bad_models_give_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("\"nope\""), "{e}");
+    // An input size that would allocate gigabytes per frame.
+    let e = preprocess_for(
+        &model,
+        &[100_000, 100_000],
+        None,
+        "auto",
+        1.0,
+        0.0,
+        false,
+        false,
+        [0.3, 0.6, 0.1],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("exceeds the limit of 16384 pixels per side"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&tmp).ok();
 }
