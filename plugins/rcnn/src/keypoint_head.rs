@@ -32,8 +32,9 @@ use plugin_sdk::{
 use rayon::prelude::*;
 
 use vision_common::{
-    conv_bias, count_param, feature_levels, features_input, image_input, in_features_param,
-    levels_params, resolve_prefix, weights_param, weights_params, ImageSizes, RoiPooler,
+    conv_bias, count_list_param, count_param, feature_levels, features_input, image_input,
+    in_features_param, levels_params, resolve_prefix, weights_param, weights_params, ImageSizes,
+    RoiPooler,
 };
 use vision_common::{LayerContext, ModelError};
 
@@ -345,12 +346,7 @@ pub struct KeypointHeadNode {
 impl KeypointHeadNode {
     pub fn from_params(params: &Params) -> Result<KeypointHeadNode, ModelError> {
         let in_features = in_features_param(params)?;
-        let layers = params
-            .int_list("layers")
-            .map_err(ModelError::Input)?
-            .iter()
-            .map(|&v| usize::try_from(v).unwrap_or(0))
-            .collect();
+        let layers = count_list_param(params, "layers")?;
         let config = KeypointHeadConfig {
             channels: count_param(params, "channels")?,
             pooler_size: 14,

@@ -41,7 +41,7 @@ use plugin_sdk::{
 
 use vision_common::{
     conv_bias, conv_bn, count_param, features_input, float_param, image_input, in_features_param,
-    nchw, resolve_prefix, weights_param, weights_params, ImageSizes,
+    named_levels, resolve_prefix, weights_param, weights_params, ImageSizes,
 };
 use vision_common::{LayerContext, ModelError};
 
@@ -544,7 +544,8 @@ impl RetinaFaceNode {
     /// The node's computation: the faces in original-image pixels.
     pub fn run(&self, features: &Value, image: &Value) -> Result<Value, ModelError> {
         let sizes = ImageSizes::from_value("retinaface", image)?;
-        let levels = body_levels(features, &self.in_features)?;
+        // The body's stages: their channels differ (`raw` checks them against `in_channels`).
+        let levels = named_levels("retinaface", features, &self.in_features)?;
         let faces = self.model.forward(&levels, sizes.padded)?;
         // detect.py's `/ resize`: back from the network's input to the photo.
         let (rh, rw) = sizes.resized;
@@ -571,33 +572,6 @@ impl RetinaFaceNode {
             .with("classes", Tensor::from_vec(&[n], vec![1i64; n])?)
             .with("landmarks", Tensor::from_vec(&[n, 5, 2], landmarks)?))
     }
-}
-
-/// The body's levels `names` as `[1, C, H, W]` views (their channels differ, unlike an
-/// FPN's; [`RetinaFaceHead::raw`] checks them against `in_channels`).
-fn body_levels<'a>(
-    features: &'a Value,
-    names: &[String],
-) -> Result<Vec<ArrayView4<'a, f32>>, ModelError> {
-    names
-        .iter()
-        .map(|name| {
-            let t = features.get(name).ok_or_else(|| {
-                ModelError::input(format!(
-                    "retinaface: the features have no level \"{name}\" (they have: {}); set `in_features`",
-                    features.names().join(", ")
-                ))
-            })?;
-            let (v, _) = nchw(t, &format!("retinaface: feature level \"{name}\""))?;
-            if v.dim().0 != 1 {
-                return Err(ModelError::input(format!(
-                    "retinaface: feature level \"{name}\" holds a batch of {} images; the head takes one image per frame",
-                    v.dim().0
-                )));
-            }
-            Ok(v)
-        })
-        .collect()
 }
 
 impl Node for RetinaFaceNode {

@@ -10,8 +10,31 @@ use crate::error::ModelError;
 use crate::layers::nchw;
 
 /// The levels `names` of a `features` value as `[1, C, H, W]` views, all with the same
-/// channels.
+/// channels (an FPN's).
 pub fn feature_levels<'a>(
+    node: &str,
+    features: &'a Value,
+    names: &[String],
+) -> Result<Vec<ArrayView4<'a, f32>>, ModelError> {
+    let out = named_levels(node, features, names)?;
+    if let Some(first) = out.first() {
+        for (v, name) in out.iter().zip(names) {
+            if first.dim().1 != v.dim().1 {
+                return Err(ModelError::input(format!(
+                    "{node}: feature level \"{name}\" has {} channels, \"{}\" has {}",
+                    v.dim().1,
+                    names[0],
+                    first.dim().1
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The levels `names` of a `features` value as `[1, C, H, W]` views, whatever their
+/// channels (a backbone's stages).
+pub fn named_levels<'a>(
     node: &str,
     features: &'a Value,
     names: &[String],
@@ -30,16 +53,6 @@ pub fn feature_levels<'a>(
                 "{node}: feature level \"{name}\" holds a batch of {} images; the heads take one image per frame",
                 v.dim().0
             )));
-        }
-        if let Some(first) = out.first() {
-            if first.dim().1 != v.dim().1 {
-                return Err(ModelError::input(format!(
-                    "{node}: feature level \"{name}\" has {} channels, \"{}\" has {}",
-                    v.dim().1,
-                    names[0],
-                    first.dim().1
-                )));
-            }
         }
         out.push(v);
     }

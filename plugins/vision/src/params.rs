@@ -13,6 +13,17 @@ pub fn count_param(params: &Params, name: &'static str) -> Result<usize, ModelEr
     usize::try_from(v).map_err(|_| ModelError::param(name, format!("must be >= 0, got {v}")))
 }
 
+/// A list of counts (channels of stacked layers) as `usize`; a negative entry reads as 0,
+/// which the layers that take the list refuse with their own message.
+pub fn count_list_param(params: &Params, name: &'static str) -> Result<Vec<usize>, ModelError> {
+    Ok(params
+        .int_list(name)
+        .map_err(ModelError::Input)?
+        .iter()
+        .map(|&v| usize::try_from(v).unwrap_or(0))
+        .collect())
+}
+
 /// A float parameter as `f32`. Its range is declared on the parameter (`ParamSpec::range`).
 pub fn float_param(params: &Params, name: &'static str) -> Result<f32, ModelError> {
     let v = params.float(name).map_err(ModelError::Input)?;
