@@ -278,6 +278,7 @@ fn multiscale_roi_align_matches_torchvision() {
             sampling_ratio: c.p("sampling_ratio").as_i64().expect("int") as i32,
             canonical_scale: 224,
             canonical_level: 4,
+            rule: Default::default(),
         };
         let fast = m.forward(&views, &per_image, &shapes).expect("forward");
         assert_eq!(fast.shape(), c.shape("out"));

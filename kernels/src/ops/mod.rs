@@ -50,7 +50,7 @@ pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxC
 pub use heatmap::{centernet_topk, extract_peaks, heatmap_nms, topk_flat, Peak};
 pub use nms::{batched_nms, nms};
 pub use paste_masks::{paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion};
-pub use poolers::{LevelMapper, MultiScaleRoIAlign};
+pub use poolers::{LevelMapper, LevelRule, MultiScaleRoIAlign};
 pub use roi_align::{
     roi_align, roi_align_nhwc, roi_align_tensor, roi_align_with, RoiAlignParams, RoiAlignWorkspace,
 };

@@ -9,6 +9,9 @@
 //!   `[k_min, k_max]`, with `k0 = 4`, `s0 = 224`, `eps = 1e-6` (all in `f32`).
 //! - Pooling is [`roi_align`](super::roi_align::roi_align) with `aligned = false` (torchvision
 //!   does not pass `aligned`), the level's scale and the given `sampling_ratio`.
+//! - Detectron2's `ROIPooler` (`detectron2/modeling/poolers.py`, `assign_boxes_to_levels`)
+//!   differs only in the rule: `floor(k0 + log2(sqrt(area) / s0 + 1e-8))`, the epsilon inside
+//!   the logarithm ([`LevelRule::Detectron2`]).
 //! - A box whose level is NaN (a NaN coordinate or a negative area) is pooled by no level in
 //!   torchvision, so its output row stays zero; the same here.
 
@@ -28,7 +31,19 @@ type Dims = (usize, usize, usize, usize);
 /// RoIs `[image, box]`, per-level scales and the level mapper.
 type Prepared = (Vec<[f32; 5]>, Vec<f64>, LevelMapper);
 
-/// FPN level assignment of boxes (torchvision `LevelMapper`).
+/// Where the epsilon of the level rule goes; the two references differ only there, which
+/// moves boxes whose size is a power of two times the canonical size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LevelRule {
+    /// torchvision: `floor(k0 + log2(s / s0) + 1e-6)`.
+    #[default]
+    Torchvision,
+    /// Detectron2: `floor(k0 + log2(s / s0 + 1e-8))`.
+    Detectron2,
+}
+
+/// FPN level assignment of boxes (torchvision `LevelMapper`, or Detectron2's
+/// `assign_boxes_to_levels` with [`LevelRule::Detectron2`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LevelMapper {
     pub k_min: i32,
@@ -36,6 +51,7 @@ pub struct LevelMapper {
     pub canonical_scale: i32,
     pub canonical_level: i32,
     pub eps: f32,
+    pub rule: LevelRule,
 }
 
 impl LevelMapper {
@@ -62,6 +78,7 @@ impl LevelMapper {
             canonical_scale,
             canonical_level,
             eps: 1e-6,
+            rule: LevelRule::Torchvision,
         })
     }
 
@@ -69,7 +86,12 @@ impl LevelMapper {
     pub fn level(&self, b: &[f32; 4]) -> Option<usize> {
         let area = (b[2] - b[0]) * (b[3] - b[1]);
         let s = area.sqrt();
-        let t = (self.canonical_level as f32 + (s / self.canonical_scale as f32).log2()) + self.eps;
+        let level = self.canonical_level as f32;
+        let ratio = s / self.canonical_scale as f32;
+        let t = match self.rule {
+            LevelRule::Torchvision => (level + ratio.log2()) + self.eps,
+            LevelRule::Detectron2 => level + (ratio + 1e-8).log2(),
+        };
         let t = t.floor();
         if t.is_nan() {
             return None;
@@ -124,6 +146,7 @@ pub struct MultiScaleRoIAlign {
     pub sampling_ratio: i32,
     pub canonical_scale: i32,
     pub canonical_level: i32,
+    pub rule: LevelRule,
 }
 
 impl MultiScaleRoIAlign {
@@ -135,6 +158,16 @@ impl MultiScaleRoIAlign {
             sampling_ratio,
             canonical_scale: 224,
             canonical_level: 4,
+            rule: LevelRule::Torchvision,
+        }
+    }
+
+    /// Detectron2's `ROIPooler` with `ROIAlign` (`aligned=False`): the same pooling, with
+    /// Detectron2's level rule.
+    pub fn detectron2(output_size: usize, sampling_ratio: i32) -> MultiScaleRoIAlign {
+        MultiScaleRoIAlign {
+            rule: LevelRule::Detectron2,
+            ..MultiScaleRoIAlign::new(output_size, sampling_ratio)
         }
     }
 
@@ -185,6 +218,7 @@ impl MultiScaleRoIAlign {
         let mut mapper = mapper;
         mapper.canonical_scale = self.canonical_scale;
         mapper.canonical_level = self.canonical_level;
+        mapper.rule = self.rule;
         let rois = boxes
             .iter()
             .enumerate()
@@ -378,6 +412,26 @@ mod tests {
         assert_eq!(m.level(&[f32::NAN, 0.0, 1.0, 1.0]), None);
         assert_eq!(m.level(&[2.0, 0.0, 1.0, 1.0]), None); // negative area
         assert!(LevelMapper::new(5, 2).is_err());
+    }
+
+    /// Just below the canonical size, torchvision's epsilon (after the logarithm) lifts a box
+    /// to the canonical level, Detectron2's (inside it) does not; elsewhere they agree.
+    #[test]
+    fn detectron2_rule_differs_only_at_level_boundaries() {
+        let tv = LevelMapper::new(2, 5).unwrap();
+        let d2 = LevelMapper {
+            rule: LevelRule::Detectron2,
+            ..tv
+        };
+        let edge = [0.0, 0.0, 223.9999, 224.0];
+        assert_eq!(tv.level(&edge), Some(2));
+        assert_eq!(d2.level(&edge), Some(1));
+        for side in [1.0f32, 50.0, 112.0, 224.0, 300.0, 448.0, 1e5] {
+            let b = [0.0, 0.0, side, side];
+            assert_eq!(tv.level(&b), d2.level(&b), "{side}");
+        }
+        assert_eq!(d2.level(&[0.0, 0.0, 0.0, 0.0]), Some(0));
+        assert_eq!(d2.level(&[f32::NAN, 0.0, 1.0, 1.0]), None);
     }
 
     #[test]

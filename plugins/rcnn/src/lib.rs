@@ -1,6 +1,6 @@
 //! Mask R-CNN and Keypoint R-CNN as pipeline nodes, with torchvision's semantics and defaults
 //! (`torchvision.models.detection.maskrcnn_resnet50_fpn`, `keypointrcnn_resnet50_fpn`), loading torchvision checkpoints
-//! directly. Built as a plugin library (`libplugin_rcnn.so`) that the engine finds on its
+//! directly, and DensePose's chart head (Detectron2's DensePose project) on the same trunk. Built as a plugin library (`libplugin_rcnn.so`) that the engine finds on its
 //! plugin path; the backbone (`resnet`, `fpn`) is the `backbones` family's.
 //!
 //! | kind | in | out | torchvision |
@@ -12,6 +12,7 @@
 //! | `roi_box_head` | `features` `p2..p5`, `proposals`, `image` | `detections` (instances) | `roi_heads` box branch + `postprocess_detections` |
 //! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
 //! | `roi_keypoint_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `keypoints` [N, 17, 3], `keypoints_scores` [N, 17] | `roi_heads` keypoint branch + `keypointrcnn_inference` |
+//! | `roi_densepose_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `densepose_boxes`, `densepose_labels`, `densepose_uv` (box-local) | DensePose `DensePoseROIHeads` (decoder, `DensePoseV1ConvXHead`, chart predictor) + `densepose_chart_predictor_output_to_result` |
 //! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
 //! Level names: torchvision calls the body's outputs and the FPN's levels `"0".."3"` (and
@@ -24,6 +25,7 @@
 //! error that names the file and lists them all.
 
 pub mod box_head;
+pub mod densepose_head;
 pub mod keypoint_head;
 pub mod mask_head;
 pub mod paste;
@@ -42,6 +44,7 @@ pub fn kinds() -> Vec<NodeKind> {
         box_head::kind(),
         mask_head::kind(),
         keypoint_head::kind(),
+        densepose_head::kind(),
         paste::kind(),
     ]
 }
@@ -60,6 +63,7 @@ mod tests {
                 "roi_box_head",
                 "roi_mask_head",
                 "roi_keypoint_head",
+                "roi_densepose_head",
                 "paste_masks"
             ]
         );

@@ -81,6 +81,7 @@ impl PasteMasks {
         let sizes = ImageSizes::from_value("paste_masks", image)?;
         let (rh, rw) = sizes.resized;
         let (oh, ow) = sizes.original;
+        // Points scale as sizes.box_to_original scales boxes.
         let ratio_h = oh as f32 / rh as f32;
         let ratio_w = ow as f32 / rw as f32;
         // Keypoint R-CNN has no masks: only the boxes and points are scaled.
@@ -99,14 +100,7 @@ impl PasteMasks {
                     let b = t.as_slice::<f32>()?;
                     boxes = b
                         .chunks_exact(4)
-                        .map(|c| {
-                            [
-                                c[0] * ratio_w,
-                                c[1] * ratio_h,
-                                c[2] * ratio_w,
-                                c[3] * ratio_h,
-                            ]
-                        })
+                        .map(|c| sizes.box_to_original(&[c[0], c[1], c[2], c[3]]))
                         .collect::<Vec<_>>();
                     let flat: Vec<f32> = boxes.iter().flatten().copied().collect();
                     Tensor::from_vec(t.shape(), flat)?

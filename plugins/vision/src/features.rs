@@ -68,8 +68,17 @@ pub struct RoiPooler {
 
 impl RoiPooler {
     pub fn new(output_size: usize, sampling_ratio: i32) -> RoiPooler {
+        RoiPooler::from_align(kernels::ops::MultiScaleRoIAlign::new(
+            output_size,
+            sampling_ratio,
+        ))
+    }
+
+    /// A pooler with other settings, such as Detectron2's level rule
+    /// (`MultiScaleRoIAlign::detectron2`).
+    pub fn from_align(align: kernels::ops::MultiScaleRoIAlign) -> RoiPooler {
         RoiPooler {
-            align: kernels::ops::MultiScaleRoIAlign::new(output_size, sampling_ratio),
+            align,
             workspace: Default::default(),
         }
     }

@@ -64,6 +64,21 @@ impl ImageSizes {
     }
 }
 
+impl ImageSizes {
+    /// A box `(x1, y1, x2, y2)` in resized-image pixels scaled to the original image as
+    /// torchvision's `resize_boxes` does: per axis by `original / resized`, in f32.
+    pub fn box_to_original(&self, b: &[f32; 4]) -> [f32; 4] {
+        let ratio_h = self.original.0 as f32 / self.resized.0 as f32;
+        let ratio_w = self.original.1 as f32 / self.resized.1 as f32;
+        [
+            b[0] * ratio_w,
+            b[1] * ratio_h,
+            b[2] * ratio_w,
+            b[3] * ratio_h,
+        ]
+    }
+}
+
 /// The `image` input of a head: the value of rcnn_preprocess (`doc` says what the head reads
 /// from it).
 pub fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {
