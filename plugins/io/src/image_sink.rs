@@ -1,7 +1,8 @@
 //! `image_sink`: draws instances on the image and writes one PNG per frame.
 //!
 //! Per instance whose score is at least `score_threshold`, in a colour chosen by its class:
-//! the mask blended at 45 % opacity, a 2 px box outline, keypoints (those with score > 0) and
+//! the mask blended at 45 % opacity, DensePose's body parts (each part's colour at 60 %, with
+//! the U isolines in white and the V isolines in black, every 0.1), a 2 px box outline, keypoints (those with score > 0) and
 //! landmarks as dots (small ones above 68 points per instance, such as a 468-point face mesh;
 //! an instance's all-zero landmarks are `concat_instances` padding and are not drawn), and a
 //! label "name 0.93" on a filled background above the box (inside it when there is no room
@@ -14,12 +15,15 @@ use plugin_sdk::{
     ParamType, ParamValue, Params, PortKind, PortSpec, Value,
 };
 
+use crate::densepose::DensePose;
 use crate::font;
 use crate::json_sink::mask_plane;
 use crate::quoted;
 
 /// Opacity of masks, in percent.
 const MASK_ALPHA: u32 = 45;
+/// Opacity of DensePose's part colours, in percent.
+const DENSEPOSE_ALPHA: u32 = 60;
 /// Threshold of f32 masks.
 const MASK_THRESHOLD: f32 = 0.5;
 /// Above this many points per instance, points are drawn as small dots (face meshes).
@@ -168,6 +172,17 @@ impl ImageSink {
             for &k in &drawn {
                 let plane = mask_plane(m, k, MASK_THRESHOLD)?;
                 canvas.blend_mask(&plane, class_color(inst.classes[k]));
+            }
+        }
+        if let Some(d) = DensePose::from_value(value)? {
+            for &k in &drawn {
+                d.draw(
+                    k,
+                    &mut canvas.pixels,
+                    canvas.height,
+                    canvas.width,
+                    DENSEPOSE_ALPHA,
+                );
             }
         }
         for &k in &drawn {

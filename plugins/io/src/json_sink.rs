@@ -12,6 +12,11 @@
 //! `pycocotools.mask.encode`, `keypoints` (when it has `keypoints`) the flattened [K, 3], and
 //! `landmarks` (not a COCO field; when the value has `landmarks` and the instance's are not
 //! all zero, i.e. not `concat_instances` padding) the flattened [L, 2] or [L, 3].
+//!
+//! Instances with DensePose results (`roi_densepose_head`) get DensePose's results format:
+//! `"densepose": {"labels_uv_str": "<base64 PNG>", "shape_chw": [3, h, w]}` (see
+//! [`crate::densepose`]), and, when they have no `masks`, the `segmentation` of the chart
+//! result (its pixels with a part label).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -22,6 +27,7 @@ use plugin_sdk::{
 };
 
 use crate::atomic_file::AtomicFile;
+use crate::densepose::DensePose;
 use crate::{quoted, rle};
 
 const FORMATS: [&str; 2] = ["jsonl", "coco"];
@@ -253,6 +259,7 @@ pub fn coco_objects(
         )),
         None => None,
     };
+    let densepose = DensePose::from_value(value)?;
     let mut objects = Vec::with_capacity(inst.len());
     for (k, b) in inst.boxes.iter().enumerate() {
         let mut s = String::with_capacity(96);
@@ -281,6 +288,19 @@ pub fn coco_objects(
                 ",\"segmentation\":{{\"size\":[{h},{w}],\"counts\":{}}}",
                 json_string(&counts)
             );
+        }
+        if let Some(d) = &densepose {
+            // DensePose's evaluator writes the chart result's own mask when there is none.
+            if masks.is_none() {
+                let (h, w) = d.image_size(k);
+                let counts = rle::to_string(&rle::encode(&d.mask_plane(k), h, w));
+                let _ = write!(
+                    s,
+                    ",\"segmentation\":{{\"size\":[{h},{w}],\"counts\":{}}}",
+                    json_string(&counts)
+                );
+            }
+            let _ = write!(s, ",\"densepose\":{}", d.results_json(k)?);
         }
         if let Some((data, per)) = keypoints {
             s.push_str(",\"keypoints\":[");
@@ -371,6 +391,39 @@ mod tests {
         v.with("masks", Tensor::from_vec(&[2, 4, 5], masks).unwrap())
             .with("keypoints", Tensor::from_vec(&[2, 2, 3], kp).unwrap())
             .with("landmarks", Tensor::from_vec(&[2, 2, 3], lm).unwrap())
+    }
+
+    /// DensePose's fields: the compressed chart result, and the chart's own segmentation when
+    /// the instances have no masks.
+    #[test]
+    fn densepose_results_format() {
+        let mut v = value(false);
+        for (name, t) in crate::densepose::tests::value().tensors() {
+            v.insert(name, t.clone());
+        }
+        let objects = coco_objects(&v, 7, 0.5).unwrap();
+        let o: Json = serde_json::from_str(&objects[0]).unwrap();
+        assert_eq!(o["densepose"]["shape_chw"], serde_json::json!([3, 2, 3]));
+        assert!(o["densepose"]["labels_uv_str"].as_str().unwrap().len() > 20);
+        assert_eq!(o["segmentation"]["size"], serde_json::json!([3, 3]));
+        // Mask pixels (1, 2), (2, 1), (2, 2) in column-major RLE: 5 off, 1 on, 1 off, 2 on.
+        let rle = rle::encode(&[0, 0, 0, 0, 0, 1, 0, 1, 1], 3, 3);
+        assert_eq!(
+            o["segmentation"]["counts"].as_str().unwrap(),
+            rle::to_string(&rle)
+        );
+        let with_masks = value(true);
+        let mut both = with_masks.clone();
+        for (name, t) in crate::densepose::tests::value().tensors() {
+            both.insert(name, t.clone());
+        }
+        let o: Json = serde_json::from_str(&coco_objects(&both, 7, 0.5).unwrap()[0]).unwrap();
+        assert_eq!(
+            o["segmentation"]["size"],
+            serde_json::json!([4, 5]),
+            "the masks win"
+        );
+        assert!(o.get("densepose").is_some());
     }
 
     fn inputs(v: Value) -> Inputs {

@@ -19,6 +19,7 @@
 //! and [`rle`] (COCO compressed RLE, byte-identical to pycocotools).
 
 pub mod atomic_file;
+pub mod densepose;
 pub mod font;
 pub mod image_sink;
 pub mod image_source;

@@ -26,7 +26,9 @@
 //! it: `densepose_boxes` i64 `[N, 4]` (x, y, w, h of the integer box in original-image
 //! pixels), `densepose_labels` u8 `[N, Hb, Wb]` (part 0..24, 0 = background) and
 //! `densepose_uv` f32 `[N, 2, Hb, Wb]`, where instance `i` fills the top-left
-//! `h_i x w_i` of its plane and `Hb x Wb` is the largest box. `json_sink` writes them in
+//! `h_i x w_i` of its plane and `Hb x Wb` is the largest box; `densepose_image_size` i64
+//! `[N, 2]` is the original image's (height, width) on every row (the image-size masks of
+//! DensePose's results). `json_sink` writes them in
 //! DensePose's results format and `image_sink` draws them; `paste_masks` passes them through.
 //!
 //! Weights: Detectron2's names under `prefix` (`"roi_heads."`): `decoder.{p2..p5}.{0,2,4}`
@@ -457,7 +459,12 @@ fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> usize {
 
 /// The results as the instances' tensors: `densepose_boxes` `[N, 4]`, `densepose_labels`
 /// `[N, Hb, Wb]` and `densepose_uv` `[N, 2, Hb, Wb]`, box-local (top-left aligned).
-pub fn results_to_tensors(results: &[ChartResult]) -> Result<[(String, Tensor); 3], ModelError> {
+/// `densepose_image_size` `[N, 2]` repeats the original image's (height, width) on every row,
+/// so that a sink can write each instance's image-size mask.
+pub fn results_to_tensors(
+    results: &[ChartResult],
+    original: (usize, usize),
+) -> Result<[(String, Tensor); 4], ModelError> {
     let n = results.len();
     let hb = results.iter().map(|r| r.labels.dim().0).max().unwrap_or(0);
     let wb = results.iter().map(|r| r.labels.dim().1).max().unwrap_or(0);
@@ -469,8 +476,13 @@ pub fn results_to_tensors(results: &[ChartResult]) -> Result<[(String, Tensor); 
         uv.slice_mut(s![i, .., ..h, ..w]).assign(&r.uv);
     }
     let boxes: Vec<i64> = results.iter().flat_map(|r| r.box_xywh).collect();
+    let size = [original.0 as i64, original.1 as i64];
     Ok([
         ("densepose_boxes".into(), Tensor::from_vec(&[n, 4], boxes)?),
+        (
+            "densepose_image_size".into(),
+            Tensor::from_vec(&[n, 2], size.repeat(n))?,
+        ),
         (
             "densepose_labels".into(),
             Tensor::from_vec(&[n, hb, wb], labels.into_raw_vec_and_offset().0)?,
@@ -622,7 +634,7 @@ impl DensePoseHeadNode {
         let det = Instances::from_value(detections).map_err(ModelError::Input)?;
         let results = self.model.forward(&levels, &det.boxes, &sizes)?;
         let mut out = detections.clone();
-        for (name, t) in results_to_tensors(&results)? {
+        for (name, t) in results_to_tensors(&results, sizes.original)? {
             out.insert(&name, t);
         }
         Ok(out)
@@ -679,12 +691,13 @@ mod tests {
         let thin = chart_to_box(maps.view(), k, &[3.0, 3.0, 3.5, 9.0]).unwrap();
         assert_eq!(thin.box_xywh, [3, 3, 0, 6]);
         assert_eq!(thin.labels.dim(), (6, 1));
-        let packed = results_to_tensors(&[r, thin]).unwrap();
+        let packed = results_to_tensors(&[r, thin], (30, 40)).unwrap();
         assert_eq!(packed[0].1.shape(), &[2, 4]);
-        assert_eq!(packed[1].1.shape(), &[2, 6, 4]);
-        assert_eq!(packed[2].1.shape(), &[2, 2, 6, 4]);
-        let empty = results_to_tensors(&[]).unwrap();
-        assert_eq!(empty[1].1.shape(), &[0, 0, 0]);
+        assert_eq!(packed[1].1.as_slice::<i64>().unwrap(), &[30, 40, 30, 40]);
+        assert_eq!(packed[2].1.shape(), &[2, 6, 4]);
+        assert_eq!(packed[3].1.shape(), &[2, 2, 6, 4]);
+        let empty = results_to_tensors(&[], (30, 40)).unwrap();
+        assert_eq!(empty[2].1.shape(), &[0, 0, 0]);
     }
 
     #[test]
