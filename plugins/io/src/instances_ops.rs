@@ -1,5 +1,6 @@
 //! `concat_instances`: merges the instances of two heads (say, a face detector and a person
-//! detector) of the same frame into one set.
+//! detector) of the same frame into one set. `merge_instances` (at the end) joins the
+//! branches of heads that ran on the same detections instead: same rows, more tensors.
 //!
 //! Every tensor of either input is in the output, first's rows then second's. A tensor that
 //! only one input carries (say `keypoints` from a pose model, `landmarks` from a face model,
@@ -121,6 +122,96 @@ impl Node for ConcatInstances {
                 out.insert(name, concat_rows(name, &zero_rows(name, b, n1)?, b)?);
             }
         }
+        Ok(Outputs::one("instances", out))
+    }
+}
+
+/// The optional inputs of `merge_instances`, after `first`.
+const MERGED: [&str; 3] = ["second", "third", "fourth"];
+
+pub fn merge_instances() -> NodeKind {
+    let mut spec = NodeSpec::new(
+        "merge_instances",
+        "Merges the outputs of heads that ran on the same detections (say the mask, keypoint and DensePose branches of one box head): one row per detection, with every head's tensors",
+    )
+    .input(PortSpec::new(
+        "first",
+        PortKind::Instances,
+        "one head's instances",
+    ));
+    for name in MERGED {
+        spec = spec.input(
+            PortSpec::new(
+                name,
+                PortKind::Instances,
+                "another head's instances on the same detections (absent: not merged)",
+            )
+            .optional(),
+        );
+    }
+    let spec = spec.output(PortSpec::new(
+        "instances",
+        PortKind::Instances,
+        "the detections with the tensors of every input",
+    ));
+    NodeKind::new(spec, |_| Ok(Box::new(MergeInstances) as Box<dyn Node>))
+}
+
+struct MergeInstances;
+
+fn same_typed<T: Element + PartialEq>(a: &Tensor, b: &Tensor) -> Result<bool, NodeError> {
+    Ok(a.as_slice::<T>()? == b.as_slice::<T>()?)
+}
+
+/// Whether two tensors hold the same values (floats compared bit for bit).
+fn same_tensor(a: &Tensor, b: &Tensor) -> Result<bool, NodeError> {
+    if a.dtype() != b.dtype() || a.shape() != b.shape() {
+        return Ok(false);
+    }
+    // Branches that clone one detections value share its tensors' storage.
+    if a.shares_storage_with(b) && a.data_ptr() == b.data_ptr() {
+        return Ok(true);
+    }
+    match a.dtype() {
+        DType::F32 => Ok(a
+            .as_slice::<f32>()?
+            .iter()
+            .zip(b.as_slice::<f32>()?)
+            .all(|(x, y)| x.to_bits() == y.to_bits())),
+        DType::F16 => Ok(a
+            .as_slice::<f16>()?
+            .iter()
+            .zip(b.as_slice::<f16>()?)
+            .all(|(x, y)| x.to_bits() == y.to_bits())),
+        DType::U8 => same_typed::<u8>(a, b),
+        DType::I32 => same_typed::<i32>(a, b),
+        DType::I64 => same_typed::<i64>(a, b),
+        DType::Bool => same_typed::<bool>(a, b),
+    }
+}
+
+impl Node for MergeInstances {
+    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let mut out = inputs.value("first")?.clone();
+        for port in MERGED {
+            let Some(other) = inputs.get(port) else {
+                continue;
+            };
+            for (name, t) in other.tensors() {
+                match out.get(name) {
+                    None => out.insert(name, t.clone()),
+                    Some(have) if same_tensor(have, t)? => {}
+                    Some(have) => {
+                        return Err(NodeError::new(format!(
+                            "merge_instances: \"{name}\" differs between the inputs ({} before, {} on \"{port}\"); merge only heads that ran on the same detections (one roi_box_head output)",
+                            have.describe(),
+                            t.describe()
+                        )))
+                    }
+                }
+            }
+        }
+        out.validate().map_err(NodeError::new)?;
         Ok(Outputs::one("instances", out))
     }
 }
@@ -279,5 +370,41 @@ mod tests {
             err.message().contains("[1, 6, 2]") && err.message().contains("[1, 468, 3]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn merge_joins_branches_of_the_same_detections() {
+        let mut node = (merge_instances().create)(&Params::new()).unwrap();
+        let base = dets(2.0, 2);
+        let kp = Tensor::from_vec(&[2, 1, 3], vec![1.0f32, 2.0, 1.0, 3.0, 4.0, 1.0]).unwrap();
+        let mut inputs = Inputs::new();
+        inputs.push("first", Some(base.clone().with("keypoints", kp)));
+        inputs.push(
+            "third",
+            Some(
+                base.clone()
+                    .with("masks", Tensor::zeros(DType::U8, &[2, 3, 4]).unwrap()),
+            ),
+        );
+        let out = node.process(&FrameInfo::default(), &inputs).unwrap();
+        let v = out.get("instances").unwrap();
+        assert_eq!(
+            v.names(),
+            ["boxes", "scores", "classes", "keypoints", "masks"]
+        );
+        // The same values in separate storage merge too; different detections do not.
+        let mut with_second = |second: Value| {
+            let mut inputs = Inputs::new();
+            inputs.push("first", Some(base.clone()));
+            inputs.push("second", Some(second));
+            node.process(&FrameInfo::default(), &inputs)
+        };
+        assert!(with_second(dets(2.0, 2)).is_ok());
+        let err = with_second(dets(3.0, 2)).err().unwrap().to_string();
+        assert!(
+            err.contains("\"boxes\" differs") && err.contains("second"),
+            "{err}"
+        );
+        assert!(with_second(dets(2.0, 3)).is_err());
     }
 }

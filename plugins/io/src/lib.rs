@@ -9,6 +9,7 @@
 //! | `null_sink`        | sink   | in `in`                                                 |
 //! | `identity`         | filter | in `in`, out `out` (same kind as the input)             |
 //! | `concat_instances` | filter | in `first`, `second` (optional), out `instances`        |
+//! | `merge_instances`  | filter | in `first`, `second`..`fourth` (optional), out `instances` |
 //!
 //! The engine registers [`kinds`] as a built-in plugin. It calls each kind's `create` with
 //! every declared parameter present and of its declared type (paths as written: relative
@@ -41,6 +42,7 @@ pub fn kinds() -> Vec<NodeKind> {
         util_nodes::null_sink_kind(),
         util_nodes::identity_kind(),
         instances_ops::concat_instances(),
+        instances_ops::merge_instances(),
     ]
 }
 
@@ -66,12 +68,13 @@ mod tests {
                 "image_sink",
                 "null_sink",
                 "identity",
-                "concat_instances"
+                "concat_instances",
+                "merge_instances"
             ]
         );
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         for k in &kinds {
             assert!(!k.spec.doc.is_empty(), "{} has no doc", k.spec.kind);
             for p in k.spec.inputs.iter().chain(&k.spec.outputs) {
