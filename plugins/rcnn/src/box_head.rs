@@ -115,10 +115,7 @@ impl BoxHead {
             4 * k,
             Activation::Identity,
         )?;
-        b.ignore_module("mask_head.");
-        b.ignore_module("mask_predictor.");
-        b.ignore_module("keypoint_head.");
-        b.ignore_module("keypoint_predictor.");
+        crate::ignore_other_heads(&mut b, &["box_head.", "box_predictor."]);
         b.finish()?;
         Ok(BoxHead {
             pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),

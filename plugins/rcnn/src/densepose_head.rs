@@ -279,10 +279,10 @@ impl DensePoseHead {
             weights_4.push(b.take(&format!("{name}.weight"), &[cin, cout, 4, 4]));
             biases.push(b.take(&format!("{name}.bias"), &[cout]));
         }
-        b.ignore_module("box_head.");
-        b.ignore_module("box_predictor.");
-        b.ignore_module("mask_head.");
-        b.ignore_module("keypoint_head.");
+        crate::ignore_other_heads(
+            &mut b,
+            &["decoder.", "densepose_head.", "densepose_predictor."],
+        );
         b.finish()?;
         let views4 = weights_4
             .iter()

@@ -127,14 +127,7 @@ impl KeypointHead {
             ConvTranspose2dParams::default().stride(2).padding(1),
         )
         .ctx(|| "keypoint_predictor.kps_score_lowres".into())?;
-        for other in [
-            "box_head.",
-            "box_predictor.",
-            "mask_head.",
-            "mask_predictor.",
-        ] {
-            b.ignore_module(other);
-        }
+        crate::ignore_other_heads(&mut b, &["keypoint_head.", "keypoint_predictor."]);
         b.finish()?;
         Ok(KeypointHead {
             pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),

@@ -34,6 +34,28 @@ pub mod rpn;
 
 use plugin_sdk::NodeKind;
 
+/// The sub-modules of `roi_heads` in torchvision's and Detectron2's R-CNN checkpoints (a
+/// DensePose model has a box head and the DensePose modules under the same prefix).
+const ROI_HEAD_MODULES: [&str; 9] = [
+    "box_head.",
+    "box_predictor.",
+    "mask_head.",
+    "mask_predictor.",
+    "keypoint_head.",
+    "keypoint_predictor.",
+    "decoder.",
+    "densepose_head.",
+    "densepose_predictor.",
+];
+
+/// Lets a head bind only its own sub-modules of `roi_heads`: the other heads' tensors in the
+/// same checkpoint are not reported as unexpected.
+fn ignore_other_heads(b: &mut kernels::weights::Binder<'_>, own: &[&str]) {
+    for module in ROI_HEAD_MODULES.iter().filter(|m| !own.contains(m)) {
+        b.ignore_module(module);
+    }
+}
+
 vision_common::family_library!(name: "rcnn", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.

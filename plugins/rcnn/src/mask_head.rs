@@ -131,10 +131,7 @@ impl MaskHead {
         let k = config.num_classes;
         let lw = b.take("mask_predictor.mask_fcn_logits.weight", &[k, reduced, 1, 1]);
         let lb = b.take("mask_predictor.mask_fcn_logits.bias", &[k]);
-        b.ignore_module("box_head.");
-        b.ignore_module("box_predictor.");
-        b.ignore_module("keypoint_head.");
-        b.ignore_module("keypoint_predictor.");
+        crate::ignore_other_heads(&mut b, &["mask_head.", "mask_predictor."]);
         b.finish()?;
         let logits_weight = lw
             .view::<f32>()?

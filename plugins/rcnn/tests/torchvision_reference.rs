@@ -13,6 +13,14 @@
 //! Keypoint R-CNN likewise (`make_keypointrcnn_fixtures.py`, `keypointrcnn_r18_fpn.json`):
 //! the whole chain to `roi_keypoint_head` and `paste_masks`, the detections matched as above,
 //! and each keypoint within 0.01 px and its score within 1e-4, in resized and original pixels.
+//!
+//! DensePose (`make_densepose_fixtures.py`, `densepose_r18_fpn.json`): Detectron2's own
+//! DensePose head (decoder, RoIAlign, `DensePoseV1ConvXHead`, chart predictor and
+//! `densepose_chart_predictor_output_to_result`) on the detections and FPN levels of
+//! torchvision's Faster R-CNN trunk; the same chain here to `roi_densepose_head`. Per
+//! detection: the same integer box, and the part label, U and V (within 1e-3) agreeing on at
+//! least 99.9% of the pixels that either side labels as a body part; DensePose's results
+//! format (json_sink) decoding to the same quantized I, U, V.
 
 use std::path::{Path, PathBuf};
 
@@ -41,10 +49,14 @@ fn fixture_named(name: &str) -> Json {
 
 /// Writes the generated state dict (the whole model) as safetensors.
 fn write_weights(doc: &Json, path: &Path) {
-    let tensors: Vec<(String, Tensor)> = doc["weights"]
-        .as_array()
-        .unwrap()
+    write_weight_lists(&[&doc["weights"]], path);
+}
+
+/// Writes the tensors of the fixture's `{name, shape, a, b}` lists as one safetensors file.
+fn write_weight_lists(lists: &[&Json], path: &Path) {
+    let tensors: Vec<(String, Tensor)> = lists
         .iter()
+        .flat_map(|l| l.as_array().unwrap())
         .map(|w| {
             let name = w["name"].as_str().unwrap();
             let shape: Vec<usize> = w["shape"]
@@ -122,12 +134,12 @@ fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str)
     v
 }
 
+/// The numbers of a JSON array, nested arrays flattened in order.
 fn floats(j: &Json) -> Vec<f32> {
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+    match j {
+        Json::Array(items) => items.iter().flat_map(floats).collect(),
+        v => vec![v.as_f64().unwrap() as f32],
+    }
 }
 
 fn boxes_of(flat: &[f32]) -> Vec<[f32; 4]> {
@@ -790,6 +802,34 @@ fn wrong_weights_files_are_clear_errors() {
         err.contains("keypoints.safetensors") && err.contains("mask_predictor.conv5_mask.weight"),
         "{err}"
     );
+    // A DensePose checkpoint wired to the keypoint head, and a keypoint one to the DensePose
+    // head: the missing tensors are named.
+    let doc = fixture_named("densepose_r18_fpn.json");
+    let densepose = dir.join("densepose.safetensors");
+    write_weight_lists(
+        &[&doc["trunk_weights"], &doc["cases"][0]["head_weights"]],
+        &densepose,
+    );
+    let err = create_err("roi_keypoint_head", &[("weights", path(&densepose))]);
+    assert!(
+        err.contains("densepose.safetensors")
+            && err.contains("missing (18)")
+            && err.contains("roi_heads.keypoint_head.0.weight [512, 256, 3, 3]"),
+        "{err}"
+    );
+    let err = create_err("roi_densepose_head", &[("weights", path(&keypoints))]);
+    assert!(
+        err.contains("keypoints.safetensors")
+            && err.contains("missing (40)")
+            && err.contains("roi_heads.decoder.p2.0.weight [256, 256, 3, 3]"),
+        "{err}"
+    );
+    // The right checkpoint with the wrong head width names the mis-shaped tensors.
+    let err = create_err("roi_densepose_head", &[("weights", path(&densepose))]);
+    assert!(
+        err.contains("mis-shaped") && err.contains("decoder.p2.0.weight"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -962,4 +1002,246 @@ fn unusual_images_and_no_detections_give_valid_results() {
         err.message()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn b64(j: &Json) -> Vec<u8> {
+    use base64::Engine as _;
+    let text: String = j.as_str().unwrap().split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Per detection, `(labels, uv, box)` of DensePose tensors on instances, box-local.
+fn densepose_of(v: &Value, k: usize) -> (Vec<u8>, Vec<f32>, [i64; 4]) {
+    let boxes = v
+        .tensor("densepose_boxes")
+        .unwrap()
+        .as_slice::<i64>()
+        .unwrap();
+    let labels = v.tensor("densepose_labels").unwrap();
+    let (hb, wb) = (labels.shape()[1], labels.shape()[2]);
+    let labels = labels.as_slice::<u8>().unwrap();
+    let uv = v.tensor("densepose_uv").unwrap().as_slice::<f32>().unwrap();
+    let b = [
+        boxes[4 * k],
+        boxes[4 * k + 1],
+        boxes[4 * k + 2],
+        boxes[4 * k + 3],
+    ];
+    let (w, h) = (b[2].max(1) as usize, b[3].max(1) as usize);
+    let mut l = Vec::with_capacity(h * w);
+    let mut u = Vec::with_capacity(2 * h * w);
+    for y in 0..h {
+        l.extend_from_slice(&labels[(k * hb + y) * wb..(k * hb + y) * wb + w]);
+    }
+    for c in 0..2 {
+        for y in 0..h {
+            let row = ((k * 2 + c) * hb + y) * wb;
+            u.extend_from_slice(&uv[row..row + w]);
+        }
+    }
+    (l, u, b)
+}
+
+#[test]
+fn densepose_head_matches_detectron2() {
+    let doc = fixture_named("densepose_r18_fpn.json");
+    let dir = temp_dir("densepose");
+    for (ci, case) in doc["cases"].as_array().unwrap().iter().enumerate() {
+        let photo = case["photo"].as_str().unwrap();
+        let weights = dir.join(format!("densepose_{ci}.safetensors"));
+        write_weight_lists(&[&doc["trunk_weights"], &case["head_weights"]], &weights);
+        let wpath = ParamValue::Str(weights.display().to_string());
+        let w = || ("weights", wpath.clone());
+        let params = &case["params"];
+        let int = |k: &str| ParamValue::Int(params[k].as_i64().unwrap());
+        let head = &case["head"];
+        let hint = |k: &str| ParamValue::Int(head[k].as_i64().unwrap());
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let mut pre = create(
+            "rcnn_preprocess",
+            &[("min_size", int("min_size")), ("max_size", int("max_size"))],
+        )
+        .unwrap();
+        let eps = ParamValue::Float(params["bn_eps"].as_f64().unwrap());
+        let mut resnet = create(
+            "resnet",
+            &[w(), ("depth", ParamValue::Int(18)), ("bn_eps", eps)],
+        )
+        .unwrap();
+        let mut fpn = create("fpn", &[w(), ("depth", ParamValue::Int(18))]).unwrap();
+        let mut rpn = create("rpn", &[w()]).unwrap();
+        let mut box_head = create(
+            "roi_box_head",
+            &[
+                w(),
+                ("num_classes", ParamValue::Int(2)),
+                ("detections_per_img", int("detections_per_img")),
+            ],
+        )
+        .unwrap();
+        let layers = ParamValue::IntList(vec![
+            head["conv_head_dim"].as_i64().unwrap();
+            head["num_stacked_convs"].as_u64().unwrap() as usize
+        ]);
+        let mut densepose_head = create(
+            "roi_densepose_head",
+            &[
+                w(),
+                (
+                    "decoder",
+                    ParamValue::Bool(head["decoder"].as_bool().unwrap()),
+                ),
+                ("decoder_channels", hint("decoder_conv_dims")),
+                ("resolution", hint("pooler_resolution")),
+                ("sampling_ratio", hint("sampling_ratio")),
+                ("coarse_channels", hint("coarse_channels")),
+                ("num_patches", hint("num_patches")),
+                ("layers", layers),
+            ],
+        )
+        .unwrap();
+        let mut postprocess = create("paste_masks", &[]).unwrap();
+
+        let x = run(&mut pre, "image", Value::image(image), "image");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        let proposals = run_with(&mut rpn, &[("features", &p), ("image", &x)], "proposals");
+        let detections = run_with(
+            &mut box_head,
+            &[("features", &p), ("proposals", &proposals), ("image", &x)],
+            "detections",
+        );
+        let t = std::time::Instant::now();
+        let with_densepose = run_with(
+            &mut densepose_head,
+            &[("features", &p), ("detections", &detections), ("image", &x)],
+            "instances",
+        );
+        let head_ms = t.elapsed().as_secs_f64() * 1e3;
+        let fin = run_with(
+            &mut postprocess,
+            &[("instances", &with_densepose), ("image", &x)],
+            "instances",
+        );
+        let det = &case["detections"];
+        let labels: Vec<i64> = det["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let matched = check_instances(
+            &format!("{photo} detections"),
+            &with_densepose,
+            &floats(&det["boxes"]),
+            &floats(&det["scores"]),
+            &labels,
+        );
+        let results = case["results"].as_array().unwrap();
+        assert_eq!(results.len(), matched.len());
+        let (mut agree, mut foreground, mut worst_uv) = (0usize, 0usize, 0f32);
+        for (j, r) in results.iter().enumerate() {
+            let (ours_l, ours_uv, ours_box) = densepose_of(&fin, matched[j]);
+            let their_box: Vec<i64> = r["box_xywh_int"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(
+                ours_box.as_slice(),
+                their_box.as_slice(),
+                "{photo}: box {j}"
+            );
+            let their_l = b64(&r["labels"]);
+            let their_uv = f32s(&b64(&r["uv"]));
+            assert_eq!(ours_l.len(), their_l.len(), "{photo}: instance {j} size");
+            let plane = ours_l.len();
+            for i in 0..plane {
+                if ours_l[i] == 0 && their_l[i] == 0 {
+                    continue;
+                }
+                foreground += 1;
+                let du = (ours_uv[i] - their_uv[i]).abs();
+                let dv = (ours_uv[plane + i] - their_uv[plane + i]).abs();
+                if ours_l[i] == their_l[i] && du <= 1e-3 && dv <= 1e-3 {
+                    agree += 1;
+                    worst_uv = worst_uv.max(du).max(dv);
+                }
+            }
+        }
+        let share = agree as f64 / foreground.max(1) as f64;
+        eprintln!(
+            "{photo} ({}): {} detections, {foreground} body-part pixels, {:.4}% agree (U/V within {worst_uv:.1e}); DensePose head {head_ms:.0} ms",
+            case["config"].as_str().unwrap(),
+            results.len(),
+            100.0 * share
+        );
+        assert!(
+            foreground > 500,
+            "{photo}: too few body-part pixels to compare"
+        );
+        assert!(
+            share >= 0.999,
+            "{photo}: only {:.4}% of the body-part pixels agree",
+            100.0 * share
+        );
+
+        // DensePose's results format from json_sink: the same quantized I, U, V.
+        let Some(entries) = case["json"].as_array() else {
+            continue;
+        };
+        let objects = plugin_io::json_sink::coco_objects(&fin, 1, 0.5).unwrap();
+        let (mut same, mut total) = (0usize, 0usize);
+        for (j, e) in entries.iter().enumerate() {
+            let o: Json = serde_json::from_str(&objects[matched[j]]).unwrap();
+            assert_eq!(
+                o["densepose"]["shape_chw"], e["densepose"]["shape_chw"],
+                "{photo} {j}"
+            );
+            let png_bytes = b64(&o["densepose"]["labels_uv_str"]);
+            let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+                .read_info()
+                .unwrap();
+            let mut hwc = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut hwc).unwrap();
+            let chw = b64(&e["labels_uv_uint8"]);
+            let plane = chw.len() / 3;
+            for i in 0..plane {
+                for c in 0..3 {
+                    total += 1;
+                    if hwc[3 * i + c].abs_diff(chw[c * plane + i]) <= 1 {
+                        same += 1;
+                    }
+                }
+            }
+            let theirs = &e["bbox"];
+            for (a, b) in o["bbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(theirs.as_array().unwrap())
+            {
+                assert!(
+                    (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-3,
+                    "{photo} {j} bbox"
+                );
+            }
+            assert_eq!(o["segmentation"]["size"], e["segmentation"]["size"]);
+        }
+        assert!(
+            same as f64 >= 0.999 * total as f64,
+            "{photo}: results format: {same} of {total} quantized values agree"
+        );
+    }
 }
