@@ -10,7 +10,10 @@
 //! must carry torchvision's final keypoints. `pipelines/retinaface_mnet.toml` with the
 //! RetinaFace fixture (`plugins/retinaface/tests/fixtures/retinaface.json`, written as a
 //! DataParallel checkpoint like the released file): its JSON lines must carry the official
-//! faces and landmarks.
+//! faces and landmarks. `pipelines/multitask_r50_fpn.toml` with the DensePose fixture's
+//! trunk and head (`densepose_r18_fpn.json`, Detectron2's DensePose on torchvision's trunk) and
+//! the other fixtures' mask and keypoint heads: every detection carries a mask, keypoints and
+//! DensePose's result equal to Detectron2's, and the trace shows the three heads overlapping.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -76,8 +79,21 @@ fn run_pipeline(dir: &Path, weights: &Path, extra: &[String]) -> Output {
 
 /// [`run_pipeline`] for another file of `pipelines/`.
 fn run_named_pipeline(name: &str, dir: &Path, weights: &Path, extra: &[String]) -> Output {
+    run_named_pipeline_with(name, dir, weights, extra, &[])
+}
+
+/// [`run_named_pipeline`] with more `engine run` options (`flags`).
+fn run_named_pipeline_with(
+    name: &str,
+    dir: &Path,
+    weights: &Path,
+    extra: &[String],
+    flags: &[&str],
+) -> Output {
     let pipeline = repo().join("pipelines").join(name);
-    let mut args: Vec<String> = vec!["run".into(), pipeline.display().to_string()];
+    let mut args: Vec<String> = vec!["run".into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.push(pipeline.display().to_string());
     args.push("--set".into());
     args.push(format!(
         "nodes.images.path={}",
@@ -343,6 +359,158 @@ fn retinaface_pipeline_matches_the_official_code_through_the_engine() {
             assert!((a - want).abs() <= 0.01, "face {j}: landmarks {lm:?}");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `(start, end)` microseconds of each `process` span of the stage named `node` in a
+/// Chrome trace.
+fn spans(trace: &Json, node: &str) -> Vec<(f64, f64)> {
+    let events = trace.as_array().expect("trace events");
+    let tid = events
+        .iter()
+        .find(|e| e["ph"] == "M" && e["args"]["name"].as_str() == Some(&format!("node:{node}")))
+        .unwrap_or_else(|| panic!("no thread named {node} in the trace"))["tid"]
+        .clone();
+    let mut open = None;
+    let mut out = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| e["tid"] == tid && e["name"] == "process")
+    {
+        let ts = e["ts"].as_f64().expect("ts");
+        match e["ph"].as_str() {
+            Some("B") => open = Some(ts),
+            Some("E") => out.extend(open.take().map(|b| (b, ts))),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn multitask_pipeline_runs_three_heads_side_by_side_on_one_trunk() {
+    use base64::Engine as _;
+    let doc = fixture_named("densepose_r18_fpn.json");
+    let case = &doc["cases"][0];
+    assert_eq!(case["head"]["decoder"], true);
+    let dir = scratch("multitask");
+    // One checkpoint: the DensePose fixture's trunk, box head and DensePose head, with the
+    // mask head of the Mask R-CNN fixture and the keypoint head of the Keypoint R-CNN one.
+    let pick = |doc: &Json, modules: &[&str]| -> Json {
+        Json::Array(
+            doc["weights"]
+                .as_array()
+                .expect("weights")
+                .iter()
+                .filter(|w| {
+                    let name = w["name"].as_str().expect("name");
+                    modules.iter().any(|m| name.starts_with(m))
+                })
+                .cloned()
+                .collect(),
+        )
+    };
+    let mut spec = doc["trunk_weights"].as_array().expect("trunk").clone();
+    spec.extend(
+        case["head_weights"]
+            .as_array()
+            .expect("head")
+            .iter()
+            .cloned(),
+    );
+    let masks = pick(&fixture(), &["roi_heads.mask_"]);
+    let keypoints = pick(
+        &fixture_named("keypointrcnn_r18_fpn.json"),
+        &["roi_heads.keypoint_"],
+    );
+    spec.extend(masks.as_array().expect("mask").iter().cloned());
+    spec.extend(keypoints.as_array().expect("keypoint").iter().cloned());
+    let weights = dir.join("multitask_r18.safetensors");
+    write_named_weights(&Json::Array(spec), "", &weights);
+    let p = &case["params"];
+    let w = weights.display();
+    let out = run_named_pipeline_with(
+        "multitask_r50_fpn.toml",
+        &dir,
+        &weights,
+        &[
+            format!("vars.mask_weights={w}"),
+            format!("vars.densepose_weights={w}"),
+            format!("nodes.preprocess.min_size={}", p["min_size"]),
+            format!("nodes.preprocess.max_size={}", p["max_size"]),
+            "nodes.backbone.depth=18".into(),
+            format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
+            "nodes.fpn.depth=18".into(),
+            format!(
+                "nodes.box_head.detections_per_img={}",
+                p["detections_per_img"]
+            ),
+            "nodes.keypoint_head.layers=[64, 64, 64, 64, 64, 64, 64, 64]".into(),
+            "nodes.densepose_head.layers=[64, 64, 64, 64, 64, 64, 64, 64]".into(),
+            "nodes.densepose_head.decoder_channels=64".into(),
+        ],
+        &["--trace", "trace.json"],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let text = std::fs::read_to_string(dir.join("out/multitask/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    assert!(dir.join("out/multitask/overlays/000000.png").is_file());
+    let theirs = case["json"].as_array().expect("results format");
+    assert_eq!(ours.len(), theirs.len(), "one result per detection");
+    let (mut same, mut total) = (0usize, 0usize);
+    for t in theirs {
+        let tb = floats(&t["bbox"]);
+        let o = ours
+            .iter()
+            .find(|o| {
+                floats(&o["bbox"])
+                    .iter()
+                    .zip(&tb)
+                    .all(|(a, b)| (a - b).abs() < 1e-3)
+            })
+            .unwrap_or_else(|| panic!("Detectron2's detection {tb:?} not found"));
+        // Every head's result on the one detection.
+        assert_eq!(floats(&o["keypoints"]).len(), 51);
+        assert!(o["segmentation"]["counts"].is_string());
+        assert_eq!(o["densepose"]["shape_chw"], t["densepose"]["shape_chw"]);
+        let b64 = |j: &Json| {
+            let text: String = j.as_str().expect("base64").split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("base64")
+        };
+        let png = b64(&o["densepose"]["labels_uv_str"]);
+        let hwc = plugin_io::image_source::decode_image(&png, "densepose").expect("PNG");
+        let hwc = hwc.as_slice::<u8>().expect("u8");
+        let chw = b64(&t["labels_uv_uint8"]);
+        let plane = chw.len() / 3;
+        for i in 0..plane {
+            for c in 0..3 {
+                total += 1;
+                same += usize::from(hwc[3 * i + c].abs_diff(chw[c * plane + i]) <= 1);
+            }
+        }
+    }
+    assert!(
+        same as f64 >= 0.999 * total as f64,
+        "DensePose results: {same} of {total} quantized values agree with Detectron2's"
+    );
+    // The three heads ran side by side: their spans overlap.
+    let trace: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace.json")).expect("trace"))
+            .expect("trace JSON");
+    let heads = ["mask_head", "keypoint_head", "densepose_head"].map(|n| spans(&trace, n));
+    for h in &heads {
+        assert_eq!(h.len(), 1, "one frame, one span per head: {heads:?}");
+    }
+    let start = heads.iter().map(|h| h[0].0).fold(f64::MIN, f64::max);
+    let end = heads.iter().map(|h| h[0].1).fold(f64::MAX, f64::min);
+    assert!(start < end, "the heads did not overlap: {heads:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
