@@ -1133,6 +1133,34 @@ fn densepose_head_matches_detectron2() {
             &[("instances", &with_densepose), ("image", &x)],
             "instances",
         );
+        // No detections (no person in the photo): empty results of the declared shapes.
+        let mut nothing = create(
+            "roi_box_head",
+            &[
+                w(),
+                ("num_classes", ParamValue::Int(2)),
+                ("score_thresh", ParamValue::Float(1.0)),
+            ],
+        )
+        .unwrap();
+        let none = run_with(
+            &mut nothing,
+            &[("features", &p), ("proposals", &proposals), ("image", &x)],
+            "detections",
+        );
+        let empty = run_with(
+            &mut densepose_head,
+            &[("features", &p), ("detections", &none), ("image", &x)],
+            "instances",
+        );
+        assert_eq!(
+            empty.tensor("densepose_labels").unwrap().shape(),
+            &[0, 0, 0]
+        );
+        assert_eq!(empty.tensor("densepose_uv").unwrap().shape(), &[0, 2, 0, 0]);
+        assert!(plugin_io::json_sink::coco_objects(&empty, 1, 0.5)
+            .unwrap()
+            .is_empty());
         let det = &case["detections"];
         let labels: Vec<i64> = det["labels"]
             .as_array()
