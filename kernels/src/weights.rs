@@ -1,6 +1,7 @@
 //! Model weights from files: PyTorch checkpoints (`.pth`/`.pt`, every format `torch.save`
-//! writes, read without PyTorch) and `.safetensors`, under the reference implementation's
-//! parameter names.
+//! writes, read without PyTorch), `.safetensors`, and Detectron2 / Detectron `.pkl`
+//! checkpoints (pickles of numpy arrays, read by a restricted unpickler that runs nothing:
+//! [`numpy_pickle`]), under the reference implementation's parameter names.
 //!
 //! A model binds its parameters with a [`Binder`]: it asks for each tensor by name and shape,
 //! and [`Binder::finish`] then reports every missing, unexpected and mis-shaped tensor in one
@@ -14,11 +15,13 @@ use half::{bf16, f16};
 
 use crate::tensor::{DType, Tensor, TensorError};
 
+mod numpy_pickle;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("cannot read weights file \"{path}\": {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("\"{path}\" is not a usable weights file: {reason} (expected a PyTorch checkpoint .pth/.pt or a .safetensors file)")]
+    #[error("\"{path}\" is not a usable weights file: {reason} (expected a PyTorch checkpoint .pth/.pt, a .safetensors file or a Detectron2 .pkl of numpy arrays)")]
     Format { path: PathBuf, reason: String },
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
@@ -171,11 +174,13 @@ fn checked_bytes(
     shape: &[usize],
     bytes: &[u8],
 ) -> Result<Tensor, String> {
-    let n: usize = shape.iter().product();
-    if bytes.len() != n * kind.size() {
+    let want = shape
+        .iter()
+        .try_fold(kind.size(), |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("tensor \"{name}\" {shape:?} is too large"))?;
+    if bytes.len() != want {
         return Err(format!(
-            "tensor \"{name}\" {shape:?} should hold {} bytes but has {}",
-            n * kind.size(),
+            "tensor \"{name}\" {shape:?} should hold {want} bytes but has {}",
             bytes.len()
         ));
     }
@@ -213,11 +218,34 @@ fn check_inflation(path: &Path, len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Training checkpoints nest the weights under a key (`{"state_dict": ..., "epoch": 3}`,
+/// Detectron2's `{"model": ..., "__author__": ...}`, Detectron's `{"blobs": ...}`); the readers
+/// flatten that to "state_dict.conv.weight". Such a key is stripped when every tensor is under
+/// it, so that names are the module's own.
+const NESTING_KEYS: [&str; 5] = [
+    "state_dict.",
+    "model.",
+    "model_state_dict.",
+    "net.",
+    "blobs.",
+];
+
+fn nesting_key<'n>(names: impl Iterator<Item = &'n str> + Clone) -> Option<&'static str> {
+    NESTING_KEYS
+        .into_iter()
+        .find(|k| names.clone().all(|n| n.starts_with(k)))
+}
+
 impl Weights {
-    /// Reads a weights file. The format is recognised from its first bytes, not from its
-    /// name: a safetensors file starts with the length of its JSON header and that header
-    /// (`{`); otherwise a ZIP archive or a pickle is a PyTorch checkpoint. Only regular files
-    /// are read (a FIFO or a device is refused, see [`crate::files`]).
+    /// Reads a weights file. The format is recognised from its first bytes, and for pickles
+    /// from the name too: a safetensors file starts with the length of its JSON header and
+    /// that header (`{`); a ZIP archive (or a `.tar`) is a PyTorch checkpoint. A pickle (first
+    /// byte 0x80) is either a legacy `torch.save` checkpoint or a Detectron2-style pickle of
+    /// numpy arrays: a `.pkl` file is read as numpy arrays (and as a PyTorch checkpoint only
+    /// if it turns out to be `torch.save`'s), any other name as a PyTorch checkpoint first and
+    /// as numpy arrays when that fails, so that a corrupt `.pth` keeps pytorch-reader's
+    /// diagnosis. Only regular files are read (a FIFO or a device is refused, see
+    /// [`crate::files`]).
     pub fn load(path: &Path) -> Result<Weights, WeightsError> {
         let io_err = |e: std::io::Error| WeightsError::Io {
             path: path.to_path_buf(),
@@ -248,11 +276,49 @@ impl Weights {
         let is_zip = head.starts_with(b"PK");
         let is_pickle = head.first() == Some(&0x80);
         let is_tar = path.extension().is_some_and(|e| e == "tar");
-        let tensors = if !is_safetensors && (is_zip || is_pickle || is_tar) {
-            if is_zip {
-                check_inflation(path, len).map_err(format_err)?;
-            }
+        let is_pkl = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pkl"));
+        let tensors = if is_safetensors {
+            let bytes = crate::files::read_regular(path).map_err(io_err)?;
+            Self::read_safetensors(&bytes).map_err(format_err)?
+        } else if is_zip {
+            check_inflation(path, len).map_err(format_err)?;
             Self::read_pytorch(path).map_err(format_err)?
+        } else if is_tar {
+            Self::read_pytorch(path).map_err(format_err)?
+        } else if is_pkl {
+            let bytes = crate::files::read_regular(path).map_err(io_err)?;
+            match numpy_pickle::read_arrays(&bytes) {
+                Ok(arrays) => Self::numpy_tensors(arrays).map_err(format_err)?,
+                // torch.save's legacy container under a .pkl name.
+                Err(e) if e.is_torch() => Self::read_pytorch(path).map_err(format_err)?,
+                Err(e) => return Err(format_err(e.to_string())),
+            }
+        } else if is_pickle {
+            match Self::read_pytorch(path) {
+                Ok(tensors) => tensors,
+                Err(torch) => {
+                    // pytorch-reader keeps numpy arrays as opaque objects ("holds no
+                    // tensors"): a pickle of numpy arrays under another name than .pkl.
+                    let bytes = crate::files::read_regular(path).map_err(io_err)?;
+                    match numpy_pickle::read_arrays(&bytes) {
+                        Ok(arrays) => Self::numpy_tensors(arrays).map_err(format_err)?,
+                        // The pickle names numpy (or something that must never be run): its
+                        // problem is better told by the numpy reader.
+                        Err(e)
+                            if e.numpy_seen
+                                || (matches!(e.error, numpy_pickle::PickleError::RefusedGlobal { .. })
+                                    && !e.is_torch()) =>
+                        {
+                            return Err(format_err(format!(
+                                "{e} (read as a pickle of numpy arrays; as a PyTorch checkpoint: {torch})"
+                            )))
+                        }
+                        Err(_) => return Err(format_err(torch)),
+                    }
+                }
+            }
         } else {
             let bytes = crate::files::read_regular(path).map_err(io_err)?;
             Self::read_safetensors(&bytes).map_err(format_err)?
@@ -269,12 +335,7 @@ impl Weights {
         if reader.is_empty() {
             return Err("the checkpoint holds no tensors".into());
         }
-        // Training checkpoints nest the state dict under a key ({"state_dict": ..., "epoch": 3});
-        // the reader flattens that to "state_dict.conv.weight". Strip such a key when every
-        // tensor is under it, so names are the module's own.
-        let nest = ["state_dict.", "model.", "model_state_dict.", "net."]
-            .into_iter()
-            .find(|k| reader.tensors().keys().all(|n| n.starts_with(k)));
+        let nest = nesting_key(reader.tensors().keys().map(String::as_str));
         let mut out = BTreeMap::new();
         for (name, t) in reader.tensors() {
             let kind = match t.dtype() {
@@ -298,6 +359,32 @@ impl Weights {
                 short.to_string(),
                 checked_bytes(name, kind, t.shape(), &bytes)?,
             );
+        }
+        Ok(out)
+    }
+
+    /// The arrays of a pickle of numpy arrays, as tensors (floats as f32, integers as i64).
+    fn numpy_tensors(
+        arrays: Vec<numpy_pickle::NumpyArray<'_>>,
+    ) -> Result<BTreeMap<String, Tensor>, String> {
+        use numpy_pickle::Dtype as N;
+        let nest = nesting_key(arrays.iter().map(|a| a.name.as_str()));
+        let mut out = BTreeMap::new();
+        for a in arrays {
+            let kind = match a.dtype {
+                N::F64 => FileDType::F64,
+                N::F32 => FileDType::F32,
+                N::F16 => FileDType::F16,
+                N::I64 => FileDType::I64,
+                N::I32 => FileDType::I32,
+                N::I16 => FileDType::I16,
+                N::I8 => FileDType::I8,
+                N::U8 => FileDType::U8,
+                N::Bool => FileDType::Bool,
+            };
+            let tensor = checked_bytes(&a.name, kind, &a.shape, &a.data)?;
+            let short = nest.and_then(|k| a.name.strip_prefix(k)).unwrap_or(&a.name);
+            out.insert(short.to_string(), tensor);
         }
         Ok(out)
     }
@@ -591,6 +678,143 @@ mod tests {
         }
     }
 
+    /// A tensor's dtype, shape and values, comparable across files.
+    fn contents(t: &Tensor) -> (DType, Vec<usize>, String) {
+        let values = match t.dtype() {
+            DType::F32 => format!("{:?}", t.as_slice::<f32>().unwrap()),
+            DType::I64 => format!("{:?}", t.as_slice::<i64>().unwrap()),
+            DType::U8 => format!("{:?}", t.as_slice::<u8>().unwrap()),
+            DType::Bool => format!("{:?}", t.as_slice::<bool>().unwrap()),
+            other => panic!("unexpected dtype {other}"),
+        };
+        (t.dtype(), t.shape().to_vec(), values)
+    }
+
+    /// tests/reference/make_weight_fixtures.py pickles tiny.pth's state dict as numpy arrays:
+    /// Detectron2's {"model": ..., "__author__": ..., "matching_heuristics": True} at pickle
+    /// protocols 2, 4 and 5 (with one array of each other dtype, big-endian and Fortran-ordered
+    /// ones among them), Detectron's {"blobs": ...}, a flat dict (protocol 3), and a Python 2
+    /// pickle made by hand (SHORT_BINSTRING/BINSTRING data and keys). Every name and value
+    /// matches tiny.pth.
+    #[test]
+    fn reads_detectron2_pkl_checkpoints_with_the_values_of_tiny_pth() {
+        let reference = Weights::load(&fixture("tiny.pth")).unwrap();
+        let tiny: Vec<&str> = reference.names().collect();
+        let extra = [
+            ("extra.f64", "[1.5, -0.25, 3.0]", &[3usize][..]),
+            ("extra.i32", "[-2, 70000]", &[2]),
+            ("extra.i16", "[-300, 5]", &[2]),
+            ("extra.i8", "[-7, 100]", &[2]),
+            ("extra.u8", "[0, 7, 255]", &[3]),
+            ("extra.mask", "[true, false, true]", &[3]),
+            ("extra.big_endian_i64", "[-2, 1099511627776]", &[2]),
+            (
+                "extra.big_endian_fortran",
+                "[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]",
+                &[2, 3],
+            ),
+        ];
+        for file in [
+            "tiny_d2_p2.pkl",
+            "tiny_d2_p4.pkl",
+            "tiny_d2_p5.pkl",
+            "tiny_blobs.pkl",
+            "tiny_flat.pkl",
+            "tiny_py2.pkl",
+        ] {
+            let w = Weights::load(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for name in &tiny {
+                let got = w.get(name).unwrap_or_else(|| {
+                    panic!("{file}: no {name} in {:?}", w.names().collect::<Vec<_>>())
+                });
+                assert_eq!(
+                    contents(got),
+                    contents(reference.get(name).unwrap()),
+                    "{file}: {name}"
+                );
+            }
+            let mut want: Vec<&str> = tiny.clone();
+            if file.starts_with("tiny_d2") {
+                want.extend(extra.iter().map(|(n, _, _)| *n));
+                for (name, values, shape) in extra {
+                    let t = w.get(name).unwrap();
+                    assert_eq!(t.shape(), shape, "{file}: {name}");
+                    assert_eq!(contents(t).2, values, "{file}: {name}");
+                }
+                assert_eq!(w.get("extra.i32").unwrap().dtype(), DType::I64);
+                assert_eq!(w.get("extra.u8").unwrap().dtype(), DType::U8);
+            }
+            want.sort_unstable();
+            // Strings, bools and numpy scalars ("__author__", "iteration") are skipped.
+            assert_eq!(w.names().collect::<Vec<_>>(), want, "{file}");
+        }
+    }
+
+    /// A pickle calling os.system is refused, naming the global, and nothing runs: under a
+    /// .pkl name and under a .pth name (where pytorch-reader reads it first).
+    #[test]
+    fn hostile_pickles_are_refused_naming_the_global() {
+        let ran = Path::new("/tmp/kernels-hostile-pkl-ran");
+        let _ = std::fs::remove_file(ran);
+        let e = Weights::load(&fixture("hostile.pkl")).unwrap_err();
+        assert!(matches!(e, WeightsError::Format { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("hostile.pkl")
+                && e.contains("refused global os.system (at offset 38): a .pkl checkpoint may only hold numpy arrays"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("weights-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let as_pth = dir.join("hostile.pth");
+        std::fs::copy(fixture("hostile.pkl"), &as_pth).unwrap();
+        let e = Weights::load(&as_pth).unwrap_err().to_string();
+        assert!(e.contains("refused global os.system"), "{e}");
+        assert!(!ran.exists(), "the hostile pickle ran its command");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Detection by name and content: a numpy pickle named .pth and a legacy torch.save file
+    /// named .pkl both load; a corrupt .pth keeps pytorch-reader's message and a corrupt numpy
+    /// pickle the numpy reader's, whatever its name.
+    #[test]
+    fn pickles_are_told_apart_by_name_and_content() {
+        let dir = std::env::temp_dir().join(format!("weights-pkl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let numpy_pth = dir.join("d2.pth");
+        std::fs::copy(fixture("tiny_d2_p2.pkl"), &numpy_pth).unwrap();
+        assert_eq!(Weights::load(&numpy_pth).unwrap().len(), 12);
+        let legacy_pkl = dir.join("legacy.pkl");
+        std::fs::copy(fixture("tiny_legacy.pth"), &legacy_pkl).unwrap();
+        let w = Weights::load(&legacy_pkl).unwrap();
+        assert_eq!(
+            w.get("half").unwrap().as_slice::<f32>().unwrap(),
+            &[0.25, -2.0]
+        );
+
+        let legacy = std::fs::read(fixture("tiny_legacy.pth")).unwrap();
+        let cut = dir.join("cut.pth");
+        std::fs::write(&cut, &legacy[..legacy.len() - 40]).unwrap();
+        let direct = Weights::read_pytorch(&cut).unwrap_err();
+        let e = Weights::load(&cut).unwrap_err().to_string();
+        assert!(
+            e.contains(&direct) && !e.contains("read as a pickle of numpy arrays"),
+            "{e}"
+        );
+
+        let d2 = std::fs::read(fixture("tiny_d2_p4.pkl")).unwrap();
+        for name in ["cut.pkl", "cut_d2.pth"] {
+            let cut = dir.join(name);
+            std::fs::write(&cut, &d2[..d2.len() - 20]).unwrap();
+            let e = Weights::load(&cut).unwrap_err().to_string();
+            assert!(
+                e.contains(name) && e.contains("before its STOP opcode (a truncated file?)"),
+                "{e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn binder_lists_missing_unexpected_and_misshaped_tensors() {
         let w = Weights::load(&fixture("tiny.pth")).unwrap();
@@ -706,7 +930,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    /// A bounded mutation run over the committed checkpoints (every container format): flipped,
+    /// A bounded mutation run over the committed checkpoints (every container format, the .pkl
+    /// pickles of numpy arrays and the hostile one included): flipped,
     /// inserted and deleted bytes and truncations must give a clean error or a load, never a
     /// panic. A failing input is written out for reproduction.
     #[test]
@@ -726,6 +951,13 @@ mod tests {
             "tiny_legacy.pth",
             "tiny_nested.pth",
             "tiny.safetensors",
+            "tiny_d2_p2.pkl",
+            "tiny_d2_p4.pkl",
+            "tiny_d2_p5.pkl",
+            "tiny_blobs.pkl",
+            "tiny_flat.pkl",
+            "tiny_py2.pkl",
+            "hostile.pkl",
         ] {
             let seed = std::fs::read(fixture(name)).unwrap();
             for i in 0..400 {
@@ -754,6 +986,6 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(runs, 1600);
+        assert_eq!(runs, 4400);
     }
 }
