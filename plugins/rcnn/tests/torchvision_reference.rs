@@ -1273,3 +1273,84 @@ fn densepose_head_matches_detectron2() {
         );
     }
 }
+
+/// A Detectron2 model-zoo `.pkl` (a protocol-2 pickle of numpy arrays under "model",
+/// `tests/reference/make_densepose_pkl.py`) loads through `weights` as it is: the values are
+/// the generated ones bit for bit, and the head runs on them.
+#[test]
+fn densepose_head_loads_a_detectron2_pkl() {
+    let pkl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/densepose_tiny_d2.pkl");
+    let loaded = kernels::weights::Weights::load(&pkl).unwrap();
+    assert_eq!(
+        loaded.len(),
+        28,
+        "the arrays of the model, not the strings beside them"
+    );
+    for name in loaded.names() {
+        let t = loaded.get(name).unwrap();
+        let want = kernels::weights::generated_tensor(name, t.shape(), 0.5, 0.0).unwrap();
+        assert_eq!(
+            t.as_slice::<f32>().unwrap(),
+            want.as_slice::<f32>().unwrap(),
+            "{name}"
+        );
+    }
+    let mut head = create(
+        "roi_densepose_head",
+        &[
+            ("weights", ParamValue::Str(pkl.display().to_string())),
+            ("channels", ParamValue::Int(4)),
+            ("decoder_channels", ParamValue::Int(3)),
+            ("layers", ParamValue::IntList(vec![5, 5])),
+        ],
+    )
+    .unwrap();
+    let mut pre = create(
+        "rcnn_preprocess",
+        &[
+            ("min_size", ParamValue::Int(64)),
+            ("max_size", ParamValue::Int(96)),
+        ],
+    )
+    .unwrap();
+    let pixels: Vec<u8> = (0..64 * 96 * 3).map(|i| (i * 31 % 253) as u8).collect();
+    let x = run(
+        &mut pre,
+        "image",
+        Value::image(Tensor::from_vec(&[64, 96, 3], pixels).unwrap()),
+        "image",
+    );
+    let mut features = Value::new(plugin_sdk::PortKind::Features);
+    for (level, stride) in [("p2", 4usize), ("p3", 8), ("p4", 16), ("p5", 32)] {
+        let shape = [1, 4, 64 / stride, 96 / stride];
+        let t = kernels::weights::generated_tensor(level, &shape, 1.0, 0.0).unwrap();
+        features.insert(level, t);
+    }
+    let detections = plugin_sdk::Instances {
+        boxes: vec![[4.0, 6.0, 40.0, 60.0], [50.0, 10.0, 90.0, 30.5]],
+        scores: vec![0.9, 0.8],
+        classes: vec![1, 1],
+    }
+    .to_value()
+    .unwrap();
+    let out = run_with(
+        &mut head,
+        &[
+            ("features", &features),
+            ("detections", &detections),
+            ("image", &x),
+        ],
+        "instances",
+    );
+    assert_eq!(
+        out.tensor("densepose_boxes")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap(),
+        &[4, 6, 36, 54, 50, 10, 40, 20]
+    );
+    assert_eq!(
+        out.tensor("densepose_labels").unwrap().shape(),
+        &[2, 54, 40]
+    );
+}
