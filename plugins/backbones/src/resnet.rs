@@ -13,7 +13,8 @@
 //! | `layer3` | `"2"` | `c4` | 16 | 256 | 1024 |
 //! | `layer4` | `"3"` | `c5` | 32 | 512 | 2048 |
 //!
-//! Weights use torchvision's parameter names (`conv1.weight`, `bn1.running_var`,
+//! Weights use torchvision's parameter names (or YOLACT's, `stage_names = "yolact"`: its
+//! `ResNetBackbone` is the same network with the stages named `layers.0`..`layers.3`) (`conv1.weight`, `bn1.running_var`,
 //! `layer3.5.downsample.1.weight`, ...) under `prefix`, `"backbone.body."` by default, i.e. a
 //! full `maskrcnn_resnet50_fpn` state dict. A plain torchvision ResNet state dict (top-level
 //! `conv1.weight`, plus `fc.*`, which is ignored) loads with the same default: when no tensor
@@ -52,6 +53,36 @@ pub struct ResNetConfig {
     pub bn_eps: f32,
     /// Which of `layer1`..`layer4` to return (torchvision's `returned_layers`), increasing.
     pub returned_layers: Vec<usize>,
+    /// How the checkpoint names the four stages.
+    pub stage_names: StageNames,
+}
+
+/// How a checkpoint names the four stages of a ResNet (the blocks inside are named alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StageNames {
+    /// torchvision: `layer1`..`layer4`.
+    #[default]
+    Torchvision,
+    /// YOLACT's `ResNetBackbone` (and YolactEdge's): `layers.0`..`layers.3`.
+    Yolact,
+}
+
+impl StageNames {
+    pub fn parse(s: &str) -> Option<StageNames> {
+        match s {
+            "torchvision" => Some(StageNames::Torchvision),
+            "yolact" => Some(StageNames::Yolact),
+            _ => None,
+        }
+    }
+
+    /// The module name of stage `s` (0-based) in the checkpoint.
+    pub fn stage(self, s: usize) -> String {
+        match self {
+            StageNames::Torchvision => format!("layer{}", s + 1),
+            StageNames::Yolact => format!("layers.{s}"),
+        }
+    }
 }
 
 impl Default for ResNetConfig {
@@ -63,6 +94,7 @@ impl Default for ResNetConfig {
             width_per_group: 64,
             bn_eps: 0.0,
             returned_layers: vec![1, 2, 3, 4],
+            stage_names: StageNames::Torchvision,
         }
     }
 }
@@ -218,7 +250,7 @@ impl ResNet {
             let stride = if s == 0 { 1 } else { 2 };
             let mut stage = Vec::with_capacity(n);
             for i in 0..n {
-                let name = format!("layer{}.{i}", s + 1);
+                let name = format!("{}.{i}", config.stage_names.stage(s));
                 let st = if i == 0 { stride } else { 1 };
                 let out = planes * expansion;
                 let p = |k: usize| Conv2dParams::default().padding(k / 2);
@@ -337,7 +369,8 @@ impl ResNet {
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate() {
             for (i, block) in stage.iter().enumerate() {
-                y = block.forward(y.view(), &format!("layer{}.{i}", s + 1))?;
+                let stage = self.config.stage_names.stage(s);
+                y = block.forward(y.view(), &format!("{stage}.{i}"))?;
             }
             if self.config.returned_layers.contains(&(s + 1)) {
                 out.push((level_name(s + 1), y.clone()));
@@ -410,6 +443,12 @@ pub fn kind() -> NodeKind {
         ParamType::IntList,
         ParamValue::IntList(vec![1, 2, 3, 4]),
         "which of layer1..layer4 to return (as c2..c5)",
+    ))
+    .param(ParamSpec::optional(
+        "stage_names",
+        ParamType::Str,
+        ParamValue::Str("torchvision".into()),
+        "how the checkpoint names the stages: \"torchvision\" (layer1..layer4) or \"yolact\" (layers.0..layers.3, YOLACT's ResNetBackbone)",
     ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(ResNetNode::from_params(params)?) as Box<dyn Node>)
@@ -441,6 +480,15 @@ impl ResNetNode {
             width_per_group: usize_param(params, "width_per_group")?,
             bn_eps: params.float("bn_eps").map_err(ModelError::Input)? as f32,
             returned_layers: returned,
+            stage_names: {
+                let v = params.str("stage_names").map_err(ModelError::Input)?;
+                StageNames::parse(v).ok_or_else(|| {
+                    ModelError::param(
+                        "stage_names",
+                        format!("must be \"torchvision\" or \"yolact\", got \"{v}\""),
+                    )
+                })?
+            },
         };
         config.check()?;
         let path = PathBuf::from(params.str("weights").map_err(ModelError::Input)?);
@@ -505,7 +553,7 @@ mod tests {
         for (s, &n) in blocks.iter().enumerate() {
             let planes = 64 << s;
             for i in 0..n {
-                let name = format!("layer{}.{i}", s + 1);
+                let name = format!("{}.{i}", config.stage_names.stage(s));
                 if bottleneck {
                     let width = planes * config.width_per_group / 64 * config.groups;
                     conv(format!("{name}.conv1"), [width, inplanes, 1, 1]);
@@ -581,6 +629,49 @@ mod tests {
             // Positive weights and input: every activation is positive.
             assert!(out[3].1.iter().all(|&v| v > 0.0));
         }
+    }
+
+    /// YOLACT's ResNetBackbone names (`backbone.layers.2.5.conv3.weight`) give the same
+    /// network as torchvision's.
+    #[test]
+    fn yolact_stage_names_load_the_same_network() {
+        let tv = ResNetConfig {
+            depth: 18,
+            returned_layers: vec![2, 3, 4],
+            ..Default::default()
+        };
+        let yolact = ResNetConfig {
+            stage_names: StageNames::Yolact,
+            ..tv.clone()
+        };
+        let x = Array4::<f32>::from_shape_fn((1, 3, 32, 48), |(_, c, y, x)| {
+            (c + y * 3 + x) as f32 * 0.01
+        });
+        let run = |config: &ResNetConfig, prefix: &str| {
+            let w =
+                Weights::from_tensors(Path::new("r.pth"), state_dict(config, prefix, 0.01, 0.1));
+            ResNet::from_weights(&w, prefix, config.clone())
+                .unwrap()
+                .forward(x.view())
+                .unwrap()
+        };
+        let a = run(&tv, "backbone.body.");
+        let b = run(&yolact, "backbone.");
+        assert_eq!(a, b);
+        let w = Weights::from_tensors(
+            Path::new("y.pth"),
+            state_dict(&yolact, "backbone.", 0.01, 0.1),
+        );
+        let err = ResNet::from_weights(&w, "backbone.", tv)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backbone.layer1.0.conv1.weight")
+                && err.contains("backbone.layers.0.0.conv1.weight"),
+            "{err}"
+        );
+        assert_eq!(StageNames::parse("yolact"), Some(StageNames::Yolact));
+        assert_eq!(StageNames::parse("detectron2"), None);
     }
 
     #[test]
