@@ -138,6 +138,8 @@ pub struct RawOutputs {
 #[derive(Clone, Debug)]
 pub struct Detections {
     pub boxes: Vec<[f32; 4]>,
+    /// The decoded boxes, relative to the input, before clamping (as `Detect` returns them).
+    pub boxes_relative: Vec<[f32; 4]>,
     /// Class index 0..num_classes-2 (background excluded).
     pub classes: Vec<usize>,
     pub scores: Vec<f32>,
@@ -494,6 +496,7 @@ impl Yolact {
             .collect();
         Ok(Detections {
             boxes,
+            boxes_relative: kept,
             classes: dets.iter().map(|d| d.class).collect(),
             scores: dets.iter().map(|d| d.score).collect(),
             masks,

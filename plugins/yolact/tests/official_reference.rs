@@ -1,0 +1,378 @@
+//! The YOLACT nodes against the official code: `tests/reference/make_yolact_fixtures.py` ran
+//! dbolya/yolact @ 902073d4 (`yolact_resnet50_config`, `eval.py`'s path on a photo) on the CPU
+//! with generated weights and stored summaries of the network input, the priors and the raw
+//! outputs (locations, class scores, coefficients, prototypes), the final detections and
+//! their masks (COCO RLE) in `tests/fixtures/yolact_r50.json`. This test regenerates the same
+//! weights bit for bit (`kernels::weights::generated_tensor`), writes them as a `.safetensors`
+//! file under YOLACT's names, runs `yolact_preprocess` → `resnet` (YOLACT's stage names) →
+//! `yolact` from their plugin libraries, and compares: sampled values, per-channel means,
+//! minimum and maximum within `|a - b| <= 1e-4 · max(1, |b|)`; the same detections (class,
+//! score within 1e-4, decoded box IoU >= 0.999, integer boxes within one pixel); masks on
+//! at least 99.9% of the pixels.
+
+use std::path::{Path, PathBuf};
+
+use engine::registry::{Provider, Registry};
+use kernels::Tensor;
+use ndarray::ArrayView4;
+use plugin_sdk::{Node, ParamValue, Value};
+use plugin_yolact::head::{Yolact, YolactConfig, COCO_CATEGORY_IDS};
+use serde_json::Value as Json;
+
+const TOL: f64 = 1e-4;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture() -> Json {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yolact_r50.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn write_weights(doc: &Json, path: &Path) {
+    let tensors: Vec<(String, Tensor)> = doc["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap();
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let (a, b) = (w["a"].as_f64().unwrap(), w["b"].as_f64().unwrap());
+            let t = kernels::weights::generated_tensor(name, &shape, a as f32, b as f32).unwrap();
+            (name.to_string(), t)
+        })
+        .collect();
+    kernels::weights::save_safetensors(path, &tensors).unwrap();
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
+    let (_, provider) = registry()
+        .find(kind)
+        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
+    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
+    registry().create_node(kind, set)
+}
+
+fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
+    let mut ins = plugin_sdk::Inputs::new();
+    for (port, v) in inputs {
+        ins.push(port, Some((*v).clone()));
+    }
+    let out = node
+        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+    let v = out.get(port_out).unwrap().clone();
+    v.validate().unwrap();
+    v
+}
+
+fn floats(j: &Json) -> Vec<f64> {
+    match j {
+        Json::Array(items) => items.iter().flat_map(floats).collect(),
+        v => vec![v.as_f64().unwrap()],
+    }
+}
+
+/// Compares row-major `data` of `shape` with the script's summary (channel_axis 0: means
+/// over the first axis of a 3-D tensor; 1: column means of an [N, C] tensor).
+fn compare(what: &str, data: &[f32], shape: &[usize], s: &Json) -> f64 {
+    let want: Vec<usize> = s["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(shape, want.as_slice(), "{what}: shape");
+    let mut worst = 0f64;
+    let mut check = |name: String, a: f64, b: f64| {
+        let err = (a - b).abs() / b.abs().max(1.0);
+        worst = worst.max(err);
+        assert!(
+            err <= TOL,
+            "{what} {name}: ours {a}, official {b} (error {err:.3e})"
+        );
+    };
+    for (i, v) in s["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(s["values"].as_array().unwrap())
+    {
+        let i = i.as_u64().unwrap() as usize;
+        check(format!("[{i}]"), data[i] as f64, v.as_f64().unwrap());
+    }
+    let min = data.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    check("min".into(), min as f64, s["min"].as_f64().unwrap());
+    check("max".into(), max as f64, s["max"].as_f64().unwrap());
+    let n = data.len() as f64;
+    let sum: f64 = data.iter().map(|&v| v as f64).sum();
+    check("mean".into(), sum / n, s["sum"].as_f64().unwrap() / n);
+    let means = floats(&s["channel_means"]);
+    let axis = s["channel_axis"].as_u64().unwrap_or(0);
+    for (c, m) in means.iter().enumerate() {
+        let ours = if axis == 1 {
+            let cols = shape[1];
+            data.iter()
+                .skip(c)
+                .step_by(cols)
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / shape[0] as f64
+        } else {
+            let plane = data.len() / shape[0];
+            data[c * plane..(c + 1) * plane]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / plane as f64
+        };
+        check(format!("mean of {c}"), ours, *m);
+    }
+    worst
+}
+
+fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let area = |r: &[f64]| (r[2] - r[0]) * (r[3] - r[1]);
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / (area(a) + area(b) - inter)
+}
+
+/// COCO compressed RLE to a row-major 0/1 mask.
+fn rle_mask(r: &Json) -> Vec<u8> {
+    let size = floats(&r["size"]);
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    let counts = plugin_io::rle::decode(r["counts"].as_str().unwrap()).unwrap();
+    let mut col_major = Vec::with_capacity(h * w);
+    for (k, &c) in counts.iter().enumerate() {
+        col_major.extend(std::iter::repeat_n((k % 2) as u8, c as usize));
+    }
+    let mut out = vec![0u8; h * w];
+    for x in 0..w {
+        for y in 0..h {
+            out[y * w + x] = col_major[x * h + y];
+        }
+    }
+    out
+}
+
+fn weights_params(path: &Path) -> Vec<(&'static str, ParamValue)> {
+    vec![("weights", ParamValue::Str(path.display().to_string()))]
+}
+
+fn body(path: &Path, depth: i64) -> Result<Box<dyn Node>, String> {
+    let mut p = weights_params(path);
+    p.extend([
+        ("prefix", ParamValue::Str("backbone.".into())),
+        ("stage_names", ParamValue::Str("yolact".into())),
+        ("depth", ParamValue::Int(depth)),
+        ("bn_eps", ParamValue::Float(1e-5)),
+        ("returned_layers", ParamValue::IntList(vec![2, 3, 4])),
+    ]);
+    create("resnet", &p)
+}
+
+#[test]
+fn yolact_nodes_match_the_official_code() {
+    let doc = fixture();
+    let dir = std::env::temp_dir().join(format!("yolact-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join("yolact_r50.safetensors");
+    write_weights(&doc, &weights);
+    let mut pre = create("yolact_preprocess", &[]).unwrap();
+    let mut backbone = body(&weights, 50).unwrap();
+    let mut head = create("yolact", &weights_params(&weights)).unwrap();
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let model = Yolact::from_weights(&w, "", YolactConfig::default()).unwrap();
+
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let x = run_with(&mut pre, &[("image", &Value::image(image))], "image");
+        let t = x.tensor("tensor").unwrap();
+        let e_in = compare(
+            &format!("{photo} input"),
+            t.as_slice::<f32>().unwrap(),
+            t.shape(),
+            &case["input"],
+        );
+        let f = run_with(&mut backbone, &[("image", &x)], "features");
+
+        // The raw outputs and priors, through the library.
+        let levels: Vec<ArrayView4<f32>> = ["c3", "c4", "c5"]
+            .iter()
+            .map(|n| {
+                let t = f.tensor(n).unwrap();
+                let s = t.shape();
+                t.view::<f32>()
+                    .unwrap()
+                    .into_shape_with_order((1, s[0], s[1], s[2]))
+                    .unwrap()
+                    .into_dimensionality()
+                    .unwrap()
+            })
+            .collect();
+        let raw = model.raw(&levels).unwrap();
+        let sl = |a: &ndarray::Array2<f32>| a.as_slice().unwrap().to_vec();
+        let mut worst = e_in;
+        for (name, data, shape) in [
+            ("loc", sl(&raw.loc), raw.loc.shape().to_vec()),
+            ("conf", sl(&raw.conf), raw.conf.shape().to_vec()),
+            ("mask", sl(&raw.mask), raw.mask.shape().to_vec()),
+            (
+                "proto",
+                raw.proto.as_slice().unwrap().to_vec(),
+                raw.proto.shape().to_vec(),
+            ),
+        ] {
+            worst = worst.max(compare(
+                &format!("{photo} raw {name}"),
+                &data,
+                &shape,
+                &case["raw"][name],
+            ));
+        }
+        let priors = &doc["priors"];
+        assert_eq!(raw.priors.dim().0 as u64, priors["count"].as_u64().unwrap());
+        worst = worst.max(compare(
+            "priors",
+            &sl(&raw.priors),
+            raw.priors.shape(),
+            &priors["summary"],
+        ));
+        for (k, row) in priors["first"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                raw.priors.row(k).to_vec(),
+                floats(row).iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                "prior {k}"
+            );
+        }
+
+        // The detections through the node, and the decoded boxes through the library.
+        let out = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let lib = model
+            .detections(&raw, {
+                let s = floats(&case["original_size"]);
+                (s[0] as usize, s[1] as usize)
+            })
+            .unwrap();
+        let det = &case["detections"];
+        let classes: Vec<usize> = floats(&det["classes"])
+            .iter()
+            .map(|&c| c as usize)
+            .collect();
+        let scores = floats(&det["scores"]);
+        let boxes = floats(&det["boxes"]);
+        let boxes_float = floats(&det["boxes_float"]);
+        let n = classes.len();
+        let ours_scores = out.tensor("scores").unwrap().as_slice::<f32>().unwrap();
+        let ours_classes = out.tensor("classes").unwrap().as_slice::<i64>().unwrap();
+        let ours_boxes = out.tensor("boxes").unwrap().as_slice::<f32>().unwrap();
+        assert_eq!(ours_scores.len(), n, "{photo}: number of detections");
+        let masks = out.tensor("masks").unwrap();
+        let (h, wd) = (masks.shape()[1], masks.shape()[2]);
+        let masks = masks.as_slice::<u8>().unwrap();
+        let prior_index: Vec<usize> = floats(&det["prior_index"])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let mut used = vec![false; n];
+        let (mut agree, mut total) = (0usize, 0usize);
+        for j in 0..n {
+            // Scores closer than the tolerance may swap places: match by class, score and box.
+            let i = (0..n)
+                .find(|&i| {
+                    !used[i]
+                        && ours_classes[i] == COCO_CATEGORY_IDS[classes[j]]
+                        && (ours_scores[i] as f64 - scores[j]).abs() <= TOL
+                        && iou(
+                            &lib.boxes_relative[i].map(|v| v as f64),
+                            &boxes_float[j * 4..j * 4 + 4],
+                        ) >= 0.999
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{photo}: official detection {j} (class {}, score {}, prior {}) not found",
+                        classes[j], scores[j], prior_index[j]
+                    )
+                });
+            used[i] = true;
+            for k in 0..4 {
+                let d = (ours_boxes[i * 4 + k] as f64 - boxes[j * 4 + k]).abs();
+                assert!(
+                    d <= 1.0,
+                    "{photo}: detection {j} box {k}: ours {}, official {}",
+                    ours_boxes[i * 4 + k],
+                    boxes[j * 4 + k]
+                );
+            }
+            let theirs = rle_mask(&case["masks"][j]);
+            let ours = &masks[i * h * wd..(i + 1) * h * wd];
+            total += ours.len();
+            agree += ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+        }
+        let share = agree as f64 / total.max(1) as f64;
+        eprintln!(
+            "{photo}: {n} detections match the official code (largest relative error {worst:.1e}); masks agree on {:.4}% of pixels",
+            100.0 * share
+        );
+        assert!(
+            share >= 0.999,
+            "{photo}: masks agree on only {:.4}%",
+            100.0 * share
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// R101 weights given to the R50 pipeline's body: one error listing the tensors that do not
+/// fit; a photo without detections gives empty instances.
+#[test]
+fn wrong_depth_is_named_and_no_detections_is_empty() {
+    let doc = fixture();
+    let dir = std::env::temp_dir().join(format!("yolact-wrong-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join("yolact_r50.safetensors");
+    write_weights(&doc, &weights);
+    let err = body(&weights, 101).err().unwrap();
+    assert!(
+        err.contains("yolact_r50.safetensors")
+            && err.contains("missing (")
+            && err.contains("backbone.layers.2.6.conv1.weight"),
+        "{err}"
+    );
+    // conf_thresh 1: no prior passes, empty instances of the declared shapes.
+    let mut pre = create("yolact_preprocess", &[]).unwrap();
+    let mut backbone = body(&weights, 50).unwrap();
+    let mut p = weights_params(&weights);
+    p.push(("conf_thresh", ParamValue::Float(1.0)));
+    let mut head = create("yolact", &p).unwrap();
+    let pixels: Vec<u8> = (0..40 * 30 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let x = run_with(
+        &mut pre,
+        &[(
+            "image",
+            &Value::image(Tensor::from_vec(&[40, 30, 3], pixels).unwrap()),
+        )],
+        "image",
+    );
+    let f = run_with(&mut backbone, &[("image", &x)], "features");
+    let out = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+    assert_eq!(out.tensor("masks").unwrap().shape(), &[0, 40, 30]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
