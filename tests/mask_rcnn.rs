@@ -10,7 +10,9 @@
 //! must carry torchvision's final keypoints. `pipelines/retinaface_mnet.toml` with the
 //! RetinaFace fixture (`plugins/retinaface/tests/fixtures/retinaface.json`, written as a
 //! DataParallel checkpoint like the released file): its JSON lines must carry the official
-//! faces and landmarks. `pipelines/multitask_r50_fpn.toml` with the DensePose fixture's
+//! faces and landmarks. `pipelines/yolact_r50.toml` with the YOLACT fixture
+//! (`plugins/yolact/tests/fixtures/yolact_r50.json`): its COCO results must carry the official
+//! detections and masks. `pipelines/multitask_r50_fpn.toml` with the DensePose fixture's
 //! trunk and head (`densepose_r18_fpn.json`, Detectron2's DensePose on torchvision's trunk) and
 //! the other fixtures' mask and keypoint heads: every detection carries a mask, keypoints and
 //! DensePose's result equal to Detectron2's, and the trace shows the three heads overlapping.
@@ -112,12 +114,12 @@ fn run_named_pipeline_with(
         .expect("run engine")
 }
 
+/// The numbers of a JSON array, nested arrays flattened in order.
 fn floats(j: &Json) -> Vec<f64> {
-    j.as_array()
-        .expect("array")
-        .iter()
-        .map(|v| v.as_f64().expect("number"))
-        .collect()
+    match j {
+        Json::Array(items) => items.iter().flat_map(floats).collect(),
+        v => vec![v.as_f64().expect("number")],
+    }
 }
 
 fn iou(a: &[f64], b: &[f64]) -> f64 {
@@ -359,6 +361,84 @@ fn retinaface_pipeline_matches_the_official_code_through_the_engine() {
             assert!((a - want).abs() <= 0.01, "face {j}: landmarks {lm:?}");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn yolact_pipeline_matches_the_official_code_through_the_engine() {
+    let path = repo().join("plugins/yolact/tests/fixtures/yolact_r50.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let case = &doc["cases"][0];
+    let photo = case["photo"].as_str().expect("photo");
+    let dir = scratch("yolact");
+    let weights = dir.join("yolact_resnet50.safetensors");
+    write_named_weights(&doc["weights"], "", &weights);
+    let out = run_named_pipeline(
+        "yolact_r50.toml",
+        &dir,
+        &weights,
+        &[format!(
+            "nodes.images.path={}",
+            repo().join("assets").join(photo).display()
+        )],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(dir.join("out/yolact_r50/overlays/000000.png").is_file());
+    let text = std::fs::read_to_string(dir.join("out/yolact_r50/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    let det = &case["detections"];
+    let (classes, scores, boxes) = (
+        floats(&det["classes"]),
+        floats(&det["scores"]),
+        floats(&det["boxes"]),
+    );
+    assert_eq!(ours.len(), scores.len(), "number of detections");
+    let mut used = vec![false; ours.len()];
+    let (mut agree, mut total) = (0usize, 0usize);
+    for j in 0..scores.len() {
+        let want = &boxes[4 * j..4 * j + 4];
+        let category = plugin_yolact::head::COCO_CATEGORY_IDS[classes[j] as usize] as f64;
+        let i = (0..ours.len())
+            .find(|&i| {
+                let b = floats(&ours[i]["bbox"]);
+                let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+                !used[i]
+                    && ours[i]["category_id"].as_f64() == Some(category)
+                    && (ours[i]["score"].as_f64().expect("score") - scores[j]).abs() <= 1e-4
+                    && xyxy.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1.0)
+            })
+            .unwrap_or_else(|| panic!("official detection {j} ({want:?}) not found"));
+        used[i] = true;
+        let seg = &ours[i]["segmentation"];
+        let theirs = &case["masks"][j];
+        assert_eq!(seg["size"], theirs["size"]);
+        let a = expand(
+            &plugin_io::rle::decode(seg["counts"].as_str().expect("counts"))
+                .expect("rle")
+                .iter()
+                .map(|&c| u64::from(c))
+                .collect::<Vec<_>>(),
+        );
+        let b = expand(
+            &plugin_io::rle::decode(theirs["counts"].as_str().expect("counts"))
+                .expect("rle")
+                .iter()
+                .map(|&c| u64::from(c))
+                .collect::<Vec<_>>(),
+        );
+        total += b.len();
+        agree += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    }
+    assert!(
+        agree as f64 >= 0.999 * total as f64,
+        "masks agree on {agree} of {total} pixels"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
