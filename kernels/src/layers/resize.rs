@@ -262,6 +262,54 @@ pub fn resize_with_scale(
     Array4::from_shape_vec((n, c, oh, ow), out).or_else(|e| invalid(OP, e.to_string()))
 }
 
+/// The window `rows x cols` of [`resize`]`(x, size, mode)`, computed alone (the values are
+/// those of the full resize there). For outputs that are known to be zero elsewhere, such
+/// as a cropped mask resized to a photo.
+pub fn resize_window(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    mode: ResizeMode,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Result<Array4<f32>> {
+    const OP: &str = "resize";
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = size;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, format!("output size {size:?} must be positive"));
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
+    }
+    if rows.start >= rows.end || cols.start >= cols.end || rows.end > oh || cols.end > ow {
+        return invalid(
+            OP,
+            format!("window {rows:?} x {cols:?} is empty or outside the {oh}x{ow} output"),
+        );
+    }
+    let slice = |t: AxisTable, r: &std::ops::Range<usize>| AxisTable {
+        i0: t.i0[r.clone()].to_vec(),
+        i1: t.i1[r.clone()].to_vec(),
+        l0: t.l0[r.clone()].to_vec(),
+        l1: t.l1[r.clone()].to_vec(),
+        l1_f64: t
+            .l1_f64
+            .get(r.clone())
+            .map(<[f64]>::to_vec)
+            .unwrap_or_default(),
+    };
+    let ty = slice(axis_table(h, oh, mode, None), &rows);
+    let tx = slice(axis_table(w, ow, mode, None), &cols);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let size = (rows.len(), cols.len());
+    let out = resample(OP, xs, n * c, (h, w), 1, size, &ty, &tx, mode)?;
+    Array4::from_shape_vec((n, c, size.0, size.1), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
 /// Resizes `[N, H, W, C]` to `size = (out_h, out_w)` with a TF mode (or a torch mode without
 /// a scale factor), as [`resize`] does each channel.
 pub fn resize_nhwc(
@@ -485,6 +533,33 @@ pub fn resize_bicubic(
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    #[test]
+    fn a_window_is_the_same_part_of_the_full_resize() {
+        let x = Array::from_shape_fn((2, 3, 7, 9), |(n, c, y, x)| {
+            ((n * 5 + c * 3 + y * 7 + x * 11) % 17) as f32 * 0.25 - 1.0
+        });
+        for mode in [
+            ResizeMode::Nearest,
+            ResizeMode::Bilinear {
+                align_corners: false,
+            },
+            ResizeMode::TfjsBilinear {
+                align_corners: false,
+                half_pixel_centers: true,
+            },
+        ] {
+            let full = resize(x.view(), (20, 31), mode).unwrap();
+            let part = resize_window(x.view(), (20, 31), mode, 3..17, 10..31).unwrap();
+            assert_eq!(
+                part,
+                full.slice(ndarray::s![.., .., 3..17, 10..31]),
+                "{mode:?}"
+            );
+        }
+        assert!(resize_window(x.view(), (20, 31), ResizeMode::Nearest, 5..5, 0..1).is_err());
+        assert!(resize_window(x.view(), (20, 31), ResizeMode::Nearest, 0..21, 0..1).is_err());
+    }
 
     #[test]
     fn identity_and_upsample() {

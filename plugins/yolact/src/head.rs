@@ -30,7 +30,7 @@
 //! `prediction_layers.0.*`); `backbone.*` is the `resnet` node's, `semantic_seg_conv` is
 //! training-only.
 
-use kernels::layers::resize::{interpolate_scale, resize};
+use kernels::layers::resize::{interpolate_scale, resize, resize_window};
 use kernels::layers::shape::softmax_in_place;
 use kernels::layers::ResizeMode;
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
@@ -472,15 +472,36 @@ impl Yolact {
         let soft = assemble_masks(raw.proto.view(), coeffs.view(), &kept, true)
             .map_err(|e| ModelError::input(format!("{NODE}: {e}")))?;
         let n = dets.len();
-        // Each mask resized to the photo (F.interpolate, bilinear) and `> 0.5`.
+        // Each mask resized to the photo (F.interpolate, bilinear) and `> 0.5`. The crop
+        // zeroed the prototype pixels outside the padded box, so only the photo pixels
+        // that read the crop can be nonzero: only that window is resampled.
+        let (ph, pw) = (raw.proto.dim().0, raw.proto.dim().1);
         let planes: Vec<Vec<u8>> = (0..n)
             .into_par_iter()
             .map(|i| -> Result<Vec<u8>, ModelError> {
+                let mut out = vec![0u8; h * w];
+                let b = &kept[i];
+                let (x1, x2) = sanitize_coordinates(b[0], b[2], pw, 1.0);
+                let (y1, y2) = sanitize_coordinates(b[1], b[3], ph, 1.0);
+                let (Some(cols), Some(rows)) =
+                    (reading_window(x1, x2, pw, w), reading_window(y1, y2, ph, h))
+                else {
+                    return Ok(out);
+                };
                 let plane = soft
                     .slice(ndarray::s![i..i + 1, .., ..])
                     .insert_axis(Axis(0));
-                let big = resize(plane, (h, w), BILINEAR).ctx(|| "mask resize".into())?;
-                Ok(big.iter().map(|&v| u8::from(v > 0.5)).collect())
+                let part = resize_window(plane, (h, w), BILINEAR, rows.clone(), cols.clone())
+                    .ctx(|| "mask resize".into())?;
+                let part = part.index_axis(Axis(0), 0);
+                let part = part.index_axis(Axis(0), 0);
+                for (r, line) in rows.zip(part.outer_iter()) {
+                    let dst = &mut out[r * w + cols.start..r * w + cols.end];
+                    for (o, &v) in dst.iter_mut().zip(line) {
+                        *o = u8::from(v > 0.5);
+                    }
+                }
+                Ok(out)
             })
             .collect::<Result<_, _>>()?;
         let masks = Array3::from_shape_vec((n, h, w), planes.concat())
@@ -502,6 +523,24 @@ impl Yolact {
             masks,
         })
     }
+}
+
+/// The output indices (of `out` along an axis resized from `input`, bilinear,
+/// `align_corners=False`) whose two source taps can fall in the kept source range
+/// `[ceil(lo), ceil(hi))` of a crop (`x >= lo && x < hi`), with a pixel of margin: every
+/// other output reads only zeros. `None` when the crop keeps nothing.
+fn reading_window(lo: f32, hi: f32, input: usize, out: usize) -> Option<std::ops::Range<usize>> {
+    let (c0, c1) = (f64::from(lo).ceil(), f64::from(hi).ceil());
+    if c0 >= c1 || c0.is_nan() || c1.is_nan() {
+        return None;
+    }
+    let scale = input as f64 / out as f64;
+    // Source coordinate of output o: (o + 0.5)·scale - 0.5; it reads floor(src) and the next.
+    let first = ((c0 - 0.5) / scale - 0.5).floor() - 1.0;
+    let last = ((c1 + 0.5) / scale - 0.5).ceil() + 1.0;
+    let start = first.max(0.0) as usize;
+    let end = (last.max(0.0) as usize).min(out);
+    (start < end).then_some(start..end)
 }
 
 /// `box_utils.decode` (variances 0.1, 0.2) of one prior: point form `(x1, y1, x2, y2)`,
@@ -700,6 +739,31 @@ impl Node for YolactNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outside the window, every output pixel reads only source pixels outside the crop.
+    #[test]
+    fn reading_windows_cover_every_pixel_that_reads_the_crop() {
+        for (input, out) in [(138usize, 264usize), (138, 1024), (138, 100), (138, 138)] {
+            for (lo, hi) in [(0.0f32, 3.0f32), (10.5, 40.2), (130.0, 138.0), (60.0, 60.5)] {
+                let Some(win) = reading_window(lo, hi, input, out) else {
+                    assert!(lo.ceil() >= hi.ceil());
+                    continue;
+                };
+                let scale = input as f32 / out as f32;
+                for o in (0..out).filter(|o| !win.contains(o)) {
+                    let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                    let i0 = src as usize;
+                    let i1 = (i0 + 1).min(input - 1);
+                    let kept = |i: usize| (i as f32) >= lo && (i as f32) < hi;
+                    assert!(
+                        !kept(i0) && !kept(i1),
+                        "{input}->{out} {lo}..{hi}: {o} outside {win:?}"
+                    );
+                }
+            }
+        }
+        assert!(reading_window(5.0, 5.0, 138, 200).is_none());
+    }
 
     #[test]
     fn decode_by_hand() {
