@@ -85,7 +85,7 @@ def main():
                 official(off, net, cfg, bgr)
                 times, body_times = [], []
                 body_input = torch.from_numpy(
-                    (np.float32(bgr) - fx.MEAN_BGR).transpose(2, 0, 1).copy()).unsqueeze(0)
+                    (np.float32(bgr) - fx.MEAN_BGR).astype(np.float32).transpose(2, 0, 1).copy()).unsqueeze(0)
                 for _ in range(args.reps):
                     t = time.perf_counter()
                     dets, _ = official(off, net, cfg, bgr)
