@@ -184,6 +184,17 @@ pub(crate) fn axis_table(
     t
 }
 
+/// A resize needs a positive output size and a non-empty input.
+fn check_sizes(op: &'static str, (h, w): (usize, usize), size: (usize, usize)) -> Result<()> {
+    if size.0 == 0 || size.1 == 0 {
+        return invalid(op, format!("output size {size:?} must be positive"));
+    }
+    if h == 0 || w == 0 {
+        return shape_err(op, format!("input has an empty spatial size {h}x{w}"));
+    }
+    Ok(())
+}
+
 /// Resizes `[N, C, H, W]` to `size = (out_h, out_w)`.
 pub fn resize(
     x: ArrayView4<'_, f32>,
@@ -233,12 +244,7 @@ pub fn resize_with_scale(
     const OP: &str = "resize";
     let (n, c, h, w) = x.dim();
     let (oh, ow) = size;
-    if oh == 0 || ow == 0 {
-        return invalid(OP, format!("output size {size:?} must be positive"));
-    }
-    if h == 0 || w == 0 {
-        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
-    }
+    check_sizes(OP, (h, w), size)?;
     if scales.is_some()
         && !matches!(
             mode,
@@ -275,12 +281,7 @@ pub fn resize_window(
     const OP: &str = "resize";
     let (n, c, h, w) = x.dim();
     let (oh, ow) = size;
-    if oh == 0 || ow == 0 {
-        return invalid(OP, format!("output size {size:?} must be positive"));
-    }
-    if h == 0 || w == 0 {
-        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
-    }
+    check_sizes(OP, (h, w), size)?;
     if rows.start >= rows.end || cols.start >= cols.end || rows.end > oh || cols.end > ow {
         return invalid(
             OP,
@@ -320,12 +321,7 @@ pub fn resize_nhwc(
     const OP: &str = "resize_nhwc";
     let (n, h, w, c) = x.dim();
     let (oh, ow) = size;
-    if oh == 0 || ow == 0 {
-        return invalid(OP, format!("output size {size:?} must be positive"));
-    }
-    if h == 0 || w == 0 {
-        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
-    }
+    check_sizes(OP, (h, w), size)?;
     let ty = axis_table(h, oh, mode, None);
     let tx = axis_table(w, ow, mode, None);
     let x = x.as_standard_layout();
@@ -488,12 +484,7 @@ pub fn resize_bicubic(
     const OP: &str = "resize_bicubic";
     let (n, c, h, w) = x.dim();
     let (oh, ow) = size;
-    if oh == 0 || ow == 0 {
-        return invalid(OP, format!("output size {size:?} must be positive"));
-    }
-    if h == 0 || w == 0 {
-        return shape_err(OP, format!("input has an empty spatial size {h}x{w}"));
-    }
+    check_sizes(OP, (h, w), size)?;
     let total = checked_numel(OP, &[n, c, oh, ow])?;
     let ty = cubic_table(h, oh, align_corners);
     let tx = cubic_table(w, ow, align_corners);

@@ -13,7 +13,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::ModelError;
+use vision_common::{BgrPixels, ModelError};
 
 /// `detect.py`'s mean, in BGR order.
 const MEAN_BGR: [f64; 3] = [104.0, 117.0, 123.0];
@@ -72,36 +72,12 @@ impl RetinaFacePreprocess {
 
     /// The node's computation on a u8 `[H, W, C]` image.
     pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
-        let t = image.tensor("image").map_err(ModelError::Input)?;
-        let (h, w, c) = match t.shape() {
-            [h, w, c] if *h > 0 && *w > 0 => (*h, *w, *c),
-            _ => {
-                return Err(ModelError::input(format!(
-                    "retinaface_preprocess: the image must be u8 [H, W, C] with H, W > 0, got {}",
-                    t.describe()
-                )))
-            }
-        };
-        let px = t.as_slice::<u8>().map_err(|_| {
-            ModelError::input(format!(
-                "retinaface_preprocess: the image must be u8, got {}",
-                t.describe()
-            ))
-        })?;
-        // Output channel k (B, G, R) reads input channel `src[k]` of each pixel.
-        let src: [usize; 3] = match c {
-            3 | 4 => [2, 1, 0],
-            1 => [0, 0, 0],
-            _ => {
-                return Err(ModelError::input(format!(
-                    "retinaface_preprocess: the image must have 1, 3 or 4 channels, got {c}"
-                )))
-            }
-        };
+        let px = BgrPixels::from_value("retinaface_preprocess", image)?;
+        let (h, w) = (px.height, px.width);
         let mut data = Vec::with_capacity(3 * h * w);
-        for (k, &s) in src.iter().enumerate() {
+        for k in 0..3 {
             let m = self.mean_bgr[k];
-            data.extend(px.chunks_exact(c).map(|p| p[s] as f32 - m));
+            data.extend(px.plane(k).map(|v| v as f32 - m));
         }
         let size = || Tensor::from_vec(&[2], vec![h as i64, w as i64]);
         Ok(Value::new(PortKind::ModelImage)

@@ -79,6 +79,60 @@ impl ImageSizes {
     }
 }
 
+/// The photo of an `image` value (u8 `[H, W, C]`, RGB) as a BGR reader: plane `k` of B, G, R
+/// reads channel `bgr[k]` of each pixel. A grayscale photo repeats its channel (what
+/// `cv2.imread(..., IMREAD_COLOR)` gives), an alpha channel is not read.
+pub struct BgrPixels<'a> {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub pixels: &'a [u8],
+    pub bgr: [usize; 3],
+}
+
+impl<'a> BgrPixels<'a> {
+    pub fn from_value(node: &str, image: &'a Value) -> Result<BgrPixels<'a>, ModelError> {
+        let t = image.tensor("image").map_err(ModelError::Input)?;
+        let (height, width, channels) = match t.shape() {
+            [h, w, c] if *h > 0 && *w > 0 => (*h, *w, *c),
+            _ => {
+                return Err(ModelError::input(format!(
+                    "{node}: the image must be u8 [H, W, C] with H, W > 0, got {}",
+                    t.describe()
+                )))
+            }
+        };
+        let pixels = t.as_slice::<u8>().map_err(|_| {
+            ModelError::input(format!(
+                "{node}: the image must be u8, got {}",
+                t.describe()
+            ))
+        })?;
+        let bgr = match channels {
+            3 | 4 => [2, 1, 0],
+            1 => [0, 0, 0],
+            c => {
+                return Err(ModelError::input(format!(
+                    "{node}: the image must have 1, 3 or 4 channels, got {c}"
+                )))
+            }
+        };
+        Ok(BgrPixels {
+            height,
+            width,
+            channels,
+            pixels,
+            bgr,
+        })
+    }
+
+    /// Plane `k` (0 = B, 1 = G, 2 = R) in row-major order.
+    pub fn plane(&self, k: usize) -> impl Iterator<Item = u8> + '_ {
+        let src = self.bgr[k];
+        self.pixels.chunks_exact(self.channels).map(move |p| p[src])
+    }
+}
+
 /// The `image` input of a head: the value of rcnn_preprocess (`doc` says what the head reads
 /// from it).
 pub fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {

@@ -17,7 +17,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{count_param, LayerContext, ModelError};
+use vision_common::{count_param, BgrPixels, LayerContext, ModelError};
 
 /// `data/config.py`'s `MEANS` and `STD`, in BGR order, on 0..255.
 const MEANS_BGR: [f32; 3] = [103.94, 116.78, 123.68];
@@ -68,37 +68,13 @@ impl YolactPreprocess {
 
     /// The node's computation on a u8 `[H, W, C]` image.
     pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
-        let t = image.tensor("image").map_err(ModelError::Input)?;
-        let (h, w, c) = match t.shape() {
-            [h, w, c] if *h > 0 && *w > 0 => (*h, *w, *c),
-            _ => {
-                return Err(ModelError::input(format!(
-                    "yolact_preprocess: the image must be u8 [H, W, C] with H, W > 0, got {}",
-                    t.describe()
-                )))
-            }
-        };
-        let px = t.as_slice::<u8>().map_err(|_| {
-            ModelError::input(format!(
-                "yolact_preprocess: the image must be u8, got {}",
-                t.describe()
-            ))
-        })?;
-        // Plane k (B, G, R, as cv2.imread gives them) reads input channel `src[k]`.
-        let src: [usize; 3] = match c {
-            3 | 4 => [2, 1, 0],
-            1 => [0, 0, 0],
-            _ => {
-                return Err(ModelError::input(format!(
-                    "yolact_preprocess: the image must have 1, 3 or 4 channels, got {c}"
-                )))
-            }
-        };
+        let px = BgrPixels::from_value("yolact_preprocess", image)?;
+        let (h, w) = (px.height, px.width);
         let mut bgr = Array4::<f32>::zeros((1, 3, h, w));
-        for (k, &s) in src.iter().enumerate() {
+        for k in 0..3 {
             let plane = bgr.index_axis_mut(ndarray::Axis(1), k);
-            for (dst, p) in plane.into_iter().zip(px.chunks_exact(c)) {
-                *dst = f32::from(p[s]);
+            for (dst, v) in plane.into_iter().zip(px.plane(k)) {
+                *dst = f32::from(v);
             }
         }
         let size = self.max_size;
