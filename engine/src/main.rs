@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Evaluate results against ground truth.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
     /// Create a plugin crate NAME (a working head, a pipeline that runs it, the engine's
     /// Cargo.lock) that builds and loads with `cargo build --release && engine run pipeline.toml`.
     NewPlugin {
@@ -99,6 +104,30 @@ enum Command {
         /// The plugin SDK to depend on (default: the checkout this engine was built from).
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Panoptic Quality (PQ, SQ, RQ for All, Things, Stuff and per class), equal to
+    /// panopticapi's pq_compute, on COCO panoptic files (JSON + PNG folder) of the ground truth
+    /// and the predictions.
+    Pq {
+        #[arg(long, value_name = "FILE")]
+        gt_json: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        gt_dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        pred_json: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        pred_dir: PathBuf,
+        /// Categories (a JSON list, or an object with "categories") instead of the ground
+        /// truth's.
+        #[arg(long, value_name = "FILE")]
+        categories: Option<PathBuf>,
+        /// Print the dict pq_compute returns, as JSON, instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -168,6 +197,39 @@ fn main() -> ExitCode {
         } => {
             init_logging(level, None);
             plugins(&library, kind.as_deref(), markdown)
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Pq {
+                    gt_json,
+                    gt_dir,
+                    pred_json,
+                    pred_dir,
+                    categories,
+                    json,
+                },
+        } => {
+            init_logging(level, None);
+            match plugin_io::pq::pq_compute(
+                &gt_json,
+                &pred_json,
+                &gt_dir,
+                &pred_dir,
+                categories.as_deref(),
+            ) {
+                Ok(r) if json => {
+                    println!("{}", r.to_json());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", r.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
         }
         Command::NewPlugin { name, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(engine::scaffold::default_sdk);

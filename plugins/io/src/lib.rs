@@ -17,7 +17,8 @@
 //! parameter in their errors.
 //!
 //! Helpers that are useful on their own: [`image_source::decode_image`] (JPEG/PNG to RGB u8)
-//! and [`rle`] (COCO compressed RLE, byte-identical to pycocotools).
+//! and [`rle`] (COCO compressed RLE, byte-identical to pycocotools), and [`pq`] (panoptic
+//! quality, equal to panopticapi's `pq_compute`; `engine eval pq`).
 
 pub mod atomic_file;
 pub mod densepose;
@@ -26,6 +27,7 @@ pub mod image_sink;
 pub mod image_source;
 pub mod instances_ops;
 pub mod json_sink;
+pub mod pq;
 pub mod rle;
 pub mod synthetic;
 pub mod util_nodes;

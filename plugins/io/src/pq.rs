@@ -1,0 +1,519 @@
+//! Panoptic Quality (PQ, SQ, RQ) as panopticapi's `pq_compute` computes it
+//! (`panopticapi/evaluation.py` @ 7bb46555), on COCO panoptic files: a JSON with `annotations`
+//! (`image_id`, `file_name`, `segments_info` with `id`, `category_id`, `iscrowd`, `area`) and
+//! `categories` (`id`, `isthing`), and a folder of PNGs whose pixel id is `R + 256·G + 256²·B`.
+//!
+//! Per image, as `pq_compute_single_core`:
+//! - predicted areas are counted from the PNG; ground-truth areas are the JSON's `area`;
+//! - every non-VOID id of a predicted PNG must be in its JSON and the reverse, and each
+//!   predicted `category_id` must be known (the errors are panopticapi's, with the file);
+//! - a ground-truth and a predicted segment of the same category match when
+//!   `intersection / (pred_area + gt_area - intersection - pred ∩ VOID) > 0.5`, unless the
+//!   ground truth is a crowd (`iscrowd = 1`);
+//! - unmatched non-crowd ground truths are false negatives; an unmatched prediction is a
+//!   false positive unless more than half of it lies on VOID and on the crowd region of its
+//!   category (the last crowd segment of that category in the JSON).
+//!
+//! Per category `pq = Σiou / (tp + fp/2 + fn/2)`, `sq = Σiou / tp`, `rq = tp / (tp + fp/2 +
+//! fn/2)`; categories with no tp, fp or fn get zeros and are not averaged. All, Things and
+//! Stuff are the unweighted means over the categories of the ground truth's `categories`
+//! (or `--categories`). Where panopticapi divides by zero (no category of a group has any
+//! segment) the group's values are 0 with `n = 0`.
+//!
+//! Images are read in parallel; their counts are added in the ground truth's order, and the
+//! IoUs of one image in panopticapi's order (ascending `gt·2²⁴ + pred`), so the sums are
+//! panopticapi's up to the grouping of its worker processes (a few ulps).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::Value as Json;
+
+const OFFSET: u64 = 256 * 256 * 256;
+const VOID: u32 = 0;
+
+/// What went wrong, with the file (and the image and segment id) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PqError(String);
+
+fn err(msg: impl Into<String>) -> PqError {
+    PqError(msg.into())
+}
+
+/// The counts of one category.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CategoryStat {
+    pub iou: f64,
+    pub tp: u64,
+    pub fp: u64,
+    pub fn_: u64,
+}
+
+impl std::ops::AddAssign for CategoryStat {
+    fn add_assign(&mut self, o: CategoryStat) {
+        self.iou += o.iou;
+        self.tp += o.tp;
+        self.fp += o.fp;
+        self.fn_ += o.fn_;
+    }
+}
+
+/// PQ, SQ, RQ of one category or one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Quality {
+    pub pq: f64,
+    pub sq: f64,
+    pub rq: f64,
+}
+
+/// A category of the evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Category {
+    pub id: i64,
+    pub name: String,
+    pub isthing: bool,
+}
+
+/// `pq_compute`'s results: All, Things, Stuff (with the number of categories averaged) and
+/// per class, with the counts behind them.
+#[derive(Clone, Debug)]
+pub struct PqResults {
+    pub groups: Vec<(&'static str, Quality, usize)>,
+    pub per_class: Vec<(Category, Quality, CategoryStat)>,
+    pub images: usize,
+}
+
+struct Segment {
+    category: i64,
+    iscrowd: bool,
+    area: u64,
+}
+
+fn int(j: &Json, key: &str, what: &str) -> Result<i64, PqError> {
+    j[key].as_i64().ok_or_else(|| {
+        err(format!(
+            "{what}: \"{key}\" must be an integer, got {}",
+            j[key]
+        ))
+    })
+}
+
+fn read_json(path: &Path) -> Result<Json, PqError> {
+    let text = kernels::files::read_regular(path)
+        .map_err(|e| err(format!("cannot read \"{}\": {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| err(format!("\"{}\" is not valid JSON: {e}", path.display())))
+}
+
+/// The categories of a JSON: a list, or an object with a `categories` list.
+pub fn categories_of(doc: &Json, path: &Path) -> Result<Vec<Category>, PqError> {
+    let list = doc
+        .as_array()
+        .or_else(|| doc["categories"].as_array())
+        .ok_or_else(|| err(format!("\"{}\" has no \"categories\" list", path.display())))?;
+    list.iter()
+        .map(|c| {
+            let what = format!("\"{}\" categories", path.display());
+            Ok(Category {
+                id: int(c, "id", &what)?,
+                name: c["name"].as_str().unwrap_or("").to_string(),
+                isthing: c["isthing"].as_i64() == Some(1),
+            })
+        })
+        .collect()
+}
+
+/// The segment ids of a panoptic PNG (`R + 256·G + 256²·B`), row-major, and its size.
+fn read_ids(path: &Path) -> Result<(Vec<u32>, (usize, usize)), PqError> {
+    let bytes = kernels::files::read_regular(path)
+        .map_err(|e| err(format!("cannot read \"{}\": {e}", path.display())))?;
+    let img = crate::image_source::decode_image(&bytes, &path.display().to_string())
+        .map_err(|e| err(format!("\"{}\": {}", path.display(), e.message())))?;
+    let s = img.shape().to_vec();
+    let (h, w, c) = (s[0], s[1], s[2]);
+    if c < 3 {
+        return Err(err(format!(
+            "\"{}\" is not an RGB panoptic PNG ({c} channel(s))",
+            path.display()
+        )));
+    }
+    let px = img
+        .as_slice::<u8>()
+        .map_err(|e| err(format!("\"{}\": {e}", path.display())))?;
+    let ids = px
+        .chunks_exact(c)
+        .map(|p| u32::from(p[0]) + 256 * u32::from(p[1]) + 65536 * u32::from(p[2]))
+        .collect();
+    Ok((ids, (h, w)))
+}
+
+/// A segment of a JSON's `segments_info`: category, crowd, and area (if given).
+type SegmentInfo = (i64, bool, Option<u64>);
+
+fn segments(ann: &Json, what: &str) -> Result<BTreeMap<u32, SegmentInfo>, PqError> {
+    let list = ann["segments_info"]
+        .as_array()
+        .ok_or_else(|| err(format!("{what}: no \"segments_info\" list")))?;
+    let mut out = BTreeMap::new();
+    for s in list {
+        let id = int(s, "id", what)?;
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&v| u64::from(v) < OFFSET)
+            .ok_or_else(|| err(format!("{what}: segment id {id} is not a 24-bit PNG id")))?;
+        let category = int(s, "category_id", what)?;
+        let iscrowd = s["iscrowd"].as_i64() == Some(1);
+        let area = s["area"].as_u64();
+        out.insert(id, (category, iscrowd, area));
+    }
+    Ok(out)
+}
+
+/// One image's counts per category (`pq_compute_single_core`'s body).
+fn image_stats(
+    gt_ann: &Json,
+    pred_ann: &Json,
+    gt_dir: &Path,
+    pred_dir: &Path,
+    categories: &HashSet<i64>,
+) -> Result<HashMap<i64, CategoryStat>, PqError> {
+    let image_id = &gt_ann["image_id"];
+    let file = |ann: &Json, dir: &Path| -> Result<PathBuf, PqError> {
+        ann["file_name"]
+            .as_str()
+            .map(|f| dir.join(f))
+            .ok_or_else(|| {
+                err(format!(
+                    "the annotation of image {image_id} has no \"file_name\""
+                ))
+            })
+    };
+    let (gt_path, pred_path) = (file(gt_ann, gt_dir)?, file(pred_ann, pred_dir)?);
+    let (gt_ids, gt_size) = read_ids(&gt_path)?;
+    let (pred_ids, pred_size) = read_ids(&pred_path)?;
+    if gt_size != pred_size {
+        return Err(err(format!(
+            "image {image_id}: the ground truth \"{}\" is {}x{} but the prediction \"{}\" is {}x{}",
+            gt_path.display(),
+            gt_size.1,
+            gt_size.0,
+            pred_path.display(),
+            pred_size.1,
+            pred_size.0
+        )));
+    }
+    let gt_what = format!("\"{}\" (image {image_id})", gt_path.display());
+    let pred_what = format!("\"{}\" (image {image_id})", pred_path.display());
+    let gt_segms: BTreeMap<u32, Segment> = segments(gt_ann, &gt_what)?
+        .into_iter()
+        .map(|(id, (category, iscrowd, area))| {
+            let area = area.ok_or_else(|| {
+                err(format!("{gt_what}: segment {id} has no \"area\" (the ground truth's areas come from its JSON)"))
+            })?;
+            Ok((id, Segment { category, iscrowd, area }))
+        })
+        .collect::<Result<_, PqError>>()?;
+    let pred_info = segments(pred_ann, &pred_what)?;
+    // Predicted areas from the PNG, and the sanity checks.
+    let mut pred_area: BTreeMap<u32, u64> = BTreeMap::new();
+    for &id in &pred_ids {
+        *pred_area.entry(id).or_default() += 1;
+    }
+    let mut pred_segms: BTreeMap<u32, Segment> = BTreeMap::new();
+    for (&id, &count) in &pred_area {
+        let Some(&(category, iscrowd, _)) = pred_info.get(&id) else {
+            if id == VOID {
+                continue;
+            }
+            return Err(err(format!(
+                "{pred_what}: In the image with ID {image_id} segment with ID {id} is presented in PNG and not presented in JSON."
+            )));
+        };
+        if !categories.contains(&category) {
+            return Err(err(format!(
+                "{pred_what}: In the image with ID {image_id} segment with ID {id} has unknown category_id {category}."
+            )));
+        }
+        pred_segms.insert(
+            id,
+            Segment {
+                category,
+                iscrowd,
+                area: count,
+            },
+        );
+    }
+    let missing: Vec<u32> = pred_info
+        .keys()
+        .filter(|id| !pred_segms.contains_key(id))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Err(err(format!(
+            "{pred_what}: In the image with ID {image_id} the following segment IDs {missing:?} are presented in JSON and not presented in PNG."
+        )));
+    }
+    // The confusion counts, in ascending gt·OFFSET + pred as np.unique gives them.
+    let mut pairs: HashMap<u64, u64> = HashMap::new();
+    for (&g, &p) in gt_ids.iter().zip(&pred_ids) {
+        *pairs
+            .entry(u64::from(g) * OFFSET + u64::from(p))
+            .or_default() += 1;
+    }
+    let mut keys: Vec<u64> = pairs.keys().copied().collect();
+    keys.sort_unstable();
+    let pair = |g: u32, p: u32| {
+        pairs
+            .get(&(u64::from(g) * OFFSET + u64::from(p)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut stats: HashMap<i64, CategoryStat> = HashMap::new();
+    let mut gt_matched = HashSet::new();
+    let mut pred_matched = HashSet::new();
+    for key in keys {
+        let (g, p) = ((key / OFFSET) as u32, (key % OFFSET) as u32);
+        let (Some(gs), Some(ps)) = (gt_segms.get(&g), pred_segms.get(&p)) else {
+            continue;
+        };
+        if gs.iscrowd || gs.category != ps.category {
+            continue;
+        }
+        let intersection = pairs[&key];
+        let union = ps.area as i64 + gs.area as i64 - intersection as i64 - pair(VOID, p) as i64;
+        let iou = intersection as f64 / union as f64;
+        if iou > 0.5 {
+            let s = stats.entry(gs.category).or_default();
+            s.tp += 1;
+            s.iou += iou;
+            gt_matched.insert(g);
+            pred_matched.insert(p);
+        }
+    }
+    // JSON order, as panopticapi's dict iteration: the last crowd of a category wins.
+    let mut crowd_of: HashMap<i64, u32> = HashMap::new();
+    let gt_order = segments(gt_ann, &gt_what)?;
+    for id in json_order(gt_ann) {
+        if gt_matched.contains(&id) || !gt_order.contains_key(&id) {
+            continue;
+        }
+        let gs = &gt_segms[&id];
+        if gs.iscrowd {
+            crowd_of.insert(gs.category, id);
+            continue;
+        }
+        stats.entry(gs.category).or_default().fn_ += 1;
+    }
+    for (&p, ps) in &pred_segms {
+        if pred_matched.contains(&p) {
+            continue;
+        }
+        let mut on_ignored = pair(VOID, p);
+        if let Some(&crowd) = crowd_of.get(&ps.category) {
+            on_ignored += pair(crowd, p);
+        }
+        if on_ignored as f64 / ps.area as f64 > 0.5 {
+            continue;
+        }
+        stats.entry(ps.category).or_default().fp += 1;
+    }
+    Ok(stats)
+}
+
+/// The segment ids of an annotation in its JSON order.
+fn json_order(ann: &Json) -> Vec<u32> {
+    ann["segments_info"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s["id"].as_u64().and_then(|v| u32::try_from(v).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `pq_compute(gt_json, pred_json, gt_dir, pred_dir)`, with the categories of `categories`
+/// (a JSON list or an object with `categories`) instead of the ground truth's when given.
+pub fn pq_compute(
+    gt_json: &Path,
+    pred_json: &Path,
+    gt_dir: &Path,
+    pred_dir: &Path,
+    categories: Option<&Path>,
+) -> Result<PqResults, PqError> {
+    let gt = read_json(gt_json)?;
+    let pred = read_json(pred_json)?;
+    let cats = match categories {
+        Some(path) => categories_of(&read_json(path)?, path)?,
+        None => categories_of(&gt, gt_json)?,
+    };
+    for (dir, what) in [(gt_dir, "ground truth"), (pred_dir, "prediction")] {
+        if !dir.is_dir() {
+            return Err(err(format!(
+                "the {what} folder \"{}\" does not exist",
+                dir.display()
+            )));
+        }
+    }
+    let anns = |doc: &Json, path: &Path| -> Result<Vec<Json>, PqError> {
+        doc["annotations"].as_array().cloned().ok_or_else(|| {
+            err(format!(
+                "\"{}\" has no \"annotations\" list",
+                path.display()
+            ))
+        })
+    };
+    let gt_anns = anns(&gt, gt_json)?;
+    let mut by_image: HashMap<String, Json> = HashMap::new();
+    for a in anns(&pred, pred_json)? {
+        by_image.insert(a["image_id"].to_string(), a);
+    }
+    let pairs: Vec<(Json, Json)> = gt_anns
+        .into_iter()
+        .map(|g| {
+            let id = g["image_id"].to_string();
+            by_image.get(&id).cloned().map(|p| (g, p)).ok_or_else(|| {
+                err(format!(
+                    "\"{}\": no prediction for the image with id: {id}",
+                    pred_json.display()
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let known: HashSet<i64> = cats.iter().map(|c| c.id).collect();
+    let per_image: Vec<HashMap<i64, CategoryStat>> = pairs
+        .par_iter()
+        .map(|(g, p)| image_stats(g, p, gt_dir, pred_dir, &known))
+        .collect::<Result<_, _>>()?;
+    let mut total: HashMap<i64, CategoryStat> = HashMap::new();
+    for stats in per_image {
+        let mut ids: Vec<&i64> = stats.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            *total.entry(*id).or_default() += stats[id];
+        }
+    }
+    let mut per_class = Vec::with_capacity(cats.len());
+    for c in &cats {
+        let s = total.get(&c.id).copied().unwrap_or_default();
+        let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
+        let q = if s.tp + s.fp + s.fn_ == 0 {
+            Quality::default()
+        } else {
+            let denom = tp + 0.5 * fp + 0.5 * fn_;
+            Quality {
+                pq: s.iou / denom,
+                sq: if s.tp != 0 { s.iou / tp } else { 0.0 },
+                rq: tp / denom,
+            }
+        };
+        per_class.push((c.clone(), q, s));
+    }
+    let group = |isthing: Option<bool>| -> (Quality, usize) {
+        let mut sum = Quality::default();
+        let mut n = 0;
+        for (c, q, s) in &per_class {
+            if isthing.is_some_and(|t| t != c.isthing) || s.tp + s.fp + s.fn_ == 0 {
+                continue;
+            }
+            n += 1;
+            sum.pq += q.pq;
+            sum.sq += q.sq;
+            sum.rq += q.rq;
+        }
+        if n == 0 {
+            return (Quality::default(), 0);
+        }
+        let n_f = n as f64;
+        (
+            Quality {
+                pq: sum.pq / n_f,
+                sq: sum.sq / n_f,
+                rq: sum.rq / n_f,
+            },
+            n,
+        )
+    };
+    let groups = [
+        ("All", None),
+        ("Things", Some(true)),
+        ("Stuff", Some(false)),
+    ]
+    .into_iter()
+    .map(|(name, t)| {
+        let (q, n) = group(t);
+        (name, q, n)
+    })
+    .collect();
+    Ok(PqResults {
+        groups,
+        per_class,
+        images: pairs.len(),
+    })
+}
+
+impl PqResults {
+    /// The dict `pq_compute` returns, as JSON: `All`, `per_class` (by category id), `Things`,
+    /// `Stuff`.
+    pub fn to_json(&self) -> Json {
+        let group =
+            |q: &Quality, n: usize| serde_json::json!({"pq": q.pq, "sq": q.sq, "rq": q.rq, "n": n});
+        let mut out = serde_json::Map::new();
+        for (i, (name, q, n)) in self.groups.iter().enumerate() {
+            out.insert((*name).to_string(), group(q, *n));
+            if i == 0 {
+                let per: serde_json::Map<String, Json> = self
+                    .per_class
+                    .iter()
+                    .map(|(c, q, _)| {
+                        (
+                            c.id.to_string(),
+                            serde_json::json!({"pq": q.pq, "sq": q.sq, "rq": q.rq}),
+                        )
+                    })
+                    .collect();
+                out.insert("per_class".into(), Json::Object(per));
+            }
+        }
+        Json::Object(out)
+    }
+
+    /// panopticapi's table (×100, one decimal), then one line per class with its counts.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:10}| {:>5}  {:>5}  {:>5} {:>5}\n",
+            "", "PQ", "SQ", "RQ", "N"
+        );
+        s.push_str(&"-".repeat(38));
+        s.push('\n');
+        for (name, q, n) in &self.groups {
+            s.push_str(&format!(
+                "{name:10}| {:5.1}  {:5.1}  {:5.1} {n:5}\n",
+                100.0 * q.pq,
+                100.0 * q.sq,
+                100.0 * q.rq
+            ));
+        }
+        s.push_str(&format!(
+            "\nper class ({} images):\n{:>6} {:24} {:>5} {:>5}  {:>5}  {:>5} {:>5} {:>5} {:>5}\n",
+            self.images, "id", "name", "thing", "PQ", "SQ", "RQ", "TP", "FP", "FN"
+        ));
+        for (c, q, st) in &self.per_class {
+            s.push_str(&format!(
+                "{:>6} {:24} {:>5} {:5.1}  {:5.1}  {:5.1} {:5} {:5} {:5}\n",
+                c.id,
+                c.name,
+                if c.isthing { "yes" } else { "no" },
+                100.0 * q.pq,
+                100.0 * q.sq,
+                100.0 * q.rq,
+                st.tp,
+                st.fp,
+                st.fn_
+            ));
+        }
+        s
+    }
+}
