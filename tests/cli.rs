@@ -1403,3 +1403,150 @@ fn a_stage_that_does_not_drain_in_time_is_named_and_the_engine_exits() {
         stderr(&o)
     );
 }
+
+/// `engine eval pq` against panopticapi's `pq_compute` (`tests/reference/make_pq_fixtures.py`
+/// ran it on `tests/fixtures/pq/*`): every value of the dict it returned within 1e-9, and
+/// panopticapi's errors for inconsistent predictions, with the file.
+#[test]
+fn eval_pq_equals_panopticapi() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pq");
+    let dir = scratch("pq");
+    let run = |case: &Path, json: bool| {
+        let p = |name: &str| case.join(name).display().to_string();
+        let (gj, gd, pj, pd) = (p("gt.json"), p("gt"), p("pred.json"), p("pred"));
+        let mut args = vec![
+            "eval",
+            "pq",
+            "--gt-json",
+            &gj,
+            "--gt-dir",
+            &gd,
+            "--pred-json",
+            &pj,
+            "--pred-dir",
+            &pd,
+        ];
+        if json {
+            args.push("--json");
+        }
+        engine(&dir, &args)
+    };
+    let mut cases = 0;
+    for case in ["sample", "generated"] {
+        let case = root.join(case);
+        let o = run(&case, true);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let ours: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+        let want: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(case.join("expected.json")).expect("expected.json"),
+        )
+        .expect("JSON");
+        for group in ["All", "Things", "Stuff"] {
+            for key in ["pq", "sq", "rq", "n"] {
+                let (a, b) = (ours[group][key].as_f64(), want[group][key].as_f64());
+                let (a, b) = (a.expect("ours"), b.expect("panopticapi's"));
+                assert!(
+                    (a - b).abs() <= 1e-9,
+                    "{}: {group} {key}: ours {a}, panopticapi {b}",
+                    case.display()
+                );
+            }
+        }
+        let want_classes = want["per_class"].as_object().expect("per_class");
+        assert_eq!(
+            ours["per_class"].as_object().expect("per_class").len(),
+            want_classes.len()
+        );
+        for (id, q) in want_classes {
+            for key in ["pq", "sq", "rq"] {
+                let a = ours["per_class"][id][key].as_f64().expect("ours");
+                let b = q[key].as_f64().expect("panopticapi's");
+                assert!(
+                    (a - b).abs() <= 1e-9,
+                    "{}: class {id} {key}: ours {a}, panopticapi {b}",
+                    case.display()
+                );
+            }
+        }
+        // The table: panopticapi's header and one line per class.
+        let o = run(&case, false);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("PQ") && stdout(&o).contains("Things"),
+            "{}",
+            stdout(&o)
+        );
+        cases += 1;
+    }
+    assert_eq!(cases, 2);
+    let errors = root.join("errors");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&errors).expect("errors cases") {
+        let case = entry.expect("entry").path();
+        let want =
+            std::fs::read_to_string(case.join("expected_error.txt")).expect("expected_error.txt");
+        let o = run(&case, true);
+        assert_eq!(code(&o), 2, "{}", case.display());
+        let msg = stderr(&o);
+        assert!(
+            msg.contains(want.trim()),
+            "{}: {msg}\nwant: {want}",
+            case.display()
+        );
+        assert!(msg.contains("pred"), "the file is named: {msg}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    // A prediction folder that does not exist, and a corrupt PNG.
+    let sample = root.join("sample");
+    let p = |name: &str| sample.join(name).display().to_string();
+    let o = engine(
+        &dir,
+        &[
+            "eval",
+            "pq",
+            "--gt-json",
+            &p("gt.json"),
+            "--gt-dir",
+            &p("gt"),
+            "--pred-json",
+            &p("pred.json"),
+            "--pred-dir",
+            "nowhere",
+        ],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("\"nowhere\" does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    for f in std::fs::read_dir(sample.join("pred")).expect("pred") {
+        let f = f.expect("entry").path();
+        std::fs::write(
+            bad.join(f.file_name().expect("name")),
+            b"\x89PNG\r\n\x1a\nnot really",
+        )
+        .expect("write");
+    }
+    let b = bad.display().to_string();
+    let o = engine(
+        &dir,
+        &[
+            "eval",
+            "pq",
+            "--gt-json",
+            &p("gt.json"),
+            "--gt-dir",
+            &p("gt"),
+            "--pred-json",
+            &p("pred.json"),
+            "--pred-dir",
+            &b,
+        ],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains(".png"), "{}", stderr(&o));
+}
