@@ -216,10 +216,28 @@ fn image_stats(
         })
         .collect::<Result<_, PqError>>()?;
     let pred_info = segments(pred_ann, &pred_what)?;
-    // Predicted areas from the PNG, and the sanity checks.
+    // The confusion counts (gt·OFFSET + pred -> pixels). Segments are regions, so pixels
+    // come in runs of one pair: a run is counted at once.
+    let mut pairs: HashMap<u64, u64> = HashMap::new();
+    let mut run: Option<(u64, u64)> = None;
+    for (&g, &p) in gt_ids.iter().zip(&pred_ids) {
+        let key = u64::from(g) * OFFSET + u64::from(p);
+        match &mut run {
+            Some((k, n)) if *k == key => *n += 1,
+            _ => {
+                if let Some((k, n)) = run.replace((key, 1)) {
+                    *pairs.entry(k).or_default() += n;
+                }
+            }
+        }
+    }
+    if let Some((k, n)) = run {
+        *pairs.entry(k).or_default() += n;
+    }
+    // Predicted areas (the PNG's pixels), and the sanity checks.
     let mut pred_area: BTreeMap<u32, u64> = BTreeMap::new();
-    for &id in &pred_ids {
-        *pred_area.entry(id).or_default() += 1;
+    for (&key, &n) in &pairs {
+        *pred_area.entry((key % OFFSET) as u32).or_default() += n;
     }
     let mut pred_segms: BTreeMap<u32, Segment> = BTreeMap::new();
     for (&id, &count) in &pred_area {
@@ -255,13 +273,7 @@ fn image_stats(
             "{pred_what}: In the image with ID {image_id} the following segment IDs {missing:?} are presented in JSON and not presented in PNG."
         )));
     }
-    // The confusion counts, in ascending gt·OFFSET + pred as np.unique gives them.
-    let mut pairs: HashMap<u64, u64> = HashMap::new();
-    for (&g, &p) in gt_ids.iter().zip(&pred_ids) {
-        *pairs
-            .entry(u64::from(g) * OFFSET + u64::from(p))
-            .or_default() += 1;
-    }
+    // The pairs in ascending gt·OFFSET + pred, as np.unique gives them.
     let mut keys: Vec<u64> = pairs.keys().copied().collect();
     keys.sort_unstable();
     let pair = |g: u32, p: u32| {
