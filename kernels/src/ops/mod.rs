@@ -39,6 +39,7 @@ pub mod anchors;
 pub mod boxes;
 pub mod heatmap;
 pub mod nms;
+pub mod panoptic;
 pub mod paste_masks;
 pub mod poolers;
 pub mod roi_align;

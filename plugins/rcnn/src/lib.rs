@@ -13,6 +13,7 @@
 //! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
 //! | `roi_keypoint_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `keypoints` [N, 17, 3], `keypoints_scores` [N, 17] | `roi_heads` keypoint branch + `keypointrcnn_inference` |
 //! | `roi_densepose_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `densepose_boxes`, `densepose_labels`, `densepose_uv` (box-local) | DensePose `DensePoseROIHeads` (decoder, `DensePoseV1ConvXHead`, chart predictor) + `densepose_chart_predictor_output_to_result` |
+//! | `panoptic_fusion` | `instances` (original pixels, masks), `semantic` | `panoptic` | Panoptic FPN's `combine_semantic_and_instance_outputs` (Detectron2) |
 //! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
 //! Level names: torchvision calls the body's outputs and the FPN's levels `"0".."3"` (and
@@ -28,6 +29,7 @@ pub mod box_head;
 pub mod densepose_head;
 pub mod keypoint_head;
 pub mod mask_head;
+pub mod panoptic_fusion;
 pub mod paste;
 pub mod preprocess;
 pub mod rpn;
@@ -68,6 +70,7 @@ pub fn kinds() -> Vec<NodeKind> {
         keypoint_head::kind(),
         densepose_head::kind(),
         paste::kind(),
+        panoptic_fusion::kind(),
     ]
 }
 
@@ -86,7 +89,8 @@ mod tests {
                 "roi_mask_head",
                 "roi_keypoint_head",
                 "roi_densepose_head",
-                "paste_masks"
+                "paste_masks",
+                "panoptic_fusion"
             ]
         );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());

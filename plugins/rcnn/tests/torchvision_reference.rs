@@ -1354,3 +1354,122 @@ fn densepose_head_loads_a_detectron2_pkl() {
         &[2, 54, 40]
     );
 }
+
+/// `panoptic_fusion` against Detectron2's `combine_semantic_and_instance_outputs`
+/// (`tests/reference/make_panoptic_fusion_fixtures.py`): hand-made cases at every threshold
+/// (score break, f64 comparisons, exact overlap and stuff-area limits, empty masks, ties,
+/// label 0, VOID) and seeded random ones; the same segment map and segments.
+#[test]
+fn panoptic_fusion_matches_detectron2() {
+    let doc = fixture_named("panoptic_fusion.json");
+    for case in doc["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (h, w) = (
+            case["height"].as_u64().unwrap() as usize,
+            case["width"].as_u64().unwrap() as usize,
+        );
+        let scores: Vec<f32> = floats(&case["scores"]);
+        let n = scores.len();
+        let classes: Vec<i64> = case["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let mut masks = Vec::with_capacity(n * h * w);
+        for runs in case["masks"].as_array().unwrap() {
+            for (k, r) in runs.as_array().unwrap().iter().enumerate() {
+                masks.extend(std::iter::repeat_n(
+                    (k % 2) as u8,
+                    r.as_u64().unwrap() as usize,
+                ));
+            }
+        }
+        assert_eq!(masks.len(), n * h * w, "{name}: masks");
+        let semantic: Vec<i64> = case["semantic"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let instances = plugin_sdk::Instances {
+            boxes: vec![[0.0; 4]; n],
+            scores,
+            classes,
+        }
+        .to_value()
+        .unwrap()
+        .with("masks", Tensor::from_vec(&[n, h, w], masks).unwrap());
+        let sem = Value::new(plugin_sdk::PortKind::Semantic)
+            .with("labels", Tensor::from_vec(&[h, w], semantic).unwrap());
+        let p = &case["params"];
+        let mut node = create(
+            "panoptic_fusion",
+            &[
+                (
+                    "overlap_threshold",
+                    ParamValue::Float(p["overlap_threshold"].as_f64().unwrap()),
+                ),
+                (
+                    "stuff_area_thresh",
+                    ParamValue::Int(p["stuff_area_thresh"].as_i64().unwrap()),
+                ),
+                (
+                    "instances_score_thresh",
+                    ParamValue::Float(p["instances_score_thresh"].as_f64().unwrap()),
+                ),
+            ],
+        )
+        .unwrap();
+        let out = run_with(
+            &mut node,
+            &[("instances", &instances), ("semantic", &sem)],
+            "panoptic",
+        );
+        let seg = out.tensor("segments").unwrap().as_slice::<i32>().unwrap();
+        let want: Vec<i32> = case["panoptic_seg"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(seg, want.as_slice(), "{name}: segment map");
+        let info = case["segments_info"].as_array().unwrap();
+        let ids = out
+            .tensor("segment_ids")
+            .unwrap()
+            .as_slice::<i32>()
+            .unwrap();
+        let cls = out
+            .tensor("segment_classes")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap();
+        let thing = out
+            .tensor("segment_isthing")
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap();
+        let sc = out
+            .tensor("segment_scores")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap();
+        let area = out
+            .tensor("segment_areas")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap();
+        assert_eq!(ids.len(), info.len(), "{name}: segments");
+        for (k, s) in info.iter().enumerate() {
+            assert_eq!(i64::from(ids[k]), s["id"].as_i64().unwrap(), "{name} {k}");
+            assert_eq!(cls[k], s["category_id"].as_i64().unwrap(), "{name} {k}");
+            assert_eq!(thing[k] == 1, s["isthing"].as_bool().unwrap(), "{name} {k}");
+            if thing[k] == 1 {
+                assert_eq!(sc[k], s["score"].as_f64().unwrap() as f32, "{name} {k}");
+            } else {
+                assert_eq!(area[k], s["area"].as_i64().unwrap(), "{name} {k}");
+            }
+        }
+    }
+}
