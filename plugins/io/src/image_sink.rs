@@ -390,30 +390,39 @@ impl Canvas {
 
     /// Writes the canvas as an RGB8 PNG.
     pub fn write_png(&self, path: &std::path::Path) -> Result<(), NodeError> {
-        let err = |e: &dyn std::fmt::Display| {
-            NodeError::new(format!("cannot write {}: {e}", quoted(path)))
-        };
-        let (w, h) = (
-            u32::try_from(self.width).map_err(|e| err(&e))?,
-            u32::try_from(self.height).map_err(|e| err(&e))?,
-        );
-        // Through a temporary renamed into place: an interrupted write never leaves a
-        // truncated PNG, and a previous file stays until the new one is complete.
-        let mut file = crate::atomic_file::AtomicFile::create(path).map_err(|e| err(&e))?;
-        {
-            let out = file
-                .writer()
-                .ok_or_else(|| NodeError::new(format!("{} was already closed", quoted(path))))?;
-            let mut encoder = png::Encoder::new(out, w, h);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            encoder.set_compression(png::Compression::Fast);
-            let mut writer = encoder.write_header().map_err(|e| err(&e))?;
-            writer.write_image_data(&self.pixels).map_err(|e| err(&e))?;
-            writer.finish().map_err(|e| err(&e))?;
-        }
-        file.commit()
+        write_rgb_png(path, self.width, self.height, &self.pixels)
     }
+}
+
+/// Writes row-major RGB8 `pixels` of `width x height` as a PNG, through a temporary renamed
+/// into place: an interrupted write never leaves a truncated PNG, and a previous file stays
+/// until the new one is complete.
+pub fn write_rgb_png(
+    path: &std::path::Path,
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+) -> Result<(), NodeError> {
+    let err =
+        |e: &dyn std::fmt::Display| NodeError::new(format!("cannot write {}: {e}", quoted(path)));
+    let (w, h) = (
+        u32::try_from(width).map_err(|e| err(&e))?,
+        u32::try_from(height).map_err(|e| err(&e))?,
+    );
+    let mut file = crate::atomic_file::AtomicFile::create(path).map_err(|e| err(&e))?;
+    {
+        let out = file
+            .writer()
+            .ok_or_else(|| NodeError::new(format!("{} was already closed", quoted(path))))?;
+        let mut encoder = png::Encoder::new(out, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().map_err(|e| err(&e))?;
+        writer.write_image_data(pixels).map_err(|e| err(&e))?;
+        writer.finish().map_err(|e| err(&e))?;
+    }
+    file.commit()
 }
 
 impl Node for ImageSink {

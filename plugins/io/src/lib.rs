@@ -6,6 +6,7 @@
 //! | `synthetic_source` | source | out `image`, `instances`                                |
 //! | `json_sink`        | sink   | in `instances`                                          |
 //! | `image_sink`       | sink   | in `image`, `instances` (optional)                      |
+//! | `panoptic_sink`    | sink   | in `panoptic` (COCO panoptic PNGs + annotations JSON)   |
 //! | `null_sink`        | sink   | in `in`                                                 |
 //! | `identity`         | filter | in `in`, out `out` (same kind as the input)             |
 //! | `concat_instances` | filter | in `first`, `second` (optional), out `instances`        |
@@ -27,6 +28,7 @@ pub mod image_sink;
 pub mod image_source;
 pub mod instances_ops;
 pub mod json_sink;
+pub mod panoptic_sink;
 pub mod pq;
 pub mod rle;
 pub mod synthetic;
@@ -41,6 +43,7 @@ pub fn kinds() -> Vec<NodeKind> {
         synthetic::kind(),
         json_sink::kind(),
         image_sink::kind(),
+        panoptic_sink::kind(),
         util_nodes::null_sink_kind(),
         util_nodes::identity_kind(),
         instances_ops::concat_instances(),
@@ -68,6 +71,7 @@ mod tests {
                 "synthetic_source",
                 "json_sink",
                 "image_sink",
+                "panoptic_sink",
                 "null_sink",
                 "identity",
                 "concat_instances",
@@ -76,7 +80,7 @@ mod tests {
         );
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         for k in &kinds {
             assert!(!k.spec.doc.is_empty(), "{} has no doc", k.spec.kind);
             for p in k.spec.inputs.iter().chain(&k.spec.outputs) {
