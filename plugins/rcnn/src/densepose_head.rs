@@ -56,6 +56,8 @@ use vision_common::{
 };
 use vision_common::{LayerContext, ModelError};
 
+use crate::semantic_fpn::SemanticFpn;
+
 const NODE: &str = "roi_densepose_head";
 
 /// Bilinear resampling as `F.interpolate(..., mode="bilinear", align_corners=False)`.
@@ -99,114 +101,11 @@ impl Default for DensePoseHeadConfig {
     }
 }
 
-/// Detectron2's `Decoder` (`roi_head.py`): per level, convolutions + ReLU each followed by a
-/// 2x upsampling while the level is coarser than the output's 1/4 stride; summed; a 1x1
-/// predictor.
-#[derive(Debug)]
-struct Decoder {
-    /// Per level: its convolutions.
-    scale_heads: Vec<Vec<Conv2d>>,
-    /// Per level: whether each convolution is followed by a 2x upsampling.
-    upsample: Vec<bool>,
-    predictor: Conv2d,
-}
-
-/// `DECODER_COMMON_STRIDE`.
-const COMMON_STRIDE: usize = 4;
-
-/// The strides of the levels `p2..` of an FPN, as Detectron2's `ShapeSpec` declares them.
-fn level_stride(index: usize) -> usize {
-    COMMON_STRIDE << index
-}
-
-impl Decoder {
-    fn bind(
-        b: &mut kernels::weights::Binder<'_>,
-        in_features: &[String],
-        channels: usize,
-        conv_dims: usize,
-    ) -> Result<Decoder, ModelError> {
-        let mut scale_heads = Vec::new();
-        let mut upsample = Vec::new();
-        for (i, level) in in_features.iter().enumerate() {
-            let stride = level_stride(i);
-            let length = (stride.ilog2() as usize)
-                .saturating_sub(COMMON_STRIDE.ilog2() as usize)
-                .max(1);
-            let up = stride != COMMON_STRIDE;
-            let mut convs = Vec::new();
-            for k in 0..length {
-                // nn.Sequential(conv, Upsample, conv, Upsample, ...) or just (conv,).
-                let index = if up { 2 * k } else { k };
-                let cin = if k == 0 { channels } else { conv_dims };
-                convs.push(
-                    conv_bias(
-                        b,
-                        &format!("decoder.{level}.{index}"),
-                        cin,
-                        conv_dims,
-                        3,
-                        Conv2dParams::default().padding(1),
-                    )?
-                    .with_activation(Activation::Relu),
-                );
-            }
-            scale_heads.push(convs);
-            upsample.push(up);
-        }
-        // DECODER_NUM_CLASSES: the head reads the decoder's output with the FPN's channels.
-        let predictor = conv_bias(
-            b,
-            "decoder.predictor",
-            conv_dims,
-            channels,
-            1,
-            Conv2dParams::default(),
-        )?;
-        Ok(Decoder {
-            scale_heads,
-            upsample,
-            predictor,
-        })
-    }
-
-    fn forward(&self, levels: &[ArrayView4<'_, f32>]) -> Result<Array4<f32>, ModelError> {
-        let mut sum: Option<Array4<f32>> = None;
-        for (l, (convs, level)) in self.scale_heads.iter().zip(levels).enumerate() {
-            let mut x = level.to_owned();
-            for (k, conv) in convs.iter().enumerate() {
-                x = conv
-                    .forward(x.view())
-                    .ctx(|| format!("decoder level {l}, convolution {k}"))?;
-                if self.upsample[l] {
-                    x = interpolate_scale(x.view(), (2.0, 2.0), BILINEAR, false)
-                        .ctx(|| format!("decoder level {l}, upsampling {k}"))?;
-                }
-            }
-            sum = Some(match sum {
-                None => x,
-                Some(acc) if acc.dim() == x.dim() => acc + &x,
-                Some(acc) => {
-                    return Err(ModelError::input(format!(
-                        "{NODE}: decoder level {l} upsamples to {:?}, level 0 is {:?}; the levels must be p2..p5 of one FPN (strides 4..32, image padded to 32)",
-                        x.dim(),
-                        acc.dim()
-                    )))
-                }
-            });
-        }
-        let sum = sum.ok_or_else(|| ModelError::input(format!("{NODE}: no feature levels")))?;
-        self.predictor
-            .forward(sum.view())
-            .ctx(|| "decoder.predictor".into())
-    }
-}
-
 /// The DensePose branch with its weights bound.
 #[derive(Debug)]
 pub struct DensePoseHead {
     config: DensePoseHeadConfig,
-    decoder: Option<Decoder>,
+    decoder: Option<SemanticFpn>,
     pooler: RoiPooler,
     convs: Vec<Conv2d>,
     /// The four predictor layers as one: output channels `[coarse | fine | u | v]`.
@@ -245,11 +144,15 @@ impl DensePoseHead {
         let prefix = resolve_prefix(weights, prefix, &["densepose_head.body_conv_fcn1.weight"]);
         let mut b = weights.binder(&prefix);
         let decoder = if config.decoder {
-            Some(Decoder::bind(
+            // DECODER_NUM_CLASSES: the head reads the decoder's output with the FPN's width.
+            Some(SemanticFpn::bind(
                 &mut b,
+                "decoder",
                 in_features,
                 config.channels,
                 config.decoder_channels,
+                config.channels,
+                false,
             )?)
         } else {
             None

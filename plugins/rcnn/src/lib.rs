@@ -33,6 +33,7 @@ pub mod panoptic_fusion;
 pub mod paste;
 pub mod preprocess;
 pub mod rpn;
+pub mod semantic_fpn;
 
 use plugin_sdk::NodeKind;
 
