@@ -13,6 +13,7 @@
 //! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
 //! | `roi_keypoint_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `keypoints` [N, 17, 3], `keypoints_scores` [N, 17] | `roi_heads` keypoint branch + `keypointrcnn_inference` |
 //! | `roi_densepose_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `densepose_boxes`, `densepose_labels`, `densepose_uv` (box-local) | DensePose `DensePoseROIHeads` (decoder, `DensePoseV1ConvXHead`, chart predictor) + `densepose_chart_predictor_output_to_result` |
+//! | `sem_seg_fpn_head` | `features` `p2..p5`, `image` | `semantic` (logits, labels at the photo's size) | Panoptic FPN's `SemSegFPNHead` + `sem_seg_postprocess` (Detectron2) |
 //! | `panoptic_fusion` | `instances` (original pixels, masks), `semantic` | `panoptic` | Panoptic FPN's `combine_semantic_and_instance_outputs` (Detectron2) |
 //! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
@@ -33,6 +34,7 @@ pub mod panoptic_fusion;
 pub mod paste;
 pub mod preprocess;
 pub mod rpn;
+pub mod sem_seg_head;
 pub mod semantic_fpn;
 
 use plugin_sdk::NodeKind;
@@ -71,6 +73,7 @@ pub fn kinds() -> Vec<NodeKind> {
         keypoint_head::kind(),
         densepose_head::kind(),
         paste::kind(),
+        sem_seg_head::kind(),
         panoptic_fusion::kind(),
     ]
 }
@@ -91,6 +94,7 @@ mod tests {
                 "roi_keypoint_head",
                 "roi_densepose_head",
                 "paste_masks",
+                "sem_seg_fpn_head",
                 "panoptic_fusion"
             ]
         );

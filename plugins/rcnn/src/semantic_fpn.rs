@@ -43,13 +43,22 @@ pub struct SemanticFpn {
     module: String,
 }
 
+/// `module.name`, or `name` for the binder's own level (`module` empty).
+fn join(module: &str, name: &str) -> String {
+    if module.is_empty() {
+        name.to_string()
+    } else {
+        format!("{module}.{name}")
+    }
+}
+
 /// The stride of the `index`-th level from p2.
 fn level_stride(index: usize) -> usize {
     COMMON_STRIDE << index
 }
 
 impl SemanticFpn {
-    /// Binds `{module}.*`: `in_features` are the levels from p2, `channels` their width,
+    /// Binds `{module}.*` (or the binder's own tensors when `module` is empty): `in_features` are the levels from p2, `channels` their width,
     /// `conv_dims` the towers' width, `out_channels` the predictor's, `group_norm` whether
     /// the convolutions are normalised (and then have no bias).
     pub fn bind(
@@ -79,7 +88,7 @@ impl SemanticFpn {
                 // nn.Sequential(conv, Upsample, conv, Upsample, ...) or just (conv,).
                 let index = if up { 2 * k } else { k };
                 let cin = if k == 0 { channels } else { conv_dims };
-                let name = format!("{module}.{level}.{index}");
+                let name = join(module, &format!("{level}.{index}"));
                 let params = Conv2dParams::default().padding(1);
                 let block = if group_norm {
                     let w = b.take(&format!("{name}.weight"), &[conv_dims, cin, 3, 3]);
@@ -106,7 +115,7 @@ impl SemanticFpn {
         }
         let predictor = conv_bias(
             b,
-            &format!("{module}.predictor"),
+            &join(module, "predictor"),
             conv_dims,
             out_channels,
             1,
