@@ -105,18 +105,7 @@ fn labels_of(semantic: &Value) -> Result<(Vec<i64>, (usize, usize)), ModelError>
     let x = t.as_slice::<f32>().map_err(|_| {
         ModelError::input(format!("{NODE}: logits must be f32, got {}", t.describe()))
     })?;
-    let plane = h * w;
-    let labels = (0..plane)
-        .map(|i| {
-            let mut best = 0;
-            for k in 1..c {
-                if x[k * plane + i] > x[best * plane + i] {
-                    best = k;
-                }
-            }
-            best as i64
-        })
-        .collect();
+    let labels = crate::sem_seg_head::argmax_labels(x, c, h * w);
     Ok((labels, (h, w)))
 }
 

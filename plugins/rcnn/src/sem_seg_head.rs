@@ -103,14 +103,9 @@ impl SemSegHead {
     }
 }
 
-/// The argmax over the first axis (the first maximum; NaN counts as the maximum).
-pub fn argmax_labels(logits: &ndarray::Array3<f32>) -> Vec<i64> {
-    let (c, h, w) = logits.dim();
-    let plane = h * w;
-    let x = logits
-        .as_slice()
-        .map(<[f32]>::to_vec)
-        .unwrap_or_else(|| logits.iter().copied().collect());
+/// Per pixel, the class of the largest of `c` planes of `plane` pixels (row-major
+/// `[C, H, W]`): the first maximum, a NaN counting as the maximum (torch's argmax).
+pub fn argmax_labels(x: &[f32], c: usize, plane: usize) -> Vec<i64> {
     (0..plane)
         .map(|i| {
             let mut best = 0usize;
@@ -202,13 +197,11 @@ impl SemSegHeadNode {
         let sizes = ImageSizes::from_value(NODE, image)?;
         let levels = feature_levels(NODE, features, &self.in_features)?;
         let logits = self.model.forward(&levels, &sizes)?;
-        let labels = argmax_labels(&logits);
         let (c, h, w) = logits.dim();
+        let logits = logits.into_raw_vec_and_offset().0;
+        let labels = argmax_labels(&logits, c, h * w);
         Ok(Value::new(PortKind::Semantic)
-            .with(
-                "logits",
-                Tensor::from_vec(&[c, h, w], logits.into_raw_vec_and_offset().0)?,
-            )
+            .with("logits", Tensor::from_vec(&[c, h, w], logits)?)
             .with("labels", Tensor::from_vec(&[h, w], labels)?))
     }
 }
