@@ -6,7 +6,9 @@
 //! landmarks as dots (small ones above 68 points per instance, such as a 468-point face mesh;
 //! an instance's all-zero landmarks are `concat_instances` padding and are not drawn), and a
 //! label "name 0.93" on a filled background above the box (inside it when there is no room
-//! above). Everything is clipped to the image.
+//! above). A panoptic segmentation (optional `panoptic` input) is drawn underneath: every
+//! segment in a colour with a white outline and its class name. Everything is clipped to the
+//! image.
 
 use std::path::PathBuf;
 
@@ -69,6 +71,14 @@ pub fn kind() -> NodeKind {
             "instances",
             PortKind::Instances,
             "instances to draw; masks must be [N, H, W] at image resolution",
+        )
+        .optional(),
+    )
+    .input(
+        PortSpec::new(
+            "panoptic",
+            PortKind::Panoptic,
+            "a panoptic segmentation to draw (segments [H, W] at image resolution): each segment in a colour, its outline, its class name",
         )
         .optional(),
     )
@@ -148,6 +158,73 @@ impl ImageSink {
             self.draw_instances(&mut canvas, v)?;
         }
         Ok(canvas)
+    }
+
+    /// Draws a panoptic segmentation: each segment blended in a colour (stuff by class,
+    /// things by class and segment so that neighbours differ), its outline in white, and its
+    /// class name at its first pixel.
+    pub fn draw_panoptic(&self, canvas: &mut Canvas, value: &Value) -> Result<(), NodeError> {
+        value.validate()?;
+        let seg = value.tensor("segments")?;
+        if seg.shape() != [canvas.height, canvas.width] {
+            return Err(NodeError::new(format!(
+                "panoptic segments {:?} do not match the image {}x{}",
+                seg.shape(),
+                canvas.height,
+                canvas.width
+            )));
+        }
+        let map = seg.as_slice::<i32>()?;
+        let ids = value.tensor("segment_ids")?.as_slice::<i32>()?;
+        let classes = value.tensor("segment_classes")?.as_slice::<i64>()?;
+        let things = value
+            .get("segment_isthing")
+            .map(|t| t.as_slice::<u8>().map(<[u8]>::to_vec))
+            .transpose()?
+            .unwrap_or_else(|| vec![0; ids.len()]);
+        let colour: std::collections::HashMap<i32, ([u8; 3], i64)> = ids
+            .iter()
+            .zip(classes)
+            .zip(&things)
+            .map(|((&id, &class), &thing)| {
+                let c = if thing != 0 {
+                    class_color(class + 7 * i64::from(id))
+                } else {
+                    class_color(class)
+                };
+                (id, (c, class))
+            })
+            .collect();
+        let w = canvas.width;
+        let mut first: std::collections::BTreeMap<i32, usize> = Default::default();
+        for (i, &id) in map.iter().enumerate() {
+            let Some(&(c, _)) = colour.get(&id) else {
+                continue;
+            };
+            first.entry(id).or_insert(i);
+            let x = i % w;
+            let edge = (x + 1 < w && map[i + 1] != id) || (i + w < map.len() && map[i + w] != id);
+            let px = &mut canvas.pixels[3 * i..3 * i + 3];
+            if edge {
+                px.copy_from_slice(&[255, 255, 255]);
+            } else {
+                for (p, &v) in px.iter_mut().zip(&c) {
+                    *p = ((u32::from(*p) * (100 - MASK_ALPHA) + u32::from(v) * MASK_ALPHA + 50)
+                        / 100) as u8;
+                }
+            }
+        }
+        let scale = (1 + canvas.width.max(canvas.height) / 800).min(4);
+        for (id, i) in first {
+            let (c, class) = colour[&id];
+            let name = usize::try_from(class)
+                .ok()
+                .and_then(|k| self.labels.get(k))
+                .cloned()
+                .unwrap_or_else(|| class.to_string());
+            canvas.label((i % w) as i64, (i / w) as i64, &name, scale, c);
+        }
+        Ok(())
     }
 
     fn draw_instances(&self, canvas: &mut Canvas, value: &Value) -> Result<(), NodeError> {
@@ -428,7 +505,13 @@ pub fn write_rgb_png(
 impl Node for ImageSink {
     fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let image = inputs.value("image")?;
-        let canvas = self.render(image, inputs.get("instances"))?;
+        let mut canvas = Canvas::from_image(image)?;
+        if let Some(p) = inputs.get("panoptic") {
+            self.draw_panoptic(&mut canvas, p)?;
+        }
+        if let Some(v) = inputs.get("instances") {
+            self.draw_instances(&mut canvas, v)?;
+        }
         canvas.write_png(&self.file_of(frame))?;
         Ok(Outputs::new())
     }
@@ -439,6 +522,48 @@ mod tests {
     use super::*;
     use plugin_sdk::Tensor;
     use std::sync::Arc;
+
+    /// Segments are coloured, outlined where the id changes, and a segment of another size
+    /// than the image is an error.
+    #[test]
+    fn panoptic_segments_are_drawn() {
+        let sink = ImageSink {
+            dir: std::env::temp_dir(),
+            score_threshold: 0.0,
+            labels: vec![],
+        };
+        let img = Value::image(Tensor::from_vec(&[2, 40, 3], vec![100u8; 240]).unwrap());
+        let mut canvas = Canvas::from_image(&img).unwrap();
+        let mut map = vec![0i32; 80];
+        for (i, v) in map.iter_mut().enumerate() {
+            *v = if i % 40 < 20 { 1 } else { 2 };
+        }
+        let pan = Value::new(PortKind::Panoptic)
+            .with("segments", Tensor::from_vec(&[2, 40], map).unwrap())
+            .with(
+                "segment_ids",
+                Tensor::from_vec(&[2], vec![1i32, 2]).unwrap(),
+            )
+            .with(
+                "segment_classes",
+                Tensor::from_vec(&[2], vec![3i64, 9]).unwrap(),
+            );
+        sink.draw_panoptic(&mut canvas, &pan).unwrap();
+        assert_eq!(
+            canvas.get(19, 1),
+            Some([255, 255, 255]),
+            "outline where the id changes"
+        );
+        assert_ne!(canvas.get(30, 1), Some([100, 100, 100]));
+        let small = Value::new(PortKind::Panoptic)
+            .with("segments", Tensor::from_vec(&[1, 1], vec![1i32]).unwrap())
+            .with("segment_ids", Tensor::from_vec(&[1], vec![1i32]).unwrap())
+            .with(
+                "segment_classes",
+                Tensor::from_vec(&[1], vec![3i64]).unwrap(),
+            );
+        assert!(sink.draw_panoptic(&mut canvas, &small).is_err());
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!(
