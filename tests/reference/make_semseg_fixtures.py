@@ -61,8 +61,9 @@ from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead  # noqa: E402
 from detectron2.modeling.postprocessing import sem_seg_postprocess  # noqa: E402
 
-PHOTO = "astronaut.png"
-MIN_SIZE, MAX_SIZE = 512, 853
+# (photo, min_size, max_size): astronaut resizes to 512x512 (no padding); coffee to
+# 480x720, padded to 480x736, so sem_seg_postprocess's crop removes 16 columns.
+CASES = [("astronaut.png", 512, 853), ("coffee.png", 480, 800)]
 NUM_CLASSES = 54
 CONV_DIMS = 64  # Base-Panoptic-FPN's CONVS_DIM is 128; reduced for CI
 COMMON_STRIDE = 4
@@ -107,9 +108,11 @@ def main():
     with open(os.path.join(dp.OUT, "densepose_r18_fpn.json")) as f:
         assert json.load(f)["trunk_weights"] == trunk_spec, "trunk differs from the densepose fixture's"
 
-    trunk = dp.build_trunk(MIN_SIZE, MAX_SIZE)
-    missing, unexpected = trunk.load_state_dict(trunk_state, strict=True)
-    assert not missing and not unexpected
+    def make_trunk(min_size, max_size):
+        trunk = dp.build_trunk(min_size, max_size)
+        missing, unexpected = trunk.load_state_dict(trunk_state, strict=True)
+        assert not missing and not unexpected
+        return trunk
 
     input_shape = {k: ShapeSpec(channels=256, stride=dp.STRIDES[k]) for k in IN_FEATURES}
     head = SemSegFPNHead(
@@ -135,37 +138,43 @@ def main():
         if isinstance(m, torch.nn.GroupNorm):
             assert m.num_groups == GROUPS and m.num_channels == CONV_DIMS and m.eps == 1e-5
 
-    img = np.asarray(Image.open(os.path.join(dp.ROOT, "assets", PHOTO)).convert("RGB"))
-    x = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255.0
-    oh, ow = img.shape[:2]
-    with torch.no_grad():
-        images, _ = trunk.transform([x])
-        features = trunk.backbone(images.tensors)
-        d2 = {dp.LEVELS[k]: v for k, v in features.items()}
-        image_size = tuple(int(v) for v in images.image_sizes[0])
-        padded = list(images.tensors.shape[-2:])
-        assert padded[0] % 32 == 0 and padded[1] % 32 == 0
-        logits_padded, _ = head(d2)
-        assert list(logits_padded.shape) == [1, NUM_CLASSES] + padded
-        logits = sem_seg_postprocess(logits_padded[0], image_size, oh, ow)
-        labels = logits.argmax(dim=0)
-        top2 = torch.topk(logits, 2, dim=0).values
-        margin = (top2[0] - top2[1]).numpy()
+    cases = []
+    labels_all = []
+    for PHOTO, MIN_SIZE, MAX_SIZE in CASES:
+        trunk = make_trunk(MIN_SIZE, MAX_SIZE)
+        img = np.asarray(Image.open(os.path.join(dp.ROOT, "assets", PHOTO)).convert("RGB"))
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255.0
+        oh, ow = img.shape[:2]
+        with torch.no_grad():
+            images, _ = trunk.transform([x])
+            features = trunk.backbone(images.tensors)
+            d2 = {dp.LEVELS[k]: v for k, v in features.items()}
+            image_size = tuple(int(v) for v in images.image_sizes[0])
+            padded = list(images.tensors.shape[-2:])
+            assert padded[0] % 32 == 0 and padded[1] % 32 == 0
+            logits_padded, _ = head(d2)
+            assert list(logits_padded.shape) == [1, NUM_CLASSES] + padded
+            logits = sem_seg_postprocess(logits_padded[0], image_size, oh, ow)
+            labels = logits.argmax(dim=0)
+            top2 = torch.topk(logits, 2, dim=0).values
+            margin = (top2[0] - top2[1]).numpy()
 
-    labels_np = labels.numpy().astype(np.uint8)
-    near = int((margin < 1e-4).sum())
-    rng = np.random.default_rng(7)
-    case = {
-        "photo": PHOTO,
-        "params": {"min_size": MIN_SIZE, "max_size": MAX_SIZE, "bn_eps": dp.BN_EPS},
-        "original_size": [oh, ow],
-        "image_size": list(image_size),
-        "padded_size": padded,
-        "logits_padded": summary(logits_padded[0], rng),
-        "logits": summary(logits, rng),
-        "labels": dp.b64(labels_np, np.uint8),
-        "label_margin_below_1e-4": near,
-    }
+        labels_np = labels.numpy().astype(np.uint8)
+        near = int((margin < 1e-4).sum())
+        rng = np.random.default_rng(7)
+        case = {
+            "photo": PHOTO,
+            "params": {"min_size": MIN_SIZE, "max_size": MAX_SIZE, "bn_eps": dp.BN_EPS},
+            "original_size": [oh, ow],
+            "image_size": list(image_size),
+            "padded_size": padded,
+            "logits_padded": summary(logits_padded[0], rng),
+            "logits": summary(logits, rng),
+            "labels": dp.b64(labels_np, np.uint8),
+            "label_margin_below_1e-4": near,
+        }
+        cases.append(case)
+        labels_all.append(labels_np)
     doc = {
         "generator": "tests/reference/make_semseg_fixtures.py",
         "torch": torch.__version__,
@@ -183,7 +192,7 @@ def main():
             "groups": GROUPS,
             "in_features": list(head.in_features),
         },
-        "case": case,
+        "cases": cases,
     }
     path = os.path.join(dp.OUT, "semseg_fpn.json")
     with open(path, "w") as f:
