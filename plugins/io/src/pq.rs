@@ -306,12 +306,13 @@ fn image_stats(
     }
     // JSON order, as panopticapi's dict iteration: the last crowd of a category wins.
     let mut crowd_of: HashMap<i64, u32> = HashMap::new();
-    let gt_order = segments(gt_ann, &gt_what)?;
     for id in json_order(gt_ann) {
-        if gt_matched.contains(&id) || !gt_order.contains_key(&id) {
+        let Some(gs) = gt_segms.get(&id) else {
+            continue;
+        };
+        if gt_matched.contains(&id) {
             continue;
         }
-        let gs = &gt_segms[&id];
         if gs.iscrowd {
             crowd_of.insert(gs.category, id);
             continue;
