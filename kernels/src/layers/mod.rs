@@ -28,6 +28,7 @@
 //!   [`Tensor`](crate::Tensor).
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod conv_nhwc;
 pub mod gemm;
@@ -35,6 +36,7 @@ pub mod linear;
 pub mod norm;
 pub mod pool;
 pub mod preprocess;
+pub mod resample;
 pub mod resize;
 pub mod shape;
 mod winograd;

@@ -1,0 +1,394 @@
+//! The transformer layers: multi-head attention, layer normalisation and GELU, on token
+//! matrices `[L, D]` (one sequence; rows are tokens), as `torch.nn.MultiheadAttention`,
+//! `torch.nn.LayerNorm` and `torch.nn.GELU` compute them in eval mode.
+//!
+//! Attention runs per head and per block of query rows ([`QUERY_BLOCK`]): the block's scores
+//! `Q_b·K_hᵀ` (one GEMM, at most `QUERY_BLOCK x L_k`, so it stays in the cache), a fused scaled
+//! softmax over each row, and `P·V_h` written straight into the head's columns of the output
+//! (strided GEMM output, no concatenation). Blocks of all heads run in parallel on rayon.
+//! The query is scaled by `1/sqrt(head_dim)` after its projection, before the product, as
+//! torch's `multi_head_attention_forward` and Hugging Face's attention modules do.
+
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
+use super::linear::Linear;
+use super::shape::softmax_in_place;
+use super::{invalid, shape_err, Result};
+
+/// Query rows per attention task.
+pub const QUERY_BLOCK: usize = 64;
+
+/// `torch.nn.LayerNorm(dim, eps)` over the last axis of `[L, dim]`: statistics per row in
+/// f64 (torch accumulates in f32 with a cascade; both are within 1e-7 of the exact value),
+/// then `(x - mean) / sqrt(var + eps) · weight + bias` in f32.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(weight: ArrayView1<'_, f32>, bias: ArrayView1<'_, f32>, eps: f32) -> Result<Self> {
+        if weight.len() != bias.len() || weight.is_empty() {
+            return shape_err(
+                "layer_norm",
+                format!("weight [{}] and bias [{}] differ", weight.len(), bias.len()),
+            );
+        }
+        Ok(LayerNorm {
+            weight: weight.to_vec(),
+            bias: bias.to_vec(),
+            eps,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// Normalises every row of `x` `[L, dim]` in place.
+    pub fn forward_inplace(&self, x: &mut Array2<f32>) -> Result<()> {
+        let d = self.dim();
+        if x.ncols() != d {
+            return shape_err(
+                "layer_norm",
+                format!("input has {} features, expected {d}", x.ncols()),
+            );
+        }
+        if !x.is_standard_layout() {
+            *x = x.as_standard_layout().into_owned();
+        }
+        let data = x
+            .as_slice_mut()
+            .ok_or(super::LayerError::Invalid {
+                op: "layer_norm",
+                msg: "input not contiguous".into(),
+            })?;
+        data.par_chunks_mut(d * 16).for_each(|rows| {
+            for row in rows.chunks_mut(d) {
+                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+                let var = row
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / d as f64;
+                let inv = (1.0 / (var + f64::from(self.eps)).sqrt()) as f32;
+                let mean = mean as f32;
+                for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                    *v = (*v - mean) * inv * w + b;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A normalised copy of `x`.
+    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let mut out = x.to_owned();
+        self.forward_inplace(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// `torch.nn.GELU()` (the exact form, `approximate="none"`): `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
+pub fn gelu_inplace(data: &mut [f32]) {
+    data.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    });
+}
+
+/// `torch.nn.MultiheadAttention` at inference (no masks, no dropout, batch 1): the query,
+/// key and value projections, `heads` scaled dot-product attentions, and the output
+/// projection.
+#[derive(Clone, Debug)]
+pub struct MultiheadAttention {
+    heads: usize,
+    dim: usize,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+impl MultiheadAttention {
+    /// From the separate projections (Hugging Face's `q_proj`, `k_proj`, `v_proj`,
+    /// `out_proj`), each `[dim, dim]` with a bias.
+    pub fn new(
+        heads: usize,
+        q: Linear,
+        k: Linear,
+        v: Linear,
+        out: Linear,
+    ) -> Result<Self> {
+        let dim = out.out_features();
+        let square = |l: &Linear| l.in_features() == dim && l.out_features() == dim;
+        if heads == 0 || dim % heads != 0 {
+            return invalid(
+                "multihead_attention",
+                format!("{dim} features do not split into {heads} heads"),
+            );
+        }
+        if !(square(&q) && square(&k) && square(&v) && out.in_features() == dim) {
+            return shape_err(
+                "multihead_attention",
+                format!("every projection must be [{dim}, {dim}]"),
+            );
+        }
+        Ok(MultiheadAttention {
+            heads,
+            dim,
+            q,
+            k,
+            v,
+            out,
+        })
+    }
+
+    /// From torch's packed `in_proj_weight` `[3·dim, dim]` and `in_proj_bias` `[3·dim]`
+    /// (query, key and value rows in that order) and `out_proj`.
+    pub fn from_packed(
+        heads: usize,
+        in_proj_weight: ArrayView2<'_, f32>,
+        in_proj_bias: ArrayView1<'_, f32>,
+        out_weight: ArrayView2<'_, f32>,
+        out_bias: ArrayView1<'_, f32>,
+    ) -> Result<Self> {
+        let dim = out_weight.nrows();
+        if in_proj_weight.dim() != (3 * dim, dim) || in_proj_bias.len() != 3 * dim {
+            return shape_err(
+                "multihead_attention",
+                format!(
+                    "in_proj_weight {:?} and in_proj_bias [{}] must be [{}, {dim}] and [{}]",
+                    in_proj_weight.dim(),
+                    in_proj_bias.len(),
+                    3 * dim,
+                    3 * dim
+                ),
+            );
+        }
+        let part = |i: usize| {
+            let rows = ndarray::s![i * dim..(i + 1) * dim, ..];
+            Linear::new(
+                in_proj_weight.slice(rows),
+                Some(in_proj_bias.slice(ndarray::s![i * dim..(i + 1) * dim])),
+            )
+        };
+        MultiheadAttention::new(
+            heads,
+            part(0)?,
+            part(1)?,
+            part(2)?,
+            Linear::new(out_weight, Some(out_bias))?,
+        )
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `attn(query, key, value)[0]`: `query` `[L_q, dim]`, `key` and `value` `[L_k, dim]`
+    /// (the inputs of the projections: DETR adds the positional embeddings to the query and
+    /// key inputs, not to the value).
+    pub fn forward(
+        &self,
+        query: ArrayView2<'_, f32>,
+        key: ArrayView2<'_, f32>,
+        value: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        if key.nrows() != value.nrows() {
+            return shape_err(
+                "multihead_attention",
+                format!("{} keys but {} values", key.nrows(), value.nrows()),
+            );
+        }
+        let mut q = self.q.forward(query)?;
+        let scale = 1.0 / ((self.dim / self.heads) as f32).sqrt();
+        q.mapv_inplace(|v| v * scale);
+        let k = self.k.forward(key)?;
+        let v = self.v.forward(value)?;
+        let o = scaled_dot_product_attention(q.view(), k.view(), v.view(), self.heads)?;
+        self.out.forward(o.view())
+    }
+}
+
+/// `softmax(Q·Kᵀ)·V` per head, for a query already scaled: `q` `[L_q, D]`, `k` and `v`
+/// `[L_k, D]`, head `h` owning columns `h·D/heads..(h+1)·D/heads`. Returns `[L_q, D]`.
+pub fn scaled_dot_product_attention(
+    q: ArrayView2<'_, f32>,
+    k: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+    heads: usize,
+) -> Result<Array2<f32>> {
+    const OP: &str = "attention";
+    let (lq, d) = q.dim();
+    let lk = k.nrows();
+    if k.ncols() != d || v.dim() != (lk, d) || heads == 0 || d % heads != 0 {
+        return shape_err(
+            OP,
+            format!(
+                "q {:?}, k {:?}, v {:?} with {heads} heads",
+                q.dim(),
+                k.dim(),
+                v.dim()
+            ),
+        );
+    }
+    let (q, k, v) = (
+        q.as_standard_layout(),
+        k.as_standard_layout(),
+        v.as_standard_layout(),
+    );
+    let contiguous = |a: &ndarray::CowArray<'_, f32, ndarray::Ix2>| -> Vec<f32> {
+        a.as_slice()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| a.iter().copied().collect())
+    };
+    let (qs, ks, vs) = (contiguous(&q), contiguous(&k), contiguous(&v));
+    let hd = d / heads;
+    let mut out = Array2::<f32>::zeros((lq, d));
+    if lq == 0 || lk == 0 {
+        return Ok(out);
+    }
+    // Each task owns a block of rows and one head: it writes only that block's columns of
+    // that head, so tasks run on disjoint output rows; the rows are split first by block.
+    let mut row_blocks: Vec<(usize, ndarray::ArrayViewMut2<'_, f32>)> = out
+        .axis_chunks_iter_mut(Axis(0), QUERY_BLOCK)
+        .enumerate()
+        .collect();
+    row_blocks
+        .par_iter_mut()
+        .with_max_len(1)
+        .try_for_each(|(b, rows)| -> Result<()> {
+            let r0 = *b * QUERY_BLOCK;
+            let n = rows.nrows();
+            let mut scores = vec![0f32; n * lk];
+            let mut block = vec![0f32; n * d];
+            for h in 0..heads {
+                let c0 = h * hd;
+                sgemm_with(
+                    MatRef::new(&qs[r0 * d + c0..], n, hd, d, 1)?,
+                    MatRef::new(&ks[c0..], lk, hd, d, 1)?.t(),
+                    MatMut::row_major(&mut scores, n, lk, lk)?,
+                    false,
+                    Backend::Gemm,
+                    Threading::Single,
+                )?;
+                scores.chunks_mut(lk).for_each(softmax_in_place);
+                sgemm_with(
+                    MatRef::row_major(&scores, n, lk, lk)?,
+                    MatRef::new(&vs[c0..], lk, hd, d, 1)?,
+                    MatMut::new(&mut block[c0..], n, hd, d, 1)?,
+                    false,
+                    Backend::Gemm,
+                    Threading::Single,
+                )?;
+            }
+            for (dst, src) in rows.iter_mut().zip(&block) {
+                *dst = *src;
+            }
+            Ok(())
+        })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, Array1};
+
+    fn pseudo(n: usize, m: usize, seed: u32) -> Array2<f32> {
+        Array2::from_shape_fn((n, m), |(i, j)| {
+            let x = (i * 31 + j * 17 + seed as usize * 7) as f32;
+            (x * 0.37).sin()
+        })
+    }
+
+    /// Attention written out in f64 for one head at a time.
+    fn naive(q: &Array2<f32>, k: &Array2<f32>, v: &Array2<f32>, heads: usize) -> Array2<f64> {
+        let (lq, d) = q.dim();
+        let lk = k.nrows();
+        let hd = d / heads;
+        let mut out = Array2::<f64>::zeros((lq, d));
+        for h in 0..heads {
+            for i in 0..lq {
+                let s: Vec<f64> = (0..lk)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|c| q[[i, h * hd + c]] as f64 * k[[j, h * hd + c]] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..hd {
+                    out[[i, h * hd + c]] =
+                        (0..lk).map(|j| e[j] / z * v[[j, h * hd + c]] as f64).sum();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_matches_the_definition_across_blocks_and_heads() {
+        for (lq, lk, d, heads) in [(5, 7, 8, 2), (130, 70, 16, 4), (64, 1, 6, 3)] {
+            let q = pseudo(lq, d, 1);
+            let k = pseudo(lk, d, 2);
+            let v = pseudo(lk, d, 3);
+            let got = scaled_dot_product_attention(q.view(), k.view(), v.view(), heads).unwrap();
+            let want = naive(&q, &k, &v, heads);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((*g as f64 - w).abs() < 1e-5, "{lq}x{lk}x{d}/{heads}: {g} vs {w}");
+            }
+        }
+        assert!(scaled_dot_product_attention(
+            pseudo(2, 6, 0).view(),
+            pseudo(3, 6, 0).view(),
+            pseudo(3, 6, 0).view(),
+            4
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn packed_projections_and_scaling() {
+        let d = 4;
+        let w = Array2::from_shape_fn((3 * d, d), |(i, j)| ((i * 5 + j) as f32 * 0.1).cos());
+        let b = Array1::from_shape_fn(3 * d, |i| i as f32 * 0.01);
+        let ow = Array2::<f32>::eye(d);
+        let ob = Array1::<f32>::zeros(d);
+        let mha =
+            MultiheadAttention::from_packed(2, w.view(), b.view(), ow.view(), ob.view()).unwrap();
+        let x = pseudo(3, d, 9);
+        let got = mha.forward(x.view(), x.view(), x.view()).unwrap();
+        let proj = |i: usize| {
+            let wi = w.slice(ndarray::s![i * d..(i + 1) * d, ..]);
+            x.dot(&wi.t()) + &b.slice(ndarray::s![i * d..(i + 1) * d])
+        };
+        let q = proj(0) * (1.0 / 2f32.sqrt());
+        let want = naive(&q, &proj(1), &proj(2), 2);
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((*g as f64 - w).abs() < 1e-5);
+        }
+        assert!(MultiheadAttention::from_packed(3, w.view(), b.view(), ow.view(), ob.view()).is_err());
+    }
+
+    #[test]
+    fn layer_norm_and_gelu_by_hand() {
+        let ln = LayerNorm::new(arr1(&[1.0f32, 2.0]).view(), arr1(&[0.0f32, 1.0]).view(), 0.0)
+            .unwrap();
+        let y = ln.forward(ndarray::arr2(&[[1.0f32, 3.0]]).view()).unwrap();
+        assert_eq!(y, ndarray::arr2(&[[-1.0f32, 3.0]]));
+        assert!(ln.forward(ndarray::arr2(&[[1.0f32]]).view()).is_err());
+        let mut g = [0.0f32, 1.0, -1.0];
+        gelu_inplace(&mut g);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 0.841_344_7).abs() < 1e-6 && (g[2] + 0.158_655_3).abs() < 1e-6);
+    }
+}

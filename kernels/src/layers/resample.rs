@@ -1,0 +1,237 @@
+//! Pillow's `Image.resize` of 8-bit images: the resampling that torchvision's `F.resize` runs
+//! on a PIL image, and so what DETR's (`datasets/transforms.py`) and Detectron2's
+//! (`ResizeShortestEdge`) pre-processing feed their models.
+//!
+//! Unlike [`super::resize`] (ATen's two-tap interpolation), Pillow resamples by convolution
+//! with a filter whose support widens by the scale when shrinking, so a downscale averages
+//! every source pixel it covers (antialiasing). This is `libImaging/Resample.c`:
+//!
+//! - Per output index `d` along an axis of `in → out` pixels: `scale = in / out`,
+//!   `filterscale = max(scale, 1)`, `support = 1·filterscale` (bilinear's support is 1),
+//!   `center = (d + 0.5)·scale`; the taps are the source pixels `xmin..xmin+n` with
+//!   `xmin = max(trunc(center - support + 0.5), 0)` and `xmin + n = min(trunc(center +
+//!   support + 0.5), in)`, weighted by `triangle((x - center + 0.5) / filterscale)` and
+//!   normalised to sum 1, all in f64.
+//! - The weights become fixed point with 22 fraction bits (`PRECISION_BITS = 32 - 8 - 2`),
+//!   rounded half away from zero.
+//! - Horizontal pass first (only over the source rows the vertical pass reads), then the
+//!   vertical pass. Each pass starts its sum at one half (`1 << 21`) and clips to 0..255
+//!   after the shift, so the intermediate image is 8-bit as in Pillow.
+//! - A pass whose size does not change is skipped; an unchanged size is a copy.
+
+use rayon::prelude::*;
+
+use super::{checked_numel, invalid, shape_err, Result};
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's filters that [`pil_resize_u8`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.BILINEAR` (a triangle of support 1).
+    Bilinear,
+}
+
+impl PilFilter {
+    fn support(self) -> f64 {
+        match self {
+            PilFilter::Bilinear => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            PilFilter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// The taps of one axis: per output index its first source index and fixed-point weights.
+struct AxisTaps {
+    first: Vec<usize>,
+    /// `ksize` weights per output index (the unused tail is 0).
+    weights: Vec<i32>,
+    ksize: usize,
+}
+
+impl AxisTaps {
+    /// `precompute_coeffs` and `normalize_coeffs_8bpc`.
+    fn new(input: usize, out: usize, filter: PilFilter) -> AxisTaps {
+        let scale = input as f64 / out as f64;
+        let filterscale = scale.max(1.0);
+        let support = filter.support() * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut first = Vec::with_capacity(out);
+        let mut weights = vec![0i32; out * ksize];
+        let mut taps = vec![0f64; ksize];
+        for d in 0..out {
+            let center = (d as f64 + 0.5) * scale;
+            // C's (int) truncates toward zero; the clamp at 0 follows it.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(input as i64).max(0) as usize;
+            let n = xmax.saturating_sub(xmin).min(ksize);
+            let mut total = 0f64;
+            for (x, t) in taps.iter_mut().enumerate().take(n) {
+                *t = filter.weight((x as f64 + xmin as f64 - center + 0.5) / filterscale);
+                total += *t;
+            }
+            let row = &mut weights[d * ksize..(d + 1) * ksize];
+            for (w, &t) in row.iter_mut().zip(&taps).take(n) {
+                let t = if total != 0.0 { t / total } else { t };
+                let fixed = t * f64::from(1u32 << PRECISION_BITS);
+                *w = if fixed < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
+            }
+            first.push(xmin);
+        }
+        AxisTaps {
+            first,
+            weights,
+            ksize,
+        }
+    }
+
+    /// The source indices `first..first+count` that output `d` reads (zero weights past the
+    /// input's end are never read).
+    fn span(&self, d: usize, input: usize) -> (usize, usize) {
+        let f = self.first[d];
+        (f, self.ksize.min(input.saturating_sub(f)))
+    }
+}
+
+#[inline(always)]
+fn clip8(sum: i32) -> u8 {
+    if sum >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if sum <= 0 {
+        0
+    } else {
+        (sum >> PRECISION_BITS) as u8
+    }
+}
+
+/// Pillow's `Image.resize(size, filter)` of an interleaved u8 image `[h, w, channels]`
+/// (row-major) to `[out_h, out_w, channels]`, bit for bit.
+pub fn pil_resize_u8(
+    src: &[u8],
+    (h, w, channels): (usize, usize, usize),
+    (out_h, out_w): (usize, usize),
+    filter: PilFilter,
+) -> Result<Vec<u8>> {
+    const OP: &str = "pil_resize";
+    if src.len() != checked_numel(OP, &[h, w, channels])? {
+        return shape_err(
+            OP,
+            format!(
+                "{} bytes for a {h}x{w}x{channels} image",
+                src.len()
+            ),
+        );
+    }
+    if h == 0 || w == 0 || channels == 0 || out_h == 0 || out_w == 0 {
+        return invalid(
+            OP,
+            format!("cannot resize {h}x{w}x{channels} to {out_h}x{out_w}"),
+        );
+    }
+    checked_numel(OP, &[out_h, out_w, channels])?;
+    let vertical = AxisTaps::new(h, out_h, filter);
+    // The source rows the vertical pass reads (Pillow's ybox_first..ybox_last).
+    let row_first = vertical.first[0];
+    let row_last = (0..out_h)
+        .map(|d| {
+            let (f, n) = vertical.span(d, h);
+            f + n
+        })
+        .max()
+        .unwrap_or(h);
+    let half = 1i32 << (PRECISION_BITS - 1);
+    // Horizontal pass over rows row_first..row_last.
+    let (tmp, tmp_first) = if out_w != w {
+        let horizontal = AxisTaps::new(w, out_w, filter);
+        let rows = row_last - row_first;
+        let mut tmp = vec![0u8; rows * out_w * channels];
+        tmp.par_chunks_mut(out_w * channels)
+            .enumerate()
+            .for_each(|(r, line)| {
+                let srow = &src[(row_first + r) * w * channels..(row_first + r + 1) * w * channels];
+                for (d, px) in line.chunks_mut(channels).enumerate() {
+                    let (f, n) = horizontal.span(d, w);
+                    let k = &horizontal.weights[d * horizontal.ksize..][..n];
+                    for (c, o) in px.iter_mut().enumerate() {
+                        let mut s = half;
+                        for (x, &kw) in k.iter().enumerate() {
+                            s += i32::from(srow[(f + x) * channels + c]) * kw;
+                        }
+                        *o = clip8(s);
+                    }
+                }
+            });
+        (tmp, row_first)
+    } else {
+        (src.to_vec(), 0)
+    };
+    if out_h == h {
+        return Ok(tmp);
+    }
+    let stride = out_w * channels;
+    let mut out = vec![0u8; out_h * stride];
+    out.par_chunks_mut(stride).enumerate().for_each(|(d, line)| {
+        let (f, n) = vertical.span(d, h);
+        let k = &vertical.weights[d * vertical.ksize..][..n];
+        for (i, o) in line.iter_mut().enumerate() {
+            let mut s = half;
+            for (y, &kw) in k.iter().enumerate() {
+                s += i32::from(tmp[(f + y - tmp_first) * stride + i]) * kw;
+            }
+            *o = clip8(s);
+        }
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_constant_image_stays_constant_and_the_identity_is_a_copy() {
+        let src = vec![77u8; 7 * 5 * 3];
+        for size in [(3, 2), (7, 5), (20, 13), (1, 1), (7, 11)] {
+            let out = pil_resize_u8(&src, (7, 5, 3), size, PilFilter::Bilinear).unwrap();
+            assert_eq!(out.len(), size.0 * size.1 * 3);
+            assert!(out.iter().all(|&v| v == 77), "{size:?}");
+        }
+        let ramp: Vec<u8> = (0..60).collect();
+        assert_eq!(
+            pil_resize_u8(&ramp, (4, 5, 3), (4, 5), PilFilter::Bilinear).unwrap(),
+            ramp
+        );
+    }
+
+    #[test]
+    fn halving_averages_pairs() {
+        // 1x4 -> 1x2: each output covers two inputs with weights 1/2 (support 2, taps at
+        // distance 0.5 and 1.5 from the centre: 0.75 and 0.25 of a triangle of half-width 2).
+        let out = pil_resize_u8(&[0, 100, 200, 40], (1, 4, 1), (1, 2), PilFilter::Bilinear).unwrap();
+        // centre 1.0: taps x=0 (w 0.75), 1 (0.75), 2 (0.25) over xmin=0..3 normalised by 1.75.
+        let a = (0.0 * 0.75 + 100.0 * 0.75 + 200.0 * 0.25) / 1.75;
+        assert_eq!(out[0], (a + 0.5f64).floor() as u8);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        assert!(pil_resize_u8(&[0; 5], (1, 2, 3), (1, 1), PilFilter::Bilinear).is_err());
+        assert!(pil_resize_u8(&[0; 6], (1, 2, 3), (0, 1), PilFilter::Bilinear).is_err());
+    }
+}
