@@ -200,6 +200,9 @@ impl Block {
     }
 }
 
+/// Where transformers' checkpoints keep a ResNet body under torchvision's names.
+const TRANSFORMERS_BODIES: &[&str] = &["model.backbone.conv_encoder.model."];
+
 /// A ResNet body with its weights bound and batch norms folded.
 #[derive(Clone, Debug)]
 pub struct ResNet {
@@ -221,6 +224,16 @@ impl ResNet {
         config.check()?;
         let (blocks, bottleneck) = config.layout()?;
         let prefix = resolve_prefix(weights, prefix, &["conv1.weight"]);
+        // Hugging Face transformers keeps a timm ResNet (torchvision's names) under its own
+        // path (DETR's `DetrForObjectDetection`): found there when the prefix names nothing.
+        let prefix = if weights.names().any(|n| n.starts_with(&prefix)) {
+            prefix
+        } else {
+            TRANSFORMERS_BODIES
+                .iter()
+                .find(|p| weights.get(&format!("{p}conv1.weight")).is_some())
+                .map_or(prefix, |p| p.to_string())
+        };
         let mut b = weights.binder(&prefix);
         b.ignore("num_batches_tracked");
         if prefix.is_empty() {
