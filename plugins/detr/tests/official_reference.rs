@@ -1,0 +1,245 @@
+//! The DETR nodes against the official code: `tests/reference/make_detr_fixtures.py` ran
+//! facebookresearch/detr @ 29901c51 (DETR R50 as `main.py` builds it, the 'val' transform,
+//! `PostProcess`) on the CPU with generated weights, on three photos (one 150x512 strip that
+//! hits `max_size`), and checked that Hugging Face transformers' `DetrForObjectDetection`
+//! with the same weights gives the same outputs. This test regenerates the weights bit for
+//! bit, writes them under the official names and under transformers' names, runs
+//! `detr_preprocess` → `resnet` → `detr` from their plugin libraries, and compares: the
+//! network input, C5, the encoder's memory and the decoder's output (summaries), every logit
+//! and box of the 100 queries, and `PostProcess`'s scores, labels and boxes, all within
+//! `|a - b| <= 1e-4 · max(1, |b|)`.
+
+#[path = "../../../tests/support/reference.rs"]
+mod reference;
+
+use std::path::Path;
+
+use kernels::Tensor;
+use ndarray::{ArrayView4, Axis};
+use plugin_detr::model::{sine_position_embedding, Detr, DetrConfig};
+use plugin_sdk::{ParamValue, Value};
+use reference::{compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch};
+use serde_json::Value as Json;
+
+const TOL: f64 = 1e-4;
+
+fn weights_param(path: &Path) -> (&'static str, ParamValue) {
+    ("weights", ParamValue::Str(path.display().to_string()))
+}
+
+fn body(path: &Path) -> Box<dyn plugin_sdk::Node> {
+    create(
+        "resnet",
+        &[
+            weights_param(path),
+            ("prefix", ParamValue::Str("backbone.0.body.".into())),
+            ("depth", ParamValue::Int(50)),
+            ("bn_eps", ParamValue::Float(1e-5)),
+            ("returned_layers", ParamValue::IntList(vec![4])),
+        ],
+    )
+    .unwrap()
+}
+
+/// The official tensors renamed (and `in_proj` split into rows) as transformers names them.
+fn transformers_tensors(doc: &Json, official: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    doc["hf_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let source = w["source"].as_str().unwrap();
+            let t = &official.iter().find(|(n, _)| n == source).unwrap().1;
+            let t = match w["rows"].as_array() {
+                None => t.clone(),
+                Some(r) => {
+                    let (a, b) = (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize);
+                    let v = t.view::<f32>().unwrap();
+                    let part = v.slice_axis(Axis(0), (a..b).into());
+                    Tensor::from_vec(part.shape(), part.iter().copied().collect()).unwrap()
+                }
+            };
+            (w["name"].as_str().unwrap().to_string(), t)
+        })
+        .collect()
+}
+
+fn f32s(v: &Value, name: &str) -> Vec<f32> {
+    v.tensor(name).unwrap().as_slice::<f32>().unwrap().to_vec()
+}
+
+#[test]
+fn detr_nodes_match_the_official_code_and_load_both_namings() {
+    let doc = fixture("detr_r50.json");
+    let dir = scratch("detr-ref");
+    let official = generated(&doc["weights"]);
+    let weights = dir.join("detr_r50.safetensors");
+    save(&official, &weights);
+    let hf = dir.join("detr_transformers.safetensors");
+    save(&transformers_tensors(&doc, &official), &hf);
+
+    let mut pre = create("detr_preprocess", &[]).unwrap();
+    let mut backbone = body(&weights);
+    let mut head = create("detr", &[weights_param(&weights)]).unwrap();
+    let mut hf_backbone = body(&hf);
+    let mut hf_head = create("detr", &[weights_param(&hf)]).unwrap();
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let model = Detr::from_weights(&w, "", DetrConfig::default()).unwrap();
+
+    for (k, case) in doc["cases"].as_array().unwrap().iter().enumerate() {
+        let photo = case["photo"].as_str().unwrap();
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let x = run_with(&mut pre, &[("image", &Value::image(image))], "image");
+        let t = x.tensor("tensor").unwrap();
+        let mut worst = compare(
+            &format!("{photo} input"),
+            t.as_slice::<f32>().unwrap(),
+            t.shape(),
+            &case["input"],
+            TOL,
+        );
+        let f = run_with(&mut backbone, &[("image", &x)], "features");
+        let c5 = f.tensor("c5").unwrap();
+        worst = worst.max(compare(
+            &format!("{photo} c5"),
+            c5.as_slice::<f32>().unwrap(),
+            c5.shape(),
+            &case["c5"],
+            TOL,
+        ));
+
+        // The transformer's stages, through the library.
+        let s = c5.shape();
+        let c5v: ArrayView4<f32> = c5
+            .view::<f32>()
+            .unwrap()
+            .into_shape_with_order((1, s[0], s[1], s[2]))
+            .unwrap()
+            .into_dimensionality()
+            .unwrap();
+        let (src, (h, wd)) = model.project(c5v).unwrap();
+        let pos = sine_position_embedding(h, wd, 128);
+        let memory = model.encode(src, &pos).unwrap();
+        // Tokens [h·w, 256] against the reference's [256, h, w].
+        let channels_first = memory.t().as_standard_layout().to_owned();
+        worst = worst.max(compare(
+            &format!("{photo} memory"),
+            channels_first.as_slice().unwrap(),
+            &[256, h, wd],
+            &case["memory"],
+            TOL,
+        ));
+        let hs = model.decode(&memory, &pos).unwrap();
+        worst = worst.max(compare(
+            &format!("{photo} decoder output"),
+            hs.as_slice().unwrap(),
+            &[100, 256],
+            &case["hs"],
+            TOL,
+        ));
+        let out = model.heads(&hs).unwrap();
+        for (what, ours, theirs) in [
+            ("logit", out.logits.as_slice().unwrap(), floats(&case["pred_logits"])),
+            ("box", out.boxes.as_slice().unwrap(), floats(&case["pred_boxes"])),
+        ] {
+            assert_eq!(ours.len(), theirs.len(), "{photo}: number of {what}s");
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                let e = relative_error(*a as f64, *b);
+                worst = worst.max(e);
+                assert!(e <= TOL, "{photo} {what} {i}: ours {a}, official {b}");
+            }
+        }
+
+        // PostProcess through the node: every query, in the photo's pixels.
+        let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let r = &case["results"];
+        let labels = inst.tensor("classes").unwrap().as_slice::<i64>().unwrap().to_vec();
+        let want_labels: Vec<i64> = floats(&r["labels"]).iter().map(|&v| v as i64).collect();
+        assert_eq!(labels, want_labels, "{photo}: labels");
+        for (what, ours, theirs) in [
+            ("score", f32s(&inst, "scores"), floats(&r["scores"])),
+            ("box", f32s(&inst, "boxes"), floats(&r["boxes"])),
+        ] {
+            assert_eq!(ours.len(), theirs.len(), "{photo}: number of {what}s");
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                let e = relative_error(*a as f64, *b);
+                worst = worst.max(e);
+                assert!(e <= TOL, "{photo} result {what} {i}: ours {a}, official {b}");
+            }
+        }
+        eprintln!(
+            "{photo}: input {}x{}, 100 queries match the official code (largest relative error {worst:.1e})",
+            x.tensor("tensor").unwrap().shape()[1],
+            x.tensor("tensor").unwrap().shape()[2]
+        );
+
+        // The transformers file: the same tensors under other names give the same results.
+        if k == 0 {
+            let f2 = run_with(&mut hf_backbone, &[("image", &x)], "features");
+            assert_eq!(f32s(&f2, "c5"), f32s(&f, "c5"), "transformers backbone");
+            let inst2 = run_with(&mut hf_head, &[("features", &f2), ("image", &x)], "instances");
+            for name in ["boxes", "scores"] {
+                assert_eq!(f32s(&inst2, name), f32s(&inst, name), "transformers names: {name}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A checkpoint of another width or number of queries names the tensors that do not fit; a
+/// tiny photo (one C5 cell) still gives one valid detection per query.
+#[test]
+fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
+    let doc = fixture("detr_r50.json");
+    let dir = scratch("detr-bad");
+    let weights = dir.join("detr_r50.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let err = create(
+        "detr",
+        &[weights_param(&weights), ("num_queries", ParamValue::Int(300))],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("detr_r50.safetensors") && err.contains("query_embed.weight"),
+        "{err}"
+    );
+    let err = create(
+        "detr",
+        &[weights_param(&weights), ("hidden_dim", ParamValue::Int(128)), ("heads", ParamValue::Int(8))],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("input_proj.weight") && err.contains("transformer.encoder.layers.0.norm1.weight"),
+        "{err}"
+    );
+    let mut pre = create(
+        "detr_preprocess",
+        &[("size", ParamValue::Int(24)), ("max_size", ParamValue::Int(0))],
+    )
+    .unwrap();
+    let mut backbone = body(&weights);
+    let mut head = create(
+        "detr",
+        &[weights_param(&weights), ("score_threshold", ParamValue::Float(0.5))],
+    )
+    .unwrap();
+    let pixels: Vec<u8> = (0..9 * 7 * 3).map(|i| (i * 37 % 256) as u8).collect();
+    let x = run_with(
+        &mut pre,
+        &[("image", &Value::image(Tensor::from_vec(&[9, 7, 3], pixels).unwrap()))],
+        "image",
+    );
+    assert_eq!(x.tensor("tensor").unwrap().shape(), &[3, 30, 24]);
+    let f = run_with(&mut backbone, &[("image", &x)], "features");
+    assert_eq!(&f.tensor("c5").unwrap().shape()[1..], &[1, 1]);
+    let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+    let scores = f32s(&inst, "scores");
+    assert!(scores.iter().all(|&s| s > 0.5), "{scores:?}");
+    let boxes = f32s(&inst, "boxes");
+    assert_eq!(boxes.len(), 4 * scores.len());
+    assert!(boxes.iter().all(|v| v.is_finite()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
