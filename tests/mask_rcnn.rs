@@ -16,6 +16,8 @@
 //! trunk and head (`densepose_r18_fpn.json`, Detectron2's DensePose on torchvision's trunk) and
 //! the other fixtures' mask and keypoint heads: every detection carries a mask, keypoints and
 //! DensePose's result equal to Detectron2's, and the trace shows the three heads overlapping.
+//! `pipelines/detr_r50.toml` with the DETR fixture (`plugins/detr/tests/fixtures/detr_r50.json`):
+//! its COCO results must be the official `PostProcess` results of the 100 queries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -439,6 +441,67 @@ fn yolact_pipeline_matches_the_official_code_through_the_engine() {
         agree as f64 >= 0.999 * total as f64,
         "masks agree on {agree} of {total} pixels"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn detr_pipeline_matches_the_official_code_through_the_engine() {
+    let path = repo().join("plugins/detr/tests/fixtures/detr_r50.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let case = &doc["cases"][0];
+    let photo = case["photo"].as_str().expect("photo");
+    let dir = scratch("detr");
+    let weights = dir.join("detr_r50.safetensors");
+    write_named_weights(&doc["weights"], "", &weights);
+    let out = run_named_pipeline(
+        "detr_r50.toml",
+        &dir,
+        &weights,
+        &[format!(
+            "nodes.images.path={}",
+            repo().join("assets").join(photo).display()
+        )],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(dir.join("out/detr_r50/overlays/000000.png").is_file());
+    let text = std::fs::read_to_string(dir.join("out/detr_r50/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    let r = &case["results"];
+    let (labels, scores, boxes) = (
+        floats(&r["labels"]),
+        floats(&r["scores"]),
+        floats(&r["boxes"]),
+    );
+    // PostProcess keeps every query, in query order.
+    assert_eq!(ours.len(), scores.len(), "one result per query");
+    for (j, d) in ours.iter().enumerate() {
+        assert_eq!(
+            d["category_id"].as_f64(),
+            Some(labels[j]),
+            "query {j}: label"
+        );
+        let score = d["score"].as_f64().expect("score");
+        assert!(
+            (score - scores[j]).abs() <= 1e-4,
+            "query {j}: score {score} vs {}",
+            scores[j]
+        );
+        let b = floats(&d["bbox"]);
+        let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+        for (a, want) in xyxy.iter().zip(&boxes[4 * j..4 * j + 4]) {
+            assert!(
+                (a - want).abs() <= 1e-2,
+                "query {j}: box {xyxy:?} vs {:?}",
+                &boxes[4 * j..4 * j + 4]
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -61,12 +61,10 @@ impl LayerNorm {
         if !x.is_standard_layout() {
             *x = x.as_standard_layout().into_owned();
         }
-        let data = x
-            .as_slice_mut()
-            .ok_or(super::LayerError::Invalid {
-                op: "layer_norm",
-                msg: "input not contiguous".into(),
-            })?;
+        let data = x.as_slice_mut().ok_or(super::LayerError::Invalid {
+            op: "layer_norm",
+            msg: "input not contiguous".into(),
+        })?;
         data.par_chunks_mut(d * 16).for_each(|rows| {
             for row in rows.chunks_mut(d) {
                 let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
@@ -118,13 +116,7 @@ pub struct MultiheadAttention {
 impl MultiheadAttention {
     /// From the separate projections (Hugging Face's `q_proj`, `k_proj`, `v_proj`,
     /// `out_proj`), each `[dim, dim]` with a bias.
-    pub fn new(
-        heads: usize,
-        q: Linear,
-        k: Linear,
-        v: Linear,
-        out: Linear,
-    ) -> Result<Self> {
+    pub fn new(heads: usize, q: Linear, k: Linear, v: Linear, out: Linear) -> Result<Self> {
         let dim = out.out_features();
         let square = |l: &Linear| l.in_features() == dim && l.out_features() == dim;
         if heads == 0 || dim % heads != 0 {
@@ -344,7 +336,10 @@ mod tests {
             let got = scaled_dot_product_attention(q.view(), k.view(), v.view(), heads).unwrap();
             let want = naive(&q, &k, &v, heads);
             for (g, w) in got.iter().zip(want.iter()) {
-                assert!((*g as f64 - w).abs() < 1e-5, "{lq}x{lk}x{d}/{heads}: {g} vs {w}");
+                assert!(
+                    (*g as f64 - w).abs() < 1e-5,
+                    "{lq}x{lk}x{d}/{heads}: {g} vs {w}"
+                );
             }
         }
         assert!(scaled_dot_product_attention(
@@ -376,13 +371,19 @@ mod tests {
         for (g, w) in got.iter().zip(want.iter()) {
             assert!((*g as f64 - w).abs() < 1e-5);
         }
-        assert!(MultiheadAttention::from_packed(3, w.view(), b.view(), ow.view(), ob.view()).is_err());
+        assert!(
+            MultiheadAttention::from_packed(3, w.view(), b.view(), ow.view(), ob.view()).is_err()
+        );
     }
 
     #[test]
     fn layer_norm_and_gelu_by_hand() {
-        let ln = LayerNorm::new(arr1(&[1.0f32, 2.0]).view(), arr1(&[0.0f32, 1.0]).view(), 0.0)
-            .unwrap();
+        let ln = LayerNorm::new(
+            arr1(&[1.0f32, 2.0]).view(),
+            arr1(&[0.0f32, 1.0]).view(),
+            0.0,
+        )
+        .unwrap();
         let y = ln.forward(ndarray::arr2(&[[1.0f32, 3.0]]).view()).unwrap();
         assert_eq!(y, ndarray::arr2(&[[-1.0f32, 3.0]]));
         assert!(ln.forward(ndarray::arr2(&[[1.0f32]]).view()).is_err());

@@ -132,10 +132,7 @@ pub fn pil_resize_u8(
     if src.len() != checked_numel(OP, &[h, w, channels])? {
         return shape_err(
             OP,
-            format!(
-                "{} bytes for a {h}x{w}x{channels} image",
-                src.len()
-            ),
+            format!("{} bytes for a {h}x{w}x{channels} image", src.len()),
         );
     }
     if h == 0 || w == 0 || channels == 0 || out_h == 0 || out_w == 0 {
@@ -186,17 +183,19 @@ pub fn pil_resize_u8(
     }
     let stride = out_w * channels;
     let mut out = vec![0u8; out_h * stride];
-    out.par_chunks_mut(stride).enumerate().for_each(|(d, line)| {
-        let (f, n) = vertical.span(d, h);
-        let k = &vertical.weights[d * vertical.ksize..][..n];
-        for (i, o) in line.iter_mut().enumerate() {
-            let mut s = half;
-            for (y, &kw) in k.iter().enumerate() {
-                s += i32::from(tmp[(f + y - tmp_first) * stride + i]) * kw;
+    out.par_chunks_mut(stride)
+        .enumerate()
+        .for_each(|(d, line)| {
+            let (f, n) = vertical.span(d, h);
+            let k = &vertical.weights[d * vertical.ksize..][..n];
+            for (i, o) in line.iter_mut().enumerate() {
+                let mut s = half;
+                for (y, &kw) in k.iter().enumerate() {
+                    s += i32::from(tmp[(f + y - tmp_first) * stride + i]) * kw;
+                }
+                *o = clip8(s);
             }
-            *o = clip8(s);
-        }
-    });
+        });
     Ok(out)
 }
 
@@ -223,7 +222,8 @@ mod tests {
     fn halving_averages_pairs() {
         // 1x4 -> 1x2: each output covers two inputs with weights 1/2 (support 2, taps at
         // distance 0.5 and 1.5 from the centre: 0.75 and 0.25 of a triangle of half-width 2).
-        let out = pil_resize_u8(&[0, 100, 200, 40], (1, 4, 1), (1, 2), PilFilter::Bilinear).unwrap();
+        let out =
+            pil_resize_u8(&[0, 100, 200, 40], (1, 4, 1), (1, 2), PilFilter::Bilinear).unwrap();
         // centre 1.0: taps x=0 (w 0.75), 1 (0.75), 2 (0.25) over xmin=0..3 normalised by 1.75.
         let a = (0.0 * 0.75 + 100.0 * 0.75 + 200.0 * 0.25) / 1.75;
         assert_eq!(out[0], (a + 0.5f64).floor() as u8);

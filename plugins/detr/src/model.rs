@@ -83,7 +83,9 @@ pub enum Naming {
 impl Naming {
     fn detect(weights: &Weights, prefix: &str) -> Naming {
         if weights
-            .get(&format!("{prefix}model.encoder.layers.0.self_attn.q_proj.weight"))
+            .get(&format!(
+                "{prefix}model.encoder.layers.0.self_attn.q_proj.weight"
+            ))
             .is_some()
         {
             Naming::Transformers
@@ -198,15 +200,8 @@ fn attention(
             .ctx(|| name.to_string())
         }
         Naming::Transformers => {
-            let mut proj = |p: &str| {
-                linear(
-                    b,
-                    &format!("{name}.{p}"),
-                    dim,
-                    dim,
-                    Activation::Identity,
-                )
-            };
+            let mut proj =
+                |p: &str| linear(b, &format!("{name}.{p}"), dim, dim, Activation::Identity);
             let (q, k, v, o) = (
                 proj("q_proj")?,
                 proj("k_proj")?,
@@ -279,7 +274,13 @@ impl Detr {
                 Naming::Official => EncoderLayer {
                     attn: attention(&mut b, naming, &format!("{l}.self_attn"), d, h)?,
                     norm1: layer_norm(&mut b, &format!("{l}.norm1"), d)?,
-                    ffn: feed_forward(&mut b, &format!("{l}.linear1"), &format!("{l}.linear2"), d, f)?,
+                    ffn: feed_forward(
+                        &mut b,
+                        &format!("{l}.linear1"),
+                        &format!("{l}.linear2"),
+                        d,
+                        f,
+                    )?,
                     norm2: layer_norm(&mut b, &format!("{l}.norm2"), d)?,
                 },
                 Naming::Transformers => EncoderLayer {
@@ -347,9 +348,27 @@ impl Detr {
             Activation::Identity,
         )?;
         let bbox_embed = vec![
-            linear(&mut b, &format!("{bbox_name}.layers.0"), d, d, Activation::Relu)?,
-            linear(&mut b, &format!("{bbox_name}.layers.1"), d, d, Activation::Relu)?,
-            linear(&mut b, &format!("{bbox_name}.layers.2"), d, 4, Activation::Sigmoid)?,
+            linear(
+                &mut b,
+                &format!("{bbox_name}.layers.0"),
+                d,
+                d,
+                Activation::Relu,
+            )?,
+            linear(
+                &mut b,
+                &format!("{bbox_name}.layers.1"),
+                d,
+                d,
+                Activation::Relu,
+            )?,
+            linear(
+                &mut b,
+                &format!("{bbox_name}.layers.2"),
+                d,
+                4,
+                Activation::Sigmoid,
+            )?,
         ];
         match naming {
             Naming::Official => b.ignore_module("backbone."),
@@ -376,7 +395,10 @@ impl Detr {
 
     /// `input_proj(C5)` as tokens `[h·w, hidden_dim]` (row-major over the feature map), with
     /// the map's `(h, w)`.
-    pub fn project(&self, c5: ArrayView4<'_, f32>) -> Result<(Array2<f32>, (usize, usize)), ModelError> {
+    pub fn project(
+        &self,
+        c5: ArrayView4<'_, f32>,
+    ) -> Result<(Array2<f32>, (usize, usize)), ModelError> {
         let (n, c, h, w) = c5.dim();
         if n != 1 || c != self.config.in_channels {
             return Err(ModelError::input(format!(
@@ -406,7 +428,10 @@ impl Detr {
         for (i, layer) in self.encoder.iter().enumerate() {
             let ctx = || format!("encoder layer {i}");
             let qk = &x + pos;
-            let a = layer.attn.forward(qk.view(), qk.view(), x.view()).ctx(ctx)?;
+            let a = layer
+                .attn
+                .forward(qk.view(), qk.view(), x.view())
+                .ctx(ctx)?;
             add(&mut x, &a);
             layer.norm1.forward_inplace(&mut x).ctx(ctx)?;
             let f = layer.ffn.forward(x.view())?;
@@ -417,7 +442,11 @@ impl Detr {
     }
 
     /// The decoder's output after its final norm, `[num_queries, hidden_dim]`.
-    pub fn decode(&self, memory: &Array2<f32>, pos: &Array2<f32>) -> Result<Array2<f32>, ModelError> {
+    pub fn decode(
+        &self,
+        memory: &Array2<f32>,
+        pos: &Array2<f32>,
+    ) -> Result<Array2<f32>, ModelError> {
         let q = &self.query_pos;
         let mut t = Array2::<f32>::zeros(q.dim());
         let keys = memory + pos;
@@ -449,10 +478,15 @@ impl Detr {
 
     /// `class_embed` and `bbox_embed(...).sigmoid()` of the decoder's output.
     pub fn heads(&self, hs: &Array2<f32>) -> Result<DetrOutputs, ModelError> {
-        let logits = self.class_embed.forward(hs.view()).ctx(|| "class_embed".into())?;
+        let logits = self
+            .class_embed
+            .forward(hs.view())
+            .ctx(|| "class_embed".into())?;
         let mut x = hs.clone();
         for (i, l) in self.bbox_embed.iter().enumerate() {
-            x = l.forward(x.view()).ctx(|| format!("bbox_embed.layers.{i}"))?;
+            x = l
+                .forward(x.view())
+                .ctx(|| format!("bbox_embed.layers.{i}"))?;
         }
         Ok(DetrOutputs { logits, boxes: x })
     }
@@ -524,16 +558,16 @@ pub fn post_process(out: &DetrOutputs, (h, w): (usize, usize)) -> Detections {
         kernels::layers::shape::softmax_in_place(&mut p);
         // The best real class (the first on ties); "no object" is the last logit.
         let real = &p[..p.len() - 1];
-        let (label, score) = real
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &s)| {
-                if s > best.1 {
-                    (i, s)
-                } else {
-                    best
-                }
-            });
+        let (label, score) =
+            real.iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |best, (i, &s)| {
+                    if s > best.1 {
+                        (i, s)
+                    } else {
+                        best
+                    }
+                });
         let (cx, cy, bw, bh) = (b[0], b[1], b[2], b[3]);
         let (sw, sh) = (w as f32, h as f32);
         d.boxes.push([
@@ -571,7 +605,8 @@ pub fn kind() -> NodeKind {
         "name prefix of DETR's tensors (empty for the official and the transformers files, whose names are told apart by their first encoder layer)",
     );
     let int = |name: &'static str, v: usize, doc: &'static str| {
-        ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc).range(1.0, 65536.0)
+        ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc)
+            .range(1.0, 65536.0)
     };
     let spec = spec
         .param(ParamSpec::optional(
@@ -629,7 +664,10 @@ impl DetrNode {
         let (weights, prefix) = weights_param(params)?;
         Ok(DetrNode {
             model: Detr::from_weights(&weights, &prefix, config)?,
-            in_feature: params.str("in_feature").map_err(ModelError::Input)?.to_string(),
+            in_feature: params
+                .str("in_feature")
+                .map_err(ModelError::Input)?
+                .to_string(),
             score_threshold: float_param(params, "score_threshold")?,
         })
     }

@@ -109,7 +109,10 @@ impl DetrPreprocess {
         // Pillow resizes the RGB image (a grey one is converted to RGB first by
         // `.convert("RGB")` in `CocoDetection`; alpha is dropped the same way).
         let mut rgb = Vec::with_capacity(h * w * 3);
-        let planes: Vec<Vec<u8>> = [2usize, 1, 0].iter().map(|&k| px.plane(k).collect()).collect();
+        let planes: Vec<Vec<u8>> = [2usize, 1, 0]
+            .iter()
+            .map(|&k| px.plane(k).collect())
+            .collect();
         for i in 0..h * w {
             rgb.extend(planes.iter().map(|p| p[i]));
         }
@@ -163,7 +166,9 @@ mod tests {
     #[test]
     fn normalised_rgb_planes() {
         let img = Tensor::from_vec(&[1, 1, 3], vec![255u8, 0, 128]).unwrap();
-        let out = DetrPreprocess::new(2, None).run(&Value::image(img)).unwrap();
+        let out = DetrPreprocess::new(2, None)
+            .run(&Value::image(img))
+            .unwrap();
         let t = out.tensor("tensor").unwrap();
         assert_eq!(t.shape(), &[3, 2, 2]);
         let v = t.as_slice::<f32>().unwrap();

@@ -18,7 +18,9 @@ use kernels::Tensor;
 use ndarray::{ArrayView4, Axis};
 use plugin_detr::model::{sine_position_embedding, Detr, DetrConfig};
 use plugin_sdk::{ParamValue, Value};
-use reference::{compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch};
+use reference::{
+    compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch,
+};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
@@ -53,7 +55,10 @@ fn transformers_tensors(doc: &Json, official: &[(String, Tensor)]) -> Vec<(Strin
             let t = match w["rows"].as_array() {
                 None => t.clone(),
                 Some(r) => {
-                    let (a, b) = (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize);
+                    let (a, b) = (
+                        r[0].as_u64().unwrap() as usize,
+                        r[1].as_u64().unwrap() as usize,
+                    );
                     let v = t.view::<f32>().unwrap();
                     let part = v.slice_axis(Axis(0), (a..b).into());
                     Tensor::from_vec(part.shape(), part.iter().copied().collect()).unwrap()
@@ -140,8 +145,16 @@ fn detr_nodes_match_the_official_code_and_load_both_namings() {
         ));
         let out = model.heads(&hs).unwrap();
         for (what, ours, theirs) in [
-            ("logit", out.logits.as_slice().unwrap(), floats(&case["pred_logits"])),
-            ("box", out.boxes.as_slice().unwrap(), floats(&case["pred_boxes"])),
+            (
+                "logit",
+                out.logits.as_slice().unwrap(),
+                floats(&case["pred_logits"]),
+            ),
+            (
+                "box",
+                out.boxes.as_slice().unwrap(),
+                floats(&case["pred_boxes"]),
+            ),
         ] {
             assert_eq!(ours.len(), theirs.len(), "{photo}: number of {what}s");
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
@@ -154,7 +167,12 @@ fn detr_nodes_match_the_official_code_and_load_both_namings() {
         // PostProcess through the node: every query, in the photo's pixels.
         let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
         let r = &case["results"];
-        let labels = inst.tensor("classes").unwrap().as_slice::<i64>().unwrap().to_vec();
+        let labels = inst
+            .tensor("classes")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap()
+            .to_vec();
         let want_labels: Vec<i64> = floats(&r["labels"]).iter().map(|&v| v as i64).collect();
         assert_eq!(labels, want_labels, "{photo}: labels");
         for (what, ours, theirs) in [
@@ -165,7 +183,10 @@ fn detr_nodes_match_the_official_code_and_load_both_namings() {
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 let e = relative_error(*a as f64, *b);
                 worst = worst.max(e);
-                assert!(e <= TOL, "{photo} result {what} {i}: ours {a}, official {b}");
+                assert!(
+                    e <= TOL,
+                    "{photo} result {what} {i}: ours {a}, official {b}"
+                );
             }
         }
         eprintln!(
@@ -178,9 +199,17 @@ fn detr_nodes_match_the_official_code_and_load_both_namings() {
         if k == 0 {
             let f2 = run_with(&mut hf_backbone, &[("image", &x)], "features");
             assert_eq!(f32s(&f2, "c5"), f32s(&f, "c5"), "transformers backbone");
-            let inst2 = run_with(&mut hf_head, &[("features", &f2), ("image", &x)], "instances");
+            let inst2 = run_with(
+                &mut hf_head,
+                &[("features", &f2), ("image", &x)],
+                "instances",
+            );
             for name in ["boxes", "scores"] {
-                assert_eq!(f32s(&inst2, name), f32s(&inst, name), "transformers names: {name}");
+                assert_eq!(
+                    f32s(&inst2, name),
+                    f32s(&inst, name),
+                    "transformers names: {name}"
+                );
             }
         }
     }
@@ -197,7 +226,10 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
     save(&generated(&doc["weights"]), &weights);
     let err = create(
         "detr",
-        &[weights_param(&weights), ("num_queries", ParamValue::Int(300))],
+        &[
+            weights_param(&weights),
+            ("num_queries", ParamValue::Int(300)),
+        ],
     )
     .err()
     .unwrap();
@@ -207,29 +239,43 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
     );
     let err = create(
         "detr",
-        &[weights_param(&weights), ("hidden_dim", ParamValue::Int(128)), ("heads", ParamValue::Int(8))],
+        &[
+            weights_param(&weights),
+            ("hidden_dim", ParamValue::Int(128)),
+            ("heads", ParamValue::Int(8)),
+        ],
     )
     .err()
     .unwrap();
     assert!(
-        err.contains("input_proj.weight") && err.contains("transformer.encoder.layers.0.norm1.weight"),
+        err.contains("input_proj.weight")
+            && err.contains("transformer.encoder.layers.0.norm1.weight"),
         "{err}"
     );
     let mut pre = create(
         "detr_preprocess",
-        &[("size", ParamValue::Int(24)), ("max_size", ParamValue::Int(0))],
+        &[
+            ("size", ParamValue::Int(24)),
+            ("max_size", ParamValue::Int(0)),
+        ],
     )
     .unwrap();
     let mut backbone = body(&weights);
     let mut head = create(
         "detr",
-        &[weights_param(&weights), ("score_threshold", ParamValue::Float(0.5))],
+        &[
+            weights_param(&weights),
+            ("score_threshold", ParamValue::Float(0.5)),
+        ],
     )
     .unwrap();
     let pixels: Vec<u8> = (0..9 * 7 * 3).map(|i| (i * 37 % 256) as u8).collect();
     let x = run_with(
         &mut pre,
-        &[("image", &Value::image(Tensor::from_vec(&[9, 7, 3], pixels).unwrap()))],
+        &[(
+            "image",
+            &Value::image(Tensor::from_vec(&[9, 7, 3], pixels).unwrap()),
+        )],
         "image",
     );
     assert_eq!(x.tensor("tensor").unwrap().shape(), &[3, 30, 24]);
