@@ -610,3 +610,50 @@ fn bad_shapes_are_errors_not_panics() {
     let img = ndarray::Array3::<u8>::zeros((0, 5, 3));
     assert!(RcnnTransform::default().apply(img.view()).is_err());
 }
+
+/// Pillow's `Image.resize(..., Image.BILINEAR)` on crops of a photo
+/// (`tests/reference/make_pil_resize_fixtures.py`, Pillow 13): every byte equal, in both
+/// pass orders, for downscales, upscales, mixed, one-axis, identity and 1x1 outputs.
+#[test]
+fn pil_resize_matches_pillow_byte_for_byte() {
+    use kernels::layers::resample::{pil_resize_u8, PilFilter};
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layers/pil_resize.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let bytes = |v: &Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect()
+    };
+    let dims = |v: &Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let s = dims(&c["input_shape"]);
+        let o = dims(&c["output_size"]);
+        let got = pil_resize_u8(
+            &bytes(&c["input"]),
+            (s[0], s[1], s[2]),
+            (o[0], o[1]),
+            PilFilter::Bilinear,
+        )
+        .unwrap();
+        let want = bytes(&c["output"]);
+        let wrong = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(got.len(), want.len(), "{name}: size");
+        assert_eq!(
+            wrong, 0,
+            "{name} ({}): {wrong} bytes differ from Pillow's",
+            c["pass_order"]
+        );
+    }
+}

@@ -14,9 +14,9 @@
 //!   normalised to sum 1, all in f64.
 //! - The weights become fixed point with 22 fraction bits (`PRECISION_BITS = 32 - 8 - 2`),
 //!   rounded half away from zero.
-//! - Horizontal pass first (only over the source rows the vertical pass reads), then the
-//!   vertical pass. Each pass starts its sum at one half (`1 << 21`) and clips to 0..255
-//!   after the shift, so the intermediate image is 8-bit as in Pillow.
+//! - One pass per axis, in Pillow 13's order (see [`pil_resize_u8`]). Each pass starts its
+//!   sum at one half (`1 << 21`) and clips to 0..255 after the shift, so the intermediate
+//!   image is 8-bit as in Pillow.
 //! - A pass whose size does not change is skipped; an unchanged size is a copy.
 
 use rayon::prelude::*;
@@ -120,8 +120,70 @@ fn clip8(sum: i32) -> u8 {
     }
 }
 
+/// The horizontal pass over whole rows: `[rows, w, channels]` to `[rows, out_w, channels]`.
+fn horizontal_pass(
+    src: &[u8],
+    w: usize,
+    channels: usize,
+    taps: &AxisTaps,
+    out_w: usize,
+) -> Vec<u8> {
+    let rows = src.len() / (w * channels);
+    let mut out = vec![0u8; rows * out_w * channels];
+    out.par_chunks_mut(out_w * channels)
+        .zip(src.par_chunks(w * channels))
+        .for_each(|(line, srow)| {
+            for (d, px) in line.chunks_mut(channels).enumerate() {
+                let (f, n) = taps.span(d, w);
+                let k = &taps.weights[d * taps.ksize..][..n];
+                for (c, o) in px.iter_mut().enumerate() {
+                    let mut s = HALF;
+                    for (x, &kw) in k.iter().enumerate() {
+                        s += i32::from(srow[(f + x) * channels + c]) * kw;
+                    }
+                    *o = clip8(s);
+                }
+            }
+        });
+    out
+}
+
+/// The vertical pass: rows `first..` of an image of `h` rows (`src` holds rows
+/// `first..first + src.len() / stride`) to `out_h` rows of `stride` bytes.
+fn vertical_pass(
+    src: &[u8],
+    first: usize,
+    h: usize,
+    stride: usize,
+    taps: &AxisTaps,
+    out_h: usize,
+) -> Vec<u8> {
+    let mut out = vec![0u8; out_h * stride];
+    out.par_chunks_mut(stride)
+        .enumerate()
+        .for_each(|(d, line)| {
+            let (f, n) = taps.span(d, h);
+            let k = &taps.weights[d * taps.ksize..][..n];
+            for (i, o) in line.iter_mut().enumerate() {
+                let mut s = HALF;
+                for (y, &kw) in k.iter().enumerate() {
+                    s += i32::from(src[(f + y - first) * stride + i]) * kw;
+                }
+                *o = clip8(s);
+            }
+        });
+    out
+}
+
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
 /// Pillow's `Image.resize(size, filter)` of an interleaved u8 image `[h, w, channels]`
-/// (row-major) to `[out_h, out_w, channels]`, bit for bit.
+/// (row-major) to `[out_h, out_w, channels]`, bit for bit (Pillow 13).
+///
+/// The order of the passes matters (the image between them is 8-bit): Pillow 13 runs the
+/// vertical pass first when the height shrinks by more than twice as many pixels as the
+/// width (`out_h < h` and `h - out_h > 2·(w - out_w)`, python-pillow/Pillow#9549), and
+/// the horizontal pass first otherwise (always, in Pillow 12 and older).
 pub fn pil_resize_u8(
     src: &[u8],
     (h, w, channels): (usize, usize, usize),
@@ -142,61 +204,33 @@ pub fn pil_resize_u8(
         );
     }
     checked_numel(OP, &[out_h, out_w, channels])?;
-    let vertical = AxisTaps::new(h, out_h, filter);
-    // The source rows the vertical pass reads (Pillow's ybox_first..ybox_last).
-    let row_first = vertical.first[0];
-    let row_last = (0..out_h)
-        .map(|d| {
-            let (f, n) = vertical.span(d, h);
-            f + n
-        })
-        .max()
-        .unwrap_or(h);
-    let half = 1i32 << (PRECISION_BITS - 1);
-    // Horizontal pass over rows row_first..row_last.
-    let (tmp, tmp_first) = if out_w != w {
-        let horizontal = AxisTaps::new(w, out_w, filter);
-        let rows = row_last - row_first;
-        let mut tmp = vec![0u8; rows * out_w * channels];
-        tmp.par_chunks_mut(out_w * channels)
-            .enumerate()
-            .for_each(|(r, line)| {
-                let srow = &src[(row_first + r) * w * channels..(row_first + r + 1) * w * channels];
-                for (d, px) in line.chunks_mut(channels).enumerate() {
-                    let (f, n) = horizontal.span(d, w);
-                    let k = &horizontal.weights[d * horizontal.ksize..][..n];
-                    for (c, o) in px.iter_mut().enumerate() {
-                        let mut s = half;
-                        for (x, &kw) in k.iter().enumerate() {
-                            s += i32::from(srow[(f + x) * channels + c]) * kw;
-                        }
-                        *o = clip8(s);
-                    }
-                }
-            });
-        (tmp, row_first)
-    } else {
-        (src.to_vec(), 0)
-    };
-    if out_h == h {
-        return Ok(tmp);
-    }
-    let stride = out_w * channels;
-    let mut out = vec![0u8; out_h * stride];
-    out.par_chunks_mut(stride)
-        .enumerate()
-        .for_each(|(d, line)| {
-            let (f, n) = vertical.span(d, h);
-            let k = &vertical.weights[d * vertical.ksize..][..n];
-            for (i, o) in line.iter_mut().enumerate() {
-                let mut s = half;
-                for (y, &kw) in k.iter().enumerate() {
-                    s += i32::from(tmp[(f + y - tmp_first) * stride + i]) * kw;
-                }
-                *o = clip8(s);
-            }
-        });
-    Ok(out)
+    let (need_h, need_v) = (out_w != w, out_h != h);
+    let horizontal = need_h.then(|| AxisTaps::new(w, out_w, filter));
+    let vertical = need_v.then(|| AxisTaps::new(h, out_h, filter));
+    let vertical_first = out_h < h && (h - out_h) as i64 > 2 * (w as i64 - out_w as i64);
+    Ok(match (horizontal, vertical) {
+        (None, None) => src.to_vec(),
+        (Some(hz), None) => horizontal_pass(src, w, channels, &hz, out_w),
+        (None, Some(vt)) => vertical_pass(src, 0, h, w * channels, &vt, out_h),
+        (Some(hz), Some(vt)) if vertical_first => {
+            let tmp = vertical_pass(src, 0, h, w * channels, &vt, out_h);
+            horizontal_pass(&tmp, w, channels, &hz, out_w)
+        }
+        (Some(hz), Some(vt)) => {
+            // Only the source rows the vertical pass reads (Pillow's ybox_first..ybox_last).
+            let first = vt.first[0];
+            let last = (0..out_h)
+                .map(|d| {
+                    let (f, n) = vt.span(d, h);
+                    f + n
+                })
+                .max()
+                .unwrap_or(h);
+            let stride = w * channels;
+            let tmp = horizontal_pass(&src[first * stride..last * stride], w, channels, &hz, out_w);
+            vertical_pass(&tmp, first, h, out_w * channels, &vt, out_h)
+        }
+    })
 }
 
 #[cfg(test)]
