@@ -52,8 +52,13 @@ pub fn generated(spec: &Json) -> Vec<(String, Tensor)> {
         .map(|w| {
             let name = w["name"].as_str().expect("name");
             let (a, b) = (w["a"].as_f64().expect("a"), w["b"].as_f64().expect("b"));
-            let t = kernels::weights::generated_tensor(name, &shape_of(&w["shape"]), a as f32, b as f32)
-                .expect("generated tensor");
+            let t = kernels::weights::generated_tensor(
+                name,
+                &shape_of(&w["shape"]),
+                a as f32,
+                b as f32,
+            )
+            .expect("generated tensor");
             (name.to_string(), t)
         })
         .collect()
