@@ -19,7 +19,11 @@
 //! `prefix` (`"backbone.fpn."` by default); the names of torchvision < 0.13 checkpoints
 //! (`inner_blocks.{i}.weight`, as in the original `maskrcnn_resnet50_fpn_coco` file) are
 //! accepted too, as torchvision's own `_load_from_state_dict` does. A file holding the FPN
-//! alone loads with the default prefix as well.
+//! alone loads with the default prefix as well. Detectron2's FPN (`build_resnet_fpn_backbone`)
+//! is the same network under its names, `fpn_lateral{level}` and `fpn_output{level}` (level 2
+//! reads c2), at `prefix = "backbone."`; its top-down path upsamples by `scale_factor=2`, which
+//! is the nearest resize above wherever Detectron2 runs (it requires the levels to halve
+//! exactly, i.e. inputs padded to a multiple of 32).
 
 use std::path::PathBuf;
 
@@ -53,6 +57,9 @@ pub struct FpnConfig {
     pub in_channels: Vec<usize>,
     pub out_channels: usize,
     pub extra: ExtraBlock,
+    /// The pyramid level of the first input (c2: 2); Detectron2 names its convolutions by
+    /// level (`fpn_lateral2` reads res2).
+    pub first_level: usize,
 }
 
 impl FpnConfig {
@@ -67,6 +74,7 @@ impl FpnConfig {
             in_channels: resnet.stage_channels()?.to_vec(),
             out_channels: 256,
             extra: ExtraBlock::MaxPool,
+            first_level: 2,
         })
     }
 
@@ -100,7 +108,8 @@ pub struct Fpn {
     layer: Vec<Conv2d>,
 }
 
-/// Binds block `i` of `inner_blocks` / `layer_blocks` under the current or the pre-0.13 name.
+/// Binds block `i` of `inner_blocks` / `layer_blocks` under the current or the pre-0.13 name
+/// of torchvision, or Detectron2's name (`fpn_lateral{level}` / `fpn_output{level}`).
 #[allow(clippy::too_many_arguments)]
 fn block(
     weights: &Weights,
@@ -108,16 +117,24 @@ fn block(
     prefix: &str,
     kind: &str,
     i: usize,
+    level: usize,
     cin: usize,
     cout: usize,
     k: usize,
 ) -> Result<Conv2d, ModelError> {
     let new = format!("{kind}.{i}.0");
     let old = format!("{kind}.{i}");
-    let name = if weights.get(&format!("{prefix}{new}.weight")).is_none()
-        && weights.get(&format!("{prefix}{old}.weight")).is_some()
-    {
+    let detectron2 = match kind {
+        "inner_blocks" => format!("fpn_lateral{level}"),
+        _ => format!("fpn_output{level}"),
+    };
+    let has = |n: &str| weights.get(&format!("{prefix}{n}.weight")).is_some();
+    let name = if has(&new) {
+        new
+    } else if has(&old) {
         old
+    } else if has(&detectron2) {
+        detectron2
     } else {
         new
     };
@@ -145,6 +162,7 @@ impl Fpn {
             prefix,
             &["inner_blocks.0.0.weight", "inner_blocks.0.weight"],
         );
+        let level = |i: usize| config.first_level + i;
         let mut b = weights.binder(&prefix);
         let out = config.out_channels;
         let mut inner = Vec::new();
@@ -156,6 +174,7 @@ impl Fpn {
                 &prefix,
                 "inner_blocks",
                 i,
+                level(i),
                 cin,
                 out,
                 1,
@@ -166,6 +185,7 @@ impl Fpn {
                 &prefix,
                 "layer_blocks",
                 i,
+                level(i),
                 out,
                 out,
                 3,
@@ -372,10 +392,16 @@ impl FpnNode {
             ));
         }
         let out_channels = params.int("out_channels").map_err(p)?;
+        let first_level = in_features
+            .first()
+            .and_then(|n| n.strip_prefix('c'))
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(2);
         let config = FpnConfig {
             in_channels,
             out_channels: usize::try_from(out_channels).unwrap_or(0),
             extra,
+            first_level,
         };
         config.check()?;
         if out_features.len() != config.num_outputs() {
@@ -499,6 +525,7 @@ mod tests {
                 in_channels: vec![2, 4],
                 out_channels: 3,
                 extra: ExtraBlock::MaxPool,
+                first_level: 2,
             };
             let fpn =
                 Fpn::from_weights(&weights(&[2, 4], 3, old, 0.0), "backbone.fpn.", config).unwrap();
@@ -538,6 +565,7 @@ mod tests {
             in_channels: vec![2, 4],
             out_channels: 3,
             extra: ExtraBlock::None,
+            first_level: 2,
         };
         let fpn =
             Fpn::from_weights(&weights(&[2, 4], 3, false, 0.0), "backbone.fpn.", config).unwrap();
@@ -552,7 +580,8 @@ mod tests {
         assert!(FpnConfig {
             in_channels: vec![],
             out_channels: 3,
-            extra: ExtraBlock::None
+            extra: ExtraBlock::None,
+            first_level: 2,
         }
         .check()
         .is_err());

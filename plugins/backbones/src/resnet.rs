@@ -55,6 +55,9 @@ pub struct ResNetConfig {
     pub returned_layers: Vec<usize>,
     /// How the checkpoint names the four stages.
     pub stage_names: StageNames,
+    /// The stride of a downsampling Bottleneck on its first 1x1 convolution instead of its
+    /// 3x3 (ResNet v1, Detectron2's `STRIDE_IN_1X1 = True` for the MSRA weights).
+    pub stride_in_1x1: bool,
 }
 
 /// How a checkpoint names the four stages of a ResNet (the blocks inside are named alike).
@@ -65,6 +68,9 @@ pub enum StageNames {
     Torchvision,
     /// YOLACT's `ResNetBackbone` (and YolactEdge's): `layers.0`..`layers.3`.
     Yolact,
+    /// Detectron2's `ResNet`: `stem.conv1`, stages `res2`..`res5`, each convolution's
+    /// FrozenBatchNorm as its `.norm`, the projection as `shortcut`.
+    Detectron2,
 }
 
 impl StageNames {
@@ -72,6 +78,7 @@ impl StageNames {
         match s {
             "torchvision" => Some(StageNames::Torchvision),
             "yolact" => Some(StageNames::Yolact),
+            "detectron2" => Some(StageNames::Detectron2),
             _ => None,
         }
     }
@@ -81,6 +88,31 @@ impl StageNames {
         match self {
             StageNames::Torchvision => format!("layer{}", s + 1),
             StageNames::Yolact => format!("layers.{s}"),
+            StageNames::Detectron2 => format!("res{}", s + 2),
+        }
+    }
+
+    /// The convolution and batch norm of the stem.
+    fn stem(self) -> (&'static str, &'static str) {
+        match self {
+            StageNames::Detectron2 => ("stem.conv1", "stem.conv1.norm"),
+            _ => ("conv1", "bn1"),
+        }
+    }
+
+    /// The `k`-th (1-based) convolution of block `block` and its batch norm.
+    fn conv(self, block: &str, k: usize) -> (String, String) {
+        match self {
+            StageNames::Detectron2 => (format!("{block}.conv{k}"), format!("{block}.conv{k}.norm")),
+            _ => (format!("{block}.conv{k}"), format!("{block}.bn{k}")),
+        }
+    }
+
+    /// The projection shortcut of block `block` and its batch norm.
+    fn shortcut(self, block: &str) -> (String, String) {
+        match self {
+            StageNames::Detectron2 => (format!("{block}.shortcut"), format!("{block}.shortcut.norm")),
+            _ => (format!("{block}.downsample.0"), format!("{block}.downsample.1")),
         }
     }
 }
@@ -95,6 +127,7 @@ impl Default for ResNetConfig {
             bn_eps: 0.0,
             returned_layers: vec![1, 2, 3, 4],
             stage_names: StageNames::Torchvision,
+            stride_in_1x1: false,
         }
     }
 }
@@ -243,10 +276,11 @@ impl ResNet {
         }
         let eps = config.bn_eps;
         let relu = Activation::Relu;
+        let (stem_conv, stem_bn) = config.stage_names.stem();
         let stem = conv_bn(
             &mut b,
-            "conv1",
-            "bn1",
+            stem_conv,
+            stem_bn,
             3,
             64,
             7,
@@ -267,76 +301,41 @@ impl ResNet {
                 let st = if i == 0 { stride } else { 1 };
                 let out = planes * expansion;
                 let p = |k: usize| Conv2dParams::default().padding(k / 2);
+                let names = |k| config.stage_names.conv(&name, k);
                 let convs = if bottleneck {
                     let width = planes * config.width_per_group / 64 * config.groups;
+                    let (s1, s3) = if config.stride_in_1x1 { (st, 1) } else { (1, st) };
+                    let ((c1, b1), (c2, b2), (c3, b3)) = (names(1), names(2), names(3));
                     vec![
+                        conv_bn(&mut b, &c1, &b1, inplanes, width, 1, p(1).stride(s1), eps, relu)?,
                         conv_bn(
                             &mut b,
-                            &format!("{name}.conv1"),
-                            &format!("{name}.bn1"),
-                            inplanes,
-                            width,
-                            1,
-                            p(1),
-                            eps,
-                            relu,
-                        )?,
-                        conv_bn(
-                            &mut b,
-                            &format!("{name}.conv2"),
-                            &format!("{name}.bn2"),
+                            &c2,
+                            &b2,
                             width,
                             width,
                             3,
-                            p(3).stride(st).groups(config.groups),
+                            p(3).stride(s3).groups(config.groups),
                             eps,
                             relu,
                         )?,
-                        conv_bn(
-                            &mut b,
-                            &format!("{name}.conv3"),
-                            &format!("{name}.bn3"),
-                            width,
-                            out,
-                            1,
-                            p(1),
-                            eps,
-                            // After the residual add (Block::forward).
-                            relu,
-                        )?,
+                        // ReLU after the residual add (Block::forward).
+                        conv_bn(&mut b, &c3, &b3, width, out, 1, p(1), eps, relu)?,
                     ]
                 } else {
+                    let ((c1, b1), (c2, b2)) = (names(1), names(2));
                     vec![
-                        conv_bn(
-                            &mut b,
-                            &format!("{name}.conv1"),
-                            &format!("{name}.bn1"),
-                            inplanes,
-                            planes,
-                            3,
-                            p(3).stride(st),
-                            eps,
-                            relu,
-                        )?,
-                        conv_bn(
-                            &mut b,
-                            &format!("{name}.conv2"),
-                            &format!("{name}.bn2"),
-                            planes,
-                            planes,
-                            3,
-                            p(3),
-                            eps,
-                            // After the residual add (Block::forward).
-                            relu,
-                        )?,
+                        conv_bn(&mut b, &c1, &b1, inplanes, planes, 3, p(3).stride(st), eps, relu)?,
+                        // ReLU after the residual add (Block::forward).
+                        conv_bn(&mut b, &c2, &b2, planes, planes, 3, p(3), eps, relu)?,
                     ]
                 };
                 let downsample = if st != 1 || inplanes != out {
+                    let (conv, bn) = config.stage_names.shortcut(&name);
                     Some(conv_bn(
                         &mut b,
-                        &format!("{name}.downsample.0"),
-                        &format!("{name}.downsample.1"),
+                        &conv,
+                        &bn,
                         inplanes,
                         out,
                         1,
@@ -461,7 +460,13 @@ pub fn kind() -> NodeKind {
         "stage_names",
         ParamType::Str,
         ParamValue::Str("torchvision".into()),
-        "how the checkpoint names the stages: \"torchvision\" (layer1..layer4) or \"yolact\" (layers.0..layers.3, YOLACT's ResNetBackbone)",
+        "how the checkpoint names the stages: \"torchvision\" (layer1..layer4), \"yolact\" (layers.0..layers.3, YOLACT's ResNetBackbone) or \"detectron2\" (stem, res2..res5, conv*.norm, shortcut)",
+    ))
+    .param(ParamSpec::optional(
+        "stride_in_1x1",
+        ParamType::Bool,
+        ParamValue::Bool(false),
+        "a downsampling Bottleneck strides in its 1x1 conv1 (Detectron2's STRIDE_IN_1X1, true for its MSRA weights) instead of its 3x3 conv2",
     ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(ResNetNode::from_params(params)?) as Box<dyn Node>)
@@ -498,10 +503,11 @@ impl ResNetNode {
                 StageNames::parse(v).ok_or_else(|| {
                     ModelError::param(
                         "stage_names",
-                        format!("must be \"torchvision\" or \"yolact\", got \"{v}\""),
+                        format!("must be \"torchvision\", \"yolact\" or \"detectron2\", got \"{v}\""),
                     )
                 })?
             },
+            stride_in_1x1: params.bool("stride_in_1x1").map_err(ModelError::Input)?,
         };
         config.check()?;
         let path = PathBuf::from(params.str("weights").map_err(ModelError::Input)?);
@@ -684,7 +690,8 @@ mod tests {
             "{err}"
         );
         assert_eq!(StageNames::parse("yolact"), Some(StageNames::Yolact));
-        assert_eq!(StageNames::parse("detectron2"), None);
+        assert_eq!(StageNames::parse("detectron2"), Some(StageNames::Detectron2));
+        assert_eq!(StageNames::parse("mmdet"), None);
     }
 
     #[test]
