@@ -191,6 +191,9 @@ impl Fpn {
                 3,
             )?);
         }
+        // Detectron2 keeps the ResNet inside the FPN module (`backbone.bottom_up.*`): that
+        // is the resnet node's.
+        b.ignore_module("bottom_up.");
         b.finish()?;
         Ok(Fpn {
             config,

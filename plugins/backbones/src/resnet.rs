@@ -111,8 +111,14 @@ impl StageNames {
     /// The projection shortcut of block `block` and its batch norm.
     fn shortcut(self, block: &str) -> (String, String) {
         match self {
-            StageNames::Detectron2 => (format!("{block}.shortcut"), format!("{block}.shortcut.norm")),
-            _ => (format!("{block}.downsample.0"), format!("{block}.downsample.1")),
+            StageNames::Detectron2 => (
+                format!("{block}.shortcut"),
+                format!("{block}.shortcut.norm"),
+            ),
+            _ => (
+                format!("{block}.downsample.0"),
+                format!("{block}.downsample.1"),
+            ),
         }
     }
 }
@@ -304,10 +310,24 @@ impl ResNet {
                 let names = |k| config.stage_names.conv(&name, k);
                 let convs = if bottleneck {
                     let width = planes * config.width_per_group / 64 * config.groups;
-                    let (s1, s3) = if config.stride_in_1x1 { (st, 1) } else { (1, st) };
+                    let (s1, s3) = if config.stride_in_1x1 {
+                        (st, 1)
+                    } else {
+                        (1, st)
+                    };
                     let ((c1, b1), (c2, b2), (c3, b3)) = (names(1), names(2), names(3));
                     vec![
-                        conv_bn(&mut b, &c1, &b1, inplanes, width, 1, p(1).stride(s1), eps, relu)?,
+                        conv_bn(
+                            &mut b,
+                            &c1,
+                            &b1,
+                            inplanes,
+                            width,
+                            1,
+                            p(1).stride(s1),
+                            eps,
+                            relu,
+                        )?,
                         conv_bn(
                             &mut b,
                             &c2,
@@ -325,7 +345,17 @@ impl ResNet {
                 } else {
                     let ((c1, b1), (c2, b2)) = (names(1), names(2));
                     vec![
-                        conv_bn(&mut b, &c1, &b1, inplanes, planes, 3, p(3).stride(st), eps, relu)?,
+                        conv_bn(
+                            &mut b,
+                            &c1,
+                            &b1,
+                            inplanes,
+                            planes,
+                            3,
+                            p(3).stride(st),
+                            eps,
+                            relu,
+                        )?,
                         // ReLU after the residual add (Block::forward).
                         conv_bn(&mut b, &c2, &b2, planes, planes, 3, p(3), eps, relu)?,
                     ]
@@ -503,7 +533,9 @@ impl ResNetNode {
                 StageNames::parse(v).ok_or_else(|| {
                     ModelError::param(
                         "stage_names",
-                        format!("must be \"torchvision\", \"yolact\" or \"detectron2\", got \"{v}\""),
+                        format!(
+                            "must be \"torchvision\", \"yolact\" or \"detectron2\", got \"{v}\""
+                        ),
                     )
                 })?
             },
@@ -690,7 +722,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(StageNames::parse("yolact"), Some(StageNames::Yolact));
-        assert_eq!(StageNames::parse("detectron2"), Some(StageNames::Detectron2));
+        assert_eq!(
+            StageNames::parse("detectron2"),
+            Some(StageNames::Detectron2)
+        );
         assert_eq!(StageNames::parse("mmdet"), None);
     }
 
