@@ -55,6 +55,11 @@ fn heatmap_matches_cpu() {
 }
 
 #[test]
+fn transformer_matches_cpu() {
+    cuda_checks::transformer(&mut Emu);
+}
+
+#[test]
 fn every_kernel_is_compiled_into_the_emulation() {
     let names = cuda_emu::kernel_names();
     for k in KERNELS {

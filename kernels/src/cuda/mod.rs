@@ -67,6 +67,7 @@ sources! {
     YOLACT_CU => "yolact.cu",
     HEATMAP_CU => "heatmap.cu",
     CONV_CU => "conv.cu",
+    TRANSFORMER_CU => "transformer.cu",
 }
 
 /// A kernel: its `extern "C"` name and the source that defines it.
@@ -117,6 +118,14 @@ pub const K_BIAS_ACTIVATION: KernelRef = KernelRef {
     source: &CONV_CU,
     name: "bias_activation",
 };
+pub const K_ATTENTION_SOFTMAX: KernelRef = KernelRef {
+    source: &TRANSFORMER_CU,
+    name: "attention_softmax",
+};
+pub const K_LAYER_NORM: KernelRef = KernelRef {
+    source: &TRANSFORMER_CU,
+    name: "layer_norm",
+};
 /// Every kernel the ops launch.
 pub const KERNELS: &[&KernelRef] = &[
     &K_PREPROCESS,
@@ -129,6 +138,8 @@ pub const KERNELS: &[&KernelRef] = &[
     &K_HEATMAP_CANDIDATES,
     &K_CONV_IM2COL,
     &K_BIAS_ACTIVATION,
+    &K_ATTENTION_SOFTMAX,
+    &K_LAYER_NORM,
 ];
 
 /// Grid and block dimensions of a launch.

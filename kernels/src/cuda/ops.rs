@@ -11,12 +11,14 @@
 //! torchvision's CUDA NMS does), the coordinate offsets of batched NMS, the integer paste
 //! geometry of each mask, and the top-k after heatmap suppression.
 
-use ndarray::{Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
+use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4};
 
 use super::{
-    Arg, CudaError, Executor, Launch, K_BOX_DECODE, K_HEATMAP_CANDIDATES, K_HEATMAP_NMS,
-    K_NMS_MASK, K_PASTE_MASKS, K_PREPROCESS, K_ROI_ALIGN, K_YOLACT_ASSEMBLE,
+    Arg, CudaError, Executor, Launch, K_ATTENTION_SOFTMAX, K_BOX_DECODE, K_HEATMAP_CANDIDATES,
+    K_HEATMAP_NMS, K_LAYER_NORM, K_NMS_MASK, K_PASTE_MASKS, K_PREPROCESS, K_ROI_ALIGN,
+    K_YOLACT_ASSEMBLE,
 };
+use crate::layers::attention::LayerNorm;
 use crate::layers::preprocess::{Preprocessed, RcnnTransform};
 use crate::layers::LayerError;
 use crate::ops::heatmap::Peak;
@@ -862,4 +864,87 @@ pub fn conv2d<E: Executor>(
 
 fn shaped(n: usize, c: usize, h: usize, w: usize, v: Vec<f32>) -> Result<Array4<f32>, CudaError> {
     Array4::from_shape_vec((n, c, h, w), v).map_err(|e| CudaError::invalid("conv2d", e.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Transformer layers
+
+/// One block per row, at most 65535 blocks (the kernels loop over the rest).
+fn row_launch(rows: usize) -> Launch {
+    Launch {
+        grid: (rows.clamp(1, 65535) as u32, 1, 1),
+        block: (THREADS, 1, 1),
+    }
+}
+
+/// GPU attention softmax: the softmax of every row of `scores` `[rows, cols]`, as
+/// [`softmax_rows`](crate::layers::attention::softmax_rows) computes it on the CPU.
+pub fn attention_softmax<E: Executor>(
+    ex: &mut E,
+    scores: ArrayView2<f32>,
+) -> Result<Array2<f32>, CudaError> {
+    const OP: &str = "attention_softmax";
+    let (rows, cols) = scores.dim();
+    let total = checked_len(OP, &[rows, cols])?;
+    if total == 0 {
+        return Ok(Array2::zeros((rows, cols)));
+    }
+    let c = to_i32(OP, "columns", cols)?;
+    let scores = scores.as_standard_layout();
+    let data = scores
+        .as_slice()
+        .ok_or_else(|| CudaError::invalid(OP, "scores not contiguous"))?;
+    let mut out = zeroed(total);
+    ex.launch(
+        &K_ATTENTION_SOFTMAX,
+        row_launch(rows),
+        &mut [
+            Arg::InF32(data),
+            Arg::I64(rows as i64),
+            Arg::I32(c),
+            Arg::OutF32(&mut out),
+        ],
+    )?;
+    Array2::from_shape_vec((rows, cols), out).map_err(|e| CudaError::invalid(OP, e.to_string()))
+}
+
+/// GPU [`LayerNorm::forward`]: every row of `x` `[rows, dim]` normalised with `ln`'s weight,
+/// bias and eps (statistics in double, as on the CPU).
+pub fn layer_norm<E: Executor>(
+    ex: &mut E,
+    x: ArrayView2<f32>,
+    ln: &LayerNorm,
+) -> Result<Array2<f32>, CudaError> {
+    const OP: &str = "layer_norm";
+    let (rows, dim) = x.dim();
+    if dim != ln.dim() {
+        return Err(CudaError::from(LayerError::Shape {
+            op: OP,
+            msg: format!("input has {dim} features, expected {}", ln.dim()),
+        }));
+    }
+    let total = checked_len(OP, &[rows, dim])?;
+    if total == 0 {
+        return Ok(Array2::zeros((rows, dim)));
+    }
+    let d = to_i32(OP, "features", dim)?;
+    let x = x.as_standard_layout();
+    let data = x
+        .as_slice()
+        .ok_or_else(|| CudaError::invalid(OP, "input not contiguous"))?;
+    let mut out = zeroed(total);
+    ex.launch(
+        &K_LAYER_NORM,
+        row_launch(rows),
+        &mut [
+            Arg::InF32(data),
+            Arg::InF32(ln.weight()),
+            Arg::InF32(ln.bias()),
+            Arg::I64(rows as i64),
+            Arg::I32(d),
+            Arg::F32(ln.eps()),
+            Arg::OutF32(&mut out),
+        ],
+    )?;
+    Array2::from_shape_vec((rows, dim), out).map_err(|e| CudaError::invalid(OP, e.to_string()))
 }

@@ -49,6 +49,18 @@ impl LayerNorm {
         self.weight.len()
     }
 
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// Normalises every row of `x` `[L, dim]` in place.
     pub fn forward_inplace(&self, x: &mut Array2<f32>) -> Result<()> {
         let d = self.dim();
@@ -205,6 +217,14 @@ impl MultiheadAttention {
         let v = self.v.forward(value)?;
         let o = scaled_dot_product_attention(q.view(), k.view(), v.view(), self.heads)?;
         self.out.forward(o.view())
+    }
+}
+
+/// The softmax of every row of `data` (rows of `cols` values), in place: what attention
+/// applies to its scores.
+pub fn softmax_rows(data: &mut [f32], cols: usize) {
+    if cols > 0 {
+        data.chunks_mut(cols).for_each(softmax_row);
     }
 }
 

@@ -564,8 +564,52 @@ pub fn conv2d<E: Executor>(exec: &mut E) {
         .is_err());
 }
 
+/// The transformer kernels against the CPU layers: the attention softmax on rows shorter
+/// and longer than a block (and of one column, with a NaN, with -inf and huge logits), and
+/// LayerNorm on widths around the block size, with a constant row.
+pub fn transformer<E: Executor>(ex: &mut E) {
+    use kernels::layers::attention::{softmax_rows, LayerNorm};
+    let mut r = Lcg::new(21);
+    for (rows, cols) in [(3usize, 1usize), (5, 17), (4, 256), (3, 950), (2, 1031)] {
+        let mut x = Array2::from_shape_fn((rows, cols), |_| r.range(-12.0, 12.0));
+        x[[0, cols / 2]] = 80.0;
+        if cols > 2 {
+            x[[rows - 1, 1]] = f32::NEG_INFINITY;
+        }
+        let got = gpu::attention_softmax(ex, x.view()).expect("gpu softmax");
+        let mut want = x.as_slice().unwrap().to_vec();
+        softmax_rows(&mut want, cols);
+        assert_close(
+            &format!("attention_softmax {rows}x{cols}"),
+            &slice(&got),
+            &want,
+        );
+    }
+    let mut nan = Array2::from_shape_fn((2, 40), |_| r.range(-1.0, 1.0));
+    nan[[1, 7]] = f32::NAN;
+    let got = gpu::attention_softmax(ex, nan.view()).expect("gpu softmax NaN");
+    assert!(got.row(1).iter().all(|v| v.is_nan()) && got.row(0).iter().all(|v| v.is_finite()));
+    for dim in [1usize, 7, 256, 300] {
+        let w = ndarray::Array1::from_shape_fn(dim, |_| r.range(0.5, 1.5));
+        let b = ndarray::Array1::from_shape_fn(dim, |_| r.range(-0.2, 0.2));
+        let ln = LayerNorm::new(w.view(), b.view(), 1e-5).expect("layer norm");
+        let mut x = Array2::from_shape_fn((6, dim), |_| r.range(-3.0, 5.0));
+        x.row_mut(2).fill(0.25);
+        let got = gpu::layer_norm(ex, x.view(), &ln).expect("gpu layer_norm");
+        let want = ln.forward(x.view()).expect("cpu layer_norm");
+        assert_close(
+            &format!("layer_norm dim {dim}"),
+            &slice(&got),
+            &slice(&want),
+        );
+        assert!(gpu::layer_norm(ex, Array2::<f32>::zeros((2, dim + 1)).view(), &ln).is_err());
+    }
+    println!("transformer: attention softmax and LayerNorm match the CPU layers");
+}
+
 pub fn all<E: Executor>() -> Vec<Check<E>> {
     vec![
+        ("transformer", transformer::<E>),
         ("conv2d", conv2d::<E>),
         ("preprocess", preprocess::<E>),
         ("roi_align", roi_align::<E>),
