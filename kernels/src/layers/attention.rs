@@ -131,7 +131,7 @@ impl MultiheadAttention {
     pub fn new(heads: usize, q: Linear, k: Linear, v: Linear, out: Linear) -> Result<Self> {
         let dim = out.out_features();
         let square = |l: &Linear| l.in_features() == dim && l.out_features() == dim;
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return invalid(
                 "multihead_attention",
                 format!("{dim} features do not split into {heads} heads"),
@@ -474,7 +474,7 @@ mod tests {
         let got = mha.forward(x.view(), x.view(), x.view()).unwrap();
         let proj = |i: usize| {
             let wi = w.slice(ndarray::s![i * d..(i + 1) * d, ..]);
-            x.dot(&wi.t()) + &b.slice(ndarray::s![i * d..(i + 1) * d])
+            x.dot(&wi.t()) + b.slice(ndarray::s![i * d..(i + 1) * d])
         };
         let q = proj(0) * (1.0 / 2f32.sqrt());
         let want = naive(&q, &proj(1), &proj(2), 2);

@@ -238,7 +238,9 @@ impl Detr {
         prefix: &str,
         config: DetrConfig,
     ) -> Result<Detr, ModelError> {
-        if config.heads == 0 || config.hidden_dim % config.heads != 0 || config.hidden_dim % 2 != 0
+        if config.heads == 0
+            || !config.hidden_dim.is_multiple_of(config.heads)
+            || !config.hidden_dim.is_multiple_of(2)
         {
             return Err(ModelError::param(
                 "heads",
@@ -686,13 +688,13 @@ impl DetrNode {
         let keep: Vec<usize> = (0..d.scores.len())
             .filter(|&i| self.score_threshold == 0.0 || d.scores[i] > self.score_threshold)
             .collect();
-        Ok(plugin_sdk::Instances {
+        plugin_sdk::Instances {
             boxes: keep.iter().map(|&i| d.boxes[i]).collect(),
             scores: keep.iter().map(|&i| d.scores[i]).collect(),
             classes: keep.iter().map(|&i| d.labels[i]).collect(),
         }
         .to_value()
-        .map_err(ModelError::Input)?)
+        .map_err(ModelError::Input)
     }
 }
 
