@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use engine::registry::Registry;
 use ndarray::ArrayView4;
-use plugin_detr::model::{post_process, sine_position_embedding, Detr, DetrConfig};
+use plugin_detr::model::{post_process, Detr, DetrConfig};
+use plugin_detr::transformer::sine_position_embedding;
 use plugin_sdk::{ParamValue, Value};
 
 fn median(mut v: Vec<f64>) -> f64 {

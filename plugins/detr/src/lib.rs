@@ -15,6 +15,7 @@
 
 pub mod model;
 pub mod preprocess;
+pub mod transformer;
 
 use plugin_sdk::NodeKind;
 

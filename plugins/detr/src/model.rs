@@ -24,11 +24,9 @@
 //! encoder layer. The backbone's tensors (`backbone.0.body.*`,
 //! `model.backbone.conv_encoder.model.*`) are the `resnet` node's.
 
-use kernels::layers::attention::{LayerNorm, MultiheadAttention};
 use kernels::layers::{Activation, Conv2d, Conv2dParams, Linear};
-use kernels::weights::{Binder, Weights};
-use kernels::Tensor;
-use ndarray::{Array2, ArrayView2, ArrayView4, Axis, Ix1, Ix2};
+use kernels::weights::Weights;
+use ndarray::{Array2, ArrayView4, Axis};
 use plugin_sdk::{
     FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
@@ -38,8 +36,12 @@ use vision_common::{
     weights_param, weights_params, ImageSizes, LayerContext, ModelError,
 };
 
+use crate::transformer::{
+    mlp, run_mlp, sine_position_embedding, DecoderNames, Naming, TransformerDecoder,
+    TransformerEncoder, Widths,
+};
+
 const NODE: &str = "detr";
-const LN_EPS: f32 = 1e-5;
 
 /// The settings of [`Detr`]; the defaults are DETR R50's (`main.py`).
 #[derive(Clone, Debug, PartialEq)]
@@ -71,72 +73,13 @@ impl Default for DetrConfig {
     }
 }
 
-/// Which parameter names a checkpoint uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Naming {
-    /// facebookresearch/detr's `state_dict` (`model` of the released `.pth`).
-    Official,
-    /// Hugging Face transformers' `DetrForObjectDetection`.
-    Transformers,
-}
-
-impl Naming {
-    fn detect(weights: &Weights, prefix: &str) -> Naming {
-        if weights
-            .get(&format!(
-                "{prefix}model.encoder.layers.0.self_attn.q_proj.weight"
-            ))
-            .is_some()
-        {
-            Naming::Transformers
-        } else {
-            Naming::Official
-        }
-    }
-}
-
-/// One FFN: `linear2(relu(linear1(x)))`.
-#[derive(Debug)]
-struct FeedForward {
-    up: Linear,
-    down: Linear,
-}
-
-impl FeedForward {
-    fn forward(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, ModelError> {
-        let h = self.up.forward(x).ctx(|| "FFN".into())?;
-        self.down.forward(h.view()).ctx(|| "FFN".into())
-    }
-}
-
-#[derive(Debug)]
-struct EncoderLayer {
-    attn: MultiheadAttention,
-    norm1: LayerNorm,
-    ffn: FeedForward,
-    norm2: LayerNorm,
-}
-
-#[derive(Debug)]
-struct DecoderLayer {
-    self_attn: MultiheadAttention,
-    norm1: LayerNorm,
-    cross_attn: MultiheadAttention,
-    norm2: LayerNorm,
-    ffn: FeedForward,
-    norm3: LayerNorm,
-}
-
 /// DETR with its weights bound.
 #[derive(Debug)]
 pub struct Detr {
     config: DetrConfig,
     input_proj: Conv2d,
-    encoder: Vec<EncoderLayer>,
-    decoder: Vec<DecoderLayer>,
-    decoder_norm: LayerNorm,
-    /// `[num_queries, hidden_dim]`.
-    query_pos: Array2<f32>,
+    encoder: TransformerEncoder,
+    decoder: TransformerDecoder,
     class_embed: Linear,
     bbox_embed: Vec<Linear>,
 }
@@ -155,80 +98,6 @@ pub struct Detections {
     pub scores: Vec<f32>,
     pub labels: Vec<i64>,
     pub boxes: Vec<[f32; 4]>,
-}
-
-fn view2(t: &Tensor) -> Result<ArrayView2<'_, f32>, ModelError> {
-    t.view::<f32>()?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| ModelError::input(e.to_string()))
-}
-
-fn view1(t: &Tensor) -> Result<ndarray::ArrayView1<'_, f32>, ModelError> {
-    t.view::<f32>()?
-        .into_dimensionality::<Ix1>()
-        .map_err(|e| ModelError::input(e.to_string()))
-}
-
-fn layer_norm(b: &mut Binder<'_>, name: &str, dim: usize) -> Result<LayerNorm, ModelError> {
-    let w = b.take(&format!("{name}.weight"), &[dim]);
-    let bias = b.take(&format!("{name}.bias"), &[dim]);
-    LayerNorm::new(view1(&w)?, view1(&bias)?, LN_EPS).ctx(|| name.to_string())
-}
-
-/// An attention module under `name`: torch's packed `in_proj_*` (official) or separate
-/// `q_proj`/`k_proj`/`v_proj` (transformers).
-fn attention(
-    b: &mut Binder<'_>,
-    naming: Naming,
-    name: &str,
-    dim: usize,
-    heads: usize,
-) -> Result<MultiheadAttention, ModelError> {
-    match naming {
-        Naming::Official => {
-            let w = b.take(&format!("{name}.in_proj_weight"), &[3 * dim, dim]);
-            let bias = b.take(&format!("{name}.in_proj_bias"), &[3 * dim]);
-            let ow = b.take(&format!("{name}.out_proj.weight"), &[dim, dim]);
-            let ob = b.take(&format!("{name}.out_proj.bias"), &[dim]);
-            MultiheadAttention::from_packed(
-                heads,
-                view2(&w)?,
-                view1(&bias)?,
-                view2(&ow)?,
-                view1(&ob)?,
-            )
-            .ctx(|| name.to_string())
-        }
-        Naming::Transformers => {
-            let mut proj =
-                |p: &str| linear(b, &format!("{name}.{p}"), dim, dim, Activation::Identity);
-            let (q, k, v, o) = (
-                proj("q_proj")?,
-                proj("k_proj")?,
-                proj("v_proj")?,
-                proj("out_proj")?,
-            );
-            MultiheadAttention::new(heads, q, k, v, o).ctx(|| name.to_string())
-        }
-    }
-}
-
-fn feed_forward(
-    b: &mut Binder<'_>,
-    up: &str,
-    down: &str,
-    dim: usize,
-    ffn: usize,
-) -> Result<FeedForward, ModelError> {
-    Ok(FeedForward {
-        up: linear(b, up, dim, ffn, Activation::Relu)?,
-        down: linear(b, down, ffn, dim, Activation::Identity)?,
-    })
-}
-
-/// `x + y`, in place in `x`.
-fn add(x: &mut Array2<f32>, y: &Array2<f32>) {
-    *x += y;
 }
 
 impl Detr {
@@ -269,75 +138,36 @@ impl Detr {
             1,
             Conv2dParams::default(),
         )?;
-        let mut encoder = Vec::with_capacity(config.encoder_layers);
-        for i in 0..config.encoder_layers {
-            let l = format!("{model}encoder.layers.{i}");
-            encoder.push(match naming {
-                Naming::Official => EncoderLayer {
-                    attn: attention(&mut b, naming, &format!("{l}.self_attn"), d, h)?,
-                    norm1: layer_norm(&mut b, &format!("{l}.norm1"), d)?,
-                    ffn: feed_forward(
-                        &mut b,
-                        &format!("{l}.linear1"),
-                        &format!("{l}.linear2"),
-                        d,
-                        f,
-                    )?,
-                    norm2: layer_norm(&mut b, &format!("{l}.norm2"), d)?,
-                },
-                Naming::Transformers => EncoderLayer {
-                    attn: attention(&mut b, naming, &format!("{l}.self_attn"), d, h)?,
-                    norm1: layer_norm(&mut b, &format!("{l}.self_attn_layer_norm"), d)?,
-                    ffn: feed_forward(&mut b, &format!("{l}.fc1"), &format!("{l}.fc2"), d, f)?,
-                    norm2: layer_norm(&mut b, &format!("{l}.final_layer_norm"), d)?,
-                },
-            });
-        }
-        let mut decoder = Vec::with_capacity(config.decoder_layers);
-        for i in 0..config.decoder_layers {
-            let l = format!("{model}decoder.layers.{i}");
-            let names = match naming {
-                Naming::Official => [
-                    "multihead_attn",
-                    "norm1",
-                    "norm2",
-                    "norm3",
-                    "linear1",
-                    "linear2",
-                ],
-                Naming::Transformers => [
-                    "encoder_attn",
-                    "self_attn_layer_norm",
-                    "encoder_attn_layer_norm",
-                    "final_layer_norm",
-                    "fc1",
-                    "fc2",
-                ],
-            };
-            decoder.push(DecoderLayer {
-                self_attn: attention(&mut b, naming, &format!("{l}.self_attn"), d, h)?,
-                norm1: layer_norm(&mut b, &format!("{l}.{}", names[1]), d)?,
-                cross_attn: attention(&mut b, naming, &format!("{l}.{}", names[0]), d, h)?,
-                norm2: layer_norm(&mut b, &format!("{l}.{}", names[2]), d)?,
-                ffn: feed_forward(
-                    &mut b,
-                    &format!("{l}.{}", names[4]),
-                    &format!("{l}.{}", names[5]),
-                    d,
-                    f,
-                )?,
-                norm3: layer_norm(&mut b, &format!("{l}.{}", names[3]), d)?,
-            });
-        }
-        let decoder_norm = layer_norm(
+        let encoder = TransformerEncoder::from_weights(
             &mut b,
-            match naming {
-                Naming::Official => "transformer.decoder.norm",
-                Naming::Transformers => "model.decoder.layernorm",
+            naming,
+            &format!("{model}encoder.layers"),
+            config.encoder_layers,
+            Widths {
+                dim: d,
+                ffn: f,
+                heads: h,
             },
-            d,
         )?;
-        let query = b.take(query_name, &[config.num_queries, d]);
+        let decoder = TransformerDecoder::from_weights(
+            &mut b,
+            naming,
+            DecoderNames {
+                layers: &format!("{model}decoder.layers"),
+                norm: match naming {
+                    Naming::Official => "transformer.decoder.norm",
+                    Naming::Transformers => "model.decoder.layernorm",
+                },
+                query: query_name,
+            },
+            config.decoder_layers,
+            config.num_queries,
+            Widths {
+                dim: d,
+                ffn: f,
+                heads: h,
+            },
+        )?;
         let (class_name, bbox_name) = match naming {
             Naming::Official => ("class_embed", "bbox_embed"),
             Naming::Transformers => ("class_labels_classifier", "bbox_predictor"),
@@ -349,43 +179,18 @@ impl Detr {
             config.num_classes + 1,
             Activation::Identity,
         )?;
-        let bbox_embed = vec![
-            linear(
-                &mut b,
-                &format!("{bbox_name}.layers.0"),
-                d,
-                d,
-                Activation::Relu,
-            )?,
-            linear(
-                &mut b,
-                &format!("{bbox_name}.layers.1"),
-                d,
-                d,
-                Activation::Relu,
-            )?,
-            linear(
-                &mut b,
-                &format!("{bbox_name}.layers.2"),
-                d,
-                4,
-                Activation::Sigmoid,
-            )?,
-        ];
+        let bbox_embed = mlp(&mut b, bbox_name, d, 4, Activation::Sigmoid)?;
         match naming {
             Naming::Official => b.ignore_module("backbone."),
             Naming::Transformers => b.ignore_module("model.backbone."),
         }
         b.ignore("num_batches_tracked");
-        let query_pos = view2(&query)?.to_owned();
         b.finish()?;
         Ok(Detr {
             config,
             input_proj,
             encoder,
             decoder,
-            decoder_norm,
-            query_pos,
             class_embed,
             bbox_embed,
         })
@@ -426,21 +231,7 @@ impl Detr {
 
     /// The encoder's memory `[h·w, hidden_dim]` from the projected tokens and positions.
     pub fn encode(&self, src: Array2<f32>, pos: &Array2<f32>) -> Result<Array2<f32>, ModelError> {
-        let mut x = src;
-        for (i, layer) in self.encoder.iter().enumerate() {
-            let ctx = || format!("encoder layer {i}");
-            let qk = &x + pos;
-            let a = layer
-                .attn
-                .forward(qk.view(), qk.view(), x.view())
-                .ctx(ctx)?;
-            add(&mut x, &a);
-            layer.norm1.forward_inplace(&mut x).ctx(ctx)?;
-            let f = layer.ffn.forward(x.view())?;
-            add(&mut x, &f);
-            layer.norm2.forward_inplace(&mut x).ctx(ctx)?;
-        }
-        Ok(x)
+        self.encoder.forward(src, pos)
     }
 
     /// The decoder's output after its final norm, `[num_queries, hidden_dim]`.
@@ -449,33 +240,7 @@ impl Detr {
         memory: &Array2<f32>,
         pos: &Array2<f32>,
     ) -> Result<Array2<f32>, ModelError> {
-        let q = &self.query_pos;
-        let mut t = Array2::<f32>::zeros(q.dim());
-        let keys = memory + pos;
-        for (i, layer) in self.decoder.iter().enumerate() {
-            let ctx = || format!("decoder layer {i}");
-            let qk = &t + q;
-            let a = layer
-                .self_attn
-                .forward(qk.view(), qk.view(), t.view())
-                .ctx(ctx)?;
-            add(&mut t, &a);
-            layer.norm1.forward_inplace(&mut t).ctx(ctx)?;
-            let query = &t + q;
-            let a = layer
-                .cross_attn
-                .forward(query.view(), keys.view(), memory.view())
-                .ctx(ctx)?;
-            add(&mut t, &a);
-            layer.norm2.forward_inplace(&mut t).ctx(ctx)?;
-            let f = layer.ffn.forward(t.view())?;
-            add(&mut t, &f);
-            layer.norm3.forward_inplace(&mut t).ctx(ctx)?;
-        }
-        self.decoder_norm
-            .forward_inplace(&mut t)
-            .ctx(|| "decoder norm".into())?;
-        Ok(t)
+        self.decoder.forward(memory, pos)
     }
 
     /// `class_embed` and `bbox_embed(...).sigmoid()` of the decoder's output.
@@ -484,12 +249,7 @@ impl Detr {
             .class_embed
             .forward(hs.view())
             .ctx(|| "class_embed".into())?;
-        let mut x = hs.clone();
-        for (i, l) in self.bbox_embed.iter().enumerate() {
-            x = l
-                .forward(x.view())
-                .ctx(|| format!("bbox_embed.layers.{i}"))?;
-        }
+        let x = run_mlp(&self.bbox_embed, hs, "bbox_embed")?;
         Ok(DetrOutputs { logits, boxes: x })
     }
 
@@ -501,51 +261,6 @@ impl Detr {
         let hs = self.decode(&memory, &pos)?;
         self.heads(&hs)
     }
-}
-
-/// `PositionEmbeddingSine(num_pos_feats, temperature=10000, normalize=True, scale=2π)` of an
-/// unpadded `h x w` map, as tokens `[h·w, 2·num_pos_feats]`: the first `num_pos_feats`
-/// channels encode the row, the others the column; channel `2i` is a sine and `2i + 1` a
-/// cosine of `embed / 10000^(2i / num_pos_feats)`, where `embed = k / (n + 1e-6) · 2π` for
-/// the 1-based row (column) `k` of `n`. All in f32, step by step as torch computes it.
-pub fn sine_position_embedding(h: usize, w: usize, num_pos_feats: usize) -> Array2<f32> {
-    let scale = (2.0 * std::f64::consts::PI) as f32;
-    let eps = 1e-6f32;
-    let dim_t: Vec<f32> = (0..num_pos_feats)
-        .map(|i| {
-            let e = 2.0 * (i / 2) as f32 / num_pos_feats as f32;
-            10000f32.powf(e)
-        })
-        .collect();
-    let embed = |k: usize, n: usize| (k as f32 / (n as f32 + eps)) * scale;
-    let encode = |e: f32, out: &mut [f32]| {
-        for (i, (o, &t)) in out.iter_mut().zip(&dim_t).enumerate() {
-            let v = e / t;
-            *o = if i % 2 == 0 { v.sin() } else { v.cos() };
-        }
-    };
-    let rows: Vec<Vec<f32>> = (1..=h)
-        .map(|k| {
-            let mut v = vec![0f32; num_pos_feats];
-            encode(embed(k, h), &mut v);
-            v
-        })
-        .collect();
-    let cols: Vec<Vec<f32>> = (1..=w)
-        .map(|k| {
-            let mut v = vec![0f32; num_pos_feats];
-            encode(embed(k, w), &mut v);
-            v
-        })
-        .collect();
-    let mut pos = Array2::<f32>::zeros((h * w, 2 * num_pos_feats));
-    for (t, mut row) in pos.outer_iter_mut().enumerate() {
-        let (y, x) = (t / w, t % w);
-        for (dst, src) in row.iter_mut().zip(rows[y].iter().chain(&cols[x])) {
-            *dst = *src;
-        }
-    }
-    pos
 }
 
 /// `PostProcess` for a photo of `(h, w)` pixels.
@@ -708,20 +423,6 @@ impl Node for DetrNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_by_hand() {
-        let pos = sine_position_embedding(2, 3, 4);
-        assert_eq!(pos.dim(), (6, 8));
-        // Token (row 1 of 2, column 2 of 3): y = 1/2·2π, x = 2/3·2π (up to the eps).
-        let t = &pos.row(1);
-        let y = 1.0f32 / (2.0 + 1e-6) * (2.0 * std::f64::consts::PI) as f32;
-        let x = 2.0f32 / (3.0 + 1e-6) * (2.0 * std::f64::consts::PI) as f32;
-        assert!((t[0] - y.sin()).abs() < 1e-6 && (t[1] - y.cos()).abs() < 1e-6);
-        // Channels 2, 3 divide by 10000^(2/4) = 100.
-        assert!((t[2] - (y / 100.0).sin()).abs() < 1e-6);
-        assert!((t[4] - x.sin()).abs() < 1e-6 && (t[7] - (x / 100.0).cos()).abs() < 1e-6);
-    }
 
     #[test]
     fn post_process_drops_no_object_and_scales_corners() {

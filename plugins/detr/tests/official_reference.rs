@@ -17,7 +17,8 @@ use std::path::Path;
 
 use kernels::Tensor;
 use ndarray::{ArrayView4, Axis};
-use plugin_detr::model::{sine_position_embedding, Detr, DetrConfig};
+use plugin_detr::model::{Detr, DetrConfig};
+use plugin_detr::transformer::sine_position_embedding;
 use plugin_sdk::{ParamValue, Value};
 use reference::{
     compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch,
