@@ -6,14 +6,13 @@
 //! than 1/4; the levels summed; a 1x1 `predictor`. Weight names under `module`:
 //! `{module}.{level}.{0,2,4}` (with `.norm` for GroupNorm) and `{module}.predictor`.
 
-use kernels::layers::norm::group_norm;
 use kernels::layers::resize::interpolate_scale;
 use kernels::layers::ResizeMode;
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::weights::Binder;
-use ndarray::{Array1, Array4, ArrayView4, Ix4};
+use ndarray::{Array4, ArrayView4};
 
-use vision_common::{conv_bias, LayerContext, ModelError};
+use vision_common::{conv_bias, ConvGroupNorm, LayerContext, ModelError, GN_GROUPS};
 
 const BILINEAR: ResizeMode = ResizeMode::Bilinear {
     align_corners: false,
@@ -22,15 +21,21 @@ const BILINEAR: ResizeMode = ResizeMode::Bilinear {
 /// The output stride of the merge (`COMMON_STRIDE`).
 pub const COMMON_STRIDE: usize = 4;
 
-/// GroupNorm of Detectron2's `get_norm("GN", C)`: 32 groups, eps 1e-5.
-const GN_GROUPS: usize = 32;
-const GN_EPS: f32 = 1e-5;
-
-/// One 3x3 convolution of a level's tower, with its GroupNorm (γ, β) when normalised.
+/// One 3x3 convolution of a level's tower and its ReLU, with GroupNorm between them when
+/// normalised.
 #[derive(Debug)]
-struct Block {
-    conv: Conv2d,
-    norm: Option<(Array1<f32>, Array1<f32>)>,
+enum Block {
+    Normalised(ConvGroupNorm),
+    Plain(Conv2d),
+}
+
+impl Block {
+    fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
+        match self {
+            Block::Normalised(c) => c.forward(x),
+            Block::Plain(c) => c.forward(x).ctx(|| "convolution".into()),
+        }
+    }
 }
 
 /// The merge with its weights bound.
@@ -91,22 +96,12 @@ impl SemanticFpn {
                 let name = join(module, &format!("{level}.{index}"));
                 let params = Conv2dParams::default().padding(1);
                 let block = if group_norm {
-                    let w = b.take(&format!("{name}.weight"), &[conv_dims, cin, 3, 3]);
-                    let gamma = b.take(&format!("{name}.norm.weight"), &[conv_dims]);
-                    let beta = b.take(&format!("{name}.norm.bias"), &[conv_dims]);
-                    let vec1 = |t: &kernels::Tensor| -> Result<Array1<f32>, ModelError> {
-                        Ok(Array1::from(t.as_slice::<f32>()?.to_vec()))
-                    };
-                    Block {
-                        conv: Conv2d::from_tensors(&w, None, params).ctx(|| name.clone())?,
-                        norm: Some((vec1(&gamma)?, vec1(&beta)?)),
-                    }
+                    Block::Normalised(ConvGroupNorm::bind(b, &name, cin, conv_dims, 3, true)?)
                 } else {
-                    Block {
-                        conv: conv_bias(b, &name, cin, conv_dims, 3, params)?
+                    Block::Plain(
+                        conv_bias(b, &name, cin, conv_dims, 3, params)?
                             .with_activation(Activation::Relu),
-                        norm: None,
-                    }
+                    )
                 };
                 blocks.push(block);
             }
@@ -136,23 +131,9 @@ impl SemanticFpn {
         for (l, (blocks, level)) in self.towers.iter().zip(levels).enumerate() {
             let mut x = level.to_owned();
             for (k, block) in blocks.iter().enumerate() {
-                x = block
-                    .conv
-                    .forward(x.view())
-                    .ctx(|| format!("{module} level {l}, convolution {k}"))?;
-                if let Some((gamma, beta)) = &block.norm {
-                    x = group_norm(
-                        x.view().into_dyn(),
-                        GN_GROUPS,
-                        Some(gamma.view()),
-                        Some(beta.view()),
-                        GN_EPS,
-                    )
-                    .ctx(|| format!("{module} level {l}, norm {k}"))?
-                    .into_dimensionality::<Ix4>()
-                    .map_err(|e| ModelError::input(e.to_string()))?;
-                    x.mapv_inplace(|v| v.max(0.0));
-                }
+                x = block.forward(x.view()).map_err(|e| {
+                    ModelError::input(format!("{module} level {l}, convolution {k}: {e}"))
+                })?;
                 if self.upsample[l] {
                     x = interpolate_scale(x.view(), (2.0, 2.0), BILINEAR, false)
                         .ctx(|| format!("{module} level {l}, upsampling {k}"))?;

@@ -107,6 +107,69 @@ pub fn conv_bias(
     Conv2d::from_tensors(&w, Some(&bias), params).ctx(|| name.to_string())
 }
 
+/// Detectron2's `Conv2d(..., bias=False, norm=GroupNorm(32, C), activation)`: a convolution
+/// without bias, GroupNorm (32 groups, eps 1e-5) and an optional ReLU. Bound from
+/// `{name}.weight`, `{name}.norm.weight` and `{name}.norm.bias`.
+#[derive(Clone, Debug)]
+pub struct ConvGroupNorm {
+    conv: Conv2d,
+    gamma: ndarray::Array1<f32>,
+    beta: ndarray::Array1<f32>,
+    relu: bool,
+    name: String,
+}
+
+/// GroupNorm's groups in Detectron2's `get_norm("GN", C)`.
+pub const GN_GROUPS: usize = 32;
+const GN_EPS: f32 = 1e-5;
+
+impl ConvGroupNorm {
+    /// Binds `name` as a `k x k` convolution (padding `k / 2`) from `cin` to `cout` channels.
+    pub fn bind(
+        b: &mut Binder<'_>,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        relu: bool,
+    ) -> Result<ConvGroupNorm, ModelError> {
+        if !cout.is_multiple_of(GN_GROUPS) {
+            return Err(ModelError::input(format!(
+                "{name}: GroupNorm needs a width divisible by {GN_GROUPS}, got {cout}"
+            )));
+        }
+        let w = b.take(&format!("{name}.weight"), &[cout, cin, k, k]);
+        let gamma = b.take(&format!("{name}.norm.weight"), &[cout]);
+        let beta = b.take(&format!("{name}.norm.bias"), &[cout]);
+        Ok(ConvGroupNorm {
+            conv: Conv2d::from_tensors(&w, None, Conv2dParams::default().padding(k / 2))
+                .ctx(|| name.to_string())?,
+            gamma: vec1(&gamma)?.to_owned(),
+            beta: vec1(&beta)?.to_owned(),
+            relu,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
+        let y = self.conv.forward(x).ctx(|| self.name.clone())?;
+        let mut y = kernels::layers::norm::group_norm(
+            y.view().into_dyn(),
+            GN_GROUPS,
+            Some(self.gamma.view()),
+            Some(self.beta.view()),
+            GN_EPS,
+        )
+        .ctx(|| format!("{}.norm", self.name))?
+        .into_dimensionality::<Ix4>()
+        .map_err(|e| ModelError::input(e.to_string()))?;
+        if self.relu {
+            y.mapv_inplace(|v| v.max(0.0));
+        }
+        Ok(y)
+    }
+}
+
 /// Binds a linear layer (`[out, in]`, `[out]`).
 pub fn linear(
     b: &mut Binder<'_>,
