@@ -1,4 +1,4 @@
-//! DETR as pipeline nodes, with the semantics and defaults of facebookresearch/detr @ 29901c51
+//! DETR and MaskFormer as pipeline nodes; DETR with the semantics and defaults of facebookresearch/detr @ 29901c51
 //! (`models/detr.py`, `models/transformer.py`, `models/position_encoding.py`,
 //! `datasets/transforms.py`), loading the official checkpoints (`detr-r50-e632da11.pth`) and
 //! Hugging Face transformers' `DetrForObjectDetection` files under their own parameter names.
@@ -10,9 +10,14 @@
 //! | `detr_preprocess` | `image` (u8 [H, W, 3]) | `image` (f32 [3, H', W'] + sizes) | `T.RandomResize([800], max_size=1333)`, `ToTensor`, `Normalize` |
 //! | `resnet` (backbones) | `image` | `features` `c5` (`returned_layers = [4]`) | `Backbone` (`backbone.0.body`) |
 //! | `detr` | `features`, `image` | `instances` (one per query) | `input_proj`, `PositionEmbeddingSine`, `Transformer`, `class_embed`, `bbox_embed`, `PostProcess` |
+//! | `maskformer_preprocess` | `image` (u8) | `image` (f32 + sizes) | Detectron2's `ResizeShortestEdge`, `PIXEL_MEAN`/`PIXEL_STD` |
+//! | `resnet` (backbones, `stage_names = "detectron2"`) | `image` | `features` `c2..c5` | Detectron2's `ResNet` |
+//! | `maskformer` | `features`, `image` | `semantic`, `panoptic` | MaskFormer's `TransformerEncoderPixelDecoder`, `TransformerPredictor`, `semantic_inference`, `panoptic_inference` |
 //!
-//! Pipeline: `pipelines/detr_r50.toml`.
+//! MaskFormer (facebookresearch/MaskFormer @ da3e60d8) shares DETR's transformer
+//! ([`transformer`]). Pipelines: `pipelines/detr_r50.toml`, `pipelines/maskformer_r50.toml`.
 
+pub mod maskformer;
 pub mod model;
 pub mod preprocess;
 pub mod transformer;
@@ -23,7 +28,12 @@ vision_common::family_library!(name: "detr", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![preprocess::kind(), model::kind()]
+    vec![
+        preprocess::kind(),
+        model::kind(),
+        maskformer::preprocess_kind(),
+        maskformer::kind(),
+    ]
 }
 
 #[cfg(test)]
@@ -32,7 +42,15 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["detr_preprocess", "detr"]);
+        assert_eq!(
+            names,
+            [
+                "detr_preprocess",
+                "detr",
+                "maskformer_preprocess",
+                "maskformer"
+            ]
+        );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }
