@@ -18,6 +18,8 @@
 //! DensePose's result equal to Detectron2's, and the trace shows the three heads overlapping.
 //! `pipelines/detr_r50.toml` with the DETR fixture (`plugins/detr/tests/fixtures/detr_r50.json`):
 //! its COCO results must be the official `PostProcess` results of the 100 queries.
+//! `pipelines/maskformer_r50.toml` with the MaskFormer fixture: `engine eval pq` of its
+//! panoptic output against the official segmentation gives RQ 1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -502,6 +504,128 @@ fn detr_pipeline_matches_the_official_code_through_the_engine() {
             );
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pipelines/maskformer_r50.toml` on a photo with the MaskFormer fixture's weights, then
+/// `engine eval pq` of its COCO panoptic output against the official code's panoptic
+/// segmentation (written as COCO panoptic ground truth): every segment must be recognised
+/// (RQ 1, with the same classes) and the segments must overlap almost exactly (SQ > 0.99).
+#[test]
+fn maskformer_pipeline_output_scores_pq_one_against_the_official_segmentation() {
+    let path = repo().join("plugins/detr/tests/fixtures/maskformer_r50.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let case = &doc["cases"][0];
+    let dir = scratch("maskformer");
+    let weights = dir.join("maskformer_r50.safetensors");
+    write_named_weights(&doc["weights"], "", &weights);
+    // The photo named by its image id (the panoptic sink's image_id is the file stem).
+    std::fs::create_dir_all(dir.join("photos")).expect("photos");
+    let photo = dir.join("photos/1.png");
+    std::fs::copy(
+        repo()
+            .join("assets")
+            .join(case["photo"].as_str().expect("photo")),
+        &photo,
+    )
+    .expect("copy photo");
+    let out = run_named_pipeline(
+        "maskformer_r50.toml",
+        &dir,
+        &weights,
+        &[
+            format!("nodes.images.path={}", photo.display()),
+            // Contiguous class ids out, so that the ground truth below needs no id table.
+            format!(
+                "nodes.maskformer.category_ids=[{}]",
+                (0..133)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(dir.join("out/maskformer_r50/overlays/000000.png").is_file());
+
+    // The official segmentation as COCO panoptic ground truth.
+    let size = floats(&case["original_size"]);
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    let runs = floats(&case["panoptic_seg"]["rle"]);
+    let mut ids = Vec::with_capacity(h * w);
+    for pair in runs.chunks(2) {
+        ids.extend(std::iter::repeat_n(pair[0] as u32, pair[1] as usize));
+    }
+    assert_eq!(ids.len(), h * w);
+    let rgb: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| [(id % 256) as u8, (id / 256 % 256) as u8, (id / 65536) as u8])
+        .collect();
+    std::fs::create_dir_all(dir.join("gt")).expect("gt dir");
+    plugin_io::image_sink::write_rgb_png(&dir.join("gt/1.png"), w, h, &rgb).expect("gt png");
+    let segments: Vec<Json> = case["segments_info"]
+        .as_array()
+        .expect("segments_info")
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_u64().expect("id") as u32;
+            let area = ids.iter().filter(|&&v| v == id).count();
+            serde_json::json!({
+                "id": id,
+                "category_id": s["category_id"].as_u64().expect("class"),
+                "iscrowd": 0,
+                "area": area,
+            })
+        })
+        .collect();
+    // COCO panoptic in Detectron2's contiguous order: 80 things, then 53 stuff classes.
+    let categories: Vec<Json> = (0..133)
+        .map(|i| serde_json::json!({"id": i, "name": format!("class {i}"), "isthing": u8::from(i < 80)}))
+        .collect();
+    let gt = serde_json::json!({
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": segments}],
+        "categories": categories,
+    });
+    std::fs::write(dir.join("gt.json"), gt.to_string()).expect("gt json");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let eval = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "eval",
+            "pq",
+            "--gt-json",
+            &p("gt.json"),
+            "--gt-dir",
+            &p("gt"),
+            "--pred-json",
+            &p("out/maskformer_r50/panoptic.json"),
+            "--pred-dir",
+            &p("out/maskformer_r50/panoptic"),
+            "--json",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run engine eval pq");
+    assert_eq!(
+        eval.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let pq: Json = serde_json::from_slice(&eval.stdout).expect("PQ JSON");
+    let all = &pq["All"];
+    assert_eq!(
+        all["rq"].as_f64(),
+        Some(1.0),
+        "every segment recognised: {pq}"
+    );
+    assert!(all["sq"].as_f64().expect("sq") > 0.99, "{pq}");
+    assert_eq!(all["n"].as_u64(), Some(segments.len() as u64), "{pq}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
