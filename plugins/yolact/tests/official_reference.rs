@@ -10,146 +10,30 @@
 //! score within 1e-4, decoded box IoU >= 0.999, integer boxes within one pixel); masks on
 //! at least 99.9% of the pixels.
 
-use std::path::{Path, PathBuf};
+#[path = "../../../tests/support/reference.rs"]
+mod reference;
 
-use engine::registry::{Provider, Registry};
+use std::path::Path;
+
 use kernels::Tensor;
 use ndarray::ArrayView4;
 use plugin_sdk::{Node, ParamValue, Value};
 use plugin_yolact::head::{Yolact, YolactConfig, COCO_CATEGORY_IDS};
+use reference::{create, floats, generated, iou, root, run_with, save};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixture() -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yolact_r50.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    reference::fixture("yolact_r50.json")
 }
 
 fn write_weights(doc: &Json, path: &Path) {
-    let tensors: Vec<(String, Tensor)> = doc["weights"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let name = w["name"].as_str().unwrap();
-            let shape: Vec<usize> = w["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            let (a, b) = (w["a"].as_f64().unwrap(), w["b"].as_f64().unwrap());
-            let t = kernels::weights::generated_tensor(name, &shape, a as f32, b as f32).unwrap();
-            (name.to_string(), t)
-        })
-        .collect();
-    kernels::weights::save_safetensors(path, &tensors).unwrap();
+    save(&generated(&doc["weights"]), path);
 }
 
-fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
-}
-
-fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
-    let (_, provider) = registry()
-        .find(kind)
-        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
-    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
-    registry().create_node(kind, set)
-}
-
-fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
-    let mut ins = plugin_sdk::Inputs::new();
-    for (port, v) in inputs {
-        ins.push(port, Some((*v).clone()));
-    }
-    let out = node
-        .process(&plugin_sdk::FrameInfo::default(), &ins)
-        .unwrap_or_else(|e| panic!("{}", e.message()));
-    let v = out.get(port_out).unwrap().clone();
-    v.validate().unwrap();
-    v
-}
-
-fn floats(j: &Json) -> Vec<f64> {
-    match j {
-        Json::Array(items) => items.iter().flat_map(floats).collect(),
-        v => vec![v.as_f64().unwrap()],
-    }
-}
-
-/// Compares row-major `data` of `shape` with the script's summary (channel_axis 0: means
-/// over the first axis of a 3-D tensor; 1: column means of an [N, C] tensor).
 fn compare(what: &str, data: &[f32], shape: &[usize], s: &Json) -> f64 {
-    let want: Vec<usize> = s["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    assert_eq!(shape, want.as_slice(), "{what}: shape");
-    let mut worst = 0f64;
-    let mut check = |name: String, a: f64, b: f64| {
-        let err = (a - b).abs() / b.abs().max(1.0);
-        worst = worst.max(err);
-        assert!(
-            err <= TOL,
-            "{what} {name}: ours {a}, official {b} (error {err:.3e})"
-        );
-    };
-    for (i, v) in s["indices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(s["values"].as_array().unwrap())
-    {
-        let i = i.as_u64().unwrap() as usize;
-        check(format!("[{i}]"), data[i] as f64, v.as_f64().unwrap());
-    }
-    let min = data.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    check("min".into(), min as f64, s["min"].as_f64().unwrap());
-    check("max".into(), max as f64, s["max"].as_f64().unwrap());
-    let n = data.len() as f64;
-    let sum: f64 = data.iter().map(|&v| v as f64).sum();
-    check("mean".into(), sum / n, s["sum"].as_f64().unwrap() / n);
-    let means = floats(&s["channel_means"]);
-    let axis = s["channel_axis"].as_u64().unwrap_or(0);
-    for (c, m) in means.iter().enumerate() {
-        let ours = if axis == 1 {
-            let cols = shape[1];
-            data.iter()
-                .skip(c)
-                .step_by(cols)
-                .map(|&v| v as f64)
-                .sum::<f64>()
-                / shape[0] as f64
-        } else {
-            let plane = data.len() / shape[0];
-            data[c * plane..(c + 1) * plane]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>()
-                / plane as f64
-        };
-        check(format!("mean of {c}"), ours, *m);
-    }
-    worst
-}
-
-fn iou(a: &[f64], b: &[f64]) -> f64 {
-    let area = |r: &[f64]| (r[2] - r[0]) * (r[3] - r[1]);
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    inter / (area(a) + area(b) - inter)
+    reference::compare(what, data, shape, s, TOL)
 }
 
 /// COCO compressed RLE to a row-major 0/1 mask.
