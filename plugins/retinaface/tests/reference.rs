@@ -10,73 +10,32 @@
 //! few of them may trade places where two scores are closer than the two implementations'
 //! rounding), and their landmarks within 0.01 px.
 
-use std::path::{Path, PathBuf};
+#[path = "../../../tests/support/reference.rs"]
+mod reference;
 
-use engine::registry::{Provider, Registry};
+use std::path::Path;
+
+use engine::registry::Registry;
 use kernels::Tensor;
 use plugin_sdk::{Node, ParamValue, Value};
+use reference::{create, generated, root, run_with as run, save};
 use serde_json::Value as Json;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixture() -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/retinaface.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    reference::fixture("retinaface.json")
 }
 
 /// Writes a generated state dict as safetensors, each name under `outer`.
 fn write_weights(spec: &Json, outer: &str, path: &Path) {
-    let tensors: Vec<(String, Tensor)> = spec
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let name = w["name"].as_str().unwrap();
-            let shape: Vec<usize> = w["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            let (a, b) = (
-                w["a"].as_f64().unwrap() as f32,
-                w["b"].as_f64().unwrap() as f32,
-            );
-            let t = kernels::weights::generated_tensor(name, &shape, a, b).unwrap();
-            (format!("{outer}{name}"), t)
-        })
+    let tensors: Vec<(String, Tensor)> = generated(spec)
+        .into_iter()
+        .map(|(name, t)| (format!("{outer}{name}"), t))
         .collect();
-    kernels::weights::save_safetensors(path, &tensors).unwrap();
-}
-
-fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
-}
-
-fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
-    let (_, provider) = registry()
-        .find(kind)
-        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
-    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
-    registry().create_node(kind, set)
-}
-
-fn run(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
-    let v = Registry::run_once(node, inputs, port_out).unwrap_or_else(|e| panic!("{e}"));
-    v.validate().unwrap();
-    v
+    save(&tensors, path);
 }
 
 fn floats(j: &Json) -> Vec<f32> {
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+    reference::floats(j).into_iter().map(|v| v as f32).collect()
 }
 
 /// The nodes of one configuration, created on `weights`.
