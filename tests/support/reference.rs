@@ -74,12 +74,19 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// A node of `kind` from the plugin libraries (never a built-in), with `set` parameters.
+/// A node of `kind` from the plugin libraries (never a built-in), created as the engine does:
+/// every declared default, then `set` (each of which the kind must declare).
 pub fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
-    let (_, provider) = registry()
+    let (k, provider) = registry()
         .find(kind)
         .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
     assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
+    for (name, _) in set {
+        assert!(
+            k.spec.params.iter().any(|s| s.name == *name),
+            "{kind} has no parameter {name}"
+        );
+    }
     registry().create_node(kind, set)
 }
 

@@ -22,29 +22,20 @@
 //! least 99.9% of the pixels that either side labels as a body part; DensePose's results
 //! format (json_sink) decoding to the same quantized I, U, V.
 
+#[path = "../../../tests/support/reference.rs"]
+mod reference;
+
 use std::path::{Path, PathBuf};
 
-use engine::registry::{Provider, Registry};
 use kernels::Tensor;
 use plugin_sdk::{Node, ParamValue, Value};
+use reference::{create, fixture as fixture_named, generated, root, run_with, save};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixture() -> Json {
     fixture_named("maskrcnn_r18_fpn.json")
-}
-
-fn fixture_named(name: &str) -> Json {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Writes the generated state dict (the whole model) as safetensors.
@@ -54,53 +45,14 @@ fn write_weights(doc: &Json, path: &Path) {
 
 /// Writes the tensors of the fixture's `{name, shape, a, b}` lists as one safetensors file.
 fn write_weight_lists(lists: &[&Json], path: &Path) {
-    let tensors: Vec<(String, Tensor)> = lists
-        .iter()
-        .flat_map(|l| l.as_array().unwrap())
-        .map(|w| {
-            let name = w["name"].as_str().unwrap();
-            let shape: Vec<usize> = w["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            let a = w["a"].as_f64().unwrap() as f32;
-            let b = w["b"].as_f64().unwrap() as f32;
-            let t = kernels::weights::generated_tensor(name, &shape, a, b).unwrap();
-            (name.to_string(), t)
-        })
-        .collect();
-    kernels::weights::save_safetensors(path, &tensors).unwrap();
+    let tensors: Vec<(String, Tensor)> = lists.iter().flat_map(|l| generated(l)).collect();
+    save(&tensors, path);
 }
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rcnn-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// The node kinds as `engine run` has them: the backbones and rcnn families come from their
-/// plugin libraries in `target/<profile>` (the engine's own directory), loaded by the engine's
-/// plugin host, so every tensor crosses the C ABI as it does in a pipeline.
-fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::from_cargo_target_dir().unwrap_or_else(|e| panic!("{e}")))
-}
-
-/// A node of `kind` created as the engine does: every declared default, then `set`.
-fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, String> {
-    let (k, provider) = registry()
-        .find(kind)
-        .unwrap_or_else(|| panic!("no kind {kind} in the plugin libraries"));
-    assert_ne!(*provider, Provider::BuiltIn, "{kind} comes from a library");
-    for (name, _) in set {
-        assert!(
-            k.spec.params.iter().any(|s| s.name == *name),
-            "{kind} has no parameter {name}"
-        );
-    }
-    registry().create_node(kind, set)
 }
 
 fn create_err(kind: &str, set: &[(&str, ParamValue)]) -> String {
@@ -111,27 +63,7 @@ fn create_err(kind: &str, set: &[(&str, ParamValue)]) -> String {
 }
 
 fn run(node: &mut Box<dyn Node>, port_in: &str, v: Value, port_out: &str) -> Value {
-    let mut inputs = plugin_sdk::Inputs::new();
-    inputs.push(port_in, Some(v));
-    let out = node
-        .process(&plugin_sdk::FrameInfo::default(), &inputs)
-        .unwrap();
-    let v = out.get(port_out).unwrap().clone();
-    v.validate().unwrap();
-    v
-}
-
-fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
-    let mut ins = plugin_sdk::Inputs::new();
-    for (port, v) in inputs {
-        ins.push(port, Some((*v).clone()));
-    }
-    let out = node
-        .process(&plugin_sdk::FrameInfo::default(), &ins)
-        .unwrap_or_else(|e| panic!("{}", e.message()));
-    let v = out.get(port_out).unwrap().clone();
-    v.validate().unwrap();
-    v
+    run_with(node, &[(port_in, &v)], port_out)
 }
 
 /// The numbers of a JSON array, nested arrays flattened in order.
