@@ -86,11 +86,18 @@ impl Linear {
             false,
         )?;
         if self.bias.is_some() || self.activation != Activation::Identity {
-            for row in out.chunks_mut(m.max(1)) {
+            let epilogue = |row: &mut [f32]| {
                 if let Some(b) = &self.bias {
                     row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                 }
                 self.activation.apply_slice(row);
+            };
+            // Large outputs (a transformer's FFN: 950 x 2048) in parallel, by rows.
+            if out.len() >= 1 << 16 {
+                use rayon::prelude::*;
+                out.par_chunks_mut(m.max(1)).for_each(epilogue);
+            } else {
+                out.chunks_mut(m.max(1)).for_each(epilogue);
             }
         }
         Array2::from_shape_vec((n, m), out).or_else(|e| invalid("linear", e.to_string()))
