@@ -10,13 +10,12 @@
 //! and the padding mask is empty.
 
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
-use kernels::Tensor;
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{count_param, BgrPixels, LayerContext, ModelError};
+use vision_common::{count_param, model_image_value, BgrPixels, LayerContext, ModelError};
 
 const NODE: &str = "detr_preprocess";
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -106,16 +105,8 @@ impl DetrPreprocess {
     pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
         let px = BgrPixels::from_value(NODE, image)?;
         let (h, w) = (px.height, px.width);
-        // Pillow resizes the RGB image (a grey one is converted to RGB first by
-        // `.convert("RGB")` in `CocoDetection`; alpha is dropped the same way).
-        let mut rgb = Vec::with_capacity(h * w * 3);
-        let planes: Vec<Vec<u8>> = [2usize, 1, 0]
-            .iter()
-            .map(|&k| px.plane(k).collect())
-            .collect();
-        for i in 0..h * w {
-            rgb.extend(planes.iter().map(|p| p[i]));
-        }
+        // Pillow resizes the RGB image (`CocoDetection` converts a grey one to RGB first).
+        let rgb = px.rgb();
         let (oh, ow) = target_size((h, w), self.size, self.max_size);
         let resized = pil_resize_u8(&rgb, (h, w, 3), (oh, ow), PilFilter::Bilinear)
             .ctx(|| format!("{NODE} (resize {h}x{w} to {oh}x{ow})"))?;
@@ -126,16 +117,7 @@ impl DetrPreprocess {
                 *dst = (f32::from(px[c]) / 255.0 - MEAN[c]) / STD[c];
             }
         }
-        Ok(Value::new(PortKind::ModelImage)
-            .with("tensor", Tensor::from_vec(&[3, oh, ow], data)?)
-            .with(
-                "image_size",
-                Tensor::from_vec(&[2], vec![oh as i64, ow as i64])?,
-            )
-            .with(
-                "original_size",
-                Tensor::from_vec(&[2], vec![h as i64, w as i64])?,
-            ))
+        model_image_value(data, (oh, ow), (h, w))
     }
 }
 
@@ -149,6 +131,7 @@ impl Node for DetrPreprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernels::Tensor;
 
     #[test]
     fn sizes_as_get_size_with_aspect_ratio() {

@@ -131,6 +131,36 @@ impl<'a> BgrPixels<'a> {
         let src = self.bgr[k];
         self.pixels.chunks_exact(self.channels).map(move |p| p[src])
     }
+
+    /// The photo as interleaved RGB `[H, W, 3]` (grey repeated, alpha dropped), as PIL's
+    /// `.convert("RGB")` gives it.
+    pub fn rgb(&self) -> Vec<u8> {
+        let (r, g, b) = (self.bgr[2], self.bgr[1], self.bgr[0]);
+        let mut out = Vec::with_capacity(self.height * self.width * 3);
+        for p in self.pixels.chunks_exact(self.channels) {
+            out.extend([p[r], p[g], p[b]]);
+        }
+        out
+    }
+}
+
+/// The `image` value a pre-processing node emits: `tensor` `[3, H', W']` (row-major planes in
+/// `data`), `image_size` `(H', W')` and `original_size` `(H, W)`.
+pub fn model_image_value(
+    data: Vec<f32>,
+    (oh, ow): (usize, usize),
+    (h, w): (usize, usize),
+) -> Result<Value, ModelError> {
+    Ok(Value::new(plugin_sdk::PortKind::ModelImage)
+        .with("tensor", kernels::Tensor::from_vec(&[3, oh, ow], data)?)
+        .with(
+            "image_size",
+            kernels::Tensor::from_vec(&[2], vec![oh as i64, ow as i64])?,
+        )
+        .with(
+            "original_size",
+            kernels::Tensor::from_vec(&[2], vec![h as i64, w as i64])?,
+        ))
 }
 
 /// The `image` input of a head: the value of rcnn_preprocess (`doc` says what the head reads

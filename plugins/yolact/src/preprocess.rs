@@ -10,14 +10,13 @@
 
 use kernels::layers::resize::resize;
 use kernels::layers::ResizeMode;
-use kernels::Tensor;
 use ndarray::Array4;
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{count_param, BgrPixels, LayerContext, ModelError};
+use vision_common::{count_param, model_image_value, BgrPixels, LayerContext, ModelError};
 
 /// `data/config.py`'s `MEANS` and `STD`, in BGR order, on 0..255.
 const MEANS_BGR: [f32; 3] = [103.94, 116.78, 123.68];
@@ -92,16 +91,7 @@ impl YolactPreprocess {
             let plane = resized.index_axis(ndarray::Axis(1), k);
             data.extend(plane.iter().map(|&v| (v - MEANS_BGR[k]) / STD_BGR[k]));
         }
-        Ok(Value::new(PortKind::ModelImage)
-            .with("tensor", Tensor::from_vec(&[3, size, size], data)?)
-            .with(
-                "image_size",
-                Tensor::from_vec(&[2], vec![size as i64, size as i64])?,
-            )
-            .with(
-                "original_size",
-                Tensor::from_vec(&[2], vec![h as i64, w as i64])?,
-            ))
+        model_image_value(data, (size, size), (h, w))
     }
 }
 
@@ -115,6 +105,7 @@ impl Node for YolactPreprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernels::Tensor;
 
     #[test]
     fn normalised_rgb_at_the_square_size() {
