@@ -368,32 +368,47 @@ fn retinaface_pipeline_matches_the_official_code_through_the_engine() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn yolact_pipeline_matches_the_official_code_through_the_engine() {
-    let path = repo().join("plugins/yolact/tests/fixtures/yolact_r50.json");
+/// Runs `pipelines/{pipeline}.toml` from a fresh scratch directory with the generated weights
+/// of a family's fixture (`plugins/{family}/tests/fixtures/{pipeline}.json`) on the photo of
+/// its first case (or `photo` when given), plus `extra` settings; checks that it succeeded
+/// and wrote its overlay. Returns the fixture and the directory (outputs under
+/// `out/{pipeline}/`).
+fn run_fixture_pipeline(
+    family: &str,
+    pipeline: &str,
+    photo: Option<&Path>,
+    extra: &[String],
+) -> (Json, PathBuf) {
+    let path = repo().join(format!("plugins/{family}/tests/fixtures/{pipeline}.json"));
     let doc: Json =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
-    let case = &doc["cases"][0];
-    let photo = case["photo"].as_str().expect("photo");
-    let dir = scratch("yolact");
-    let weights = dir.join("yolact_resnet50.safetensors");
+    let dir = scratch(pipeline);
+    let weights = dir.join(format!("{pipeline}.safetensors"));
     write_named_weights(&doc["weights"], "", &weights);
-    let out = run_named_pipeline(
-        "yolact_r50.toml",
-        &dir,
-        &weights,
-        &[format!(
-            "nodes.images.path={}",
-            repo().join("assets").join(photo).display()
-        )],
-    );
+    let photo = photo.map(Path::to_path_buf).unwrap_or_else(|| {
+        repo()
+            .join("assets")
+            .join(doc["cases"][0]["photo"].as_str().expect("photo"))
+    });
+    let mut settings = vec![format!("nodes.images.path={}", photo.display())];
+    settings.extend_from_slice(extra);
+    let out = run_named_pipeline(&format!("{pipeline}.toml"), &dir, &weights, &settings);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(dir.join("out/yolact_r50/overlays/000000.png").is_file());
+    assert!(dir
+        .join(format!("out/{pipeline}/overlays/000000.png"))
+        .is_file());
+    (doc, dir)
+}
+
+#[test]
+fn yolact_pipeline_matches_the_official_code_through_the_engine() {
+    let (doc, dir) = run_fixture_pipeline("yolact", "yolact_r50", None, &[]);
+    let case = &doc["cases"][0];
     let text = std::fs::read_to_string(dir.join("out/yolact_r50/detections.json")).expect("json");
     let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
     let det = &case["detections"];
@@ -448,30 +463,8 @@ fn yolact_pipeline_matches_the_official_code_through_the_engine() {
 
 #[test]
 fn detr_pipeline_matches_the_official_code_through_the_engine() {
-    let path = repo().join("plugins/detr/tests/fixtures/detr_r50.json");
-    let doc: Json =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let (doc, dir) = run_fixture_pipeline("detr", "detr_r50", None, &[]);
     let case = &doc["cases"][0];
-    let photo = case["photo"].as_str().expect("photo");
-    let dir = scratch("detr");
-    let weights = dir.join("detr_r50.safetensors");
-    write_named_weights(&doc["weights"], "", &weights);
-    let out = run_named_pipeline(
-        "detr_r50.toml",
-        &dir,
-        &weights,
-        &[format!(
-            "nodes.images.path={}",
-            repo().join("assets").join(photo).display()
-        )],
-    );
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(dir.join("out/detr_r50/overlays/000000.png").is_file());
     let text = std::fs::read_to_string(dir.join("out/detr_r50/detections.json")).expect("json");
     let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
     let r = &case["results"];
@@ -513,47 +506,24 @@ fn detr_pipeline_matches_the_official_code_through_the_engine() {
 /// (RQ 1, with the same classes) and the segments must overlap almost exactly (SQ > 0.99).
 #[test]
 fn maskformer_pipeline_output_scores_pq_one_against_the_official_segmentation() {
-    let path = repo().join("plugins/detr/tests/fixtures/maskformer_r50.json");
-    let doc: Json =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
-    let case = &doc["cases"][0];
-    let dir = scratch("maskformer");
-    let weights = dir.join("maskformer_r50.safetensors");
-    write_named_weights(&doc["weights"], "", &weights);
     // The photo named by its image id (the panoptic sink's image_id is the file stem).
-    std::fs::create_dir_all(dir.join("photos")).expect("photos");
-    let photo = dir.join("photos/1.png");
-    std::fs::copy(
-        repo()
-            .join("assets")
-            .join(case["photo"].as_str().expect("photo")),
-        &photo,
-    )
-    .expect("copy photo");
-    let out = run_named_pipeline(
-        "maskformer_r50.toml",
-        &dir,
-        &weights,
-        &[
-            format!("nodes.images.path={}", photo.display()),
-            // Contiguous class ids out, so that the ground truth below needs no id table.
-            format!(
-                "nodes.maskformer.category_ids=[{}]",
-                (0..133)
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        ],
+    let photos = std::env::temp_dir().join(format!("maskformer-photo-{}", std::process::id()));
+    std::fs::create_dir_all(&photos).expect("photos");
+    let photo = photos.join("1.png");
+    std::fs::copy(repo().join("assets/chelsea.png"), &photo).expect("copy photo");
+    // Contiguous class ids out, so that the ground truth below needs no id table.
+    let ids = (0..133)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (doc, dir) = run_fixture_pipeline(
+        "detr",
+        "maskformer_r50",
+        Some(&photo),
+        &[format!("nodes.maskformer.category_ids=[{ids}]")],
     );
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(dir.join("out/maskformer_r50/overlays/000000.png").is_file());
-
+    let case = &doc["cases"][0];
+    assert_eq!(case["photo"], "chelsea.png");
     // The official segmentation as COCO panoptic ground truth.
     let size = floats(&case["original_size"]);
     let (h, w) = (size[0] as usize, size[1] as usize);
@@ -627,6 +597,7 @@ fn maskformer_pipeline_output_scores_pq_one_against_the_official_segmentation() 
     assert!(all["sq"].as_f64().expect("sq") > 0.99, "{pq}");
     assert_eq!(all["n"].as_u64(), Some(segments.len() as u64), "{pq}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&photos);
 }
 
 /// The `(start, end)` microseconds of each `process` span of the stage named `node` in a
