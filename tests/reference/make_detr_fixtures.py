@@ -91,9 +91,10 @@ Pre-processing, exactly datasets/coco.py's 'val' transform: `PIL.Image.open(path
 and `model(samples)`. Post-processing: `models.detr.PostProcess()(outputs,
 torch.tensor([[h, w]]))` with the original size (what engine.evaluate does).
 
-Photos (assets/): chelsea.png (397x264 -> 1203x800), coffee.png (360x240 -> 1200x800) and
-astronaut_strip.png (512x150, the top 150 rows of scikit-image 0.26.0's 512x512
-skimage/data/astronaut.png, saved losslessly; see assets/README.md), which exercises
+Photos: assets/chelsea.png (397x264 -> 1203x800), assets/coffee.png (360x240 -> 1200x800) and
+plugins/detr/tests/fixtures/astronaut_strip.png (512x150, the top 150 rows of scikit-image
+0.26.0's 512x512 skimage/data/astronaut.png (public domain, NASA), saved losslessly; kept out
+of assets/ so that the demo pipelines' `assets/*.png` do not pick it up), which exercises
 max_size: 512 / 150 * 800 > 1333, so size = round(1333 * 150 / 512) = 391 and the width is
 int(391 * 512 / 150) = 1334 (one pixel more than max_size: DETR floors the long side of the
 rounded short side).
@@ -170,6 +171,12 @@ OUT = os.path.join(ROOT, "plugins", "detr", "tests", "fixtures")
 DETR_REPO = os.environ.get("DETR_REPO", "/tmp/detr")
 DETR_COMMIT = "29901c51"
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut_strip.png"]
+
+
+def photo_path(photo: str) -> str:
+    """assets/<photo>, or the DETR fixtures' own photo (the strip)."""
+    path = os.path.join(ROOT, "assets", photo)
+    return path if os.path.exists(path) else os.path.join(OUT, photo)
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK = (1 << 64) - 1
@@ -510,7 +517,7 @@ def main():
     cases, all_gaps = [], []
     for k, photo in enumerate(PHOTOS):
         rng = np.random.default_rng(k + 1)
-        pil = Image.open(os.path.join(ROOT, "assets", photo)).convert("RGB")
+        pil = Image.open(photo_path(photo)).convert("RGB")
         w0, h0 = pil.size
         img, _ = transform(pil, None)
         samples = nested_tensor_from_tensor_list([img])
