@@ -20,10 +20,11 @@ extension `detectron2._C` is neither built nor imported (asserted):
     DETECTRON2_REPO=/tmp/detectron2 MASKFORMER_REPO=/tmp/maskformer \
         target/venv-torch/bin/python tests/reference/make_maskformer_fixtures.py
 
-Run by developers, not by CI (CI reads the committed fixture). About a minute on two threads
-(torch.set_num_threads(2)). Running it twice writes the same file, byte for byte. If the bare
-git mirrors named by DETECTRON2_GIT_DIR / MASKFORMER_GIT_DIR (defaults
-/work/.mirror/facebookresearch+{detectron2,MaskFormer}/repo) exist, the script first checks that
+Run by developers, not by CI (CI reads the committed fixture). About half a minute on two
+threads (torch.set_num_threads(2)), the float64 run included. Running it twice writes the
+same file, byte for byte. If the bare git mirrors named by DETECTRON2_GIT_DIR /
+MASKFORMER_GIT_DIR (defaults /work/.mirror/facebookresearch+{detectron2,MaskFormer}/repo)
+exist, the script first checks that
 the files it runs (every mask_former/**.py, train_net.py, the two configs, and the Detectron2
 files in D2_CHECKED_FILES) are byte-identical to those commits'; otherwise it prints a note.
 
@@ -143,28 +144,86 @@ stored in the fixture; `range_of`:
   - LayerNorm (norm1/norm2/norm3 of every layer, predictor.transformer.decoder.norm):
     weight 1 +- 0.25, bias +- 0.1;
   - conv and linear weights (incl. in_proj_weight [768, 256], fan_in 256): unit-variance gain
-    a = float32(sqrt(3 / fan_in)) (fan_in = in_channels * kh * kw), b = 0;
+    a = float32(sqrt(3 / fan_in)) (fan_in = in_channels * kh * kw), b = 0; a "gain g" below
+    means a = float32(g * sqrt(3 / fan_in));
   - every bias (conv, linear, in_proj_bias): +- 0.1;
-  - predictor.query_embed.weight: +- 1.7;
-  - tuned (constants after the imports), chosen by measuring the run, because with unit
-    gains everywhere the 100 queries are copies of each other (the decoder output varies by
-    0.04% of its rms between queries; every query gets the same class with score ~0.05, none
-    passes 0.8, no panoptic segment), for the reasons make_detr_fixtures.py gives (a random
-    ResNet's res5 varies little over the image, 14-19% of its rms; the encoder's near-uniform
-    attention averages that to 1.5-2%; the decoder reads memory only through values):
-      pixel_decoder.transformer.encoder.layers.N.self_attn.out_proj.weight: gain 0.3;
-      ...encoder.layers.N.linear1.bias: -1.5 +- 0.1 (sparse FFN hidden units) and
-      ...encoder.layers.N.linear2.weight: gain 12 (the thresholded FFN dominates the
-        residual): transformer_encoder_features vary over the image by ~60-74% of their rms;
-      predictor.transformer.decoder.layers.N.multihead_attn.in_proj_weight: gain 4 (sharp,
-        query-specific cross-attention) and ...multihead_attn.out_proj.weight: gain 3 (the
-        cross-attention output dominates the residual over the query-independent start
-        vector norm1(self_attn(0))): the queries' decoder outputs differ by ~65-73% of rms;
-      predictor.class_embed.weight: gain 4.5 and class_embed.bias +- 0.5: 18 of 100 queries
-        pass 0.8 per photo, with 9 and 13 distinct classes (things and stuff), the smallest
-        |score - 0.8| over all queries is 0.0072 (a scan over gains 4.5-6 and bias 0.1-1).
-    mask_embed is left at unit gains: it gives masks of varied shapes and areas, and
-    sparsifying it (negative hidden biases) made a few queries' masks positive everywhere.
+  - tuned (constants after the imports), chosen by measuring the run. With unit gains
+    everywhere the 100 queries are copies of each other (the decoder output varies by 0.04% of
+    its rms between queries; every query gets the same class with score ~0.05, none passes
+    0.8, no panoptic segment), for the reasons make_detr_fixtures.py gives (a random ResNet's
+    res5 varies little over the image, 14-19% of its rms; the encoder's near-uniform attention
+    averages that further; the decoder reads memory only through values: query_embed enters
+    only the attention weights, so the queries can only differ by reading different parts of
+    a memory that varies over the image). Whatever amplifies those differences amplifies the
+    float32 rounding they carry about as much, so the ranges are a compromise between
+    queries that differ and a model that stays well conditioned (see "Conditioning" below:
+    every stored tensor within 2e-5 of a float64 run). An earlier tuning (cross-attention
+    in_proj gain 4 and out_proj gain 3, encoder FFN out gain 12, encoder attention out gain
+    0.3, class gain 4.5 and bias +- 0.5, query_embed +- 1.7, unit mask_embed) gave varied
+    classes and masks but was ill conditioned: its nearly one-hot cross-attention moved the
+    decoder output by up to 3e-2 between float32 and float64 (logits by 0.13 at scale 19). Now:
+      backbone convs (every 4-D backbone.*.weight): gain BACKBONE_CONV_GAIN 1.2 instead of 1:
+        res5 varies over the image by ~28% of its rms (14-19% at gain 1) at about the same
+        relative rounding error (float64 check 3-4e-6);
+      pixel_decoder.transformer.encoder.layers.N.self_attn.out_proj.weight: gain 0.1 (the
+        near-uniform self-attention adds an image-wide mean);
+      ...encoder.layers.N.linear1.bias: -1 +- 0.1 (sparse FFN hidden units) and
+      ...encoder.layers.N.linear2.weight: gain 3 (the thresholded FFN dominates the
+        residual): transformer_encoder_features vary over the image by ~45% of their rms
+        (gain 12 and bias -1.5 gave 60-74% but five times the rounding error);
+      predictor.query_embed.weight: +- 3;
+      predictor.transformer.decoder.layers.N.multihead_attn.in_proj_weight: gain 1.25 (broad
+        cross-attention: the q.k logits stay small, so rounding in memory or queries moves
+        the softmax little; on a similar memory the decoder's float32 error grew ~1.5x at
+        gain 2, ~5x at 3 and ~12x at 4) and ...multihead_attn.out_proj.weight: gain 2.5;
+      ...decoder.layers.N.linear1.bias: -0.75 +- 0.1 and ...linear2.weight: gain 4 (a sparse
+        FFN, as in the encoder, amplifies what differs between queries);
+      predictor.transformer.decoder.norm.bias: +- 0.2;
+        the decoder outputs still share most of their norm: the part that differs between
+        queries is 28-33% of the rms (65-73% before);
+      predictor.class_embed.weight: gain 10 and class_embed.bias +- 15: the shared part of the
+        decoder output maps to one logit vector (spread ~9.5 over the classes, against ~3 for
+        the part that differs between queries) that alone gives most queries the same class
+        (a scan over gains 4.5-10 and biases +- 0.5-3 found 1-3 classes per photo, rarely
+        stuff); the wide bias puts the classes with the largest generated biases
+        (128 stuff, 44 thing, 63 thing, 124 stuff, 91 stuff, ...) near the top, and the
+        query-specific part decides among them: 64 / 55 of 100 queries pass 0.8, with 6
+        classes (44, 63, 34 thing; 113, 128, 99 stuff) on chelsea and 4 (13, 62 thing; 113,
+        99 stuff) on coffee; the largest |logit| of a query is 26-37 (so the Rust test's
+        1e-4 of it is ~3e-3 absolute);
+      predictor.mask_embed.layers.0.bias: -0.5 +- 0.1 (sparser hidden units: masks that
+        differ a little more between queries) and mask_embed.layers.2.weight: gain 0.2: mask
+        logits of rms ~2 (at most 7.3) instead of ~10, and with them the absolute rounding
+        error of their 256-term dot products, which sem_seg inherits through the sigmoid
+        (at gain 0.25 coffee's sem_seg error is 2.5e-5).
+    The result (printed by the script): 4 panoptic segments per photo: chelsea 44 'spoon'
+    (two segments), 113 'water-other' (stuff), 63 'laptop'; coffee 113 'water-other' (stuff,
+    seven queries merged into one segment), 13 'bench', 99 'river' (stuff), 62 'tv' (90 px).
+    The masks share most of their shape (they differ between queries by ~15% of their
+    magnitude; the kept queries' positive parts are small, 6-1855 px), so the
+    panoptic argmax is decided by small differences (pixels within 1e-4 of a tie: 71 and 155)
+    and sem_seg's argmax is a single class per photo (44, 113): the semantic-label check is
+    weak; the sem_seg values are still compared. The smallest overlap margin is coffee's
+    query 71 (40 of 44 px, 4.8 px from the 0.8 test; merged stuff, so it changes no segment),
+    then query 92 (the 'tv' segment, 90 of 95 px, 14 px from the test).
+
+Conditioning (the float64 check). The same model is deep-copied and converted with .double()
+before any hook is registered (every floating parameter and buffer becomes float64, asserted:
+FrozenBatchNorm2d's weight / bias / running_mean / running_var, GroupNorm and LayerNorm
+weights, pixel_mean / pixel_std, ...; F.batch_norm, nn.GroupNorm and nn.LayerNorm then run
+in float64) and run on the same input (the uint8 image as float64). The only float32 left is
+MaskFormer's PositionEmbeddingSine, which computes in float32 by construction (cumsum with
+dtype=torch.float32, dim_t float32): the same values in both runs, promoted to float64 when
+added. Per stored tensor the fixture records max |f32 - f64| / max(1, |f64|) over all its
+elements (pred_logits: / max(1, the query's largest |f64| logit), as the Rust test scales
+them) as "f64_relative_error" and the script prints it with the share of pixels where the
+float64 run's panoptic ids agree and whether its segments_info is the same. With the ranges
+above every value is <= 2e-5 (chelsea / coffee): res5 3.5e-6 / 4.2e-6,
+transformer_encoder_features 1.4e-5 / 1.5e-5, mask_features 5.3e-6 / 4.5e-6, decoder_output
+7.9e-6 / 6.9e-6, pred_masks 9.7e-6 / 1.1e-5, pred_logits 2.6e-6 / 2.2e-6, sem_seg 1.2e-5 /
+2.0e-5 (1.95e-5); the float64 panoptic ids agree on 100% of the pixels, same segments. A
+float32 re-implementation that rounds differently should therefore stay well inside the Rust
+test's 1e-4.
 
 Input, exactly the evaluation's (DefaultTrainer.test -> build_detection_test_loader ->
 DatasetMapper(cfg, is_train=False)): the mapper is called on {"file_name", "height", "width",
@@ -208,13 +267,16 @@ JSON (floats with 9 significant digits, enough to round-trip float32; weight ran
     kept_mask_abs_logit_below_1e-3 = the kept queries' upsampled mask logits nearest the
     sigmoid >= 0.5 test; panoptic_argmax / sem_seg_argmax = per pixel log(best) -
     log(second best) of score * sigmoid(mask) over the kept queries / of the [133] sem_seg
-    values: its minimum and how many pixels are below 1e-4, 1e-3, 1e-2).
+    values: its minimum and how many pixels are below 1e-4, 1e-3, 1e-2); f64_relative_error
+    {res5, transformer_encoder_features, mask_features, decoder_output, pred_masks,
+    pred_logits, sem_seg} (see "Conditioning").
 Summaries are make_maskrcnn_fixtures.summary: shape, channel_axis, sum and abs_sum (float64),
 min, max, channel_means (mean over all axes but the channel axis), values at SAMPLES fixed
 random flat indices (np.random.default_rng(case number)) plus the first and last, `indices`
 sorted and unique.
 """
 
+import copy
 import glob
 import json
 import math
@@ -272,16 +334,22 @@ SAMPLES = 256
 NUM_CLASSES = 133
 THRESHOLD = 0.8  # OBJECT_MASK_THRESHOLD and OVERLAP_THRESHOLD (both 0.8)
 
-# Tuned ranges (see the docstring). (kind, value): ("gain", g) -> a = g * sqrt(3 / fan_in),
-# b = 0; ("ab", a, b) -> explicit.
-QUERY_EMBED_A = 1.7
-ENC_ATTN_OUT_GAIN = 0.3  # pixel_decoder.transformer.encoder.layers.N.self_attn.out_proj.weight
-ENC_FFN_BIAS = (0.1, -1.5)  # pixel_decoder.transformer.encoder.layers.N.linear1.bias (a, b)
-ENC_FFN_OUT_GAIN = 12.0  # pixel_decoder.transformer.encoder.layers.N.linear2.weight
-XATTN_IN_GAIN = 4.0  # predictor.transformer.decoder.layers.N.multihead_attn.in_proj_weight
-XATTN_OUT_GAIN = 3.0  # predictor.transformer.decoder.layers.N.multihead_attn.out_proj.weight
-CLASS_GAIN = 4.5  # predictor.class_embed.weight
-CLASS_BIAS = (0.5, 0.0)  # predictor.class_embed.bias (a, b)
+# Tuned ranges (see the docstring): a gain g gives a = g * sqrt(3 / fan_in), b = 0; a pair is
+# (a, b).
+BACKBONE_CONV_GAIN = 1.2  # every backbone conv weight (4-D backbone.*.weight)
+ENC_ATTN_OUT_GAIN = 0.1  # pixel_decoder.transformer.encoder.layers.N.self_attn.out_proj.weight
+ENC_FFN_BIAS = (0.1, -1.0)  # pixel_decoder.transformer.encoder.layers.N.linear1.bias (a, b)
+ENC_FFN_OUT_GAIN = 3.0  # pixel_decoder.transformer.encoder.layers.N.linear2.weight
+QUERY_EMBED_A = 3.0  # predictor.query_embed.weight: +- QUERY_EMBED_A
+XATTN_IN_GAIN = 1.25  # predictor.transformer.decoder.layers.N.multihead_attn.in_proj_weight
+XATTN_OUT_GAIN = 2.5  # predictor.transformer.decoder.layers.N.multihead_attn.out_proj.weight
+DEC_FFN_BIAS = (0.1, -0.75)  # predictor.transformer.decoder.layers.N.linear1.bias (a, b)
+DEC_FFN_OUT_GAIN = 4.0  # predictor.transformer.decoder.layers.N.linear2.weight
+DEC_NORM_BIAS = (0.2, 0.0)  # predictor.transformer.decoder.norm.bias (a, b)
+CLASS_GAIN = 10.0  # predictor.class_embed.weight
+CLASS_BIAS = (15.0, 0.0)  # predictor.class_embed.bias (a, b)
+MASK_EMBED_BIAS0 = (0.1, -0.5)  # predictor.mask_embed.layers.0.bias (a, b)
+MASK_EMBED_OUT_GAIN = 0.2  # predictor.mask_embed.layers.2.weight
 
 for _path in (DETECTRON2_REPO, MASKFORMER_REPO):
     if not os.path.isdir(_path):
@@ -355,6 +423,10 @@ def range_of(name: str, shape) -> tuple:
         if name.endswith(".weight"):
             return 0.25, 0.75
         return 0.1, 0.0  # bias, running_mean
+    if name.startswith("backbone.") and len(shape) == 4:  # the backbone's convs
+        return gain(BACKBONE_CONV_GAIN, shape), 0.0
+    if name == "sem_seg_head.predictor.transformer.decoder.norm.bias":
+        return DEC_NORM_BIAS
     if name.startswith("sem_seg_head.") and len(shape) == 1 and (
         ".norm." in name or ".norm1." in name or ".norm2." in name or ".norm3." in name
     ):  # GroupNorm (pixel decoder) and LayerNorm (transformers)
@@ -373,10 +445,18 @@ def range_of(name: str, shape) -> tuple:
             return gain(XATTN_IN_GAIN, shape), 0.0
         if name.endswith(".multihead_attn.out_proj.weight"):
             return gain(XATTN_OUT_GAIN, shape), 0.0
+        if name.endswith(".linear1.bias"):
+            return DEC_FFN_BIAS
+        if name.endswith(".linear2.weight"):
+            return gain(DEC_FFN_OUT_GAIN, shape), 0.0
     if name == "sem_seg_head.predictor.class_embed.weight":
         return gain(CLASS_GAIN, shape), 0.0
     if name == "sem_seg_head.predictor.class_embed.bias":
         return CLASS_BIAS
+    if name == "sem_seg_head.predictor.mask_embed.layers.0.bias":
+        return MASK_EMBED_BIAS0
+    if name == "sem_seg_head.predictor.mask_embed.layers.2.weight":
+        return gain(MASK_EMBED_OUT_GAIN, shape), 0.0
     if len(shape) in (2, 4):  # conv and linear weights: unit-variance gain
         return gain(1.0, shape), 0.0
     if len(shape) == 1:  # biases
@@ -593,19 +673,36 @@ def main():
         got = model.state_dict()[w["name"]]
         assert torch.equal(got, torch.from_numpy(generate(w["name"], w["shape"], w["a"], w["b"])))
 
-    captured = {}
+    # The same model in float64 for the conditioning check (copied before any hook is
+    # registered: deepcopy would copy the hooks). .double() converts every floating parameter and
+    # buffer: FrozenBatchNorm2d's weight, bias and running statistics (buffers), GroupNorm,
+    # LayerNorm, pixel_mean / pixel_std (asserted).
+    model64 = copy.deepcopy(model).double()
+    for key, t in list(model64.named_parameters()) + list(model64.named_buffers()):
+        assert not t.is_floating_point() or t.dtype == torch.float64, key
+    for m in model64.modules():
+        if isinstance(m, (FrozenBatchNorm2d, torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            assert m.weight.dtype == m.bias.dtype == torch.float64
+            if isinstance(m, FrozenBatchNorm2d):
+                assert m.running_mean.dtype == m.running_var.dtype == torch.float64
 
-    def keep_output(key):
-        def hook(_module, _inputs, output):
-            captured[key] = output
+    def keep_outputs(m, store):
+        def keep_output(key):
+            def hook(_module, _inputs, output):
+                store[key] = output
 
-        return hook
+            return hook
 
-    model.backbone.register_forward_hook(keep_output("backbone"))
-    pd.transformer.register_forward_hook(keep_output("tef"))
-    pd.mask_features.register_forward_hook(keep_output("mask_features"))
-    pred.transformer.register_forward_hook(keep_output("transformer"))
-    model.sem_seg_head.register_forward_hook(keep_output("head"))
+        m.backbone.register_forward_hook(keep_output("backbone"))
+        pixel_decoder = m.sem_seg_head.pixel_decoder
+        pixel_decoder.transformer.register_forward_hook(keep_output("tef"))
+        pixel_decoder.mask_features.register_forward_hook(keep_output("mask_features"))
+        m.sem_seg_head.predictor.transformer.register_forward_hook(keep_output("transformer"))
+        m.sem_seg_head.register_forward_hook(keep_output("head"))
+
+    captured, captured64 = {}, {}
+    keep_outputs(model, captured)
+    keep_outputs(model64, captured64)
 
     mapper = DatasetMapper(cfg, is_train=False)
     cases, report = [], []
@@ -640,6 +737,30 @@ def main():
             kept_idx = keep.nonzero()[:, 0]
             prob_masks = scores[keep].view(-1, 1, 1) * up[keep].sigmoid()
             ids = prob_masks.argmax(0)
+
+            # The float64 run on the same input (its uint8 values as float64).
+            result64 = model64([dict(inp, image=image.double())])[0]
+            hs64 = captured64["transformer"][0]
+            pairs = {
+                "res5": (res5, captured64["backbone"]["res5"][0]),
+                "transformer_encoder_features": (tef, captured64["tef"]),
+                "mask_features": (captured["mask_features"], captured64["mask_features"]),
+                "decoder_output": (hs[-1][0], hs64[-1][0]),
+                "pred_masks": (masks, captured64["head"]["pred_masks"][0]),
+                "pred_logits": (logits, captured64["head"]["pred_logits"][0]),
+                "sem_seg": (result["sem_seg"], result64["sem_seg"]),
+            }
+            f64_error = {}
+            for key, (a, b) in pairs.items():
+                assert a.dtype == torch.float32 and b.dtype == torch.float64, key
+                if key == "pred_logits":  # relative to the query's largest |logit|
+                    scale = b.abs().amax(-1, keepdim=True).clamp(min=1)
+                else:
+                    scale = b.abs().clamp(min=1)
+                f64_error[key] = f9(((a.double() - b).abs() / scale).max())
+            pan64, segments_info64 = result64["panoptic_seg"]
+            f64_panoptic_agreement = float((pan64 == result["panoptic_seg"][0]).double().mean())
+            f64_same_segments = segments_info64 == result["panoptic_seg"][1]
 
         sem_seg = result["sem_seg"]
         pan, segments_info = result["panoptic_seg"]
@@ -702,6 +823,7 @@ def main():
             ],
             "kept": kept,
             "margins": m,
+            "f64_relative_error": f64_error,
         }
         cases.append(case)
 
@@ -727,6 +849,10 @@ def main():
             f"  sem_seg argmax: {len(set(sem_seg.argmax(0).flatten().tolist()))} classes, "
             f"{len(case['sem_seg_argmax']) // 2} runs; panoptic {len(case['panoptic_seg']['rle']) // 2} runs",
             f"  margins: {json.dumps(m)}",
+            f"  float32 vs float64, max |f32 - f64| / max(1, |f64|) (pred_logits: / max(1, the "
+            f"query's largest |logit|)): {json.dumps(f64_error)}; the float64 run's panoptic ids "
+            f"agree on {100 * f64_panoptic_agreement:.4f}% of the pixels, same segments_info: "
+            f"{f64_same_segments}",
         ]
         report.extend(lines)
         print("\n".join(lines), flush=True)
