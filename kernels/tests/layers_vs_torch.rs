@@ -16,6 +16,7 @@ use kernels::layers::activation::{prelu, Activation};
 use kernels::layers::conv::{
     fold_batch_norm, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams,
 };
+use kernels::layers::deform_conv::DeformConv2d;
 use kernels::layers::linear::Linear;
 use kernels::layers::norm::{batch_norm, group_norm};
 use kernels::layers::pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, Pool2dParams};
@@ -208,6 +209,23 @@ fn run_case(c: &Case) -> Result<&'static str, String> {
             let got = conv.forward(x4().view()).map_err(e)?;
             check_close_scaled(&name, &got.into_dyn(), &c.f32("out"), CONV, CONV_OF_RMS)?;
             Ok("conv2d")
+        }
+        "deform_conv2d" => {
+            let w = c.f32("weight").into_dimensionality::<Ix4>().unwrap();
+            let b = c
+                .has("bias")
+                .then(|| c.f32("bias").into_dimensionality::<Ix1>().unwrap());
+            let conv =
+                Conv2d::new(w.view(), b.as_ref().map(|b| b.view()), conv_params(c)).map_err(e)?;
+            let offset = c.f32("offset").into_dimensionality::<Ix4>().unwrap();
+            let mask = c
+                .has("mask")
+                .then(|| c.f32("mask").into_dimensionality::<Ix4>().unwrap());
+            let got = DeformConv2d::new(conv)
+                .forward(x4().view(), offset.view(), mask.as_ref().map(|m| m.view()))
+                .map_err(e)?;
+            check_close_scaled(&name, &got.into_dyn(), &c.f32("out"), CONV, CONV_OF_RMS)?;
+            Ok("deform_conv2d")
         }
         "conv_bn" => {
             let w = c.f32("weight").into_dimensionality::<Ix4>().unwrap();
@@ -569,6 +587,7 @@ fn layers_match_torch() {
         "conv2d",
         "conv_bn",
         "conv_transpose2d",
+        "deform_conv2d",
         "linear",
         "group_norm",
         "batch_norm",

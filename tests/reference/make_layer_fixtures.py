@@ -366,6 +366,51 @@ for name, (h, w), (mn, mx) in [
     case(name, "rcnn_transform", {"min_size": mn, "max_size": mx, "mean": mean, "std": std, "size_divisible": 32},
          x=img, out=il.tensors, out_size=sizes)
 
+# ---------------------------------------------------------------- deformable convolution
+# torchvision.ops.deform_conv2d: v1 (no mask) and v2 (modulated, with a mask), offsets large
+# enough that samples leave the image (zero outside (-1, H) x (-1, W), partial corners near
+# the border), integer and half-integer offsets (exact corners), offset groups and weight
+# groups. These cases come last so that the random draws of every earlier case are unchanged.
+g = torch.Generator().manual_seed(7)
+
+
+def deform_case(name, x_shape, w_shape, stride=1, padding=0, dilation=1, offset_groups=1,
+                masked=True, bias=True, offset_scale=2.0, offset_step=None):
+    n, _, h, w = x_shape
+    kh, kw = w_shape[2], w_shape[3]
+    oh = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    ow = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    x = torch.randn(*x_shape, generator=g)
+    wt = torch.randn(*w_shape, generator=g) * 0.5
+    b = torch.randn(w_shape[0], generator=g) if bias else None
+    offset = torch.randn(n, 2 * offset_groups * kh * kw, oh, ow, generator=g) * offset_scale
+    if offset_step is not None:  # snapped to a grid: samples on exact pixels and midpoints
+        offset = torch.round(offset / offset_step) * offset_step
+    mask = torch.rand(n, offset_groups * kh * kw, oh, ow, generator=g) if masked else None
+    out = torchvision.ops.deform_conv2d(x, offset, wt, b, stride=stride, padding=padding,
+                                        dilation=dilation, mask=mask)
+    params = {"stride": [stride, stride], "padding": [padding, padding],
+              "dilation": [dilation, dilation], "groups": x_shape[1] // w_shape[1]}
+    tensors = {"x": x, "weight": wt, "offset": offset, "out": out}
+    if b is not None:
+        tensors["bias"] = b
+    if mask is not None:
+        tensors["mask"] = mask
+    case(name, "deform_conv2d", params, **tensors)
+
+
+deform_case("deform_v2_3x3_pad1", (1, 6, 9, 11), (5, 6, 3, 3), padding=1)
+deform_case("deform_v1_3x3_pad1_batch2", (2, 4, 7, 8), (6, 4, 3, 3), padding=1, masked=False)
+deform_case("deform_v2_stride2_dilation2", (1, 5, 12, 13), (7, 5, 3, 3), stride=2, padding=2,
+            dilation=2, bias=False)
+deform_case("deform_v2_offset_groups2_groups2", (1, 8, 8, 9), (6, 4, 3, 3), padding=1,
+            offset_groups=2)
+deform_case("deform_v2_far_offsets", (1, 3, 6, 7), (4, 3, 3, 3), padding=1, offset_scale=6.0)
+deform_case("deform_v2_half_pixel_offsets", (1, 3, 6, 7), (4, 3, 3, 3), padding=1,
+            offset_step=0.5)
+deform_case("deform_v2_1x1_5x3", (1, 4, 6, 6), (3, 4, 1, 1))
+deform_case("deform_v2_5x3", (1, 3, 9, 10), (4, 3, 5, 3), padding=1)
+
 os.makedirs(OUT, exist_ok=True)
 with open(os.path.join(OUT, "layers.bin"), "wb") as f:
     f.write(bytes(blob))

@@ -31,6 +31,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod conv_nhwc;
+pub mod deform_conv;
 pub mod gemm;
 pub mod linear;
 pub mod norm;
@@ -44,6 +45,7 @@ mod winograd;
 pub use activation::Activation;
 pub use conv::{fold_batch_norm, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
 pub use conv_nhwc::{NhwcConvGeom, Padding};
+pub use deform_conv::DeformConv2d;
 pub use linear::Linear;
 pub use resize::ResizeMode;
 
