@@ -60,6 +60,11 @@ fn transformer_matches_cpu() {
 }
 
 #[test]
+fn deform_conv2d_matches_cpu() {
+    cuda_checks::deform_conv2d(&mut Emu);
+}
+
+#[test]
 fn every_kernel_is_compiled_into_the_emulation() {
     let names = cuda_emu::kernel_names();
     for k in KERNELS {

@@ -68,6 +68,7 @@ sources! {
     HEATMAP_CU => "heatmap.cu",
     CONV_CU => "conv.cu",
     TRANSFORMER_CU => "transformer.cu",
+    DEFORM_CONV_CU => "deform_conv.cu",
 }
 
 /// A kernel: its `extern "C"` name and the source that defines it.
@@ -126,6 +127,10 @@ pub const K_LAYER_NORM: KernelRef = KernelRef {
     source: &TRANSFORMER_CU,
     name: "layer_norm",
 };
+pub const K_DEFORM_IM2COL: KernelRef = KernelRef {
+    source: &DEFORM_CONV_CU,
+    name: "deform_im2col",
+};
 /// Every kernel the ops launch.
 pub const KERNELS: &[&KernelRef] = &[
     &K_PREPROCESS,
@@ -140,6 +145,7 @@ pub const KERNELS: &[&KernelRef] = &[
     &K_BIAS_ACTIVATION,
     &K_ATTENTION_SOFTMAX,
     &K_LAYER_NORM,
+    &K_DEFORM_IM2COL,
 ];
 
 /// Grid and block dimensions of a launch.

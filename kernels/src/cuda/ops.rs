@@ -837,29 +837,136 @@ pub fn conv2d<E: Executor>(
             exec.sgemm(cout_g, ohw, kdim, w_g, rhs, out_g)?;
         }
     }
+    let out = bias_activation(exec, conv, out, cout, ohw, total, OP)?;
+    shaped(n, cout, oh, ow, out)
+}
+
+/// GPU [`DeformConv2d::forward`](crate::layers::DeformConv2d::forward): per image and weight
+/// group, `deform_im2col` and an SGEMM with the weight, then `bias_activation`.
+pub fn deform_conv2d<E: Executor>(
+    exec: &mut E,
+    dcn: &crate::layers::DeformConv2d,
+    x: ArrayView4<'_, f32>,
+    offset: ArrayView4<'_, f32>,
+    mask: Option<ArrayView4<'_, f32>>,
+) -> Result<Array4<f32>, CudaError> {
+    const OP: &str = "deform_conv2d";
+    let conv = dcn.conv();
+    let (n, c, h, w) = x.dim();
+    if c != conv.in_channels() {
+        return Err(CudaError::invalid(
+            OP,
+            format!(
+                "input has {c} channels, the convolution expects {}",
+                conv.in_channels()
+            ),
+        ));
+    }
+    let offset_groups = dcn.offset_groups((n, c, h, w), &offset, mask.as_ref())?;
+    let (oh, ow) = conv.output_size(h, w)?;
+    let p = conv.params();
+    let (kh, kw) = conv.kernel_size();
+    let cout = conv.out_channels();
+    let g = p.groups;
+    let (cin_g, cout_g) = (c / g, cout / g);
+    let taps = kh * kw;
+    let kdim = cin_g * taps;
+    let ohw = oh * ow;
+    let total = checked_len(OP, &[n, cout, oh, ow])?;
+    let cols_len = checked_len(OP, &[kdim, ohw])?;
+    let mut out = zeroed(total);
+    if total == 0 {
+        return shaped(n, cout, oh, ow, out);
+    }
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().unwrap_or(&[]);
+    let offset = offset.as_standard_layout();
+    let offset = offset.as_slice().unwrap_or(&[]);
+    let mask = mask.map(|m| m.as_standard_layout().to_owned());
+    let mask = mask.as_ref().and_then(|m| m.as_slice());
+    let weight = conv.weight();
+    let weight = weight.as_standard_layout();
+    let weight = weight.as_slice().unwrap_or(&[]);
+    let i32_of = |what: &str, v: usize| to_i32(OP, what, v);
+    let mut cols = vec![0f32; cols_len];
+    let (offset_len, mask_len) = (2 * offset_groups * taps * ohw, offset_groups * taps * ohw);
+    for b in 0..n {
+        let x_b = &xs[b * c * h * w..][..c * h * w];
+        let offset_b = &offset[b * offset_len..][..offset_len];
+        let mask_b = mask.map_or(&[][..], |m| &m[b * mask_len..][..mask_len]);
+        for gi in 0..g {
+            cols.fill(0.0);
+            let mut args = [
+                Arg::InF32(x_b),
+                Arg::I32(i32_of("channels", c)?),
+                Arg::I32(i32_of("channels", gi * cin_g)?),
+                Arg::I32(i32_of("channels", cin_g)?),
+                Arg::I32(i32_of("height", h)?),
+                Arg::I32(i32_of("width", w)?),
+                Arg::I32(i32_of("kernel", kh)?),
+                Arg::I32(i32_of("kernel", kw)?),
+                Arg::I32(i32_of("stride", p.stride.0)?),
+                Arg::I32(i32_of("stride", p.stride.1)?),
+                Arg::I32(i32_of("padding", p.padding.0)?),
+                Arg::I32(i32_of("padding", p.padding.1)?),
+                Arg::I32(i32_of("dilation", p.dilation.0)?),
+                Arg::I32(i32_of("dilation", p.dilation.1)?),
+                Arg::I32(i32_of("output height", oh)?),
+                Arg::I32(i32_of("output width", ow)?),
+                Arg::InF32(offset_b),
+                Arg::InF32(mask_b),
+                Arg::I32(i32::from(mask.is_some())),
+                Arg::I32(i32_of("offset groups", offset_groups)?),
+                Arg::OutF32(&mut cols),
+            ];
+            exec.launch(
+                &super::K_DEFORM_IM2COL,
+                Launch::linear(cols_len as u64, THREADS),
+                &mut args,
+            )?;
+            let w_g = &weight[gi * cout_g * kdim..][..cout_g * kdim];
+            let out_g = &mut out[(b * cout + gi * cout_g) * ohw..][..cout_g * ohw];
+            exec.sgemm(cout_g, ohw, kdim, w_g, &cols, out_g)?;
+        }
+    }
+    bias_activation(exec, conv, out, cout, ohw, total, OP)
+        .and_then(|out| shaped(n, cout, oh, ow, out))
+}
+
+/// `bias_activation` of `conv.cu` over a convolution's output `[.., cout, plane]` (skipped
+/// when the convolution has neither a bias nor an activation).
+fn bias_activation<E: Executor>(
+    exec: &mut E,
+    conv: &crate::layers::Conv2d,
+    out: Vec<f32>,
+    cout: usize,
+    plane: usize,
+    total: usize,
+    op: &'static str,
+) -> Result<Vec<f32>, CudaError> {
     let (act, slope) = activation_code(conv.activation());
     let bias = conv.bias();
-    if bias.is_some() || act != 0 {
-        let mut y = zeroed(total);
-        let mut args = [
-            Arg::InF32(&out),
-            Arg::InF32(bias.unwrap_or(&[])),
-            Arg::I32(i32::from(bias.is_some())),
-            Arg::I32(i32_of("channels", cout)?),
-            Arg::I64(ohw as i64),
-            Arg::I64(total as i64),
-            Arg::I32(act),
-            Arg::F32(slope),
-            Arg::OutF32(&mut y),
-        ];
-        exec.launch(
-            &super::K_BIAS_ACTIVATION,
-            Launch::linear(total as u64, THREADS),
-            &mut args,
-        )?;
-        out = y;
+    if bias.is_none() && act == 0 {
+        return Ok(out);
     }
-    shaped(n, cout, oh, ow, out)
+    let mut y = zeroed(total);
+    let mut args = [
+        Arg::InF32(&out),
+        Arg::InF32(bias.unwrap_or(&[])),
+        Arg::I32(i32::from(bias.is_some())),
+        Arg::I32(to_i32(op, "channels", cout)?),
+        Arg::I64(plane as i64),
+        Arg::I64(total as i64),
+        Arg::I32(act),
+        Arg::F32(slope),
+        Arg::OutF32(&mut y),
+    ];
+    exec.launch(
+        &super::K_BIAS_ACTIVATION,
+        Launch::linear(total as u64, THREADS),
+        &mut args,
+    )?;
+    Ok(y)
 }
 
 fn shaped(n: usize, c: usize, h: usize, w: usize, v: Vec<f32>) -> Result<Array4<f32>, CudaError> {

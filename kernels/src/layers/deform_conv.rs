@@ -129,8 +129,9 @@ impl DeformConv2d {
         self.conv.output_size(h, w)
     }
 
-    /// The number of offset groups `offset` describes (checking its shape against `x`).
-    fn offset_groups(
+    /// The number of offset groups `offset` describes, checking the shapes of `offset` and
+    /// `mask` against the input's `x` `(N, C_in, H, W)`.
+    pub fn offset_groups(
         &self,
         x: (usize, usize, usize, usize),
         offset: &ArrayView4<'_, f32>,

@@ -609,6 +609,7 @@ pub fn transformer<E: Executor>(ex: &mut E) {
 
 pub fn all<E: Executor>() -> Vec<Check<E>> {
     vec![
+        ("deform_conv2d", deform_conv2d::<E>),
         ("transformer", transformer::<E>),
         ("conv2d", conv2d::<E>),
         ("preprocess", preprocess::<E>),
@@ -620,4 +621,129 @@ pub fn all<E: Executor>() -> Vec<Check<E>> {
         ("yolact", yolact::<E>),
         ("heatmap", heatmap::<E>),
     ]
+}
+
+/// Deformable convolution (v1 and v2) against the CPU layer: offsets that leave the image and
+/// land on exact pixels, offset and weight groups, stride and dilation, a fused activation,
+/// and a NaN offset.
+pub fn deform_conv2d<E: Executor>(exec: &mut E) {
+    use kernels::layers::{Activation, Conv2d, Conv2dParams, DeformConv2d};
+    let mut rng = Lcg::new(23);
+    // (n, cin, cout, h, w, params, offset groups, masked, offset scale)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        Conv2dParams,
+        usize,
+        bool,
+        f32,
+    );
+    let cases: [Case; 5] = [
+        (
+            1,
+            6,
+            5,
+            9,
+            11,
+            Conv2dParams::default().padding(1),
+            1,
+            true,
+            2.0,
+        ),
+        (
+            2,
+            4,
+            6,
+            7,
+            8,
+            Conv2dParams::default().padding(1),
+            1,
+            false,
+            6.0,
+        ),
+        (
+            1,
+            5,
+            7,
+            12,
+            13,
+            Conv2dParams::default().stride(2).padding(2).dilation(2),
+            1,
+            true,
+            1.5,
+        ),
+        (
+            1,
+            8,
+            6,
+            8,
+            9,
+            Conv2dParams::default().padding(1).groups(2),
+            2,
+            true,
+            2.0,
+        ),
+        (
+            1,
+            3,
+            4,
+            6,
+            7,
+            Conv2dParams::default().padding(1),
+            1,
+            true,
+            0.0,
+        ),
+    ];
+    for (case, &(n, cin, cout, h, w, params, og, masked, scale)) in cases.iter().enumerate() {
+        let wgt =
+            Array4::from_shape_fn((cout, cin / params.groups, 3, 3), |_| rng.range(-0.5, 0.5));
+        let bias: Vec<f32> = (0..cout).map(|_| rng.range(-0.2, 0.2)).collect();
+        let conv = Conv2d::new(wgt.view(), Some(ndarray::ArrayView1::from(&bias)), params)
+            .expect("conv")
+            .with_activation(Activation::Relu);
+        let (oh, ow) = conv.output_size(h, w).expect("size");
+        let dcn = DeformConv2d::new(conv);
+        let x = Array4::from_shape_fn((n, cin, h, w), |_| rng.range(-1.0, 1.0));
+        let mut offset =
+            Array4::from_shape_fn((n, 2 * og * 9, oh, ow), |_| rng.range(-scale, scale));
+        if scale == 0.0 {
+            // Whole and half pixels: samples on exact corners and midpoints, and a NaN.
+            offset.iter_mut().enumerate().for_each(|(i, v)| {
+                *v = (i % 7) as f32 * 0.5 - 1.5;
+            });
+            offset[[0, 3, 2, 2]] = f32::NAN;
+        }
+        let mask = Array4::from_shape_fn((n, og * 9, oh, ow), |_| rng.range(0.0, 1.0));
+        let mask = masked.then_some(mask.view());
+        let want = dcn.forward(x.view(), offset.view(), mask).expect("cpu dcn");
+        let got = gpu::deform_conv2d(exec, &dcn, x.view(), offset.view(), mask).expect("gpu dcn");
+        assert_eq!(got.dim(), want.dim(), "deform case {case}: shape");
+        let mut worst = 0f32;
+        for (i, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
+            if b.is_nan() {
+                assert!(a.is_nan(), "deform case {case} [{i}]: got {a}, want NaN");
+                continue;
+            }
+            let d = (a - b).abs() / b.abs().max(1.0);
+            worst = worst.max(d);
+            assert!(d <= 1e-4, "deform case {case} [{i}]: got {a}, want {b}");
+        }
+        println!("deform_conv2d case {case}: worst relative difference {worst:e}");
+    }
+    // A mis-shaped offset is the CPU layer's error.
+    let conv = Conv2d::new(
+        Array4::<f32>::ones((2, 3, 3, 3)).view(),
+        None,
+        Conv2dParams::default().padding(1),
+    )
+    .expect("conv");
+    let dcn = DeformConv2d::new(conv);
+    let x = Array4::<f32>::zeros((1, 3, 4, 4));
+    let bad = Array4::<f32>::zeros((1, 17, 4, 4));
+    let err = gpu::deform_conv2d(exec, &dcn, x.view(), bad.view(), None).expect_err("bad offset");
+    assert!(err.to_string().contains("offset has shape"), "{err}");
 }
