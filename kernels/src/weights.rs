@@ -455,6 +455,7 @@ impl Weights {
             taken: BTreeSet::new(),
             ignored: Vec::new(),
             other_modules: Vec::new(),
+            unbound_modules_are_others: false,
             mismatch: Mismatch::default(),
         }
     }
@@ -467,6 +468,7 @@ pub struct Binder<'w> {
     taken: BTreeSet<String>,
     ignored: Vec<String>,
     other_modules: Vec<String>,
+    unbound_modules_are_others: bool,
     mismatch: Mismatch,
 }
 
@@ -519,9 +521,23 @@ impl Binder<'_> {
         self.other_modules.push(module_prefix.to_string());
     }
 
+    /// Top-level modules under the prefix (the first component of a name after it) of which
+    /// no tensor was bound belong to other nodes that share the file, e.g. CenterNet's heads
+    /// beside the ResNet body at the top level of its checkpoint. A module this binder bound
+    /// part of is still checked tensor by tensor.
+    pub fn ignore_unbound_modules(&mut self) {
+        self.unbound_modules_are_others = true;
+    }
+
     /// Succeeds when every tensor was found with the right shape and every tensor under the
     /// prefix was used (or ignored).
     pub fn finish(mut self) -> Result<(), WeightsError> {
+        let module_of = |name: &str| -> String {
+            let rest = &name[self.prefix.len().min(name.len())..];
+            rest.split('.').next().unwrap_or("").to_string()
+        };
+        let bound: BTreeSet<String> = self.taken.iter().map(|n| module_of(n)).collect();
+        let unbound_ok = self.unbound_modules_are_others;
         self.mismatch.unexpected = self
             .weights
             .names()
@@ -534,6 +550,7 @@ impl Binder<'_> {
                     .iter()
                     .any(|m| rest.starts_with(m.as_str()))
             })
+            .filter(|n| !unbound_ok || bound.contains(&module_of(n)))
             .map(str::to_string)
             .collect();
         let m = self.mismatch;
@@ -840,6 +857,26 @@ mod tests {
         b.ignore("num_batches_tracked");
         b.finish().unwrap();
         assert_eq!(conv.as_slice::<f32>().unwrap()[5], 2.5);
+
+        // Modules of which nothing was bound can be another node's; a partly bound module
+        // is still checked.
+        let mut b = w.binder("");
+        let _ = b.take("conv.weight", &[2, 3, 1, 1]);
+        b.ignore("num_batches_tracked");
+        b.ignore_unbound_modules();
+        b.finish().unwrap();
+        let mut b = w.binder("");
+        let _ = b.take("half", &[2]);
+        b.ignore_unbound_modules();
+        b.finish().unwrap();
+        // Without it, the same binding reports the other modules' tensors.
+        let mut b = w.binder("");
+        let _ = b.take("half", &[2]);
+        let err = b.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("transposed") && err.contains("conv.weight"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -676,3 +676,40 @@ fn pil_resize_matches_pillow_byte_for_byte() {
         );
     }
 }
+
+/// OpenCV's bilinear `warpAffine` (`tests/reference/make_cv_warp_fixtures.py`, OpenCV 5.1):
+/// every byte equal, for CenterNet's centring matrices, a rotation, a shear and a shift that
+/// leaves most of the output outside the source.
+#[test]
+fn cv_warp_affine_matches_opencv_byte_for_byte() {
+    use kernels::layers::resample::cv_warp_affine_u8;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layers/cv_warp.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let nums = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_f64().unwrap())
+            .collect()
+    };
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 7);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let s: Vec<usize> = nums(&c["input_shape"])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let o: Vec<usize> = nums(&c["output_size"])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let input: Vec<u8> = nums(&c["input"]).iter().map(|&v| v as u8).collect();
+        let m: [f64; 6] = nums(&c["matrix"]).try_into().unwrap();
+        let got = cv_warp_affine_u8(&input, (s[0], s[1], s[2]), &m, (o[0], o[1])).unwrap();
+        let want: Vec<u8> = nums(&c["output"]).iter().map(|&v| v as u8).collect();
+        assert_eq!(got.len(), want.len(), "{name}: size");
+        let wrong = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(wrong, 0, "{name}: {wrong} bytes differ from OpenCV's");
+    }
+}

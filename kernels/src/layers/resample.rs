@@ -18,6 +18,9 @@
 //!   sum at one half (`1 << 21`) and clips to 0..255 after the shift, so the intermediate
 //!   image is 8-bit as in Pillow.
 //! - A pass whose size does not change is skipped; an unchanged size is a copy.
+//!
+//! Also OpenCV's bilinear `warpAffine` of 8-bit images ([`cv_warp_affine_u8`]), which
+//! CenterNet's and CornerNet's pre-processing run.
 
 use rayon::prelude::*;
 
@@ -231,6 +234,116 @@ pub fn pil_resize_u8(
             vertical_pass(&tmp, first, h, out_w * channels, &vt, out_h)
         }
     })
+}
+
+/// OpenCV's `cv2.warpAffine(src, M, (out_w, out_h), flags=cv2.INTER_LINEAR)` with its default
+/// constant border of zeros, of an interleaved u8 image `[h, w, channels]` (channels 1..=4),
+/// bit for bit with OpenCV 4.11 and later (5.x), whose bilinear warps compute in `f32`
+/// (`warp_kernels.simd.hpp`; older releases used 5-bit fixed-point coordinates and can differ
+/// by a few levels). `m` is the forward 2x3 matrix (source to destination) as
+/// `cv2.getAffineTransform` returns it.
+///
+/// - `M` is inverted in `f64` as `cv::warpAffine` does (`D = 1 / (m0·m4 − m1·m3)`, ...) and
+///   the inverse rounded to `f32`.
+/// - OpenCV's vector kernel (AVX2 dispatch on x86: 16 pixels a step) covers the columns
+///   `x < 16·floor(out_w / 16)`, and the scalar loop the rest of each row; they round
+///   differently:
+///   - vector: `sx = fma(M0, x, y·M1 + M2)`, `sy = fma(M3, x, y·M4 + M5)`, and
+///     `v0 = fma(α, p01 − p00, p00)`, `v1 = fma(α, p11 − p10, p10)`, `v = fma(β, v1 − v0, v0)`;
+///   - scalar: `sx = x·M0 + y·M1 + M2`, and `v0 = p00 + α·(p01 − p00)`, ..., each step
+///     rounded.
+/// - `ix = floor(sx)`, `α = sx − ix` (and `iy`, `β`). A pixel whose 2x2 neighbourhood lies
+///   wholly outside the image is 0; otherwise each corner outside the image reads 0.
+/// - The value is rounded half to even and saturated to 0..255.
+///
+/// Intel IPP, which OpenCV's x86 wheels use for this warp by default (`cv2.ipp.useIPP()`),
+/// rounds some exact ties at .5 the other way (up to 3% of the pixels, by one level); with
+/// `cv2.ipp.setUseIPP(False)`, and on every non-x86 build, OpenCV runs the kernel above.
+pub fn cv_warp_affine_u8(
+    src: &[u8],
+    (h, w, channels): (usize, usize, usize),
+    m: &[f64; 6],
+    (out_h, out_w): (usize, usize),
+) -> Result<Vec<u8>> {
+    const OP: &str = "warp_affine";
+    if src.len() != checked_numel(OP, &[h, w, channels])? {
+        return shape_err(
+            OP,
+            format!("{} bytes for a {h}x{w}x{channels} image", src.len()),
+        );
+    }
+    if !(1..=4).contains(&channels) || h == 0 || w == 0 || h > 1 << 24 || w > 1 << 24 {
+        return invalid(
+            OP,
+            format!("cannot warp a {h}x{w}x{channels} image (1 to 4 channels, non-empty)"),
+        );
+    }
+    let len = checked_numel(OP, &[out_h, out_w, channels])?;
+    let d = m[0] * m[4] - m[1] * m[3];
+    let d = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let (a11, a22) = (m[4] * d, m[0] * d);
+    let (a12, a21) = (m[1] * -d, m[3] * -d);
+    let b1 = -a11 * m[2] - a12 * m[5];
+    let b2 = -a21 * m[2] - a22 * m[5];
+    let inv = [a11, a12, b1, a21, a22, b2].map(|v| v as f32);
+    if inv.iter().any(|v| !v.is_finite()) {
+        return invalid(OP, format!("the matrix {m:?} has no finite inverse"));
+    }
+    let mut out = vec![0u8; len];
+    if len == 0 {
+        return Ok(out);
+    }
+    let (hi, wi) = (h as i64, w as i64);
+    const VECTOR_STEP: usize = 16;
+    let vector_end = out_w / VECTOR_STEP * VECTOR_STEP;
+    out.par_chunks_mut(out_w * channels)
+        .enumerate()
+        .for_each(|(y, row)| {
+            let yf = y as f32;
+            let mx = yf * inv[1] + inv[2];
+            let my = yf * inv[4] + inv[5];
+            for (x, px) in row.chunks_mut(channels).enumerate() {
+                let xf = x as f32;
+                let fused = x < vector_end;
+                let (sx, sy) = if fused {
+                    (inv[0].mul_add(xf, mx), inv[3].mul_add(xf, my))
+                } else {
+                    (
+                        xf * inv[0] + yf * inv[1] + inv[2],
+                        xf * inv[3] + yf * inv[4] + inv[5],
+                    )
+                };
+                let lerp = |t: f32, a: f32, b: f32| {
+                    if fused {
+                        t.mul_add(b - a, a)
+                    } else {
+                        a + t * (b - a)
+                    }
+                };
+                let (fx, fy) = (sx.floor(), sy.floor());
+                let (ix, iy) = (fx as i64, fy as i64);
+                if ix < -1 || ix >= wi || iy < -1 || iy >= hi {
+                    continue; // wholly outside: the border value, 0
+                }
+                let (alpha, beta) = (sx - fx, sy - fy);
+                let at = |yy: i64, xx: i64, c: usize| -> f32 {
+                    if yy >= 0 && yy < hi && xx >= 0 && xx < wi {
+                        f32::from(src[((yy * wi + xx) as usize) * channels + c])
+                    } else {
+                        0.0
+                    }
+                };
+                for (c, o) in px.iter_mut().enumerate() {
+                    let (p00, p01) = (at(iy, ix, c), at(iy, ix + 1, c));
+                    let (p10, p11) = (at(iy + 1, ix, c), at(iy + 1, ix + 1, c));
+                    let v0 = lerp(alpha, p00, p01);
+                    let v1 = lerp(alpha, p10, p11);
+                    let v = lerp(beta, v0, v1);
+                    *o = v.round_ties_even().clamp(0.0, 255.0) as u8;
+                }
+            }
+        });
+    Ok(out)
 }
 
 #[cfg(test)]

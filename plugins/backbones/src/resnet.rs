@@ -18,7 +18,9 @@
 //! `layer3.5.downsample.1.weight`, ...) under `prefix`, `"backbone.body."` by default, i.e. a
 //! full `maskrcnn_resnet50_fpn` state dict. A plain torchvision ResNet state dict (top-level
 //! `conv1.weight`, plus `fc.*`, which is ignored) loads with the same default: when no tensor
-//! name starts with the prefix but `conv1.weight` exists, the prefix is dropped.
+//! name starts with the prefix but `conv1.weight` exists, the prefix is dropped. Top-level
+//! modules of such a file that the body does not bind (`fc`; CenterNet's `deconv_layers`,
+//! `hm`, `wh`, `reg`) are left to other nodes.
 //!
 //! FrozenBatchNorm2d computes `x·w/sqrt(var + eps) + (b - mean·w/sqrt(var + eps))`; its `eps`
 //! is 1e-5, but `maskrcnn_resnet50_fpn` sets it to 0 for its COCO weights
@@ -276,9 +278,10 @@ impl ResNet {
         let mut b = weights.binder(&prefix);
         b.ignore("num_batches_tracked");
         if prefix.is_empty() {
-            // A plain classification ResNet: its classifier is not part of the body.
-            b.ignore("fc.weight");
-            b.ignore("fc.bias");
+            // A body at the top level of its file: a classification ResNet, whose classifier
+            // (`fc`) is not part of the body, or a detector such as CenterNet's resdcn, whose
+            // other top-level modules (`deconv_layers`, `hm`, ...) are other nodes'.
+            b.ignore_unbound_modules();
         }
         let eps = config.bn_eps;
         let relu = Activation::Relu;
