@@ -14,6 +14,7 @@
 //! - [`params`]: count and float parameters (ranges are declared with `ParamSpec::range`).
 //! - [`error`]: [`ModelError`], whose messages name the parameter, input or file at fault.
 
+pub mod coco;
 pub mod error;
 pub mod family;
 pub mod features;
@@ -22,6 +23,7 @@ pub mod layers;
 pub mod params;
 pub mod weights;
 
+pub use coco::COCO_CATEGORY_IDS;
 pub use error::{LayerContext, ModelError};
 pub use features::{
     feature_levels, features_input, in_features_param, levels_params, named_levels, RoiPooler,
