@@ -42,11 +42,15 @@ HM_BIAS_FILL = -2.19  # resnet_dcn.py: fc[-1].bias.data.fill_(-2.19) for the hm 
 
 # Tuned ranges (see the docstring): a gain g gives a = float32(g * sqrt(3 / fan_in)), b = 0; a
 # pair is (a, b).
-OFFSET_GAIN = 0.1  # deconv_layers.{0,6,12}.conv_offset_mask.weight
+BACKBONE_CONV_GAIN = 1.3  # conv1, layerN.M.conv1/conv2, layerN.0.downsample.0 weights
+DCN_GAIN = 3.0  # deconv_layers.{0,6,12}.weight (the DCN's own 3x3 weight)
+UP_GAIN = 2.0  # deconv_layers.{3,9,15}.weight (ConvTranspose2d; fan-in in_channels * 4)
+OFFSET_GAIN = 0.25  # deconv_layers.{0,6,12}.conv_offset_mask.weight
 OFFSET_BIAS = (0.5, 0.0)  # deconv_layers.{0,6,12}.conv_offset_mask.bias (a, b)
-HM_GAIN = 1.0  # hm.2.weight
+HEAD_CONV_GAIN = 1.7  # hm.0.weight, wh.0.weight, reg.0.weight (3x3, 64 -> 64)
+HM_GAIN = 0.7  # hm.2.weight
 HM_BIAS = (0.5, HM_BIAS_FILL)  # hm.2.bias (a, b)
-WH_GAIN = 1.0  # wh.2.weight
+WH_GAIN = 2.0  # wh.2.weight
 WH_BIAS = (4.0, 12.0)  # wh.2.bias (a, b): box sizes in output (stride 4) pixels
 REG_GAIN = 0.1  # reg.2.weight
 REG_BIAS = (0.2, 0.5)  # reg.2.bias (a, b): sub-pixel centre offsets
@@ -203,29 +207,35 @@ def range_of(name: str, shape, kind: str) -> tuple:
         return 0.1, 0.0  # bias, running_mean
     if kind == "ConvTranspose2d":
         # weight [in, out, 4, 4], stride 2, padding 1: every output pixel receives 2 x 2 taps
-        # of each input channel, so the true fan-in is in * 4 (torch's own fan-in formula,
-        # weight.shape[1] * 16, would be 4x that for these square layers).
+        # of each input channel, so the fan-in used is in * 4 (torch's own fan-in formula,
+        # weight.shape[1] * 4 * 4, is 4x that for these square layers).
         assert leaf == "weight" and shape[2:] == [4, 4], name
-        return gain(1.0, shape[0] * 4), 0.0
-    fan_in = int(np.prod(shape[1:])) if len(shape) == 4 else None
-    if name.endswith("conv_offset_mask.weight"):
-        return gain(OFFSET_GAIN, fan_in), 0.0
-    if name.endswith("conv_offset_mask.bias"):
-        return OFFSET_BIAS
-    heads = {
-        "hm.2.weight": (gain(HM_GAIN, fan_in) if fan_in else None, 0.0),
-        "hm.2.bias": HM_BIAS,
-        "wh.2.weight": (gain(WH_GAIN, fan_in) if fan_in else None, 0.0),
-        "wh.2.bias": WH_BIAS,
-        "reg.2.weight": (gain(REG_GAIN, fan_in) if fan_in else None, 0.0),
-        "reg.2.bias": REG_BIAS,
-    }
-    if name in heads:
-        return heads[name]
-    if len(shape) == 4:  # Conv2d and the DCN weight: unit-variance gain
-        return gain(1.0, fan_in), 0.0
-    if len(shape) == 1 and leaf == "bias":  # conv biases (DCN, conv_offset_mask, heads)
-        return 0.1, 0.0
+        return gain(UP_GAIN, shape[0] * 4), 0.0
+    if len(shape) == 4:
+        fan_in = int(np.prod(shape[1:]))
+        if kind == "DCN":
+            return gain(DCN_GAIN, fan_in), 0.0
+        if name.endswith("conv_offset_mask.weight"):
+            return gain(OFFSET_GAIN, fan_in), 0.0
+        if name in ("hm.0.weight", "wh.0.weight", "reg.0.weight"):
+            return gain(HEAD_CONV_GAIN, fan_in), 0.0
+        if name == "hm.2.weight":
+            return gain(HM_GAIN, fan_in), 0.0
+        if name == "wh.2.weight":
+            return gain(WH_GAIN, fan_in), 0.0
+        if name == "reg.2.weight":
+            return gain(REG_GAIN, fan_in), 0.0
+        assert kind == "Conv2d" and not name.startswith(("deconv_layers.", "hm.", "wh.", "reg.")), name
+        return gain(BACKBONE_CONV_GAIN, fan_in), 0.0
+    if len(shape) == 1 and leaf == "bias":
+        special = {
+            "hm.2.bias": HM_BIAS,
+            "wh.2.bias": WH_BIAS,
+            "reg.2.bias": REG_BIAS,
+        }
+        if name.endswith("conv_offset_mask.bias"):
+            return OFFSET_BIAS
+        return special.get(name, (0.1, 0.0))  # DCN and head conv biases
     raise ValueError(f"no range for {name} {shape} ({kind})")
 
 
@@ -645,6 +655,7 @@ def main():
         ],
         "cases": cases,
     }
+    os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "centernet_resdcn18.json")
     with open(path, "w") as f:
         json.dump(doc, f, separators=(",", ":"))

@@ -1,0 +1,37 @@
+//! CenterNet ("Objects as Points") as pipeline nodes, with the semantics and defaults of
+//! xingyizhou/CenterNet @ 4c50fd3a (`ctdet`: `src/lib/detectors/ctdet.py`,
+//! `src/lib/models/networks/resnet_dcn.py`, `src/lib/models/decode.py`), loading the
+//! official checkpoints (`ctdet_coco_resdcn18.pth`) under their own parameter names. Built as
+//! a plugin library (`libplugin_centernet.so`) that the engine finds on its plugin path; the
+//! ResNet body is the `backbones` family's.
+//!
+//! | kind | in | out | reference |
+//! |---|---|---|---|
+//! | `centernet_preprocess` | `image` (u8 [H, W, 3]) | `image` (f32 [3, 512, 512] + sizes) | `BaseDetector.pre_process` (`cv2.warpAffine`, BGR mean and std) |
+//! | `resnet` (backbones, `depth = 18`, `bn_eps = 1e-5`) | `image` | `features` `c5` | `PoseResNet`'s `conv1` … `layer4` |
+//! | `centernet` | `features`, `image` | `instances` (top K) | `deconv_layers` (DCNv2), `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
+//!
+//! Pipeline: `pipelines/centernet_resdcn18.toml`.
+
+pub mod model;
+pub mod preprocess;
+
+use plugin_sdk::NodeKind;
+
+vision_common::family_library!(name: "centernet", kinds: kinds);
+
+/// The node kinds of this crate, in the order `engine plugins` lists them.
+pub fn kinds() -> Vec<NodeKind> {
+    vec![preprocess::kind(), model::kind()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds_are_documented_and_defaults_fit() {
+        let kinds = super::kinds();
+        let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
+        assert_eq!(names, ["centernet_preprocess", "centernet"]);
+        assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
+    }
+}
