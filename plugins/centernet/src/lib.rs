@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | `centernet_preprocess` | `image` (u8 [H, W, 3]) | `image` (f32 [3, 512, 512] + sizes) | `BaseDetector.pre_process` (`cv2.warpAffine`, BGR mean and std) |
 //! | `resnet` (backbones, `depth = 18`, `bn_eps = 1e-5`) | `image` | `features` `c5` | `PoseResNet`'s `conv1` … `layer4` |
-//! | `centernet` | `features`, `image` | `instances` (top K) | `deconv_layers` (DCNv2), `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
+//! | `centernet_ctdet` | `features`, `image` | `instances` (top K) | `deconv_layers` (DCNv2), `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
 //!
 //! Pipeline: `pipelines/centernet_resdcn18.toml`.
 
@@ -31,7 +31,7 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["centernet_preprocess", "centernet"]);
+        assert_eq!(names, ["centernet_preprocess", "centernet_ctdet"]);
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }

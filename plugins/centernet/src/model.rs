@@ -1,4 +1,4 @@
-//! `centernet`: everything of CenterNet's `ctdet` after the ResNet body, at inference
+//! `centernet_ctdet`: everything of CenterNet's `ctdet` after the ResNet body, at inference
 //! (xingyizhou/CenterNet @ 4c50fd3a, `src/lib/models/networks/resnet_dcn.py`,
 //! `src/lib/models/decode.py`, `src/lib/utils/post_process.py`):
 //!
@@ -38,7 +38,7 @@ use vision_common::{
 
 use crate::preprocess::{affine, invert};
 
-const NODE: &str = "centernet";
+const NODE: &str = "centernet_ctdet";
 const BN_EPS: f32 = 1e-5;
 
 /// The settings of [`CenterNet`]; the defaults are `ctdet` with `resdcn_18`.
@@ -384,7 +384,7 @@ pub fn kind() -> NodeKind {
     })
 }
 
-/// The `centernet` node.
+/// The `centernet_ctdet` node.
 #[derive(Debug)]
 pub struct CenterNetNode {
     model: CenterNet,
