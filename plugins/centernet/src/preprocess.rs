@@ -7,7 +7,7 @@
 //!    scaled so that its long side is 512 pixels and centred, zeros around it
 //!    ([`cv_warp_affine_u8`], byte for byte with OpenCV's own kernel).
 //! 3. `(x / 255 − mean) / std` in `f64`, rounded to `f32` (numpy's `astype(np.float32)`), with
-//!    the BGR statistics of `opts.py`'s COCO dataset.
+//!    the BGR statistics `demo.py` uses (parameters `mean` and `std`; see [`MEAN_BGR`]).
 //!
 //! The output keeps `original_size`; the head recomputes `c` and `s` from it to map its boxes
 //! back ([`affine`], [`invert`]).
@@ -20,10 +20,15 @@ use plugin_sdk::{
 use vision_common::{count_param, model_image_value, BgrPixels, LayerContext, ModelError};
 
 const NODE: &str = "centernet_preprocess";
-/// `src/lib/datasets/dataset/coco.py`: the mean and std of COCO in B, G, R order (`float32`
-/// arrays, promoted to `f64` by numpy's arithmetic with the `f64` pixels).
-pub const MEAN_BGR: [f32; 3] = [0.407_896_54, 0.447_193_02, 0.470_261_15];
-pub const STD_BGR: [f32; 3] = [0.288_638_3, 0.274_081_64, 0.278_098_35];
+/// `opts.py`'s `default_dataset_info['ctdet']` (what `demo.py`, through `opts().init()`,
+/// uses): the mean and std of COCO in B, G, R order. `test.py` takes the COCO dataset class's
+/// longer values instead ([`TEST_MEAN_BGR`], [`TEST_STD_BGR`]); both become `float32` arrays
+/// (`BaseDetector`), promoted to `f64` by numpy's arithmetic with the `f64` pixels.
+pub const MEAN_BGR: [f32; 3] = [0.408, 0.447, 0.470];
+pub const STD_BGR: [f32; 3] = [0.289, 0.274, 0.278];
+/// `src/lib/datasets/dataset/coco.py`'s mean and std (`test.py`'s COCO evaluation).
+pub const TEST_MEAN_BGR: [f32; 3] = [0.407_896_54, 0.447_193_02, 0.470_261_15];
+pub const TEST_STD_BGR: [f32; 3] = [0.288_638_3, 0.274_081_64, 0.278_098_35];
 
 /// CenterNet's `get_affine_transform(c, s, rot=0, (out_w, out_h))` for a photo of `(h, w)`
 /// with `c = (w / 2, h / 2)` and `s = max(h, w)`: the forward 2x3 matrix (photo to output).
@@ -60,12 +65,11 @@ pub fn invert(m: &[f64; 6]) -> [f64; 6] {
 }
 
 /// The normalised input `[3, out_h, out_w]` (B, G, R planes) of a warped BGR `u8` image.
-fn normalise(warped: &[u8], plane: usize) -> Vec<f32> {
+fn normalise(warped: &[u8], plane: usize, mean: &[f32; 3], std: &[f32; 3]) -> Vec<f32> {
     let mut data = vec![0f32; 3 * plane];
     for (c, out) in data.chunks_mut(plane).enumerate() {
         for (dst, px) in out.iter_mut().zip(warped.chunks_exact(3)) {
-            *dst = ((f64::from(px[c]) / 255.0 - f64::from(MEAN_BGR[c])) / f64::from(STD_BGR[c]))
-                as f32;
+            *dst = ((f64::from(px[c]) / 255.0 - f64::from(mean[c])) / f64::from(std[c])) as f32;
         }
     }
     data
@@ -93,7 +97,19 @@ pub fn kind() -> NodeKind {
             "side of the square input (ctdet's default_resolution, 512; a multiple of 32)",
         )
         .range(32.0, 4096.0),
-    );
+    )
+    .param(ParamSpec::optional(
+        "mean",
+        ParamType::FloatList,
+        ParamValue::FloatList(MEAN_BGR.iter().map(|&v| f64::from(v)).collect()),
+        "per-channel mean in B, G, R order (demo.py's; test.py's COCO evaluation uses [0.40789654, 0.44719302, 0.47026115])",
+    ))
+    .param(ParamSpec::optional(
+        "std",
+        ParamType::FloatList,
+        ParamValue::FloatList(STD_BGR.iter().map(|&v| f64::from(v)).collect()),
+        "per-channel std in B, G, R order (demo.py's; test.py's: [0.28863828, 0.27408164, 0.27809835])",
+    ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(CenterNetPreprocess::from_params(params)?) as Box<dyn Node>)
     })
@@ -103,11 +119,17 @@ pub fn kind() -> NodeKind {
 #[derive(Clone, Debug)]
 pub struct CenterNetPreprocess {
     input_size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
 }
 
 impl CenterNetPreprocess {
-    pub fn new(input_size: usize) -> CenterNetPreprocess {
-        CenterNetPreprocess { input_size }
+    pub fn new(input_size: usize, mean: [f32; 3], std: [f32; 3]) -> CenterNetPreprocess {
+        CenterNetPreprocess {
+            input_size,
+            mean,
+            std,
+        }
     }
 
     pub fn from_params(params: &Params) -> Result<CenterNetPreprocess, ModelError> {
@@ -118,7 +140,26 @@ impl CenterNetPreprocess {
                 format!("must be a multiple of 32 (the network's stride), got {size}"),
             ));
         }
-        Ok(CenterNetPreprocess::new(size))
+        let three = |name: &'static str| -> Result<[f32; 3], ModelError> {
+            let v = params.float_list(name).map_err(ModelError::Input)?;
+            match v[..] {
+                [a, b, c]
+                    if v.iter().all(|x| x.is_finite())
+                        && (name != "std" || v.iter().all(|&x| x > 0.0)) =>
+                {
+                    Ok([a as f32, b as f32, c as f32])
+                }
+                _ => Err(ModelError::param(
+                    name,
+                    format!("must be three finite values (B, G, R; std positive), got {v:?}"),
+                )),
+            }
+        };
+        Ok(CenterNetPreprocess::new(
+            size,
+            three("mean")?,
+            three("std")?,
+        ))
     }
 
     /// The node's computation on a u8 `[H, W, C]` image.
@@ -134,7 +175,8 @@ impl CenterNetPreprocess {
         let m = affine((h, w), (size, size));
         let warped = cv_warp_affine_u8(&bgr, (h, w, 3), &m, (size, size))
             .ctx(|| format!("{NODE} (warp {h}x{w} to {size}x{size})"))?;
-        model_image_value(normalise(&warped, size * size), (size, size), (h, w))
+        let data = normalise(&warped, size * size, &self.mean, &self.std);
+        model_image_value(data, (size, size), (h, w))
     }
 }
 
@@ -172,7 +214,7 @@ mod tests {
     fn bgr_planes_normalised_in_f64() {
         // One red pixel fills the whole input (s = 1).
         let img = Tensor::from_vec(&[1, 1, 3], vec![255u8, 0, 0]).unwrap();
-        let out = CenterNetPreprocess::new(32)
+        let out = CenterNetPreprocess::new(32, MEAN_BGR, STD_BGR)
             .run(&Value::image(img))
             .unwrap();
         let t = out.tensor("tensor").unwrap();
