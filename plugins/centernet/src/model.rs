@@ -102,12 +102,14 @@ pub struct HeadOutputs {
     pub reg: Array3<f32>,
 }
 
-/// One decoded detection at stride 4 (`ctdet_decode`): box corners, score, class index.
+/// One decoded detection at stride 4 (`ctdet_decode`): box corners, score, class index and
+/// the peak's flat index `y·W + x` in its class's heatmap.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Detection {
     pub bbox: [f32; 4],
     pub score: f32,
     pub class: usize,
+    pub index: usize,
 }
 
 fn view(v: &[f32]) -> ndarray::ArrayView1<'_, f32> {
@@ -295,6 +297,7 @@ impl CenterNet {
                     bbox: [xs - bw / 2.0, ys - bh / 2.0, xs + bw / 2.0, ys + bh / 2.0],
                     score: p.score,
                     class: p.class,
+                    index: p.index,
                 }
             })
             .collect())
