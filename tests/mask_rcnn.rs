@@ -500,6 +500,37 @@ fn detr_pipeline_matches_the_official_code_through_the_engine() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `pipelines/centernet_resdcn18.toml` on a photo with the CenterNet fixture's weights: the
+/// COCO results are the official `ctdet_post_process` detections (same category ids, scores
+/// within 1e-4, boxes within 0.01 px).
+#[test]
+fn centernet_pipeline_matches_the_official_code_through_the_engine() {
+    let (doc, dir) = run_fixture_pipeline("centernet", "centernet_resdcn18", None, &[]);
+    let case = &doc["cases"][0];
+    let text =
+        std::fs::read_to_string(dir.join("out/centernet_resdcn18/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    let results = case["results"].as_array().expect("results");
+    assert_eq!(ours.len(), results.len(), "number of detections");
+    let mut used = vec![false; ours.len()];
+    for (j, r) in results.iter().enumerate() {
+        let want = floats(&r["box"]);
+        let score = r["score"].as_f64().expect("score");
+        let i = (0..ours.len())
+            .find(|&i| {
+                let b = floats(&ours[i]["bbox"]);
+                let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+                !used[i]
+                    && ours[i]["category_id"] == r["category_id"]
+                    && (ours[i]["score"].as_f64().expect("score") - score).abs() <= 1e-4
+                    && xyxy.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-2)
+            })
+            .unwrap_or_else(|| panic!("official detection {j} ({r}) not found in {text}"));
+        used[i] = true;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `pipelines/maskformer_r50.toml` on a photo with the MaskFormer fixture's weights, then
 /// `engine eval pq` of its COCO panoptic output against the official code's panoptic
 /// segmentation (written as COCO panoptic ground truth): every segment must be recognised
