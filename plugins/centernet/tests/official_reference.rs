@@ -214,3 +214,72 @@ fn centernet_nodes_match_the_official_code() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A checkpoint of another backbone or width is refused with the mismatched tensors named; a
+/// tiny photo (smaller than the stride) still gives its K detections, inside the photo's
+/// frame of reference.
+#[test]
+fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
+    let doc = fixture("centernet_resdcn18.json");
+    let dir = scratch("centernet-bad");
+    let weights = dir.join("ctdet_resdcn18.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    // The head of a ResNet-50 body (2048 channels) on the ResNet-18 checkpoint.
+    let err = create(
+        "centernet_ctdet",
+        &[
+            weights_param(&weights),
+            ("in_channels", ParamValue::Int(2048)),
+        ],
+    )
+    .err()
+    .expect("wrong width");
+    assert!(
+        err.contains("deconv_layers.0.weight")
+            && err.contains("[256, 2048, 3, 3]")
+            && err.contains("[256, 512, 3, 3]"),
+        "{err}"
+    );
+    // A ResNet-50 body on it: the Bottleneck tensors are missing.
+    let err = create(
+        "resnet",
+        &[
+            weights_param(&weights),
+            ("prefix", ParamValue::Str(String::new())),
+            ("depth", ParamValue::Int(50)),
+        ],
+    )
+    .err()
+    .expect("wrong depth");
+    assert!(err.contains("layer1.0.conv3.weight"), "{err}");
+
+    // A 3x5 photo.
+    let mut pre = create("centernet_preprocess", &[]).unwrap();
+    let mut body = create(
+        "resnet",
+        &[
+            weights_param(&weights),
+            ("prefix", ParamValue::Str(String::new())),
+            ("depth", ParamValue::Int(18)),
+            ("bn_eps", ParamValue::Float(1e-5)),
+            ("returned_layers", ParamValue::IntList(vec![4])),
+        ],
+    )
+    .unwrap();
+    let mut head = create("centernet_ctdet", &[weights_param(&weights)]).unwrap();
+    let img =
+        kernels::Tensor::from_vec(&[3, 5, 3], (0..45).map(|v| (v * 5) as u8).collect()).unwrap();
+    let x = run_with(&mut pre, &[("image", &Value::image(img))], "image");
+    let f = run_with(&mut body, &[("image", &x)], "features");
+    let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+    let scores = inst.tensor("scores").unwrap();
+    assert_eq!(scores.shape(), &[100]);
+    let boxes = inst
+        .tensor("boxes")
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec();
+    assert!(boxes.iter().all(|v| v.is_finite()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
