@@ -44,11 +44,11 @@ HM_BIAS_FILL = -2.19  # resnet_dcn.py: fc[-1].bias.data.fill_(-2.19) for the hm 
 # pair is (a, b).
 BACKBONE_CONV_GAIN = 1.3  # conv1, layerN.M.conv1/conv2, layerN.0.downsample.0 weights
 DCN_GAIN = 3.0  # deconv_layers.{0,6,12}.weight (the DCN's own 3x3 weight)
-UP_GAIN = 2.0  # deconv_layers.{3,9,15}.weight (ConvTranspose2d; fan-in in_channels * 4)
-OFFSET_GAIN = 0.25  # deconv_layers.{0,6,12}.conv_offset_mask.weight
+UP_GAIN = 1.6  # deconv_layers.{3,9,15}.weight (ConvTranspose2d; fan-in in_channels * 4)
+OFFSET_GAIN = 0.55  # deconv_layers.{0,6,12}.conv_offset_mask.weight
 OFFSET_BIAS = (0.5, 0.0)  # deconv_layers.{0,6,12}.conv_offset_mask.bias (a, b)
 HEAD_CONV_GAIN = 1.7  # hm.0.weight, wh.0.weight, reg.0.weight (3x3, 64 -> 64)
-HM_GAIN = 0.7  # hm.2.weight
+HM_GAIN = 1.0  # hm.2.weight
 HM_BIAS = (0.5, HM_BIAS_FILL)  # hm.2.bias (a, b)
 WH_GAIN = 2.0  # wh.2.weight
 WH_BIAS = (4.0, 12.0)  # wh.2.bias (a, b): box sizes in output (stride 4) pixels

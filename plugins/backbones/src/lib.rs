@@ -6,6 +6,7 @@
 //! | `resnet` | `image` (tensor f32 [3, H, W]) | `features` `c2..c5` | torchvision's ResNet body with FrozenBatchNorm2d |
 //! | `fpn` | `features` `c2..c5` | `features` `p2..p6` | torchvision's `FeaturePyramidNetwork` + `LastLevelMaxPool` |
 //! | `mobilenet_v1` | `image` (tensor f32 [3, H, W]) | `features` `c3..c5` | RetinaFace's MobileNet-0.25 (`models/net.py`) |
+//! | `dcn_upsample` | `features` `c5` | `features` `p2` | CenterNet's `PoseResNet.deconv_layers` (DCNv2 and transposed convolutions) |
 //!
 //! Levels are named by pyramid level (`c2..c5`, `p2..p6`; stride `2^level`), so that heads
 //! find them by name; [`resnet`] and [`fpn`] give the mapping to torchvision's names. Both load
@@ -13,8 +14,10 @@
 //! `backbone.fpn.` of a detection model, or a plain classification ResNet).
 //!
 //! Families to come add their backbones here (DLA, Hourglass), each a module with
-//! its node kind, listed in [`kinds`].
+//! its node kind, listed in [`kinds`]. An up-sampling path that turns a body's last level into
+//! one stride-4 level names it `p2` (`dcn_upsample`).
 
+pub mod dcn_upsample;
 pub mod fpn;
 pub mod mobilenet_v1;
 pub mod resnet;
@@ -29,7 +32,12 @@ vision_common::family_library!(name: "backbones", kinds: kinds);
 
 /// The node kinds of this family, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![resnet::kind(), fpn::kind(), mobilenet_v1::kind()]
+    vec![
+        resnet::kind(),
+        fpn::kind(),
+        mobilenet_v1::kind(),
+        dcn_upsample::kind(),
+    ]
 }
 
 #[cfg(test)]
@@ -38,7 +46,7 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["resnet", "fpn", "mobilenet_v1"]);
+        assert_eq!(names, ["resnet", "fpn", "mobilenet_v1", "dcn_upsample"]);
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }

@@ -1,53 +1,43 @@
-//! `centernet_ctdet`: everything of CenterNet's `ctdet` after the ResNet body, at inference
-//! (xingyizhou/CenterNet @ 4c50fd3a, `src/lib/models/networks/resnet_dcn.py`,
-//! `src/lib/models/decode.py`, `src/lib/utils/post_process.py`):
+//! `centernet_ctdet`: CenterNet's `ctdet` heads and decoding on a stride-4 feature map
+//! (xingyizhou/CenterNet @ 4c50fd3a, the heads of `src/lib/models/networks/resnet_dcn.py`
+//! and `pose_dla_dcn.py`, `src/lib/models/decode.py`, `src/lib/utils/post_process.py`):
 //!
-//! 1. Three up-sampling stages (`deconv_layers`, planes 256, 128, 64), each a deformable
-//!    convolution (DCNv2, 3x3: `conv_offset_mask` gives 27 channels, the first 18 are the
-//!    offsets and the last 9 the mask after a sigmoid), BatchNorm, ReLU, a 4x4 transposed
-//!    convolution of stride 2 (padding 1, no bias), BatchNorm, ReLU: stride 32 to stride 4.
-//! 2. The heads `hm` (80 classes), `wh` (2) and `reg` (2): a 3x3 convolution (`head_conv`
-//!    64 channels, bias), ReLU, a 1x1 convolution.
-//! 3. `ctdet_decode`: the heatmap's sigmoid, the 3x3 max-pool suppression, the top `K` (100)
+//! 1. The heads `hm` (80 classes), `wh` (2) and `reg` (2): a 3x3 convolution (`head_conv`
+//!    channels: 64 for resdcn, 256 for DLA; with bias), ReLU, a 1x1 convolution.
+//! 2. `ctdet_decode`: the heatmap's sigmoid, the 3x3 max-pool suppression, the top `K` (100)
 //!    per class then overall ([`kernels::ops::heatmap::extract_peaks`]); each peak's centre
 //!    is `(x + reg_x, y + reg_y)` and its box `centre ± wh / 2`, at stride 4.
-//! 4. `ctdet_post_process`: the boxes mapped back to the photo by the inverse of the
+//! 3. `ctdet_post_process`: the boxes mapped back to the photo by the inverse of the
 //!    pre-processing's affine transform at the output's size (`transform_preds`, in `f64`,
 //!    rounded to `f32`), the class index to its COCO category id.
 //!
-//! Weights: the official checkpoints' names (`ctdet_coco_resdcn18.pth`: `deconv_layers.N.*`,
-//! `hm.0.*`, `hm.2.*`, `wh.*`, `reg.*` at the top level, beside the body's `conv1`, `bn1`,
-//! `layer1..4`, which are the `resnet` node's). BatchNorm's eps is 1e-5.
+//! The stride-4 features come from an up-sampling node of the backbones family
+//! (`dcn_upsample` after `resnet` for the resdcn architectures). Weights: the official
+//! checkpoints' names (`hm.0.*`, `hm.2.*`, `wh.*`, `reg.*` at the top level of
+//! `ctdet_coco_resdcn18.pth`, beside the body and the up-sampling, which are other nodes').
 
-use kernels::layers::norm::batch_norm;
-use kernels::layers::{
-    Activation, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams, DeformConv2d,
-};
+use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::heatmap::extract_peaks;
 use kernels::weights::{Binder, Weights};
-use ndarray::{s, Array3, Array4, ArrayView4, Axis};
+use ndarray::{Array3, ArrayView4, Axis};
 use plugin_sdk::{
     FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 use vision_common::{
-    conv_bias, count_list_param, count_param, features_input, float_param, image_input,
-    named_levels, weights_param, weights_params, ImageSizes, LayerContext, ModelError,
-    COCO_CATEGORY_IDS,
+    conv_bias, count_param, features_input, float_param, image_input, named_levels, weights_param,
+    weights_params, ImageSizes, LayerContext, ModelError, COCO_CATEGORY_IDS,
 };
 
 use crate::preprocess::{affine, invert};
 
 const NODE: &str = "centernet_ctdet";
-const BN_EPS: f32 = 1e-5;
 
 /// The settings of [`CenterNet`]; the defaults are `ctdet` with `resdcn_18`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CenterNetConfig {
-    /// Channels of the body's last level (ResNet-18: 512).
+    /// Channels of the stride-4 features (resdcn: 64).
     pub in_channels: usize,
-    /// Output channels of the up-sampling stages.
-    pub deconv_planes: Vec<usize>,
     pub head_conv: usize,
     pub num_classes: usize,
     /// Peaks kept by the decoding (`--K`).
@@ -57,23 +47,12 @@ pub struct CenterNetConfig {
 impl Default for CenterNetConfig {
     fn default() -> Self {
         CenterNetConfig {
-            in_channels: 512,
-            deconv_planes: vec![256, 128, 64],
+            in_channels: 64,
             head_conv: 64,
             num_classes: 80,
             k: 100,
         }
     }
-}
-
-/// One up-sampling stage: DCN + BN + ReLU (folded into the DCN), then the transposed
-/// convolution, its BatchNorm and ReLU.
-#[derive(Debug)]
-struct UpStage {
-    offset_mask: Conv2d,
-    dcn: DeformConv2d,
-    up: ConvTranspose2d,
-    up_bn: [Vec<f32>; 4],
 }
 
 /// A head: 3x3 convolution with ReLU, then 1x1.
@@ -83,11 +62,10 @@ struct Head {
     out: Conv2d,
 }
 
-/// CenterNet's up-sampling and heads with their weights bound.
+/// CenterNet's heads with their weights bound.
 #[derive(Debug)]
 pub struct CenterNet {
     config: CenterNetConfig,
-    stages: Vec<UpStage>,
     hm: Head,
     wh: Head,
     reg: Head,
@@ -110,14 +88,6 @@ pub struct Detection {
     pub score: f32,
     pub class: usize,
     pub index: usize,
-}
-
-fn view(v: &[f32]) -> ndarray::ArrayView1<'_, f32> {
-    ndarray::ArrayView1::from(v)
-}
-
-fn vec_of(t: &kernels::Tensor) -> Vec<f32> {
-    t.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default()
 }
 
 fn head(
@@ -156,65 +126,21 @@ impl Head {
 }
 
 impl CenterNet {
-    /// Binds the up-sampling stages and heads, found under `prefix` (empty for the released
-    /// files).
+    /// Binds the heads, found under `prefix` (empty for the released files).
     pub fn from_weights(
         weights: &Weights,
         prefix: &str,
         config: CenterNetConfig,
     ) -> Result<CenterNet, ModelError> {
         let mut b = weights.binder(prefix);
-        let mut stages = Vec::new();
-        let mut cin = config.in_channels;
-        for (i, &planes) in config.deconv_planes.iter().enumerate() {
-            let base = 6 * i;
-            let dcn = format!("deconv_layers.{base}");
-            let p3 = Conv2dParams::default().padding(1);
-            let offset_mask =
-                conv_bias(&mut b, &format!("{dcn}.conv_offset_mask"), cin, 27, 3, p3)?;
-            let w = b.take(&format!("{dcn}.weight"), &[planes, cin, 3, 3]);
-            let bias = b.take(&format!("{dcn}.bias"), &[planes]);
-            let bn = |b: &mut Binder<'_>, name: String| {
-                ["weight", "bias", "running_mean", "running_var"]
-                    .map(|p| vec_of(&b.take(&format!("{name}.{p}"), &[planes])))
-            };
-            let [g, be, m, v] = bn(&mut b, format!("deconv_layers.{}", base + 1));
-            let conv = Conv2d::from_tensors(&w, Some(&bias), p3)
-                .ctx(|| dcn.clone())?
-                .with_batch_norm(view(&g), view(&be), view(&m), view(&v), BN_EPS)
-                .ctx(|| format!("deconv_layers.{}", base + 1))?
-                .with_activation(Activation::Relu);
-            let up_name = format!("deconv_layers.{}", base + 3);
-            let up_w = b.take(&format!("{up_name}.weight"), &[planes, planes, 4, 4]);
-            let up_w = up_w
-                .view::<f32>()?
-                .into_dimensionality::<ndarray::Ix4>()
-                .map_err(|e| ModelError::input(e.to_string()))?;
-            let up = ConvTranspose2d::new(
-                up_w,
-                None,
-                ConvTranspose2dParams::default().stride(2).padding(1),
-            )
-            .ctx(|| up_name.clone())?;
-            let up_bn = bn(&mut b, format!("deconv_layers.{}", base + 4));
-            stages.push(UpStage {
-                offset_mask,
-                dcn: DeformConv2d::new(conv),
-                up,
-                up_bn,
-            });
-            cin = planes;
-        }
-        let hc = config.head_conv;
+        let (cin, hc) = (config.in_channels, config.head_conv);
         let hm = head(&mut b, "hm", cin, hc, config.num_classes)?;
         let wh = head(&mut b, "wh", cin, hc, 2)?;
         let reg = head(&mut b, "reg", cin, hc, 2)?;
-        b.ignore("num_batches_tracked");
         b.ignore_unbound_modules();
         b.finish()?;
         Ok(CenterNet {
             config,
-            stages,
             hm,
             wh,
             reg,
@@ -225,54 +151,15 @@ impl CenterNet {
         &self.config
     }
 
-    /// The up-sampling stages on the body's last level `[1, C, h, w]`: `[1, 64, 8h, 8w]`.
-    pub fn upsample(&self, c5: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
-        let (n, c, h, w) = c5.dim();
+    /// The heads on the stride-4 features `[1, C, H, W]`.
+    pub fn heads(&self, x: ArrayView4<'_, f32>) -> Result<HeadOutputs, ModelError> {
+        let (n, c, h, w) = x.dim();
         if n != 1 || c != self.config.in_channels {
             return Err(ModelError::input(format!(
-                "{NODE}: the body's last level is [{n}, {c}, {h}, {w}]; the checkpoint's deconv_layers expect one image of {} channels",
+                "{NODE}: the stride-4 features are [{n}, {c}, {h}, {w}]; the checkpoint's heads expect one image of {} channels",
                 self.config.in_channels
             )));
         }
-        let mut x = c5.to_owned();
-        for (i, st) in self.stages.iter().enumerate() {
-            let name = format!("deconv_layers.{}", 6 * i);
-            let om = st
-                .offset_mask
-                .forward(x.view())
-                .ctx(|| format!("{name}.conv_offset_mask"))?;
-            // chunk(3) then cat(o1, o2): the first 18 channels are the offsets, in order.
-            let offset = om.slice(s![.., 0..18, .., ..]);
-            let mut mask = om.slice(s![.., 18..27, .., ..]).to_owned();
-            Activation::Sigmoid.apply_array(mask.view_mut().into_dyn());
-            let y = st
-                .dcn
-                .forward(x.view(), offset, Some(mask.view()))
-                .ctx(|| name.clone())?;
-            let y = st
-                .up
-                .forward(y.view())
-                .ctx(|| format!("deconv_layers.{}", 6 * i + 3))?;
-            let [g, b, m, v] = &st.up_bn;
-            let mut y = batch_norm(
-                y.view().into_dyn(),
-                view(m),
-                view(v),
-                Some(view(g)),
-                Some(view(b)),
-                BN_EPS,
-            )
-            .ctx(|| format!("deconv_layers.{}", 6 * i + 4))?;
-            Activation::Relu.apply_array(y.view_mut());
-            x = y
-                .into_dimensionality()
-                .map_err(|e| ModelError::input(e.to_string()))?;
-        }
-        Ok(x)
-    }
-
-    /// The heads on the up-sampled features.
-    pub fn heads(&self, x: ArrayView4<'_, f32>) -> Result<HeadOutputs, ModelError> {
         Ok(HeadOutputs {
             hm: self.hm.forward(x, "hm")?,
             wh: self.wh.forward(x, "wh")?,
@@ -328,9 +215,12 @@ pub fn kind() -> NodeKind {
     let d = CenterNetConfig::default();
     let spec = NodeSpec::new(
         NODE,
-        "CenterNet ctdet after the body: resdcn up-sampling (deformable convolutions, transposed convolutions), hm/wh/reg heads, ctdet_decode (3x3 max-pool peaks, top K), boxes in photo pixels",
+        "CenterNet ctdet heads on stride-4 features: hm/wh/reg, ctdet_decode (3x3 max-pool peaks, top K), boxes in photo pixels",
     );
-    let spec = features_input(spec, "the body's last level (in_feature, C5 at stride 32)");
+    let spec = features_input(
+        spec,
+        "the stride-4 features (in_feature; from dcn_upsample: p2)",
+    );
     let spec = image_input(
         spec,
         "the image from centernet_preprocess (image_size: the square input; original_size: the photo the boxes are mapped back to)",
@@ -344,7 +234,7 @@ pub fn kind() -> NodeKind {
         spec,
         "CenterNet",
         "",
-        "name prefix of deconv_layers / hm / wh / reg (empty for the released ctdet checkpoints)",
+        "name prefix of hm / wh / reg (empty for the released ctdet checkpoints)",
     );
     let int = |name: &'static str, v: usize, doc: &'static str| {
         ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc)
@@ -354,17 +244,15 @@ pub fn kind() -> NodeKind {
         .param(ParamSpec::optional(
             "in_feature",
             ParamType::Str,
-            ParamValue::Str("c5".into()),
-            "the body's level the up-sampling reads (layer4)",
+            ParamValue::Str("p2".into()),
+            "the stride-4 level the heads read",
         ))
-        .param(int("in_channels", d.in_channels, "channels of that level (ResNet-18: 512)"))
-        .param(ParamSpec::optional(
-            "deconv_planes",
-            ParamType::IntList,
-            ParamValue::IntList(d.deconv_planes.iter().map(|&v| v as i64).collect()),
-            "output channels of the up-sampling stages (resdcn: 256, 128, 64)",
+        .param(int("in_channels", d.in_channels, "channels of that level (resdcn: 64)"))
+        .param(int(
+            "head_conv",
+            d.head_conv,
+            "channels of the heads' 3x3 convolutions (resdcn: 64, DLA and Hourglass: 256)",
         ))
-        .param(int("head_conv", d.head_conv, "channels of the heads' 3x3 convolutions"))
         .param(int("num_classes", d.num_classes, "heatmap classes (COCO: 80)"))
         .param(int("k", d.k, "peaks kept by the decoding (--K)"))
         .param(ParamSpec::optional(
@@ -400,7 +288,6 @@ impl CenterNetNode {
     pub fn from_params(params: &Params) -> Result<CenterNetNode, ModelError> {
         let config = CenterNetConfig {
             in_channels: count_param(params, "in_channels")?,
-            deconv_planes: count_list_param(params, "deconv_planes")?,
             head_conv: count_param(params, "head_conv")?,
             num_classes: count_param(params, "num_classes")?,
             k: count_param(params, "k")?,
@@ -439,8 +326,7 @@ impl CenterNetNode {
     pub fn run(&self, features: &Value, image: &Value) -> Result<Value, ModelError> {
         let sizes = ImageSizes::from_value(NODE, image)?;
         let levels = named_levels(NODE, features, std::slice::from_ref(&self.in_feature))?;
-        let x = self.model.upsample(levels[0])?;
-        let out = self.model.heads(x.view())?;
+        let out = self.model.heads(levels[0])?;
         let (_, oh, ow) = out.hm.dim();
         let dets = self.model.decode(&out)?;
         let keep: Vec<&Detection> = dets

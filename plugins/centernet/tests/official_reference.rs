@@ -2,7 +2,8 @@
 //! ran xingyizhou/CenterNet @ 4c50fd3a (`ctdet`, `resdcn_18`, demo.py's options, DCNv2
 //! through `torchvision.ops.deform_conv2d`) on the CPU with generated weights on two photos.
 //! This test regenerates the weights bit for bit, writes them under the official names, runs
-//! `centernet_preprocess` → `resnet` → `centernet_ctdet` from their plugin libraries, and
+//! `centernet_preprocess` → `resnet` → `dcn_upsample` → `centernet_ctdet` from their plugin
+//! libraries, and
 //! compares:
 //! - the warped 512x512 BGR image byte for byte (its FNV-1a hash) and the normalised input;
 //! - layer4, the up-sampled features and the raw `hm`, `wh`, `reg` heads (summaries), within
@@ -66,6 +67,7 @@ fn centernet_nodes_match_the_official_code() {
         ],
     )
     .unwrap();
+    let mut up = create("dcn_upsample", &[weights_param(&weights)]).unwrap();
     let mut head = create("centernet_ctdet", &[weights_param(&weights)]).unwrap();
     let w = kernels::weights::Weights::load(&weights).unwrap();
     let model = CenterNet::from_weights(&w, "", CenterNetConfig::default()).unwrap();
@@ -112,15 +114,16 @@ fn centernet_nodes_match_the_official_code() {
             &case["layer4"],
             TOL,
         ));
-        let up = model.upsample(as4(c5)).unwrap();
+        let u = run_with(&mut up, &[("features", &f)], "features");
+        let p2 = u.tensor("p2").unwrap();
         worst = worst.max(compare(
             &format!("{photo} deconv3"),
-            up.as_slice().unwrap(),
-            &up.shape()[1..],
+            p2.as_slice::<f32>().unwrap(),
+            p2.shape(),
             &case["deconv3"],
             TOL,
         ));
-        let out = model.heads(up.view()).unwrap();
+        let out = model.heads(as4(p2)).unwrap();
         for (name, a) in [("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)] {
             worst = worst.max(compare(
                 &format!("{photo} {name}"),
@@ -156,7 +159,7 @@ fn centernet_nodes_match_the_official_code() {
         }
 
         // The node: detections in photo pixels, as ctdet_post_process maps them.
-        let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let inst = run_with(&mut head, &[("features", &u), ("image", &x)], "instances");
         let boxes = inst
             .tensor("boxes")
             .unwrap()
@@ -224,9 +227,9 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
     let dir = scratch("centernet-bad");
     let weights = dir.join("ctdet_resdcn18.safetensors");
     save(&generated(&doc["weights"]), &weights);
-    // The head of a ResNet-50 body (2048 channels) on the ResNet-18 checkpoint.
+    // The up-sampling of a ResNet-50 body (2048 channels) on the ResNet-18 checkpoint.
     let err = create(
-        "centernet_ctdet",
+        "dcn_upsample",
         &[
             weights_param(&weights),
             ("in_channels", ParamValue::Int(2048)),
@@ -266,12 +269,14 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
         ],
     )
     .unwrap();
+    let mut up = create("dcn_upsample", &[weights_param(&weights)]).unwrap();
     let mut head = create("centernet_ctdet", &[weights_param(&weights)]).unwrap();
     let img =
         kernels::Tensor::from_vec(&[3, 5, 3], (0..45).map(|v| (v * 5) as u8).collect()).unwrap();
     let x = run_with(&mut pre, &[("image", &Value::image(img))], "image");
     let f = run_with(&mut body, &[("image", &x)], "features");
-    let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+    let u = run_with(&mut up, &[("features", &f)], "features");
+    let inst = run_with(&mut head, &[("features", &u), ("image", &x)], "instances");
     let scores = inst.tensor("scores").unwrap();
     assert_eq!(scores.shape(), &[100]);
     let boxes = inst
