@@ -33,12 +33,83 @@ use vision_common::{
 const NODE: &str = "dcn_upsample";
 const BN_EPS: f32 = 1e-5;
 
-/// One stage: the deformable convolution with its BatchNorm and ReLU folded in, then the
-/// transposed convolution and its BatchNorm (`[weight, bias, mean, var]`) and ReLU.
+/// DCNv2's `DCN` (3x3, stride 1, padding 1, one offset group, with bias) followed by
+/// BatchNorm and ReLU, folded into it: `conv_offset_mask` (a 3x3 convolution to 27 channels)
+/// gives the offsets (its first 18 channels: `chunk(3)` then `cat(o1, o2)` keeps them in
+/// order) and the mask (the last 9, after a sigmoid). Bound from `{dcn}.weight`,
+/// `{dcn}.bias`, `{dcn}.conv_offset_mask.*` and the BatchNorm `{bn}.*`. CenterNet's resdcn
+/// up-sampling and DLA's `DeformConv` (IDAUp) are this.
 #[derive(Debug)]
-struct Stage {
+pub(crate) struct DcnBnRelu {
     offset_mask: Conv2d,
     dcn: DeformConv2d,
+    name: String,
+}
+
+impl DcnBnRelu {
+    pub(crate) fn bind(
+        b: &mut Binder<'_>,
+        dcn: &str,
+        bn: &str,
+        cin: usize,
+        cout: usize,
+    ) -> Result<DcnBnRelu, ModelError> {
+        let p3 = Conv2dParams::default().padding(1);
+        let offset_mask = conv_bias(b, &format!("{dcn}.conv_offset_mask"), cin, 27, 3, p3)?;
+        let w = b.take(&format!("{dcn}.weight"), &[cout, cin, 3, 3]);
+        let bias = b.take(&format!("{dcn}.bias"), &[cout]);
+        let [g, be, m, v] = take_bn(b, bn, cout);
+        let conv = Conv2d::from_tensors(&w, Some(&bias), p3)
+            .ctx(|| dcn.to_string())?
+            .with_batch_norm(view(&g), view(&be), view(&m), view(&v), BN_EPS)
+            .ctx(|| bn.to_string())?
+            .with_activation(Activation::Relu);
+        Ok(DcnBnRelu {
+            offset_mask,
+            dcn: DeformConv2d::new(conv),
+            name: dcn.to_string(),
+        })
+    }
+
+    pub(crate) fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
+        let om = self
+            .offset_mask
+            .forward(x)
+            .ctx(|| format!("{}.conv_offset_mask", self.name))?;
+        let offset = om.slice(s![.., 0..18, .., ..]);
+        let mut mask = om.slice(s![.., 18..27, .., ..]).to_owned();
+        Activation::Sigmoid.apply_array(mask.view_mut().into_dyn());
+        self.dcn
+            .forward(x, offset, Some(mask.view()))
+            .ctx(|| self.name.clone())
+    }
+}
+
+/// BatchNorm (`[weight, bias, mean, var]`, eps 1e-5) and ReLU in place.
+pub(crate) fn bn_relu(
+    x: Array4<f32>,
+    [g, b, m, v]: &[Vec<f32>; 4],
+    name: &str,
+) -> Result<Array4<f32>, ModelError> {
+    let mut y = batch_norm(
+        x.view().into_dyn(),
+        view(m),
+        view(v),
+        Some(view(g)),
+        Some(view(b)),
+        BN_EPS,
+    )
+    .ctx(|| name.to_string())?;
+    Activation::Relu.apply_array(y.view_mut());
+    y.into_dimensionality()
+        .map_err(|e| ModelError::input(e.to_string()))
+}
+
+/// One stage: the deformable convolution with its BatchNorm and ReLU, then the transposed
+/// convolution and its BatchNorm (`[weight, bias, mean, var]`) and ReLU.
+#[derive(Debug)]
+struct Stage {
+    dcn: DcnBnRelu,
     up: ConvTranspose2d,
     up_bn: [Vec<f32>; 4],
 }
@@ -50,7 +121,7 @@ pub struct DcnUpsample {
     stages: Vec<Stage>,
 }
 
-fn take_bn(b: &mut Binder<'_>, name: &str, c: usize) -> [Vec<f32>; 4] {
+pub(crate) fn take_bn(b: &mut Binder<'_>, name: &str, c: usize) -> [Vec<f32>; 4] {
     ["weight", "bias", "running_mean", "running_var"].map(|p| {
         b.take(&format!("{name}.{p}"), &[c])
             .as_slice::<f32>()
@@ -74,25 +145,9 @@ impl DcnUpsample {
         let mut b = weights.binder(prefix);
         let mut stages = Vec::new();
         let mut cin = in_channels;
-        let p3 = Conv2dParams::default().padding(1);
         for (i, &c) in planes.iter().enumerate() {
             let name = |k: usize| format!("deconv_layers.{}", 6 * i + k);
-            let offset_mask = conv_bias(
-                &mut b,
-                &format!("{}.conv_offset_mask", name(0)),
-                cin,
-                27,
-                3,
-                p3,
-            )?;
-            let w = b.take(&format!("{}.weight", name(0)), &[c, cin, 3, 3]);
-            let bias = b.take(&format!("{}.bias", name(0)), &[c]);
-            let [g, be, m, v] = take_bn(&mut b, &name(1), c);
-            let conv = Conv2d::from_tensors(&w, Some(&bias), p3)
-                .ctx(|| name(0))?
-                .with_batch_norm(view(&g), view(&be), view(&m), view(&v), BN_EPS)
-                .ctx(|| name(1))?
-                .with_activation(Activation::Relu);
+            let dcn = DcnBnRelu::bind(&mut b, &name(0), &name(1), cin, c)?;
             let up_w = b.take(&format!("{}.weight", name(3)), &[c, c, 4, 4]);
             let up_w = up_w
                 .view::<f32>()?
@@ -105,12 +160,7 @@ impl DcnUpsample {
             )
             .ctx(|| name(3))?;
             let up_bn = take_bn(&mut b, &name(4), c);
-            stages.push(Stage {
-                offset_mask,
-                dcn: DeformConv2d::new(conv),
-                up,
-                up_bn,
-            });
+            stages.push(Stage { dcn, up, up_bn });
             cin = c;
         }
         b.ignore("num_batches_tracked");
@@ -134,32 +184,9 @@ impl DcnUpsample {
         let mut x = x.to_owned();
         for (i, st) in self.stages.iter().enumerate() {
             let name = |k: usize| format!("deconv_layers.{}", 6 * i + k);
-            let om = st
-                .offset_mask
-                .forward(x.view())
-                .ctx(|| format!("{}.conv_offset_mask", name(0)))?;
-            let offset = om.slice(s![.., 0..18, .., ..]);
-            let mut mask = om.slice(s![.., 18..27, .., ..]).to_owned();
-            Activation::Sigmoid.apply_array(mask.view_mut().into_dyn());
-            let y = st
-                .dcn
-                .forward(x.view(), offset, Some(mask.view()))
-                .ctx(|| name(0))?;
+            let y = st.dcn.forward(x.view())?;
             let y = st.up.forward(y.view()).ctx(|| name(3))?;
-            let [g, b, m, v] = &st.up_bn;
-            let mut y = batch_norm(
-                y.view().into_dyn(),
-                view(m),
-                view(v),
-                Some(view(g)),
-                Some(view(b)),
-                BN_EPS,
-            )
-            .ctx(|| name(4))?;
-            Activation::Relu.apply_array(y.view_mut());
-            x = y
-                .into_dimensionality()
-                .map_err(|e| ModelError::input(e.to_string()))?;
+            x = bn_relu(y, &st.up_bn, &name(4))?;
         }
         Ok(x)
     }
