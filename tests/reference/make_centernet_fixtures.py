@@ -186,6 +186,100 @@ def check_sources():
     return len(files)
 
 
+def dcn_v2_im2col_reference(input, offset, mask, weight, bias, stride, pad, dil, groups):
+    """A direct float64 numpy port of DCNv2's CUDA forward (src/cuda/dcn_v2_im2col_cuda.cu
+    modulated_deformable_im2col_gpu_kernel + dmcn_im2col_bilinear, then src/dcn_v2_cuda.c's
+    output = bias + weight @ columns), batch 1, used to check the torchvision substitute."""
+    x, off, msk = input[0], offset[0], mask[0]
+    c_in, height, width = x.shape
+    c_out, _, kh, kw = weight.shape
+    ho = (height + 2 * pad - (dil * (kh - 1) + 1)) // stride + 1
+    wo = (width + 2 * pad - (dil * (kw - 1) + 1)) // stride + 1
+    cols = np.zeros((c_in * kh * kw, ho * wo))
+    h_in = (np.arange(ho) * stride - pad)[:, None]
+    w_in = (np.arange(wo) * stride - pad)[None, :]
+    for c in range(c_in):
+        g = c // (c_in // groups)  # deformable group of channel c
+        o = off[g * 2 * kh * kw:(g + 1) * 2 * kh * kw]
+        m = msk[g * kh * kw:(g + 1) * kh * kw]
+        for i in range(kh):
+            for j in range(kw):
+                k = i * kw + j
+                h = h_in + i * dil + o[2 * k]  # channel 2k: dy
+                w = w_in + j * dil + o[2 * k + 1]  # channel 2k + 1: dx
+                valid = (h > -1) & (w > -1) & (h < height) & (w < width)
+                h_low, w_low = np.floor(h).astype(int), np.floor(w).astype(int)
+                lh, lw = h - h_low, w - w_low
+                val = np.zeros_like(h)
+                for dy, dx, wt in ((0, 0, (1 - lh) * (1 - lw)), (0, 1, (1 - lh) * lw),
+                                   (1, 0, lh * (1 - lw)), (1, 1, lh * lw)):
+                    yy, xx = h_low + dy, w_low + dx
+                    ok = valid & (yy >= 0) & (xx >= 0) & (yy <= height - 1) & (xx <= width - 1)
+                    val += np.where(ok, wt * x[c][yy.clip(0, height - 1), xx.clip(0, width - 1)], 0)
+                cols[c * kh * kw + k] = (val * m[k]).reshape(-1)
+    out = bias[:, None] + weight.reshape(c_out, -1) @ cols
+    return out.reshape(1, c_out, ho, wo)
+
+
+def check_dcn_semantics() -> dict:
+    """torchvision.ops.deform_conv2d (what the patched backend calls) against the port above,
+    in float64, on small maps with offsets of up to +-3 px (many samples partly or wholly
+    outside), for 1 and 2 deformable groups (the second checks the group-outer layout)."""
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for groups in (1, 2):
+        x = rng.standard_normal((1, 4, 5, 6))
+        w = rng.standard_normal((3, 4, 3, 3))
+        b = rng.standard_normal(3)
+        off = rng.uniform(-3, 3, (1, groups * 18, 5, 6))
+        msk = rng.uniform(0, 1, (1, groups * 9, 5, 6))
+        want = dcn_v2_im2col_reference(x, off, msk, w, b, 1, 1, 1, groups)
+        t = [torch.from_numpy(v) for v in (x, off, msk, w, b)]
+        got = torchvision.ops.deform_conv2d(t[0], t[1], t[3], t[4], stride=1, padding=1,
+                                            dilation=1, mask=t[2]).numpy()
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst < 1e-12, worst
+    return {"deformable_groups": [1, 2], "max_abs_diff_float64": worst}
+
+
+def warp_affine_float32(src: np.ndarray, trans: np.ndarray, size) -> np.ndarray:
+    """What cv2.warpAffine(src, trans, size, flags=cv2.INTER_LINEAR) (BORDER_CONSTANT 0) is
+    checked to compute for these photos (see the docstring): the inverse map in float64 (as
+    OpenCV inverts it), cast to float32; per destination pixel sx = m0 * x + m1 * y + m2,
+    sy = m3 * x + m4 * y + m5 (float32), x0 = floor(sx), ax = sx - x0 (likewise y), taps
+    outside the image read 0, r = (v00 * (1 - ax) + v01 * ax) * (1 - ay) + (v10 * (1 - ax) +
+    v11 * ax) * ay in float32, rounded half to even and saturated to uint8."""
+    m = np.asarray(trans, np.float64).reshape(6).copy()
+    d = m[0] * m[4] - m[1] * m[3]
+    d = 1.0 / d if d != 0 else 0.0
+    a11, a22 = m[4] * d, m[0] * d
+    m[0], m[4] = a11, a22
+    m[1] *= -d
+    m[3] *= -d
+    b1, b2 = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
+    m[2], m[5] = b1, b2
+    m = m.astype(np.float32)
+    width, height = size
+    x = np.arange(width, dtype=np.float32)[None, :]
+    y = np.arange(height, dtype=np.float32)[:, None]
+    sx = m[0] * x + m[1] * y + m[2]
+    sy = m[3] * x + m[4] * y + m[5]
+    x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+    ax, ay = (sx - x0)[..., None], (sy - y0)[..., None]
+    h0, w0 = src.shape[:2]
+
+    def tap(dy, dx):
+        yy, xx = y0 + dy, x0 + dx
+        inside = (yy >= 0) & (yy < h0) & (xx >= 0) & (xx < w0)
+        v = src[yy.clip(0, h0 - 1), xx.clip(0, w0 - 1)]
+        return np.where(inside[..., None], v, 0).astype(np.float32)
+
+    one = np.float32(1)
+    r = (tap(0, 0) * (one - ax) + tap(0, 1) * ax) * (one - ay) + (
+        tap(1, 0) * (one - ax) + tap(1, 1) * ax) * ay
+    return np.clip(np.rint(r), 0, 255).astype(np.uint8)
+
+
 def f9(x) -> float:
     """9 significant digits (enough to round-trip a float32)."""
     return float(f"{float(x):.9g}")
@@ -306,6 +400,8 @@ def config_of(opt, detector) -> dict:
         "output_w": opt.output_w,
         "mean": [float(x) for x in opt.mean],
         "std": [float(x) for x in opt.std],
+        "mean_float32": [float(x) for x in detector.mean.reshape(-1)],
+        "std_float32": [float(x) for x in detector.std.reshape(-1)],
         "mean_std_channel_order": "BGR (the cv2.imread image)",
         "mean_std_dtype": "float32 (np.array(opt.mean, dtype=np.float32) in BaseDetector)",
         "reg_offset": opt.reg_offset,
@@ -362,6 +458,7 @@ def main():
     t0 = time.time()
     torch.set_num_threads(2)
     checked = check_sources()
+    dcn_check = check_dcn_semantics()
     opt = build_opt()
     valid_ids, class_names = coco_ids_and_names()
 
@@ -497,6 +594,8 @@ def main():
         back = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
         assert np.array_equal(back, warped)
         raw = np.ascontiguousarray(warped).tobytes()
+        formula = warp_affine_float32(image, trans_input, (opt.input_w, opt.input_h))
+        formula_diff = int((formula != warped).sum())
 
         # The first DCN's offset and mask, as DCN.forward derives them from conv_offset_mask.
         om = captured["offset_mask"]
@@ -596,6 +695,7 @@ def main():
                 "sha256": hashlib.sha256(raw).hexdigest(),
                 "fnv1a64": f"{fnv1a64_bytes(raw):016x}",
                 "png_base64": base64.b64encode(png.tobytes()).decode(),
+                "float32_formula_differing_bytes": formula_diff,
             },
             "input": summary(images[0], rng),
             "layer4": summary(captured["layer4"][0], rng),
@@ -619,7 +719,8 @@ def main():
         off = offset.abs()
         lines = [
             f"{photo}: {h0}x{w0}, c {c.tolist()}, s {s}, trans_input {trans_input.tolist()}",
-            f"  warped png {len(png)} bytes; layer4 {list(captured['layer4'].shape[1:])}, "
+            f"  warped png {len(png)} bytes, {formula_diff} bytes differ from the float32 "
+            f"formula; layer4 {list(captured['layer4'].shape[1:])}, "
             f"deconv3 {list(captured['deconv3'].shape[1:])}",
             f"  dcn1 |offset| mean {off.mean():.3f} max {off.max():.3f}; mask {mask.min():.3f}.."
             f"{mask.max():.3f}; hm logits {captured['hm'].min():.3f}..{captured['hm'].max():.3f}",
@@ -647,6 +748,7 @@ def main():
         "config": config_of(opt, detector),
         "coco_valid_ids": valid_ids,
         "class_names": class_names,
+        "dcn_check": dcn_check,
         "weights": spec,
         "not_generated": [
             {"name": name, "shape": [], "dtype": "int64", "value": 0,

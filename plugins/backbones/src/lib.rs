@@ -7,6 +7,7 @@
 //! | `fpn` | `features` `c2..c5` | `features` `p2..p6` | torchvision's `FeaturePyramidNetwork` + `LastLevelMaxPool` |
 //! | `mobilenet_v1` | `image` (tensor f32 [3, H, W]) | `features` `c3..c5` | RetinaFace's MobileNet-0.25 (`models/net.py`) |
 //! | `dcn_upsample` | `features` `c5` | `features` `p2` | CenterNet's `PoseResNet.deconv_layers` (DCNv2 and transposed convolutions) |
+//! | `dla` | `image` (tensor f32 [3, H, W]) | `features` `p2` | CenterNet's DLA-34 with `DLAUp` and `IDAUp` (`pose_dla_dcn.py`) |
 //!
 //! Levels are named by pyramid level (`c2..c5`, `p2..p6`; stride `2^level`), so that heads
 //! find them by name; [`resnet`] and [`fpn`] give the mapping to torchvision's names. Both load
@@ -18,6 +19,7 @@
 //! one stride-4 level names it `p2` (`dcn_upsample`).
 
 pub mod dcn_upsample;
+pub mod dla;
 pub mod fpn;
 pub mod mobilenet_v1;
 pub mod resnet;
@@ -37,6 +39,7 @@ pub fn kinds() -> Vec<NodeKind> {
         fpn::kind(),
         mobilenet_v1::kind(),
         dcn_upsample::kind(),
+        dla::kind(),
     ]
 }
 
@@ -46,7 +49,10 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["resnet", "fpn", "mobilenet_v1", "dcn_upsample"]);
+        assert_eq!(
+            names,
+            ["resnet", "fpn", "mobilenet_v1", "dcn_upsample", "dla"]
+        );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }
