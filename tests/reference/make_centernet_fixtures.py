@@ -1,5 +1,285 @@
 #!/usr/bin/env python3
-"""DOCSTRING PLACEHOLDER"""
+"""Writes plugins/centernet/tests/fixtures/centernet_resdcn18.json: the official CenterNet code
+(xingyizhou/CenterNet at commit 4c50fd3a, "Objects as Points") for the `ctdet` task with arch
+`resdcn_18`, run on CPU with generated weights on real photos, through the official
+detector (CtdetDetector.run: cv2 pre-processing, model, ctdet_decode, post-processing).
+
+Setup (pip packages: torch, torchvision, numpy, opencv-python; CenterNet's other imports,
+progress and matplotlib, are stubbed when missing, see "Patches"). CenterNet is not
+installed: its source tree is extracted and `src/` put first on sys.path, as running
+src/demo.py does:
+
+    mkdir -p /tmp/centernet
+    git --git-dir=<mirror of xingyizhou/CenterNet>/repo archive 4c50fd3a | tar -x -C /tmp/centernet
+    CENTERNET_REPO=/tmp/centernet \
+        target/venv-torch/bin/python tests/reference/make_centernet_fixtures.py
+
+(CENTERNET_REPO defaults to /tmp/centernet.) Run by developers, not by CI (CI reads the
+committed fixture). About 20 s on two threads (torch.set_num_threads(2)), the float64 run
+included. Running it twice writes the same file, byte for byte. If the bare git mirror named
+by CENTERNET_GIT_DIR (default /work/.mirror/xingyizhou+CenterNet/repo) exists, the script
+first checks that every src/**.py of the tree and the DCNv2 C / CUDA sources in DCN_SOURCES
+are byte-identical to the commit's (83 files), and that no compiled DCNv2 `_ext` exists;
+otherwise it prints a note.
+
+Pipeline, all official code (src/demo.py's path, minus its `opt.debug = max(opt.debug, 1)`,
+which would open windows):
+    opt = opts().init(["ctdet", "--arch", "resdcn_18", "--gpus", "-1"])
+    opt.load_model = <temporary checkpoint {"epoch": 0, "state_dict": generated tensors}>
+    detector = detector_factory["ctdet"](opt)      # CtdetDetector: create_model, load_model
+    ret = detector.run("assets/<photo>")           # cv2.imread, one scale, results per class
+`--gpus -1` is CenterNet's own CPU switch (opt.gpus = [-1] -> opt.device = cpu). Every other
+option is opts.py's default (asserted): heads {hm: 80, wh: 2, reg: 2} (reg_offset on,
+cat_spec_wh off), head_conv 64 (-1 -> 64 for non-DLA archs), K 100, fix_res (keep_res off),
+input 512 x 512 (ctdet's default_resolution), down_ratio 4 (output 128 x 128), test_scales
+[1], flip_test off, nms off, debug 0, and init()'s default ctdet dataset info mean [0.408,
+0.447, 0.470], std [0.289, 0.274, 0.278] -- BGR order, stored by BaseDetector as float32
+arrays. (src/test.py, the COCO evaluation, instead takes mean / std from the COCO dataset
+class: [0.40789654, 0.44719302, 0.47026115] / [0.28863828, 0.27408164, 0.27809835]; the demo
+values are the ones used here.) The official load_model reads the checkpoint
+(load_state_dict(strict=False) after its own key / shape checks); the script then
+load_state_dict(strict=True)s the same tensors again and asserts that every tensor of the
+model equals the generated one. Intermediate values are read with forward hooks (cloned:
+ReLU(inplace=True) and hm.sigmoid_() follow) and by wrapping the detector's bound
+pre_process / process / post_process in pass-through recorders; the pre-processing is redone
+step by step to keep the uint8 warped image (asserted to give exactly the model's input).
+
+What the official code computes (read from the code at this commit; asserted where cheap):
+  - BaseDetector.run reads the photo with cv2.imread(path): uint8 HWC in BGR order (the PNG
+    photos have no alpha). pre_process(image, scale 1): new size = (int(h * 1), int(w * 1)),
+    c = float32 [w / 2, h / 2], s = max(h, w) * 1.0 (fix_res); trans_input =
+    get_affine_transform(c, s, 0, [512, 512]) (utils/image.py: three point pairs in float32
+    -- centre -> (256, 256), centre + (0, -s / 2) -> (256, 0), and the third point of each
+    right angle -- solved by cv2.getAffineTransform in float64: here [[512 / s, 0, 256 -
+    c_x * 512 / s], [0, 512 / s, 256 - c_y * 512 / s]], stored as returned, -0.0 included);
+    resized = cv2.resize(image, (w, h)) (same size: a copy, asserted equal); inp =
+    cv2.warpAffine(resized, trans_input, (512, 512), flags=cv2.INTER_LINEAR) (BORDER_CONSTANT
+    0: black bars above and below a landscape photo); x = ((inp / 255. - mean) / std)
+    .astype(float32), i.e. per value float32(((u / 255.0) - float64(mean32[ch])) /
+    float64(std32[ch])) with float64 arithmetic; transposed to [1, 3, 512, 512] (channel 0 =
+    B). meta = {c, s, out_height 128, out_width 128}.
+    cv2.warpAffine (opencv-python 5.1.0 here) is checked, for both photos, to equal a plain
+    float32 bilinear warp bit for bit (`warp_affine_float32`: inverse map in float64 as OpenCV
+    inverts it, cast to float32; sx = m0 * x + m1 * y + m2, sy likewise, in float32; taps
+    outside the photo read 0; r = (v00 (1 - ax) + v01 ax) (1 - ay) + (v10 (1 - ax) + v11 ax) ay
+    in float32, rounded half to even, saturated): "float32_formula_differing_bytes" records
+    the count (0 and 0). Older OpenCV releases warped 8-bit images in fixed point (source
+    coordinates quantised to 1/32 px, 15-bit integer weights); a port of that algorithm
+    differs from these bytes in 38k / 54k of 786k values (by up to 3 / 4), so the stored
+    bytes are OpenCV-version dependent; the fixture stores them exactly. The x86 wheels run
+    this warp through Intel IPP when cv2.ipp.useIPP() is true (their default); IPP rounds
+    some exact .5 ties the other way (not on these two photos, but by one level on up to 3% of
+    the pixels of other sizes, see tests/reference/make_cv_warp_fixtures.py), so the script
+    calls cv2.ipp.setUseIPP(False) and the fixture holds OpenCV's own kernel, which
+    kernels::layers::resample::cv_warp_affine_u8 reproduces.
+  - Model (models/networks/resnet_dcn.py get_pose_net(18, heads, 64) = PoseResNet): a
+    torchvision-style ResNet-18 (conv1 7x7/2 no bias, bn1, ReLU, maxpool 3/2 pad 1; layer1..4
+    of two BasicBlocks, 64/128/256/512 planes, stride 2 on conv1 of layer2..4's first block,
+    downsample = 1x1 conv/2 + BN; all BatchNorm2d eps 1e-5, eval mode: running statistics),
+    layer4 [512, 16, 16]; then deconv_layers, three stages of six modules (indices 6i..6i+5):
+    DCN(inplanes -> planes, 3x3, stride 1, pad 1, dilation 1, deformable_groups 1, with bias),
+    BatchNorm2d, ReLU, ConvTranspose2d(planes, planes, 4, stride 2, pad 1, output_padding 0,
+    no bias), BatchNorm2d, ReLU, planes 256, 128, 64: 16 -> 32 -> 64 -> 128; then the heads
+    hm (80), wh (2), reg (2), each Sequential(Conv2d(64, 64, 3, pad 1, bias), ReLU,
+    Conv2d(64, n, 1, bias)), registered in that order; forward returns [{hm, wh, reg}] (raw).
+    DCN.forward (DCNv2/dcn_v2.py): out = conv_offset_mask(input) (Conv2d(inplanes, 27, 3,
+    pad 1, bias)); o1, o2, m = torch.chunk(out, 3, dim=1); offset = torch.cat((o1, o2), 1)
+    (= channels 0..17 unchanged: the chunk / cat is the identity on the offsets); mask =
+    sigmoid(channels 18..26); then the compiled modulated deformable convolution.
+    DCNv2's semantics (src/cuda/dcn_v2_im2col_cuda.cu modulated_deformable_im2col_gpu_kernel,
+    dmcn_im2col_bilinear; src/dcn_v2_cuda.c dcn_v2_cuda_forward; src/dcn_v2.c, the CPU
+    build, only prints "only implemented in GPU"): for output (y, x), kernel position
+    k = i * 3 + j and input channel c of deformable group g, offset channel g * 18 + 2k is dy
+    and g * 18 + 2k + 1 is dx (groups outer, then kernel position, then (dy, dx)); mask
+    channel g * 9 + k; the sample is at (y * stride - pad + i * dilation + dy, x * stride -
+    pad + j * dilation + dx), bilinear over the four neighbours with each tap outside the
+    map read as 0 and the whole sample 0 unless -1 < h < H and -1 < w < W; column value =
+    sample * mask; output = bias + weight [out, in * 9] @ columns. torchvision's CPU
+    deform_conv2d (csrc/ops/cpu/deform_conv2d_kernel.cpp: deformable_im2col_kernel,
+    bilinear_interpolate, the same `h <= -1 || height <= h` test, offset_idx = 2 * (i *
+    weight_w + j) for h and + 1 for w, offset groups outer, mask multiplied into the column)
+    is the same computation; `check_dcn_semantics` compares it with a float64 numpy port of
+    the CUDA kernel on small maps with offsets of +-3 px, 1 and 2 deformable groups:
+    identical ("dcn_check": max |diff| 0.0). The two differ only in float32 summation order
+    (DCNv2 starts the GEMM from the bias, torchvision adds it after).
+  - CtdetDetector.process: output = model(images)[-1]; hm = output["hm"].sigmoid_();
+    dets = ctdet_decode(hm, wh, reg, K=100) (models/decode.py):
+      _nms: hmax = max_pool2d(heat, 3, stride 1, padding 1); heat * (hmax == heat) (exact
+        float equality: a value is kept iff no 3x3 neighbour is larger; equal neighbours are
+        both kept);
+      _topk: per class torch.topk of the 16384 values (K 100), then torch.topk of the
+        80 * 100 candidates; class = (index / 100).int(), y = (inds / 128).int(), x = inds %
+        128 (`/` is true division in current torch, integer division in the torch 0.4 the code
+        was written for: the same results here, asserted through `index == y * 128 + x`);
+      x += reg[0][y, x], y += reg[1][y, x]; box = [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+        with (w, h) = wh[:, y, x]; detections [1, 100, 6] = box, score, class (float32, output
+        pixels), in descending score order.
+  - post_process: ctdet_post_process(dets (float32 numpy copy), [c], [s], 128, 128, 80):
+    both box corners through transform_preds(coords, c, s, (128, 128)): trans =
+    get_affine_transform(c, s, 0, (128, 128), inv=1) ("trans_output_inv", float64: [[s / 128,
+    0, c_x - s / 2], [0, s / 128, c_y - s / 2]]), each point np.dot(trans, float32 [x, y, 1])
+    in float64, written back into the float32 array (rounded to float32); then per class
+    j = 1..80 the rows whose class == j - 1: [x1, y1, x2, y2, score] as float32 (/ scale 1).
+    Boxes are not clipped: detections in the black bars get y < 0 or y > h.
+  - merge_outputs: one scale and opt.nms off, so no soft_nms (external/nms is not built: its
+    import fails inside the official try / except, which prints "NMS not imported!"); the
+    100 scores are not more than max_per_image 100, so nothing is cut. results = {j: float32
+    [n_j, 5]} for j = 1..80; COCO category id = COCO._valid_ids[j - 1]
+    (src/lib/datasets/dataset/coco.py, read with `ast`, since COCO.__init__ needs the
+    annotation files).
+
+Patches (in this script only; the CenterNet sources are not edited):
+  1. DCNv2. dcn_v2_func.py does `from ._ext import dcn_v2 as _backend` (the cffi extension
+     of torch 0.4's torch.utils.ffi, which cannot be built) and DCNv2Function is a legacy
+     autograd.Function (non-static forward, instantiated per call) that current torch refuses
+     to call ("Legacy autograd function with non-static forward method is deprecated") and
+     that raises NotImplementedError for CPU tensors anyway. So: a fake module
+     `models.networks.DCNv2._ext` (with `.dcn_v2`) is put in sys.modules before the import;
+     its `dcn_v2_cuda_forward(input, weight, bias, ones, offset, mask, output, columns, kh,
+     kw, sh, sw, ph, pw, dh, dw, deformable_group)` -- the C function's signature -- writes
+     torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation,
+     mask) into `output`; and `dcn_v2.DCNv2Function` (the name DCN.forward calls) is replaced
+     by DCNv2FunctionCPU: the official forward's body (output = input.new(*_infer_shape(...)),
+     the official `_infer_shape` reused; the same arguments to `_backend.dcn_v2_cuda_forward`)
+     without the is_cuda test and the legacy Function machinery. The official DCN /
+     DCNv2 classes, conv_offset_mask, chunk / cat / sigmoid are untouched.
+  2. torch.cuda.synchronize is replaced by a no-op when CUDA is unavailable: process() and
+     run() call it unconditionally, and a CUDA build of torch without a GPU raises ("Found no
+     NVIDIA driver").
+  3. resnet_dcn.model_zoo is replaced by a namespace whose load_url returns {} (recorded,
+     asserted to be resnet18's URL, once per model built): PoseResNet.init_weights
+     downloads the ImageNet ResNet-18; with {} its load_state_dict(strict=False) loads
+     nothing and its deconv BN init runs; every tensor is replaced afterwards anyway.
+  4. Stub modules, only if not installed: progress.bar (imported by the detectors, Bar
+     unused at inference) and matplotlib.pyplot (Debugger.__init__ imports it and
+     run() builds a Debugger even at debug 0; nothing is drawn at debug 0).
+
+Weights. Every floating tensor of the model's state dict (151 tensors, 14,448,741 values) is
+generated from its *name* exactly as make_maskrcnn_fixtures.py does (`generate` imported from
+it, reproduced bit for bit by `kernels::weights::generated_tensor`):
+
+    seed  = FNV-1a 64 of the full state-dict name (e.g. "layer1.0.conv1.weight")
+    z_i   = splitmix64(seed + (i + 1) * 0x9E3779B97F4A7C15)     for element i (row-major)
+    u_i   = float32(z_i >> 40) / 2^24                            exact, in [0, 1)
+    value = (u_i * 2 - 1) * a + b                                each step rounded to float32
+
+The 26 `*.num_batches_tracked` buffers (int64 scalars, BatchNorm2d's training counter, unused
+in eval mode) keep their value 0 and are listed under "not_generated"; they are in the
+checkpoint (load_state_dict(strict=True) needs them). The names are the model's own, i.e.
+those of the official checkpoints' "state_dict" (after load_model strips a "module." prefix):
+  conv1.weight, bn1.{weight,bias,running_mean,running_var,num_batches_tracked},
+  layer{1..4}.{0,1}.conv{1,2}.weight, layer{1..4}.{0,1}.bn{1,2}.*,
+  layer{2,3,4}.0.downsample.0.weight, layer{2,3,4}.0.downsample.1.* (BN),
+  deconv_layers.{0,6,12}.{weight,bias} (DCN: [planes, inplanes, 3, 3], [planes]),
+  deconv_layers.{0,6,12}.conv_offset_mask.{weight,bias} ([27, inplanes, 3, 3], [27]),
+  deconv_layers.{1,4,7,10,13,16}.* (BN), deconv_layers.{3,9,15}.weight (ConvTranspose2d
+  [planes, planes, 4, 4], torch layout [in, out, kh, kw]),
+  {hm,wh,reg}.0.{weight,bias} ([64, 64, 3, 3]), {hm,wh,reg}.2.{weight,bias} ([n, 64, 1, 1]).
+(a, b) per tensor is stored in the fixture; `range_of`:
+  - BatchNorm2d: weight 0.75 +- 0.25, bias and running_mean +- 0.1, running_var 1 +- 0.5;
+  - conv weights: gain g -> a = float32(g * sqrt(3 / fan_in)), b = 0, fan_in = in * kh * kw;
+    for the ConvTranspose2d weights the fan-in used is in_channels * 4 (= shape[0] * 4:
+    with kernel 4, stride 2, padding 1 every output pixel gets 2 x 2 taps of every input
+    channel; torch's fan-in formula, shape[1] * 16, would be 4x larger);
+  - every bias +- 0.1 (DCN, conv_offset_mask's and the heads' first conv), except below;
+  - tuned (constants after the imports), chosen by measuring the run. With unit gains
+    everywhere the activations shrink stage after stage (layer4 rms 0.27, the deconv outputs
+    ~0.07, i.e. the BN biases' size): the heads then output their biases, one class (bus)
+    takes all 100 detections with scores 0.1673..0.1670, and they sit on the top rows (a
+    border effect). So:
+      BACKBONE_CONV_GAIN 1.3 (every ResNet conv): layer4 rms 1.4 / 1.8 (chelsea / coffee);
+        with the other values below, 1.4 gives 7-8 classes but deconv3's float32 error
+        (see "Conditioning") 3.6e-5 / 5.7e-5 and two scores 6e-8 apart; 1.2 gives scores
+        ~0.3 and consecutive gaps of 1.5e-6;
+      DCN_GAIN 3 (the DCN weight; the mask, ~0.5 on average, halves its output) and UP_GAIN
+        1.6 (ConvTranspose2d): deconv1 rms 1.0 / 1.3, deconv3 0.34 / 0.43 (UP_GAIN 2: deconv3
+        error 2.2e-5 / 3.1e-5, 2.3x);
+      OFFSET_GAIN 0.55 and conv_offset_mask.bias +- 0.5: first-stage offsets up to 2.6 / 3.0 px
+        (mean |offset| 0.60 / 0.75), masks 0.08..0.87; larger offsets move detections from
+        the black bars onto the photo (coffee: 40 of 100 on the photo at gain 0.25, 68 at
+        0.55, 71 at 0.7, where the float32 and float64 runs already order two detections
+        differently);
+      HEAD_CONV_GAIN 1.7 (hm.0 / wh.0 / reg.0 weights);
+      HM_GAIN 1 and hm.2.bias -2.19 +- 0.5 (the official bias fill -2.19, sigmoid 0.10, as
+        centre): hm logits -4.6..0.12 / -5.1..0.63;
+      wh.2.weight gain 2, wh.2.bias 12 +- 4 (output pixels): wh 9.7..14.7 (boxes of 39..59
+        input pixels); reg.2.weight gain 0.1, reg.2.bias 0.5 +- 0.2: reg 0.21..0.55.
+    The final gains were picked from a scan (up 1.6 / 1.8, offset 0.4 / 0.55, head conv
+    1.7 / 2 / 2.4, hm 0.8 / 1 / 1.2, hm bias +- 0.5 / 1) for the largest smallest margin
+    among those with many detections on the photo. The result (printed by the script):
+      chelsea: scores 0.530..0.443, 4 classes (58 potted plant 40, 5 bus 38, 15 cat 13,
+        11 stop sign 9; 0-based decode classes); coffee: 0.652..0.519, 5 classes (58: 48,
+        5: 25, 15: 23, 13 bench: 2, 11: 2).
+    The black bars (rows 0..21 and 107..127 of the 128 x 128 output for both photos) are a
+    constant input; there the random network's features repeat with the 8-pixel period of the
+    three stride-2 upsamplings, and only 3 of chelsea's 100 detections have their peak on a
+    row well inside the photo (22..105; coffee: 68), the others lie in the bars or on their
+    edge rows: these differ only through the content in their (large) receptive fields,
+    which the margins below show is enough.
+    Margins (chelsea / coffee; `margins`): 100th - 101st candidate score (top100_cut_gap)
+    3.2e-4 / 4.8e-4; smallest gap between consecutive kept scores 1.4e-5 / 1.0e-5; heatmap
+    values within 1e-6 below their 3x3 maximum (an NMS decision a rounding could flip) 10 /
+    11 of 1.3M, none at or above the 101st score; above that score 3 / 4 values are
+    suppressed, the nearest 5.5e-3 / 1.3e-2 below its neighbour; the kept top-100 peaks
+    exceed their other 8 neighbours by at least the same 5.5e-3 / 1.3e-2; no plateaus.
+
+Conditioning (the float64 check). The model is deep-copied and converted with .double()
+before any hook is registered (every floating parameter and buffer becomes float64,
+asserted; the patched DCN backend runs torchvision's float64 kernel) and run on the same
+input tensor (the float32 values as float64); the decode is re-run on its outputs. Per stored
+tensor "f64_relative_error" is max |f32 - f64| / max(1, |f64|) over its elements (dcn1_offset /
+dcn1_mask: the first DCN's offset and mask; heat: sigmoid(hm)): chelsea / coffee layer4
+4.1e-6 / 4.6e-6, deconv1 6.0e-6 / 7.0e-6, deconv2 7.3e-6 / 9.8e-6, deconv3 9.5e-6 / 1.3e-5,
+dcn1_offset 1.6e-6 / 1.9e-6, dcn1_mask 3.1e-7 / 3.8e-7, hm 5.4e-6 / 7.8e-6, wh 1.2e-6 /
+1.3e-6, reg 5.7e-7 / 6.9e-7, heat 1.2e-6 / 1.6e-6; "f64_decode": the float64 run picks the
+same 100 (index, class) pairs in the same order, scores within 1.0e-6 / 1.2e-6, boxes within
+9.2e-6 / 1.1e-5 output pixels: 14x / 8.5x below the smallest consecutive score gap and
+300-400x below the top-100 cut.
+
+Photos (assets/, read by the official run() with cv2.imread): chelsea.png (264 x 397: s 397,
+scale 512 / 397, content rows 85.8..426.2 of the 512 x 512 input) and coffee.png (240 x 360:
+s 360, scale 512 / 360, content rows 85.3..426.7).
+
+JSON (floats with 9 significant digits, enough to round-trip float32; weight ranges, c, s and
+the affine matrices exact):
+  generator; reference {centernet (full commit), torch, torchvision, numpy, cv2};
+  config (the options above; mean / std as given and as float32, their channel order BGR,
+  bn_eps, the DCN and deconv hyper-parameters); coco_valid_ids [80] (COCO._valid_ids:
+  category id of class j (1-based) = coco_valid_ids[j - 1]); class_names [80] (COCO.
+  class_name without "__background__"); dcn_check; weights [{name, shape, a, b}] in
+  state_dict order; not_generated [{name, shape [], dtype int64, value 0, why}];
+  cases, one per photo:
+    photo, read, original_size [h, w], c [x, y], s, trans_input (2 x 3, float64 as
+    get_affine_transform returns it), trans_output_inv (2 x 3, the inverse 128 x 128 ->
+    photo transform of post-processing), out_size [128, 128];
+    warped: the uint8 [512, 512, 3] cv2.warpAffine output before normalisation: shape,
+      layout "HWC, BGR, uint8", sha256 and fnv1a64 (hex, FNV-1a 64 over the bytes) of its raw
+      row-major HWC BGR bytes, png_base64 (cv2.imencode(".png"), lossless; cv2 writes the
+      BGR array as a normal RGB PNG, so a PNG decoder returns RGB: decoded channel k = array
+      channel 2 - k), float32_formula_differing_bytes;
+    summaries (`summary`, batch axis dropped, channel axis 0): input ([3, 512, 512], the
+      normalised float32 tensor), layer4 ([512, 16, 16]), deconv1 / deconv2 / deconv3 (after
+      each stage's final ReLU: [256, 32, 32], [128, 64, 64], [64, 128, 128]), dcn1_offset
+      ([18, 16, 16]) and dcn1_mask ([9, 16, 16]) of the first DCN (deconv_layers.0), hm ([80,
+      128, 128], raw, before the sigmoid), wh and reg ([2, 128, 128]);
+    decode: the 100 detections of ctdet_decode in its order: score, class (0-based), index
+      (y * 128 + x of the peak, before reg), x and y (peak + reg, output pixels), box [x1, y1,
+      x2, y2] (output pixels);
+    results: merge_outputs' result in the official order (class j = 1..80, within a class the
+      decode order): class (j, 1-based, the results key), label (j - 1), category_id, box
+      [x1, y1, x2, y2] (photo pixels, float32 values), score;
+    margins (`margins`: top100_cut_gap, score_100, score_101, min_consecutive_gap_top100,
+      nms_near_ties_1e-6 (values with 0 < 3x3 max - value < 1e-6), nms_near_ties_1e-6_above_cut
+      (of those, values >= score_101), nms_suppressed_above_cut and
+      nms_min_suppression_gap_above_cut (values >= score_101 that _nms zeroes, and their
+      smallest gap to their 3x3 max), top100_min_peak_gap (smallest margin of a kept value
+      >= score_100 over the other 8 values of its window), top100_plateaus (how many of those
+      margins are 0)); f64_relative_error; f64_decode {same_indices_and_classes,
+      max_abs_score_diff, max_abs_box_diff}.
+Summaries are make_maskrcnn_fixtures.summary: shape, channel_axis, sum and abs_sum (float64),
+min, max, channel_means, values at SAMPLES fixed random flat indices
+(np.random.default_rng(case number)) plus the first and last, `indices` sorted and unique.
+"""
 
 import ast
 import base64
@@ -63,7 +343,7 @@ for _path in (CENTERNET_REPO,):
 # --------------------------------------------------------------------------------------
 # Patches and stubs, installed before any CenterNet module is imported (see the docstring).
 
-DCN_CALLS = []  # (offset, mask) of every call while recording (a list), else None
+DCN_CALLS = []  # (offset, mask) passed to the backend, while _recording["on"]
 _recording = {"on": False}
 
 
@@ -319,7 +599,8 @@ def range_of(name: str, shape, kind: str) -> tuple:
             return gain(WH_GAIN, fan_in), 0.0
         if name == "reg.2.weight":
             return gain(REG_GAIN, fan_in), 0.0
-        assert kind == "Conv2d" and not name.startswith(("deconv_layers.", "hm.", "wh.", "reg.")), name
+        assert kind == "Conv2d", name
+        assert not name.startswith(("deconv_layers.", "hm.", "wh.", "reg.")), name
         return gain(BACKBONE_CONV_GAIN, fan_in), 0.0
     if len(shape) == 1 and leaf == "bias":
         special = {
@@ -457,6 +738,8 @@ def margins(heat: torch.Tensor, dets_scores: torch.Tensor) -> dict:
 def main():
     t0 = time.time()
     torch.set_num_threads(2)
+    # OpenCV's own warpAffine kernel, not Intel IPP's (see "cv2.warpAffine" in the docstring).
+    cv2.ipp.setUseIPP(False)
     checked = check_sources()
     dcn_check = check_dcn_semantics()
     opt = build_opt()
