@@ -203,6 +203,7 @@ fn every_fixture_op_is_tested() {
         "yolact_fast_nms",
         "centernet_peaks",
         "topk_flat",
+        "corner_pool",
     ];
     for c in load() {
         assert!(
@@ -595,5 +596,35 @@ fn heatmap_peaks_match_centernet() {
             None,
             Some(h * w),
         );
+    }
+}
+
+/// CornerNet's corner pooling against its C++ extension's loops (ported to torch ops in the
+/// fixture script): every value equal, a NaN and an infinity included.
+#[test]
+fn corner_pooling_matches_cornernet() {
+    use kernels::ops::corner_pool::{corner_pool, CornerPool};
+    let all = cases("corner_pool");
+    assert_eq!(all.len(), 4);
+    for c in all {
+        let s = c.shape("x");
+        let x = Array4::from_shape_vec((s[0], s[1], s[2], s[3]), c.f("x").to_vec()).expect("x");
+        let pool = match c.p("pool").as_str().expect("pool") {
+            "top" => CornerPool::Top,
+            "left" => CornerPool::Left,
+            "bottom" => CornerPool::Bottom,
+            "right" => CornerPool::Right,
+            other => panic!("unknown pool {other}"),
+        };
+        let got = corner_pool(x.view(), pool).expect("corner pool");
+        let want = c.f("out");
+        assert_eq!(got.len(), want.len(), "{}: size", c.name);
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{} [{i}]: {a} vs {b}",
+                c.name
+            );
+        }
     }
 }

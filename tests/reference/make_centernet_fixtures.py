@@ -421,7 +421,7 @@ from opts import opts  # noqa: E402
 from detectors.detector_factory import detector_factory  # noqa: E402
 from models.decode import _nms, _topk, ctdet_decode  # noqa: E402
 from models.model import create_model  # noqa: E402
-from models.networks import resnet_dcn  # noqa: E402
+from models.networks import pose_dla_dcn, resnet_dcn  # noqa: E402
 from models.networks.DCNv2 import dcn_v2, dcn_v2_func  # noqa: E402
 from utils.image import get_affine_transform  # noqa: E402
 
@@ -439,6 +439,26 @@ def _no_pretrained(url, *args, **kwargs):
 
 
 resnet_dcn.model_zoo = types.SimpleNamespace(load_url=_no_pretrained)
+
+
+def _dla34_imagenet_stub(url, *args, **kwargs):
+    """DLA.load_pretrained_model's download of dla34-ba72cf86.pth (ImageNet), answered with a
+    state dict of that file's names and shapes, all zeros: the DLA-34 body's tensors (no
+    num_batches_tracked, as in a torch 0.4-era file; BatchNorm fills them in for a state dict
+    without version metadata) and the 1000-class classifier fc.weight [1000, 512, 1, 1],
+    fc.bias [1000], last. load_pretrained_model needs the entries: it sizes the `fc` it adds
+    (base.fc, unused by DLA.forward) from the last one, then load_state_dict(strict=True)s
+    the dict. Every tensor is replaced afterwards anyway."""
+    PRETRAINED_URLS.append(url)
+    body = pose_dla_dcn.DLA([1, 1, 1, 2, 2, 1], [16, 32, 64, 128, 256, 512])
+    state = {k: torch.zeros_like(v) for k, v in body.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    state["fc.weight"] = torch.zeros(1000, 512, 1, 1)
+    state["fc.bias"] = torch.zeros(1000)
+    return state
+
+
+pose_dla_dcn.model_zoo = types.SimpleNamespace(load_url=_dla34_imagenet_stub)
 
 
 # --------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ What is the reference for each op:
 - CenterNet `_nms` (3x3 max_pool2d, keep == max) and `_topk` (topk per class, then over the
   C*K candidates), CornerNet's flat topk: re-stated in torch ops from
   xingyizhou/CenterNet src/lib/models/decode.py.
+- CornerNet's corner pooling (Top, Left, Bottom, Right): its C++ extension's forward loops
+  (princeton-vl/CornerNet models/py_utils/_cpools/src/*_pool.cpp) ported to torch ops.
 
 Ties: torch's CPU sort (used inside torchvision's nms) is x86-simd-sort on AVX2/AVX-512
 machines: stable up to 16 elements, arbitrary beyond. Cases with tied scores among more than
@@ -455,6 +457,29 @@ s, inds, clses = centernet_topk(sup, 50)
 case("centernet_peaks", "centernet_peaks", {"k": 50}, heat=heat[0], out_suppressed=sup[0], out_score=s[0], out_index=inds[0], out_class=clses[0])
 fs, fi = torch.topk(sup.view(1, -1), 30)
 case("cornernet_topk", "topk_flat", {"k": 30}, heat=sup[0], out_score=fs[0], out_index=fi[0])
+
+# ---------------------------------------------------------------------------- corner pooling
+# CornerNet's _cpools C++ extension (princeton-vl/CornerNet @ e5c39a31,
+# models/py_utils/_cpools/src/{top,left,bottom,right}_pool.cpp, forward), ported loop for loop:
+# the last row (column) is copied, then each row (column) is at::max_out(input row, the
+# previous output row), torch.maximum, which propagates NaN. Top scans from the bottom up over
+# dim 2, Bottom from the top down, Left from the right over dim 3, Right from the left.
+def corner_pool(x, dim, reverse):
+    out = torch.zeros_like(x)
+    n = x.size(dim)
+    order = list(range(n - 1, -1, -1)) if reverse else list(range(n))
+    out.select(dim, order[0]).copy_(x.select(dim, order[0]))
+    for prev, cur in zip(order, order[1:]):
+        torch.maximum(x.select(dim, cur), out.select(dim, prev), out=out.select(dim, cur))
+    return out
+
+
+g = torch.Generator().manual_seed(11)
+pool_x = torch.randn(2, 3, 9, 13, generator=g)
+pool_x[0, 1, 4, 6] = float("nan")
+pool_x[1, 2, 0, 0] = float("inf")
+for name, dim, reverse in [("top", 2, True), ("left", 3, True), ("bottom", 2, False), ("right", 3, False)]:
+    case("corner_pool_" + name, "corner_pool", {"pool": name}, x=pool_x, out=corner_pool(pool_x, dim, reverse))
 
 os.makedirs(OUT, exist_ok=True)
 with open(os.path.join(OUT, "ops.bin"), "wb") as f:

@@ -1,4 +1,4 @@
-//! Hot vision ops (RoIAlign, NMS, box coding, anchors, mask pasting, YOLACT assembly, heatmap peaks), matched to torchvision.
+//! Hot vision ops (RoIAlign, NMS, box coding, anchors, mask pasting, YOLACT assembly, heatmap peaks, corner pooling), matched to torchvision and the models' own code.
 //!
 //! # Conventions
 //!
@@ -37,6 +37,7 @@
 
 pub mod anchors;
 pub mod boxes;
+pub mod corner_pool;
 pub mod heatmap;
 pub mod nms;
 pub mod panoptic;
@@ -48,6 +49,7 @@ pub mod yolact;
 
 pub use anchors::AnchorGenerator;
 pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxCoder};
+pub use corner_pool::{corner_pool, CornerPool};
 pub use heatmap::{centernet_topk, extract_peaks, heatmap_nms, topk_flat, Peak};
 pub use nms::{batched_nms, nms};
 pub use paste_masks::{paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion};

@@ -49,37 +49,67 @@ fn as4(t: &kernels::Tensor) -> ArrayView4<'_, f32> {
         .unwrap()
 }
 
-#[test]
-fn centernet_nodes_match_the_official_code() {
-    let doc = fixture("centernet_resdcn18.json");
-    let dir = scratch("centernet-ref");
-    let weights = dir.join("ctdet_resdcn18.safetensors");
-    save(&generated(&doc["weights"]), &weights);
-    let mut pre = create("centernet_preprocess", &[]).unwrap();
-    let mut body = create(
+/// The nodes between the pre-processing and the heads, and what of theirs the fixture
+/// checks: (fixture key, the features value's level) pairs.
+enum Trunk {
+    /// `resnet` (ResNet-18) → `dcn_upsample`: layer4 (c5) and the up-sampled p2.
+    ResDcn,
+    /// `dla`: p2 after DLAUp and IDAUp.
+    Dla,
+}
+
+fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
+    create(
         "resnet",
         &[
-            weights_param(&weights),
+            weights_param(weights),
             ("prefix", ParamValue::Str(String::new())),
             ("depth", ParamValue::Int(18)),
             ("bn_eps", ParamValue::Float(1e-5)),
             ("returned_layers", ParamValue::IntList(vec![4])),
         ],
     )
-    .unwrap();
-    let mut up = create("dcn_upsample", &[weights_param(&weights)]).unwrap();
-    let mut head = create("centernet_ctdet", &[weights_param(&weights)]).unwrap();
+    .unwrap()
+}
+
+/// Runs the fixture's photos through `centernet_preprocess` → the trunk → `centernet_ctdet`
+/// and compares every stage (see the module documentation).
+fn check_against_fixture(name: &str, trunk: Trunk, head_conv: i64) {
+    let doc = fixture(name);
+    let dir = scratch(&format!("centernet-ref-{}", name.trim_end_matches(".json")));
+    let weights = dir.join("ctdet.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let mut pre = create("centernet_preprocess", &[]).unwrap();
+    let mut nodes: Vec<Box<dyn plugin_sdk::Node>> = match trunk {
+        Trunk::ResDcn => vec![
+            resnet18(&weights),
+            create("dcn_upsample", &[weights_param(&weights)]).unwrap(),
+        ],
+        Trunk::Dla => vec![create("dla", &[weights_param(&weights)]).unwrap()],
+    };
+    let checks: &[(&str, &str)] = match trunk {
+        Trunk::ResDcn => &[("layer4", "c5"), ("deconv3", "p2")],
+        Trunk::Dla => &[("features", "p2")],
+    };
+    let head_params = [
+        weights_param(&weights),
+        ("head_conv", ParamValue::Int(head_conv)),
+    ];
+    let mut head = create("centernet_ctdet", &head_params).unwrap();
     let w = kernels::weights::Weights::load(&weights).unwrap();
-    let model = CenterNet::from_weights(&w, "", CenterNetConfig::default()).unwrap();
+    let config = CenterNetConfig {
+        head_conv: head_conv as usize,
+        ..CenterNetConfig::default()
+    };
+    let model = CenterNet::from_weights(&w, "", config).unwrap();
     for case in doc["cases"].as_array().unwrap() {
         let photo = case["photo"].as_str().unwrap();
         let image =
             plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
 
         // The warp, byte for byte.
-        let px = &image;
-        let (h, wd) = (px.shape()[0], px.shape()[1]);
-        let rgb = px.as_slice::<u8>().unwrap();
+        let (h, wd) = (image.shape()[0], image.shape()[1]);
+        let rgb = image.as_slice::<u8>().unwrap();
         let bgr: Vec<u8> = rgb
             .chunks_exact(3)
             .flat_map(|p| [p[2], p[1], p[0]])
@@ -105,24 +135,27 @@ fn centernet_nodes_match_the_official_code() {
             &case["input"],
             TOL,
         );
-        let f = run_with(&mut body, &[("image", &x)], "features");
-        let c5 = f.tensor("c5").unwrap();
-        worst = worst.max(compare(
-            &format!("{photo} layer4"),
-            c5.as_slice::<f32>().unwrap(),
-            c5.shape(),
-            &case["layer4"],
-            TOL,
-        ));
-        let u = run_with(&mut up, &[("features", &f)], "features");
-        let p2 = u.tensor("p2").unwrap();
-        worst = worst.max(compare(
-            &format!("{photo} deconv3"),
-            p2.as_slice::<f32>().unwrap(),
-            p2.shape(),
-            &case["deconv3"],
-            TOL,
-        ));
+        let mut f = x.clone();
+        let mut all = Vec::new();
+        for (k, node) in nodes.iter_mut().enumerate() {
+            let port = if k == 0 { "image" } else { "features" };
+            f = run_with(node, &[(port, &f)], "features");
+            all.push(f.clone());
+        }
+        for (key, level) in checks {
+            let t = all
+                .iter()
+                .find_map(|v| v.tensor(level).ok())
+                .unwrap_or_else(|| panic!("no level {level}"));
+            worst = worst.max(compare(
+                &format!("{photo} {key}"),
+                t.as_slice::<f32>().unwrap(),
+                t.shape(),
+                &case[*key],
+                TOL,
+            ));
+        }
+        let p2 = f.tensor("p2").unwrap();
         let out = model.heads(as4(p2)).unwrap();
         for (name, a) in [("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)] {
             worst = worst.max(compare(
@@ -159,7 +192,7 @@ fn centernet_nodes_match_the_official_code() {
         }
 
         // The node: detections in photo pixels, as ctdet_post_process maps them.
-        let inst = run_with(&mut head, &[("features", &u), ("image", &x)], "instances");
+        let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
         let boxes = inst
             .tensor("boxes")
             .unwrap()
@@ -216,6 +249,11 @@ fn centernet_nodes_match_the_official_code() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn centernet_resdcn18_matches_the_official_code() {
+    check_against_fixture("centernet_resdcn18.json", Trunk::ResDcn, 64);
 }
 
 /// A checkpoint of another backbone or width is refused with the mismatched tensors named; a
