@@ -65,6 +65,11 @@ fn deform_conv2d_matches_cpu() {
 }
 
 #[test]
+fn corner_pool_matches_cpu() {
+    cuda_checks::corner_pool(&mut Emu);
+}
+
+#[test]
 fn every_kernel_is_compiled_into_the_emulation() {
     let names = cuda_emu::kernel_names();
     for k in KERNELS {

@@ -69,6 +69,7 @@ sources! {
     CONV_CU => "conv.cu",
     TRANSFORMER_CU => "transformer.cu",
     DEFORM_CONV_CU => "deform_conv.cu",
+    CORNER_POOL_CU => "corner_pool.cu",
 }
 
 /// A kernel: its `extern "C"` name and the source that defines it.
@@ -131,6 +132,10 @@ pub const K_DEFORM_IM2COL: KernelRef = KernelRef {
     source: &DEFORM_CONV_CU,
     name: "deform_im2col",
 };
+pub const K_CORNER_POOL: KernelRef = KernelRef {
+    source: &CORNER_POOL_CU,
+    name: "corner_pool",
+};
 /// Every kernel the ops launch.
 pub const KERNELS: &[&KernelRef] = &[
     &K_PREPROCESS,
@@ -146,6 +151,7 @@ pub const KERNELS: &[&KernelRef] = &[
     &K_ATTENTION_SOFTMAX,
     &K_LAYER_NORM,
     &K_DEFORM_IM2COL,
+    &K_CORNER_POOL,
 ];
 
 /// Grid and block dimensions of a launch.

@@ -974,6 +974,46 @@ fn shaped(n: usize, c: usize, h: usize, w: usize, v: Vec<f32>) -> Result<Array4<
 }
 
 // ---------------------------------------------------------------------------------------
+// Corner pooling
+
+/// GPU [`corner_pool`](crate::ops::corner_pool::corner_pool) of `x` `[N, C, H, W]`: one
+/// thread per scanned line.
+pub fn corner_pool<E: Executor>(
+    exec: &mut E,
+    x: ArrayView4<'_, f32>,
+    pool: crate::ops::corner_pool::CornerPool,
+) -> Result<Array4<f32>, CudaError> {
+    const OP: &str = "corner_pool";
+    let (n, c, h, w) = x.dim();
+    let total = checked_len(OP, &[n, c, h, w])?;
+    let mut y = zeroed(total);
+    if total == 0 {
+        return shaped(n, c, h, w, y);
+    }
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().unwrap_or(&[]);
+    let vertical = matches!(
+        pool,
+        crate::ops::corner_pool::CornerPool::Top | crate::ops::corner_pool::CornerPool::Bottom
+    );
+    let lines = (n * c) as u64 * if vertical { w } else { h } as u64;
+    let mut args = [
+        Arg::InF32(xs),
+        Arg::I64((n * c) as i64),
+        Arg::I32(to_i32(OP, "height", h)?),
+        Arg::I32(to_i32(OP, "width", w)?),
+        Arg::I32(pool.code()),
+        Arg::OutF32(&mut y),
+    ];
+    exec.launch(
+        &super::K_CORNER_POOL,
+        Launch::linear(lines, THREADS),
+        &mut args,
+    )?;
+    shaped(n, c, h, w, y)
+}
+
+// ---------------------------------------------------------------------------------------
 // Transformer layers
 
 /// One block per row, at most 65535 blocks (the kernels loop over the rest).

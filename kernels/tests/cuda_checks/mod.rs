@@ -610,6 +610,7 @@ pub fn transformer<E: Executor>(ex: &mut E) {
 pub fn all<E: Executor>() -> Vec<Check<E>> {
     vec![
         ("deform_conv2d", deform_conv2d::<E>),
+        ("corner_pool", corner_pool::<E>),
         ("transformer", transformer::<E>),
         ("conv2d", conv2d::<E>),
         ("preprocess", preprocess::<E>),
@@ -746,4 +747,35 @@ pub fn deform_conv2d<E: Executor>(exec: &mut E) {
     let bad = Array4::<f32>::zeros((1, 17, 4, 4));
     let err = gpu::deform_conv2d(exec, &dcn, x.view(), bad.view(), None).expect_err("bad offset");
     assert!(err.to_string().contains("offset has shape"), "{err}");
+}
+
+/// Corner pooling in the four directions against the CPU op: random maps (one with a NaN and
+/// an infinity), a single row and a single column, bit for bit.
+pub fn corner_pool<E: Executor>(exec: &mut E) {
+    use kernels::ops::corner_pool::{corner_pool, CornerPool};
+    let mut rng = Lcg::new(29);
+    for (n, c, h, w) in [(2, 3, 9, 13), (1, 2, 1, 17), (1, 2, 11, 1), (1, 1, 40, 33)] {
+        let mut x = Array4::from_shape_fn((n, c, h, w), |_| rng.range(-3.0, 3.0));
+        if h > 4 && w > 4 {
+            x[[0, 0, h / 2, w / 2]] = f32::NAN;
+            x[[n - 1, c - 1, 0, 0]] = f32::INFINITY;
+        }
+        for pool in [
+            CornerPool::Top,
+            CornerPool::Left,
+            CornerPool::Bottom,
+            CornerPool::Right,
+        ] {
+            let want = corner_pool(x.view(), pool).expect("cpu corner pool");
+            let got = gpu::corner_pool(exec, x.view(), pool).expect("gpu corner pool");
+            assert_eq!(got.dim(), want.dim());
+            for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "corner pool {pool:?} {:?} [{i}]: got {a}, want {b}",
+                    want.dim()
+                );
+            }
+        }
+    }
 }
