@@ -8,6 +8,7 @@
 //! | `mobilenet_v1` | `image` (tensor f32 [3, H, W]) | `features` `c3..c5` | RetinaFace's MobileNet-0.25 (`models/net.py`) |
 //! | `dcn_upsample` | `features` `c5` | `features` `p2` | CenterNet's `PoseResNet.deconv_layers` (DCNv2 and transposed convolutions) |
 //! | `dla` | `image` (tensor f32 [3, H, W]) | `features` `p2` | CenterNet's DLA-34 with `DLAUp` and `IDAUp` (`pose_dla_dcn.py`) |
+//! | `hourglass` | `image` (tensor f32 [3, H, W]) | `features` `p2` | CenterNet's stacked Hourglass-104 (`large_hourglass.py`), the last stack |
 //!
 //! Levels are named by pyramid level (`c2..c5`, `p2..p6`; stride `2^level`), so that heads
 //! find them by name; [`resnet`] and [`fpn`] give the mapping to torchvision's names. Both load
@@ -21,6 +22,7 @@
 pub mod dcn_upsample;
 pub mod dla;
 pub mod fpn;
+pub mod hourglass;
 pub mod mobilenet_v1;
 pub mod resnet;
 
@@ -40,6 +42,7 @@ pub fn kinds() -> Vec<NodeKind> {
         mobilenet_v1::kind(),
         dcn_upsample::kind(),
         dla::kind(),
+        hourglass::kind(),
     ]
 }
 
@@ -51,7 +54,14 @@ mod tests {
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
         assert_eq!(
             names,
-            ["resnet", "fpn", "mobilenet_v1", "dcn_upsample", "dla"]
+            [
+                "resnet",
+                "fpn",
+                "mobilenet_v1",
+                "dcn_upsample",
+                "dla",
+                "hourglass"
+            ]
         );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }

@@ -33,6 +33,28 @@ use crate::preprocess::{affine, invert};
 
 const NODE: &str = "centernet_ctdet";
 
+/// How the checkpoint names a head's two convolutions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadNames {
+    /// `nn.Sequential(conv3x3, ReLU, conv1x1)`: `hm.0`, `hm.2` (resdcn, DLA).
+    Sequential,
+    /// One head per stack of an Hourglass (`make_kp_layer`): `hm.{stack}.0.conv` (the 3x3
+    /// convolution with bias) and `hm.{stack}.1`; the last stack's are used.
+    Hourglass { stack: usize },
+}
+
+impl HeadNames {
+    fn names(&self, head: &str) -> (String, String) {
+        match self {
+            HeadNames::Sequential => (format!("{head}.0"), format!("{head}.2")),
+            HeadNames::Hourglass { stack } => (
+                format!("{head}.{stack}.0.conv"),
+                format!("{head}.{stack}.1"),
+            ),
+        }
+    }
+}
+
 /// The settings of [`CenterNet`]; the defaults are `ctdet` with `resdcn_18`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CenterNetConfig {
@@ -42,6 +64,7 @@ pub struct CenterNetConfig {
     pub num_classes: usize,
     /// Peaks kept by the decoding (`--K`).
     pub k: usize,
+    pub head_names: HeadNames,
 }
 
 impl Default for CenterNetConfig {
@@ -51,6 +74,7 @@ impl Default for CenterNetConfig {
             head_conv: 64,
             num_classes: 80,
             k: 100,
+            head_names: HeadNames::Sequential,
         }
     }
 }
@@ -60,6 +84,7 @@ impl Default for CenterNetConfig {
 struct Head {
     conv: Conv2d,
     out: Conv2d,
+    names: (String, String),
 }
 
 /// CenterNet's heads with their weights bound.
@@ -92,35 +117,21 @@ pub struct Detection {
 
 fn head(
     b: &mut Binder<'_>,
-    name: &str,
+    names: (String, String),
     cin: usize,
     mid: usize,
     cout: usize,
 ) -> Result<Head, ModelError> {
-    let conv = conv_bias(
-        b,
-        &format!("{name}.0"),
-        cin,
-        mid,
-        3,
-        Conv2dParams::default().padding(1),
-    )?
-    .with_activation(Activation::Relu);
-    let out = conv_bias(
-        b,
-        &format!("{name}.2"),
-        mid,
-        cout,
-        1,
-        Conv2dParams::default(),
-    )?;
-    Ok(Head { conv, out })
+    let conv = conv_bias(b, &names.0, cin, mid, 3, Conv2dParams::default().padding(1))?
+        .with_activation(Activation::Relu);
+    let out = conv_bias(b, &names.1, mid, cout, 1, Conv2dParams::default())?;
+    Ok(Head { conv, out, names })
 }
 
 impl Head {
-    fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array3<f32>, ModelError> {
-        let y = self.conv.forward(x).ctx(|| format!("{name}.0"))?;
-        let y = self.out.forward(y.view()).ctx(|| format!("{name}.2"))?;
+    fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array3<f32>, ModelError> {
+        let y = self.conv.forward(x).ctx(|| self.names.0.clone())?;
+        let y = self.out.forward(y.view()).ctx(|| self.names.1.clone())?;
         Ok(y.index_axis_move(Axis(0), 0))
     }
 }
@@ -134,9 +145,10 @@ impl CenterNet {
     ) -> Result<CenterNet, ModelError> {
         let mut b = weights.binder(prefix);
         let (cin, hc) = (config.in_channels, config.head_conv);
-        let hm = head(&mut b, "hm", cin, hc, config.num_classes)?;
-        let wh = head(&mut b, "wh", cin, hc, 2)?;
-        let reg = head(&mut b, "reg", cin, hc, 2)?;
+        let names = |h: &str| config.head_names.names(h);
+        let hm = head(&mut b, names("hm"), cin, hc, config.num_classes)?;
+        let wh = head(&mut b, names("wh"), cin, hc, 2)?;
+        let reg = head(&mut b, names("reg"), cin, hc, 2)?;
         b.ignore_unbound_modules();
         b.finish()?;
         Ok(CenterNet {
@@ -161,9 +173,9 @@ impl CenterNet {
             )));
         }
         Ok(HeadOutputs {
-            hm: self.hm.forward(x, "hm")?,
-            wh: self.wh.forward(x, "wh")?,
-            reg: self.reg.forward(x, "reg")?,
+            hm: self.hm.forward(x)?,
+            wh: self.wh.forward(x)?,
+            reg: self.reg.forward(x)?,
         })
     }
 
@@ -256,6 +268,21 @@ pub fn kind() -> NodeKind {
         .param(int("num_classes", d.num_classes, "heatmap classes (COCO: 80)"))
         .param(int("k", d.k, "peaks kept by the decoding (--K)"))
         .param(ParamSpec::optional(
+            "head_names",
+            ParamType::Str,
+            ParamValue::Str("sequential".into()),
+            "how the checkpoint names the heads: \"sequential\" (hm.0, hm.2: resdcn, DLA) or \"hourglass\" (hm.<stack>.0.conv, hm.<stack>.1 of the last stack)",
+        ))
+        .param(
+            ParamSpec::optional(
+                "stacks",
+                ParamType::Int,
+                ParamValue::Int(2),
+                "with head_names = \"hourglass\": the Hourglass's stacks (the last one's heads are used)",
+            )
+            .range(1.0, 16.0),
+        )
+        .param(ParamSpec::optional(
             "category_ids",
             ParamType::IntList,
             ParamValue::IntList(COCO_CATEGORY_IDS.to_vec()),
@@ -291,6 +318,18 @@ impl CenterNetNode {
             head_conv: count_param(params, "head_conv")?,
             num_classes: count_param(params, "num_classes")?,
             k: count_param(params, "k")?,
+            head_names: match params.str("head_names").map_err(ModelError::Input)? {
+                "sequential" => HeadNames::Sequential,
+                "hourglass" => HeadNames::Hourglass {
+                    stack: count_param(params, "stacks")? - 1,
+                },
+                other => {
+                    return Err(ModelError::param(
+                        "head_names",
+                        format!("must be \"sequential\" or \"hourglass\", got \"{other}\""),
+                    ))
+                }
+            },
         };
         let category_ids = params
             .int_list("category_ids")
