@@ -54,8 +54,6 @@ fn as4(t: &kernels::Tensor) -> ArrayView4<'_, f32> {
 enum Trunk {
     /// `resnet` (ResNet-18) → `dcn_upsample`: layer4 (c5) and the up-sampled p2.
     ResDcn,
-    /// `dla`: p2 after DLAUp and IDAUp.
-    Dla,
 }
 
 fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
@@ -85,11 +83,9 @@ fn check_against_fixture(name: &str, trunk: Trunk, head_conv: i64) {
             resnet18(&weights),
             create("dcn_upsample", &[weights_param(&weights)]).unwrap(),
         ],
-        Trunk::Dla => vec![create("dla", &[weights_param(&weights)]).unwrap()],
     };
     let checks: &[(&str, &str)] = match trunk {
         Trunk::ResDcn => &[("layer4", "c5"), ("deconv3", "p2")],
-        Trunk::Dla => &[("features", "p2")],
     };
     let head_params = [
         weights_param(&weights),
