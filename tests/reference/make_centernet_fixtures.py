@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Writes plugins/centernet/tests/fixtures/centernet_resdcn18.json: the official CenterNet code
-(xingyizhou/CenterNet at commit 4c50fd3a, "Objects as Points") for the `ctdet` task with arch
-`resdcn_18`, run on CPU with generated weights on real photos, through the official
-detector (CtdetDetector.run: cv2 pre-processing, model, ctdet_decode, post-processing).
+"""Writes plugins/centernet/tests/fixtures/centernet_resdcn18.json (`--arch resdcn_18`, the
+default) and centernet_dla34.json (`--arch dla_34`; `--arch all` writes both): the official
+CenterNet code (xingyizhou/CenterNet at commit 4c50fd3a, "Objects as Points") for the `ctdet`
+task with arch `resdcn_18` / `dla_34`, run on CPU with generated weights on real photos,
+through the official detector (CtdetDetector.run: cv2 pre-processing, model, ctdet_decode,
+post-processing). Everything up to "DLA-34" below describes resdcn_18; that section gives
+what differs for dla_34 (the pre-processing, decode, post-processing, weight generation,
+checks and JSON conventions are shared).
 
 Setup (pip packages: torch, torchvision, numpy, opencv-python; CenterNet's other imports,
 progress and matplotlib, are stubbed when missing, see "Patches"). CenterNet is not
@@ -12,15 +16,17 @@ src/demo.py does:
     mkdir -p /tmp/centernet
     git --git-dir=<mirror of xingyizhou/CenterNet>/repo archive 4c50fd3a | tar -x -C /tmp/centernet
     CENTERNET_REPO=/tmp/centernet \
-        target/venv-torch/bin/python tests/reference/make_centernet_fixtures.py
+        target/venv-torch/bin/python tests/reference/make_centernet_fixtures.py \
+        [--arch resdcn_18|dla_34|all]
 
 (CENTERNET_REPO defaults to /tmp/centernet.) Run by developers, not by CI (CI reads the
-committed fixture). About 20 s on two threads (torch.set_num_threads(2)), the float64 run
-included. Running it twice writes the same file, byte for byte. If the bare git mirror named
-by CENTERNET_GIT_DIR (default /work/.mirror/xingyizhou+CenterNet/repo) exists, the script
-first checks that every src/**.py of the tree and the DCNv2 C / CUDA sources in DCN_SOURCES
-are byte-identical to the commit's (83 files), and that no compiled DCNv2 `_ext` exists;
-otherwise it prints a note.
+committed fixtures). About 15 s for resdcn_18 and 15-45 s for dla_34 on two threads
+(torch.set_num_threads(2)), the float64 runs included (one minute for `--arch all` on a
+2-core machine). Running it twice writes the same files, byte for byte. If the bare git
+mirror named by CENTERNET_GIT_DIR (default /work/.mirror/xingyizhou+CenterNet/repo) exists,
+the script first checks that every src/**.py of the tree and the DCNv2 C / CUDA sources in
+DCN_SOURCES are byte-identical to the commit's (83 files), and that no compiled DCNv2 `_ext`
+exists; otherwise it prints a note.
 
 Pipeline, all official code (src/demo.py's path, minus its `opt.debug = max(opt.debug, 1)`,
 which would open windows):
@@ -153,6 +159,13 @@ Patches (in this script only; the CenterNet sources are not edited):
   4. Stub modules, only if not installed: progress.bar (imported by the detectors, Bar
      unused at inference) and matplotlib.pyplot (Debugger.__init__ imports it and
      run() builds a Debugger even at debug 0; nothing is drawn at debug 0).
+  5. pose_dla_dcn.model_zoo (dla_34 only) is replaced by a namespace whose load_url records
+     the URL (asserted: http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth, once per
+     model built) and returns the state dict of that file's names and shapes, all zeros (the
+     DLA-34 body without num_batches_tracked, then fc.weight [1000, 512, 1, 1] and fc.bias
+     [1000]): get_pose_net builds DLASeg with pretrained=True, and DLA.load_pretrained_model
+     sizes the `fc` it adds from the last entry (`{}` would raise IndexError) before
+     load_state_dict(strict=True)ing it; every tensor is replaced afterwards anyway.
 
 Weights. Every floating tensor of the model's state dict (151 tensors, 14,448,741 values) is
 generated from its *name* exactly as make_maskrcnn_fixtures.py does (`generate` imported from
@@ -279,8 +292,141 @@ the affine matrices exact):
 Summaries are make_maskrcnn_fixtures.summary: shape, channel_axis, sum and abs_sum (float64),
 min, max, channel_means, values at SAMPLES fixed random flat indices
 (np.random.default_rng(case number)) plus the first and last, `indices` sorted and unique.
+
+DLA-34 (`--arch dla_34`, writes centernet_dla34.json). Same pipeline, detector, checks and
+conventions with opts().init(["ctdet", "--arch", "dla_34", "--gpus", "-1"]) (asserted:
+head_conv 256, the -1 default for DLA archs; every other option as above) and patch 5.
+  - Model (models/networks/pose_dla_dcn.py get_pose_net(34, heads, 256) = DLASeg("dla34",
+    heads, pretrained=True, down_ratio=4, final_kernel=1, last_level=5, head_conv=256);
+    first_level = log2(4) = 2). All BatchNorm2d eps 1e-5 (55: 39 in the body, 16 in the
+    DeformConvs), every ReLU inplace.
+    base = DLA([1, 1, 1, 2, 2, 1], [16, 32, 64, 128, 256, 512], BasicBlock, residual_root
+    False): base_layer = Conv2d(3, 16, 7, stride 1, pad 3, no bias), BN, ReLU; level0 =
+    Conv2d(16, 16, 3, pad 1, no bias), BN, ReLU; level1 = the same 16 -> 32 with stride 2;
+    level2..5 = Trees (levels 1, 2, 2, 1, stride 2, see below). BasicBlock(in, out, s):
+    relu(bn2(conv2(relu(bn1(conv1(x))))) + residual), 3x3 convs, pad 1, conv1 stride s.
+    Tree.forward(x, residual=None, children=None): bottom = MaxPool2d(2, 2)(x) if stride 2
+    else x; residual = project(bottom) (Conv2d 1x1 no bias + BN, present when in != out) or
+    bottom; if level_root: children.append(bottom); x1 = tree1(x, residual); at levels 1:
+    x2 = tree2(x1) and the output is root(x2, x1, *children) = relu(bn(conv1x1(cat(...))))
+    (Root, no residual); at levels 2: children.append(x1), output = tree2(x1, children=
+    children) (a levels-1 Tree with root_dim = its own 2 * out + the parent's children).
+    level2 = Tree(1, 32 -> 64, level_root False): root in 128 = x2, x1; level3 = Tree(2, 64
+    -> 128, level_root True): tree1 = Tree(1, 64 -> 128, stride 2, root 256), tree2 =
+    Tree(1, 128 -> 128, root 448 = x2, x1, level3's bottom (64), level3's x1 (128)); level4
+    the same at 128 -> 256 (roots 512, 896); level5 = Tree(1, 256 -> 512, level_root True,
+    root 1280 = x2, x1, bottom). DLA.forward returns the six level outputs ("levels": [16,
+    512, 512], [32, 256, 256], [64, 128, 128], [128, 64, 64], [256, 32, 32], [512, 16, 16],
+    strides 1..32; base_layer's output is not returned).
+    Unused tensors (doc "unused_in_forward", checked by `check_dla_unused`: replaced, every
+    level stays bit-identical; a used projection changes them): base.fc.{weight, bias} (the
+    classifier load_pretrained_model adds, never called) and base.level3.project.* /
+    base.level4.project.* (Tree.forward at levels 2 computes project(bottom) and passes it
+    to tree1 as `residual`, but tree1 is a Tree, whose forward recomputes its own residual
+    with tree1.project and ignores the argument: the outer projection is computed and
+    dropped). They are generated and in the checkpoint like the others (save_model writes
+    model.state_dict(), so checkpoints trained with this code hold them too).
+    dla_up = DLAUp(2, [64, 128, 256, 512], [1, 2, 4, 8]): ida_0 = IDAUp(256, [256, 512],
+    [1, 2]), ida_1 = IDAUp(128, [128, 256, 256], [1, 2, 2]), ida_2 = IDAUp(64, [64, 128, 128,
+    128], [1, 2, 2, 2]) (config "dla"."dla_up"."ida"; DLAUp.__init__ rewrites its in_channels
+    list in place, the same object as self.channels, which reads [64, 64, 64, 64] afterwards,
+    unused). IDAUp(o, channels, up_f) holds, for i >= 1, proj_i = DeformConv(channels[i], o),
+    up_i = ConvTranspose2d(o, o, 2f, stride f, padding f // 2, output_padding 0, groups o, no
+    bias) with f = up_f[i] (weight [o, 1, 2f, 2f]), node_i = DeformConv(o, o); DeformConv(c,
+    o) = relu(bn(DCN(c, o, 3x3, stride 1, pad 1, dilation 1, deformable_groups 1, with
+    bias))) (module names .conv = DCN, .actf.0 = BN). IDAUp.forward(layers, startp, endp)
+    edits the list in place: for i in startp + 1 .. endp - 1: layers[i] = node_{i - startp}(
+    up_{i - startp}(proj_{i - startp}(layers[i])) + layers[i - 1]). DLAUp.forward(levels):
+    out = [levels[5]]; for k = 0, 1, 2: ida_k(levels, 4 - k, 6); out.insert(0, levels[5]);
+    returns ("dla_up") [64 @ stride 4 [64, 128, 128], 128 @ 8, 256 @ 16, levels[5] itself
+    (512 @ 32, asserted equal)]. Every up_i has f = 2 ([o, 1, 4, 4]) except ida_up.up_2 (f 4,
+    [64, 1, 8, 8]). fill_up_weights' bilinear kernels are overwritten by load_model.
+    DLASeg.forward: y = [dla_up[0], dla_up[1], dla_up[2]] (clones); ida_up = IDAUp(64, [64,
+    128, 256], [1, 2, 4]) on (y, 0, 3): y[1] = node_1(up_1(proj_1(y[1])) + y[0]), y[2] =
+    node_2(up_2(proj_2(y[2])) + y[1]); "features" = y[-1] [64, 128, 128] (read from the list
+    ida_up filled, asserted equal to the heads' input); heads hm / wh / reg =
+    Sequential(Conv2d(64, 256, 3, pad 1, bias), ReLU, Conv2d(256, n, 1, bias)).
+    The 16 DCNs run in the order dla_up.ida_0.{proj_1, node_1}, ida_1.{proj_1, node_1,
+    proj_2, node_2}, ida_2.{proj_1, node_1, ..., node_3}, ida_up.{proj_1, node_1, proj_2,
+    node_2}; "dcn1_offset" / "dcn1_mask" are those of the first, dla_up.ida_0.proj_1 (on
+    level5: [18, 16, 16] and [9, 16, 16]).
+  - State-dict names (400 entries: 345 generated floating tensors, 20,208,476 values, 513,000
+    of them base.fc's; 55 num_batches_tracked):
+      base.base_layer.{0 (conv [16, 3, 7, 7]), 1 (BN)}, base.level0.{0, 1}, base.level1.{0, 1};
+      base.level{2,5}.{tree1,tree2}.{conv1,conv2}.weight, .{bn1,bn2}.*, base.level{2,5}.root.
+        {conv.weight, bn.*}, base.level{2,5}.project.{0.weight, 1.*};
+      base.level{3,4}.{tree1,tree2}.{tree1,tree2}.{conv1,conv2,bn1,bn2}.*,
+        base.level{3,4}.{tree1,tree2}.root.{conv,bn}.*, base.level{3,4}.tree1.project.{0,1}.*,
+        base.level{3,4}.project.{0,1}.* (unused); base.fc.{weight, bias} (unused);
+      dla_up.ida_{k}.{proj,node}_{i}.actf.0.* (BN), .conv.{weight, bias} (DCN [o, c, 3, 3]),
+        .conv.conv_offset_mask.{weight [27, c, 3, 3], bias}, dla_up.ida_{k}.up_{i}.weight, for
+        k = 0, 1, 2 and i = 1..k + 1; ida_up.{proj,node}_{1,2}.* likewise, ida_up.up_{1,2}.weight;
+      {hm,wh,reg}.0.{weight [256, 64, 3, 3], bias}, {hm,wh,reg}.2.{weight [n, 256, 1, 1], bias}.
+    (Each DeformConv's BN, actf.0, is listed before its DCN: registration order.)
+  - Weights: range_of_dla, the same conventions (BatchNorm2d, every bias +- 0.1, conv gains
+    on fan_in = in * kh * kw) with the DLA_* constants:
+      DLA_BODY_CONV_GAIN 1.5 on every base.* conv: levels rms 0.67 0.46 0.33 0.44 0.57 0.68
+        (chelsea; coffee 0.75 .. 0.83). The trees' roots concatenate and the blocks add, so
+        this is steep (measured with the other values at resdcn's): 1.3 gives level2..5 rms
+        0.15, hm logits -3.3..-1 (two classes); 1.6 gives level5 rms 2.1 / 2.6 and saturated
+        scores (1.0000); 2.0 gives level5 rms 220.
+      up_i weights 0.25 +- 0.1 (DLA_UP_RANGE: b = 1 / fan-in with fan-in 4 = the 2 x 2 taps of
+        one channel each output pixel receives, for f = 2 and 4 alike (torch's formula,
+        shape[1] * (2f)^2, gives 16 / 64); a = 0.4 b), so that the taps of an output pixel sum
+        to 1 on average as fill_up_weights' bilinear ones do. Zero-mean taps (a = g * sqrt(3 /
+        4), b = 0, resdcn's convention) make every up-sampled map a phase-dependent pattern
+        with steep 1-pixel steps; the next DCN samples it at fractional positions computed in
+        float32 (up to 127.x at stride 4, i.e. ~1e-5 px of rounding), which then shows as
+        float32 vs float64 differences of 6.4e-5 / 8.8e-5 in the features and 3.5e-5 / 6.4e-5
+        in hm (g 1.6, DCN gain 3); with these taps, under 7e-6.
+      DLA_DCN_GAIN 2.7 (every DCN weight; eight DCNs lie in series from level5 to the
+        features): 2.0 gives features rms 0.16 / 0.19 and scores ~0.19, 3.0 gives features
+        rms 1.3 / 1.9 and scores 0.97..0.998; 2.7: features rms 0.76 / 1.12, dla_up rms 0.49 /
+        0.55 / 0.64 / 0.68 (chelsea).
+      DLA_OFFSET_GAIN 0.8 and conv_offset_mask.bias +- 0.5: first DCN |offset| mean 0.50 /
+        0.57 px, max 1.7 / 2.3 px, masks 0.15..0.85.
+      DLA_HEAD_CONV_GAIN 1.7, DLA_HM_GAIN 1, hm.2.bias -2.19 +- 1.0: hm logits -7.0..1.2 /
+        -9.2..3.1; wh.2 gain 2, bias 12 +- 4: wh 7.8..14.2; reg.2 gain 0.1, bias 0.5 +- 0.2: reg
+        0.13..0.39 / -0.01..0.40; base.fc gain 1 (unused).
+    The head, DCN and offset values were picked from a scan (head conv 1.2 / 1.7 / 2.4, hm
+    0.7 / 1 / 1.4, hm bias +- 0.25 / 0.5 / 1, head conv bias +- 0.1 / 0.5, DCN 2.6 / 2.7 /
+    2.8, offset 0.55 / 0.8) for the largest smallest consecutive-score gap over both photos
+    with at least 3 classes. The result (printed by the script; 0-based decode classes):
+      chelsea: scores 0.7695..0.6694, 3 classes (27 tie 63, 39 bottle 31, 79 toothbrush 6);
+      coffee: 0.9573..0.8351, 6 classes (27: 54, 39: 36, 79: 6, 37 surfboard: 2, 6 train: 1,
+      62 tv: 1; one position holds both a tie and a bottle).
+    All 100 of chelsea's peaks lie on output rows 106..113, the band of the bottom black bar
+    just below the photo (content ends at row 106.6): boxes y 249..299 on a 264-row photo.
+    That band, which sees the photo's bottom edge through the DCN offsets and the large
+    receptive field, outscores the low-contrast photo for this random network in every
+    setting scanned (at most 27 of 100 on the photo, always with much smaller gaps). Coffee:
+    89 of 100 on rows 22..105.
+    Margins (chelsea / coffee): top100_cut_gap 5.1e-4 / 7.2e-4; smallest gap between
+    consecutive kept scores 1.7e-5 / 2.3e-5; heatmap values within 1e-6 below their 3x3
+    maximum 71 / 52, none at or above the 101st score; above that score 497 / 953 values are
+    suppressed, the nearest 1.1e-4 / 3.4e-5 below its neighbour; the kept top-100 peaks
+    exceed their other 8 neighbours by at least the same 1.1e-4 / 3.4e-5; no plateaus.
+  - Conditioning (as above; every level, dla_up entry and the features compared):
+    f64_relative_error chelsea / coffee level0..5 1.8e-6 1.2e-6 2.2e-6 3.2e-6 3.8e-6 3.5e-6 /
+    2.9e-6 2.0e-6 2.8e-6 3.1e-6 4.1e-6 4.8e-6, dla_up 4.1e-6 3.3e-6 4.7e-6 3.5e-6 / 4.6e-6
+    5.1e-6 4.8e-6 4.8e-6, features 6.9e-6 / 6.2e-6, dcn1_offset 1.5e-6 / 1.6e-6, dcn1_mask
+    3.5e-7 / 4.5e-7, hm 4.5e-6 / 7.2e-6, wh 1.0e-6 / 1.4e-6, reg 4.2e-7 / 6.4e-7, heat
+    1.1e-6 / 1.7e-6; f64_decode: the same 100 (index, class) pairs in the same order, scores
+    within 6.1e-7 / 5.2e-7 (28x / 45x below the smallest consecutive gap), boxes within 9.1e-6
+    / 8.9e-6 output pixels.
+  - JSON: the same layout as centernet_resdcn18.json (config, weights, not_generated, cases
+    with warped, input, dcn1_offset, dcn1_mask, hm, wh, reg, decode, results, margins,
+    f64_relative_error, f64_decode exactly as above), except: config has "dla" (levels,
+    channels, block, residual_root, root_kernel_size, first_level, last_level, final_kernel,
+    dla_up {startp, channels, scales, ida [{name, o, channels, up_f}]}, ida_up {name, o,
+    channels, up_f}, up, deform_conv) instead of "deconv"; a top-level "unused_in_forward"
+    {names, why}; per case, in place of layer4 / deconv1..3, the summaries level0..level5,
+    dla_up (a list of 4 summaries, strides 4, 8, 16, 32) and features ([64, 128, 128]), in
+    that order, and f64_relative_error has level0..level5, dla_up (a list of 4) and
+    features in place of layer4 / deconv1..3. About 970 KB.
 """
 
+import argparse
 import ast
 import base64
 import copy
@@ -334,6 +480,23 @@ WH_GAIN = 2.0  # wh.2.weight
 WH_BIAS = (4.0, 12.0)  # wh.2.bias (a, b): box sizes in output (stride 4) pixels
 REG_GAIN = 0.1  # reg.2.weight
 REG_BIAS = (0.2, 0.5)  # reg.2.bias (a, b): sub-pixel centre offsets
+
+# --arch dla_34 (see "DLA-34" in the docstring): the same conventions, its own tuned ranges.
+DLA_ARGS = ["ctdet", "--arch", "dla_34", "--gpus", "-1"]
+DLA_BODY_CONV_GAIN = 1.5  # every base.* conv (base_layer, levels, blocks, roots, projections)
+DLA_DCN_GAIN = 2.7  # {dla_up.ida_k,ida_up}.{proj,node}_i.conv.weight (the DCN's 3x3 weight)
+DLA_UP_FAN_IN = 4  # up_i (depthwise ConvTranspose2d, kernel 2f, stride f): 2 x 2 taps of 1 channel
+DLA_UP_RANGE = (0.1, 1.0 / DLA_UP_FAN_IN)  # up_i.weight (a, b): taps 0.25 +- 0.1, sum ~1
+DLA_OFFSET_GAIN = 0.8  # *.conv.conv_offset_mask.weight
+DLA_OFFSET_BIAS = (0.5, 0.0)  # *.conv.conv_offset_mask.bias (a, b)
+DLA_HEAD_CONV_GAIN = 1.7  # hm.0.weight, wh.0.weight, reg.0.weight (3x3, 64 -> 256)
+DLA_HM_GAIN = 1.0  # hm.2.weight (1x1, 256 -> 80)
+DLA_HM_BIAS = (1.0, HM_BIAS_FILL)  # hm.2.bias (a, b)
+DLA_WH_GAIN = 2.0  # wh.2.weight
+DLA_WH_BIAS = (4.0, 12.0)  # wh.2.bias (a, b)
+DLA_REG_GAIN = 0.1  # reg.2.weight
+DLA_REG_BIAS = (0.2, 0.5)  # reg.2.bias (a, b)
+DLA_FC_GAIN = 1.0  # base.fc.weight (the ImageNet classifier load_pretrained_model adds; unused)
 
 for _path in (CENTERNET_REPO,):
     if not os.path.isdir(_path):
@@ -634,6 +797,51 @@ def range_of(name: str, shape, kind: str) -> tuple:
     raise ValueError(f"no range for {name} {shape} ({kind})")
 
 
+def range_of_dla(name: str, shape, kind: str) -> tuple:
+    """range_of for --arch dla_34 (the same BatchNorm and bias conventions, the DLA gains)."""
+    leaf = name.rsplit(".", 1)[1]
+    if kind == "BatchNorm2d":
+        if leaf == "running_var":
+            return 0.5, 1.0
+        if leaf == "weight":
+            return 0.25, 0.75
+        return 0.1, 0.0  # bias, running_mean
+    if kind == "ConvTranspose2d":
+        # up_i: weight [o, 1, 2f, 2f] (groups o): every output pixel receives 2 x 2 taps of its
+        # own input channel, so the fan-in is 4 for f = 2 and f = 4 alike (torch's formula,
+        # shape[1] * (2f)^2, gives 16 / 64).
+        assert leaf == "weight" and shape[1] == 1 and shape[2] == shape[3], name
+        return DLA_UP_RANGE
+    if len(shape) == 4:
+        fan_in = int(np.prod(shape[1:]))
+        if kind == "DCN":
+            return gain(DLA_DCN_GAIN, fan_in), 0.0
+        if name.endswith("conv_offset_mask.weight"):
+            return gain(DLA_OFFSET_GAIN, fan_in), 0.0
+        if name in ("hm.0.weight", "wh.0.weight", "reg.0.weight"):
+            return gain(DLA_HEAD_CONV_GAIN, fan_in), 0.0
+        if name == "hm.2.weight":
+            return gain(DLA_HM_GAIN, fan_in), 0.0
+        if name == "wh.2.weight":
+            return gain(DLA_WH_GAIN, fan_in), 0.0
+        if name == "reg.2.weight":
+            return gain(DLA_REG_GAIN, fan_in), 0.0
+        if name == "base.fc.weight":
+            return gain(DLA_FC_GAIN, fan_in), 0.0
+        assert kind == "Conv2d" and name.startswith("base."), name
+        return gain(DLA_BODY_CONV_GAIN, fan_in), 0.0
+    if len(shape) == 1 and leaf == "bias":
+        special = {
+            "hm.2.bias": DLA_HM_BIAS,
+            "wh.2.bias": DLA_WH_BIAS,
+            "reg.2.bias": DLA_REG_BIAS,
+        }
+        if name.endswith("conv_offset_mask.bias"):
+            return DLA_OFFSET_BIAS
+        return special.get(name, (0.1, 0.0))  # DCN, head conv and base.fc biases
+    raise ValueError(f"no range for {name} {shape} ({kind})")
+
+
 def summary(t: torch.Tensor, rng: np.random.Generator, channel_axis: int = 0) -> dict:
     """make_maskrcnn_fixtures.summary (floats to 9 digits); channel_means over `channel_axis`."""
     a = t.detach().cpu().numpy().astype(np.float32)
@@ -673,10 +881,12 @@ def coco_ids_and_names() -> tuple:
     return ids, names[1:]
 
 
-def build_opt():
-    opt = opts().init(ARGS)
-    assert opt.gpus == [-1] and opt.task == "ctdet" and opt.arch == "resdcn_18"
-    assert opt.heads == {"hm": 80, "wh": 2, "reg": 2} and opt.head_conv == 64
+def build_opt(arch: str = "resdcn_18"):
+    args = ARGS if arch == "resdcn_18" else DLA_ARGS
+    opt = opts().init(args)
+    assert opt.gpus == [-1] and opt.task == "ctdet" and opt.arch == arch
+    assert opt.heads == {"hm": 80, "wh": 2, "reg": 2}
+    assert opt.head_conv == (64 if arch == "resdcn_18" else 256)
     assert opt.fix_res and opt.input_h == opt.input_w == 512 and opt.down_ratio == 4
     assert opt.K == 100 and opt.reg_offset and not opt.flip_test and not opt.cat_spec_wh
     assert opt.test_scales == [1.0] and not opt.nms and opt.debug == 0
@@ -684,8 +894,8 @@ def build_opt():
 
 
 def config_of(opt, detector) -> dict:
-    return {
-        "args": ARGS,
+    config = {
+        "args": ARGS if opt.arch == "resdcn_18" else DLA_ARGS,
         "task": opt.task,
         "arch": opt.arch,
         "heads": dict(opt.heads),
@@ -713,9 +923,44 @@ def config_of(opt, detector) -> dict:
         "nms_kernel": 3,
         "bn_eps": 1e-5,
         "dcn": {"kernel": 3, "stride": 1, "padding": 1, "dilation": 1, "deformable_groups": 1},
-        "deconv": {"planes": [256, 128, 64], "kernel": 4, "stride": 2, "padding": 1,
-                   "output_padding": 0, "bias": False},
     }
+    if opt.arch == "resdcn_18":
+        config["deconv"] = {"planes": [256, 128, 64], "kernel": 4, "stride": 2, "padding": 1,
+                            "output_padding": 0, "bias": False}
+        return config
+    model = detector.model
+    config["dla"] = {
+        "levels": [1, 1, 1, 2, 2, 1],
+        "channels": list(model.base.channels),
+        "block": "BasicBlock",
+        "residual_root": False,
+        "root_kernel_size": 1,
+        "first_level": model.first_level,
+        "last_level": model.last_level,
+        "final_kernel": 1,
+        # DLAUp(2, [64, 128, 256, 512], [1, 2, 4, 8]) (its .channels attribute reads [64, 64,
+        # 64, 64] afterwards: __init__ rewrites in_channels, the same list object, in place).
+        "dla_up": {"startp": model.dla_up.startp, "channels": [64, 128, 256, 512],
+                   "scales": [1, 2, 4, 8],
+                   "ida": [ida_config(getattr(model.dla_up, f"ida_{k}"), f"dla_up.ida_{k}")
+                           for k in range(3)]},
+        "ida_up": ida_config(model.ida_up, "ida_up"),
+        "up": {"kernel": "2 * f", "stride": "f", "padding": "f // 2", "output_padding": 0,
+               "groups": "o (depthwise)", "bias": False},
+        "deform_conv": "DCN (with bias) -> BatchNorm2d -> ReLU",
+    }
+    return config
+
+
+def ida_config(ida, name: str) -> dict:
+    """IDAUp(o, channels, up_f) as built: o, the input channels of each level (the first one
+    is not projected), the up-sampling factors, read from the modules."""
+    n = 1 + sum(1 for k in ida._modules if k.startswith("proj_"))
+    proj = [getattr(ida, f"proj_{i}").conv.weight for i in range(1, n)]
+    up = [getattr(ida, f"up_{i}") for i in range(1, n)]
+    o = proj[0].shape[0]
+    return {"name": name, "o": o, "channels": [o] + [w.shape[1] for w in proj],
+            "up_f": [1] + [u.stride[0] for u in up]}
 
 
 def margins(heat: torch.Tensor, dets_scores: torch.Tensor) -> dict:
@@ -755,17 +1000,11 @@ def margins(heat: torch.Tensor, dets_scores: torch.Tensor) -> dict:
     }
 
 
-def main():
-    t0 = time.time()
-    torch.set_num_threads(2)
-    # OpenCV's own warpAffine kernel, not Intel IPP's (see "cv2.warpAffine" in the docstring).
-    cv2.ipp.setUseIPP(False)
-    checked = check_sources()
-    dcn_check = check_dcn_semantics()
-    opt = build_opt()
-    valid_ids, class_names = coco_ids_and_names()
-
-    # The generated checkpoint, in the format CenterNet's load_model reads.
+def generated_checkpoint(opt) -> tuple:
+    """(spec, not_generated, state) for opt.arch: every floating tensor of the model's state
+    dict generated from its name (range_of / range_of_dla), the int64 num_batches_tracked
+    buffers kept at 0. `state` is what the checkpoint's "state_dict" holds."""
+    range_fn = range_of if opt.arch == "resdcn_18" else range_of_dla
     probe = create_model(opt.arch, opt.heads, opt.head_conv)
     kinds = {}
     for mname, module in probe.named_modules():
@@ -781,35 +1020,125 @@ def main():
             not_generated.append(name)
             state[name] = t.clone()
             continue
-        a, b = range_of(name, shape, kinds[name])
+        a, b = range_fn(name, shape, kinds[name])
         spec.append({"name": name, "shape": shape, "a": a, "b": b})
         state[name] = torch.from_numpy(generate(name, shape, a, b))
     del probe
+    return spec, not_generated, state
+
+
+def make_detector(opt, checkpoint: str):
+    """The official CtdetDetector (create_model, load_model(checkpoint)) on the CPU."""
+    opt.load_model = checkpoint
+    detector = detector_factory[opt.task](opt)
+    assert opt.device == torch.device("cpu") and not detector.model.training
+    return detector
+
+
+def check_structure(model, arch: str):
+    """Cheap facts the docstring states."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    dcns = [m for m in model.modules() if isinstance(m, dcn_v2.DCN)]
+    ups = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    for m in dcns:
+        assert m.kernel_size == (3, 3) and m.stride == 1 and m.padding == 1
+        assert m.dilation == 1 and m.deformable_groups == 1
+    assert all(m.eps == 1e-5 for m in bns)
+    if arch == "resdcn_18":
+        assert len(bns) == 20 + 6 and len(dcns) == 3
+        assert len(ups) == 3 and all(
+            m.kernel_size == (4, 4) and m.stride == (2, 2) and m.padding == (1, 1)
+            and m.output_padding == (0, 0) and m.bias is None for m in ups
+        )
+        return
+    assert isinstance(model, pose_dla_dcn.DLASeg)
+    assert model.first_level == 2 and model.last_level == 5
+    assert model.base.channels == [16, 32, 64, 128, 256, 512]
+    assert model.dla_up.channels == [64, 64, 64, 64]  # rewritten in place by DLAUp.__init__
+    assert [ida_config(getattr(model.dla_up, f"ida_{k}"), "")["channels"] for k in range(3)] == [
+        [256, 512], [128, 256, 256], [64, 128, 128, 128]]
+    assert ida_config(model.ida_up, "") == {
+        "name": "", "o": 64, "channels": [64, 128, 256], "up_f": [1, 2, 4]}
+    assert isinstance(model.base.fc, torch.nn.Conv2d) and model.base.fc.out_channels == 1000
+    assert len(bns) == 39 + 16 and len(dcns) == 16 and len(ups) == 8
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            f = 4 if name == "ida_up.up_2" else 2
+            o = m.in_channels
+            assert m.out_channels == o and m.groups == o and m.bias is None, name
+            assert m.kernel_size == (2 * f, 2 * f) and m.stride == (f, f), name
+            assert m.padding == (f // 2, f // 2) and m.output_padding == (0, 0), name
+    assert all(isinstance(m, torch.nn.ReLU) and m.inplace
+               for m in model.modules() if isinstance(m, torch.nn.ReLU))
+
+
+DLA_UNUSED = ["base.fc.", "base.level3.project.", "base.level4.project."]
+
+
+def check_dla_unused(model) -> list:
+    """The DLA-34 tensors that cannot change the model's outputs (see the docstring): with
+    all of them replaced, DLA.forward's six levels are bit-identical on a random input;
+    replacing a used one (base.level3.tree1.project.0.weight) changes them (so the check
+    sees a change where one exists). Returns their names."""
+    names = [k for k in model.state_dict() if k.startswith(tuple(DLA_UNUSED))]
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 128, 128))
+                         .astype(np.float32))
+    with torch.no_grad():
+        want = model.base(x)
+        for changed, expect_same in ((names, True),
+                                     (["base.level3.tree1.project.0.weight"], False)):
+            base = copy.deepcopy(model.base)
+            state = base.state_dict()
+            for k in changed:
+                t = state[k[len("base."):]]  # base's own state dict: names without "base."
+                if t.is_floating_point():
+                    t.mul_(-3.0).add_(0.5)  # in place: the state dict's tensors are base's
+            got = base(x)
+            same = all(torch.equal(a, b) for a, b in zip(got, want))
+            assert same == expect_same, changed
+    return names
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", choices=["resdcn_18", "dla_34", "all"], default="resdcn_18",
+                    help="which fixture to write (all: both, resdcn_18 first)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    # OpenCV's own warpAffine kernel, not Intel IPP's (see "cv2.warpAffine" in the docstring).
+    cv2.ipp.setUseIPP(False)
+    checked = check_sources()
+    dcn_check = check_dcn_semantics()
+    valid_ids, class_names = coco_ids_and_names()
+    archs = ["resdcn_18", "dla_34"] if args.arch == "all" else [args.arch]
+    for arch in archs:
+        write_fixture(arch, checked, dcn_check, valid_ids, class_names)
+
+
+def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
+    t0 = time.time()
+    dla = arch == "dla_34"
+    opt = build_opt(arch)
+    PRETRAINED_URLS.clear()
+
+    # The generated checkpoint, in the format CenterNet's load_model reads.
+    spec, not_generated, state = generated_checkpoint(opt)
     with tempfile.TemporaryDirectory() as tmp:
-        opt.load_model = os.path.join(tmp, "model_generated.pth")
-        torch.save({"epoch": 0, "state_dict": state}, opt.load_model)
-        detector = detector_factory[opt.task](opt)
+        path = os.path.join(tmp, "model_generated.pth")
+        torch.save({"epoch": 0, "state_dict": state}, path)
+        detector = make_detector(opt, path)
     model = detector.model
-    assert opt.device == torch.device("cpu") and not model.training
     missing, unexpected = model.load_state_dict(state, strict=True)
     assert not missing and not unexpected
     for name, t in model.state_dict().items():  # the model holds exactly the generated tensors
         assert torch.equal(t, state[name]), name
-    assert PRETRAINED_URLS == [resnet_dcn.model_urls["resnet18"]] * 2, PRETRAINED_URLS
-
-    # Structure checks (cheap facts the docstring states).
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(bns) == 20 + 6 and all(m.eps == 1e-5 for m in bns)
-    dcns = [m for m in model.modules() if isinstance(m, dcn_v2.DCN)]
-    assert len(dcns) == 3
-    for m in dcns:
-        assert m.kernel_size == (3, 3) and m.stride == 1 and m.padding == 1
-        assert m.dilation == 1 and m.deformable_groups == 1
-    ups = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert len(ups) == 3 and all(
-        m.kernel_size == (4, 4) and m.stride == (2, 2) and m.padding == (1, 1)
-        and m.output_padding == (0, 0) and m.bias is None for m in ups
-    )
+    if dla:
+        url = pose_dla_dcn.get_model_url("imagenet", "dla34", "ba72cf86")
+        assert PRETRAINED_URLS == [url] * 2, PRETRAINED_URLS
+    else:
+        assert PRETRAINED_URLS == [resnet_dcn.model_urls["resnet18"]] * 2, PRETRAINED_URLS
+    check_structure(model, arch)
+    unused = check_dla_unused(model) if dla else []
 
     model64 = copy.deepcopy(model).double()
     for key, t in list(model64.named_parameters()) + list(model64.named_buffers()):
@@ -822,10 +1151,30 @@ def main():
 
             return hook
 
-        m.layer4.register_forward_hook(keep("layer4"))
-        for i in range(3):
-            m.deconv_layers[6 * i + 5].register_forward_hook(keep(f"deconv{i + 1}"))
-        m.deconv_layers[0].conv_offset_mask.register_forward_hook(keep("offset_mask"))
+        def keep_list(key):
+            def hook(_module, _inputs, output):
+                store[key] = [t.clone() for t in output]
+
+            return hook
+
+        def keep_features(_module, inputs, _output):
+            store["features"] = inputs[0][-1].clone()  # ida_up(y, 0, 3) fills y in place
+
+        def keep_head_input(_module, inputs):
+            store["head_input"] = inputs[0].clone()
+
+        if dla:
+            m.base.register_forward_hook(keep_list("levels"))
+            m.dla_up.register_forward_hook(keep_list("dla_up"))
+            m.ida_up.register_forward_hook(keep_features)
+            m.hm.register_forward_pre_hook(keep_head_input)
+            m.dla_up.ida_0.proj_1.conv.conv_offset_mask.register_forward_hook(
+                keep("offset_mask"))
+        else:
+            m.layer4.register_forward_hook(keep("layer4"))
+            for i in range(3):
+                m.deconv_layers[6 * i + 5].register_forward_hook(keep(f"deconv{i + 1}"))
+            m.deconv_layers[0].conv_offset_mask.register_forward_hook(keep("offset_mask"))
         for head in ("hm", "wh", "reg"):
             getattr(m, head).register_forward_hook(keep(head))
 
@@ -858,7 +1207,7 @@ def main():
     detector.process = process_rec
     detector.post_process = post_process_rec
 
-    cases, report = [], []
+    cases = []
     for n, photo in enumerate(PHOTOS):
         rng = np.random.default_rng(n + 1)
         path = os.path.join(ROOT, "assets", photo)
@@ -905,8 +1254,17 @@ def main():
         o1, o2, mlogit = torch.chunk(om, 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)[0]
         mask = torch.sigmoid(mlogit)[0]
-        assert len(DCN_CALLS) == 3
+        assert len(DCN_CALLS) == (16 if dla else 3)
         assert torch.equal(DCN_CALLS[0][0][0], offset) and torch.equal(DCN_CALLS[0][1][0], mask)
+        if dla:
+            levels, up = captured["levels"], captured["dla_up"]
+            assert [list(t.shape[1:]) for t in levels] == [
+                [16, 512, 512], [32, 256, 256], [64, 128, 128], [128, 64, 64], [256, 32, 32],
+                [512, 16, 16]]
+            assert [list(t.shape[1:]) for t in up] == [
+                [64, 128, 128], [128, 64, 64], [256, 32, 32], [512, 16, 16]]
+            assert torch.equal(up[3], levels[5])  # DLAUp's out starts as [layers[-1]]
+            assert torch.equal(captured["features"], captured["head_input"])
 
         # The decode, re-derived from the same heatmap (official _nms / _topk) for the
         # integer positions and the margins; checked against the detector's own dets.
@@ -959,22 +1317,36 @@ def main():
             dets64 = ctdet_decode(heat64, captured64["wh"], reg=captured64["reg"], K=opt.K)[0]
         om64 = captured64["offset_mask"]
         a1, a2, a3 = torch.chunk(om64, 3, dim=1)
-        pairs = {
-            "layer4": (captured["layer4"], captured64["layer4"]),
-            "deconv1": (captured["deconv1"], captured64["deconv1"]),
-            "deconv2": (captured["deconv2"], captured64["deconv2"]),
-            "deconv3": (captured["deconv3"], captured64["deconv3"]),
+        if dla:
+            pairs = {f"level{i}": (captured["levels"][i], captured64["levels"][i])
+                     for i in range(6)}
+            pairs["dla_up"] = list(zip(captured["dla_up"], captured64["dla_up"]))
+            pairs["features"] = (captured["features"], captured64["features"])
+        else:
+            pairs = {
+                "layer4": (captured["layer4"], captured64["layer4"]),
+                "deconv1": (captured["deconv1"], captured64["deconv1"]),
+                "deconv2": (captured["deconv2"], captured64["deconv2"]),
+                "deconv3": (captured["deconv3"], captured64["deconv3"]),
+            }
+        pairs.update({
             "dcn1_offset": (offset, torch.cat((a1, a2), dim=1)[0]),
             "dcn1_mask": (mask, torch.sigmoid(a3)[0]),
             "hm": (captured["hm"], hm64),
             "wh": (captured["wh"], captured64["wh"]),
             "reg": (captured["reg"], captured64["reg"]),
             "heat": (heat, heat64),
-        }
-        f64_error = {}
-        for key, (a, b) in pairs.items():
+        })
+
+        def rel_error(key, a, b):
             assert a.dtype == torch.float32 and b.dtype == torch.float64, key
-            f64_error[key] = f9(((a.double() - b).abs() / b.abs().clamp(min=1)).max())
+            return f9(((a.double() - b).abs() / b.abs().clamp(min=1)).max())
+
+        f64_error = {
+            key: [rel_error(key, a, b) for a, b in pair] if isinstance(pair, list)
+            else rel_error(key, *pair)
+            for key, pair in pairs.items()
+        }
         _, inds64, clses64, _, _ = _topk(_nms(heat64), K=opt.K)
         f64_decode = {
             "same_indices_and_classes": torch.equal(inds64, inds) and torch.equal(clses64, clses),
@@ -1001,10 +1373,18 @@ def main():
                 "float32_formula_differing_bytes": formula_diff,
             },
             "input": summary(images[0], rng),
-            "layer4": summary(captured["layer4"][0], rng),
-            "deconv1": summary(captured["deconv1"][0], rng),
-            "deconv2": summary(captured["deconv2"][0], rng),
-            "deconv3": summary(captured["deconv3"][0], rng),
+        }
+        if dla:
+            for i in range(6):
+                case[f"level{i}"] = summary(captured["levels"][i][0], rng)
+            case["dla_up"] = [summary(t[0], rng) for t in captured["dla_up"]]
+            case["features"] = summary(captured["features"][0], rng)
+        else:
+            case["layer4"] = summary(captured["layer4"][0], rng)
+            case["deconv1"] = summary(captured["deconv1"][0], rng)
+            case["deconv2"] = summary(captured["deconv2"][0], rng)
+            case["deconv3"] = summary(captured["deconv3"][0], rng)
+        case.update({
             "dcn1_offset": summary(offset, rng),
             "dcn1_mask": summary(mask, rng),
             "hm": summary(captured["hm"][0], rng),
@@ -1015,16 +1395,25 @@ def main():
             "margins": m,
             "f64_relative_error": f64_error,
             "f64_decode": f64_decode,
-        }
+        })
         cases.append(case)
 
         sc = [d["score"] for d in decode]
         off = offset.abs()
+        if dla:
+            rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["levels"]]
+            up_rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["dla_up"]]
+            shapes = (f"levels rms {rms}, dla_up rms {up_rms}, features "
+                      f"{list(captured['features'].shape[1:])} rms "
+                      f"{float(captured['features'].pow(2).mean().sqrt()):.2f}")
+        else:
+            shapes = (f"layer4 {list(captured['layer4'].shape[1:])}, "
+                      f"deconv3 {list(captured['deconv3'].shape[1:])}")
+        rows = [k // 128 for k in (d["index"] for d in decode)]
         lines = [
             f"{photo}: {h0}x{w0}, c {c.tolist()}, s {s}, trans_input {trans_input.tolist()}",
             f"  warped png {len(png)} bytes, {formula_diff} bytes differ from the float32 "
-            f"formula; layer4 {list(captured['layer4'].shape[1:])}, "
-            f"deconv3 {list(captured['deconv3'].shape[1:])}",
+            f"formula; {shapes}",
             f"  dcn1 |offset| mean {off.mean():.3f} max {off.max():.3f}; mask {mask.min():.3f}.."
             f"{mask.max():.3f}; hm logits {captured['hm'].min():.3f}..{captured['hm'].max():.3f}",
             f"  wh {captured['wh'].min():.2f}..{captured['wh'].max():.2f}, "
@@ -1033,10 +1422,11 @@ def main():
             f"{[(k, sum(d['class'] == k for d in decode)) for k in classes]}",
             "  first: " + ", ".join(
                 f"{class_names[d['class']]}({d['score']:.3f})@{d['index']}" for d in decode[:8]),
+            f"  peaks on rows {min(rows)}..{max(rows)}, {sum(22 <= r <= 105 for r in rows)} "
+            "on rows 22..105",
             f"  margins: {json.dumps(m)}",
             f"  f64 relative error: {json.dumps(f64_error)}; decode {json.dumps(f64_decode)}",
         ]
-        report.extend(lines)
         print("\n".join(lines), flush=True)
 
     doc = {
@@ -1058,16 +1448,25 @@ def main():
              "why": "BatchNorm2d.num_batches_tracked (training counter, unused at inference)"}
             for name in not_generated
         ],
-        "cases": cases,
     }
+    if dla:
+        doc["unused_in_forward"] = {
+            "names": unused,
+            "why": "base.fc: the ImageNet classifier DLA.load_pretrained_model adds, never "
+                   "called by DLA.forward; base.level3.project / base.level4.project: computed "
+                   "by Tree.forward (levels 2) and passed to tree1, which recomputes its own "
+                   "residual with tree1.project (checked: changing them leaves every level "
+                   "bit-identical)",
+        }
+    doc["cases"] = cases
     os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, "centernet_resdcn18.json")
+    path = os.path.join(OUT, "centernet_dla34.json" if dla else "centernet_resdcn18.json")
     with open(path, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
         f.write("\n")
     print(f"checked {checked} files against {CENTERNET_COMMIT[:8]}; stubs: {STUBBED}")
     print(f"{len(spec)} generated tensors, {sum(int(np.prod(w['shape'])) for w in spec)} values, "
-          f"{len(not_generated)} not generated")
+          f"{len(not_generated)} not generated" + (f", {len(unused)} unused" if dla else ""))
     print(f"wrote {path} ({os.path.getsize(path) / 1e3:.1f} KB) in {time.time() - t0:.1f} s")
 
 

@@ -429,6 +429,9 @@ impl Dla {
         let up_f: Vec<usize> = (0..n).map(|i| 1 << i).collect();
         let ida_up = IdaUp::bind(&mut b, "ida_up", channels[0], &channels[..n], &up_f)?;
         b.ignore("num_batches_tracked");
+        // The ImageNet classifier that `load_pretrained_model` adds to the body: saved in
+        // the released checkpoints, never run.
+        b.ignore_module("base.fc.");
         b.ignore_unbound_modules();
         b.finish()?;
         Ok(Dla {

@@ -1,12 +1,11 @@
 //! The CenterNet nodes against the official code: `tests/reference/make_centernet_fixtures.py`
-//! ran xingyizhou/CenterNet @ 4c50fd3a (`ctdet`, `resdcn_18`, demo.py's options, DCNv2
-//! through `torchvision.ops.deform_conv2d`) on the CPU with generated weights on two photos.
-//! This test regenerates the weights bit for bit, writes them under the official names, runs
-//! `centernet_preprocess` → `resnet` → `dcn_upsample` → `centernet_ctdet` from their plugin
-//! libraries, and
-//! compares:
+//! ran xingyizhou/CenterNet @ 4c50fd3a (`ctdet` with `resdcn_18` and `dla_34`, demo.py's
+//! options, DCNv2 through `torchvision.ops.deform_conv2d`) on the CPU with generated weights
+//! on two photos. These tests regenerate the weights bit for bit, write them under the
+//! official names, run `centernet_preprocess` → the trunk (`resnet` → `dcn_upsample`, or
+//! `dla`) → `centernet_ctdet` from their plugin libraries, and compare:
 //! - the warped 512x512 BGR image byte for byte (its FNV-1a hash) and the normalised input;
-//! - layer4, the up-sampled features and the raw `hm`, `wh`, `reg` heads (summaries), within
+//! - the trunk's features and the raw `hm`, `wh`, `reg` heads (summaries), within
 //!   `|a - b| <= 1e-4 · max(1, |b|)`;
 //! - the 100 decoded peaks (same flat index and class; score and box within 1e-4);
 //! - the node's detections in photo pixels (`ctdet_post_process`), the same 100 with the same
@@ -19,7 +18,7 @@ use std::path::Path;
 
 use kernels::layers::resample::cv_warp_affine_u8;
 use ndarray::{ArrayView4, Ix4};
-use plugin_centernet::model::{CenterNet, CenterNetConfig};
+use plugin_centernet::model::{CenterNet, CenterNetConfig, HeadNames};
 use plugin_centernet::preprocess::affine;
 use plugin_sdk::{ParamValue, Value};
 use reference::{
@@ -54,6 +53,8 @@ fn as4(t: &kernels::Tensor) -> ArrayView4<'_, f32> {
 enum Trunk {
     /// `resnet` (ResNet-18) → `dcn_upsample`: layer4 (c5) and the up-sampled p2.
     ResDcn,
+    /// `dla`: p2 after DLAUp and IDAUp.
+    Dla,
 }
 
 fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
@@ -72,7 +73,7 @@ fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
 
 /// Runs the fixture's photos through `centernet_preprocess` → the trunk → `centernet_ctdet`
 /// and compares every stage (see the module documentation).
-fn check_against_fixture(name: &str, trunk: Trunk, head_conv: i64) {
+fn check_against_fixture(name: &str, trunk: Trunk) {
     let doc = fixture(name);
     let dir = scratch(&format!("centernet-ref-{}", name.trim_end_matches(".json")));
     let weights = dir.join("ctdet.safetensors");
@@ -83,18 +84,32 @@ fn check_against_fixture(name: &str, trunk: Trunk, head_conv: i64) {
             resnet18(&weights),
             create("dcn_upsample", &[weights_param(&weights)]).unwrap(),
         ],
+        Trunk::Dla => vec![create("dla", &[weights_param(&weights)]).unwrap()],
     };
     let checks: &[(&str, &str)] = match trunk {
         Trunk::ResDcn => &[("layer4", "c5"), ("deconv3", "p2")],
+        Trunk::Dla => &[("features", "p2")],
     };
-    let head_params = [
+    // The heads' input width, their 3x3 width and their names.
+    let (in_channels, head_conv, head_names) = match trunk {
+        Trunk::ResDcn => (64, 64, HeadNames::Sequential),
+        Trunk::Dla => (64, 256, HeadNames::Sequential),
+    };
+    let mut head_params = vec![
         weights_param(&weights),
-        ("head_conv", ParamValue::Int(head_conv)),
+        ("in_channels", ParamValue::Int(in_channels as i64)),
+        ("head_conv", ParamValue::Int(head_conv as i64)),
     ];
+    if let HeadNames::Hourglass { stack } = head_names {
+        head_params.push(("head_names", ParamValue::Str("hourglass".into())));
+        head_params.push(("stacks", ParamValue::Int(stack as i64 + 1)));
+    }
     let mut head = create("centernet_ctdet", &head_params).unwrap();
     let w = kernels::weights::Weights::load(&weights).unwrap();
     let config = CenterNetConfig {
-        head_conv: head_conv as usize,
+        in_channels,
+        head_conv,
+        head_names,
         ..CenterNetConfig::default()
     };
     let model = CenterNet::from_weights(&w, "", config).unwrap();
@@ -249,7 +264,12 @@ fn check_against_fixture(name: &str, trunk: Trunk, head_conv: i64) {
 
 #[test]
 fn centernet_resdcn18_matches_the_official_code() {
-    check_against_fixture("centernet_resdcn18.json", Trunk::ResDcn, 64);
+    check_against_fixture("centernet_resdcn18.json", Trunk::ResDcn);
+}
+
+#[test]
+fn centernet_dla34_matches_the_official_code() {
+    check_against_fixture("centernet_dla34.json", Trunk::Dla);
 }
 
 /// A checkpoint of another backbone or width is refused with the mismatched tensors named; a
