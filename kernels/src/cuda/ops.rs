@@ -762,6 +762,30 @@ fn activation_code(a: crate::layers::Activation) -> (i32, f32) {
     }
 }
 
+/// The geometry arguments of the im2col kernels (`conv.cu`, `deform_conv.cu`): kernel,
+/// stride, padding and dilation (each height, then width), then the output's height and
+/// width.
+fn im2col_geometry(
+    op: &'static str,
+    (kh, kw): (usize, usize),
+    p: crate::layers::Conv2dParams,
+    (oh, ow): (usize, usize),
+) -> Result<[Arg<'static>; 10], CudaError> {
+    let i = |what: &str, v: usize| to_i32(op, what, v).map(Arg::I32);
+    Ok([
+        i("kernel", kh)?,
+        i("kernel", kw)?,
+        i("stride", p.stride.0)?,
+        i("stride", p.stride.1)?,
+        i("padding", p.padding.0)?,
+        i("padding", p.padding.1)?,
+        i("dilation", p.dilation.0)?,
+        i("dilation", p.dilation.1)?,
+        i("output height", oh)?,
+        i("output width", ow)?,
+    ])
+}
+
 /// GPU [`Conv2d::forward`](crate::layers::Conv2d::forward) on `[N, C_in, H, W]`: per image and
 /// group, `conv_im2col` (skipped for a plain 1x1 convolution) and an SGEMM with the weight
 /// ([`Executor::sgemm`]: cuBLAS on a device), then `bias_activation` over the output.
@@ -808,23 +832,14 @@ pub fn conv2d<E: Executor>(
             let x_g = &xs[(b * c + gi * cin_g) * h * w..][..cin_g * h * w];
             if !pointwise {
                 cols.fill(0.0);
-                let mut args = [
+                let mut args = vec![
                     Arg::InF32(x_g),
                     Arg::I32(i32_of("channels", cin_g)?),
                     Arg::I32(i32_of("height", h)?),
                     Arg::I32(i32_of("width", w)?),
-                    Arg::I32(i32_of("kernel", kh)?),
-                    Arg::I32(i32_of("kernel", kw)?),
-                    Arg::I32(i32_of("stride", p.stride.0)?),
-                    Arg::I32(i32_of("stride", p.stride.1)?),
-                    Arg::I32(i32_of("padding", p.padding.0)?),
-                    Arg::I32(i32_of("padding", p.padding.1)?),
-                    Arg::I32(i32_of("dilation", p.dilation.0)?),
-                    Arg::I32(i32_of("dilation", p.dilation.1)?),
-                    Arg::I32(i32_of("output height", oh)?),
-                    Arg::I32(i32_of("output width", ow)?),
-                    Arg::OutF32(&mut cols),
                 ];
+                args.extend(im2col_geometry(OP, (kh, kw), p, (oh, ow))?);
+                args.push(Arg::OutF32(&mut cols));
                 exec.launch(
                     &super::K_CONV_IM2COL,
                     Launch::linear(cols_len as u64, THREADS),
@@ -896,29 +911,22 @@ pub fn deform_conv2d<E: Executor>(
         let mask_b = mask.map_or(&[][..], |m| &m[b * mask_len..][..mask_len]);
         for gi in 0..g {
             cols.fill(0.0);
-            let mut args = [
+            let mut args = vec![
                 Arg::InF32(x_b),
                 Arg::I32(i32_of("channels", c)?),
                 Arg::I32(i32_of("channels", gi * cin_g)?),
                 Arg::I32(i32_of("channels", cin_g)?),
                 Arg::I32(i32_of("height", h)?),
                 Arg::I32(i32_of("width", w)?),
-                Arg::I32(i32_of("kernel", kh)?),
-                Arg::I32(i32_of("kernel", kw)?),
-                Arg::I32(i32_of("stride", p.stride.0)?),
-                Arg::I32(i32_of("stride", p.stride.1)?),
-                Arg::I32(i32_of("padding", p.padding.0)?),
-                Arg::I32(i32_of("padding", p.padding.1)?),
-                Arg::I32(i32_of("dilation", p.dilation.0)?),
-                Arg::I32(i32_of("dilation", p.dilation.1)?),
-                Arg::I32(i32_of("output height", oh)?),
-                Arg::I32(i32_of("output width", ow)?),
+            ];
+            args.extend(im2col_geometry(OP, (kh, kw), p, (oh, ow))?);
+            args.extend([
                 Arg::InF32(offset_b),
                 Arg::InF32(mask_b),
                 Arg::I32(i32::from(mask.is_some())),
                 Arg::I32(i32_of("offset groups", offset_groups)?),
                 Arg::OutF32(&mut cols),
-            ];
+            ]);
             exec.launch(
                 &super::K_DEFORM_IM2COL,
                 Launch::linear(cols_len as u64, THREADS),
