@@ -9,22 +9,17 @@
 //! node, the medians of the head's stages (heads, decoding; through the library on the same
 //! weights), and the detections for the driver to compare.
 
+#[path = "../../../tests/support/bench.rs"]
+mod bench;
+
 use std::path::Path;
 use std::time::Instant;
 
+use bench::{median, ms};
 use engine::registry::Registry;
 use ndarray::ArrayView4;
 use plugin_centernet::model::{CenterNet, CenterNetConfig};
 use plugin_sdk::{ParamValue, Value};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

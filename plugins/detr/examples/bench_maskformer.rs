@@ -8,16 +8,15 @@
 //! Prints one JSON line: the median and minimum milliseconds of the whole, the median of each
 //! node, and the panoptic segments (ids, classes) for the driver to compare.
 
+#[path = "../../../tests/support/bench.rs"]
+mod bench;
+
 use std::path::Path;
 use std::time::Instant;
 
+use bench::median;
 use engine::registry::Registry;
 use plugin_sdk::{ParamValue, Value};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
