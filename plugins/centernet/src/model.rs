@@ -149,6 +149,14 @@ impl CenterNet {
         let hm = head(&mut b, names("hm"), cin, hc, config.num_classes)?;
         let wh = head(&mut b, names("wh"), cin, hc, 2)?;
         let reg = head(&mut b, names("reg"), cin, hc, 2)?;
+        if let HeadNames::Hourglass { stack } = config.head_names {
+            // The earlier stacks' heads supervise training only (intermediate supervision).
+            for h in ["hm", "wh", "reg"] {
+                for s in 0..stack {
+                    b.ignore_module(&format!("{h}.{s}."));
+                }
+            }
+        }
         b.ignore_unbound_modules();
         b.finish()?;
         Ok(CenterNet {

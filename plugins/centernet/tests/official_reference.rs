@@ -1,9 +1,11 @@
 //! The CenterNet nodes against the official code: `tests/reference/make_centernet_fixtures.py`
 //! ran xingyizhou/CenterNet @ 4c50fd3a (`ctdet` with `resdcn_18` and `dla_34`, demo.py's
 //! options, DCNv2 through `torchvision.ops.deform_conv2d`) on the CPU with generated weights
-//! on two photos. These tests regenerate the weights bit for bit, write them under the
-//! official names, run `centernet_preprocess` → the trunk (`resnet` → `dcn_upsample`, or
-//! `dla`) → `centernet_ctdet` from their plugin libraries, and compare:
+//! on two photos, and `tests/reference/make_hourglass_fixtures.py` its stacked Hourglass at a
+//! small size (two stacks, two levels; the same classes as Hourglass-104). These tests
+//! regenerate the weights bit for bit, write them under the official names, run
+//! `centernet_preprocess` → the trunk (`resnet` → `dcn_upsample`, `dla` or `hourglass`) →
+//! `centernet_ctdet` from their plugin libraries, and compare:
 //! - the warped 512x512 BGR image byte for byte (its FNV-1a hash) and the normalised input;
 //! - the trunk's features and the raw `hm`, `wh`, `reg` heads (summaries), within
 //!   `|a - b| <= 1e-4 · max(1, |b|)`;
@@ -55,6 +57,8 @@ enum Trunk {
     ResDcn,
     /// `dla`: p2 after DLAUp and IDAUp.
     Dla,
+    /// `hourglass` at the fixture's small size: the last stack's features.
+    Hourglass,
 }
 
 fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
@@ -85,15 +89,41 @@ fn check_against_fixture(name: &str, trunk: Trunk) {
             create("dcn_upsample", &[weights_param(&weights)]).unwrap(),
         ],
         Trunk::Dla => vec![create("dla", &[weights_param(&weights)]).unwrap()],
+        Trunk::Hourglass => {
+            let c = &doc["config"];
+            let int = |k: &str| c[k].as_i64().unwrap_or_else(|| panic!("config {k}"));
+            let ints = |k: &str| floats(&c[k]).iter().map(|&v| v as i64).collect::<Vec<_>>();
+            vec![create(
+                "hourglass",
+                &[
+                    weights_param(&weights),
+                    ("levels", ParamValue::Int(int("n"))),
+                    ("stacks", ParamValue::Int(int("nstack"))),
+                    ("dims", ParamValue::IntList(ints("dims"))),
+                    ("modules", ParamValue::IntList(ints("modules"))),
+                    ("cnv_dim", ParamValue::Int(int("cnv_dim"))),
+                ],
+            )
+            .unwrap()]
+        }
     };
     let checks: &[(&str, &str)] = match trunk {
         Trunk::ResDcn => &[("layer4", "c5"), ("deconv3", "p2")],
-        Trunk::Dla => &[("features", "p2")],
+        Trunk::Dla | Trunk::Hourglass => &[("features", "p2")],
     };
     // The heads' input width, their 3x3 width and their names.
     let (in_channels, head_conv, head_names) = match trunk {
         Trunk::ResDcn => (64, 64, HeadNames::Sequential),
         Trunk::Dla => (64, 256, HeadNames::Sequential),
+        Trunk::Hourglass => {
+            let c = &doc["config"];
+            let stacks = c["nstack"].as_u64().expect("nstack") as usize;
+            (
+                c["cnv_dim"].as_u64().expect("cnv_dim") as usize,
+                floats(&c["dims"])[0] as usize,
+                HeadNames::Hourglass { stack: stacks - 1 },
+            )
+        }
     };
     let mut head_params = vec![
         weights_param(&weights),
@@ -270,6 +300,12 @@ fn centernet_resdcn18_matches_the_official_code() {
 #[test]
 fn centernet_dla34_matches_the_official_code() {
     check_against_fixture("centernet_dla34.json", Trunk::Dla);
+}
+
+/// Hourglass at a small size (two stacks, two levels): the same classes as Hourglass-104.
+#[test]
+fn centernet_hourglass_matches_the_official_code() {
+    check_against_fixture("centernet_hourglass_small.json", Trunk::Hourglass);
 }
 
 /// A checkpoint of another backbone or width is refused with the mismatched tensors named; a
