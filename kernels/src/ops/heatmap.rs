@@ -199,8 +199,57 @@ pub fn topk_flat(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> 
 
 /// [`heatmap_nms`] with a 3x3 window followed by [`centernet_topk`] (CenterNet's decode).
 pub fn extract_peaks(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> {
-    let suppressed = heatmap_nms(heat, 3)?;
-    centernet_topk(suppressed.view(), k)
+    extract_peaks_mapped(heat, k, |_| {})
+}
+
+/// [`extract_peaks`] of `map(heat)`, where `map` transforms a class plane in place
+/// elementwise (CenterNet's decode takes the sigmoid of the logits first): the same result as
+/// mapping the whole heatmap and then calling [`extract_peaks`], with each class plane mapped,
+/// suppressed and ranked in one pass while it is in cache, classes in parallel.
+pub fn extract_peaks_mapped(
+    heat: ArrayView3<f32>,
+    k: usize,
+    map: impl Fn(&mut [f32]) + Sync,
+) -> Result<Vec<Peak>, OpError> {
+    let (c, h, w) = heat.dim();
+    if k > h * w {
+        return Err(OpError::invalid(
+            "extract_peaks",
+            format!("k = {k} is larger than H·W = {}", h * w),
+        ));
+    }
+    if c == 0 || k == 0 {
+        return Ok(Vec::new());
+    }
+    let heat = heat.as_standard_layout();
+    let src = heat.as_slice().unwrap_or(&[]);
+    let per_class: Vec<(Vec<f32>, Vec<usize>)> = src
+        .par_chunks(h * w)
+        .map_init(
+            || (Vec::new(), Vec::new(), vec![0f32; h * w]),
+            |(mapped, tmp, sup), plane| {
+                mapped.clear();
+                mapped.extend_from_slice(plane);
+                map(mapped);
+                nms_plane(mapped, h, w, 3, tmp, sup);
+                let idx = top_indices(sup, k);
+                (idx.iter().map(|&i| sup[i]).collect(), idx)
+            },
+        )
+        .collect();
+    // Candidates in class-major order, as `topk_scores.view(batch, -1)`.
+    let scores: Vec<f32> = per_class
+        .iter()
+        .flat_map(|(s, _)| s.iter().copied())
+        .collect();
+    let best = top_indices(&scores, k);
+    Ok(best
+        .into_iter()
+        .map(|j| {
+            let (class, r) = (j / k, j % k);
+            peak(scores[j], class, per_class[class].1[r], w)
+        })
+        .collect())
 }
 
 /// Literal version: 2-D window max per pixel, then full sorts.
@@ -253,6 +302,27 @@ pub fn extract_peaks_reference(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Pe
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    /// The fused path equals mapping the whole heatmap first, saturated ties included.
+    #[test]
+    fn mapped_peaks_equal_mapping_first() {
+        use crate::layers::Activation;
+        let mut k = 7u32;
+        let mut logits = Array3::from_shape_fn((5, 17, 23), |_| {
+            k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            ((k >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 12.0
+        });
+        // Logits that the f32 sigmoid maps to the same 1.0: neighbours tie after the map.
+        logits[[2, 5, 5]] = 30.0;
+        logits[[2, 5, 6]] = 31.0;
+        let mut heat = logits.clone();
+        Activation::Sigmoid.apply_array(heat.view_mut().into_dyn());
+        let want = extract_peaks(heat.view(), 40).unwrap();
+        let got = extract_peaks_mapped(logits.view(), 40, |p| Activation::Sigmoid.apply_slice(p))
+            .unwrap();
+        assert_eq!(got, want);
+        assert!(got.iter().filter(|p| p.score == 1.0).count() >= 2);
+    }
 
     #[test]
     fn peaks_by_hand() {

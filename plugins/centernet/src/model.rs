@@ -17,7 +17,7 @@
 //! `ctdet_coco_resdcn18.pth`, beside the body and the up-sampling, which are other nodes').
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
-use kernels::ops::heatmap::extract_peaks;
+use kernels::ops::heatmap::extract_peaks_mapped;
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array3, ArrayView4, Axis};
 use plugin_sdk::{
@@ -189,11 +189,11 @@ impl CenterNet {
 
     /// `ctdet_decode` of the head outputs: the best `k` detections, best first, at stride 4.
     pub fn decode(&self, out: &HeadOutputs) -> Result<Vec<Detection>, ModelError> {
-        let mut heat = out.hm.clone();
-        Activation::Sigmoid.apply_array(heat.view_mut().into_dyn());
-        let (_, h, w) = heat.dim();
+        let (_, h, w) = out.hm.dim();
         let k = self.config.k.min(h * w);
-        let peaks = extract_peaks(heat.view(), k).map_err(|e| ModelError::input(e.to_string()))?;
+        // hm.sigmoid_(), _nms and _topk, one class plane at a time.
+        let peaks = extract_peaks_mapped(out.hm.view(), k, |p| Activation::Sigmoid.apply_slice(p))
+            .map_err(|e| ModelError::input(e.to_string()))?;
         Ok(peaks
             .iter()
             .map(|p| {
