@@ -498,6 +498,23 @@ DLA_REG_GAIN = 0.1  # reg.2.weight
 DLA_REG_BIAS = (0.2, 0.5)  # reg.2.bias (a, b)
 DLA_FC_GAIN = 1.0  # base.fc.weight (the ImageNet classifier load_pretrained_model adds; unused)
 
+# --task multi_pose (--arch dla_34; see "Multi-pose" in the docstring): the same DLA-34 trunk and
+# weights (range_of_dla: every base.* / dla_up.* / ida_up.* tensor, hm.0 / wh.* / reg.* too, is
+# the ctdet dla34 fixture's), new ranges for the 1-class hm.2 and the keypoint heads.
+MP_ARGS = ["multi_pose", "--arch", "dla_34", "--gpus", "-1"]
+MP_HEADS = {"hm": 1, "wh": 2, "hps": 34, "reg": 2, "hm_hp": 17, "hp_offset": 2}  # opts' order
+MP_HP_THRESH = 0.1  # multi_pose_decode: `thresh = 0.1` (hm_hp candidates; hm_score < thresh)
+MP_HP_DIST_FACTOR = 0.3  # multi_pose_decode: min_dist > max(b - t, r - l) * 0.3 keeps hps
+MP_HM_GAIN = 1.0  # hm.2.weight (1x1, 256 -> 1)
+MP_HM_BIAS = (1.0, HM_BIAS_FILL)  # hm.2.bias (a, b)
+MP_HEAD_CONV_GAIN = 1.7  # hps.0.weight, hm_hp.0.weight, hp_offset.0.weight (3x3, 64 -> 256)
+MP_HPS_GAIN = 2.0  # hps.2.weight (1x1, 256 -> 34)
+MP_HPS_BIAS = (5.0, 0.0)  # hps.2.bias (a, b): joint offsets from the peak, output pixels
+MP_HM_HP_GAIN = 1.0  # hm_hp.2.weight (1x1, 256 -> 17)
+MP_HM_HP_BIAS = (1.0, HM_BIAS_FILL)  # hm_hp.2.bias (a, b)
+MP_HP_OFFSET_GAIN = 0.1  # hp_offset.2.weight (1x1, 256 -> 2)
+MP_HP_OFFSET_BIAS = (0.2, 0.5)  # hp_offset.2.bias (a, b): sub-pixel joint offsets
+
 for _path in (CENTERNET_REPO,):
     if not os.path.isdir(_path):
         sys.exit(f"no source tree at {_path}: see the docstring")
@@ -582,7 +599,9 @@ import _init_paths  # noqa: E402,F401  (puts src/lib first on sys.path)
 
 from opts import opts  # noqa: E402
 from detectors.detector_factory import detector_factory  # noqa: E402
-from models.decode import _nms, _topk, ctdet_decode  # noqa: E402
+from models.decode import (  # noqa: E402
+    _nms, _topk, _topk_channel, ctdet_decode, multi_pose_decode)
+from models.utils import _transpose_and_gather_feat  # noqa: E402
 from models.model import create_model  # noqa: E402
 from models.networks import pose_dla_dcn, resnet_dcn  # noqa: E402
 from models.networks.DCNv2 import dcn_v2, dcn_v2_func  # noqa: E402
@@ -842,6 +861,32 @@ def range_of_dla(name: str, shape, kind: str) -> tuple:
     raise ValueError(f"no range for {name} {shape} ({kind})")
 
 
+def range_of_multi_pose(name: str, shape, kind: str) -> tuple:
+    """range_of for --task multi_pose (--arch dla_34): range_of_dla for the trunk and the heads
+    ctdet shares (hm.0, wh.0 / wh.2, reg.0 / reg.2: the same names and shapes, so the same
+    values), the MP_* ranges for hm.2 (1 class) and the keypoint heads hps, hm_hp, hp_offset."""
+    special = {
+        "hm.2.weight": ("gain", MP_HM_GAIN), "hm.2.bias": MP_HM_BIAS,
+        "hps.0.weight": ("gain", MP_HEAD_CONV_GAIN), "hps.2.weight": ("gain", MP_HPS_GAIN),
+        "hps.2.bias": MP_HPS_BIAS,
+        "hm_hp.0.weight": ("gain", MP_HEAD_CONV_GAIN), "hm_hp.2.weight": ("gain", MP_HM_HP_GAIN),
+        "hm_hp.2.bias": MP_HM_HP_BIAS,
+        "hp_offset.0.weight": ("gain", MP_HEAD_CONV_GAIN),
+        "hp_offset.2.weight": ("gain", MP_HP_OFFSET_GAIN), "hp_offset.2.bias": MP_HP_OFFSET_BIAS,
+    }
+    if name not in special:
+        if name.startswith(("hps.", "hm_hp.", "hp_offset.")):
+            assert name.endswith(".0.bias") and len(shape) == 1, name
+            return 0.1, 0.0  # the new heads' first conv bias, as every head's
+        return range_of_dla(name, shape, kind)
+    value = special[name]
+    if value[0] == "gain":
+        assert kind == "Conv2d" and len(shape) == 4, name
+        return gain(value[1], int(np.prod(shape[1:]))), 0.0
+    assert len(shape) == 1, name
+    return value
+
+
 def summary(t: torch.Tensor, rng: np.random.Generator, channel_axis: int = 0) -> dict:
     """make_maskrcnn_fixtures.summary (floats to 9 digits); channel_means over `channel_axis`."""
     a = t.detach().cpu().numpy().astype(np.float32)
@@ -1004,7 +1049,8 @@ def generated_checkpoint(opt) -> tuple:
     """(spec, not_generated, state) for opt.arch: every floating tensor of the model's state
     dict generated from its name (range_of / range_of_dla), the int64 num_batches_tracked
     buffers kept at 0. `state` is what the checkpoint's "state_dict" holds."""
-    range_fn = range_of if opt.arch == "resdcn_18" else range_of_dla
+    range_fn = (range_of_multi_pose if opt.task == "multi_pose"
+                else range_of if opt.arch == "resdcn_18" else range_of_dla)
     probe = create_model(opt.arch, opt.heads, opt.head_conv)
     kinds = {}
     for mname, module in probe.named_modules():
@@ -1099,12 +1145,153 @@ def check_dla_unused(model) -> list:
     return names
 
 
+def multi_pose_steps(heat, wh, kps, reg, hm_hp, hp_offset, K=100) -> dict:
+    """models/decode.py multi_pose_decode (reg, hm_hp and hp_offset given, batch 1), step by
+    step with the same tensor operations on the same shapes (so the same float32 values,
+    asserted against the detector's dets), keeping the intermediates the fixture and its
+    margins need. heat / hm_hp: after the sigmoid. Returns (J = 17 joints, K = 100):
+    dets [K, 40]; scores, inds, xs, ys (integer peak) [K]; cx, cy (after reg) [K]; bboxes [K,
+    4]; reg_kps [J, K, 2] (hps + peak); hm_score_raw, hm_inds [J, K] (_topk_channel of
+    _nms(hm_hp)); cand [J, K] (hm_score > 0.1); hm_xy [J, K, 2] (peak + hp_offset, before
+    the -10000 sentinel); dist [J, K, K] (regressed joint of detection k to candidate i);
+    min_dist, min_ind [J, K]; hm_score [J, K] (gathered, -1 for a sentinel); hm_kps [J, K, 2]
+    (gathered); box_out, low_score, too_far, keep_regressed [J, K] (the mask's terms and
+    their union: True keeps the regressed joint); kps [K, J, 2] (final)."""
+    batch, cat, height, width = heat.size()
+    assert batch == 1 and cat == 1
+    num_joints = kps.shape[1] // 2
+    thresh = 0.1
+    heat = _nms(heat)
+    scores, inds, clses, ys, xs = _topk(heat, K=K)
+    kps = _transpose_and_gather_feat(kps, inds)
+    kps = kps.view(batch, K, num_joints * 2)
+    kps[..., ::2] += xs.view(batch, K, 1).expand(batch, K, num_joints)
+    kps[..., 1::2] += ys.view(batch, K, 1).expand(batch, K, num_joints)
+    reg = _transpose_and_gather_feat(reg, inds)
+    reg = reg.view(batch, K, 2)
+    cx = xs.view(batch, K, 1) + reg[:, :, 0:1]
+    cy = ys.view(batch, K, 1) + reg[:, :, 1:2]
+    wh = _transpose_and_gather_feat(wh, inds)
+    wh = wh.view(batch, K, 2)
+    clses = clses.view(batch, K, 1).float()
+    scores_k = scores.view(batch, K, 1)
+    bboxes = torch.cat([cx - wh[..., 0:1] / 2, cy - wh[..., 1:2] / 2,
+                        cx + wh[..., 0:1] / 2, cy + wh[..., 1:2] / 2], dim=2)
+    hm_hp = _nms(hm_hp)
+    kps = kps.view(batch, K, num_joints, 2).permute(0, 2, 1, 3).contiguous()  # b x J x K x 2
+    reg_kps = kps.unsqueeze(3).expand(batch, num_joints, K, K, 2)
+    hm_score, hm_inds, hm_ys, hm_xs = _topk_channel(hm_hp, K=K)  # b x J x K
+    hm_score_raw = hm_score
+    hp_off = _transpose_and_gather_feat(hp_offset, hm_inds.view(batch, -1))
+    hp_off = hp_off.view(batch, num_joints, K, 2)
+    hm_xs = hm_xs + hp_off[:, :, :, 0]
+    hm_ys = hm_ys + hp_off[:, :, :, 1]
+    hm_xy = torch.stack([hm_xs, hm_ys], dim=-1)
+    mask = (hm_score > thresh).float()
+    cand = mask > 0
+    hm_score = (1 - mask) * -1 + mask * hm_score
+    hm_ys = (1 - mask) * (-10000) + mask * hm_ys
+    hm_xs = (1 - mask) * (-10000) + mask * hm_xs
+    hm_kps = torch.stack([hm_xs, hm_ys], dim=-1).unsqueeze(2).expand(
+        batch, num_joints, K, K, 2)
+    dist = (((reg_kps - hm_kps) ** 2).sum(dim=4) ** 0.5)
+    min_dist, min_ind = dist.min(dim=3)  # b x J x K
+    hm_score = hm_score.gather(2, min_ind).unsqueeze(-1)  # b x J x K x 1
+    min_dist = min_dist.unsqueeze(-1)
+    min_ind4 = min_ind.view(batch, num_joints, K, 1, 1).expand(batch, num_joints, K, 1, 2)
+    hm_kps = hm_kps.gather(3, min_ind4)
+    hm_kps = hm_kps.view(batch, num_joints, K, 2)
+    l = bboxes[:, :, 0].view(batch, 1, K, 1).expand(batch, num_joints, K, 1)  # noqa: E741
+    t = bboxes[:, :, 1].view(batch, 1, K, 1).expand(batch, num_joints, K, 1)
+    r = bboxes[:, :, 2].view(batch, 1, K, 1).expand(batch, num_joints, K, 1)
+    b = bboxes[:, :, 3].view(batch, 1, K, 1).expand(batch, num_joints, K, 1)
+    box_out = ((hm_kps[..., 0:1] < l) | (hm_kps[..., 0:1] > r)
+               | (hm_kps[..., 1:2] < t) | (hm_kps[..., 1:2] > b))
+    low_score = hm_score < thresh
+    limit = torch.max(b - t, r - l) * 0.3
+    too_far = min_dist > limit
+    keep = box_out | low_score | too_far
+    maskf = keep.float().expand(batch, num_joints, K, 2)
+    final = (1 - maskf) * hm_kps + maskf * kps
+    final_flat = final.permute(0, 2, 1, 3).contiguous().view(batch, K, num_joints * 2)
+    dets = torch.cat([bboxes, scores_k, final_flat, clses], dim=2)
+    edges = torch.cat([hm_kps[..., 0:1] - l, hm_kps[..., 0:1] - r,
+                       hm_kps[..., 1:2] - t, hm_kps[..., 1:2] - b], dim=-1)
+    return {
+        "dets": dets[0], "scores": scores[0], "inds": inds[0], "clses": clses[0, :, 0],
+        "xs": xs[0], "ys": ys[0], "cx": cx[0, :, 0], "cy": cy[0, :, 0], "bboxes": bboxes[0],
+        "reg_kps": kps[0], "hm_score_raw": hm_score_raw[0], "hm_inds": hm_inds[0],
+        "cand": cand[0], "hm_xy": hm_xy[0], "dist": dist[0], "min_dist": min_dist[0, ..., 0],
+        "min_ind": min_ind[0], "hm_score": hm_score[0, ..., 0], "hm_kps": hm_kps[0],
+        "box_out": box_out[0, ..., 0], "low_score": low_score[0, ..., 0],
+        "too_far": too_far[0, ..., 0], "limit": limit[0, ..., 0],
+        "edges": edges[0], "keep_regressed": keep[0, ..., 0],
+        "kps": final[0].permute(1, 0, 2),
+    }
+
+
+def pose_margins(st: dict, hm_hp: torch.Tensor, K: int = 100) -> dict:
+    """How far the keypoint decisions of multi_pose_decode are from flipping (st: the
+    multi_pose_steps of the run; hm_hp: the sigmoid keypoint heatmaps [17, 128, 128])."""
+    thresh = 0.1
+    hmax = F.max_pool2d(hm_hp[None], 3, stride=1, padding=1)[0]
+    kept = hm_hp * (hmax == hm_hp).float()
+    top = torch.topk(kept.reshape(hm_hp.shape[0], -1), K + 1).values.double()  # [J, K + 1]
+    assert torch.equal(top[:, :K].float(), st["hm_score_raw"])
+    above = (st["hm_score_raw"] > thresh).sum(1)
+    gap = (hmax - hm_hp).double()
+    high = hm_hp.double() > thresh
+    suppressed_high = (gap > 0) & high
+    pad = F.pad(hm_hp[None], (1, 1, 1, 1), value=float("-inf"))[0]
+    others = torch.stack(
+        [pad[:, 1 + dy:1 + dy + hm_hp.shape[1], 1 + dx:1 + dx + hm_hp.shape[2]]
+         for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    ).amax(0)
+    peak_gap = (hm_hp - others).double()
+    cand_peak = (kept > thresh)
+    cut_rows = top[:, K - 1] > thresh  # joints whose 100th candidate is above the threshold
+    # The argmin over the K candidates: best vs second-best distance.
+    two = torch.topk(st["dist"].double(), 2, dim=2, largest=False).values  # [J, K, 2]
+    argmin_gap = two[..., 1] - two[..., 0]
+    real = st["hm_score"] > thresh  # the nearest candidate is a real one, not the sentinel
+    snapped = ~st["keep_regressed"]
+    kept_reg = st["keep_regressed"]
+    none = lambda t: f9(t.min()) if t.numel() else None  # noqa: E731
+    return {
+        "hm_hp_candidates_above_thresh": [int(v) for v in above],
+        "hm_hp_min_thresh_gap": f9((top - thresh).abs().min()),
+        "hm_hp_joints_cut_above_thresh": int(cut_rows.sum()),
+        "hm_hp_min_topk_cut_gap_above_thresh": none(
+            (top[:, K - 1] - top[:, K])[cut_rows]),
+        "hm_hp_nms_near_ties_1e-6_above_thresh": int((suppressed_high & (gap < 1e-6)).sum()),
+        "hm_hp_nms_min_suppression_gap_above_thresh": none(gap[suppressed_high]),
+        "hm_hp_min_peak_gap_above_thresh": none(peak_gap[cand_peak]),
+        "joints": int(snapped.numel()),
+        "joints_snapped": int(snapped.sum()),
+        "joints_kept": int(kept_reg.sum()),
+        "kept_no_candidate": int((kept_reg & ~real).sum()),
+        "kept_outside_box": int((kept_reg & real & st["box_out"]).sum()),
+        "kept_too_far": int((kept_reg & real & st["too_far"]).sum()),
+        "kept_too_far_inside_box": int((kept_reg & real & st["too_far"] & ~st["box_out"]).sum()),
+        "kept_outside_box_near_enough": int(
+            (kept_reg & real & st["box_out"] & ~st["too_far"]).sum()),
+        "snap_min_argmin_gap": none(argmin_gap[snapped]),
+        "argmin_min_gap_real": none(argmin_gap[real]),
+        "argmin_ties_real": int((argmin_gap[real] == 0).sum()),
+        "mask_min_box_edge_gap_real": none(st["edges"][real].double().abs()),
+        "mask_min_dist_limit_gap_real": none(
+            (st["min_dist"].double() - st["limit"].double())[real].abs()),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=["resdcn_18", "dla_34", "all"], default="resdcn_18",
                     help="which fixture to write (all: both, resdcn_18 first)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch.set_num_threads (the fixtures do not depend on it)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     # OpenCV's own warpAffine kernel, not Intel IPP's (see "cv2.warpAffine" in the docstring).
     cv2.ipp.setUseIPP(False)
     checked = check_sources()

@@ -180,6 +180,34 @@ pub fn centernet_topk(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpEr
         .collect())
 }
 
+/// CenterNet `_topk_channel` (its multi-pose decoding of the keypoint heatmaps): the best `k`
+/// of each channel of `[C, H, W]` separately, best first per channel. `k` must not exceed
+/// `H·W`.
+pub fn topk_per_channel(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Vec<Peak>>, OpError> {
+    let (_, h, w) = heat.dim();
+    if k > h * w {
+        return Err(OpError::invalid(
+            "topk_per_channel",
+            format!("k = {k} is larger than H·W = {}", h * w),
+        ));
+    }
+    let heat = heat.as_standard_layout();
+    let src = heat.as_slice().unwrap_or(&[]);
+    if h * w == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(src
+        .par_chunks(h * w)
+        .enumerate()
+        .map(|(c, plane)| {
+            top_indices(plane, k)
+                .into_iter()
+                .map(|i| peak(plane[i], c, i, w))
+                .collect()
+        })
+        .collect())
+}
+
 /// CornerNet `_topk`: the best `k` over the flattened `C·H·W`.
 pub fn topk_flat(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> {
     let (c, h, w) = heat.dim();
@@ -302,6 +330,21 @@ pub fn extract_peaks_reference(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Pe
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    #[test]
+    fn top_k_of_each_channel() {
+        let heat = Array3::from_shape_vec(
+            (2, 2, 3),
+            vec![0.1, 0.9, 0.3, 0.9, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        )
+        .unwrap();
+        let got = topk_per_channel(heat.view(), 2).unwrap();
+        // Ties by index: (0, 1) before (1, 0).
+        assert_eq!((got[0][0].index, got[0][1].index), (1, 3));
+        assert_eq!((got[1][0].index, got[1][0].y, got[1][0].x), (5, 1, 2));
+        assert!(got.iter().flatten().all(|p| p.class < 2));
+        assert!(topk_per_channel(heat.view(), 7).is_err());
+    }
 
     /// The fused path equals mapping the whole heatmap first, saturated ties included.
     #[test]

@@ -50,7 +50,10 @@ pub mod yolact;
 pub use anchors::AnchorGenerator;
 pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxCoder};
 pub use corner_pool::{corner_pool, CornerPool};
-pub use heatmap::{centernet_topk, extract_peaks, heatmap_nms, topk_flat, Peak};
+pub use heatmap::{
+    centernet_topk, extract_peaks, extract_peaks_mapped, heatmap_nms, topk_flat, topk_per_channel,
+    Peak,
+};
 pub use nms::{batched_nms, nms};
 pub use paste_masks::{paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion};
 pub use poolers::{LevelMapper, LevelRule, MultiScaleRoIAlign};

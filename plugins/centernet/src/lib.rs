@@ -8,12 +8,14 @@
 //! | kind | in | out | reference |
 //! |---|---|---|---|
 //! | `centernet_preprocess` | `image` (u8 [H, W, 3]) | `image` (f32 [3, 512, 512] + sizes) | `BaseDetector.pre_process` (`cv2.warpAffine`, BGR mean and std) |
-//! | `resnet` (backbones, `depth = 18`, `bn_eps = 1e-5`) | `image` | `features` `c5` | `PoseResNet`'s `conv1` … `layer4` |
-//! | `centernet_ctdet` | `features`, `image` | `instances` (top K) | `deconv_layers` (DCNv2), `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
+//! | `resnet` → `dcn_upsample`, `dla` or `hourglass` (backbones) | `image` | `features` `p2` | `PoseResNet` with `deconv_layers`, `DLASeg`'s body and up-sampling, `exkp` |
+//! | `centernet_ctdet` | `features` (`p2`), `image` | `instances` (top K) | `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
+//! | `centernet_multi_pose` | `features` (`p2`), `image` | `instances` with `keypoints` | `hm`/`wh`/`hps`/`reg`/`hm_hp`/`hp_offset`, `multi_pose_decode`, `multi_pose_post_process` |
 //!
-//! Pipeline: `pipelines/centernet_resdcn18.toml`.
+//! Pipelines: `pipelines/centernet_resdcn18.toml`, `centernet_dla34.toml`, `centernet_hg104.toml`.
 
 pub mod model;
+pub mod multi_pose;
 pub mod preprocess;
 
 use plugin_sdk::NodeKind;
@@ -22,7 +24,7 @@ vision_common::family_library!(name: "centernet", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![preprocess::kind(), model::kind()]
+    vec![preprocess::kind(), model::kind(), multi_pose::kind()]
 }
 
 #[cfg(test)]
@@ -31,7 +33,14 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["centernet_preprocess", "centernet_ctdet"]);
+        assert_eq!(
+            names,
+            [
+                "centernet_preprocess",
+                "centernet_ctdet",
+                "centernet_multi_pose"
+            ]
+        );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }

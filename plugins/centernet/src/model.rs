@@ -44,7 +44,7 @@ pub enum HeadNames {
 }
 
 impl HeadNames {
-    fn names(&self, head: &str) -> (String, String) {
+    pub(crate) fn names(&self, head: &str) -> (String, String) {
         match self {
             HeadNames::Sequential => (format!("{head}.0"), format!("{head}.2")),
             HeadNames::Hourglass { stack } => (
@@ -81,7 +81,7 @@ impl Default for CenterNetConfig {
 
 /// A head: 3x3 convolution with ReLU, then 1x1.
 #[derive(Debug)]
-struct Head {
+pub(crate) struct Head {
     conv: Conv2d,
     out: Conv2d,
     names: (String, String),
@@ -115,7 +115,7 @@ pub struct Detection {
     pub index: usize,
 }
 
-fn head(
+pub(crate) fn head(
     b: &mut Binder<'_>,
     names: (String, String),
     cin: usize,
@@ -129,7 +129,7 @@ fn head(
 }
 
 impl Head {
-    fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array3<f32>, ModelError> {
+    pub(crate) fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array3<f32>, ModelError> {
         let y = self.conv.forward(x).ctx(|| self.names.0.clone())?;
         let y = self.out.forward(y.view()).ctx(|| self.names.1.clone())?;
         Ok(y.index_axis_move(Axis(0), 0))
@@ -211,21 +211,28 @@ impl CenterNet {
     }
 }
 
-/// `ctdet_post_process`'s `transform_preds`: a box at stride 4 of an `(out_h, out_w)` output
-/// to the pixels of a photo of `original` `(h, w)`.
-pub fn to_photo(
-    bbox: &[f32; 4],
+/// `transform_preds` of the post-processing: a point at stride 4 of an `(out_h, out_w)` output
+/// to the pixels of a photo of `original` `(h, w)`, by the inverse of the pre-processing's
+/// affine transform (in `f64` from the `f32` point, rounded to `f32` as the official code
+/// stores it).
+pub fn photo_mapping(
     original: (usize, usize),
     (out_h, out_w): (usize, usize),
-) -> [f32; 4] {
+) -> impl Fn(f32, f32) -> (f32, f32) {
     let m = invert(&affine(original, (out_h, out_w)));
-    let map = |x: f32, y: f32| {
+    move |x: f32, y: f32| {
         let (x, y) = (f64::from(x), f64::from(y));
         (
             (m[0] * x + m[1] * y + m[2]) as f32,
             (m[3] * x + m[4] * y + m[5]) as f32,
         )
-    };
+    }
+}
+
+/// `ctdet_post_process`'s `transform_preds`: a box at stride 4 of an `(out_h, out_w)` output
+/// to the pixels of a photo of `original` `(h, w)`.
+pub fn to_photo(bbox: &[f32; 4], original: (usize, usize), out: (usize, usize)) -> [f32; 4] {
+    let map = photo_mapping(original, out);
     let (x1, y1) = map(bbox[0], bbox[1]);
     let (x2, y2) = map(bbox[2], bbox[3]);
     [x1, y1, x2, y2]
