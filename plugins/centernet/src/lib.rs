@@ -1,9 +1,10 @@
 //! CenterNet ("Objects as Points") as pipeline nodes, with the semantics and defaults of
-//! xingyizhou/CenterNet @ 4c50fd3a (`ctdet`: `src/lib/detectors/ctdet.py`,
-//! `src/lib/models/networks/resnet_dcn.py`, `src/lib/models/decode.py`), loading the
-//! official checkpoints (`ctdet_coco_resdcn18.pth`) under their own parameter names. Built as
-//! a plugin library (`libplugin_centernet.so`) that the engine finds on its plugin path; the
-//! ResNet body is the `backbones` family's.
+//! xingyizhou/CenterNet @ 4c50fd3a (`ctdet` and `multi_pose`: `src/lib/detectors/`,
+//! `src/lib/models/decode.py`, `src/lib/utils/post_process.py`), loading the official
+//! checkpoints (`ctdet_coco_resdcn18.pth`, `ctdet_coco_dla_2x.pth`, `ctdet_coco_hg.pth`,
+//! `multi_pose_dla_3x.pth`) under their own parameter names. Built as a plugin library
+//! (`libplugin_centernet.so`) that the engine finds on its plugin path; the trunks are the
+//! `backbones` family's.
 //!
 //! | kind | in | out | reference |
 //! |---|---|---|---|
@@ -12,7 +13,8 @@
 //! | `centernet_ctdet` | `features` (`p2`), `image` | `instances` (top K) | `hm`/`wh`/`reg`, `ctdet_decode`, `ctdet_post_process` |
 //! | `centernet_multi_pose` | `features` (`p2`), `image` | `instances` with `keypoints` | `hm`/`wh`/`hps`/`reg`/`hm_hp`/`hp_offset`, `multi_pose_decode`, `multi_pose_post_process` |
 //!
-//! Pipelines: `pipelines/centernet_resdcn18.toml`, `centernet_dla34.toml`, `centernet_hg104.toml`.
+//! Pipelines: `pipelines/centernet_resdcn18.toml`, `centernet_dla34.toml`,
+//! `centernet_hg104.toml`, `centernet_multi_pose_dla34.toml`.
 
 pub mod model;
 pub mod multi_pose;
