@@ -6,7 +6,10 @@ task with arch `resdcn_18` / `dla_34`, run on CPU with generated weights on real
 through the official detector (CtdetDetector.run: cv2 pre-processing, model, ctdet_decode,
 post-processing). Everything up to "DLA-34" below describes resdcn_18; that section gives
 what differs for dla_34 (the pre-processing, decode, post-processing, weight generation,
-checks and JSON conventions are shared).
+checks and JSON conventions are shared). `--task multi_pose --arch dla_34` writes
+centernet_multi_pose_dla34.json instead: the official `multi_pose` task (human pose: person
+boxes and 17 keypoints, MultiPoseDetector.run, multi_pose_decode, multi_pose_post_process)
+on the same DLA-34 trunk, weights and photos; see "Multi-pose" at the end.
 
 Setup (pip packages: torch, torchvision, numpy, opencv-python; CenterNet's other imports,
 progress and matplotlib, are stubbed when missing, see "Patches"). CenterNet is not
@@ -17,12 +20,20 @@ src/demo.py does:
     git --git-dir=<mirror of xingyizhou/CenterNet>/repo archive 4c50fd3a | tar -x -C /tmp/centernet
     CENTERNET_REPO=/tmp/centernet \
         target/venv-torch/bin/python tests/reference/make_centernet_fixtures.py \
-        [--arch resdcn_18|dla_34|all]
+        [--arch resdcn_18|dla_34|all] [--task ctdet|multi_pose] [--threads N]
 
 (CENTERNET_REPO defaults to /tmp/centernet.) Run by developers, not by CI (CI reads the
 committed fixtures). About 15 s for resdcn_18 and 15-45 s for dla_34 on two threads
 (torch.set_num_threads(2)), the float64 runs included (one minute for `--arch all` on a
-2-core machine). Running it twice writes the same files, byte for byte. If the bare git
+2-core machine). Running it twice writes the same files, byte for byte. `--threads N`
+(default 2) sets torch.set_num_threads; the float32 values depend on it in their last bits
+(the CPU kernels sum in another order): on the 2-core machine used, `--arch all --threads 1`
+reproduces level0 / level1 of centernet_dla34.json (layer4 of centernet_resdcn18.json)
+exactly and differs from level2 (deconv1) on by float32 rounding (scores by up to 1.3e-6,
+boxes by up to 1.5e-5 output pixels, the same detections in the same order). The ctdet
+fixtures were written with the default 2 threads, centernet_multi_pose_dla34.json with
+`--threads 1` (see "Multi-pose").
+`--task` (default ctdet) picks the task; `--task multi_pose` needs `--arch dla_34`. If the bare git
 mirror named by CENTERNET_GIT_DIR (default /work/.mirror/xingyizhou+CenterNet/repo) exists,
 the script first checks that every src/**.py of the tree and the DCNv2 C / CUDA sources in
 DCN_SOURCES are byte-identical to the commit's (83 files), and that no compiled DCNv2 `_ext`
@@ -424,6 +435,155 @@ head_conv 256, the -1 default for DLA archs; every other option as above) and pa
     dla_up (a list of 4 summaries, strides 4, 8, 16, 32) and features ([64, 128, 128]), in
     that order, and f64_relative_error has level0..level5, dla_up (a list of 4) and
     features in place of layer4 / deconv1..3. About 970 KB.
+
+Multi-pose (`--task multi_pose --arch dla_34`, writes centernet_multi_pose_dla34.json). The
+official human-pose task on the DLA-34 trunk above, with the same patches, checks and
+conventions; written with `--threads 1` (about 15 s on the 2-core machine, float64 run
+included; other thread counts change the last bits, see "Setup"):
+    opt = opts().init(["multi_pose", "--arch", "dla_34", "--gpus", "-1"])
+    detector = detector_factory["multi_pose"](opt)    # MultiPoseDetector
+    ret = detector.run("assets/<photo>")               # results {1: 100 rows of 39 floats}
+  - Options (asserted): opts.py sets, for multi_pose, heads {hm: 1, wh: 2, hps: 34} then
+    reg: 2 (reg_offset on), hm_hp: 17 (hm_hp = not --not_hm_hp) and hp_offset: 2
+    (reg_hp_offset = not --not_reg_hp_offset and hm_hp), in that order (which is also the
+    order DLASeg registers the heads and the state dict lists them); head_conv 256; dataset
+    info of init(): num_classes 1, num_joints 17, the ctdet mean / std, 512 x 512, flip_idx
+    [[1, 2], [3, 4], ..., [15, 16]] (unused: flip_test off), dataset "coco_hp"; mse_loss off,
+    dense_hp off, K 100, test_scales [1], nms off, debug 0. The pre-processing, meta and the
+    DLA-34 trunk are exactly those of ctdet (the same input tensor; with the same weights and
+    thread count the same features as the ctdet dla34 run, and the same f64 errors up to the
+    features). Every head is Sequential(Conv2d(64, 256, 3, pad 1, bias), ReLU, Conv2d(256, n,
+    1, bias)) on the features; DLASeg fills the last bias of every head whose name contains
+    "hm" (hm and hm_hp) with -2.19 at construction (overwritten by load_model).
+  - MultiPoseDetector.process: output = model(images)[-1]; output["hm"].sigmoid_();
+    output["hm_hp"].sigmoid_() (hm_hp and not mse_loss); dets = multi_pose_decode(hm, wh,
+    hps, reg=reg, hm_hp=hm_hp, hp_offset=hp_offset, K=100) (flip_test off: no averaging).
+    multi_pose_decode (models/decode.py; J = 17, K = 100, 128 x 128), step by step:
+      1. heat = _nms(hm) (3x3 max-pool equality, as ctdet); scores, inds, clses, ys, xs =
+         _topk(heat, K) (one class: the 100 largest of the 16384; class 0 everywhere).
+      2. kps = hps gathered at inds ([K, 34], channel 2j = dx, 2j + 1 = dy of joint j), then
+         kps[:, 2j] += xs and kps[:, 2j + 1] += ys: the regressed joints are relative to the
+         integer peak (before reg).
+      3. reg and wh gathered at inds; x = xs + reg[0], y = ys + reg[1]; box [x - w / 2, y - h /
+         2, x + w / 2, y + h / 2] (as ctdet).
+      4. hm_hp = _nms(hm_hp) per joint channel; hm_score, hm_inds, hm_ys, hm_xs =
+         _topk_channel(hm_hp, K): per channel torch.topk of the 16384 values (K 100),
+         inds % 16384 (a no-op), ys = (inds / 128).int().float(), xs = (inds % 128).int()
+         .float(): 17 x 100 candidates in descending score order.
+      5. hp_offset (2 channels, shared by all 17 joints) gathered at hm_inds: hm_xs += off[0],
+         hm_ys += off[1], for every candidate (also those about to be dropped). Two joints
+         with candidates on the same pixel get the same position.
+      6. mask = hm_score > 0.1 (float32 comparison: the threshold is float32(0.1)); hm_score =
+         (1 - mask) * -1 + mask * hm_score; hm_xs = (1 - mask) * -10000 + mask * hm_xs, hm_ys
+         likewise: a candidate at or below 0.1 becomes the sentinel (-10000, -10000) with
+         score -1 (exact: 1 * v + 0 * w and 0 * v + w are exact for finite v, w).
+      7. dist[j, k, i] = sqrt(((reg_kps[j, k] - hm_kps[j, i]) ** 2).sum()) in float32 (joint
+         j of detection k to candidate i of channel j); min_dist, min_ind = dist.min(dim=3).
+         torch.min's rule for equal values: the first index (documented by torch and checked,
+         check_min_tie_rule). Ties only happen here when a channel has no candidate above 0.1:
+         all 100 distances to the sentinel are equal, min_ind = 0 (asserted); the result does
+         not depend on it (step 8 keeps the regressed joint). No real-candidate ties occur in
+         these cases (argmin_ties_real 0).
+      8. hm_score, hm_kps gathered at min_ind (the `hm_score` gather: the nearest candidate's
+         score, -1 for the sentinel). mask = hm_kps x < l or x > r or y < t or y > b (strict:
+         a joint on the box edge is inside) or hm_score < 0.1 (only the sentinel, whose score
+         is -1) or min_dist > 0.3 * max(b - t, r - l) (strict; box of detection k, output
+         pixels); kps = (1 - mask) * hm_kps + mask * kps: where mask is false the joint snaps
+         to that hm_hp candidate ("snapped"), where true it keeps the regressed position
+         ("kept"). (The official code sums the boolean terms and tests > 0: their union.)
+      9. detections [1, 100, 40] = box (4), score, 17 x (x, y) (output pixels), class (0.).
+    `multi_pose_steps` redoes steps 1-9 with the same tensor operations (asserted equal to the
+    detector's dets, bit for bit) to keep the intermediates for the fixture and the margins;
+    check_multi_pose_constants asserts that the official source holds `thresh = 0.1`, the -1
+    and -10000 sentinels, the 0.3 factor and the two sigmoid_() calls.
+  - post_process: multi_pose_post_process(dets (float32 numpy copy), [c], [s], 128, 128):
+    transform_preds of the box corners and of the 17 joints (each point np.dot(trans_output_inv,
+    float32 [x, y, 1]) in float64, as ctdet), concatenated with the float32 score into a
+    float64 array, .astype(float32).tolist(), under the key np.int32(1); then
+    np.array(float32).reshape(-1, 39), [:, :4] /= 1, [:, 5:] /= 1. So each coordinate is
+    float32(float64 affine map of the float32 output coordinate), asserted against a direct
+    computation. merge_outputs: results[1] = the one scale's rows as float32 (soft_nms_39 only
+    for opt.nms or several scales), .tolist(); no max_per_image cut (unlike ctdet). Row r is
+    detection r of the decode (descending score): [x1, y1, x2, y2, score, x_0, y_0, ...,
+    x_16, y_16] in photo pixels; COCO category 1 (person) for all. Joints are not clipped.
+  - State dict: 412 entries, 357 generated floating tensors (20,644,930 values), the same 55
+    num_batches_tracked and the same 14 unused trunk tensors as dla34. The heads' names:
+      hm.0.{weight [256, 64, 3, 3], bias [256]}, hm.2.{weight [1, 256, 1, 1], bias [1]},
+      wh.0.*, wh.2.{weight [2, 256, 1, 1], bias [2]}, hps.0.{weight [256, 64, 3, 3], bias
+      [256]}, hps.2.{weight [34, 256, 1, 1], bias [34]}, reg.0.*, reg.2.{weight [2, 256, 1,
+      1], bias [2]}, hm_hp.0.{weight [256, 64, 3, 3], bias [256]}, hm_hp.2.{weight [17, 256,
+      1, 1], bias [17]}, hp_offset.0.{weight [256, 64, 3, 3], bias [256]}, hp_offset.2.{weight
+      [2, 256, 1, 1], bias [2]}.
+  - Weights (range_of_multi_pose): range_of_dla for every trunk tensor and for wh.* / reg.*
+    (the same names, shapes and ranges as the ctdet dla34 fixture, so the same tensors, and
+    the same wh / reg maps); the MP_* ranges for the rest, picked from a scan of about 70
+    settings (run on the trunk's features with the heads alone) for: distinct person peaks
+    (top-100 cut, consecutive scores, NMS), keypoint channels with candidates above and below
+    0.1, both snapping branches, and no decisive near-tie in the keypoint decisions:
+      MP_HM_CONV_GAIN 1.2, hm.0.bias +- 0.5 (with ctdet's 1.7 / +- 0.1 and this one class,
+        the ctdet class-0 weights, the 100 scores had consecutive gaps of 1.1e-6);
+        MP_HM_GAIN 2.5, hm.2.bias -3.19 +- 0.5 (the official fill -2.19 minus 1): hm logits
+        -3.20..0.20 / -3.21..1.72 (chelsea / coffee);
+      MP_HEAD_CONV_GAIN 1.7 (hps.0, hp_offset.0), their first biases +- 0.1;
+      MP_HPS_GAIN 1, hps.2.bias +- 3 output pixels: hps -4.4..5.9 / -6.4..8.8 (wh 6.4..14.2;
+        gain 2 and +- 5 put more joints outside their box: about half as many snapped);
+      MP_HM_HP_CONV_GAIN 1.7, hm_hp.0.bias -0.75 +- 0.1 (sparser ReLU pattern), MP_HM_HP_GAIN
+        4, hm_hp.2.bias -4.19 +- 0.5 (fill minus 2): hm_hp logits -13.3..1.6 / -16.2..6.8.
+        Each channel's level is set mostly by its weights' sum against the mean hidden
+        activation, so channels are either above 0.1 at all their 100 peaks, partly, or
+        nowhere, in every setting scanned;
+      MP_HP_OFFSET_GAIN 0.1, hp_offset.2.bias 0.5 +- 0.2: hp_offset 0.42..0.78 (as reg).
+    The result (printed by the script): chelsea scores 0.5491..0.3216, peaks on rows 104..117
+      (4 on rows 22..105: as in ctdet, the band below the photo wins); coffee 0.8478..0.6558,
+      86 on rows 22..105. Candidates above 0.1 per joint channel (of the 100): chelsea [35,
+      100, 5, 67, 100, 0, 100, 0, 100, 0, 0, 0, 100, 47, 100, 0, 0], coffee [100, 100, 96, 92,
+      100, 0, 100, 0, 100, 5, 0, 0, 100, 100, 100, 0, 25]. Of the 1700 joints: chelsea 266
+      snapped, 1434 kept (700 with no candidate in their channel, 624 with the nearest
+      candidate outside the box, 591 too far, overlapping); coffee 225 snapped, 1475 kept
+      (500, 845, 809).
+    Margins (`margins`: the ctdet keys for hm, then): hm (chelsea / coffee) top100_cut_gap
+      2.7e-4 / 4.0e-4, consecutive 3.4e-5 / 2.4e-5, no NMS near-tie, top100_min_peak_gap
+      3.6e-5 / 5.3e-4; hm_hp: hm_hp_min_thresh_gap (|v - 0.1| over every channel's 101
+      largest kept values) 2.7e-5 / 7.9e-5; hm_hp_joints_cut_above_thresh (channels whose
+      100th candidate is above 0.1, so the top-100 cut drops real candidates) 6 / 8, with
+      hm_hp_min_topk_cut_gap_above_thresh 2.9e-5 / 1.0e-4; among values that would be
+      candidates if kept (> 0.1 and >= their channel's 101st), no NMS near-tie (1e-6), the
+      nearest suppressed one 1.7e-5 / 8.0e-5 below its 3x3 maximum, and the kept candidates
+      exceed their other 8 neighbours by at least 1.7e-5 / 2.4e-5 (hm_hp_min_peak_gap_
+      candidates); snapping: snap_min_argmin_gap (smallest second-best minus best distance
+      over snapped joints) 3.7e-3 / 1.1e-3 output pixels; argmin_min_gap_real (every joint
+      whose nearest candidate is real) 8.9e-4 / 1.1e-3; argmin_decisive (joints where the
+      second-nearest candidate would give another result: every snapped joint, and kept ones
+      whose second would snap) 300 / 254, smallest gap 3.7e-3 / 1.1e-3; the nearest
+      candidates' distance to the box edges at least 4.2e-3 / 8.1e-4, |min_dist - 0.3 *
+      max(h, w)| at least 7.3e-3 / 1.7e-2. The hm_hp margins are the thinnest: 7.7x / 5.2x
+      the largest float32 vs float64 difference of the hm_hp sigmoid anywhere on the map
+      (2.2e-6 / 4.6e-6); the snapping margins are 60x or more the joints' differences.
+  - Conditioning: f64_relative_error has the trunk's entries (as dla34: level0..5, dla_up,
+    features, dcn1_offset, dcn1_mask), every head (hm 5.2e-6 / 8.1e-6, wh 6.8e-7 / 1.3e-6,
+    hps 4.1e-6 / 6.2e-6, reg 3.3e-7 / 6.3e-7, hm_hp 9.5e-6 / 1.9e-5, hp_offset 3.8e-7 /
+    4.9e-7), heat 1.2e-6 / 1.9e-6 and hm_hp_sigmoid 2.2e-6 / 4.6e-6; f64_decode: the same
+    100 peaks, the same hm_hp candidates above 0.1 (as pixel sets per channel), the same
+    snapping (mask and chosen pixel), scores within 9.8e-7 / 1.5e-6, boxes within 8.3e-6 /
+    9.0e-6 and joints within 7.6e-6 / 1.2e-5 output pixels.
+  - JSON: generator, reference, config (config_of's entries for dla_34 with args, task,
+    heads {hm: 1, wh: 2, hps: 34, reg: 2, hm_hp: 17, hp_offset: 2}, head_conv 256,
+    num_classes 1, K 100; plus dataset, num_joints 17, flip_idx, hm_hp, reg_hp_offset,
+    mse_loss, dense_hp, sigmoid ["hm", "hm_hp"], decode {hm_hp_nms_kernel 3, hm_hp_topk 100,
+    hm_hp_thresh 0.1, dist_factor 0.3, sentinel_position -10000, sentinel_score -1,
+    argmin_tie_rule}, results_class 1, category_id 1; max_per_image is BaseDetector's, unused
+    by this merge_outputs), class_names ["person"], dcn_check, weights, not_generated,
+    unused_in_forward, cases (the same two photos, the same warped images and hashes), each:
+    photo .. warped as in the other fixtures; summaries input (the same as dla34's: the same
+    rng), features, then the raw heads hm [1, 128, 128], wh [2, ...], hps [34, ...], reg,
+    hm_hp [17, ...] (logits, before the sigmoid), hp_offset; decode: the 100 detections in
+    decode order: score, class 0, index (y * 128 + x of the peak), x / y (peak + reg), box
+    [x1, y1, x2, y2], kps [[x, y] x 17] (after the snapping), snapped [17 x 0 / 1] (1: the
+    joint took its hm_hp candidate), all in output pixels; results: the 100 rows of
+    results[1] in order: box [x1, y1, x2, y2], score, kps [[x, y] x 17], photo pixels (float32
+    values); margins; f64_relative_error; f64_decode {same_indices_and_classes,
+    same_hm_hp_candidates, same_snapping, max_abs_score_diff, max_abs_box_diff,
+    max_abs_kps_diff}. About 1020 KB (the two PNGs are 650 KB of it).
 """
 
 import argparse
@@ -431,6 +591,7 @@ import ast
 import base64
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -498,20 +659,24 @@ DLA_REG_GAIN = 0.1  # reg.2.weight
 DLA_REG_BIAS = (0.2, 0.5)  # reg.2.bias (a, b)
 DLA_FC_GAIN = 1.0  # base.fc.weight (the ImageNet classifier load_pretrained_model adds; unused)
 
-# --task multi_pose (--arch dla_34; see "Multi-pose" in the docstring): the same DLA-34 trunk and
-# weights (range_of_dla: every base.* / dla_up.* / ida_up.* tensor, hm.0 / wh.* / reg.* too, is
-# the ctdet dla34 fixture's), new ranges for the 1-class hm.2 and the keypoint heads.
+# --task multi_pose (--arch dla_34; see "Multi-pose" in the docstring): the DLA-34 trunk's and
+# the wh / reg heads' ranges are range_of_dla's (the same names and shapes, so the same tensors
+# as the ctdet dla34 fixture's); hm (1 class) and the keypoint heads have their own.
 MP_ARGS = ["multi_pose", "--arch", "dla_34", "--gpus", "-1"]
 MP_HEADS = {"hm": 1, "wh": 2, "hps": 34, "reg": 2, "hm_hp": 17, "hp_offset": 2}  # opts' order
 MP_HP_THRESH = 0.1  # multi_pose_decode: `thresh = 0.1` (hm_hp candidates; hm_score < thresh)
 MP_HP_DIST_FACTOR = 0.3  # multi_pose_decode: min_dist > max(b - t, r - l) * 0.3 keeps hps
-MP_HM_GAIN = 1.0  # hm.2.weight (1x1, 256 -> 1)
-MP_HM_BIAS = (1.0, HM_BIAS_FILL)  # hm.2.bias (a, b)
-MP_HEAD_CONV_GAIN = 1.7  # hps.0.weight, hm_hp.0.weight, hp_offset.0.weight (3x3, 64 -> 256)
-MP_HPS_GAIN = 2.0  # hps.2.weight (1x1, 256 -> 34)
-MP_HPS_BIAS = (5.0, 0.0)  # hps.2.bias (a, b): joint offsets from the peak, output pixels
-MP_HM_HP_GAIN = 1.0  # hm_hp.2.weight (1x1, 256 -> 17)
-MP_HM_HP_BIAS = (1.0, HM_BIAS_FILL)  # hm_hp.2.bias (a, b)
+MP_HM_CONV_GAIN = 1.2  # hm.0.weight (3x3, 64 -> 256)
+MP_HM_CONV_BIAS = (0.5, 0.0)  # hm.0.bias (a, b)
+MP_HM_GAIN = 2.5  # hm.2.weight (1x1, 256 -> 1)
+MP_HM_BIAS = (0.5, -3.19)  # hm.2.bias (a, b): the official fill -2.19, minus 1
+MP_HEAD_CONV_GAIN = 1.7  # hps.0.weight, hp_offset.0.weight (3x3, 64 -> 256)
+MP_HPS_GAIN = 1.0  # hps.2.weight (1x1, 256 -> 34)
+MP_HPS_BIAS = (3.0, 0.0)  # hps.2.bias (a, b): joint offsets from the peak, output pixels
+MP_HM_HP_CONV_GAIN = 1.7  # hm_hp.0.weight (3x3, 64 -> 256)
+MP_HM_HP_CONV_BIAS = (0.1, -0.75)  # hm_hp.0.bias (a, b)
+MP_HM_HP_GAIN = 4.0  # hm_hp.2.weight (1x1, 256 -> 17)
+MP_HM_HP_BIAS = (0.5, -4.19)  # hm_hp.2.bias (a, b): the official fill -2.19, minus 2
 MP_HP_OFFSET_GAIN = 0.1  # hp_offset.2.weight (1x1, 256 -> 2)
 MP_HP_OFFSET_BIAS = (0.2, 0.5)  # hp_offset.2.bias (a, b): sub-pixel joint offsets
 
@@ -603,6 +768,7 @@ from models.decode import (  # noqa: E402
     _nms, _topk, _topk_channel, ctdet_decode, multi_pose_decode)
 from models.utils import _transpose_and_gather_feat  # noqa: E402
 from models.model import create_model  # noqa: E402
+from detectors.multi_pose import MultiPoseDetector  # noqa: E402
 from models.networks import pose_dla_dcn, resnet_dcn  # noqa: E402
 from models.networks.DCNv2 import dcn_v2, dcn_v2_func  # noqa: E402
 from utils.image import get_affine_transform  # noqa: E402
@@ -866,10 +1032,12 @@ def range_of_multi_pose(name: str, shape, kind: str) -> tuple:
     ctdet shares (hm.0, wh.0 / wh.2, reg.0 / reg.2: the same names and shapes, so the same
     values), the MP_* ranges for hm.2 (1 class) and the keypoint heads hps, hm_hp, hp_offset."""
     special = {
+        "hm.0.weight": ("gain", MP_HM_CONV_GAIN), "hm.0.bias": MP_HM_CONV_BIAS,
         "hm.2.weight": ("gain", MP_HM_GAIN), "hm.2.bias": MP_HM_BIAS,
         "hps.0.weight": ("gain", MP_HEAD_CONV_GAIN), "hps.2.weight": ("gain", MP_HPS_GAIN),
         "hps.2.bias": MP_HPS_BIAS,
-        "hm_hp.0.weight": ("gain", MP_HEAD_CONV_GAIN), "hm_hp.2.weight": ("gain", MP_HM_HP_GAIN),
+        "hm_hp.0.weight": ("gain", MP_HM_HP_CONV_GAIN), "hm_hp.0.bias": MP_HM_HP_CONV_BIAS,
+        "hm_hp.2.weight": ("gain", MP_HM_HP_GAIN),
         "hm_hp.2.bias": MP_HM_HP_BIAS,
         "hp_offset.0.weight": ("gain", MP_HEAD_CONV_GAIN),
         "hp_offset.2.weight": ("gain", MP_HP_OFFSET_GAIN), "hp_offset.2.bias": MP_HP_OFFSET_BIAS,
@@ -1119,6 +1287,12 @@ def check_structure(model, arch: str):
 
 
 DLA_UNUSED = ["base.fc.", "base.level3.project.", "base.level4.project."]
+DLA_UNUSED_WHY = (
+    "base.fc: the ImageNet classifier DLA.load_pretrained_model adds, never "
+    "called by DLA.forward; base.level3.project / base.level4.project: computed "
+    "by Tree.forward (levels 2) and passed to tree1, which recomputes its own "
+    "residual with tree1.project (checked: changing them leaves every level "
+    "bit-identical)")
 
 
 def check_dla_unused(model) -> list:
@@ -1240,7 +1414,9 @@ def pose_margins(st: dict, hm_hp: torch.Tensor, K: int = 100) -> dict:
     assert torch.equal(top[:, :K].float(), st["hm_score_raw"])
     above = (st["hm_score_raw"] > thresh).sum(1)
     gap = (hmax - hm_hp).double()
-    high = hm_hp.double() > thresh
+    # Values that would be candidates if _nms kept them: above the threshold and at least the
+    # joint's 101st kept value.
+    high = (hm_hp.double() > thresh) & (hm_hp.double() >= top[:, K, None, None])
     suppressed_high = (gap > 0) & high
     pad = F.pad(hm_hp[None], (1, 1, 1, 1), value=float("-inf"))[0]
     others = torch.stack(
@@ -1248,12 +1424,21 @@ def pose_margins(st: dict, hm_hp: torch.Tensor, K: int = 100) -> dict:
          for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
     ).amax(0)
     peak_gap = (hm_hp - others).double()
-    cand_peak = (kept > thresh)
+    cand_peak = (kept > thresh) & (kept >= top[:, K - 1, None, None].float())
     cut_rows = top[:, K - 1] > thresh  # joints whose 100th candidate is above the threshold
     # The argmin over the K candidates: best vs second-best distance.
-    two = torch.topk(st["dist"].double(), 2, dim=2, largest=False).values  # [J, K, 2]
+    two, second = torch.topk(st["dist"].double(), 2, dim=2, largest=False)  # [J, K, 2]
     argmin_gap = two[..., 1] - two[..., 0]
     real = st["hm_score"] > thresh  # the nearest candidate is a real one, not the sentinel
+    # Would the second-nearest candidate give another result? (Always for a snapped joint;
+    # for a kept one, where the second would snap.)
+    i2 = second[..., 1]  # [J, K]
+    xy2 = st["hm_xy"].gather(1, i2[..., None].expand(*i2.shape, 2))  # [J, K, 2]
+    box = st["bboxes"]  # [K, 4]
+    out2 = ((xy2[..., 0] < box[None, :, 0]) | (xy2[..., 0] > box[None, :, 2])
+            | (xy2[..., 1] < box[None, :, 1]) | (xy2[..., 1] > box[None, :, 3]))
+    keep2 = out2 | ~st["cand"].gather(1, i2) | (two[..., 1] > st["limit"].double())
+    decisive = real & (~st["keep_regressed"] | ~keep2)
     snapped = ~st["keep_regressed"]
     kept_reg = st["keep_regressed"]
     none = lambda t: f9(t.min()) if t.numel() else None  # noqa: E731
@@ -1263,9 +1448,9 @@ def pose_margins(st: dict, hm_hp: torch.Tensor, K: int = 100) -> dict:
         "hm_hp_joints_cut_above_thresh": int(cut_rows.sum()),
         "hm_hp_min_topk_cut_gap_above_thresh": none(
             (top[:, K - 1] - top[:, K])[cut_rows]),
-        "hm_hp_nms_near_ties_1e-6_above_thresh": int((suppressed_high & (gap < 1e-6)).sum()),
-        "hm_hp_nms_min_suppression_gap_above_thresh": none(gap[suppressed_high]),
-        "hm_hp_min_peak_gap_above_thresh": none(peak_gap[cand_peak]),
+        "hm_hp_nms_near_ties_1e-6_candidates": int((suppressed_high & (gap < 1e-6)).sum()),
+        "hm_hp_nms_min_suppression_gap_candidates": none(gap[suppressed_high]),
+        "hm_hp_min_peak_gap_candidates": none(peak_gap[cand_peak]),
         "joints": int(snapped.numel()),
         "joints_snapped": int(snapped.sum()),
         "joints_kept": int(kept_reg.sum()),
@@ -1278,6 +1463,8 @@ def pose_margins(st: dict, hm_hp: torch.Tensor, K: int = 100) -> dict:
         "snap_min_argmin_gap": none(argmin_gap[snapped]),
         "argmin_min_gap_real": none(argmin_gap[real]),
         "argmin_ties_real": int((argmin_gap[real] == 0).sum()),
+        "argmin_decisive": int(decisive.sum()),
+        "argmin_min_gap_decisive": none(argmin_gap[decisive]),
         "mask_min_box_edge_gap_real": none(st["edges"][real].double().abs()),
         "mask_min_dist_limit_gap_real": none(
             (st["min_dist"].double() - st["limit"].double())[real].abs()),
@@ -1288,27 +1475,74 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=["resdcn_18", "dla_34", "all"], default="resdcn_18",
                     help="which fixture to write (all: both, resdcn_18 first)")
+    ap.add_argument("--task", choices=["ctdet", "multi_pose"], default="ctdet",
+                    help="ctdet (the default) or multi_pose (with --arch dla_34 only: writes "
+                         "centernet_multi_pose_dla34.json)")
     ap.add_argument("--threads", type=int, default=2,
-                    help="torch.set_num_threads (the fixtures do not depend on it)")
+                    help="torch.set_num_threads (default 2; the float32 results depend on it "
+                         "in the last bits, see the docstring)")
     args = ap.parse_args()
+    if args.task == "multi_pose" and args.arch != "dla_34":
+        ap.error("--task multi_pose needs --arch dla_34")
     torch.set_num_threads(args.threads)
     # OpenCV's own warpAffine kernel, not Intel IPP's (see "cv2.warpAffine" in the docstring).
     cv2.ipp.setUseIPP(False)
     checked = check_sources()
     dcn_check = check_dcn_semantics()
+    if args.task == "multi_pose":
+        write_multi_pose_fixture(checked, dcn_check)
+        return
     valid_ids, class_names = coco_ids_and_names()
     archs = ["resdcn_18", "dla_34"] if args.arch == "all" else [args.arch]
     for arch in archs:
         write_fixture(arch, checked, dcn_check, valid_ids, class_names)
 
 
-def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
-    t0 = time.time()
-    dla = arch == "dla_34"
-    opt = build_opt(arch)
-    PRETRAINED_URLS.clear()
+def register_keeps(m, store, dla, heads):
+    """Forward hooks on model m that clone into `store` what the fixture summarises: the trunk's
+    stages (dla: base -> "levels", dla_up -> "dla_up", the features ida_up fills in place,
+    the heads' input; resdcn: layer4, deconv1..3), the first DCN's conv_offset_mask output
+    ("offset_mask") and the raw output of each head in `heads`."""
+    def keep(key):
+        def hook(_module, _inputs, output):
+            store[key] = output.clone()  # clone: ReLU(inplace) / hm.sigmoid_() follow
 
-    # The generated checkpoint, in the format CenterNet's load_model reads.
+        return hook
+
+    def keep_list(key):
+        def hook(_module, _inputs, output):
+            store[key] = [t.clone() for t in output]
+
+        return hook
+
+    def keep_features(_module, inputs, _output):
+        store["features"] = inputs[0][-1].clone()  # ida_up(y, 0, 3) fills y in place
+
+    def keep_head_input(_module, inputs):
+        store["head_input"] = inputs[0].clone()
+
+    if dla:
+        m.base.register_forward_hook(keep_list("levels"))
+        m.dla_up.register_forward_hook(keep_list("dla_up"))
+        m.ida_up.register_forward_hook(keep_features)
+        m.hm.register_forward_pre_hook(keep_head_input)
+        m.dla_up.ida_0.proj_1.conv.conv_offset_mask.register_forward_hook(
+            keep("offset_mask"))
+    else:
+        m.layer4.register_forward_hook(keep("layer4"))
+        for i in range(3):
+            m.deconv_layers[6 * i + 5].register_forward_hook(keep(f"deconv{i + 1}"))
+        m.deconv_layers[0].conv_offset_mask.register_forward_hook(keep("offset_mask"))
+    for head in heads:
+        getattr(m, head).register_forward_hook(keep(head))
+
+
+def load_generated(opt) -> tuple:
+    """The generated checkpoint (generated_checkpoint), written in the format CenterNet's
+    load_model reads and loaded by the official detector (make_detector), then checked (see
+    the docstring). Returns (detector, spec, not_generated, unused)."""
+    dla = opt.arch == "dla_34"
+    PRETRAINED_URLS.clear()
     spec, not_generated, state = generated_checkpoint(opt)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model_generated.pth")
@@ -1324,50 +1558,165 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
         assert PRETRAINED_URLS == [url] * 2, PRETRAINED_URLS
     else:
         assert PRETRAINED_URLS == [resnet_dcn.model_urls["resnet18"]] * 2, PRETRAINED_URLS
-    check_structure(model, arch)
+    check_structure(model, opt.arch)
     unused = check_dla_unused(model) if dla else []
+    return detector, spec, not_generated, unused
 
+
+def double_copy(model):
+    """A float64 deep copy (every floating parameter and buffer, asserted)."""
     model64 = copy.deepcopy(model).double()
     for key, t in list(model64.named_parameters()) + list(model64.named_buffers()):
         assert not t.is_floating_point() or t.dtype == torch.float64, key
+    return model64
 
-    def keep_outputs(m, store):
-        def keep(key):
-            def hook(_module, _inputs, output):
-                store[key] = output.clone()  # clone: ReLU(inplace) / hm.sigmoid_() follow
 
-            return hook
+def check_pre_processing(detector, opt, rec, path) -> dict:
+    """The pre-processing, redone step by step from the image run() read (rec["image"]) to
+    keep the warped uint8 image, asserted to give exactly the tensor the model got
+    (rec["images"]); also the PNG of the warped image and the float32-formula comparison."""
+    image = rec["image"]
+    h0, w0 = image.shape[:2]
+    assert image.dtype == np.uint8 and image.shape[2] == 3
+    assert np.array_equal(image, cv2.imread(path))
+    meta = rec["meta"]
+    c = np.array([w0 / 2.0, h0 / 2.0], dtype=np.float32)
+    s = max(h0, w0) * 1.0
+    assert np.array_equal(meta["c"], c) and meta["s"] == s
+    assert meta["out_height"] == meta["out_width"] == 128
+    trans_input = get_affine_transform(c, s, 0, [opt.input_w, opt.input_h])
+    trans_output_inv = get_affine_transform(
+        c, s, 0, (meta["out_width"], meta["out_height"]), inv=1)
+    resized = cv2.resize(image, (w0, h0))
+    assert np.array_equal(resized, image)  # scale 1: cv2.resize to the same size copies
+    warped = cv2.warpAffine(
+        resized, trans_input, (opt.input_w, opt.input_h), flags=cv2.INTER_LINEAR)
+    norm = ((warped / 255.0 - detector.mean) / detector.std).astype(np.float32)
+    images = rec["images"]
+    assert images.dtype == torch.float32 and list(images.shape) == [1, 3, 512, 512]
+    assert torch.equal(images[0], torch.from_numpy(norm.transpose(2, 0, 1).copy()))
+    ok, png = cv2.imencode(".png", warped, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    back = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(back, warped)
+    raw = np.ascontiguousarray(warped).tobytes()
+    formula = warp_affine_float32(image, trans_input, (opt.input_w, opt.input_h))
+    formula_diff = int((formula != warped).sum())
+    return {"image": image, "h0": h0, "w0": w0, "meta": meta, "c": c, "s": s,
+            "trans_input": trans_input, "trans_output_inv": trans_output_inv, "warped": warped,
+            "png": png, "raw": raw, "formula_diff": formula_diff, "images": images}
 
-        def keep_list(key):
-            def hook(_module, _inputs, output):
-                store[key] = [t.clone() for t in output]
 
-            return hook
+def case_header(photo, pp) -> dict:
+    """A case's first entries (photo, geometry, the warped image), from check_pre_processing."""
+    return {
+        "photo": photo,
+        "read": "cv2.imread(path) (BGR, uint8)",
+        "original_size": [pp["h0"], pp["w0"]],
+        "c": [float(v) for v in pp["c"]],
+        "s": pp["s"],
+        "trans_input": [[float(v) for v in row] for row in pp["trans_input"]],
+        "trans_output_inv": [[float(v) for v in row] for row in pp["trans_output_inv"]],
+        "out_size": [pp["meta"]["out_height"], pp["meta"]["out_width"]],
+        "warped": {
+            "shape": list(pp["warped"].shape),
+            "layout": "HWC, BGR, uint8",
+            "sha256": hashlib.sha256(pp["raw"]).hexdigest(),
+            "fnv1a64": f"{fnv1a64_bytes(pp['raw']):016x}",
+            "png_base64": base64.b64encode(pp["png"].tobytes()).decode(),
+            "float32_formula_differing_bytes": pp["formula_diff"],
+        },
+    }
 
-        def keep_features(_module, inputs, _output):
-            store["features"] = inputs[0][-1].clone()  # ida_up(y, 0, 3) fills y in place
 
-        def keep_head_input(_module, inputs):
-            store["head_input"] = inputs[0].clone()
+def first_dcn(captured, dla) -> tuple:
+    """The first DCN's offset and mask, as DCN.forward derives them from conv_offset_mask
+    (asserted equal to what reached the backend), and the trunk's shape checks."""
+    om = captured["offset_mask"]
+    o1, o2, mlogit = torch.chunk(om, 3, dim=1)
+    offset = torch.cat((o1, o2), dim=1)[0]
+    mask = torch.sigmoid(mlogit)[0]
+    assert len(DCN_CALLS) == (16 if dla else 3)
+    assert torch.equal(DCN_CALLS[0][0][0], offset) and torch.equal(DCN_CALLS[0][1][0], mask)
+    if dla:
+        levels, up = captured["levels"], captured["dla_up"]
+        assert [list(t.shape[1:]) for t in levels] == [
+            [16, 512, 512], [32, 256, 256], [64, 128, 128], [128, 64, 64], [256, 32, 32],
+            [512, 16, 16]]
+        assert [list(t.shape[1:]) for t in up] == [
+            [64, 128, 128], [128, 64, 64], [256, 32, 32], [512, 16, 16]]
+        assert torch.equal(up[3], levels[5])  # DLAUp's out starts as [layers[-1]]
+        assert torch.equal(captured["features"], captured["head_input"])
+    return offset, mask
 
-        if dla:
-            m.base.register_forward_hook(keep_list("levels"))
-            m.dla_up.register_forward_hook(keep_list("dla_up"))
-            m.ida_up.register_forward_hook(keep_features)
-            m.hm.register_forward_pre_hook(keep_head_input)
-            m.dla_up.ida_0.proj_1.conv.conv_offset_mask.register_forward_hook(
-                keep("offset_mask"))
-        else:
-            m.layer4.register_forward_hook(keep("layer4"))
-            for i in range(3):
-                m.deconv_layers[6 * i + 5].register_forward_hook(keep(f"deconv{i + 1}"))
-            m.deconv_layers[0].conv_offset_mask.register_forward_hook(keep("offset_mask"))
-        for head in ("hm", "wh", "reg"):
-            getattr(m, head).register_forward_hook(keep(head))
 
+def trunk_pairs(captured, captured64, dla, offset, mask) -> dict:
+    """(float32, float64) pairs of the trunk's stages and the first DCN's offset / mask."""
+    a1, a2, a3 = torch.chunk(captured64["offset_mask"], 3, dim=1)
+    if dla:
+        pairs = {f"level{i}": (captured["levels"][i], captured64["levels"][i])
+                 for i in range(6)}
+        pairs["dla_up"] = list(zip(captured["dla_up"], captured64["dla_up"]))
+        pairs["features"] = (captured["features"], captured64["features"])
+    else:
+        pairs = {
+            "layer4": (captured["layer4"], captured64["layer4"]),
+            "deconv1": (captured["deconv1"], captured64["deconv1"]),
+            "deconv2": (captured["deconv2"], captured64["deconv2"]),
+            "deconv3": (captured["deconv3"], captured64["deconv3"]),
+        }
+    pairs.update({
+        "dcn1_offset": (offset, torch.cat((a1, a2), dim=1)[0]),
+        "dcn1_mask": (mask, torch.sigmoid(a3)[0]),
+    })
+    return pairs
+
+
+def relative_errors(pairs) -> dict:
+    """"f64_relative_error": per pair max |f32 - f64| / max(1, |f64|) (a list for a list)."""
+    def rel_error(key, a, b):
+        assert a.dtype == torch.float32 and b.dtype == torch.float64, key
+        return f9(((a.double() - b).abs() / b.abs().clamp(min=1)).max())
+
+    return {
+        key: [rel_error(key, a, b) for a, b in pair] if isinstance(pair, list)
+        else rel_error(key, *pair)
+        for key, pair in pairs.items()
+    }
+
+
+def trunk_lines(photo, pp, captured, dla, offset, mask) -> list:
+    """The first lines the script prints per case (geometry, warp, trunk, first DCN, hm)."""
+    off = offset.abs()
+    if dla:
+        rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["levels"]]
+        up_rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["dla_up"]]
+        shapes = (f"levels rms {rms}, dla_up rms {up_rms}, features "
+                  f"{list(captured['features'].shape[1:])} rms "
+                  f"{float(captured['features'].pow(2).mean().sqrt()):.2f}")
+    else:
+        shapes = (f"layer4 {list(captured['layer4'].shape[1:])}, "
+                  f"deconv3 {list(captured['deconv3'].shape[1:])}")
+    return [
+        f"{photo}: {pp['h0']}x{pp['w0']}, c {pp['c'].tolist()}, s {pp['s']}, trans_input "
+        f"{pp['trans_input'].tolist()}",
+        f"  warped png {len(pp['png'])} bytes, {pp['formula_diff']} bytes differ from the "
+        f"float32 formula; {shapes}",
+        f"  dcn1 |offset| mean {off.mean():.3f} max {off.max():.3f}; mask {mask.min():.3f}.."
+        f"{mask.max():.3f}; hm logits {captured['hm'].min():.3f}..{captured['hm'].max():.3f}",
+    ]
+
+
+def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
+    t0 = time.time()
+    dla = arch == "dla_34"
+    opt = build_opt(arch)
+    detector, spec, not_generated, unused = load_generated(opt)
+    model = detector.model
+    model64 = double_copy(model)
     captured, captured64 = {}, {}
-    keep_outputs(model, captured)
-    keep_outputs(model64, captured64)
+    register_keeps(model, captured, dla, ("hm", "wh", "reg"))
+    register_keeps(model64, captured64, dla, ("hm", "wh", "reg"))
 
     # Record what run() passes between the official stages.
     rec = {}
@@ -1405,53 +1754,11 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
         ret = detector.run(path)
         _recording["on"] = False
         results = ret["results"]
-        image = rec["image"]
-        h0, w0 = image.shape[:2]
-        assert image.dtype == np.uint8 and image.shape[2] == 3
-        assert np.array_equal(image, cv2.imread(path))
+        pp = check_pre_processing(detector, opt, rec, path)
+        h0, w0, c, s, meta = pp["h0"], pp["w0"], pp["c"], pp["s"], pp["meta"]
+        trans_input, images = pp["trans_input"], pp["images"]
 
-        # The pre-processing, redone step by step to keep the warped uint8 image (asserted to
-        # give exactly the tensor the model got).
-        meta = rec["meta"]
-        c = np.array([w0 / 2.0, h0 / 2.0], dtype=np.float32)
-        s = max(h0, w0) * 1.0
-        assert np.array_equal(meta["c"], c) and meta["s"] == s
-        assert meta["out_height"] == meta["out_width"] == 128
-        trans_input = get_affine_transform(c, s, 0, [opt.input_w, opt.input_h])
-        trans_output_inv = get_affine_transform(
-            c, s, 0, (meta["out_width"], meta["out_height"]), inv=1)
-        resized = cv2.resize(image, (w0, h0))
-        assert np.array_equal(resized, image)  # scale 1: cv2.resize to the same size copies
-        warped = cv2.warpAffine(
-            resized, trans_input, (opt.input_w, opt.input_h), flags=cv2.INTER_LINEAR)
-        norm = ((warped / 255.0 - detector.mean) / detector.std).astype(np.float32)
-        images = rec["images"]
-        assert images.dtype == torch.float32 and list(images.shape) == [1, 3, 512, 512]
-        assert torch.equal(images[0], torch.from_numpy(norm.transpose(2, 0, 1).copy()))
-        ok, png = cv2.imencode(".png", warped, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-        assert ok
-        back = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
-        assert np.array_equal(back, warped)
-        raw = np.ascontiguousarray(warped).tobytes()
-        formula = warp_affine_float32(image, trans_input, (opt.input_w, opt.input_h))
-        formula_diff = int((formula != warped).sum())
-
-        # The first DCN's offset and mask, as DCN.forward derives them from conv_offset_mask.
-        om = captured["offset_mask"]
-        o1, o2, mlogit = torch.chunk(om, 3, dim=1)
-        offset = torch.cat((o1, o2), dim=1)[0]
-        mask = torch.sigmoid(mlogit)[0]
-        assert len(DCN_CALLS) == (16 if dla else 3)
-        assert torch.equal(DCN_CALLS[0][0][0], offset) and torch.equal(DCN_CALLS[0][1][0], mask)
-        if dla:
-            levels, up = captured["levels"], captured["dla_up"]
-            assert [list(t.shape[1:]) for t in levels] == [
-                [16, 512, 512], [32, 256, 256], [64, 128, 128], [128, 64, 64], [256, 32, 32],
-                [512, 16, 16]]
-            assert [list(t.shape[1:]) for t in up] == [
-                [64, 128, 128], [128, 64, 64], [256, 32, 32], [512, 16, 16]]
-            assert torch.equal(up[3], levels[5])  # DLAUp's out starts as [layers[-1]]
-            assert torch.equal(captured["features"], captured["head_input"])
+        offset, mask = first_dcn(captured, dla)
 
         # The decode, re-derived from the same heatmap (official _nms / _topk) for the
         # integer positions and the margins; checked against the detector's own dets.
@@ -1502,38 +1809,14 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
             hm64 = captured64["hm"]
             heat64 = hm64.sigmoid()
             dets64 = ctdet_decode(heat64, captured64["wh"], reg=captured64["reg"], K=opt.K)[0]
-        om64 = captured64["offset_mask"]
-        a1, a2, a3 = torch.chunk(om64, 3, dim=1)
-        if dla:
-            pairs = {f"level{i}": (captured["levels"][i], captured64["levels"][i])
-                     for i in range(6)}
-            pairs["dla_up"] = list(zip(captured["dla_up"], captured64["dla_up"]))
-            pairs["features"] = (captured["features"], captured64["features"])
-        else:
-            pairs = {
-                "layer4": (captured["layer4"], captured64["layer4"]),
-                "deconv1": (captured["deconv1"], captured64["deconv1"]),
-                "deconv2": (captured["deconv2"], captured64["deconv2"]),
-                "deconv3": (captured["deconv3"], captured64["deconv3"]),
-            }
+        pairs = trunk_pairs(captured, captured64, dla, offset, mask)
         pairs.update({
-            "dcn1_offset": (offset, torch.cat((a1, a2), dim=1)[0]),
-            "dcn1_mask": (mask, torch.sigmoid(a3)[0]),
             "hm": (captured["hm"], hm64),
             "wh": (captured["wh"], captured64["wh"]),
             "reg": (captured["reg"], captured64["reg"]),
             "heat": (heat, heat64),
         })
-
-        def rel_error(key, a, b):
-            assert a.dtype == torch.float32 and b.dtype == torch.float64, key
-            return f9(((a.double() - b).abs() / b.abs().clamp(min=1)).max())
-
-        f64_error = {
-            key: [rel_error(key, a, b) for a, b in pair] if isinstance(pair, list)
-            else rel_error(key, *pair)
-            for key, pair in pairs.items()
-        }
+        f64_error = relative_errors(pairs)
         _, inds64, clses64, _, _ = _topk(_nms(heat64), K=opt.K)
         f64_decode = {
             "same_indices_and_classes": torch.equal(inds64, inds) and torch.equal(clses64, clses),
@@ -1542,25 +1825,8 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
         }
 
         classes = sorted(set(d["class"] for d in decode))
-        case = {
-            "photo": photo,
-            "read": "cv2.imread(path) (BGR, uint8)",
-            "original_size": [h0, w0],
-            "c": [float(v) for v in c],
-            "s": s,
-            "trans_input": [[float(v) for v in row] for row in trans_input],
-            "trans_output_inv": [[float(v) for v in row] for row in trans_output_inv],
-            "out_size": [meta["out_height"], meta["out_width"]],
-            "warped": {
-                "shape": list(warped.shape),
-                "layout": "HWC, BGR, uint8",
-                "sha256": hashlib.sha256(raw).hexdigest(),
-                "fnv1a64": f"{fnv1a64_bytes(raw):016x}",
-                "png_base64": base64.b64encode(png.tobytes()).decode(),
-                "float32_formula_differing_bytes": formula_diff,
-            },
-            "input": summary(images[0], rng),
-        }
+        case = case_header(photo, pp)
+        case["input"] = summary(images[0], rng)
         if dla:
             for i in range(6):
                 case[f"level{i}"] = summary(captured["levels"][i][0], rng)
@@ -1586,23 +1852,8 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
         cases.append(case)
 
         sc = [d["score"] for d in decode]
-        off = offset.abs()
-        if dla:
-            rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["levels"]]
-            up_rms = [f"{float(t.pow(2).mean().sqrt()):.2f}" for t in captured["dla_up"]]
-            shapes = (f"levels rms {rms}, dla_up rms {up_rms}, features "
-                      f"{list(captured['features'].shape[1:])} rms "
-                      f"{float(captured['features'].pow(2).mean().sqrt()):.2f}")
-        else:
-            shapes = (f"layer4 {list(captured['layer4'].shape[1:])}, "
-                      f"deconv3 {list(captured['deconv3'].shape[1:])}")
         rows = [k // 128 for k in (d["index"] for d in decode)]
-        lines = [
-            f"{photo}: {h0}x{w0}, c {c.tolist()}, s {s}, trans_input {trans_input.tolist()}",
-            f"  warped png {len(png)} bytes, {formula_diff} bytes differ from the float32 "
-            f"formula; {shapes}",
-            f"  dcn1 |offset| mean {off.mean():.3f} max {off.max():.3f}; mask {mask.min():.3f}.."
-            f"{mask.max():.3f}; hm logits {captured['hm'].min():.3f}..{captured['hm'].max():.3f}",
+        lines = trunk_lines(photo, pp, captured, dla, offset, mask) + [
             f"  wh {captured['wh'].min():.2f}..{captured['wh'].max():.2f}, "
             f"reg {captured['reg'].min():.3f}..{captured['reg'].max():.3f}",
             f"  top-100 scores {sc[0]:.4f}..{sc[-1]:.4f}, {len(classes)} classes "
@@ -1637,14 +1888,7 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
         ],
     }
     if dla:
-        doc["unused_in_forward"] = {
-            "names": unused,
-            "why": "base.fc: the ImageNet classifier DLA.load_pretrained_model adds, never "
-                   "called by DLA.forward; base.level3.project / base.level4.project: computed "
-                   "by Tree.forward (levels 2) and passed to tree1, which recomputes its own "
-                   "residual with tree1.project (checked: changing them leaves every level "
-                   "bit-identical)",
-        }
+        doc["unused_in_forward"] = {"names": unused, "why": DLA_UNUSED_WHY}
     doc["cases"] = cases
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "centernet_dla34.json" if dla else "centernet_resdcn18.json")
@@ -1654,6 +1898,280 @@ def write_fixture(arch, checked, dcn_check, valid_ids, class_names):
     print(f"checked {checked} files against {CENTERNET_COMMIT[:8]}; stubs: {STUBBED}")
     print(f"{len(spec)} generated tensors, {sum(int(np.prod(w['shape'])) for w in spec)} values, "
           f"{len(not_generated)} not generated" + (f", {len(unused)} unused" if dla else ""))
+    print(f"wrote {path} ({os.path.getsize(path) / 1e3:.1f} KB) in {time.time() - t0:.1f} s")
+
+
+def build_multi_pose_opt():
+    opt = opts().init(MP_ARGS)
+    assert opt.gpus == [-1] and opt.task == "multi_pose" and opt.arch == "dla_34"
+    assert opt.heads == MP_HEADS and list(opt.heads) == list(MP_HEADS)  # and in this order
+    assert opt.head_conv == 256 and opt.num_classes == 1 and opt.dataset == "coco_hp"
+    assert opt.hm_hp and opt.reg_hp_offset and opt.reg_offset and not opt.mse_loss
+    assert opt.fix_res and opt.input_h == opt.input_w == 512 and opt.down_ratio == 4
+    assert opt.K == 100 and not opt.flip_test and not opt.dense_hp
+    assert opt.test_scales == [1.0] and not opt.nms and opt.debug == 0
+    assert opt.flip_idx == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14],
+                            [15, 16]]
+    return opt
+
+
+def check_multi_pose_constants():
+    """The decode's constants, read from the official source: thresh = 0.1, the -1 score and
+    -10000 position sentinels, the 0.3 box-size factor; and that MultiPoseDetector.process
+    applies the sigmoid to hm and hm_hp (mse_loss off)."""
+    decode_src = inspect.getsource(multi_pose_decode)
+    for text in ("thresh = 0.1", "hm_score = (1 - mask) * -1 + mask * hm_score",
+                 "hm_ys = (1 - mask) * (-10000) + mask * hm_ys",
+                 "(min_dist > (torch.max(b - t, r - l) * 0.3))",
+                 "min_dist, min_ind = dist.min(dim=3)"):
+        assert text in decode_src, text
+    process_src = inspect.getsource(MultiPoseDetector.process)
+    for text in ("output['hm'] = output['hm'].sigmoid_()",
+                 "output['hm_hp'] = output['hm_hp'].sigmoid_()"):
+        assert text in process_src, text
+    assert MP_HP_THRESH == 0.1 and MP_HP_DIST_FACTOR == 0.3
+
+
+def check_min_tie_rule() -> dict:
+    """torch.min(dim)'s index on ties (documented: the first minimal value), checked on the
+    shape and dtype of the decode's dist ([1, 17, 100, 100] float32): rows of equal values
+    and rows with the minimum repeated at two places."""
+    dist = torch.full((1, 17, 100, 100), 14142.0)
+    dist[0, :, :, 37] = 5.0
+    dist[0, :, :, 71] = 5.0
+    dist[0, 3, 5, :] = 7.0  # a whole row tied
+    _, ind = dist.min(dim=3)
+    expect = torch.full_like(ind, 37)
+    expect[0, 3, 5] = 0
+    assert torch.equal(ind, expect)
+    return {"rule": "first index of the minimum (torch docs; checked)", "checked": True}
+
+
+def write_multi_pose_fixture(checked, dcn_check):
+    t0 = time.time()
+    opt = build_multi_pose_opt()
+    check_multi_pose_constants()
+    tie_rule = check_min_tie_rule()
+    detector, spec, not_generated, unused = load_generated(opt)
+    assert type(detector) is MultiPoseDetector and detector.flip_idx == opt.flip_idx
+    model = detector.model
+    model64 = double_copy(model)
+    heads = tuple(MP_HEADS)
+    captured, captured64 = {}, {}
+    register_keeps(model, captured, True, heads)
+    register_keeps(model64, captured64, True, heads)
+    K, J = opt.K, 17
+
+    rec = {}
+    pre_process, process, post_process = (
+        detector.pre_process, detector.process, detector.post_process)
+
+    def pre_process_rec(image, scale, meta=None):
+        rec["image"] = image
+        images, meta = pre_process(image, scale, meta)
+        rec["images"], rec["meta"] = images.clone(), meta
+        return images, meta
+
+    def process_rec(images, return_time=False):
+        output, dets, forward_time = process(images, return_time=True)
+        rec["heat"], rec["hm_hp"] = output["hm"].clone(), output["hm_hp"].clone()
+        rec["dets"] = dets.clone()
+        return (output, dets, forward_time) if return_time else (output, dets)
+
+    def post_process_rec(dets, meta, scale=1):
+        out = post_process(dets, meta, scale)
+        rec["post"] = {k: v.copy() for k, v in out.items()}
+        return out
+
+    detector.pre_process = pre_process_rec
+    detector.process = process_rec
+    detector.post_process = post_process_rec
+
+    cases = []
+    for n, photo in enumerate(PHOTOS):
+        rng = np.random.default_rng(n + 1)
+        path = os.path.join(ROOT, "assets", photo)
+        rec.clear()
+        captured.clear()
+        DCN_CALLS.clear()
+        _recording["on"] = True
+        ret = detector.run(path)
+        _recording["on"] = False
+        results = ret["results"]
+        pp = check_pre_processing(detector, opt, rec, path)
+        images = pp["images"]
+        offset, mask = first_dcn(captured, True)
+
+        # The decode, re-derived step by step (multi_pose_steps) from what process() gave
+        # multi_pose_decode, and checked against the detector's own dets.
+        heat, hp = rec["heat"], rec["hm_hp"]  # after sigmoid_()
+        assert torch.equal(heat, captured["hm"].sigmoid())
+        assert torch.equal(hp, captured["hm_hp"].sigmoid())
+        dets = rec["dets"][0]  # [100, 40]: box 4, score, 17 x (x, y), class (output pixels)
+        assert list(dets.shape) == [K, 40] and dets.dtype == torch.float32
+        with torch.no_grad():
+            st = multi_pose_steps(heat, captured["wh"], captured["hps"].clone(),
+                                  captured["reg"], hp, captured["hp_offset"], K=K)
+        assert torch.equal(st["dets"], dets)
+        assert torch.equal(st["inds"], st["ys"].long() * 128 + st["xs"].long())
+        assert bool((dets[:, 39] == 0).all())
+        assert torch.equal(st["hm_inds"] // 128, (st["hm_inds"] / 128).int().long())
+        sentinel_only = ~st["cand"].any(dim=1)  # joints without a candidate above 0.1
+        assert bool((st["min_ind"][sentinel_only] == 0).all())  # all 100 distances tie
+        snapped = ~st["keep_regressed"]  # [J, K]
+        decode = [
+            {
+                "score": f9(dets[k, 4]),
+                "class": int(dets[k, 39]),
+                "index": int(st["inds"][k]),
+                "x": f9(st["cx"][k]),
+                "y": f9(st["cy"][k]),
+                "box": [f9(v) for v in dets[k, :4]],
+                "kps": [[f9(dets[k, 5 + 2 * j]), f9(dets[k, 6 + 2 * j])] for j in range(J)],
+                "snapped": [int(snapped[j, k]) for j in range(J)],
+            }
+            for k in range(K)
+        ]
+        m = margins(heat[0], dets[:, 4])
+        m.update(pose_margins(st, hp[0], K))
+
+        # post_process / merge_outputs: results = {1: 100 lists of 39 floats} in decode order;
+        # every point through trans_output_inv in float64, rounded to float32.
+        assert sorted(results) == [1] and len(results[1]) == K
+        got = np.array(results[1], dtype=np.float64)
+        post = rec["post"][1]
+        assert post.dtype == np.float32 and post.shape == (K, 39)
+        assert np.array_equal(got, post.astype(np.float64))  # .tolist() of float32 values
+        d = dets.numpy()
+        pts = np.concatenate([d[:, 0:4].reshape(-1, 2), d[:, 5:39].reshape(-1, 2)])
+        inv = pp["trans_output_inv"]
+        mapped = np.stack([inv @ np.array([x, y, 1.0], dtype=np.float32) for x, y in pts])
+        mapped = mapped.astype(np.float32)
+        assert np.array_equal(post[:, 0:4].reshape(-1, 2), mapped[:2 * K])
+        assert np.array_equal(post[:, 5:39].reshape(-1, 2), mapped[2 * K:])
+        assert np.array_equal(post[:, 4], d[:, 4])
+        final = [
+            {
+                "box": [f9(v) for v in row[:4]],
+                "score": f9(row[4]),
+                "kps": [[f9(row[5 + 2 * j]), f9(row[6 + 2 * j])] for j in range(J)],
+            }
+            for row in post
+        ]
+
+        # The float64 run on the same input.
+        with torch.no_grad():
+            model64(images.double())
+            heat64 = captured64["hm"].sigmoid()
+            hp64 = captured64["hm_hp"].sigmoid()
+            dets64 = multi_pose_decode(
+                heat64, captured64["wh"], captured64["hps"], reg=captured64["reg"],
+                hm_hp=hp64, hp_offset=captured64["hp_offset"], K=K)[0]
+            st64 = multi_pose_steps(heat64, captured64["wh"], captured64["hps"].clone(),
+                                    captured64["reg"], hp64, captured64["hp_offset"], K=K)
+        assert torch.equal(st64["dets"], dets64)
+        pairs = trunk_pairs(captured, captured64, True, offset, mask)
+        pairs.update({key: (captured[key], captured64[key]) for key in heads})
+        pairs.update({"heat": (heat, heat64), "hm_hp_sigmoid": (hp, hp64)})
+        f64_error = relative_errors(pairs)
+        real = st["hm_score"] > MP_HP_THRESH
+        chosen = st["hm_inds"].gather(1, st["min_ind"])  # the pixel each joint looked at
+        chosen64 = st64["hm_inds"].gather(1, st64["min_ind"])
+        cand_pixels = [sorted(st["hm_inds"][j][st["cand"][j]].tolist()) for j in range(J)]
+        cand_pixels64 = [sorted(st64["hm_inds"][j][st64["cand"][j]].tolist()) for j in range(J)]
+        f64_decode = {
+            "same_indices_and_classes": (torch.equal(st64["inds"], st["inds"])
+                                         and torch.equal(st64["clses"], st["clses"])),
+            "same_hm_hp_candidates": cand_pixels == cand_pixels64,
+            "same_snapping": (torch.equal(st64["keep_regressed"], st["keep_regressed"])
+                              and torch.equal(chosen64[real], chosen[real])),
+            "max_abs_score_diff": f9((dets64[:, 4] - dets[:, 4].double()).abs().max()),
+            "max_abs_box_diff": f9((dets64[:, :4] - dets[:, :4].double()).abs().max()),
+            "max_abs_kps_diff": f9((dets64[:, 5:39] - dets[:, 5:39].double()).abs().max()),
+        }
+
+        case = case_header(photo, pp)
+        case["input"] = summary(images[0], rng)
+        case["features"] = summary(captured["features"][0], rng)
+        for key in heads:
+            case[key] = summary(captured[key][0], rng)
+        case.update({
+            "decode": decode,
+            "results": final,
+            "margins": m,
+            "f64_relative_error": f64_error,
+            "f64_decode": f64_decode,
+        })
+        cases.append(case)
+
+        sc = [x["score"] for x in decode]
+        rows = [x["index"] // 128 for x in decode]
+        rng_of = lambda key: f"{captured[key].min():.3f}..{captured[key].max():.3f}"  # noqa: E731
+        lines = trunk_lines(photo, pp, captured, True, offset, mask) + [
+            f"  wh {rng_of('wh')}, reg {rng_of('reg')}, hps {rng_of('hps')}, hm_hp logits "
+            f"{rng_of('hm_hp')}, hp_offset {rng_of('hp_offset')}",
+            f"  top-100 scores {sc[0]:.4f}..{sc[-1]:.4f}; peaks on rows {min(rows)}..{max(rows)}, "
+            f"{sum(22 <= r <= 105 for r in rows)} on rows 22..105",
+            f"  joints: {int(snapped.sum())} snapped to a hm_hp peak, "
+            f"{int((~snapped).sum())} keep the regressed hps position",
+            f"  margins: {json.dumps(m)}",
+            f"  f64 relative error: {json.dumps(f64_error)}; decode {json.dumps(f64_decode)}",
+        ]
+        print("\n".join(lines), flush=True)
+
+    config = config_of(opt, detector)
+    config["args"] = MP_ARGS
+    config.update({
+        "dataset": opt.dataset,
+        "num_joints": J,
+        "flip_idx": opt.flip_idx,
+        "hm_hp": opt.hm_hp,
+        "reg_hp_offset": opt.reg_hp_offset,
+        "mse_loss": opt.mse_loss,
+        "dense_hp": opt.dense_hp,
+        "sigmoid": ["hm", "hm_hp"],
+        "decode": {
+            "hm_hp_nms_kernel": 3,
+            "hm_hp_topk": K,
+            "hm_hp_thresh": MP_HP_THRESH,
+            "dist_factor": MP_HP_DIST_FACTOR,
+            "sentinel_position": -10000,
+            "sentinel_score": -1,
+            "argmin_tie_rule": tie_rule,
+        },
+        "results_class": 1,
+        "category_id": 1,
+    })
+    doc = {
+        "generator": "tests/reference/make_centernet_fixtures.py --task multi_pose --arch dla_34",
+        "reference": {
+            "centernet": CENTERNET_COMMIT,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": np.__version__,
+            "cv2": cv2.__version__,
+        },
+        "config": config,
+        "class_names": ["person"],
+        "dcn_check": dcn_check,
+        "weights": spec,
+        "not_generated": [
+            {"name": name, "shape": [], "dtype": "int64", "value": 0,
+             "why": "BatchNorm2d.num_batches_tracked (training counter, unused at inference)"}
+            for name in not_generated
+        ],
+        "unused_in_forward": {"names": unused, "why": DLA_UNUSED_WHY},
+        "cases": cases,
+    }
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, "centernet_multi_pose_dla34.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    new_heads = [w["name"] for w in spec if w["name"].startswith(("hps.", "hm_hp.", "hp_offset."))]
+    print(f"checked {checked} files against {CENTERNET_COMMIT[:8]}; stubs: {STUBBED}")
+    print(f"{len(spec)} generated tensors, {sum(int(np.prod(w['shape'])) for w in spec)} values, "
+          f"{len(not_generated)} not generated, {len(unused)} unused; new heads: {new_heads}")
     print(f"wrote {path} ({os.path.getsize(path) / 1e3:.1f} KB) in {time.time() - t0:.1f} s")
 
 

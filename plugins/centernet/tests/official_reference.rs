@@ -75,6 +75,62 @@ fn resnet18(weights: &Path) -> Box<dyn plugin_sdk::Node> {
     .unwrap()
 }
 
+/// One case through `centernet_preprocess` and the trunk's nodes: checks the warp byte for
+/// byte, the input and the trunk's `checks`; returns the image, the last features and the
+/// largest error.
+fn run_trunk(
+    case: &serde_json::Value,
+    pre: &mut Box<dyn plugin_sdk::Node>,
+    nodes: &mut [Box<dyn plugin_sdk::Node>],
+    checks: &[(&str, &str)],
+) -> (Value, Value, f64) {
+    let photo = case["photo"].as_str().unwrap();
+    let image = plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+    let (h, wd) = (image.shape()[0], image.shape()[1]);
+    let rgb = image.as_slice::<u8>().unwrap();
+    let bgr: Vec<u8> = rgb
+        .chunks_exact(3)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    let warped =
+        cv_warp_affine_u8(&bgr, (h, wd, 3), &affine((h, wd), (512, 512)), (512, 512)).unwrap();
+    assert_eq!(
+        format!("{:016x}", fnv1a64(&warped)),
+        case["warped"]["fnv1a64"].as_str().unwrap(),
+        "{photo}: the warped image differs from cv2.warpAffine's"
+    );
+    let x = run_with(pre, &[("image", &Value::image(image.clone()))], "image");
+    let t = x.tensor("tensor").unwrap();
+    let mut worst = compare(
+        &format!("{photo} input"),
+        t.as_slice::<f32>().unwrap(),
+        t.shape(),
+        &case["input"],
+        TOL,
+    );
+    let mut f = x.clone();
+    let mut all = Vec::new();
+    for (k, node) in nodes.iter_mut().enumerate() {
+        let port = if k == 0 { "image" } else { "features" };
+        f = run_with(node, &[(port, &f)], "features");
+        all.push(f.clone());
+    }
+    for (key, level) in checks {
+        let t = all
+            .iter()
+            .find_map(|v| v.tensor(level).ok())
+            .unwrap_or_else(|| panic!("no level {level}"));
+        worst = worst.max(compare(
+            &format!("{photo} {key}"),
+            t.as_slice::<f32>().unwrap(),
+            t.shape(),
+            &case[*key],
+            TOL,
+        ));
+    }
+    (x, f, worst)
+}
+
 /// Runs the fixture's photos through `centernet_preprocess` → the trunk → `centernet_ctdet`
 /// and compares every stage (see the module documentation).
 fn check_against_fixture(name: &str, trunk: Trunk) {
@@ -145,57 +201,7 @@ fn check_against_fixture(name: &str, trunk: Trunk) {
     let model = CenterNet::from_weights(&w, "", config).unwrap();
     for case in doc["cases"].as_array().unwrap() {
         let photo = case["photo"].as_str().unwrap();
-        let image =
-            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
-
-        // The warp, byte for byte.
-        let (h, wd) = (image.shape()[0], image.shape()[1]);
-        let rgb = image.as_slice::<u8>().unwrap();
-        let bgr: Vec<u8> = rgb
-            .chunks_exact(3)
-            .flat_map(|p| [p[2], p[1], p[0]])
-            .collect();
-        let warped =
-            cv_warp_affine_u8(&bgr, (h, wd, 3), &affine((h, wd), (512, 512)), (512, 512)).unwrap();
-        assert_eq!(
-            format!("{:016x}", fnv1a64(&warped)),
-            case["warped"]["fnv1a64"].as_str().unwrap(),
-            "{photo}: the warped image differs from cv2.warpAffine's"
-        );
-
-        let x = run_with(
-            &mut pre,
-            &[("image", &Value::image(image.clone()))],
-            "image",
-        );
-        let t = x.tensor("tensor").unwrap();
-        let mut worst = compare(
-            &format!("{photo} input"),
-            t.as_slice::<f32>().unwrap(),
-            t.shape(),
-            &case["input"],
-            TOL,
-        );
-        let mut f = x.clone();
-        let mut all = Vec::new();
-        for (k, node) in nodes.iter_mut().enumerate() {
-            let port = if k == 0 { "image" } else { "features" };
-            f = run_with(node, &[(port, &f)], "features");
-            all.push(f.clone());
-        }
-        for (key, level) in checks {
-            let t = all
-                .iter()
-                .find_map(|v| v.tensor(level).ok())
-                .unwrap_or_else(|| panic!("no level {level}"));
-            worst = worst.max(compare(
-                &format!("{photo} {key}"),
-                t.as_slice::<f32>().unwrap(),
-                t.shape(),
-                &case[*key],
-                TOL,
-            ));
-        }
+        let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, checks);
         let p2 = f.tensor("p2").unwrap();
         let out = model.heads(as4(p2)).unwrap();
         for (name, a) in [("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)] {
@@ -306,6 +312,105 @@ fn centernet_dla34_matches_the_official_code() {
 #[test]
 fn centernet_hourglass_matches_the_official_code() {
     check_against_fixture("centernet_hourglass_small.json", Trunk::Hourglass);
+}
+
+/// CenterNet's `multi_pose` on DLA-34 (fixture by `make_centernet_fixtures.py --task
+/// multi_pose --arch dla_34`): the six heads, the 100 people (index, score, box, and 17
+/// keypoints, snapped or regressed, at stride 4) and the node's people and keypoints in photo
+/// pixels.
+#[test]
+fn centernet_multi_pose_matches_the_official_code() {
+    use plugin_centernet::multi_pose::{MultiPose, MultiPoseConfig};
+    let doc = fixture("centernet_multi_pose_dla34.json");
+    let dir = scratch("centernet-ref-multi-pose");
+    let weights = dir.join("multi_pose.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let mut pre = create("centernet_preprocess", &[]).unwrap();
+    let mut nodes = vec![create("dla", &[weights_param(&weights)]).unwrap()];
+    let mut head = create("centernet_multi_pose", &[weights_param(&weights)]).unwrap();
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let model = MultiPose::from_weights(&w, "", MultiPoseConfig::default()).unwrap();
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, &[("features", "p2")]);
+        let out = model.heads(as4(f.tensor("p2").unwrap())).unwrap();
+        for (name, a) in [
+            ("hm", &out.hm),
+            ("wh", &out.wh),
+            ("hps", &out.hps),
+            ("reg", &out.reg),
+            ("hm_hp", &out.hm_hp),
+            ("hp_offset", &out.hp_offset),
+        ] {
+            worst = worst.max(compare(
+                &format!("{photo} {name}"),
+                a.as_slice().unwrap(),
+                a.shape(),
+                &case[name],
+                TOL,
+            ));
+        }
+        let people = model.decode(&out).unwrap();
+        let want = case["decode"].as_array().unwrap();
+        assert_eq!(people.len(), want.len(), "{photo}: number of people");
+        for (i, (p, r)) in people.iter().zip(want).enumerate() {
+            assert_eq!(
+                p.index as u64,
+                r["index"].as_u64().unwrap(),
+                "{photo} person {i}: index"
+            );
+            let mut err = relative_error(f64::from(p.score), r["score"].as_f64().unwrap());
+            for (a, b) in p.bbox.iter().zip(floats(&r["box"])) {
+                err = err.max(relative_error(f64::from(*a), b));
+            }
+            let kps: Vec<f32> = p.keypoints.iter().flatten().copied().collect();
+            for (a, b) in kps.iter().zip(floats(&r["kps"])) {
+                err = err.max(relative_error(f64::from(*a), b));
+            }
+            worst = worst.max(err);
+            assert!(err <= TOL, "{photo} person {i}: ours {p:?}, official {r}");
+        }
+        let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let boxes = inst
+            .tensor("boxes")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let scores = inst
+            .tensor("scores")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let kps = inst.tensor("keypoints").unwrap();
+        assert_eq!(kps.shape(), &[scores.len(), 17, 3]);
+        let kps = kps.as_slice::<f32>().unwrap();
+        let results = case["results"].as_array().unwrap();
+        assert_eq!(scores.len(), results.len(), "{photo}: number of results");
+        // The official order is the decode's: compare one to one.
+        for (i, r) in results.iter().enumerate() {
+            let mut err = relative_error(f64::from(scores[i]), r["score"].as_f64().unwrap());
+            for (a, b) in boxes[4 * i..4 * i + 4].iter().zip(floats(&r["box"])) {
+                err = err.max(relative_error(f64::from(*a), b));
+            }
+            let theirs = floats(&r["kps"]);
+            for j in 0..17 {
+                for c in 0..2 {
+                    err = err.max(relative_error(
+                        f64::from(kps[(i * 17 + j) * 3 + c]),
+                        theirs[2 * j + c],
+                    ));
+                }
+            }
+            worst = worst.max(err);
+            assert!(err <= TOL, "{photo} result {i}: official {r}");
+        }
+        eprintln!(
+            "{photo}: CenterNet multi_pose matches the official code (largest relative error {worst:.1e})"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A checkpoint of another backbone or width is refused with the mismatched tensors named; a
