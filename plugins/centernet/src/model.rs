@@ -238,80 +238,122 @@ pub fn to_photo(bbox: &[f32; 4], original: (usize, usize), out: (usize, usize)) 
     [x1, y1, x2, y2]
 }
 
+/// What [`heads_spec`] says of a task's node.
+pub(crate) struct HeadsSpecDoc {
+    pub output: &'static str,
+    pub heads: &'static str,
+    pub in_channels: usize,
+    pub head_conv: usize,
+    pub k: usize,
+}
+
+/// The ports and parameters CenterNet's task heads share: stride-4 `features` and the
+/// pre-processed `image` in, `instances` out; `weights`/`prefix`, `in_feature`,
+/// `in_channels`, `head_conv`, `k`, `head_names`, `stacks` and `score_threshold`.
+pub(crate) fn heads_spec(spec: NodeSpec, doc: HeadsSpecDoc) -> NodeSpec {
+    let spec = features_input(
+        spec,
+        "the stride-4 features (in_feature; from dcn_upsample, dla or hourglass: p2)",
+    );
+    let spec = image_input(
+        spec,
+        "the image from centernet_preprocess (image_size: the square input; original_size: the photo the results are mapped back to)",
+    )
+    .output(PortSpec::new("instances", PortKind::Instances, doc.output));
+    let prefix_doc = format!(
+        "name prefix of {} (empty for the released checkpoints)",
+        doc.heads
+    );
+    let spec = weights_params(spec, "the CenterNet heads", "", &prefix_doc);
+    let int = |name: &'static str, v: usize, doc: &'static str| {
+        ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc)
+            .range(1.0, 65536.0)
+    };
+    spec.param(ParamSpec::optional(
+        "in_feature",
+        ParamType::Str,
+        ParamValue::Str("p2".into()),
+        "the stride-4 level the heads read",
+    ))
+    .param(int("in_channels", doc.in_channels, "channels of that level (resdcn and DLA: 64, Hourglass: cnv_dim)"))
+    .param(int(
+        "head_conv",
+        doc.head_conv,
+        "channels of the heads' 3x3 convolutions (resdcn: 64, DLA and Hourglass: 256)",
+    ))
+    .param(int("k", doc.k, "peaks kept by the decoding (--K)"))
+    .param(ParamSpec::optional(
+        "head_names",
+        ParamType::Str,
+        ParamValue::Str("sequential".into()),
+        "how the checkpoint names the heads: \"sequential\" (hm.0, hm.2: resdcn, DLA) or \"hourglass\" (hm.<stack>.0.conv, hm.<stack>.1 of the last stack)",
+    ))
+    .param(
+        ParamSpec::optional(
+            "stacks",
+            ParamType::Int,
+            ParamValue::Int(2),
+            "with head_names = \"hourglass\": the Hourglass's stacks (the last one's heads are used)",
+        )
+        .range(1.0, 16.0),
+    )
+    .param(
+        ParamSpec::optional(
+            "score_threshold",
+            ParamType::Float,
+            ParamValue::Float(0.0),
+            "keep the results whose score is above this (0: all K, as for COCO evaluation; the demo's vis_thresh is 0.3)",
+        )
+        .range(0.0, 1.0),
+    )
+}
+
+/// The `head_names` (and `stacks`) parameters.
+pub(crate) fn head_names_param(params: &Params) -> Result<HeadNames, ModelError> {
+    match params.str("head_names").map_err(ModelError::Input)? {
+        "sequential" => Ok(HeadNames::Sequential),
+        "hourglass" => Ok(HeadNames::Hourglass {
+            stack: count_param(params, "stacks")? - 1,
+        }),
+        other => Err(ModelError::param(
+            "head_names",
+            format!("must be \"sequential\" or \"hourglass\", got \"{other}\""),
+        )),
+    }
+}
+
 pub fn kind() -> NodeKind {
     let d = CenterNetConfig::default();
     let spec = NodeSpec::new(
         NODE,
         "CenterNet ctdet heads on stride-4 features: hm/wh/reg, ctdet_decode (3x3 max-pool peaks, top K), boxes in photo pixels",
     );
-    let spec = features_input(
+    let spec = heads_spec(
         spec,
-        "the stride-4 features (in_feature; from dcn_upsample: p2)",
-    );
-    let spec = image_input(
-        spec,
-        "the image from centernet_preprocess (image_size: the square input; original_size: the photo the boxes are mapped back to)",
+        HeadsSpecDoc {
+            output: "the top K peaks as boxes in photo pixels, best first, with scores and COCO category ids",
+            heads: "hm / wh / reg",
+            in_channels: d.in_channels,
+            head_conv: d.head_conv,
+            k: d.k,
+        },
     )
-    .output(PortSpec::new(
-        "instances",
-        PortKind::Instances,
-        "the top K peaks as boxes in photo pixels, best first, with scores and COCO category ids",
-    ));
-    let spec = weights_params(
-        spec,
-        "CenterNet",
-        "",
-        "name prefix of hm / wh / reg (empty for the released ctdet checkpoints)",
-    );
-    let int = |name: &'static str, v: usize, doc: &'static str| {
-        ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc)
-            .range(1.0, 65536.0)
-    };
-    let spec = spec
-        .param(ParamSpec::optional(
-            "in_feature",
-            ParamType::Str,
-            ParamValue::Str("p2".into()),
-            "the stride-4 level the heads read",
-        ))
-        .param(int("in_channels", d.in_channels, "channels of that level (resdcn: 64)"))
-        .param(int(
-            "head_conv",
-            d.head_conv,
-            "channels of the heads' 3x3 convolutions (resdcn: 64, DLA and Hourglass: 256)",
-        ))
-        .param(int("num_classes", d.num_classes, "heatmap classes (COCO: 80)"))
-        .param(int("k", d.k, "peaks kept by the decoding (--K)"))
-        .param(ParamSpec::optional(
-            "head_names",
-            ParamType::Str,
-            ParamValue::Str("sequential".into()),
-            "how the checkpoint names the heads: \"sequential\" (hm.0, hm.2: resdcn, DLA) or \"hourglass\" (hm.<stack>.0.conv, hm.<stack>.1 of the last stack)",
-        ))
-        .param(
-            ParamSpec::optional(
-                "stacks",
-                ParamType::Int,
-                ParamValue::Int(2),
-                "with head_names = \"hourglass\": the Hourglass's stacks (the last one's heads are used)",
-            )
-            .range(1.0, 16.0),
+    .param(
+        ParamSpec::optional(
+            "num_classes",
+            ParamType::Int,
+            ParamValue::Int(d.num_classes as i64),
+            "heatmap classes (COCO: 80)",
         )
+        .range(1.0, 65536.0),
+    )
         .param(ParamSpec::optional(
             "category_ids",
             ParamType::IntList,
             ParamValue::IntList(COCO_CATEGORY_IDS.to_vec()),
             "the category id of each class index (COCO's 80 sparse ids by default)",
         ))
-        .param(
-            ParamSpec::optional(
-                "score_threshold",
-                ParamType::Float,
-                ParamValue::Float(0.0),
-                "keep the detections whose score is above this (0: all K, as for COCO evaluation; the demo's vis_thresh is 0.3)",
-            )
-            .range(0.0, 1.0),
-        );
+    ;
     NodeKind::new(spec, |params| {
         Ok(Box::new(CenterNetNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -333,18 +375,7 @@ impl CenterNetNode {
             head_conv: count_param(params, "head_conv")?,
             num_classes: count_param(params, "num_classes")?,
             k: count_param(params, "k")?,
-            head_names: match params.str("head_names").map_err(ModelError::Input)? {
-                "sequential" => HeadNames::Sequential,
-                "hourglass" => HeadNames::Hourglass {
-                    stack: count_param(params, "stacks")? - 1,
-                },
-                other => {
-                    return Err(ModelError::param(
-                        "head_names",
-                        format!("must be \"sequential\" or \"hourglass\", got \"{other}\""),
-                    ))
-                }
-            },
+            head_names: head_names_param(params)?,
         };
         let category_ids = params
             .int_list("category_ids")

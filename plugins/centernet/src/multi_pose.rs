@@ -29,14 +29,15 @@ use kernels::Tensor;
 use ndarray::{Array3, ArrayView4};
 use plugin_sdk::{
     FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
-    ParamValue, Params, PortKind, PortSpec, Value,
+    ParamValue, Params, Value,
 };
 use vision_common::{
-    count_param, features_input, float_param, image_input, named_levels, weights_param,
-    weights_params, ImageSizes, ModelError,
+    count_param, float_param, named_levels, weights_param, ImageSizes, ModelError,
 };
 
-use crate::model::{head, photo_mapping, Head, HeadNames};
+use crate::model::{
+    head, head_names_param, heads_spec, photo_mapping, Head, HeadNames, HeadsSpecDoc,
+};
 
 const NODE: &str = "centernet_multi_pose";
 /// `multi_pose_decode`'s keypoint score threshold and box-size factor.
@@ -237,59 +238,24 @@ pub fn kind() -> NodeKind {
         NODE,
         "CenterNet multi_pose heads on stride-4 features: people as peaks with boxes and 17 keypoints (regressed, snapped to keypoint heatmap peaks), in photo pixels",
     );
-    let spec = features_input(spec, "the stride-4 features (in_feature; from dla: p2)");
-    let spec = image_input(
+    let spec = heads_spec(
         spec,
-        "the image from centernet_preprocess (original_size: the photo the boxes and keypoints are mapped back to)",
+        HeadsSpecDoc {
+            output: "the top K people, best first: boxes, scores, the person category id and keypoints [K, 17, 3] (x, y, 1) in photo pixels",
+            heads: "hm / wh / hps / reg / hm_hp / hp_offset",
+            in_channels: d.in_channels,
+            head_conv: d.head_conv,
+            k: d.k,
+        },
     )
-    .output(PortSpec::new(
-        "instances",
-        PortKind::Instances,
-        "the top K people, best first: boxes, scores, the person category id and keypoints [K, 17, 3] (x, y, 1) in photo pixels",
-    ));
-    let spec = weights_params(
-        spec,
-        "CenterNet multi_pose",
-        "",
-        "name prefix of hm / wh / hps / reg / hm_hp / hp_offset (empty for the released multi_pose checkpoints)",
+    .param(
+        ParamSpec::optional("joints", ParamType::Int, ParamValue::Int(d.joints as i64), "keypoints per person (COCO: 17)")
+            .range(1.0, 1024.0),
+    )
+    .param(
+        ParamSpec::optional("category_id", ParamType::Int, ParamValue::Int(1), "the category id of a person (COCO: 1)")
+            .range(0.0, 1e9),
     );
-    let int = |name: &'static str, v: usize, doc: &'static str| {
-        ParamSpec::optional(name, ParamType::Int, ParamValue::Int(v as i64), doc)
-            .range(1.0, 65536.0)
-    };
-    let spec = spec
-        .param(ParamSpec::optional(
-            "in_feature",
-            ParamType::Str,
-            ParamValue::Str("p2".into()),
-            "the stride-4 level the heads read",
-        ))
-        .param(int(
-            "in_channels",
-            d.in_channels,
-            "channels of that level (DLA-34: 64)",
-        ))
-        .param(int(
-            "head_conv",
-            d.head_conv,
-            "channels of the heads' 3x3 convolutions (DLA: 256)",
-        ))
-        .param(int("joints", d.joints, "keypoints per person (COCO: 17)"))
-        .param(int("k", d.k, "people kept by the decoding (--K)"))
-        .param(int(
-            "category_id",
-            1,
-            "the category id of a person (COCO: 1)",
-        ))
-        .param(
-            ParamSpec::optional(
-                "score_threshold",
-                ParamType::Float,
-                ParamValue::Float(0.0),
-                "keep the people whose score is above this (0: all K, as for COCO evaluation)",
-            )
-            .range(0.0, 1.0),
-        );
     NodeKind::new(spec, |params| {
         Ok(Box::new(MultiPoseNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -311,7 +277,7 @@ impl MultiPoseNode {
             head_conv: count_param(params, "head_conv")?,
             joints: count_param(params, "joints")?,
             k: count_param(params, "k")?,
-            head_names: HeadNames::Sequential,
+            head_names: head_names_param(params)?,
         };
         let (weights, prefix) = weights_param(params)?;
         Ok(MultiPoseNode {
@@ -320,7 +286,7 @@ impl MultiPoseNode {
                 .str("in_feature")
                 .map_err(ModelError::Input)?
                 .to_string(),
-            category_id: count_param(params, "category_id")? as i64,
+            category_id: params.int("category_id").map_err(ModelError::Input)?,
             score_threshold: float_param(params, "score_threshold")?,
         })
     }
