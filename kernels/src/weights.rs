@@ -707,6 +707,26 @@ mod tests {
         (t.dtype(), t.shape().to_vec(), values)
     }
 
+    /// torch.save ends every archive with zip64 records (76 bytes) before the classic end
+    /// record; with a 21-character file stem the first central directory header is 76 bytes
+    /// too, and zip 9.1-9.4 then start the directory at the second header and refuse the file
+    /// (a CenterNet checkpoint saved as `ctdet_dla34_generated.pth` hit it). The file must
+    /// load with tiny.pth's tensors.
+    #[test]
+    fn reads_torch_archives_whose_first_header_is_as_long_as_the_zip64_records() {
+        let reference = Weights::load(&fixture("tiny.pth")).unwrap();
+        let w = Weights::load(&fixture("zip64_eocd_coincident.pth")).unwrap();
+        let names: Vec<&str> = w.names().collect();
+        assert_eq!(names, reference.names().collect::<Vec<_>>());
+        for n in names {
+            let (a, b) = (w.get(n).unwrap(), reference.get(n).unwrap());
+            assert_eq!((a.shape(), a.dtype()), (b.shape(), b.dtype()), "{n}");
+            assert_eq!(a.describe(), b.describe(), "{n}");
+        }
+        let conv = w.get("conv.weight").unwrap().as_slice::<f32>().unwrap();
+        assert_eq!(conv, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+    }
+
     /// tests/reference/make_weight_fixtures.py pickles tiny.pth's state dict as numpy arrays:
     /// Detectron2's {"model": ..., "__author__": ..., "matching_heuristics": True} at pickle
     /// protocols 2, 4 and 5 (with one array of each other dtype, big-endian and Fortran-ordered

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""CenterNet ctdet resdcn_18 through the engine's libraries against the official code
+"""CenterNet ctdet (resdcn_18 or dla_34) through the engine's libraries against the official code
 (xingyizhou/CenterNet at 4c50fd3a, run as make_centernet_fixtures.py runs it), same weights
 and photo, one run.
 
-    cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet
+    cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet --lib
     CENTERNET_REPO=/tmp/centernet target/venv-torch/bin/python tests/reference/bench_centernet.py \
-        [--reps 10] [--threads 2] [--photo chelsea.png] [--official-only] [--json PATH] \
-        [--save-weights PATH] [--exe PATH]
+        [--arch resdcn_18|dla_34] [--reps 10] [--threads 2] [--photo chelsea.png] \
+        [--official-only] [--json PATH] [--save-weights PATH] [--exe PATH]
 
 About 2 minutes with --reps 10 on two threads (the official forward alone is ~1.8 s a run on
 a 2-core machine); --exe names another build of our binary.
@@ -30,9 +30,10 @@ Timed, after one warm-up run, in 3 interleaved rounds (official, then ours):
   - official model forward alone: detector.model(images) on pre_process's tensor;
   - official decode alone: hm.sigmoid_() then ctdet_decode(hm, wh, reg, K=100) on the
     model's outputs, as process() does (the clone of hm is outside the timer);
-  - ours: `target/release/examples/bench_centernet WEIGHTS PHOTO REPS` (RAYON_NUM_THREADS =
-    --threads), which prints one JSON line: median_ms, min_ms, nodes_ms
-    {centernet_preprocess, resnet, dcn_upsample, centernet_ctdet}, stages_ms {heads, decode},
+  - ours: `target/release/examples/bench_centernet WEIGHTS PHOTO REPS ARCH`
+    (RAYON_NUM_THREADS = --threads), which prints one JSON line: median_ms, min_ms, nodes_ms
+    {centernet_preprocess, the trunk's nodes (resnet, dcn_upsample; or dla), centernet_ctdet},
+    stages_ms {heads, decode},
     scores, classes (COCO category ids), boxes (photo pixels, x1 y1 x2 y2 flattened).
 Medians over all rounds' repetitions (official) and of the per-round medians (ours). Both
 sides run cv2 / OpenCV's own warpAffine kernel: cv2.ipp.setUseIPP(False), as the fixture.
@@ -65,7 +66,7 @@ import make_centernet_fixtures as fx  # noqa: E402  (installs the patches, impor
 
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 EXE = os.path.join(ROOT, "target", "release", "examples", "bench_centernet")
-BUILD = "cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet"
+BUILD = "cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet --lib"
 SCORE_TOL, BOX_TOL = 1e-4, 1e-2
 
 
@@ -103,9 +104,10 @@ def match(ours, official):
     return matched, ds, db
 
 
-def fixture_check(detector, valid_ids):
+def fixture_check(detector, valid_ids, arch):
     """The official results on the fixture's photos against the committed fixture."""
-    path = os.path.join(fx.OUT, "centernet_resdcn18.json")
+    name = {"resdcn_18": "centernet_resdcn18.json", "dla_34": "centernet_dla34.json"}[arch]
+    path = os.path.join(fx.OUT, name)
     if not os.path.exists(path):
         return "no committed fixture"
     with open(path) as f:
@@ -120,7 +122,7 @@ def fixture_check(detector, valid_ids):
         worst_s = max(worst_s, max(abs(g[1] - w[1]) for g, w in zip(got, want)))
         worst_b = max(worst_b, max(abs(x - y) for g, w in zip(got, want)
                                    for x, y in zip(g[2], w[2])))
-    return (f"equal to centernet_resdcn18.json on {len(cases)} photos within "
+    return (f"equal to {name} on {len(cases)} photos within "
             f"{worst_s:.1e} (scores) / {worst_b:.1e} px (boxes)")
 
 
@@ -134,6 +136,7 @@ def main():
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--save-weights", help="also keep the generated checkpoint here")
     ap.add_argument("--exe", default=EXE, help="our bench binary (default: %(default)s)")
+    ap.add_argument("--arch", default="resdcn_18", choices=["resdcn_18", "dla_34"])
     args = ap.parse_args()
     exe = args.exe
     if not args.official_only and not os.path.exists(exe):
@@ -148,11 +151,11 @@ def main():
     h, w = image.shape[:2]
     valid_ids, _ = fx.coco_ids_and_names()
 
-    opt = fx.build_opt("resdcn_18")
+    opt = fx.build_opt(args.arch)
     _, _, state = fx.generated_checkpoint(opt)
     tmp = tempfile.mkdtemp(prefix="bench_centernet_")
     try:
-        wpath = os.path.join(tmp, "ctdet_resdcn18_generated.pth")
+        wpath = os.path.join(tmp, f"ctdet_{args.arch.replace('_', '')}_generated.pth")
         torch.save({"epoch": 140, "state_dict": state}, wpath)
         if args.save_weights:
             shutil.copyfile(wpath, args.save_weights)
@@ -200,7 +203,7 @@ def main():
             if args.official_only:
                 continue
             env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-            proc = subprocess.run([exe, wpath, photo, str(args.reps)], env=env,
+            proc = subprocess.run([exe, wpath, photo, str(args.reps), args.arch], env=env,
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"bench_centernet: {exe} failed ({proc.returncode}):\n"
@@ -211,12 +214,12 @@ def main():
             ours["nodes"].append(last["nodes_ms"])
             ours["stages"].append(last["stages_ms"])
         official = official_detections(ret["results"], valid_ids)
-        fixture = fixture_check(detector, valid_ids)
+        fixture = fixture_check(detector, valid_ids, args.arch)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     off = {k: median(v) for k, v in rows.items()}
-    print(f"CenterNet ctdet resdcn_18, {os.path.basename(photo)} ({h}x{w} -> 512x512, output "
+    print(f"CenterNet ctdet {args.arch}, {os.path.basename(photo)} ({h}x{w} -> 512x512, output "
           f"128x128, K {opt.K}), {args.threads} threads, 3 interleaved rounds of {args.reps} "
           f"after a warm-up; torch {torch.__version__}, cv2 {cv2.__version__}")
     report = {"photo": os.path.basename(photo), "size": [h, w], "threads": args.threads,
@@ -233,13 +236,15 @@ def main():
         nd = {k: median([n[k] for n in ours["nodes"]]) for k in ours["nodes"][0]}
         st = {k: median([s[k] for s in ours["stages"]]) for k in ours["stages"][0]}
         whole = median(ours["median_ms"])
-        forward = nd["resnet"] + nd["dcn_upsample"] + st["heads"]
+        # The network: every trunk node and the heads.
+        forward = sum(v for k, v in nd.items()
+                      if k not in ("centernet_preprocess", "centernet_ctdet")) + st["heads"]
         print(f"| whole (run(image): pre-processing to merged results) | {off['whole']:.1f} ms "
               f"| {whole:.1f} ms | {whole / off['whole']:.2f} |")
         print(f"| pre-processing (run()'s pre / centernet_preprocess) | {off['pre']:.1f} ms "
               f"| {nd['centernet_preprocess']:.1f} ms "
               f"| {nd['centernet_preprocess'] / off['pre']:.2f} |")
-        print(f"| model forward (model(images) / resnet + dcn_upsample + heads) "
+        print(f"| model forward (model(images) / trunk + heads) "
               f"| {off['forward']:.1f} ms | {forward:.1f} ms | {forward / off['forward']:.2f} |")
         print(f"| decode (hm.sigmoid_() + ctdet_decode / decode stage) | {off['decode']:.2f} ms "
               f"| {st['decode']:.2f} ms | {st['decode'] / off['decode']:.2f} |")

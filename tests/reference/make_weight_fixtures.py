@@ -27,6 +27,14 @@ state = {
 torch.save(state, os.path.join(out, "tiny.pth"))
 torch.save(state, os.path.join(out, "tiny_legacy.pth"), _use_new_zipfile_serialization=False)
 torch.save({"state_dict": state, "epoch": 3}, os.path.join(out, "tiny_nested.pth"))
+# torch.save names the archive's folder after the file's stem and always ends the archive with
+# zip64 records (76 bytes) before the classic end record. With a 21-character stem, the first
+# central directory header ("<stem>/data.pkl") is 46 + 30 = 76 bytes long too, so the end
+# record's "directory size" points at the second header: zip 9.1 to 9.4 take that for the
+# directory's start and refuse the file (zip 9.0.4 reads it). kernels pins zip to 9.0.4.
+name = "zip64_eocd_coincident"
+assert len(name) == 21
+torch.save(state, os.path.join(out, name + ".pth"))
 save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(out, "tiny.safetensors"))
 # Detectron2 / Detectron .pkl checkpoints: pickles of numpy arrays (no torch involved), read by
 # the restricted unpickler in kernels/src/weights/numpy_pickle.rs. The same tiny state dict as

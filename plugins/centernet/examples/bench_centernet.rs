@@ -1,9 +1,10 @@
 //! Times CenterNet ctdet resdcn_18 through its plugin libraries as `engine run` has them
-//! (`centernet_preprocess` → `resnet` → `dcn_upsample` → `centernet_ctdet`) on one photo, for
+//! (`centernet_preprocess` → `resnet` → `dcn_upsample`, or `dla`, → `centernet_ctdet`) on one
+//! photo, for
 //! `tests/reference/bench_centernet.py`, which times the official code in the same run:
 //!
 //!     cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet
-//!     target/release/examples/bench_centernet WEIGHTS PHOTO [REPS]
+//!     target/release/examples/bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34]
 //!
 //! Prints one JSON line: the median and minimum milliseconds of the whole, the median of each
 //! node, the medians of the head's stages (heads, decoding; through the library on the same
@@ -21,56 +22,83 @@ use ndarray::ArrayView4;
 use plugin_centernet::model::{CenterNet, CenterNetConfig};
 use plugin_sdk::{ParamValue, Value};
 
+/// The nodes from the image to `p2`, each with its kind.
+type Trunk = Vec<(&'static str, Box<dyn plugin_sdk::Node>)>;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: bench_centernet WEIGHTS PHOTO [REPS]";
+    let usage = "usage: bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34]";
     let weights = args.get(1).ok_or(usage)?;
     let photo = args.get(2).ok_or(usage)?;
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let arch = args.get(4).map_or("resdcn_18", String::as_str);
     let registry = Registry::from_cargo_target_dir()?;
     let w = || ("weights", ParamValue::Str(weights.clone()));
     let mut pre = registry.create_node("centernet_preprocess", &[])?;
-    let mut body = registry.create_node(
-        "resnet",
-        &[
-            w(),
-            ("prefix", ParamValue::Str(String::new())),
-            ("depth", ParamValue::Int(18)),
-            ("bn_eps", ParamValue::Float(1e-5)),
-            ("returned_layers", ParamValue::IntList(vec![4])),
-        ],
-    )?;
-    let mut up = registry.create_node("dcn_upsample", &[w()])?;
-    let mut head = registry.create_node("centernet_ctdet", &[w()])?;
+    // The trunk: (kind, node) from the image to p2.
+    let (mut trunk, head_conv): (Trunk, usize) = match arch {
+        "resdcn_18" => (
+            vec![
+                (
+                    "resnet",
+                    registry.create_node(
+                        "resnet",
+                        &[
+                            w(),
+                            ("prefix", ParamValue::Str(String::new())),
+                            ("depth", ParamValue::Int(18)),
+                            ("bn_eps", ParamValue::Float(1e-5)),
+                            ("returned_layers", ParamValue::IntList(vec![4])),
+                        ],
+                    )?,
+                ),
+                (
+                    "dcn_upsample",
+                    registry.create_node("dcn_upsample", &[w()])?,
+                ),
+            ],
+            64,
+        ),
+        "dla_34" => (vec![("dla", registry.create_node("dla", &[w()])?)], 256),
+        other => return Err(format!("unknown arch {other}; {usage}").into()),
+    };
+    let head_conv_param = ("head_conv", ParamValue::Int(head_conv as i64));
+    let mut head = registry.create_node("centernet_ctdet", &[w(), head_conv_param])?;
     let model = CenterNet::from_weights(
         &kernels::weights::Weights::load(Path::new(weights))?,
         "",
-        CenterNetConfig::default(),
+        CenterNetConfig {
+            head_conv,
+            ..CenterNetConfig::default()
+        },
     )?;
     let image = Value::image(plugin_io::image_source::read_image(Path::new(photo))?);
     let mut whole = Vec::new();
-    let mut nodes = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut nodes: Vec<(String, Vec<f64>)> = std::iter::once("centernet_preprocess")
+        .chain(trunk.iter().map(|(k, _)| *k))
+        .chain(std::iter::once("centernet_ctdet"))
+        .map(|k| (k.to_string(), Vec::new()))
+        .collect();
     let mut stages = [Vec::new(), Vec::new()];
     let mut last = None;
     for _ in 0..reps + 1 {
         let t0 = Instant::now();
         let x = Registry::run_once(&mut pre, &[("image", &image)], "image")?;
-        let t1 = Instant::now();
-        let f = Registry::run_once(&mut body, &[("image", &x)], "features")?;
-        let t2 = Instant::now();
-        let u = Registry::run_once(&mut up, &[("features", &f)], "features")?;
-        let t3 = Instant::now();
-        let out = Registry::run_once(&mut head, &[("features", &u), ("image", &x)], "instances")?;
-        let t4 = Instant::now();
-        whole.push((t4 - t0).as_secs_f64() * 1e3);
-        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]
-            .into_iter()
-            .enumerate()
-        {
-            nodes[k].push((b - a).as_secs_f64() * 1e3);
+        nodes[0].1.push(ms(t0));
+        let mut f = x.clone();
+        for (k, (_, node)) in trunk.iter_mut().enumerate() {
+            let t = Instant::now();
+            let port = if k == 0 { "image" } else { "features" };
+            f = Registry::run_once(node, &[(port, &f)], "features")?;
+            nodes[k + 1].1.push(ms(t));
         }
+        let t = Instant::now();
+        let out = Registry::run_once(&mut head, &[("features", &f), ("image", &x)], "instances")?;
+        let n = nodes.len();
+        nodes[n - 1].1.push(ms(t));
+        whole.push(ms(t0));
         // The head's stages, through the library.
-        let p2 = u.tensor("p2")?;
+        let p2 = f.tensor("p2")?;
         let s = p2.shape();
         let p2: ArrayView4<f32> = p2
             .view::<f32>()?
@@ -91,13 +119,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let classes = out.tensor("classes")?.as_slice::<i64>()?.to_vec();
     let boxes = out.tensor("boxes")?.as_slice::<f32>()?.to_vec();
     let min = drop_first(&whole).into_iter().fold(f64::INFINITY, f64::min);
+    let nodes_ms: Vec<String> = nodes
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {:.2}", median(drop_first(v))))
+        .collect();
     println!(
-        "{{\"median_ms\": {:.2}, \"min_ms\": {min:.2}, \"nodes_ms\": {{\"centernet_preprocess\": {:.2}, \"resnet\": {:.2}, \"dcn_upsample\": {:.2}, \"centernet_ctdet\": {:.2}}}, \"stages_ms\": {{\"heads\": {:.2}, \"decode\": {:.3}}}, \"scores\": {scores:?}, \"classes\": {classes:?}, \"boxes\": {boxes:?}}}",
+        "{{\"median_ms\": {:.2}, \"min_ms\": {min:.2}, \"nodes_ms\": {{{}}}, \"stages_ms\": {{\"heads\": {:.2}, \"decode\": {:.3}}}, \"scores\": {scores:?}, \"classes\": {classes:?}, \"boxes\": {boxes:?}}}",
         median(drop_first(&whole)),
-        median(drop_first(&nodes[0])),
-        median(drop_first(&nodes[1])),
-        median(drop_first(&nodes[2])),
-        median(drop_first(&nodes[3])),
+        nodes_ms.join(", "),
         median(drop_first(&stages[0])),
         median(drop_first(&stages[1])),
     );
