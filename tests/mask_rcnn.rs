@@ -531,6 +531,51 @@ fn centernet_pipeline_matches_the_official_code_through_the_engine() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `pipelines/centernet_multi_pose_dla34.toml` with the multi-pose fixture's weights: the
+/// COCO results hold the official people, each with its 17 keypoints (within 0.01 px) and
+/// visibility 1, in the official order.
+#[test]
+fn centernet_multi_pose_pipeline_writes_the_official_keypoints() {
+    let (doc, dir) = run_fixture_pipeline("centernet", "centernet_multi_pose_dla34", None, &[]);
+    let case = &doc["cases"][0];
+    let text = std::fs::read_to_string(dir.join("out/centernet_multi_pose_dla34/detections.json"))
+        .expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    let results = case["results"].as_array().expect("results");
+    assert_eq!(ours.len(), results.len(), "number of people");
+    for (j, (d, r)) in ours.iter().zip(results).enumerate() {
+        assert_eq!(d["category_id"].as_f64(), Some(1.0), "person {j}: category");
+        let score = d["score"].as_f64().expect("score");
+        assert!(
+            (score - r["score"].as_f64().expect("score")).abs() <= 1e-4,
+            "person {j}: score"
+        );
+        let b = floats(&d["bbox"]);
+        let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+        for (a, want) in xyxy.iter().zip(floats(&r["box"])) {
+            assert!(
+                (a - want).abs() <= 1e-2,
+                "person {j}: box {xyxy:?} vs {}",
+                r["box"]
+            );
+        }
+        let kps = floats(&d["keypoints"]);
+        let want = floats(&r["kps"]);
+        assert_eq!(kps.len(), 51, "person {j}: 17 keypoints of (x, y, v)");
+        for k in 0..17 {
+            assert!(
+                (kps[3 * k] - want[2 * k]).abs() <= 1e-2
+                    && (kps[3 * k + 1] - want[2 * k + 1]).abs() <= 1e-2
+                    && kps[3 * k + 2] == 1.0,
+                "person {j} keypoint {k}: {:?} vs {:?}",
+                &kps[3 * k..3 * k + 3],
+                &want[2 * k..2 * k + 2]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `pipelines/maskformer_r50.toml` on a photo with the MaskFormer fixture's weights, then
 /// `engine eval pq` of its COCO panoptic output against the official code's panoptic
 /// segmentation (written as COCO panoptic ground truth): every segment must be recognised
