@@ -17,7 +17,7 @@
 //! `ctdet_coco_resdcn18.pth`, beside the body and the up-sampling, which are other nodes').
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
-use kernels::ops::heatmap::extract_peaks_mapped;
+use kernels::ops::heatmap::{extract_peaks_mapped, Peak};
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array3, ArrayView4, Axis};
 use plugin_sdk::{
@@ -189,26 +189,34 @@ impl CenterNet {
 
     /// `ctdet_decode` of the head outputs: the best `k` detections, best first, at stride 4.
     pub fn decode(&self, out: &HeadOutputs) -> Result<Vec<Detection>, ModelError> {
-        let (_, h, w) = out.hm.dim();
-        let k = self.config.k.min(h * w);
-        // hm.sigmoid_(), _nms and _topk, one class plane at a time.
-        let peaks = extract_peaks_mapped(out.hm.view(), k, |p| Activation::Sigmoid.apply_slice(p))
-            .map_err(|e| ModelError::input(e.to_string()))?;
-        Ok(peaks
+        Ok(center_peaks(&out.hm, self.config.k)?
             .iter()
-            .map(|p| {
-                let xs = p.x as f32 + out.reg[[0, p.y, p.x]];
-                let ys = p.y as f32 + out.reg[[1, p.y, p.x]];
-                let (bw, bh) = (out.wh[[0, p.y, p.x]], out.wh[[1, p.y, p.x]]);
-                Detection {
-                    bbox: [xs - bw / 2.0, ys - bh / 2.0, xs + bw / 2.0, ys + bh / 2.0],
-                    score: p.score,
-                    class: p.class,
-                    index: p.index,
-                }
+            .map(|p| Detection {
+                bbox: peak_box(p, &out.wh, &out.reg),
+                score: p.score,
+                class: p.class,
+                index: p.index,
             })
             .collect())
     }
+}
+
+/// The centre peaks of both tasks' decoding: `hm.sigmoid_()`, `_nms` and `_topk` (the best
+/// `k`, at most `H·W`), one class plane at a time.
+pub(crate) fn center_peaks(hm: &Array3<f32>, k: usize) -> Result<Vec<Peak>, ModelError> {
+    let (_, h, w) = hm.dim();
+    extract_peaks_mapped(hm.view(), k.min(h * w), |p| {
+        Activation::Sigmoid.apply_slice(p)
+    })
+    .map_err(|e| ModelError::input(e.to_string()))
+}
+
+/// A peak's box at stride 4: its centre `(x + reg_x, y + reg_y)` ± `wh / 2`.
+pub(crate) fn peak_box(p: &Peak, wh: &Array3<f32>, reg: &Array3<f32>) -> [f32; 4] {
+    let xs = p.x as f32 + reg[[0, p.y, p.x]];
+    let ys = p.y as f32 + reg[[1, p.y, p.x]];
+    let (bw, bh) = (wh[[0, p.y, p.x]], wh[[1, p.y, p.x]]);
+    [xs - bw / 2.0, ys - bh / 2.0, xs + bw / 2.0, ys + bh / 2.0]
 }
 
 /// `transform_preds` of the post-processing: a point at stride 4 of an `(out_h, out_w)` output

@@ -23,7 +23,7 @@
 //! official evaluation write it) and the person category id.
 
 use kernels::layers::Activation;
-use kernels::ops::heatmap::{extract_peaks_mapped, heatmap_nms, topk_per_channel, Peak};
+use kernels::ops::heatmap::{heatmap_nms, topk_per_channel, Peak};
 use kernels::weights::Weights;
 use kernels::Tensor;
 use ndarray::{Array3, ArrayView4};
@@ -36,7 +36,8 @@ use vision_common::{
 };
 
 use crate::model::{
-    head, head_names_param, heads_spec, photo_mapping, Head, HeadNames, HeadsSpecDoc,
+    center_peaks, head, head_names_param, heads_spec, peak_box, photo_mapping, Head, HeadNames,
+    HeadsSpecDoc,
 };
 
 const NODE: &str = "centernet_multi_pose";
@@ -154,11 +155,10 @@ impl MultiPose {
         let k = self.config.k.min(h * w);
         let joints = self.config.joints;
         let op = |e: kernels::ops::OpError| ModelError::input(e.to_string());
-        let peaks = extract_peaks_mapped(out.hm.view(), k, |p| Activation::Sigmoid.apply_slice(p))
-            .map_err(op)?;
-        let mut people: Vec<Person> = peaks
+        let mut people: Vec<Person> = center_peaks(&out.hm, k)?
             .iter()
             .map(|p: &Peak| {
+                // The regressed keypoints start from the peak's integer position.
                 let (fx, fy) = (p.x as f32, p.y as f32);
                 let keypoints = (0..joints)
                     .map(|j| {
@@ -168,11 +168,8 @@ impl MultiPose {
                         ]
                     })
                     .collect();
-                let xs = fx + out.reg[[0, p.y, p.x]];
-                let ys = fy + out.reg[[1, p.y, p.x]];
-                let (bw, bh) = (out.wh[[0, p.y, p.x]], out.wh[[1, p.y, p.x]]);
                 Person {
-                    bbox: [xs - bw / 2.0, ys - bh / 2.0, xs + bw / 2.0, ys + bh / 2.0],
+                    bbox: peak_box(p, &out.wh, &out.reg),
                     score: p.score,
                     index: p.index,
                     keypoints,
