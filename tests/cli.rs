@@ -3,6 +3,10 @@
 //! The plugin tests need `target/<profile>/libcustom_head.so`, which `cargo build --workspace`
 //! (part of the README's test command) builds, and a C compiler (`cc`) for the C plugin.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,11 +15,8 @@ fn engine_bin() -> &'static str {
 }
 
 /// A fresh directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("engine-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("engine-cli-{name}"))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

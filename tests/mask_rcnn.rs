@@ -21,6 +21,10 @@
 //! `pipelines/maskformer_r50.toml` with the MaskFormer fixture: `engine eval pq` of its
 //! panoptic output against the official segmentation gives RQ 1.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -41,11 +45,8 @@ fn fixture_named(name: &str) -> Json {
     serde_json::from_str(&text).expect("fixture json")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("engine-maskrcnn-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("engine-maskrcnn-{name}"))
 }
 
 /// The fixture's generated state dict as a .safetensors file.
@@ -378,7 +379,7 @@ fn run_fixture_pipeline(
     pipeline: &str,
     photo: Option<&Path>,
     extra: &[String],
-) -> (Json, PathBuf) {
+) -> (Json, Scratch) {
     let path = repo().join(format!("plugins/{family}/tests/fixtures/{pipeline}.json"));
     let doc: Json =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");

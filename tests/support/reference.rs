@@ -8,6 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "scratch.rs"]
+mod scratch;
+pub use scratch::Scratch;
+
 use engine::registry::{Provider, Registry};
 use kernels::Tensor;
 use plugin_sdk::{Node, ParamValue, Value};
@@ -27,12 +31,9 @@ pub fn fixture(name: &str) -> Json {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A fresh scratch directory for this test process.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh scratch directory for this test process, removed when dropped.
+pub fn scratch(name: &str) -> Scratch {
+    Scratch::new(name)
 }
 
 fn shape_of(j: &Json) -> Vec<usize> {

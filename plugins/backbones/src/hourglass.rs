@@ -31,8 +31,8 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 use vision_common::{
-    conv_bn, count_list_param, count_param, from_nchw, nchw, weights_param, weights_params,
-    LayerContext, ModelError,
+    conv_bn, conv_bn_relu, count_list_param, count_param, from_nchw, nchw, weights_param,
+    weights_params, LayerContext, ModelError,
 };
 
 const NODE: &str = "hourglass";
@@ -61,28 +61,6 @@ impl Default for HourglassConfig {
             cnv_dim: 256,
         }
     }
-}
-
-/// `convolution(k, in, out, stride)` with BatchNorm and ReLU.
-fn convolution(
-    b: &mut Binder<'_>,
-    name: &str,
-    k: usize,
-    cin: usize,
-    cout: usize,
-    stride: usize,
-) -> Result<Conv2d, ModelError> {
-    conv_bn(
-        b,
-        &format!("{name}.conv"),
-        &format!("{name}.bn"),
-        cin,
-        cout,
-        k,
-        Conv2dParams::default().stride(stride).padding((k - 1) / 2),
-        BN_EPS,
-        Activation::Relu,
-    )
 }
 
 /// `residual(3, in, out, stride)`.
@@ -307,7 +285,7 @@ impl Hourglass {
         let mut b = weights.binder(prefix);
         let curr = c.dims[0];
         let pre = (
-            convolution(&mut b, "pre.0", 7, 3, 128, 2)?,
+            conv_bn_relu(&mut b, "pre.0", 7, 3, 128, 2)?,
             Residual::bind(&mut b, "pre.1", 128, curr, 2)?,
         );
         let mut kps = Vec::new();
@@ -320,7 +298,7 @@ impl Hourglass {
                 &c.dims,
                 &c.modules,
             )?);
-            cnvs.push(convolution(
+            cnvs.push(conv_bn_relu(
                 &mut b,
                 &format!("cnvs.{i}"),
                 3,

@@ -16,6 +16,7 @@
 //! Pipelines: `pipelines/centernet_resdcn18.toml`, `centernet_dla34.toml`,
 //! `centernet_hg104.toml`, `centernet_multi_pose_dla34.toml`.
 
+pub mod cornernet;
 pub mod model;
 pub mod multi_pose;
 pub mod preprocess;
@@ -26,7 +27,13 @@ vision_common::family_library!(name: "centernet", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![preprocess::kind(), model::kind(), multi_pose::kind()]
+    vec![
+        preprocess::kind(),
+        model::kind(),
+        multi_pose::kind(),
+        preprocess::cornernet_kind(),
+        cornernet::kind(),
+    ]
 }
 
 #[cfg(test)]
@@ -40,7 +47,9 @@ mod tests {
             [
                 "centernet_preprocess",
                 "centernet_ctdet",
-                "centernet_multi_pose"
+                "centernet_multi_pose",
+                "cornernet_preprocess",
+                "cornernet"
             ]
         );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());

@@ -19,7 +19,7 @@
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::heatmap::{extract_peaks_mapped, Peak};
 use kernels::weights::{Binder, Weights};
-use ndarray::{Array3, ArrayView4, Axis};
+use ndarray::{Array3, Array4, ArrayView4, Axis};
 use plugin_sdk::{
     FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
@@ -129,10 +129,15 @@ pub(crate) fn head(
 }
 
 impl Head {
+    /// The head on one image `[1, C, H, W]`: `[cout, H, W]`.
     pub(crate) fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array3<f32>, ModelError> {
+        Ok(self.forward_batch(x)?.index_axis_move(Axis(0), 0))
+    }
+
+    /// The head on a batch `[N, C, H, W]`: `[N, cout, H, W]`.
+    pub(crate) fn forward_batch(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
         let y = self.conv.forward(x).ctx(|| self.names.0.clone())?;
-        let y = self.out.forward(y.view()).ctx(|| self.names.1.clone())?;
-        Ok(y.index_axis_move(Axis(0), 0))
+        self.out.forward(y.view()).ctx(|| self.names.1.clone())
     }
 }
 

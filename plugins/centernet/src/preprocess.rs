@@ -13,11 +13,14 @@
 //! back ([`affine`], [`invert`]).
 
 use kernels::layers::resample::cv_warp_affine_u8;
+use kernels::Tensor;
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 use vision_common::{count_param, model_image_value, BgrPixels, LayerContext, ModelError};
+
+use crate::cornernet::CropGeometry;
 
 const NODE: &str = "centernet_preprocess";
 /// `opts.py`'s `default_dataset_info['ctdet']` (what `demo.py`, through `opts().init()`,
@@ -115,6 +118,22 @@ pub fn kind() -> NodeKind {
     })
 }
 
+/// The `mean` or `std` parameter: three finite values, B, G, R (std positive).
+fn mean_std_param(params: &Params, name: &'static str) -> Result<[f32; 3], ModelError> {
+    let v = params.float_list(name).map_err(ModelError::Input)?;
+    match v[..] {
+        [a, b, c]
+            if v.iter().all(|x| x.is_finite()) && (name != "std" || v.iter().all(|&x| x > 0.0)) =>
+        {
+            Ok([a as f32, b as f32, c as f32])
+        }
+        _ => Err(ModelError::param(
+            name,
+            format!("must be three finite values (B, G, R; std positive), got {v:?}"),
+        )),
+    }
+}
+
 /// The `centernet_preprocess` node.
 #[derive(Clone, Debug)]
 pub struct CenterNetPreprocess {
@@ -140,25 +159,10 @@ impl CenterNetPreprocess {
                 format!("must be a multiple of 32 (the network's stride), got {size}"),
             ));
         }
-        let three = |name: &'static str| -> Result<[f32; 3], ModelError> {
-            let v = params.float_list(name).map_err(ModelError::Input)?;
-            match v[..] {
-                [a, b, c]
-                    if v.iter().all(|x| x.is_finite())
-                        && (name != "std" || v.iter().all(|&x| x > 0.0)) =>
-                {
-                    Ok([a as f32, b as f32, c as f32])
-                }
-                _ => Err(ModelError::param(
-                    name,
-                    format!("must be three finite values (B, G, R; std positive), got {v:?}"),
-                )),
-            }
-        };
         Ok(CenterNetPreprocess::new(
             size,
-            three("mean")?,
-            three("std")?,
+            mean_std_param(params, "mean")?,
+            mean_std_param(params, "std")?,
         ))
     }
 
@@ -187,10 +191,123 @@ impl Node for CenterNetPreprocess {
     }
 }
 
+const CORNERNET_NODE: &str = "cornernet_preprocess";
+
+/// `cornernet_preprocess`: CornerNet's test-time input (`test/coco.py` `kp_detection` at scale
+/// 1): the BGR photo copied, unscaled, into the centre of a zero `(h | 127, w | 127)` canvas
+/// (`crop_image`; [`CropGeometry`]), `(x / 255 − mean) / std` in `f64` rounded to `f32`
+/// (`db/coco.py`'s statistics, as `test.py` uses them), and with `flip` the mirrored canvas as
+/// a second image: the official test always runs both, and `cornernet` merges them.
+pub fn cornernet_kind() -> NodeKind {
+    let spec = NodeSpec::new(
+        CORNERNET_NODE,
+        "CornerNet's kp_detection input: the BGR photo centred on a zero (h|127, w|127) canvas, (x/255 - mean) / std, and its mirror",
+    )
+    .input(
+        PortSpec::new("image", PortKind::Image, "the photo: u8 [H, W, C] RGB (C = 1, 3 or 4)")
+            .dtype(DType::U8),
+    )
+    .output(PortSpec::new(
+        "image",
+        PortKind::ModelImage,
+        "\"tensor\" f32 [2, 3, H|127, W|127] (the image and its mirror; [3, ...] without flip; B, G, R planes, normalised) with \"image_size\" and \"original_size\" (H, W) i64 [2]",
+    ))
+    .param(ParamSpec::optional(
+        "flip",
+        ParamType::Bool,
+        ParamValue::Bool(true),
+        "also the mirrored image (the official test always flips)",
+    ))
+    .param(ParamSpec::optional(
+        "mean",
+        ParamType::FloatList,
+        ParamValue::FloatList(TEST_MEAN_BGR.iter().map(|&v| f64::from(v)).collect()),
+        "per-channel mean in B, G, R order (db/coco.py's)",
+    ))
+    .param(ParamSpec::optional(
+        "std",
+        ParamType::FloatList,
+        ParamValue::FloatList(TEST_STD_BGR.iter().map(|&v| f64::from(v)).collect()),
+        "per-channel std in B, G, R order (db/coco.py's)",
+    ));
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(CornerNetPreprocess::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `cornernet_preprocess` node.
+#[derive(Clone, Debug)]
+pub struct CornerNetPreprocess {
+    mean: [f32; 3],
+    std: [f32; 3],
+    flip: bool,
+}
+
+impl CornerNetPreprocess {
+    pub fn new(mean: [f32; 3], std: [f32; 3], flip: bool) -> CornerNetPreprocess {
+        CornerNetPreprocess { mean, std, flip }
+    }
+
+    pub fn from_params(params: &Params) -> Result<CornerNetPreprocess, ModelError> {
+        Ok(CornerNetPreprocess::new(
+            mean_std_param(params, "mean")?,
+            mean_std_param(params, "std")?,
+            params.bool("flip").map_err(ModelError::Input)?,
+        ))
+    }
+
+    /// The node's computation on a u8 `[H, W, C]` image.
+    pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
+        let px = BgrPixels::from_value(CORNERNET_NODE, image)?;
+        let (h, w) = (px.height, px.width);
+        let g = CropGeometry::new((h, w));
+        let (ih, iw) = g.input;
+        let mut canvas = vec![0u8; ih * iw * 3];
+        let (cols, rows) = (g.src_cols.1 - g.src_cols.0, g.src_rows.1 - g.src_rows.0);
+        for r in 0..rows {
+            let src = &px.pixels[((g.src_rows.0 + r) * w + g.src_cols.0) * px.channels..];
+            let dst = &mut canvas[((g.border[0] + r) * iw + g.border[2]) * 3..];
+            for (d, p) in dst[..cols * 3]
+                .chunks_exact_mut(3)
+                .zip(src.chunks_exact(px.channels))
+            {
+                d.copy_from_slice(&px.bgr.map(|c| p[c]));
+            }
+        }
+        let mut data = normalise(&canvas, ih * iw, &self.mean, &self.std);
+        let shape = if self.flip {
+            let mirrored: Vec<f32> = data
+                .chunks_exact(iw)
+                .flat_map(|row| row.iter().rev().copied())
+                .collect();
+            data.extend(mirrored);
+            vec![2, 3, ih, iw]
+        } else {
+            vec![3, ih, iw]
+        };
+        Ok(Value::new(PortKind::ModelImage)
+            .with("tensor", Tensor::from_vec(&shape, data)?)
+            .with(
+                "image_size",
+                Tensor::from_vec(&[2], vec![ih as i64, iw as i64])?,
+            )
+            .with(
+                "original_size",
+                Tensor::from_vec(&[2], vec![h as i64, w as i64])?,
+            ))
+    }
+}
+
+impl Node for CornerNetPreprocess {
+    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let v = self.run(inputs.value("image")?)?;
+        Ok(Outputs::one("image", v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kernels::Tensor;
 
     #[test]
     fn the_affine_centres_the_long_side() {

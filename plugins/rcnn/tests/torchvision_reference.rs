@@ -25,11 +25,11 @@
 #[path = "../../../tests/support/reference.rs"]
 mod reference;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kernels::Tensor;
 use plugin_sdk::{Node, ParamValue, Value};
-use reference::{create, fixture as fixture_named, generated, root, run_with, save};
+use reference::{create, fixture as fixture_named, generated, root, run_with, save, Scratch};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
@@ -49,10 +49,8 @@ fn write_weight_lists(lists: &[&Json], path: &Path) {
     save(&tensors, path);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rcnn-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> Scratch {
+    Scratch::new(&format!("rcnn-{name}"))
 }
 
 fn create_err(kind: &str, set: &[(&str, ParamValue)]) -> String {

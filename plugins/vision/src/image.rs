@@ -19,11 +19,22 @@ impl ImageSizes {
     /// Reads an `image` value of `rcnn_preprocess` (`tensor` `[3, H, W]` or `[1, 3, H, W]`
     /// with `image_size` and `original_size`).
     pub fn from_value(node: &str, image: &Value) -> Result<ImageSizes, ModelError> {
+        match Self::from_batch(node, image)? {
+            (sizes, 1) => Ok(sizes),
+            (_, n) => Err(ModelError::input(format!(
+                "{node}: the image tensor holds {n} images; this head takes one (from rcnn_preprocess)"
+            ))),
+        }
+    }
+
+    /// [`ImageSizes::from_value`] for a tensor that may hold several views of one photo
+    /// (`[N, 3, H, W]`, e.g. CornerNet's image and its mirror): the sizes and `N`.
+    pub fn from_batch(node: &str, image: &Value) -> Result<(ImageSizes, usize), ModelError> {
         let t = image.tensor("tensor").map_err(ModelError::Input)?;
         let s = t.shape();
-        let padded = match s.len() {
-            3 => (s[1], s[2]),
-            4 if s[0] == 1 => (s[2], s[3]),
+        let (padded, n) = match s.len() {
+            3 => ((s[1], s[2]), 1),
+            4 if s[0] > 0 => ((s[2], s[3]), s[0]),
             _ => {
                 return Err(ModelError::input(format!(
                     "{node}: the image tensor must be [3, H, W] (one image, from rcnn_preprocess), got {}",
@@ -56,11 +67,12 @@ impl ImageSizes {
                 "{node}: image_size {resized:?} exceeds the padded tensor {padded:?}"
             )));
         }
-        Ok(ImageSizes {
+        let sizes = ImageSizes {
             padded,
             resized,
             original: pair("original_size")?,
-        })
+        };
+        Ok((sizes, n))
     }
 }
 

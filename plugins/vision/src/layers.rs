@@ -93,6 +93,30 @@ pub fn conv_bn(
     Ok(c.with_activation(activation))
 }
 
+/// CornerNet's (and CenterNet's Hourglass's) `convolution(k, in, out, stride)`: `{name}.conv`
+/// (`k x k`, padding `(k - 1) / 2`, no bias), `{name}.bn` (BatchNorm2d, eps 1e-5, folded) and a
+/// ReLU.
+pub fn conv_bn_relu(
+    b: &mut Binder<'_>,
+    name: &str,
+    k: usize,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> Result<Conv2d, ModelError> {
+    conv_bn(
+        b,
+        &format!("{name}.conv"),
+        &format!("{name}.bn"),
+        cin,
+        cout,
+        k,
+        Conv2dParams::default().stride(stride).padding((k - 1) / 2),
+        1e-5,
+        Activation::Relu,
+    )
+}
+
 /// Binds a convolution with a bias (`[cout, cin, k, k]`, `[cout]`).
 pub fn conv_bias(
     b: &mut Binder<'_>,

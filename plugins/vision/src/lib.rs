@@ -29,6 +29,8 @@ pub use features::{
     feature_levels, features_input, in_features_param, levels_params, named_levels, RoiPooler,
 };
 pub use image::{image_input, model_image_value, BgrPixels, ImageSizes};
-pub use layers::{conv_bias, conv_bn, from_nchw, linear, nchw, ConvGroupNorm, GN_GROUPS};
+pub use layers::{
+    conv_bias, conv_bn, conv_bn_relu, from_nchw, linear, nchw, ConvGroupNorm, GN_GROUPS,
+};
 pub use params::{count_list_param, count_param, f32_value, float_param};
 pub use weights::{load_weights, module_name, resolve_prefix, weights_param, weights_params};
