@@ -347,7 +347,7 @@ impl Hourglass {
         })
     }
 
-    /// The last stack's `cnv` `[1, cnv_dim, H/4, W/4]` for an image `[1, 3, H, W]`.
+    /// The last stack's `cnv` `[N, cnv_dim, H/4, W/4]` for images `[N, 3, H, W]`.
     pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
         let y = self.pre.0.forward(x).ctx(|| "pre.0".into())?;
         let mut inter = self.pre.1.forward(y.view())?;
@@ -382,12 +382,12 @@ pub fn kind() -> NodeKind {
         PortSpec::new(
             "image",
             PortKind::ModelImage,
-            "\"tensor\" f32 [3, H, W] (sides multiples of 128 for n = 5)",
+            "\"tensor\" f32 [3, H, W] or a batch [N, 3, H, W] (CornerNet's image and mirror); H/4 and W/4 multiples of 2^n (n = 5: sides 128k or 128k - 1)",
         )
         .dtype(DType::F32),
     )
     .output(
-        PortSpec::new("features", PortKind::Features, "p2: [cnv_dim, H/4, W/4]")
+        PortSpec::new("features", PortKind::Features, "p2: [cnv_dim, H/4, W/4] ([N, cnv_dim, H/4, W/4] for a batch)")
             .dtype(DType::F32)
             .shape("C,H,W"),
     );
