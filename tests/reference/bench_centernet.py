@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""CenterNet ctdet (resdcn_18 or dla_34) through the engine's libraries against the official code
+"""CenterNet ctdet (resdcn_18, dla_34 or hourglass) through the engine's libraries against the official code
 (xingyizhou/CenterNet at 4c50fd3a, run as make_centernet_fixtures.py runs it), same weights
 and photo, one run.
 
     cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet --lib
     CENTERNET_REPO=/tmp/centernet target/venv-torch/bin/python tests/reference/bench_centernet.py \
-        [--arch resdcn_18|dla_34] [--reps 10] [--threads 2] [--photo chelsea.png] \
+        [--arch resdcn_18|dla_34|hourglass] [--reps 10] [--threads 2] [--photo chelsea.png] \
         [--official-only] [--json PATH] [--save-weights PATH] [--exe PATH]
 
 About 2 minutes with --reps 10 on two threads (the official forward alone is ~1.8 s a run on
@@ -13,6 +13,10 @@ a 2-core machine); --exe names another build of our binary.
 
 Setup: make_centernet_fixtures.py's (its docstring: the CenterNet tree at CENTERNET_REPO, the
 DCNv2 / download / stub patches it installs when imported, which this script does).
+
+--arch hourglass is Hourglass-104 at its full size (get_large_hourglass_net, 191M parameters)
+with make_hourglass_fixtures.py's weight ranges (tuned for its small model; at full size the
+scores may saturate, so the results check can find ties ordered differently).
 
 Weights: make_centernet_fixtures.generated_checkpoint's state dict (the fixture's generated
 tensors, the official names), saved with torch.save as an official-format checkpoint
@@ -106,7 +110,9 @@ def match(ours, official):
 
 def fixture_check(detector, valid_ids, arch):
     """The official results on the fixture's photos against the committed fixture."""
-    name = {"resdcn_18": "centernet_resdcn18.json", "dla_34": "centernet_dla34.json"}[arch]
+    name = {"resdcn_18": "centernet_resdcn18.json", "dla_34": "centernet_dla34.json"}.get(arch)
+    if name is None:
+        return "no fixture at this size"
     path = os.path.join(fx.OUT, name)
     if not os.path.exists(path):
         return "no committed fixture"
@@ -136,7 +142,7 @@ def main():
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--save-weights", help="also keep the generated checkpoint here")
     ap.add_argument("--exe", default=EXE, help="our bench binary (default: %(default)s)")
-    ap.add_argument("--arch", default="resdcn_18", choices=["resdcn_18", "dla_34"])
+    ap.add_argument("--arch", default="resdcn_18", choices=["resdcn_18", "dla_34", "hourglass"])
     args = ap.parse_args()
     exe = args.exe
     if not args.official_only and not os.path.exists(exe):
@@ -151,8 +157,13 @@ def main():
     h, w = image.shape[:2]
     valid_ids, _ = fx.coco_ids_and_names()
 
-    opt = fx.build_opt(args.arch)
-    _, _, state = fx.generated_checkpoint(opt)
+    if args.arch == "hourglass":
+        import make_hourglass_fixtures as hf
+        opt = hf.build_opt()
+        _, _, state = fx.generated_checkpoint(opt, hf.range_of)
+    else:
+        opt = fx.build_opt(args.arch)
+        _, _, state = fx.generated_checkpoint(opt)
     tmp = tempfile.mkdtemp(prefix="bench_centernet_")
     try:
         wpath = os.path.join(tmp, f"ctdet_{args.arch.replace('_', '')}_generated.pth")

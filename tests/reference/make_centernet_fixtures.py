@@ -1213,12 +1213,13 @@ def margins(heat: torch.Tensor, dets_scores: torch.Tensor) -> dict:
     }
 
 
-def generated_checkpoint(opt) -> tuple:
+def generated_checkpoint(opt, range_fn=None) -> tuple:
     """(spec, not_generated, state) for opt.arch: every floating tensor of the model's state
-    dict generated from its name (range_of / range_of_dla), the int64 num_batches_tracked
-    buffers kept at 0. `state` is what the checkpoint's "state_dict" holds."""
-    range_fn = (range_of_multi_pose if opt.task == "multi_pose"
-                else range_of if opt.arch == "resdcn_18" else range_of_dla)
+    dict generated from its name (range_of / range_of_dla, or `range_fn`), the int64
+    num_batches_tracked buffers kept at 0. `state` is what the checkpoint's "state_dict"
+    holds."""
+    range_fn = range_fn or (range_of_multi_pose if opt.task == "multi_pose"
+                            else range_of if opt.arch == "resdcn_18" else range_of_dla)
     probe = create_model(opt.arch, opt.heads, opt.head_conv)
     kinds = {}
     for mname, module in probe.named_modules():

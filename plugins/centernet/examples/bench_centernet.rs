@@ -1,10 +1,10 @@
-//! Times CenterNet ctdet resdcn_18 through its plugin libraries as `engine run` has them
+//! Times CenterNet ctdet (resdcn_18, dla_34 or hourglass) through its plugin libraries as `engine run` has them
 //! (`centernet_preprocess` → `resnet` → `dcn_upsample`, or `dla`, → `centernet_ctdet`) on one
 //! photo, for
 //! `tests/reference/bench_centernet.py`, which times the official code in the same run:
 //!
 //!     cargo build --release -p plugin-centernet -p plugin-backbones --example bench_centernet
-//!     target/release/examples/bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34]
+//!     target/release/examples/bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34|hourglass]
 //!
 //! Prints one JSON line: the median and minimum milliseconds of the whole, the median of each
 //! node, the medians of the head's stages (heads, decoding; through the library on the same
@@ -19,7 +19,7 @@ use std::time::Instant;
 use bench::{median, ms};
 use engine::registry::Registry;
 use ndarray::ArrayView4;
-use plugin_centernet::model::{CenterNet, CenterNetConfig};
+use plugin_centernet::model::{CenterNet, CenterNetConfig, HeadNames};
 use plugin_sdk::{ParamValue, Value};
 
 /// The nodes from the image to `p2`, each with its kind.
@@ -27,7 +27,7 @@ type Trunk = Vec<(&'static str, Box<dyn plugin_sdk::Node>)>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34]";
+    let usage = "usage: bench_centernet WEIGHTS PHOTO [REPS] [resdcn_18|dla_34|hourglass]";
     let weights = args.get(1).ok_or(usage)?;
     let photo = args.get(2).ok_or(usage)?;
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(10);
@@ -60,17 +60,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             64,
         ),
         "dla_34" => (vec![("dla", registry.create_node("dla", &[w()])?)], 256),
+        "hourglass" => (
+            vec![("hourglass", registry.create_node("hourglass", &[w()])?)],
+            256,
+        ),
         other => return Err(format!("unknown arch {other}; {usage}").into()),
     };
-    let head_conv_param = ("head_conv", ParamValue::Int(head_conv as i64));
-    let mut head = registry.create_node("centernet_ctdet", &[w(), head_conv_param])?;
+    let mut head_params = vec![w(), ("head_conv", ParamValue::Int(head_conv as i64))];
+    let mut config = CenterNetConfig {
+        head_conv,
+        ..CenterNetConfig::default()
+    };
+    if arch == "hourglass" {
+        // Hourglass-104's heads read cnv_dim (256) channels, named per stack.
+        head_params.push(("in_channels", ParamValue::Int(256)));
+        head_params.push(("head_names", ParamValue::Str("hourglass".into())));
+        config.in_channels = 256;
+        config.head_names = HeadNames::Hourglass { stack: 1 };
+    }
+    let mut head = registry.create_node("centernet_ctdet", &head_params)?;
     let model = CenterNet::from_weights(
         &kernels::weights::Weights::load(Path::new(weights))?,
         "",
-        CenterNetConfig {
-            head_conv,
-            ..CenterNetConfig::default()
-        },
+        config,
     )?;
     let image = Value::image(plugin_io::image_source::read_image(Path::new(photo))?);
     let mut whole = Vec::new();
