@@ -78,18 +78,18 @@ SKIP_GAIN = 0.7  # residual skip.0.weight (1x1)
 CNV_GAIN = 1.65  # cnvs.{s}.conv.weight
 MERGE_GAIN = 0.95  # inters_.0.0.weight, cnvs_.0.0.weight (1x1)
 POOL_BRANCH_GAIN = 1.0  # {tl,br}_cnvs.{s}.p{1,2}_conv1.conv.weight (3x3, cnv_dim -> 128)
-POOL_MERGE_GAIN = 0.5  # {tl,br}_cnvs.{s}.p_conv1.weight (3x3, 128 -> cnv_dim, on pool1 + pool2)
-POOL_SKIP_GAIN = 1.0  # {tl,br}_cnvs.{s}.conv1.weight (1x1)
-POOL_OUT_GAIN = 1.4  # {tl,br}_cnvs.{s}.conv2.conv.weight (3x3)
-HEAD_CONV_GAIN = 1.7  # {tl,br}_{heats,tags,regrs}.{s}.0.conv.weight (3x3, cnv_dim -> 256)
-HEAT_CONV_BIAS = (0.1, 0.0)  # {tl,br}_heats.{s}.0.conv.bias
+POOL_MERGE_GAIN = 0.48  # {tl,br}_cnvs.{s}.p_conv1.weight (3x3, 128 -> cnv_dim, on pool1 + pool2)
+POOL_SKIP_GAIN = 1.03  # {tl,br}_cnvs.{s}.conv1.weight (1x1)
+POOL_OUT_GAIN = 1.46  # {tl,br}_cnvs.{s}.conv2.conv.weight (3x3)
+HEAD_CONV_GAIN = 1.59  # {tl,br}_{heats,tags,regrs}.{s}.0.conv.weight (3x3, cnv_dim -> 256)
+HEAT_CONV_BIAS = (0.1, -3.11)  # {tl,br}_heats.{s}.0.conv.bias
 TAG_CONV_BIAS = (0.1, 0.0)  # {tl,br}_tags.{s}.0.conv.bias
 REGR_CONV_BIAS = (0.1, 0.0)  # {tl,br}_regrs.{s}.0.conv.bias
-HEAT_GAIN = 0.7  # {tl,br}_heats.{s}.1.weight (1x1, 256 -> 80)
-HEAT_WEIGHT_MEAN = 0.0  # b of {tl,br}_heats.{s}.1.weight
-HEAT_BIAS = (0.5, HEAT_BIAS_FILL)  # {tl,br}_heats.{s}.1.bias
-TAG_GAIN = 0.5  # {tl,br}_tags.{s}.1.weight (1x1, 256 -> 1)
-TAG_BIAS = (0.1, 0.0)  # {tl,br}_tags.{s}.1.bias
+HEAT_GAIN = 0.26  # {tl,br}_heats.{s}.1.weight (1x1, 256 -> 80)
+HEAT_WEIGHT_MEAN = 0.119  # b of {tl,br}_heats.{s}.1.weight
+HEAT_BIAS = (0.31, -3.23)  # {tl,br}_heats.{s}.1.bias
+TAG_GAIN = 1.0  # {tl,br}_tags.{s}.1.weight (1x1, 256 -> 1)
+TAG_BIAS = (0.2, 0.0)  # {tl,br}_tags.{s}.1.bias
 REGR_GAIN = 0.1  # {tl,br}_regrs.{s}.1.weight (1x1, 256 -> 2)
 REGR_BIAS = (0.2, 0.5)  # {tl,br}_regrs.{s}.1.bias: sub-pixel corner offsets
 
@@ -503,8 +503,8 @@ def soft_nms_trace(boxes: np.ndarray, sigma=SOFT_NMS_SIGMA, Nt=0.5,
     float32 -(ov * ov) / sigma, in float64, rounded to float32, as the compiled code does."""
     assert method == 2
     b = boxes.copy()
-    f32 = np.float32
-    sigma, threshold, one = f32(sigma), f32(threshold), f32(1)
+    f32, f64 = np.float32, np.float64
+    sigma, threshold = f32(sigma), f32(threshold)
     N = b.shape[0]
     m = {"max_gap": None, "threshold_margin": None, "iw_margin": None, "ih_margin": None,
          "decays": 0, "dropped": 0}
@@ -537,16 +537,19 @@ def soft_nms_trace(boxes: np.ndarray, sigma=SOFT_NMS_SIGMA, Nt=0.5,
         pos = i + 1
         while pos < N:
             x1, y1, x2, y2 = b[pos, 0], b[pos, 1], b[pos, 2], b[pos, 3]
-            area = (x2 - x1 + one) * (y2 - y1 + one)
-            iw = fmin(tx2, x2) - fmax(tx1, x1) + one
+            # Cython writes the literal 1 as the C double 1.0: these sums and products are
+            # evaluated in double and rounded to float once, on assignment.
+            area = f32((f64(x2 - x1) + 1.0) * (f64(y2 - y1) + 1.0))
+            iw = f32(f64(fmin(tx2, x2) - fmax(tx1, x1)) + 1.0)
             upd("iw_margin", iw)
             if iw > 0:
-                ih = fmin(ty2, y2) - fmax(ty1, y1) + one
+                ih = f32(f64(fmin(ty2, y2) - fmax(ty1, y1)) + 1.0)
                 upd("ih_margin", ih)
                 if ih > 0:
-                    ua = (tx2 - tx1 + one) * (ty2 - ty1 + one) + area - iw * ih
+                    ua = f32((f64(tx2 - tx1) + 1.0) * (f64(ty2 - ty1) + 1.0) + f64(area)
+                             - f64(iw * ih))
                     ov = iw * ih / ua
-                    weight = f32(np.exp(np.float64(-(ov * ov) / sigma)))
+                    weight = f32(np.exp(f64(-(ov * ov) / sigma)))
                     b[pos, 4] = weight * b[pos, 4]
                     m["decays"] += 1
                     upd("threshold_margin", (float(b[pos, 4]) - float(threshold))
@@ -926,18 +929,28 @@ def main(out_path=None, verbose=True, f64=True):
                                 num_dets=num_dets)
             for b in range(2):
                 nv = decode[b]["valid"]
-                same = (
-                    all(torch.equal(st64[c][1][b], st[c][1][b]) and
-                        torch.equal(st64[c][2][b], st[c][2][b]) for c in ("tl", "br"))
-                    and int(st64["valid"][b].sum()) == nv
-                    and torch.equal(st64["top_inds"][b, :nv], st["top_inds"][b, :nv]))
+                corners = {c: [(int(i), int(k)) for i, k in zip(x[1][b], x[2][b])]
+                           for c, x in (("tl", st["tl"]), ("br", st["br"]))}
+                corners64 = {c: [(int(i), int(k)) for i, k in zip(x[1][b], x[2][b])]
+                             for c, x in (("tl", st64["tl"]), ("br", st64["br"]))}
+                nv64 = int(st64["valid"][b].sum())
+
+                def pairs(s_, c_, n_):
+                    pi = s_["top_inds"][b, :n_]
+                    return [(c_["tl"][int(p) // K], c_["br"][int(p) % K]) for p in pi]
+
                 f64_decode[f"image{b}"] = {
-                    "same_corners_pairs_and_order": bool(same),
+                    "same_corner_sets": all(sorted(corners[c]) == sorted(corners64[c])
+                                            for c in ("tl", "br")),
+                    "same_corner_order": corners == corners64,
+                    "same_valid_pairs_in_order": nv64 == nv and
+                    pairs(st, corners, nv) == pairs(st64, corners64, nv64),
                     "max_abs_score_diff": f9((d64[b, :nv, 4:7] - dets[b, :nv, 4:7].double())
                                              .abs().max()),
                     "max_abs_box_diff": f9((d64[b, :nv, :4] - dets[b, :nv, :4].double())
                                            .abs().max()),
                 }
+                assert f64_decode[f"image{b}"]["same_valid_pairs_in_order"], (photo, b)
 
         per_class = {}
         for r in results:

@@ -359,7 +359,11 @@ impl Conv2d {
                 let p = &self.params;
                 let path = if p.groups > 1 && self.in_channels == p.groups {
                     "depthwise"
-                } else if self.winograd_weights().is_some() {
+                } else if self.winograd_weights().is_some()
+                    && self
+                        .output_size(h, w)
+                        .is_ok_and(|(oh, ow)| super::winograd::pays(n, oh, ow))
+                {
                     "winograd"
                 } else {
                     "gemm"
@@ -428,7 +432,10 @@ impl Conv2d {
             let cin_g = self.in_channels / self.params.groups;
             if self.params.groups > 1 && cin_g == 1 {
                 self.depthwise(xs, h, w, oh, ow, act, &mut out);
-            } else if let Some(wt) = self.winograd_weights() {
+            } else if let Some(wt) = self
+                .winograd_weights()
+                .filter(|_| super::winograd::pays(n, oh, ow))
+            {
                 super::winograd::forward(
                     wt,
                     &self.weight,

@@ -184,6 +184,19 @@ fn transform_weights(tile: Tile, weight: &[f32], cout: usize, cin: usize) -> Vec
     u
 }
 
+/// Whether Winograd pays for an `n x oh x ow` output: with few tiles, each of the α² products
+/// is a thin GEMM that streams its `[C_out, C_in]` transformed weights for a handful of
+/// columns, and α² of those (16 for F(2x2)) move more weight bytes than the direct path's one
+/// `[C_out, 9 C_in]` GEMM (the bottom levels of an Hourglass: 512 channels at 4x4).
+pub(crate) fn pays(n: usize, oh: usize, ow: usize) -> bool {
+    n * oh.div_ceil(2) * ow.div_ceil(2) >= MIN_F2_TILES
+}
+
+/// F(2x2) tiles in all below which the direct path is faster (see [`pays`]). Measured on
+/// Hourglass-104's 384-channel levels, one thread: at 16x16 (64 tiles) the direct path took
+/// 0.64x Winograd's time, at 32x32 (256 tiles) 1.1x; at 512 channels and 4x4, 0.19x.
+const MIN_F2_TILES: usize = 128;
+
 /// Whether a convolution can (and should) take the Winograd path.
 pub(crate) fn eligible(
     kernel: (usize, usize),
