@@ -307,8 +307,7 @@ impl CornerNet {
                 self.config.cnv_dim
             )));
         }
-        let tl = self.tl_pool.forward(x)?;
-        let br = self.br_pool.forward(x)?;
+        let (tl, br) = self.corner_modules(x)?;
         let [th, bh, tt, bt, tr, brr] = &self.heads;
         Ok(CornerOutputs {
             tl_heat: th.forward_batch(tl.view())?,
@@ -318,6 +317,15 @@ impl CornerNet {
             tl_regr: tr.forward_batch(tl.view())?,
             br_regr: brr.forward_batch(br.view())?,
         })
+    }
+
+    /// The corner pooling modules alone (`tl_cnvs`, `br_cnvs` of the last stack): what the
+    /// top-left and the bottom-right heads read.
+    pub fn corner_modules(
+        &self,
+        x: ArrayView4<'_, f32>,
+    ) -> Result<(Array4<f32>, Array4<f32>), ModelError> {
+        Ok((self.tl_pool.forward(x)?, self.br_pool.forward(x)?))
     }
 
     /// `_decode` of image `n` of the batch: the valid pairs (score above −1) among the best

@@ -483,3 +483,207 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
     assert!(boxes.iter().all(|v| v.is_finite()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A row of the fixture's `[x1, y1, x2, y2, score, ...]` against ours: the largest relative
+/// error of the first `values.len()` values.
+fn row_error(values: &[f32], want: &serde_json::Value) -> f64 {
+    values
+        .iter()
+        .zip(floats(want))
+        .map(|(a, b)| relative_error(f64::from(*a), b))
+        .fold(0.0, f64::max)
+}
+
+/// CornerNet (fixture by `tests/reference/make_cornernet_fixtures.py`: princeton-vl/CornerNet
+/// @ e5c39a31's `kp_detection` with its `kp` at a small size, two stacks, on two photos):
+/// `cornernet_preprocess` (the canvas and its mirror), `hourglass` (the last stack's
+/// features), the corner modules and the six heads (summaries), `_decode`'s valid pairs of
+/// the image and of its mirror (same classes and order, values within 1e-4), the results after
+/// the mirror merge, soft-NMS and `max_per_image` (class by class, rows in the official array
+/// order, stale rows included), and the node's instances.
+#[test]
+fn cornernet_matches_the_official_code() {
+    use plugin_centernet::cornernet::{CornerNet, CornerNetConfig, CropGeometry};
+    let doc = fixture("cornernet_small.json");
+    let dir = scratch("cornernet-ref");
+    let weights = dir.join("cornernet.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let c = &doc["config"];
+    let int = |k: &str| c[k].as_i64().unwrap_or_else(|| panic!("config {k}"));
+    let ints = |k: &str| floats(&c[k]).iter().map(|&v| v as i64).collect::<Vec<_>>();
+    let prefix = || ("prefix", ParamValue::Str("module.".into()));
+    let mut pre = create("cornernet_preprocess", &[]).unwrap();
+    let mut backbone = create(
+        "hourglass",
+        &[
+            weights_param(&weights),
+            prefix(),
+            ("levels", ParamValue::Int(int("n"))),
+            ("stacks", ParamValue::Int(int("nstack"))),
+            ("dims", ParamValue::IntList(ints("dims"))),
+            ("modules", ParamValue::IntList(ints("modules"))),
+            ("cnv_dim", ParamValue::Int(int("cnv_dim"))),
+        ],
+    )
+    .unwrap();
+    let head_params = [
+        weights_param(&weights),
+        prefix(),
+        ("cnv_dim", ParamValue::Int(int("cnv_dim"))),
+        ("head_conv", ParamValue::Int(int("head_dim"))),
+        ("stacks", ParamValue::Int(int("nstack"))),
+    ];
+    let mut head = create("cornernet", &head_params).unwrap();
+    let config = CornerNetConfig {
+        cnv_dim: int("cnv_dim") as usize,
+        head_conv: int("head_dim") as usize,
+        stack: int("nstack") as usize - 1,
+        ..CornerNetConfig::default()
+    };
+    assert_eq!(config.k as i64, int("K"));
+    assert_eq!(config.num_dets as i64, int("num_dets"));
+    assert_eq!(config.max_per_image as i64, int("max_per_image"));
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let model = CornerNet::from_weights(&w, "module.", config).unwrap();
+    let ids = floats(&doc["coco_category_ids"]);
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let original = (image.shape()[0], image.shape()[1]);
+        let geometry = CropGeometry::new(original);
+        let want_border: Vec<usize> = floats(&case["border"])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        assert_eq!(
+            geometry.border.to_vec(),
+            want_border,
+            "{photo}: crop border"
+        );
+        let x = run_with(&mut pre, &[("image", &Value::image(image))], "image");
+        let t = x.tensor("tensor").unwrap();
+        let mut worst = compare(
+            &format!("{photo} input"),
+            t.as_slice::<f32>().unwrap(),
+            t.shape(),
+            &case["input"],
+            TOL,
+        );
+        let f = run_with(&mut backbone, &[("image", &x)], "features");
+        let p2 = f.tensor("p2").unwrap();
+        worst = worst.max(compare(
+            &format!("{photo} features"),
+            p2.as_slice::<f32>().unwrap(),
+            p2.shape(),
+            &case["features"],
+            TOL,
+        ));
+        let p2: ArrayView4<f32> = p2.view::<f32>().unwrap().into_dimensionality().unwrap();
+        let (tl, br) = model.corner_modules(p2).unwrap();
+        let out = model.heads(p2).unwrap();
+        for (name, a) in [
+            ("tl_pool", &tl),
+            ("br_pool", &br),
+            ("tl_heat", &out.tl_heat),
+            ("br_heat", &out.br_heat),
+            ("tl_tag", &out.tl_tag),
+            ("br_tag", &out.br_tag),
+            ("tl_regr", &out.tl_regr),
+            ("br_regr", &out.br_regr),
+        ] {
+            worst = worst.max(compare(
+                &format!("{photo} {name}"),
+                a.as_slice().unwrap(),
+                a.shape(),
+                &case[name],
+                TOL,
+            ));
+        }
+
+        // _decode of the image and of its mirror: the valid pairs, in order.
+        let mut per_image = Vec::new();
+        for (n, want) in case["decode"].as_array().unwrap().iter().enumerate() {
+            let dets = model.decode(&out, n).unwrap();
+            let rows = want["rows"].as_array().unwrap();
+            assert_eq!(dets.len(), rows.len(), "{photo} image {n}: valid pairs");
+            for (i, (d, r)) in dets.iter().zip(rows).enumerate() {
+                let v = [
+                    d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3], d.score, d.tl_score, d.br_score,
+                ];
+                assert_eq!(
+                    d.class as f64,
+                    floats(r)[7],
+                    "{photo} image {n} pair {i}: class"
+                );
+                let err = row_error(&v, r);
+                worst = worst.max(err);
+                assert!(
+                    err <= TOL,
+                    "{photo} image {n} pair {i}: ours {d:?}, official {r}"
+                );
+            }
+            per_image.push(dets);
+        }
+
+        // The results: class by class, soft-NMS's rows in order (stale rows included).
+        let results = model.postprocess(&per_image, &geometry, original);
+        let want: Vec<(usize, &serde_json::Value)> = case["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let class = r["class"].as_u64().unwrap() as usize - 1;
+                r["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |row| (class, row))
+            })
+            .collect();
+        assert_eq!(results.len(), want.len(), "{photo}: number of results");
+        for (i, (d, (class, r))) in results.iter().zip(&want).enumerate() {
+            assert_eq!(d.class, *class, "{photo} result {i}: class");
+            let v = [d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3], d.score];
+            let err = row_error(&v, r);
+            worst = worst.max(err);
+            assert!(err <= TOL, "{photo} result {i}: ours {d:?}, official {r}");
+        }
+
+        // The node gives those results with COCO category ids.
+        let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+        let boxes = inst
+            .tensor("boxes")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let scores = inst
+            .tensor("scores")
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let classes = inst
+            .tensor("classes")
+            .unwrap()
+            .as_slice::<i64>()
+            .unwrap()
+            .to_vec();
+        assert_eq!(scores.len(), results.len(), "{photo}: the node's results");
+        for (i, d) in results.iter().enumerate() {
+            assert_eq!(
+                classes[i], ids[d.class] as i64,
+                "{photo} result {i}: category id"
+            );
+            assert_eq!(scores[i], d.score);
+            assert_eq!(&boxes[4 * i..4 * i + 4], &d.bbox);
+        }
+        eprintln!(
+            "{photo}: CornerNet matches the official code (largest relative error {worst:.1e}); {} pairs, {} results in {} classes",
+            per_image.iter().map(Vec::len).sum::<usize>(),
+            results.len(),
+            case["results"].as_array().unwrap().len()
+        );
+    }
+}

@@ -32,7 +32,8 @@ pub enum PortKind {
     /// `segment_ids` i32 [S], optional `segment_scores` f32 [S].
     Panoptic = 6,
     /// `model_image`: a pre-processed image as a model takes it: `tensor` f32 [C, H, W] (or
-    /// [1, C, H, W]; normalised, resized, padded), `image_size` i64 [2] (height, width after
+    /// [N, C, H, W]: views of the same photo, such as CornerNet's image and its mirror;
+    /// normalised, resized, padded), `image_size` i64 [2] (height, width after
     /// resizing, before padding) and `original_size` i64 [2] (the photo's), so that heads can
     /// clip to the image and map results back to the photo. Added in plugin ABI 1.1. An input
     /// of kind `tensor` accepts it (it is a tensor with more), never the other way round.
@@ -201,9 +202,9 @@ impl Value {
                 let t = self.tensor("tensor")?;
                 expect_dtype("tensor", t, &[DType::F32])?;
                 let s = t.shape();
-                if !(s.len() == 3 || (s.len() == 4 && s[0] == 1)) {
+                if !(s.len() == 3 || (s.len() == 4 && s[0] >= 1)) {
                     return Err(format!(
-                        "tensor \"tensor\" must be [C, H, W] or [1, C, H, W], got {s:?}"
+                        "tensor \"tensor\" must be [C, H, W] or [N, C, H, W] (views of one photo), got {s:?}"
                     ));
                 }
                 for name in ["image_size", "original_size"] {
