@@ -20,6 +20,9 @@
 //! its COCO results must be the official `PostProcess` results of the 100 queries.
 //! `pipelines/maskformer_r50.toml` with the MaskFormer fixture: `engine eval pq` of its
 //! panoptic output against the official segmentation gives RQ 1.
+//! `pipelines/cornernet_hg104.toml` with the CornerNet fixture
+//! (`plugins/centernet/tests/fixtures/cornernet_small.json`, its small `kp`): its COCO results
+//! are the official `kp_detection` results.
 
 #[path = "support/scratch.rs"]
 mod scratch;
@@ -867,4 +870,78 @@ fn wrong_weights_are_named_with_the_node_and_the_line() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pipelines/cornernet_hg104.toml` with the CornerNet fixture's weights (its small `kp`,
+/// switched with `--set`), on coffee.png: the COCO results are the official `kp_detection`
+/// results (the image and its mirror, soft-NMS, the best 100), class by class in the official
+/// order (same category ids, scores within 1e-4, boxes within 0.01 px).
+#[test]
+fn cornernet_pipeline_matches_the_official_code_through_the_engine() {
+    let path = repo().join("plugins/centernet/tests/fixtures/cornernet_small.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let dir = scratch("cornernet_hg104");
+    let weights = dir.join("cornernet.safetensors");
+    write_named_weights(&doc["weights"], "", &weights);
+    let c = &doc["config"];
+    let int = |k: &str| c[k].as_i64().expect("config int");
+    let list = |k: &str| {
+        let v: Vec<String> = floats(&c[k]).iter().map(|v| format!("{v}")).collect();
+        format!("[{}]", v.join(", "))
+    };
+    let case = doc["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["photo"] == "coffee.png")
+        .expect("coffee.png case");
+    let settings = [
+        format!(
+            "nodes.images.path={}",
+            repo().join("assets/coffee.png").display()
+        ),
+        format!("nodes.backbone.levels={}", int("n")),
+        format!("nodes.backbone.stacks={}", int("nstack")),
+        format!("nodes.backbone.dims={}", list("dims")),
+        format!("nodes.backbone.modules={}", list("modules")),
+        format!("nodes.backbone.cnv_dim={}", int("cnv_dim")),
+        format!("nodes.cornernet.cnv_dim={}", int("cnv_dim")),
+        format!("nodes.cornernet.head_conv={}", int("head_dim")),
+    ];
+    let out = run_named_pipeline("cornernet_hg104.toml", &dir, &weights, &settings);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let text =
+        std::fs::read_to_string(dir.join("out/cornernet_hg104/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    let ids = floats(&doc["coco_category_ids"]);
+    let want: Vec<(i64, Vec<f64>)> = case["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .flat_map(|r| {
+            let id = ids[r["class"].as_u64().expect("class") as usize - 1] as i64;
+            r["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(move |row| (id, floats(row)))
+        })
+        .collect();
+    assert_eq!(ours.len(), want.len(), "number of results: {text}");
+    for (i, (o, (id, row))) in ours.iter().zip(&want).enumerate() {
+        let b = floats(&o["bbox"]);
+        let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+        assert_eq!(o["category_id"].as_i64(), Some(*id), "result {i}: {o}");
+        assert!(
+            (o["score"].as_f64().expect("score") - row[4]).abs() <= 1e-4
+                && xyxy.iter().zip(row).all(|(a, b)| (a - b).abs() <= 1e-2),
+            "result {i}: ours {o}, official {row:?}"
+        );
+    }
 }
