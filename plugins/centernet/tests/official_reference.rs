@@ -687,3 +687,90 @@ fn cornernet_matches_the_official_code() {
         );
     }
 }
+
+/// CornerNet's bad input: CenterNet's Hourglass checkpoint (no corner modules, other head
+/// names) is refused with the missing tensors named; a 3x5 photo (a 127x127 canvas) runs
+/// through the whole chain with finite boxes inside the photo.
+#[test]
+fn cornernet_names_a_wrong_checkpoint_and_takes_tiny_photos() {
+    let hg = fixture("centernet_hourglass_small.json");
+    let dir = scratch("cornernet-bad");
+    let centernet = dir.join("ctdet_hg.safetensors");
+    save(&generated(&hg["weights"]), &centernet);
+    let err = create(
+        "cornernet",
+        &[
+            weights_param(&centernet),
+            ("prefix", ParamValue::Str(String::new())),
+            ("cnv_dim", ParamValue::Int(64)),
+        ],
+    )
+    .err()
+    .expect("a CenterNet checkpoint");
+    assert!(
+        err.contains("missing (74)")
+            && err.contains("tl_cnvs.1.p1_conv1.conv.weight [128, 64, 3, 3]"),
+        "{err}"
+    );
+
+    let doc = fixture("cornernet_small.json");
+    let weights = dir.join("cornernet.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let c = &doc["config"];
+    let int = |k: &str| ParamValue::Int(c[k].as_i64().unwrap());
+    let ints = |k: &str| ParamValue::IntList(floats(&c[k]).iter().map(|&v| v as i64).collect());
+    let prefix = || ("prefix", ParamValue::Str("module.".into()));
+    let mut pre = create("cornernet_preprocess", &[]).unwrap();
+    let mut backbone = create(
+        "hourglass",
+        &[
+            weights_param(&weights),
+            prefix(),
+            ("levels", int("n")),
+            ("stacks", int("nstack")),
+            ("dims", ints("dims")),
+            ("modules", ints("modules")),
+            ("cnv_dim", int("cnv_dim")),
+        ],
+    )
+    .unwrap();
+    let mut head = create(
+        "cornernet",
+        &[
+            weights_param(&weights),
+            prefix(),
+            ("cnv_dim", int("cnv_dim")),
+            ("head_conv", int("head_dim")),
+        ],
+    )
+    .unwrap();
+    let img =
+        kernels::Tensor::from_vec(&[3, 5, 3], (0..45).map(|v| (v * 5) as u8).collect()).unwrap();
+    let x = run_with(&mut pre, &[("image", &Value::image(img))], "image");
+    assert_eq!(x.tensor("tensor").unwrap().shape(), &[2, 3, 127, 127]);
+    let f = run_with(&mut backbone, &[("image", &x)], "features");
+    let inst = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
+    let boxes = inst
+        .tensor("boxes")
+        .unwrap()
+        .as_slice::<f32>()
+        .unwrap()
+        .to_vec();
+    for b in boxes.chunks(4) {
+        assert!(
+            b[0] >= 0.0 && b[2] <= 5.0 && b[1] >= 0.0 && b[3] <= 3.0,
+            "{b:?}"
+        );
+    }
+    // The features of another photo's size are refused, naming both.
+    let other = kernels::Tensor::from_vec(&[300, 200, 3], vec![0u8; 300 * 200 * 3]).unwrap();
+    let y = run_with(&mut pre, &[("image", &Value::image(other))], "image");
+    let mut ins = plugin_sdk::Inputs::new();
+    ins.push("features", Some(f));
+    ins.push("image", Some(y));
+    let err = head
+        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .err()
+        .expect("features of another photo");
+    assert!(err.message().contains("300x200"), "{}", err.message());
+}
