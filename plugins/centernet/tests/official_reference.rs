@@ -770,7 +770,6 @@ fn cornernet_names_a_wrong_checkpoint_and_takes_tiny_photos() {
     ins.push("image", Some(y));
     let err = head
         .process(&plugin_sdk::FrameInfo::default(), &ins)
-        .err()
-        .expect("features of another photo");
+        .expect_err("features of another photo");
     assert!(err.message().contains("300x200"), "{}", err.message());
 }
