@@ -280,6 +280,60 @@ pub fn extract_peaks_mapped(
         .collect())
 }
 
+/// [`heatmap_nms`] of `map(heat)` with a `kernel x kernel` window followed by [`topk_flat`]
+/// (CornerNet's decode: `_nms` of the sigmoid, then the best `k` over the flattened `C·H·W`),
+/// each class plane mapped, suppressed and ranked in one pass while it is in cache, classes
+/// in parallel. The best `k` overall are among the planes' best `k`, and ties keep the flat
+/// index order of [`topk_flat`].
+pub fn extract_peaks_flat_mapped(
+    heat: ArrayView3<f32>,
+    k: usize,
+    kernel: usize,
+    map: impl Fn(&mut [f32]) + Sync,
+) -> Result<Vec<Peak>, OpError> {
+    check_kernel(kernel)?;
+    let (c, h, w) = heat.dim();
+    if k > c * h * w {
+        return Err(OpError::invalid(
+            "extract_peaks_flat",
+            format!("k = {k} is larger than C·H·W = {}", c * h * w),
+        ));
+    }
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let heat = heat.as_standard_layout();
+    let src = heat.as_slice().unwrap_or(&[]);
+    let per_class: Vec<Vec<(f32, usize)>> = src
+        .par_chunks(h * w)
+        .map_init(
+            || (Vec::new(), Vec::new(), vec![0f32; h * w]),
+            |(mapped, tmp, sup), plane| {
+                mapped.clear();
+                mapped.extend_from_slice(plane);
+                map(mapped);
+                nms_plane(mapped, h, w, kernel, tmp, sup);
+                let mut idx = top_indices(sup, k);
+                // Ascending index, so that the candidates below are in flat index order.
+                idx.sort_unstable();
+                idx.iter().map(|&i| (sup[i], i)).collect()
+            },
+        )
+        .collect();
+    let (scores, places): (Vec<f32>, Vec<(usize, usize)>) = per_class
+        .iter()
+        .enumerate()
+        .flat_map(|(class, cands)| cands.iter().map(move |&(v, i)| (v, (class, i))))
+        .unzip();
+    Ok(top_indices(&scores, k)
+        .into_iter()
+        .map(|j| {
+            let (class, index) = places[j];
+            peak(scores[j], class, index, w)
+        })
+        .collect())
+}
+
 /// Literal version: 2-D window max per pixel, then full sorts.
 pub fn extract_peaks_reference(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> {
     let (c, h, w) = heat.dim();
@@ -365,6 +419,35 @@ mod tests {
             .unwrap();
         assert_eq!(got, want);
         assert!(got.iter().filter(|p| p.score == 1.0).count() >= 2);
+    }
+
+    /// CornerNet's fused path equals the sigmoid, `heatmap_nms` and `topk_flat` one after the
+    /// other, saturated ties across classes included, for several windows and k.
+    #[test]
+    fn flat_mapped_peaks_equal_the_steps() {
+        use crate::layers::Activation;
+        let mut k = 11u32;
+        let mut logits = Array3::from_shape_fn((6, 13, 19), |_| {
+            k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            ((k >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 12.0
+        });
+        // Saturated peaks in two classes: equal scores, ordered by flat index.
+        logits[[4, 2, 2]] = 30.0;
+        logits[[1, 9, 9]] = 32.0;
+        let mut heat = logits.clone();
+        Activation::Sigmoid.apply_array(heat.view_mut().into_dyn());
+        for (kernel, k) in [(3, 1), (3, 50), (1, 7), (5, 300), (3, 6 * 13 * 19)] {
+            let want = topk_flat(heatmap_nms(heat.view(), kernel).unwrap().view(), k).unwrap();
+            let got = extract_peaks_flat_mapped(logits.view(), k, kernel, |p| {
+                Activation::Sigmoid.apply_slice(p)
+            })
+            .unwrap();
+            assert_eq!(got, want, "kernel {kernel}, k {k}");
+        }
+        let got = extract_peaks_flat_mapped(logits.view(), 2, 3, |_| {}).unwrap();
+        assert_eq!((got[0].class, got[1].class), (1, 4));
+        assert!(extract_peaks_flat_mapped(logits.view(), 2, 2, |_| {}).is_err());
+        assert!(extract_peaks_flat_mapped(logits.view(), 6 * 13 * 19 + 1, 3, |_| {}).is_err());
     }
 
     #[test]

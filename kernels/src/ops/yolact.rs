@@ -81,11 +81,6 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-#[inline(always)]
-fn sigmoid_fast(x: f32) -> f32 {
-    1.0 / (1.0 + super::exp_fast(-x))
-}
-
 /// Sigmoid of `row[a..b]`; the rest is multiplied by 0 (0, or NaN where NaN, as in torch).
 #[inline(always)]
 fn sigmoid_row_impl(row: &mut [f32], a: usize, b: usize) {
@@ -99,42 +94,7 @@ fn sigmoid_row_impl(row: &mut [f32], a: usize, b: usize) {
     for v in right {
         *v = if v.is_nan() { f32::NAN } else { 0.0 };
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx512() {
-        // SAFETY: AVX-512F is present.
-        unsafe { sigmoid_avx512(mid) };
-        return;
-    }
-    for v in mid {
-        *v = sigmoid_fast(*v);
-    }
-}
-
-/// [`sigmoid_fast`] of every value, 16 at a time (bit-identical: the same exp, then the
-/// same IEEE addition and division).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sigmoid_avx512(v: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let one = _mm512_set1_ps(1.0);
-    let sign = _mm512_set1_ps(-0.0);
-    let mut chunks = v.chunks_exact_mut(16);
-    for ch in &mut chunks {
-        let x = _mm512_loadu_ps(ch.as_ptr());
-        let e = super::simd::exp_avx512(_mm512_xor_ps(x, sign));
-        _mm512_storeu_ps(ch.as_mut_ptr(), _mm512_div_ps(one, _mm512_add_ps(one, e)));
-    }
-    let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let m: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as __mmask16;
-        let x = _mm512_maskz_loadu_ps(m, tail.as_ptr());
-        let e = super::simd::exp_avx512(_mm512_xor_ps(x, sign));
-        let y = _mm512_div_ps(one, _mm512_add_ps(one, e));
-        _mm512_mask_storeu_ps(tail.as_mut_ptr(), m, y);
-    }
+    super::sigmoid_slice(mid);
 }
 
 super::simd::multiversion!(fn sigmoid_row(row: &mut [f32], a: usize, b: usize) => sigmoid_row_impl);

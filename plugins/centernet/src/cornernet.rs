@@ -28,7 +28,7 @@
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::corner_pool::{corner_pool, CornerPool};
-use kernels::ops::heatmap::{heatmap_nms, topk_flat};
+use kernels::ops::heatmap::extract_peaks_flat_mapped;
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array4, ArrayView3, ArrayView4, Axis};
 use plugin_sdk::{
@@ -337,14 +337,13 @@ impl CornerNet {
     ) -> Result<Vec<CornerDetection>, ModelError> {
         let c = &self.config;
         let at = |a: &Array4<f32>| a.index_axis(Axis(0), n).to_owned();
+        // sigmoid, _nms and _topk in one pass per class plane.
         let corners = |heat: ArrayView3<'_, f32>| -> Result<_, ModelError> {
-            let mut heat = heat.to_owned();
-            Activation::Sigmoid.apply_array(heat.view_mut().into_dyn());
-            let heat = heatmap_nms(heat.view(), c.nms_kernel)
-                .map_err(|e| ModelError::input(e.to_string()))?;
             let (ch, h, w) = heat.dim();
-            topk_flat(heat.view(), c.k.min(ch * h * w))
-                .map_err(|e| ModelError::input(e.to_string()))
+            extract_peaks_flat_mapped(heat, c.k.min(ch * h * w), c.nms_kernel, |p| {
+                Activation::Sigmoid.apply_slice(p)
+            })
+            .map_err(|e| ModelError::input(e.to_string()))
         };
         let tl = corners(out.tl_heat.index_axis(Axis(0), n))?;
         let br = corners(out.br_heat.index_axis(Axis(0), n))?;
