@@ -40,7 +40,7 @@ use vision_common::{
     ImageSizes, LayerContext, ModelError, COCO_CATEGORY_IDS,
 };
 
-use crate::model::{head, Head, HeadNames};
+use crate::model::{category_ids_param, head, Head, HeadNames};
 
 const NODE: &str = "cornernet";
 
@@ -646,20 +646,7 @@ impl CornerNetNode {
             nms_score_threshold: float_param(params, "nms_score_threshold")?,
             max_per_image: count_param(params, "max_per_image")?,
         };
-        let category_ids = params
-            .int_list("category_ids")
-            .map_err(ModelError::Input)?
-            .to_vec();
-        if category_ids.len() != config.num_classes {
-            return Err(ModelError::param(
-                "category_ids",
-                format!(
-                    "has {} ids for {} classes",
-                    category_ids.len(),
-                    config.num_classes
-                ),
-            ));
-        }
+        let category_ids = category_ids_param(params, config.num_classes)?;
         let (weights, prefix) = weights_param(params)?;
         Ok(CornerNetNode {
             model: CornerNet::from_weights(&weights, &prefix, config)?,

@@ -321,6 +321,18 @@ pub(crate) fn heads_spec(spec: NodeSpec, doc: HeadsSpecDoc) -> NodeSpec {
     )
 }
 
+/// The `category_ids` parameter: one id per class.
+pub(crate) fn category_ids_param(params: &Params, classes: usize) -> Result<Vec<i64>, ModelError> {
+    let ids = params.int_list("category_ids").map_err(ModelError::Input)?;
+    if ids.len() != classes {
+        return Err(ModelError::param(
+            "category_ids",
+            format!("has {} ids for {classes} classes", ids.len()),
+        ));
+    }
+    Ok(ids.to_vec())
+}
+
 /// The `head_names` (and `stacks`) parameters.
 pub(crate) fn head_names_param(params: &Params) -> Result<HeadNames, ModelError> {
     match params.str("head_names").map_err(ModelError::Input)? {
@@ -390,20 +402,7 @@ impl CenterNetNode {
             k: count_param(params, "k")?,
             head_names: head_names_param(params)?,
         };
-        let category_ids = params
-            .int_list("category_ids")
-            .map_err(ModelError::Input)?
-            .to_vec();
-        if category_ids.len() != config.num_classes {
-            return Err(ModelError::param(
-                "category_ids",
-                format!(
-                    "has {} ids for {} classes",
-                    category_ids.len(),
-                    config.num_classes
-                ),
-            ));
-        }
+        let category_ids = category_ids_param(params, config.num_classes)?;
         let (weights, prefix) = weights_param(params)?;
         Ok(CenterNetNode {
             model: CenterNet::from_weights(&weights, &prefix, config)?,

@@ -101,21 +101,32 @@ pub fn kind() -> NodeKind {
         )
         .range(32.0, 4096.0),
     )
-    .param(ParamSpec::optional(
+    ;
+    let spec = mean_std_params(
+        spec,
+        (MEAN_BGR, STD_BGR),
+        "demo.py's; test.py's COCO evaluation uses [0.40789654, 0.44719302, 0.47026115] and [0.28863828, 0.27408164, 0.27809835]",
+    );
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(CenterNetPreprocess::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `mean` and `std` parameters, B, G, R, with their defaults and where those come from.
+fn mean_std_params(spec: NodeSpec, (mean, std): ([f32; 3], [f32; 3]), source: &str) -> NodeSpec {
+    let list = |v: [f32; 3]| ParamValue::FloatList(v.iter().map(|&x| f64::from(x)).collect());
+    spec.param(ParamSpec::optional(
         "mean",
         ParamType::FloatList,
-        ParamValue::FloatList(MEAN_BGR.iter().map(|&v| f64::from(v)).collect()),
-        "per-channel mean in B, G, R order (demo.py's; test.py's COCO evaluation uses [0.40789654, 0.44719302, 0.47026115])",
+        list(mean),
+        &format!("per-channel mean in B, G, R order ({source})"),
     ))
     .param(ParamSpec::optional(
         "std",
         ParamType::FloatList,
-        ParamValue::FloatList(STD_BGR.iter().map(|&v| f64::from(v)).collect()),
-        "per-channel std in B, G, R order (demo.py's; test.py's: [0.28863828, 0.27408164, 0.27809835])",
-    ));
-    NodeKind::new(spec, |params| {
-        Ok(Box::new(CenterNetPreprocess::from_params(params)?) as Box<dyn Node>)
-    })
+        list(std),
+        &format!("per-channel std in B, G, R order ({source})"),
+    ))
 }
 
 /// The `mean` or `std` parameter: three finite values, B, G, R (std positive).
@@ -218,18 +229,8 @@ pub fn cornernet_kind() -> NodeKind {
         ParamValue::Bool(true),
         "also the mirrored image (the official test always flips)",
     ))
-    .param(ParamSpec::optional(
-        "mean",
-        ParamType::FloatList,
-        ParamValue::FloatList(TEST_MEAN_BGR.iter().map(|&v| f64::from(v)).collect()),
-        "per-channel mean in B, G, R order (db/coco.py's)",
-    ))
-    .param(ParamSpec::optional(
-        "std",
-        ParamType::FloatList,
-        ParamValue::FloatList(TEST_STD_BGR.iter().map(|&v| f64::from(v)).collect()),
-        "per-channel std in B, G, R order (db/coco.py's)",
-    ));
+    ;
+    let spec = mean_std_params(spec, (TEST_MEAN_BGR, TEST_STD_BGR), "db/coco.py's");
     NodeKind::new(spec, |params| {
         Ok(Box::new(CornerNetPreprocess::from_params(params)?) as Box<dyn Node>)
     })
