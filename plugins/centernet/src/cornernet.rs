@@ -40,7 +40,7 @@ use vision_common::{
     ImageSizes, LayerContext, ModelError, COCO_CATEGORY_IDS,
 };
 
-use crate::model::{category_ids_param, head, Head, HeadNames};
+use crate::model::{category_ids_param, head, instances_value, Head, HeadNames};
 
 const NODE: &str = "cornernet";
 
@@ -692,17 +692,11 @@ impl CornerNetNode {
         let dets = self
             .model
             .postprocess(&per_image, &geometry, sizes.original);
-        let keep: Vec<&CornerDetection> = dets
-            .iter()
-            .filter(|d| self.score_threshold == 0.0 || d.score > self.score_threshold)
-            .collect();
-        plugin_sdk::Instances {
-            boxes: keep.iter().map(|d| d.bbox).collect(),
-            scores: keep.iter().map(|d| d.score).collect(),
-            classes: keep.iter().map(|d| self.category_ids[d.class]).collect(),
-        }
-        .to_value()
-        .map_err(ModelError::Input)
+        instances_value(
+            dets.iter().map(|d| (d.bbox, d.score, d.class)),
+            &self.category_ids,
+            self.score_threshold,
+        )
     }
 }
 

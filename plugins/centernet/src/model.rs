@@ -321,6 +321,22 @@ pub(crate) fn heads_spec(spec: NodeSpec, doc: HeadsSpecDoc) -> NodeSpec {
     )
 }
 
+/// The `instances` of a detector: the `(box in photo pixels, score, class index)` above
+/// `score_threshold` (all of them at 0), with their category ids.
+pub(crate) fn instances_value(
+    dets: impl Iterator<Item = ([f32; 4], f32, usize)>,
+    category_ids: &[i64],
+    score_threshold: f32,
+) -> Result<Value, ModelError> {
+    let mut out = plugin_sdk::Instances::default();
+    for (bbox, score, class) in dets.filter(|d| score_threshold == 0.0 || d.1 > score_threshold) {
+        out.boxes.push(bbox);
+        out.scores.push(score);
+        out.classes.push(category_ids[class]);
+    }
+    out.to_value().map_err(ModelError::Input)
+}
+
 /// The `category_ids` parameter: one id per class.
 pub(crate) fn category_ids_param(params: &Params, classes: usize) -> Result<Vec<i64>, ModelError> {
     let ids = params.int_list("category_ids").map_err(ModelError::Input)?;
@@ -426,20 +442,17 @@ impl CenterNetNode {
         let out = self.model.heads(levels[0])?;
         let (_, oh, ow) = out.hm.dim();
         let dets = self.model.decode(&out)?;
-        let keep: Vec<&Detection> = dets
-            .iter()
-            .filter(|d| self.score_threshold == 0.0 || d.score > self.score_threshold)
-            .collect();
-        plugin_sdk::Instances {
-            boxes: keep
-                .iter()
-                .map(|d| to_photo(&d.bbox, sizes.original, (oh, ow)))
-                .collect(),
-            scores: keep.iter().map(|d| d.score).collect(),
-            classes: keep.iter().map(|d| self.category_ids[d.class]).collect(),
-        }
-        .to_value()
-        .map_err(ModelError::Input)
+        instances_value(
+            dets.iter().map(|d| {
+                (
+                    to_photo(&d.bbox, sizes.original, (oh, ow)),
+                    d.score,
+                    d.class,
+                )
+            }),
+            &self.category_ids,
+            self.score_threshold,
+        )
     }
 }
 
