@@ -1,5 +1,225 @@
 #!/usr/bin/env python3
-"""Writes plugins/centernet/tests/fixtures/cornernet_small.json: DOCSTRING_PLACEHOLDER
+"""Writes plugins/centernet/tests/fixtures/cornernet_small.json: the official CornerNet code
+(princeton-vl/CornerNet at commit e5c39a31, "CornerNet: Detecting Objects as Paired
+Keypoints"), built SMALL, run on CPU with generated weights on real photos (assets/chelsea.png,
+assets/coffee.png) through its official test path: test.py's test() -> nnet/py_factory.py
+NetworkFactory (load_params) -> test/coco.py kp_detection -> kp._test -> kp_utils._decode ->
+flip un-mirroring, _rescale_dets, soft_nms (external/nms.pyx), max_per_image,
+db/coco.py convert_to_coco.
+
+The companion of make_hourglass_fixtures.py (CenterNet's hourglass, small): the same trunk
+size, weight generator, summaries, corner margins and JSON conventions. Setup:
+
+    mkdir -p /tmp/cornernet
+    git --git-dir=<mirror of princeton-vl/CornerNet>/repo/.git archive e5c39a31 \
+        | tar -x -C /tmp/cornernet
+    target/venv-torch/bin/pip install cython          # to compile external/nms.pyx
+    CORNERNET_REPO=/tmp/cornernet \
+        target/venv-torch/bin/python tests/reference/make_cornernet_fixtures.py [out.json]
+
+(CORNERNET_REPO defaults to /tmp/cornernet.) The script compiles external/nms.pyx itself with
+the official external/setup.py (`python setup.py build_ext --inplace`, what external/Makefile
+runs) in a copy under CORNERNET_NMS_BUILD (default /tmp/cornernet_nms_build/<hash of source,
+Python, numpy, Cython>, reused when present) and imports it as `external.nms`. If the git
+mirror CORNERNET_GIT_DIR (default /work/.mirror/princeton-vl+CornerNet/repo/.git) exists, every
+file of the commit (44) is first checked byte-identical in CORNERNET_REPO, and the tree must
+hold no compiled extension. Run by developers, not by CI. One torch thread
+(torch.set_num_threads(1)); about 17 s on the 2-core machine used (20 s with the imports, the
+float64 run included). Running it twice writes the same file, byte for byte.
+
+Helpers: `generate` is imported from make_maskrcnn_fixtures.py. make_centernet_fixtures.py
+cannot be imported here: importing it imports CenterNet's source tree, whose top-level
+packages `models`, `utils` and `external` have the names of CornerNet's own (and it needs
+/tmp/centernet). Its pure helpers f9, gain, summary, margins (the corner top-K / 3x3-NMS
+margins), range_of (BatchNorm ranges) and SAMPLES are therefore executed from its source
+(`_load_helpers`: those top-level definitions only, parsed with ast); the code is the same.
+
+Size. CornerNet-104 (models/CornerNet.py model: kp(n 5, nstack 2, dims [256, 256, 384, 384,
+384, 512], modules [2, 2, 2, 2, 2, 4], out_dim 80, cnv_dim 256)) has 201.0M parameters (1128
+state-dict tensors) and costs 343.2 GMAC per 511 x 511 image (kp._test, meta device; the test
+batch is the image and its flip: twice that). The fixture runs the same official classes with
+only n, dims, modules and cnv_dim replaced:
+
+    kp(n=2, nstack=2, dims=[256, 64, 96], modules=[1, 1, 2], out_dim=80, cnv_dim=64,
+       make_tl_layer=make_tl_layer, make_br_layer=make_br_layer,
+       make_pool_layer=make_pool_layer, make_hg_layer=make_hg_layer, kp_layer=residual)
+
+(the other arguments are the ones CornerNet.py's model.__init__ passes to kp.__init__,
+recorded by wrapping kp.__init__ while the full model is built on the meta device, and
+asserted). dims[0] stays 256 because `pre` (convolution(7, 3, 128, stride 2), residual(3, 128,
+256, stride 2)) is hard-coded to 256 channels, and the heads' hidden width is curr_dim =
+dims[0] = 256. Two stacks keep the inters / inters_ / cnvs_ merge. 10.98M parameters, 468
+state-dict tensors (398 generated, 70 num_batches_tracked); 170.7 GMAC for chelsea (input 383 x
+511, batch 2) + 85.4 for coffee (255 x 383) = 256.1 GMAC (config.model_macs, counted with
+Conv2d hooks during the run). kp._test runs tl_cnvs / br_cnvs and the six heads only for the
+last stack; stack 0's are in the state dict but unused. State-dict names carry the "module."
+prefix of NetworkFactory's DummyModule, as the released CornerNet_500000.pkl: e.g.
+module.pre.0.conv.weight, module.kps.1.low2.low2.1.conv2.weight, module.tl_cnvs.1.p1_conv1.
+conv.weight, module.tl_cnvs.1.p_bn1.running_var, module.tl_heats.1.0.conv.bias,
+module.tl_heats.1.1.weight, module.br_regrs.1.1.bias, module.inters_.0.1.weight.
+
+Pipeline (all official code, run by test.py's test(db, "validation", None)): system_configs
+from config/CornerNet.json "system" (snapshot_name "CornerNet", as test.py's __main__ sets),
+with data_dir / cache_dir / result_dir pointing at a temporary folder; db = MSCOCO(
+config "db" section, "minival") -- the real db/coco.py class (DETECTION's defaults updated
+with the config: top_k 100, ae_threshold 0.5, nms_kernel 3, test_scales [1], categories 80,
+nms_threshold 0.5, nms_algorithm exp_soft_nms, weight_exp 8, merge_bbox False,
+max_per_image 100; mean [0.40789654, 0.44719302, 0.47026115], std [0.28863828, 0.27408164,
+0.27809835] as float32, BGR; _cat_ids), reading a minimal annotation file (the two photos as
+images 1 and 2) and its cache pickle. NetworkFactory builds nnet_module.model(db) (here the
+small kp) inside DummyModule / Network / DataParallel (CPU: no device ids), load_params(500000)
+reads the generated snapshot from cache_dir/nnet/CornerNet/CornerNet_500000.pkl, eval_mode(),
+then kp_detection for each photo:
+  - image = cv2.imread (BGR uint8); scale 1: resize to the same size (a copy, asserted);
+    inp = (h | 127, w | 127) (chelsea 264 x 397 -> 383 x 511, coffee 240 x 360 -> 255 x 383);
+    crop_image(image, [h // 2, w // 2], inp): the photo pasted at the centre of a zero image,
+    border = float32 [top, bottom, left, right] of the photo in it (chelsea [59, 323, 57,
+    454], coffee [7, 247, 11, 371]), offset [cty - inp_h // 2, ctx - inp_w // 2];
+    x = image / 255. (float64), normalize_(x, mean32, std32) in float64, stored into a
+    float32 array; batch = [x, x[..., ::-1]] ([2, 3, H, W]: the image and its mirror).
+  - out = ((inp + 1) // 4) (chelsea 96 x 128, coffee 64 x 96); ratios = float32 [out_h /
+    inp_h, out_w / inp_w] (Python float division, then rounded to float32).
+  - kp._test: pre, stack 0 (kps.0, cnvs.0), inters_ / cnvs_ / relu / inters, stack 1 (kps.1,
+    cnvs.1), then tl_cnvs.1 / br_cnvs.1 (pool: p1_conv1 / p2_conv1 = convolution(3, cnv_dim,
+    128) -> TopPool / LeftPool (tl) or BottomPool / RightPool (br); p_conv1 3x3 (no bias) on
+    pool1 + pool2, p_bn1; conv1 1x1 (no bias) on x, bn1; relu(p_bn1 + bn1); conv2 =
+    convolution(3, dim, dim)), and heads {tl,br}_{heats,tags,regrs}.1 = Sequential(
+    convolution(3, cnv_dim, 256, with_bn=False) (3x3 with bias, ReLU), Conv2d(256, n, 1)).
+  - _decode(K 100, kernel 3, ae_threshold 0.5, num_dets 1000) per batch image: sigmoid;
+    _nms = heat * (max_pool2d(heat, 3, 1, 1) == heat); topk over the flattened [80 * h * w]
+    (class = ind / (h w), y = (ind % hw) / w, x = ind % w: `/` on int64 tensors is float32
+    true division in current torch, floor in torch 0.4; identical values here, asserted);
+    corners += regr gathered at their index; pair (i, j) of tl i and br j: score (tl_i +
+    br_j) / 2 in float32, set to -1 where classes differ, |tl_tag_i - br_tag_j| > 0.5, br_x
+    < tl_x or br_y < tl_y; topk(10000 pair scores, 1000); rows [tl_x, tl_y, br_x, br_y,
+    score, tl_score, br_score, tl_class] (float32, output pixels). The rows with score -1 come
+    last, in an order that depends on torch.topk's tie handling; they are filtered later.
+  - the flipped image's rows: x1, x2 = out_w - x2, out_w - x1 (float32); _rescale_dets:
+    x /= ratio_w, y /= ratio_h, x -= border_left, y -= border_top, clipped to [0, w] / [0, h]
+    (all float32 arrays: a division by float32(out / inp), not a multiplication by its
+    inverse); then the rows with score > -1, image 0's then image 1's, in their topk order.
+  - per class j = 0..79: rows[:, 0:7] of that class, float32; soft_nms(boxes, Nt=0.5,
+    method=2) edits them in place and its returned keep list is ignored (see below);
+    top_bboxes[j + 1] = boxes[:, 0:5]. max_per_image: if more than 100 rows in all, thresh =
+    np.partition(scores, n - 100)[n - 100] and each class keeps rows with score >= thresh.
+  - convert_to_coco: per image, class 1..80, row: bbox[2] -= bbox[0], bbox[3] -= bbox[1]
+    (in place, float32), {"image_id", "category_id": _cat_ids[j - 1], "bbox": [float(
+    "{:.2f}".format(v))], "score": float("{:.2f}".format(score))}; written to results.json.
+soft_nms as compiled (Cython 3.3.1, read in the generated C): for i in range(N) with N
+evaluated once (the loop goes on over rows past a decreased N); the max of rows i..N-1 (first
+of equal maxima: `maxscore < s`) is swapped with row i -- columns 0..4 only, tl / br scores
+(5, 6) stay in place; for each later live row: area = float((x2 - x1 + 1.0) * (y2 - y1 +
+1.0)) -- Cython writes the literal 1 as the C double 1.0, so the sums and the product are
+double, rounded to float once; iw = float(min(tx2, x2) - max(tx1, x1) + 1.0), ih likewise
+(only when iw > 0); when ih > 0: ua = float(double((tx2 - tx1 + 1.0) * (ty2 - ty1 + 1.0)) +
+area - float(iw * ih)), ov = float(iw * ih) / ua (float), weight = float(np.exp(float64(
+float(-(ov * ov)) / sigma))) (Gaussian, sigma 0.5; Nt is not used by method 2), score =
+float(weight * score); a score < float32(0.001) is overwritten by row N-1 (a copy, not a
+swap) and N decreases, so the rows past the final N are stale copies (possibly duplicates of
+live rows, or a row that fell below the threshold when it was the last one), and
+kp_detection keeps them all: they are in top_bboxes, in the max_per_image count and in the
+COCO output. soft_nms_trace re-implements this in numpy float32 / float64 and is asserted
+equal to the compiled function on every class (it also measures the margins).
+
+Patches (this script only; the CornerNet sources are not edited):
+  1. models/py_utils/_cpools/__init__.py imports the compiled modules top_pool, bottom_pool,
+     left_pool, right_pool (setup.py's C++ extensions, not built): sys.modules gets modules
+     whose forward(input) is a torch port of src/*_pool.cpp's forward loop (output =
+     zeros_like(input); the first line in scan order copied; then at::max_out of the input
+     line and the previous output line: TopPool = max over the rows at or below, LeftPool =
+     columns at or to the right, BottomPool = rows at or above, RightPool = columns at or to
+     the left; the same code as make_kernel_fixtures.py's corner_pool, checked against
+     cummax). The official Function / Module classes call them.
+  2. external/nms.pyx: numpy 2's Cython declarations dropped np.int_t, used by two buffer
+     declarations of the unused nms(); they become np.intp_t in the compiled copy. soft_nms
+     is compiled verbatim (asserted).
+  3. h5py (db/base.py) and matplotlib / matplotlib.pyplot (test.py, test/coco.py) are stubbed
+     when not installed: imported, unused at test time.
+  4. models.CornerNet.model -> a function returning the small kp (NetworkFactory calls
+     nnet_module.model(db)); test.py's NetworkFactory -> a subclass that records the
+     instance; torch.nn.Module.cuda and torch.Tensor.cuda -> identity during test() (the
+     official nnet.cuda() and x.cuda(non_blocking=True)).
+  5. db.evaluate -> a recorder (no ground truth: COCOeval is not run); recorders around
+     test.coco's _rescale_dets and soft_nms, db.convert_to_coco (deep copy of top_bboxes
+     before it edits the boxes), kp._decode (instance attribute), and forward hooks.
+Every recorded stage is re-derived by the script (pre-processing, _decode with its
+intermediate values, un-mirroring, rescale, filter, per-class split, soft_nms, max_per_image)
+and asserted equal to what the official code did; the loaded model is asserted to hold the
+generated tensors.
+
+Weights: make_maskrcnn_fixtures.generate (FNV-1a of the full name, "module." included;
+splitmix64; reproduced bit for bit by kernels::weights::generated_tensor) with (a, b) per
+tensor in the fixture. BatchNorm2d as the CenterNet fixtures (weight 0.75 +- 0.25, bias and
+running_mean +- 0.1, running_var 1 +- 0.5); conv weights a = float32(g sqrt(3 / fan_in)), b 0,
+except the heat 1x1 (b = HEAT_WEIGHT_MEAN); the trunk gains of make_hourglass_fixtures.py
+(pre 1.7, residual convs 1.35, skips 0.7, cnvs 1.65, inters_ / cnvs_ 0.95).
+Tuning (constants after the imports): with the trunk's gains and CenterNet-like heads, one or
+two classes (different for tl and br) take every top-100 corner: the heat's class offsets
+(bias + the 1x1 weights times the mean head activations) are larger than its spatial
+variation, and the tl / br offsets are independent draws, so no pair has one class. A common
+positive mean in the heat 1x1 weights (b 0.08: every class gets the same 0.08 x sum of the
+head activations) on sparse head activations (3x3 bias -3.03 +- 0.1) makes the positions
+common to all classes and leaves the class ranking to the bias (+-0.314, centre -4.38) and the
+small random part (gain 0.181); corner pools: branches 1.356, p_conv1 0.401, conv1 1.349, conv2
+1.664; head 3x3 convs 1.179; tags: 1x1 gain 0.881, bias +-0.198, 3x3 bias -0.09 +- 0.1; regr
+as CenterNet's reg (gain 0.1, bias 0.5 +- 0.2). Chosen by random and local searches (~2000
+settings, pools / heads only, on cached trunk outputs) for: valid pairs on every image,
+rejections by the tag test and by the geometry, >= 20 results and >= 3 classes per photo,
+boxes mostly not degenerate after clipping, no exact ties, the max_per_image cut reached in
+one photo, then the largest smallest margin. The trunk's features are twice as strong in the
+zero padding of crop_image as in the photo (rms 2.0 vs 1.0 for chelsea), so many chelsea
+corners lie in the padding and their boxes are clipped to the photo's edges.
+The result (printed by the script; chelsea / coffee; "image" / "flip" are the two batch
+images):
+  chelsea: features rms 1.60, tl_pool / br_pool rms 1.57 / 1.48; heat logits up to -1.13 /
+    -0.74 (corner scores 0.18..0.32); the top-100 corners span 38 / 24 classes (image) and 36
+    / 15 (flip); same-class pairs 187 / 171, valid 32 / 71 (rejected by the tag test 7 / 0,
+    by the geometry 135 / 100); 103 detections in 8 classes; soft_nms: 1247 decays, 42 rows
+    dropped below 0.001 (61 live rows of 103); max_per_image cuts 103 to 100 (thresh 9.67e-4,
+    a stale row's score); 100 COCO entries.
+  coffee: features rms 1.49; heat logits up to -2.37 / -1.92 (scores 0.07..0.13); 23 / 28 and
+    23 / 19 classes; same-class pairs 176 / 164, valid 21 / 46 (tag 0 / 3, geometry 111 /
+    79); 67 detections in 7 classes; 171 decays, 8 dropped (59 live); no cut; 67 entries.
+  Margins (chelsea / coffee): corner top-100 cut gap 5.0e-5 / 2.4e-5, 3x3-NMS suppression
+    gap above the cut 8.9e-6 / 7.9e-6, peak gap 8.9e-6 / 1.3e-5, no plateaus; consecutive
+    corner scores 8.9e-7 / 3.2e-7 apart (only the corner order, i.e. the pair indices, depends
+    on it); |tag distance - 0.5| >= 0.026 / 0.052; |br_x - tl_x| >= 0.23 / 0.20 and |br_y -
+    tl_y| >= 0.20 / 0.19 output pixels; valid pair scores >= 4.8e-6 / 7.5e-6 apart; soft_nms:
+    max selections >= 2.5e-5 / 8.7e-5 ahead of the runner-up, decayed scores >= 1.0% / 11%
+    away from 0.001, |iw|, |ih| >= 1.0 / 1.29 px; max_per_image: the next score 6.8e-4 below
+    thresh; "{:.2f}" boundaries: scores >= 1.9e-5 / 3.3e-6, bbox values >= 2.9e-4 / 3.4e-5
+    away.
+  Float64: relative errors <= 5.8e-6 (features 5.5e-6, pools 5.8e-6, heat 3.1e-6, tags
+    2.0e-6, regr 3.5e-7); its decode has the same corners and the same valid pairs in the
+    same order on all four images, scores within 4.5e-7 / 1.7e-7, boxes within 3.8e-6 /
+    2.6e-6 output pixels.
+
+JSON: generator; reference (commit, the files of the commit checked, versions, nms build);
+config (n, nstack, dims, modules, cnv_dim, out_dim, K, ae_threshold, nms_kernel, num_dets,
+test_scales, nms_threshold, nms_algorithm, sigma, threshold, max_per_image, mean, std
+(float32 values), model_params, model_macs, full_cornernet_104, patches); coco_category_ids
+(class index 0..79 -> COCO id); weights [{name, shape, a, b}] in state-dict order;
+not_generated; cases, one per photo: photo, original_size [h, w], input_size, output_size,
+border, offset, ratios, macs; summaries (make_centernet_fixtures.summary, channel_axis 0 = the
+batch image) of input [2, 3, H, W], features_stack0 (cnvs[0]), features (cnvs[-1]), tl_pool /
+br_pool (tl_cnvs[-1] / br_cnvs[-1]), tl_heat / br_heat (logits), tl_tag, br_tag, tl_regr,
+br_regr ([2, C, h, w], last stack); decode: per batch image {valid (rows with score > -1),
+rows (their 8 values, topk order, output pixels, before un-mirroring), pairs ([tl rank, br
+rank] of each row), tl / br {scores, inds (flattened class * h * w + y * w + x), classes} of
+the 100 corners}; detections (rows after un-mirroring, _rescale_dets and the > -1 filter, 8
+values); results (per non-empty class: class (1-based), category_id, input_rows,
+soft_nms_keep (its returned N, unused by kp_detection), after_soft_nms (all rows, 5 values,
+stale rows included), rows (after max_per_image)); coco (convert_to_coco's entries); counts;
+margins {decode: per image tl_corners / br_corners (make_centernet_fixtures.margins) and pairs
+(counts; each decision's margin where it alone decides: |tag distance - 0.5|, |br_x - tl_x|,
+|br_y - tl_y|; smallest gap between consecutive valid scores; num_dets cut when > 1000 valid),
+soft_nms per class (max_gap: smallest gap between the max and the runner-up of a selection;
+threshold_margin: smallest |score - 0.001| / 0.001 after a decay; iw / ih margins: smallest
+|iw|, |ih|; decays, dropped), max_per_image (thresh, kept, ties, gap below), coco_rounding
+(smallest distance to a "{:.2f}" rounding boundary, in units of 0.01)}; f64_relative_error
+(per stored tensor max |f32 - f64| / max(1, |f64|), the model deep-copied and .double()d);
+f64_decode (the decode of the float64 outputs: same corners, same valid pairs in the same
+order, largest score / box differences).
 """
 
 import ast
@@ -77,19 +297,19 @@ RES_GAIN = 1.35  # residual conv1 / conv2 weights (every residual block)
 SKIP_GAIN = 0.7  # residual skip.0.weight (1x1)
 CNV_GAIN = 1.65  # cnvs.{s}.conv.weight
 MERGE_GAIN = 0.95  # inters_.0.0.weight, cnvs_.0.0.weight (1x1)
-POOL_BRANCH_GAIN = 1.0  # {tl,br}_cnvs.{s}.p{1,2}_conv1.conv.weight (3x3, cnv_dim -> 128)
-POOL_MERGE_GAIN = 0.48  # {tl,br}_cnvs.{s}.p_conv1.weight (3x3, 128 -> cnv_dim, on pool1 + pool2)
-POOL_SKIP_GAIN = 1.03  # {tl,br}_cnvs.{s}.conv1.weight (1x1)
-POOL_OUT_GAIN = 1.46  # {tl,br}_cnvs.{s}.conv2.conv.weight (3x3)
-HEAD_CONV_GAIN = 1.59  # {tl,br}_{heats,tags,regrs}.{s}.0.conv.weight (3x3, cnv_dim -> 256)
-HEAT_CONV_BIAS = (0.1, -3.11)  # {tl,br}_heats.{s}.0.conv.bias
-TAG_CONV_BIAS = (0.1, 0.0)  # {tl,br}_tags.{s}.0.conv.bias
+POOL_BRANCH_GAIN = 1.356  # {tl,br}_cnvs.{s}.p{1,2}_conv1.conv.weight (3x3, cnv_dim -> 128)
+POOL_MERGE_GAIN = 0.401  # {tl,br}_cnvs.{s}.p_conv1.weight (3x3, 128 -> cnv_dim, on pool1 + pool2)
+POOL_SKIP_GAIN = 1.349  # {tl,br}_cnvs.{s}.conv1.weight (1x1)
+POOL_OUT_GAIN = 1.664  # {tl,br}_cnvs.{s}.conv2.conv.weight (3x3)
+HEAD_CONV_GAIN = 1.179  # {tl,br}_{heats,tags,regrs}.{s}.0.conv.weight (3x3, cnv_dim -> 256)
+HEAT_CONV_BIAS = (0.1, -3.03)  # {tl,br}_heats.{s}.0.conv.bias
+TAG_CONV_BIAS = (0.1, -0.09)  # {tl,br}_tags.{s}.0.conv.bias
 REGR_CONV_BIAS = (0.1, 0.0)  # {tl,br}_regrs.{s}.0.conv.bias
-HEAT_GAIN = 0.26  # {tl,br}_heats.{s}.1.weight (1x1, 256 -> 80)
-HEAT_WEIGHT_MEAN = 0.119  # b of {tl,br}_heats.{s}.1.weight
-HEAT_BIAS = (0.31, -3.23)  # {tl,br}_heats.{s}.1.bias
-TAG_GAIN = 1.0  # {tl,br}_tags.{s}.1.weight (1x1, 256 -> 1)
-TAG_BIAS = (0.2, 0.0)  # {tl,br}_tags.{s}.1.bias
+HEAT_GAIN = 0.181  # {tl,br}_heats.{s}.1.weight (1x1, 256 -> 80)
+HEAT_WEIGHT_MEAN = 0.08  # b of {tl,br}_heats.{s}.1.weight
+HEAT_BIAS = (0.314, -4.38)  # {tl,br}_heats.{s}.1.bias
+TAG_GAIN = 0.881  # {tl,br}_tags.{s}.1.weight (1x1, 256 -> 1)
+TAG_BIAS = (0.198, 0.0)  # {tl,br}_tags.{s}.1.bias
 REGR_GAIN = 0.1  # {tl,br}_regrs.{s}.1.weight (1x1, 256 -> 2)
 REGR_BIAS = (0.2, 0.5)  # {tl,br}_regrs.{s}.1.bias: sub-pixel corner offsets
 

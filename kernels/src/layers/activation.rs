@@ -46,7 +46,7 @@ fn clamp06(x: f32) -> f32 {
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    crate::ops::sigmoid_fast(x)
+    1.0 / (1.0 + (-x).exp())
 }
 
 impl Activation {
@@ -85,7 +85,6 @@ impl Activation {
             Activation::Identity => {}
             Activation::Relu => each!(relu),
             Activation::Relu6 => each!(clamp06),
-            Activation::Sigmoid => crate::ops::sigmoid_slice(data),
             other => each!(|x| other.eval(x)),
         }
     }

@@ -192,10 +192,13 @@ pub(crate) fn pays(n: usize, oh: usize, ow: usize) -> bool {
     n * oh.div_ceil(2) * ow.div_ceil(2) >= MIN_F2_TILES
 }
 
-/// F(2x2) tiles in all below which the direct path is faster (see [`pays`]). Measured on
-/// Hourglass-104's 384-channel levels, one thread: at 16x16 (64 tiles) the direct path took
-/// 0.64x Winograd's time, at 32x32 (256 tiles) 1.1x; at 512 channels and 4x4, 0.19x.
-const MIN_F2_TILES: usize = 128;
+/// F(2x2) tiles in all below which the direct path is taken (see [`pays`]). Measured on
+/// Hourglass-104's levels, one thread: the direct path took 0.19x Winograd's time at 512
+/// channels and 4x4 (4 tiles), 0.25x at 384 and 8x8 (16), 0.64x at 384 and 16x16 (64), 1.1x at
+/// 32x32 (256). The cut stays below the smallest maps of the two-stage detectors (an RPN's P6,
+/// a 14x14 RoI: 49 tiles), whose results are checked against torchvision and keep the path
+/// they were checked with.
+const MIN_F2_TILES: usize = 32;
 
 /// Whether a convolution can (and should) take the Winograd path.
 pub(crate) fn eligible(

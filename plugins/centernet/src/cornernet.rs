@@ -29,6 +29,7 @@
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::corner_pool::{corner_pool, CornerPool};
 use kernels::ops::heatmap::extract_peaks_flat_mapped;
+use kernels::ops::sigmoid_slice;
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array4, ArrayView3, ArrayView4, Axis};
 use plugin_sdk::{
@@ -340,10 +341,8 @@ impl CornerNet {
         // sigmoid, _nms and _topk in one pass per class plane.
         let corners = |heat: ArrayView3<'_, f32>| -> Result<_, ModelError> {
             let (ch, h, w) = heat.dim();
-            extract_peaks_flat_mapped(heat, c.k.min(ch * h * w), c.nms_kernel, |p| {
-                Activation::Sigmoid.apply_slice(p)
-            })
-            .map_err(|e| ModelError::input(e.to_string()))
+            extract_peaks_flat_mapped(heat, c.k.min(ch * h * w), c.nms_kernel, sigmoid_slice)
+                .map_err(|e| ModelError::input(e.to_string()))
         };
         let tl = corners(out.tl_heat.index_axis(Axis(0), n))?;
         let br = corners(out.br_heat.index_axis(Axis(0), n))?;
@@ -493,12 +492,17 @@ pub fn soft_nms(
         let mut pos = i + 1;
         while pos < n {
             let [x1, y1, x2, y2, _] = boxes[pos];
-            let area = (x2 - x1 + 1.0) * (y2 - y1 + 1.0);
-            let iw = tx2.min(x2) - tx1.max(x1) + 1.0;
+            // Cython compiles the literal `1` to the C double 1.0: each sum with it, and the
+            // products and sums that follow in the same expression, are computed in double
+            // and rounded to the float variable once.
+            let plus_one = |d: f32| f64::from(d) + 1.0;
+            let area = (plus_one(x2 - x1) * plus_one(y2 - y1)) as f32;
+            let iw = plus_one(tx2.min(x2) - tx1.max(x1)) as f32;
             if iw > 0.0 {
-                let ih = ty2.min(y2) - ty1.max(y1) + 1.0;
+                let ih = plus_one(ty2.min(y2) - ty1.max(y1)) as f32;
                 if ih > 0.0 {
-                    let ua = (tx2 - tx1 + 1.0) * (ty2 - ty1 + 1.0) + area - iw * ih;
+                    let ua = (plus_one(tx2 - tx1) * plus_one(ty2 - ty1) + f64::from(area)
+                        - f64::from(iw * ih)) as f32;
                     let ov = iw * ih / ua;
                     let weight = match method {
                         SoftNmsMethod::Linear if ov > nt => 1.0 - ov,
