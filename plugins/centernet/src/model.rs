@@ -18,6 +18,7 @@
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::heatmap::{extract_peaks_mapped, Peak};
+use kernels::ops::sigmoid_slice;
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array3, Array4, ArrayView4, Axis};
 use plugin_sdk::{
@@ -210,10 +211,8 @@ impl CenterNet {
 /// `k`, at most `H·W`), one class plane at a time.
 pub(crate) fn center_peaks(hm: &Array3<f32>, k: usize) -> Result<Vec<Peak>, ModelError> {
     let (_, h, w) = hm.dim();
-    extract_peaks_mapped(hm.view(), k.min(h * w), |p| {
-        Activation::Sigmoid.apply_slice(p)
-    })
-    .map_err(|e| ModelError::input(e.to_string()))
+    extract_peaks_mapped(hm.view(), k.min(h * w), sigmoid_slice)
+        .map_err(|e| ModelError::input(e.to_string()))
 }
 
 /// A peak's box at stride 4: its centre `(x + reg_x, y + reg_y)` ± `wh / 2`.

@@ -22,8 +22,8 @@
 //! Output: `instances` with `keypoints` `[K, 17, 3]` (x, y, 1 as the COCO results of the
 //! official evaluation write it) and the person category id.
 
-use kernels::layers::Activation;
 use kernels::ops::heatmap::{heatmap_nms, topk_per_channel, Peak};
+use kernels::ops::sigmoid_slice;
 use kernels::weights::Weights;
 use kernels::Tensor;
 use ndarray::{Array3, ArrayView4};
@@ -178,8 +178,11 @@ impl MultiPose {
             .collect();
 
         // The keypoint candidates: sigmoid, suppression, the top K of each joint.
-        let mut heat = out.hm_hp.clone();
-        Activation::Sigmoid.apply_array(heat.view_mut().into_dyn());
+        let mut heat = out.hm_hp.as_standard_layout().into_owned();
+        sigmoid_slice(
+            heat.as_slice_mut()
+                .ok_or_else(|| ModelError::input("hm_hp is not contiguous"))?,
+        );
         let heat = heatmap_nms(heat.view(), 3).map_err(op)?;
         let candidates: Vec<Vec<(f32, f32, f32)>> = topk_per_channel(heat.view(), k)
             .map_err(op)?
