@@ -225,6 +225,31 @@ pub fn topk_flat(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> 
         .collect())
 }
 
+/// Each `h x w` class plane of `src` mapped by `map`, suppressed with a `kernel x kernel`
+/// window and ranked while it is in cache: its best `k` values and their indices, best first
+/// (ties by index). Classes in parallel.
+fn plane_top_k(
+    src: &[f32],
+    (h, w): (usize, usize),
+    k: usize,
+    kernel: usize,
+    map: impl Fn(&mut [f32]) + Sync,
+) -> Vec<(Vec<f32>, Vec<usize>)> {
+    src.par_chunks(h * w)
+        .map_init(
+            || (Vec::new(), Vec::new(), vec![0f32; h * w]),
+            |(mapped, tmp, sup), plane| {
+                mapped.clear();
+                mapped.extend_from_slice(plane);
+                map(mapped);
+                nms_plane(mapped, h, w, kernel, tmp, sup);
+                let idx = top_indices(sup, k);
+                (idx.iter().map(|&i| sup[i]).collect(), idx)
+            },
+        )
+        .collect()
+}
+
 /// [`heatmap_nms`] with a 3x3 window followed by [`centernet_topk`] (CenterNet's decode).
 pub fn extract_peaks(heat: ArrayView3<f32>, k: usize) -> Result<Vec<Peak>, OpError> {
     extract_peaks_mapped(heat, k, |_| {})
@@ -250,21 +275,7 @@ pub fn extract_peaks_mapped(
         return Ok(Vec::new());
     }
     let heat = heat.as_standard_layout();
-    let src = heat.as_slice().unwrap_or(&[]);
-    let per_class: Vec<(Vec<f32>, Vec<usize>)> = src
-        .par_chunks(h * w)
-        .map_init(
-            || (Vec::new(), Vec::new(), vec![0f32; h * w]),
-            |(mapped, tmp, sup), plane| {
-                mapped.clear();
-                mapped.extend_from_slice(plane);
-                map(mapped);
-                nms_plane(mapped, h, w, 3, tmp, sup);
-                let idx = top_indices(sup, k);
-                (idx.iter().map(|&i| sup[i]).collect(), idx)
-            },
-        )
-        .collect();
+    let per_class = plane_top_k(heat.as_slice().unwrap_or(&[]), (h, w), k, 3, map);
     // Candidates in class-major order, as `topk_scores.view(batch, -1)`.
     let scores: Vec<f32> = per_class
         .iter()
@@ -303,27 +314,16 @@ pub fn extract_peaks_flat_mapped(
         return Ok(Vec::new());
     }
     let heat = heat.as_standard_layout();
-    let src = heat.as_slice().unwrap_or(&[]);
-    let per_class: Vec<Vec<(f32, usize)>> = src
-        .par_chunks(h * w)
-        .map_init(
-            || (Vec::new(), Vec::new(), vec![0f32; h * w]),
-            |(mapped, tmp, sup), plane| {
-                mapped.clear();
-                mapped.extend_from_slice(plane);
-                map(mapped);
-                nms_plane(mapped, h, w, kernel, tmp, sup);
-                let mut idx = top_indices(sup, k);
-                // Ascending index, so that the candidates below are in flat index order.
-                idx.sort_unstable();
-                idx.iter().map(|&i| (sup[i], i)).collect()
-            },
-        )
-        .collect();
+    let per_class = plane_top_k(heat.as_slice().unwrap_or(&[]), (h, w), k, kernel, map);
+    // Candidates in flat index order (class, then ascending index), so that ties keep it.
     let (scores, places): (Vec<f32>, Vec<(usize, usize)>) = per_class
-        .iter()
+        .into_iter()
         .enumerate()
-        .flat_map(|(class, cands)| cands.iter().map(move |&(v, i)| (v, (class, i))))
+        .flat_map(|(class, (values, idx))| {
+            let mut cands: Vec<(f32, usize)> = values.into_iter().zip(idx).collect();
+            cands.sort_unstable_by_key(|&(_, i)| i);
+            cands.into_iter().map(move |(v, i)| (v, (class, i)))
+        })
         .unzip();
     Ok(top_indices(&scores, k)
         .into_iter()

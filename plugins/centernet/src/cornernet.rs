@@ -337,7 +337,6 @@ impl CornerNet {
         n: usize,
     ) -> Result<Vec<CornerDetection>, ModelError> {
         let c = &self.config;
-        let at = |a: &Array4<f32>| a.index_axis(Axis(0), n).to_owned();
         // sigmoid, _nms and _topk in one pass per class plane.
         let corners = |heat: ArrayView3<'_, f32>| -> Result<_, ModelError> {
             let (ch, h, w) = heat.dim();
@@ -346,9 +345,15 @@ impl CornerNet {
         };
         let tl = corners(out.tl_heat.index_axis(Axis(0), n))?;
         let br = corners(out.br_heat.index_axis(Axis(0), n))?;
-        let (tl_tag, br_tag) = (at(&out.tl_tag), at(&out.br_tag));
-        let (tl_regr, br_regr) = (at(&out.tl_regr), at(&out.br_regr));
-        let corner = |p: &kernels::ops::heatmap::Peak, regr: &ndarray::Array3<f32>| {
+        let (tl_tag, br_tag) = (
+            out.tl_tag.index_axis(Axis(0), n),
+            out.br_tag.index_axis(Axis(0), n),
+        );
+        let (tl_regr, br_regr) = (
+            out.tl_regr.index_axis(Axis(0), n),
+            out.br_regr.index_axis(Axis(0), n),
+        );
+        let corner = |p: &kernels::ops::heatmap::Peak, regr: &ArrayView3<'_, f32>| {
             (
                 p.x as f32 + regr[[0, p.y, p.x]],
                 p.y as f32 + regr[[1, p.y, p.x]],
@@ -453,9 +458,9 @@ impl CornerNet {
         let scores: Vec<f32> = classes.iter().flatten().map(|d| d.score).collect();
         if scores.len() > c.max_per_image {
             // np.partition(scores, kth)[kth] with kth = len - max_per_image, and >= it kept.
-            let mut sorted = scores.clone();
-            sorted.sort_by(f32::total_cmp);
-            let thresh = sorted[scores.len() - c.max_per_image];
+            let mut scores = scores;
+            scores.sort_by(f32::total_cmp);
+            let thresh = scores[scores.len() - c.max_per_image];
             for dets in &mut classes {
                 dets.retain(|d| d.score >= thresh);
             }
