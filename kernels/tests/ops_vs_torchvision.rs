@@ -280,6 +280,7 @@ fn multiscale_roi_align_matches_torchvision() {
             canonical_scale: 224,
             canonical_level: 4,
             rule: Default::default(),
+            aligned: false,
         };
         let fast = m.forward(&views, &per_image, &shapes).expect("forward");
         assert_eq!(fast.shape(), c.shape("out"));

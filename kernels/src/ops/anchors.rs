@@ -6,6 +6,12 @@
 //! ratio-major. Grid anchors: every cell anchor shifted by `(x·stride_w, y·stride_h)` for
 //! each grid cell (no half-stride offset), cells row-major, anchors innermost; the stride is
 //! `image_size // grid_size` of the padded batch tensor.
+//!
+//! [`AnchorGenerator::detectron2`] is Detectron2's `DefaultAnchorGenerator`
+//! (`detectron2/modeling/anchor_generator.py`): cell anchors size-major, `w = sqrt(size² / ar)`,
+//! `h = ar·w` in f64 and **not rounded**, `[-w/2, -h/2, w/2, h/2]` cast to f32; grid shifts
+//! `offset·stride + x·stride` with the level's own stride (4, 8, ... from the feature's name),
+//! not one computed from the image size.
 
 use super::OpError;
 
@@ -17,6 +23,8 @@ pub struct AnchorGenerator {
     sizes: Vec<Vec<f32>>,
     aspect_ratios: Vec<Vec<f32>>,
     cell_anchors: Vec<Vec<[f32; 4]>>,
+    /// Shift of the grid in strides (Detectron2's `ANCHOR_GENERATOR.OFFSET`; 0 in torchvision).
+    offset: f64,
 }
 
 impl AnchorGenerator {
@@ -44,7 +52,27 @@ impl AnchorGenerator {
             sizes,
             aspect_ratios,
             cell_anchors,
+            offset: 0.0,
         })
+    }
+
+    /// Detectron2's `DefaultAnchorGenerator`: unrounded cell anchors, size-major, and the
+    /// grid shifted by `offset` strides. Use [`AnchorGenerator::grid_anchors`] with the levels'
+    /// strides.
+    pub fn detectron2(
+        sizes: Vec<Vec<f32>>,
+        aspect_ratios: Vec<Vec<f32>>,
+        offset: f64,
+    ) -> Result<AnchorGenerator, OpError> {
+        let mut g = AnchorGenerator::new(sizes, aspect_ratios)?;
+        g.cell_anchors = g
+            .sizes
+            .iter()
+            .zip(&g.aspect_ratios)
+            .map(|(s, a)| detectron2_cell_anchors(s, a))
+            .collect();
+        g.offset = offset;
+        Ok(g)
     }
 
     /// Mask R-CNN / Faster R-CNN FPN defaults: sizes 32..512 (one per level), ratios
@@ -64,6 +92,7 @@ impl AnchorGenerator {
             sizes,
             aspect_ratios: ratios,
             cell_anchors,
+            offset: 0.0,
         }
     }
 
@@ -103,10 +132,14 @@ impl AnchorGenerator {
             .zip(&self.cell_anchors)
             .map(|((&(gh, gw), &(sh, sw)), base)| {
                 let mut out = Vec::with_capacity(gh * gw * base.len());
+                // torch.arange(offset·stride, n·stride, stride): f64 values cast to f32.
+                let shift = |i: usize, stride: i64| {
+                    (self.offset * stride as f64 + (i as i64 * stride) as f64) as f32
+                };
                 for y in 0..gh {
-                    let sy = (y as i64 * sh) as f32;
+                    let sy = shift(y, sh);
                     for x in 0..gw {
-                        let sx = (x as i64 * sw) as f32;
+                        let sx = shift(x, sw);
                         for a in base {
                             out.push([sx + a[0], sy + a[1], sx + a[2], sy + a[3]]);
                         }
@@ -162,6 +195,26 @@ pub fn generate_anchors(scales: &[f32], aspect_ratios: &[f32]) -> Vec<[f32; 4]> 
     out
 }
 
+/// Zero-centred cell anchors for one level as Detectron2's `generate_cell_anchors`: for each
+/// size, for each aspect ratio, `w = sqrt(size² / ar)`, `h = ar·w` (f64), not rounded.
+pub fn detectron2_cell_anchors(sizes: &[f32], aspect_ratios: &[f32]) -> Vec<[f32; 4]> {
+    let mut out = Vec::with_capacity(sizes.len() * aspect_ratios.len());
+    for &size in sizes {
+        let area = f64::from(size).powi(2);
+        for &ar in aspect_ratios {
+            let w = (area / f64::from(ar)).sqrt();
+            let h = f64::from(ar) * w;
+            out.push([
+                (-w / 2.0) as f32,
+                (-h / 2.0) as f32,
+                (w / 2.0) as f32,
+                (h / 2.0) as f32,
+            ]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +249,24 @@ mod tests {
         assert!(g.generate((64, 96), &[(0, 3)]).is_err());
         assert!(g.generate((64, 96), &[(2, 3), (1, 1)]).is_err());
         assert!(AnchorGenerator::new(vec![vec![16.0]], vec![]).is_err());
+    }
+
+    #[test]
+    fn detectron2_anchors_are_unrounded_and_offset() {
+        let g = AnchorGenerator::detectron2(vec![vec![32.0]], vec![vec![0.5, 1.0]], 0.5).unwrap();
+        // Size 32, ratio 0.5: w = sqrt(2048) = 45.2548.., h = 22.6274..
+        let w = (2048f64).sqrt();
+        assert_eq!(
+            g.cell_anchors()[0][0],
+            [
+                (-w / 2.0) as f32,
+                (-w / 4.0) as f32,
+                (w / 2.0) as f32,
+                (w / 4.0) as f32
+            ]
+        );
+        let a = g.grid_anchors(&[(1, 2)], &[(4, 4)]).unwrap();
+        // Cell x = 1 with offset 0.5 is centred at 4 + 2 = 6.
+        assert_eq!(a[0][3], [-10.0, -14.0, 22.0, 18.0]);
     }
 }

@@ -55,7 +55,9 @@ pub use heatmap::{
     Peak,
 };
 pub use nms::{batched_nms, nms};
-pub use paste_masks::{paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion};
+pub use paste_masks::{
+    paste_mask_grid_sample, paste_masks_in_image, paste_masks_into, paste_masks_regions, MaskRegion,
+};
 pub use poolers::{LevelMapper, LevelRule, MultiScaleRoIAlign};
 pub use roi_align::{
     roi_align, roi_align_nhwc, roi_align_tensor, roi_align_with, RoiAlignParams, RoiAlignWorkspace,

@@ -440,10 +440,80 @@ pub fn paste_masks_regions(
         .collect())
 }
 
+/// Detectron2's pasting of one `M x M` mask probability map (`detectron2/layers/mask_ops.py`,
+/// `_do_paste_mask` as `paste_masks_in_image` calls it on the CPU, one mask per chunk with
+/// `skip_empty`): the region is columns `max(floor(x0) - 1, 0)..min(ceil(x1) + 1, W)` and rows
+/// likewise; each pixel centre `i + 0.5` maps to `g = (i + 0.5 - x0) / (x1 - x0) · 2 - 1` and
+/// `F.grid_sample(..., align_corners=False)` reads the mask bilinearly at
+/// `(g + 1) · M/2 - 0.5` with zeros outside it, all in f32 in the order of torch's CPU
+/// kernel. Pixels outside the region are 0. `None` when the region is empty (or the box is
+/// not finite).
+pub fn paste_mask_grid_sample(
+    mask: ArrayView2<f32>,
+    b: &[f32; 4],
+    (im_h, im_w): (usize, usize),
+) -> Option<MaskRegion> {
+    if !b.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let (mh, mw) = mask.dim();
+    let lo = |v: f32| (v.floor() - 1.0).max(0.0) as usize;
+    let hi = |v: f32, limit: usize| ((v.ceil() + 1.0).min(limit as f32)).max(0.0) as usize;
+    let (x0, y0) = (lo(b[0]).min(im_w), lo(b[1]).min(im_h));
+    let (x1, y1) = (hi(b[2], im_w), hi(b[3], im_h));
+    if x1 <= x0 || y1 <= y0 {
+        return None;
+    }
+    // (index + 0.5 - start) / (end - start) * 2 - 1, then (g + 1) * (size / 2) - 0.5.
+    let source = |i: usize, start: f32, end: f32, size: usize| {
+        let g = (i as f32 + 0.5 - start) / (end - start) * 2.0 - 1.0;
+        (g + 1.0) * (size as f32 / 2.0) - 0.5
+    };
+    let xs: Vec<f32> = (x0..x1).map(|i| source(i, b[0], b[2], mw)).collect();
+    let at = |y: i64, x: i64| -> f32 {
+        if y >= 0 && x >= 0 && (y as usize) < mh && (x as usize) < mw {
+            mask[[y as usize, x as usize]]
+        } else {
+            0.0
+        }
+    };
+    let data = Array2::from_shape_fn((y1 - y0, x1 - x0), |(r, c)| {
+        let y = source(y0 + r, b[1], b[3], mh);
+        let x = xs[c];
+        let (x_w, y_n) = (x.floor(), y.floor());
+        let (w, n) = (x - x_w, y - y_n);
+        let (e, s) = (1.0 - w, 1.0 - n);
+        let (ix, iy) = (x_w as i64, y_n as i64);
+        at(iy, ix) * (s * e)
+            + at(iy, ix + 1) * (s * w)
+            + at(iy + 1, ix) * (n * e)
+            + at(iy + 1, ix + 1) * (n * w)
+    });
+    Some(MaskRegion { y0, x0, data })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    #[test]
+    fn grid_sample_paste_by_hand() {
+        // A constant 2x2 mask on the box (2, 2)-(6, 6): the region is 1..7 in both axes.
+        let m = Array::from_elem((2, 2), 1.0f32);
+        let r = paste_mask_grid_sample(m.view(), &[2.0, 2.0, 6.0, 6.0], (10, 10)).unwrap();
+        assert_eq!((r.y0, r.x0, r.data.dim()), (1, 1, (6, 6)));
+        // Pixel 1 (centre 1.5) samples the mask at (1.5 - 2) / 4 * 2 - 0.5 = -0.75: a quarter of
+        // a pixel from zero padding in each axis. Pixel 3 (centre 3.5) is inside: 1.
+        assert_eq!(r.data[[0, 0]], 0.25 * 0.25);
+        assert_eq!(r.data[[2, 2]], 1.0);
+        assert_eq!(r.data[[2, 0]], 0.25);
+        // Clamped to the image, and nothing for a box outside it or not finite.
+        let r = paste_mask_grid_sample(m.view(), &[7.5, 8.0, 12.0, 12.0], (10, 10)).unwrap();
+        assert_eq!((r.y0, r.x0, r.data.dim()), (7, 6, (3, 4)));
+        assert!(paste_mask_grid_sample(m.view(), &[11.5, 2.0, 14.0, 6.0], (10, 10)).is_none());
+        assert!(paste_mask_grid_sample(m.view(), &[f32::NAN, 2.0, 4.0, 6.0], (10, 10)).is_none());
+    }
 
     #[test]
     fn expand_by_hand() {

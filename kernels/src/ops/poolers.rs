@@ -147,6 +147,9 @@ pub struct MultiScaleRoIAlign {
     pub canonical_scale: i32,
     pub canonical_level: i32,
     pub rule: LevelRule,
+    /// RoIAlign's half-pixel offset (Detectron2's `ROIAlignV2`); torchvision's poolers do not
+    /// set it.
+    pub aligned: bool,
 }
 
 impl MultiScaleRoIAlign {
@@ -159,6 +162,7 @@ impl MultiScaleRoIAlign {
             canonical_scale: 224,
             canonical_level: 4,
             rule: LevelRule::Torchvision,
+            aligned: false,
         }
     }
 
@@ -177,7 +181,7 @@ impl MultiScaleRoIAlign {
             pooled_width: self.output_size.1,
             spatial_scale: scale as f32,
             sampling_ratio: self.sampling_ratio,
-            aligned: false,
+            aligned: self.aligned,
         }
     }
 

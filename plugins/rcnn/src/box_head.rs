@@ -15,6 +15,15 @@
 //!
 //! Weights: `box_head.fc6.*`, `box_head.fc7.*`, `box_predictor.cls_score.*`,
 //! `box_predictor.bbox_pred.*` under `prefix` (`"roi_heads."`).
+//!
+//! With `convention = "detectron2"`, Detectron2's `StandardROIHeads` box branch
+//! (`FastRCNNConvFCHead`, `FastRCNNOutputLayers`, `fast_rcnn_inference_single_image`):
+//! - `ROIAlignV2` (`aligned=True`), sampling ratio 0 (adaptive), Detectron2's level rule;
+//! - weights `box_head.fc1`, `box_head.fc2`; `num_classes` counts the classes without the
+//!   background (80), whose logit is the **last** of `cls_score`'s `num_classes + 1`;
+//! - all boxes clipped, scores `> score_thresh`, no small-box filter, per-class NMS, the first
+//!   `detections_per_img`;
+//! - classes are the contiguous indices `0..num_classes`.
 
 use kernels::layers::shape::softmax_in_place;
 use kernels::layers::{Activation, Linear};
@@ -33,6 +42,8 @@ use vision_common::{
 };
 use vision_common::{LayerContext, ModelError};
 
+use crate::Convention;
+
 /// torchvision's `box_min_size` in `RoIHeads.postprocess_detections` (not configurable there).
 const BOX_MIN_SIZE: f32 = 1e-2;
 
@@ -43,12 +54,28 @@ pub struct BoxHeadConfig {
     pub pooler_size: usize,
     pub sampling_ratio: i32,
     pub representation_size: usize,
-    /// Including the background class 0.
+    /// torchvision: including the background class 0; Detectron2: without the background.
     pub num_classes: usize,
     pub bbox_reg_weights: [f32; 4],
     pub score_thresh: f32,
     pub nms_thresh: f32,
     pub detections_per_img: usize,
+    pub convention: Convention,
+}
+
+impl BoxHeadConfig {
+    /// Columns of `cls_score`, and the object classes as a range of them.
+    fn class_columns(&self) -> (usize, std::ops::Range<usize>) {
+        match self.convention {
+            Convention::Torchvision => (self.num_classes, 1..self.num_classes),
+            Convention::Detectron2 => (self.num_classes + 1, 0..self.num_classes),
+        }
+    }
+
+    /// Classes with a box regression (`bbox_pred` has 4 outputs each).
+    fn regressed_classes(&self) -> usize {
+        self.num_classes
+    }
 }
 
 impl Default for BoxHeadConfig {
@@ -63,6 +90,7 @@ impl Default for BoxHeadConfig {
             score_thresh: 0.05,
             nms_thresh: 0.5,
             detections_per_img: 100,
+            convention: Convention::Torchvision,
         }
     }
 }
@@ -72,7 +100,7 @@ impl Default for BoxHeadConfig {
 pub struct Detections {
     pub boxes: Vec<[f32; 4]>,
     pub scores: Vec<f32>,
-    /// 1..num_classes-1 (0 is the background).
+    /// torchvision: 1..num_classes-1 (0 is the background); Detectron2: 0..num_classes-1.
     pub labels: Vec<i64>,
 }
 
@@ -94,31 +122,49 @@ impl BoxHead {
         prefix: &str,
         config: BoxHeadConfig,
     ) -> Result<BoxHead, ModelError> {
-        let prefix = resolve_prefix(weights, prefix, &["box_head.fc6.weight"]);
+        let (fc1, fc2, align) = match config.convention {
+            Convention::Torchvision => (
+                "box_head.fc6",
+                "box_head.fc7",
+                kernels::ops::MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio),
+            ),
+            Convention::Detectron2 => (
+                "box_head.fc1",
+                "box_head.fc2",
+                kernels::ops::MultiScaleRoIAlign {
+                    aligned: true,
+                    ..kernels::ops::MultiScaleRoIAlign::detectron2(
+                        config.pooler_size,
+                        config.sampling_ratio,
+                    )
+                },
+            ),
+        };
+        let prefix = resolve_prefix(weights, prefix, &[&format!("{fc1}.weight")]);
         let mut b = weights.binder(&prefix);
         let flat = config.channels * config.pooler_size * config.pooler_size;
         let rep = config.representation_size;
-        let k = config.num_classes;
-        let fc6 = linear(&mut b, "box_head.fc6", flat, rep, Activation::Relu)?;
-        let fc7 = linear(&mut b, "box_head.fc7", rep, rep, Activation::Relu)?;
+        let (columns, _) = config.class_columns();
+        let fc6 = linear(&mut b, fc1, flat, rep, Activation::Relu)?;
+        let fc7 = linear(&mut b, fc2, rep, rep, Activation::Relu)?;
         let cls_score = linear(
             &mut b,
             "box_predictor.cls_score",
             rep,
-            k,
+            columns,
             Activation::Identity,
         )?;
         let bbox_pred = linear(
             &mut b,
             "box_predictor.bbox_pred",
             rep,
-            4 * k,
+            4 * config.regressed_classes(),
             Activation::Identity,
         )?;
         crate::ignore_other_heads(&mut b, &["box_head.", "box_predictor."]);
         b.finish()?;
         Ok(BoxHead {
-            pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),
+            pooler: RoiPooler::from_align(align),
             coder: BoxCoder::new(config.bbox_reg_weights),
             config,
             fc6,
@@ -193,7 +239,7 @@ impl BoxHead {
         proposals: &[[f32; 4]],
         resized: (usize, usize),
     ) -> Result<Detections, ModelError> {
-        let nc = self.config.num_classes;
+        let (_, classes) = self.config.class_columns();
         let decoded = self
             .coder
             .decode(deltas, proposals)
@@ -204,8 +250,9 @@ impl BoxHead {
         for (i, row) in logits.outer_iter().enumerate() {
             let mut probs = row.to_vec();
             softmax_in_place(&mut probs);
-            // Candidates in torchvision's order: proposal-major, classes 1.. within.
-            for (c, &score) in probs.iter().enumerate().skip(1) {
+            // Candidates proposal-major, classes within (torchvision's and Detectron2's order).
+            for c in classes.clone() {
+                let score = probs[c];
                 if score > self.config.score_thresh {
                     let d = decoded.slice(ndarray::s![i, c, ..]);
                     boxes.push([d[0], d[1], d[2], d[3]]);
@@ -214,10 +261,12 @@ impl BoxHead {
                 }
             }
         }
-        debug_assert!(labels.iter().all(|&l| (l as usize) < nc));
         // Clipping and the small-box filter commute with the score filter (all per candidate).
         let boxes = clip_boxes_to_image(&boxes, resized);
-        let keep = remove_small_boxes(&boxes, BOX_MIN_SIZE);
+        let keep = match self.config.convention {
+            Convention::Torchvision => remove_small_boxes(&boxes, BOX_MIN_SIZE),
+            Convention::Detectron2 => (0..boxes.len()).collect(),
+        };
         let boxes: Vec<[f32; 4]> = keep.iter().map(|&i| boxes[i]).collect();
         let scores: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
         let labels: Vec<i64> = keep.iter().map(|&i| labels[i]).collect();
@@ -258,6 +307,7 @@ pub fn kind() -> NodeKind {
         "roi_heads.",
         "name prefix of the RoI heads' tensors",
     );
+    let spec = Convention::param(spec);
     let spec = levels_params(
         spec,
         &["p2", "p3", "p4", "p5"],
@@ -268,10 +318,10 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "num_classes",
             ParamType::Int,
-            ParamValue::Int(d.num_classes as i64),
-            "classes including the background (91 for torchvision's COCO models)",
+            ParamValue::Int(-1),
+            "classes: torchvision's count includes the background (91 for its COCO models), Detectron2's NUM_CLASSES does not (80); -1: the convention's",
         )
-        .range(2.0, 65536.0),
+        .range(-1.0, 65536.0),
     )
     .param(
         ParamSpec::optional(
@@ -286,10 +336,10 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "sampling_ratio",
             ParamType::Int,
-            ParamValue::Int(d.sampling_ratio as i64),
-            "RoIAlign samples per bin side (0: adaptive)",
+            ParamValue::Int(-1),
+            "RoIAlign samples per bin side (0: adaptive); -1: the convention's (torchvision 2, detectron2 0)",
         )
-        .range(0.0, 64.0),
+        .range(-1.0, 64.0),
     )
     .param(ParamSpec::optional(
         "bbox_reg_weights",
@@ -352,12 +402,27 @@ impl BoxHeadNode {
                 ))
             }
         };
+        let convention = Convention::from_params(params)?;
+        let num_classes = convention.int_or(params, "num_classes", 91, 80)?;
+        if num_classes < 2 {
+            return Err(ModelError::param(
+                "num_classes",
+                format!("must be at least 2, got {num_classes}"),
+            ));
+        }
+        let d = BoxHeadConfig::default();
         let config = BoxHeadConfig {
             channels: count_param(params, "channels")?,
             pooler_size: 7,
-            sampling_ratio: count_param(params, "sampling_ratio")? as i32,
+            sampling_ratio: convention.int_or(
+                params,
+                "sampling_ratio",
+                d.sampling_ratio.into(),
+                0,
+            )? as i32,
             representation_size: count_param(params, "representation_size")?,
-            num_classes: count_param(params, "num_classes")?,
+            num_classes: num_classes as usize,
+            convention,
             bbox_reg_weights,
             score_thresh: float_param(params, "score_thresh")?,
             nms_thresh: float_param(params, "nms_thresh")?,

@@ -8,6 +8,7 @@
 //! | `rcnn_preprocess` | `image` (u8 [H, W, 3]) | `image` (tensor f32 [3, H', W'] + sizes) | `GeneralizedRCNNTransform` |
 //! | `resnet` (backbones) | `image` (tensor) | `features` `c2..c5` | `backbone.body` (ResNet + FrozenBatchNorm2d) |
 //! | `fpn` (backbones) | `features` `c2..c5` | `features` `p2..p6` | `backbone.fpn` (FPN + LastLevelMaxPool) |
+//! | `detectron2_preprocess` | `image` (u8 [H, W, 3]) | `image` (as above) | Detectron2's `ResizeShortestEdge` (Pillow) + `GeneralizedRCNN.preprocess_image` |
 //! | `rpn` | `features` `p2..p6`, `image` | `proposals` (instances) | `rpn` (RegionProposalNetwork) |
 //! | `roi_box_head` | `features` `p2..p5`, `proposals`, `image` | `detections` (instances) | `roi_heads` box branch + `postprocess_detections` |
 //! | `roi_mask_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `masks` [N, 28, 28] | `roi_heads` mask branch + `maskrcnn_inference` |
@@ -21,6 +22,10 @@
 //! `"pool"`); these nodes name them by pyramid level, `c2..c5` and `p2..p6` (stride
 //! `2^level`), so that heads can find them by name (the backbones family documents the mapping).
 //!
+//! `rpn`, `roi_box_head`, `roi_mask_head` and `paste_masks` follow Detectron2 instead with
+//! `convention = "detectron2"` ([`Convention`]): its names, anchors, RoIAlign, box filters and
+//! mask pasting, for Panoptic FPN and the Detectron2 model zoo's R-CNNs.
+//!
 //! Weights are read with [`kernels::weights::Weights`] (`.pth` written by `torch.save`, or
 //! `.safetensors`) under torchvision's parameter names; `prefix` selects the sub-module
 //! (`backbone.body.`, `backbone.fpn.`). A missing, unexpected or mis-shaped tensor gives one
@@ -28,6 +33,7 @@
 
 pub mod box_head;
 pub mod densepose_head;
+pub mod detectron2_preprocess;
 pub mod keypoint_head;
 pub mod mask_head;
 pub mod panoptic_fusion;
@@ -37,7 +43,60 @@ pub mod rpn;
 pub mod sem_seg_head;
 pub mod semantic_fpn;
 
-use plugin_sdk::NodeKind;
+use plugin_sdk::{NodeKind, NodeSpec, ParamSpec, ParamType, ParamValue, Params};
+use vision_common::ModelError;
+
+/// Whose checkpoint names, inference details and defaults a node follows. The two frameworks
+/// build the same R-CNN networks but differ in names (`box_head.fc6` / `box_head.fc1`), the
+/// background column (first / last), anchors (rounded / not), RoIAlign (`aligned`), box
+/// filters and mask pasting; each node's documentation lists its differences.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Convention {
+    #[default]
+    Torchvision,
+    /// Detectron2 @ 02b5c4e2 (`MODEL.*` defaults of `Base-RCNN-FPN.yaml`).
+    Detectron2,
+}
+
+impl Convention {
+    /// The `convention` parameter of a node.
+    pub fn param(spec: NodeSpec) -> NodeSpec {
+        spec.param(ParamSpec::optional(
+            "convention",
+            ParamType::Str,
+            ParamValue::Str("torchvision".into()),
+            "\"torchvision\" or \"detectron2\": whose checkpoint names, inference details and defaults the node follows",
+        ))
+    }
+
+    pub fn from_params(params: &Params) -> Result<Convention, ModelError> {
+        match params.str("convention").map_err(ModelError::Input)? {
+            "torchvision" => Ok(Convention::Torchvision),
+            "detectron2" => Ok(Convention::Detectron2),
+            other => Err(ModelError::param(
+                "convention",
+                format!("must be \"torchvision\" or \"detectron2\", got \"{other}\""),
+            )),
+        }
+    }
+
+    /// An integer parameter whose default depends on the convention: `-1` (the spec's
+    /// default) takes `torchvision`'s or `detectron2`'s value.
+    fn int_or(
+        self,
+        params: &Params,
+        name: &'static str,
+        torchvision: i64,
+        detectron2: i64,
+    ) -> Result<i64, ModelError> {
+        let v = params.int(name).map_err(ModelError::Input)?;
+        Ok(match (v, self) {
+            (-1, Convention::Torchvision) => torchvision,
+            (-1, Convention::Detectron2) => detectron2,
+            _ => v,
+        })
+    }
+}
 
 /// The sub-modules of `roi_heads` in torchvision's and Detectron2's R-CNN checkpoints (a
 /// DensePose model has a box head and the DensePose modules under the same prefix).
@@ -67,6 +126,7 @@ vision_common::family_library!(name: "rcnn", kinds: kinds);
 pub fn kinds() -> Vec<NodeKind> {
     vec![
         preprocess::kind(),
+        detectron2_preprocess::kind(),
         rpn::kind(),
         box_head::kind(),
         mask_head::kind(),
@@ -88,6 +148,7 @@ mod tests {
             names,
             [
                 "rcnn_preprocess",
+                "detectron2_preprocess",
                 "rpn",
                 "roi_box_head",
                 "roi_mask_head",

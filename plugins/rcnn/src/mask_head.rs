@@ -17,6 +17,12 @@
 //! Weights: `mask_head.{0..3}.0.*` (`mask_head.mask_fcn{1..4}.*` in checkpoints of torchvision
 //! < 0.13), `mask_predictor.conv5_mask.*`, `mask_predictor.mask_fcn_logits.*` under `prefix`
 //! (`"roi_heads."`).
+//!
+//! With `convention = "detectron2"`, Detectron2's `MaskRCNNConvUpsampleHead` and
+//! `mask_rcnn_inference`: `ROIAlignV2` (`aligned=True`), sampling ratio 0, Detectron2's level
+//! rule; weights `mask_head.mask_fcn{1..4}`, `mask_head.deconv`, `mask_head.predictor` with
+//! one channel per class without a background (`num_classes` = 80), read at the detection's
+//! contiguous class.
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
 use kernels::weights::Weights;
@@ -35,6 +41,8 @@ use vision_common::{
 };
 use vision_common::{LayerContext, ModelError};
 
+use crate::Convention;
+
 /// The settings of [`MaskHead`]; the defaults are `maskrcnn_resnet50_fpn`'s.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskHeadConfig {
@@ -43,8 +51,9 @@ pub struct MaskHeadConfig {
     pub sampling_ratio: i32,
     /// Output channels of each 3x3 convolution of `MaskRCNNHeads`.
     pub layers: Vec<usize>,
-    /// Including the background class 0.
+    /// Channels of the predictor: torchvision's include the background class 0.
     pub num_classes: usize,
+    pub convention: Convention,
 }
 
 impl Default for MaskHeadConfig {
@@ -55,6 +64,7 @@ impl Default for MaskHeadConfig {
             sampling_ratio: 2,
             layers: vec![256; 4],
             num_classes: 91,
+            convention: Convention::Torchvision,
         }
     }
 }
@@ -83,6 +93,7 @@ impl MaskHead {
                 format!("must be positive channel counts, got {:?}", config.layers),
             ));
         }
+        let d2 = config.convention == Convention::Detectron2;
         let prefix = resolve_prefix(
             weights,
             prefix,
@@ -92,12 +103,12 @@ impl MaskHead {
         let mut convs = Vec::new();
         let mut cin = config.channels;
         for (i, &cout) in config.layers.iter().enumerate() {
-            let name = module_name(
-                weights,
-                &prefix,
-                &format!("mask_head.{i}.0"),
-                &format!("mask_head.mask_fcn{}", i + 1),
-            );
+            let old = format!("mask_head.mask_fcn{}", i + 1);
+            let name = if d2 {
+                old
+            } else {
+                module_name(weights, &prefix, &format!("mask_head.{i}.0"), &old)
+            };
             convs.push(
                 conv_bias(
                     &mut b,
@@ -113,8 +124,16 @@ impl MaskHead {
         }
         // MaskRCNNPredictor(in_channels, dim_reduced = 256, num_classes).
         let reduced = 256;
-        let w = b.take("mask_predictor.conv5_mask.weight", &[cin, reduced, 2, 2]);
-        let bias = b.take("mask_predictor.conv5_mask.bias", &[reduced]);
+        let (deconv, predictor) = if d2 {
+            ("mask_head.deconv", "mask_head.predictor")
+        } else {
+            (
+                "mask_predictor.conv5_mask",
+                "mask_predictor.mask_fcn_logits",
+            )
+        };
+        let w = b.take(&format!("{deconv}.weight"), &[cin, reduced, 2, 2]);
+        let bias = b.take(&format!("{deconv}.bias"), &[reduced]);
         let conv5_mask = ConvTranspose2d::new(
             w.view::<f32>()?
                 .into_dimensionality::<Ix4>()
@@ -126,11 +145,11 @@ impl MaskHead {
             ),
             ConvTranspose2dParams::default().stride(2),
         )
-        .ctx(|| "mask_predictor.conv5_mask".into())?
+        .ctx(|| deconv.into())?
         .with_activation(Activation::Relu);
         let k = config.num_classes;
-        let lw = b.take("mask_predictor.mask_fcn_logits.weight", &[k, reduced, 1, 1]);
-        let lb = b.take("mask_predictor.mask_fcn_logits.bias", &[k]);
+        let lw = b.take(&format!("{predictor}.weight"), &[k, reduced, 1, 1]);
+        let lb = b.take(&format!("{predictor}.bias"), &[k]);
         crate::ignore_other_heads(&mut b, &["mask_head.", "mask_predictor."]);
         b.finish()?;
         let logits_weight = lw
@@ -140,8 +159,21 @@ impl MaskHead {
             .into_dimensionality::<Ix2>()
             .map_err(|e| ModelError::input(e.to_string()))?
             .to_owned();
+        let align =
+            kernels::ops::MultiScaleRoIAlign::new(config.pooler_size, config.sampling_ratio);
+        let align = if d2 {
+            kernels::ops::MultiScaleRoIAlign {
+                aligned: true,
+                ..kernels::ops::MultiScaleRoIAlign::detectron2(
+                    config.pooler_size,
+                    config.sampling_ratio,
+                )
+            }
+        } else {
+            align
+        };
         Ok(MaskHead {
-            pooler: RoiPooler::new(config.pooler_size, config.sampling_ratio),
+            pooler: RoiPooler::from_align(align),
             config,
             convs,
             conv5_mask,
@@ -260,10 +292,10 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "num_classes",
             ParamType::Int,
-            ParamValue::Int(d.num_classes as i64),
-            "classes including the background (91 for torchvision's COCO models)",
+            ParamValue::Int(-1),
+            "classes: torchvision's count includes the background (91 for its COCO models), Detectron2's NUM_CLASSES does not (80); -1: the convention's",
         )
-        .range(2.0, 65536.0),
+        .range(-1.0, 65536.0),
     )
     .param(ParamSpec::optional(
         "layers",
@@ -275,11 +307,12 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "sampling_ratio",
             ParamType::Int,
-            ParamValue::Int(d.sampling_ratio as i64),
-            "RoIAlign samples per bin side (0: adaptive)",
+            ParamValue::Int(-1),
+            "RoIAlign samples per bin side (0: adaptive); -1: the convention's (torchvision 2, detectron2 0)",
         )
-        .range(0.0, 64.0),
+        .range(-1.0, 64.0),
     );
+    let spec = Convention::param(spec);
     NodeKind::new(spec, |params| {
         Ok(Box::new(MaskHeadNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -296,12 +329,21 @@ impl MaskHeadNode {
     pub fn from_params(params: &Params) -> Result<MaskHeadNode, ModelError> {
         let in_features = in_features_param(params)?;
         let layers = count_list_param(params, "layers")?;
+        let convention = Convention::from_params(params)?;
+        let num_classes = convention.int_or(params, "num_classes", 91, 80)?;
+        if num_classes < 1 {
+            return Err(ModelError::param(
+                "num_classes",
+                format!("must be positive, got {num_classes}"),
+            ));
+        }
         let config = MaskHeadConfig {
             channels: count_param(params, "channels")?,
             pooler_size: 14,
-            sampling_ratio: count_param(params, "sampling_ratio")? as i32,
+            sampling_ratio: convention.int_or(params, "sampling_ratio", 2, 0)? as i32,
             layers,
-            num_classes: count_param(params, "num_classes")?,
+            num_classes: num_classes as usize,
+            convention,
         };
         let (weights, prefix) = weights_param(params)?;
         Ok(MaskHeadNode {

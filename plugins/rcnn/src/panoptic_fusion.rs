@@ -8,8 +8,8 @@
 //! [C, H, W] (argmax, the first maximum). Semantic label 0 is the "things" class.
 //!
 //! Output `panoptic`: `segments` i32 [H, W] (0 VOID), and per segment `segment_ids` i32,
-//! `segment_classes` i64 (an instance's class, or the stuff label mapped through
-//! `stuff_category_ids` when given), `segment_isthing` u8, `segment_scores` f32 (things) and
+//! `segment_classes` i64 (an instance's class mapped through `thing_category_ids`, or the
+//! stuff label mapped through `stuff_category_ids`, each when given), `segment_isthing` u8, `segment_scores` f32 (things) and
 //! `segment_areas` i64.
 
 use kernels::ops::panoptic::{combine_semantic_and_instance, FusionConfig};
@@ -76,6 +76,12 @@ pub fn kind() -> NodeKind {
         ParamType::IntList,
         ParamValue::IntList(Vec::new()),
         "the category id of each semantic label (index = label); empty: the label itself",
+    ))
+    .param(ParamSpec::optional(
+        "thing_category_ids",
+        ParamType::IntList,
+        ParamValue::IntList(Vec::new()),
+        "the category id of each instance class (index = class, e.g. Detectron2's contiguous 0..79 to COCO's ids); empty: the class itself",
     ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(PanopticFusion::from_params(params)?) as Box<dyn Node>)
@@ -87,6 +93,7 @@ pub fn kind() -> NodeKind {
 pub struct PanopticFusion {
     config: FusionConfig,
     stuff_ids: Vec<i64>,
+    thing_ids: Vec<i64>,
 }
 
 /// Semantic labels `[H, W]` from a semantic value (labels, or the argmax of logits).
@@ -124,6 +131,9 @@ impl PanopticFusion {
             },
             stuff_ids: params
                 .int_list("stuff_category_ids")
+                .map_err(ModelError::Input)?,
+            thing_ids: params
+                .int_list("thing_category_ids")
                 .map_err(ModelError::Input)?,
         })
     }
@@ -171,30 +181,40 @@ impl PanopticFusion {
         .map_err(|e| ModelError::input(format!("{NODE}: {e}")))?;
         let s = segments.len();
         let class = |c: i64, thing: bool| {
-            if thing || self.stuff_ids.is_empty() {
-                return c;
+            let ids = if thing {
+                &self.thing_ids
+            } else {
+                &self.stuff_ids
+            };
+            if ids.is_empty() {
+                return Ok(c);
             }
             usize::try_from(c)
                 .ok()
-                .and_then(|i| self.stuff_ids.get(i).copied())
-                .unwrap_or(c)
+                .and_then(|i| ids.get(i).copied())
+                .ok_or_else(|| {
+                    let (what, param) = if thing {
+                        ("instance class", "thing_category_ids")
+                    } else {
+                        ("semantic label", "stuff_category_ids")
+                    };
+                    ModelError::input(format!(
+                        "{NODE}: {what} {c} has no entry in `{param}` ({} ids); give one id per class",
+                        ids.len()
+                    ))
+                })
         };
+        let classes = segments
+            .iter()
+            .map(|g| class(g.category, g.isthing))
+            .collect::<Result<Vec<i64>, _>>()?;
         Ok(Value::new(PortKind::Panoptic)
             .with("segments", Tensor::from_vec(&[h, w], seg)?)
             .with(
                 "segment_ids",
                 Tensor::from_vec(&[s], segments.iter().map(|g| g.id).collect())?,
             )
-            .with(
-                "segment_classes",
-                Tensor::from_vec(
-                    &[s],
-                    segments
-                        .iter()
-                        .map(|g| class(g.category, g.isthing))
-                        .collect(),
-                )?,
-            )
+            .with("segment_classes", Tensor::from_vec(&[s], classes)?)
             .with(
                 "segment_isthing",
                 Tensor::from_vec(&[s], segments.iter().map(|g| u8::from(g.isthing)).collect())?,

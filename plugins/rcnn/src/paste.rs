@@ -10,8 +10,13 @@
 //! torchvision returns the soft masks; its documentation thresholds them with `>= 0.5`, which
 //! is what this node does (`threshold`), writing u8 masks (0 or 1) of the original size, the
 //! form `json_sink` encodes as COCO RLE and `image_sink` draws.
+//!
+//! With `convention = "detectron2"`, Detectron2's `detector_postprocess`: boxes (and points)
+//! scaled by `original / resized` (an f64 ratio, applied in f32), clipped to the photo,
+//! instances whose box is then empty dropped, and each mask pasted by `grid_sample`
+//! ([`kernels::ops::paste_mask_grid_sample`]) and thresholded with `>= threshold`.
 
-use kernels::ops::paste_masks_regions;
+use kernels::ops::{paste_mask_grid_sample, paste_masks_regions};
 use kernels::Tensor;
 use ndarray::{Array3, Ix3};
 use plugin_sdk::{
@@ -21,6 +26,8 @@ use plugin_sdk::{
 
 use vision_common::ModelError;
 use vision_common::{float_param, ImageSizes};
+
+use crate::Convention;
 
 /// torchvision's `paste_masks_in_image(..., padding=1)`.
 const PADDING: usize = 1;
@@ -55,6 +62,7 @@ pub fn kind() -> NodeKind {
         ParamValue::Float(0.5),
         "mask probability from which a pixel belongs to the instance (>=)",
     ).range(0.0, 1.0));
+    let spec = Convention::param(spec);
     NodeKind::new(spec, |params| {
         Ok(Box::new(PasteMasks::from_params(params)?) as Box<dyn Node>)
     })
@@ -64,15 +72,22 @@ pub fn kind() -> NodeKind {
 #[derive(Clone, Debug)]
 pub struct PasteMasks {
     threshold: f32,
+    convention: Convention,
 }
 
 impl PasteMasks {
     pub fn new(threshold: f32) -> PasteMasks {
-        PasteMasks { threshold }
+        PasteMasks {
+            threshold,
+            convention: Convention::Torchvision,
+        }
     }
 
     pub fn from_params(params: &Params) -> Result<PasteMasks, ModelError> {
-        Ok(PasteMasks::new(float_param(params, "threshold")?))
+        Ok(PasteMasks {
+            threshold: float_param(params, "threshold")?,
+            convention: Convention::from_params(params)?,
+        })
     }
 
     /// The node's computation.
@@ -81,9 +96,21 @@ impl PasteMasks {
         let sizes = ImageSizes::from_value("paste_masks", image)?;
         let (rh, rw) = sizes.resized;
         let (oh, ow) = sizes.original;
-        // Points scale as sizes.box_to_original scales boxes.
-        let ratio_h = oh as f32 / rh as f32;
-        let ratio_w = ow as f32 / rw as f32;
+        let d2 = self.convention == Convention::Detectron2;
+        // torchvision's resize_boxes divides in f32; Detectron2 multiplies by a Python float.
+        let (ratio_h, ratio_w) = if d2 {
+            (
+                (oh as f64 / rh as f64) as f32,
+                (ow as f64 / rw as f64) as f32,
+            )
+        } else {
+            (oh as f32 / rh as f32, ow as f32 / rw as f32)
+        };
+        let instances = if d2 {
+            &nonempty_after_clip(instances, [ratio_w, ratio_h], (oh, ow))?
+        } else {
+            instances
+        };
         // Keypoint R-CNN has no masks: only the boxes and points are scaled.
         let masks = instances.get("masks");
         if let Some(masks) = masks.filter(|m| m.dtype() != DType::F32) {
@@ -100,7 +127,19 @@ impl PasteMasks {
                     let b = t.as_slice::<f32>()?;
                     boxes = b
                         .chunks_exact(4)
-                        .map(|c| sizes.box_to_original(&[c[0], c[1], c[2], c[3]]))
+                        .map(|c| {
+                            let b = [
+                                c[0] * ratio_w,
+                                c[1] * ratio_h,
+                                c[2] * ratio_w,
+                                c[3] * ratio_h,
+                            ];
+                            if d2 {
+                                clip_box(b, (oh, ow))
+                            } else {
+                                b
+                            }
+                        })
                         .collect::<Vec<_>>();
                     let flat: Vec<f32> = boxes.iter().flatten().copied().collect();
                     Tensor::from_vec(t.shape(), flat)?
@@ -129,8 +168,23 @@ impl PasteMasks {
             .view::<f32>()?
             .into_dimensionality::<Ix3>()
             .map_err(|e| ModelError::input(e.to_string()))?;
-        let regions = paste_masks_regions(masks, &boxes, (oh, ow), PADDING)
-            .map_err(|e| ModelError::input(format!("paste_masks: {e}")))?;
+        let regions = if d2 {
+            if masks.dim().0 != boxes.len() {
+                return Err(ModelError::input(format!(
+                    "paste_masks: {} masks for {} boxes",
+                    masks.dim().0,
+                    boxes.len()
+                )));
+            }
+            masks
+                .outer_iter()
+                .zip(&boxes)
+                .map(|(m, b)| paste_mask_grid_sample(m, b, (oh, ow)))
+                .collect()
+        } else {
+            paste_masks_regions(masks, &boxes, (oh, ow), PADDING)
+                .map_err(|e| ModelError::input(format!("paste_masks: {e}")))?
+        };
         let mut pasted = Array3::<u8>::zeros((boxes.len(), oh, ow));
         for (mut plane, region) in pasted.outer_iter_mut().zip(&regions) {
             let Some(r) = region else { continue };
@@ -146,6 +200,50 @@ impl PasteMasks {
         );
         Ok(out)
     }
+}
+
+/// `Boxes.clip` to the photo: x in `[0, width]`, y in `[0, height]`.
+fn clip_box(b: [f32; 4], (h, w): (usize, usize)) -> [f32; 4] {
+    let (h, w) = (h as f32, w as f32);
+    [
+        b[0].clamp(0.0, w),
+        b[1].clamp(0.0, h),
+        b[2].clamp(0.0, w),
+        b[3].clamp(0.0, h),
+    ]
+}
+
+/// The instances whose box, scaled to the photo and clipped, keeps both sides positive
+/// (`detector_postprocess`: `results[output_boxes.nonempty()]`); every per-instance tensor is
+/// filtered alike.
+fn nonempty_after_clip(
+    instances: &Value,
+    [ratio_w, ratio_h]: [f32; 2],
+    original: (usize, usize),
+) -> Result<Value, ModelError> {
+    let boxes = instances.tensor("boxes").map_err(ModelError::Input)?;
+    let keep: Vec<usize> = boxes
+        .as_slice::<f32>()?
+        .chunks_exact(4)
+        .enumerate()
+        .filter(|(_, c)| {
+            let b = clip_box(
+                [
+                    c[0] * ratio_w,
+                    c[1] * ratio_h,
+                    c[2] * ratio_w,
+                    c[3] * ratio_h,
+                ],
+                original,
+            );
+            b[2] - b[0] > 0.0 && b[3] - b[1] > 0.0
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if keep.len() == boxes.shape()[0] {
+        return Ok(instances.clone());
+    }
+    instances.select_rows(&keep).map_err(ModelError::Input)
 }
 
 impl Node for PasteMasks {

@@ -18,6 +18,16 @@
 //!
 //! Weights: `head.conv.0.0.{weight,bias}` (`head.conv.{weight,bias}` in checkpoints of
 //! torchvision < 0.13), `head.cls_logits.*`, `head.bbox_pred.*` under `prefix` (`"rpn."`).
+//!
+//! With `convention = "detectron2"`, Detectron2's `RPN` with `StandardRPNHead`
+//! (`modeling/proposal_generator/{rpn,proposal_utils}.py`, `find_top_rpn_proposals`):
+//! - weights `rpn_head.conv.*`, `rpn_head.objectness_logits.*`, `rpn_head.anchor_deltas.*`
+//!   under `proposal_generator.`;
+//! - `DefaultAnchorGenerator`: unrounded cell anchors, offset 0, and the stride of each level
+//!   from its name (`p<k>`: `2^k`), not from the image size;
+//! - after the per-level top-n and clipping, boxes are kept when both sides are `> min_size`
+//!   (default 0; `Boxes.nonempty`), there is no score threshold, and the per-level NMS ranks
+//!   the logits themselves.
 
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
 use kernels::ops::{
@@ -38,6 +48,8 @@ use vision_common::{
 };
 use vision_common::{LayerContext, ModelError};
 
+use crate::Convention;
+
 /// The settings of [`Rpn`]; the defaults are `maskrcnn_resnet50_fpn`'s at test time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RpnConfig {
@@ -52,6 +64,9 @@ pub struct RpnConfig {
     pub nms_thresh: f32,
     pub score_thresh: f32,
     pub min_size: f32,
+    pub convention: Convention,
+    /// The stride of each level (Detectron2's anchors); empty: `padded size // grid size`.
+    pub strides: Vec<usize>,
 }
 
 impl Default for RpnConfig {
@@ -65,6 +80,8 @@ impl Default for RpnConfig {
             nms_thresh: 0.7,
             score_thresh: 0.0,
             min_size: 1e-3,
+            convention: Convention::Torchvision,
+            strides: Vec::new(),
         }
     }
 }
@@ -139,15 +156,27 @@ impl Rpn {
         config: RpnConfig,
     ) -> Result<Rpn, ModelError> {
         config.check()?;
-        let prefix = resolve_prefix(
-            weights,
-            prefix,
-            &["head.conv.0.0.weight", "head.conv.weight"],
-        );
+        let d2 = config.convention == Convention::Detectron2;
+        let (conv_names, logits_name, deltas_name) = if d2 {
+            (
+                ["rpn_head.conv", "rpn_head.conv"],
+                "rpn_head.objectness_logits",
+                "rpn_head.anchor_deltas",
+            )
+        } else {
+            (
+                ["head.conv.0.0", "head.conv"],
+                "head.cls_logits",
+                "head.bbox_pred",
+            )
+        };
+        let probes = conv_names.map(|n| format!("{n}.weight"));
+        let probes: Vec<&str> = probes.iter().map(String::as_str).collect();
+        let prefix = resolve_prefix(weights, prefix, &probes);
         let c = config.channels;
         let a = config.num_anchors();
         let mut b = weights.binder(&prefix);
-        let conv_name = module_name(weights, &prefix, "head.conv.0.0", "head.conv");
+        let conv_name = module_name(weights, &prefix, conv_names[0], conv_names[1]);
         let conv = conv_bias(
             &mut b,
             &conv_name,
@@ -157,20 +186,16 @@ impl Rpn {
             Conv2dParams::default().padding(1),
         )?
         .with_activation(Activation::Relu);
-        let cls_logits = conv_bias(&mut b, "head.cls_logits", c, a, 1, Conv2dParams::default())?;
-        let bbox_pred = conv_bias(
-            &mut b,
-            "head.bbox_pred",
-            c,
-            4 * a,
-            1,
-            Conv2dParams::default(),
-        )?;
+        let cls_logits = conv_bias(&mut b, logits_name, c, a, 1, Conv2dParams::default())?;
+        let bbox_pred = conv_bias(&mut b, deltas_name, c, 4 * a, 1, Conv2dParams::default())?;
         b.finish()?;
-        let anchors = AnchorGenerator::new(
-            config.anchor_sizes.iter().map(|&s| vec![s]).collect(),
-            vec![config.aspect_ratios.clone(); config.anchor_sizes.len()],
-        )
+        let sizes: Vec<Vec<f32>> = config.anchor_sizes.iter().map(|&s| vec![s]).collect();
+        let ratios = vec![config.aspect_ratios.clone(); config.anchor_sizes.len()];
+        let anchors = if d2 {
+            AnchorGenerator::detectron2(sizes, ratios, 0.0)
+        } else {
+            AnchorGenerator::new(sizes, ratios)
+        }
         .map_err(|e| ModelError::input(e.to_string()))?;
         Ok(Rpn {
             config,
@@ -212,10 +237,18 @@ impl Rpn {
                 )));
             }
         }
-        let anchors = self
-            .anchors
-            .generate(padded, &grids)
-            .map_err(|e| ModelError::input(format!("rpn: {e}")))?;
+        let anchors = if self.config.strides.is_empty() {
+            self.anchors.generate(padded, &grids)
+        } else {
+            let strides: Vec<(i64, i64)> = self
+                .config
+                .strides
+                .iter()
+                .map(|&s| (s as i64, s as i64))
+                .collect();
+            self.anchors.grid_anchors(&grids, &strides)
+        }
+        .map_err(|e| ModelError::input(format!("rpn: {e}")))?;
 
         let mut boxes = Vec::new();
         let mut logits = Vec::new();
@@ -252,15 +285,30 @@ impl Rpn {
         }
         let scores: Vec<f32> = logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
         let boxes = clip_boxes_to_image(&boxes, resized);
-        let keep: Vec<usize> = remove_small_boxes(&boxes, self.config.min_size)
-            .into_iter()
-            .filter(|&i| scores[i] >= self.config.score_thresh)
-            .collect();
+        let min = self.config.min_size;
+        let keep: Vec<usize> = match self.config.convention {
+            Convention::Torchvision => remove_small_boxes(&boxes, min)
+                .into_iter()
+                .filter(|&i| scores[i] >= self.config.score_thresh)
+                .collect(),
+            // Boxes.nonempty(threshold): both sides strictly above it.
+            Convention::Detectron2 => (0..boxes.len())
+                .filter(|&i| {
+                    let b = boxes[i];
+                    b[2] - b[0] > min && b[3] - b[1] > min
+                })
+                .collect(),
+        };
         let pick = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let boxes: Vec<[f32; 4]> = keep.iter().map(|&i| boxes[i]).collect();
         let scores = pick(&scores);
         let level_ids: Vec<i64> = keep.iter().map(|&i| level_ids[i]).collect();
-        let mut kept = batched_nms(&boxes, &scores, &level_ids, self.config.nms_thresh as f64)
+        // Detectron2 ranks the logits: sigmoid maps large ones to equal probabilities.
+        let rank = match self.config.convention {
+            Convention::Torchvision => scores.clone(),
+            Convention::Detectron2 => pick(&logits),
+        };
+        let mut kept = batched_nms(&boxes, &rank, &level_ids, self.config.nms_thresh as f64)
             .map_err(|e| ModelError::input(format!("rpn: {e}")))?;
         kept.truncate(self.config.post_nms_top_n);
         Ok(Proposals {
@@ -322,8 +370,9 @@ pub fn kind() -> NodeKind {
         spec,
         "the RPN head",
         "rpn.",
-        "name prefix of the RPN's tensors",
+        "name prefix of the RPN's tensors (with convention = \"detectron2\", this default means \"proposal_generator.\")",
     );
+    let spec = Convention::param(spec);
     let spec = levels_params(
         spec,
         &["p2", "p3", "p4", "p5", "p6"],
@@ -382,10 +431,10 @@ pub fn kind() -> NodeKind {
         ParamSpec::optional(
             "min_size",
             ParamType::Float,
-            ParamValue::Float(f32_value(d.min_size)),
-            "proposals with a side shorter than this (pixels) are dropped",
+            ParamValue::Float(-1.0),
+            "proposals with a side shorter than this (pixels) are dropped; -1: the convention's (torchvision 1e-3, kept when >=; detectron2 0, kept when >)",
         )
-        .range(0.0, 1e6),
+        .range(-1.0, 1e6),
     );
     NodeKind::new(spec, |params| {
         Ok(Box::new(RpnNode::from_params(params)?) as Box<dyn Node>)
@@ -410,9 +459,36 @@ fn positive_floats(params: &Params, name: &'static str) -> Result<Vec<f32>, Mode
     Ok(v.iter().map(|&x| x as f32).collect())
 }
 
+/// The stride of a pyramid level named `p<k>` (or `c<k>`, `res<k>`): `2^k`.
+fn level_stride(name: &str) -> Result<usize, ModelError> {
+    let digits = name.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    match digits.parse::<u32>() {
+        Ok(k) if (1..=12).contains(&k) && digits.len() < name.len() => Ok(1 << k),
+        _ => Err(ModelError::param(
+            "in_features",
+            format!("with convention = \"detectron2\" the anchors' stride comes from the level's name, p<k> for stride 2^k (p2..p6); got \"{name}\""),
+        )),
+    }
+}
+
 impl RpnNode {
     pub fn from_params(params: &Params) -> Result<RpnNode, ModelError> {
         let in_features = in_features_param(params)?;
+        let convention = Convention::from_params(params)?;
+        let min_size = match float_param(params, "min_size")? {
+            v if v < 0.0 => match convention {
+                Convention::Torchvision => RpnConfig::default().min_size,
+                Convention::Detectron2 => 0.0,
+            },
+            v => v,
+        };
+        let strides = match convention {
+            Convention::Torchvision => Vec::new(),
+            Convention::Detectron2 => in_features
+                .iter()
+                .map(|name| level_stride(name))
+                .collect::<Result<_, _>>()?,
+        };
         let config = RpnConfig {
             channels: count_param(params, "channels")?,
             anchor_sizes: positive_floats(params, "anchor_sizes")?,
@@ -421,7 +497,9 @@ impl RpnNode {
             post_nms_top_n: count_param(params, "post_nms_top_n")?,
             nms_thresh: float_param(params, "nms_thresh")?,
             score_thresh: float_param(params, "score_thresh")?,
-            min_size: float_param(params, "min_size")?,
+            min_size,
+            convention,
+            strides,
         };
         if config.anchor_sizes.len() != in_features.len() {
             return Err(ModelError::param(
@@ -434,6 +512,10 @@ impl RpnNode {
             ));
         }
         let (weights, prefix) = weights_param(params)?;
+        let prefix = match (convention, prefix.as_str()) {
+            (Convention::Detectron2, "rpn.") => "proposal_generator.".to_string(),
+            _ => prefix,
+        };
         Ok(RpnNode {
             model: Rpn::from_weights(&weights, &prefix, config)?,
             in_features,
