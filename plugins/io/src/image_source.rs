@@ -216,7 +216,7 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Tensor, NodeError> {
         .map_err(|e| NodeError::new(format!("cannot decode \"{name}\": {e}")))
 }
 
-fn check_size(w: usize, h: usize) -> Result<(), String> {
+pub(crate) fn check_size(w: usize, h: usize) -> Result<(), String> {
     if w == 0 || h == 0 {
         return Err(format!("image has no pixels ({w}x{h})"));
     }

@@ -1470,3 +1470,233 @@ fn semantic_head_matches_detectron2() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Our tensor in the fixture summary's shape (the features carry a batch axis of 1).
+fn compare_as(what: &str, t: &Tensor, s: &Json) -> f64 {
+    let shape: Vec<usize> = s["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    compare(what, &t.reshape(&shape).unwrap(), s)
+}
+
+fn instances_value(boxes: &[f32], scores: &[f32], classes: &[i64]) -> Value {
+    let n = scores.len();
+    plugin_sdk::Instances {
+        boxes: boxes_of(boxes),
+        scores: scores.to_vec(),
+        classes: classes.to_vec(),
+    }
+    .to_value()
+    .map(|v| {
+        assert_eq!(v.tensor("boxes").unwrap().shape(), [n, 4]);
+        v
+    })
+    .unwrap()
+}
+
+fn ints(j: &Json) -> Vec<i64> {
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// Panoptic FPN R50 against Detectron2's own `PanopticFPN` (`make_panoptic_fpn_fixtures.py`,
+/// `panoptic_fpn_d2.json`): the nodes with `convention = "detectron2"`, stage by stage, each
+/// fed Detectron2's input of that stage (so one stage's last-ulp differences do not move the
+/// next stage's cuts): pre-processing and the trunk within 1e-4, the proposals, detections,
+/// mask probabilities, pasted masks, semantic logits, and the fused segment map and segments.
+#[test]
+fn panoptic_fpn_matches_detectron2() {
+    let doc = fixture_named("panoptic_fpn_d2.json");
+    let dir = temp_dir("panoptic-fpn");
+    let weights = dir.join("panoptic_fpn.safetensors");
+    write_weights(&doc, &weights);
+    let w = || ("weights", ParamValue::Str(weights.display().to_string()));
+    let d2 = || ("convention", ParamValue::Str("detectron2".into()));
+    let cfg = &doc["config"];
+    let int = |k: &str| ParamValue::Int(cfg[k].as_i64().unwrap());
+    let mut pre = create(
+        "detectron2_preprocess",
+        &[
+            ("min_size", int("INPUT.MIN_SIZE_TEST")),
+            ("max_size", int("INPUT.MAX_SIZE_TEST")),
+        ],
+    )
+    .unwrap();
+    let mut resnet = create(
+        "resnet",
+        &[
+            w(),
+            ("prefix", ParamValue::Str("backbone.bottom_up.".into())),
+            ("stage_names", ParamValue::Str("detectron2".into())),
+            ("stride_in_1x1", ParamValue::Bool(true)),
+            ("bn_eps", ParamValue::Float(1e-5)),
+        ],
+    )
+    .unwrap();
+    let mut fpn = create("fpn", &[w(), ("prefix", ParamValue::Str("backbone.".into()))]).unwrap();
+    let mut rpn = create("rpn", &[w(), d2()]).unwrap();
+    let mut box_head = create("roi_box_head", &[w(), d2()]).unwrap();
+    let mut mask_head = create("roi_mask_head", &[w(), d2()]).unwrap();
+    let mut paste = create("paste_masks", &[d2()]).unwrap();
+    let mut semantic = create("sem_seg_fpn_head", &[w()]).unwrap();
+    let mut fusion = create("panoptic_fusion", &[]).unwrap();
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let image =
+            plugin_io::image_source::read_image(&root().join("assets").join(photo)).unwrap();
+        let x = run(&mut pre, "image", Value::image(image), "image");
+        let size = |name: &str| x.tensor(name).unwrap().as_slice::<i64>().unwrap().to_vec();
+        assert_eq!(size("image_size"), ints(&case["image_size"]), "{photo}");
+        assert_eq!(size("original_size"), ints(&case["original_size"]), "{photo}");
+        let e = compare(&format!("{photo} input"), x.tensor("tensor").unwrap(), &case["input"]);
+        eprintln!("{photo}: input within {e:.1e}");
+        let c = run(&mut resnet, "image", x.clone(), "features");
+        let p = run(&mut fpn, "features", c, "features");
+        for level in ["p2", "p3", "p4", "p5", "p6"] {
+            let e = compare_as(
+                &format!("{photo} {level}"),
+                p.tensor(level).unwrap(),
+                &case["features"][level],
+            );
+            eprintln!("  {level} within {e:.1e}");
+        }
+
+        // RPN: Detectron2's proposals, by IoU and objectness; the per-level top-1000 cut on p2
+        // is within a few 1e-4 of a logit, so a handful at the tail may differ.
+        let props = run_with(&mut rpn, &[("features", &p), ("image", &x)], "proposals");
+        let theirs_boxes = boxes_of(&floats(&case["proposals"]["boxes"]));
+        let theirs_logits = floats(&case["proposals"]["objectness_logits"]);
+        let ours_boxes = boxes_of(props.tensor("boxes").unwrap().as_slice::<f32>().unwrap());
+        let ours_scores = props.tensor("scores").unwrap().as_slice::<f32>().unwrap();
+        assert_eq!(ours_boxes.len(), theirs_boxes.len(), "{photo} proposals");
+        let matched = theirs_boxes
+            .iter()
+            .zip(&theirs_logits)
+            .filter(|(tb, &tl)| {
+                let prob = 1.0 / (1.0 + (-tl).exp());
+                ours_boxes.iter().zip(ours_scores).any(|(ob, &os)| {
+                    (os - prob).abs() <= 1e-4 && kernels::ops::boxes::pair_iou(ob, tb) >= 0.999
+                })
+            })
+            .count();
+        eprintln!("  proposals: {matched} of {} matched", theirs_boxes.len());
+        assert!(matched * 100 >= theirs_boxes.len() * 99, "{photo}: proposals");
+
+        // Box head on Detectron2's proposals: the same 100 detections (contiguous classes).
+        let probs: Vec<f32> = theirs_logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+        let their_props = instances_value(
+            &floats(&case["proposals"]["boxes"]),
+            &probs,
+            &vec![0; probs.len()],
+        );
+        let det = run_with(
+            &mut box_head,
+            &[("features", &p), ("proposals", &their_props), ("image", &x)],
+            "detections",
+        );
+        let bh = &case["box_head"];
+        let (db, ds, dc) = (floats(&bh["boxes"]), floats(&bh["scores"]), ints(&bh["pred_classes"]));
+        check_instances(&format!("{photo} detections"), &det, &db, &ds, &dc);
+
+        // Mask head and pasting on Detectron2's detections, in its order.
+        let their_det = instances_value(&db, &ds, &dc);
+        let masked = run_with(
+            &mut mask_head,
+            &[("features", &p), ("detections", &their_det), ("image", &x)],
+            "instances",
+        );
+        let e = compare(
+            &format!("{photo} mask probabilities"),
+            masked.tensor("masks").unwrap(),
+            &case["mask_probs"]["summary"],
+        );
+        eprintln!("  mask probabilities within {e:.1e}");
+        let pasted = run_with(&mut paste, &[("instances", &masked), ("image", &x)], "instances");
+        let inst = &case["instances"];
+        let n = inst["count"].as_u64().unwrap() as usize;
+        let masks = pasted.tensor("masks").unwrap();
+        assert_eq!(masks.shape()[0], n, "{photo}: detections kept by detector_postprocess");
+        let (h, w) = (masks.shape()[1], masks.shape()[2]);
+        let bits = masks.as_slice::<u8>().unwrap();
+        let want_boxes = floats(&inst["boxes"]);
+        let ours_boxes = pasted.tensor("boxes").unwrap().as_slice::<f32>().unwrap();
+        for (k, (a, b)) in ours_boxes.iter().zip(&want_boxes).enumerate() {
+            assert!((a - b).abs() <= 1e-3, "{photo} box value {k}: ours {a}, theirs {b}");
+        }
+        let areas = ints(&inst["mask_area"]);
+        let mut area_diff = 0;
+        for (k, &want) in areas.iter().enumerate() {
+            let ours = bits[k * h * w..(k + 1) * h * w].iter().filter(|&&b| b != 0).count();
+            area_diff += (ours as i64 - want).abs();
+        }
+        let first = &inst["masks_first"];
+        let mut bit_diff = 0;
+        for (k, enc) in first["bits"].as_array().unwrap().iter().enumerate() {
+            let packed = b64(enc);
+            for (i, &b) in bits[k * h * w..(k + 1) * h * w].iter().enumerate() {
+                let theirs = (packed[i / 8] >> (7 - i % 8)) & 1;
+                bit_diff += usize::from(theirs != b);
+            }
+        }
+        eprintln!(
+            "  pasted masks: areas differ by {area_diff} px over {n}, first {} masks by {bit_diff} px",
+            first["count"]
+        );
+        let near = case["instances"]["paste_margin_below_1e-4"].as_i64().unwrap();
+        assert!(area_diff <= near && bit_diff as i64 <= near, "{photo}: pasted masks");
+
+        // Semantic head, then the fusion of our pasted masks and semantic labels.
+        let sem = run_with(&mut semantic, &[("features", &p), ("image", &x)], "semantic");
+        let e = compare(
+            &format!("{photo} semantic logits"),
+            sem.tensor("logits").unwrap(),
+            &case["sem_seg"]["logits"],
+        );
+        let labels = sem.tensor("labels").unwrap().as_slice::<i64>().unwrap();
+        let want = b64(&case["sem_seg"]["labels"]);
+        let label_diff = labels
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| **a != i64::from(**b))
+            .count();
+        eprintln!("  semantic logits within {e:.1e}, {label_diff} labels differ");
+        let near = case["sem_seg"]["label_margin_below_1e-4"].as_u64().unwrap() as usize;
+        assert!(label_diff <= near, "{photo}: semantic labels");
+
+        let pan = run_with(&mut fusion, &[("instances", &pasted), ("semantic", &sem)], "panoptic");
+        let ours_map = pan.tensor("segments").unwrap().as_slice::<i32>().unwrap();
+        let want_map: Vec<i32> = b64(&case["panoptic"]["map"])
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let map_diff = ours_map.iter().zip(&want_map).filter(|(a, b)| a != b).count();
+        eprintln!("  panoptic map: {map_diff} of {} pixels differ", want_map.len());
+        assert_eq!(map_diff, 0, "{photo}: panoptic map");
+        let segs = case["panoptic"]["segments_info"].as_array().unwrap();
+        let ids = pan.tensor("segment_ids").unwrap().as_slice::<i32>().unwrap();
+        let classes = pan.tensor("segment_classes").unwrap().as_slice::<i64>().unwrap();
+        let things = pan.tensor("segment_isthing").unwrap().as_slice::<u8>().unwrap();
+        let scores = pan.tensor("segment_scores").unwrap().as_slice::<f32>().unwrap();
+        let seg_areas = pan.tensor("segment_areas").unwrap().as_slice::<i64>().unwrap();
+        assert_eq!(ids.len(), segs.len(), "{photo}: segments");
+        for (k, s) in segs.iter().enumerate() {
+            assert_eq!(i64::from(ids[k]), s["id"].as_i64().unwrap(), "{photo} segment {k}");
+            assert_eq!(classes[k], s["category_id"].as_i64().unwrap(), "{photo} segment {k}");
+            let thing = s["isthing"].as_bool().unwrap();
+            assert_eq!(things[k] != 0, thing, "{photo} segment {k}");
+            if thing {
+                let want = s["score"].as_f64().unwrap() as f32;
+                assert!((scores[k] - want).abs() <= 1e-4, "{photo} segment {k} score");
+            } else {
+                assert_eq!(seg_areas[k], s["area"].as_i64().unwrap(), "{photo} segment {k}");
+            }
+        }
+        eprintln!("  {} segments equal", segs.len());
+    }
+}
