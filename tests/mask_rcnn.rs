@@ -945,3 +945,108 @@ fn cornernet_pipeline_matches_the_official_code_through_the_engine() {
         );
     }
 }
+
+/// `pipelines/panoptic_fpn_r50.toml` through the engine on Detectron2's fixture
+/// (`plugins/rcnn/tests/fixtures/panoptic_fpn_d2.json`, its sizes set on the command line):
+/// the panoptic PNG holds Detectron2's segment map, and the JSON its segments with the
+/// contiguous classes mapped to COCO panoptic's category ids by the pipeline's tables.
+#[test]
+fn panoptic_fpn_pipeline_matches_detectron2_through_the_engine() {
+    let doc = fixture_named("panoptic_fpn_d2.json");
+    let dir = scratch("panoptic-fpn");
+    let weights = dir.join("panoptic_fpn.safetensors");
+    write_weights(&doc, &weights);
+    let case = &doc["cases"][0];
+    let photo = repo()
+        .join("assets")
+        .join(case["photo"].as_str().expect("photo"));
+    let cfg = &doc["config"];
+    let out = run_named_pipeline(
+        "panoptic_fpn_r50.toml",
+        &dir,
+        &weights,
+        &[
+            format!("nodes.images.path={}", photo.display()),
+            format!("nodes.preprocess.min_size={}", cfg["INPUT.MIN_SIZE_TEST"]),
+            format!("nodes.preprocess.max_size={}", cfg["INPUT.MAX_SIZE_TEST"]),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (h, w) = (
+        case["original_size"][0].as_u64().expect("h") as usize,
+        case["original_size"][1].as_u64().expect("w") as usize,
+    );
+    let png = dir.join("out/panoptic_fpn_r50/panoptic/000000.png");
+    let bytes = std::fs::read(&png).expect("panoptic PNG");
+    let rgb = plugin_io::image_source::decode_image(&bytes, "panoptic PNG").expect("decode");
+    assert_eq!(rgb.shape(), [h, w, 3]);
+    let ids: Vec<i32> = rgb
+        .as_slice::<u8>()
+        .expect("u8")
+        .chunks_exact(3)
+        .map(|p| i32::from(p[0]) + 256 * i32::from(p[1]) + 65536 * i32::from(p[2]))
+        .collect();
+    use base64::Engine as _;
+    let want: Vec<i32> = base64::engine::general_purpose::STANDARD
+        .decode(case["panoptic"]["map"].as_str().expect("map"))
+        .expect("base64")
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let differ = ids.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differ, 0,
+        "pixels of the panoptic map differ from Detectron2's"
+    );
+    // The pipeline's id tables: Detectron2's builtin_meta.py for COCO panoptic ("separated").
+    let text =
+        std::fs::read_to_string(repo().join("pipelines/panoptic_fpn_r50.toml")).expect("toml");
+    let table = |name: &str| -> Vec<i64> {
+        let start = text.find(&format!("{name} = [")).expect("id table") + name.len() + 4;
+        let end = start + text[start..].find(']').expect("end of the table");
+        text[start..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().expect("id"))
+            .collect()
+    };
+    let (things, stuff) = (table("thing_category_ids"), table("stuff_category_ids"));
+    assert_eq!((things.len(), stuff.len()), (80, 54));
+    let ann: Json = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("out/panoptic_fpn_r50/panoptic.json")).expect("json"),
+    )
+    .expect("panoptic JSON");
+    let ours = ann["annotations"][0]["segments_info"]
+        .as_array()
+        .expect("segments_info");
+    let theirs = case["panoptic"]["segments_info"]
+        .as_array()
+        .expect("segments");
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(o["id"], t["id"]);
+        let c = t["category_id"].as_u64().expect("class") as usize;
+        let mapped = if t["isthing"].as_bool() == Some(true) {
+            things[c]
+        } else {
+            stuff[c]
+        };
+        assert_eq!(
+            o["category_id"].as_i64(),
+            Some(mapped),
+            "segment {}",
+            t["id"]
+        );
+        let area = want
+            .iter()
+            .filter(|&&v| i64::from(v) == t["id"].as_i64().expect("id"))
+            .count();
+        assert_eq!(o["area"].as_u64(), Some(area as u64), "segment {}", t["id"]);
+    }
+}

@@ -129,9 +129,9 @@ pub fn categories_of(doc: &Json, path: &Path) -> Result<Vec<Category>, PqError> 
 /// the prediction are streamed side by side, so each row is counted while it is in cache and
 /// no whole-image buffer is made. Interlaced PNGs (and JPEGs, which are not panoptic files
 /// but decode) are read whole first.
-enum IdRows {
+enum IdRows<'a> {
     Stream {
-        reader: png::Reader<std::io::Cursor<Vec<u8>>>,
+        reader: Box<png::Reader<std::io::Cursor<&'a [u8]>>>,
         channels: usize,
     },
     Whole {
@@ -163,16 +163,23 @@ fn ids_of(px: &[u8], channels: usize, out: &mut Vec<u32>) {
     }
 }
 
-impl IdRows {
-    /// Opens `path`; returns the reader and the image size `(h, w)`.
-    fn open(path: &Path) -> Result<(IdRows, (usize, usize)), PqError> {
+/// A reader of a file's segment ids, and the image size `(h, w)`.
+type Opened<'a> = (IdRows<'a>, (usize, usize));
+
+/// The bytes of the PNG at `path`.
+fn read_png(path: &Path) -> Result<Vec<u8>, PqError> {
+    kernels::files::read_regular(path)
+        .map_err(|e| err(format!("cannot read \"{}\": {e}", path.display())))
+}
+
+impl<'a> IdRows<'a> {
+    /// Reads the ids of `bytes`, the file at `path`.
+    fn open(bytes: &'a [u8], path: &Path) -> Result<Opened<'a>, PqError> {
         let name = path.display().to_string();
-        let bytes = kernels::files::read_regular(path)
-            .map_err(|e| err(format!("cannot read \"{name}\": {e}")))?;
-        if let Some(stream) = Self::stream(&bytes, &name)? {
+        if let Some(stream) = Self::stream(bytes, &name)? {
             return Ok(stream);
         }
-        let img = crate::image_source::decode_image(&bytes, &name)
+        let img = crate::image_source::decode_image(bytes, &name)
             .map_err(|e| err(format!("\"{name}\": {}", e.message())))?;
         let s = img.shape().to_vec();
         let (h, w, c) = (s[0], s[1], s[2]);
@@ -185,12 +192,12 @@ impl IdRows {
     }
 
     /// A row stream of a non-interlaced 8-bit RGB(A) PNG; `None` for anything else.
-    fn stream(bytes: &[u8], name: &str) -> Result<Option<(IdRows, (usize, usize))>, PqError> {
+    fn stream(bytes: &'a [u8], name: &str) -> Result<Option<Opened<'a>>, PqError> {
         if crate::image_source::Format::detect(bytes) != Some(crate::image_source::Format::Png) {
             return Ok(None);
         }
         let bad = |e: String| err(format!("cannot decode \"{name}\" as PNG: {e}"));
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
         decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
         let reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
         let info = reader.info();
@@ -209,7 +216,13 @@ impl IdRows {
                 )))
             }
         };
-        Ok(Some((IdRows::Stream { reader, channels }, (h, w))))
+        Ok(Some((
+            IdRows::Stream {
+                reader: Box::new(reader),
+                channels,
+            },
+            (h, w),
+        )))
     }
 
     /// The ids of the next row into `out` (`w` of them).
@@ -218,12 +231,7 @@ impl IdRows {
             IdRows::Stream { reader, channels } => {
                 let row = reader
                     .next_row()
-                    .map_err(|e| {
-                        err(format!(
-                            "cannot decode \"{}\" as PNG: {e}",
-                            path.display()
-                        ))
-                    })?
+                    .map_err(|e| err(format!("cannot decode \"{}\" as PNG: {e}", path.display())))?
                     .ok_or_else(|| err(format!("\"{}\" ends early", path.display())))?;
                 let data = row.data();
                 if data.len() < w * *channels {
@@ -306,8 +314,9 @@ fn image_stats(
             })
     };
     let (gt_path, pred_path) = (file(gt_ann, gt_dir)?, file(pred_ann, pred_dir)?);
-    let (mut gt_rows, gt_size) = IdRows::open(&gt_path)?;
-    let (mut pred_rows, pred_size) = IdRows::open(&pred_path)?;
+    let (gt_bytes, pred_bytes) = (read_png(&gt_path)?, read_png(&pred_path)?);
+    let (mut gt_rows, gt_size) = IdRows::open(&gt_bytes, &gt_path)?;
+    let (mut pred_rows, pred_size) = IdRows::open(&pred_bytes, &pred_path)?;
     if gt_size != pred_size {
         return Err(err(format!(
             "image {image_id}: the ground truth \"{}\" is {}x{} but the prediction \"{}\" is {}x{}",
