@@ -135,32 +135,88 @@ enum IdRows<'a> {
         channels: usize,
     },
     Whole {
-        ids: Vec<u32>,
+        rgb: Vec<u8>,
         next: usize,
     },
 }
 
-/// The segment id of each `channels`-byte pixel of a decoded row.
-fn ids_of(px: &[u8], channels: usize, out: &mut Vec<u32>) {
-    out.clear();
-    let id = |p: &[u8]| u32::from(p[0]) | u32::from(p[1]) << 8 | u32::from(p[2]) << 16;
-    if channels == 3 {
-        // Four pixels from three little-endian words (vectorises; the per-pixel form does not).
-        let mut quads = px.chunks_exact(12);
-        for q in &mut quads {
-            let word = |k: usize| u32::from_le_bytes([q[k], q[k + 1], q[k + 2], q[k + 3]]);
-            let (a, b, c) = (word(0), word(4), word(8));
-            out.extend([
-                a & 0xFF_FFFF,
-                (a >> 24) | (b & 0xFFFF) << 8,
-                (b >> 16) | (c & 0xFF) << 16,
-                c >> 8,
-            ]);
-        }
-        out.extend(quads.remainder().chunks_exact(3).map(id));
-    } else {
-        out.extend(px.chunks_exact(channels).map(id));
+/// The segment id of pixel `i` of a row of `channels`-byte pixels.
+fn id_at(row: &[u8], i: usize, channels: usize) -> u32 {
+    let p = &row[i * channels..];
+    u32::from(p[0]) | u32::from(p[1]) << 8 | u32::from(p[2]) << 16
+}
+
+/// Counts the runs of equal `(gt, pred)` pixel pairs of one row into `pairs`.
+fn count_row(gt: (&[u8], usize), pred: (&[u8], usize), w: usize, pairs: &mut PairCounts) {
+    let ((gb, gc), (pb, pc)) = (gt, pred);
+    if (gc, pc) == (3, 3) && w > 1 {
+        return count_rgb_row(gb, pb, w, pairs);
     }
+    // Pixels `j..j + BLOCK` continue the run when their bytes equal their left neighbours'
+    // (a shifted comparison of the raw rows, no ids needed); runs are mostly long.
+    const BLOCK: usize = 16;
+    let same_as_left = |b: &[u8], c: usize, j: usize| {
+        b[c * j..c * (j + BLOCK)] == b[c * (j - 1)..c * (j + BLOCK - 1)]
+    };
+    let mut i = 0;
+    while i < w {
+        let (g, p) = (id_at(gb, i, gc), id_at(pb, i, pc));
+        let mut j = i + 1;
+        while j + BLOCK <= w && same_as_left(gb, gc, j) && same_as_left(pb, pc, j) {
+            j += BLOCK;
+        }
+        while j < w && id_at(gb, j, gc) == g && id_at(pb, j, pc) == p {
+            j += 1;
+        }
+        *pairs
+            .entry(u64::from(g) * OFFSET + u64::from(p))
+            .or_default() += (j - i) as u64;
+        i = j;
+    }
+}
+
+/// [`count_row`] for two RGB rows. A pixel starts a new run where one of its bytes differs
+/// from the byte one pixel (3 bytes) to its left in either row: eight byte positions are
+/// tested at once with a word XOR, and the runs are read off the first difference. A row's
+/// runs are gathered in a short list first (a row has few distinct pairs) and added to
+/// `pairs` once.
+fn count_rgb_row(gb: &[u8], pb: &[u8], w: usize, pairs: &mut PairCounts) {
+    let n = 3 * w;
+    let word = |b: &[u8], k: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&b[k..k + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let mut add = |start: usize, end: usize| {
+        let key = u64::from(id_at(gb, start, 3)) * OFFSET + u64::from(id_at(pb, start, 3));
+        *pairs.entry(key).or_default() += (end - start) as u64;
+    };
+    // Byte k + 3 against byte k, for k in 0..n - 3; byte k + 3 is in pixel k / 3 + 1.
+    let mut start = 0;
+    let mut k = 0;
+    while k < n - 3 {
+        let differs = if k + 11 <= n {
+            let x = (word(gb, k + 3) ^ word(gb, k)) | (word(pb, k + 3) ^ word(pb, k));
+            if x == 0 {
+                k += 8;
+                continue;
+            }
+            k += x.trailing_zeros() as usize / 8;
+            true
+        } else {
+            (gb[k + 3] ^ gb[k]) | (pb[k + 3] ^ pb[k]) != 0
+        };
+        if differs {
+            // The next byte that can start a run is the first of pixel j + 1's: 3·j.
+            let j = k / 3 + 1;
+            add(start, j);
+            start = j;
+            k = 3 * j;
+        } else {
+            k += 1;
+        }
+    }
+    add(start, w);
 }
 
 /// A reader of a file's segment ids, and the image size `(h, w)`.
@@ -181,14 +237,12 @@ impl<'a> IdRows<'a> {
         }
         let img = crate::image_source::decode_image(bytes, &name)
             .map_err(|e| err(format!("\"{name}\": {}", e.message())))?;
-        let s = img.shape().to_vec();
-        let (h, w, c) = (s[0], s[1], s[2]);
-        let px = img
+        let (h, w) = (img.shape()[0], img.shape()[1]);
+        let rgb = img
             .as_slice::<u8>()
-            .map_err(|e| err(format!("\"{name}\": {e}")))?;
-        let mut ids = Vec::with_capacity(h * w);
-        ids_of(px, c, &mut ids);
-        Ok((IdRows::Whole { ids, next: 0 }, (h, w)))
+            .map_err(|e| err(format!("\"{name}\": {e}")))?
+            .to_vec();
+        Ok((IdRows::Whole { rgb, next: 0 }, (h, w)))
     }
 
     /// A row stream of a non-interlaced 8-bit RGB(A) PNG; `None` for anything else.
@@ -225,8 +279,8 @@ impl<'a> IdRows<'a> {
         )))
     }
 
-    /// The ids of the next row into `out` (`w` of them).
-    fn next_row(&mut self, w: usize, out: &mut Vec<u32>, path: &Path) -> Result<(), PqError> {
+    /// The next row's pixels (`w` of them) and their bytes per pixel.
+    fn next_row(&mut self, w: usize, path: &Path) -> Result<(&[u8], usize), PqError> {
         match self {
             IdRows::Stream { reader, channels } => {
                 let row = reader
@@ -240,15 +294,14 @@ impl<'a> IdRows<'a> {
                         path.display()
                     )));
                 }
-                ids_of(&data[..w * *channels], *channels, out);
+                Ok((&data[..w * *channels], *channels))
             }
-            IdRows::Whole { ids, next } => {
-                out.clear();
-                out.extend_from_slice(&ids[*next..*next + w]);
-                *next += w;
+            IdRows::Whole { rgb, next } => {
+                let row = &rgb[*next..*next + 3 * w];
+                *next += 3 * w;
+                Ok((row, 3))
             }
         }
-        Ok(())
     }
 }
 
@@ -344,31 +397,10 @@ fn image_stats(
     // come in runs of one pair: a run is counted at once.
     let (h, w) = gt_size;
     let mut pairs = PairCounts::default();
-    let (mut g_row, mut p_row) = (Vec::with_capacity(w), Vec::with_capacity(w));
     for _ in 0..h {
-        gt_rows.next_row(w, &mut g_row, &gt_path)?;
-        pred_rows.next_row(w, &mut p_row, &pred_path)?;
-        let mut i = 0;
-        while i < w {
-            let (g, p) = (g_row[i], p_row[i]);
-            let mut j = i + 1;
-            // Runs are long: whole blocks of 16 first (a branch-free test that vectorises).
-            while j + 16 <= w
-                && g_row[j..j + 16]
-                    .iter()
-                    .zip(&p_row[j..j + 16])
-                    .fold(true, |same, (&a, &b)| same & (a == g) & (b == p))
-            {
-                j += 16;
-            }
-            while j < w && g_row[j] == g && p_row[j] == p {
-                j += 1;
-            }
-            *pairs
-                .entry(u64::from(g) * OFFSET + u64::from(p))
-                .or_default() += (j - i) as u64;
-            i = j;
-        }
+        let g = gt_rows.next_row(w, &gt_path)?;
+        let p = pred_rows.next_row(w, &pred_path)?;
+        count_row(g, p, w, &mut pairs);
     }
     // Predicted areas (the PNG's pixels), and the sanity checks.
     let mut pred_area: BTreeMap<u32, u64> = BTreeMap::new();
@@ -664,5 +696,46 @@ impl PqResults {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run counts of two rows of pixels with `gc` and `pc` bytes each, sorted.
+    fn counts(g: &[u32], p: &[u32], gc: usize, pc: usize) -> Vec<(u64, u64)> {
+        let bytes = |ids: &[u32], c: usize| -> Vec<u8> {
+            ids.iter()
+                .flat_map(|&v| {
+                    let mut px = vec![v as u8, (v >> 8) as u8, (v >> 16) as u8];
+                    px.resize(c, 7);
+                    px
+                })
+                .collect()
+        };
+        let mut pairs = PairCounts::default();
+        let (gb, pb) = (bytes(g, gc), bytes(p, pc));
+        count_row((&gb, gc), (&pb, pc), g.len(), &mut pairs);
+        let mut v: Vec<(u64, u64)> = pairs.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn rgb_rows_count_like_the_pixel_loop() {
+        // Runs of every length around the 8-byte skip, ids differing in one byte only, and
+        // runs that return to an earlier pair.
+        let mut g = Vec::new();
+        let mut p = Vec::new();
+        for (k, len) in [1usize, 2, 3, 7, 8, 9, 16, 17, 40, 1, 5].iter().enumerate() {
+            g.extend(std::iter::repeat_n((k as u32 % 3) << (8 * (k % 3)), *len));
+            p.extend(std::iter::repeat_n(k as u32 / 2, *len));
+        }
+        // RGBA rows take the per-pixel path.
+        let want = counts(&g, &p, 4, 3);
+        assert_eq!(counts(&g, &p, 3, 3), want);
+        assert_eq!(want.iter().map(|(_, n)| n).sum::<u64>(), g.len() as u64);
+        assert_eq!(counts(&[5], &[6], 3, 3), vec![(5 * OFFSET + 6, 1)]);
     }
 }
