@@ -16,6 +16,8 @@
 //! | `roi_densepose_head` | `features` `p2..p5`, `detections`, `image` | `instances` + `densepose_boxes`, `densepose_labels`, `densepose_uv` (box-local) | DensePose `DensePoseROIHeads` (decoder, `DensePoseV1ConvXHead`, chart predictor) + `densepose_chart_predictor_output_to_result` |
 //! | `sem_seg_fpn_head` | `features` `p2..p5`, `image` | `semantic` (logits, labels at the photo's size) | Panoptic FPN's `SemSegFPNHead` + `sem_seg_postprocess` (Detectron2) |
 //! | `panoptic_fusion` | `instances` (original pixels, masks), `semantic` | `panoptic` | Panoptic FPN's `combine_semantic_and_instance_outputs` (Detectron2) |
+//! | `upsnet_fcn_head` | `features` `p2..p5`, `image` | `semantic` (logits at the network input, labels at the photo's size) | UPSNet's `FCNHead` (deformable convolutions) |
+//! | `upsnet_panoptic_head` | `instances` (with `mask_logits`), `semantic`, `image` | `panoptic` | UPSNet's panoptic head with the unknown class, and its unified result |
 //! | `paste_masks` | `instances`, `image` | `instances` in original pixels, `masks` u8 [N, H, W] | `transform.postprocess` |
 //!
 //! Level names: torchvision calls the body's outputs and the FPN's levels `"0".."3"` (and
@@ -42,6 +44,7 @@ pub mod preprocess;
 pub mod rpn;
 pub mod sem_seg_head;
 pub mod semantic_fpn;
+pub mod upsnet;
 
 use plugin_sdk::{NodeKind, NodeSpec, ParamSpec, ParamType, ParamValue, Params};
 use vision_common::ModelError;
@@ -135,6 +138,8 @@ pub fn kinds() -> Vec<NodeKind> {
         paste::kind(),
         sem_seg_head::kind(),
         panoptic_fusion::kind(),
+        upsnet::fcn_kind(),
+        upsnet::panoptic_kind(),
     ]
 }
 
@@ -156,7 +161,9 @@ mod tests {
                 "roi_densepose_head",
                 "paste_masks",
                 "sem_seg_fpn_head",
-                "panoptic_fusion"
+                "panoptic_fusion",
+                "upsnet_fcn_head",
+                "upsnet_panoptic_head"
             ]
         );
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());

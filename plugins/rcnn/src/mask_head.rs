@@ -186,9 +186,9 @@ impl MaskHead {
         &self.config
     }
 
-    /// Mask probabilities `[N, 2·pooler, 2·pooler]` of the detections (`boxes` in
-    /// resized-image pixels, `labels` their classes).
-    pub fn forward(
+    /// Mask logits `[N, 2·pooler, 2·pooler]` of the detections (`boxes` in resized-image
+    /// pixels, `labels` their classes): the predictor's channel of each detection's class.
+    pub fn forward_logits(
         &self,
         levels: &[ArrayView4<'_, f32>],
         boxes: &[[f32; 4]],
@@ -248,10 +248,20 @@ impl MaskHead {
                         *a += wv * f;
                     }
                 }
-                for a in o.iter_mut() {
-                    *a = 1.0 / (1.0 + (-*a).exp());
-                }
             });
+        Ok(out)
+    }
+
+    /// [`MaskHead::forward_logits`] through the sigmoid: the mask probabilities.
+    pub fn forward(
+        &self,
+        levels: &[ArrayView4<'_, f32>],
+        boxes: &[[f32; 4]],
+        labels: &[i64],
+        resized: (usize, usize),
+    ) -> Result<Array3<f32>, ModelError> {
+        let mut out = self.forward_logits(levels, boxes, labels, resized)?;
+        out.mapv_inplace(|a| 1.0 / (1.0 + (-a).exp()));
         Ok(out)
     }
 }
@@ -312,7 +322,12 @@ pub fn kind() -> NodeKind {
         )
         .range(-1.0, 64.0),
     );
-    let spec = Convention::param(spec);
+    let spec = Convention::param(spec).param(ParamSpec::optional(
+        "mask_logits",
+        ParamType::Bool,
+        ParamValue::Bool(false),
+        "also output the logits before the sigmoid, mask_logits f32 [N, 28, 28] (UPSNet's panoptic head reads them)",
+    ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(MaskHeadNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -323,6 +338,7 @@ pub fn kind() -> NodeKind {
 pub struct MaskHeadNode {
     model: MaskHead,
     in_features: Vec<String>,
+    mask_logits: bool,
 }
 
 impl MaskHeadNode {
@@ -349,6 +365,7 @@ impl MaskHeadNode {
         Ok(MaskHeadNode {
             model: MaskHead::from_weights(&weights, &prefix, config)?,
             in_features,
+            mask_logits: params.bool("mask_logits").map_err(ModelError::Input)?,
         })
     }
 
@@ -366,13 +383,22 @@ impl MaskHeadNode {
         let sizes = ImageSizes::from_value("roi_mask_head", image)?;
         let levels = feature_levels("roi_mask_head", features, &self.in_features)?;
         let det = Instances::from_value(detections).map_err(ModelError::Input)?;
-        let masks = self
+        let logits = self
             .model
-            .forward(&levels, &det.boxes, &det.classes, sizes.resized)?;
-        let (n, h, w) = masks.dim();
-        let data = masks.into_raw_vec_and_offset().0;
+            .forward_logits(&levels, &det.boxes, &det.classes, sizes.resized)?;
+        let (n, h, w) = logits.dim();
         let mut out = detections.clone();
-        out.insert("masks", Tensor::from_vec(&[n, h, w], data)?);
+        if self.mask_logits {
+            out.insert(
+                "mask_logits",
+                Tensor::from_vec(&[n, h, w], logits.as_slice().unwrap_or(&[]).to_vec())?,
+            );
+        }
+        let masks = logits.mapv(|a| 1.0 / (1.0 + (-a).exp()));
+        out.insert(
+            "masks",
+            Tensor::from_vec(&[n, h, w], masks.into_raw_vec_and_offset().0)?,
+        );
         Ok(out)
     }
 }

@@ -1786,3 +1786,119 @@ fn panoptic_fpn_matches_detectron2() {
         eprintln!("  {} segments equal", segs.len());
     }
 }
+
+/// UPSNet's heads against UPSNet's own code (`make_upsnet_fixtures.py`, `upsnet_heads.json`):
+/// the FCN head (deformable convolutions) on generated p2..p5 within 1e-4, and the panoptic
+/// head on UPSNet's panoptic detections and mask logits with our FCN output: the same
+/// unified segments, pixel for pixel.
+#[test]
+fn upsnet_heads_match_the_official_code() {
+    let doc = fixture_named("upsnet_heads.json");
+    let dir = temp_dir("upsnet");
+    let weights = dir.join("upsnet.safetensors");
+    write_weight_lists(&[&doc["fcn"]["weights"]], &weights);
+    let mut fcn = create(
+        "upsnet_fcn_head",
+        &[("weights", ParamValue::Str(weights.display().to_string()))],
+    )
+    .unwrap();
+    let mut features = Value::new(plugin_sdk::PortKind::Features);
+    for (name, t) in generated(&doc["fcn"]["inputs"]) {
+        features.insert(name.trim_start_matches("input."), t);
+    }
+    let size = ints(&doc["padded_size"]);
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    let image = Value::new(plugin_sdk::PortKind::ModelImage)
+        .with(
+            "tensor",
+            Tensor::from_vec(&[3, h, w], vec![0f32; 3 * h * w]).unwrap(),
+        )
+        .with("image_size", Tensor::from_vec(&[2], size.clone()).unwrap())
+        .with("original_size", Tensor::from_vec(&[2], size).unwrap());
+    let sem = run_with(
+        &mut fcn,
+        &[("features", &features), ("image", &image)],
+        "semantic",
+    );
+    let e = compare(
+        "fcn_output",
+        sem.tensor("logits").unwrap(),
+        &doc["fcn"]["fcn_output"],
+    );
+    let labels = sem.tensor("labels").unwrap().as_slice::<i64>().unwrap();
+    let want = b64(&doc["fcn"]["labels"]);
+    let differ = labels
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| **a != i64::from(**b))
+        .count();
+    eprintln!("fcn_output within {e:.1e}; {differ} semantic labels differ");
+    assert!(differ as u64 <= doc["fcn"]["label_margin_below_1e-5"].as_u64().unwrap());
+
+    // The panoptic head on MaskROI's panoptic detections (input pixels) and mask logits.
+    let roi = &doc["panoptic"]["mask_roi"];
+    let boxes: Vec<f32> = roi["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| floats(r)[1..5].to_vec())
+        .collect();
+    let k = roi["scores"].as_array().unwrap().len();
+    let mut instances = instances_value(&boxes, &floats(&roi["scores"]), &ints(&roi["cls_idx"]));
+    let logits = f32s(&b64(&doc["panoptic"]["mask_score"]["values"]));
+    instances.insert(
+        "mask_logits",
+        Tensor::from_vec(&[k, 28, 28], logits).unwrap(),
+    );
+    let mut head = create("upsnet_panoptic_head", &[]).unwrap();
+    let pan = run_with(
+        &mut head,
+        &[
+            ("instances", &instances),
+            ("semantic", &sem),
+            ("image", &image),
+        ],
+        "panoptic",
+    );
+    let ours = pan.tensor("segments").unwrap().as_slice::<i32>().unwrap();
+    let theirs: Vec<i32> = b64(&doc["unified"]["pan_id"])
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let classes = pan
+        .tensor("segment_classes")
+        .unwrap()
+        .as_slice::<i64>()
+        .unwrap();
+    let areas = pan
+        .tensor("segment_areas")
+        .unwrap()
+        .as_slice::<i64>()
+        .unwrap();
+    // One of our segments per UPSNet segment (pan_id = 1000·class + instance; 255000 void).
+    let mut pairs = std::collections::BTreeMap::new();
+    for (&o, &t) in ours.iter().zip(&theirs) {
+        let prev = pairs.insert(o, t);
+        assert!(
+            prev.is_none() || prev == Some(t),
+            "segment {o} is UPSNet's {t} and {prev:?}"
+        );
+    }
+    let segments = doc["unified"]["segments"].as_array().unwrap();
+    assert_eq!(classes.len(), segments.len(), "segments");
+    for (&o, &t) in &pairs {
+        if o == 0 {
+            assert_eq!(t, 255_000, "void");
+            continue;
+        }
+        let i = o as usize - 1;
+        assert_eq!(
+            classes[i],
+            i64::from(t / 1000),
+            "segment {o} (UPSNet's {t})"
+        );
+        let s = segments.iter().find(|s| s["pan_id"] == t).unwrap();
+        assert_eq!(areas[i], s["area"].as_i64().unwrap(), "segment {o} area");
+    }
+    eprintln!("{} panoptic segments equal UPSNet's", segments.len());
+}
