@@ -188,6 +188,11 @@ impl Rpn {
         .with_activation(Activation::Relu);
         let cls_logits = conv_bias(&mut b, logits_name, c, a, 1, Conv2dParams::default())?;
         let bbox_pred = conv_bias(&mut b, deltas_name, c, 4 * a, 1, Conv2dParams::default())?;
+        if d2 {
+            // Checkpoints of older Detectron2 versions also hold the cell anchors, a buffer
+            // that the anchors computed here replace.
+            b.ignore_module("anchor_generator.");
+        }
         b.finish()?;
         let sizes: Vec<Vec<f32>> = config.anchor_sizes.iter().map(|&s| vec![s]).collect();
         let ratios = vec![config.aspect_ratios.clone(); config.anchor_sizes.len()];
