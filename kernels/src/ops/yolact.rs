@@ -15,6 +15,12 @@
 //! the same class is `<= iou_threshold` (suppressed detections still suppress). Then all
 //! classes are merged and the `max_num_detections` best scores kept.
 //!
+//! YolactEdge (haotian-liu/yolact_edge @ `873fceb3`) keeps `traditional_nms` instead
+//! ([`traditional_nms`]): per class, the candidates scoring `> conf_thresh` go through the
+//! Cython `nms` of Fast R-CNN (boxes scaled by `max_size`, `+1` areas, f32, suppressed when
+//! IoU `>=` the threshold, kept in index order), then all classes are sorted by score and the
+//! best `max_num_detections` kept.
+//!
 //! NaN: a NaN IoU (e.g. two zero-area boxes) makes the column maximum NaN in torch, so that
 //! detection is dropped; the same here. NaN scores sort first (torch's order). In mask
 //! assembly NaN coefficients give NaN masks (inside the crop) as in torch.
@@ -621,10 +627,102 @@ pub fn detect(
     Ok(dets)
 }
 
+/// `Detect.traditional_nms` of YolactEdge on `boxes` (relative, as decoded) and
+/// `class_scores` `[num_classes - 1, P]`: the kept detections (`index` into `boxes`), best
+/// score first. The boxes YolactEdge returns are `(b·max_size)/max_size` in f32 (its undo of
+/// the scaling), which [`scaled_back`] gives.
+pub fn traditional_nms(
+    boxes: &[[f32; 4]],
+    class_scores: ArrayView2<f32>,
+    iou_threshold: f32,
+    conf_thresh: f32,
+    max_size: f32,
+    max_num_detections: usize,
+) -> Result<Vec<YolactDetection>, OpError> {
+    let (c, p) = class_scores.dim();
+    check_same_len(
+        "traditional_nms",
+        "class_scores columns",
+        p,
+        "boxes",
+        boxes.len(),
+    )?;
+    let scaled: Vec<[f32; 4]> = boxes.iter().map(|b| b.map(|v| v * max_size)).collect();
+    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let mut all: Vec<YolactDetection> = Vec::new();
+    for class in 0..c {
+        let cand: Vec<usize> = (0..p)
+            .filter(|&j| class_scores[[class, j]] > conf_thresh)
+            .collect();
+        // scores.argsort()[::-1]: descending, ties in reverse index order.
+        let mut order: Vec<usize> = (0..cand.len()).collect();
+        order.sort_by(|&a, &b| {
+            class_scores[[class, cand[b]]]
+                .total_cmp(&class_scores[[class, cand[a]]])
+                .then(b.cmp(&a))
+        });
+        let mut suppressed = vec![false; cand.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            if suppressed[i] {
+                continue;
+            }
+            let bi = &scaled[cand[i]];
+            let ai = area(bi);
+            for &j in &order[pos + 1..] {
+                if suppressed[j] {
+                    continue;
+                }
+                let bj = &scaled[cand[j]];
+                let w = (bi[2].min(bj[2]) - bi[0].max(bj[0]) + 1.0).max(0.0);
+                let h = (bi[3].min(bj[3]) - bi[1].max(bj[1]) + 1.0).max(0.0);
+                let inter = w * h;
+                if inter / (ai + area(bj) - inter) >= iou_threshold {
+                    suppressed[j] = true;
+                }
+            }
+        }
+        // np.where(suppressed == 0): the kept candidates in index order.
+        all.extend(
+            (0..cand.len())
+                .filter(|&i| !suppressed[i])
+                .map(|i| YolactDetection {
+                    index: cand[i],
+                    class,
+                    score: class_scores[[class, cand[i]]],
+                }),
+        );
+    }
+    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.truncate(max_num_detections);
+    Ok(all)
+}
+
+/// YolactEdge's kept box: `(b·max_size)/max_size` in f32.
+pub fn scaled_back(b: &[f32; 4], max_size: f32) -> [f32; 4] {
+    b.map(|v| (v * max_size) / max_size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{arr2, Array};
+
+    #[test]
+    fn traditional_nms_by_hand() {
+        // Class 0: boxes 0 and 1 overlap (IoU of the +1 boxes >= 0.5), box 2 apart; class 1:
+        // box 1 alone. Boxes relative to max_size 10.
+        let boxes = [
+            [0.0, 0.0, 0.4, 0.4],
+            [0.0, 0.0, 0.4, 0.5],
+            [0.6, 0.6, 0.9, 0.9],
+        ];
+        let scores = arr2(&[[0.9f32, 0.8, 0.3], [0.01, 0.7, 0.02]]);
+        let d = traditional_nms(&boxes, scores.view(), 0.5, 0.05, 10.0, 100).unwrap();
+        let got: Vec<(usize, usize)> = d.iter().map(|d| (d.index, d.class)).collect();
+        assert_eq!(got, [(0, 0), (1, 1), (2, 0)]);
+        let d = traditional_nms(&boxes, scores.view(), 0.5, 0.05, 10.0, 2).unwrap();
+        assert_eq!(d.len(), 2);
+    }
 
     #[test]
     fn sanitize_by_hand() {

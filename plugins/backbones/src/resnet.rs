@@ -402,6 +402,16 @@ impl ResNet {
         &self,
         x: ArrayView4<'_, f32>,
     ) -> Result<Vec<(String, Array4<f32>)>, ModelError> {
+        self.forward_stages(x, self.stages.len())
+    }
+
+    /// [`ResNet::forward`] through the first `stages` stages only (YolactEdge's partial
+    /// backbone on the frames between keyframes).
+    pub fn forward_stages(
+        &self,
+        x: ArrayView4<'_, f32>,
+        stages: usize,
+    ) -> Result<Vec<(String, Array4<f32>)>, ModelError> {
         let (_, c, h, w) = x.dim();
         if c != 3 {
             return Err(ModelError::input(format!(
@@ -412,7 +422,7 @@ impl ResNet {
         let mut y = max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
             .ctx(|| "maxpool".into())?;
         let mut out = Vec::new();
-        for (s, stage) in self.stages.iter().enumerate() {
+        for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
                 let stage = self.config.stage_names.stage(s);
                 y = block.forward(y.view(), &format!("{stage}.{i}"))?;
@@ -500,7 +510,25 @@ pub fn kind() -> NodeKind {
         ParamType::Bool,
         ParamValue::Bool(false),
         "a downsampling Bottleneck strides in its 1x1 conv1 (Detectron2's STRIDE_IN_1X1, true for its MSRA weights) instead of its 3x3 conv2",
-    ));
+    ))
+    .param(
+        ParamSpec::optional(
+            "keyframe_interval",
+            ParamType::Int,
+            ParamValue::Int(0),
+            "YolactEdge: the whole body runs on every N-th frame of a stream (and when the frame size changes); on the others only the first `partial_layers` stages (0: always the whole body)",
+        )
+        .range(0.0, 1e9),
+    )
+    .param(
+        ParamSpec::optional(
+            "partial_layers",
+            ParamType::Int,
+            ParamValue::Int(2),
+            "stages run between keyframes (YolactEdge: layer1 and layer2, giving c2 and c3)",
+        )
+        .range(1.0, 4.0),
+    );
     NodeKind::new(spec, |params| {
         Ok(Box::new(ResNetNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -515,6 +543,45 @@ fn usize_param(params: &Params, name: &'static str) -> Result<usize, ModelError>
 #[derive(Debug)]
 pub struct ResNetNode {
     model: ResNet,
+    keyframes: Keyframes,
+}
+
+/// YolactEdge's keyframe schedule, per stream: a keyframe every `interval` frames, and
+/// whenever the frame size differs from the stream's last keyframe.
+#[derive(Debug, Default)]
+pub struct Keyframes {
+    /// 0: every frame is a keyframe.
+    pub interval: u64,
+    pub partial_layers: usize,
+    /// The size of each stream's last keyframe.
+    last: std::collections::HashMap<u32, (usize, usize)>,
+}
+
+impl Keyframes {
+    /// Whether frame `index` of `stream`, of `size`, is a keyframe (and records it).
+    pub fn is_keyframe(&mut self, stream: u32, index: u64, size: (usize, usize)) -> bool {
+        if self.interval == 0 {
+            return true;
+        }
+        let due = index % self.interval == 0;
+        let changed = match self.last.get(&stream) {
+            Some(&last) if index > 0 => (last != size).then_some(last),
+            // A new stream (or its first frame): a keyframe starts it.
+            _ => Some(size),
+        };
+        if !due {
+            match changed {
+                None => return false,
+                Some(last) if last != size => eprintln!(
+                    "resnet: stream {stream}, frame {index}: the frame size changed from {}x{} to {}x{}; forcing a keyframe",
+                    last.1, last.0, size.1, size.0
+                ),
+                Some(_) => {}
+            }
+        }
+        self.last.insert(stream, size);
+        true
+    }
 }
 
 impl ResNetNode {
@@ -548,8 +615,14 @@ impl ResNetNode {
         let path = PathBuf::from(params.str("weights").map_err(ModelError::Input)?);
         let weights = load_weights(&path)?;
         let prefix = params.str("prefix").map_err(ModelError::Input)?;
+        let interval = params.int("keyframe_interval").map_err(ModelError::Input)?;
         Ok(ResNetNode {
             model: ResNet::from_weights(&weights, prefix, config)?,
+            keyframes: Keyframes {
+                interval: u64::try_from(interval).unwrap_or(0),
+                partial_layers: usize_param(params, "partial_layers")?,
+                ..Default::default()
+            },
         })
     }
 
@@ -559,10 +632,15 @@ impl ResNetNode {
 
     /// The node's computation on the image tensor.
     pub fn run(&self, image: &Value) -> Result<Value, ModelError> {
+        self.run_stages(image, self.model.stages.len())
+    }
+
+    /// [`ResNetNode::run`] through the first `stages` stages.
+    fn run_stages(&self, image: &Value, stages: usize) -> Result<Value, ModelError> {
         let t = image.tensor("tensor").map_err(ModelError::Input)?;
         let (x, batched) = nchw(t, "resnet input \"tensor\"")?;
         let mut out = Value::new(PortKind::Features);
-        for (name, level) in self.model.forward(x)? {
+        for (name, level) in self.model.forward_stages(x, stages)? {
             out.insert(&name, from_nchw(level, batched)?);
         }
         Ok(out)
@@ -570,8 +648,26 @@ impl ResNetNode {
 }
 
 impl Node for ResNetNode {
-    fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
-        let v = self.run(inputs.value("image")?)?;
+    fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
+        let image = inputs.value("image")?;
+        let stages = if self.keyframes.interval == 0 {
+            self.model.stages.len()
+        } else {
+            // The photo's size: the pre-processing may resize every frame to one size.
+            let size = match image.get("original_size").map(|t| t.as_slice::<i64>()) {
+                Some(Ok(&[h, w])) => (h as usize, w as usize),
+                _ => {
+                    let s = image.tensor("tensor").map_err(ModelError::Input)?.shape();
+                    (s[s.len().saturating_sub(2)], s[s.len().saturating_sub(1)])
+                }
+            };
+            if self.keyframes.is_keyframe(frame.stream, frame.index, size) {
+                self.model.stages.len()
+            } else {
+                self.keyframes.partial_layers
+            }
+        };
+        let v = self.run_stages(image, stages)?;
         Ok(Outputs::one("features", v))
     }
 }
@@ -581,6 +677,26 @@ mod tests {
     use super::*;
     use kernels::Tensor;
     use std::path::Path;
+
+    #[test]
+    fn keyframes_every_n_and_on_a_new_size_or_stream() {
+        let mut k = Keyframes {
+            interval: 3,
+            partial_layers: 2,
+            ..Default::default()
+        };
+        let s = (10, 20);
+        let got: Vec<bool> = (0..7).map(|i| k.is_keyframe(0, i, s)).collect();
+        assert_eq!(got, [true, false, false, true, false, false, true]);
+        // A size change forces one; the schedule goes on by index.
+        assert!(k.is_keyframe(0, 7, (11, 20)));
+        assert!(!k.is_keyframe(0, 8, (11, 20)));
+        // Another stream starts with a keyframe, also when its first index is not due.
+        assert!(k.is_keyframe(1, 0, s));
+        assert!(k.is_keyframe(2, 5, s));
+        let mut every = Keyframes::default();
+        assert!(every.is_keyframe(0, 1, s));
+    }
 
     /// A state dict of a torchvision ResNet with the given config: every conv weight `w`, and
     /// batch norms that are the identity except a bias of `shift`.
