@@ -563,7 +563,7 @@ impl Keyframes {
         if self.interval == 0 {
             return true;
         }
-        let due = index % self.interval == 0;
+        let due = index.is_multiple_of(self.interval);
         let changed = match self.last.get(&stream) {
             Some(&last) if index > 0 => (last != size).then_some(last),
             // A new stream (or its first frame): a keyframe starts it.
