@@ -33,6 +33,7 @@ pub mod conv;
 pub mod conv_nhwc;
 pub mod deform_conv;
 pub mod gemm;
+pub mod grid_sample;
 pub mod linear;
 pub mod norm;
 pub mod pool;

@@ -464,30 +464,14 @@ pub fn paste_mask_grid_sample(
     if x1 <= x0 || y1 <= y0 {
         return None;
     }
-    // (index + 0.5 - start) / (end - start) * 2 - 1, then (g + 1) * (size / 2) - 0.5.
+    // (index + 0.5 - start) / (end - start) · 2 - 1, then grid_sample's source position.
     let source = |i: usize, start: f32, end: f32, size: usize| {
         let g = (i as f32 + 0.5 - start) / (end - start) * 2.0 - 1.0;
-        (g + 1.0) * (size as f32 / 2.0) - 0.5
+        crate::layers::grid_sample::unnormalize(g, size, false)
     };
     let xs: Vec<f32> = (x0..x1).map(|i| source(i, b[0], b[2], mw)).collect();
-    let at = |y: i64, x: i64| -> f32 {
-        if y >= 0 && x >= 0 && (y as usize) < mh && (x as usize) < mw {
-            mask[[y as usize, x as usize]]
-        } else {
-            0.0
-        }
-    };
     let data = Array2::from_shape_fn((y1 - y0, x1 - x0), |(r, c)| {
-        let y = source(y0 + r, b[1], b[3], mh);
-        let x = xs[c];
-        let (x_w, y_n) = (x.floor(), y.floor());
-        let (w, n) = (x - x_w, y - y_n);
-        let (e, s) = (1.0 - w, 1.0 - n);
-        let (ix, iy) = (x_w as i64, y_n as i64);
-        at(iy, ix) * (s * e)
-            + at(iy, ix + 1) * (s * w)
-            + at(iy + 1, ix) * (n * e)
-            + at(iy + 1, ix + 1) * (n * w)
+        crate::layers::grid_sample::sample(mask, source(y0 + r, b[1], b[3], mh), xs[c])
     });
     Some(MaskRegion { y0, x0, data })
 }
