@@ -34,7 +34,9 @@ use kernels::layers::resize::{interpolate_scale, resize, resize_window};
 use kernels::layers::shape::softmax_in_place;
 use kernels::layers::ResizeMode;
 use kernels::layers::{Activation, Conv2d, Conv2dParams};
-use kernels::ops::yolact::{assemble_masks, detect, sanitize_coordinates, FastNmsConfig};
+use kernels::ops::yolact::{
+    assemble_masks, detect, sanitize_coordinates, scaled_back, traditional_nms, FastNmsConfig,
+};
 use kernels::weights::Weights;
 use kernels::Tensor;
 use ndarray::{concatenate, Array2, Array3, Array4, ArrayView4, Axis, Ix1, Ix4};
@@ -78,6 +80,12 @@ pub struct YolactConfig {
     /// `nms_conf_thresh`.
     pub conf_thresh: f32,
     pub nms: FastNmsConfig,
+    /// YolactEdge's `traditional_nms` (its configs set `use_fast_nms: False`) instead of
+    /// FastNMS; `nms.iou_threshold` and `nms.max_num_detections` apply to both.
+    pub traditional_nms: bool,
+    /// YolactEdge splits the FPN in two modules: `fpn_phase_1.lat_layers` and
+    /// `fpn_phase_2.{pred,downsample}_layers` instead of `fpn.*`.
+    pub split_fpn: bool,
 }
 
 impl Default for YolactConfig {
@@ -92,6 +100,8 @@ impl Default for YolactConfig {
             aspect_ratios: vec![1.0, 0.5, 2.0],
             conf_thresh: 0.05,
             nms: FastNmsConfig::default(),
+            traditional_nms: false,
+            split_fpn: false,
         }
     }
 }
@@ -159,7 +169,16 @@ impl Yolact {
                 "YOLACT reads three levels (C3..C5) and predicts on five (P3..P7)",
             ));
         }
-        let prefix = resolve_prefix(weights, prefix, &["fpn.lat_layers.0.weight"]);
+        let (lat, pred, down) = if config.split_fpn {
+            (
+                "fpn_phase_1.lat_layers",
+                "fpn_phase_2.pred_layers",
+                "fpn_phase_2.downsample_layers",
+            )
+        } else {
+            ("fpn.lat_layers", "fpn.pred_layers", "fpn.downsample_layers")
+        };
+        let prefix = resolve_prefix(weights, prefix, &[&format!("{lat}.0.weight")]);
         let mut b = weights.binder(&prefix);
         let f = config.num_features;
         let pad = |p| Conv2dParams::default().padding(p);
@@ -169,16 +188,9 @@ impl Yolact {
         for (i, &cin) in config.in_channels.iter().enumerate() {
             // lat_layers and pred_layers are stored for C5 first.
             let j = n - 1 - i;
-            lateral.push(conv_bias(
-                &mut b,
-                &format!("fpn.lat_layers.{j}"),
-                cin,
-                f,
-                1,
-                pad(0),
-            )?);
+            lateral.push(conv_bias(&mut b, &format!("{lat}.{j}"), cin, f, 1, pad(0))?);
             output.push(
-                conv_bias(&mut b, &format!("fpn.pred_layers.{j}"), f, f, 3, pad(1))?
+                conv_bias(&mut b, &format!("{pred}.{j}"), f, f, 3, pad(1))?
                     .with_activation(Activation::Relu),
             );
         }
@@ -186,7 +198,7 @@ impl Yolact {
             .map(|i| {
                 conv_bias(
                     &mut b,
-                    &format!("fpn.downsample_layers.{i}"),
+                    &format!("{down}.{i}"),
                     f,
                     f,
                     3,
@@ -242,6 +254,10 @@ impl Yolact {
         }
         b.ignore_module("backbone.");
         b.ignore_module("semantic_seg_conv.");
+        // YolactEdge's flow modules are its own node's (edge.rs).
+        for module in ["flow_net.", "flow_net_pre_convs.", "spa."] {
+            b.ignore_module(module);
+        }
         b.finish()?;
         let w4 = ws.iter().map(ix4).collect::<Result<Vec<_>, _>>()?;
         let b1 = bs
@@ -274,6 +290,23 @@ impl Yolact {
 
     /// P3..P7 from C3..C5.
     pub fn fpn(&self, levels: &[ArrayView4<'_, f32>]) -> Result<Vec<Array4<f32>>, ModelError> {
+        let (merged, _) = self.fpn_phase_1(levels)?;
+        self.fpn_phase_2(merged)
+    }
+
+    /// The C3 lateral (`lat_layers` of C3): YolactEdge recomputes it on every frame.
+    pub fn lateral_c3(&self, c3: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
+        self.lateral[0]
+            .forward(c3)
+            .ctx(|| "fpn lat_layers (C3)".into())
+    }
+
+    /// The FPN before its 3x3 convolutions (YolactEdge's `FPN_phase_1`): the top-down sums of
+    /// C3..C5's laterals (P3, P4, P5 order), and the C3 lateral.
+    pub fn fpn_phase_1(
+        &self,
+        levels: &[ArrayView4<'_, f32>],
+    ) -> Result<(Vec<Array4<f32>>, Array4<f32>), ModelError> {
         if levels.len() != 3 {
             return Err(ModelError::input(format!(
                 "{NODE}: expected three feature levels (C3, C4, C5), got {}",
@@ -290,11 +323,15 @@ impl Yolact {
             }
         }
         let mut merged: Vec<Array4<f32>> = vec![Array4::zeros((0, 0, 0, 0)); 3];
+        let mut lateral_c3 = Array4::zeros((0, 0, 0, 0));
         let mut x: Option<Array4<f32>> = None;
         for j in (0..3).rev() {
             let lat = self.lateral[j]
                 .forward(levels[j])
                 .ctx(|| format!("fpn.lat_layers.{}", 2 - j))?;
+            if j == 0 {
+                lateral_c3 = lat.clone();
+            }
             let sum = match x {
                 None => lat,
                 Some(prev) => {
@@ -307,6 +344,12 @@ impl Yolact {
             merged[j] = sum.clone();
             x = Some(sum);
         }
+        Ok((merged, lateral_c3))
+    }
+
+    /// The FPN's 3x3 convolutions with ReLU on P3, P4, P5 and the two downsampling
+    /// convolutions (YolactEdge's `FPN_phase_2`): P3..P7.
+    pub fn fpn_phase_2(&self, merged: Vec<Array4<f32>>) -> Result<Vec<Array4<f32>>, ModelError> {
         let mut out = Vec::with_capacity(5);
         for (j, m) in merged.iter().enumerate() {
             out.push(
@@ -369,6 +412,11 @@ impl Yolact {
     /// The network's outputs over all priors.
     pub fn raw(&self, levels: &[ArrayView4<'_, f32>]) -> Result<RawOutputs, ModelError> {
         let pyramid = self.fpn(levels)?;
+        self.heads(&pyramid)
+    }
+
+    /// The protonet and the prediction head on P3..P7.
+    pub fn heads(&self, pyramid: &[Array4<f32>]) -> Result<RawOutputs, ModelError> {
         let proto = self.prototypes(pyramid[0].view())?;
         let a = self.config.aspect_ratios.len();
         let (nc, md) = (self.config.num_classes, self.config.mask_dim);
@@ -451,15 +499,29 @@ impl Yolact {
             .collect();
         // Detect: conf_preds transposed to [classes, priors], background dropped.
         let scores = raw.conf.slice(ndarray::s![.., 1..]).t().to_owned();
-        let dets = detect(
-            &boxes,
-            scores.view(),
-            self.config.conf_thresh,
-            &self.config.nms,
-        )
+        let dets = if self.config.traditional_nms {
+            detect_traditional(&boxes, scores.view(), &self.config)
+        } else {
+            detect(
+                &boxes,
+                scores.view(),
+                self.config.conf_thresh,
+                &self.config.nms,
+            )
+        }
         .map_err(|e| ModelError::input(format!("{NODE}: {e}")))?;
         let (h, w) = original;
-        let kept: Vec<[f32; 4]> = dets.iter().map(|d| boxes[d.index]).collect();
+        let max_size = self.config.max_size as f32;
+        let kept: Vec<[f32; 4]> = dets
+            .iter()
+            .map(|d| {
+                if self.config.traditional_nms {
+                    scaled_back(&boxes[d.index], max_size)
+                } else {
+                    boxes[d.index]
+                }
+            })
+            .collect();
         let coeffs = raw
             .mask
             .select(Axis(0), &dets.iter().map(|d| d.index).collect::<Vec<_>>());
@@ -519,6 +581,41 @@ impl Yolact {
     }
 }
 
+/// YolactEdge's `Detect.detect` with `traditional_nms`: the priors whose best class score is
+/// above `conf_thresh`, then [`traditional_nms`] on them (indices back into all priors).
+fn detect_traditional(
+    boxes: &[[f32; 4]],
+    scores: ndarray::ArrayView2<'_, f32>,
+    config: &YolactConfig,
+) -> Result<Vec<kernels::ops::YolactDetection>, kernels::ops::OpError> {
+    let keep: Vec<usize> = (0..boxes.len())
+        .filter(|&j| {
+            let best = scores.column(j).iter().fold(f32::NEG_INFINITY, |m, &v| {
+                if v > m || v.is_nan() {
+                    v
+                } else {
+                    m
+                }
+            });
+            best > config.conf_thresh
+        })
+        .collect();
+    let sub_boxes: Vec<[f32; 4]> = keep.iter().map(|&j| boxes[j]).collect();
+    let sub = scores.select(Axis(1), &keep);
+    let mut dets = traditional_nms(
+        &sub_boxes,
+        sub.view(),
+        config.nms.iou_threshold,
+        config.conf_thresh,
+        config.max_size as f32,
+        config.nms.max_num_detections,
+    )?;
+    for d in &mut dets {
+        d.index = keep[d.index];
+    }
+    Ok(dets)
+}
+
 /// The output indices (of `out` along an axis resized from `input`, bilinear,
 /// `align_corners=False`) whose two source taps can fall in the kept source range
 /// `[ceil(lo), ceil(hi))` of a crop (`x >= lo && x < hi`), with a pixel of margin: every
@@ -566,7 +663,20 @@ pub fn kind() -> NodeKind {
         "detections in original-image pixels (integer boxes, COCO category ids), masks u8 [N, H, W]",
     ));
     let spec = weights_params(spec, "YOLACT", "", "name prefix of YOLACT's tensors");
-    let spec = spec
+    let spec = model_params(spec, &d, "FastNMS IoU threshold", &COCO_CATEGORY_IDS);
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(YolactNode::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The parameters the `yolact` and `yolact_edge` kinds share, with `d`'s defaults.
+pub(crate) fn model_params(
+    spec: NodeSpec,
+    d: &YolactConfig,
+    nms_doc: &str,
+    category_ids: &[i64],
+) -> NodeSpec {
+    spec
         .param(ParamSpec::optional(
             "in_features",
             ParamType::StrList,
@@ -602,7 +712,7 @@ pub fn kind() -> NodeKind {
                 "nms_thresh",
                 ParamType::Float,
                 ParamValue::Float(f64::from(d.nms.iou_threshold)),
-                "FastNMS IoU threshold",
+                nms_doc,
             )
             .range(0.0, 1.0),
         )
@@ -627,12 +737,81 @@ pub fn kind() -> NodeKind {
         .param(ParamSpec::optional(
             "category_ids",
             ParamType::IntList,
-            ParamValue::IntList(COCO_CATEGORY_IDS.to_vec()),
-            "the output class of each of YOLACT's classes, in order (default: COCO's category ids)",
+            ParamValue::IntList(category_ids.to_vec()),
+            "the output class of each of the model's classes, in order (default: the dataset's category ids)",
+        ))
+}
+
+/// The settings, input levels and category ids of [`model_params`], on `base`.
+pub(crate) fn config_from_params(
+    params: &Params,
+    base: YolactConfig,
+) -> Result<(YolactConfig, Vec<String>, Vec<i64>), ModelError> {
+    let p = ModelError::Input;
+    let in_features = params.str_list("in_features").map_err(p)?;
+    let in_channels = params
+        .int_list("in_channels")
+        .map_err(ModelError::Input)?
+        .into_iter()
+        .map(|c| usize::try_from(c).unwrap_or(0))
+        .collect::<Vec<_>>();
+    if in_features.len() != 3 || in_channels.len() != 3 || in_channels.contains(&0) {
+        return Err(ModelError::param(
+            "in_features",
+            format!(
+                "and in_channels must name three levels (C3, C4, C5) with positive channels, got {in_features:?} and {in_channels:?}"
+            ),
         ));
-    NodeKind::new(spec, |params| {
-        Ok(Box::new(YolactNode::from_params(params)?) as Box<dyn Node>)
-    })
+    }
+    let category_ids = params.int_list("category_ids").map_err(ModelError::Input)?;
+    let config = YolactConfig {
+        in_channels,
+        max_size: count_param(params, "max_size")?,
+        conf_thresh: float_param(params, "conf_thresh")?,
+        nms: FastNmsConfig {
+            iou_threshold: float_param(params, "nms_thresh")?,
+            top_k: count_param(params, "top_k")?,
+            max_num_detections: count_param(params, "max_detections")?,
+            ..FastNmsConfig::default()
+        },
+        ..base
+    };
+    if category_ids.len() != config.num_classes - 1 {
+        return Err(ModelError::param(
+            "category_ids",
+            format!(
+                "must list {} ids (one per class without the background), got {}",
+                config.num_classes - 1,
+                category_ids.len()
+            ),
+        ));
+    }
+    Ok((config, in_features, category_ids))
+}
+
+/// Detections as `instances` with their masks, classes mapped through `category_ids`.
+pub(crate) fn instances_value(
+    d: Detections,
+    (h, w): (usize, usize),
+    category_ids: &[i64],
+) -> Result<Value, ModelError> {
+    let n = d.boxes.len();
+    let classes = d
+        .classes
+        .iter()
+        .map(|&c| category_ids.get(c).copied().unwrap_or(-1))
+        .collect::<Vec<_>>();
+    Ok(plugin_sdk::Instances {
+        boxes: d.boxes,
+        scores: d.scores,
+        classes,
+    }
+    .to_value()
+    .map_err(ModelError::Input)?
+    .with(
+        "masks",
+        Tensor::from_vec(&[n, h, w], d.masks.into_raw_vec_and_offset().0)?,
+    ))
 }
 
 /// The `yolact` node.
@@ -645,45 +824,8 @@ pub struct YolactNode {
 
 impl YolactNode {
     pub fn from_params(params: &Params) -> Result<YolactNode, ModelError> {
-        let p = ModelError::Input;
-        let in_features = params.str_list("in_features").map_err(p)?;
-        let in_channels = params
-            .int_list("in_channels")
-            .map_err(ModelError::Input)?
-            .into_iter()
-            .map(|c| usize::try_from(c).unwrap_or(0))
-            .collect::<Vec<_>>();
-        if in_features.len() != 3 || in_channels.len() != 3 || in_channels.contains(&0) {
-            return Err(ModelError::param(
-                "in_features",
-                format!(
-                    "and in_channels must name three levels (C3, C4, C5) with positive channels, got {in_features:?} and {in_channels:?}"
-                ),
-            ));
-        }
-        let category_ids = params.int_list("category_ids").map_err(ModelError::Input)?;
-        let config = YolactConfig {
-            in_channels,
-            max_size: count_param(params, "max_size")?,
-            conf_thresh: float_param(params, "conf_thresh")?,
-            nms: FastNmsConfig {
-                iou_threshold: float_param(params, "nms_thresh")?,
-                top_k: count_param(params, "top_k")?,
-                max_num_detections: count_param(params, "max_detections")?,
-                ..FastNmsConfig::default()
-            },
-            ..YolactConfig::default()
-        };
-        if category_ids.len() != config.num_classes - 1 {
-            return Err(ModelError::param(
-                "category_ids",
-                format!(
-                    "must list {} ids (one per class without the background), got {}",
-                    config.num_classes - 1,
-                    category_ids.len()
-                ),
-            ));
-        }
+        let (config, in_features, category_ids) =
+            config_from_params(params, YolactConfig::default())?;
         let (weights, prefix) = weights_param(params)?;
         Ok(YolactNode {
             model: Yolact::from_weights(&weights, &prefix, config)?,
@@ -702,24 +844,7 @@ impl YolactNode {
         let levels = named_levels(NODE, features, &self.in_features)?;
         let raw = self.model.raw(&levels)?;
         let d = self.model.detections(&raw, sizes.original)?;
-        let n = d.boxes.len();
-        let (h, w) = sizes.original;
-        let classes = d
-            .classes
-            .iter()
-            .map(|&c| self.category_ids.get(c).copied().unwrap_or(-1))
-            .collect::<Vec<_>>();
-        Ok(plugin_sdk::Instances {
-            boxes: d.boxes,
-            scores: d.scores,
-            classes,
-        }
-        .to_value()
-        .map_err(ModelError::Input)?
-        .with(
-            "masks",
-            Tensor::from_vec(&[n, h, w], d.masks.into_raw_vec_and_offset().0)?,
-        ))
+        instances_value(d, sizes.original, &self.category_ids)
     }
 }
 

@@ -10,9 +10,12 @@
 //! | `yolact_preprocess` | `image` (u8 [H, W, 3]) | `image` (f32 [3, 550, 550] + sizes) | `FastBaseTransform` |
 //! | `resnet` (backbones) | `image` | `features` `c3..c5` (`returned_layers = [2, 3, 4]`) | `ResNetBackbone` |
 //! | `yolact` | `features`, `image` | `instances` with masks u8 [N, H, W] | `FPN`, protonet, `PredictionModule`, priors, `Detect` (FastNMS), `postprocess` |
+//! | `yolact_edge` | `features` (C3..C5 on keyframes, C3 between them), `image` | `instances` | YolactEdge (haotian-liu/yolact_edge @ 873fceb3): keyframe features per stream, FeatFlowNet warping, SPA, `traditional_nms` |
 //!
-//! Pipelines: `pipelines/yolact_r50.toml`, `pipelines/yolact_r101.toml`.
+//! Pipelines: `pipelines/yolact_r50.toml`, `pipelines/yolact_r101.toml`,
+//! `pipelines/yolact_edge_r50.toml`.
 
+pub mod edge;
 pub mod head;
 pub mod preprocess;
 
@@ -22,7 +25,7 @@ vision_common::family_library!(name: "yolact", kinds: kinds);
 
 /// The node kinds of this crate, in the order `engine plugins` lists them.
 pub fn kinds() -> Vec<NodeKind> {
-    vec![preprocess::kind(), head::kind()]
+    vec![preprocess::kind(), head::kind(), edge::kind()]
 }
 
 #[cfg(test)]
@@ -31,7 +34,7 @@ mod tests {
     fn kinds_are_documented_and_defaults_fit() {
         let kinds = super::kinds();
         let names: Vec<&str> = kinds.iter().map(|k| k.spec.kind.as_str()).collect();
-        assert_eq!(names, ["yolact_preprocess", "yolact"]);
+        assert_eq!(names, ["yolact_preprocess", "yolact", "yolact_edge"]);
         assert_eq!(plugin_sdk::lint_kinds(&kinds), Vec::<String>::new());
     }
 }
