@@ -409,52 +409,44 @@ fn run_fixture_pipeline(
     (doc, dir)
 }
 
-#[test]
-fn yolact_pipeline_matches_the_official_code_through_the_engine() {
-    let (doc, dir) = run_fixture_pipeline("yolact", "yolact_r50", None, &[]);
-    let case = &doc["cases"][0];
-    let text = std::fs::read_to_string(dir.join("out/yolact_r50/detections.json")).expect("json");
-    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
-    let det = &case["detections"];
+/// COCO results `ours` against the official YOLACT (or YolactEdge) detections `det` and RLE
+/// `masks`: the same number, each matched by category, score within 1e-4 and integer box
+/// within a pixel, and masks agreeing on >= 99.9% of pixels.
+fn check_yolact_results(ours: &[Json], det: &Json, masks: &Json, category: impl Fn(usize) -> i64) {
     let (classes, scores, boxes) = (
         floats(&det["classes"]),
         floats(&det["scores"]),
         floats(&det["boxes"]),
     );
     assert_eq!(ours.len(), scores.len(), "number of detections");
+    let rle = |r: &Json| {
+        expand(
+            &plugin_io::rle::decode(r["counts"].as_str().expect("counts"))
+                .expect("rle")
+                .iter()
+                .map(|&c| u64::from(c))
+                .collect::<Vec<_>>(),
+        )
+    };
     let mut used = vec![false; ours.len()];
     let (mut agree, mut total) = (0usize, 0usize);
     for j in 0..scores.len() {
         let want = &boxes[4 * j..4 * j + 4];
-        let category = plugin_yolact::head::COCO_CATEGORY_IDS[classes[j] as usize] as f64;
+        let class = category(classes[j] as usize) as f64;
         let i = (0..ours.len())
             .find(|&i| {
                 let b = floats(&ours[i]["bbox"]);
                 let xyxy = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
                 !used[i]
-                    && ours[i]["category_id"].as_f64() == Some(category)
+                    && ours[i]["category_id"].as_f64() == Some(class)
                     && (ours[i]["score"].as_f64().expect("score") - scores[j]).abs() <= 1e-4
                     && xyxy.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1.0)
             })
             .unwrap_or_else(|| panic!("official detection {j} ({want:?}) not found"));
         used[i] = true;
         let seg = &ours[i]["segmentation"];
-        let theirs = &case["masks"][j];
-        assert_eq!(seg["size"], theirs["size"]);
-        let a = expand(
-            &plugin_io::rle::decode(seg["counts"].as_str().expect("counts"))
-                .expect("rle")
-                .iter()
-                .map(|&c| u64::from(c))
-                .collect::<Vec<_>>(),
-        );
-        let b = expand(
-            &plugin_io::rle::decode(theirs["counts"].as_str().expect("counts"))
-                .expect("rle")
-                .iter()
-                .map(|&c| u64::from(c))
-                .collect::<Vec<_>>(),
-        );
+        assert_eq!(seg["size"], masks[j]["size"]);
+        let (a, b) = (rle(seg), rle(&masks[j]));
         total += b.len();
         agree += a.iter().zip(&b).filter(|(x, y)| x == y).count();
     }
@@ -462,6 +454,88 @@ fn yolact_pipeline_matches_the_official_code_through_the_engine() {
         agree as f64 >= 0.999 * total as f64,
         "masks agree on {agree} of {total} pixels"
     );
+}
+
+/// `pipelines/yolact_edge_r50.toml` through the engine on the YolactEdge fixture's three
+/// frames (a folder of PNGs, one stream): a keyframe and two warped frames, with the
+/// traditional NMS the fixture ran, each frame's COCO results equal to the official ones.
+#[test]
+fn yolact_edge_pipeline_matches_the_official_code_over_frames() {
+    let path = repo().join("plugins/yolact/tests/fixtures/yolact_edge_r50.json");
+    let doc: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let dir = scratch("yolact-edge");
+    let weights = dir.join("yolact_edge.safetensors");
+    write_named_weights(&doc["weights"], "", &weights);
+    let photo =
+        plugin_io::image_source::read_image(&repo().join("assets/astronaut.png")).expect("photo");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).expect("frames dir");
+    for frame in doc["frames"].as_array().expect("frames") {
+        let (o, s) = (
+            floats(&frame["crop_origin"]),
+            floats(&frame["original_size"]),
+        );
+        let (y0, x0, h, w) = (o[0] as usize, o[1] as usize, s[0] as usize, s[1] as usize);
+        let (pw, px) = (photo.shape()[1], photo.as_slice::<u8>().expect("u8"));
+        let crop: Vec<u8> = (y0..y0 + h)
+            .flat_map(|y| px[(y * pw + x0) * 3..(y * pw + x0 + w) * 3].iter().copied())
+            .collect();
+        let name = frames.join(format!("{}.png", frame["frame"]));
+        plugin_io::image_sink::write_rgb_png(&name, w, h, &crop).expect("frame png");
+    }
+    // A fourth frame of another size, between keyframes: a forced keyframe, said in the log.
+    let (pw, px) = (photo.shape()[1], photo.as_slice::<u8>().expect("u8"));
+    let small: Vec<u8> = (0..100)
+        .flat_map(|y| px[y * pw * 3..(y * pw + 120) * 3].iter().copied())
+        .collect();
+    plugin_io::image_sink::write_rgb_png(&frames.join("3.png"), 120, 100, &small)
+        .expect("frame png");
+    let out = run_named_pipeline(
+        "yolact_edge_r50.toml",
+        &dir,
+        &weights,
+        &[
+            format!("nodes.images.path={}/*.png", frames.display()),
+            "nodes.yolact_edge.nms=\"traditional\"".into(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("frame 3: the frame size changed from 240x180 to 120x100; forcing a keyframe"),
+        "{log}"
+    );
+    let text =
+        std::fs::read_to_string(dir.join("out/yolact_edge_r50/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    for frame in doc["frames"].as_array().expect("frames") {
+        let id = frame["frame"].as_u64();
+        let mine: Vec<Json> = ours
+            .iter()
+            .filter(|r| r["image_id"].as_u64() == id)
+            .cloned()
+            .collect();
+        check_yolact_results(&mine, &frame["detections"], &frame["masks"], |c| {
+            c as i64 + 1
+        });
+    }
+}
+
+#[test]
+fn yolact_pipeline_matches_the_official_code_through_the_engine() {
+    let (doc, dir) = run_fixture_pipeline("yolact", "yolact_r50", None, &[]);
+    let case = &doc["cases"][0];
+    let text = std::fs::read_to_string(dir.join("out/yolact_r50/detections.json")).expect("json");
+    let ours: Vec<Json> = serde_json::from_str(&text).expect("COCO results array");
+    check_yolact_results(&ours, &case["detections"], &case["masks"], |c| {
+        plugin_yolact::head::COCO_CATEGORY_IDS[c]
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -93,12 +93,22 @@ pub fn create(kind: &str, set: &[(&str, ParamValue)]) -> Result<Box<dyn Node>, S
 
 /// Runs `node` once on `inputs` and returns its (validated) `port_out`.
 pub fn run_with(node: &mut Box<dyn Node>, inputs: &[(&str, &Value)], port_out: &str) -> Value {
+    run_frame(node, &plugin_sdk::FrameInfo::default(), inputs, port_out)
+}
+
+/// [`run_with`] as frame `frame` of a stream.
+pub fn run_frame(
+    node: &mut Box<dyn Node>,
+    frame: &plugin_sdk::FrameInfo,
+    inputs: &[(&str, &Value)],
+    port_out: &str,
+) -> Value {
     let mut ins = plugin_sdk::Inputs::new();
     for (port, v) in inputs {
         ins.push(port, Some((*v).clone()));
     }
     let out = node
-        .process(&plugin_sdk::FrameInfo::default(), &ins)
+        .process(frame, &ins)
         .unwrap_or_else(|e| panic!("{}", e.message()));
     let v = out.get(port_out).expect("output port").clone();
     v.validate().expect("valid output");

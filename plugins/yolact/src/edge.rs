@@ -20,7 +20,9 @@
 //! 4. recomputes P3 as the warped P4 upsampled (bilinear) to C3's size plus the lateral;
 //! 5. refines P4 and P5 with `SPA`: the lateral resized (bilinear, successively) to each
 //!    level, concatenated, a 3x3 convolution 512 → 256 with LeakyReLU 0.1, added;
-//! 6. then YOLACT's FPN phase 2, protonet and heads, and `Detect` with `traditional_nms`.
+//! 6. then YOLACT's FPN phase 2, protonet and heads, and `Detect`: FastNMS as `eval.py` runs
+//!    it by default (`--fast_nms` is true; the config's `use_fast_nms: False` is not read
+//!    there), or `traditional_nms` (`nms = "traditional"`, `--fast_nms=False`).
 //!
 //! State is per stream (`FrameInfo::stream`); a stream's keyframe replaces the last one.
 //!
@@ -370,25 +372,31 @@ pub fn kind() -> NodeKind {
         "name prefix of YolactEdge's tensors",
     );
     let ids: Vec<i64> = (1..d.num_classes as i64).collect();
-    let spec = model_params(spec, &d, "traditional NMS IoU threshold", &ids).param(
-        ParamSpec::optional(
-            "num_classes",
-            ParamType::Int,
-            ParamValue::Int(d.num_classes as i64),
-            "classes with the background (YouTube-VIS: 41)",
+    let spec = model_params(spec, &d, "NMS IoU threshold", &ids)
+        .param(
+            ParamSpec::optional(
+                "num_classes",
+                ParamType::Int,
+                ParamValue::Int(d.num_classes as i64),
+                "classes with the background (YouTube-VIS: 41)",
+            )
+            .range(2.0, 65536.0),
         )
-        .range(2.0, 65536.0),
-    );
+        .param(ParamSpec::optional(
+            "nms",
+            ParamType::Str,
+            ParamValue::Str("fast".into()),
+            "\"fast\" (FastNMS: eval.py's default) or \"traditional\" (the Cython NMS per class of --fast_nms=False)",
+        ));
     NodeKind::new(spec, |params| {
         Ok(Box::new(YolactEdgeNode::from_params(params)?) as Box<dyn Node>)
     })
 }
 
-/// `yolact_edge_vid_resnet50_config`'s settings.
+/// `yolact_edge_vid_resnet50_config`'s settings, with `eval.py`'s FastNMS.
 pub fn edge_defaults() -> YolactConfig {
     YolactConfig {
         num_classes: 41,
-        traditional_nms: true,
         split_fpn: true,
         ..YolactConfig::default()
     }
@@ -405,8 +413,19 @@ pub struct YolactEdgeNode {
 
 impl YolactEdgeNode {
     pub fn from_params(params: &Params) -> Result<YolactEdgeNode, ModelError> {
+        let traditional_nms = match params.str("nms").map_err(ModelError::Input)? {
+            "fast" => false,
+            "traditional" => true,
+            other => {
+                return Err(ModelError::param(
+                    "nms",
+                    format!("must be \"fast\" or \"traditional\", got \"{other}\""),
+                ))
+            }
+        };
         let base = YolactConfig {
             num_classes: count_param(params, "num_classes")?,
+            traditional_nms,
             ..edge_defaults()
         };
         let (config, in_features, category_ids) = config_from_params(params, base)?;

@@ -70,6 +70,92 @@ fn body(path: &Path, depth: i64) -> Result<Box<dyn Node>, String> {
     create("resnet", &p)
 }
 
+/// The node's detections `out` (and the library's decoded boxes, same order) against the
+/// official `det` (and its RLE `masks`): the same number, each official detection matched by
+/// class (`category` of its index), score within 1e-4 and decoded box IoU >= 0.999, integer
+/// boxes within one pixel, and masks agreeing on >= 99.9% of pixels.
+fn check_detections(
+    what: &str,
+    out: &Value,
+    boxes_relative: &[[f32; 4]],
+    det: &Json,
+    masks_rle: Option<&Json>,
+    category: impl Fn(usize) -> i64,
+    worst: f64,
+) {
+    let classes: Vec<usize> = floats(&det["classes"])
+        .iter()
+        .map(|&c| c as usize)
+        .collect();
+    let scores = floats(&det["scores"]);
+    let boxes = det.get("boxes").map(floats);
+    let boxes_float = floats(&det["boxes_float"]);
+    let n = classes.len();
+    let ours_scores = out.tensor("scores").unwrap().as_slice::<f32>().unwrap();
+    let ours_classes = out.tensor("classes").unwrap().as_slice::<i64>().unwrap();
+    let ours_boxes = out.tensor("boxes").unwrap().as_slice::<f32>().unwrap();
+    assert_eq!(ours_scores.len(), n, "{what}: number of detections");
+    let masks = out.tensor("masks").unwrap();
+    let (h, wd) = (masks.shape()[1], masks.shape()[2]);
+    let masks = masks.as_slice::<u8>().unwrap();
+    let prior_index: Vec<usize> = floats(&det["prior_index"])
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let mut used = vec![false; n];
+    let (mut agree, mut total) = (0usize, 0usize);
+    for j in 0..n {
+        // Scores closer than the tolerance may swap places: match by class, score and box.
+        let i = (0..n)
+            .find(|&i| {
+                !used[i]
+                    && ours_classes[i] == category(classes[j])
+                    && (ours_scores[i] as f64 - scores[j]).abs() <= TOL
+                    && iou(
+                        &boxes_relative[i].map(|v| v as f64),
+                        &boxes_float[j * 4..j * 4 + 4],
+                    ) >= 0.999
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what}: official detection {j} (class {}, score {}, prior {}) not found",
+                    classes[j], scores[j], prior_index[j]
+                )
+            });
+        used[i] = true;
+        if let Some(boxes) = &boxes {
+            for k in 0..4 {
+                let d = (ours_boxes[i * 4 + k] as f64 - boxes[j * 4 + k]).abs();
+                assert!(
+                    d <= 1.0,
+                    "{what}: detection {j} box {k}: ours {}, official {}",
+                    ours_boxes[i * 4 + k],
+                    boxes[j * 4 + k]
+                );
+            }
+        }
+        if let Some(rle) = masks_rle {
+            let theirs = rle_mask(&rle[j]);
+            let ours = &masks[i * h * wd..(i + 1) * h * wd];
+            total += ours.len();
+            agree += ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+        }
+    }
+    let share = agree as f64 / total.max(1) as f64;
+    let masks = match masks_rle {
+        Some(_) => format!("masks agree on {:.4}% of pixels", 100.0 * share),
+        None => "masks not compared".into(),
+    };
+    eprintln!(
+        "{what}: {n} detections match the official code (largest relative error {worst:.1e}); {masks}"
+    );
+    assert!(
+        masks_rle.is_none() || share >= 0.999,
+        "{what}: masks agree on only {:.4}%",
+        100.0 * share
+    );
+}
+
 #[test]
 fn yolact_nodes_match_the_official_code() {
     let doc = fixture();
@@ -155,70 +241,14 @@ fn yolact_nodes_match_the_official_code() {
                 (s[0] as usize, s[1] as usize)
             })
             .unwrap();
-        let det = &case["detections"];
-        let classes: Vec<usize> = floats(&det["classes"])
-            .iter()
-            .map(|&c| c as usize)
-            .collect();
-        let scores = floats(&det["scores"]);
-        let boxes = floats(&det["boxes"]);
-        let boxes_float = floats(&det["boxes_float"]);
-        let n = classes.len();
-        let ours_scores = out.tensor("scores").unwrap().as_slice::<f32>().unwrap();
-        let ours_classes = out.tensor("classes").unwrap().as_slice::<i64>().unwrap();
-        let ours_boxes = out.tensor("boxes").unwrap().as_slice::<f32>().unwrap();
-        assert_eq!(ours_scores.len(), n, "{photo}: number of detections");
-        let masks = out.tensor("masks").unwrap();
-        let (h, wd) = (masks.shape()[1], masks.shape()[2]);
-        let masks = masks.as_slice::<u8>().unwrap();
-        let prior_index: Vec<usize> = floats(&det["prior_index"])
-            .iter()
-            .map(|&v| v as usize)
-            .collect();
-        let mut used = vec![false; n];
-        let (mut agree, mut total) = (0usize, 0usize);
-        for j in 0..n {
-            // Scores closer than the tolerance may swap places: match by class, score and box.
-            let i = (0..n)
-                .find(|&i| {
-                    !used[i]
-                        && ours_classes[i] == COCO_CATEGORY_IDS[classes[j]]
-                        && (ours_scores[i] as f64 - scores[j]).abs() <= TOL
-                        && iou(
-                            &lib.boxes_relative[i].map(|v| v as f64),
-                            &boxes_float[j * 4..j * 4 + 4],
-                        ) >= 0.999
-                })
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{photo}: official detection {j} (class {}, score {}, prior {}) not found",
-                        classes[j], scores[j], prior_index[j]
-                    )
-                });
-            used[i] = true;
-            for k in 0..4 {
-                let d = (ours_boxes[i * 4 + k] as f64 - boxes[j * 4 + k]).abs();
-                assert!(
-                    d <= 1.0,
-                    "{photo}: detection {j} box {k}: ours {}, official {}",
-                    ours_boxes[i * 4 + k],
-                    boxes[j * 4 + k]
-                );
-            }
-            let theirs = rle_mask(&case["masks"][j]);
-            let ours = &masks[i * h * wd..(i + 1) * h * wd];
-            total += ours.len();
-            agree += ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
-        }
-        let share = agree as f64 / total.max(1) as f64;
-        eprintln!(
-            "{photo}: {n} detections match the official code (largest relative error {worst:.1e}); masks agree on {:.4}% of pixels",
-            100.0 * share
-        );
-        assert!(
-            share >= 0.999,
-            "{photo}: masks agree on only {:.4}%",
-            100.0 * share
+        check_detections(
+            photo,
+            &out,
+            &lib.boxes_relative,
+            &case["detections"],
+            Some(&case["masks"]),
+            |c| COCO_CATEGORY_IDS[c],
+            worst,
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -259,4 +289,192 @@ fn wrong_depth_is_named_and_no_detections_is_empty() {
     let out = run_with(&mut head, &[("features", &f), ("image", &x)], "instances");
     assert_eq!(out.tensor("masks").unwrap().shape(), &[0, 40, 30]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `[C, H, W]` (or `[1, C, H, W]`) array's values for [`compare`].
+fn values(a: &ndarray::Array4<f32>) -> (Vec<f32>, Vec<usize>) {
+    let s = a.shape();
+    (
+        a.as_standard_layout().iter().copied().collect(),
+        s[1..].to_vec(),
+    )
+}
+
+/// YolactEdge over three frames against haotian-liu/yolact_edge's `evalvideo`
+/// (`tests/reference/make_yolact_edge_fixtures.py`, `yolact_edge_vid_resnet50_config`): a
+/// keyframe, then two frames warped from it. The `resnet` node's keyframe schedule gives the
+/// partial body between keyframes; the library's intermediates (the keyframe's FPN phase 1,
+/// the lateral, FeatFlowNet's offsets, P3, SPA, P3..P7, the raw outputs) within 1e-4; the
+/// node's detections with traditional NMS (and, without masks, with FastNMS) as the YOLACT
+/// test matches them.
+#[test]
+fn yolact_edge_matches_the_official_code_over_frames() {
+    let doc = reference::fixture("yolact_edge_r50.json");
+    let dir = reference::scratch("yolact-edge");
+    let weights = dir.join("yolact_edge.safetensors");
+    write_weights(&doc, &weights);
+    let interval = doc["every_k_frames"].as_i64().unwrap();
+    let mut pre = create("yolact_preprocess", &[]).unwrap();
+    let mut p = weights_params(&weights);
+    p.extend([
+        ("prefix", ParamValue::Str("backbone.".into())),
+        ("stage_names", ParamValue::Str("yolact".into())),
+        ("bn_eps", ParamValue::Float(1e-5)),
+        ("returned_layers", ParamValue::IntList(vec![2, 3, 4])),
+        ("keyframe_interval", ParamValue::Int(interval)),
+    ]);
+    let mut backbone = create("resnet", &p).unwrap();
+    let nms = |kind: &str| {
+        let mut p = weights_params(&weights);
+        p.push(("nms", ParamValue::Str(kind.into())));
+        create("yolact_edge", &p).unwrap()
+    };
+    let (mut traditional, mut fast) = (nms("traditional"), nms("fast"));
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let config = |traditional_nms| YolactConfig {
+        traditional_nms,
+        ..plugin_yolact::edge::edge_defaults()
+    };
+    let model = plugin_yolact::edge::YolactEdge::from_weights(&w, "", config(true)).unwrap();
+    let fast_model = Yolact::from_weights(&w, "", config(false)).unwrap();
+    let photo = plugin_io::image_source::read_image(&root().join("assets/astronaut.png")).unwrap();
+    let mut key = None;
+    for frame in doc["frames"].as_array().unwrap() {
+        let index = frame["frame"].as_u64().unwrap();
+        let what = format!("frame {index}");
+        let origin = floats(&frame["crop_origin"]);
+        let size = floats(&frame["original_size"]);
+        let (y0, x0, h, w) = (
+            origin[0] as usize,
+            origin[1] as usize,
+            size[0] as usize,
+            size[1] as usize,
+        );
+        let crop = photo
+            .view::<u8>()
+            .unwrap()
+            .slice_move(ndarray::s![y0..y0 + h, x0..x0 + w, ..])
+            .to_owned();
+        let image = Tensor::from_vec(&[h, w, 3], crop.into_raw_vec_and_offset().0).unwrap();
+        let info = plugin_sdk::FrameInfo {
+            index,
+            ..Default::default()
+        };
+        let x = reference::run_frame(&mut pre, &info, &[("image", &Value::image(image))], "image");
+        let t = x.tensor("tensor").unwrap();
+        let mut worst = compare(
+            &format!("{what} input"),
+            t.as_slice::<f32>().unwrap(),
+            t.shape(),
+            &frame["input"],
+        );
+        let f = reference::run_frame(&mut backbone, &info, &[("image", &x)], "features");
+        let keyframe = frame["keyframe"].as_bool().unwrap();
+        assert_eq!(
+            f.get("c5").is_some(),
+            keyframe,
+            "{what}: the resnet node's keyframe"
+        );
+        let level = |n: &str| -> ArrayView4<f32> {
+            let t = f.tensor(n).unwrap();
+            let s = t.shape();
+            t.view::<f32>()
+                .unwrap()
+                .into_shape_with_order((1, s[0], s[1], s[2]))
+                .unwrap()
+                .into_dimensionality()
+                .unwrap()
+        };
+        let mut check = |name: &str, a: &ndarray::Array4<f32>, s: &Json| {
+            let (v, shape) = values(a);
+            worst = worst.max(compare(&format!("{what} {name}"), &v, &shape, s));
+        };
+        let pyramid = if keyframe {
+            let (pyramid, k) = model
+                .keyframe(&[level("c3"), level("c4"), level("c5")])
+                .unwrap();
+            for (i, name) in ["p3", "p4", "p5"].iter().enumerate() {
+                check(
+                    &format!("phase 1 {name}"),
+                    &k.feats[i],
+                    &frame["phase_1"][name],
+                );
+            }
+            check("lateral", &k.lateral, &frame["phase_1"]["lateral"]);
+            key = Some(k);
+            pyramid
+        } else {
+            let (pyramid, warped) = model.warped(level("c3"), key.as_ref().unwrap()).unwrap();
+            check("lateral", &warped.lateral, &frame["lateral"]);
+            check(
+                "flow p4",
+                &warped.offsets[0],
+                &frame["flow"]["p4"]["offset"],
+            );
+            check(
+                "flow p5",
+                &warped.offsets[1],
+                &frame["flow"]["p5"]["offset"],
+            );
+            check("p3", &warped.phase_1[0], &frame["p3"]);
+            check("spa p4", &warped.phase_1[1], &frame["spa"]["p4"]);
+            check("spa p5", &warped.phase_1[2], &frame["spa"]["p5"]);
+            pyramid
+        };
+        for (i, name) in ["p3", "p4", "p5", "p6", "p7"].iter().enumerate() {
+            check(&format!("fpn {name}"), &pyramid[i], &frame["fpn"][name]);
+        }
+        let raw = model.heads(&pyramid).unwrap();
+        let sl = |a: &ndarray::Array2<f32>| a.as_slice().unwrap().to_vec();
+        for (name, data, shape) in [
+            ("loc", sl(&raw.loc), raw.loc.shape().to_vec()),
+            ("conf", sl(&raw.conf), raw.conf.shape().to_vec()),
+            ("mask", sl(&raw.mask), raw.mask.shape().to_vec()),
+            (
+                "proto",
+                raw.proto.as_slice().unwrap().to_vec(),
+                raw.proto.shape().to_vec(),
+            ),
+        ] {
+            worst = worst.max(compare(
+                &format!("{what} raw {name}"),
+                &data,
+                &shape,
+                &frame["raw"][name],
+            ));
+        }
+        // The nodes: traditional NMS with masks, FastNMS (eval.py's default) without.
+        let lib = model.yolact().detections(&raw, (h, w)).unwrap();
+        let out = reference::run_frame(
+            &mut traditional,
+            &info,
+            &[("features", &f), ("image", &x)],
+            "instances",
+        );
+        check_detections(
+            &what,
+            &out,
+            &lib.boxes_relative,
+            &frame["detections"],
+            Some(&frame["masks"]),
+            |c| c as i64 + 1,
+            worst,
+        );
+        let lib = fast_model.detections(&raw, (h, w)).unwrap();
+        let out = reference::run_frame(
+            &mut fast,
+            &info,
+            &[("features", &f), ("image", &x)],
+            "instances",
+        );
+        check_detections(
+            &format!("{what} (FastNMS)"),
+            &out,
+            &lib.boxes_relative,
+            &frame["detections_fast_nms"],
+            None,
+            |c| c as i64 + 1,
+            worst,
+        );
+    }
 }
