@@ -15,11 +15,11 @@
 //! (`sem_seg_head.`): `p2.0`, `p3.0`, `p4.{0,2}`, `p5.{0,2,4}` (each with `.norm`) and
 //! `predictor`.
 
-use kernels::layers::resize::{interpolate_scale, resize};
+use kernels::layers::resize::{resize, resize_window};
 use kernels::layers::ResizeMode;
 use kernels::weights::Weights;
 use kernels::Tensor;
-use ndarray::{s, ArrayView4};
+use ndarray::ArrayView4;
 use plugin_sdk::{
     FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
@@ -86,18 +86,19 @@ impl SemSegHead {
             }
         }
         let x = self.merge.forward(levels)?;
-        let s = COMMON_STRIDE as f64;
-        let x = interpolate_scale(x.view(), (s, s), BILINEAR, false)
-            .ctx(|| format!("{NODE} (4x upsampling)"))?;
+        let (_, _, h, w) = x.dim();
+        let (ph, pw) = (h * COMMON_STRIDE, w * COMMON_STRIDE);
         let (rh, rw) = sizes.resized;
-        let (_, _, ph, pw) = x.dim();
         if rh > ph || rw > pw {
             return Err(ModelError::input(format!(
                 "{NODE}: the image size {rh}x{rw} exceeds the head's {ph}x{pw} output"
             )));
         }
-        let cropped = x.slice(s![.., .., ..rh, ..rw]);
-        let out = resize(cropped, sizes.original, BILINEAR)
+        // The 4x upsampling, only where sem_seg_postprocess's crop keeps it (the values of the
+        // whole upsampling there), then the resize to the photo.
+        let x = resize_window(x.view(), (ph, pw), BILINEAR, 0..rh, 0..rw)
+            .ctx(|| format!("{NODE} (4x upsampling)"))?;
+        let out = resize(x.view(), sizes.original, BILINEAR)
             .ctx(|| format!("{NODE} (sem_seg_postprocess resize)"))?;
         Ok(out.index_axis_move(ndarray::Axis(0), 0))
     }
@@ -106,18 +107,27 @@ impl SemSegHead {
 /// Per pixel, the class of the largest of `c` planes of `plane` pixels (row-major
 /// `[C, H, W]`): the first maximum, a NaN counting as the maximum (torch's argmax).
 pub fn argmax_labels(x: &[f32], c: usize, plane: usize) -> Vec<i64> {
-    (0..plane)
-        .map(|i| {
-            let mut best = 0usize;
+    use rayon::prelude::*;
+    // Channel by channel over blocks of pixels, keeping each pixel's best so far.
+    const BLOCK: usize = 4096;
+    let mut labels = vec![0i64; plane];
+    labels
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(b, out)| {
+            let start = b * BLOCK;
+            let mut top = x[start..start + out.len()].to_vec();
             for k in 1..c {
-                let (v, b) = (x[k * plane + i], x[best * plane + i]);
-                if v > b || (v.is_nan() && !b.is_nan()) {
-                    best = k;
+                let plane_k = &x[k * plane + start..k * plane + start + out.len()];
+                for ((t, l), &v) in top.iter_mut().zip(out.iter_mut()).zip(plane_k) {
+                    if v > *t || (v.is_nan() && !t.is_nan()) {
+                        *t = v;
+                        *l = k as i64;
+                    }
                 }
             }
-            best as i64
-        })
-        .collect()
+        });
+    labels
 }
 
 pub fn kind() -> NodeKind {
