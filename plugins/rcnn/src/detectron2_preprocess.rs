@@ -13,13 +13,12 @@
 //! `image_size`, `original_size`), so the R-CNN heads take either.
 
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
-use kernels::Tensor;
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{count_param, BgrPixels, LayerContext, ModelError};
+use vision_common::{count_param, padded_model_image_value, BgrPixels, LayerContext, ModelError};
 
 const NODE: &str = "detectron2_preprocess";
 
@@ -181,16 +180,7 @@ impl Detectron2Preprocess {
                 }
             }
         }
-        Ok(Value::new(PortKind::ModelImage)
-            .with("tensor", Tensor::from_vec(&[3, ph, pw], data)?)
-            .with(
-                "image_size",
-                Tensor::from_vec(&[2], vec![rh as i64, rw as i64])?,
-            )
-            .with(
-                "original_size",
-                Tensor::from_vec(&[2], vec![h as i64, w as i64])?,
-            ))
+        padded_model_image_value(data, (ph, pw), (rh, rw), (h, w))
     }
 }
 
@@ -204,6 +194,7 @@ impl Node for Detectron2Preprocess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernels::Tensor;
 
     #[test]
     fn sizes_as_resize_shortest_edge() {

@@ -1492,6 +1492,18 @@ fn instances_value(boxes: &[f32], scores: &[f32], classes: &[i64]) -> Value {
     .unwrap()
 }
 
+/// How many of a semantic value's labels differ from the base64 u8 labels `want`.
+fn labels_differ(sem: &Value, want: &Json) -> usize {
+    let labels = sem.tensor("labels").unwrap().as_slice::<i64>().unwrap();
+    let want = b64(want);
+    assert_eq!(labels.len(), want.len(), "label count");
+    labels
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| **a != i64::from(**b))
+        .count()
+}
+
 fn ints(j: &Json) -> Vec<i64> {
     j.as_array()
         .unwrap()
@@ -1704,13 +1716,7 @@ fn panoptic_fpn_matches_detectron2() {
             sem.tensor("logits").unwrap(),
             &case["sem_seg"]["logits"],
         );
-        let labels = sem.tensor("labels").unwrap().as_slice::<i64>().unwrap();
-        let want = b64(&case["sem_seg"]["labels"]);
-        let label_diff = labels
-            .iter()
-            .zip(&want)
-            .filter(|(a, b)| **a != i64::from(**b))
-            .count();
+        let label_diff = labels_differ(&sem, &case["sem_seg"]["labels"]);
         eprintln!("  semantic logits within {e:.1e}, {label_diff} labels differ");
         let near = case["sem_seg"]["label_margin_below_1e-4"].as_u64().unwrap() as usize;
         assert!(label_diff <= near, "{photo}: semantic labels");
@@ -1831,13 +1837,7 @@ fn upsnet_heads_match_the_official_code() {
         sem.tensor("logits").unwrap(),
         &doc["fcn"]["fcn_output"],
     );
-    let labels = sem.tensor("labels").unwrap().as_slice::<i64>().unwrap();
-    let want = b64(&doc["fcn"]["labels"]);
-    let differ = labels
-        .iter()
-        .zip(&want)
-        .filter(|(a, b)| **a != i64::from(**b))
-        .count();
+    let differ = labels_differ(&sem, &doc["fcn"]["labels"]);
     eprintln!("fcn_output within {e:.1e}; {differ} semantic labels differ");
     assert!(differ as u64 <= doc["fcn"]["label_margin_below_1e-5"].as_u64().unwrap());
 

@@ -163,8 +163,18 @@ pub fn model_image_value(
     (oh, ow): (usize, usize),
     (h, w): (usize, usize),
 ) -> Result<Value, ModelError> {
+    padded_model_image_value(data, (oh, ow), (oh, ow), (h, w))
+}
+
+/// [`model_image_value`] for a tensor padded to `(Hp, Wp)` beyond the resized `(H', W')`.
+pub fn padded_model_image_value(
+    data: Vec<f32>,
+    (ph, pw): (usize, usize),
+    (oh, ow): (usize, usize),
+    (h, w): (usize, usize),
+) -> Result<Value, ModelError> {
     Ok(Value::new(plugin_sdk::PortKind::ModelImage)
-        .with("tensor", kernels::Tensor::from_vec(&[3, oh, ow], data)?)
+        .with("tensor", kernels::Tensor::from_vec(&[3, ph, pw], data)?)
         .with(
             "image_size",
             kernels::Tensor::from_vec(&[2], vec![oh as i64, ow as i64])?,
