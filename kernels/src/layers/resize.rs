@@ -311,103 +311,6 @@ pub fn resize_window(
     Array4::from_shape_vec((n, c, size.0, size.1), out).or_else(|e| invalid(OP, e.to_string()))
 }
 
-/// `resize(resize_window(x, mid, mode, rows, cols), out, mode)` in one pass, with the same
-/// values: each output row is made from its two rows of the window, each of those from its
-/// two input rows (the window's rows are computed when first needed and kept while the next
-/// output rows read them), so the window is never written out. Detectron2's
-/// `sem_seg_postprocess` after the head's 4x upsampling is this: 54 planes of an 800x1216
-/// window resized to the photo. Torch's bilinear modes only.
-pub fn resize_twice(
-    x: ArrayView4<'_, f32>,
-    mid: (usize, usize),
-    window: (std::ops::Range<usize>, std::ops::Range<usize>),
-    out: (usize, usize),
-    mode: ResizeMode,
-) -> Result<Array4<f32>> {
-    const OP: &str = "resize";
-    let (n, c, h, w) = x.dim();
-    let (rows, cols) = window;
-    check_sizes(OP, (h, w), mid)?;
-    if !matches!(mode, ResizeMode::Bilinear { .. }) {
-        return invalid(
-            OP,
-            format!("resize_twice takes torch's bilinear modes, not {mode:?}"),
-        );
-    }
-    if rows.start >= rows.end || cols.start >= cols.end || rows.end > mid.0 || cols.end > mid.1 {
-        return invalid(
-            OP,
-            format!("window {rows:?} x {cols:?} is empty or outside the {mid:?} output"),
-        );
-    }
-    let (wh, ww) = (rows.len(), cols.len());
-    check_sizes(OP, (wh, ww), out)?;
-    let (oh, ow) = out;
-    let ty1 = axis_table(h, mid.0, mode, None);
-    let tx1 = axis_table(w, mid.1, mode, None);
-    let tx1 = AxisTable {
-        i0: tx1.i0[cols.clone()].to_vec(),
-        i1: tx1.i1[cols.clone()].to_vec(),
-        l0: tx1.l0[cols.clone()].to_vec(),
-        l1: tx1.l1[cols.clone()].to_vec(),
-        l1_f64: Vec::new(),
-    };
-    let (ty2, tx2) = (
-        axis_table(wh, oh, mode, None),
-        axis_table(ww, ow, mode, None),
-    );
-    let x = x.as_standard_layout();
-    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
-        op: OP,
-        msg: "not contiguous".into(),
-    })?;
-    let mut result = vec![0f32; checked_numel(OP, &[n, c, oh, ow])?];
-    result
-        .par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, dst)| {
-            let src = &xs[plane * h * w..][..h * w];
-            // Window rows by index, two at a time: (row, values).
-            let mut cache: [(usize, Vec<f32>); 2] =
-                [(usize::MAX, vec![0.0; ww]), (usize::MAX, vec![0.0; ww])];
-            // The window row `r` in a cache slot (never evicting `keep`); returns the slot.
-            let window_row = |r: usize, keep: Option<usize>, cache: &mut [(usize, Vec<f32>); 2]| {
-                if let Some(k) = cache.iter().position(|(i, _)| *i == r) {
-                    return k;
-                }
-                let k = match keep {
-                    Some(k) => 1 - k,
-                    // The lower row: the output rows only move down.
-                    None => usize::from(cache[1].0 < cache[0].0 || cache[1].0 == usize::MAX),
-                };
-                let m = rows.start + r;
-                let r0 = &src[ty1.i0[m] * w..][..w];
-                let r1 = &src[ty1.i1[m] * w..][..w];
-                let t = (ty1.l0[m], ty1.l1[m]);
-                resample_row(
-                    &mut cache[k].1,
-                    r0,
-                    r1,
-                    t,
-                    (&ty1, m),
-                    &tx1,
-                    1,
-                    Interp::TorchWeights,
-                );
-                cache[k].0 = r;
-                k
-            };
-            for (oy, orow) in dst.chunks_mut(ow).enumerate() {
-                let k0 = window_row(ty2.i0[oy], None, &mut cache);
-                let k1 = window_row(ty2.i1[oy], Some(k0), &mut cache);
-                let (a, b) = (&cache[k0].1, &cache[k1].1);
-                let t = (ty2.l0[oy], ty2.l1[oy]);
-                resample_row(orow, a, b, t, (&ty2, oy), &tx2, 1, Interp::TorchWeights);
-            }
-        });
-    Array4::from_shape_vec((n, c, oh, ow), result).or_else(|e| invalid(OP, e.to_string()))
-}
-
 /// Resizes `[N, H, W, C]` to `size = (out_h, out_w)` with a TF mode (or a torch mode without
 /// a scale factor), as [`resize`] does each channel.
 pub fn resize_nhwc(
@@ -695,34 +598,6 @@ mod tests {
             Some((2.0, 2.0))
         )
         .is_err());
-    }
-
-    #[test]
-    fn resize_twice_is_the_two_resizes() {
-        let x = Array4::from_shape_fn((1, 3, 7, 9), |(_, c, y, x)| {
-            ((c * 31 + y * 7 + x * 3) % 17) as f32 / 4.0 - 1.5
-        });
-        for align_corners in [false, true] {
-            let mode = ResizeMode::Bilinear { align_corners };
-            for (mid, rows, cols, out) in [
-                ((28, 36), 0..27, 0..33, (13, 20)),
-                ((28, 36), 0..28, 0..36, (28, 36)),
-                ((14, 18), 2..12, 1..18, (31, 5)),
-            ] {
-                let two = resize(
-                    resize_window(x.view(), mid, mode, rows.clone(), cols.clone())
-                        .unwrap()
-                        .view(),
-                    out,
-                    mode,
-                )
-                .unwrap();
-                let one = resize_twice(x.view(), mid, (rows, cols), out, mode).unwrap();
-                assert_eq!(one, two);
-            }
-        }
-        let mode = ResizeMode::Nearest;
-        assert!(resize_twice(x.view(), (14, 18), (0..14, 0..18), (5, 5), mode).is_err());
     }
 
     /// `NHWC` gives, channel by channel, what `NCHW` gives (the one kernel, run with the

@@ -15,7 +15,7 @@
 //! (`sem_seg_head.`): `p2.0`, `p3.0`, `p4.{0,2}`, `p5.{0,2,4}` (each with `.norm`) and
 //! `predictor`.
 
-use kernels::layers::resize::resize_twice;
+use kernels::layers::resize::{resize, resize_window};
 use kernels::layers::ResizeMode;
 use kernels::weights::Weights;
 use kernels::Tensor;
@@ -94,11 +94,12 @@ impl SemSegHead {
                 "{NODE}: the image size {rh}x{rw} exceeds the head's {ph}x{pw} output"
             )));
         }
-        // The 4x upsampling, only where sem_seg_postprocess's crop keeps it, and the resize to
-        // the photo, in one pass (the values of the two resizes).
-        let window = (0..rh, 0..rw);
-        let out = resize_twice(x.view(), (ph, pw), window, sizes.original, BILINEAR)
-            .ctx(|| format!("{NODE} (4x upsampling and sem_seg_postprocess's resize)"))?;
+        // The 4x upsampling, only where sem_seg_postprocess's crop keeps it (the values of the
+        // whole upsampling there), then the resize to the photo.
+        let x = resize_window(x.view(), (ph, pw), BILINEAR, 0..rh, 0..rw)
+            .ctx(|| format!("{NODE} (4x upsampling)"))?;
+        let out = resize(x.view(), sizes.original, BILINEAR)
+            .ctx(|| format!("{NODE} (sem_seg_postprocess resize)"))?;
         Ok(out.index_axis_move(ndarray::Axis(0), 0))
     }
 }
