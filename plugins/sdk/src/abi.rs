@@ -286,7 +286,10 @@ pub unsafe fn import_tensor(
         }
         Some(_) => {}
     }
-    if !t.strides.is_null() && t.ndim > 0 {
+    // A tensor without elements has no layout to check (its strides may be anything, and
+    // their products may overflow).
+    let empty = bytes == Some(0);
+    if !t.strides.is_null() && t.ndim > 0 && !empty {
         let strides = unsafe { std::slice::from_raw_parts(t.strides, t.ndim as usize) };
         let mut expect = 1i64;
         for i in (0..dims.len()).rev() {
@@ -298,7 +301,8 @@ pub unsafe fn import_tensor(
                     Box::new(release),
                 );
             }
-            expect *= dims[i].max(1);
+            // The byte size fits the address space, so this product does too.
+            expect = expect.saturating_mul(dims[i].max(1));
         }
     }
     let data = (t.data as *const u8).wrapping_add(t.byte_offset as usize);
@@ -1184,6 +1188,19 @@ mod tests {
         let p = export_tensor(&z);
         unsafe { (*p).dl_tensor.data = std::ptr::null_mut() };
         assert_eq!(unsafe { import_tensor(p, None) }.unwrap().shape(), &[0, 4]);
+        // Found by the dlpack fuzz target: an empty tensor whose other dimensions multiply
+        // past i64 had its strides checked with an overflowing product.
+        let z = Tensor::from_vec(&[0, 2, 2], Vec::<f32>::new()).unwrap();
+        let p = export_tensor(&z);
+        unsafe {
+            *(*p).dl_tensor.shape.add(1) = 1 << 40;
+            *(*p).dl_tensor.shape.add(2) = 1 << 40;
+            *(*p).dl_tensor.strides.add(1) = 1 << 40;
+        }
+        assert_eq!(
+            unsafe { import_tensor(p, None) }.unwrap().shape(),
+            &[0, 1 << 40, 1 << 40]
+        );
     }
 
     #[test]
