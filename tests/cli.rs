@@ -810,6 +810,24 @@ fn a_source_can_live_in_a_library() {
 }
 
 #[test]
+fn a_library_listed_twice_is_loaded_once() {
+    // Issue 19: the same library named twice in [plugins] libraries used to be reported as a
+    // malformed plugin table.
+    let dir = scratch("library-twice");
+    let lib = custom_head_lib().display().to_string();
+    write(
+        &dir,
+        "p.toml",
+        &format!(
+            "[plugins]\nlibraries = [\"{lib}\", \"{lib}\"]\n[nodes.src]\nplugin = \"box_source\"\nframes = 2\ncount = 1\n[nodes.out]\nplugin = \"json_sink\"\ninputs = {{ instances = \"src.instances\" }}\npath = \"o.jsonl\"\n"
+        ),
+    );
+    let o = engine(&dir, &["run", "--quiet", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(records(&dir.join("o.jsonl")).len(), 2);
+}
+
+#[test]
 fn check_reports_parameter_ranges_of_library_kinds_at_their_location() {
     // The ranges cross the ABI (1.1) and `engine check` refuses an out-of-range value at its
     // file:line:col, as `engine run` would, before any node exists (no weights are read).
