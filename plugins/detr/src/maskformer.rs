@@ -37,6 +37,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 use rayon::prelude::*;
+use vision_common::shortest_edge_size;
 use vision_common::{
     conv_bias, count_param, features_input, float_param, image_input, linear, named_levels,
     weights_param, weights_params, BgrPixels, ConvGroupNorm, ImageSizes, LayerContext, ModelError,
@@ -62,25 +63,6 @@ pub const COCO_PANOPTIC_CATEGORY_IDS: [i64; 133] = [
     141, 144, 145, 147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178,
     180, 181, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200,
 ];
-
-/// `ResizeShortestEdge.get_output_shape(h, w, short, max_size)`: `(new_h, new_w)`, in f64
-/// as Python computes it, each side rounded by `int(x + 0.5)`.
-pub fn shortest_edge_size((h, w): (usize, usize), short: usize, max_size: usize) -> (usize, usize) {
-    let (h, w) = (h as f64, w as f64);
-    let size = short as f64;
-    let scale = size / h.min(w);
-    let (mut nh, mut nw) = if h < w {
-        (size, scale * w)
-    } else {
-        (scale * h, size)
-    };
-    if nh.max(nw) > max_size as f64 {
-        let s = max_size as f64 / nh.max(nw);
-        nh *= s;
-        nw *= s;
-    }
-    ((nh + 0.5) as usize, (nw + 0.5) as usize)
-}
 
 pub fn preprocess_kind() -> NodeKind {
     let spec = NodeSpec::new(
@@ -826,19 +808,5 @@ impl Node for MaskFormerNode {
     fn process(&mut self, _frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
         let (semantic, panoptic) = self.run(inputs.value("features")?, inputs.value("image")?)?;
         Ok(Outputs::one("semantic", semantic).with("panoptic", panoptic))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shortest_edge_sizes_as_detectron2() {
-        // 264x397: scale 800/264, the long side 1203.03 -> 1203.
-        assert_eq!(shortest_edge_size((264, 397), 800, 1333), (800, 1203));
-        // A strip: the long side capped at 1333, the short side 1333·150/512 = 390.5 -> 391.
-        assert_eq!(shortest_edge_size((150, 512), 800, 1333), (391, 1333));
-        assert_eq!(shortest_edge_size((640, 480), 800, 1333), (1067, 800));
     }
 }

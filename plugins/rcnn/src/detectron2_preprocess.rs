@@ -18,7 +18,9 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{count_param, padded_model_image_value, BgrPixels, LayerContext, ModelError};
+use vision_common::{
+    count_param, padded_model_image_value, shortest_edge_size, BgrPixels, LayerContext, ModelError,
+};
 
 const NODE: &str = "detectron2_preprocess";
 
@@ -79,24 +81,6 @@ pub fn kind() -> NodeKind {
     NodeKind::new(spec, |params| {
         Ok(Box::new(Detectron2Preprocess::from_params(params)?) as Box<dyn Node>)
     })
-}
-
-/// `ResizeShortestEdge.get_output_shape(h, w, short, max)`: `(new_h, new_w)`.
-pub fn output_shape((h, w): (usize, usize), short: usize, max: usize) -> (usize, usize) {
-    let (h, w) = (h as f64, w as f64);
-    let size = short as f64;
-    let scale = size / h.min(w);
-    let (mut new_h, mut new_w) = if h < w {
-        (size, scale * w)
-    } else {
-        (scale * h, size)
-    };
-    if new_h.max(new_w) > max as f64 {
-        let scale = max as f64 / new_h.max(new_w);
-        new_h *= scale;
-        new_w *= scale;
-    }
-    ((new_h + 0.5) as usize, (new_w + 0.5) as usize)
 }
 
 /// The `detectron2_preprocess` node.
@@ -162,7 +146,7 @@ impl Detectron2Preprocess {
         } else {
             rgb
         };
-        let (rh, rw) = output_shape((h, w), self.min_size, self.max_size);
+        let (rh, rw) = shortest_edge_size((h, w), self.min_size, self.max_size);
         if rh == 0 || rw == 0 {
             return Err(ModelError::input(format!(
                 "{NODE}: a {h}x{w} photo resizes to {rh}x{rw}; it is too thin to use"
@@ -195,15 +179,6 @@ impl Node for Detectron2Preprocess {
 mod tests {
     use super::*;
     use kernels::Tensor;
-
-    #[test]
-    fn sizes_as_resize_shortest_edge() {
-        // chelsea.png (300x451) at 800 / 1333: 800 x int(1202.67 + 0.5).
-        assert_eq!(output_shape((300, 451), 800, 1333), (800, 1203));
-        // The long side caps: 150x512 -> 800x2730.67 -> scaled to 1333 long.
-        assert_eq!(output_shape((150, 512), 800, 1333), (391, 1333));
-        assert_eq!(output_shape((640, 480), 800, 1333), (1067, 800));
-    }
 
     #[test]
     fn bgr_planes_on_the_255_scale_padded_with_zeros() {

@@ -194,3 +194,37 @@ pub fn image_input(spec: NodeSpec, doc: &str) -> NodeSpec {
             .shape("3,H,W"),
     )
 }
+
+/// `ResizeShortestEdge.get_output_shape(h, w, short, max_size)`: `(new_h, new_w)`, in f64
+/// as Python computes it, each side rounded by `int(x + 0.5)` (Detectron2's test-time resize,
+/// for `detectron2_preprocess` and `maskformer_preprocess`).
+pub fn shortest_edge_size((h, w): (usize, usize), short: usize, max_size: usize) -> (usize, usize) {
+    let (h, w) = (h as f64, w as f64);
+    let size = short as f64;
+    let scale = size / h.min(w);
+    let (mut nh, mut nw) = if h < w {
+        (size, scale * w)
+    } else {
+        (scale * h, size)
+    };
+    if nh.max(nw) > max_size as f64 {
+        let s = max_size as f64 / nh.max(nw);
+        nh *= s;
+        nw *= s;
+    }
+    ((nh + 0.5) as usize, (nw + 0.5) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_sizes_as_detectron2() {
+        // 264x397: scale 800/264, the long side 1203.03 -> 1203.
+        assert_eq!(shortest_edge_size((264, 397), 800, 1333), (800, 1203));
+        // A strip: the long side capped at 1333, the short side 1333·150/512 = 390.5 -> 391.
+        assert_eq!(shortest_edge_size((150, 512), 800, 1333), (391, 1333));
+        assert_eq!(shortest_edge_size((640, 480), 800, 1333), (1067, 800));
+    }
+}

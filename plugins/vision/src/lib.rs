@@ -28,7 +28,10 @@ pub use error::{LayerContext, ModelError};
 pub use features::{
     feature_levels, features_input, in_features_param, levels_params, named_levels, RoiPooler,
 };
-pub use image::{image_input, model_image_value, padded_model_image_value, BgrPixels, ImageSizes};
+pub use image::{
+    image_input, model_image_value, padded_model_image_value, shortest_edge_size, BgrPixels,
+    ImageSizes,
+};
 pub use layers::{
     conv_bias, conv_bn, conv_bn_relu, from_nchw, linear, nchw, ConvGroupNorm, GN_GROUPS,
 };
