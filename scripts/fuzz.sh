@@ -32,7 +32,12 @@ for t in "${targets[@]}"; do
     { cat ../models/emotion.json; printf '\0'; cat ../models/emotion.bin; } > "$work/$t/emotion"
   fi
   if compgen -G "regressions/$t/*" > /dev/null; then
-    "$bin/$t" regressions/$t/* 2>&1 | tail -n 1
+    replay=$("$bin/$t" regressions/$t/* 2>&1) || {
+      echo "$replay" | tail -n 30
+      echo "fuzz: target $t crashes on a committed regression input" >&2
+      exit 1
+    }
+    echo "fuzz: $t: $(ls regressions/$t | wc -l) regression input(s) replayed, no crash"
   fi
   out=$("$bin/$t" "$work/$t" -max_total_time="$seconds" -print_final_stats=1 \
     -max_len=1048576 -rss_limit_mb=2048 -timeout=10 -artifact_prefix="artifacts/$t/" 2>&1) || {
