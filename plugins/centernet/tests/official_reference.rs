@@ -204,15 +204,11 @@ fn check_against_fixture(name: &str, trunk: Trunk) {
         let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, checks);
         let p2 = f.tensor("p2").unwrap();
         let out = model.heads(as4(p2)).unwrap();
-        for (name, a) in [("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)] {
-            worst = worst.max(compare(
-                &format!("{photo} {name}"),
-                a.as_slice().unwrap(),
-                a.shape(),
-                &case[name],
-                TOL,
-            ));
-        }
+        worst = worst.max(compare_named(
+            photo,
+            &[("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)],
+            case,
+        ));
 
         // ctdet_decode: the same peaks (flat index within the class and class), scores and
         // boxes at stride 4.
@@ -334,22 +330,18 @@ fn centernet_multi_pose_matches_the_official_code() {
         let photo = case["photo"].as_str().unwrap();
         let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, &[("features", "p2")]);
         let out = model.heads(as4(f.tensor("p2").unwrap())).unwrap();
-        for (name, a) in [
-            ("hm", &out.hm),
-            ("wh", &out.wh),
-            ("hps", &out.hps),
-            ("reg", &out.reg),
-            ("hm_hp", &out.hm_hp),
-            ("hp_offset", &out.hp_offset),
-        ] {
-            worst = worst.max(compare(
-                &format!("{photo} {name}"),
-                a.as_slice().unwrap(),
-                a.shape(),
-                &case[name],
-                TOL,
-            ));
-        }
+        worst = worst.max(compare_named(
+            photo,
+            &[
+                ("hm", &out.hm),
+                ("wh", &out.wh),
+                ("hps", &out.hps),
+                ("reg", &out.reg),
+                ("hm_hp", &out.hm_hp),
+                ("hp_offset", &out.hp_offset),
+            ],
+            case,
+        ));
         let people = model.decode(&out).unwrap();
         let want = case["decode"].as_array().unwrap();
         assert_eq!(people.len(), want.len(), "{photo}: number of people");
@@ -486,6 +478,23 @@ fn mismatched_checkpoints_are_named_and_tiny_photos_work() {
 
 /// A row of the fixture's `[x1, y1, x2, y2, score, ...]` against ours: the largest relative
 /// error of the first `values.len()` values.
+/// Each named array against its summary in `case`: the largest relative error.
+fn compare_named<D: ndarray::Dimension>(
+    photo: &str,
+    named: &[(&str, &ndarray::Array<f32, D>)],
+    case: &serde_json::Value,
+) -> f64 {
+    named.iter().fold(0.0, |worst: f64, (name, a)| {
+        worst.max(compare(
+            &format!("{photo} {name}"),
+            a.as_slice().unwrap(),
+            a.shape(),
+            &case[*name],
+            TOL,
+        ))
+    })
+}
+
 fn row_error(values: &[f32], want: &serde_json::Value) -> f64 {
     values
         .iter()
@@ -582,24 +591,20 @@ fn cornernet_matches_the_official_code() {
         let p2: ArrayView4<f32> = p2.view::<f32>().unwrap().into_dimensionality().unwrap();
         let (tl, br) = model.corner_modules(p2).unwrap();
         let out = model.heads(p2).unwrap();
-        for (name, a) in [
-            ("tl_pool", &tl),
-            ("br_pool", &br),
-            ("tl_heat", &out.tl_heat),
-            ("br_heat", &out.br_heat),
-            ("tl_tag", &out.tl_tag),
-            ("br_tag", &out.br_tag),
-            ("tl_regr", &out.tl_regr),
-            ("br_regr", &out.br_regr),
-        ] {
-            worst = worst.max(compare(
-                &format!("{photo} {name}"),
-                a.as_slice().unwrap(),
-                a.shape(),
-                &case[name],
-                TOL,
-            ));
-        }
+        worst = worst.max(compare_named(
+            photo,
+            &[
+                ("tl_pool", &tl),
+                ("br_pool", &br),
+                ("tl_heat", &out.tl_heat),
+                ("br_heat", &out.br_heat),
+                ("tl_tag", &out.tl_tag),
+                ("br_tag", &out.br_tag),
+                ("tl_regr", &out.tl_regr),
+                ("br_regr", &out.br_regr),
+            ],
+            case,
+        ));
 
         // _decode of the image and of its mirror: the valid pairs, in order.
         let mut per_image = Vec::new();
