@@ -36,6 +36,29 @@ fn compare(what: &str, data: &[f32], shape: &[usize], s: &Json) -> f64 {
     reference::compare(what, data, shape, s, TOL)
 }
 
+/// The raw outputs (locations, class scores, coefficients, prototypes) against their
+/// summaries: the largest relative error.
+fn compare_raw(what: &str, raw: &plugin_yolact::head::RawOutputs, want: &Json) -> f64 {
+    fn two(a: &ndarray::Array2<f32>) -> (&[f32], &[usize]) {
+        (a.as_slice().unwrap(), a.shape())
+    }
+    [
+        ("loc", two(&raw.loc)),
+        ("conf", two(&raw.conf)),
+        ("mask", two(&raw.mask)),
+        ("proto", (raw.proto.as_slice().unwrap(), raw.proto.shape())),
+    ]
+    .into_iter()
+    .fold(0.0, |worst: f64, (name, (data, shape))| {
+        worst.max(compare(
+            &format!("{what} raw {name}"),
+            data,
+            shape,
+            &want[name],
+        ))
+    })
+}
+
 /// COCO compressed RLE to a row-major 0/1 mask.
 fn rle_mask(r: &Json) -> Vec<u8> {
     let size = floats(&r["size"]);
@@ -198,30 +221,12 @@ fn yolact_nodes_match_the_official_code() {
             })
             .collect();
         let raw = model.raw(&levels).unwrap();
-        let sl = |a: &ndarray::Array2<f32>| a.as_slice().unwrap().to_vec();
-        let mut worst = e_in;
-        for (name, data, shape) in [
-            ("loc", sl(&raw.loc), raw.loc.shape().to_vec()),
-            ("conf", sl(&raw.conf), raw.conf.shape().to_vec()),
-            ("mask", sl(&raw.mask), raw.mask.shape().to_vec()),
-            (
-                "proto",
-                raw.proto.as_slice().unwrap().to_vec(),
-                raw.proto.shape().to_vec(),
-            ),
-        ] {
-            worst = worst.max(compare(
-                &format!("{photo} raw {name}"),
-                &data,
-                &shape,
-                &case["raw"][name],
-            ));
-        }
+        let mut worst = e_in.max(compare_raw(photo, &raw, &case["raw"]));
         let priors = &doc["priors"];
         assert_eq!(raw.priors.dim().0 as u64, priors["count"].as_u64().unwrap());
         worst = worst.max(compare(
             "priors",
-            &sl(&raw.priors),
+            raw.priors.as_slice().unwrap(),
             raw.priors.shape(),
             &priors["summary"],
         ));
@@ -425,24 +430,7 @@ fn yolact_edge_matches_the_official_code_over_frames() {
             check(&format!("fpn {name}"), &pyramid[i], &frame["fpn"][name]);
         }
         let raw = model.heads(&pyramid).unwrap();
-        let sl = |a: &ndarray::Array2<f32>| a.as_slice().unwrap().to_vec();
-        for (name, data, shape) in [
-            ("loc", sl(&raw.loc), raw.loc.shape().to_vec()),
-            ("conf", sl(&raw.conf), raw.conf.shape().to_vec()),
-            ("mask", sl(&raw.mask), raw.mask.shape().to_vec()),
-            (
-                "proto",
-                raw.proto.as_slice().unwrap().to_vec(),
-                raw.proto.shape().to_vec(),
-            ),
-        ] {
-            worst = worst.max(compare(
-                &format!("{what} raw {name}"),
-                &data,
-                &shape,
-                &frame["raw"][name],
-            ));
-        }
+        worst = worst.max(compare_raw(&what, &raw, &frame["raw"]));
         // The nodes: traditional NMS with masks, FastNMS (eval.py's default) without.
         let lib = model.yolact().detections(&raw, (h, w)).unwrap();
         let out = reference::run_frame(
