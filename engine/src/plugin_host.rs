@@ -543,7 +543,7 @@ impl Node for ForeignNode {
             stream: frame.stream,
             reserved: 0,
             index: frame.index,
-            timestamp_ns: 0,
+            timestamp_ns: frame.timestamp_ns,
             source: std::ptr::null(),
             width: 0,
             height: 0,
@@ -563,6 +563,7 @@ impl Node for ForeignNode {
         // SAFETY: the library wrote a NUL-terminated string or left it null.
         let source = unsafe { read_opt_str(frame_c.source, "frame source") }
             .map_err(|e| NodeError::new(format!("invalid frame from plugin: {e}")))?;
+        frame.stream = frame_c.stream;
         frame.timestamp_ns = frame_c.timestamp_ns;
         frame.width = frame_c.width;
         frame.height = frame_c.height;

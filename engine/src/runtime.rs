@@ -13,7 +13,7 @@
 //!   and the same drain follows; every thread is joined within the drain deadline.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -315,7 +315,11 @@ struct Stage {
     plugin: String,
     node: Box<dyn Node>,
     on_error: OnError,
+    /// The stream of the source's current frames (sources only).
     stream: u32,
+    /// The next unused stream id, shared by the sources: the first ids are the sources'
+    /// ordinals, further streams take the next ones.
+    next_stream: Arc<AtomicU32>,
     /// One receiver per declared input (None: unconnected optional input).
     inputs: Vec<Option<Receiver<Msg>>>,
     input_names: Vec<String>,
@@ -478,6 +482,9 @@ impl Stage {
             let mut info = FrameInfo {
                 stream: self.stream,
                 index,
+                timestamp_ns: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
                 ..FrameInfo::default()
             };
             let span = tracing::trace_span!("next_frame", node = %self.name, frame = index);
@@ -494,10 +501,11 @@ impl Stage {
                 Err(p) => Err(p),
             };
             self.stats.latency.record(t.elapsed());
-            if info.timestamp_ns == 0 {
-                info.timestamp_ns = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
+            if info.stream != self.stream {
+                // The source began a new stream: a fresh id, never used in this run, so that
+                // no node's state of an earlier stream carries over.
+                self.stream = self.next_stream.fetch_add(1, Ordering::SeqCst);
+                info.stream = self.stream;
             }
             let frame = Arc::new(info);
             if let Step::Stop = self.after_call(&frame, result) {
@@ -639,6 +647,12 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
         receivers.push(Some(rx));
     }
     let mut sources = 0u32;
+    let source_count = pipeline
+        .nodes
+        .iter()
+        .filter(|n| n.kind.spec.is_source())
+        .count() as u32;
+    let next_stream = Arc::new(AtomicU32::new(source_count));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, NodeStats)>();
     let mut handles = Vec::new();
     // Stages whose thread started: one that never did is an error, not a stage stuck draining.
@@ -658,6 +672,7 @@ pub fn run(pipeline: &Pipeline, nodes: Vec<Box<dyn Node>>, mut options: RunOptio
             node,
             on_error: n.on_error,
             stream,
+            next_stream: next_stream.clone(),
             inputs: n
                 .inputs
                 .iter()

@@ -546,40 +546,38 @@ pub struct ResNetNode {
     keyframes: Keyframes,
 }
 
-/// YolactEdge's keyframe schedule, per stream: a keyframe every `interval` frames, and
-/// whenever the frame size differs from the stream's last keyframe.
+/// YolactEdge's keyframe schedule, per stream: a keyframe every `interval` frames from the
+/// stream's start, and whenever the frame size differs from the stream's last keyframe.
 #[derive(Debug, Default)]
 pub struct Keyframes {
     /// 0: every frame is a keyframe.
     pub interval: u64,
     pub partial_layers: usize,
-    /// The size of each stream's last keyframe.
-    last: std::collections::HashMap<u32, (usize, usize)>,
+    /// Per stream: its frames seen so far and the size of its last keyframe.
+    streams: plugin_sdk::StreamState<(u64, (usize, usize))>,
 }
 
 impl Keyframes {
-    /// Whether frame `index` of `stream`, of `size`, is a keyframe (and records it).
+    /// Whether this frame of `stream`, of `size`, is a keyframe (and records it). `index`
+    /// (the frame's index in its source) only labels the message.
     pub fn is_keyframe(&mut self, stream: u32, index: u64, size: (usize, usize)) -> bool {
         if self.interval == 0 {
             return true;
         }
-        let due = index.is_multiple_of(self.interval);
-        let changed = match self.last.get(&stream) {
-            Some(&last) if index > 0 => (last != size).then_some(last),
-            // A new stream (or its first frame): a keyframe starts it.
-            _ => Some(size),
-        };
+        // A new stream starts with a keyframe.
+        let (position, last) = self.streams.get_or_insert_with(stream, || (0, size));
+        let due = position.is_multiple_of(self.interval);
+        *position += 1;
         if !due {
-            match changed {
-                None => return false,
-                Some(last) if last != size => eprintln!(
-                    "resnet: stream {stream}, frame {index}: the frame size changed from {}x{} to {}x{}; forcing a keyframe",
-                    last.1, last.0, size.1, size.0
-                ),
-                Some(_) => {}
+            if *last == size {
+                return false;
             }
+            eprintln!(
+                "resnet: stream {stream}, frame {index}: the frame size changed from {}x{} to {}x{}; forcing a keyframe",
+                last.1, last.0, size.1, size.0
+            );
         }
-        self.last.insert(stream, size);
+        *last = size;
         true
     }
 }
@@ -688,12 +686,15 @@ mod tests {
         let s = (10, 20);
         let got: Vec<bool> = (0..7).map(|i| k.is_keyframe(0, i, s)).collect();
         assert_eq!(got, [true, false, false, true, false, false, true]);
-        // A size change forces one; the schedule goes on by index.
+        // A size change forces one; the schedule goes on by position in the stream.
         assert!(k.is_keyframe(0, 7, (11, 20)));
         assert!(!k.is_keyframe(0, 8, (11, 20)));
-        // Another stream starts with a keyframe, also when its first index is not due.
+        assert!(k.is_keyframe(0, 9, (11, 20)));
+        // Another stream starts with a keyframe, and its schedule counts from its start
+        // (a source's indices go on across its streams).
         assert!(k.is_keyframe(1, 0, s));
-        assert!(k.is_keyframe(2, 5, s));
+        let got: Vec<bool> = (10..14).map(|i| k.is_keyframe(2, i, s)).collect();
+        assert_eq!(got, [true, false, false, true]);
         let mut every = Keyframes::default();
         assert!(every.is_keyframe(0, 1, s));
     }

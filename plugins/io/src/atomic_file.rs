@@ -78,6 +78,27 @@ impl AtomicFile {
     }
 }
 
+/// Writers that seek (an MP4 muxer patching its box sizes) write through it too.
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.as_mut().ok_or_else(closed)?.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().ok_or_else(closed)?.flush()
+    }
+}
+
+impl std::io::Seek for AtomicFile {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.out.as_mut().ok_or_else(closed)?.seek(pos)
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::other("the file was already committed")
+}
+
 impl Drop for AtomicFile {
     /// Not committed (the run never started, or failed before the sink finished): the
     /// temporary goes, the target stays as it was.

@@ -55,7 +55,14 @@ pub const PALETTE: [[u8; 3]; 20] = [
     [128, 128, 128],
 ];
 
-/// The colour of class `class`.
+/// The colour of a track, the same in every frame of its life.
+pub fn track_color(track_id: i64) -> [u8; 3] {
+    // Consecutive ids land far apart in the palette (7 and its 20 entries are coprime, so
+    // 20 consecutive ids get 20 different colours).
+    PALETTE[(track_id.unsigned_abs() as usize).wrapping_mul(7) % PALETTE.len()]
+}
+
+/// The colour of a class.
 pub fn class_color(class: i64) -> [u8; 3] {
     PALETTE[class.rem_euclid(PALETTE.len() as i64) as usize]
 }
@@ -130,6 +137,28 @@ impl ImageSink {
             score_threshold: score_threshold as f32,
             labels,
         })
+    }
+
+    /// A drawer without an output directory, for sinks that write the canvas elsewhere (a
+    /// video).
+    pub fn overlay(score_threshold: f32, labels: Vec<String>) -> ImageSink {
+        ImageSink {
+            dir: PathBuf::new(),
+            score_threshold,
+            labels,
+        }
+    }
+
+    /// Draws the frame's `panoptic` and `instances` inputs, where present, on `image`.
+    pub fn draw(&self, image: &Value, inputs: &Inputs) -> Result<Canvas, NodeError> {
+        let mut canvas = Canvas::from_image(image)?;
+        if let Some(p) = inputs.get("panoptic") {
+            self.draw_panoptic(&mut canvas, p)?;
+        }
+        if let Some(v) = inputs.get("instances") {
+            self.draw_instances(&mut canvas, v)?;
+        }
+        Ok(canvas)
     }
 
     /// The file frame `frame` is written to.
@@ -242,13 +271,23 @@ impl ImageSink {
         let drawn: Vec<usize> = (0..inst.len())
             .filter(|&k| inst.scores[k] >= self.score_threshold)
             .collect();
+        // Tracked instances take their track's colour, so that an object keeps its colour
+        // from frame to frame; others their class's.
+        let track_ids = match value.get("track_ids") {
+            Some(t) => Some(t.as_slice::<i64>()?),
+            None => None,
+        };
+        let color_of = |k: usize| match track_ids {
+            Some(ids) => track_color(ids[k]),
+            None => class_color(inst.classes[k]),
+        };
         let scale = 1 + canvas.width.max(canvas.height) / 800;
         let scale = scale.min(4);
 
         if let Some(m) = masks {
             for &k in &drawn {
                 let plane = mask_plane(m, k, MASK_THRESHOLD)?;
-                canvas.blend_mask(&plane, class_color(inst.classes[k]));
+                canvas.blend_mask(&plane, color_of(k));
             }
         }
         if let Some(d) = DensePose::from_value(value)? {
@@ -264,7 +303,7 @@ impl ImageSink {
         }
         for &k in &drawn {
             if let Some([l, t, r, b]) = pixel_box(inst.boxes[k]) {
-                canvas.outline(l, t, r, b, 2, class_color(inst.classes[k]));
+                canvas.outline(l, t, r, b, 2, color_of(k));
             }
         }
         for name in ["keypoints", "landmarks"] {
@@ -275,7 +314,7 @@ impl ImageSink {
             // Dense point sets (a 468-point face mesh) as small dots without the white ring.
             let dense = per > DENSE_POINTS;
             for &k in &drawn {
-                let color = class_color(inst.classes[k]);
+                let color = color_of(k);
                 let Some(rows) = data.get(k * per * cols..(k + 1) * per * cols) else {
                     continue;
                 };
@@ -299,8 +338,11 @@ impl ImageSink {
         }
         for &k in &drawn {
             if let Some([l, t, _, _]) = pixel_box(inst.boxes[k]) {
-                let text = self.label_of(inst.classes[k], inst.scores[k]);
-                canvas.label(l, t, &text, scale, class_color(inst.classes[k]));
+                let mut text = self.label_of(inst.classes[k], inst.scores[k]);
+                if let Some(ids) = track_ids {
+                    text = format!("#{} {text}", ids[k]);
+                }
+                canvas.label(l, t, &text, scale, color_of(k));
             }
         }
         Ok(())
@@ -504,14 +546,7 @@ pub fn write_rgb_png(
 
 impl Node for ImageSink {
     fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError> {
-        let image = inputs.value("image")?;
-        let mut canvas = Canvas::from_image(image)?;
-        if let Some(p) = inputs.get("panoptic") {
-            self.draw_panoptic(&mut canvas, p)?;
-        }
-        if let Some(v) = inputs.get("instances") {
-            self.draw_instances(&mut canvas, v)?;
-        }
+        let canvas = self.draw(inputs.value("image")?, inputs)?;
         canvas.write_png(&self.file_of(frame))?;
         Ok(Outputs::new())
     }

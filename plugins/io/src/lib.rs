@@ -3,10 +3,12 @@
 //! | kind               | role   | ports                                                   |
 //! |--------------------|--------|---------------------------------------------------------|
 //! | `image_source`     | source | out `image`                                             |
+//! | `video_source`     | source | out `image` (H.264 MP4, Y4M, image sequences; a stream per video) |
 //! | `synthetic_source` | source | out `image`, `instances`                                |
 //! | `json_sink`        | sink   | in `instances`                                          |
 //! | `image_sink`       | sink   | in `image`, `instances` (optional)                      |
 //! | `panoptic_sink`    | sink   | in `panoptic` (COCO panoptic PNGs + annotations JSON)   |
+//! | `video_sink`       | sink   | in `image`, `instances`, `panoptic` (optional): H.264 MP4 |
 //! | `null_sink`        | sink   | in `in`                                                 |
 //! | `identity`         | filter | in `in`, out `out` (same kind as the input)             |
 //! | `concat_instances` | filter | in `first`, `second` (optional), out `instances`        |
@@ -33,6 +35,7 @@ pub mod pq;
 pub mod rle;
 pub mod synthetic;
 pub mod util_nodes;
+pub mod video;
 
 use plugin_sdk::NodeKind;
 
@@ -40,10 +43,12 @@ use plugin_sdk::NodeKind;
 pub fn kinds() -> Vec<NodeKind> {
     vec![
         image_source::kind(),
+        video::source_kind(),
         synthetic::kind(),
         json_sink::kind(),
         image_sink::kind(),
         panoptic_sink::kind(),
+        video::sink::kind(),
         util_nodes::null_sink_kind(),
         util_nodes::identity_kind(),
         instances_ops::concat_instances(),
@@ -68,10 +73,12 @@ mod tests {
             names,
             [
                 "image_source",
+                "video_source",
                 "synthetic_source",
                 "json_sink",
                 "image_sink",
                 "panoptic_sink",
+                "video_sink",
                 "null_sink",
                 "identity",
                 "concat_instances",

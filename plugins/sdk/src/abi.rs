@@ -391,9 +391,11 @@ pub struct HostConfigC {
     pub threads: u32,
 }
 
-/// A frame's metadata. In `next_frame` the host sets `stream` and `index` and the source
-/// fills in the rest; `source` then points to a string the library owns, valid until the call
-/// returns (the host copies it).
+/// A frame's metadata. In `next_frame` the host sets `stream`, `index` and a wall-clock
+/// `timestamp_ns`, and the source fills in the rest (it may replace `timestamp_ns`, and it
+/// changes `stream` to begin a new stream, for which the host then assigns a fresh id);
+/// `source` then points to a string the library owns, valid until the call returns (the
+/// host copies it).
 #[repr(C)]
 pub struct FrameC {
     pub stream: u32,
@@ -1051,12 +1053,14 @@ pub mod export {
                 let mut info = FrameInfo {
                     stream: frame.stream,
                     index: frame.index,
+                    timestamp_ns: frame.timestamp_ns,
                     ..FrameInfo::default()
                 };
                 let Some(outputs) = node.next_frame(&mut info)? else {
                     ended = true;
                     return Ok(());
                 };
+                frame.stream = info.stream;
                 frame.timestamp_ns = info.timestamp_ns;
                 frame.width = info.width;
                 frame.height = info.height;

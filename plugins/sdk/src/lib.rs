@@ -12,7 +12,7 @@ pub mod value;
 pub use engine_tensor::{self as tensor, f16, DType, Element, Tensor, TensorError};
 pub use node::{
     lint_kinds, CreateFn, FrameInfo, HostConfig, Inputs, Node, NodeError, NodeKind, NodeSpec,
-    Outputs, PortSpec,
+    Outputs, PortSpec, StreamState,
 };
 pub use params::{ParamSpec, ParamType, ParamValue, Params};
 pub use value::{Instances, PortKind, Value};

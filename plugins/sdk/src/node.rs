@@ -12,17 +12,113 @@ use crate::value::{PortKind, Value};
 /// Which frame a value belongs to. Every value in the graph travels with one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FrameInfo {
-    /// Which stream (source) the frame came from.
+    /// Which stream the frame belongs to: one id per video, camera session or file sequence,
+    /// unique within a run and never reused. A source starts with one stream and may start
+    /// further ones ([`FrameInfo::begin_stream`]); state a node keeps across frames is per
+    /// stream (see [`StreamState`]).
     pub stream: u32,
-    /// Position of the frame in its stream, from 0, assigned by the engine.
+    /// Position of the frame in its source's output, from 0, assigned by the engine. It keeps
+    /// counting across the streams of one source: nodes with several inputs join by it.
     pub index: u64,
-    /// Capture or decode time in nanoseconds since the Unix epoch (0 when unknown).
+    /// Nanoseconds: the engine presets the wall-clock time since the Unix epoch before the
+    /// source runs; a video source replaces it with the frame's presentation time from the
+    /// start of its stream.
     pub timestamp_ns: u64,
     /// Where the frame came from (file path, "synthetic", ...).
     pub source: Arc<str>,
     /// Size of the original image in pixels (0 when not an image stream).
     pub width: u32,
     pub height: u32,
+}
+
+impl FrameInfo {
+    /// Called by a source in `next_frame`: this frame starts a new stream (the next video of
+    /// a list, say). The engine gives the frame a fresh stream id, so state kept per stream
+    /// starts afresh. Only the change matters: the id the source leaves here is replaced.
+    pub fn begin_stream(&mut self) {
+        self.stream = self.stream.wrapping_add(1);
+    }
+}
+
+/// State a node keeps across the frames of each stream (a tracker's tracks, a keyframe's
+/// features). A new stream gets a fresh state from `init`; the states of the streams used
+/// least recently are dropped beyond `capacity`, so that a run over many videos holds a
+/// bounded amount (stream ids are never reused, so a dropped stream does not come back).
+#[derive(Debug)]
+pub struct StreamState<T> {
+    capacity: usize,
+    clock: u64,
+    /// (stream, last use, state), in no particular order: capacity is small.
+    states: Vec<(u32, u64, T)>,
+}
+
+impl<T> StreamState<T> {
+    /// Keeps at most `capacity` streams' states (at least 1).
+    pub fn new(capacity: usize) -> StreamState<T> {
+        StreamState {
+            capacity: capacity.max(1),
+            clock: 0,
+            states: Vec::new(),
+        }
+    }
+
+    /// The state of `stream`, created by `init` when the stream is new to this node.
+    pub fn get_or_insert_with(&mut self, stream: u32, init: impl FnOnce() -> T) -> &mut T {
+        let position = match self.states.iter().position(|s| s.0 == stream) {
+            Some(i) => i,
+            None => self.push(stream, init()),
+        };
+        self.clock += 1;
+        let entry = &mut self.states[position];
+        entry.1 = self.clock;
+        &mut entry.2
+    }
+
+    /// The state of `stream`, if this node has one.
+    pub fn get(&self, stream: u32) -> Option<&T> {
+        self.states.iter().find(|s| s.0 == stream).map(|s| &s.2)
+    }
+
+    /// Replaces (or creates) the state of `stream`.
+    pub fn insert(&mut self, stream: u32, state: T) {
+        match self.states.iter().position(|s| s.0 == stream) {
+            Some(i) => {
+                self.clock += 1;
+                self.states[i] = (stream, self.clock, state);
+            }
+            None => {
+                self.push(stream, state);
+            }
+        }
+    }
+
+    /// Adds a stream's state, dropping the least recently used one when full; its position.
+    fn push(&mut self, stream: u32, state: T) -> usize {
+        if self.states.len() >= self.capacity {
+            if let Some(oldest) = (0..self.states.len()).min_by_key(|&i| self.states[i].1) {
+                self.states.swap_remove(oldest);
+            }
+        }
+        self.clock += 1;
+        self.states.push((stream, self.clock, state));
+        self.states.len() - 1
+    }
+
+    /// How many streams' states are held.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
+impl<T> Default for StreamState<T> {
+    /// Room for 16 concurrent streams.
+    fn default() -> StreamState<T> {
+        StreamState::new(16)
+    }
 }
 
 /// An error raised by a node. The engine adds the node, plugin and frame.
@@ -287,9 +383,11 @@ pub trait Node: Send {
     /// optional inputs are `None`). Returns one value per declared output port.
     fn process(&mut self, frame: &FrameInfo, inputs: &Inputs) -> Result<Outputs, NodeError>;
 
-    /// Sources only (nodes without inputs): produces the next frame, or `None` at end of
-    /// stream. The engine has set `frame.stream` and `frame.index`; the source fills in
-    /// `source`, `width`, `height` and `timestamp_ns`.
+    /// Sources only (nodes without inputs): produces the next frame, or `None` at the end.
+    /// The engine has set `frame.stream`, `frame.index` and a wall-clock `timestamp_ns`; the
+    /// source fills in `source`, `width`, `height`, may replace `timestamp_ns` (a video's
+    /// presentation time) and calls [`FrameInfo::begin_stream`] on the first frame of each
+    /// further stream.
     fn next_frame(&mut self, frame: &mut FrameInfo) -> Result<Option<Outputs>, NodeError> {
         let _ = frame;
         Err(NodeError::new(
@@ -374,5 +472,42 @@ impl NodeKind {
 impl fmt::Debug for NodeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeKind({})", self.spec.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each stream gets its own state; beyond the capacity the least recently used goes.
+    #[test]
+    fn stream_state_is_per_stream_and_bounded() {
+        let mut states = StreamState::<u32>::new(2);
+        *states.get_or_insert_with(0, || 10) += 1;
+        *states.get_or_insert_with(1, || 20) += 1;
+        *states.get_or_insert_with(0, || 99) += 1;
+        assert_eq!((states.get(0), states.get(1)), (Some(&12), Some(&21)));
+        // Stream 2 is new: stream 1, used least recently, is dropped.
+        assert_eq!(*states.get_or_insert_with(2, || 30), 30);
+        assert_eq!(
+            (states.len(), states.get(1), states.get(0)),
+            (2, None, Some(&12))
+        );
+        states.insert(0, 5);
+        states.insert(3, 7);
+        assert_eq!(
+            (states.get(0), states.get(2), states.get(3)),
+            (Some(&5), None, Some(&7))
+        );
+    }
+
+    #[test]
+    fn begin_stream_changes_the_stream() {
+        let mut frame = FrameInfo {
+            stream: u32::MAX,
+            ..FrameInfo::default()
+        };
+        frame.begin_stream();
+        assert_ne!(frame.stream, u32::MAX);
     }
 }

@@ -32,8 +32,6 @@
 //! `spa.refine_convs.{0,1}.0.*` (`flow_net.pred1`, `upfeat2` and `upflow2` serve the P3 flow,
 //! which inference skips).
 
-use std::collections::HashMap;
-
 use kernels::layers::grid_sample::grid_sample;
 use kernels::layers::resize::resize;
 use kernels::layers::{Activation, Conv2d, Conv2dParams, ResizeMode};
@@ -403,12 +401,11 @@ pub fn edge_defaults() -> YolactConfig {
 }
 
 /// The `yolact_edge` node.
-#[derive(Debug)]
 pub struct YolactEdgeNode {
     model: YolactEdge,
     in_features: Vec<String>,
     category_ids: Vec<i64>,
-    keyframes: HashMap<u32, Keyframe>,
+    keyframes: plugin_sdk::StreamState<Keyframe>,
 }
 
 impl YolactEdgeNode {
@@ -434,7 +431,7 @@ impl YolactEdgeNode {
             model: YolactEdge::from_weights(&weights, &prefix, config)?,
             in_features,
             category_ids,
-            keyframes: HashMap::new(),
+            keyframes: plugin_sdk::StreamState::default(),
         })
     }
 
@@ -460,7 +457,7 @@ impl YolactEdgeNode {
             pyramid
         } else {
             let c3 = named_levels(NODE, features, &self.in_features[..1])?;
-            let key = self.keyframes.get(&stream).ok_or_else(|| {
+            let key = self.keyframes.get(stream).ok_or_else(|| {
                 ModelError::input(format!(
                     "{NODE}: stream {stream} has no keyframe yet: the features hold no {} (the resnet node decides the keyframes with keyframe_interval)",
                     self.in_features[1..].join(", ")
