@@ -1423,6 +1423,68 @@ fn a_stage_that_does_not_drain_in_time_is_named_and_the_engine_exits() {
     );
 }
 
+/// `engine eval mot` against py-motmetrics on the TUD sequences it ships
+/// (`tests/reference/make_mot_fixtures.py`): every metric within 1e-9 (counts exactly), the
+/// summary table, and a bad line named with its file, line and column.
+#[test]
+fn eval_mot_equals_py_motmetrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mot");
+    let dir = scratch("mot");
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    for case in ["TUD-Campus", "TUD-Stadtmitte"] {
+        let (gt, pred) = (
+            root.join(case).join("gt.txt"),
+            root.join(case).join("test.txt"),
+        );
+        let (gt, pred) = (gt.display().to_string(), pred.display().to_string());
+        let o = engine(
+            &dir,
+            &["eval", "mot", "--gt", &gt, "--pred", &pred, "--json"],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let ours: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+        let want = &want["cases"][case];
+        for key in ["mota", "motp", "idf1", "idp", "idr", "precision", "recall"] {
+            let (a, b) = (
+                ours[key].as_f64().expect("ours"),
+                want[key].as_f64().expect("theirs"),
+            );
+            assert!(
+                (a - b).abs() <= 1e-9,
+                "{case} {key}: ours {a}, motmetrics {b}"
+            );
+        }
+        for key in [
+            "num_switches",
+            "num_fragmentations",
+            "num_false_positives",
+            "num_misses",
+            "mostly_tracked",
+            "mostly_lost",
+        ] {
+            assert_eq!(ours[key], want[key], "{case} {key}");
+        }
+        let o = engine(&dir, &["eval", "mot", "--gt", &gt, "--pred", &pred]);
+        assert!(
+            stdout(&o).contains("IDF1") && stdout(&o).contains("MOTA"),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "1,1,10,10,5,5,1\n2,x,10,10,5,5,1\n").expect("write");
+    let (bad, gt) = (
+        bad.display().to_string(),
+        root.join("TUD-Campus/gt.txt").display().to_string(),
+    );
+    let o = engine(&dir, &["eval", "mot", "--gt", &gt, "--pred", &bad]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("bad.txt\":2:"), "{}", stderr(&o));
+}
+
 /// `engine eval pq` against panopticapi's `pq_compute` (`tests/reference/make_pq_fixtures.py`
 /// ran it on `tests/fixtures/pq/*`): every value of the dict it returned within 1e-9, and
 /// panopticapi's errors for inconsistent predictions, with the file.

@@ -129,6 +129,20 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// CLEAR MOT and identity metrics (MOTA, MOTP, IDF1, IDP, IDR, switches, fragmentations,
+    /// mostly tracked/lost, ...), equal to py-motmetrics' MOTChallenge evaluation (IoU
+    /// distance, matches up to 0.5), on MOTChallenge text files.
+    Mot {
+        /// Ground truth: frame, id, left, top, width, height, conf, ... per line.
+        #[arg(long, value_name = "FILE")]
+        gt: PathBuf,
+        /// Tracker output in the same format.
+        #[arg(long, value_name = "FILE")]
+        pred: PathBuf,
+        /// Print the metrics as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -223,6 +237,32 @@ fn main() -> ExitCode {
                 }
                 Ok(r) => {
                     print!("{}", r.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
+        Command::Eval {
+            what: EvalCommand::Mot { gt, pred, json },
+        } => {
+            init_logging(level, None);
+            let metrics = plugin_io::mot::read_mot_file(&gt).and_then(|g| {
+                let p = plugin_io::mot::read_mot_file(&pred)?;
+                plugin_io::mot::evaluate(&g, &p)
+            });
+            match metrics {
+                Ok(m) if json => {
+                    println!("{}", m.to_json());
+                    ExitCode::SUCCESS
+                }
+                Ok(m) => {
+                    let name = pred
+                        .file_stem()
+                        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                    println!("{}", m.table(&name).trim_end());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

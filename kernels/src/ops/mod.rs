@@ -36,6 +36,7 @@
 //!   [`OpError`].
 
 pub mod anchors;
+pub mod assignment;
 pub mod boxes;
 pub mod corner_pool;
 pub mod heatmap;
@@ -48,6 +49,7 @@ pub(crate) mod simd;
 pub mod yolact;
 
 pub use anchors::AnchorGenerator;
+pub use assignment::linear_sum_assignment;
 pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxCoder};
 pub use corner_pool::{corner_pool, CornerPool};
 pub use heatmap::{

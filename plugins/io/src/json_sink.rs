@@ -30,7 +30,7 @@ use crate::atomic_file::AtomicFile;
 use crate::densepose::DensePose;
 use crate::{quoted, rle};
 
-const FORMATS: [&str; 2] = ["jsonl", "coco"];
+const FORMATS: [&str; 3] = ["jsonl", "coco", "mot"];
 
 pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
@@ -51,7 +51,7 @@ pub fn kind() -> NodeKind {
         "format",
         ParamType::Str,
         ParamValue::Str("jsonl".into()),
-        "\"jsonl\": one {frame, stream, source, width, height, instances} object per line; \"coco\": one array of all instances",
+        "\"jsonl\": one {frame, stream, source, width, height, instances} object per line; \"coco\": one array of all instances; \"mot\": MOTChallenge lines frame,id,left,top,width,height,score,-1,-1,-1 of tracked instances (frames from 1 in each stream), for engine eval mot",
     ))
     .param(ParamSpec::optional(
         "mask_threshold",
@@ -68,6 +68,7 @@ pub fn kind() -> NodeKind {
 enum Format {
     Jsonl,
     Coco,
+    Mot,
 }
 
 /// The `json_sink` node.
@@ -80,6 +81,9 @@ pub struct JsonSink {
     written: u64,
     /// Reused per frame.
     line: String,
+    /// MOT: the stream being written and its first frame's index (MOT frames count from 1
+    /// in each sequence).
+    stream_start: Option<(u32, u64)>,
 }
 
 impl JsonSink {
@@ -87,6 +91,7 @@ impl JsonSink {
         let format = match params.str("format")? {
             "jsonl" => Format::Jsonl,
             "coco" => Format::Coco,
+            "mot" => Format::Mot,
             other => {
                 return Err(NodeError::new(format!(
                     "parameter \"format\" must be one of {}, got {other:?}",
@@ -116,6 +121,7 @@ impl JsonSink {
             out,
             written: 0,
             line: String::new(),
+            stream_start: None,
         };
         if format == Format::Coco {
             sink.write(b"[")?;
@@ -133,8 +139,21 @@ impl Node for JsonSink {
         let value = inputs.value("instances")?;
         let mut line = std::mem::take(&mut self.line);
         line.clear();
+        if self.format == Format::Mot {
+            let first = match self.stream_start {
+                Some((stream, first)) if stream == frame.stream => first,
+                _ => frame.index,
+            };
+            self.stream_start = Some((frame.stream, first));
+            mot_lines(&mut line, value, frame.index - first + 1)?;
+            let result = self.write(line.as_bytes());
+            self.line = line;
+            result?;
+            return Ok(Outputs::new());
+        }
         let objects = coco_objects(value, frame.index, self.mask_threshold)?;
         match self.format {
+            Format::Mot => {}
             Format::Jsonl => {
                 let _ = write!(
                     line,
@@ -171,6 +190,26 @@ impl Node for JsonSink {
         }
         self.out.commit_in_place()
     }
+}
+
+/// MOTChallenge lines of tracked instances: `frame,id,left,top,width,height,score,-1,-1,-1`.
+fn mot_lines(out: &mut String, value: &Value, frame: u64) -> Result<(), NodeError> {
+    let inst = Instances::from_value(value)?;
+    let ids = value
+        .get("track_ids")
+        .ok_or(
+            "format \"mot\" writes tracks, and these instances have no track_ids: put a tracker (bytetrack) before this sink",
+        )?
+        .as_slice::<i64>()?;
+    for (k, b) in inst.boxes.iter().enumerate() {
+        let _ = write!(out, "{frame},{}", ids[k]);
+        for x in [b[0], b[1], b[2] - b[0], b[3] - b[1], inst.scores[k]] {
+            out.push(',');
+            push_f32(out, x);
+        }
+        out.push_str(",-1,-1,-1\n");
+    }
+    Ok(())
 }
 
 /// A JSON string literal.
@@ -260,6 +299,10 @@ pub fn coco_objects(
         None => None,
     };
     let densepose = DensePose::from_value(value)?;
+    let track_ids = match value.get("track_ids") {
+        Some(t) => Some(t.as_slice::<i64>()?),
+        None => None,
+    };
     let mut objects = Vec::with_capacity(inst.len());
     for (k, b) in inst.boxes.iter().enumerate() {
         let mut s = String::with_capacity(96);
@@ -279,6 +322,9 @@ pub fn coco_objects(
         }
         s.push_str("],\"score\":");
         push_f32(&mut s, inst.scores[k]);
+        if let Some(ids) = track_ids {
+            let _ = write!(s, ",\"track_id\":{}", ids[k]);
+        }
         if let Some(m) = masks {
             let (h, w) = (m.shape()[1], m.shape()[2]);
             let plane = mask_plane(m, k, mask_threshold)?;
@@ -362,6 +408,33 @@ mod tests {
             width: 5,
             height: 4,
         }
+    }
+
+    /// MOTChallenge lines of the tracked instances, frames from 1 in each stream; instances
+    /// without track ids are refused with what to do.
+    #[test]
+    fn mot_format_writes_tracks_per_stream() {
+        let path = temp_path("mot");
+        let mut sink = JsonSink::from_params(&params(&path, "mot")).unwrap();
+        let tracked = value(false).with("track_ids", Tensor::from_vec(&[2], vec![4i64, 9]).unwrap());
+        let mut inputs = Inputs::new();
+        inputs.push("instances", Some(tracked));
+        for (stream, index) in [(0, 0), (0, 1), (3, 2)] {
+            let f = FrameInfo { stream, ..frame(index) };
+            sink.process(&f, &inputs).unwrap();
+        }
+        let mut untracked = Inputs::new();
+        untracked.push("instances", Some(value(false)));
+        let e = sink.process(&frame(3), &untracked).unwrap_err();
+        assert!(e.message().contains("no track_ids: put a tracker"), "{e}");
+        sink.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert_eq!(lines[0], "1,4,10.0,20.0,30.5,40.0,0.93,-1,-1,-1");
+        assert_eq!(lines[3], "2,9,1.0,2.0,2.0,3.0,0.25,-1,-1,-1");
+        assert!(lines[4].starts_with("1,4,"), "a new stream starts at frame 1");
+        let _ = std::fs::remove_file(&path);
     }
 
     fn value(with_extras: bool) -> Value {
@@ -530,7 +603,7 @@ mod tests {
         let err = JsonSink::from_params(&params(&path, "csv")).unwrap_err();
         assert_eq!(
             err.message(),
-            "parameter \"format\" must be one of \"jsonl\", \"coco\", got \"csv\""
+            "parameter \"format\" must be one of \"jsonl\", \"coco\", \"mot\", got \"csv\""
         );
         let mut node = (kind().create)(&params(&path, "jsonl")).unwrap();
         let bad = Value::new(PortKind::Instances);

@@ -30,6 +30,7 @@ pub mod image_sink;
 pub mod image_source;
 pub mod instances_ops;
 pub mod json_sink;
+pub mod mot;
 pub mod panoptic_sink;
 pub mod pq;
 pub mod rle;

@@ -49,8 +49,9 @@ pub enum StreamInput {
     Images(Vec<PathBuf>),
 }
 
-/// The container a video file is, from its first bytes (the extension can lie).
-fn open_video(path: &Path) -> Result<Box<dyn FrameReader>, String> {
+/// A reader of the video at `path`: its container from its first bytes (the extension can
+/// lie).
+pub fn open_video(path: &Path) -> Result<Box<dyn FrameReader>, String> {
     let mut head = [0u8; 12];
     let n = {
         use std::io::Read;

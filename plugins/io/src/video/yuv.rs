@@ -61,15 +61,19 @@ impl Yuv420<'_> {
         let mut rgb = vec![0u8; w * h * 3];
         for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate().take(h) {
             let y_row = &self.y[row * self.y_stride..][..w];
-            let u_row = &self.u[(row / 2) * self.uv_stride..];
-            let v_row = &self.v[(row / 2) * self.uv_stride..];
-            for (x, (px, &luma)) in out.chunks_exact_mut(3).zip(y_row).enumerate() {
-                let u = i32::from(u_row[x / 2]) - 128;
-                let v = i32::from(v_row[x / 2]) - 128;
-                let y1 = (i32::from(luma) - 16).max(0) * CY;
-                px[0] = saturate(y1 + HALF + CVR * v);
-                px[1] = saturate(y1 + HALF + CVG * v + CUG * u);
-                px[2] = saturate(y1 + HALF + CUB * u);
+            let u_row = &self.u[(row / 2) * self.uv_stride..][..w.div_ceil(2)];
+            let v_row = &self.v[(row / 2) * self.uv_stride..][..w.div_ceil(2)];
+            // Two pixels share a chroma sample: its three terms are computed once per pair.
+            let pairs = out.chunks_mut(6).zip(y_row.chunks(2)).zip(u_row.iter().zip(v_row));
+            for ((px, lumas), (&u, &v)) in pairs {
+                let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
+                let (r, g, b) = (HALF + CVR * v, HALF + CVG * v + CUG * u, HALF + CUB * u);
+                for (p, &luma) in px.chunks_exact_mut(3).zip(lumas) {
+                    let y1 = (i32::from(luma) - 16).max(0) * CY;
+                    p[0] = saturate(y1 + r);
+                    p[1] = saturate(y1 + g);
+                    p[2] = saturate(y1 + b);
+                }
             }
         }
         Ok(rgb)
