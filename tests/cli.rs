@@ -1485,6 +1485,53 @@ fn eval_mot_equals_py_motmetrics() {
     assert!(stderr(&o).contains("bad.txt\":2:"), "{}", stderr(&o));
 }
 
+/// `engine eval vpq` against VPSNet's `tools/eval_vpq.py` (`tests/reference/make_vpq_fixtures.py`
+/// ran it on `tests/fixtures/vpq/main`): the final VPQ, things and stuff within 1e-9, and a
+/// missing prediction PNG named.
+#[test]
+fn eval_vpq_equals_vpsnet_script() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vpq");
+    let dir = scratch("vpq");
+    let case = root.join("main");
+    let arg = |name: &str| case.join(name).display().to_string();
+    let (gt, truth, submit) = (
+        arg("panoptic_gt.json"),
+        arg("panoptic_video"),
+        arg("submit"),
+    );
+    let args = [
+        "eval",
+        "vpq",
+        "--gt-json",
+        &gt,
+        "--truth-dir",
+        &truth,
+        "--submit-dir",
+    ];
+    let o = engine(&dir, &[&args[..], &[&submit, "--json"]].concat());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ours: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    for key in ["vpq_all", "vpq_thing", "vpq_stuff"] {
+        let a = ours[key].as_f64().expect("ours");
+        let b = want["cases"]["main"][key].as_f64().expect("the script's");
+        assert!((a - b).abs() <= 1e-9, "{key}: ours {a}, eval_vpq.py {b}");
+    }
+    let o = engine(&dir, &[&args[..], &[&submit]].concat());
+    assert!(stdout(&o).contains("vpq_all:62.7456"), "{}", stdout(&o));
+    // A submission without its PNGs: the missing file is named.
+    let empty = dir.join("submit");
+    std::fs::create_dir_all(empty.join("pan_pred")).expect("dir");
+    std::fs::copy(case.join("submit/pred.json"), empty.join("pred.json")).expect("copy");
+    let empty = empty.display().to_string();
+    let o = engine(&dir, &[&args[..], &[&empty]].concat());
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("pan_pred"), "{}", stderr(&o));
+}
+
 /// `engine eval pq` against panopticapi's `pq_compute` (`tests/reference/make_pq_fixtures.py`
 /// ran it on `tests/fixtures/pq/*`): every value of the dict it returned within 1e-9, and
 /// panopticapi's errors for inconsistent predictions, with the file.

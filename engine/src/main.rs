@@ -129,6 +129,25 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Video Panoptic Quality (VPQ over windows of k = 0, 5, 10, 15 frames, all/things/stuff
+    /// and per class), equal to VPSNet's tools/eval_vpq.py on its Cityscapes-VPS layout.
+    Vpq {
+        /// The ground truth's panoptic JSON (images, annotations, categories).
+        #[arg(long, value_name = "FILE")]
+        gt_json: PathBuf,
+        /// The ground truth's PNGs.
+        #[arg(long, value_name = "DIR")]
+        truth_dir: PathBuf,
+        /// The predictions: pred.json and pan_pred/<image id>.png.
+        #[arg(long, value_name = "DIR")]
+        submit_dir: PathBuf,
+        /// Frames per video (the script's 6: Cityscapes-VPS annotates 6 frames per clip).
+        #[arg(long, default_value_t = plugin_io::vpq::DEFAULT_FRAMES_PER_VIDEO)]
+        frames_per_video: usize,
+        /// Print the results as JSON instead of the tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// CLEAR MOT and identity metrics (MOTA, MOTP, IDF1, IDP, IDR, switches, fragmentations,
     /// mostly tracked/lost, ...), equal to py-motmetrics' MOTChallenge evaluation (IoU
     /// distance, matches up to 0.5), on MOTChallenge text files.
@@ -237,6 +256,36 @@ fn main() -> ExitCode {
                 }
                 Ok(r) => {
                     print!("{}", r.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Vpq {
+                    gt_json,
+                    truth_dir,
+                    submit_dir,
+                    frames_per_video,
+                    json,
+                },
+        } => {
+            init_logging(level, None);
+            let options = plugin_io::vpq::VpqOptions {
+                frames_per_video,
+                ..Default::default()
+            };
+            match plugin_io::vpq::vpq_compute(&gt_json, &truth_dir, &submit_dir, &options) {
+                Ok(r) if json => {
+                    println!("{}", r.to_json());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!("{}", r.table().trim_end());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

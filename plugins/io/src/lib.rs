@@ -37,6 +37,7 @@ pub mod rle;
 pub mod synthetic;
 pub mod util_nodes;
 pub mod video;
+pub mod vpq;
 
 use plugin_sdk::NodeKind;
 
@@ -88,7 +89,7 @@ mod tests {
         );
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 11);
         for k in &kinds {
             assert!(!k.spec.doc.is_empty(), "{} has no doc", k.spec.kind);
             for p in k.spec.inputs.iter().chain(&k.spec.outputs) {

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::Value as Json;
 
-const OFFSET: u64 = 256 * 256 * 256;
-const VOID: u32 = 0;
+pub(crate) const OFFSET: u64 = 256 * 256 * 256;
+pub(crate) const VOID: u32 = 0;
 
 /// What went wrong, with the file (and the image and segment id) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ struct Segment {
     area: u64,
 }
 
-fn int(j: &Json, key: &str, what: &str) -> Result<i64, PqError> {
+pub(crate) fn int(j: &Json, key: &str, what: &str) -> Result<i64, PqError> {
     j[key].as_i64().ok_or_else(|| {
         err(format!(
             "{what}: \"{key}\" must be an integer, got {}",
@@ -100,7 +100,7 @@ fn int(j: &Json, key: &str, what: &str) -> Result<i64, PqError> {
     })
 }
 
-fn read_json(path: &Path) -> Result<Json, PqError> {
+pub(crate) fn read_json(path: &Path) -> Result<Json, PqError> {
     let text = kernels::files::read_regular(path)
         .map_err(|e| err(format!("cannot read \"{}\": {e}", path.display())))?;
     serde_json::from_slice(&text)
@@ -129,7 +129,7 @@ pub fn categories_of(doc: &Json, path: &Path) -> Result<Vec<Category>, PqError> 
 /// the prediction are streamed side by side, so each row is counted while it is in cache and
 /// no whole-image buffer is made. Interlaced PNGs (and JPEGs, which are not panoptic files
 /// but decode) are read whole first.
-enum IdRows<'a> {
+pub(crate) enum IdRows<'a> {
     Stream {
         reader: Box<png::Reader<std::io::Cursor<&'a [u8]>>>,
         channels: usize,
@@ -147,7 +147,12 @@ fn id_at(row: &[u8], i: usize, channels: usize) -> u32 {
 }
 
 /// Counts the runs of equal `(gt, pred)` pixel pairs of one row into `pairs`.
-fn count_row(gt: (&[u8], usize), pred: (&[u8], usize), w: usize, pairs: &mut PairCounts) {
+pub(crate) fn count_row(
+    gt: (&[u8], usize),
+    pred: (&[u8], usize),
+    w: usize,
+    pairs: &mut PairCounts,
+) {
     let ((gb, gc), (pb, pc)) = (gt, pred);
     if (gc, pc) == (3, 3) && w > 1 {
         return count_rgb_row(gb, pb, w, pairs);
@@ -220,17 +225,17 @@ fn count_rgb_row(gb: &[u8], pb: &[u8], w: usize, pairs: &mut PairCounts) {
 }
 
 /// A reader of a file's segment ids, and the image size `(h, w)`.
-type Opened<'a> = (IdRows<'a>, (usize, usize));
+pub(crate) type Opened<'a> = (IdRows<'a>, (usize, usize));
 
 /// The bytes of the PNG at `path`.
-fn read_png(path: &Path) -> Result<Vec<u8>, PqError> {
+pub(crate) fn read_png(path: &Path) -> Result<Vec<u8>, PqError> {
     kernels::files::read_regular(path)
         .map_err(|e| err(format!("cannot read \"{}\": {e}", path.display())))
 }
 
 impl<'a> IdRows<'a> {
     /// Reads the ids of `bytes`, the file at `path`.
-    fn open(bytes: &'a [u8], path: &Path) -> Result<Opened<'a>, PqError> {
+    pub(crate) fn open(bytes: &'a [u8], path: &Path) -> Result<Opened<'a>, PqError> {
         let name = path.display().to_string();
         if let Some(stream) = Self::stream(bytes, &name)? {
             return Ok(stream);
@@ -280,7 +285,7 @@ impl<'a> IdRows<'a> {
     }
 
     /// The next row's pixels (`w` of them) and their bytes per pixel.
-    fn next_row(&mut self, w: usize, path: &Path) -> Result<(&[u8], usize), PqError> {
+    pub(crate) fn next_row(&mut self, w: usize, path: &Path) -> Result<(&[u8], usize), PqError> {
         match self {
             IdRows::Stream { reader, channels } => {
                 let row = reader
@@ -307,7 +312,7 @@ impl<'a> IdRows<'a> {
 
 /// A multiply-shift hash for the `gt·2²⁴ + pred` keys (SipHash cost a tenth of the run).
 #[derive(Default)]
-struct PairHasher(u64);
+pub(crate) struct PairHasher(u64);
 
 impl std::hash::Hasher for PairHasher {
     fn finish(&self) -> u64 {
@@ -323,7 +328,7 @@ impl std::hash::Hasher for PairHasher {
     }
 }
 
-type PairCounts = HashMap<u64, u64, std::hash::BuildHasherDefault<PairHasher>>;
+pub(crate) type PairCounts = HashMap<u64, u64, std::hash::BuildHasherDefault<PairHasher>>;
 
 /// A segment of a JSON's `segments_info`: category, crowd, and area (if given).
 type SegmentInfo = (i64, bool, Option<u64>);
