@@ -138,3 +138,89 @@ fn demo_pipeline_finds_people_faces_meshes_cat_and_cup() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The tracking demo (`pipelines/track_people.toml`) on the first frames of the real clip,
+/// given twice as two videos of one folder: each video is a stream of its own, so the tracker
+/// starts afresh and the second stream's tracks are exactly the first's (no state leaks from
+/// one stream into the next); each stream becomes its own MP4 with every frame.
+#[test]
+fn track_people_tracks_the_clip_and_streams_do_not_share_state() {
+    let repo = repo();
+    let models = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("models"));
+    if !models.join("centernet.json").is_file() {
+        println!(
+            "SKIPPED: run scripts/fetch-models.sh (no models in {})",
+            models.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("engine-track-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).expect("scratch dir");
+    for name in ["a.mp4", "b.mp4"] {
+        std::fs::copy(repo.join("assets/vtest_baseline.mp4"), clips.join(name)).expect("copy clip");
+    }
+    let text = std::fs::read_to_string(repo.join("pipelines/track_people.toml"))
+        .expect("track_people.toml")
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    let pipeline = dir.join("track_people.toml");
+    std::fs::write(&pipeline, text).expect("write pipeline");
+    const FRAMES: usize = 12;
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "run",
+            pipeline.to_str().expect("utf-8 path"),
+            "--set",
+            &format!("nodes.video.path={}", clips.display()),
+            "--set",
+            &format!("nodes.video.max_frames={FRAMES}"),
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run engine");
+    assert!(
+        out.status.success(),
+        "engine run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // MOTChallenge lines, frames from 1 in each stream: the second stream repeats the first.
+    let text = std::fs::read_to_string(dir.join("out/track_people/tracks.txt")).expect("tracks");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() % 2 == 0, "{text}");
+    let (first, second) = lines.split_at(lines.len() / 2);
+    assert_eq!(
+        first, second,
+        "the second stream's tracks differ from the first's"
+    );
+    let ids: std::collections::BTreeSet<i64> = first
+        .iter()
+        .map(|l| {
+            l.split(',')
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .expect("track id")
+        })
+        .collect();
+    // The walkers of the clip's first frames keep their ids: three tracks over 12 frames.
+    assert!(ids.len() >= 3 && ids.contains(&1), "{ids:?}");
+    assert!(first.len() >= 3 * FRAMES - 3, "{} track lines", first.len());
+    let last_frame = first
+        .last()
+        .and_then(|l| l.split(',').next())
+        .expect("frame");
+    assert_eq!(last_frame, FRAMES.to_string());
+    // One MP4 per stream, H.264 that our own source reads back, every frame in it.
+    for file in ["tracked.mp4", "tracked-1.mp4"] {
+        let video = dir.join("out/track_people").join(file);
+        let mut reader = plugin_io::video::open_video(&video).expect("written video");
+        let mut frames = 0;
+        while reader.next_frame().expect("frame").is_some() {
+            frames += 1;
+        }
+        assert_eq!(frames, FRAMES, "{file}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

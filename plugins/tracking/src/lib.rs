@@ -1,0 +1,17 @@
+//! Tracking as pipeline nodes: identities that persist across the frames of a stream.
+//!
+//! | kind | in | out | reference |
+//! |---|---|---|---|
+//! | `bytetrack` | `instances` | `instances` with `track_ids` | ifzhang/ByteTrack `BYTETracker` |
+
+pub mod bytetrack;
+pub mod track_node;
+
+use plugin_sdk::NodeKind;
+
+vision_common::family_library!(name: "tracking", kinds: kinds);
+
+/// The node kinds of this crate, in the order `engine plugins` lists them.
+pub fn kinds() -> Vec<NodeKind> {
+    vec![track_node::kind()]
+}
