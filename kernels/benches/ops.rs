@@ -329,6 +329,7 @@ fn main() {
             spatial_scale: 0.25,
             sampling_ratio: 2,
             aligned: true,
+            plus_one_end: false,
         };
         b.run(
             &format!("roi_align_{out}"),

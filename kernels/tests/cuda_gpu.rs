@@ -69,6 +69,7 @@ fn large_arguments_through_staging_match_the_cpu_ops() {
         spatial_scale: 0.25,
         sampling_ratio: 2,
         aligned: true,
+        plus_one_end: false,
     };
     let want = roi_align(map.view(), &rois, &p).expect("cpu roi_align");
     let boxes: Vec<[f32; 4]> = rois.iter().map(|r| [r[1], r[2], r[3], r[4]]).collect();

@@ -230,6 +230,7 @@ fn roi_align_matches_torchvision() {
             spatial_scale: c.pf("spatial_scale") as f32,
             sampling_ratio: c.p("sampling_ratio").as_i64().expect("int") as i32,
             aligned: c.p("aligned").as_bool().expect("bool"),
+            plus_one_end: false,
         };
         let fast = roi_align(x.view(), &rois, &p).expect("roi_align");
         assert_eq!(fast.shape(), c.shape("out"), "{}", c.name);
@@ -281,6 +282,7 @@ fn multiscale_roi_align_matches_torchvision() {
             canonical_level: 4,
             rule: Default::default(),
             aligned: false,
+            plus_one_end: false,
         };
         let fast = m.forward(&views, &per_image, &shapes).expect("forward");
         assert_eq!(fast.shape(), c.shape("out"));

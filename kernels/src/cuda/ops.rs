@@ -205,6 +205,13 @@ pub fn roi_align<E: Executor>(
 ) -> Result<Array4<f32>, CudaError> {
     const OP: &str = "roi_align";
     crate::ops::roi_align::check_params(p)?;
+    if p.plus_one_end {
+        // The kernel (roi_align.cu) has torchvision's conventions only.
+        return Err(CudaError::invalid(
+            OP,
+            "mmdet's plus_one_end convention has no GPU kernel; run this RoIAlign on the CPU",
+        ));
+    }
     let (n, c, h, w) = input.dim();
     if !rois.is_empty() && (h == 0 || w == 0 || n == 0) {
         return Err(OpError::Shape {

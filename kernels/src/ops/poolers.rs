@@ -12,6 +12,13 @@
 //! - Detectron2's `ROIPooler` (`detectron2/modeling/poolers.py`, `assign_boxes_to_levels`)
 //!   differs only in the rule: `floor(k0 + log2(sqrt(area) / s0 + 1e-8))`, the epsilon inside
 //!   the logarithm ([`LevelRule::Detectron2`]).
+//! - mmdet 1.x's `SingleRoIExtractor` (`mmdet/models/roi_extractors/single_level.py`, used
+//!   by mmdetection v1 models such as VPSNet) differs in both the rule and the pooling
+//!   ([`MultiScaleRoIAlign::mmdet_v1`]): level `floor(log2(sqrt((w + 1)·(h + 1)) / 56 +
+//!   1e-6))` counted from the first level and clamped to the levels given
+//!   ([`LevelRule::MmdetV1`], sizes in its "+1" pixel convention, `finest_scale` 56), and
+//!   RoIAlign with [`RoiAlignParams::plus_one_end`]. Its scales are `1 / featmap_strides`,
+//!   fixed by the config rather than inferred: [`MultiScaleRoIAlign::forward_with_scales`].
 //! - A box whose level is NaN (a NaN coordinate or a negative area) is pooled by no level in
 //!   torchvision, so its output row stays zero; the same here.
 
@@ -40,6 +47,10 @@ pub enum LevelRule {
     Torchvision,
     /// Detectron2: `floor(k0 + log2(s / s0 + 1e-8))`.
     Detectron2,
+    /// mmdet 1.x: `k0 + floor(log2(s / s0 + eps))` with `s = sqrt((x2 - x1 + 1)·(y2 - y1 + 1))`
+    /// (inclusive pixels), `s0` its `finest_scale` (56) and `k0` the first level. The level
+    /// index is floored before `k0` is added, so an `f32` sum cannot round it up.
+    MmdetV1,
 }
 
 /// FPN level assignment of boxes (torchvision `LevelMapper`, or Detectron2's
@@ -84,15 +95,18 @@ impl LevelMapper {
 
     /// Index of the level (`0..=k_max-k_min`) for one box; `None` when it is NaN.
     pub fn level(&self, b: &[f32; 4]) -> Option<usize> {
-        let area = (b[2] - b[0]) * (b[3] - b[1]);
+        let area = match self.rule {
+            LevelRule::MmdetV1 => (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0),
+            _ => (b[2] - b[0]) * (b[3] - b[1]),
+        };
         let s = area.sqrt();
         let level = self.canonical_level as f32;
         let ratio = s / self.canonical_scale as f32;
         let t = match self.rule {
-            LevelRule::Torchvision => (level + ratio.log2()) + self.eps,
-            LevelRule::Detectron2 => level + (ratio + 1e-8).log2(),
+            LevelRule::Torchvision => ((level + ratio.log2()) + self.eps).floor(),
+            LevelRule::Detectron2 => (level + (ratio + 1e-8).log2()).floor(),
+            LevelRule::MmdetV1 => level + (ratio + self.eps).log2().floor(),
         };
-        let t = t.floor();
         if t.is_nan() {
             return None;
         }
@@ -150,6 +164,8 @@ pub struct MultiScaleRoIAlign {
     /// RoIAlign's half-pixel offset (Detectron2's `ROIAlignV2`); torchvision's poolers do not
     /// set it.
     pub aligned: bool,
+    /// mmdet 1.x's RoIAlign ([`RoiAlignParams::plus_one_end`]).
+    pub plus_one_end: bool,
 }
 
 impl MultiScaleRoIAlign {
@@ -163,6 +179,22 @@ impl MultiScaleRoIAlign {
             canonical_level: 4,
             rule: LevelRule::Torchvision,
             aligned: false,
+            plus_one_end: false,
+        }
+    }
+
+    /// mmdet 1.x's `SingleRoIExtractor` with `RoIAlign(out_size, sample_num)`: its level rule
+    /// (`finest_scale` 56 at the first level) and its "+1" RoIAlign. Pool with
+    /// [`forward_with_scales`](Self::forward_with_scales) and `1 / featmap_strides`, as its
+    /// config fixes them.
+    pub fn mmdet_v1(output_size: usize, sampling_ratio: i32) -> MultiScaleRoIAlign {
+        MultiScaleRoIAlign {
+            canonical_scale: 56,
+            // Unused by the rule, which counts from the first level; P2 for the record.
+            canonical_level: 2,
+            rule: LevelRule::MmdetV1,
+            plus_one_end: true,
+            ..MultiScaleRoIAlign::new(output_size, sampling_ratio)
         }
     }
 
@@ -182,6 +214,7 @@ impl MultiScaleRoIAlign {
             spatial_scale: scale as f32,
             sampling_ratio: self.sampling_ratio,
             aligned: self.aligned,
+            plus_one_end: self.plus_one_end,
         }
     }
 
@@ -192,6 +225,55 @@ impl MultiScaleRoIAlign {
         boxes: &[&[[f32; 4]]],
         image_shapes: &[(usize, usize)],
     ) -> Result<Prepared, OpError> {
+        let rois = self.rois(dims, boxes)?;
+        let heights: Vec<usize> = dims.iter().map(|d| d.2).collect();
+        let (scales, mapper) = setup_scales(&heights, image_shapes)?;
+        let mapper = self.configure(mapper, dims.len());
+        Ok((rois, scales, mapper))
+    }
+
+    /// [`prepare`](Self::prepare) with the scales given rather than inferred.
+    fn prepare_scaled(
+        &self,
+        dims: &[Dims],
+        boxes: &[&[[f32; 4]]],
+        scales: &[f64],
+    ) -> Result<Prepared, OpError> {
+        let rois = self.rois(dims, boxes)?;
+        if scales.len() != dims.len() {
+            return Err(OpError::shape(
+                OP,
+                format!("{} scales for {} feature levels", scales.len(), dims.len()),
+            ));
+        }
+        if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(OpError::invalid(
+                OP,
+                format!("scales must be positive, got {bad}"),
+            ));
+        }
+        // The levels' pyramid indices, as `_setup_scales` derives them from its scales.
+        let lvl = |s: f64| -> i32 { (-(s as f32).log2()) as i32 };
+        let mapper = LevelMapper::new(lvl(scales[0]), lvl(scales[scales.len() - 1]))?;
+        Ok((rois, scales.to_vec(), self.configure(mapper, dims.len())))
+    }
+
+    /// This pooler's level rule on a mapper whose `k_min`/`k_max` come from the scales.
+    fn configure(&self, mut mapper: LevelMapper, num_levels: usize) -> LevelMapper {
+        mapper.canonical_scale = self.canonical_scale;
+        mapper.canonical_level = self.canonical_level;
+        mapper.rule = self.rule;
+        if self.rule == LevelRule::MmdetV1 {
+            // mmdet counts from the first level it is given and clamps to `num_levels - 1`,
+            // whatever the strides.
+            mapper.canonical_level = mapper.k_min;
+            mapper.k_max = mapper.k_min + num_levels.saturating_sub(1) as i32;
+        }
+        mapper
+    }
+
+    /// Checks shapes; returns the RoIs (`[image, box]`).
+    fn rois(&self, dims: &[Dims], boxes: &[&[[f32; 4]]]) -> Result<Vec<[f32; 5]>, OpError> {
         let first = *dims
             .first()
             .ok_or_else(|| OpError::invalid(OP, "no feature levels"))?;
@@ -217,18 +299,11 @@ impl MultiScaleRoIAlign {
                 ),
             ));
         }
-        let heights: Vec<usize> = dims.iter().map(|d| d.2).collect();
-        let (scales, mapper) = setup_scales(&heights, image_shapes)?;
-        let mut mapper = mapper;
-        mapper.canonical_scale = self.canonical_scale;
-        mapper.canonical_level = self.canonical_level;
-        mapper.rule = self.rule;
-        let rois = boxes
+        Ok(boxes
             .iter()
             .enumerate()
             .flat_map(|(i, bs)| bs.iter().map(move |b| [i as f32, b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((rois, scales, mapper))
+            .collect())
     }
 
     /// Level of each RoI, as torchvision assigns them (`None`: pooled by no level).
@@ -273,9 +348,33 @@ impl MultiScaleRoIAlign {
         image_shapes: &[(usize, usize)],
     ) -> Result<Array4<f32>, OpError> {
         let dims: Vec<_> = features.iter().map(|f| f.dim()).collect();
-        let (rois, scales, mapper) = self.prepare(&dims, boxes, image_shapes)?;
+        let prepared = self.prepare(&dims, boxes, image_shapes)?;
+        self.pool(ws, features, &dims, prepared)
+    }
+
+    /// [`forward_with`](Self::forward_with) with each level's scale given (e.g. `1 / stride`,
+    /// as mmdet's `featmap_strides` fix them) rather than inferred from the image size.
+    pub fn forward_with_scales(
+        &self,
+        ws: &mut RoiAlignWorkspace,
+        features: &[ArrayView4<f32>],
+        boxes: &[&[[f32; 4]]],
+        scales: &[f64],
+    ) -> Result<Array4<f32>, OpError> {
+        let dims: Vec<_> = features.iter().map(|f| f.dim()).collect();
+        let prepared = self.prepare_scaled(&dims, boxes, scales)?;
+        self.pool(ws, features, &dims, prepared)
+    }
+
+    fn pool(
+        &self,
+        ws: &mut RoiAlignWorkspace,
+        features: &[ArrayView4<f32>],
+        dims: &[Dims],
+        (rois, scales, mapper): Prepared,
+    ) -> Result<Array4<f32>, OpError> {
         let levels = self.levels(&rois, &mapper, features.len());
-        let jobs = self.jobs(&dims, &rois, &levels, &scales)?;
+        let jobs = self.jobs(dims, &rois, &levels, &scales)?;
         // Per level: per-RoI tiles where the RoIs cover little of it, else one channels-last
         // copy (only of levels that some RoI uses).
         let (ph, pw) = self.output_size;
@@ -436,6 +535,101 @@ mod tests {
         }
         assert_eq!(d2.level(&[0.0, 0.0, 0.0, 0.0]), Some(0));
         assert_eq!(d2.level(&[f32::NAN, 0.0, 1.0, 1.0]), None);
+    }
+
+    /// mmdet 1.x: `floor(log2(sqrt((w + 1)(h + 1)) / 56 + 1e-6))` from the first level.
+    #[test]
+    fn mmdet_v1_rule_by_hand() {
+        // MultiScaleRoIAlign sets the canonical level to the first one (k_min) for this rule.
+        let m = LevelMapper {
+            canonical_scale: 56,
+            canonical_level: 2,
+            rule: LevelRule::MmdetV1,
+            ..LevelMapper::new(2, 5).unwrap()
+        };
+        // Inclusive sizes: [0, 0, 111, 111] is 112 pixels wide, exactly 2·56 → level 1.
+        assert_eq!(m.level(&[0.0, 0.0, 111.0, 111.0]), Some(1));
+        assert_eq!(m.level(&[0.0, 0.0, 110.0, 111.0]), Some(0));
+        // 56 exactly: the 1e-6 inside the logarithm keeps it at level 0, not below.
+        assert_eq!(m.level(&[0.0, 0.0, 55.0, 55.0]), Some(0));
+        assert_eq!(m.level(&[0.0, 0.0, 54.0, 54.0]), Some(0));
+        assert_eq!(m.level(&[0.0, 0.0, 223.0, 223.0]), Some(2));
+        assert_eq!(m.level(&[0.0, 0.0, 447.0, 447.0]), Some(3));
+        assert_eq!(m.level(&[0.0, 0.0, 446.0, 447.0]), Some(2));
+        assert_eq!(m.level(&[0.0, 0.0, 1e6, 1e6]), Some(3));
+        // A one-pixel box [5, 5, 5, 5] has area 1, not 0.
+        assert_eq!(m.level(&[5.0, 5.0, 5.0, 5.0]), Some(0));
+        assert_eq!(m.level(&[f32::NAN, 0.0, 1.0, 1.0]), None);
+        assert_eq!(m.level(&[5.0, 0.0, 1.0, 10.0]), None); // (w + 1) < 0: negative area
+    }
+
+    #[test]
+    fn mmdet_v1_pools_with_plus_one_roi_align_on_its_level() {
+        let feats: Vec<Array4<f32>> = [(64usize, 96usize), (32, 48), (16, 24), (8, 12)]
+            .iter()
+            .enumerate()
+            .map(|(l, &(h, w))| {
+                Array::from_shape_fn((1, 3, h, w), |(_, c, y, x)| {
+                    (l * 5 + c) as f32 + 0.3 * y as f32 - 0.11 * x as f32
+                })
+            })
+            .collect();
+        let views: Vec<_> = feats.iter().map(|f| f.view()).collect();
+        // Levels 0, 1, 2, 3 and a box smaller than one stride (mmdet keeps its size < 1).
+        let boxes = [
+            [3.0, 4.0, 60.0, 40.0],
+            [10.0, 20.0, 150.0, 130.0],
+            [0.0, 0.0, 250.0, 255.0],
+            [-100.0, -100.0, 383.0, 400.0],
+            [100.0, 50.0, 101.5, 51.0],
+        ];
+        let m = MultiScaleRoIAlign::mmdet_v1(7, 2);
+        let scales = [0.25, 0.125, 0.0625, 0.03125];
+        let mut ws = RoiAlignWorkspace::new();
+        let got = m
+            .forward_with_scales(&mut ws, &views, &[&boxes], &scales)
+            .unwrap();
+        for (k, (b, level)) in boxes.iter().zip([0, 1, 2, 3, 0]).enumerate() {
+            let p = RoiAlignParams {
+                plus_one_end: true,
+                sampling_ratio: 2,
+                ..RoiAlignParams::new(7, scales[level] as f32)
+            };
+            let want =
+                roi_align_reference(views[level], &[[0.0, b[0], b[1], b[2], b[3]]], &p).unwrap();
+            assert_eq!(
+                got.index_axis(Axis(0), k),
+                want.index_axis(Axis(0), 0),
+                "{k}"
+            );
+        }
+        // The same scales inferred from the image size give the same result.
+        let inferred = m.forward(&views, &[&boxes], &[(256, 384)]).unwrap();
+        assert_eq!(got, inferred);
+        assert_eq!(
+            m.forward_reference(&views, &[&boxes], &[(256, 384)])
+                .unwrap(),
+            got
+        );
+        // Given two levels, mmdet clamps to the second.
+        let two = m
+            .forward_with_scales(&mut ws, &views[..2], &[&boxes[3..4]], &scales[..2])
+            .unwrap();
+        let p = RoiAlignParams {
+            plus_one_end: true,
+            sampling_ratio: 2,
+            ..RoiAlignParams::new(7, 0.125)
+        };
+        let b = boxes[3];
+        let want = roi_align_reference(views[1], &[[0.0, b[0], b[1], b[2], b[3]]], &p).unwrap();
+        assert_eq!(two, want);
+        // Scales must fit the levels.
+        assert!(m
+            .forward_with_scales(&mut ws, &views, &[&boxes], &scales[..3])
+            .is_err());
+        assert!(m
+            .forward_with_scales(&mut ws, &views[..1], &[&boxes], &[0.0])
+            .is_err());
     }
 
     #[test]

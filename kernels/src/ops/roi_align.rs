@@ -23,6 +23,14 @@
 //!   [`roi_align_nhwc`] takes a map that is already channels-last; [`roi_align_with`] keeps
 //!   the converted map's memory in a [`RoiAlignWorkspace`] across calls.
 //!
+//! With [`RoiAlignParams::plus_one_end`], mmdet 1.x's RoIAlign instead
+//! (`mmdet/ops/roi_align/src/roi_align_kernel.cu`, used by mmdetection v1 models such as
+//! VPSNet): boxes follow the inclusive-pixel ("+1") convention, so the RoI ends at
+//! `(x2 + 1) * spatial_scale` and its size is clamped at 0 (`fmaxf(end - start, 0)`) rather
+//! than at 1; there is no half-pixel offset. Sampling and the bilinear rules are the same as
+//! torchvision's. (mmdet's adaptive grid on an empty RoI divides by zero and gives NaN; here,
+//! as for torchvision, it gives zeros. mmdet's models use a fixed `sample_num`.)
+//!
 //! Bad input: a batch index that is NaN, negative after truncation, or `>= N` is an error
 //! (torchvision reads out of bounds). A RoI with a NaN coordinate gives zeros (all its samples
 //! fall outside; torchvision does the same with a fixed `sampling_ratio`, and its adaptive
@@ -51,6 +59,9 @@ pub struct RoiAlignParams {
     pub sampling_ratio: i32,
     /// Half-pixel offset (Detectron2's ROIAlignV2) when true; torchvision's default is false.
     pub aligned: bool,
+    /// mmdet 1.x's convention (see the module doc): the RoI ends at `(x2 + 1) * scale` and its
+    /// size is clamped at 0 instead of 1. Needs `aligned = false`.
+    pub plus_one_end: bool,
 }
 
 impl RoiAlignParams {
@@ -63,6 +74,7 @@ impl RoiAlignParams {
             spatial_scale,
             sampling_ratio: -1,
             aligned: false,
+            plus_one_end: false,
         }
     }
 }
@@ -110,11 +122,23 @@ pub(crate) fn roi_geometry(
     let scale = p.spatial_scale;
     let start_w = roi[1] * scale - offset;
     let start_h = roi[2] * scale - offset;
-    let end_w = roi[3] * scale - offset;
-    let end_h = roi[4] * scale - offset;
+    // mmdet 1.x reads x2/y2 as the last pixel inside the box: `(x2 + 1) * spatial_scale`.
+    let end = |v: f32| {
+        if p.plus_one_end {
+            (v + 1.0) * scale
+        } else {
+            v * scale
+        }
+    };
+    let end_w = end(roi[3]) - offset;
+    let end_h = end(roi[4]) - offset;
     let mut roi_w = end_w - start_w;
     let mut roi_h = end_h - start_h;
-    if !p.aligned {
+    if p.plus_one_end {
+        // mmdet's `fmaxf(roi_end - roi_start, 0.)`: NaN becomes 0, as f32::max does.
+        roi_w = roi_w.max(0.0);
+        roi_h = roi_h.max(0.0);
+    } else if !p.aligned {
         // std::max(roi_width, 1.f): keeps NaN.
         if roi_w < 1.0 {
             roi_w = 1.0;
@@ -167,6 +191,14 @@ fn too_many(k: usize) -> OpError {
 }
 
 pub(crate) fn check_params(p: &RoiAlignParams) -> Result<(), OpError> {
+    if p.aligned && p.plus_one_end {
+        // No reference combines them: one is Detectron2's half-pixel model, the other mmdet
+        // 1.x's inclusive-pixel one.
+        return Err(OpError::invalid(
+            OP,
+            "aligned and plus_one_end are two different coordinate conventions; set at most one",
+        ));
+    }
     if p.pooled_height > i32::MAX as usize || p.pooled_width > i32::MAX as usize {
         return Err(OpError::invalid(OP, "pooled size too large"));
     }
@@ -1080,6 +1112,7 @@ mod tests {
             spatial_scale: 1.0,
             sampling_ratio: 1,
             aligned: false,
+            plus_one_end: false,
         };
         // Box [0, 0, 1, 1]: sample at (0.5, 0.5) → 2.5.
         let out = roi_align_reference(x.view(), &[[0.0, 0.0, 0.0, 1.0, 1.0]], &p).unwrap();
@@ -1098,9 +1131,63 @@ mod tests {
         assert_eq!(out[[0, 0, 0, 0]], 4.0);
     }
 
+    /// mmdet 1.x's kernel: the box ends at `(x2 + 1) * scale` and its size is clamped at 0.
+    #[test]
+    fn plus_one_end_by_hand() {
+        let x = Array::from_shape_vec((1, 1, 2, 2), vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let tv = RoiAlignParams {
+            pooled_height: 1,
+            pooled_width: 1,
+            spatial_scale: 0.25,
+            sampling_ratio: 1,
+            aligned: false,
+            plus_one_end: false,
+        };
+        let mm = RoiAlignParams {
+            plus_one_end: true,
+            ..tv
+        };
+        let both = |rois: &[[f32; 5]], p: &RoiAlignParams| {
+            let a = roi_align_reference(x.view(), rois, p).unwrap()[[0, 0, 0, 0]];
+            let b = roi_align(x.view(), rois, p).unwrap()[[0, 0, 0, 0]];
+            assert_eq!(a.to_bits(), b.to_bits());
+            a
+        };
+        // Box [0, 0, 1, 1] at scale 1/4: mmdet's RoI is [0, 0.5), one sample at (0.25, 0.25):
+        // 1·0.5625 + 2·0.1875 + 3·0.1875 + 4·0.0625 = 1.75. torchvision's RoI [0, 0.25) is
+        // widened to 1, sample at (0.5, 0.5): 2.5.
+        assert_eq!(both(&[[0.0, 0.0, 0.0, 1.0, 1.0]], &mm), 1.75);
+        assert_eq!(both(&[[0.0, 0.0, 0.0, 1.0, 1.0]], &tv), 2.5);
+        // At scale 1 a one-pixel box [0, 0, 0, 0] covers pixel 0 in mmdet: sample at (0.5, 0.5).
+        let mm1 = RoiAlignParams {
+            spatial_scale: 1.0,
+            ..mm
+        };
+        assert_eq!(both(&[[0.0, 0.0, 0.0, 0.0, 0.0]], &mm1), 2.5);
+        // An inverted box has size 0 (not 1): every sample sits at its start, here pixel (0, 0).
+        let grid2 = RoiAlignParams {
+            sampling_ratio: 2,
+            ..mm1
+        };
+        assert_eq!(both(&[[0.0, 0.0, 0.0, -5.0, -5.0]], &grid2), 1.0);
+        let tv2 = RoiAlignParams {
+            plus_one_end: false,
+            ..grid2
+        };
+        assert_eq!(both(&[[0.0, 0.0, 0.0, -5.0, -5.0]], &tv2), 2.5);
+        // The two conventions cannot be combined.
+        let bad = RoiAlignParams {
+            aligned: true,
+            ..mm
+        };
+        assert!(roi_align(x.view(), &[[0.0, 0.0, 0.0, 1.0, 1.0]], &bad).is_err());
+        assert!(roi_align_reference(x.view(), &[[0.0, 0.0, 0.0, 1.0, 1.0]], &bad).is_err());
+    }
+
     fn all_params() -> Vec<RoiAlignParams> {
         let mut v = Vec::new();
-        for aligned in [false, true] {
+        // torchvision's legacy and aligned conventions, and mmdet 1.x's.
+        for (aligned, plus_one_end) in [(false, false), (true, false), (false, true)] {
             for sampling_ratio in [-1, 0, 1, 2, 3] {
                 for (ph, pw) in [(7, 7), (2, 3), (1, 1)] {
                     for scale in [0.25f32, 1.0, 0.5] {
@@ -1110,6 +1197,7 @@ mod tests {
                             spatial_scale: scale,
                             sampling_ratio,
                             aligned,
+                            plus_one_end,
                         });
                     }
                 }
@@ -1195,13 +1283,14 @@ mod tests {
     fn huge_adaptive_grid_streams() {
         let x = ramp(1, 3, 5, 6);
         let rois = [[0.0, -300.0, -300.0, 400.0, 400.0]];
-        for aligned in [false, true] {
+        for (aligned, plus_one_end) in [(false, false), (true, false), (false, true)] {
             let p = RoiAlignParams {
                 pooled_height: 1,
                 pooled_width: 2,
                 spatial_scale: 1.0,
                 sampling_ratio: -1,
                 aligned,
+                plus_one_end,
             };
             let a = roi_align_reference(x.view(), &rois, &p).unwrap();
             let b = roi_align(x.view(), &rois, &p).unwrap();

@@ -153,6 +153,7 @@ pub fn roi_align<E: Executor>(ex: &mut E) {
                     spatial_scale: scale,
                     sampling_ratio,
                     aligned,
+                    plus_one_end: false,
                 };
                 let want = ops::roi_align(input.view(), &rois, &p).expect("cpu roi_align");
                 let got = gpu::roi_align(ex, input.view(), &rois, &p).expect("gpu roi_align");
@@ -179,6 +180,13 @@ pub fn roi_align<E: Executor>(ex: &mut E) {
     assert!(gpu::roi_align(ex, input.view(), &[[f32::NAN, 0.0, 0.0, 4.0, 4.0]], &p).is_err());
     let empty = Array4::<f32>::zeros((1, c, 0, 4));
     assert!(gpu::roi_align(ex, empty.view(), &[[0.0, 0.0, 0.0, 1.0, 1.0]], &p).is_err());
+    // mmdet 1.x's "+1" convention has no kernel: refused rather than computed another way.
+    let mmdet = RoiAlignParams {
+        plus_one_end: true,
+        ..p
+    };
+    assert!(ops::roi_align(input.view(), &rois, &mmdet).is_ok());
+    assert!(gpu::roi_align(ex, input.view(), &rois, &mmdet).is_err());
     // A huge box with adaptive sampling: the CPU op's error.
     let huge = [[0.0, -1e30, -1e30, 1e30, 1e30]];
     assert!(ops::roi_align(input.view(), &huge, &p).is_err());
