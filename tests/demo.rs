@@ -189,7 +189,7 @@ fn track_people_tracks_the_clip_and_streams_do_not_share_state() {
     // MOTChallenge lines, frames from 1 in each stream: the second stream repeats the first.
     let text = std::fs::read_to_string(dir.join("out/track_people/tracks.txt")).expect("tracks");
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() % 2 == 0, "{text}");
+    assert!(lines.len().is_multiple_of(2), "{text}");
     let (first, second) = lines.split_at(lines.len() / 2);
     assert_eq!(
         first, second,

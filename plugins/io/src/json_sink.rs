@@ -416,11 +416,15 @@ mod tests {
     fn mot_format_writes_tracks_per_stream() {
         let path = temp_path("mot");
         let mut sink = JsonSink::from_params(&params(&path, "mot")).unwrap();
-        let tracked = value(false).with("track_ids", Tensor::from_vec(&[2], vec![4i64, 9]).unwrap());
+        let tracked =
+            value(false).with("track_ids", Tensor::from_vec(&[2], vec![4i64, 9]).unwrap());
         let mut inputs = Inputs::new();
         inputs.push("instances", Some(tracked));
         for (stream, index) in [(0, 0), (0, 1), (3, 2)] {
-            let f = FrameInfo { stream, ..frame(index) };
+            let f = FrameInfo {
+                stream,
+                ..frame(index)
+            };
             sink.process(&f, &inputs).unwrap();
         }
         let mut untracked = Inputs::new();
@@ -433,7 +437,10 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[0], "1,4,10.0,20.0,30.5,40.0,0.93,-1,-1,-1");
         assert_eq!(lines[3], "2,9,1.0,2.0,2.0,3.0,0.25,-1,-1,-1");
-        assert!(lines[4].starts_with("1,4,"), "a new stream starts at frame 1");
+        assert!(
+            lines[4].starts_with("1,4,"),
+            "a new stream starts at frame 1"
+        );
         let _ = std::fs::remove_file(&path);
     }
 

@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn kinds_are_documented_and_defaults_fit() {
-        assert_eq!(plugin_sdk::lint_kinds(&crate::kinds()), Vec::<String>::new());
+        assert_eq!(
+            plugin_sdk::lint_kinds(&crate::kinds()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl Yuv420<'_> {
             let u_row = &self.u[(row / 2) * self.uv_stride..][..w.div_ceil(2)];
             let v_row = &self.v[(row / 2) * self.uv_stride..][..w.div_ceil(2)];
             // Two pixels share a chroma sample: its three terms are computed once per pair.
-            let pairs = out.chunks_mut(6).zip(y_row.chunks(2)).zip(u_row.iter().zip(v_row));
+            let pairs = out
+                .chunks_mut(6)
+                .zip(y_row.chunks(2))
+                .zip(u_row.iter().zip(v_row));
             for ((px, lumas), (&u, &v)) in pairs {
                 let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
                 let (r, g, b) = (HALF + CVR * v, HALF + CVG * v + CUG * u, HALF + CUB * u);
