@@ -1423,6 +1423,74 @@ fn a_stage_that_does_not_drain_in_time_is_named_and_the_engine_exits() {
     );
 }
 
+/// Each video of a folder is a stream: frames carry a new stream id when the next video
+/// begins (indices go on, presentation times start again), and a damaged or unsupported
+/// video is named, with the frame number, after the frames before the damage.
+#[test]
+fn videos_are_streams_and_damage_is_named_with_the_frame() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/video");
+    let dir = scratch("video");
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).expect("dir");
+    for name in ["a.y4m", "b.y4m"] {
+        std::fs::copy(fixtures.join("tiny.y4m"), clips.join(name)).expect("copy");
+    }
+    let pipeline = |path: &Path| {
+        format!(
+            "[nodes.video]\nplugin = \"video_source\"\npath = \"{}\"\n\n[nodes.out]\nplugin = \"video_sink\"\ninputs = {{ image = \"video.image\" }}\npath = \"out/v.mp4\"\n",
+            path.display()
+        )
+    };
+    // Two streams: two files, the second named v-1.mp4, each with its 5 frames.
+    let file = write(&dir, "two.toml", &pipeline(&clips));
+    let o = engine(&dir, &["run", file.to_str().expect("utf-8")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for name in ["v.mp4", "v-1.mp4"] {
+        let mut reader = plugin_io::video::open_video(&dir.join("out").join(name)).expect("video");
+        let mut times = Vec::new();
+        while let Some(f) = reader.next_frame().expect("frame") {
+            times.push(f.pts_ns);
+        }
+        assert_eq!(
+            times,
+            [0, 40_000_000, 80_000_000, 120_000_000, 160_000_000],
+            "{name}"
+        );
+    }
+    // Truncated: the frames before the damage go through, then the frame is named; exit 1.
+    let file = write(
+        &dir,
+        "cut.toml",
+        &pipeline(&fixtures.join("tiny_truncated.mp4")),
+    );
+    let o = engine(&dir, &["run", file.to_str().expect("utf-8")]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("frame 7: the file ends inside this frame's data"),
+        "{}",
+        stderr(&o)
+    );
+    let mut reader = plugin_io::video::open_video(&dir.join("out/v.mp4")).expect("partial video");
+    let mut frames = 0;
+    while reader.next_frame().expect("frame").is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 7, "the 7 good frames are written");
+    // Unsupported profile: refused before the first frame, naming it and the fix.
+    let file = write(
+        &dir,
+        "high.toml",
+        &pipeline(&fixtures.join("tiny_high.mp4")),
+    );
+    let o = engine(&dir, &["run", file.to_str().expect("utf-8")]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("H.264 High profile") && stderr(&o).contains("-profile:v baseline"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `engine eval mot` against py-motmetrics on the TUD sequences it ships
 /// (`tests/reference/make_mot_fixtures.py`): every metric within 1e-9 (counts exactly), the
 /// summary table, and a bad line named with its file, line and column.
