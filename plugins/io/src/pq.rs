@@ -80,8 +80,8 @@ pub struct Category {
 /// per class, with the counts behind them.
 #[derive(Clone, Debug)]
 pub struct PqResults {
-    pub groups: Vec<(&'static str, Quality, usize)>,
-    pub per_class: Vec<(Category, Quality, CategoryStat)>,
+    pub groups: Groups,
+    pub per_class: PerClass,
     pub images: usize,
 }
 
@@ -581,25 +581,54 @@ pub fn pq_compute(
             *total.entry(*id).or_default() += stats[id];
         }
     }
-    let mut per_class = Vec::with_capacity(cats.len());
-    for c in &cats {
-        let s = total.get(&c.id).copied().unwrap_or_default();
-        let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
-        let q = if s.tp + s.fp + s.fn_ == 0 {
-            Quality::default()
-        } else {
-            let denom = tp + 0.5 * fp + 0.5 * fn_;
-            Quality {
-                pq: s.iou / denom,
-                sq: if s.tp != 0 { s.iou / tp } else { 0.0 },
-                rq: tp / denom,
-            }
-        };
-        per_class.push((c.clone(), q, s));
-    }
-    let group = |isthing: Option<bool>| -> (Quality, usize) {
+    let (groups, per_class) = average(&cats, &total);
+    Ok(PqResults {
+        groups,
+        per_class,
+        images: pairs.len(),
+    })
+}
+
+/// The All, Things and Stuff means with how many categories each averages.
+pub type Groups = Vec<(&'static str, Quality, usize)>;
+/// Every category, in the ground truth's order, with its quality and counts.
+pub type PerClass = Vec<(Category, Quality, CategoryStat)>;
+
+/// PQ, SQ, RQ per category and the All, Things, Stuff means (panopticapi's
+/// `PQStat.pq_average`, which VPSNet's script copies), over the categories in their order; a
+/// category without tp, fp or fn is 0 and not averaged, and a group without categories is 0
+/// with n = 0 (where panopticapi divides by zero).
+pub(crate) fn average(
+    categories: &[Category],
+    total: &HashMap<i64, CategoryStat>,
+) -> (Groups, PerClass) {
+    let per_class: PerClass = categories
+        .iter()
+        .map(|c| {
+            let s = total.get(&c.id).copied().unwrap_or_default();
+            let q = if s.tp + s.fp + s.fn_ == 0 {
+                Quality::default()
+            } else {
+                let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
+                let denom = tp + 0.5 * fp + 0.5 * fn_;
+                Quality {
+                    pq: s.iou / denom,
+                    sq: if s.tp != 0 { s.iou / tp } else { 0.0 },
+                    rq: tp / denom,
+                }
+            };
+            (c.clone(), q, s)
+        })
+        .collect();
+    let groups = [
+        ("All", None),
+        ("Things", Some(true)),
+        ("Stuff", Some(false)),
+    ]
+    .into_iter()
+    .map(|(name, isthing)| {
         let mut sum = Quality::default();
-        let mut n = 0;
+        let mut n = 0usize;
         for (c, q, s) in &per_class {
             if isthing.is_some_and(|t| t != c.isthing) || s.tp + s.fp + s.fn_ == 0 {
                 continue;
@@ -610,34 +639,18 @@ pub fn pq_compute(
             sum.rq += q.rq;
         }
         if n == 0 {
-            return (Quality::default(), 0);
+            return (name, Quality::default(), 0);
         }
-        let n_f = n as f64;
-        (
-            Quality {
-                pq: sum.pq / n_f,
-                sq: sum.sq / n_f,
-                rq: sum.rq / n_f,
-            },
-            n,
-        )
-    };
-    let groups = [
-        ("All", None),
-        ("Things", Some(true)),
-        ("Stuff", Some(false)),
-    ]
-    .into_iter()
-    .map(|(name, t)| {
-        let (q, n) = group(t);
+        let nf = n as f64;
+        let q = Quality {
+            pq: sum.pq / nf,
+            sq: sum.sq / nf,
+            rq: sum.rq / nf,
+        };
         (name, q, n)
     })
     .collect();
-    Ok(PqResults {
-        groups,
-        per_class,
-        images: pairs.len(),
-    })
+    (groups, per_class)
 }
 
 impl PqResults {

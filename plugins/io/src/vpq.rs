@@ -69,7 +69,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::Value as Json;
 
-use crate::pq::{self, Category, CategoryStat, IdRows, PairCounts, PqError, Quality};
+use crate::pq::{self, Category, CategoryStat, IdRows, PairCounts, PqError};
 use crate::pq::{OFFSET, VOID};
 
 /// The script's window lengths, in annotated frames: k = 0, 5, 10, 15.
@@ -155,10 +155,7 @@ impl Default for VpqOptions {
     }
 }
 
-/// All, Things, Stuff: the means and the number of categories averaged.
-pub type Groups = Vec<(&'static str, Quality, usize)>;
-/// Every category, in the ground truth's order, with its quality and counts.
-pub type PerClass = Vec<(Category, Quality, CategoryStat)>;
+pub use crate::pq::{Groups, PerClass};
 
 /// The results of one window length (one `vpq-<k>.txt`).
 #[derive(Clone, Debug)]
@@ -491,61 +488,6 @@ fn split_videos(n: usize, parts: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// PQ, SQ, RQ per category and the All, Things, Stuff means (`PQStat.pq_average`), over the
-/// categories in their order; a category without tp, fp or fn is 0 and not averaged.
-fn average(categories: &[Category], total: &HashMap<i64, CategoryStat>) -> (Groups, PerClass) {
-    let per_class: PerClass = categories
-        .iter()
-        .map(|c| {
-            let s = total.get(&c.id).copied().unwrap_or_default();
-            let q = if s.tp + s.fp + s.fn_ == 0 {
-                Quality::default()
-            } else {
-                let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
-                let denom = tp + 0.5 * fp + 0.5 * fn_;
-                Quality {
-                    pq: s.iou / denom,
-                    sq: if s.tp != 0 { s.iou / tp } else { 0.0 },
-                    rq: tp / denom,
-                }
-            };
-            (c.clone(), q, s)
-        })
-        .collect();
-    let groups = [
-        ("All", None),
-        ("Things", Some(true)),
-        ("Stuff", Some(false)),
-    ]
-    .into_iter()
-    .map(|(name, isthing)| {
-        let mut sum = Quality::default();
-        let mut n = 0usize;
-        for (c, q, s) in &per_class {
-            if isthing.is_some_and(|t| t != c.isthing) || s.tp + s.fp + s.fn_ == 0 {
-                continue;
-            }
-            n += 1;
-            sum.pq += q.pq;
-            sum.sq += q.sq;
-            sum.rq += q.rq;
-        }
-        // The script divides by zero here; 0 with n = 0, as crate::pq.
-        if n == 0 {
-            return (name, Quality::default(), 0);
-        }
-        let nf = n as f64;
-        let q = Quality {
-            pq: sum.pq / nf,
-            sq: sum.sq / nf,
-            rq: sum.rq / nf,
-        };
-        (name, q, n)
-    })
-    .collect();
-    (groups, per_class)
-}
-
 /// The categories as the script's dict `{el['id']: el}` holds them: a repeated id keeps
 /// its first place and takes the last entry's fields.
 fn unique_categories(list: Vec<Category>) -> Vec<Category> {
@@ -715,7 +657,7 @@ pub fn vpq_compute(
                 *total.entry(category).or_default() += s;
             }
         }
-        let (groups, per_class) = average(&categories, &total);
+        let (groups, per_class) = pq::average(&categories, &total);
         windows.push(WindowResults {
             nframes,
             k: ANNOTATED_FRAME_STEP * (nframes - 1),
