@@ -94,7 +94,16 @@ pub fn kind() -> NodeKind {
         ParamType::Path,
         "output directory (created if missing); frame i is written as {i:06}.png (streams other than 0: s{stream}_{i:06}.png)",
     ))
-    .param(ParamSpec::optional(
+    ;
+    let spec = overlay_params(spec);
+    NodeKind::new(spec, |params| {
+        Ok(Box::new(ImageSink::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The drawing parameters of the sinks that draw overlays (`image_sink`, `video_sink`).
+pub fn overlay_params(spec: NodeSpec) -> NodeSpec {
+    spec.param(ParamSpec::optional(
         "score_threshold",
         ParamType::Float,
         ParamValue::Float(0.0),
@@ -105,10 +114,7 @@ pub fn kind() -> NodeKind {
         ParamType::StrList,
         ParamValue::StrList(Vec::new()),
         "class names indexed by class id (empty: the class id is drawn)",
-    ));
-    NodeKind::new(spec, |params| {
-        Ok(Box::new(ImageSink::from_params(params)?) as Box<dyn Node>)
-    })
+    ))
 }
 
 /// The `image_sink` node.
@@ -122,21 +128,25 @@ pub struct ImageSink {
 impl ImageSink {
     pub fn from_params(params: &Params) -> Result<ImageSink, NodeError> {
         let dir = PathBuf::from(params.str("dir")?);
+        let overlay = ImageSink::overlay_from_params(params)?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            NodeError::new(format!("cannot create directory {}: {e}", quoted(&dir)))
+        })?;
+        Ok(ImageSink { dir, ..overlay })
+    }
+
+    /// A drawer from the [`overlay_params`], without an output directory.
+    pub fn overlay_from_params(params: &Params) -> Result<ImageSink, NodeError> {
         let score_threshold = params.float("score_threshold")?;
         if score_threshold.is_nan() {
             return Err(NodeError::new(
                 "parameter \"score_threshold\" must be a number, got NaN",
             ));
         }
-        let labels = params.str_list("labels")?;
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            NodeError::new(format!("cannot create directory {}: {e}", quoted(&dir)))
-        })?;
-        Ok(ImageSink {
-            dir,
-            score_threshold: score_threshold as f32,
-            labels,
-        })
+        Ok(ImageSink::overlay(
+            score_threshold as f32,
+            params.str_list("labels")?,
+        ))
     }
 
     /// A drawer without an output directory, for sinks that write the canvas elsewhere (a

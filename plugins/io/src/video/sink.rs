@@ -61,18 +61,8 @@ pub fn kind() -> NodeKind {
         )
         .range(0.0, 51.0),
     )
-    .param(ParamSpec::optional(
-        "score_threshold",
-        ParamType::Float,
-        ParamValue::Float(0.0),
-        "instances with a lower score are not drawn",
-    ))
-    .param(ParamSpec::optional(
-        "labels",
-        ParamType::StrList,
-        ParamValue::StrList(Vec::new()),
-        "class names indexed by class id (empty: the class id is drawn)",
-    ));
+    ;
+    let spec = crate::image_sink::overlay_params(spec);
     NodeKind::new(spec, |params| {
         Ok(Box::new(VideoSink::from_params(params)?) as Box<dyn Node>)
     })
@@ -119,12 +109,6 @@ impl VideoSink {
                 NodeError::new(format!("cannot create directory {}: {e}", quoted(dir)))
             })?;
         }
-        let score_threshold = params.float("score_threshold")?;
-        if score_threshold.is_nan() {
-            return Err(NodeError::new(
-                "parameter \"score_threshold\" must be a number, got NaN",
-            ));
-        }
         Ok(VideoSink {
             path,
             fps: params.float("fps")?,
@@ -132,7 +116,7 @@ impl VideoSink {
                 .ok()
                 .filter(|&q| q <= 51)
                 .ok_or_else(|| NodeError::new("parameter \"qp\" must be 0 to 51"))?,
-            overlay: ImageSink::overlay(score_threshold as f32, params.str_list("labels")?),
+            overlay: ImageSink::overlay_from_params(params)?,
             current: None,
             streams_seen: 0,
         })
