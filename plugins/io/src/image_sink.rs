@@ -93,8 +93,7 @@ pub fn kind() -> NodeKind {
         "dir",
         ParamType::Path,
         "output directory (created if missing); frame i is written as {i:06}.png (streams other than 0: s{stream}_{i:06}.png)",
-    ))
-    ;
+    ));
     let spec = overlay_params(spec);
     NodeKind::new(spec, |params| {
         Ok(Box::new(ImageSink::from_params(params)?) as Box<dyn Node>)

@@ -60,8 +60,7 @@ pub fn kind() -> NodeKind {
             "H.264 quantiser, constant for every frame: lower is sharper and larger (0-51)",
         )
         .range(0.0, 51.0),
-    )
-    ;
+    );
     let spec = crate::image_sink::overlay_params(spec);
     NodeKind::new(spec, |params| {
         Ok(Box::new(VideoSink::from_params(params)?) as Box<dyn Node>)
