@@ -357,6 +357,41 @@ pub fn adaptive_avg_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Resul
     })
 }
 
+/// `torch.nn.functional.adaptive_max_pool2d(x, (out_h, out_w))`, the same windows as
+/// [`adaptive_avg_pool2d`]; a NaN in a window is its maximum, as torch's.
+pub fn adaptive_max_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Result<Array4<f32>> {
+    const OP: &str = "adaptive_max_pool2d";
+    let (_, _, h, w) = x.dim();
+    let (oh, ow) = out;
+    if oh == 0 || ow == 0 {
+        return invalid(OP, "output size must be positive");
+    }
+    if h == 0 || w == 0 {
+        return shape_err(OP, "input has an empty spatial size");
+    }
+    let start = |a: usize, o: usize, i: usize| (a * i) / o;
+    let end = |a: usize, o: usize, i: usize| ((a + 1) * i).div_ceil(o);
+    run_planes(OP, x, oh, ow, |src, dst| {
+        for oy in 0..oh {
+            let (y0, y1) = (start(oy, oh, h), end(oy, oh, h));
+            for ox in 0..ow {
+                let (x0, x1) = (start(ox, ow, w), end(ox, ow, w));
+                let mut m = f32::NEG_INFINITY;
+                'window: for y in y0..y1 {
+                    for &v in &src[y * w + x0..y * w + x1] {
+                        if v.is_nan() {
+                            m = v;
+                            break 'window;
+                        }
+                        m = m.max(v);
+                    }
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub mod anchors;
 pub mod assignment;
 pub mod boxes;
 pub mod corner_pool;
+pub mod correlation;
 pub mod heatmap;
 pub mod nms;
 pub mod panoptic;
@@ -52,6 +53,7 @@ pub use anchors::AnchorGenerator;
 pub use assignment::linear_sum_assignment;
 pub use boxes::{box_area, box_iou, clip_boxes_to_image, remove_small_boxes, BoxCoder};
 pub use corner_pool::{corner_pool, CornerPool};
+pub use correlation::{correlation, CorrelationParams};
 pub use heatmap::{
     centernet_topk, extract_peaks, extract_peaks_mapped, heatmap_nms, topk_flat, topk_per_channel,
     Peak,
