@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-15}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pipeline weights safetensors model_json image dlpack)
+[ ${#targets[@]} -gt 0 ] || targets=(pipeline weights safetensors model_json image dlpack video)
 triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

@@ -64,13 +64,43 @@ fn readable_size(file: &mut File, len: u64) -> std::io::Result<(u64, bool)> {
     Ok((at, saw_index))
 }
 
+/// A reader that fails once it has read more than its budget of bytes. The `mp4` crate
+/// loops for ever on some malformed boxes (a child box of size 0 makes it seek back and read
+/// the same header again); a valid file reads each byte of its index about once and each
+/// sample once, so a budget of a few times the file's size turns such a loop into an error.
+struct BudgetReader {
+    inner: BufReader<File>,
+    read: u64,
+    budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for BudgetReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.budget.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "its boxes make the reader go round in circles",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for BudgetReader {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 pub struct Mp4Reader {
     name: String,
-    reader: mp4::Mp4Reader<BufReader<File>>,
+    reader: mp4::Mp4Reader<BudgetReader>,
     decoder: Decoder,
     track: u32,
     samples: u32,
     next_sample: u32,
+    file_len: u64,
     timescale: u32,
     length_size: usize,
     annexb: Vec<u8>,
@@ -102,8 +132,15 @@ impl Mp4Reader {
         file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         // The mp4 crate is not hardened against every malformed box: a panic inside it is a
         // malformed file, not a crash.
+        // The index is read within twice the file's size, then every sample once more.
+        let budget = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2 * len + (1 << 20)));
+        let input = BudgetReader {
+            inner: BufReader::new(file),
+            read: 0,
+            budget: budget.clone(),
+        };
         let reader = catch_unwind(AssertUnwindSafe(|| {
-            mp4::Mp4Reader::read_header(BufReader::new(file), size)
+            mp4::Mp4Reader::read_header(input, size)
         }))
         .map_err(|_| "the MP4 container is malformed (its boxes cannot be parsed)".to_string())?
         .map_err(container_error)?;
@@ -147,6 +184,7 @@ impl Mp4Reader {
                 convert_command(&name)
             ));
         }
+        budget.fetch_add(2 * len, std::sync::atomic::Ordering::Relaxed);
         let mut decoder = Decoder::new().map_err(|e| format!("cannot start the decoder: {e}"))?;
         let mut headers = Vec::new();
         for nal in avc
@@ -164,6 +202,7 @@ impl Mp4Reader {
             name,
             track,
             samples: t.sample_count(),
+            file_len: len,
             timescale: t.timescale().max(1),
             length_size: usize::from(avc.length_size_minus_one & 3) + 1,
             reader,
@@ -236,6 +275,22 @@ impl FrameReader for Mp4Reader {
             let id = self.next_sample;
             let frame = id - 1;
             self.next_sample += 1;
+            // The crate allocates a sample's declared size before reading it: a damaged
+            // index could declare gigabytes.
+            let declared = self.reader.tracks().get(&self.track).map_or(0, |t| {
+                let stsz = &t.trak.mdia.minf.stbl.stsz;
+                if stsz.sample_size > 0 {
+                    stsz.sample_size
+                } else {
+                    stsz.sample_sizes.get(frame as usize).copied().unwrap_or(0)
+                }
+            });
+            if u64::from(declared) > self.file_len {
+                return Err(format!(
+                    "frame {frame}: the index gives it {declared} bytes, more than the file's {}: the file is corrupt",
+                    self.file_len
+                ));
+            }
             let sample = match self.reader.read_sample(self.track, id) {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err(format!("frame {frame}: missing from the file's index")),

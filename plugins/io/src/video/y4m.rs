@@ -13,6 +13,9 @@ const MAX_LINE: usize = 4096;
 
 pub struct Y4mReader {
     input: BufReader<std::fs::File>,
+    /// Bytes of the file not read yet: a frame larger than the rest is a truncated file,
+    /// known before its buffer is allocated (a damaged header can declare gigabytes).
+    remaining: u64,
     name: String,
     width: usize,
     height: usize,
@@ -48,10 +51,15 @@ impl Y4mReader {
     pub fn open(path: &Path) -> Result<Y4mReader, String> {
         let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read: {e}"))?
+            .len();
         let mut input = BufReader::new(file);
         let header = read_line(&mut input)
             .map_err(|e| format!("cannot read the Y4M header: {e}"))?
             .ok_or("the file is empty")?;
+        let remaining = len.saturating_sub(header.len() as u64 + 1);
         let header = String::from_utf8_lossy(&header).into_owned();
         let mut tags = header.split(' ');
         if tags.next() != Some("YUV4MPEG2") {
@@ -59,12 +67,15 @@ impl Y4mReader {
         }
         let (mut width, mut height, mut rate, mut colour) = (0usize, 0usize, (25, 1), "420jpeg");
         for tag in tags.filter(|t| !t.is_empty()) {
-            let (key, value) = tag.split_at(1);
+            // A tag is one letter and its value (the header may hold any bytes).
+            let mut chars = tag.chars();
+            let key = chars.next();
+            let value = chars.as_str();
             let bad = || format!("bad header tag {tag:?}");
             match key {
-                "W" => width = value.parse().map_err(|_| bad())?,
-                "H" => height = value.parse().map_err(|_| bad())?,
-                "F" => {
+                Some('W') => width = value.parse().map_err(|_| bad())?,
+                Some('H') => height = value.parse().map_err(|_| bad())?,
+                Some('F') => {
                     let (n, d) = value.split_once(':').ok_or_else(bad)?;
                     let (n, d): (u64, u64) =
                         (n.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
@@ -73,7 +84,7 @@ impl Y4mReader {
                     }
                     rate = (n, d);
                 }
-                "C" => colour = value,
+                Some('C') => colour = value,
                 _ => {}
             }
         }
@@ -92,6 +103,7 @@ impl Y4mReader {
         };
         Ok(Y4mReader {
             input,
+            remaining,
             name,
             width,
             height,
@@ -115,6 +127,13 @@ impl FrameReader for Y4mReader {
         let (w, h) = (self.width, self.height);
         let chroma = w.div_ceil(2) * h.div_ceil(2);
         let size = w * h + if self.grey { 0 } else { 2 * chroma };
+        self.remaining = self.remaining.saturating_sub(line.len() as u64 + 1);
+        if size as u64 > self.remaining {
+            return Err(at(format!(
+                "the file ends inside this frame's {size} bytes (truncated)"
+            )));
+        }
+        self.remaining -= size as u64;
         self.planes.resize(size, 0);
         self.input.read_exact(&mut self.planes).map_err(|e| {
             at(if e.kind() == std::io::ErrorKind::UnexpectedEof {
