@@ -147,6 +147,11 @@ impl OutPtr {
 const COL_BUDGET_BYTES: usize = 1 << 20;
 /// Parallel tiles are at least this many output positions wide.
 const MIN_TILE_COLS: usize = 256;
+/// The direct path serves convolutions with at most this many output channels (see
+/// [`Conv2d::direct_pays`]).
+const DIRECT_MAX_COUT: usize = 4;
+/// Output rows per work item of the direct path: a block of a 256-wide map stays in L1.
+const DIRECT_BLOCK_ROWS: usize = 8;
 
 /// A 2-D convolution with its weights prepared once at load (see the module documentation).
 #[derive(Clone, Debug)]
@@ -359,6 +364,8 @@ impl Conv2d {
                 let p = &self.params;
                 let path = if p.groups > 1 && self.in_channels == p.groups {
                     "depthwise"
+                } else if self.direct_pays() {
+                    "direct"
                 } else if self.winograd_weights().is_some()
                     && self
                         .output_size(h, w)
@@ -432,6 +439,8 @@ impl Conv2d {
             let cin_g = self.in_channels / self.params.groups;
             if self.params.groups > 1 && cin_g == 1 {
                 self.depthwise(xs, h, w, oh, ow, act, &mut out);
+            } else if self.direct_pays() {
+                self.direct(xs, n, h, w, oh, ow, act, &mut out);
             } else if let Some(wt) = self
                 .winograd_weights()
                 .filter(|_| super::winograd::pays(n, oh, ow))
@@ -567,6 +576,83 @@ impl Conv2d {
                 }
                 act.apply_slice(op);
             });
+    }
+
+    /// Whether the direct path beats im2col + GEMM: a few output channels of a spatial
+    /// kernel (a flow predictor's 3x3 to 2 channels). There the GEMM does 2-4 products per
+    /// value that im2col copied, so the copy is the cost; the direct path reads each input
+    /// row in place instead.
+    fn direct_pays(&self) -> bool {
+        self.params.groups == 1
+            && self.out_channels <= DIRECT_MAX_COUT
+            && self.kernel.0 * self.kernel.1 > 1
+    }
+
+    /// The convolution as shifted rows of the input added into the output rows, for
+    /// [`Conv2d::direct_pays`]: work items are blocks of output rows of one image, each
+    /// accumulating every output channel in its (L1-sized) block.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &self,
+        xs: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        let (kh, kw) = self.kernel;
+        let p = self.params;
+        let rows = DIRECT_BLOCK_ROWS.min(oh.max(1));
+        let blocks = oh.div_ceil(rows);
+        let outp = OutPtr(out.as_mut_ptr());
+        (0..n * blocks).into_par_iter().for_each(|item| {
+            let (b, block) = (item / blocks, item % blocks);
+            let (r0, r1) = (block * rows, ((block + 1) * rows).min(oh));
+            for co in 0..cout {
+                // SAFETY: the items write disjoint row blocks `r0..r1` of each output plane
+                // (`b`, `co`) inside `out`, which outlives the parallel loop.
+                let dst = unsafe { outp.slice(((b * cout + co) * oh + r0) * ow, (r1 - r0) * ow) };
+                dst.fill(self.bias.as_ref().map_or(0.0, |bv| bv[co]));
+                let wk = &self.weight[co * cin * kh * kw..][..cin * kh * kw];
+                for ci in 0..cin {
+                    let xp = &xs[(b * cin + ci) * h * w..][..h * w];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let wv = wk[(ci * kh + ky) * kw + kx];
+                            let off = (kx * p.dilation.1) as isize - p.padding.1 as isize;
+                            let (lo, hi) = valid_range(off, p.stride.1, w, ow);
+                            if lo >= hi {
+                                continue;
+                            }
+                            for oy in r0..r1 {
+                                let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize
+                                    - p.padding.0 as isize;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                let src = &xp[iy as usize * w..][..w];
+                                let d = &mut dst[(oy - r0) * ow..][lo..hi];
+                                if p.stride.1 == 1 {
+                                    let s = &src[(lo as isize + off) as usize..][..hi - lo];
+                                    add_scaled(d, s, wv);
+                                } else {
+                                    let start = ((lo * p.stride.1) as isize + off) as usize;
+                                    let s = src[start..].iter().step_by(p.stride.1);
+                                    for (d, s) in d.iter_mut().zip(s) {
+                                        *d += wv * s;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                act.apply_slice(dst);
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -786,6 +872,17 @@ fn valid_range(off: isize, s: usize, len: usize, out: usize) -> (usize, usize) {
     let hi = (hi as usize).min(out);
     (lo, hi.max(lo))
 }
+
+/// `dst[i] += a · src[i]` (a multiply and an add, as the plain loop: the same results on
+/// every CPU), compiled for AVX-512 and AVX2 too and picked at run time.
+#[inline(always)]
+fn add_scaled_inner(dst: &mut [f32], src: &[f32], a: f32) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += a * s;
+    }
+}
+
+crate::ops::simd::multiversion!(fn add_scaled(dst: &mut [f32], src: &[f32], a: f32) => add_scaled_inner);
 
 /// Writes the `kh·kw` im2col rows of one input channel for output rows `r0..r1` into `dst`
 /// (`kh·kw` rows of `(r1 - r0)·ow` values).
@@ -1253,10 +1350,11 @@ mod tests {
     }
 
     /// `forward_residual` equals `activation(forward without activation + residual)`, bit for
-    /// bit, on every path: GEMM (1x1 and im2col), Winograd, depthwise and empty input.
+    /// bit, on every path: GEMM (1x1 and im2col), Winograd, depthwise, direct and empty input.
     #[test]
     fn residual_is_added_before_the_activation_on_every_path() {
-        let cases: [(usize, usize, usize, usize, Conv2dParams); 7] = [
+        let cases: [(usize, usize, usize, usize, Conv2dParams); 8] = [
+            (8, 2, 3, 11, Conv2dParams::default().padding(1)),
             (8, 12, 1, 6, Conv2dParams::default()),
             (8, 16, 1, 6, Conv2dParams::default()),
             (8, 16, 3, 7, Conv2dParams::default().stride(2).padding(1)),
@@ -1372,6 +1470,18 @@ mod tests {
                 Conv2dParams::default().padding(1),
             ),
             ((1, 16, 40, 40), (32, 16, 1, 1), Conv2dParams::default()),
+            // The direct path (few output channels): several row blocks, two images,
+            // stride and dilation.
+            (
+                (2, 5, 19, 23),
+                (2, 5, 3, 3),
+                Conv2dParams::default().padding(1),
+            ),
+            (
+                (2, 5, 21, 17),
+                (3, 5, 5, 3),
+                Conv2dParams::default().stride(2).padding(2).dilation(2),
+            ),
         ];
         for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
             let x = rand_array4(xs, i as u64);
