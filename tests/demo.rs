@@ -12,6 +12,21 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The models folder (`MODELS_DIR` or models/), or `None` after printing why the test skips.
+fn models(repo: &Path) -> Option<PathBuf> {
+    let models = std::env::var_os("MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("models"));
+    if models.join("centernet.json").is_file() {
+        return Some(models);
+    }
+    println!(
+        "SKIPPED: run scripts/fetch-models.sh (no models in {})",
+        models.display()
+    );
+    None
+}
+
 /// Category ids of a record's instances, with their scores, for those whose score >= min.
 fn categories(record: &serde_json::Value, min: f64) -> Vec<i64> {
     record["instances"]
@@ -26,16 +41,9 @@ fn categories(record: &serde_json::Value, min: f64) -> Vec<i64> {
 #[test]
 fn demo_pipeline_finds_people_faces_meshes_cat_and_cup() {
     let repo = repo();
-    let models = std::env::var_os("MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("models"));
-    if !models.join("centernet.json").is_file() {
-        println!(
-            "SKIPPED: run scripts/fetch-models.sh (no models in {})",
-            models.display()
-        );
+    let Some(models) = models(&repo) else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("engine-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -146,16 +154,9 @@ fn demo_pipeline_finds_people_faces_meshes_cat_and_cup() {
 #[test]
 fn track_people_tracks_the_clip_and_streams_do_not_share_state() {
     let repo = repo();
-    let models = std::env::var_os("MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("models"));
-    if !models.join("centernet.json").is_file() {
-        println!(
-            "SKIPPED: run scripts/fetch-models.sh (no models in {})",
-            models.display()
-        );
+    let Some(models) = models(&repo) else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("engine-track-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let clips = dir.join("clips");

@@ -329,64 +329,59 @@ fn pool_nhwc(
 /// `torch.nn.functional.adaptive_avg_pool2d(x, (out_h, out_w))`: window `i` spans
 /// `[floor(i·in/out), ceil((i+1)·in/out))`.
 pub fn adaptive_avg_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Result<Array4<f32>> {
-    const OP: &str = "adaptive_avg_pool2d";
-    let (_, _, h, w) = x.dim();
-    let (oh, ow) = out;
-    if oh == 0 || ow == 0 {
-        return invalid(OP, "output size must be positive");
-    }
-    if h == 0 || w == 0 {
-        return shape_err(OP, "input has an empty spatial size");
-    }
-    let start = |a: usize, o: usize, i: usize| (a * i) / o;
-    let end = |a: usize, o: usize, i: usize| ((a + 1) * i).div_ceil(o);
-    run_planes(OP, x, oh, ow, |src, dst| {
-        for oy in 0..oh {
-            let (y0, y1) = (start(oy, oh, h), end(oy, oh, h));
-            for ox in 0..ow {
-                let (x0, x1) = (start(ox, ow, w), end(ox, ow, w));
-                let mut s = 0f32;
-                for y in y0..y1 {
-                    for v in &src[y * w + x0..y * w + x1] {
-                        s += v;
-                    }
-                }
-                dst[oy * ow + ox] = s / ((y1 - y0) * (x1 - x0)) as f32;
+    adaptive_pool2d("adaptive_avg_pool2d", x, out, |rows, area| {
+        let mut s = 0f32;
+        for row in rows {
+            for v in row {
+                s += v;
             }
         }
+        s / area as f32
     })
 }
 
 /// `torch.nn.functional.adaptive_max_pool2d(x, (out_h, out_w))`, the same windows as
 /// [`adaptive_avg_pool2d`]; a NaN in a window is its maximum, as torch's.
 pub fn adaptive_max_pool2d(x: ArrayView4<'_, f32>, out: (usize, usize)) -> Result<Array4<f32>> {
-    const OP: &str = "adaptive_max_pool2d";
+    adaptive_pool2d("adaptive_max_pool2d", x, out, |rows, _| {
+        let mut m = f32::NEG_INFINITY;
+        for row in rows {
+            for &v in row {
+                if v.is_nan() {
+                    return v;
+                }
+                m = m.max(v);
+            }
+        }
+        m
+    })
+}
+
+/// The adaptive poolings: output cell `(i, j)` is `reduce` of the window rows
+/// `[floor(i·h/oh), ceil((i+1)·h/oh))` x `[floor(j·w/ow), ceil((j+1)·w/ow))` (and the
+/// window's area).
+fn adaptive_pool2d(
+    op: &'static str,
+    x: ArrayView4<'_, f32>,
+    (oh, ow): (usize, usize),
+    reduce: impl Fn(&mut dyn Iterator<Item = &[f32]>, usize) -> f32 + Sync,
+) -> Result<Array4<f32>> {
     let (_, _, h, w) = x.dim();
-    let (oh, ow) = out;
     if oh == 0 || ow == 0 {
-        return invalid(OP, "output size must be positive");
+        return invalid(op, "output size must be positive");
     }
     if h == 0 || w == 0 {
-        return shape_err(OP, "input has an empty spatial size");
+        return shape_err(op, "input has an empty spatial size");
     }
     let start = |a: usize, o: usize, i: usize| (a * i) / o;
     let end = |a: usize, o: usize, i: usize| ((a + 1) * i).div_ceil(o);
-    run_planes(OP, x, oh, ow, |src, dst| {
+    run_planes(op, x, oh, ow, |src, dst| {
         for oy in 0..oh {
             let (y0, y1) = (start(oy, oh, h), end(oy, oh, h));
             for ox in 0..ow {
                 let (x0, x1) = (start(ox, ow, w), end(ox, ow, w));
-                let mut m = f32::NEG_INFINITY;
-                'window: for y in y0..y1 {
-                    for &v in &src[y * w + x0..y * w + x1] {
-                        if v.is_nan() {
-                            m = v;
-                            break 'window;
-                        }
-                        m = m.max(v);
-                    }
-                }
-                dst[oy * ow + ox] = m;
+                let mut rows = (y0..y1).map(|y| &src[y * w + x0..y * w + x1]);
+                dst[oy * ow + ox] = reduce(&mut rows, (y1 - y0) * (x1 - x0));
             }
         }
     })

@@ -115,6 +115,26 @@ fn has_image_extension(path: &Path) -> bool {
 /// The files `path` names, sorted: the file itself, the .jpg/.jpeg/.png files of a directory
 /// (not recursive), or the files a glob pattern matches.
 pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
+    list_matching(
+        path,
+        has_image_extension,
+        |_| true,
+        "an image file",
+        "JPEG or PNG",
+    )
+}
+
+/// The files `path` names, sorted: the file itself, the files of a directory (not recursive)
+/// that `in_dir` accepts, or the files of a glob pattern that `in_glob` accepts. `one` names
+/// a single file the source takes (for the error on a FIFO or device), `kinds` the kinds of
+/// files it reads (for the error when none is found).
+pub(crate) fn list_matching(
+    path: &str,
+    in_dir: impl Fn(&Path) -> bool,
+    in_glob: impl Fn(&Path) -> bool,
+    one: &str,
+    kinds: &str,
+) -> Result<Vec<PathBuf>, NodeError> {
     let p = Path::new(path);
     let mut files = if p.is_dir() {
         let entries = std::fs::read_dir(p)
@@ -123,7 +143,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot list directory {}: {e}", quoted(p)))?;
             let file = entry.path();
-            if file.is_file() && has_image_extension(&file) {
+            if file.is_file() && in_dir(&file) {
                 files.push(file);
             }
         }
@@ -137,7 +157,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
         let mut files = Vec::new();
         for m in matches {
             let file = m.map_err(|e| format!("cannot read {}: {}", quoted(e.path()), e.error()))?;
-            if file.is_file() {
+            if file.is_file() && in_glob(&file) {
                 files.push(file);
             }
         }
@@ -148,7 +168,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
             .err()
             .map_or_else(|| "cannot be read".to_string(), |e| e.to_string());
         return Err(NodeError::new(format!(
-            "{} {why}; give an image file, a directory or a glob",
+            "{} {why}; give {one}, a directory or a glob",
             quoted(p)
         )));
     } else {
@@ -156,7 +176,7 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>, NodeError> {
     };
     if files.is_empty() {
         return Err(NodeError::new(format!(
-            "path {} matches no JPEG or PNG file",
+            "path {} matches no {kinds} file",
             quoted(p)
         )));
     }

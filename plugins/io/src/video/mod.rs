@@ -96,50 +96,15 @@ pub fn open_video(path: &Path) -> Result<Box<dyn FrameReader>, String> {
 /// sorted by name), or a directory or glob of images (one stream, sorted by name).
 pub fn list_streams(path: &str) -> Result<Vec<StreamInput>, NodeError> {
     let p = Path::new(path);
-    let files: Vec<PathBuf> = if p.is_file() {
-        vec![p.to_path_buf()]
-    } else if p.is_dir() {
-        let entries = std::fs::read_dir(p)
-            .map_err(|e| format!("cannot list directory {}: {e}", quoted(p)))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let file = entry
-                .map_err(|e| format!("cannot list directory {}: {e}", quoted(p)))?
-                .path();
-            if file.is_file()
-                && (has_extension(&file, &VIDEO_EXTENSIONS)
-                    || has_extension(&file, &IMAGE_EXTENSIONS))
-            {
-                files.push(file);
-            }
-        }
-        files
-    } else if path.contains(['*', '?', '[']) {
-        let matches = glob::glob(path).map_err(|e| {
-            format!("parameter \"path\": {path:?} is not a valid glob pattern: {e}")
-        })?;
-        let mut files = Vec::new();
-        for m in matches {
-            let file = m.map_err(|e| format!("cannot read {}: {}", quoted(e.path()), e.error()))?;
-            if file.is_file()
-                && (has_extension(&file, &VIDEO_EXTENSIONS)
-                    || has_extension(&file, &IMAGE_EXTENSIONS))
-            {
-                files.push(file);
-            }
-        }
-        files
-    } else {
-        return Err(NodeError::new(format!("file {} does not exist", quoted(p))));
-    };
-    let mut files = files;
-    files.sort();
-    if files.is_empty() {
-        return Err(NodeError::new(format!(
-            "path {} matches no video (.mp4, .m4v, .mov, .y4m) or image (.jpg, .jpeg, .png) file",
-            quoted(p)
-        )));
-    }
+    let known =
+        |f: &Path| has_extension(f, &VIDEO_EXTENSIONS) || has_extension(f, &IMAGE_EXTENSIONS);
+    let files = crate::image_source::list_matching(
+        path,
+        known,
+        known,
+        "a video file",
+        "video (.mp4, .m4v, .mov, .y4m) or image (.jpg, .jpeg, .png)",
+    )?;
     let (images, videos): (Vec<PathBuf>, Vec<PathBuf>) = files
         .into_iter()
         .partition(|f| has_extension(f, &IMAGE_EXTENSIONS));
