@@ -133,8 +133,9 @@ impl FrameReader for ImageSequence {
         let Some(path) = self.files.get(self.next) else {
             return Ok(None);
         };
-        let image = crate::image_source::read_image(path).map_err(|e| e.to_string())?;
+        // The frame's file names the errors too.
         self.name = path.display().to_string();
+        let image = crate::image_source::read_image(path).map_err(|e| e.to_string())?;
         let pts_ns = (self.next as f64 * self.frame_ns).round() as u64;
         self.next += 1;
         let shape = image.shape().to_vec();
@@ -193,8 +194,8 @@ pub fn source_kind() -> NodeKind {
 /// The `video_source` node.
 pub struct VideoSource {
     streams: Vec<StreamInput>,
-    /// The stream being read and its reader.
-    current: Option<(usize, Box<dyn FrameReader>)>,
+    /// The reader of the stream being read.
+    current: Option<Box<dyn FrameReader>>,
     next_stream: usize,
     frames_in_stream: u64,
     max_frames: u64,
@@ -264,11 +265,11 @@ impl Node for VideoSource {
                 if self.next_stream > 0 {
                     frame.begin_stream();
                 }
-                self.current = Some((self.next_stream, reader));
+                self.current = Some(reader);
                 self.next_stream += 1;
                 self.frames_in_stream = 0;
             }
-            let Some((_, reader)) = self.current.as_mut() else {
+            let Some(reader) = self.current.as_mut() else {
                 continue;
             };
             let done = self.max_frames > 0 && self.frames_in_stream >= self.max_frames;
