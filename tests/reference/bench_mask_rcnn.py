@@ -3,11 +3,12 @@
 `maskrcnn_resnet50_fpn` architecture in the same run, same weights, same photo, same thread
 count; a per-node latency breakdown, a full-size check of the final detections and masks, and
 the throughput of `engine run` on a stream of 20 photos (stages overlap) against torchvision
-looping over the same photos.
+looping over the same photos, and with --onnx against ONNX Runtime running the model exported
+whole on the same photos one after another.
 
     pip install torch torchvision numpy pillow pycocotools
     cargo build --release -p engine --example bench_mask_rcnn -p plugin-backbones --example bench_resnet50
-    python3 tests/reference/bench_mask_rcnn.py [--threads 2] [--reps 3] [--stream 20] [--rounds 1]
+    python3 tests/reference/bench_mask_rcnn.py [--threads 2] [--reps 3] [--stream 20] [--rounds 1] [--onnx]
 
 It also times a full ResNet-50 forward pass at 224x224, batch 1 (issue 3's target: no slower
 than PyTorch): torchvision's resnet50 against the resnet node's body (same weights: the Mask
@@ -174,6 +175,56 @@ def stream(args, model, weights, env):
         f"\nstream of {n} photos: torchvision {tv_wall:.1f} s ({n / tv_wall:.2f} images/s), "
         f"engine run {wall:.1f} s ({n / wall:.2f} images/s), ratio {wall / tv_wall:.2f}"
     )
+    if args.onnx:
+        ort_wall = onnxruntime_stream(args, model, frames)
+        print(
+            f"stream of {n} photos: ONNX Runtime {ort_wall:.1f} s ({n / ort_wall:.2f} images/s), "
+            f"engine run / ONNX Runtime {wall / ort_wall:.2f}"
+        )
+
+
+def onnxruntime_stream(args, model, frames):
+    """The same photos one after another through ONNX Runtime, on the model exported whole
+    (its pre-processing, RPN, heads and mask pasting are in the graph), with the same thread
+    count. Checks its detections on the first photo against torchvision's."""
+    import onnxruntime as ort
+
+    path = os.path.join(WORK, "maskrcnn_r50_fpn_generated.onnx")
+    if not os.path.exists(path):
+        with torch.no_grad():
+            kwargs = dict(opset_version=17, input_names=["image"],
+                          output_names=["boxes", "labels", "scores", "masks"],
+                          dynamic_axes={"image": {1: "height", 2: "width"}})
+            try:
+                torch.onnx.export(model, ([frames[0]],), path, dynamo=False, **kwargs)
+            except TypeError:  # a torch without the dynamo switch
+                torch.onnx.export(model, ([frames[0]],), path, **kwargs)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    # Detections are matched by box (the order of near-equal scores may differ), on every
+    # distinct photo: the exported graph must not have fixed the first photo's size.
+    from torchvision.ops import box_iou
+
+    for k, f in enumerate(frames[:4]):
+        with torch.no_grad():
+            want = model([f])[0]
+        boxes, labels, scores, _ = sess.run(None, {"image": f.numpy()})
+        iou = box_iou(torch.from_numpy(boxes), want["boxes"])
+        if len(scores) and len(want["scores"]):
+            best, idx = iou.max(1)
+            ok = ((best >= 0.999) & (torch.from_numpy(labels) == want["labels"][idx])
+                  & ((torch.from_numpy(scores) - want["scores"][idx]).abs() <= 1e-4))
+            matched = int(ok.sum())
+        else:
+            matched = 0
+        print(f"ONNX Runtime {ort.__version__} on photo {k} {list(f.shape)}: {len(scores)} detections, "
+              f"torchvision {len(want['scores'])}, {matched} matched (label, IoU >= 0.999, score within 1e-4)")
+    t0 = time.perf_counter()
+    for f in frames:
+        sess.run(None, {"image": f.numpy()})
+    return time.perf_counter() - t0
 
 
 
@@ -183,6 +234,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--stream", type=int, default=20, help="photos in the stream test (0: skip it)")
     ap.add_argument("--rounds", type=int, default=1, help="latency rounds, torchvision and ours alternating")
+    ap.add_argument("--onnx", action="store_true",
+                    help="also run the stream through ONNX Runtime (pip install onnx onnxruntime)")
     ap.add_argument("--photo", default=os.path.join(ROOT, "assets", "chelsea.png"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
