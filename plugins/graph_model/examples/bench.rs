@@ -1,6 +1,11 @@
-//! Times each model on one photo: `cargo run --release -p plugin-graph-model --example bench [runs]`.
+//! Times each model on one photo:
+//! `cargo run --release -p plugin-graph-model --example bench [runs] [models] [dump_dir]`.
 //! Prints one JSON line per model (median and min milliseconds of `GraphModel::run`, after a
-//! warm-up run); `scripts/bench-graph-models.sh` compares them with TF.js.
+//! warm-up run, and every run's time); `scripts/bench-graph-models.sh` compares them with
+//! TF.js, `tests/reference/bench_tflite.py` with TFLite. `models` (comma-separated names, or
+//! `all`) picks models; with `dump_dir`, each model's input and outputs are written there as
+//! raw little-endian f32 (`<model>_input.f32`, `<model>_output<i>.f32`, shapes in
+//! `<model>.json`), so that another runtime can be fed the same input and compared.
 
 use std::path::Path;
 
@@ -12,6 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5)
         .max(1);
+    let only: Option<Vec<String>> = std::env::args()
+        .nth(2)
+        .filter(|a| a != "all")
+        .map(|a| a.split(',').map(str::to_string).collect());
+    let dump = std::env::args().nth(3).map(std::path::PathBuf::from);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         root.join("tests/reference/tfjs/models.json"),
@@ -30,6 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     for m in cfg["models"].as_array().ok_or("models")? {
         let name = m["name"].as_str().ok_or("name")?;
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
         let model = GraphModel::load(&root.join("models").join(format!("{name}.json")))?;
         let flag = |k: &str| m[k].as_bool().unwrap_or(false);
         let pre = preprocess_for(
@@ -44,18 +57,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             [gw[0], gw[1], gw[2]],
         )?;
         let x = pre.apply(&img)?;
-        model.run(std::slice::from_ref(&x), &[])?;
+        let outputs = model.run(std::slice::from_ref(&x), &[])?;
+        if let Some(dir) = &dump {
+            std::fs::create_dir_all(dir)?;
+            let write = |file: String,
+                         t: &kernels::Tensor|
+             -> Result<(), Box<dyn std::error::Error>> {
+                let values: Vec<f32> = match t.dtype() {
+                    kernels::DType::I32 => t.as_slice::<i32>()?.iter().map(|&v| v as f32).collect(),
+                    _ => t.as_slice::<f32>()?.to_vec(),
+                };
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(dir.join(file), bytes)?;
+                Ok(())
+            };
+            write(format!("{name}_input.f32"), &x)?;
+            for (i, o) in outputs.iter().enumerate() {
+                write(format!("{name}_output{i}.f32"), o)?;
+            }
+            let shapes = serde_json::json!({
+                "input": x.shape(),
+                "outputs": outputs.iter().map(|o| o.shape().to_vec()).collect::<Vec<_>>(),
+            });
+            std::fs::write(dir.join(format!("{name}.json")), shapes.to_string())?;
+        }
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t = std::time::Instant::now();
             model.run(std::slice::from_ref(&x), &[])?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let all: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
         times.sort_by(f64::total_cmp);
         println!(
-            "{{\"model\":\"{name}\",\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3}}}",
+            "{{\"model\":\"{name}\",\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3},\"times_ms\":[{}]}}",
             times[runs / 2],
-            times[0]
+            times[0],
+            all.join(",")
         );
     }
     Ok(())
