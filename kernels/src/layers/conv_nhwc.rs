@@ -248,9 +248,40 @@ pub fn depthwise_conv2d_nhwc(
     let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
     let co = c * m;
     let mut out = vec![0f32; checked_numel(OP, &[n, oh, ow, co])?];
-    if !out.is_empty() {
+    if out.is_empty() {
+        return Array4::from_shape_vec((n, oh, ow, co), out)
+            .or_else(|e| invalid(OP, e.to_string()));
+    }
+    // Output rows per task: enough multiply-adds for the hand-off to another thread to pay.
+    let row_macs = (ow * co * kh * kw).max(1);
+    let min_rows = (DEPTHWISE_TASK_MACS / row_macs).max(1);
+    if m == 1 {
+        let rows = RowGeom {
+            h,
+            wd,
+            c,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            pt,
+            pl,
+            ow,
+        };
         out.par_chunks_mut(ow * co)
             .enumerate()
+            .with_min_len(min_rows)
+            .for_each(|(row, orow)| {
+                let b = row / oh;
+                let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+                depthwise_row(orow, xb, &ws, row % oh, &rows);
+            });
+    } else {
+        out.par_chunks_mut(ow * co)
+            .enumerate()
+            .with_min_len(min_rows)
             .for_each(|(row, orow)| {
                 let b = row / oh;
                 let oy = row % oh;
@@ -263,21 +294,6 @@ pub fn depthwise_conv2d_nhwc(
                     let xrow = &xb[iy as usize * wd * c..(iy as usize + 1) * wd * c];
                     for kx in 0..kw {
                         let wk = &ws[(ky * kw + kx) * c * m..(ky * kw + kx + 1) * c * m];
-                        if m == 1 && sw == 1 {
-                            // The output pixels whose input column is inside the row, at once.
-                            let off = (kx * dw) as isize - pl as isize;
-                            let lo = (-off).clamp(0, ow as isize) as usize;
-                            let hi = (wd as isize - off).clamp(0, ow as isize) as usize;
-                            if lo < hi {
-                                let s0 = (lo as isize + off) as usize;
-                                depthwise_accumulate(
-                                    &mut orow[lo * c..hi * c],
-                                    &xrow[s0 * c..(s0 + hi - lo) * c],
-                                    wk,
-                                );
-                            }
-                            continue;
-                        }
                         for ox in 0..ow {
                             let ix = (ox * sw + kx * dw) as isize - pl as isize;
                             if ix < 0 || ix as usize >= wd {
@@ -285,12 +301,6 @@ pub fn depthwise_conv2d_nhwc(
                             }
                             let xp = &xrow[ix as usize * c..(ix as usize + 1) * c];
                             let op = &mut orow[ox * co..(ox + 1) * co];
-                            if m == 1 {
-                                for ((o, xv), wv) in op.iter_mut().zip(xp).zip(wk) {
-                                    *o += xv * wv;
-                                }
-                                continue;
-                            }
                             for ci in 0..c {
                                 for mi in 0..m {
                                     op[ci * m + mi] += xp[ci] * wk[ci * m + mi];
@@ -304,19 +314,126 @@ pub fn depthwise_conv2d_nhwc(
     Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
 }
 
-/// `dst[p·c + k] += src[p·c + k] · w[k]` for every pixel `p` (`c = w.len()`): a separate
-/// multiply and add (Rust never fuses them), whichever instruction set runs it.
+/// Multiply-adds per task of the depthwise convolution (see [`depthwise_conv2d_nhwc`]).
+const DEPTHWISE_TASK_MACS: usize = 1 << 16;
+
+/// The geometry of a depthwise convolution with one filter per channel (`m == 1`).
+struct RowGeom {
+    h: usize,
+    wd: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    pt: usize,
+    pl: usize,
+    ow: usize,
+}
+
+/// One output row `oy` of a depthwise convolution (one filter per channel): for each output
+/// pixel and block of 16 (then 8) channels, every tap is accumulated in registers and the
+/// block is stored once. The sum starts at 0 and adds `x · w` tap by tap in `(ky, kx)` order,
+/// skipping the taps in the padding, with a separate multiply and add (Rust never fuses
+/// them): the same operations in the same order as a tap-by-tap pass over the whole row.
 #[inline(always)]
-fn depthwise_accumulate_impl(dst: &mut [f32], src: &[f32], w: &[f32]) {
-    let c = w.len().max(1);
-    for (o, x) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-        for ((o, &x), &wv) in o.iter_mut().zip(x).zip(w) {
-            *o += x * wv;
+fn depthwise_row_impl(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {
+    let c = g.c;
+    // The kernel rows inside the input: (ky, offset of input row iy).
+    let mut rows = [(0usize, 0usize); 16];
+    let mut rows_vec = Vec::new();
+    let mut n_rows = 0;
+    for ky in 0..g.kh {
+        let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+        if iy >= 0 && (iy as usize) < g.h {
+            let r = (ky, iy as usize * g.wd * c);
+            if g.kh <= rows.len() {
+                rows[n_rows] = r;
+            } else {
+                rows_vec.push(r);
+            }
+            n_rows += 1;
+        }
+    }
+    let rows: &[(usize, usize)] = if g.kh <= rows.len() {
+        &rows[..n_rows]
+    } else {
+        &rows_vec
+    };
+    for ox in 0..g.ow {
+        // The kernel columns inside the input, kx_lo..kx_hi (ix grows with kx).
+        let ix0 = (ox * g.sw) as isize - g.pl as isize;
+        let (mut kx_lo, mut kx_hi) = (g.kw, 0);
+        for kx in 0..g.kw {
+            let ix = ix0 + (kx * g.dw) as isize;
+            if ix >= 0 && (ix as usize) < g.wd {
+                kx_lo = kx_lo.min(kx);
+                kx_hi = kx + 1;
+            }
+        }
+        let taps = Taps {
+            rows,
+            kx: kx_lo..kx_hi.max(kx_lo),
+            x0: ix0,
+            dw: g.dw,
+            kw: g.kw,
+            c,
+        };
+        let op = &mut orow[ox * c..(ox + 1) * c];
+        let mut c0 = 0;
+        while c0 + 16 <= c {
+            depthwise_block::<16>(op, xb, ws, &taps, c0);
+            c0 += 16;
+        }
+        if c0 + 8 <= c {
+            depthwise_block::<8>(op, xb, ws, &taps, c0);
+            c0 += 8;
+        }
+        while c0 < c {
+            depthwise_block::<1>(op, xb, ws, &taps, c0);
+            c0 += 1;
         }
     }
 }
 
-crate::ops::simd::multiversion!(fn depthwise_accumulate(dst: &mut [f32], src: &[f32], w: &[f32]) => depthwise_accumulate_impl);
+/// The taps of one output pixel that lie inside the input (see [`depthwise_row_impl`]).
+struct Taps<'a> {
+    rows: &'a [(usize, usize)],
+    kx: std::ops::Range<usize>,
+    x0: isize,
+    dw: usize,
+    kw: usize,
+    c: usize,
+}
+
+/// Channels `c0..c0 + L` of one output pixel.
+#[inline(always)]
+fn depthwise_block<const L: usize>(
+    op: &mut [f32],
+    xb: &[f32],
+    ws: &[f32],
+    t: &Taps<'_>,
+    c0: usize,
+) {
+    let mut acc = [0f32; L];
+    for &(ky, row) in t.rows {
+        for kx in t.kx.clone() {
+            let ix = (t.x0 + (kx * t.dw) as isize) as usize;
+            let xv: &[f32; L] = xb[row + ix * t.c + c0..][..L].try_into().expect("L values");
+            let wv: &[f32; L] = ws[(ky * t.kw + kx) * t.c + c0..][..L]
+                .try_into()
+                .expect("L values");
+            for l in 0..L {
+                acc[l] += xv[l] * wv[l];
+            }
+        }
+    }
+    op[c0..c0 + L].copy_from_slice(&acc);
+}
+
+crate::ops::simd::multiversion!(fn depthwise_row(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) => depthwise_row_impl);
 
 /// Transposed convolution (TF's `Conv2DBackpropInput`): `x` `[N, H, W, CI]`, `w`
 /// `[KH, KW, CO, CI]`, output `[N, OH, OW, CO]` with `out_size = (OH, OW)`; convolving the
@@ -448,29 +565,56 @@ mod tests {
     /// against a direct sum.
     #[test]
     fn depthwise_matches_direct_sum() {
-        for m in [1, 2] {
-            let x = ramp((1, 6, 7, 3), 0.1);
-            let w = ramp((3, 3, 3, m), 0.07);
+        // Channel counts with 16-, 8- and 1-channel blocks; strides, dilations, kernel sizes
+        // and paddings that put taps outside the input on every side. The sum is the direct
+        // one in the same order (taps by ky, then kx), so the results are equal bit for bit.
+        let cases = [
+            (1, 3, 3, 1, 1, Padding::Same),
+            (2, 3, 3, 1, 1, Padding::Same),
+            (1, 8, 3, 2, 1, Padding::Same),
+            (1, 16, 5, 1, 1, Padding::Same),
+            (1, 27, 5, 2, 1, Padding::Same),
+            (1, 27, 3, 1, 2, Padding::Same),
+            (1, 24, 3, 2, 1, Padding::Valid),
+            (3, 5, 3, 2, 1, Padding::Same),
+        ];
+        for (m, c, k, stride, dil, padding) in cases {
+            let (h, wd) = (9, 11);
+            let x = ramp((2, h, wd, c), 0.1);
+            let w = ramp((k, k, c, m), 0.07);
             let geom = NhwcConvGeom {
-                strides: (1, 1),
-                dilations: (1, 1),
-                padding: Padding::Same,
+                strides: (stride, stride),
+                dilations: (dil, dil),
+                padding,
             };
             let out = depthwise_conv2d_nhwc(x.view(), w.view(), geom).unwrap();
-            assert_eq!(out.dim(), (1, 6, 7, 3 * m));
-            for ((_, oy, ox, o), &v) in out.indexed_iter() {
+            let (_, oh, ow, co) = out.dim();
+            assert_eq!(co, c * m);
+            let ext = (k - 1) * dil + 1;
+            let (pt, pl) = match padding {
+                Padding::Same => {
+                    let pad = |n: usize, o: usize| ((o - 1) * stride + ext).saturating_sub(n) / 2;
+                    (pad(h, oh), pad(wd, ow))
+                }
+                _ => (0, 0),
+            };
+            for ((b, oy, ox, o), &v) in out.indexed_iter() {
                 let (ci, mi) = (o / m, o % m);
                 let mut s = 0f32;
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (iy, ix) = (oy as isize + ky - 1, ox as isize + kx - 1);
-                        if (0..6).contains(&iy) && (0..7).contains(&ix) {
-                            s += x[[0, iy as usize, ix as usize, ci]]
-                                * w[[ky as usize, kx as usize, ci, mi]];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = (oy * stride + ky * dil) as isize - pt as isize;
+                        let ix = (ox * stride + kx * dil) as isize - pl as isize;
+                        if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
+                            s += x[[b, iy as usize, ix as usize, ci]] * w[[ky, kx, ci, mi]];
                         }
                     }
                 }
-                assert!((s - v).abs() < 1e-5, "m {m}: {s} vs {v}");
+                assert_eq!(
+                    s.to_bits(),
+                    v.to_bits(),
+                    "m {m} c {c} k {k} s {stride} d {dil}: {s} vs {v}"
+                );
             }
         }
     }
