@@ -264,6 +264,105 @@ fn fused(n: &NodeDef) -> Result<(bool, Act), String> {
     Ok((bias, act))
 }
 
+/// The output channels of convolution node `c` (from its constant filter), if known at load.
+fn conv_out_channels(nodes: &[GNode], c: usize, depthwise: bool) -> Option<usize> {
+    let &(f, _) = nodes[c].inputs.get(1)?;
+    let shape = nodes[f].value.as_ref()?.shape();
+    match (shape, depthwise) {
+        ([_, _, _, co], false) => Some(*co),
+        ([_, _, ch, m], true) => Some(ch * m),
+        _ => None,
+    }
+}
+
+/// Load-time fusion of what converters leave unfused after a convolution (MediaPipe's selfie
+/// model: 53 `Add`s of a constant bias after `Conv2D` or `DepthwiseConv2dNative`):
+/// - `Add(Conv(x, w), b)` (either order) with `b` a constant f32 vector over the output
+///   channels (all its other dimensions 1), the convolution read by nothing else, becomes
+///   the convolution with that bias;
+/// - an activation (`Relu`, `Relu6`, `Sigmoid`, ...) whose input is such a convolution,
+///   read by nothing else, becomes the convolution with that activation.
+///
+/// The node that is rewritten is the later one (the `Add`, the activation), so every node's
+/// value keeps its meaning when it is requested by name; the earlier nodes simply are no
+/// longer needed for the default outputs. The fused op adds the bias and applies the
+/// activation with the same code and in the same order as the separate ops, so results are
+/// identical bit for bit. `users` counts each node's readers in the graph as written.
+fn fuse_conv_epilogues(nodes: &mut [GNode], users: &[Vec<usize>]) {
+    for i in 0..nodes.len() {
+        if nodes[i].op != Op::Binary(BinOp::Add) || nodes[i].inputs.len() != 2 {
+            continue;
+        }
+        for (ci, ki) in [(0, 1), (1, 0)] {
+            let ((c, c_out), (k, k_out)) = (nodes[i].inputs[ci], nodes[i].inputs[ki]);
+            let Op::Conv {
+                depthwise,
+                geom,
+                bias: false,
+                act: Act::None,
+            } = nodes[c].op
+            else {
+                continue;
+            };
+            let bias_fits = |t: &Tensor, co: usize| {
+                t.dtype() == DType::F32
+                    && t.shape().last() == Some(&co)
+                    && t.shape().iter().rev().skip(1).all(|&d| d == 1)
+            };
+            // A convolution read elsewhere too would be computed twice: left alone.
+            let fits = c_out == 0
+                && k_out == 0
+                && users[c].len() == 1
+                && nodes[k].op == Op::Const
+                && nodes[c].inputs.len() == 2
+                && conv_out_channels(nodes, c, depthwise)
+                    .zip(nodes[k].value.as_ref())
+                    .is_some_and(|(co, t)| bias_fits(t, co));
+            if fits {
+                let mut inputs = nodes[c].inputs.clone();
+                inputs.push((k, 0));
+                nodes[i].op = Op::Conv {
+                    depthwise,
+                    geom,
+                    bias: true,
+                    act: Act::None,
+                };
+                nodes[i].op_name = format!("{}+{}", nodes[c].op_name, nodes[i].op_name);
+                nodes[i].inputs = inputs;
+                break;
+            }
+        }
+    }
+    for i in 0..nodes.len() {
+        let Op::Unary(UnOp::Act(act)) = nodes[i].op else {
+            continue;
+        };
+        let Some(&(c, 0)) = nodes[i].inputs.first() else {
+            continue;
+        };
+        let Op::Conv {
+            depthwise,
+            geom,
+            bias,
+            act: Act::None,
+        } = nodes[c].op
+        else {
+            continue;
+        };
+        if act == Act::Prelu || users[c].len() != 1 {
+            continue;
+        }
+        nodes[i].op = Op::Conv {
+            depthwise,
+            geom,
+            bias,
+            act,
+        };
+        nodes[i].op_name = format!("{}+{}", nodes[c].op_name, nodes[i].op_name);
+        nodes[i].inputs = nodes[c].inputs.clone();
+    }
+}
+
 fn parse_op(n: &NodeDef) -> Result<Option<Op>, String> {
     let bin = |b| Ok(Some(Op::Binary(b)));
     let un = |u| Ok(Some(Op::Unary(u)));
@@ -591,6 +690,9 @@ impl GraphModel {
         } else {
             signature_outputs.iter().map(|(_, t)| t.clone()).collect()
         };
+        // After the default outputs are known (they come from the graph as written) and on
+        // the topological order found above, which the fusion keeps valid.
+        fuse_conv_epilogues(&mut nodes, &users);
         Ok(GraphModel {
             file,
             nodes,
@@ -1011,4 +1113,87 @@ fn scalar_int(t: &Tensor) -> OpResult<i64> {
 fn profiling() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("GRAPH_MODEL_PROFILE").is_some_and(|v| v != "0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ModelFile, NodeDef};
+
+    fn node(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            attr: Default::default(),
+        }
+    }
+
+    fn graph(nodes: Vec<NodeDef>) -> GraphModel {
+        let w: Vec<f32> = (0..2 * 2 * 3 * 4)
+            .map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5)
+            .collect();
+        let mut weights = HashMap::new();
+        weights.insert("w".to_string(), Tensor::from_vec(&[2, 2, 3, 4], w).unwrap());
+        let b = vec![0.3f32, -2.0, 0.1, -0.7];
+        weights.insert("b".to_string(), Tensor::from_vec(&[1, 4], b).unwrap());
+        GraphModel::from_model(ModelFile {
+            path: "test.json".into(),
+            nodes,
+            weights,
+            signature_inputs: vec![],
+            signature_outputs: vec![],
+        })
+        .unwrap()
+    }
+
+    fn op_of<'a>(g: &'a GraphModel, name: &str) -> &'a str {
+        g.ops().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    /// `Relu(Add(b, Conv2D(x, w)))` runs as one convolution with bias and activation, with the
+    /// results of the separate ops bit for bit; every node keeps its own value by name.
+    #[test]
+    fn conv_bias_and_activation_fuse_with_identical_results() {
+        let nodes = |extra: bool| {
+            let mut v = vec![
+                node("x", "Placeholder", &[]),
+                node("w", "Const", &[]),
+                node("b", "Const", &[]),
+                node("conv", "Conv2D", &["x", "w"]),
+                node("add", "AddV2", &["b", "conv"]),
+                node("relu", "Relu", &["add"]),
+            ];
+            if extra {
+                // A second reader of the convolution: fusing would compute it twice.
+                v.push(node("other", "Neg", &["conv"]));
+            }
+            v
+        };
+        let g = graph(nodes(false));
+        assert_eq!(op_of(&g, "add"), "Conv2D+AddV2");
+        assert_eq!(op_of(&g, "relu"), "Conv2D+AddV2+Relu");
+        assert_eq!(g.default_outputs(), ["relu"]);
+        let x: Vec<f32> = (0..5 * 6 * 3)
+            .map(|i| ((i * 13) % 17) as f32 * 0.2 - 1.5)
+            .collect();
+        let x = Tensor::from_vec(&[1, 5, 6, 3], x).unwrap();
+        let names = ["conv", "add", "relu"].map(String::from);
+        let out = g.run(std::slice::from_ref(&x), &names).unwrap();
+        let conv = out[0].as_slice::<f32>().unwrap();
+        let b = [0.3f32, -2.0, 0.1, -0.7];
+        let add: Vec<f32> = conv.iter().enumerate().map(|(i, v)| b[i % 4] + v).collect();
+        let relu: Vec<f32> = add.iter().map(|v| v.max(0.0)).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(out[1].as_slice::<f32>().unwrap()), bits(&add));
+        assert_eq!(bits(out[2].as_slice::<f32>().unwrap()), bits(&relu));
+        assert!(relu.iter().any(|&v| v == 0.0) && relu.iter().any(|&v| v > 0.0));
+        // The default output alone (the fused path only) gives the same values.
+        let alone = g.run(std::slice::from_ref(&x), &[]).unwrap();
+        assert_eq!(bits(alone[0].as_slice::<f32>().unwrap()), bits(&relu));
+
+        let g = graph(nodes(true));
+        assert_eq!(op_of(&g, "add"), "AddV2");
+        assert_eq!(op_of(&g, "relu"), "Relu");
+    }
 }
