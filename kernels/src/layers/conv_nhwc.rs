@@ -276,7 +276,7 @@ pub fn depthwise_conv2d_nhwc(
             .for_each(|(row, orow)| {
                 let b = row / oh;
                 let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
-                depthwise_row(orow, xb, &ws, row % oh, &rows);
+                depthwise_row(orow, xb, ws, row % oh, &rows);
             });
     } else {
         out.par_chunks_mut(ow * co)
