@@ -15,3 +15,8 @@ pub use device::{Device, DeviceError, DeviceRequest};
 pub use engine_tensor::f16;
 pub use engine_tensor::{tensor, DType, Element, Tensor, TensorError};
 pub use process::configure_library;
+
+// For `multiversion!`, which expands in other crates too.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub use ops::simd::{has_avx2 as __has_avx2, has_avx512 as __has_avx512};

@@ -10,7 +10,7 @@
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn has_avx512() -> bool {
+pub fn has_avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
@@ -19,12 +19,14 @@ pub(crate) fn has_avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub(crate) fn has_avx2() -> bool {
+pub fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `multiversion!(fn name(args) -> ret => inner)` defines `name`, which calls the
 /// `#[inline(always)]` function `inner` compiled for AVX-512, AVX2 or the baseline target.
+/// Exported (as `kernels::multiversion!`) for the family libraries' own element-wise loops.
+#[macro_export]
 macro_rules! multiversion {
     ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $inner:path) => {
         #[allow(clippy::too_many_arguments)]
@@ -41,11 +43,11 @@ macro_rules! multiversion {
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
                     $inner($($arg),*)
                 }
-                if $crate::ops::simd::has_avx512() {
+                if $crate::__has_avx512() {
                     // SAFETY: the CPU supports every feature `v4` was compiled for.
                     return unsafe { v4($($arg),*) };
                 }
-                if $crate::ops::simd::has_avx2() {
+                if $crate::__has_avx2() {
                     // SAFETY: the CPU supports AVX2 and FMA, the features `v3` was compiled for.
                     return unsafe { v3($($arg),*) };
                 }
@@ -55,7 +57,7 @@ macro_rules! multiversion {
     };
 }
 
-pub(crate) use multiversion;
+pub(crate) use crate::multiversion;
 
 /// Transposes 8x8 blocks of `f32` with AVX: `dst[j * ds + i] = src[i * ss + j]` for
 /// `i, j < 8`, for each of `blocks` blocks, block `k` starting at `src + k * 8` and
