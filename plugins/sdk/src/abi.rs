@@ -855,6 +855,24 @@ pub mod export {
         }
     }
 
+    /// How this library runs a node's work: set once by the library (a family library runs
+    /// it on its compute pool, see `kernels::process::in_pool`), else on the calling thread.
+    static NODE_RUNNER: std::sync::OnceLock<fn(&mut (dyn FnMut() + Send))> =
+        std::sync::OnceLock::new();
+
+    /// Sets how this library runs its nodes' `process` (once; later calls are ignored). The
+    /// runner must call `work` exactly once before it returns.
+    pub fn set_node_runner(run: fn(&mut (dyn FnMut() + Send))) {
+        let _ = NODE_RUNNER.set(run);
+    }
+
+    fn run_node(work: &mut (dyn FnMut() + Send)) {
+        match NODE_RUNNER.get() {
+            Some(run) => run(work),
+            None => work(),
+        }
+    }
+
     /// Builds the table once and returns it. Called by the symbol `export_plugin!` defines.
     pub fn table(
         name: &str,
@@ -973,7 +991,9 @@ pub mod export {
                 let node = (instance as *mut Box<dyn Node>)
                     .as_mut()
                     .ok_or("instance is null")?;
-                let outputs = node.process(&info, &values)?;
+                let mut result = None;
+                run_node(&mut || result = Some(node.process(&info, &values)));
+                let outputs = result.ok_or("the node's work did not run")??;
                 emit_outputs(out, outputs)
             })
         }
