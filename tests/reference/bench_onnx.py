@@ -24,7 +24,7 @@ never committed.
 import argparse
 import copy
 import os
-import platform
+import sys
 import statistics
 import subprocess
 import time
@@ -32,9 +32,10 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection._utils import overwrite_eps
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_name, cpu_flags  # noqa: E402
+from bench_resnet_fpn import build_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -44,45 +45,6 @@ WORK = os.path.join(ROOT, "target", "bench-onnx")
 NETWORKS = [("resnet50_224", 224, 224, False), ("r50fpn_800", 800, 1216, True)]
 BODY_OUT = ["c2", "c3", "c4", "c5"]
 FPN_OUT = ["p2", "p3", "p4", "p5", "p6"]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def build_model():
-    torch.manual_seed(0)
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=5)
-    model = MaskRCNN(backbone, num_classes=91)
-    model.eval()
-    overwrite_eps(model, 0.0)
-    with torch.no_grad():
-        for m in model.backbone.body.modules():
-            if type(m).__name__ == "FrozenBatchNorm2d":
-                c = m.weight.shape[0]
-                m.weight.copy_(torch.rand(c) * 0.5 + 0.5)
-                m.bias.copy_(torch.rand(c) * 0.2 - 0.1)
-                m.running_mean.copy_(torch.rand(c) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(c) + 0.5)
-    return model
 
 
 def fold_frozen_bn(module):
@@ -171,6 +133,7 @@ def main():
     import onnxruntime as ort
     import openvino as ov
 
+    torch.manual_seed(0)
     model = build_model()
     weights = os.path.join(WORK, "maskrcnn_r50_fpn_random.pth")
     torch.save(model.state_dict(), weights)

@@ -32,16 +32,9 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 WORK = os.path.join(ROOT, "target", "bench-rcnn")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--photo", default=os.path.join(ROOT, "assets", "chelsea.png"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    os.makedirs(WORK, exist_ok=True)
-
+def build_model():
+    """MaskRCNN(resnet_fpn_backbone("resnet50")) with torchvision's own random init (seed the
+    generator first) and randomised FrozenBatchNorm statistics, eps 0 as the COCO model."""
     # maskrcnn_resnet50_fpn(weights=None) would use nn.BatchNorm2d (torchvision only freezes
     # the norm when it loads trained weights); the COCO model's body has FrozenBatchNorm2d,
     # which resnet_fpn_backbone uses, so build it from that.
@@ -57,6 +50,20 @@ def main():
                 m.bias.copy_(torch.rand(c) * 0.2 - 0.1)
                 m.running_mean.copy_(torch.rand(c) * 0.2 - 0.1)
                 m.running_var.copy_(torch.rand(c) + 0.5)
+    return model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--photo", default=os.path.join(ROOT, "assets", "chelsea.png"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    os.makedirs(WORK, exist_ok=True)
+
+    model = build_model()
     weights = os.path.join(WORK, "maskrcnn_r50_fpn_random.pth")
     torch.save(model.state_dict(), weights)
 

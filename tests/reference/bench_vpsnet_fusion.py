@@ -102,6 +102,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_vpsnet_fusion_fixtures as fx  # noqa: E402
 
+from machine import cpu_name  # noqa: E402
+
 ROOT = fx.ROOT
 EXE = os.path.join(ROOT, "target", "release", "examples", "bench_vpsnet_fusion")
 CARGO = ["cargo", "run", "--release", "-q", "-p", "plugin-tracking", "--example", "bench_vpsnet_fusion", "--"]
@@ -392,17 +394,6 @@ def compare(dump, flow, outs):
     return res
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("repo", nargs="?", default=os.environ.get("VPS_REPO", "/tmp/vps"))
@@ -483,7 +474,7 @@ def main():
           f"(FlowNet2 at {h}x{w}, flow and fusion at P2 {levels[0][0]}x{levels[0][1]}, levels p2..p6 of 256 ch), "
           f"median of {timed} frames after {args.warmup} (torch {torch.__version__}, mcahny/vps {fx.COMMIT[:8]}, "
           f"official correlation peer: {args.correlation})")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs")
     print(f"check (frame 2, {max(threads)} threads): max |ours - official| flow {agree['flow'][0]:.1e} px "
           f"(largest |flow| {flow_max:.2f}), fused p2 {agree['p2'][0]:.1e} ({agree['p2'][1]:.1e} relative), "
           f"largest over p2..p6 {max(agree[l][1] for l in LEVELS):.1e} relative")

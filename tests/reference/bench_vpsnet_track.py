@@ -84,6 +84,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_vpsnet_track_fixtures as fx  # noqa: E402
 
+from machine import cpu_name  # noqa: E402
+
 ROOT = fx.ROOT
 EXE = os.path.join(ROOT, "target", "release", "examples", "bench_vpsnet_track")
 CARGO = ["cargo", "run", "--release", "-q", "-p", "plugin-tracking", "--example", "bench_vpsnet_track", "--"]
@@ -344,17 +346,6 @@ def track_consistency(ids, frames):
     return kept / max(total, 1)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def run_ours(args, wpath, threads):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     env.setdefault("CARGO_BUILD_JOBS", "1")
@@ -440,7 +431,7 @@ def main():
           f"{min(dets)}-{max(dets)} detections a frame (mean {np.mean(dets):.1f}), median of {timed} frames "
           f"after {args.warmup} (torch {torch.__version__}, torchvision {torchvision.__version__}, mcahny/vps "
           f"{fx.COMMIT[:8]})")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs")
     print()
     print("| threads | official (ms) | ours (ms) | ours / official | RoI features: official / ours (ms) | "
           "fcs: official (N + M rows) / ours (N rows) (ms) | torch fcs on N rows (ms) | memory M at the end | "
