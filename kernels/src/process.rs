@@ -69,7 +69,31 @@ pub fn threads() -> usize {
 /// the pool and the stage thread woken again when they are done: two context switches per
 /// loop, which cost a graph of a hundred small ops a fifth to a half of its time.
 pub fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+    /// Restores the flag even when the work panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NODE_ROOT.with(|f| f.set(self.0));
+        }
+    }
+    rayon::scope(|_| {
+        let _restore = Restore(NODE_ROOT.with(|f| f.replace(true)));
+        work()
+    })
+}
+
+thread_local! {
+    /// Whether this thread is running a node's work for [`in_pool`] (rather than a task of a
+    /// parallel loop stolen from another thread).
+    static NODE_ROOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller is inside a task of a parallel loop: on a rayon worker, other than
+/// the one running a node's work for [`in_pool`]. Products that would split themselves over
+/// the pool stay on one thread there, as their caller already splits the work (on the root
+/// thread a loop's inlined tasks count as outside, which only costs some splitting).
+pub fn in_parallel_task() -> bool {
+    rayon::current_thread_index().is_some() && !NODE_ROOT.with(|f| f.get())
 }
 
 /// What a family library does when the host configures it: the host's thread budget for its

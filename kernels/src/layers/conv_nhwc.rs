@@ -92,7 +92,7 @@ pub struct NhwcConvGeom {
 const NHWC_PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// `c[m×n] = a·b` with `a` element (i, p) at `a[i*a_rs + p*a_cs]`, `b` element (p, j) at
-/// `b[p*b_rs + j*b_cs]`, and `c` row-major; one thread inside a rayon task.
+/// `b[p*b_rs + j*b_cs]`, and `c` row-major; one thread inside a task of a parallel loop.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_small(
     m: usize,
@@ -113,12 +113,11 @@ pub fn sgemm_small(
             format!("output holds {} values, needs {m}x{n}", c.len()),
         );
     };
-    let threading =
-        if m * n * k >= NHWC_PARALLEL_MIN_MACS && rayon::current_thread_index().is_none() {
-            Threading::Threads(rayon::current_num_threads())
-        } else {
-            Threading::Single
-        };
+    let threading = if m * n * k >= NHWC_PARALLEL_MIN_MACS && !crate::process::in_parallel_task() {
+        Threading::Threads(rayon::current_num_threads())
+    } else {
+        Threading::Single
+    };
     sgemm_with(
         MatRef::new(a, m, k, a_rs, a_cs)?,
         MatRef::new(b, k, n, b_rs, b_cs)?,

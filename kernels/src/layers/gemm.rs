@@ -9,7 +9,8 @@
 //! [`Backend::Naive`] is a plain triple loop used as the test oracle.
 //!
 //! Threading: [`Threading::Auto`] runs one product on all rayon threads when it is large
-//! enough, and single-threaded when called from inside a rayon worker (callers such as the
+//! enough, and single-threaded when called from a task of a parallel loop
+//! ([`crate::process::in_parallel_task`]; callers such as the
 //! convolution parallelise over tiles themselves).
 
 use ndarray::{Array2, ArrayView2};
@@ -31,7 +32,8 @@ pub enum Backend {
 /// How many threads one product may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Threading {
-    /// All rayon threads for large products, one thread for small ones or inside a rayon task.
+    /// All rayon threads for large products, one thread for small ones or inside a task of a
+    /// parallel loop.
     #[default]
     Auto,
     /// One thread.
@@ -264,7 +266,7 @@ pub(crate) fn threads_for(macs: usize, threading: Threading) -> usize {
         Threading::Single => 1,
         Threading::Threads(t) => t.max(1),
         Threading::Auto => {
-            if rayon::current_thread_index().is_some() || macs < PARALLEL_MIN_MACS {
+            if crate::process::in_parallel_task() || macs < PARALLEL_MIN_MACS {
                 1
             } else {
                 rayon::current_num_threads().max(1)
