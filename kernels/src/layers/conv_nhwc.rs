@@ -340,45 +340,15 @@ struct RowGeom {
 #[inline(always)]
 fn depthwise_row_impl(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {
     let c = g.c;
-    // The kernel rows inside the input: (ky, offset of input row iy).
-    let mut rows = [(0usize, 0usize); 16];
-    let mut rows_vec = Vec::new();
-    let mut n_rows = 0;
-    for ky in 0..g.kh {
-        let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-        if iy >= 0 && (iy as usize) < g.h {
-            let r = (ky, iy as usize * g.wd * c);
-            if g.kh <= rows.len() {
-                rows[n_rows] = r;
-            } else {
-                rows_vec.push(r);
-            }
-            n_rows += 1;
-        }
-    }
-    let rows: &[(usize, usize)] = if g.kh <= rows.len() {
-        &rows[..n_rows]
-    } else {
-        &rows_vec
-    };
+    let ky = taps_inside(oy, g.sh, g.dh, g.pt, g.kh, g.h);
+    let y0 = (oy * g.sh) as isize - g.pt as isize;
     for ox in 0..g.ow {
-        // The kernel columns inside the input, kx_lo..kx_hi (ix grows with kx).
-        let ix0 = (ox * g.sw) as isize - g.pl as isize;
-        let (mut kx_lo, mut kx_hi) = (g.kw, 0);
-        for kx in 0..g.kw {
-            let ix = ix0 + (kx * g.dw) as isize;
-            if ix >= 0 && (ix as usize) < g.wd {
-                kx_lo = kx_lo.min(kx);
-                kx_hi = kx + 1;
-            }
-        }
         let taps = Taps {
-            rows,
-            kx: kx_lo..kx_hi.max(kx_lo),
-            x0: ix0,
-            dw: g.dw,
-            kw: g.kw,
-            c,
+            ky: ky.clone(),
+            kx: taps_inside(ox, g.sw, g.dw, g.pl, g.kw, g.wd),
+            y0,
+            x0: (ox * g.sw) as isize - g.pl as isize,
+            g,
         };
         let op = &mut orow[ox * c..(ox + 1) * c];
         let mut c0 = 0;
@@ -397,14 +367,32 @@ fn depthwise_row_impl(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &R
     }
 }
 
+/// The kernel taps `k` of output position `o` whose input index `o·stride + k·dil - pad` lies
+/// in `0..len`: a contiguous range, as the index grows with `k`.
+#[inline(always)]
+fn taps_inside(
+    o: usize,
+    stride: usize,
+    dil: usize,
+    pad: usize,
+    k: usize,
+    len: usize,
+) -> std::ops::Range<usize> {
+    let base = (o * stride) as isize - pad as isize;
+    let inside = |t: &usize| (0..len as isize).contains(&(base + (t * dil) as isize));
+    let lo = (0..k).find(inside).unwrap_or(k);
+    let hi = (lo..k).rfind(inside).map_or(lo, |t| t + 1);
+    lo..hi
+}
+
 /// The taps of one output pixel that lie inside the input (see [`depthwise_row_impl`]).
 struct Taps<'a> {
-    rows: &'a [(usize, usize)],
+    ky: std::ops::Range<usize>,
     kx: std::ops::Range<usize>,
+    /// Input row and column of tap (0, 0), possibly outside the input.
+    y0: isize,
     x0: isize,
-    dw: usize,
-    kw: usize,
-    c: usize,
+    g: &'a RowGeom,
 }
 
 /// Channels `c0..c0 + L` of one output pixel.
@@ -416,12 +404,14 @@ fn depthwise_block<const L: usize>(
     t: &Taps<'_>,
     c0: usize,
 ) {
+    let g = t.g;
     let mut acc = [0f32; L];
-    for &(ky, row) in t.rows {
+    for ky in t.ky.clone() {
+        let row = (t.y0 + (ky * g.dh) as isize) as usize * g.wd * g.c;
         for kx in t.kx.clone() {
-            let ix = (t.x0 + (kx * t.dw) as isize) as usize;
-            let xv: &[f32; L] = xb[row + ix * t.c + c0..][..L].try_into().expect("L values");
-            let wv: &[f32; L] = ws[(ky * t.kw + kx) * t.c + c0..][..L]
+            let ix = (t.x0 + (kx * g.dw) as isize) as usize;
+            let xv: &[f32; L] = xb[row + ix * g.c + c0..][..L].try_into().expect("L values");
+            let wv: &[f32; L] = ws[(ky * g.kw + kx) * g.c + c0..][..L]
                 .try_into()
                 .expect("L values");
             for l in 0..L {
