@@ -107,6 +107,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+# The one generator of named tensors of the fixture scripts, which
+# kernels::weights::generated_tensor reproduces bit for bit.
+from make_maskrcnn_fixtures import generate
 
 COMMIT = "138503edbc9e70de744dc0c9fa4b71c799a94d5d"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,37 +132,8 @@ GAINS = {
 }
 BIAS = 0.1
 SAMPLES = 1024  # about this many values per summary
-GOLDEN = 0x9E3779B97F4A7C15
-MASK64 = (1 << 64) - 1
 
 f32 = np.float32
-
-
-# ---------------------------------------------------------------------------------------
-# Generated tensors (kernels::weights::generated_tensor)
-
-
-def fnv1a64(s: str) -> int:
-    h = 0xCBF29CE484222325
-    for byte in s.encode():
-        h ^= byte
-        h = (h * 0x100000001B3) & MASK64
-    return h
-
-
-def generate(name: str, shape, a: float, b: float) -> np.ndarray:
-    """Element i: (u_i * 2 - 1) * a + b in float32, u_i = (splitmix64(FNV-1a-64(name) +
-    (i + 1) * GOLDEN) >> 40) / 2^24."""
-    n = int(np.prod(shape))
-    with np.errstate(over="ignore"):
-        i = np.arange(1, n + 1, dtype=np.uint64)
-        z = np.uint64(fnv1a64(name)) + i * np.uint64(GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(40)).astype(np.float32) / f32(1 << 24)
-    v = (u * f32(2.0) - f32(1.0)) * f32(a) + f32(b)
-    return v.astype(np.float32).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------
