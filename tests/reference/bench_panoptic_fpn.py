@@ -4,7 +4,7 @@
     # detectron2's source at 02b5c4e2 on sys.path, as for make_panoptic_fpn_fixtures.py
     cargo build --release -p plugin-rcnn --example bench_panoptic_head
     DETECTRON2_REPO=/tmp/detectron2 python3 tests/reference/bench_panoptic_fpn.py \\
-        [--instances 30] [--reps 5] [--threads 2]
+        [--instances 30] [--reps 5] [--threads 2] [--rounds 3] [--exe A --exe B]
 
 Detectron2 side, as `PanopticFPN.forward` runs it at inference after the backbone and the
 instance branch: `SemSegFPNHead` of `Base-Panoptic-FPN.yaml` (128 channels, GroupNorm, 54
@@ -29,6 +29,9 @@ import time
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
+
 DETECTRON2_REPO = os.environ.get("DETECTRON2_REPO", "/tmp/detectron2")
 sys.path.insert(0, DETECTRON2_REPO)
 
@@ -50,6 +53,10 @@ def main():
     ap.add_argument("--instances", type=int, default=30)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the sides this often")
+    ap.add_argument("--exe", action="append",
+                    help="our bench_panoptic_head binary (repeat to compare builds)")
+    ap.add_argument("--save-dir", help="keep the weights and inputs here (for profiling)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -90,14 +97,19 @@ def main():
                 thresh.INSTANCES_CONFIDENCE_THRESH)
 
     seg, _ = theirs()
-    times = []
-    for _ in range(args.reps):
-        t = time.perf_counter()
-        theirs()
-        times.append((time.perf_counter() - t) * 1e3)
-    ref_ms = float(np.median(times))
 
+    def reference_ms():
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            theirs()
+            times.append((time.perf_counter() - t) * 1e3)
+        return float(np.median(times))
+
+    exes = args.exe or [os.path.join(ROOT, "target", "release", "examples",
+                                      "bench_panoptic_head")]
     with tempfile.TemporaryDirectory() as d:
+        d = args.save_dir or d
         wpath, ipath = os.path.join(d, "weights.pth"), os.path.join(d, "inputs.pth")
         torch.save({f"sem_seg_head.{k}": v for k, v in head.state_dict().items()}, wpath)
         inputs = {k: v.contiguous() for k, v in feats.items()}
@@ -107,19 +119,35 @@ def main():
             "scores": torch.from_numpy(scores), "classes": torch.from_numpy(classes),
         })
         torch.save(inputs, ipath)
-        exe = os.path.join(ROOT, "target", "release", "examples", "bench_panoptic_head")
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-        out = subprocess.run([exe, wpath, ipath, str(args.reps)], env=env, check=True,
-                             capture_output=True, text=True).stdout
-    ours = json.loads(out.strip().splitlines()[-1])
-    differ = int((np.array(ours["segments"]).reshape(oh, ow) != seg.numpy()).sum())
+        # The sides alternate, round after round, so that they share the machine's load.
+        rounds = []
+        for _ in range(args.rounds):
+            row = [reference_ms()]
+            for exe in exes:
+                out = subprocess.run([exe, wpath, ipath, str(args.reps)], env=env, check=True,
+                                     capture_output=True, text=True).stdout
+                ours = json.loads(out.strip().splitlines()[-1])
+                differ = int((np.array(ours["segments"]).reshape(oh, ow) != seg.numpy()).sum())
+                row.append((ours["median_ms"], differ))
+            rounds.append(row)
     print(f"Panoptic FPN semantic head + fusion, {oh}x{ow} photo at {rh}x{rw} (padded "
-          f"{ph}x{pw}), {n} instances, {args.threads} threads, median of {args.reps} "
-          f"(torch {torch.__version__}, detectron2 02b5c4e2)")
-    print("| work | ours (ms) | Detectron2 (ms) | ours / Detectron2 |")
-    print("|---|---:|---:|---:|")
-    print(f"| sem_seg_fpn_head + panoptic_fusion | {ours['median_ms']:.1f} | {ref_ms:.1f} | "
-          f"{ours['median_ms'] / ref_ms:.2f} |")
+          f"{ph}x{pw}), {n} instances, {args.threads} threads, median of {args.reps}, "
+          f"{args.rounds} interleaved rounds (torch {torch.__version__}, detectron2 02b5c4e2, "
+          f"{machine.cpu_name()})")
+    print("| round | Detectron2 (ms) | " + " | ".join(
+        f"ours{'' if len(exes) == 1 else ' ' + os.path.basename(e)} (ms) | ratio"
+        for e in exes) + " |")
+    print("|---|---:|" + "---:|---:|" * len(exes))
+    for r, row in enumerate(rounds):
+        print(f"| {r + 1} | {row[0]:.1f} | " + " | ".join(
+            f"{ms:.1f} | {ms / row[0]:.2f}" for ms, _ in row[1:]) + " |")
+    ref = float(np.median([row[0] for row in rounds]))
+    print(f"| median | {ref:.1f} | " + " | ".join(
+        f"{float(np.median([row[k][0] for row in rounds])):.1f} | "
+        f"{float(np.median([row[k][0] / row[0] for row in rounds])):.2f}"
+        for k in range(1, len(exes) + 1)) + " |")
+    differ = max(d for row in rounds for _, d in row[1:])
     print(f"segment map pixels differing: {differ} of {oh * ow}")
 
 

@@ -280,11 +280,66 @@ pub fn resize_window(
 ) -> Result<Array4<f32>> {
     const OP: &str = "resize";
     let (n, c, h, w) = x.dim();
-    let (oh, ow) = size;
     check_sizes(OP, (h, w), size)?;
+    let (ty, tx) = window_tables((h, w), size, mode, &rows, &cols)?;
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let size = (rows.len(), cols.len());
+    let out = resample(OP, xs, n * c, (h, w), 1, size, &ty, &tx, mode)?;
+    Array4::from_shape_vec((n, c, size.0, size.1), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// `sem_seg_postprocess`'s two steps: [`resize_window`]`(x, size, mode, rows, cols)` (a
+/// padded network output upsampled, cropped to the image), then [`resize`] of that to `out`
+/// (the photo's size), with the same values. Torch's bilinear modes compute both together,
+/// row by row, without the intermediate tensor (often the largest of a frame: 54 classes
+/// at 800x1200 are 207 MB).
+pub fn resize_window_resize(
+    x: ArrayView4<'_, f32>,
+    size: (usize, usize),
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    out: (usize, usize),
+    mode: ResizeMode,
+) -> Result<Array4<f32>> {
+    const OP: &str = "resize";
+    if !matches!(mode, ResizeMode::Bilinear { .. }) {
+        let window = resize_window(x, size, mode, rows, cols)?;
+        return resize(window.view(), out, mode);
+    }
+    let (n, c, h, w) = x.dim();
+    check_sizes(OP, (h, w), size)?;
+    check_sizes(OP, (rows.len(), cols.len()), out)?;
+    let (ty, tx) = window_tables((h, w), size, mode, &rows, &cols)?;
+    let ty2 = axis_table(rows.len(), out.0, mode, None);
+    let tx2 = axis_table(cols.len(), out.1, mode, None);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "not contiguous".into(),
+    })?;
+    let mut o = super::zeroed(checked_numel(OP, &[n, c, out.0, out.1])?);
+    if !o.is_empty() {
+        separable_planes(xs, (h, w), &[(&ty, &tx), (&ty2, &tx2)], &mut o, out);
+    }
+    Array4::from_shape_vec((n, c, out.0, out.1), o).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// The row and column tables of the window `rows x cols` of an `(h, w) -> size` resize.
+fn window_tables(
+    (h, w): (usize, usize),
+    size: (usize, usize),
+    mode: ResizeMode,
+    rows: &std::ops::Range<usize>,
+    cols: &std::ops::Range<usize>,
+) -> Result<(AxisTable, AxisTable)> {
+    let (oh, ow) = size;
     if rows.start >= rows.end || cols.start >= cols.end || rows.end > oh || cols.end > ow {
         return invalid(
-            OP,
+            "resize",
             format!("window {rows:?} x {cols:?} is empty or outside the {oh}x{ow} output"),
         );
     }
@@ -299,16 +354,10 @@ pub fn resize_window(
             .map(<[f64]>::to_vec)
             .unwrap_or_default(),
     };
-    let ty = slice(axis_table(h, oh, mode, None), &rows);
-    let tx = slice(axis_table(w, ow, mode, None), &cols);
-    let x = x.as_standard_layout();
-    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
-        op: OP,
-        msg: "not contiguous".into(),
-    })?;
-    let size = (rows.len(), cols.len());
-    let out = resample(OP, xs, n * c, (h, w), 1, size, &ty, &tx, mode)?;
-    Array4::from_shape_vec((n, c, size.0, size.1), out).or_else(|e| invalid(OP, e.to_string()))
+    Ok((
+        slice(axis_table(h, oh, mode, None), rows),
+        slice(axis_table(w, ow, mode, None), cols),
+    ))
 }
 
 /// Resizes `[N, H, W, C]` to `size = (out_h, out_w)` with a TF mode (or a torch mode without
@@ -366,6 +415,10 @@ fn resample(
         ResizeMode::TfjsBilinear { .. } => Interp::TfLerpF64,
         ResizeMode::Bilinear { .. } => Interp::TorchWeights,
     };
+    if c == 1 && kind == Interp::TorchWeights {
+        separable_planes(xs, (h, w), &[(ty, tx)], &mut out, (oh, ow));
+        return Ok(out);
+    }
     out.par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(r, orow)| {
@@ -382,6 +435,202 @@ fn resample(
             }
         });
     Ok(out)
+}
+
+/// Torch-bilinear resampling of planes, separably and row by row, through one or more
+/// resizes in a row (`stages`: each one's row and column tables, the first reading the
+/// `h x w` planes of `xs`, each next one the rows of the one before), into `out`'s
+/// `oh x ow` planes.
+///
+/// Each output row is `a0·H[i0] + a1·H[i1]` where `H[i] = b0·x[i][j0] + b1·x[i][j1]` is an
+/// input row resampled along the columns: ATen's `h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 +
+/// w1λ·x11)`, the same bits, but each `H` row is computed once (a 4x upsampling uses it
+/// for eight output rows) and the row sums run in SIMD. The rows of an intermediate stage
+/// are made when the next one needs them and never stored whole, so two resizes in a row
+/// (`sem_seg_postprocess`'s) neither allocate nor re-read the large intermediate tensor.
+fn separable_planes(
+    xs: &[f32],
+    (h, w): (usize, usize),
+    stages: &[(&AxisTable, &AxisTable)],
+    out: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    // Blocks of output rows, so that one large plane still feeds every thread; each block
+    // recomputes at most two `H` rows per stage at its start.
+    let tasks = 4 * rayon::current_num_threads();
+    let planes = out.len() / (oh * ow);
+    let per = (planes * oh).div_ceil(tasks).max(16).min(oh);
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(p, plane_out)| {
+            let plane = &xs[p * h * w..][..h * w];
+            plane_out
+                .par_chunks_mut(per * ow)
+                .enumerate()
+                .for_each(|(b, block)| {
+                    let mut rows: Vec<RowStage> = Vec::with_capacity(stages.len());
+                    let mut in_w = w;
+                    for &(ty, tx) in stages {
+                        rows.push(RowStage::new(ty, tx, in_w));
+                        in_w = tx.i0.len();
+                    }
+                    for (k, orow) in block.chunks_exact_mut(ow).enumerate() {
+                        chain_row(&mut rows, plane, w, b * per + k, orow);
+                    }
+                });
+        });
+}
+
+/// One resize of [`separable_planes`]: its tables and the last two input rows it resampled
+/// along the columns (rows are asked for in increasing order, so two suffice).
+struct RowStage<'t> {
+    ty: &'t AxisTable,
+    columns: ColumnTable<'t>,
+    /// The input row being resampled.
+    input: Vec<f32>,
+    /// `(input row, that row resampled along the columns)`.
+    slots: [(usize, Vec<f32>); 2],
+}
+
+impl<'t> RowStage<'t> {
+    fn new(ty: &'t AxisTable, tx: &'t AxisTable, in_w: usize) -> RowStage<'t> {
+        let ow = tx.i0.len();
+        RowStage {
+            ty,
+            columns: ColumnTable::new(tx, in_w),
+            input: vec![0.0; in_w],
+            slots: [(usize::MAX, vec![0.0; ow]), (usize::MAX, vec![0.0; ow])],
+        }
+    }
+
+    /// The slot holding input row `i` resampled along the columns, made with `fetch` (which
+    /// fills `input` with row `i`) unless held; the slot of row `keep` is not replaced.
+    fn ensure(
+        &mut self,
+        i: usize,
+        keep: usize,
+        fetch: &mut impl FnMut(usize, &mut [f32]),
+    ) -> usize {
+        if let Some(s) = self.slots.iter().position(|(row, _)| *row == i) {
+            return s;
+        }
+        let s = usize::from(self.slots[0].0 == keep);
+        fetch(i, self.input.as_mut_slice());
+        self.columns.resample(&mut self.slots[s].1, &self.input);
+        self.slots[s].0 = i;
+        s
+    }
+}
+
+/// The column table of a [`RowStage`], with the source indices also as `i32` for AVX2's
+/// gathers (empty when the row is too wide for them).
+struct ColumnTable<'t> {
+    tx: &'t AxisTable,
+    i0: Vec<i32>,
+    i1: Vec<i32>,
+    /// The input row width, which every index is below (`axis_table` clamps them).
+    in_w: usize,
+}
+
+impl<'t> ColumnTable<'t> {
+    fn new(tx: &'t AxisTable, in_w: usize) -> ColumnTable<'t> {
+        let fits = in_w <= i32::MAX as usize && tx.i0.iter().chain(&tx.i1).all(|&i| i < in_w);
+        let as_i32 = |v: &[usize]| v.iter().map(|&i| i as i32).collect();
+        let (i0, i1) = if fits {
+            (as_i32(&tx.i0), as_i32(&tx.i1))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        ColumnTable { tx, i0, i1, in_w }
+    }
+
+    /// `dst[x] = l0[x]·src[i0[x]] + l1[x]·src[i1[x]]` (a multiply, a multiply and an add).
+    fn resample(&self, dst: &mut [f32], src: &[f32]) {
+        let tx = self.tx;
+        #[cfg(target_arch = "x86_64")]
+        if crate::__has_avx2()
+            && !self.i0.is_empty()
+            && src.len() >= self.in_w
+            && dst.len() == self.i0.len()
+        {
+            // SAFETY: AVX2 is present; `new` checked every index below `in_w <= src.len()`,
+            // and the index and weight tables are as long as `dst`.
+            unsafe { gather_columns_avx2(dst, src, &self.i0, &self.i1, &tx.l0, &tx.l1) };
+            return;
+        }
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = tx.l0[x] * src[tx.i0[x]] + tx.l1[x] * src[tx.i1[x]];
+        }
+    }
+}
+
+/// [`ColumnTable::resample`] eight outputs at a time with AVX2 gathers.
+///
+/// # Safety
+/// The CPU has AVX2; every index of `i0` and `i1` is below `src.len()`; `i0`, `i1`, `l0`
+/// and `l1` are at least as long as `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_columns_avx2(
+    dst: &mut [f32],
+    src: &[f32],
+    i0: &[i32],
+    i1: &[i32],
+    l0: &[f32],
+    l1: &[f32],
+) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    let mut x = 0;
+    while x + 8 <= n {
+        // SAFETY (whole block): `x + 8 <= n` and every table holds `n` entries; the gathered
+        // indices are below `src.len()` (the caller's contract).
+        unsafe {
+            let j0 = _mm256_loadu_si256(i0.as_ptr().add(x).cast());
+            let j1 = _mm256_loadu_si256(i1.as_ptr().add(x).cast());
+            let v0 = _mm256_i32gather_ps::<4>(src.as_ptr(), j0);
+            let v1 = _mm256_i32gather_ps::<4>(src.as_ptr(), j1);
+            let w0 = _mm256_loadu_ps(l0.as_ptr().add(x));
+            let w1 = _mm256_loadu_ps(l1.as_ptr().add(x));
+            let r = _mm256_add_ps(_mm256_mul_ps(w0, v0), _mm256_mul_ps(w1, v1));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(x), r);
+        }
+        x += 8;
+    }
+    for x in x..n {
+        dst[x] = l0[x] * src[i0[x] as usize] + l1[x] * src[i1[x] as usize];
+    }
+}
+
+/// Output row `oy` of the last of `stages` into `out`, the first stage reading the
+/// `w`-wide rows of `plane`.
+fn chain_row(stages: &mut [RowStage], plane: &[f32], w: usize, oy: usize, out: &mut [f32]) {
+    let Some((last, before)) = stages.split_last_mut() else {
+        return;
+    };
+    let (i0, i1) = (last.ty.i0[oy], last.ty.i1[oy]);
+    let (a0, a1) = (last.ty.l0[oy], last.ty.l1[oy]);
+    let mut fetch = |i: usize, buf: &mut [f32]| {
+        if before.is_empty() {
+            buf.copy_from_slice(&plane[i * w..][..w]);
+        } else {
+            chain_row(before, plane, w, i, buf);
+        }
+    };
+    let s0 = last.ensure(i0, i1, &mut fetch);
+    let s1 = last.ensure(i1, i0, &mut fetch);
+    weighted_rows(out, &last.slots[s0].1, &last.slots[s1].1, a0, a1);
+}
+
+crate::ops::simd::multiversion!(fn weighted_rows(out: &mut [f32], h0: &[f32], h1: &[f32], a0: f32, a1: f32) => weighted_rows_portable);
+
+/// `out = a0·h0 + a1·h1`, element-wise (a multiply, a multiply and an add: no FMA, so the
+/// bits of the scalar expression).
+#[inline(always)]
+fn weighted_rows_portable(out: &mut [f32], h0: &[f32], h1: &[f32], a0: f32, a1: f32) {
+    for ((o, &p), &q) in out.iter_mut().zip(h0).zip(h1) {
+        *o = a0 * p + a1 * q;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -550,6 +799,80 @@ mod tests {
         }
         assert!(resize_window(x.view(), (20, 31), ResizeMode::Nearest, 5..5, 0..1).is_err());
         assert!(resize_window(x.view(), (20, 31), ResizeMode::Nearest, 0..21, 0..1).is_err());
+    }
+
+    /// ATen's expression pixel by pixel, from the same tables.
+    fn aten_bilinear(x: &Array4<f32>, size: (usize, usize), align_corners: bool) -> Array4<f32> {
+        let (n, c, h, w) = x.dim();
+        let mode = ResizeMode::Bilinear { align_corners };
+        let ty = axis_table(h, size.0, mode, None);
+        let tx = axis_table(w, size.1, mode, None);
+        Array4::from_shape_fn((n, c, size.0, size.1), |(b, k, oy, ox)| {
+            let p = |y: usize, x_: usize| x[[b, k, y, x_]];
+            let (y0, y1, x0, x1) = (ty.i0[oy], ty.i1[oy], tx.i0[ox], tx.i1[ox]);
+            let (b0, b1) = (tx.l0[ox], tx.l1[ox]);
+            ty.l0[oy] * (b0 * p(y0, x0) + b1 * p(y0, x1))
+                + ty.l1[oy] * (b0 * p(y1, x0) + b1 * p(y1, x1))
+        })
+    }
+
+    /// The row-by-row separable path gives ATen's expression bit for bit: up and down, both
+    /// corner conventions, one plane split into row blocks and many small planes.
+    #[test]
+    fn separable_bilinear_is_atens_expression() {
+        for (shape, size) in [
+            ((1, 1, 13, 17), (200, 61)),
+            ((1, 1, 50, 40), (19, 23)),
+            ((3, 5, 7, 9), (28, 36)),
+            ((2, 1, 1, 1), (5, 3)),
+        ] {
+            let x = Array::from_shape_fn(shape, |(n, c, y, x)| {
+                ((n * 31 + c * 17 + y * 7 + x * 13) % 23) as f32 * 0.37 - 3.1
+            });
+            for align_corners in [false, true] {
+                let mode = ResizeMode::Bilinear { align_corners };
+                let ours = resize(x.view(), size, mode).unwrap();
+                assert_eq!(
+                    ours,
+                    aten_bilinear(&x, size, align_corners),
+                    "{shape:?} {size:?}"
+                );
+            }
+        }
+    }
+
+    /// Upsample, crop, resize in one pass equals the two steps (bilinear: computed together;
+    /// other modes: the two calls).
+    #[test]
+    fn window_then_resize_equals_the_two_steps() {
+        let x = Array::from_shape_fn((2, 3, 11, 14), |(n, c, y, x)| {
+            ((n * 5 + c * 3 + y * 7 + x * 11) % 19) as f32 * 0.5 - 2.0
+        });
+        for mode in [
+            ResizeMode::Bilinear {
+                align_corners: false,
+            },
+            ResizeMode::Nearest,
+        ] {
+            for out in [(25, 31), (90, 70)] {
+                let two = resize(
+                    resize_window(x.view(), (44, 56), mode, 0..41, 2..53)
+                        .unwrap()
+                        .view(),
+                    out,
+                    mode,
+                )
+                .unwrap();
+                let one =
+                    resize_window_resize(x.view(), (44, 56), 0..41, 2..53, out, mode).unwrap();
+                assert_eq!(one, two, "{mode:?} {out:?}");
+            }
+        }
+        let bilinear = ResizeMode::Bilinear {
+            align_corners: false,
+        };
+        assert!(resize_window_resize(x.view(), (44, 56), 0..45, 0..56, (5, 5), bilinear).is_err());
+        assert!(resize_window_resize(x.view(), (44, 56), 0..44, 0..56, (0, 5), bilinear).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! `sem_seg_head.predictor.*`); `backbone.*` is the `resnet` node's.
 
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
-use kernels::layers::resize::resize;
+use kernels::layers::resize::{resize, resize_window_resize};
 use kernels::layers::{Activation, Conv2d, Conv2dParams, Linear, ResizeMode};
 use kernels::weights::Weights;
 use kernels::Tensor;
@@ -471,8 +471,9 @@ impl MaskFormer {
                     .slice(ndarray::s![k..k + 1, .., ..])
                     .into_shape_with_order((1, 1, h4, w4))
                     .map_err(|e| ModelError::input(e.to_string()))?;
-                let up = resize(plane, input, BILINEAR).ctx(|| "masks to the input size".into())?;
-                let out = resize(up.view(), photo, BILINEAR).ctx(|| "masks to the photo".into())?;
+                let out =
+                    resize_window_resize(plane, input, 0..input.0, 0..input.1, photo, BILINEAR)
+                        .ctx(|| "masks to the input size, then to the photo".into())?;
                 Ok(out
                     .into_raw_vec_and_offset()
                     .0

@@ -15,7 +15,7 @@
 //! (`sem_seg_head.`): `p2.0`, `p3.0`, `p4.{0,2}`, `p5.{0,2,4}` (each with `.norm`) and
 //! `predictor`.
 
-use kernels::layers::resize::{resize, resize_window};
+use kernels::layers::resize::resize_window_resize;
 use kernels::layers::ResizeMode;
 use kernels::weights::Weights;
 use kernels::Tensor;
@@ -85,7 +85,10 @@ impl SemSegHead {
                 )));
             }
         }
-        let x = self.merge.forward(levels)?;
+        let x = kernels::profile::timed(
+            || format!("{NODE}: semantic-FPN merge"),
+            || self.merge.forward(levels),
+        )?;
         let (_, _, h, w) = x.dim();
         let (ph, pw) = (h * COMMON_STRIDE, w * COMMON_STRIDE);
         let (rh, rw) = sizes.resized;
@@ -94,12 +97,13 @@ impl SemSegHead {
                 "{NODE}: the image size {rh}x{rw} exceeds the head's {ph}x{pw} output"
             )));
         }
-        // The 4x upsampling, only where sem_seg_postprocess's crop keeps it (the values of the
-        // whole upsampling there), then the resize to the photo.
-        let x = resize_window(x.view(), (ph, pw), BILINEAR, 0..rh, 0..rw)
-            .ctx(|| format!("{NODE} (4x upsampling)"))?;
-        let out = resize(x.view(), sizes.original, BILINEAR)
-            .ctx(|| format!("{NODE} (sem_seg_postprocess resize)"))?;
+        // The 4x upsampling where sem_seg_postprocess's crop keeps it (the values of the
+        // whole upsampling there), then the resize to the photo, in one pass.
+        let out = kernels::profile::timed(
+            || format!("{NODE}: upsampling and resize"),
+            || resize_window_resize(x.view(), (ph, pw), 0..rh, 0..rw, sizes.original, BILINEAR),
+        )
+        .ctx(|| format!("{NODE} (4x upsampling and sem_seg_postprocess resize)"))?;
         Ok(out.index_axis_move(ndarray::Axis(0), 0))
     }
 }
@@ -209,7 +213,10 @@ impl SemSegHeadNode {
         let logits = self.model.forward(&levels, &sizes)?;
         let (c, h, w) = logits.dim();
         let logits = logits.into_raw_vec_and_offset().0;
-        let labels = argmax_labels(&logits, c, h * w);
+        let labels = kernels::profile::timed(
+            || format!("{NODE}: argmax"),
+            || argmax_labels(&logits, c, h * w),
+        );
         Ok(Value::new(PortKind::Semantic)
             .with("logits", Tensor::from_vec(&[c, h, w], logits)?)
             .with("labels", Tensor::from_vec(&[h, w], labels)?))

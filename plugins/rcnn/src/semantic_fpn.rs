@@ -129,16 +129,21 @@ impl SemanticFpn {
         let module = &self.module;
         let mut sum: Option<Array4<f32>> = None;
         for (l, (blocks, level)) in self.towers.iter().zip(levels).enumerate() {
-            let mut x = level.to_owned();
+            let mut x: Option<Array4<f32>> = None;
             for (k, block) in blocks.iter().enumerate() {
-                x = block.forward(x.view()).map_err(|e| {
+                let input = x.as_ref().map_or(level.view(), |a| a.view());
+                let mut y = block.forward(input).map_err(|e| {
                     ModelError::input(format!("{module} level {l}, convolution {k}: {e}"))
                 })?;
                 if self.upsample[l] {
-                    x = interpolate_scale(x.view(), (2.0, 2.0), BILINEAR, false)
+                    y = interpolate_scale(y.view(), (2.0, 2.0), BILINEAR, false)
                         .ctx(|| format!("{module} level {l}, upsampling {k}"))?;
                 }
+                x = Some(y);
             }
+            let x = x.ok_or_else(|| {
+                ModelError::input(format!("{module} level {l}: a tower without convolutions"))
+            })?;
             sum = Some(match sum {
                 None => x,
                 Some(acc) if acc.dim() == x.dim() => acc + &x,

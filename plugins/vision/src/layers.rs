@@ -176,21 +176,23 @@ impl ConvGroupNorm {
     }
 
     pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>, ModelError> {
-        let y = self.conv.forward(x).ctx(|| self.name.clone())?;
-        let mut y = kernels::layers::norm::group_norm(
-            y.view().into_dyn(),
+        let mut y = self.conv.forward(x).ctx(|| self.name.clone())?.into_dyn();
+        let activation = if self.relu {
+            Activation::Relu
+        } else {
+            Activation::Identity
+        };
+        kernels::layers::norm::group_norm_in_place(
+            &mut y,
             GN_GROUPS,
             Some(self.gamma.view()),
             Some(self.beta.view()),
             GN_EPS,
+            activation,
         )
-        .ctx(|| format!("{}.norm", self.name))?
-        .into_dimensionality::<Ix4>()
-        .map_err(|e| ModelError::input(e.to_string()))?;
-        if self.relu {
-            y.mapv_inplace(|v| v.max(0.0));
-        }
-        Ok(y)
+        .ctx(|| format!("{}.norm", self.name))?;
+        y.into_dimensionality::<Ix4>()
+            .map_err(|e| ModelError::input(e.to_string()))
     }
 }
 
