@@ -131,15 +131,19 @@ def generate(name: str, shape, a: float, b: float) -> np.ndarray:
     return v.astype(np.float32).reshape(shape)
 
 
-def summary(t: torch.Tensor, rng: np.random.Generator) -> dict:
+def summary(t: torch.Tensor, rng: np.random.Generator, channel_axis: int = None) -> dict:
+    """Shape, sums, extremes, sampled values and per-channel means (over axis -3, or over
+    `channel_axis` when given, e.g. 1 for the columns of an `[N, C]` matrix)."""
     a = t.detach().cpu().numpy().astype(np.float32)
     flat = a.reshape(-1)
     idx = np.unique(
         np.concatenate([[0, flat.size - 1], rng.integers(0, flat.size, SAMPLES)])
     )
-    c = a.shape[-3]
-    per_channel = a.reshape(c, -1).astype(np.float64).mean(axis=1)
+    moved = np.moveaxis(a, -3 if channel_axis is None else channel_axis, 0)
+    per_channel = moved.reshape(moved.shape[0], -1).astype(np.float64).mean(axis=1)
+    extra = {} if channel_axis is None else {"channel_axis": channel_axis}
     return {
+        **extra,
         "shape": list(a.shape),
         "sum": float(flat.astype(np.float64).sum()),
         "abs_sum": float(np.abs(flat.astype(np.float64)).sum()),

@@ -20,7 +20,10 @@
 //! `conv1.weight`, plus `fc.*`, which is ignored) loads with the same default: when no tensor
 //! name starts with the prefix but `conv1.weight` exists, the prefix is dropped. Top-level
 //! modules of such a file that the body does not bind (`fc`; CenterNet's `deconv_layers`,
-//! `hm`, `wh`, `reg`) are left to other nodes.
+//! `hm`, `wh`, `reg`) are left to other nodes. `stage_names = "detectron2"` reads
+//! Detectron2's names and `"transformers"` Hugging Face transformers' `ResNetModel`'s
+//! (`embedder.embedder.convolution`, `encoder.stages.2.layers.0.layer.1.normalization`, ...;
+//! MaskFormer's backbone under `model.pixel_level_module.encoder.`), see [`StageNames`].
 //!
 //! FrozenBatchNorm2d computes `x·w/sqrt(var + eps) + (b - mean·w/sqrt(var + eps))`; its `eps`
 //! is 1e-5, but `maskrcnn_resnet50_fpn` sets it to 0 for its COCO weights
@@ -73,6 +76,11 @@ pub enum StageNames {
     /// Detectron2's `ResNet`: `stem.conv1`, stages `res2`..`res5`, each convolution's
     /// FrozenBatchNorm as its `.norm`, the projection as `shortcut`.
     Detectron2,
+    /// Hugging Face transformers' `ResNetModel` (the `ResNetConfig` backbone of
+    /// `MaskFormerForInstanceSegmentation`): `embedder.embedder`, blocks
+    /// `encoder.stages.{s}.layers.{i}`, convolutions `layer.{0,1,2}` and `shortcut`, each a
+    /// `convolution` with its `normalization`.
+    Transformers,
 }
 
 impl StageNames {
@@ -81,6 +89,7 @@ impl StageNames {
             "torchvision" => Some(StageNames::Torchvision),
             "yolact" => Some(StageNames::Yolact),
             "detectron2" => Some(StageNames::Detectron2),
+            "transformers" => Some(StageNames::Transformers),
             _ => None,
         }
     }
@@ -91,6 +100,7 @@ impl StageNames {
             StageNames::Torchvision => format!("layer{}", s + 1),
             StageNames::Yolact => format!("layers.{s}"),
             StageNames::Detectron2 => format!("res{}", s + 2),
+            StageNames::Transformers => format!("encoder.stages.{s}.layers"),
         }
     }
 
@@ -98,6 +108,10 @@ impl StageNames {
     fn stem(self) -> (&'static str, &'static str) {
         match self {
             StageNames::Detectron2 => ("stem.conv1", "stem.conv1.norm"),
+            StageNames::Transformers => (
+                "embedder.embedder.convolution",
+                "embedder.embedder.normalization",
+            ),
             _ => ("conv1", "bn1"),
         }
     }
@@ -106,6 +120,10 @@ impl StageNames {
     fn conv(self, block: &str, k: usize) -> (String, String) {
         match self {
             StageNames::Detectron2 => (format!("{block}.conv{k}"), format!("{block}.conv{k}.norm")),
+            StageNames::Transformers => (
+                format!("{block}.layer.{}.convolution", k - 1),
+                format!("{block}.layer.{}.normalization", k - 1),
+            ),
             _ => (format!("{block}.conv{k}"), format!("{block}.bn{k}")),
         }
     }
@@ -116,6 +134,10 @@ impl StageNames {
             StageNames::Detectron2 => (
                 format!("{block}.shortcut"),
                 format!("{block}.shortcut.norm"),
+            ),
+            StageNames::Transformers => (
+                format!("{block}.shortcut.convolution"),
+                format!("{block}.shortcut.normalization"),
             ),
             _ => (
                 format!("{block}.downsample.0"),
@@ -503,7 +525,7 @@ pub fn kind() -> NodeKind {
         "stage_names",
         ParamType::Str,
         ParamValue::Str("torchvision".into()),
-        "how the checkpoint names the stages: \"torchvision\" (layer1..layer4), \"yolact\" (layers.0..layers.3, YOLACT's ResNetBackbone) or \"detectron2\" (stem, res2..res5, conv*.norm, shortcut)",
+        "how the checkpoint names the stages: \"torchvision\" (layer1..layer4), \"yolact\" (layers.0..layers.3, YOLACT's ResNetBackbone), \"detectron2\" (stem, res2..res5, conv*.norm, shortcut) or \"transformers\" (Hugging Face ResNetModel: embedder, encoder.stages.*.layers.*)",
     ))
     .param(ParamSpec::optional(
         "stride_in_1x1",
@@ -602,7 +624,7 @@ impl ResNetNode {
                     ModelError::param(
                         "stage_names",
                         format!(
-                            "must be \"torchvision\", \"yolact\" or \"detectron2\", got \"{v}\""
+                            "must be \"torchvision\", \"yolact\", \"detectron2\" or \"transformers\", got \"{v}\""
                         ),
                     )
                 })?

@@ -23,8 +23,19 @@
 //!      `score · mask`; a query kept when its pixels are at least `overlap_threshold` of its
 //!      own mask (`>= 0.5`), stuff classes merged into one segment).
 //!
-//! Weights: the official checkpoints' names (`sem_seg_head.pixel_decoder.*`,
-//! `sem_seg_head.predictor.*`); `backbone.*` is the `resnet` node's.
+//! Weights, told apart by their names: the official checkpoints' (`sem_seg_head.pixel_decoder.*`,
+//! `sem_seg_head.predictor.*`; `backbone.*` is the `resnet` node's, `stage_names =
+//! "detectron2"`), or Hugging Face transformers' `MaskFormerForInstanceSegmentation`
+//! (`model.pixel_level_module.decoder.*`, `model.transformer_module.*`, `class_predictor`,
+//! `mask_embedder`; its ResNet under `model.pixel_level_module.encoder.` is the `resnet`
+//! node's, `stage_names = "transformers"`).
+//!
+//! Two pixel decoders ([`PixelDecoder`]), also told apart by the names: the
+//! `TransformerEncoderPixelDecoder` above, and the `BasePixelDecoder` of the
+//! `TRANSFORMER_IN_FEATURE: res5` configs (e.g. ADE20K's `maskformer_R50_bs16_160k`), which is
+//! the one transformers' MaskFormer has: `layer_4` (transformers: `fpn.stem`) on res5 itself,
+//! no transformer encoder, and the predictor's own `input_proj` (transformers:
+//! `transformer_module.input_projection`) on res5 as the decoder's memory.
 
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
 use kernels::layers::resize::{resize, resize_window_resize};
@@ -44,7 +55,7 @@ use vision_common::{
 };
 
 use crate::transformer::{
-    mlp, run_mlp, sine_position_embedding, DecoderNames, Naming, TransformerDecoder,
+    mlp_named, run_mlp, sine_position_embedding, DecoderNames, Naming, TransformerDecoder,
     TransformerEncoder, Widths,
 };
 
@@ -227,16 +238,44 @@ impl Default for MaskFormerConfig {
     }
 }
 
+/// Which pixel decoder a checkpoint holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelDecoder {
+    /// `TransformerEncoderPixelDecoder` (the COCO panoptic configs): `input_proj` and a DETR
+    /// encoder on res5, whose output feeds both `layer_4` and the predictor.
+    TransformerEncoder,
+    /// `BasePixelDecoder` (the `TRANSFORMER_IN_FEATURE: res5` configs, and Hugging Face
+    /// transformers' `MaskFormerPixelDecoder`): `layer_4` on res5 itself, and the predictor's
+    /// own `input_proj` on res5.
+    Base,
+}
+
+/// Where a checkpoint keeps MaskFormer's tensors (besides the backbone, which is the `resnet`
+/// node's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskFormerNaming {
+    /// facebookresearch/MaskFormer's `sem_seg_head.*`.
+    Official,
+    /// Hugging Face transformers' `MaskFormerForInstanceSegmentation` (the names its
+    /// `save_pretrained` writes: `model.pixel_level_module.decoder.*`,
+    /// `model.transformer_module.*`, `class_predictor`, `mask_embedder`).
+    Transformers,
+}
+
 /// MaskFormer with its weights bound.
 #[derive(Debug)]
 pub struct MaskFormer {
     config: MaskFormerConfig,
+    pixel_decoder: PixelDecoder,
     /// `adapter_1..3` (res2..res4).
     adapters: Vec<ConvGroupNorm>,
     /// `layer_1..4` (res2..res5).
     layers: Vec<ConvGroupNorm>,
+    /// The 1x1 projection of res5: the pixel decoder's (transformer encoder) or the
+    /// predictor's (base).
     input_proj: Conv2d,
-    encoder: TransformerEncoder,
+    /// The pixel decoder's transformer encoder (none for the base pixel decoder).
+    encoder: Option<TransformerEncoder>,
     mask_features: Conv2d,
     decoder: TransformerDecoder,
     class_embed: Linear,
@@ -250,7 +289,8 @@ pub struct MaskFormerOutputs {
     pub logits: Array2<f32>,
     /// `[Q, H/4, W/4]`.
     pub masks: Array3<f32>,
-    /// The pixel decoder's transformer encoder output `[1, dim, h5, w5]`.
+    /// The predictor's memory as a map `[1, dim, h5, w5]`: the pixel decoder's transformer
+    /// encoder output, or (base pixel decoder) the projected res5.
     pub encoder_features: Array4<f32>,
     /// `[1, mask_dim, H/4, W/4]`.
     pub mask_features: Array4<f32>,
@@ -290,28 +330,101 @@ impl MaskFormer {
                 format!("must divide the width ({d}) into heads of equal width"),
             ));
         }
-        let mut b = weights.binder(prefix);
+        let transformers_stem = "model.pixel_level_module.decoder.fpn.stem.0.weight";
+        let naming = if weights
+            .get(&format!("{prefix}{transformers_stem}"))
+            .is_some()
+        {
+            MaskFormerNaming::Transformers
+        } else {
+            MaskFormerNaming::Official
+        };
         let pd = "sem_seg_head.pixel_decoder";
         let pr = "sem_seg_head.predictor";
+        let pixel_decoder = match naming {
+            MaskFormerNaming::Official
+                if weights
+                    .get(&format!("{prefix}{pr}.input_proj.weight"))
+                    .is_some() =>
+            {
+                PixelDecoder::Base
+            }
+            MaskFormerNaming::Official => PixelDecoder::TransformerEncoder,
+            MaskFormerNaming::Transformers => PixelDecoder::Base,
+        };
+        let mut b = weights.binder(prefix);
         let c = config.in_channels;
+        let fpn = "model.pixel_level_module.decoder.fpn";
+        // Level i of res2..res5: official `adapter_{i+1}` / `layer_{i+1}`; transformers'
+        // FPN counts its layers from res4 down and calls res5's the stem.
         let adapters = (0..3)
-            .map(|i| {
-                ConvGroupNorm::bind(
+            .map(|i| match naming {
+                MaskFormerNaming::Official => ConvGroupNorm::bind(
                     &mut b,
                     &format!("{pd}.adapter_{}", i + 1),
                     c[i],
                     d,
                     1,
                     false,
-                )
+                ),
+                MaskFormerNaming::Transformers => ConvGroupNorm::bind_parts(
+                    &mut b,
+                    &format!("{fpn}.layers.{}.proj.0", 2 - i),
+                    &format!("{fpn}.layers.{}.proj.1", 2 - i),
+                    c[i],
+                    d,
+                    1,
+                    false,
+                ),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let top_in = match pixel_decoder {
+            PixelDecoder::TransformerEncoder => d,
+            PixelDecoder::Base => c[3],
+        };
         let layers = (0..4)
-            .map(|i| ConvGroupNorm::bind(&mut b, &format!("{pd}.layer_{}", i + 1), d, d, 3, true))
+            .map(|i| {
+                let cin = if i == 3 { top_in } else { d };
+                match naming {
+                    MaskFormerNaming::Official => ConvGroupNorm::bind(
+                        &mut b,
+                        &format!("{pd}.layer_{}", i + 1),
+                        cin,
+                        d,
+                        3,
+                        true,
+                    ),
+                    MaskFormerNaming::Transformers => {
+                        let module = if i == 3 {
+                            format!("{fpn}.stem")
+                        } else {
+                            format!("{fpn}.layers.{}.block", 2 - i)
+                        };
+                        ConvGroupNorm::bind_parts(
+                            &mut b,
+                            &format!("{module}.0"),
+                            &format!("{module}.1"),
+                            cin,
+                            d,
+                            3,
+                            true,
+                        )
+                    }
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let input_proj_name = match (naming, pixel_decoder) {
+            (MaskFormerNaming::Official, PixelDecoder::TransformerEncoder) => {
+                format!("{pd}.input_proj")
+            }
+            (MaskFormerNaming::Official, PixelDecoder::Base) => format!("{pr}.input_proj"),
+            (MaskFormerNaming::Transformers, _) => {
+                "model.transformer_module.input_projection".to_string()
+            }
+        };
         let input_proj = conv_bias(
             &mut b,
-            &format!("{pd}.input_proj"),
+            &input_proj_name,
             c[3],
             d,
             1,
@@ -322,54 +435,89 @@ impl MaskFormer {
             ffn: config.ffn_dim,
             heads: config.heads,
         };
-        let encoder = TransformerEncoder::from_weights(
-            &mut b,
-            Naming::Official,
-            &format!("{pd}.transformer.encoder.layers"),
-            config.encoder_layers,
-            widths,
-        )?;
+        let encoder = match pixel_decoder {
+            PixelDecoder::TransformerEncoder => Some(TransformerEncoder::from_weights(
+                &mut b,
+                Naming::Official,
+                &format!("{pd}.transformer.encoder.layers"),
+                config.encoder_layers,
+                widths,
+            )?),
+            PixelDecoder::Base => None,
+        };
         let mask_features = conv_bias(
             &mut b,
-            &format!("{pd}.mask_features"),
+            &match naming {
+                MaskFormerNaming::Official => format!("{pd}.mask_features"),
+                MaskFormerNaming::Transformers => {
+                    "model.pixel_level_module.decoder.mask_projection".to_string()
+                }
+            },
             d,
             d,
             3,
             Conv2dParams::default().padding(1),
         )?;
+        let tm = "model.transformer_module";
+        let (decoder_naming, names) = match naming {
+            MaskFormerNaming::Official => (
+                Naming::Official,
+                [
+                    format!("{pr}.transformer.decoder.layers"),
+                    format!("{pr}.transformer.decoder.norm"),
+                    format!("{pr}.query_embed.weight"),
+                ],
+            ),
+            MaskFormerNaming::Transformers => (
+                Naming::Transformers,
+                [
+                    format!("{tm}.decoder.layers"),
+                    format!("{tm}.decoder.layernorm"),
+                    format!("{tm}.queries_embedder.weight"),
+                ],
+            ),
+        };
         let decoder = TransformerDecoder::from_weights(
             &mut b,
-            Naming::Official,
+            decoder_naming,
             DecoderNames {
-                layers: &format!("{pr}.transformer.decoder.layers"),
-                norm: &format!("{pr}.transformer.decoder.norm"),
-                query: &format!("{pr}.query_embed.weight"),
+                layers: &names[0],
+                norm: &names[1],
+                query: &names[2],
             },
             config.decoder_layers,
             config.num_queries,
             widths,
         )?;
+        let (class_name, mask_names) = match naming {
+            MaskFormerNaming::Official => (
+                format!("{pr}.class_embed"),
+                [0, 1, 2].map(|i| format!("{pr}.mask_embed.layers.{i}")),
+            ),
+            MaskFormerNaming::Transformers => (
+                "class_predictor".to_string(),
+                [0, 1, 2].map(|i| format!("mask_embedder.{i}.0")),
+            ),
+        };
         let class_embed = linear(
             &mut b,
-            &format!("{pr}.class_embed"),
+            &class_name,
             d,
             config.num_classes + 1,
             Activation::Identity,
         )?;
-        let mask_embed = mlp(
-            &mut b,
-            &format!("{pr}.mask_embed"),
-            d,
-            d,
-            Activation::Identity,
-        )?;
-        b.ignore_module("backbone.");
+        let mask_embed = mlp_named(&mut b, &mask_names, d, d, Activation::Identity)?;
+        match naming {
+            MaskFormerNaming::Official => b.ignore_module("backbone."),
+            MaskFormerNaming::Transformers => b.ignore_module("model.pixel_level_module.encoder."),
+        }
         // SetCriterion's class weights: a training buffer saved with the model.
         b.ignore_module("criterion.");
         b.ignore("num_batches_tracked");
         b.finish()?;
         Ok(MaskFormer {
             config,
+            pixel_decoder,
             adapters,
             layers,
             input_proj,
@@ -383,6 +531,11 @@ impl MaskFormer {
 
     pub fn config(&self) -> &MaskFormerConfig {
         &self.config
+    }
+
+    /// The pixel decoder the checkpoint holds.
+    pub fn pixel_decoder(&self) -> PixelDecoder {
+        self.pixel_decoder
     }
 
     /// The network on res2..res5 (`[1, C, H, W]` each).
@@ -403,21 +556,30 @@ impl MaskFormer {
             }
         }
         let d = self.config.dim;
-        // The pixel decoder, from res5 down.
         let x5 = self
             .input_proj
             .forward(levels[3])
-            .ctx(|| "pixel_decoder.input_proj".into())?;
+            .ctx(|| "input_proj".into())?;
         let (_, _, h5, w5) = x5.dim();
         let pos = sine_position_embedding(h5, w5, d / 2);
-        let memory = self.encoder.forward(tokens(&x5)?, &pos)?;
-        let encoder_features = memory
-            .t()
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((1, d, h5, w5))
-            .map_err(|e| ModelError::input(e.to_string()))?;
-        let mut y = self.layers[3].forward(encoder_features.view())?;
+        // The pixel decoder, from res5 down, and the memory of the predictor's decoder.
+        let (memory, encoder_features, mut y) = match &self.encoder {
+            Some(encoder) => {
+                let memory = encoder.forward(tokens(&x5)?, &pos)?;
+                let features = memory
+                    .t()
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order((1, d, h5, w5))
+                    .map_err(|e| ModelError::input(e.to_string()))?;
+                let top = self.layers[3].forward(features.view())?;
+                (memory, features, top)
+            }
+            None => {
+                let top = self.layers[3].forward(levels[3])?;
+                (tokens(&x5)?, x5, top)
+            }
+        };
         for i in (0..3).rev() {
             let lateral = self.adapters[i].forward(levels[i])?;
             let (_, _, h, w) = lateral.dim();
@@ -429,7 +591,7 @@ impl MaskFormer {
             .mask_features
             .forward(y.view())
             .ctx(|| "pixel_decoder.mask_features".into())?;
-        // The predictor: its memory is the encoder's output, unchanged (0 encoder layers).
+        // The predictor's decoder (its own encoder has 0 layers in every config).
         let hs = self.decoder.forward(&memory, &pos)?;
         let logits = self
             .class_embed
@@ -639,7 +801,7 @@ pub fn kind() -> NodeKind {
     ));
     let spec = weights_params(
         spec,
-        "MaskFormer",
+        "MaskFormer (official or Hugging Face transformers names, told apart by the names)",
         "",
         "name prefix of MaskFormer's tensors",
     );

@@ -327,10 +327,22 @@ pub fn mlp(
     out: usize,
     last: Activation,
 ) -> Result<Vec<Linear>, ModelError> {
+    let names = [0, 1, 2].map(|i| format!("{name}.layers.{i}"));
+    mlp_named(b, &names, dim, out, last)
+}
+
+/// [`mlp`] with its three linear layers under `names`.
+pub fn mlp_named(
+    b: &mut Binder<'_>,
+    names: &[String; 3],
+    dim: usize,
+    out: usize,
+    last: Activation,
+) -> Result<Vec<Linear>, ModelError> {
     Ok(vec![
-        linear(b, &format!("{name}.layers.0"), dim, dim, Activation::Relu)?,
-        linear(b, &format!("{name}.layers.1"), dim, dim, Activation::Relu)?,
-        linear(b, &format!("{name}.layers.2"), dim, out, last)?,
+        linear(b, &names[0], dim, dim, Activation::Relu)?,
+        linear(b, &names[1], dim, dim, Activation::Relu)?,
+        linear(b, &names[2], dim, out, last)?,
     ])
 }
 

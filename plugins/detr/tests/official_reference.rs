@@ -554,3 +554,125 @@ fn maskformer_nodes_match_the_official_code() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Hugging Face transformers' MaskFormer R50 (`MaskFormerForInstanceSegmentation` with a
+/// ResNet-50 backbone, i.e. the base pixel decoder), as
+/// `tests/reference/make_maskformer_transformers_fixtures.py` ran it with generated weights
+/// on a generated input: the checkpoint under the names `save_pretrained` writes, through
+/// `resnet` (`stage_names = "transformers"`) and `MaskFormer`, gives the same res5, mask
+/// features, decoder output and mask logits (summaries) and every class logit, within 1e-4
+/// relative to max(1, |b|) (10x the reference's own float32-vs-float64 spread where larger).
+#[test]
+fn maskformer_loads_transformers_checkpoints() {
+    use plugin_detr::maskformer::{MaskFormer, MaskFormerConfig, PixelDecoder};
+    let doc = fixture("maskformer_r50_transformers.json");
+    let dir = scratch("maskformer-transformers");
+    let weights = dir.join("model.safetensors");
+    save(&generated(&doc["weights"]), &weights);
+    let spread = |name: &str| {
+        doc["f64_relative_error"][name]
+            .as_f64()
+            .map_or(TOL, |e| TOL.max(10.0 * e))
+    };
+    let mut body = create(
+        "resnet",
+        &[
+            weights_param(&weights),
+            (
+                "prefix",
+                ParamValue::Str("model.pixel_level_module.encoder.".into()),
+            ),
+            ("stage_names", ParamValue::Str("transformers".into())),
+            ("bn_eps", ParamValue::Float(1e-5)),
+        ],
+    )
+    .unwrap();
+    let (_, input) = generated(&Json::Array(vec![doc["input"].clone()]))
+        .pop()
+        .unwrap();
+    let s = input.shape().to_vec();
+    let image = Value::new(plugin_sdk::PortKind::ModelImage).with(
+        "tensor",
+        Tensor::from_vec(&s[1..], input.as_slice::<f32>().unwrap().to_vec()).unwrap(),
+    );
+    let f = run_with(&mut body, &[("image", &image)], "features");
+    let c5 = f.tensor("c5").unwrap();
+    let mut worst = compare(
+        "res5",
+        c5.as_slice::<f32>().unwrap(),
+        c5.shape(),
+        &doc["res5"],
+        spread("res5"),
+    );
+    let levels: Vec<ArrayView4<f32>> = ["c2", "c3", "c4", "c5"]
+        .iter()
+        .map(|n| {
+            let t = f.tensor(n).unwrap();
+            let s = t.shape();
+            t.view::<f32>()
+                .unwrap()
+                .into_shape_with_order((1, s[0], s[1], s[2]))
+                .unwrap()
+                .into_dimensionality()
+                .unwrap()
+        })
+        .collect();
+    let w = kernels::weights::Weights::load(&weights).unwrap();
+    let config = MaskFormerConfig {
+        num_classes: doc["num_labels"].as_u64().unwrap() as usize,
+        ..MaskFormerConfig::default()
+    };
+    let model = MaskFormer::from_weights(&w, "", config).unwrap();
+    assert_eq!(model.pixel_decoder(), PixelDecoder::Base);
+    let out = model.forward(&levels).unwrap();
+    let a = &out.mask_features;
+    worst = worst.max(compare(
+        "mask_features",
+        a.as_slice().unwrap(),
+        &a.shape()[1..],
+        &doc["mask_features"],
+        spread("mask_features"),
+    ));
+    worst = worst.max(compare(
+        "decoder output",
+        out.hs.as_slice().unwrap(),
+        out.hs.shape(),
+        &doc["decoder_output"],
+        spread("decoder_output"),
+    ));
+    worst = worst.max(compare(
+        "pred_masks",
+        out.masks.as_slice().unwrap(),
+        out.masks.shape(),
+        &doc["pred_masks"],
+        spread("pred_masks"),
+    ));
+    let logits = floats(&doc["pred_logits"]);
+    assert_eq!(out.logits.len(), logits.len(), "number of logits");
+    for (k, (a, b)) in out.logits.iter().zip(&logits).enumerate() {
+        let e = relative_error(*a as f64, *b);
+        worst = worst.max(e);
+        assert!(
+            e <= spread("pred_logits"),
+            "logit {k}: ours {a}, transformers {b}"
+        );
+    }
+    eprintln!("maskformer (transformers names): largest relative error {worst:.2e}");
+
+    // A checkpoint of another number of queries is named, with the file.
+    let wrong = MaskFormer::from_weights(
+        &w,
+        "",
+        MaskFormerConfig {
+            num_queries: 50,
+            ..MaskFormerConfig::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("model.transformer_module.queries_embedder.weight")
+            && wrong.contains("class_predictor.weight"),
+        "{wrong}"
+    );
+}

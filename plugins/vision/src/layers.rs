@@ -148,10 +148,25 @@ pub const GN_GROUPS: usize = 32;
 const GN_EPS: f32 = 1e-5;
 
 impl ConvGroupNorm {
-    /// Binds `name` as a `k x k` convolution (padding `k / 2`) from `cin` to `cout` channels.
+    /// Binds `name` as a `k x k` convolution (padding `k / 2`) from `cin` to `cout` channels,
+    /// with its GroupNorm as `{name}.norm` (Detectron2's `Conv2d(norm=...)`).
     pub fn bind(
         b: &mut Binder<'_>,
         name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        relu: bool,
+    ) -> Result<ConvGroupNorm, ModelError> {
+        Self::bind_parts(b, name, &format!("{name}.norm"), cin, cout, k, relu)
+    }
+
+    /// [`ConvGroupNorm::bind`] with the convolution and the GroupNorm under names of their
+    /// own (`nn.Sequential(conv, norm)`: `{module}.0` and `{module}.1`).
+    pub fn bind_parts(
+        b: &mut Binder<'_>,
+        name: &str,
+        norm: &str,
         cin: usize,
         cout: usize,
         k: usize,
@@ -163,8 +178,8 @@ impl ConvGroupNorm {
             )));
         }
         let w = b.take(&format!("{name}.weight"), &[cout, cin, k, k]);
-        let gamma = b.take(&format!("{name}.norm.weight"), &[cout]);
-        let beta = b.take(&format!("{name}.norm.bias"), &[cout]);
+        let gamma = b.take(&format!("{norm}.weight"), &[cout]);
+        let beta = b.take(&format!("{norm}.bias"), &[cout]);
         Ok(ConvGroupNorm {
             conv: Conv2d::from_tensors(&w, None, Conv2dParams::default().padding(k / 2))
                 .ctx(|| name.to_string())?,
