@@ -184,6 +184,7 @@ pub fn conv2d_nhwc(
             let col = &mut col[..rows * ow * kdim];
             col.par_chunks_mut(ow * kdim)
                 .enumerate()
+                .with_min_len(super::min_rows_per_task(ow * kdim))
                 .for_each(|(r, crow)| {
                     let oy = oy0 + r;
                     for ox in 0..ow {
@@ -252,8 +253,7 @@ pub fn depthwise_conv2d_nhwc(
             .or_else(|e| invalid(OP, e.to_string()));
     }
     // Output rows per task: enough multiply-adds for the hand-off to another thread to pay.
-    let row_macs = (ow * co * kh * kw).max(1);
-    let min_rows = (DEPTHWISE_TASK_MACS / row_macs).max(1);
+    let min_rows = super::min_rows_per_task(ow * co * kh * kw);
     if m == 1 {
         let rows = RowGeom {
             h,
@@ -312,9 +312,6 @@ pub fn depthwise_conv2d_nhwc(
     }
     Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
 }
-
-/// Multiply-adds per task of the depthwise convolution (see [`depthwise_conv2d_nhwc`]).
-const DEPTHWISE_TASK_MACS: usize = 1 << 16;
 
 /// The geometry of a depthwise convolution with one filter per channel (`m == 1`).
 struct RowGeom {

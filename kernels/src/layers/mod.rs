@@ -110,6 +110,17 @@ pub(crate) fn with_scratch<R>(
     })
 }
 
+/// Work (multiply-adds or element operations) below which a task of a parallel loop costs
+/// more to hand to another thread than it saves (about 20 µs of one core).
+pub(crate) const PARALLEL_TASK_WORK: usize = 1 << 16;
+
+/// How many rows of `row_work` each a task of a parallel loop over rows should take at
+/// least ([`PARALLEL_TASK_WORK`] in all), so that the small maps of mobile networks run in
+/// a few tasks rather than one per row.
+pub(crate) fn min_rows_per_task(row_work: usize) -> usize {
+    (PARALLEL_TASK_WORK / row_work.max(1)).max(1)
+}
+
 /// A zero-filled `f32` buffer. Large buffers are filled by writes on all rayon threads:
 /// fresh pages from `calloc`'s `mmap` would otherwise be mapped to the shared zero page on
 /// the first read and copied on the first write, a second page fault with a TLB shoot-down

@@ -283,6 +283,7 @@ fn pool_nhwc(
     if !out.is_empty() {
         out.par_chunks_mut(ow * c)
             .enumerate()
+            .with_min_len(super::min_rows_per_task(ow * c * kh * kw))
             .for_each(|(row, orow)| {
                 let b = row / oh;
                 let y0 = ((row % oh) * stride.0) as isize - pt as isize;

@@ -421,6 +421,7 @@ fn resample(
     }
     out.par_chunks_mut(ow * c)
         .enumerate()
+        .with_min_len(super::min_rows_per_task(4 * ow * c))
         .for_each(|(r, orow)| {
             let (image, oy) = (r / oh, r % oh);
             let src = &xs[image * h * w * c..][..h * w * c];
