@@ -14,6 +14,7 @@ pub use scratch::Scratch;
 
 use engine::registry::{Provider, Registry};
 use kernels::Tensor;
+use ndarray::ArrayView4;
 use plugin_sdk::{Node, ParamValue, Value};
 use serde_json::Value as Json;
 
@@ -63,6 +64,15 @@ pub fn generated(spec: &Json) -> Vec<(String, Tensor)> {
             (name.to_string(), t)
         })
         .collect()
+}
+
+/// A `[C, H, W]` tensor (a feature level of a node's output) as a batch of one.
+pub fn batch_of_one(t: &Tensor) -> ArrayView4<'_, f32> {
+    let s = t.shape().to_vec();
+    t.view::<f32>()
+        .expect("f32 tensor")
+        .into_shape_with_order((1, s[0], s[1], s[2]))
+        .expect("a [C, H, W] tensor")
 }
 
 /// Writes tensors as a `.safetensors` file.

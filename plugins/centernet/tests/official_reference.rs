@@ -19,12 +19,13 @@ mod reference;
 use std::path::Path;
 
 use kernels::layers::resample::cv_warp_affine_u8;
-use ndarray::{ArrayView4, Ix4};
+use ndarray::ArrayView4;
 use plugin_centernet::model::{CenterNet, CenterNetConfig, HeadNames};
 use plugin_centernet::preprocess::affine;
 use plugin_sdk::{ParamValue, Value};
 use reference::{
-    compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch,
+    batch_of_one, compare, create, fixture, floats, generated, relative_error, root, run_with,
+    save, scratch,
 };
 
 const TOL: f64 = 1e-4;
@@ -38,16 +39,6 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-fn as4(t: &kernels::Tensor) -> ArrayView4<'_, f32> {
-    let s = t.shape().to_vec();
-    t.view::<f32>()
-        .unwrap()
-        .into_shape_with_order((1, s[0], s[1], s[2]))
-        .unwrap()
-        .into_dimensionality::<Ix4>()
-        .unwrap()
 }
 
 /// The nodes between the pre-processing and the heads, and what of theirs the fixture
@@ -203,7 +194,7 @@ fn check_against_fixture(name: &str, trunk: Trunk) {
         let photo = case["photo"].as_str().unwrap();
         let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, checks);
         let p2 = f.tensor("p2").unwrap();
-        let out = model.heads(as4(p2)).unwrap();
+        let out = model.heads(batch_of_one(p2)).unwrap();
         worst = worst.max(compare_named(
             photo,
             &[("hm", &out.hm), ("wh", &out.wh), ("reg", &out.reg)],
@@ -329,7 +320,7 @@ fn centernet_multi_pose_matches_the_official_code() {
     for case in doc["cases"].as_array().unwrap() {
         let photo = case["photo"].as_str().unwrap();
         let (x, f, mut worst) = run_trunk(case, &mut pre, &mut nodes, &[("features", "p2")]);
-        let out = model.heads(as4(f.tensor("p2").unwrap())).unwrap();
+        let out = model.heads(batch_of_one(f.tensor("p2").unwrap())).unwrap();
         worst = worst.max(compare_named(
             photo,
             &[

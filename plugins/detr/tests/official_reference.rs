@@ -21,7 +21,8 @@ use plugin_detr::model::{Detr, DetrConfig};
 use plugin_detr::transformer::sine_position_embedding;
 use plugin_sdk::{ParamValue, Value};
 use reference::{
-    compare, create, fixture, floats, generated, relative_error, root, run_with, save, scratch,
+    batch_of_one, compare, create, fixture, floats, generated, relative_error, root, run_with,
+    save, scratch,
 };
 use serde_json::Value as Json;
 
@@ -128,14 +129,7 @@ fn detr_nodes_match_the_official_code_and_load_both_namings() {
         ));
 
         // The transformer's stages, through the library.
-        let s = c5.shape();
-        let c5v: ArrayView4<f32> = c5
-            .view::<f32>()
-            .unwrap()
-            .into_shape_with_order((1, s[0], s[1], s[2]))
-            .unwrap()
-            .into_dimensionality()
-            .unwrap();
+        let c5v = batch_of_one(c5);
         let (src, (h, wd)) = model.project(c5v).unwrap();
         let pos = sine_position_embedding(h, wd, 128);
         let memory = model.encode(src, &pos).unwrap();
@@ -399,16 +393,7 @@ fn maskformer_nodes_match_the_official_code() {
         ));
         let levels: Vec<ArrayView4<f32>> = ["c2", "c3", "c4", "c5"]
             .iter()
-            .map(|n| {
-                let t = f.tensor(n).unwrap();
-                let s = t.shape();
-                t.view::<f32>()
-                    .unwrap()
-                    .into_shape_with_order((1, s[0], s[1], s[2]))
-                    .unwrap()
-                    .into_dimensionality()
-                    .unwrap()
-            })
+            .map(|n| batch_of_one(f.tensor(n).unwrap()))
             .collect();
         let out = model.forward(&levels).unwrap();
         // The decoder's stages are compared at the reference's own float32 spread when the
@@ -606,16 +591,7 @@ fn maskformer_loads_transformers_checkpoints() {
     );
     let levels: Vec<ArrayView4<f32>> = ["c2", "c3", "c4", "c5"]
         .iter()
-        .map(|n| {
-            let t = f.tensor(n).unwrap();
-            let s = t.shape();
-            t.view::<f32>()
-                .unwrap()
-                .into_shape_with_order((1, s[0], s[1], s[2]))
-                .unwrap()
-                .into_dimensionality()
-                .unwrap()
-        })
+        .map(|n| batch_of_one(f.tensor(n).unwrap()))
         .collect();
     let w = kernels::weights::Weights::load(&weights).unwrap();
     let config = MaskFormerConfig {

@@ -19,7 +19,7 @@ use kernels::Tensor;
 use ndarray::ArrayView4;
 use plugin_sdk::{Node, ParamValue, Value};
 use plugin_yolact::head::{Yolact, YolactConfig, COCO_CATEGORY_IDS};
-use reference::{create, floats, generated, iou, root, run_with, save};
+use reference::{batch_of_one, create, floats, generated, iou, root, run_with, save};
 use serde_json::Value as Json;
 
 const TOL: f64 = 1e-4;
@@ -209,16 +209,7 @@ fn yolact_nodes_match_the_official_code() {
         // The raw outputs and priors, through the library.
         let levels: Vec<ArrayView4<f32>> = ["c3", "c4", "c5"]
             .iter()
-            .map(|n| {
-                let t = f.tensor(n).unwrap();
-                let s = t.shape();
-                t.view::<f32>()
-                    .unwrap()
-                    .into_shape_with_order((1, s[0], s[1], s[2]))
-                    .unwrap()
-                    .into_dimensionality()
-                    .unwrap()
-            })
+            .map(|n| batch_of_one(f.tensor(n).unwrap()))
             .collect();
         let raw = model.raw(&levels).unwrap();
         let mut worst = e_in.max(compare_raw(photo, &raw, &case["raw"]));
@@ -380,16 +371,7 @@ fn yolact_edge_matches_the_official_code_over_frames() {
             keyframe,
             "{what}: the resnet node's keyframe"
         );
-        let level = |n: &str| -> ArrayView4<f32> {
-            let t = f.tensor(n).unwrap();
-            let s = t.shape();
-            t.view::<f32>()
-                .unwrap()
-                .into_shape_with_order((1, s[0], s[1], s[2]))
-                .unwrap()
-                .into_dimensionality()
-                .unwrap()
-        };
+        let level = |n: &str| batch_of_one(f.tensor(n).unwrap());
         let mut check = |name: &str, a: &ndarray::Array4<f32>, s: &Json| {
             let (v, shape) = values(a);
             worst = worst.max(compare(&format!("{what} {name}"), &v, &shape, s));
