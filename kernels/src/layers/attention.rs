@@ -228,17 +228,78 @@ pub fn softmax_rows(data: &mut [f32], cols: usize) {
     }
 }
 
-/// The softmax of one row of attention scores. With AVX-512: `exp` on 16 lanes
-/// ([`crate::ops::simd::exp_avx512`], within 2 ulp of `f32::exp`) and an f32 sum; otherwise
-/// the engine's scalar softmax. A row holding NaN gives NaN everywhere, as torch's.
+/// The softmax of one row of attention scores. With AVX-512 or AVX2: `exp` on 16 or 8 lanes
+/// ([`crate::ops::simd::exp_avx512`], [`crate::ops::simd::exp_avx2`]: within 2 ulp of
+/// `f32::exp`) and an f32 sum; otherwise the engine's scalar softmax. A row holding NaN gives
+/// NaN everywhere, as torch's.
 fn softmax_row(row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::ops::simd::has_avx512() {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        unsafe { softmax_row_avx512(row) };
-        return;
+    {
+        if crate::ops::simd::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { softmax_row_avx512(row) };
+            return;
+        }
+        if crate::ops::simd::has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (`has_avx2` checks both).
+            unsafe { softmax_row_avx2(row) };
+            return;
+        }
     }
     softmax_in_place(row);
+}
+
+/// [`softmax_row_avx512`] on 8 lanes; the last `len % 8` values through the scalar
+/// [`crate::ops::exp_fast`] (the same function, lane for lane).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(row: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = row.len();
+    let full = n / 8;
+    let p = row.as_mut_ptr();
+    // SAFETY (every pointer below): chunk i covers p + 8i .. p + 8i + 8 <= p + n; the tail
+    // `8·full..n` goes through the slice.
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in 0..full {
+        m = _mm256_max_ps(m, _mm256_loadu_ps(p.add(8 * i)));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let mut max = lanes.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    for &v in &row[8 * full..] {
+        max = if v > max || v.is_nan() { v } else { max };
+    }
+    if row[..8 * full].iter().any(|v| v.is_nan()) {
+        max = f32::NAN;
+    }
+    let vmax = _mm256_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    for i in 0..full {
+        let e = crate::ops::simd::exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p.add(8 * i)), vmax));
+        _mm256_storeu_ps(p.add(8 * i), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    let mut total: f32 = lanes.iter().sum();
+    for v in &mut row[8 * full..] {
+        *v = crate::ops::exp_fast(*v - max);
+        total += *v;
+    }
+    let inv = 1.0 / total;
+    let vinv = _mm256_set1_ps(inv);
+    for i in 0..full {
+        _mm256_storeu_ps(
+            p.add(8 * i),
+            _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * i)), vinv),
+        );
+    }
+    for v in &mut row[8 * full..] {
+        *v *= inv;
+    }
 }
 
 /// # Safety
@@ -470,11 +531,31 @@ mod tests {
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() <= 1e-6 * v.max(1e-3), "{n}: {u} vs {v}");
             }
+            // The AVX2 path too where it is not the one taken (an AVX-512 CPU).
+            #[cfg(target_arch = "x86_64")]
+            if crate::ops::simd::has_avx2() {
+                let mut c = x.clone();
+                // SAFETY: AVX2 and FMA checked just above.
+                unsafe { softmax_row_avx2(&mut c) };
+                for (u, v) in c.iter().zip(&b) {
+                    assert!((u - v).abs() <= 1e-6 * v.max(1e-3), "avx2 {n}: {u} vs {v}");
+                }
+            }
         }
         let mut nan = vec![0.0f32; 20];
         nan[3] = f32::NAN;
         softmax_row(&mut nan);
         assert!(nan.iter().all(|v| v.is_nan()));
+        #[cfg(target_arch = "x86_64")]
+        if crate::ops::simd::has_avx2() {
+            for at in [3, 17] {
+                let mut nan = vec![0.0f32; 20];
+                nan[at] = f32::NAN;
+                // SAFETY: AVX2 and FMA checked just above.
+                unsafe { softmax_row_avx2(&mut nan) };
+                assert!(nan.iter().all(|v| v.is_nan()), "NaN at {at}");
+            }
+        }
     }
 
     #[test]

@@ -508,6 +508,54 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_avx2_is_bit_identical_where_normal() {
+        if !simd::has_avx2() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..4000).map(|i| -100.0 + i as f32 * 0.0517).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            88.72,
+            88.73,
+            -87.3,
+            -103.3,
+            -104.0,
+            -150.0,
+            89.0,
+        ]);
+        xs.resize(xs.len().div_ceil(8) * 8, 1.0);
+        for chunk in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 (and FMA, which `has_avx2` also checks) checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = simd::exp_avx2(_mm256_loadu_ps(chunk.as_ptr()));
+                _mm256_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (&x, g) in chunk.iter().zip(got) {
+                let want = exp_fast(x);
+                if want.is_nan() {
+                    assert!(g.is_nan(), "exp({x}) = {g}");
+                } else if want != 0.0 && want < f32::MIN_POSITIVE {
+                    // A subnormal result may round twice: within an ulp.
+                    assert!(
+                        (g.to_bits() as i64 - want.to_bits() as i64).abs() <= 1,
+                        "exp({x}): {g} vs {want}"
+                    );
+                } else {
+                    assert_eq!(g.to_bits(), want.to_bits(), "exp({x})");
+                }
+            }
+        }
+    }
+
     #[test]
     fn above_zero_indices_match_a_filter() {
         let mut values: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();

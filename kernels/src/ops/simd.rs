@@ -198,6 +198,52 @@ pub(crate) unsafe fn interleave4_avx512(
     ]
 }
 
+/// [`super::exp_fast`] on 8 lanes with AVX2 and FMA, the same operations in the same order:
+/// bit-identical wherever the result is a normal number or infinite. `y · 2^n` is formed as
+/// `(y · 2^max(n, -126)) · 2^(n - max(n, -126))`, so a subnormal result may round twice
+/// (an ulp of a subnormal).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let set = |v: f32| _mm256_set1_ps(v);
+    use super::exp_consts::*;
+    // `max(lo, x)` and `min(hi, x)` return x (their second operand) when it is NaN.
+    let xc = _mm256_min_ps(set(HI), _mm256_max_ps(set(LO), x));
+    let n = _mm256_round_ps::<0x08>(_mm256_mul_ps(xc, set(std::f32::consts::LOG2_E)));
+    let minus_n = _mm256_sub_ps(_mm256_setzero_ps(), n);
+    let r = _mm256_fmadd_ps(
+        minus_n,
+        set(LN2_LO),
+        _mm256_fmadd_ps(minus_n, set(LN2_HI), xc),
+    );
+    let z = _mm256_mul_ps(r, r);
+    let mut p = set(POLY[0]);
+    for c in &POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, set(*c));
+    }
+    let y = _mm256_add_ps(_mm256_fmadd_ps(p, z, r), set(1.0));
+    // n is in [-150, 128]: 2^n as one or two exact powers of two built from their exponents.
+    let n1 = _mm256_max_ps(n, set(-126.0));
+    let n2 = _mm256_sub_ps(n, n1);
+    let pow2 = |k: __m256| {
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(k),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_castsi256_ps(bits)
+    };
+    // 2^128 does not exist as an f32: n = 128 (x near HI) goes as 2^127 · 2.
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(n1, set(127.0));
+    let n1 = _mm256_blendv_ps(n1, set(127.0), big);
+    let y = _mm256_blendv_ps(y, _mm256_mul_ps(y, set(2.0)), big);
+    _mm256_mul_ps(_mm256_mul_ps(y, pow2(n1)), pow2(n2))
+}
+
 /// [`super::exp_fast`] on 16 lanes, with the same operations in the same order (bit-identical
 /// results, NaN, overflow to infinity and subnormal results included: `vscalefps` rounds
 /// `y · 2^n` once, as `exp_fast`'s f64 product does).
