@@ -470,14 +470,10 @@ mod tests {
         }
     }
 
-    /// The AVX-512 exp gives `exp_fast`'s bits.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn exp_avx512_is_bit_identical() {
-        if !simd::has_avx512() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
+    /// The inputs the vector exps are checked on: a sweep over [-100, 107), the edges (NaN,
+    /// infinities, signed zeros, overflow, the subnormal range, the clamps), padded with 1.0
+    /// to whole vectors of `lanes`.
+    fn exp_test_inputs(lanes: usize) -> Vec<f32> {
         let mut xs: Vec<f32> = (0..4000).map(|i| -100.0 + i as f32 * 0.0517).collect();
         xs.extend([
             f32::NAN,
@@ -493,7 +489,19 @@ mod tests {
             -150.0,
             89.0,
         ]);
-        xs.resize(xs.len().div_ceil(16) * 16, 1.0);
+        xs.resize(xs.len().div_ceil(lanes) * lanes, 1.0);
+        xs
+    }
+
+    /// The AVX-512 exp gives `exp_fast`'s bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_avx512_is_bit_identical() {
+        if !simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let xs = exp_test_inputs(16);
         for chunk in xs.chunks_exact(16) {
             let mut got = [0f32; 16];
             // SAFETY: AVX-512 checked above.
@@ -515,22 +523,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }
-        let mut xs: Vec<f32> = (0..4000).map(|i| -100.0 + i as f32 * 0.0517).collect();
-        xs.extend([
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            0.0,
-            -0.0,
-            88.72,
-            88.73,
-            -87.3,
-            -103.3,
-            -104.0,
-            -150.0,
-            89.0,
-        ]);
-        xs.resize(xs.len().div_ceil(8) * 8, 1.0);
+        let xs = exp_test_inputs(8);
         for chunk in xs.chunks_exact(8) {
             let mut got = [0f32; 8];
             // SAFETY: AVX2 (and FMA, which `has_avx2` also checks) checked above.
