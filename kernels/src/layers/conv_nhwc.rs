@@ -17,6 +17,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
+use super::packed_gemm::{gemm_packed, PackedMatrix};
 use super::{checked_numel, invalid, shape_err, Result};
 
 /// Spatial padding of a convolution or pooling window, as TF gives it.
@@ -139,6 +140,93 @@ fn contiguous<'a>(
     })
 }
 
+/// A `Conv2D` filter `[KH, KW, C, CO]` and its bias, packed once (at model load) for
+/// [`conv2d_nhwc_packed`]: the filter read as a `KH·KW·C x CO` matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedFilter {
+    kh: usize,
+    kw: usize,
+    c: usize,
+    matrix: PackedMatrix,
+}
+
+impl PackedFilter {
+    /// Packs `w` (`[KH, KW, C, CO]`) with `bias` (`CO` values) or none.
+    pub fn new(w: ArrayView4<'_, f32>, bias: Option<&[f32]>) -> Result<PackedFilter> {
+        let (kh, kw, c, co) = w.dim();
+        let w = w.as_standard_layout();
+        let ws = contiguous(&w, "PackedFilter")?;
+        Ok(PackedFilter {
+            kh,
+            kw,
+            c,
+            matrix: PackedMatrix::new(ws, kh * kw * c, co, bias)?,
+        })
+    }
+
+    /// `[KH, KW, C, CO]`.
+    pub fn dims(&self) -> [usize; 4] {
+        [self.kh, self.kw, self.c, self.matrix.n()]
+    }
+}
+
+/// How [`conv2d_nhwc_packed`] runs on an input of `[N, H, W, C]`: the input's and the
+/// output's dimensions, the padding before each axis, and the im2col scratch it needs (0 for
+/// a 1x1 stride-1 convolution, which multiplies the input in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvPlan {
+    pub input: [usize; 4],
+    pub out: [usize; 4],
+    pad_top: usize,
+    pad_left: usize,
+    rows_per_tile: usize,
+    pub scratch: usize,
+}
+
+/// The [`ConvPlan`] of `f` on an input of `x` `[N, H, W, C]`; errors when they do not fit.
+pub fn conv2d_nhwc_plan(x: [usize; 4], f: &PackedFilter, geom: NhwcConvGeom) -> Result<ConvPlan> {
+    const OP: &str = "conv2d_nhwc";
+    let [n, h, wd, c] = x;
+    let [kh, kw, wc, co] = f.dims();
+    if wc != c {
+        return shape_err(
+            OP,
+            format!(
+                "the filter {:?} expects {wc} input channels, the input {x:?} has {c}",
+                f.dims()
+            ),
+        );
+    }
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (oh, pad_top) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
+    let (ow, pad_left) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
+    checked_numel(OP, &[n, oh, ow, co])?;
+    let kdim = kh * kw * c;
+    let direct = kh == 1
+        && kw == 1
+        && sh == 1
+        && sw == 1
+        && pad_top == 0
+        && pad_left == 0
+        && oh == h
+        && ow == wd;
+    // im2col in tiles of output rows, about 4M floats at most.
+    let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
+    Ok(ConvPlan {
+        input: x,
+        out: [n, oh, ow, co],
+        pad_top,
+        pad_left,
+        rows_per_tile,
+        scratch: if direct {
+            0
+        } else {
+            checked_numel(OP, &[rows_per_tile, ow, kdim])?
+        },
+    })
+}
+
 /// `x` `[N, H, W, C]` ⋆ `w` `[KH, KW, C, CO]` → `[N, OH, OW, CO]` (TF's `Conv2D`).
 pub fn conv2d_nhwc(
     x: ArrayView4<'_, f32>,
@@ -146,42 +234,64 @@ pub fn conv2d_nhwc(
     geom: NhwcConvGeom,
 ) -> Result<Array4<f32>> {
     const OP: &str = "conv2d_nhwc";
+    let f = PackedFilter::new(w, None)?;
     let (n, h, wd, c) = x.dim();
-    let (kh, kw, wc, co) = w.dim();
-    if wc != c {
+    let plan = conv2d_nhwc_plan([n, h, wd, c], &f, geom)?;
+    let x = x.as_standard_layout();
+    let mut out = vec![0f32; plan.out.iter().product()];
+    let mut scratch = vec![0f32; plan.scratch];
+    conv2d_nhwc_packed(contiguous(&x, OP)?, &f, geom, &plan, &mut out, &mut scratch)?;
+    let [n, oh, ow, co] = plan.out;
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// [`conv2d_nhwc`] with a packed filter (its bias added) on `x` (the plan's input), into
+/// `out` (the plan's output), using `scratch` (the plan's scratch size) for im2col;
+/// allocates nothing.
+pub fn conv2d_nhwc_packed(
+    x: &[f32],
+    f: &PackedFilter,
+    geom: NhwcConvGeom,
+    plan: &ConvPlan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv2d_nhwc";
+    let [n, h, wd, c] = plan.input;
+    let [_, oh, ow, co] = plan.out;
+    let [kh, kw, fc, fco] = f.dims();
+    let kdim = kh * kw * c;
+    let (sh, sw) = geom.strides;
+    let (dh, dw) = geom.dilations;
+    let (pt, pl) = (plan.pad_top, plan.pad_left);
+    if fc != c
+        || fco != co
+        || x.len() != n * h * wd * c
+        || out.len() != n * oh * ow * co
+        || scratch.len() < plan.scratch
+    {
         return shape_err(
             OP,
             format!(
-                "the filter {:?} expects {wc} input channels, the input {:?} has {c}",
-                w.shape(),
-                x.shape()
+                "a filter {:?} and buffers of {} (input), {} (output) and {} (scratch) values do not fit the plan {plan:?}",
+                f.dims(),
+                x.len(),
+                out.len(),
+                scratch.len()
             ),
         );
     }
-    let (sh, sw) = geom.strides;
-    let (dh, dw) = geom.dilations;
-    let (oh, pt) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
-    let (ow, pl) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
-    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
-    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
-    let mut out = vec![0f32; checked_numel(OP, &[n, oh, ow, co])?];
-    let kdim = kh * kw * c;
-    let direct =
-        kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == wd;
     for b in 0..n {
-        let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+        let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
-        if direct {
-            sgemm_small(h * wd, c, co, xb, (c, 1), ws, (co, 1), ob)?;
+        if plan.scratch == 0 {
+            gemm_packed(h * wd, xb, c, &f.matrix, ob, co)?;
             continue;
         }
-        // im2col in tiles of output rows, about 4M floats at most.
-        let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
-        let mut col = vec![0f32; rows_per_tile * ow * kdim];
         let mut oy0 = 0;
         while oy0 < oh {
-            let rows = rows_per_tile.min(oh - oy0);
-            let col = &mut col[..rows * ow * kdim];
+            let rows = plan.rows_per_tile.min(oh - oy0);
+            let col = &mut scratch[..rows * ow * kdim];
             col.par_chunks_mut(ow * kdim)
                 .enumerate()
                 .with_min_len(super::min_rows_per_task(ow * kdim))
@@ -204,20 +314,18 @@ pub fn conv2d_nhwc(
                         }
                     }
                 });
-            sgemm_small(
+            gemm_packed(
                 rows * ow,
-                kdim,
-                co,
                 col,
-                (kdim, 1),
-                ws,
-                (co, 1),
+                kdim,
+                &f.matrix,
                 &mut ob[oy0 * ow * co..(oy0 + rows) * ow * co],
+                co,
             )?;
             oy0 += rows;
         }
     }
-    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+    Ok(())
 }
 
 /// Depthwise: `x` `[N, H, W, C]` with `w` `[KH, KW, C, M]` → `[N, OH, OW, C·M]` (TF's
@@ -230,27 +338,74 @@ pub fn depthwise_conv2d_nhwc(
     const OP: &str = "depthwise_conv2d_nhwc";
     let (n, h, wd, c) = x.dim();
     let (kh, kw, wc, m) = w.dim();
+    let out_dims = depthwise_conv2d_nhwc_dims([n, h, wd, c], [kh, kw, wc, m], geom)?;
+    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
+    let mut out = vec![0f32; out_dims.iter().product()];
+    depthwise_conv2d_nhwc_into(xs, [n, h, wd, c], ws, [kh, kw, wc, m], geom, &mut out)?;
+    let [n, oh, ow, co] = out_dims;
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// The output dimensions of [`depthwise_conv2d_nhwc`] for an input `x` and a filter `w`.
+pub fn depthwise_conv2d_nhwc_dims(
+    x: [usize; 4],
+    w: [usize; 4],
+    geom: NhwcConvGeom,
+) -> Result<[usize; 4]> {
+    const OP: &str = "depthwise_conv2d_nhwc";
+    let ([n, h, wd, c], [kh, kw, wc, m]) = (x, w);
     if wc != c {
         return shape_err(
             OP,
+            format!("the filter {w:?} expects {wc} channels, the input {x:?} has {c}"),
+        );
+    }
+    let (oh, _) = window(OP, h, kh, geom.strides.0, geom.dilations.0, geom.padding, 0)?;
+    let (ow, _) = window(
+        OP,
+        wd,
+        kw,
+        geom.strides.1,
+        geom.dilations.1,
+        geom.padding,
+        1,
+    )?;
+    checked_numel(OP, &[n, oh, ow, c * m])?;
+    Ok([n, oh, ow, c * m])
+}
+
+/// [`depthwise_conv2d_nhwc`] on contiguous data `xs` (`x`) and `ws` (`w`), into `out` (of
+/// [`depthwise_conv2d_nhwc_dims`]); allocates nothing.
+pub fn depthwise_conv2d_nhwc_into(
+    xs: &[f32],
+    x: [usize; 4],
+    ws: &[f32],
+    w: [usize; 4],
+    geom: NhwcConvGeom,
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "depthwise_conv2d_nhwc";
+    let out_dims = depthwise_conv2d_nhwc_dims(x, w, geom)?;
+    let ([n, h, wd, c], [kh, kw, _, m]) = (x, w);
+    let [_, oh, ow, co] = out_dims;
+    if xs.len() != n * h * wd * c || ws.len() != kh * kw * c * m || out.len() != n * oh * ow * co {
+        return shape_err(
+            OP,
             format!(
-                "the filter {:?} expects {wc} channels, the input {:?} has {c}",
-                w.shape(),
-                x.shape()
+                "buffers of {}, {} and {} values do not fit an input {x:?}, a filter {w:?} and an output {out_dims:?}",
+                xs.len(),
+                ws.len(),
+                out.len()
             ),
         );
     }
     let (sh, sw) = geom.strides;
     let (dh, dw) = geom.dilations;
-    let (oh, pt) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
-    let (ow, pl) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
-    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
-    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
-    let co = c * m;
-    let mut out = vec![0f32; checked_numel(OP, &[n, oh, ow, co])?];
+    let (_, pt) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
+    let (_, pl) = window(OP, wd, kw, sw, dw, geom.padding, 1)?;
     if out.is_empty() {
-        return Array4::from_shape_vec((n, oh, ow, co), out)
-            .or_else(|e| invalid(OP, e.to_string()));
+        return Ok(());
     }
     // Output rows per task: enough multiply-adds for the hand-off to another thread to pay.
     let min_rows = super::min_rows_per_task(ow * co * kh * kw);
@@ -310,7 +465,7 @@ pub fn depthwise_conv2d_nhwc(
                 }
             });
     }
-    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+    Ok(())
 }
 
 /// The geometry of a depthwise convolution with one filter per channel (`m == 1`).
@@ -421,6 +576,90 @@ fn depthwise_block<const L: usize>(
 
 crate::ops::simd::multiversion!(fn depthwise_row(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) => depthwise_row_impl);
 
+/// A transposed convolution's filter `[KH, KW, CO, CI]`, packed once for
+/// [`conv_transpose2d_nhwc_packed`] as the `CI x KH·KW·CO` matrix that turns each input
+/// pixel into its `KH x KW` patch of outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedTransposedFilter {
+    dims: [usize; 4],
+    matrix: PackedMatrix,
+}
+
+impl PackedTransposedFilter {
+    /// Packs `w` (`[KH, KW, CO, CI]`).
+    pub fn new(w: ArrayView4<'_, f32>) -> Result<PackedTransposedFilter> {
+        let (kh, kw, co, ci) = w.dim();
+        let kdim = kh * kw * co;
+        let w = w.as_standard_layout();
+        let ws = contiguous(&w, "PackedTransposedFilter")?;
+        let mut t = vec![0f32; ci * kdim];
+        for (j, row) in ws.chunks_exact(ci.max(1)).enumerate().take(kdim) {
+            for (p, &v) in row.iter().enumerate() {
+                t[p * kdim + j] = v;
+            }
+        }
+        Ok(PackedTransposedFilter {
+            dims: [kh, kw, co, ci],
+            matrix: PackedMatrix::new(&t, ci, kdim, None)?,
+        })
+    }
+}
+
+/// How [`conv_transpose2d_nhwc_packed`] runs: input and output dimensions, the padding
+/// before each axis, and the scratch it needs (one row of patches per input pixel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTransposePlan {
+    pub input: [usize; 4],
+    pub out: [usize; 4],
+    strides: (usize, usize),
+    pad_top: usize,
+    pad_left: usize,
+    pub scratch: usize,
+}
+
+/// The [`ConvTransposePlan`] of `f` on an input `x` (`[N, H, W, CI]`) for an output of
+/// `out_size`; convolving the output with the filter (same strides and padding) must give
+/// the input's size.
+pub fn conv_transpose2d_nhwc_plan(
+    x: [usize; 4],
+    f: &PackedTransposedFilter,
+    out_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+) -> Result<ConvTransposePlan> {
+    const OP: &str = "conv_transpose2d_nhwc";
+    let [n, h, wd, ci] = x;
+    let [kh, kw, co, wci] = f.dims;
+    if wci != ci {
+        return shape_err(
+            OP,
+            format!(
+                "the filter {:?} expects {wci} input channels, the input has {ci}",
+                f.dims
+            ),
+        );
+    }
+    let (oh, ow) = out_size;
+    let (sh, sw) = strides;
+    let (fh, pad_top) = window(OP, oh, kh, sh, 1, padding, 0)?;
+    let (fw, pad_left) = window(OP, ow, kw, sw, 1, padding, 1)?;
+    if fh != h || fw != wd {
+        return shape_err(
+            OP,
+            format!("a {oh}x{ow} output convolved with this filter gives {fh}x{fw}, but the input is {h}x{wd}"),
+        );
+    }
+    checked_numel(OP, &[n, oh, ow, co])?;
+    Ok(ConvTransposePlan {
+        input: x,
+        out: [n, oh, ow, co],
+        strides,
+        pad_top,
+        pad_left,
+        scratch: checked_numel(OP, &[h * wd, kh * kw * co])?,
+    })
+}
+
 /// Transposed convolution (TF's `Conv2DBackpropInput`): `x` `[N, H, W, CI]`, `w`
 /// `[KH, KW, CO, CI]`, output `[N, OH, OW, CO]` with `out_size = (OH, OW)`; convolving the
 /// output with `w` (same strides and padding) must give the input's size.
@@ -432,36 +671,55 @@ pub fn conv_transpose2d_nhwc(
     padding: Padding,
 ) -> Result<Array4<f32>> {
     const OP: &str = "conv_transpose2d_nhwc";
+    let f = PackedTransposedFilter::new(w)?;
     let (n, h, wd, ci) = x.dim();
-    let (kh, kw, co, wci) = w.dim();
-    if wci != ci {
+    let plan = conv_transpose2d_nhwc_plan([n, h, wd, ci], &f, out_size, strides, padding)?;
+    let x = x.as_standard_layout();
+    let mut out = vec![0f32; plan.out.iter().product()];
+    let mut scratch = vec![0f32; plan.scratch];
+    conv_transpose2d_nhwc_packed(contiguous(&x, OP)?, &f, &plan, &mut out, &mut scratch)?;
+    let [n, oh, ow, co] = plan.out;
+    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
+/// [`conv_transpose2d_nhwc`] with a packed filter, on `x` (the plan's input) into `out` (the
+/// plan's output, overwritten), with the plan's `scratch`; allocates nothing.
+pub fn conv_transpose2d_nhwc_packed(
+    x: &[f32],
+    f: &PackedTransposedFilter,
+    plan: &ConvTransposePlan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv_transpose2d_nhwc";
+    let [n, h, wd, ci] = plan.input;
+    let [_, oh, ow, co] = plan.out;
+    let [kh, kw, fco, fci] = f.dims;
+    let kdim = kh * kw * co;
+    if fco != co
+        || fci != ci
+        || x.len() != n * h * wd * ci
+        || out.len() != n * oh * ow * co
+        || scratch.len() < plan.scratch
+    {
         return shape_err(
             OP,
             format!(
-                "the filter {:?} expects {wci} input channels, the input has {ci}",
-                w.shape()
+                "a filter {:?} and buffers of {} (input), {} (output) and {} (scratch) values do not fit the plan {plan:?}",
+                f.dims,
+                x.len(),
+                out.len(),
+                scratch.len()
             ),
         );
     }
-    let (oh, ow) = out_size;
-    let (sh, sw) = strides;
-    let (fh, pt) = window(OP, oh, kh, sh, 1, padding, 0)?;
-    let (fw, pl) = window(OP, ow, kw, sw, 1, padding, 1)?;
-    if fh != h || fw != wd {
-        return shape_err(
-            OP,
-            format!("a {oh}x{ow} output convolved with this filter gives {fh}x{fw}, but the input is {h}x{wd}"),
-        );
-    }
-    let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
-    let (xs, ws) = (contiguous(&x, OP)?, contiguous(&w, OP)?);
-    let kdim = kh * kw * co;
-    let mut col = vec![0f32; checked_numel(OP, &[h * wd, kdim])?];
-    let mut out = vec![0f32; checked_numel(OP, &[n, oh, ow, co])?];
+    let ((sh, sw), pt, pl) = (plan.strides, plan.pad_top, plan.pad_left);
+    let col = &mut scratch[..plan.scratch];
+    out.fill(0.0);
     for b in 0..n {
-        let xb = &xs[b * h * wd * ci..(b + 1) * h * wd * ci];
+        let xb = &x[b * h * wd * ci..(b + 1) * h * wd * ci];
         // col[h*w, kh*kw*co] = x[h*w, ci] · Wᵀ, W viewed as [kh*kw*co, ci].
-        sgemm_small(h * wd, ci, kdim, xb, (ci, 1), ws, (1, ci), &mut col)?;
+        gemm_packed(h * wd, xb, ci, &f.matrix, col, kdim)?;
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
         for iy in 0..h {
             for ix in 0..wd {
@@ -486,7 +744,7 @@ pub fn conv_transpose2d_nhwc(
             }
         }
     }
-    Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod gemm;
 pub mod grid_sample;
 pub mod linear;
 pub mod norm;
+pub mod packed_gemm;
 pub mod pool;
 pub mod preprocess;
 pub mod resample;

@@ -265,14 +265,13 @@ pub fn avg_pool2d_nhwc(
 fn pool_nhwc(
     op: &'static str,
     x: ArrayView4<'_, f32>,
-    (kh, kw): (usize, usize),
+    kernel: (usize, usize),
     stride: (usize, usize),
     padding: Padding,
     max: bool,
 ) -> Result<Array4<f32>> {
     let (n, h, w, c) = x.dim();
-    let (oh, pt) = window(op, h, kh, stride.0, 1, padding, 0)?;
-    let (ow, pl) = window(op, w, kw, stride.1, 1, padding, 1)?;
+    let [_, oh, ow, _] = pool2d_nhwc_dims(op, [n, h, w, c], kernel, stride, padding)?;
     let x = x.as_standard_layout();
     let xs = x.as_slice().ok_or(super::LayerError::Invalid {
         op,
@@ -280,24 +279,76 @@ fn pool_nhwc(
     })?;
     // A plain zeroed vector, as the NHWC convolutions (see `conv_nhwc`).
     let mut out = vec![0f32; checked_numel(op, &[n, oh, ow, c])?];
-    if !out.is_empty() {
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .with_min_len(super::min_rows_per_task(ow * c * kh * kw))
-            .for_each(|(row, orow)| {
-                let b = row / oh;
-                let y0 = ((row % oh) * stride.0) as isize - pt as isize;
-                let ys = y0.max(0) as usize;
-                let ye = ((y0 + kh as isize).max(0) as usize).min(h);
-                let mut acc = vec![0f32; c];
-                for ox in 0..ow {
-                    let x0 = (ox * stride.1) as isize - pl as isize;
-                    let xs0 = x0.max(0) as usize;
-                    let xe = ((x0 + kw as isize).max(0) as usize).min(w);
-                    acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+    pool2d_nhwc_into(xs, [n, h, w, c], kernel, stride, padding, max, &mut out)?;
+    Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(op, e.to_string()))
+}
+
+/// The output dimensions of a pooling of `x` (`[N, H, W, C]`).
+pub fn pool2d_nhwc_dims(
+    op: &'static str,
+    [n, h, w, c]: [usize; 4],
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+) -> Result<[usize; 4]> {
+    let (oh, _) = window(op, h, kh, stride.0, 1, padding, 0)?;
+    let (ow, _) = window(op, w, kw, stride.1, 1, padding, 1)?;
+    checked_numel(op, &[n, oh, ow, c])?;
+    Ok([n, oh, ow, c])
+}
+
+/// Max (`max`) or average pooling of `xs` (`[N, H, W, C]`) into `out`
+/// ([`pool2d_nhwc_dims`]); allocates nothing.
+pub fn pool2d_nhwc_into(
+    xs: &[f32],
+    [n, h, w, c]: [usize; 4],
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    padding: Padding,
+    max: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    let op = if max {
+        "max_pool2d_nhwc"
+    } else {
+        "avg_pool2d_nhwc"
+    };
+    let (oh, pt) = window(op, h, kh, stride.0, 1, padding, 0)?;
+    let (ow, pl) = window(op, w, kw, stride.1, 1, padding, 1)?;
+    if xs.len() != n * h * w * c || out.len() != n * oh * ow * c {
+        return super::shape_err(
+            op,
+            format!(
+                "buffers of {} and {} values do not fit [{n}, {h}, {w}, {c}] pooled to {oh}x{ow}",
+                xs.len(),
+                out.len()
+            ),
+        );
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    // Channels in blocks summed on the stack.
+    const BLOCK: usize = 64;
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .with_min_len(super::min_rows_per_task(ow * c * kh * kw))
+        .for_each(|(row, orow)| {
+            let b = row / oh;
+            let y0 = ((row % oh) * stride.0) as isize - pt as isize;
+            let ys = y0.max(0) as usize;
+            let ye = ((y0 + kh as isize).max(0) as usize).min(h);
+            for ox in 0..ow {
+                let x0 = (ox * stride.1) as isize - pl as isize;
+                let xs0 = x0.max(0) as usize;
+                let xe = ((x0 + kw as isize).max(0) as usize).min(w);
+                for c0 in (0..c).step_by(BLOCK) {
+                    let width = BLOCK.min(c - c0);
+                    let mut block = [if max { f32::NEG_INFINITY } else { 0.0 }; BLOCK];
+                    let acc = &mut block[..width];
                     for iy in ys..ye {
                         for ix in xs0..xe {
-                            let p = &xs[((b * h + iy) * w + ix) * c..][..c];
+                            let p = &xs[((b * h + iy) * w + ix) * c + c0..][..width];
                             if max {
                                 // A select rather than a branch, so that it vectorises (NaN
                                 // in `v` keeps `a`, as TF.js's comparison does).
@@ -311,20 +362,20 @@ fn pool_nhwc(
                             }
                         }
                     }
-                    let o = &mut orow[ox * c..(ox + 1) * c];
+                    let o = &mut orow[ox * c + c0..][..width];
                     if max {
-                        o.copy_from_slice(&acc);
+                        o.copy_from_slice(acc);
                     } else {
                         let count =
                             ((ye.saturating_sub(ys)) * (xe.saturating_sub(xs0))).max(1) as f32;
-                        for (o, a) in o.iter_mut().zip(&acc) {
+                        for (o, a) in o.iter_mut().zip(acc.iter()) {
                             *o = a / count;
                         }
                     }
                 }
-            });
-    }
-    Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(op, e.to_string()))
+            }
+        });
+    Ok(())
 }
 
 /// `torch.nn.functional.adaptive_avg_pool2d(x, (out_h, out_w))`: window `i` spans

@@ -382,6 +382,59 @@ pub fn resize_nhwc(
     Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(OP, e.to_string()))
 }
 
+/// [`resize_nhwc`] planned once for an input of `[N, H, W, C]` (the interpolation tables made
+/// at planning), then run into a given output without allocating.
+#[derive(Clone, Debug)]
+pub struct NhwcResize {
+    input: [usize; 4],
+    size: (usize, usize),
+    mode: ResizeMode,
+    ty: AxisTable,
+    tx: AxisTable,
+}
+
+impl NhwcResize {
+    pub fn new(input: [usize; 4], size: (usize, usize), mode: ResizeMode) -> Result<NhwcResize> {
+        const OP: &str = "resize_nhwc";
+        let [n, h, w, c] = input;
+        check_sizes(OP, (h, w), size)?;
+        checked_numel(OP, &[n, size.0, size.1, c])?;
+        Ok(NhwcResize {
+            input,
+            size,
+            mode,
+            ty: axis_table(h, size.0, mode, None),
+            tx: axis_table(w, size.1, mode, None),
+        })
+    }
+
+    /// `[N, OH, OW, C]`.
+    pub fn out_dims(&self) -> [usize; 4] {
+        let [n, _, _, c] = self.input;
+        [n, self.size.0, self.size.1, c]
+    }
+
+    /// Resizes `xs` (the planned input) into `out` (of [`NhwcResize::out_dims`]).
+    pub fn run(&self, xs: &[f32], out: &mut [f32]) -> Result<()> {
+        const OP: &str = "resize_nhwc";
+        let [n, h, w, c] = self.input;
+        if xs.len() != n * h * w * c || out.len() != self.out_dims().iter().product::<usize>() {
+            return shape_err(
+                OP,
+                format!(
+                    "buffers of {} and {} values do not fit {:?} resized to {:?}",
+                    xs.len(),
+                    out.len(),
+                    self.input,
+                    self.size
+                ),
+            );
+        }
+        resample_into(xs, (h, w), c, self.size, &self.ty, &self.tx, self.mode, out);
+        Ok(())
+    }
+}
+
 /// The one resampling kernel: `images` images of `h x w` pixels of `c` interleaved channels
 /// (`c = 1`: the planes of an `NCHW` tensor), to `oh x ow`, parallel over output rows.
 #[allow(clippy::too_many_arguments)]
@@ -407,6 +460,25 @@ fn resample(
     if out.is_empty() {
         return Ok(out);
     }
+    resample_into(xs, (h, w), c, (oh, ow), ty, tx, mode, &mut out);
+    Ok(out)
+}
+
+/// [`resample`] into `out` (whole images of `oh x ow x c` values, checked by the callers).
+#[allow(clippy::too_many_arguments)]
+fn resample_into(
+    xs: &[f32],
+    (h, w): (usize, usize),
+    c: usize,
+    (oh, ow): (usize, usize),
+    ty: &AxisTable,
+    tx: &AxisTable,
+    mode: ResizeMode,
+    out: &mut [f32],
+) {
+    if out.is_empty() {
+        return;
+    }
     let kind = match mode {
         ResizeMode::Nearest | ResizeMode::NearestExact | ResizeMode::TfNearestAlignCorners => {
             Interp::Nearest
@@ -416,8 +488,8 @@ fn resample(
         ResizeMode::Bilinear { .. } => Interp::TorchWeights,
     };
     if c == 1 && kind == Interp::TorchWeights {
-        separable_planes(xs, (h, w), &[(ty, tx)], &mut out, (oh, ow));
-        return Ok(out);
+        separable_planes(xs, (h, w), &[(ty, tx)], out, (oh, ow));
+        return;
     }
     out.par_chunks_mut(ow * c)
         .enumerate()
@@ -435,7 +507,6 @@ fn resample(
                 resample_row(orow, r0, r1, (a0, a1), (ty, oy), tx, c, kind);
             }
         });
-    Ok(out)
 }
 
 /// Torch-bilinear resampling of planes, separably and row by row, through one or more

@@ -60,6 +60,27 @@ pub fn concat<T: Copy>(xs: &[ArrayViewD<'_, T>], axis: isize) -> Result<ArrayD<T
     ArrayD::from_shape_vec(IxDyn(&shape), out).or_else(|e| shape_err(OP, e.to_string()))
 }
 
+/// [`concat`] of contiguous parts into `out`: each part gives its data and its chunk (the
+/// product of its dimensions from the axis on), and contributes one chunk per index of the
+/// `outer` leading positions, in order. Allocates nothing.
+pub fn concat_into<T: Copy>(parts: &[(&[T], usize)], outer: usize, out: &mut [T]) -> Result<()> {
+    let total: usize = parts.iter().map(|p| p.1).sum::<usize>() * outer;
+    if out.len() != total || parts.iter().any(|(s, chunk)| s.len() != chunk * outer) {
+        return shape_err(
+            "concat",
+            format!("parts do not fill an output of {}", out.len()),
+        );
+    }
+    let mut at = 0;
+    for o in 0..outer {
+        for (s, chunk) in parts {
+            out[at..at + chunk].copy_from_slice(&s[o * chunk..(o + 1) * chunk]);
+            at += chunk;
+        }
+    }
+    Ok(())
+}
+
 /// The elements of a standard-layout array (always `Some` for one).
 fn contiguous<'a, T>(op: &'static str, s: Option<&'a [T]>) -> Result<&'a [T]> {
     s.ok_or(super::LayerError::Invalid {
@@ -148,6 +169,69 @@ pub enum PadMode<T> {
     Replicate,
 }
 
+/// Ranks [`pad_constant_into`] handles (its index lives on the stack).
+pub const MAX_PAD_RANK: usize = 8;
+
+/// Constant padding of `src` (`shape`, contiguous) by `pads` (before, after) per dimension,
+/// into `out` (the padded size): fills with `value`, then copies each innermost row of the
+/// input to its place. Allocates nothing; ranks up to [`MAX_PAD_RANK`].
+pub fn pad_constant_into<T: Copy>(
+    src: &[T],
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    value: T,
+    out: &mut [T],
+) -> Result<()> {
+    const OP: &str = "pad";
+    let nd = shape.len();
+    let padded = |d: usize| shape[d] + pads[d].0 + pads[d].1;
+    if nd == 0 || nd > MAX_PAD_RANK || pads.len() != nd {
+        return shape_err(
+            OP,
+            format!("cannot pad a rank-{nd} input by {} pairs", pads.len()),
+        );
+    }
+    if src.len() != shape.iter().product::<usize>()
+        || out.len() != (0..nd).map(padded).product::<usize>()
+    {
+        return shape_err(
+            OP,
+            format!(
+                "buffers of {} and {} values do not fit {shape:?} padded by {pads:?}",
+                src.len(),
+                out.len()
+            ),
+        );
+    }
+    out.fill(value);
+    let row = shape[nd - 1];
+    if row == 0 {
+        return Ok(());
+    }
+    let mut out_strides = [0usize; MAX_PAD_RANK];
+    let mut stride = 1;
+    for d in (0..nd).rev() {
+        out_strides[d] = stride;
+        stride *= padded(d);
+    }
+    let mut cur = [0usize; MAX_PAD_RANK];
+    for k in 0..src.len() / row {
+        let mut off = pads[nd - 1].0;
+        for d in 0..nd - 1 {
+            off += (cur[d] + pads[d].0) * out_strides[d];
+        }
+        out[off..off + row].copy_from_slice(&src[k * row..(k + 1) * row]);
+        for d in (0..nd - 1).rev() {
+            cur[d] += 1;
+            if cur[d] < shape[d] {
+                break;
+            }
+            cur[d] = 0;
+        }
+    }
+    Ok(())
+}
+
 /// `torch.nn.functional.pad(x, pads, mode)`: `pads` lists `(before, after)` pairs starting at
 /// the **last** axis, as torch's flat `(left, right, top, bottom, ...)`.
 pub fn pad<T: Copy>(
@@ -187,29 +271,15 @@ pub fn pad<T: Copy>(
         )?);
     }
     let total = checked_numel(OP, &shape)?;
-    if let (PadMode::Constant(v), Some(&row)) = (mode, x.shape().last()) {
-        // Fill, then copy each innermost row of the input to its place.
-        let mut out = vec![v; total];
-        let x = x.as_standard_layout();
-        let src = contiguous(OP, x.as_slice())?;
-        let out_strides = row_major_strides(&shape);
-        let mut cur = vec![0usize; nd - 1];
-        for k in 0..src.len().checked_div(row).unwrap_or(0) {
-            let mut off = full[nd - 1].0;
-            for d in 0..nd - 1 {
-                off += (cur[d] + full[d].0) * out_strides[d];
-            }
-            out[off..off + row].copy_from_slice(&src[k * row..(k + 1) * row]);
-            for d in (0..nd - 1).rev() {
-                cur[d] += 1;
-                if cur[d] < x.shape()[d] {
-                    break;
-                }
-                cur[d] = 0;
-            }
+    if let PadMode::Constant(v) = mode {
+        if (1..=MAX_PAD_RANK).contains(&nd) {
+            let mut out = vec![v; total];
+            let x = x.as_standard_layout();
+            let src = contiguous(OP, x.as_slice())?;
+            pad_constant_into(src, x.shape(), &full, v, &mut out)?;
+            return ArrayD::from_shape_vec(IxDyn(&shape), out)
+                .or_else(|e| shape_err(OP, e.to_string()));
         }
-        return ArrayD::from_shape_vec(IxDyn(&shape), out)
-            .or_else(|e| shape_err(OP, e.to_string()));
     }
     let map = |d: usize, o: usize| -> Option<usize> {
         let (a, _) = full[d];
@@ -301,15 +371,6 @@ fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize
         (3, [0, 2, 1]) => Some((groups[0].1, groups[2].1, groups[1].1)),
         _ => None,
     }
-}
-
-/// Row-major strides of `shape`, in elements.
-fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut st = vec![1usize; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        st[d] = st[d + 1] * shape[d + 1];
-    }
-    st
 }
 
 /// `x.transpose(a, b)`, materialised in standard layout.

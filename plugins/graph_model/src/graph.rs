@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use kernels::layers::conv_nhwc::PackedFilter;
 use kernels::{DType, Tensor};
 use serde_json::Value as Json;
 
@@ -89,6 +90,8 @@ struct GNode {
     /// (node index, output index).
     inputs: Vec<(usize, usize)>,
     value: Option<Tensor>,
+    /// A constant that is a `Conv2D` filter, packed at load for the convolution's product.
+    packed_filter: Option<PackedFilter>,
 }
 
 /// A graph input (a `Placeholder`).
@@ -363,6 +366,42 @@ fn fuse_conv_epilogues(nodes: &mut [GNode], users: &[Vec<usize>]) {
     }
 }
 
+/// Packs every constant filter of a (non-depthwise) convolution once, for
+/// [`ops::conv2d_nhwc_packed`]; a convolution whose filter is computed packs it per run.
+/// On error, the convolution node whose filter does not fit.
+fn pack_conv_filters(nodes: &mut [GNode]) -> Result<(), (usize, OpError)> {
+    for i in 0..nodes.len() {
+        let Op::Conv {
+            depthwise: false, ..
+        } = nodes[i].op
+        else {
+            continue;
+        };
+        let Some(&(f, 0)) = nodes[i].inputs.get(1) else {
+            continue;
+        };
+        if nodes[f].packed_filter.is_some() || nodes[f].op != Op::Const {
+            continue;
+        }
+        let Some(value) = &nodes[f].value else {
+            continue;
+        };
+        let packed = ops::f32s(value)
+            .and_then(|_| {
+                let w = value
+                    .view::<f32>()?
+                    .into_dimensionality::<ndarray::Ix4>()
+                    .map_err(|_| {
+                        OpError::new(format!("the filter {} is not 4-D", value.describe()))
+                    })?;
+                Ok(PackedFilter::new(w, None)?)
+            })
+            .map_err(|e| (i, e))?;
+        nodes[f].packed_filter = Some(packed);
+    }
+    Ok(())
+}
+
 fn parse_op(n: &NodeDef) -> Result<Option<Op>, String> {
     let bin = |b| Ok(Some(Op::Binary(b)));
     let un = |u| Ok(Some(Op::Unary(u)));
@@ -635,6 +674,7 @@ impl GraphModel {
                 op,
                 inputs: refs,
                 value,
+                packed_filter: None,
             });
         }
         if !unsupported.is_empty() {
@@ -693,6 +733,12 @@ impl GraphModel {
         // After the default outputs are known (they come from the graph as written) and on
         // the topological order found above, which the fusion keeps valid.
         fuse_conv_epilogues(&mut nodes, &users);
+        pack_conv_filters(&mut nodes).map_err(|(node, e)| GraphModelError::Node {
+            file: file.clone(),
+            node: nodes[node].name.clone(),
+            op: nodes[node].op_name.clone(),
+            msg: e.0,
+        })?;
         Ok(GraphModel {
             file,
             nodes,
@@ -961,6 +1007,12 @@ impl GraphModel {
                         *act,
                         alpha,
                     )?)
+                } else if let Some(f) = node
+                    .inputs
+                    .get(1)
+                    .and_then(|&(f, _)| self.nodes[f].packed_filter.as_ref())
+                {
+                    one(ops::conv2d_nhwc_packed(arg(0)?, f, b, *geom, *act, alpha)?)
                 } else {
                     one(ops::conv2d_nhwc(arg(0)?, arg(1)?, b, *geom, *act, alpha)?)
                 }

@@ -265,6 +265,25 @@ pub fn conv2d_nhwc(
     with_bias_act(out, bias, act, alpha)
 }
 
+/// [`conv2d_nhwc`] with the filter packed at load (without its bias, which is added with the
+/// activation as for any other convolution).
+pub fn conv2d_nhwc_packed(
+    x: &Tensor,
+    filter: &layers::conv_nhwc::PackedFilter,
+    bias: Option<&[f32]>,
+    geom: ConvGeom,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let dims = rank4(x, "Conv2D input")?;
+    let plan = layers::conv_nhwc::conv2d_nhwc_plan(dims, filter, geom)?;
+    let mut out = vec![0f32; plan.out.iter().product()];
+    let mut scratch = vec![0f32; plan.scratch];
+    layers::conv_nhwc::conv2d_nhwc_packed(f32s(x)?, filter, geom, &plan, &mut out, &mut scratch)?;
+    bias_act(&mut out, plan.out[3], bias, act, alpha)?;
+    Ok(Tensor::from_vec(&plan.out, out)?)
+}
+
 /// Depthwise: `x` [N, H, W, C] with `w` [KH, KW, C, M] → [N, OH, OW, C·M].
 pub fn depthwise_conv2d_nhwc(
     x: &Tensor,

@@ -1,0 +1,357 @@
+//! `C = bias + A·B` with `B` packed once, for the NHWC convolutions of small networks.
+//!
+//! Mobile networks multiply a few thousand pixels by filters of a few dozen to a few hundred
+//! channels, hundreds of times per frame. There the `gemm` crate spends as long deciding,
+//! packing and allocating as multiplying. Here, as in XNNPACK, the filter (a constant) is
+//! packed at load into panels of [`PANEL`] columns with the bias in front, the pixels are
+//! read in place (each row of `A` is one pixel's channels, or one im2col row), and a tile of
+//! [`TILE_ROWS`] x [`PANEL`] sums stays in registers for the whole depth. A product
+//! allocates nothing, so a planned graph runs without touching the allocator.
+//!
+//! Every sum starts at the bias and adds the `k` products in order with fused multiply-adds
+//! (`f32::mul_add`, exact on every CPU), so results are identical on AVX-512, AVX2 and the
+//! portable path.
+
+use rayon::prelude::*;
+
+use super::{shape_err, Result};
+
+/// Columns per panel: one AVX-512 register or two AVX2 registers per row of a tile.
+pub const PANEL: usize = 16;
+
+/// Rows per tile: 6 x 2 AVX2 accumulators plus the panel's two registers and a broadcast fill
+/// 15 of the 16 registers.
+const TILE_ROWS: usize = 6;
+
+/// A `k x n` matrix with a bias row, packed for [`gemm_packed`]: `ceil(n / PANEL)` panels,
+/// each the bias then `k` rows of [`PANEL`] values, zero-padded past column `n`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedMatrix {
+    /// Packs `b` (row `p` of length `n` at `b[p * n..]`) with `bias` (`n` values, or zeros).
+    pub fn new(b: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Result<PackedMatrix> {
+        const OP: &str = "PackedMatrix";
+        if b.len() != k * n {
+            return shape_err(
+                OP,
+                format!("a {k}x{n} matrix needs {} values, got {}", k * n, b.len()),
+            );
+        }
+        if let Some(bias) = bias.filter(|bias| bias.len() != n) {
+            return shape_err(
+                OP,
+                format!("the bias has {} values, the matrix {n} columns", bias.len()),
+            );
+        }
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0f32; panels * (k + 1) * PANEL];
+        for (j, panel) in data.chunks_exact_mut((k + 1) * PANEL).enumerate() {
+            let cols = j * PANEL..((j + 1) * PANEL).min(n);
+            let width = cols.len();
+            if let Some(bias) = bias {
+                panel[..width].copy_from_slice(&bias[cols.clone()]);
+            }
+            for (p, dst) in panel[PANEL..].chunks_exact_mut(PANEL).enumerate() {
+                dst[..width].copy_from_slice(&b[p * n + cols.start..p * n + cols.end]);
+            }
+        }
+        Ok(PackedMatrix { k, n, data })
+    }
+
+    /// Rows of the matrix (the depth of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of the matrix (and of the product).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// `c[i * ldc + j] = bias[j] + Σ_p a[i * lda + p] · b[p][j]` for `i < m`, `j < b.n()`.
+///
+/// Tiles of rows go to other rayon threads when a task gets at least
+/// [`super::PARALLEL_TASK_WORK`] multiply-adds, and never from inside a task of a parallel
+/// loop.
+pub fn gemm_packed(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<()> {
+    const OP: &str = "gemm_packed";
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if lda < k || ldc < n {
+        return shape_err(
+            OP,
+            format!("row strides {lda} (a) and {ldc} (c) are shorter than rows of {k} and {n}"),
+        );
+    }
+    if a.len() < (m - 1) * lda + k {
+        return shape_err(
+            OP,
+            format!(
+                "a {m}x{k} matrix with row stride {lda} does not fit in {} values",
+                a.len()
+            ),
+        );
+    }
+    if c.len() < (m - 1) * ldc + n {
+        return shape_err(
+            OP,
+            format!(
+                "a {m}x{n} output with row stride {ldc} does not fit in {} values",
+                c.len()
+            ),
+        );
+    }
+    let tile_work = TILE_ROWS * k.max(1) * n;
+    let tiles_per_task = (super::PARALLEL_TASK_WORK / tile_work.max(1)).max(1);
+    let tiles = m.div_ceil(TILE_ROWS);
+    if tiles <= tiles_per_task
+        || rayon::current_num_threads() == 1
+        || crate::process::in_parallel_task()
+    {
+        rows_packed(m, a, lda, b, c, ldc);
+        return Ok(());
+    }
+    let rows_per_task = tiles_per_task * TILE_ROWS;
+    let c = &mut c[..(m - 1) * ldc + n];
+    c.par_chunks_mut(rows_per_task * ldc)
+        .enumerate()
+        .for_each(|(t, c)| {
+            let i0 = t * rows_per_task;
+            let rows = rows_per_task.min(m - i0);
+            rows_packed(rows, &a[i0 * lda..], lda, b, c, ldc);
+        });
+    Ok(())
+}
+
+/// The product of [`gemm_packed`] on one thread; arguments checked there.
+fn rows_packed(m: usize, a: &[f32], lda: usize, b: &PackedMatrix, c: &mut [f32], ldc: usize) {
+    let (k, n) = (b.k, b.n);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = crate::ops::simd::has_avx2();
+    // Panel by panel: a panel (the bias and k x 16 values) stays in L1 while the tiles of
+    // rows stream past it.
+    for (j, panel) in b.data.chunks_exact((k + 1) * PANEL).enumerate() {
+        let width = PANEL.min(n - j * PANEL);
+        let mut i = 0;
+        while i < m {
+            let rows = TILE_ROWS.min(m - i);
+            let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
+            assert!(
+                a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + width,
+                "gemm_packed tile out of bounds"
+            );
+            macro_rules! tile_of {
+                ($rows:literal) => {{
+                    #[cfg(target_arch = "x86_64")]
+                    if avx2 {
+                        // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of `k`
+                        // values at stride `lda`, `c` `$rows` rows of `width` at stride
+                        // `ldc` (asserted above), and the panel `(k + 1) * PANEL` values.
+                        unsafe { tile_avx2::<$rows>(a, lda, k, panel, c, ldc, width) };
+                        i += $rows;
+                        continue;
+                    }
+                    tile::<$rows>(a, lda, k, panel, c, ldc, width)
+                }};
+            }
+            match rows {
+                6 => tile_of!(6),
+                5 => tile_of!(5),
+                4 => tile_of!(4),
+                3 => tile_of!(3),
+                2 => tile_of!(2),
+                _ => tile_of!(1),
+            }
+            i += rows;
+        }
+    }
+}
+
+/// One tile: `ROWS` rows of `a` (stride `lda`, depth `k`) times one panel, the first `width`
+/// columns stored to `c` (stride `ldc`). The portable path.
+#[inline(always)]
+fn tile<const ROWS: usize>(
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    panel: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    width: usize,
+) {
+    let mut acc = [[0f32; PANEL]; ROWS];
+    for row in acc.iter_mut() {
+        row.copy_from_slice(&panel[..PANEL]);
+    }
+    for p in 0..k {
+        let w = &panel[PANEL + p * PANEL..PANEL * (p + 2)];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = a[r * lda + p];
+            for (s, &wj) in row.iter_mut().zip(w) {
+                *s = x.mul_add(wj, *s);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        c[r * ldc..r * ldc + width].copy_from_slice(&row[..width]);
+    }
+}
+
+/// [`tile`] with AVX2: two 8-lane accumulators per row, a broadcast of `a` and two fused
+/// multiply-adds per row and step; the same operations in the same order.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `a` must hold `(ROWS - 1) * lda + k` values, `c`
+/// `(ROWS - 1) * ldc + width`, `panel` `(k + 1) * PANEL`, and `width <= PANEL`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const ROWS: usize>(
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    panel: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(panel.len() >= (k + 1) * PANEL && width <= PANEL);
+    let (a, w) = (a.as_ptr(), panel.as_ptr());
+    // SAFETY (every pointer below): in bounds by the caller's contract.
+    let mut lo = [_mm256_loadu_ps(w); ROWS];
+    let mut hi = [_mm256_loadu_ps(w.add(8)); ROWS];
+    for p in 0..k {
+        let wp = w.add(PANEL * (p + 1));
+        let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+        for r in 0..ROWS {
+            let x = _mm256_broadcast_ss(&*a.add(r * lda + p));
+            lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);
+        }
+    }
+    let c = c.as_mut_ptr();
+    for r in 0..ROWS {
+        let dst = c.add(r * ldc);
+        if width == PANEL {
+            _mm256_storeu_ps(dst, lo[r]);
+            _mm256_storeu_ps(dst.add(8), hi[r]);
+        } else {
+            let mut row = [0f32; PANEL];
+            _mm256_storeu_ps(row.as_mut_ptr(), lo[r]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), hi[r]);
+            std::ptr::copy_nonoverlapping(row.as_ptr(), dst, width);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed)
+                    .wrapping_mul(2_654_435_761)
+                    .rotate_left(13);
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The same sums, element by element: the bias, then each product in order, fused.
+    fn reference(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias[j];
+                for p in 0..k {
+                    s = a[i * lda + p].mul_add(b[p * n + j], s);
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn equals_the_fused_sums_bit_for_bit() {
+        // Row tails (m not a multiple of 6), panel tails (n not a multiple of 16), a row
+        // stride longer than k, depth 0 and 1, and products large enough to be split.
+        for &(m, k, n, lda) in &[
+            (1, 1, 1, 1),
+            (7, 3, 17, 5),
+            (13, 0, 20, 0),
+            (64, 40, 33, 40),
+            (300, 64, 48, 70),
+            (1025, 32, 16, 32),
+        ] {
+            let a = values(m * lda.max(1), 1);
+            let b = values(k * n, 2);
+            let bias = values(n, 3);
+            let packed = PackedMatrix::new(&b, k, n, Some(&bias)).unwrap();
+            let want = reference(m, k, n, &a, lda, &b, &bias);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = vec![f32::NAN; m * n];
+                pool.install(|| gemm_packed(m, &a, lda, &packed, &mut c, n))
+                    .unwrap();
+                let same = c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "m={m} k={k} n={n} lda={lda} threads={threads}");
+            }
+        }
+    }
+
+    #[test]
+    fn strided_output_leaves_the_gaps_alone() {
+        let (m, k, n, ldc) = (9, 4, 5, 8);
+        let (a, b) = (values(m * k, 4), values(k * n, 5));
+        let packed = PackedMatrix::new(&b, k, n, None).unwrap();
+        let mut c = vec![7f32; (m - 1) * ldc + n];
+        gemm_packed(m, &a, k, &packed, &mut c, ldc).unwrap();
+        let want = reference(m, k, n, &a, k, &b, &[0.0; 5]);
+        for i in 0..m {
+            assert_eq!(&c[i * ldc..i * ldc + n], &want[i * n..(i + 1) * n]);
+            if i + 1 < m {
+                assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 7.0));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(PackedMatrix::new(&[0.0; 5], 2, 3, None).is_err());
+        assert!(PackedMatrix::new(&[0.0; 6], 2, 3, Some(&[0.0; 2])).is_err());
+        let packed = PackedMatrix::new(&[0.0; 6], 2, 3, None).unwrap();
+        let mut c = vec![0f32; 6];
+        assert!(gemm_packed(2, &[0.0; 3], 2, &packed, &mut c, 3).is_err());
+        assert!(gemm_packed(2, &[0.0; 4], 2, &packed, &mut c[..5], 3).is_err());
+        assert!(gemm_packed(2, &[0.0; 4], 1, &packed, &mut c, 3).is_err());
+    }
+}
