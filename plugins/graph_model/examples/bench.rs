@@ -6,6 +6,7 @@
 //! `all`) picks models; with `dump_dir`, each model's input and outputs are written there as
 //! raw little-endian f32 (`<model>_input.f32`, `<model>_output<i>.f32`, shapes in
 //! `<model>.json`), so that another runtime can be fed the same input and compared.
+//! `GRAPH_MODEL_OP_BY_OP=1` times the op-by-op executor instead of the compiled plan.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|a| a != "all")
         .map(|a| a.split(',').map(str::to_string).collect());
     let dump = std::env::args().nth(3).map(std::path::PathBuf::from);
+    // GRAPH_MODEL_OP_BY_OP=1 times the op-by-op executor instead of the compiled plan.
+    let op_by_op = std::env::var_os("GRAPH_MODEL_OP_BY_OP").is_some_and(|v| v != "0");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
         root.join("tests/reference/tfjs/models.json"),
@@ -81,16 +84,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             std::fs::write(dir.join(format!("{name}.json")), shapes.to_string())?;
         }
+        // The compiled plan gives the op-by-op executor's bits, or the model has no plan.
+        let reference = model.run_op_by_op(std::slice::from_ref(&x), &[])?;
+        let same_bits = reference.iter().zip(&outputs).all(|(a, b)| {
+            a.shape() == b.shape()
+                && match (a.as_slice::<f32>(), b.as_slice::<f32>()) {
+                    (Ok(a), Ok(b)) => a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    _ => a.data_ptr() == b.data_ptr() || a.describe() == b.describe(),
+                }
+        });
+        let plan = match model.plan_status() {
+            Ok(p) => format!("{} steps, {} KiB arena", p.steps, p.arena_bytes / 1024),
+            Err(why) => format!("op by op: {why}"),
+        };
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t = std::time::Instant::now();
-            model.run(std::slice::from_ref(&x), &[])?;
+            if op_by_op {
+                model.run_op_by_op(std::slice::from_ref(&x), &[])?;
+            } else {
+                model.run(std::slice::from_ref(&x), &[])?;
+            }
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let all: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
         times.sort_by(f64::total_cmp);
         println!(
-            "{{\"model\":\"{name}\",\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3},\"times_ms\":[{}]}}",
+            "{{\"model\":\"{name}\",\"plan\":{:?},\"plan_equals_op_by_op\":{same_bits},\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3},\"times_ms\":[{}]}}",
+            plan,
             times[runs / 2],
             times[0],
             all.join(",")

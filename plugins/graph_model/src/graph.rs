@@ -12,10 +12,11 @@ use serde_json::Value as Json;
 use crate::error::{op_err, GraphModelError, OpError, OpResult};
 use crate::model::{ModelFile, NodeDef};
 use crate::ops_cpu::{self as ops, Act, BinOp, ConvGeom, Padding, Reduce, SliceMasks, UnOp};
+use crate::plan::Plan;
 
 /// A parsed op with its attributes.
 #[derive(Clone, Debug, PartialEq)]
-enum Op {
+pub(crate) enum Op {
     Const,
     Placeholder,
     Identity,
@@ -83,15 +84,15 @@ enum Op {
 }
 
 #[derive(Debug)]
-struct GNode {
-    name: String,
-    op_name: String,
-    op: Op,
+pub(crate) struct GNode {
+    pub(crate) name: String,
+    pub(crate) op_name: String,
+    pub(crate) op: Op,
     /// (node index, output index).
-    inputs: Vec<(usize, usize)>,
-    value: Option<Tensor>,
+    pub(crate) inputs: Vec<(usize, usize)>,
+    pub(crate) value: Option<Tensor>,
     /// A constant that is a `Conv2D` filter, packed at load for the convolution's product.
-    packed_filter: Option<PackedFilter>,
+    pub(crate) packed_filter: Option<PackedFilter>,
 }
 
 /// A graph input (a `Placeholder`).
@@ -114,6 +115,17 @@ pub struct GraphModel {
     input_nodes: Vec<usize>,
     default_outputs: Vec<String>,
     signature_outputs: Vec<(String, String)>,
+    /// The compiled plan of the outputs runs ask for, or why there is none.
+    plan: Result<Plan, String>,
+}
+
+/// What [`GraphModel::plan_status`] reports of a compiled plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// Kernels a run executes (views and constants take none).
+    pub steps: usize,
+    /// Bytes of the arena: every intermediate value and the convolutions' scratch.
+    pub arena_bytes: usize,
 }
 
 fn attr<'a>(n: &'a NodeDef, key: &str) -> Option<&'a Json> {
@@ -739,7 +751,7 @@ impl GraphModel {
             op: nodes[node].op_name.clone(),
             msg: e.0,
         })?;
-        Ok(GraphModel {
+        let mut model = GraphModel {
             file,
             nodes,
             order,
@@ -748,7 +760,99 @@ impl GraphModel {
             input_nodes,
             default_outputs,
             signature_outputs,
-        })
+            plan: Err(String::new()),
+        };
+        model.plan_outputs(&[]);
+        Ok(model)
+    }
+
+    /// Compiles the plan of runs that ask for `outputs` (empty: the default outputs), in
+    /// place of the one held; a graph that cannot be planned keeps running op by op, and
+    /// [`GraphModel::plan_status`] says why.
+    pub fn plan_outputs(&mut self, outputs: &[String]) {
+        let names = if outputs.is_empty() {
+            self.default_outputs.clone()
+        } else {
+            outputs.to_vec()
+        };
+        self.plan = names
+            .iter()
+            .map(|n| self.resolve(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+            .and_then(|targets| Plan::build(self, &names, &targets));
+    }
+
+    /// The compiled plan's size, or why runs go op by op.
+    pub fn plan_status(&self) -> Result<PlanSummary, &str> {
+        match &self.plan {
+            Ok(p) => Ok(PlanSummary {
+                steps: p.steps(),
+                arena_bytes: p.arena_bytes(),
+            }),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// An error at load when the plan's arena would exceed `limit` bytes.
+    pub fn check_memory_limit(&self, limit: usize) -> Result<(), GraphModelError> {
+        match &self.plan {
+            Ok(p) if p.arena_bytes() > limit => Err(GraphModelError::Malformed {
+                file: self.file.clone(),
+                msg: format!(
+                    "the compiled plan needs {:.1} MiB of memory for its tensors, more than the limit of {:.1} MiB; raise the limit",
+                    p.arena_bytes() as f64 / (1 << 20) as f64,
+                    limit as f64 / (1 << 20) as f64
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shapes of the planned outputs (for [`GraphModel::run_into`]'s buffers).
+    pub fn planned_output_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        self.plan
+            .as_ref()
+            .ok()
+            .map(|p| p.output_shapes().map(<[usize]>::to_vec).collect())
+    }
+
+    /// A planned run (the outputs [`GraphModel::plan_outputs`] chose) that writes into `outs`,
+    /// one buffer per output of [`GraphModel::planned_output_shapes`]; allocates nothing.
+    pub fn run_into(
+        &self,
+        feeds: &[Tensor],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), GraphModelError> {
+        let plan = self
+            .plan
+            .as_ref()
+            .map_err(|why| self.plan_error(format!("the graph has no compiled plan: {why}")))?;
+        if !plan.serves_feeds(feeds) {
+            return Err(
+                self.plan_error("the inputs do not have the planned shapes and types".into())
+            );
+        }
+        kernels::process::in_pool(|| plan.run_into(self, feeds, outs))
+    }
+
+    pub(crate) fn nodes(&self) -> &[GNode] {
+        &self.nodes
+    }
+
+    pub(crate) fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    pub(crate) fn input_nodes(&self) -> &[usize] {
+        &self.input_nodes
+    }
+
+    pub(crate) fn plan_error(&self, msg: String) -> GraphModelError {
+        GraphModelError::Malformed {
+            file: self.file.clone(),
+            msg,
+        }
     }
 
     pub fn file(&self) -> &Path {
@@ -806,13 +910,24 @@ impl GraphModel {
         feeds: &[Tensor],
         outputs: &[String],
     ) -> Result<Vec<Tensor>, GraphModelError> {
-        kernels::process::in_pool(|| self.run_here(feeds, outputs))
+        kernels::process::in_pool(|| self.run_here(feeds, outputs, true))
+    }
+
+    /// [`GraphModel::run`] without the compiled plan: op by op, each op allocating its
+    /// result (the plan's reference, and its baseline in benchmarks).
+    pub fn run_op_by_op(
+        &self,
+        feeds: &[Tensor],
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, GraphModelError> {
+        kernels::process::in_pool(|| self.run_here(feeds, outputs, false))
     }
 
     fn run_here(
         &self,
         feeds: &[Tensor],
         outputs: &[String],
+        use_plan: bool,
     ) -> Result<Vec<Tensor>, GraphModelError> {
         if feeds.len() != self.inputs.len() {
             return Err(GraphModelError::Input {
@@ -864,6 +979,38 @@ impl GraphModel {
             .iter()
             .map(|n| self.resolve(n))
             .collect::<Result<_, _>>()?;
+        if let (Ok(plan), true) = (&self.plan, use_plan) {
+            if plan.serves(&names, feeds) {
+                return plan.run(self, feeds);
+            }
+        }
+        let values = self.evaluate(feeds, &targets, false)?;
+        targets
+            .iter()
+            .zip(&names)
+            .map(|(&(i, k), name)| {
+                values[i]
+                    .as_ref()
+                    .and_then(|v| v.get(k))
+                    .cloned()
+                    .ok_or_else(|| GraphModelError::Output {
+                        file: self.file.clone(),
+                        name: name.clone(),
+                        msg: format!("node \"{}\" has no output {k}", self.nodes[i].name),
+                    })
+            })
+            .collect()
+    }
+
+    /// Runs the nodes `targets` depend on, op by op, and returns every node's outputs that
+    /// are still held at the end: the targets' (and constants'), or all of them with
+    /// `keep_all` (the plan's dry run).
+    pub(crate) fn evaluate(
+        &self,
+        feeds: &[Tensor],
+        targets: &[(usize, usize)],
+        keep_all: bool,
+    ) -> Result<Vec<Option<Vec<Tensor>>>, GraphModelError> {
         // Which nodes are needed, and how many times each value is still to be read.
         let mut needed = vec![false; self.nodes.len()];
         let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
@@ -881,7 +1028,7 @@ impl GraphModel {
                 }
             }
         }
-        for &(j, _) in &targets {
+        for &(j, _) in targets {
             remaining[j] += 1;
         }
         let mut values: Vec<Option<Vec<Tensor>>> = vec![None; self.nodes.len()];
@@ -932,7 +1079,7 @@ impl GraphModel {
             values[i] = Some(out);
             for &(j, _) in &node.inputs {
                 remaining[j] -= 1;
-                if remaining[j] == 0 && self.nodes[j].op != Op::Const {
+                if remaining[j] == 0 && self.nodes[j].op != Op::Const && !keep_all {
                     values[j] = None;
                 }
             }
@@ -946,21 +1093,7 @@ impl GraphModel {
                 eprintln!("  {op:<24} {count:>5} x  {ms:>8.2} ms");
             }
         }
-        targets
-            .iter()
-            .zip(&names)
-            .map(|(&(i, k), name)| {
-                values[i]
-                    .as_ref()
-                    .and_then(|v| v.get(k))
-                    .cloned()
-                    .ok_or_else(|| GraphModelError::Output {
-                        file: self.file.clone(),
-                        name: name.clone(),
-                        msg: format!("node \"{}\" has no output {k}", self.nodes[i].name),
-                    })
-            })
-            .collect()
+        Ok(values)
     }
 
     fn exec(&self, node: &GNode, a: &[&Tensor]) -> OpResult<Vec<Tensor>> {
@@ -1183,6 +1316,7 @@ fn profiling() -> bool {
 mod tests {
     use super::*;
     use crate::model::{ModelFile, NodeDef};
+    use crate::plan::Plan;
 
     fn node(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
         NodeDef {

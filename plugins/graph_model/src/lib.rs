@@ -21,6 +21,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod ops_cpu;
+mod plan;
 pub mod preprocess;
 pub mod tasks;
 
@@ -32,7 +33,7 @@ use plugin_sdk::{
 };
 
 pub use error::GraphModelError;
-pub use graph::{GraphModel, InputInfo};
+pub use graph::{GraphModel, InputInfo, PlanSummary};
 pub use preprocess::Preprocess;
 
 vision_common::family_library!(name: "graph_model", kinds: kinds);

@@ -429,7 +429,7 @@ pub enum BinOp {
 }
 
 impl BinOp {
-    fn is_comparison(self) -> bool {
+    pub fn is_comparison(self) -> bool {
         matches!(
             self,
             BinOp::Equal
@@ -468,8 +468,11 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     Ok(out)
 }
 
+/// Ranks the broadcasting loops handle (their indices live on the stack).
+const MAX_RANK: usize = 8;
+
 /// Applies `f` over the broadcast of `a` and `b`.
-fn broadcast_map<A: Copy, B: Copy, O>(
+fn broadcast_map<A: Copy, B: Copy, O: Copy + Default>(
     a: &[A],
     ash: &[usize],
     b: &[B],
@@ -477,47 +480,72 @@ fn broadcast_map<A: Copy, B: Copy, O>(
     f: impl Fn(A, B) -> O,
 ) -> OpResult<(Vec<O>, Vec<usize>)> {
     let out_shape = broadcast_shape(ash, bsh)?;
-    let n = numel(&out_shape)?;
+    let mut out = vec![O::default(); numel(&out_shape)?];
+    broadcast_into(a, ash, b, bsh, &out_shape, &mut out, f)?;
+    Ok((out, out_shape))
+}
+
+/// [`broadcast_map`] into `out`, of `out_shape` (the broadcast shape); allocates nothing.
+fn broadcast_into<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    out_shape: &[usize],
+    out: &mut [O],
+    f: impl Fn(A, B) -> O,
+) -> OpResult<()> {
+    let n = out.len();
+    if a.len() != ash.iter().product::<usize>()
+        || b.len() != bsh.iter().product::<usize>()
+        || n != out_shape.iter().product::<usize>()
+    {
+        return op_err!("operands {ash:?} and {bsh:?} do not fit an output {out_shape:?}");
+    }
     if ash == bsh {
-        return Ok((a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(), out_shape));
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+        return Ok(());
     }
     if b.len() == 1 && a.len() == n {
         let y = b[0];
-        return Ok((a.iter().map(|&x| f(x, y)).collect(), out_shape));
+        for (o, &x) in out.iter_mut().zip(a) {
+            *o = f(x, y);
+        }
+        return Ok(());
     }
     if a.len() == 1 && b.len() == n {
         let x = a[0];
-        return Ok((b.iter().map(|&y| f(x, y)).collect(), out_shape));
+        for (o, &y) in out.iter_mut().zip(b) {
+            *o = f(x, y);
+        }
+        return Ok(());
     }
     let r = out_shape.len();
-    let bstrides = |sh: &[usize]| -> Vec<usize> {
-        let st = strides(sh);
-        (0..r)
-            .map(|i| {
-                if i + sh.len() < r {
-                    0
-                } else {
-                    let j = i + sh.len() - r;
-                    if sh[j] == 1 {
-                        0
-                    } else {
-                        st[j]
-                    }
-                }
-            })
-            .collect()
+    if r > MAX_RANK {
+        return op_err!("broadcasting is supported up to rank {MAX_RANK}, got {out_shape:?}");
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // Strides of each operand over the output's axes (0 where it is broadcast).
+    let bstrides = |sh: &[usize]| -> [usize; MAX_RANK] {
+        let mut st = [0usize; MAX_RANK];
+        let mut stride = 1;
+        for j in (0..sh.len()).rev() {
+            let i = j + r - sh.len();
+            st[i] = if sh[j] == 1 { 0 } else { stride };
+            stride *= sh[j];
+        }
+        st
     };
     let sa = bstrides(ash);
     let sb = bstrides(bsh);
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return Ok((out, out_shape));
-    }
     let inner = out_shape[r - 1];
     let (ia, ib) = (sa[r - 1], sb[r - 1]);
-    let outer = n / inner;
-    let mut idx = vec![0usize; r - 1];
-    for _ in 0..outer {
+    let mut idx = [0usize; MAX_RANK];
+    for orow in out.chunks_exact_mut(inner) {
         let mut oa = 0;
         let mut ob = 0;
         for d in 0..r - 1 {
@@ -526,23 +554,30 @@ fn broadcast_map<A: Copy, B: Copy, O>(
         }
         // Contiguous or broadcast rows as slices, so that `f` (a closure, inlined) vectorises.
         match (ia, ib) {
-            (1, 1) => out.extend(
-                a[oa..oa + inner]
-                    .iter()
+            (1, 1) => {
+                for ((o, &x), &y) in orow
+                    .iter_mut()
+                    .zip(&a[oa..oa + inner])
                     .zip(&b[ob..ob + inner])
-                    .map(|(&x, &y)| f(x, y)),
-            ),
+                {
+                    *o = f(x, y);
+                }
+            }
             (1, 0) => {
                 let y = b[ob];
-                out.extend(a[oa..oa + inner].iter().map(|&x| f(x, y)));
+                for (o, &x) in orow.iter_mut().zip(&a[oa..oa + inner]) {
+                    *o = f(x, y);
+                }
             }
             (0, 1) => {
                 let x = a[oa];
-                out.extend(b[ob..ob + inner].iter().map(|&y| f(x, y)));
+                for (o, &y) in orow.iter_mut().zip(&b[ob..ob + inner]) {
+                    *o = f(x, y);
+                }
             }
             _ => {
-                for i in 0..inner {
-                    out.push(f(a[oa + i * ia], b[ob + i * ib]));
+                for (i, o) in orow.iter_mut().enumerate() {
+                    *o = f(a[oa + i * ia], b[ob + i * ib]);
                 }
             }
         }
@@ -554,7 +589,7 @@ fn broadcast_map<A: Copy, B: Copy, O>(
             idx[d] = 0;
         }
     }
-    Ok((out, out_shape))
+    Ok(())
 }
 
 fn f32_op(op: BinOp) -> OpResult<fn(f32, f32) -> f32> {
@@ -668,17 +703,10 @@ pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     }
     match a.dtype() {
         DType::F32 => {
-            let (x, y) = (f32s(a)?, f32s(b)?);
-            // The common ops as closures, which inline into the loops (a function pointer
-            // from `f32_op` costs an indirect call per element); same arithmetic.
-            let (v, s) = match op {
-                BinOp::Add => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p + q)?,
-                BinOp::Sub => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p - q)?,
-                BinOp::Mul => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p * q)?,
-                BinOp::Div => broadcast_map(x, ash, y, bsh, |p: f32, q: f32| p / q)?,
-                _ => broadcast_map(x, ash, y, bsh, f32_op(op)?)?,
-            };
-            Ok(Tensor::from_vec(&s, v)?)
+            let out_shape = broadcast_shape(ash, bsh)?;
+            let mut out = vec![0f32; numel(&out_shape)?];
+            binary_f32_into(op, (f32s(a)?, ash), (f32s(b)?, bsh), &out_shape, &mut out)?;
+            Ok(Tensor::from_vec(&out_shape, out)?)
         }
         DType::I32 => {
             let (v, s) = broadcast_map(
@@ -691,6 +719,26 @@ pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
             Ok(Tensor::from_vec(&s, v)?)
         }
         d => op_err!("{op:?} is not supported for dtype {d}"),
+    }
+}
+
+/// An arithmetic `a op b` on f32 operands (data, shape) into `out` of `out_shape` (their
+/// broadcast shape); allocates nothing.
+pub fn binary_f32_into(
+    op: BinOp,
+    (x, ash): (&[f32], &[usize]),
+    (y, bsh): (&[f32], &[usize]),
+    out_shape: &[usize],
+    out: &mut [f32],
+) -> OpResult<()> {
+    // The common ops as closures, which inline into the loops (a function pointer from
+    // `f32_op` costs an indirect call per element); same arithmetic.
+    match op {
+        BinOp::Add => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p + q),
+        BinOp::Sub => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p - q),
+        BinOp::Mul => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p * q),
+        BinOp::Div => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p / q),
+        _ => broadcast_into(x, ash, y, bsh, out_shape, out, f32_op(op)?),
     }
 }
 
@@ -740,12 +788,18 @@ pub fn unary(op: UnOp, x: &Tensor) -> OpResult<Tensor> {
         )?);
     }
     let mut v = f32s(x)?.to_vec();
+    unary_f32_in_place(op, &mut v)?;
+    Ok(Tensor::from_vec(x.shape(), v)?)
+}
+
+/// `op(v)` element-wise on f32 values, in place.
+pub fn unary_f32_in_place(op: UnOp, v: &mut [f32]) -> OpResult<()> {
     match op {
         UnOp::Act(a) => {
             if a == Act::Prelu {
                 return op_err!("Prelu is binary");
             }
-            bias_act(&mut v, 1, None, a, None)?
+            bias_act(v, 1, None, a, None)?
         }
         UnOp::Sqrt => v.iter_mut().for_each(|x| *x = x.sqrt()),
         UnOp::Rsqrt => v.iter_mut().for_each(|x| *x = 1.0 / x.sqrt()),
@@ -759,19 +813,36 @@ pub fn unary(op: UnOp, x: &Tensor) -> OpResult<Tensor> {
         UnOp::Round => v.iter_mut().for_each(|x| *x = x.round_ties_even()),
         UnOp::Reciprocal => v.iter_mut().for_each(|x| *x = 1.0 / *x),
     }
-    Ok(Tensor::from_vec(x.shape(), v)?)
+    Ok(())
 }
 
 /// `max(x, 0) + alpha * min(x, 0)` with `alpha` broadcast against `x`.
 pub fn prelu(x: &Tensor, alpha: &Tensor) -> OpResult<Tensor> {
-    let (v, s) = broadcast_map(f32s(x)?, x.shape(), f32s(alpha)?, alpha.shape(), |x, a| {
+    let out_shape = broadcast_shape(x.shape(), alpha.shape())?;
+    let mut out = vec![0f32; numel(&out_shape)?];
+    prelu_into(
+        (f32s(x)?, x.shape()),
+        (f32s(alpha)?, alpha.shape()),
+        &out_shape,
+        &mut out,
+    )?;
+    Ok(Tensor::from_vec(&out_shape, out)?)
+}
+
+/// [`prelu`] on f32 data into `out` of `out_shape` (the broadcast shape).
+pub fn prelu_into(
+    (x, xsh): (&[f32], &[usize]),
+    (alpha, ash): (&[f32], &[usize]),
+    out_shape: &[usize],
+    out: &mut [f32],
+) -> OpResult<()> {
+    broadcast_into(x, xsh, alpha, ash, out_shape, out, |x, a| {
         if x < 0.0 {
             x * a
         } else {
             x
         }
-    })?;
-    Ok(Tensor::from_vec(&s, v)?)
+    })
 }
 
 // ---------------------------------------------------------------------------------------

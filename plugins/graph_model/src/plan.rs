@@ -1,0 +1,839 @@
+//! The compiled execution plan of a loaded graph: shapes fixed at load, constants folded,
+//! every intermediate tensor placed in one arena by a lifetime-based memory plan, and each
+//! step a kernel that writes into its place. A planned run allocates nothing.
+//!
+//! Planning runs the graph once op by op on zeros of the input's shape (a leading `-1`
+//! batch is planned as 1): that dry run gives every value's shape, and every value that
+//! does not depend on an input (a constant, or computed from constants only) becomes a
+//! constant of the plan. Each value that does depend on an input becomes a step, with the
+//! same kernel as the op-by-op executor's (the `_into` forms in [`crate::ops_cpu`] and
+//! `kernels::layers`), so both executors give the same bits; `Reshape`, `Identity`,
+//! `ExpandDims` and `Squeeze` become views of their input's place.
+//!
+//! The memory plan is TFLite's greedy-by-size: each arena value lives from the step that
+//! writes it to the last step that reads it (or one of its views), and the values, largest
+//! first, take the lowest offset that no value alive at the same time holds. One scratch
+//! area after them serves the convolutions' im2col.
+//!
+//! A graph plans when every input has a static shape (but for the batch) and float32 type,
+//! and every op an input reaches has a planned kernel; otherwise it runs op by op and
+//! [`crate::GraphModel::plan_status`] says why.
+
+use std::sync::Mutex;
+
+use kernels::layers::conv_nhwc::{self, ConvPlan, ConvTransposePlan, PackedTransposedFilter};
+use kernels::layers::pool::{pool2d_nhwc_dims, pool2d_nhwc_into};
+use kernels::layers::resize::NhwcResize;
+use kernels::layers::shape::{concat_into, pad_constant_into};
+use kernels::layers::{NhwcConvGeom, ResizeMode};
+use kernels::{DType, Tensor};
+
+use crate::error::{GraphModelError, OpError, OpResult};
+use crate::graph::{GNode, GraphModel, Op};
+use crate::ops_cpu::{
+    self as ops, bias_act, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act,
+    BinOp, Padding, UnOp,
+};
+
+/// Where a value lives during a planned run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// The `k`-th input, read in place.
+    Feed(usize),
+    /// A constant of the plan.
+    Const(usize),
+    /// An arena buffer (its offset is the memory plan's).
+    Arena(usize),
+}
+
+/// A value: its place and shape.
+#[derive(Clone, Debug, PartialEq)]
+struct Slot {
+    place: Place,
+    shape: Vec<usize>,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn dims4(&self) -> OpResult<[usize; 4]> {
+        <[usize; 4]>::try_from(self.shape.as_slice())
+            .map_err(|_| OpError::new(format!("expected a rank-4 value, got {:?}", self.shape)))
+    }
+}
+
+/// The kernel of a step, with everything about it that is known at load.
+#[derive(Debug)]
+enum Kernel {
+    Conv {
+        geom: NhwcConvGeom,
+        plan: ConvPlan,
+        /// The node holding the packed filter.
+        filter: usize,
+        act: Act,
+    },
+    Depthwise {
+        geom: NhwcConvGeom,
+        act: Act,
+    },
+    ConvTranspose {
+        filter: Box<PackedTransposedFilter>,
+        plan: ConvTransposePlan,
+    },
+    Binary(BinOp),
+    Prelu,
+    Unary(UnOp),
+    AddN,
+    Pool {
+        max: bool,
+        k: (usize, usize),
+        s: (usize, usize),
+        padding: Padding,
+    },
+    Pad {
+        pairs: Vec<(usize, usize)>,
+        value: f32,
+    },
+    Concat {
+        /// Product of the output's dimensions before the axis.
+        outer: usize,
+    },
+    Resize(Box<NhwcResize>),
+}
+
+/// One step: the graph node it computes, its kernel, its inputs and its output.
+#[derive(Debug)]
+struct Step {
+    node: usize,
+    kernel: Kernel,
+    /// The kernel's operands. Conv: x, then the bias and the Prelu slope when the node has
+    /// them (`bias`, `alpha`); Depthwise: x, filter, then the same.
+    args: Vec<Slot>,
+    bias: Option<Slot>,
+    alpha: Option<Slot>,
+    out: Slot,
+}
+
+/// A compiled plan for one set of outputs.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The output names it serves, as requested.
+    names: Vec<String>,
+    /// The input shapes it was planned for.
+    feed_shapes: Vec<Vec<usize>>,
+    steps: Vec<Step>,
+    consts: Vec<Tensor>,
+    outputs: Vec<Slot>,
+    /// Offset of each arena buffer.
+    offsets: Vec<usize>,
+    /// Floats of the arena's values; the scratch follows them.
+    values_len: usize,
+    scratch_len: usize,
+    /// The arena, held between runs (a run finding it busy uses a fresh one).
+    arena: Mutex<Vec<f32>>,
+}
+
+/// Arena offsets are multiples of this many floats (64 bytes, a cache line).
+const ALIGN: usize = 16;
+
+impl Plan {
+    /// Plans `model` for the outputs `names` (resolved to `targets`). `Err` says why the graph
+    /// cannot be planned (it then runs op by op).
+    pub(crate) fn build(
+        model: &GraphModel,
+        names: &[String],
+        targets: &[(usize, usize)],
+    ) -> Result<Plan, String> {
+        let nodes = model.nodes();
+        let mut feed_shapes = Vec::new();
+        let mut feeds = Vec::new();
+        for info in model.inputs() {
+            if info.dtype != DType::F32 {
+                return Err(format!(
+                    "input \"{}\" is {}, not float32",
+                    info.name, info.dtype
+                ));
+            }
+            let shape: Vec<usize> = info
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(d, &n)| match n {
+                    -1 if d == 0 => Ok(1),
+                    n if n >= 0 => Ok(n as usize),
+                    _ => Err(format!(
+                        "input \"{}\" has no static shape ({:?})",
+                        info.name, info.shape
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            if shape.is_empty() {
+                return Err(format!("input \"{}\" declares no shape", info.name));
+            }
+            feeds.push(Tensor::zeros(DType::F32, &shape).map_err(|e| e.to_string())?);
+            feed_shapes.push(shape);
+        }
+        for &(i, k) in targets {
+            if k != 0 {
+                return Err(format!(
+                    "output {k} of node \"{}\" is requested",
+                    nodes[i].name
+                ));
+            }
+        }
+        // The dry run: every value's shape, and the values of the constant part.
+        let values = model
+            .evaluate(&feeds, targets, true)
+            .map_err(|e| format!("the dry run failed: {e}"))?;
+        let feed_index = |i: usize| model.input_nodes().iter().position(|&j| j == i);
+        let mut dynamic = vec![false; nodes.len()];
+        for &i in model.order() {
+            dynamic[i] =
+                feed_index(i).is_some() || nodes[i].inputs.iter().any(|&(j, _)| dynamic[j]);
+        }
+        let mut b = Builder {
+            nodes,
+            values: &values,
+            slots: vec![None; nodes.len()],
+            consts: Vec::new(),
+            steps: Vec::new(),
+            buffers: Vec::new(),
+        };
+        for &i in model.order() {
+            if !dynamic[i] || values[i].is_none() {
+                continue;
+            }
+            b.plan_node(i, feed_index(i)).map_err(|e| {
+                format!("node \"{}\" (op {}): {e}", nodes[i].name, nodes[i].op_name)
+            })?;
+        }
+        let outputs: Vec<Slot> = targets
+            .iter()
+            .map(|&(i, _)| b.slot_of(i))
+            .collect::<OpResult<_>>()
+            .map_err(|e| e.0)?;
+        let (offsets, values_len) = b.memory_plan(&outputs);
+        let scratch_len = b
+            .steps
+            .iter()
+            .map(|s| match &s.kernel {
+                Kernel::Conv { plan, .. } => plan.scratch,
+                Kernel::ConvTranspose { plan, .. } => plan.scratch,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(Plan {
+            names: names.to_vec(),
+            feed_shapes,
+            steps: b.steps,
+            consts: b.consts,
+            outputs,
+            offsets,
+            values_len,
+            scratch_len,
+            arena: Mutex::new(vec![0f32; values_len + scratch_len]),
+        })
+    }
+
+    /// Bytes of the arena (values and scratch).
+    pub(crate) fn arena_bytes(&self) -> usize {
+        (self.values_len + self.scratch_len) * std::mem::size_of::<f32>()
+    }
+
+    /// Steps of the plan (the op-by-op executor runs one per node).
+    pub(crate) fn steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether a run of `names` on `feeds` is the one planned.
+    pub(crate) fn serves(&self, names: &[String], feeds: &[Tensor]) -> bool {
+        names == self.names.as_slice() && self.serves_feeds(feeds)
+    }
+
+    /// Whether `feeds` have the planned shapes and types.
+    pub(crate) fn serves_feeds(&self, feeds: &[Tensor]) -> bool {
+        feeds.len() == self.feed_shapes.len()
+            && feeds
+                .iter()
+                .zip(&self.feed_shapes)
+                .all(|(t, s)| t.dtype() == DType::F32 && t.shape() == s.as_slice())
+    }
+
+    /// The shapes of the planned outputs.
+    pub(crate) fn output_shapes(&self) -> impl Iterator<Item = &[usize]> {
+        self.outputs.iter().map(|s| s.shape.as_slice())
+    }
+
+    /// A planned run returning new tensors.
+    pub(crate) fn run(
+        &self,
+        model: &GraphModel,
+        feeds: &[Tensor],
+    ) -> Result<Vec<Tensor>, GraphModelError> {
+        let mut outs: Vec<Vec<f32>> = self.outputs.iter().map(|s| vec![0f32; s.len()]).collect();
+        {
+            let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            self.run_into(model, feeds, &mut views)?;
+        }
+        self.outputs
+            .iter()
+            .zip(outs)
+            .map(|(s, v)| {
+                Tensor::from_vec(&s.shape, v).map_err(|e| model.plan_error(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// A planned run writing the outputs into `outs` (one slice per output, of its size).
+    /// Allocates nothing when the arena is free (it is, unless another thread runs the
+    /// same model at the same time).
+    pub(crate) fn run_into(
+        &self,
+        model: &GraphModel,
+        feeds: &[Tensor],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), GraphModelError> {
+        if outs.len() != self.outputs.len()
+            || outs
+                .iter()
+                .zip(&self.outputs)
+                .any(|(o, s)| o.len() != s.len())
+        {
+            return Err(model.plan_error(format!(
+                "{} output buffers do not fit the planned outputs {:?}",
+                outs.len(),
+                self.outputs.iter().map(|s| &s.shape).collect::<Vec<_>>()
+            )));
+        }
+        let mut fresh;
+        let mut held = self.arena.try_lock();
+        let arena: &mut [f32] = match held.as_deref_mut() {
+            Ok(a) => a,
+            Err(_) => {
+                fresh = vec![0f32; self.values_len + self.scratch_len];
+                &mut fresh
+            }
+        };
+        let base = arena.as_mut_ptr();
+        for step in &self.steps {
+            self.exec(model, step, feeds, base).map_err(|e| {
+                let node = &model.nodes()[step.node];
+                GraphModelError::Node {
+                    file: model.file().to_path_buf(),
+                    node: node.name.clone(),
+                    op: node.op_name.clone(),
+                    msg: e.0,
+                }
+            })?;
+        }
+        for (o, slot) in outs.iter_mut().zip(&self.outputs) {
+            // SAFETY: no step runs any more; `base` points to the arena of
+            // `values_len + scratch_len` floats, which `read` stays inside of.
+            let v = unsafe { self.read(slot, feeds, base) }.map_err(|e| model.plan_error(e.0))?;
+            o.copy_from_slice(v);
+        }
+        Ok(())
+    }
+
+    /// The data of `slot`.
+    ///
+    /// # Safety
+    /// `base` must point to this plan's arena (`values_len + scratch_len` floats), and no
+    /// mutable slice of the arena may overlap the slot's buffer while the result lives.
+    unsafe fn read<'a>(
+        &'a self,
+        slot: &Slot,
+        feeds: &'a [Tensor],
+        base: *mut f32,
+    ) -> OpResult<&'a [f32]> {
+        let len = slot.len();
+        let data = match slot.place {
+            Place::Feed(k) => {
+                ops::f32s(feeds.get(k).ok_or_else(|| OpError::new("missing input"))?)?
+            }
+            Place::Const(c) => ops::f32s(&self.consts[c])?,
+            Place::Arena(b) => {
+                let off = self.offsets[b];
+                if off + len > self.values_len {
+                    return Err(OpError::new("a value lies outside the arena"));
+                }
+                // SAFETY: inside the arena (checked above); the caller guarantees that nothing
+                // writes to this range meanwhile.
+                return Ok(unsafe { std::slice::from_raw_parts(base.add(off), len) });
+            }
+        };
+        if data.len() != len {
+            return Err(OpError::new(format!(
+                "a value of {} floats where {:?} was planned",
+                data.len(),
+                slot.shape
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Runs one step.
+    fn exec(
+        &self,
+        model: &GraphModel,
+        step: &Step,
+        feeds: &[Tensor],
+        base: *mut f32,
+    ) -> OpResult<()> {
+        let Place::Arena(b) = step.out.place else {
+            return Err(OpError::new("a step's output is not in the arena"));
+        };
+        let (off, len) = (self.offsets[b], step.out.len());
+        if off + len > self.values_len {
+            return Err(OpError::new("a value lies outside the arena"));
+        }
+        // SAFETY: the memory plan gives this step's output a range of the arena that no value
+        // alive during the step holds (its inputs are alive until they are read, here), and
+        // the scratch lies after every value; all stay inside the arena's
+        // `values_len + scratch_len` floats (checked), and the arena is borrowed mutably by
+        // this run alone.
+        let out = unsafe { std::slice::from_raw_parts_mut(base.add(off), len) };
+        let scratch =
+            unsafe { std::slice::from_raw_parts_mut(base.add(self.values_len), self.scratch_len) };
+        // SAFETY: as above: the inputs' buffers do not overlap `out` nor the scratch.
+        let arg = |k: usize| -> OpResult<&[f32]> {
+            let slot = step
+                .args
+                .get(k)
+                .ok_or_else(|| OpError::new("missing operand"))?;
+            unsafe { self.read(slot, feeds, base) }
+        };
+        let opt = |slot: &Option<Slot>| -> OpResult<Option<&[f32]>> {
+            slot.as_ref()
+                .map(|s| unsafe { self.read(s, feeds, base) })
+                .transpose()
+        };
+        let (bias, alpha) = (opt(&step.bias)?, opt(&step.alpha)?);
+        let shape = |k: usize| step.args[k].shape.as_slice();
+        match &step.kernel {
+            Kernel::Conv {
+                geom,
+                plan,
+                filter,
+                act,
+            } => {
+                let f = model.nodes()[*filter]
+                    .packed_filter
+                    .as_ref()
+                    .ok_or_else(|| OpError::new("the filter was not packed"))?;
+                conv_nhwc::conv2d_nhwc_packed(arg(0)?, f, *geom, plan, out, scratch)?;
+                bias_act(out, plan.out[3], bias, *act, alpha)
+            }
+            Kernel::Depthwise { geom, act } => {
+                let (x, w) = (step.args[0].dims4()?, step.args[1].dims4()?);
+                conv_nhwc::depthwise_conv2d_nhwc_into(arg(0)?, x, arg(1)?, w, *geom, out)?;
+                bias_act(out, w[2] * w[3], bias, *act, alpha)
+            }
+            Kernel::ConvTranspose { filter, plan } => Ok(conv_nhwc::conv_transpose2d_nhwc_packed(
+                arg(0)?,
+                filter,
+                plan,
+                out,
+                scratch,
+            )?),
+            Kernel::Binary(op) => binary_f32_into(
+                *op,
+                (arg(0)?, shape(0)),
+                (arg(1)?, shape(1)),
+                &step.out.shape,
+                out,
+            ),
+            Kernel::Prelu => prelu_into(
+                (arg(0)?, shape(0)),
+                (arg(1)?, shape(1)),
+                &step.out.shape,
+                out,
+            ),
+            Kernel::Unary(op) => {
+                out.copy_from_slice(arg(0)?);
+                unary_f32_in_place(*op, out)
+            }
+            Kernel::AddN => {
+                out.copy_from_slice(arg(0)?);
+                for k in 1..step.args.len() {
+                    // `binary`'s addition, element by element, as `add_n` sums.
+                    for (o, &v) in out.iter_mut().zip(arg(k)?) {
+                        *o += v;
+                    }
+                }
+                Ok(())
+            }
+            Kernel::Pool { max, k, s, padding } => Ok(pool2d_nhwc_into(
+                arg(0)?,
+                step.args[0].dims4()?,
+                *k,
+                *s,
+                *padding,
+                *max,
+                out,
+            )?),
+            Kernel::Pad { pairs, value } => {
+                Ok(pad_constant_into(arg(0)?, shape(0), pairs, *value, out)?)
+            }
+            Kernel::Concat { outer } => {
+                let mut parts = [(&[][..], 0usize); MAX_CONCAT];
+                for (k, part) in parts.iter_mut().enumerate().take(step.args.len()) {
+                    *part = (arg(k)?, step.args[k].len() / (*outer).max(1));
+                }
+                Ok(concat_into(&parts[..step.args.len()], *outer, out)?)
+            }
+            Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
+        }
+    }
+}
+
+/// Inputs a planned `ConcatV2` takes (their slices are gathered on the stack).
+const MAX_CONCAT: usize = 16;
+
+/// Plans the nodes one by one.
+struct Builder<'a> {
+    nodes: &'a [GNode],
+    values: &'a [Option<Vec<Tensor>>],
+    /// The planned value of each node (dynamic ones, and constants once used).
+    slots: Vec<Option<Slot>>,
+    consts: Vec<Tensor>,
+    steps: Vec<Step>,
+    /// Floats of each arena buffer.
+    buffers: Vec<usize>,
+}
+
+impl Builder<'_> {
+    /// The dry run's value of node `i`.
+    fn value(&self, i: usize) -> OpResult<&Tensor> {
+        self.values[i]
+            .as_ref()
+            .and_then(|v| v.first())
+            .ok_or_else(|| OpError::new(format!("node \"{}\" has no value", self.nodes[i].name)))
+    }
+
+    /// The value of node `i`, which must not depend on an input (a constant of the plan).
+    fn static_value(&self, i: usize) -> OpResult<&Tensor> {
+        match &self.slots[i] {
+            Some(s) if !matches!(s.place, Place::Const(_)) => Err(OpError::new(format!(
+                "its operand \"{}\" is computed from the input; only a constant is planned",
+                self.nodes[i].name
+            ))),
+            _ => self.value(i),
+        }
+    }
+
+    /// The slot of node `i`'s value: its planned place, or a new constant of the plan.
+    fn slot_of(&mut self, i: usize) -> OpResult<Slot> {
+        if let Some(s) = &self.slots[i] {
+            return Ok(s.clone());
+        }
+        let t = self.value(i)?;
+        if t.dtype() != DType::F32 {
+            return Err(OpError::new(format!(
+                "operand \"{}\" is {}; only float32 values are planned",
+                self.nodes[i].name,
+                t.describe()
+            )));
+        }
+        let s = Slot {
+            place: Place::Const(self.consts.len()),
+            shape: t.shape().to_vec(),
+        };
+        self.consts.push(t.clone());
+        self.slots[i] = Some(s.clone());
+        Ok(s)
+    }
+
+    /// The node that input `k` of node `i` reads.
+    fn input_node(&self, i: usize, k: usize) -> OpResult<usize> {
+        self.nodes[i]
+            .inputs
+            .get(k)
+            .map(|r| r.0)
+            .ok_or_else(|| OpError::new(format!("has no input {k}")))
+    }
+
+    /// The slot of input `k` of node `i` (output 0 of its producer).
+    fn input(&mut self, i: usize, k: usize) -> OpResult<Slot> {
+        match self.nodes[i].inputs.get(k) {
+            Some(&(j, 0)) => self.slot_of(j),
+            Some(&(j, out)) => Err(OpError::new(format!(
+                "reads output {out} of \"{}\"; only first outputs are planned",
+                self.nodes[j].name
+            ))),
+            None => Err(OpError::new(format!("has no input {k}"))),
+        }
+    }
+
+    fn plan_node(&mut self, i: usize, feed: Option<usize>) -> OpResult<()> {
+        let node = &self.nodes[i];
+        let outputs = self.values[i].as_ref().map_or(0, Vec::len);
+        if outputs != 1 {
+            return Err(OpError::new(format!(
+                "{outputs} outputs; only ops with one output are planned"
+            )));
+        }
+        let out_t = self.value(i)?;
+        if out_t.dtype() != DType::F32 {
+            return Err(OpError::new(format!(
+                "its value is {}; only float32 values are planned",
+                out_t.describe()
+            )));
+        }
+        let shape = out_t.shape().to_vec();
+        if let Some(k) = feed {
+            self.slots[i] = Some(Slot {
+                place: Place::Feed(k),
+                shape,
+            });
+            return Ok(());
+        }
+        let (mut bias, mut alpha) = (None, None);
+        let (kernel, args) = match &node.op {
+            Op::Identity | Op::Reshape | Op::ExpandDims | Op::Squeeze { .. } => {
+                // A view: the input's place under the new shape.
+                let src = self.input(i, 0)?;
+                self.slots[i] = Some(Slot {
+                    place: src.place,
+                    shape,
+                });
+                return Ok(());
+            }
+            &Op::Conv {
+                depthwise,
+                geom,
+                bias: has_bias,
+                act,
+            } => {
+                let x = self.input(i, 0)?;
+                if has_bias {
+                    bias = Some(self.input(i, 2)?);
+                }
+                if act == Act::Prelu {
+                    alpha = Some(self.input(i, if has_bias { 3 } else { 2 })?);
+                }
+                if depthwise {
+                    let w = self.input(i, 1)?;
+                    if !matches!(w.place, Place::Const(_)) {
+                        return Err(OpError::new(
+                            "its filter is computed; only constant filters are planned",
+                        ));
+                    }
+                    (Kernel::Depthwise { geom, act }, vec![x, w])
+                } else {
+                    let filter = node.inputs.get(1).map(|r| r.0).unwrap_or(usize::MAX);
+                    let Some(packed) = self
+                        .nodes
+                        .get(filter)
+                        .and_then(|n| n.packed_filter.as_ref())
+                    else {
+                        return Err(OpError::new(
+                            "its filter is computed; only constant filters are planned",
+                        ));
+                    };
+                    let plan = conv_nhwc::conv2d_nhwc_plan(x.dims4()?, packed, geom)?;
+                    (
+                        Kernel::Conv {
+                            geom,
+                            plan,
+                            filter,
+                            act,
+                        },
+                        vec![x],
+                    )
+                }
+            }
+            &Op::ConvTranspose { strides, padding } => {
+                let w = self.static_value(self.input_node(i, 1)?)?;
+                let w4 = w
+                    .view::<f32>()?
+                    .into_dimensionality::<ndarray::Ix4>()
+                    .map_err(|_| OpError::new(format!("the filter {} is not 4-D", w.describe())))?;
+                let filter = PackedTransposedFilter::new(w4)?;
+                let x = self.input(i, 2)?;
+                let [_, oh, ow, _] = <[usize; 4]>::try_from(shape.as_slice())
+                    .map_err(|_| OpError::new("its output is not 4-D"))?;
+                let plan = conv_nhwc::conv_transpose2d_nhwc_plan(
+                    x.dims4()?,
+                    &filter,
+                    (oh, ow),
+                    strides,
+                    padding,
+                )?;
+                (
+                    Kernel::ConvTranspose {
+                        filter: Box::new(filter),
+                        plan,
+                    },
+                    vec![x],
+                )
+            }
+            &Op::Binary(op)
+                if !op.is_comparison() && !matches!(op, BinOp::LogicalAnd | BinOp::LogicalOr) =>
+            {
+                let (a, b) = (self.input(i, 0)?, self.input(i, 1)?);
+                if broadcast_shape(&a.shape, &b.shape)? != shape {
+                    return Err(OpError::new("its operands do not broadcast to its value"));
+                }
+                (Kernel::Binary(op), vec![a, b])
+            }
+            Op::BiasAdd => (
+                Kernel::Binary(BinOp::Add),
+                vec![self.input(i, 0)?, self.input(i, 1)?],
+            ),
+            Op::Prelu => (Kernel::Prelu, vec![self.input(i, 0)?, self.input(i, 1)?]),
+            &Op::Unary(op) => {
+                let x = self.input(i, 0)?;
+                if x.shape != shape {
+                    return Err(OpError::new("its value's shape differs from its operand's"));
+                }
+                (Kernel::Unary(op), vec![x])
+            }
+            Op::AddN => {
+                let args = (0..node.inputs.len())
+                    .map(|k| self.input(i, k))
+                    .collect::<OpResult<Vec<_>>>()?;
+                if args.is_empty() || args.iter().any(|a| a.shape != shape) {
+                    return Err(OpError::new(
+                        "only sums of operands of one shape are planned",
+                    ));
+                }
+                (Kernel::AddN, args)
+            }
+            &Op::Pool { max, k, s, padding } => {
+                let x = self.input(i, 0)?;
+                if pool2d_nhwc_dims("pool", x.dims4()?, k, s, padding)?.as_slice() != shape {
+                    return Err(OpError::new("its value's shape differs from the pooling's"));
+                }
+                (Kernel::Pool { max, k, s, padding }, vec![x])
+            }
+            &Op::Pad { v2 } => {
+                let x = self.input(i, 0)?;
+                let pads = ops::int_values(self.static_value(self.input_node(i, 1)?)?)?;
+                let value = if v2 {
+                    let v = self.static_value(self.input_node(i, 2)?)?;
+                    ops::f32s(v)
+                        .ok()
+                        .and_then(|v| v.first().copied())
+                        .unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                if pads.len() != 2 * x.shape.len() || pads.iter().any(|&p| p < 0) {
+                    return Err(OpError::new(format!(
+                        "paddings {pads:?} do not fit {:?}",
+                        x.shape
+                    )));
+                }
+                let pairs = pads
+                    .chunks_exact(2)
+                    .map(|p| (p[0] as usize, p[1] as usize))
+                    .collect();
+                (Kernel::Pad { pairs, value }, vec![x])
+            }
+            Op::Concat => {
+                let Some((&(axis_node, _), parts)) = node.inputs.split_last() else {
+                    return Err(OpError::new("has no inputs"));
+                };
+                let axis = ops::int_values(self.static_value(axis_node)?)?;
+                let [axis] = axis[..] else {
+                    return Err(OpError::new("its axis is not a scalar"));
+                };
+                let axis = ops::norm_axis(axis, shape.len())?;
+                if parts.is_empty() || parts.len() > MAX_CONCAT {
+                    return Err(OpError::new(format!(
+                        "{} inputs; 1 to {MAX_CONCAT} are planned",
+                        parts.len()
+                    )));
+                }
+                let args = (0..parts.len())
+                    .map(|k| self.input(i, k))
+                    .collect::<OpResult<Vec<_>>>()?;
+                let outer: usize = shape[..axis].iter().product();
+                (Kernel::Concat { outer }, args)
+            }
+            &Op::Resize {
+                align_corners,
+                half_pixel,
+            } => {
+                let x = self.input(i, 0)?;
+                let [_, oh, ow, _] = <[usize; 4]>::try_from(shape.as_slice())
+                    .map_err(|_| OpError::new("its output is not 4-D"))?;
+                let mode = ResizeMode::TfjsBilinear {
+                    align_corners,
+                    half_pixel_centers: half_pixel,
+                };
+                let resize = NhwcResize::new(x.dims4()?, (oh, ow), mode)?;
+                (Kernel::Resize(Box::new(resize)), vec![x])
+            }
+            _ => return Err(OpError::new("the plan has no kernel for this op")),
+        };
+        let out = Slot {
+            place: Place::Arena(self.buffers.len()),
+            shape,
+        };
+        self.buffers.push(out.len());
+        self.slots[i] = Some(out.clone());
+        self.steps.push(Step {
+            node: i,
+            kernel,
+            args,
+            bias,
+            alpha,
+            out,
+        });
+        Ok(())
+    }
+
+    /// TFLite's greedy-by-size placement (see the module documentation): the offset of each
+    /// buffer, and the floats they span.
+    fn memory_plan(&self, outputs: &[Slot]) -> (Vec<usize>, usize) {
+        let n = self.buffers.len();
+        let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
+        for (s, step) in self.steps.iter().enumerate() {
+            if let Place::Arena(b) = step.out.place {
+                first[b] = first[b].min(s);
+                last[b] = last[b].max(s);
+            }
+            for slot in step.args.iter().chain(&step.bias).chain(&step.alpha) {
+                if let Place::Arena(b) = slot.place {
+                    last[b] = last[b].max(s);
+                }
+            }
+        }
+        for slot in outputs {
+            if let Place::Arena(b) = slot.place {
+                last[b] = self.steps.len();
+            }
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&b| std::cmp::Reverse(self.buffers[b]));
+        let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(n);
+        let mut offsets = vec![0usize; n];
+        let mut total = 0;
+        for b in order {
+            let size = self.buffers[b].div_ceil(ALIGN) * ALIGN;
+            // The ranges held by buffers alive at the same time, by offset.
+            let mut taken: Vec<(usize, usize)> = placed
+                .iter()
+                .filter(|&&(_, _, o)| first[o] <= last[b] && first[b] <= last[o])
+                .map(|&(start, end, _)| (start, end))
+                .collect();
+            taken.sort_unstable();
+            let mut offset = 0;
+            for (start, end) in taken {
+                if offset + size <= start {
+                    break;
+                }
+                offset = offset.max(end);
+            }
+            offsets[b] = offset;
+            placed.push((offset, offset + size, b));
+            total = total.max(offset + size);
+        }
+        (offsets, total)
+    }
+}
