@@ -12,7 +12,49 @@
 //! docs/ARCHITECTURE.md ("One allocator policy and one thread budget") gives the measurements
 //! behind both choices.
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 pub use mimalloc::MiMalloc;
+
+/// mimalloc, counting the allocations it serves ([`allocations`]), so that a test can show
+/// that a planned graph run makes none. The count is one relaxed atomic add per allocation.
+pub struct EngineAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to mimalloc, a correct global allocator; the
+// counter has no effect on the memory handed out.
+unsafe impl GlobalAlloc for EngineAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `GlobalAlloc::alloc`'s, passed on.
+        unsafe { MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations (and reallocations) served so far by the [`EngineAllocator`] of the calling
+/// artifact, on every thread; 0 where the artifact declared another allocator.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 as bundled by
 /// libmimalloc-sys 0.1.49, which does not export the constant). We build v2 (feature "v2"):
@@ -20,7 +62,7 @@ pub use mimalloc::MiMalloc;
 /// mimalloc crashed in `mi_thread_init` (`_mi_subproc`), seen in the rcnn fidelity test.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Declares mimalloc as the global allocator of the artifact (binary or plugin library) whose
+/// Declares mimalloc ([`EngineAllocator`], which counts allocations) as the global allocator of the artifact (binary or plugin library) whose
 /// crate root invokes it. Stages allocate and free feature maps of tens of MB every frame from
 /// several threads; glibc's malloc returns such blocks to the OS and page-faults them back in
 /// on every use (~10% of a Mask R-CNN frame, far more when stages overlap). Pair it with
@@ -29,7 +71,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 macro_rules! engine_allocator {
     () => {
         #[global_allocator]
-        static ENGINE_ALLOCATOR: $crate::process::MiMalloc = $crate::process::MiMalloc;
+        static ENGINE_ALLOCATOR: $crate::process::EngineAllocator =
+            $crate::process::EngineAllocator;
     };
 }
 

@@ -124,7 +124,7 @@ fn check_model(name: &str) {
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
     let t0 = std::time::Instant::now();
-    let model =
+    let mut model =
         GraphModel::load(&dir.join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{e}"));
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let m = &fixture["preprocess"];
@@ -147,6 +147,16 @@ fn check_model(name: &str) {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
+    // Runs of these outputs go through the compiled plan where the graph has one.
+    model.plan_outputs(&outputs);
+    let plan = match model.plan_status() {
+        Ok(p) => format!(
+            "planned: {} steps, {} KiB arena",
+            p.steps,
+            p.arena_bytes / 1024
+        ),
+        Err(why) => format!("op by op: {why}"),
+    };
     let all = std::env::var("GRAPH_MODEL_PHOTOS")
         .map(|v| v == "all")
         .unwrap_or(false);
@@ -162,8 +172,20 @@ fn check_model(name: &str) {
         let x = pre.apply(&image).unwrap();
         let din = compare(&format!("{name} / {photo} / input"), &x, &p["input"], 1e-5);
         let t = std::time::Instant::now();
-        let outs = model.run(&[x], &outputs).unwrap_or_else(|e| panic!("{e}"));
+        let outs = model
+            .run(&[x.clone()], &outputs)
+            .unwrap_or_else(|e| panic!("{e}"));
         let run_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The plan runs the op-by-op executor's kernels in the same order: the same bits.
+        let op_by_op = model
+            .run_op_by_op(&[x], &outputs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for ((a, b), oname) in outs.iter().zip(&op_by_op).zip(&outputs) {
+            let (a, b) = (as_f64(a), as_f64(b));
+            let same =
+                a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{name} / {photo} / {oname}: the planned run differs from the op-by-op run ({plan})");
+        }
         let mut worst = 0f64;
         for ((o, r), oname) in outs
             .iter()
@@ -173,7 +195,7 @@ fn check_model(name: &str) {
             worst = worst.max(compare(&format!("{name} / {photo} / {oname}"), o, r, 1e-3));
         }
         println!(
-            "{name} / {photo}: {} outputs match TF.js, max relative difference {worst:.2e} (input {din:.1e}); load {load_ms:.0} ms, run {run_ms:.0} ms",
+            "{name} / {photo}: {} outputs match TF.js, max relative difference {worst:.2e} (input {din:.1e}); load {load_ms:.0} ms, run {run_ms:.0} ms; {plan}",
             outs.len()
         );
     }
