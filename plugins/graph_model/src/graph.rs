@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use crate::error::{op_err, GraphModelError, OpError, OpResult};
 use crate::model::{ModelFile, NodeDef};
 use crate::ops_cpu::{self as ops, Act, BinOp, ConvGeom, Padding, Reduce, SliceMasks, UnOp};
-use crate::plan::Plan;
+use crate::plan::{NoPlan, Plan};
 
 /// A parsed op with its attributes.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,7 +116,7 @@ pub struct GraphModel {
     default_outputs: Vec<String>,
     signature_outputs: Vec<(String, String)>,
     /// The compiled plan of the outputs runs ask for, or why there is none.
-    plan: Result<Plan, String>,
+    plan: Result<Plan, NoPlan>,
 }
 
 /// What [`GraphModel::plan_status`] reports of a compiled plan.
@@ -760,7 +760,7 @@ impl GraphModel {
             input_nodes,
             default_outputs,
             signature_outputs,
-            plan: Err(String::new()),
+            plan: Err(NoPlan::Unsupported(String::new())),
         };
         model.plan_outputs(&[]);
         Ok(model)
@@ -779,12 +779,12 @@ impl GraphModel {
             .iter()
             .map(|n| self.resolve(n))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
+            .map_err(|e| NoPlan::Unsupported(e.to_string()))
             .and_then(|targets| Plan::build(self, &names, &targets));
     }
 
     /// The compiled plan's size, or why runs go op by op.
-    pub fn plan_status(&self) -> Result<PlanSummary, &str> {
+    pub fn plan_status(&self) -> Result<PlanSummary, &NoPlan> {
         match &self.plan {
             Ok(p) => Ok(PlanSummary {
                 steps: p.steps(),
@@ -1316,7 +1316,6 @@ fn profiling() -> bool {
 mod tests {
     use super::*;
     use crate::model::{ModelFile, NodeDef};
-    use crate::plan::Plan;
 
     fn node(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
         NodeDef {
@@ -1393,5 +1392,116 @@ mod tests {
         let g = graph(nodes(true));
         assert_eq!(op_of(&g, "add"), "AddV2");
         assert_eq!(op_of(&g, "relu"), "Relu");
+    }
+
+    /// A placeholder `x` of `dims` (-1: any size).
+    fn placeholder(dims: &[i64]) -> NodeDef {
+        let mut n = node("x", "Placeholder", &[]);
+        let dim: Vec<Json> = dims
+            .iter()
+            .map(|d| serde_json::json!({ "size": d.to_string() }))
+            .collect();
+        n.attr.insert(
+            "shape".into(),
+            serde_json::json!({ "shape": { "dim": dim } }),
+        );
+        n
+    }
+
+    /// A graph with a static input plans; its planned runs give the op-by-op bits, and values
+    /// alive at the same time never share memory while dead ones do.
+    #[test]
+    fn planned_runs_equal_op_by_op_runs() {
+        let g = graph(vec![
+            placeholder(&[-1, 5, 6, 3]),
+            node("w", "Const", &[]),
+            node("b", "Const", &[]),
+            node("conv", "Conv2D", &["x", "w"]),
+            node("add", "AddV2", &["b", "conv"]),
+            node("relu", "Relu", &["add"]),
+            node("sig", "Sigmoid", &["relu"]),
+            node("neg", "Neg", &["relu"]),
+            node("sum", "AddV2", &["sig", "neg"]),
+            node("view", "Identity", &["sum"]),
+            node("out", "Mul", &["view", "relu"]),
+        ]);
+        let summary = g.plan_status().unwrap();
+        assert_eq!(summary.steps, 5, "conv+bias+relu, sigmoid, neg, add, mul");
+        let plan = g.plan.as_ref().unwrap();
+        plan.check_memory_plan().unwrap();
+        let x: Vec<f32> = (0..5 * 6 * 3)
+            .map(|i| ((i * 13) % 17) as f32 * 0.2 - 1.5)
+            .collect();
+        let x = Tensor::from_vec(&[1, 5, 6, 3], x).unwrap();
+        let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
+        let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
+        let bits = |t: &Tensor| {
+            t.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(planned[0].shape(), op_by_op[0].shape());
+        assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
+        // The arena reuses dead values' memory: five values of 80 floats, at most four alive
+        // at once (sig, neg, relu and sum), take four places; then the im2col scratch of the
+        // 2x2 convolution (4 rows x 5 pixels x 12 taps).
+        assert_eq!(
+            summary.arena_bytes,
+            (4 * 80 + 4 * 5 * 12) * 4,
+            "{summary:?}"
+        );
+        // Another batch size is not the planned shape: it runs op by op, still correctly.
+        let x2 = Tensor::from_vec(&[2, 5, 6, 3], vec![0.5f32; 180]).unwrap();
+        assert_eq!(g.run(&[x2], &[]).unwrap()[0].shape(), [2, 4, 5, 4]);
+        // So do other outputs than the planned ones, until they are planned.
+        let mut g = g;
+        let sig = ["sig".to_string()];
+        assert!(!g
+            .plan
+            .as_ref()
+            .unwrap()
+            .serves(&sig, std::slice::from_ref(&x)));
+        g.plan_outputs(&sig);
+        assert!(g
+            .plan
+            .as_ref()
+            .unwrap()
+            .serves(&sig, std::slice::from_ref(&x)));
+        let planned = g.run(std::slice::from_ref(&x), &sig).unwrap();
+        let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &sig).unwrap();
+        assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
+    }
+
+    #[test]
+    fn unplannable_graphs_and_memory_limits_are_reported() {
+        let nodes = |dims: &[i64]| {
+            vec![
+                placeholder(dims),
+                node("w", "Const", &[]),
+                node("conv", "Conv2D", &["x", "w"]),
+            ]
+        };
+        let g = graph(nodes(&[1, -1, -1, 3]));
+        assert!(
+            matches!(g.plan_status(), Err(NoPlan::DynamicShape(why)) if why.contains("\"x\"")),
+            "{:?}",
+            g.plan_status()
+        );
+        let g = graph(nodes(&[1, 5, 6, 3]));
+        let bytes = g.plan_status().unwrap().arena_bytes;
+        g.check_memory_limit(bytes).unwrap();
+        let e = g.check_memory_limit(bytes - 1).unwrap_err().to_string();
+        assert!(e.contains("test.json") && e.contains("MiB"), "{e}");
+        // An op without a planned kernel names itself.
+        let mut v = nodes(&[1, 5, 6, 3]);
+        v.push(node("t", "Transpose", &["conv", "w"]));
+        let g = graph(v);
+        assert!(
+            matches!(g.plan_status(), Err(NoPlan::Unsupported(why)) if why.contains("Transpose")),
+            "{:?}",
+            g.plan_status()
+        );
     }
 }

@@ -21,7 +21,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod ops_cpu;
-mod plan;
+pub mod plan;
 pub mod preprocess;
 pub mod tasks;
 
@@ -34,6 +34,7 @@ use plugin_sdk::{
 
 pub use error::GraphModelError;
 pub use graph::{GraphModel, InputInfo, PlanSummary};
+pub use plan::NoPlan;
 pub use preprocess::Preprocess;
 
 vision_common::family_library!(name: "graph_model", kinds: kinds);
@@ -96,6 +97,12 @@ fn graph_model_kind() -> NodeKind {
     ))
     .param(ParamSpec::optional("half_pixel_centers", ParamType::Bool, ParamValue::Bool(false), "resize with half-pixel centres"))
     .param(ParamSpec::optional(
+        "memory_limit_mb",
+        ParamType::Float,
+        ParamValue::Float(0.0),
+        "the most memory (MiB) the compiled plan may take for the model's intermediate tensors; a model that needs more fails at load (0: no limit)",
+    ))
+    .param(ParamSpec::optional(
         "gray_weights",
         ParamType::FloatList,
         ParamValue::FloatList(vec![0.2989, 0.587, 0.114]),
@@ -117,7 +124,8 @@ pub struct GraphModelNode {
 impl GraphModelNode {
     pub fn from_params(params: &Params) -> Result<GraphModelNode, NodeError> {
         let path = params.str("model")?;
-        let model = GraphModel::load(Path::new(path)).map_err(|e| NodeError::new(e.to_string()))?;
+        let mut model =
+            GraphModel::load(Path::new(path)).map_err(|e| NodeError::new(e.to_string()))?;
         let mut outputs = params.str_list("outputs")?;
         if outputs.is_empty() {
             outputs = model.default_outputs().to_vec();
@@ -126,6 +134,25 @@ impl GraphModelNode {
             model
                 .resolve(o)
                 .map_err(|e| NodeError::new(e.to_string()))?;
+        }
+        model.plan_outputs(&outputs);
+        let limit_mb = params.float("memory_limit_mb")?;
+        if !(limit_mb.is_finite() && limit_mb >= 0.0) {
+            return Err(NodeError::new(format!(
+                "parameter \"memory_limit_mb\" must be a number >= 0 (0: no limit), got {limit_mb}"
+            )));
+        }
+        if limit_mb > 0.0 {
+            model
+                .check_memory_limit((limit_mb * (1 << 20) as f64) as usize)
+                .map_err(|e| NodeError::new(e.to_string()))?;
+        }
+        if let Err(NoPlan::DynamicShape(why)) = model.plan_status() {
+            // Said once, when the pipeline is built: every frame will take the slower path.
+            eprintln!(
+                "note: {}: {why}, so the model runs op by op instead of from a compiled plan",
+                model.file().display()
+            );
         }
         let size = params.int_list("input_size")?;
         let dtype = match params.str("dtype")? {

@@ -35,6 +35,23 @@ use crate::ops_cpu::{
     BinOp, Padding, UnOp,
 };
 
+/// Why a graph has no compiled plan (its runs go op by op).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoPlan {
+    /// An input's shape is not fixed (but for a leading batch of -1).
+    DynamicShape(String),
+    /// Something the plan has no kernel or form for.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for NoPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoPlan::DynamicShape(why) | NoPlan::Unsupported(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Where a value lives during a planned run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
@@ -145,16 +162,17 @@ impl Plan {
         model: &GraphModel,
         names: &[String],
         targets: &[(usize, usize)],
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, NoPlan> {
         let nodes = model.nodes();
+        let unsupported = NoPlan::Unsupported;
         let mut feed_shapes = Vec::new();
         let mut feeds = Vec::new();
         for info in model.inputs() {
             if info.dtype != DType::F32 {
-                return Err(format!(
+                return Err(unsupported(format!(
                     "input \"{}\" is {}, not float32",
                     info.name, info.dtype
-                ));
+                )));
             }
             let shape: Vec<usize> = info
                 .shape
@@ -163,30 +181,33 @@ impl Plan {
                 .map(|(d, &n)| match n {
                     -1 if d == 0 => Ok(1),
                     n if n >= 0 => Ok(n as usize),
-                    _ => Err(format!(
+                    _ => Err(NoPlan::DynamicShape(format!(
                         "input \"{}\" has no static shape ({:?})",
                         info.name, info.shape
-                    )),
+                    ))),
                 })
                 .collect::<Result<_, _>>()?;
             if shape.is_empty() {
-                return Err(format!("input \"{}\" declares no shape", info.name));
+                return Err(NoPlan::DynamicShape(format!(
+                    "input \"{}\" declares no shape",
+                    info.name
+                )));
             }
-            feeds.push(Tensor::zeros(DType::F32, &shape).map_err(|e| e.to_string())?);
+            feeds.push(Tensor::zeros(DType::F32, &shape).map_err(|e| unsupported(e.to_string()))?);
             feed_shapes.push(shape);
         }
         for &(i, k) in targets {
             if k != 0 {
-                return Err(format!(
+                return Err(unsupported(format!(
                     "output {k} of node \"{}\" is requested",
                     nodes[i].name
-                ));
+                )));
             }
         }
         // The dry run: every value's shape, and the values of the constant part.
         let values = model
             .evaluate(&feeds, targets, true)
-            .map_err(|e| format!("the dry run failed: {e}"))?;
+            .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
         let feed_index = |i: usize| model.input_nodes().iter().position(|&j| j == i);
         let mut dynamic = vec![false; nodes.len()];
         for &i in model.order() {
@@ -206,14 +227,17 @@ impl Plan {
                 continue;
             }
             b.plan_node(i, feed_index(i)).map_err(|e| {
-                format!("node \"{}\" (op {}): {e}", nodes[i].name, nodes[i].op_name)
+                unsupported(format!(
+                    "node \"{}\" (op {}): {e}",
+                    nodes[i].name, nodes[i].op_name
+                ))
             })?;
         }
         let outputs: Vec<Slot> = targets
             .iter()
             .map(|&(i, _)| b.slot_of(i))
             .collect::<OpResult<_>>()
-            .map_err(|e| e.0)?;
+            .map_err(|e| unsupported(e.0))?;
         let (offsets, values_len) = b.memory_plan(&outputs);
         let scratch_len = b
             .steps
@@ -236,6 +260,36 @@ impl Plan {
             scratch_len,
             arena: Mutex::new(vec![0f32; values_len + scratch_len]),
         })
+    }
+
+    /// Checks the memory plan: buffers alive at the same time hold disjoint ranges inside
+    /// the values' part of the arena.
+    #[cfg(test)]
+    pub(crate) fn check_memory_plan(&self) -> Result<(), String> {
+        let n = self.offsets.len();
+        let sizes: Vec<usize> = (0..n)
+            .map(|b| {
+                self.steps
+                    .iter()
+                    .find(|s| s.out.place == Place::Arena(b))
+                    .map_or(0, |s| s.out.len())
+            })
+            .collect();
+        let (first, last) = lifetimes(&self.steps, &self.outputs, n);
+        for a in 0..n {
+            if self.offsets[a] + sizes[a] > self.values_len {
+                return Err(format!("buffer {a} ends past the arena"));
+            }
+            for b in a + 1..n {
+                let together = first[a] <= last[b] && first[b] <= last[a];
+                let apart = self.offsets[a] + sizes[a] <= self.offsets[b]
+                    || self.offsets[b] + sizes[b] <= self.offsets[a];
+                if together && !apart {
+                    return Err(format!("buffers {a} and {b} overlap while both alive"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of the arena (values and scratch).
@@ -488,6 +542,29 @@ impl Plan {
             Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
         }
     }
+}
+
+/// The step that writes each of `n` arena buffers and the last step that reads it (or one of
+/// its views); `steps.len()` for the outputs, which are read after the last step.
+fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usize>) {
+    let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
+    for (s, step) in steps.iter().enumerate() {
+        if let Place::Arena(b) = step.out.place {
+            first[b] = first[b].min(s);
+            last[b] = last[b].max(s);
+        }
+        for slot in step.args.iter().chain(&step.bias).chain(&step.alpha) {
+            if let Place::Arena(b) = slot.place {
+                last[b] = last[b].max(s);
+            }
+        }
+    }
+    for slot in outputs {
+        if let Place::Arena(b) = slot.place {
+            last[b] = steps.len();
+        }
+    }
+    (first, last)
 }
 
 /// Inputs a planned `ConcatV2` takes (their slices are gathered on the stack).
@@ -792,23 +869,7 @@ impl Builder<'_> {
     /// buffer, and the floats they span.
     fn memory_plan(&self, outputs: &[Slot]) -> (Vec<usize>, usize) {
         let n = self.buffers.len();
-        let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
-        for (s, step) in self.steps.iter().enumerate() {
-            if let Place::Arena(b) = step.out.place {
-                first[b] = first[b].min(s);
-                last[b] = last[b].max(s);
-            }
-            for slot in step.args.iter().chain(&step.bias).chain(&step.alpha) {
-                if let Place::Arena(b) = slot.place {
-                    last[b] = last[b].max(s);
-                }
-            }
-        }
-        for slot in outputs {
-            if let Place::Arena(b) = slot.place {
-                last[b] = self.steps.len();
-            }
-        }
+        let (first, last) = lifetimes(&self.steps, outputs, n);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| std::cmp::Reverse(self.buffers[b]));
         let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(n);

@@ -173,7 +173,7 @@ fn check_model(name: &str) {
         let din = compare(&format!("{name} / {photo} / input"), &x, &p["input"], 1e-5);
         let t = std::time::Instant::now();
         let outs = model
-            .run(&[x.clone()], &outputs)
+            .run(std::slice::from_ref(&x), &outputs)
             .unwrap_or_else(|e| panic!("{e}"));
         let run_ms = t.elapsed().as_secs_f64() * 1e3;
         // The plan runs the op-by-op executor's kernels in the same order: the same bits.

@@ -71,7 +71,10 @@ fn planned_runs_allocate_nothing() {
         let before = kernels::process::allocations();
         let want = model.run_op_by_op(&feeds, &[]).unwrap();
         let op_by_op = kernels::process::allocations() - before;
-        assert!(op_by_op >= plan.steps as u64, "{name}: {op_by_op} allocations op by op");
+        assert!(
+            op_by_op >= plan.steps as u64,
+            "{name}: {op_by_op} allocations op by op"
+        );
         // The outputs are the op-by-op executor's.
         for (got, want) in outs.iter().zip(&want) {
             let want = want.as_slice::<f32>().unwrap();

@@ -151,7 +151,7 @@ pub struct FaceMesh {
 
 impl FaceMesh {
     pub fn from_params(params: &Params) -> Result<FaceMesh, NodeError> {
-        let model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
+        let mut model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
         if model.pre.height != model.pre.width {
             return Err(NodeError::new(format!(
                 "{}: facemesh expects a square input, got {}x{}",
@@ -168,6 +168,7 @@ impl FaceMesh {
         } else {
             model.model.default_outputs().to_vec()
         };
+        model.model.plan_outputs(&outputs);
         let scale = params.float("scale")?;
         if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
             return Err(NodeError::new(format!(
