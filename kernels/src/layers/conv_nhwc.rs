@@ -17,7 +17,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
-use super::packed_gemm::{gemm_packed, PackedMatrix};
+use super::packed_gemm::{gemm_packed, gemm_packed_then, Epilogue, PackedMatrix};
 use super::{checked_numel, invalid, shape_err, Result};
 
 /// Spatial padding of a convolution or pooling window, as TF gives it.
@@ -240,14 +240,24 @@ pub fn conv2d_nhwc(
     let x = x.as_standard_layout();
     let mut out = vec![0f32; plan.out.iter().product()];
     let mut scratch = vec![0f32; plan.scratch];
-    conv2d_nhwc_packed(contiguous(&x, OP)?, &f, geom, &plan, &mut out, &mut scratch)?;
+    conv2d_nhwc_packed(
+        contiguous(&x, OP)?,
+        &f,
+        geom,
+        &plan,
+        &mut out,
+        &mut scratch,
+        &|_, _| {},
+    )?;
     let [n, oh, ow, co] = plan.out;
     Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
 }
 
 /// [`conv2d_nhwc`] with a packed filter (its bias added) on `x` (the plan's input), into
-/// `out` (the plan's output), using `scratch` (the plan's scratch size) for im2col;
-/// allocates nothing.
+/// `out` (the plan's output), using `scratch` (the plan's scratch size) for im2col; then
+/// `epilogue` on each block of finished output pixels (their index in the output, and their
+/// `pixels x CO` values) while they are in cache. Allocates nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_nhwc_packed(
     x: &[f32],
     f: &PackedFilter,
@@ -255,6 +265,7 @@ pub fn conv2d_nhwc_packed(
     plan: &ConvPlan,
     out: &mut [f32],
     scratch: &mut [f32],
+    epilogue: Epilogue<'_>,
 ) -> Result<()> {
     const OP: &str = "conv2d_nhwc";
     let [n, h, wd, c] = plan.input;
@@ -284,8 +295,11 @@ pub fn conv2d_nhwc_packed(
     for b in 0..n {
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        let first = b * oh * ow;
         if plan.scratch == 0 {
-            gemm_packed(h * wd, xb, c, &f.matrix, ob, co)?;
+            gemm_packed_then(h * wd, xb, c, &f.matrix, ob, co, &|r, rows| {
+                epilogue(first + r, rows)
+            })?;
             continue;
         }
         let mut oy0 = 0;
@@ -314,13 +328,14 @@ pub fn conv2d_nhwc_packed(
                         }
                     }
                 });
-            gemm_packed(
+            gemm_packed_then(
                 rows * ow,
                 col,
                 kdim,
                 &f.matrix,
                 &mut ob[oy0 * ow * co..(oy0 + rows) * ow * co],
                 co,
+                &|r, rows| epilogue(first + oy0 * ow + r, rows),
             )?;
             oy0 += rows;
         }

@@ -74,6 +74,12 @@ impl PackedMatrix {
     }
 }
 
+/// Work run on each block of finished output rows while they are still in L1:
+/// `(first row, rows)`, where `rows` holds the block's rows at stride `ldc` (the last one `n`
+/// values long). A convolution adds its bias and applies its activation there, instead of
+/// in a pass over the whole output.
+pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
 /// `c[i * ldc + j] = bias[j] + Σ_p a[i * lda + p] · b[p][j]` for `i < m`, `j < b.n()`.
 ///
 /// Tiles of rows go to other rayon threads when a task gets at least
@@ -86,6 +92,19 @@ pub fn gemm_packed(
     b: &PackedMatrix,
     c: &mut [f32],
     ldc: usize,
+) -> Result<()> {
+    gemm_packed_then(m, a, lda, b, c, ldc, &|_, _| {})
+}
+
+/// [`gemm_packed`], then `epilogue` on each block of finished rows.
+pub fn gemm_packed_then(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
 ) -> Result<()> {
     const OP: &str = "gemm_packed";
     let (k, n) = (b.k, b.n);
@@ -123,7 +142,7 @@ pub fn gemm_packed(
         || rayon::current_num_threads() == 1
         || crate::process::in_parallel_task()
     {
-        rows_packed(m, a, lda, b, c, ldc);
+        rows_packed(m, a, lda, b, c, ldc, 0, epilogue);
         return Ok(());
     }
     let rows_per_task = tiles_per_task * TILE_ROWS;
@@ -133,52 +152,74 @@ pub fn gemm_packed(
         .for_each(|(t, c)| {
             let i0 = t * rows_per_task;
             let rows = rows_per_task.min(m - i0);
-            rows_packed(rows, &a[i0 * lda..], lda, b, c, ldc);
+            rows_packed(rows, &a[i0 * lda..], lda, b, c, ldc, i0, epilogue);
         });
     Ok(())
 }
 
-/// The product of [`gemm_packed`] on one thread; arguments checked there.
-fn rows_packed(m: usize, a: &[f32], lda: usize, b: &PackedMatrix, c: &mut [f32], ldc: usize) {
+/// Output values (at most) of a block of rows that [`rows_packed`] finishes before moving
+/// on: 16 KB, which stay in L1 for the epilogue.
+const BLOCK_VALUES: usize = 4096;
+
+/// The product of [`gemm_packed_then`] on one thread (rows `row0..row0 + m` of the whole
+/// product); arguments checked there.
+#[allow(clippy::too_many_arguments)]
+fn rows_packed(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    row0: usize,
+    epilogue: Epilogue<'_>,
+) {
     let (k, n) = (b.k, b.n);
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::ops::simd::has_avx2();
-    // Panel by panel: a panel (the bias and k x 16 values) stays in L1 while the tiles of
-    // rows stream past it.
-    for (j, panel) in b.data.chunks_exact((k + 1) * PANEL).enumerate() {
-        let width = PANEL.min(n - j * PANEL);
-        let mut i = 0;
-        while i < m {
-            let rows = TILE_ROWS.min(m - i);
-            let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
-            assert!(
-                a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + width,
-                "gemm_packed tile out of bounds"
-            );
-            macro_rules! tile_of {
-                ($rows:literal) => {{
-                    #[cfg(target_arch = "x86_64")]
-                    if avx2 {
-                        // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of `k`
-                        // values at stride `lda`, `c` `$rows` rows of `width` at stride
-                        // `ldc` (asserted above), and the panel `(k + 1) * PANEL` values.
-                        unsafe { tile_avx2::<$rows>(a, lda, k, panel, c, ldc, width) };
-                        i += $rows;
-                        continue;
-                    }
-                    tile::<$rows>(a, lda, k, panel, c, ldc, width)
-                }};
+    let block = (BLOCK_VALUES / n.max(1) / TILE_ROWS).max(1) * TILE_ROWS;
+    let mut i0 = 0;
+    while i0 < m {
+        let block_rows = block.min(m - i0);
+        // Panel by panel over the block: a panel (the bias and k x 16 values) stays in L1
+        // while the block's tiles of rows pass it.
+        for (j, panel) in b.data.chunks_exact((k + 1) * PANEL).enumerate() {
+            let width = PANEL.min(n - j * PANEL);
+            let mut i = i0;
+            while i < i0 + block_rows {
+                let rows = TILE_ROWS.min(i0 + block_rows - i);
+                let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
+                assert!(
+                    a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + width,
+                    "gemm_packed tile out of bounds"
+                );
+                macro_rules! tile_of {
+                    ($rows:literal) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if avx2 {
+                            // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of `k`
+                            // values at stride `lda`, `c` `$rows` rows of `width` at stride
+                            // `ldc` (asserted above), and the panel `(k + 1) * PANEL` values.
+                            unsafe { tile_avx2::<$rows>(a, lda, k, panel, c, ldc, width) };
+                            i += $rows;
+                            continue;
+                        }
+                        tile::<$rows>(a, lda, k, panel, c, ldc, width)
+                    }};
+                }
+                match rows {
+                    6 => tile_of!(6),
+                    5 => tile_of!(5),
+                    4 => tile_of!(4),
+                    3 => tile_of!(3),
+                    2 => tile_of!(2),
+                    _ => tile_of!(1),
+                }
+                i += rows;
             }
-            match rows {
-                6 => tile_of!(6),
-                5 => tile_of!(5),
-                4 => tile_of!(4),
-                3 => tile_of!(3),
-                2 => tile_of!(2),
-                _ => tile_of!(1),
-            }
-            i += rows;
         }
+        epilogue(row0 + i0, &mut c[i0 * ldc..(i0 + block_rows - 1) * ldc + n]);
+        i0 += block_rows;
     }
 }
 

@@ -1085,13 +1085,11 @@ impl GraphModel {
             }
         }
         if let Some(p) = profile {
-            let mut rows: Vec<_> = p.into_iter().collect();
-            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-            let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-            eprintln!("{}: {total:.2} ms in ops", self.file.display());
-            for (op, (count, ms)) in rows {
-                eprintln!("  {op:<24} {count:>5} x  {ms:>8.2} ms");
-            }
+            print_profile(
+                &self.file,
+                "op by op",
+                p.iter().map(|(k, v)| (k.as_str(), *v)),
+            );
         }
         Ok(values)
     }
@@ -1306,8 +1304,23 @@ fn scalar_int(t: &Tensor) -> OpResult<i64> {
     }
 }
 
+/// Prints `GRAPH_MODEL_PROFILE`'s table: per op type, the count and the milliseconds.
+pub(crate) fn print_profile<'a>(
+    file: &Path,
+    how: &str,
+    rows: impl Iterator<Item = (&'a str, (u32, f64))>,
+) {
+    let mut rows: Vec<_> = rows.collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    eprintln!("{} ({how}): {total:.2} ms in ops", file.display());
+    for (op, (count, ms)) in rows {
+        eprintln!("  {op:<24} {count:>5} x  {ms:>8.2} ms");
+    }
+}
+
 /// Whether `GRAPH_MODEL_PROFILE` asks for per-op timings (read once).
-fn profiling() -> bool {
+pub(crate) fn profiling() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("GRAPH_MODEL_PROFILE").is_some_and(|v| v != "0"))
 }

@@ -167,21 +167,111 @@ pub fn bias_act(
     if c == 0 {
         return Ok(());
     }
-    if let Some(b) = bias {
-        if b.len() != c {
-            return op_err!("bias has {} values, the output has {c} channels", b.len());
-        }
-    }
-    let alpha = match (act, alpha) {
-        (Act::Prelu, None) => return op_err!("Prelu needs a slope (alpha) input"),
-        (Act::Prelu, Some(a)) if a.len() != c && a.len() != 1 && a.len() != data.len() => {
-            return op_err!("Prelu slope has {} values, expected 1 or {c}", a.len())
-        }
-        (_, a) => a.unwrap_or(&[]),
-    };
-    bias_act_loops(data, c, bias.unwrap_or(&[]), act, alpha);
+    let e = Epilogue::new(data.len(), c, bias, act, alpha)?;
+    e.apply(0, data);
     Ok(())
 }
+
+/// What follows a convolution's sums, applied block by block while they are in cache (see
+/// `kernels::layers::packed_gemm::Epilogue`): the bias, the activation, and, where the plan
+/// fused them, a residual added after it and a second activation.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    c: usize,
+    bias: &'a [f32],
+    act: Act,
+    alpha: &'a [f32],
+    residual: Option<&'a [f32]>,
+    act2: Act,
+    alpha2: &'a [f32],
+}
+
+impl<'a> Epilogue<'a> {
+    /// The bias (`c` values, or none) and activation of an output of `len` values with `c`
+    /// channels; `alpha` as in [`bias_act`].
+    pub fn new(
+        len: usize,
+        c: usize,
+        bias: Option<&'a [f32]>,
+        act: Act,
+        alpha: Option<&'a [f32]>,
+    ) -> OpResult<Epilogue<'a>> {
+        if let Some(b) = bias {
+            if b.len() != c {
+                return op_err!("bias has {} values, the output has {c} channels", b.len());
+            }
+        }
+        Ok(Epilogue {
+            c,
+            bias: bias.unwrap_or(&[]),
+            act,
+            alpha: slope(len, c, act, alpha)?,
+            residual: None,
+            act2: Act::None,
+            alpha2: &[],
+        })
+    }
+
+    /// Then `residual` (the output's size) added, and `act2` applied.
+    pub fn then_add(
+        self,
+        residual: &'a [f32],
+        act2: Act,
+        alpha2: Option<&'a [f32]>,
+    ) -> OpResult<Epilogue<'a>> {
+        let len = residual.len();
+        Ok(Epilogue {
+            residual: Some(residual),
+            act2,
+            alpha2: slope(len, self.c, act2, alpha2)?,
+            ..self
+        })
+    }
+
+    /// Applies it to `rows`, whole rows of `c` values starting at row `row0` of the output.
+    pub fn apply(&self, row0: usize, rows: &mut [f32]) {
+        let (start, len) = (row0 * self.c, rows.len());
+        // A slope per element is read at the block's place.
+        let at = |alpha: &'a [f32]| {
+            if alpha.len() > 1 && alpha.len() != self.c {
+                alpha.get(start..start + len).unwrap_or(&[])
+            } else {
+                alpha
+            }
+        };
+        bias_act_loops(rows, self.c, self.bias, self.act, at(self.alpha));
+        if let Some(residual) = self.residual {
+            if let Some(r) = residual.get(start..start + len) {
+                add_loops(rows, r);
+            }
+            if self.act2 != Act::None {
+                bias_act_loops(rows, self.c, &[], self.act2, at(self.alpha2));
+            }
+        }
+    }
+}
+
+/// Prelu's slope of an output of `len` values and `c` channels, checked.
+fn slope(len: usize, c: usize, act: Act, alpha: Option<&[f32]>) -> OpResult<&[f32]> {
+    match (act, alpha) {
+        (Act::Prelu, None) => op_err!("Prelu needs a slope (alpha) input"),
+        (Act::Prelu, Some(a)) if a.len() != c && a.len() != 1 && a.len() != len => {
+            op_err!("Prelu slope has {} values, expected 1 or {c}", a.len())
+        }
+        (Act::Prelu, Some(a)) => Ok(a),
+        _ => Ok(&[]),
+    }
+}
+
+/// `v = r + v`: the residual's addition (`binary`'s `p + q`; IEEE addition is commutative).
+#[inline(always)]
+fn add_impl(data: &mut [f32], r: &[f32]) {
+    for (v, &x) in data.iter_mut().zip(r) {
+        *v += x;
+    }
+}
+
+kernels::multiversion!(fn add_loops(data: &mut [f32], r: &[f32]) => add_impl);
 
 /// The loops of [`bias_act`] (arguments checked there; an empty `bias` is none), written so
 /// that they vectorise (selects, not conditional stores) and compiled for AVX-512 and AVX2
@@ -279,8 +369,16 @@ pub fn conv2d_nhwc_packed(
     let plan = layers::conv_nhwc::conv2d_nhwc_plan(dims, filter, geom)?;
     let mut out = vec![0f32; plan.out.iter().product()];
     let mut scratch = vec![0f32; plan.scratch];
-    layers::conv_nhwc::conv2d_nhwc_packed(f32s(x)?, filter, geom, &plan, &mut out, &mut scratch)?;
-    bias_act(&mut out, plan.out[3], bias, act, alpha)?;
+    let epilogue = Epilogue::new(out.len(), plan.out[3], bias, act, alpha)?;
+    layers::conv_nhwc::conv2d_nhwc_packed(
+        f32s(x)?,
+        filter,
+        geom,
+        &plan,
+        &mut out,
+        &mut scratch,
+        &|row0, rows| epilogue.apply(row0, rows),
+    )?;
     Ok(Tensor::from_vec(&plan.out, out)?)
 }
 

@@ -31,8 +31,8 @@ use kernels::{DType, Tensor};
 use crate::error::{GraphModelError, OpError, OpResult};
 use crate::graph::{GNode, GraphModel, Op};
 use crate::ops_cpu::{
-    self as ops, bias_act, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act,
-    BinOp, Padding, UnOp,
+    self as ops, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act, BinOp,
+    Padding, UnOp,
 };
 
 /// Why a graph has no compiled plan (its runs go op by op).
@@ -130,7 +130,24 @@ struct Step {
     args: Vec<Slot>,
     bias: Option<Slot>,
     alpha: Option<Slot>,
+    /// A convolution's fused `Add` (the node, and its other operand) and the activation
+    /// after it (with Prelu's slope).
+    residual: Option<(usize, Slot)>,
+    act2: Act,
+    alpha2: Option<Slot>,
     out: Slot,
+}
+
+impl Step {
+    /// Every operand the step reads.
+    fn reads(&self) -> impl Iterator<Item = &Slot> {
+        self.args
+            .iter()
+            .chain(&self.bias)
+            .chain(&self.alpha)
+            .chain(self.residual.as_ref().map(|r| &r.1))
+            .chain(&self.alpha2)
+    }
 }
 
 /// A compiled plan for one set of outputs.
@@ -214,8 +231,22 @@ impl Plan {
             dynamic[i] =
                 feed_index(i).is_some() || nodes[i].inputs.iter().any(|&(j, _)| dynamic[j]);
         }
+        // How many planned nodes (and outputs) read each value: a convolution read once can
+        // take the `Add` and activation after it.
+        let mut readers = vec![0usize; nodes.len()];
+        for &i in model.order() {
+            if dynamic[i] && values[i].is_some() {
+                for &(j, _) in &nodes[i].inputs {
+                    readers[j] += 1;
+                }
+            }
+        }
+        for &(i, _) in targets {
+            readers[i] += 1;
+        }
         let mut b = Builder {
             nodes,
+            readers,
             values: &values,
             slots: vec![None; nodes.len()],
             consts: Vec::new(),
@@ -372,7 +403,11 @@ impl Plan {
             }
         };
         let base = arena.as_mut_ptr();
+        // GRAPH_MODEL_PROFILE=1: time per op type, printed to stderr after each run.
+        let mut profile: Option<std::collections::BTreeMap<&str, (u32, f64)>> =
+            crate::graph::profiling().then(Default::default);
         for step in &self.steps {
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
             self.exec(model, step, feeds, base).map_err(|e| {
                 let node = &model.nodes()[step.node];
                 GraphModelError::Node {
@@ -382,6 +417,14 @@ impl Plan {
                     msg: e.0,
                 }
             })?;
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                let e = p.entry(&model.nodes()[step.node].op_name).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        if let Some(p) = profile {
+            crate::graph::print_profile(model.file(), "planned", p.into_iter());
         }
         for (o, slot) in outs.iter_mut().zip(&self.outputs) {
             // SAFETY: no step runs any more; `base` points to the arena of
@@ -466,25 +509,45 @@ impl Plan {
                 .transpose()
         };
         let (bias, alpha) = (opt(&step.bias)?, opt(&step.alpha)?);
+        let residual = step
+            .residual
+            .as_ref()
+            // SAFETY: as above: the residual's buffer is alive, so apart from `out`.
+            .map(|(_, slot)| unsafe { self.read(slot, feeds, base) })
+            .transpose()?;
+        let alpha2 = opt(&step.alpha2)?;
+        let epilogue = |c: usize| -> OpResult<ops::Epilogue<'_>> {
+            let e = ops::Epilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
+            match residual {
+                Some(r) => e.then_add(r, step.act2, alpha2),
+                None => Ok(e),
+            }
+        };
         let shape = |k: usize| step.args[k].shape.as_slice();
         match &step.kernel {
             Kernel::Conv {
-                geom,
-                plan,
-                filter,
-                act,
+                geom, plan, filter, ..
             } => {
                 let f = model.nodes()[*filter]
                     .packed_filter
                     .as_ref()
                     .ok_or_else(|| OpError::new("the filter was not packed"))?;
-                conv_nhwc::conv2d_nhwc_packed(arg(0)?, f, *geom, plan, out, scratch)?;
-                bias_act(out, plan.out[3], bias, *act, alpha)
+                let e = epilogue(plan.out[3])?;
+                Ok(conv_nhwc::conv2d_nhwc_packed(
+                    arg(0)?,
+                    f,
+                    *geom,
+                    plan,
+                    out,
+                    scratch,
+                    &|row0, rows| e.apply(row0, rows),
+                )?)
             }
-            Kernel::Depthwise { geom, act } => {
+            Kernel::Depthwise { geom, .. } => {
                 let (x, w) = (step.args[0].dims4()?, step.args[1].dims4()?);
                 conv_nhwc::depthwise_conv2d_nhwc_into(arg(0)?, x, arg(1)?, w, *geom, out)?;
-                bias_act(out, w[2] * w[3], bias, *act, alpha)
+                epilogue(w[2] * w[3])?.apply(0, out);
+                Ok(())
             }
             Kernel::ConvTranspose { filter, plan } => Ok(conv_nhwc::conv_transpose2d_nhwc_packed(
                 arg(0)?,
@@ -553,7 +616,7 @@ fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usi
             first[b] = first[b].min(s);
             last[b] = last[b].max(s);
         }
-        for slot in step.args.iter().chain(&step.bias).chain(&step.alpha) {
+        for slot in step.reads() {
             if let Place::Arena(b) = slot.place {
                 last[b] = last[b].max(s);
             }
@@ -567,12 +630,22 @@ fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usi
     (first, last)
 }
 
+/// The activation of a convolution's kernel (`None` for other kernels).
+fn act_of(kernel: &Kernel) -> Act {
+    match kernel {
+        Kernel::Conv { act, .. } | Kernel::Depthwise { act, .. } => *act,
+        _ => Act::None,
+    }
+}
+
 /// Inputs a planned `ConcatV2` takes (their slices are gathered on the stack).
 const MAX_CONCAT: usize = 16;
 
 /// Plans the nodes one by one.
 struct Builder<'a> {
     nodes: &'a [GNode],
+    /// Planned readers of each node's value.
+    readers: Vec<usize>,
     values: &'a [Option<Vec<Tensor>>],
     /// The planned value of each node (dynamic ones, and constants once used).
     slots: Vec<Option<Slot>>,
@@ -666,6 +739,9 @@ impl Builder<'_> {
                 place: Place::Feed(k),
                 shape,
             });
+            return Ok(());
+        }
+        if self.fuse_into_last_step(i, &shape)? {
             return Ok(());
         }
         let (mut bias, mut alpha) = (None, None);
@@ -860,9 +936,112 @@ impl Builder<'_> {
             args,
             bias,
             alpha,
+            residual: None,
+            act2: Act::None,
+            alpha2: None,
             out,
         });
         Ok(())
+    }
+
+    /// Folds node `i` into a planned convolution when it is `Add(conv, residual)` of the
+    /// conv's shape, or the activation of such an `Add`, each the only reader of what it
+    /// follows: the convolution's epilogue then adds and activates, in the same order and
+    /// with the same operations as the separate ops. The convolution's step moves to the end
+    /// of the plan, after the residual's: nothing else reads its value, so nothing between
+    /// needs it earlier. Returns whether it did.
+    fn fuse_into_last_step(&mut self, i: usize, shape: &[usize]) -> OpResult<bool> {
+        let node = &self.nodes[i];
+        let produces =
+            |s: &Step, j: usize| s.node == j || s.residual.as_ref().is_some_and(|r| r.0 == j);
+        for &(follows, out) in &node.inputs {
+            if out != 0 || self.readers[follows] != 1 {
+                continue;
+            }
+            let Some(pos) = self.steps.iter().rposition(|s| produces(s, follows)) else {
+                continue;
+            };
+            let step = self.steps.remove(pos);
+            self.steps.push(step);
+            let fused = self.fuse_into_last(i, shape)?;
+            if fused {
+                return Ok(true);
+            }
+            // Back where it was: the plan's order stays the graph's.
+            if let Some(step) = self.steps.pop() {
+                self.steps.insert(pos, step);
+            }
+        }
+        Ok(false)
+    }
+
+    /// [`Builder::fuse_into_last_step`] once the step that node `i` follows is the last one.
+    fn fuse_into_last(&mut self, i: usize, shape: &[usize]) -> OpResult<bool> {
+        let node = &self.nodes[i];
+        let Some(last) = self.steps.last() else {
+            return Ok(false);
+        };
+        if !matches!(last.kernel, Kernel::Conv { .. } | Kernel::Depthwise { .. })
+            || last.out.shape != shape
+        {
+            return Ok(false);
+        }
+        let (conv, out, residual, act2) = (
+            last.node,
+            last.out.clone(),
+            last.residual.as_ref().map(|r| r.0),
+            last.act2,
+        );
+        match node.op {
+            Op::Binary(BinOp::Add) if residual.is_none() && node.inputs.len() == 2 => {
+                for (c, r) in [(0, 1), (1, 0)] {
+                    let ((c, c_out), (r, r_out)) = (node.inputs[c], node.inputs[r]);
+                    if c != conv || c_out != 0 || r_out != 0 || r == conv || self.readers[conv] != 1
+                    {
+                        continue;
+                    }
+                    let res = self.slot_of(r)?;
+                    if res.shape != out.shape {
+                        continue;
+                    }
+                    if let Some(step) = self.steps.last_mut() {
+                        step.residual = Some((i, res));
+                    }
+                    self.slots[i] = Some(out);
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Op::Unary(UnOp::Act(_)) | Op::Prelu
+                if act2 == Act::None
+                    && residual.is_some()
+                    && node.inputs.first() == residual.map(|a| (a, 0)).as_ref()
+                    && residual.is_some_and(|a| self.readers[a] == 1) =>
+            {
+                let (act, alpha) = match node.op {
+                    Op::Unary(UnOp::Act(act)) if act != Act::Prelu => (act, None),
+                    Op::Prelu => {
+                        let alpha = self.input(i, 1)?;
+                        // A slope per channel or one for all (the epilogue's forms).
+                        let c = out.shape.last().copied().unwrap_or(0);
+                        let per_channel = alpha.shape.last() == Some(&c)
+                            && alpha.shape.iter().rev().skip(1).all(|&d| d == 1);
+                        if !(per_channel || alpha.len() == 1) {
+                            return Ok(false);
+                        }
+                        (Act::Prelu, Some(alpha))
+                    }
+                    _ => return Ok(false),
+                };
+                if let Some(step) = self.steps.last_mut() {
+                    step.act2 = act;
+                    step.alpha2 = alpha;
+                }
+                self.slots[i] = Some(out);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// TFLite's greedy-by-size placement (see the module documentation): the offset of each
