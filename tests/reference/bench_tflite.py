@@ -21,8 +21,8 @@ conversions of some of them. This script:
     python3 tests/reference/bench_tflite.py [--runs 50] [--rounds 3]
 
 TFLite runs through `ai_edge_litert.interpreter.Interpreter(num_threads=T)`, whose default op
-resolver applies the XNNPACK delegate; ours through `GraphModel::run` with
-RAYON_NUM_THREADS=T. Files go to target/bench-tflite/, never committed.
+resolver applies the XNNPACK delegate; ours through `GraphModel::run` (the compiled plan) and
+`GraphModel::run_op_by_op`, with RAYON_NUM_THREADS=T. Files go to target/bench-tflite/, never committed.
 """
 
 import argparse
@@ -180,10 +180,10 @@ def compare_outputs(ours, theirs):
     return (worst if compared else None), compared, sigmoids
 
 
-def run_ours(name, runs, threads, dump=None):
+def run_ours(name, runs, threads, dump=None, op_by_op=False):
     exe = os.path.join(ROOT, "target", "release", "examples", "bench")
     args = [exe, str(runs), name] + ([dump] if dump else [])
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), GRAPH_MODEL_OP_BY_OP=str(int(op_by_op)))
     r = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{r.stderr}")
@@ -251,11 +251,12 @@ def main():
         for threads in (1, 2):
             interp = litert.Interpreter(model_path=tflite[name], num_threads=threads)
             interp.allocate_tensors()
-            t_lite, t_ours = [], []
+            t_lite, t_ours, t_op = [], [], []
             for _ in range(args.rounds):
                 t_lite += time_tflite(interp, x, args.runs)
                 t_ours += run_ours(name, args.runs, threads)
-            times[threads] = (statistics.median(t_lite), statistics.median(t_ours))
+                t_op += run_ours(name, args.runs, threads, op_by_op=True)
+            times[threads] = tuple(statistics.median(t) for t in (t_lite, t_ours, t_op))
             if threads == 1:
                 theirs = [interp.get_tensor(o["index"]) for o in interp.get_output_details()]
                 diff, compared, sigmoids = compare_outputs(ours_out, theirs)
@@ -267,16 +268,18 @@ def main():
                          + (f"; {sigmoids} compared after a sigmoid" if sigmoids else "") + ")"
                          if diff is not None
                          else "n/a (no output of the same size)"))
-        for threads, (lite, ours) in times.items():
+        for threads, (lite, ours, op) in times.items():
             print(f"  {threads} thread{'s' if threads > 1 else ''}: TFLite XNNPACK {lite:.2f} ms, "
-                  f"ours {ours:.2f} ms, ours / TFLite {ours / lite:.2f}")
+                  f"ours {ours:.2f} ms (op by op {op:.2f} ms), ours / TFLite {ours / lite:.2f}")
         rows.append((name, verdict, times))
 
-    print("\n| model | weights | TFLite XNNPACK 2 / 1 threads | ours 2 / 1 threads | ours / TFLite 2 / 1 |")
-    print("|---|---|---|---|---|")
+    print("\n| model | weights | TFLite XNNPACK 2 / 1 threads | ours (plan) 2 / 1 threads | "
+          "ours op by op 2 / 1 | ours / TFLite 2 / 1 |")
+    print("|---|---|---|---|---|---|")
     for name, verdict, t in rows:
         print(f"| {name} | {verdict} | {t[2][0]:.2f} / {t[1][0]:.2f} ms | "
-              f"{t[2][1]:.2f} / {t[1][1]:.2f} ms | {t[2][1] / t[2][0]:.2f} / {t[1][1] / t[1][0]:.2f} |")
+              f"{t[2][1]:.2f} / {t[1][1]:.2f} ms | {t[2][2]:.2f} / {t[1][2]:.2f} ms | "
+              f"{t[2][1] / t[2][0]:.2f} / {t[1][1] / t[1][0]:.2f} |")
 
 
 if __name__ == "__main__":
