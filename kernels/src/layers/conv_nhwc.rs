@@ -425,6 +425,8 @@ pub fn depthwise_conv2d_nhwc_into(
     // Output rows per task: enough multiply-adds for the hand-off to another thread to pay.
     let min_rows = super::min_rows_per_task(ow * co * kh * kw);
     if m == 1 {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = c % 8 == 0 && crate::ops::simd::has_avx2();
         let rows = RowGeom {
             h,
             wd,
@@ -445,6 +447,13 @@ pub fn depthwise_conv2d_nhwc_into(
             .for_each(|(row, orow)| {
                 let b = row / oh;
                 let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU has AVX2, `c` is a multiple of 8, and `xb`, `ws` and
+                    // `orow` are one image, the filter and one output row (checked above).
+                    unsafe { depthwise_row_avx2(orow, xb, ws, row % oh, &rows) };
+                    return;
+                }
                 depthwise_row(orow, xb, ws, row % oh, &rows);
             });
     } else {
@@ -506,31 +515,106 @@ struct RowGeom {
 /// them): the same operations in the same order as a tap-by-tap pass over the whole row.
 #[inline(always)]
 fn depthwise_row_impl(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {
-    let c = g.c;
     let ky = taps_inside(oy, g.sh, g.dh, g.pt, g.kh, g.h);
     let y0 = (oy * g.sh) as isize - g.pt as isize;
     for ox in 0..g.ow {
-        let taps = Taps {
-            ky: ky.clone(),
-            kx: taps_inside(ox, g.sw, g.dw, g.pl, g.kw, g.wd),
-            y0,
-            x0: (ox * g.sw) as isize - g.pl as isize,
-            g,
-        };
-        let op = &mut orow[ox * c..(ox + 1) * c];
-        let mut c0 = 0;
-        while c0 + 16 <= c {
-            depthwise_block::<16>(op, xb, ws, &taps, c0);
-            c0 += 16;
+        depthwise_pixel(orow, xb, ws, &ky, y0, ox, g);
+    }
+}
+
+/// Output pixel `ox` of the row whose vertical taps are `ky` and top input row `y0`.
+#[inline(always)]
+fn depthwise_pixel(
+    orow: &mut [f32],
+    xb: &[f32],
+    ws: &[f32],
+    ky: &std::ops::Range<usize>,
+    y0: isize,
+    ox: usize,
+    g: &RowGeom,
+) {
+    let c = g.c;
+    let taps = Taps {
+        ky: ky.clone(),
+        kx: taps_inside(ox, g.sw, g.dw, g.pl, g.kw, g.wd),
+        y0,
+        x0: (ox * g.sw) as isize - g.pl as isize,
+        g,
+    };
+    let op = &mut orow[ox * c..(ox + 1) * c];
+    let mut c0 = 0;
+    while c0 + 16 <= c {
+        depthwise_block::<16>(op, xb, ws, &taps, c0);
+        c0 += 16;
+    }
+    if c0 + 8 <= c {
+        depthwise_block::<8>(op, xb, ws, &taps, c0);
+        c0 += 8;
+    }
+    while c0 < c {
+        depthwise_block::<1>(op, xb, ws, &taps, c0);
+        c0 += 1;
+    }
+}
+
+/// [`depthwise_row_impl`] with AVX2, for channels in multiples of 8: four output pixels at a
+/// time share each tap's weight vector (loaded once for the four), which the per-pixel path
+/// reloads for every pixel. Pixels with horizontal taps outside the input take the per-pixel
+/// path. Each sum is the same: from 0, a product then a sum per tap in `(ky, kx)` order,
+/// never fused, so the bits are the per-pixel path's.
+///
+/// # Safety
+/// The CPU must have AVX2; `g.c` must be a multiple of 8, `xb` one image (`h·wd·c` values),
+/// `ws` at least `kh·kw·c` values and `orow` one output row (`ow·c`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_row_avx2(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {
+    use std::arch::x86_64::*;
+    let c = g.c;
+    assert!(
+        c % 8 == 0
+            && xb.len() == g.h * g.wd * c
+            && ws.len() >= g.kh * g.kw * c
+            && orow.len() == g.ow * c,
+        "depthwise_row_avx2: buffers do not fit the geometry"
+    );
+    let ky = taps_inside(oy, g.sh, g.dh, g.pt, g.kh, g.h);
+    let y0 = (oy * g.sh) as isize - g.pt as isize;
+    // Whether every horizontal tap of output column `ox` lies inside the input; those
+    // columns are contiguous, so two of them bound a run of such columns.
+    let inside = |ox: usize| taps_inside(ox, g.sw, g.dw, g.pl, g.kw, g.wd) == (0..g.kw);
+    let (xp, wp, op) = (xb.as_ptr(), ws.as_ptr(), orow.as_mut_ptr());
+    let mut ox = 0;
+    while ox < g.ow {
+        if !(ox + 4 <= g.ow && inside(ox) && inside(ox + 3)) {
+            depthwise_pixel(orow, xb, ws, &ky, y0, ox, g);
+            ox += 1;
+            continue;
         }
-        if c0 + 8 <= c {
-            depthwise_block::<8>(op, xb, ws, &taps, c0);
-            c0 += 8;
+        let x0 = ox * g.sw - g.pl;
+        for c0 in (0..c).step_by(8) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for ky in ky.clone() {
+                let row = (y0 + (ky * g.dh) as isize) as usize * g.wd * c;
+                for kx in 0..g.kw {
+                    // SAFETY: `(ky, kx)` is a tap of the filter and `c0 + 8 <= c`, so the
+                    // eight weights lie in `ws`; rows `ky` and columns `x0 + p·sw + kx·dw`
+                    // (`p < 4`, interior columns) lie in the image, so the eight inputs lie in
+                    // `xb` (lengths asserted above).
+                    let w = _mm256_loadu_ps(wp.add((ky * g.kw + kx) * c + c0));
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let ix = x0 + p * g.sw + kx * g.dw;
+                        let x = _mm256_loadu_ps(xp.add(row + ix * c + c0));
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w));
+                    }
+                }
+            }
+            for (p, acc) in acc.iter().enumerate() {
+                // SAFETY: pixel `ox + p < ow` of the row, channels `c0..c0 + 8 <= c`.
+                _mm256_storeu_ps(op.add((ox + p) * c + c0), *acc);
+            }
         }
-        while c0 < c {
-            depthwise_block::<1>(op, xb, ws, &taps, c0);
-            c0 += 1;
-        }
+        ox += 4;
     }
 }
 
@@ -836,6 +920,10 @@ mod tests {
             (1, 27, 3, 1, 2, Padding::Same),
             (1, 24, 3, 2, 1, Padding::Valid),
             (3, 5, 3, 2, 1, Padding::Same),
+            // Multiples of 8 channels take AVX2's four-pixel runs where a CPU has it.
+            (1, 32, 3, 1, 1, Padding::Same),
+            (1, 8, 3, 1, 2, Padding::Valid),
+            (1, 16, 1, 1, 1, Padding::Valid),
         ];
         for (m, c, k, stride, dil, padding) in cases {
             let (h, wd) = (9, 11);
