@@ -426,7 +426,7 @@ pub fn depthwise_conv2d_nhwc_into(
     let min_rows = super::min_rows_per_task(ow * co * kh * kw);
     if m == 1 {
         #[cfg(target_arch = "x86_64")]
-        let avx2 = c % 8 == 0 && crate::ops::simd::has_avx2();
+        let avx2 = c.is_multiple_of(8) && crate::ops::simd::has_avx2();
         let rows = RowGeom {
             h,
             wd,
@@ -572,7 +572,7 @@ unsafe fn depthwise_row_avx2(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize
     use std::arch::x86_64::*;
     let c = g.c;
     assert!(
-        c % 8 == 0
+        c.is_multiple_of(8)
             && xb.len() == g.h * g.wd * c
             && ws.len() >= g.kh * g.kw * c
             && orow.len() == g.ow * c,
