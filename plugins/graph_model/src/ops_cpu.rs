@@ -999,27 +999,38 @@ pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResu
         Reduce::Min => f64::INFINITY,
     };
     let mut acc = vec![init; n_out];
-    let ost = strides(&out_full);
-    let mut idx = vec![0usize; r];
-    for &v in xs {
-        let mut o = 0;
-        for d in 0..r {
-            if !red[d] {
-                o += idx[d] * ost[d];
-            }
+    if r == 0 {
+        if let (Some(a), Some(&v)) = (acc.first_mut(), xs.first()) {
+            *a = fold(kind, *a, v as f64);
         }
-        let v = v as f64;
-        match kind {
-            Reduce::Mean | Reduce::Sum => acc[o] += v,
-            Reduce::Max => acc[o] = acc[o].max(v),
-            Reduce::Min => acc[o] = acc[o].min(v),
-        }
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
+    } else {
+        // Row by row of the last axis: the output index is found once per row, and each
+        // accumulator takes its values in the input's order, as element by element.
+        let ost = strides(&out_full);
+        let inner = shape[r - 1];
+        let mut idx = vec![0usize; r - 1];
+        for row in xs.chunks_exact(inner.max(1)) {
+            let o: usize = (0..r - 1)
+                .filter(|&d| !red[d])
+                .map(|d| idx[d] * ost[d])
+                .sum();
+            if red[r - 1] {
+                let a = &mut acc[o];
+                for &v in row {
+                    *a = fold(kind, *a, v as f64);
+                }
+            } else {
+                for (a, &v) in acc[o..o + inner].iter_mut().zip(row) {
+                    *a = fold(kind, *a, v as f64);
+                }
             }
-            idx[d] = 0;
+            for d in (0..r - 1).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
         }
     }
     let vals: Vec<f32> = acc
@@ -1043,6 +1054,16 @@ pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResu
             .collect()
     };
     Ok(Tensor::from_vec(&out_shape, vals)?)
+}
+
+/// One step of a reduction's accumulation.
+#[inline(always)]
+fn fold(kind: Reduce, a: f64, v: f64) -> f64 {
+    match kind {
+        Reduce::Mean | Reduce::Sum => a + v,
+        Reduce::Max => a.max(v),
+        Reduce::Min => a.min(v),
+    }
 }
 
 /// Softmax over the last dimension (kernels' one softmax, row by row).
@@ -1646,9 +1667,9 @@ pub fn crop_and_resize_bilinear(
 mod tests {
     use super::*;
 
-    /// The f32 row-copy padding against the generic index walk (i32 data takes the latter).
+    /// Constant padding (f32 and i32) against an index-by-index reference.
     #[test]
-    fn padding_by_rows_matches_the_generic_walk() {
+    fn padding_matches_an_index_walk() {
         let cases: [(&[usize], &[i64]); 4] = [
             (&[1, 3, 4, 2], &[0, 0, 1, 2, 2, 1, 0, 0]),
             (&[2, 5], &[1, 0, 3, 2]),
@@ -1657,26 +1678,103 @@ mod tests {
         ];
         for (shape, pads) in cases {
             let n: usize = shape.iter().product();
+            let out_shape: Vec<usize> = shape
+                .iter()
+                .enumerate()
+                .map(|(d, &s)| s + (pads[2 * d] + pads[2 * d + 1]) as usize)
+                .collect();
+            // Output element k holds input element j + 1 (row-major), or the fill.
+            let want = |fill: f32| -> Vec<f32> {
+                let mut v = Vec::new();
+                for k in 0..out_shape.iter().product::<usize>() {
+                    let (mut rest, mut j, mut inside) = (k, 0usize, true);
+                    for d in (0..shape.len()).rev() {
+                        let o = rest % out_shape[d];
+                        rest /= out_shape[d];
+                        let i = o as i64 - pads[2 * d];
+                        inside &= (0..shape[d] as i64).contains(&i);
+                        let stride: usize = shape[d + 1..].iter().product();
+                        j += i.max(0) as usize * stride;
+                    }
+                    v.push(if inside { j as f32 + 1.0 } else { fill });
+                }
+                v
+            };
             let f = Tensor::from_vec(shape, (0..n).map(|v| v as f32 + 1.0).collect()).unwrap();
             let i = Tensor::from_vec(shape, (0..n as i32).map(|v| v + 1).collect()).unwrap();
-            let fast = pad(&f, pads, 0.0).unwrap();
-            let slow = pad(&i, pads, 0.0).unwrap();
-            assert_eq!(fast.shape(), slow.shape(), "{shape:?} {pads:?}");
-            let fast: Vec<i32> = fast
-                .as_slice::<f32>()
+            for fill in [0.0, -2.5] {
+                let got = pad(&f, pads, fill).unwrap();
+                assert_eq!(got.shape(), out_shape.as_slice(), "{shape:?} {pads:?}");
+                assert_eq!(got.as_slice::<f32>().unwrap(), want(fill).as_slice());
+            }
+            let got: Vec<f32> = pad(&i, pads, 0.0)
                 .unwrap()
-                .iter()
-                .map(|&v| v as i32)
-                .collect();
-            assert_eq!(fast, slow.as_slice::<i32>().unwrap(), "{shape:?} {pads:?}");
-            let filled = pad(&f, pads, -2.5).unwrap();
-            let want: Vec<f32> = slow
                 .as_slice::<i32>()
                 .unwrap()
                 .iter()
-                .map(|&v| if v == 0 { -2.5 } else { v as f32 })
+                .map(|&v| v as f32)
                 .collect();
-            assert_eq!(filled.as_slice::<f32>().unwrap(), want.as_slice());
+            assert_eq!(got, want(0.0), "{shape:?} {pads:?}");
+        }
+    }
+
+    /// Reductions row by row give the element-by-element accumulation's bits.
+    #[test]
+    fn reductions_match_element_order_accumulation() {
+        let shape = [2usize, 3, 4, 5];
+        let n: usize = shape.iter().product();
+        let xs: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+            .collect();
+        let x = Tensor::from_vec(&shape, xs.clone()).unwrap();
+        for axes in [&[1i64, 2][..], &[3], &[0, 3], &[-1, 1], &[0, 1, 2, 3], &[2]] {
+            for kind in [Reduce::Mean, Reduce::Sum, Reduce::Max, Reduce::Min] {
+                let red: Vec<bool> = (0..4)
+                    .map(|d| axes.iter().any(|&a| (a + 4) % 4 == d as i64))
+                    .collect();
+                let out: Vec<usize> = (0..4).map(|d| if red[d] { 1 } else { shape[d] }).collect();
+                let count: usize = (0..4).filter(|&d| red[d]).map(|d| shape[d]).product();
+                let mut acc = vec![
+                    match kind {
+                        Reduce::Max => f64::NEG_INFINITY,
+                        Reduce::Min => f64::INFINITY,
+                        _ => 0.0,
+                    };
+                    out.iter().product()
+                ];
+                for (k, &v) in xs.iter().enumerate() {
+                    let (mut rest, mut o, mut stride) = (k, 0, 1);
+                    for d in (0..4).rev() {
+                        let i = rest % shape[d];
+                        rest /= shape[d];
+                        if !red[d] {
+                            o += i * stride;
+                        }
+                        stride *= out[d];
+                    }
+                    acc[o] = fold(kind, acc[o], v as f64);
+                }
+                let want: Vec<u32> = acc
+                    .iter()
+                    .map(|&a| {
+                        let a = if kind == Reduce::Mean {
+                            a / count as f64
+                        } else {
+                            a
+                        };
+                        (a as f32).to_bits()
+                    })
+                    .collect();
+                let got = reduce(&x, axes, true, kind).unwrap();
+                assert_eq!(got.shape(), out.as_slice());
+                let got: Vec<u32> = got
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(got, want, "{axes:?} {kind:?}");
+            }
         }
     }
 
