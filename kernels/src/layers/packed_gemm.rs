@@ -19,6 +19,11 @@ use super::{shape_err, Result};
 /// Columns per panel: one AVX-512 register or two AVX2 registers per row of a tile.
 pub const PANEL: usize = 16;
 
+/// Multiply-adds a task of a parallel product takes at least: about 30 µs at this GEMM's
+/// speed. Smaller tasks (the layers' 64k operations, 2 µs here) made a pipeline of five small
+/// models spend more time handing tasks over, in the kernel, than multiplying.
+const TASK_MACS: usize = 1 << 20;
+
 /// Rows per tile: 6 x 2 AVX2 accumulators plus the panel's two registers and a broadcast fill
 /// 15 of the 16 registers.
 const TILE_ROWS: usize = 6;
@@ -83,7 +88,7 @@ pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 /// `c[i * ldc + j] = bias[j] + Σ_p a[i * lda + p] · b[p][j]` for `i < m`, `j < b.n()`.
 ///
 /// Tiles of rows go to other rayon threads when a task gets at least
-/// [`super::PARALLEL_TASK_WORK`] multiply-adds, and never from inside a task of a parallel
+/// [`TASK_MACS`] multiply-adds, and never from inside a task of a parallel
 /// loop.
 pub fn gemm_packed(
     m: usize,
@@ -136,7 +141,7 @@ pub fn gemm_packed_then(
         );
     }
     let tile_work = TILE_ROWS * k.max(1) * n;
-    let tiles_per_task = (super::PARALLEL_TASK_WORK / tile_work.max(1)).max(1);
+    let tiles_per_task = (TASK_MACS / tile_work.max(1)).max(1);
     let tiles = m.div_ceil(TILE_ROWS);
     if tiles <= tiles_per_task
         || rayon::current_num_threads() == 1
@@ -348,7 +353,8 @@ mod tests {
             (13, 0, 20, 0),
             (64, 40, 33, 40),
             (300, 64, 48, 70),
-            (1025, 32, 16, 32),
+            // Five tasks of at least TASK_MACS on two threads.
+            (2000, 64, 40, 64),
         ] {
             let a = values(m * lda.max(1), 1);
             let b = values(k * n, 2);

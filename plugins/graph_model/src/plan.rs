@@ -221,16 +221,32 @@ impl Plan {
                 )));
             }
         }
-        // The dry run: every value's shape, and the values of the constant part.
-        let values = model
-            .evaluate(&feeds, targets, true)
-            .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
         let feed_index = |i: usize| model.input_nodes().iter().position(|&j| j == i);
         let mut dynamic = vec![false; nodes.len()];
         for &i in model.order() {
             dynamic[i] =
                 feed_index(i).is_some() || nodes[i].inputs.iter().any(|&(j, _)| dynamic[j]);
         }
+        // Ops without a planned kernel are found from the graph alone, before the dry run
+        // (which costs a run and holds every value).
+        let mut needed = vec![false; nodes.len()];
+        let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut needed[i], true) {
+                stack.extend(nodes[i].inputs.iter().map(|r| r.0));
+            }
+        }
+        if let Some(i) = model.order().iter().copied().find(|&i| {
+            needed[i] && dynamic[i] && feed_index(i).is_none() && !has_kernel(&nodes[i].op)
+        }) {
+            return Err(unsupported(format!(
+                "node \"{}\" (op {}): the plan has no kernel for this op",
+                nodes[i].name, nodes[i].op_name
+            )));
+        }
+        // The dry run: every value's shape, and the values of the constant part.
+        let values = kernels::process::in_pool(|| model.evaluate(&feeds, targets, true))
+            .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
         // How many planned nodes (and outputs) read each value: a convolution read once can
         // take the `Add` and activation after it.
         let mut readers = vec![0usize; nodes.len()];
@@ -628,6 +644,31 @@ fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usi
         }
     }
     (first, last)
+}
+
+/// Whether the plan has a kernel for `op` (or makes it a view); the builder still checks
+/// operands and types.
+fn has_kernel(op: &Op) -> bool {
+    match op {
+        Op::Identity
+        | Op::Reshape
+        | Op::ExpandDims
+        | Op::Squeeze { .. }
+        | Op::Conv { .. }
+        | Op::ConvTranspose { .. }
+        | Op::BiasAdd
+        | Op::Prelu
+        | Op::Unary(_)
+        | Op::AddN
+        | Op::Pool { .. }
+        | Op::Pad { .. }
+        | Op::Concat
+        | Op::Resize { .. } => true,
+        Op::Binary(op) => {
+            !op.is_comparison() && !matches!(op, BinOp::LogicalAnd | BinOp::LogicalOr)
+        }
+        _ => false,
+    }
 }
 
 /// The activation of a convolution's kernel (`None` for other kernels).
