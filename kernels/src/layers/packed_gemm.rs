@@ -353,7 +353,8 @@ mod tests {
             (13, 0, 20, 0),
             (64, 40, 33, 40),
             (300, 64, 48, 70),
-            // Five tasks of at least TASK_MACS on two threads.
+            // Five tasks of at least TASK_MACS on two threads (the product runs as a node's
+            // work, `in_pool`, as in a graph run: from inside a task it would not split).
             (2000, 64, 40, 64),
         ] {
             let a = values(m * lda.max(1), 1);
@@ -367,8 +368,10 @@ mod tests {
                     .build()
                     .unwrap();
                 let mut c = vec![f32::NAN; m * n];
-                pool.install(|| gemm_packed(m, &a, lda, &packed, &mut c, n))
-                    .unwrap();
+                pool.install(|| {
+                    crate::process::in_pool(|| gemm_packed(m, &a, lda, &packed, &mut c, n))
+                })
+                .unwrap();
                 let same = c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "m={m} k={k} n={n} lda={lda} threads={threads}");
             }
