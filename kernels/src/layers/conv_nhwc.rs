@@ -275,23 +275,15 @@ pub fn conv2d_nhwc_packed(
     let (sh, sw) = geom.strides;
     let (dh, dw) = geom.dilations;
     let (pt, pl) = (plan.pad_top, plan.pad_left);
-    if fc != c
-        || fco != co
-        || x.len() != n * h * wd * c
-        || out.len() != n * oh * ow * co
-        || scratch.len() < plan.scratch
-    {
-        return shape_err(
-            OP,
-            format!(
-                "a filter {:?} and buffers of {} (input), {} (output) and {} (scratch) values do not fit the plan {plan:?}",
-                f.dims(),
-                x.len(),
-                out.len(),
-                scratch.len()
-            ),
-        );
-    }
+    check_plan_buffers(
+        OP,
+        fc == c && fco == co,
+        f.dims(),
+        (x, n * h * wd * c),
+        (out, n * oh * ow * co),
+        (scratch, plan.scratch),
+        plan,
+    )?;
     for b in 0..n {
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
@@ -675,6 +667,31 @@ fn depthwise_block<const L: usize>(
 
 crate::ops::simd::multiversion!(fn depthwise_row(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) => depthwise_row_impl);
 
+/// An error unless the filter fits (`filter_fits`), `x` and `out` hold exactly the plan's
+/// input and output, and `scratch` at least its scratch.
+fn check_plan_buffers(
+    op: &'static str,
+    filter_fits: bool,
+    filter: [usize; 4],
+    (x, x_len): (&[f32], usize),
+    (out, out_len): (&[f32], usize),
+    (scratch, scratch_len): (&[f32], usize),
+    plan: &dyn std::fmt::Debug,
+) -> Result<()> {
+    if filter_fits && x.len() == x_len && out.len() == out_len && scratch.len() >= scratch_len {
+        return Ok(());
+    }
+    shape_err(
+        op,
+        format!(
+            "a filter {filter:?} and buffers of {} (input), {} (output) and {} (scratch) values do not fit the plan {plan:?}",
+            x.len(),
+            out.len(),
+            scratch.len()
+        ),
+    )
+}
+
 /// A transposed convolution's filter `[KH, KW, CO, CI]`, packed once for
 /// [`conv_transpose2d_nhwc_packed`] as the `CI x KH·KW·CO` matrix that turns each input
 /// pixel into its `KH x KW` patch of outputs.
@@ -795,23 +812,15 @@ pub fn conv_transpose2d_nhwc_packed(
     let [_, oh, ow, co] = plan.out;
     let [kh, kw, fco, fci] = f.dims;
     let kdim = kh * kw * co;
-    if fco != co
-        || fci != ci
-        || x.len() != n * h * wd * ci
-        || out.len() != n * oh * ow * co
-        || scratch.len() < plan.scratch
-    {
-        return shape_err(
-            OP,
-            format!(
-                "a filter {:?} and buffers of {} (input), {} (output) and {} (scratch) values do not fit the plan {plan:?}",
-                f.dims,
-                x.len(),
-                out.len(),
-                scratch.len()
-            ),
-        );
-    }
+    check_plan_buffers(
+        OP,
+        fco == co && fci == ci,
+        f.dims,
+        (x, n * h * wd * ci),
+        (out, n * oh * ow * co),
+        (scratch, plan.scratch),
+        plan,
+    )?;
     let ((sh, sw), pt, pl) = (plan.strides, plan.pad_top, plan.pad_left);
     let col = &mut scratch[..plan.scratch];
     out.fill(0.0);

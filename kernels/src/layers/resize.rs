@@ -457,9 +457,6 @@ fn resample(
     } else {
         vec![0f32; n]
     };
-    if out.is_empty() {
-        return Ok(out);
-    }
     resample_into(xs, (h, w), c, (oh, ow), ty, tx, mode, &mut out);
     Ok(out)
 }

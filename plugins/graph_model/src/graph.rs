@@ -1465,6 +1465,32 @@ mod tests {
             (4 * 80 + 4 * 5 * 12) * 4,
             "{summary:?}"
         );
+        // Output buffers of the wrong size, or inputs of another shape, are errors of
+        // `run_into` that name the model.
+        let shapes = g.planned_output_shapes().unwrap();
+        assert_eq!(shapes, [vec![1, 4, 5, 4]]);
+        let mut small = [0f32; 3];
+        let e = g
+            .run_into(std::slice::from_ref(&x), &mut [&mut small[..]])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.json") && e.contains("output buffers"),
+            "{e}"
+        );
+        let mut buf = vec![0f32; 80];
+        let x2 = Tensor::from_vec(&[2, 5, 6, 3], vec![0.5f32; 180]).unwrap();
+        let e = g
+            .run_into(&[x2], &mut [&mut buf[..]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("planned shapes"), "{e}");
+        g.run_into(std::slice::from_ref(&x), &mut [&mut buf[..]])
+            .unwrap();
+        assert_eq!(
+            buf.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            bits(&op_by_op[0])
+        );
         // Another batch size is not the planned shape: it runs op by op, still correctly.
         let x2 = Tensor::from_vec(&[2, 5, 6, 3], vec![0.5f32; 180]).unwrap();
         assert_eq!(g.run(&[x2], &[]).unwrap()[0].shape(), [2, 4, 5, 4]);
