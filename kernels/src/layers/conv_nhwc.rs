@@ -180,6 +180,8 @@ pub struct ConvPlan {
     pad_top: usize,
     pad_left: usize,
     rows_per_tile: usize,
+    /// A 1x1 stride-1 convolution without padding: the input is the product's left matrix.
+    direct: bool,
     pub scratch: usize,
 }
 
@@ -219,6 +221,7 @@ pub fn conv2d_nhwc_plan(x: [usize; 4], f: &PackedFilter, geom: NhwcConvGeom) -> 
         pad_top,
         pad_left,
         rows_per_tile,
+        direct,
         scratch: if direct {
             0
         } else {
@@ -288,7 +291,7 @@ pub fn conv2d_nhwc_packed(
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
         let first = b * oh * ow;
-        if plan.scratch == 0 {
+        if plan.direct {
             gemm_packed_then(h * wd, xb, c, &f.matrix, ob, co, &|r, rows| {
                 epilogue(first + r, rows)
             })?;
@@ -449,6 +452,8 @@ pub fn depthwise_conv2d_nhwc_into(
                 depthwise_row(orow, xb, ws, row % oh, &rows);
             });
     } else {
+        // Sums over the taps, so the output (an arena's reused memory, in a plan) starts at 0.
+        out.fill(0.0);
         out.par_chunks_mut(ow * co)
             .enumerate()
             .with_min_len(min_rows)
@@ -946,6 +951,20 @@ mod tests {
             let out = depthwise_conv2d_nhwc(x.view(), w.view(), geom).unwrap();
             let (_, oh, ow, co) = out.dim();
             assert_eq!(co, c * m);
+            // Into a buffer holding other values (a plan's reused arena): the same bits.
+            let mut reused = vec![f32::NAN; out.len()];
+            let dims = |a: &Array4<f32>| <[usize; 4]>::from(a.dim());
+            depthwise_conv2d_nhwc_into(
+                x.as_slice().unwrap(),
+                dims(&x),
+                w.as_slice().unwrap(),
+                dims(&w),
+                geom,
+                &mut reused,
+            )
+            .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&reused), bits(out.as_slice().unwrap()), "m {m} c {c}");
             let ext = (k - 1) * dil + 1;
             let (pt, pl) = match padding {
                 Padding::Same => {

@@ -177,6 +177,7 @@ pub fn bias_act(
 /// fused them, a residual added after it and a second activation.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
+    len: usize,
     c: usize,
     bias: &'a [f32],
     act: Act,
@@ -202,6 +203,7 @@ impl<'a> Epilogue<'a> {
             }
         }
         Ok(Epilogue {
+            len,
             c,
             bias: bias.unwrap_or(&[]),
             act,
@@ -220,6 +222,12 @@ impl<'a> Epilogue<'a> {
         alpha2: Option<&'a [f32]>,
     ) -> OpResult<Epilogue<'a>> {
         let len = residual.len();
+        if len != self.len {
+            return op_err!(
+                "the residual has {len} values, the convolution's output {}",
+                self.len
+            );
+        }
         Ok(Epilogue {
             residual: Some(residual),
             act2,
@@ -230,6 +238,9 @@ impl<'a> Epilogue<'a> {
 
     /// Applies it to `rows`, whole rows of `c` values starting at row `row0` of the output.
     pub fn apply(&self, row0: usize, rows: &mut [f32]) {
+        if self.c == 0 {
+            return;
+        }
         let (start, len) = (row0 * self.c, rows.len());
         // A slope per element is read at the block's place.
         let at = |alpha: &'a [f32]| {

@@ -169,7 +169,8 @@ pub(crate) struct Plan {
     arena: Mutex<Vec<f32>>,
 }
 
-/// Arena offsets are multiples of this many floats (64 bytes, a cache line).
+/// Arena offsets are multiples of this many floats (64 bytes: with the allocator's alignment
+/// of the arena, usually whole cache lines).
 const ALIGN: usize = 16;
 
 impl Plan {
@@ -424,7 +425,8 @@ impl Plan {
             crate::graph::profiling().then(Default::default);
         for step in &self.steps {
             let started = profile.as_ref().map(|_| std::time::Instant::now());
-            self.exec(model, step, feeds, base).map_err(|e| {
+            // SAFETY: `base` is the arena, borrowed mutably above for this run alone.
+            unsafe { self.exec(model, step, feeds, base) }.map_err(|e| {
                 let node = &model.nodes()[step.node];
                 GraphModelError::Node {
                     file: model.file().to_path_buf(),
@@ -489,7 +491,11 @@ impl Plan {
     }
 
     /// Runs one step.
-    fn exec(
+    ///
+    /// # Safety
+    /// `base` must point to this plan's arena (`values_len + scratch_len` floats), borrowed
+    /// mutably by the caller for the whole run and by nothing else.
+    unsafe fn exec(
         &self,
         model: &GraphModel,
         step: &Step,
