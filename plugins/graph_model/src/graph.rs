@@ -836,6 +836,18 @@ impl GraphModel {
         kernels::process::in_pool(|| plan.run_into(self, feeds, outs))
     }
 
+    /// Whether each node is one that `targets` depend on (the targets included).
+    pub(crate) fn needed_nodes(&self, targets: &[(usize, usize)]) -> Vec<bool> {
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut needed[i], true) {
+                stack.extend(self.nodes[i].inputs.iter().map(|r| r.0));
+            }
+        }
+        needed
+    }
+
     pub(crate) fn nodes(&self) -> &[GNode] {
         &self.nodes
     }
@@ -1012,14 +1024,7 @@ impl GraphModel {
         keep_all: bool,
     ) -> Result<Vec<Option<Vec<Tensor>>>, GraphModelError> {
         // Which nodes are needed, and how many times each value is still to be read.
-        let mut needed = vec![false; self.nodes.len()];
-        let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut needed[i], true) {
-                continue;
-            }
-            stack.extend(self.nodes[i].inputs.iter().map(|r| r.0));
-        }
+        let needed = self.needed_nodes(targets);
         let mut remaining = vec![0usize; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             if needed[i] {

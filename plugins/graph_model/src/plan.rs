@@ -230,13 +230,7 @@ impl Plan {
         }
         // Ops without a planned kernel are found from the graph alone, before the dry run
         // (which costs a run and holds every value).
-        let mut needed = vec![false; nodes.len()];
-        let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
-        while let Some(i) = stack.pop() {
-            if !std::mem::replace(&mut needed[i], true) {
-                stack.extend(nodes[i].inputs.iter().map(|r| r.0));
-            }
-        }
+        let needed = model.needed_nodes(targets);
         if let Some(i) = model.order().iter().copied().find(|&i| {
             needed[i] && dynamic[i] && feed_index(i).is_none() && !has_kernel(&nodes[i].op)
         }) {
