@@ -775,6 +775,15 @@ impl GraphModel {
         } else {
             outputs.to_vec()
         };
+        // The `graph_model` node asks again for the default outputs planned at load: the dry
+        // run is not repeated.
+        if self
+            .plan
+            .as_ref()
+            .is_ok_and(|p| p.names() == names.as_slice())
+        {
+            return;
+        }
         self.plan = names
             .iter()
             .map(|n| self.resolve(n))

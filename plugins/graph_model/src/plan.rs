@@ -344,6 +344,11 @@ impl Plan {
         self.steps.len()
     }
 
+    /// The output names it serves.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Whether a run of `names` on `feeds` is the one planned.
     pub(crate) fn serves(&self, names: &[String], feeds: &[Tensor]) -> bool {
         names == self.names.as_slice() && self.serves_feeds(feeds)
