@@ -167,7 +167,7 @@ pub fn bias_act(
     if c == 0 {
         return Ok(());
     }
-    let e = Epilogue::new(data.len(), c, bias, act, alpha)?;
+    let e = ConvEpilogue::new(data.len(), c, bias, act, alpha)?;
     e.apply(0, data);
     Ok(())
 }
@@ -176,7 +176,7 @@ pub fn bias_act(
 /// `kernels::layers::packed_gemm::Epilogue`): the bias, the activation, and, where the plan
 /// fused them, a residual added after it and a second activation.
 #[derive(Clone, Copy, Debug)]
-pub struct Epilogue<'a> {
+pub struct ConvEpilogue<'a> {
     len: usize,
     c: usize,
     bias: &'a [f32],
@@ -187,7 +187,7 @@ pub struct Epilogue<'a> {
     alpha2: &'a [f32],
 }
 
-impl<'a> Epilogue<'a> {
+impl<'a> ConvEpilogue<'a> {
     /// The bias (`c` values, or none) and activation of an output of `len` values with `c`
     /// channels; `alpha` as in [`bias_act`].
     pub fn new(
@@ -196,13 +196,13 @@ impl<'a> Epilogue<'a> {
         bias: Option<&'a [f32]>,
         act: Act,
         alpha: Option<&'a [f32]>,
-    ) -> OpResult<Epilogue<'a>> {
+    ) -> OpResult<ConvEpilogue<'a>> {
         if let Some(b) = bias {
             if b.len() != c {
                 return op_err!("bias has {} values, the output has {c} channels", b.len());
             }
         }
-        Ok(Epilogue {
+        Ok(ConvEpilogue {
             len,
             c,
             bias: bias.unwrap_or(&[]),
@@ -220,7 +220,7 @@ impl<'a> Epilogue<'a> {
         residual: &'a [f32],
         act2: Act,
         alpha2: Option<&'a [f32]>,
-    ) -> OpResult<Epilogue<'a>> {
+    ) -> OpResult<ConvEpilogue<'a>> {
         let len = residual.len();
         if len != self.len {
             return op_err!(
@@ -228,7 +228,7 @@ impl<'a> Epilogue<'a> {
                 self.len
             );
         }
-        Ok(Epilogue {
+        Ok(ConvEpilogue {
             residual: Some(residual),
             act2,
             alpha2: slope(len, self.c, act2, alpha2)?,
@@ -380,7 +380,7 @@ pub fn conv2d_nhwc_packed(
     let plan = layers::conv_nhwc::conv2d_nhwc_plan(dims, filter, geom)?;
     let mut out = vec![0f32; plan.out.iter().product()];
     let mut scratch = vec![0f32; plan.scratch];
-    let epilogue = Epilogue::new(out.len(), plan.out[3], bias, act, alpha)?;
+    let epilogue = ConvEpilogue::new(out.len(), plan.out[3], bias, act, alpha)?;
     layers::conv_nhwc::conv2d_nhwc_packed(
         f32s(x)?,
         filter,
@@ -548,6 +548,11 @@ impl BinOp {
                 | BinOp::Less
                 | BinOp::LessEqual
         )
+    }
+
+    /// An arithmetic op on numbers (neither a comparison nor a logical op).
+    pub fn is_arithmetic(self) -> bool {
+        !self.is_comparison() && !matches!(self, BinOp::LogicalAnd | BinOp::LogicalOr)
     }
 }
 

@@ -537,8 +537,8 @@ impl Plan {
             .map(|(_, slot)| unsafe { self.read(slot, feeds, base) })
             .transpose()?;
         let alpha2 = opt(&step.alpha2)?;
-        let epilogue = |c: usize| -> OpResult<ops::Epilogue<'_>> {
-            let e = ops::Epilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
+        let epilogue = |c: usize| -> OpResult<ops::ConvEpilogue<'_>> {
+            let e = ops::ConvEpilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
             match residual {
                 Some(r) => e.then_add(r, step.act2, alpha2),
                 None => Ok(e),
@@ -669,9 +669,7 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Pad { .. }
         | Op::Concat
         | Op::Resize { .. } => true,
-        Op::Binary(op) => {
-            !op.is_comparison() && !matches!(op, BinOp::LogicalAnd | BinOp::LogicalOr)
-        }
+        Op::Binary(op) => op.is_arithmetic(),
         _ => false,
     }
 }
@@ -870,9 +868,7 @@ impl Builder<'_> {
                     vec![x],
                 )
             }
-            &Op::Binary(op)
-                if !op.is_comparison() && !matches!(op, BinOp::LogicalAnd | BinOp::LogicalOr) =>
-            {
+            &Op::Binary(op) if op.is_arithmetic() => {
                 let (a, b) = (self.input(i, 0)?, self.input(i, 1)?);
                 if broadcast_shape(&a.shape, &b.shape)? != shape {
                     return Err(OpError::new("its operands do not broadcast to its value"));
