@@ -19,7 +19,7 @@ use plugin_sdk::{ParamValue, Value};
 kernels::engine_allocator!();
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
         return Err("usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn]".into());

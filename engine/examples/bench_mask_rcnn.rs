@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "usage: bench_mask_rcnn WEIGHTS IMAGE OUT_JSON [REPS] [DEPTH] [SCORE_THRESH]".into(),
         );
     }
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let reps: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let depth: i64 = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let score: f64 = args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(0.05);

@@ -16,7 +16,7 @@ use plugin_sdk::{ParamValue, Value};
 kernels::engine_allocator!();
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         return Err("usage: bench_resnet_fpn WEIGHTS IMAGE OUT_DIR [REPS] [DEPTH]".into());

@@ -171,7 +171,7 @@ enum GraphFormat {
 }
 
 fn main() -> ExitCode {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let cli = Cli::parse();
     let level = match cli.log_level.parse::<LevelFilter>() {
         Ok(l) => l,

@@ -105,7 +105,7 @@ kernels::engine_allocator!();
 
 fn main() {
     if std::env::var_os("BENCH_PURGE").is_none() {
-        kernels::process::keep_freed_memory();
+        kernels::process::memory_policy();
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     let reps = if quick { 3 } else { 9 };

@@ -230,7 +230,7 @@ kernels::engine_allocator!();
 
 fn main() {
     if std::env::var_os("BENCH_PURGE").is_none() {
-        kernels::process::keep_freed_memory();
+        kernels::process::memory_policy();
     }
     let torch: HashMap<String, f64> = std::env::var("TORCH_TIMES")
         .ok()

@@ -66,7 +66,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// crate root invokes it. Stages allocate and free feature maps of tens of MB every frame from
 /// several threads; glibc's malloc returns such blocks to the OS and page-faults them back in
 /// on every use (~10% of a Mask R-CNN frame, far more when stages overlap). Pair it with
-/// [`keep_freed_memory`] (the host does, and [`configure_library`] does in a library).
+/// [`memory_policy`] (the host does, and [`configure_library`] does in a library).
 #[macro_export]
 macro_rules! engine_allocator {
     () => {
@@ -76,19 +76,35 @@ macro_rules! engine_allocator {
     };
 }
 
-/// Turns mimalloc's purging off: freed pages stay committed for the next frame instead of
-/// being returned to the OS after a delay (10 ms in mimalloc v2) and faulted in again (a Mask
-/// R-CNN frame at 800x1216 took ~41k page faults with purging, ~800 without, and ~8% less
-/// time; the resident size stays at its peak, +10%). A pipeline reaches its peak on the first
-/// frame anyway. Affects the mimalloc linked into the calling artifact only.
+/// The memory policy of every artifact (binary or plugin library), for the mimalloc linked
+/// into the calling artifact and for the process:
+///
+/// - **Freed pages stay committed.** mimalloc's purging is turned off: freed pages stay
+///   committed for the next frame instead of being returned to the OS after a delay (10 ms in
+///   mimalloc v2) and faulted in again (a Mask R-CNN frame at 800x1216 took ~41k page faults
+///   with purging, ~800 without, and ~8% less time; the resident size stays at its peak,
+///   +10%). A pipeline reaches its peak on the first frame anyway.
+/// - **No transparent huge pages for the process** (`PR_SET_THP_DISABLE` on Linux). mimalloc
+///   advises its 1 GiB arenas `MADV_HUGEPAGE`, and each library links its own mimalloc with
+///   its own arenas, so every thread's first allocation in every library faults in a 2 MB page
+///   that the kernel must zero, and, where `defrag` is `madvise` (the common default), first
+///   compact memory for, synchronously. The demo pipeline (11 nodes on 4 photos) spent 0.2 to
+///   1.1 s of system time there, run to run; without huge pages 0.2 s. ResNet-FPN at 800x1216
+///   kept its speed (BENCHMARKS.md, "Transparent huge pages").
 ///
 /// Call it before the artifact starts threads of its own: mimalloc's option setters are not
 /// thread-safe. The host calls it first thing in `main`; a library in `configure`, which the
 /// host calls once, before creating any node of the library.
-pub fn keep_freed_memory() {
+pub fn memory_policy() {
     // SAFETY: see above: no other thread of this artifact allocates through mimalloc's options
     // at this point; the option index is checked by a test below.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes an integer flag and touches no memory of ours. It
+    // fails only on kernels older than 3.15, where huge pages then stay as they are.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
 
 /// Sizes the rayon pool of the calling artifact at `threads` (at least 1). Does nothing if the
@@ -140,9 +156,9 @@ pub fn in_parallel_task() -> bool {
 }
 
 /// What a family library does when the host configures it: the host's thread budget for its
-/// rayon pool, and the allocator policy ([`keep_freed_memory`]).
+/// rayon pool, and the memory policy ([`memory_policy`]).
 pub fn configure_library(threads: usize) {
-    keep_freed_memory();
+    memory_policy();
     use_threads(threads);
 }
 

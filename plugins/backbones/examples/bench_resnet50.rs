@@ -18,7 +18,7 @@ use plugin_backbones::{ResNet, ResNetConfig};
 // engine's setting too: freed pages kept committed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)

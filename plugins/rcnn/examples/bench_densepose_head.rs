@@ -20,7 +20,7 @@ use plugin_rcnn::densepose_head::{DensePoseHead, DensePoseHeadConfig};
 use vision_common::ImageSizes;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: bench_densepose_head WEIGHTS INPUTS [REPS]";
     let weights = Weights::load(Path::new(args.get(1).ok_or(usage)?))?;

@@ -21,7 +21,7 @@ use plugin_rcnn::keypoint_head::{KeypointHead, KeypointHeadConfig};
 // engine's setting too: freed pages kept committed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: bench_keypoint_head WEIGHTS INPUTS [REPS]";
     let weights = Weights::load(Path::new(args.get(1).ok_or(usage)?))?;

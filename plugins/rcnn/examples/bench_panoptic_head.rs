@@ -31,7 +31,7 @@ fn defaults(kind: plugin_sdk::NodeKind) -> Params {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: bench_panoptic_head WEIGHTS INPUTS [REPS]";
     let weights = args.get(1).ok_or(usage)?;

@@ -328,7 +328,7 @@ fn fmt_list(v: &[f64]) -> String {
 }
 
 fn main() -> Result<(), Error> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args = parse_args()?;
     let (h, w) = args.size;
 

@@ -196,7 +196,7 @@ fn generated_weights() -> Result<PathBuf, Error> {
 }
 
 fn main() -> Result<(), Error> {
-    kernels::process::keep_freed_memory();
+    kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     let given = args.get(1).filter(|a| a.as_str() != "-");
     let frames: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(12);
