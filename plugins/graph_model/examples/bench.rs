@@ -94,7 +94,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
         });
         let plan = match model.plan_status() {
-            Ok(p) => format!("{} steps, {} KiB arena", p.steps, p.arena_bytes / 1024),
+            Ok(p) => format!(
+                "{} steps, {} KiB arena, {} ops op by op after them",
+                p.steps,
+                p.arena_bytes / 1024,
+                p.tail_ops
+            ),
             Err(why) => format!("op by op: {why}"),
         };
         let mut times = Vec::with_capacity(runs);

@@ -126,6 +126,30 @@ pub struct PlanSummary {
     pub steps: usize,
     /// Bytes of the arena: every intermediate value and the convolutions' scratch.
     pub arena_bytes: usize,
+    /// Ops after the steps that run op by op (the plan's tail; 0: a run allocates nothing).
+    pub tail_ops: usize,
+}
+
+/// The type and shape of each output of a node, as the plan's dry run saw them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ValueMeta {
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<usize>,
+}
+
+/// Each node's [`ValueMeta`]s (`None` where the node did not run).
+pub(crate) type ValueMetas = Vec<Option<Vec<ValueMeta>>>;
+
+impl ValueMeta {
+    fn of(outputs: &[Tensor]) -> Vec<ValueMeta> {
+        outputs
+            .iter()
+            .map(|t| ValueMeta {
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+            })
+            .collect()
+    }
 }
 
 fn attr<'a>(n: &'a NodeDef, key: &str) -> Option<&'a Json> {
@@ -798,6 +822,7 @@ impl GraphModel {
             Ok(p) => Ok(PlanSummary {
                 steps: p.steps(),
                 arena_bytes: p.arena_bytes(),
+                tail_ops: p.tail_nodes(),
             }),
             Err(why) => Err(why),
         }
@@ -847,10 +872,16 @@ impl GraphModel {
 
     /// Whether each node is one that `targets` depend on (the targets included).
     pub(crate) fn needed_nodes(&self, targets: &[(usize, usize)]) -> Vec<bool> {
+        self.needed_nodes_from(targets, &vec![false; self.nodes.len()])
+    }
+
+    /// [`GraphModel::needed_nodes`] when the `known` nodes' values are given: what they read
+    /// is not needed for them.
+    fn needed_nodes_from(&self, targets: &[(usize, usize)], known: &[bool]) -> Vec<bool> {
         let mut needed = vec![false; self.nodes.len()];
         let mut stack: Vec<usize> = targets.iter().map(|t| t.0).collect();
         while let Some(i) = stack.pop() {
-            if !std::mem::replace(&mut needed[i], true) {
+            if !std::mem::replace(&mut needed[i], true) && !known[i] {
                 stack.extend(self.nodes[i].inputs.iter().map(|r| r.0));
             }
         }
@@ -1005,7 +1036,7 @@ impl GraphModel {
                 return plan.run(self, feeds);
             }
         }
-        let values = self.evaluate(feeds, &targets, false)?;
+        let values = self.evaluate(feeds, &targets)?;
         targets
             .iter()
             .zip(&names)
@@ -1024,16 +1055,32 @@ impl GraphModel {
     }
 
     /// Runs the nodes `targets` depend on, op by op, and returns every node's outputs that
-    /// are still held at the end: the targets' (and constants'), or all of them with
-    /// `keep_all` (the plan's dry run).
+    /// are still held at the end: the targets' and constants'.
     pub(crate) fn evaluate(
         &self,
         feeds: &[Tensor],
         targets: &[(usize, usize)],
-        keep_all: bool,
+    ) -> Result<Vec<Option<Vec<Tensor>>>, GraphModelError> {
+        self.evaluate_with(feeds, Vec::new(), targets, None)
+    }
+
+    /// [`GraphModel::evaluate`] with the values of the `seeds` nodes given (they and what only
+    /// they need are not run: a planned run's op-by-op tail), and with `keep`, the nodes whose
+    /// values are held to the end too (the plan's dry run), and every value's types and
+    /// shapes returned with them.
+    pub(crate) fn evaluate_with(
+        &self,
+        feeds: &[Tensor],
+        seeds: Vec<(usize, Tensor)>,
+        targets: &[(usize, usize)],
+        mut keep: Option<(&[bool], &mut ValueMetas)>,
     ) -> Result<Vec<Option<Vec<Tensor>>>, GraphModelError> {
         // Which nodes are needed, and how many times each value is still to be read.
-        let needed = self.needed_nodes(targets);
+        let mut seeded = vec![false; self.nodes.len()];
+        for (i, _) in &seeds {
+            seeded[*i] = true;
+        }
+        let needed = self.needed_nodes_from(targets, &seeded);
         let mut remaining = vec![0usize; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             if needed[i] {
@@ -1049,11 +1096,20 @@ impl GraphModel {
         for (k, &i) in self.input_nodes.iter().enumerate() {
             values[i] = Some(vec![feeds[k].clone()]);
         }
+        for (i, t) in seeds {
+            values[i] = Some(vec![t]);
+        }
+        if let Some((_, metas)) = keep.as_mut() {
+            **metas = vec![None; self.nodes.len()];
+            for &i in &self.input_nodes {
+                metas[i] = values[i].as_deref().map(ValueMeta::of);
+            }
+        }
         // GRAPH_MODEL_PROFILE=1: time per op type, printed to stderr after each run.
         let mut profile: Option<std::collections::BTreeMap<String, (u32, f64)>> =
             profiling().then(Default::default);
         for &i in &self.order {
-            if !needed[i] {
+            if !needed[i] || seeded[i] {
                 continue;
             }
             let node = &self.nodes[i];
@@ -1090,10 +1146,14 @@ impl GraphModel {
                 }
                 out
             };
+            if let Some((_, metas)) = keep.as_mut() {
+                metas[i] = Some(ValueMeta::of(&out));
+            }
             values[i] = Some(out);
             for &(j, _) in &node.inputs {
                 remaining[j] -= 1;
-                if remaining[j] == 0 && self.nodes[j].op != Op::Const && !keep_all {
+                let kept = keep.as_ref().is_some_and(|(k, _)| k[j]);
+                if remaining[j] == 0 && self.nodes[j].op != Op::Const && !kept {
                     values[j] = None;
                 }
             }
@@ -1547,12 +1607,47 @@ mod tests {
         g.check_memory_limit(bytes).unwrap();
         let e = g.check_memory_limit(bytes - 1).unwrap_err().to_string();
         assert!(e.contains("test.json") && e.contains("MiB"), "{e}");
-        // An op without a planned kernel names itself.
+        // An op without a planned kernel after the steps runs op by op, in the plan's tail,
+        // with the op-by-op values; so does what reads it.
         let mut v = nodes(&[1, 5, 6, 3]);
-        v.push(node("t", "Transpose", &["conv", "w"]));
+        v.push(node("soft", "Softmax", &["conv"]));
+        v.push(node("r", "Relu", &["soft"]));
+        let mut g = graph(v);
+        let outs = ["r".to_string(), "conv".to_string()];
+        g.plan_outputs(&outs);
+        let summary = g.plan_status().unwrap();
+        assert_eq!((summary.steps, summary.tail_ops), (1, 2), "{summary:?}");
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let x = Tensor::from_vec(&[1, 5, 6, 3], (0..90).map(|i| i as f32 * 0.1).collect()).unwrap();
+        let planned = g.run(std::slice::from_ref(&x), &outs).unwrap();
+        let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &outs).unwrap();
+        for (p, o) in planned.iter().zip(&op_by_op) {
+            assert_eq!(bits(p), bits(o));
+        }
+        let shapes = g.planned_output_shapes().unwrap();
+        let mut bufs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| vec![0f32; s.iter().product()])
+            .collect();
+        let mut views: Vec<&mut [f32]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+        g.run_into(std::slice::from_ref(&x), &mut views).unwrap();
+        assert_eq!(
+            bufs[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            bits(&op_by_op[0])
+        );
+        // An op without a planned kernel before any step names itself.
+        let mut v = nodes(&[1, 5, 6, 3]);
+        v.push(node("soft", "Softmax", &["x"]));
+        v[2] = node("conv", "Conv2D", &["soft", "w"]);
         let g = graph(v);
         assert!(
-            matches!(g.plan_status(), Err(NoPlan::Unsupported(why)) if why.contains("Transpose")),
+            matches!(g.plan_status(), Err(NoPlan::Unsupported(why)) if why.contains("Softmax")),
             "{:?}",
             g.plan_status()
         );

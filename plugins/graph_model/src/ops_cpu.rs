@@ -991,30 +991,81 @@ pub enum Reduce {
 /// Reduces f32 `x` over `axes` (f64 accumulation, like the TF.js CPU backend).
 pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResult<Tensor> {
     let shape = x.shape();
-    let r = shape.len();
-    let mut red = vec![false; r];
-    for &a in axes {
-        red[norm_axis(a, r)?] = true;
-    }
-    let out_full: Vec<usize> = shape
-        .iter()
-        .zip(&red)
-        .map(|(&d, &rd)| if rd { 1 } else { d })
-        .collect();
+    let red = reduced_axes(axes, shape.len())?;
+    let out_full = reduced_shape(shape, &red);
     let n_out = numel(&out_full)?;
-    let count = shape
+    let mut acc = vec![0f64; n_out];
+    let mut vals = vec![0f32; n_out];
+    reduce_into(f32s(x)?, shape, &red, kind, &mut acc, &mut vals)?;
+    let out_shape: Vec<usize> = if keep_dims {
+        out_full
+    } else {
+        shape
+            .iter()
+            .zip(&red)
+            .filter(|(_, &rd)| !rd)
+            .map(|(&d, _)| d)
+            .collect()
+    };
+    Ok(Tensor::from_vec(&out_shape, vals)?)
+}
+
+/// Ranks [`reduce_into`] takes.
+pub const MAX_REDUCE_RANK: usize = 8;
+
+/// Which of `rank` axes `axes` (possibly negative, repeats allowed) name.
+pub fn reduced_axes(axes: &[i64], rank: usize) -> OpResult<Vec<bool>> {
+    let mut red = vec![false; rank];
+    for &a in axes {
+        red[norm_axis(a, rank)?] = true;
+    }
+    Ok(red)
+}
+
+/// `shape` with the reduced axes kept as 1.
+pub fn reduced_shape(shape: &[usize], red: &[bool]) -> Vec<usize> {
+    shape
         .iter()
-        .zip(&red)
-        .filter(|(_, &rd)| rd)
-        .map(|(&d, _)| d)
-        .product::<usize>();
-    let xs = f32s(x)?;
-    let init = match kind {
+        .zip(red)
+        .map(|(&d, &rd)| if rd { 1 } else { d })
+        .collect()
+}
+
+/// [`reduce`] of `xs` (of `shape`) over the axes marked in `red`, into `out` (one value per
+/// element of the reduced shape), accumulating in `acc` (as many f64s); allocates nothing.
+pub fn reduce_into(
+    xs: &[f32],
+    shape: &[usize],
+    red: &[bool],
+    kind: Reduce,
+    acc: &mut [f64],
+    out: &mut [f32],
+) -> OpResult<()> {
+    let r = shape.len();
+    if r > MAX_REDUCE_RANK || red.len() != r {
+        return op_err!("a reduction of rank {r} (at most {MAX_REDUCE_RANK} are taken)");
+    }
+    let mut out_full = [1usize; MAX_REDUCE_RANK];
+    for d in 0..r {
+        if !red[d] {
+            out_full[d] = shape[d];
+        }
+    }
+    let n_out: usize = out_full[..r].iter().product();
+    if xs.len() != shape.iter().product::<usize>() || acc.len() != n_out || out.len() != n_out {
+        return op_err!(
+            "a reduction of {shape:?} got {} values, {} accumulators and {} outputs",
+            xs.len(),
+            acc.len(),
+            out.len()
+        );
+    }
+    let count: usize = (0..r).filter(|&d| red[d]).map(|d| shape[d]).product();
+    acc.fill(match kind {
         Reduce::Mean | Reduce::Sum => 0.0,
         Reduce::Max => f64::NEG_INFINITY,
         Reduce::Min => f64::INFINITY,
-    };
-    let mut acc = vec![init; n_out];
+    });
     if r == 0 {
         if let (Some(a), Some(&v)) = (acc.first_mut(), xs.first()) {
             *a = fold(kind, *a, v as f64);
@@ -1022,9 +1073,12 @@ pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResu
     } else {
         // Row by row of the last axis: the output index is found once per row, and each
         // accumulator takes its values in the input's order, as element by element.
-        let ost = strides(&out_full);
+        let mut ost = [1usize; MAX_REDUCE_RANK];
+        for d in (0..r - 1).rev() {
+            ost[d] = ost[d + 1] * out_full[d + 1];
+        }
         let inner = shape[r - 1];
-        let mut idx = vec![0usize; r - 1];
+        let mut idx = [0usize; MAX_REDUCE_RANK];
         for row in xs.chunks_exact(inner.max(1)) {
             let o: usize = (0..r - 1)
                 .filter(|&d| !red[d])
@@ -1049,27 +1103,14 @@ pub fn reduce(x: &Tensor, axes: &[i64], keep_dims: bool, kind: Reduce) -> OpResu
             }
         }
     }
-    let vals: Vec<f32> = acc
-        .into_iter()
-        .map(|a| {
-            if kind == Reduce::Mean {
-                (a / count.max(1) as f64) as f32
-            } else {
-                a as f32
-            }
-        })
-        .collect();
-    let out_shape: Vec<usize> = if keep_dims {
-        out_full
-    } else {
-        shape
-            .iter()
-            .zip(&red)
-            .filter(|(_, &rd)| !rd)
-            .map(|(&d, _)| d)
-            .collect()
-    };
-    Ok(Tensor::from_vec(&out_shape, vals)?)
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = if kind == Reduce::Mean {
+            (a / count.max(1) as f64) as f32
+        } else {
+            a as f32
+        };
+    }
+    Ok(())
 }
 
 /// One step of a reduction's accumulation.

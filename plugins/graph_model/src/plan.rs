@@ -15,8 +15,12 @@
 //! first, take the lowest offset that no value alive at the same time holds. One scratch
 //! area after them serves the convolutions' im2col.
 //!
-//! A graph plans when every input has a static shape (but for the batch) and float32 type,
-//! and every op an input reaches has a planned kernel; otherwise it runs op by op and
+//! A graph plans when every input has a static shape (but for the batch) and float32 type.
+//! The ops with a planned kernel whose inputs are all planned (or constant) make the steps;
+//! the ops after the first without one (a detector's decoding: `TopKV2`, gathers, integer
+//! arithmetic) make the plan's op-by-op tail. After the steps, the tail runs through the
+//! op-by-op executor, seeded with the planned values it reads, and allocates as that does.
+//! A graph whose first op has no planned kernel runs op by op, and
 //! [`crate::GraphModel::plan_status`] says why.
 
 use std::sync::Mutex;
@@ -29,10 +33,10 @@ use kernels::layers::{NhwcConvGeom, ResizeMode};
 use kernels::{DType, Tensor};
 
 use crate::error::{GraphModelError, OpError, OpResult};
-use crate::graph::{GNode, GraphModel, Op};
+use crate::graph::{GNode, GraphModel, Op, ValueMeta};
 use crate::ops_cpu::{
     self as ops, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act, BinOp,
-    Padding, UnOp,
+    Padding, Reduce, UnOp,
 };
 
 /// Why a graph has no compiled plan (its runs go op by op).
@@ -61,6 +65,8 @@ enum Place {
     Const(usize),
     /// An arena buffer (its offset is the memory plan's).
     Arena(usize),
+    /// The `k`-th value the op-by-op tail computes for the outputs (never read by a step).
+    Tail(usize),
 }
 
 /// A value: its place and shape.
@@ -118,6 +124,11 @@ enum Kernel {
         outer: usize,
     },
     Resize(Box<NhwcResize>),
+    /// Which axes are reduced.
+    Reduce {
+        kind: Reduce,
+        axes: Vec<bool>,
+    },
 }
 
 /// One step: the graph node it computes, its kernel, its inputs and its output.
@@ -150,6 +161,12 @@ impl Step {
     }
 }
 
+/// An output of a planned run: in the arena, or computed by the tail.
+enum Delivered<'a> {
+    Planned(&'a [f32]),
+    Tail(Tensor),
+}
+
 /// A compiled plan for one set of outputs.
 #[derive(Debug)]
 pub(crate) struct Plan {
@@ -160,13 +177,21 @@ pub(crate) struct Plan {
     steps: Vec<Step>,
     consts: Vec<Tensor>,
     outputs: Vec<Slot>,
+    /// The op-by-op tail: its nodes (a count), the planned values it reads (node, slot),
+    /// and the outputs it computes (`Place::Tail(k)` is `tail_targets[k]`).
+    tail_nodes: usize,
+    boundary: Vec<(usize, Slot)>,
+    tail_targets: Vec<(usize, usize)>,
     /// Offset of each arena buffer.
     offsets: Vec<usize>,
     /// Floats of the arena's values; the scratch follows them.
     values_len: usize,
     scratch_len: usize,
-    /// The arena, held between runs (a run finding it busy uses a fresh one).
-    arena: Mutex<Vec<f32>>,
+    /// f64 accumulators of the reductions (the most one step needs).
+    acc_len: usize,
+    /// The arena and the accumulators, held between runs (a run finding them busy uses
+    /// fresh ones).
+    arena: Mutex<(Vec<f32>, Vec<f64>)>,
 }
 
 /// Arena offsets are multiples of this many floats (64 bytes: with the allocator's alignment
@@ -214,39 +239,66 @@ impl Plan {
             feeds.push(Tensor::zeros(DType::F32, &shape).map_err(|e| unsupported(e.to_string()))?);
             feed_shapes.push(shape);
         }
-        for &(i, k) in targets {
-            if k != 0 {
-                return Err(unsupported(format!(
-                    "output {k} of node \"{}\" is requested",
-                    nodes[i].name
-                )));
-            }
-        }
         let feed_index = |i: usize| model.input_nodes().iter().position(|&j| j == i);
         let mut dynamic = vec![false; nodes.len()];
         for &i in model.order() {
             dynamic[i] =
                 feed_index(i).is_some() || nodes[i].inputs.iter().any(|&(j, _)| dynamic[j]);
         }
-        // Ops without a planned kernel are found from the graph alone, before the dry run
-        // (which costs a run and holds every value).
+        // Which ops become steps, found from the graph alone, before the dry run (which costs
+        // a run): those with a kernel whose computed inputs are all planned. The other
+        // computed ones make the tail.
         let needed = model.needed_nodes(targets);
-        if let Some(i) = model.order().iter().copied().find(|&i| {
-            needed[i] && dynamic[i] && feed_index(i).is_none() && !has_kernel(&nodes[i].op)
-        }) {
-            return Err(unsupported(format!(
-                "node \"{}\" (op {}): the plan has no kernel for this op",
-                nodes[i].name, nodes[i].op_name
-            )));
+        let mut planned = vec![false; nodes.len()];
+        for &i in model.order() {
+            planned[i] = needed[i]
+                && dynamic[i]
+                && (feed_index(i).is_some()
+                    || (has_kernel(&nodes[i].op)
+                        && nodes[i]
+                            .inputs
+                            .iter()
+                            .all(|&(j, _)| !dynamic[j] || planned[j])));
         }
-        // The dry run: every value's shape, and the values of the constant part.
-        let values = kernels::process::in_pool(|| model.evaluate(&feeds, targets, true))
-            .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
-        // How many planned nodes (and outputs) read each value: a convolution read once can
+        let tail: Vec<usize> = model
+            .order()
+            .iter()
+            .copied()
+            .filter(|&i| needed[i] && dynamic[i] && !planned[i])
+            .collect();
+        if !model
+            .order()
+            .iter()
+            .any(|&i| planned[i] && feed_index(i).is_none())
+        {
+            return Err(match tail.first() {
+                Some(&i) => unsupported(format!(
+                    "node \"{}\" (op {}): the plan has no kernel for this op",
+                    nodes[i].name, nodes[i].op_name
+                )),
+                None => unsupported("no op computes from an input".into()),
+            });
+        }
+        for &(i, k) in targets {
+            if planned[i] && k != 0 {
+                return Err(unsupported(format!(
+                    "output {k} of node \"{}\" is requested",
+                    nodes[i].name
+                )));
+            }
+        }
+        // The dry run: every value's type and shape, and the values of the constant part.
+        let keep: Vec<bool> = dynamic.iter().map(|d| !d).collect();
+        let mut metas = Vec::new();
+        let values = kernels::process::in_pool(|| {
+            model.evaluate_with(&feeds, Vec::new(), targets, Some((&keep, &mut metas)))
+        })
+        .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
+        // How many computed nodes (and outputs) read each value: a convolution read once can
         // take the `Add` and activation after it.
         let mut readers = vec![0usize; nodes.len()];
         for &i in model.order() {
-            if dynamic[i] && values[i].is_some() {
+            if dynamic[i] && metas[i].is_some() {
                 for &(j, _) in &nodes[i].inputs {
                     readers[j] += 1;
                 }
@@ -259,13 +311,14 @@ impl Plan {
             nodes,
             readers,
             values: &values,
+            metas: &metas,
             slots: vec![None; nodes.len()],
             consts: Vec::new(),
             steps: Vec::new(),
             buffers: Vec::new(),
         };
         for &i in model.order() {
-            if !dynamic[i] || values[i].is_none() {
+            if !planned[i] {
                 continue;
             }
             b.plan_node(i, feed_index(i)).map_err(|e| {
@@ -275,12 +328,43 @@ impl Plan {
                 ))
             })?;
         }
-        let outputs: Vec<Slot> = targets
+        // The planned values the tail reads, each once.
+        let mut boundary: Vec<(usize, Slot)> = Vec::new();
+        for &t in &tail {
+            for &(j, _) in &nodes[t].inputs {
+                if planned[j] && !boundary.iter().any(|(n, _)| *n == j) {
+                    let slot = b.slot_of(j).map_err(|e| unsupported(e.0))?;
+                    boundary.push((j, slot));
+                }
+            }
+        }
+        let mut tail_targets = Vec::new();
+        let mut outputs = Vec::with_capacity(targets.len());
+        for &(i, k) in targets {
+            if planned[i] {
+                outputs.push(b.slot_of(i).map_err(|e| unsupported(e.0))?);
+                continue;
+            }
+            let shape = metas[i]
+                .as_ref()
+                .and_then(|m| m.get(k))
+                .map(|m| m.shape.clone())
+                .ok_or_else(|| {
+                    unsupported(format!("node \"{}\" has no output {k}", nodes[i].name))
+                })?;
+            outputs.push(Slot {
+                place: Place::Tail(tail_targets.len()),
+                shape,
+            });
+            tail_targets.push((i, k));
+        }
+        // The values the tail reads live to the end, as the outputs do.
+        let live_to_end: Vec<Slot> = outputs
             .iter()
-            .map(|&(i, _)| b.slot_of(i))
-            .collect::<OpResult<_>>()
-            .map_err(|e| unsupported(e.0))?;
-        let (offsets, values_len) = b.memory_plan(&outputs);
+            .chain(boundary.iter().map(|(_, s)| s))
+            .cloned()
+            .collect();
+        let (offsets, values_len) = b.memory_plan(&live_to_end);
         let scratch_len = b
             .steps
             .iter()
@@ -291,16 +375,29 @@ impl Plan {
             })
             .max()
             .unwrap_or(0);
+        let acc_len = b
+            .steps
+            .iter()
+            .map(|s| match &s.kernel {
+                Kernel::Reduce { .. } => s.out.len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Plan {
             names: names.to_vec(),
             feed_shapes,
             steps: b.steps,
             consts: b.consts,
             outputs,
+            tail_nodes: tail.len(),
+            boundary,
+            tail_targets,
             offsets,
             values_len,
             scratch_len,
-            arena: Mutex::new(vec![0f32; values_len + scratch_len]),
+            acc_len,
+            arena: Mutex::new((vec![0f32; values_len + scratch_len], vec![0f64; acc_len])),
         })
     }
 
@@ -317,7 +414,7 @@ impl Plan {
                     .map_or(0, |s| s.out.len())
             })
             .collect();
-        let (first, last) = lifetimes(&self.steps, &self.outputs, n);
+        let (first, last) = lifetimes(&self.steps, self.live_to_end(), n);
         for a in 0..n {
             if self.offsets[a] + sizes[a] > self.values_len {
                 return Err(format!("buffer {a} ends past the arena"));
@@ -332,6 +429,19 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// The slots read after the last step: the outputs, and the planned values the tail reads.
+    #[cfg(test)]
+    fn live_to_end(&self) -> impl Iterator<Item = &Slot> {
+        self.outputs
+            .iter()
+            .chain(self.boundary.iter().map(|(_, s)| s))
+    }
+
+    /// Nodes of the op-by-op tail.
+    pub(crate) fn tail_nodes(&self) -> usize {
+        self.tail_nodes
     }
 
     /// Bytes of the arena (values and scratch).
@@ -374,23 +484,23 @@ impl Plan {
         model: &GraphModel,
         feeds: &[Tensor],
     ) -> Result<Vec<Tensor>, GraphModelError> {
-        let mut outs: Vec<Vec<f32>> = self.outputs.iter().map(|s| vec![0f32; s.len()]).collect();
-        {
-            let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-            self.run_into(model, feeds, &mut views)?;
-        }
-        self.outputs
-            .iter()
-            .zip(outs)
-            .map(|(s, v)| {
-                Tensor::from_vec(&s.shape, v).map_err(|e| model.plan_error(e.to_string()))
-            })
+        let mut outs: Vec<Option<Tensor>> = vec![None; self.outputs.len()];
+        self.execute(model, feeds, |k, value| {
+            outs[k] = Some(match value {
+                Delivered::Planned(v) => Tensor::from_vec(&self.outputs[k].shape, v.to_vec())
+                    .map_err(|e| model.plan_error(e.to_string()))?,
+                Delivered::Tail(t) => t,
+            });
+            Ok(())
+        })?;
+        outs.into_iter()
+            .map(|t| t.ok_or_else(|| model.plan_error("an output was not computed".into())))
             .collect()
     }
 
     /// A planned run writing the outputs into `outs` (one slice per output, of its size).
     /// Allocates nothing when the arena is free (it is, unless another thread runs the
-    /// same model at the same time).
+    /// same model at the same time) and the plan has no op-by-op tail.
     pub(crate) fn run_into(
         &self,
         model: &GraphModel,
@@ -409,13 +519,41 @@ impl Plan {
                 self.outputs.iter().map(|s| &s.shape).collect::<Vec<_>>()
             )));
         }
+        self.execute(model, feeds, |k, value| {
+            let v = match &value {
+                Delivered::Planned(v) => *v,
+                Delivered::Tail(t) => ops::f32s(t).map_err(|e| model.plan_error(e.0))?,
+            };
+            if v.len() != outs[k].len() {
+                return Err(model.plan_error(format!(
+                    "output {k} has {} values, {:?} were planned",
+                    v.len(),
+                    self.outputs[k].shape
+                )));
+            }
+            outs[k].copy_from_slice(v);
+            Ok(())
+        })
+    }
+
+    /// Runs the steps, then the tail, and hands each output to `deliver` (its index, its
+    /// value) while the arena is still held.
+    fn execute(
+        &self,
+        model: &GraphModel,
+        feeds: &[Tensor],
+        mut deliver: impl FnMut(usize, Delivered<'_>) -> Result<(), GraphModelError>,
+    ) -> Result<(), GraphModelError> {
         let mut fresh;
         let mut held = self.arena.try_lock();
-        let arena: &mut [f32] = match held.as_deref_mut() {
-            Ok(a) => a,
+        let (arena, acc) = match held.as_deref_mut() {
+            Ok((a, acc)) => (a, acc),
             Err(_) => {
-                fresh = vec![0f32; self.values_len + self.scratch_len];
-                &mut fresh
+                fresh = (
+                    vec![0f32; self.values_len + self.scratch_len],
+                    vec![0f64; self.acc_len],
+                );
+                (&mut fresh.0, &mut fresh.1)
             }
         };
         let base = arena.as_mut_ptr();
@@ -425,7 +563,7 @@ impl Plan {
         for step in &self.steps {
             let started = profile.as_ref().map(|_| std::time::Instant::now());
             // SAFETY: `base` is the arena, borrowed mutably above for this run alone.
-            unsafe { self.exec(model, step, feeds, base) }.map_err(|e| {
+            unsafe { self.exec(model, step, feeds, base, acc) }.map_err(|e| {
                 let node = &model.nodes()[step.node];
                 GraphModelError::Node {
                     file: model.file().to_path_buf(),
@@ -443,11 +581,46 @@ impl Plan {
         if let Some(p) = profile {
             crate::graph::print_profile(model.file(), "planned", p.into_iter());
         }
-        for (o, slot) in outs.iter_mut().zip(&self.outputs) {
-            // SAFETY: no step runs any more; `base` points to the arena of
-            // `values_len + scratch_len` floats, which `read` stays inside of.
-            let v = unsafe { self.read(slot, feeds, base) }.map_err(|e| model.plan_error(e.0))?;
-            o.copy_from_slice(v);
+        let mut tail_values = Vec::new();
+        if !self.tail_targets.is_empty() {
+            let seeds = self
+                .boundary
+                .iter()
+                .map(|(node, slot)| {
+                    // SAFETY: no step runs any more; `read` stays inside the arena.
+                    let v = unsafe { self.read(slot, feeds, base) }
+                        .map_err(|e| model.plan_error(e.0))?;
+                    let t = Tensor::from_vec(&slot.shape, v.to_vec())
+                        .map_err(|e| model.plan_error(e.to_string()))?;
+                    Ok((*node, t))
+                })
+                .collect::<Result<Vec<_>, GraphModelError>>()?;
+            tail_values = model.evaluate_with(feeds, seeds, &self.tail_targets, None)?;
+        }
+        for (k, slot) in self.outputs.iter().enumerate() {
+            let value = match slot.place {
+                Place::Tail(t) => {
+                    let (i, out) = self.tail_targets[t];
+                    let v = tail_values
+                        .get_mut(i)
+                        .and_then(Option::as_mut)
+                        .and_then(|v| v.get_mut(out))
+                        .map(|v| std::mem::replace(v, Tensor::scalar(0f32)))
+                        .ok_or_else(|| {
+                            model.plan_error(format!(
+                                "node \"{}\" has no output {out}",
+                                model.nodes()[i].name
+                            ))
+                        })?;
+                    Delivered::Tail(v)
+                }
+                // SAFETY: no step runs any more; `base` points to the arena of
+                // `values_len + scratch_len` floats, which `read` stays inside of.
+                _ => Delivered::Planned(
+                    unsafe { self.read(slot, feeds, base) }.map_err(|e| model.plan_error(e.0))?,
+                ),
+            };
+            deliver(k, value)?;
         }
         Ok(())
     }
@@ -469,6 +642,7 @@ impl Plan {
                 ops::f32s(feeds.get(k).ok_or_else(|| OpError::new("missing input"))?)?
             }
             Place::Const(c) => ops::f32s(&self.consts[c])?,
+            Place::Tail(_) => return Err(OpError::new("a step reads the tail's value")),
             Place::Arena(b) => {
                 let off = self.offsets[b];
                 if off + len > self.values_len {
@@ -500,6 +674,7 @@ impl Plan {
         step: &Step,
         feeds: &[Tensor],
         base: *mut f32,
+        acc: &mut [f64],
     ) -> OpResult<()> {
         let Place::Arena(b) = step.out.place else {
             return Err(OpError::new("a step's output is not in the arena"));
@@ -624,13 +799,24 @@ impl Plan {
                 Ok(concat_into(&parts[..step.args.len()], *outer, out)?)
             }
             Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
+            Kernel::Reduce { kind, axes } => {
+                let acc = acc
+                    .get_mut(..len)
+                    .ok_or_else(|| OpError::new("the reduction's accumulators are missing"))?;
+                ops::reduce_into(arg(0)?, shape(0), axes, *kind, acc, out)
+            }
         }
     }
 }
 
 /// The step that writes each of `n` arena buffers and the last step that reads it (or one of
-/// its views); `steps.len()` for the outputs, which are read after the last step.
-fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usize>) {
+/// its views); `steps.len()` for the outputs and what the tail reads, which are read after
+/// the last step.
+fn lifetimes<'a>(
+    steps: &[Step],
+    live_to_end: impl Iterator<Item = &'a Slot>,
+    n: usize,
+) -> (Vec<usize>, Vec<usize>) {
     let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
     for (s, step) in steps.iter().enumerate() {
         if let Place::Arena(b) = step.out.place {
@@ -643,7 +829,7 @@ fn lifetimes(steps: &[Step], outputs: &[Slot], n: usize) -> (Vec<usize>, Vec<usi
             }
         }
     }
-    for slot in outputs {
+    for slot in live_to_end {
         if let Place::Arena(b) = slot.place {
             last[b] = steps.len();
         }
@@ -668,6 +854,7 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Pool { .. }
         | Op::Pad { .. }
         | Op::Concat
+        | Op::Reduce { .. }
         | Op::Resize { .. } => true,
         Op::Binary(op) => op.is_arithmetic(),
         _ => false,
@@ -690,7 +877,9 @@ struct Builder<'a> {
     nodes: &'a [GNode],
     /// Planned readers of each node's value.
     readers: Vec<usize>,
+    /// The dry run's values of the constant part, and every value's type and shape.
     values: &'a [Option<Vec<Tensor>>],
+    metas: &'a [Option<Vec<ValueMeta>>],
     /// The planned value of each node (dynamic ones, and constants once used).
     slots: Vec<Option<Slot>>,
     consts: Vec<Tensor>,
@@ -764,20 +953,22 @@ impl Builder<'_> {
 
     fn plan_node(&mut self, i: usize, feed: Option<usize>) -> OpResult<()> {
         let node = &self.nodes[i];
-        let outputs = self.values[i].as_ref().map_or(0, Vec::len);
-        if outputs != 1 {
+        let meta = match self.metas[i].as_deref() {
+            Some([meta]) => meta,
+            other => {
+                return Err(OpError::new(format!(
+                    "{} outputs; only ops with one output are planned",
+                    other.map_or(0, <[ValueMeta]>::len)
+                )))
+            }
+        };
+        if meta.dtype != DType::F32 {
             return Err(OpError::new(format!(
-                "{outputs} outputs; only ops with one output are planned"
+                "its value is {}{:?}; only float32 values are planned",
+                meta.dtype, meta.shape
             )));
         }
-        let out_t = self.value(i)?;
-        if out_t.dtype() != DType::F32 {
-            return Err(OpError::new(format!(
-                "its value is {}; only float32 values are planned",
-                out_t.describe()
-            )));
-        }
-        let shape = out_t.shape().to_vec();
+        let shape = meta.shape.clone();
         if let Some(k) = feed {
             self.slots[i] = Some(Slot {
                 place: Place::Feed(k),
@@ -964,6 +1155,21 @@ impl Builder<'_> {
                 let resize = NhwcResize::new(x.dims4()?, (oh, ow), mode)?;
                 (Kernel::Resize(Box::new(resize)), vec![x])
             }
+            &Op::Reduce { kind, .. } => {
+                let x = self.input(i, 0)?;
+                let axes = ops::int_values(self.static_value(self.input_node(i, 1)?)?)?;
+                let axes = ops::reduced_axes(&axes, x.shape.len())?;
+                if ops::reduced_shape(&x.shape, &axes)
+                    .iter()
+                    .product::<usize>()
+                    != shape.iter().product::<usize>()
+                {
+                    return Err(OpError::new(
+                        "its value's size differs from the reduction's",
+                    ));
+                }
+                (Kernel::Reduce { kind, axes }, vec![x])
+            }
             _ => return Err(OpError::new("the plan has no kernel for this op")),
         };
         let out = Slot {
@@ -1088,9 +1294,9 @@ impl Builder<'_> {
 
     /// TFLite's greedy-by-size placement (see the module documentation): the offset of each
     /// buffer, and the floats they span.
-    fn memory_plan(&self, outputs: &[Slot]) -> (Vec<usize>, usize) {
+    fn memory_plan(&self, live_to_end: &[Slot]) -> (Vec<usize>, usize) {
         let n = self.buffers.len();
-        let (first, last) = lifetimes(&self.steps, outputs, n);
+        let (first, last) = lifetimes(&self.steps, live_to_end.iter(), n);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| std::cmp::Reverse(self.buffers[b]));
         let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(n);

@@ -31,6 +31,7 @@ fn planned_runs_allocate_nothing() {
         let plan = model
             .plan_status()
             .unwrap_or_else(|why| panic!("{name}: no plan: {why}"));
+        assert_eq!(plan.tail_ops, 0, "{name}: ops run op by op after the plan");
         let shape: Vec<usize> = model.inputs()[0]
             .shape
             .iter()
