@@ -1421,6 +1421,9 @@ mod tests {
         weights.insert("w".to_string(), Tensor::from_vec(&[2, 2, 3, 4], w).unwrap());
         let b = vec![0.3f32, -2.0, 0.1, -0.7];
         weights.insert("b".to_string(), Tensor::from_vec(&[1, 4], b).unwrap());
+        // Hard swish's constants.
+        weights.insert("sixth".to_string(), Tensor::scalar(1f32 / 6.0));
+        weights.insert("three".to_string(), Tensor::scalar(3f32));
         GraphModel::from_model(ModelFile {
             path: "test.json".into(),
             nodes,
@@ -1585,6 +1588,58 @@ mod tests {
         let planned = g.run(std::slice::from_ref(&x), &sig).unwrap();
         let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &sig).unwrap();
         assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
+    }
+
+    /// A hard swish after a convolution (four ops) runs in the convolution's epilogue, with
+    /// the separate ops' bits; with another reader of the convolution it stays apart.
+    #[test]
+    fn hard_swish_fuses_into_the_convolution() {
+        let nodes = |extra_reader: bool| {
+            let mut v = vec![
+                placeholder(&[1, 5, 6, 3]),
+                node("w", "Const", &[]),
+                node("sixth", "Const", &[]),
+                node("three", "Const", &[]),
+                node("conv", "Conv2D", &["x", "w"]),
+                node("m", "Mul", &["sixth", "conv"]),
+                node("a", "AddV2", &["conv", "three"]),
+                node("r", "Relu6", &["a"]),
+                node("y", "Mul", &["m", "r"]),
+            ];
+            if extra_reader {
+                v.push(node("z", "Neg", &["conv"]));
+                v.push(node("out", "AddV2", &["y", "z"]));
+            }
+            v
+        };
+        let x = Tensor::from_vec(
+            &[1, 5, 6, 3],
+            (0..90)
+                .map(|i| ((i * 37) % 19) as f32 * 0.7 - 6.0)
+                .collect(),
+        )
+        .unwrap();
+        for (extra, steps) in [(false, 1), (true, 7)] {
+            let g = graph(nodes(extra));
+            assert_eq!(
+                g.plan_status().unwrap().steps,
+                steps,
+                "extra reader: {extra}"
+            );
+            let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
+            let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
+            let v = op_by_op[0].as_slice::<f32>().unwrap();
+            // Both sides of the swish's bends are exercised.
+            assert!(v.iter().any(|&v| v == 0.0) && v.iter().any(|&v| v > 1.0));
+        }
     }
 
     #[test]

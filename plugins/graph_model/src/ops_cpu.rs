@@ -185,7 +185,28 @@ pub struct ConvEpilogue<'a> {
     residual: Option<&'a [f32]>,
     act2: Act,
     alpha2: &'a [f32],
+    hard_swish: Option<HardSwish>,
 }
+
+/// MobileNetV3's hard swish as TF writes it, four ops on `x`:
+/// `Mul(Mul(scale, x), Relu6(Add(x, shift)))`, with `scale` 1/6 and `shift` 3.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HardSwish {
+    pub scale: f32,
+    pub shift: f32,
+}
+
+/// The four ops of [`HardSwish`] on each value, with the same f32 operations as the separate
+/// ops (`binary`'s products and sum, and [`bias_act`]'s `Relu6` clamp).
+#[inline(always)]
+fn hard_swish_impl(data: &mut [f32], scale: f32, shift: f32) {
+    for v in data.iter_mut() {
+        let r = (*v + shift).clamp(0.0, 6.0);
+        *v = (scale * *v) * r;
+    }
+}
+
+kernels::multiversion!(fn hard_swish_loops(data: &mut [f32], scale: f32, shift: f32) => hard_swish_impl);
 
 impl<'a> ConvEpilogue<'a> {
     /// The bias (`c` values, or none) and activation of an output of `len` values with `c`
@@ -211,7 +232,16 @@ impl<'a> ConvEpilogue<'a> {
             residual: None,
             act2: Act::None,
             alpha2: &[],
+            hard_swish: None,
         })
+    }
+
+    /// Then the hard swish `h` on the result.
+    pub fn then_hard_swish(self, h: Option<HardSwish>) -> ConvEpilogue<'a> {
+        ConvEpilogue {
+            hard_swish: h,
+            ..self
+        }
     }
 
     /// Then `residual` (the output's size) added, and `act2` applied.
@@ -258,6 +288,9 @@ impl<'a> ConvEpilogue<'a> {
             if self.act2 != Act::None {
                 bias_act_loops(rows, self.c, &[], self.act2, at(self.alpha2));
             }
+        }
+        if let Some(h) = self.hard_swish {
+            hard_swish_loops(rows, h.scale, h.shift);
         }
     }
 }

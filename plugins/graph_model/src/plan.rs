@@ -36,7 +36,7 @@ use crate::error::{GraphModelError, OpError, OpResult};
 use crate::graph::{GNode, GraphModel, Op, ValueMeta};
 use crate::ops_cpu::{
     self as ops, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act, BinOp,
-    Padding, Reduce, UnOp,
+    HardSwish, Padding, Reduce, UnOp,
 };
 
 /// Why a graph has no compiled plan (its runs go op by op).
@@ -146,6 +146,8 @@ struct Step {
     residual: Option<(usize, Slot)>,
     act2: Act,
     alpha2: Option<Slot>,
+    /// A hard swish fused after all that (see [`find_hard_swish`]).
+    hard_swish: Option<HardSwish>,
     out: Slot,
 }
 
@@ -316,7 +318,12 @@ impl Plan {
             consts: Vec::new(),
             steps: Vec::new(),
             buffers: Vec::new(),
+            hard_swish: vec![None; nodes.len()],
+            fused_into: vec![None; nodes.len()],
         };
+        for (conv, swish) in find_hard_swish(nodes, &b.readers, &planned, &values) {
+            b.hard_swish[conv] = Some(swish);
+        }
         for &i in model.order() {
             if !planned[i] {
                 continue;
@@ -714,10 +721,11 @@ impl Plan {
         let alpha2 = opt(&step.alpha2)?;
         let epilogue = |c: usize| -> OpResult<ops::ConvEpilogue<'_>> {
             let e = ops::ConvEpilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
-            match residual {
-                Some(r) => e.then_add(r, step.act2, alpha2),
-                None => Ok(e),
-            }
+            let e = match residual {
+                Some(r) => e.then_add(r, step.act2, alpha2)?,
+                None => e,
+            };
+            Ok(e.then_hard_swish(step.hard_swish))
         };
         let shape = |k: usize| step.args[k].shape.as_slice();
         match &step.kernel {
@@ -837,6 +845,65 @@ fn lifetimes<'a>(
     (first, last)
 }
 
+/// MobileNetV3's hard swishes that can run in the epilogue of the step computing their input
+/// `x`: `y = Mul(Mul(scale, x), Relu6(Add(x, shift)))` (operands of each op in either
+/// order), `scale` and `shift` constant scalars, all of it planned, and nothing else reading
+/// `x` or the values between. Returns `(x, (y, constants, [the Mul, Add and Relu6 between]))`.
+fn find_hard_swish(
+    nodes: &[GNode],
+    readers: &[usize],
+    planned: &[bool],
+    values: &[Option<Vec<Tensor>>],
+) -> Vec<(usize, (usize, HardSwish, [usize; 3]))> {
+    let scalar = |j: usize| -> Option<f32> {
+        let t = values[j].as_ref()?.first()?;
+        match ops::f32s(t).ok()? {
+            [v] => Some(*v),
+            _ => None,
+        }
+    };
+    // The two operands of binary node `i` (first outputs), the one `pick` accepts first.
+    let operands = |i: usize, pick: &dyn Fn(usize) -> bool| -> Option<(usize, usize)> {
+        match nodes[i].inputs[..] {
+            [(p, 0), (q, 0)] if pick(p) => Some((p, q)),
+            [(p, 0), (q, 0)] if pick(q) => Some((q, p)),
+            _ => None,
+        }
+    };
+    let mut found = Vec::new();
+    for (y, node) in nodes.iter().enumerate() {
+        if node.op != Op::Binary(BinOp::Mul) || !planned[y] {
+            continue;
+        }
+        let is = |j: usize, op: Op| nodes[j].op == op && planned[j] && readers[j] == 1;
+        let Some((m, r)) = operands(y, &|j| is(j, Op::Binary(BinOp::Mul))) else {
+            continue;
+        };
+        if !is(r, Op::Unary(UnOp::Act(Act::Relu6))) {
+            continue;
+        }
+        let Some(&(a, 0)) = nodes[r].inputs.first() else {
+            continue;
+        };
+        if !is(a, Op::Binary(BinOp::Add)) {
+            continue;
+        }
+        let Some((scale, x)) = operands(m, &|j| scalar(j).is_some()) else {
+            continue;
+        };
+        let Some((shift, x2)) = operands(a, &|j| scalar(j).is_some()) else {
+            continue;
+        };
+        if x != x2 || !planned[x] || readers[x] != 2 {
+            continue;
+        }
+        if let (Some(scale), Some(shift)) = (scalar(scale), scalar(shift)) {
+            found.push((x, (y, HardSwish { scale, shift }, [m, a, r])));
+        }
+    }
+    found
+}
+
 /// Whether the plan has a kernel for `op` (or makes it a view); the builder still checks
 /// operands and types.
 fn has_kernel(op: &Op) -> bool {
@@ -886,6 +953,12 @@ struct Builder<'a> {
     steps: Vec<Step>,
     /// Floats of each arena buffer.
     buffers: Vec<usize>,
+    /// The hard swishes to fuse, by the convolution they follow: (the swish's last node, its
+    /// constants, the three nodes between).
+    hard_swish: Vec<Option<(usize, HardSwish, [usize; 3])>>,
+    /// Nodes computed by another's step: a fused hard swish's, by its convolution; the
+    /// swish's last node takes the convolution's place.
+    fused_into: Vec<Option<usize>>,
 }
 
 impl Builder<'_> {
@@ -969,6 +1042,13 @@ impl Builder<'_> {
             )));
         }
         let shape = meta.shape.clone();
+        if let Some(conv) = self.fused_into[i] {
+            // Computed by the convolution's epilogue; the swish's value is in its place.
+            if self.hard_swish[conv].is_some_and(|(last, ..)| last == i) {
+                self.slots[i] = self.slots[conv].clone();
+            }
+            return Ok(());
+        }
         if let Some(k) = feed {
             self.slots[i] = Some(Slot {
                 place: Place::Feed(k),
@@ -1178,6 +1258,17 @@ impl Builder<'_> {
         };
         self.buffers.push(out.len());
         self.slots[i] = Some(out.clone());
+        let mut hard_swish = None;
+        if let (Some((last, h, between)), Kernel::Conv { .. } | Kernel::Depthwise { .. }) =
+            (self.hard_swish[i], &kernel)
+        {
+            hard_swish = Some(h);
+            for j in between.into_iter().chain([last]) {
+                self.fused_into[j] = Some(i);
+            }
+        } else {
+            self.hard_swish[i] = None;
+        }
         self.steps.push(Step {
             node: i,
             kernel,
@@ -1187,6 +1278,7 @@ impl Builder<'_> {
             residual: None,
             act2: Act::None,
             alpha2: None,
+            hard_swish,
             out,
         });
         Ok(())
