@@ -845,6 +845,10 @@ fn lifetimes<'a>(
     (first, last)
 }
 
+/// A hard swish fused into a convolution's epilogue: its last node, its constants, and the
+/// three nodes between.
+type FusedSwish = (usize, HardSwish, [usize; 3]);
+
 /// MobileNetV3's hard swishes that can run in the epilogue of the step computing their input
 /// `x`: `y = Mul(Mul(scale, x), Relu6(Add(x, shift)))` (operands of each op in either
 /// order), `scale` and `shift` constant scalars, all of it planned, and nothing else reading
@@ -854,7 +858,7 @@ fn find_hard_swish(
     readers: &[usize],
     planned: &[bool],
     values: &[Option<Vec<Tensor>>],
-) -> Vec<(usize, (usize, HardSwish, [usize; 3]))> {
+) -> Vec<(usize, FusedSwish)> {
     let scalar = |j: usize| -> Option<f32> {
         let t = values[j].as_ref()?.first()?;
         match ops::f32s(t).ok()? {
@@ -955,7 +959,7 @@ struct Builder<'a> {
     buffers: Vec<usize>,
     /// The hard swishes to fuse, by the convolution they follow: (the swish's last node, its
     /// constants, the three nodes between).
-    hard_swish: Vec<Option<(usize, HardSwish, [usize; 3])>>,
+    hard_swish: Vec<Option<FusedSwish>>,
     /// Nodes computed by another's step: a fused hard swish's, by its convolution; the
     /// swish's last node takes the convolution's place.
     fused_into: Vec<Option<usize>>,
