@@ -1,6 +1,7 @@
 //! Times each model on one photo:
 //! `cargo run --release -p plugin-graph-model --example bench [runs] [models] [dump_dir]`.
-//! Prints one JSON line per model (median and min milliseconds of `GraphModel::run`, after a
+//! Prints one JSON line per model (the load time, and median and min milliseconds of
+//! `GraphModel::run`, after a
 //! warm-up run, and every run's time); `scripts/bench-graph-models.sh` compares them with
 //! TF.js, `tests/reference/bench_tflite.py` with TFLite. `models` (comma-separated names, or
 //! `all`) picks models; with `dump_dir`, each model's input and outputs are written there as
@@ -13,6 +14,8 @@ use std::path::Path;
 use plugin_graph_model::{preprocess_for, GraphModel};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator policy of the engine and of the family library.
+    kernels::process::memory_policy();
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -46,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
             continue;
         }
+        let loading = std::time::Instant::now();
         let model = GraphModel::load(&root.join("models").join(format!("{name}.json")))?;
+        let load_ms = loading.elapsed().as_secs_f64() * 1e3;
         let flag = |k: &str| m[k].as_bool().unwrap_or(false);
         let pre = preprocess_for(
             &model,
@@ -115,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let all: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
         times.sort_by(f64::total_cmp);
         println!(
-            "{{\"model\":\"{name}\",\"plan\":{:?},\"plan_equals_op_by_op\":{same_bits},\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3},\"times_ms\":[{}]}}",
+            "{{\"model\":\"{name}\",\"plan\":{:?},\"plan_equals_op_by_op\":{same_bits},\"load_ms\":{load_ms:.1},\"runs\":{runs},\"median_ms\":{:.3},\"min_ms\":{:.3},\"times_ms\":[{}]}}",
             plan,
             times[runs / 2],
             times[0],

@@ -40,6 +40,8 @@ fn time(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator policy of the engine and of the family library.
+    kernels::process::memory_policy();
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

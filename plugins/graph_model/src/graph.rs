@@ -1424,6 +1424,7 @@ mod tests {
         // Hard swish's constants.
         weights.insert("sixth".to_string(), Tensor::scalar(1f32 / 6.0));
         weights.insert("three".to_string(), Tensor::scalar(3f32));
+        weights.insert("zero".to_string(), Tensor::scalar(0i32));
         GraphModel::from_model(ModelFile {
             path: "test.json".into(),
             nodes,
@@ -1640,6 +1641,46 @@ mod tests {
             // Both sides of the swish's bends are exercised.
             assert!(v.contains(&0.0) && v.iter().any(|&v| v > 1.0));
         }
+    }
+
+    /// An int32 input is planned through its cast to float32 (and a batch `Unpack` as a view),
+    /// with the op-by-op values.
+    #[test]
+    fn int32_inputs_are_cast_by_the_plan() {
+        let mut x = placeholder(&[1, 5, 6, 3]);
+        x.attr
+            .insert("dtype".into(), serde_json::json!({ "type": "DT_INT32" }));
+        let mut cast = node("cast", "Cast", &["x"]);
+        cast.attr
+            .insert("DstT".into(), serde_json::json!({ "type": "DT_FLOAT" }));
+        let mut unpack = node("image", "Unpack", &["cast"]);
+        unpack
+            .attr
+            .insert("axis".into(), serde_json::json!({ "i": "0" }));
+        unpack
+            .attr
+            .insert("num".into(), serde_json::json!({ "i": "1" }));
+        let g = graph(vec![
+            x,
+            cast,
+            unpack,
+            node("zero", "Const", &[]),
+            node("batch", "ExpandDims", &["image", "zero"]),
+            node("w", "Const", &[]),
+            node("conv", "Conv2D", &["batch", "w"]),
+        ]);
+        let summary = g.plan_status().unwrap();
+        assert_eq!((summary.steps, summary.tail_ops), (2, 0), "{summary:?}");
+        let x = Tensor::from_vec(&[1, 5, 6, 3], (0..90).map(|i| i * 3 - 100).collect()).unwrap();
+        let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
+        let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
+        assert_eq!(
+            planned[0].as_slice::<f32>().unwrap(),
+            op_by_op[0].as_slice::<f32>().unwrap()
+        );
+        // A float input is not the planned one: an error that says so, before any work.
+        let xf = Tensor::from_vec(&[1, 5, 6, 3], vec![0f32; 90]).unwrap();
+        assert!(g.run(&[xf], &[]).is_err());
     }
 
     #[test]

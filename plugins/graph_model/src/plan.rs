@@ -124,6 +124,8 @@ enum Kernel {
         outer: usize,
     },
     Resize(Box<NhwcResize>),
+    /// The `k`-th input, int32, cast to float32 (as `ops_cpu::cast`: through f64).
+    CastInput(usize),
     /// Which axes are reduced.
     Reduce {
         kind: Reduce,
@@ -175,7 +177,7 @@ pub(crate) struct Plan {
     /// The output names it serves, as requested.
     names: Vec<String>,
     /// The input shapes it was planned for.
-    feed_shapes: Vec<Vec<usize>>,
+    feed_shapes: Vec<(DType, Vec<usize>)>,
     steps: Vec<Step>,
     consts: Vec<Tensor>,
     outputs: Vec<Slot>,
@@ -213,9 +215,9 @@ impl Plan {
         let mut feed_shapes = Vec::new();
         let mut feeds = Vec::new();
         for info in model.inputs() {
-            if info.dtype != DType::F32 {
+            if info.dtype != DType::F32 && info.dtype != DType::I32 {
                 return Err(unsupported(format!(
-                    "input \"{}\" is {}, not float32",
+                    "input \"{}\" is {}, not float32 or int32",
                     info.name, info.dtype
                 )));
             }
@@ -238,8 +240,8 @@ impl Plan {
                     info.name
                 )));
             }
-            feeds.push(Tensor::zeros(DType::F32, &shape).map_err(|e| unsupported(e.to_string()))?);
-            feed_shapes.push(shape);
+            feeds.push(Tensor::zeros(info.dtype, &shape).map_err(|e| unsupported(e.to_string()))?);
+            feed_shapes.push((info.dtype, shape));
         }
         let feed_index = |i: usize| model.input_nodes().iter().position(|&j| j == i);
         let mut dynamic = vec![false; nodes.len()];
@@ -262,25 +264,30 @@ impl Plan {
                             .iter()
                             .all(|&(j, _)| !dynamic[j] || planned[j])));
         }
-        let tail: Vec<usize> = model
-            .order()
-            .iter()
-            .copied()
-            .filter(|&i| needed[i] && dynamic[i] && !planned[i])
-            .collect();
-        if !model
-            .order()
-            .iter()
-            .any(|&i| planned[i] && feed_index(i).is_none())
-        {
-            return Err(match tail.first() {
+        // The ops left to the tail; `Err` when no op would be planned.
+        let split = |planned: &[bool], why: &str| -> Result<Vec<usize>, NoPlan> {
+            let tail: Vec<usize> = model
+                .order()
+                .iter()
+                .copied()
+                .filter(|&i| needed[i] && dynamic[i] && !planned[i])
+                .collect();
+            if model
+                .order()
+                .iter()
+                .any(|&i| planned[i] && feed_index(i).is_none())
+            {
+                return Ok(tail);
+            }
+            Err(match tail.first() {
                 Some(&i) => unsupported(format!(
-                    "node \"{}\" (op {}): the plan has no kernel for this op",
+                    "node \"{}\" (op {}): {why}",
                     nodes[i].name, nodes[i].op_name
                 )),
                 None => unsupported("no op computes from an input".into()),
-            });
-        }
+            })
+        };
+        split(&planned, "the plan has no kernel for this op")?;
         for &(i, k) in targets {
             if planned[i] && k != 0 {
                 return Err(unsupported(format!(
@@ -296,6 +303,26 @@ impl Plan {
             model.evaluate_with(&feeds, Vec::new(), targets, Some((&keep, &mut metas)))
         })
         .map_err(|e| unsupported(format!("the dry run failed: {e}")))?;
+        // With the dry run's types: only float32 values are planned, and an int32 input is
+        // read by its cast to float32 alone; an op that takes or gives another type joins the
+        // tail, with what reads it.
+        let is_f32 = |i: usize| matches!(metas[i].as_deref(), Some([m]) if m.dtype == DType::F32);
+        for &i in model.order() {
+            if !planned[i] || feed_index(i).is_some() {
+                continue;
+            }
+            let reads_int_feed = nodes[i]
+                .inputs
+                .iter()
+                .any(|&(j, _)| feed_index(j).is_some() && !is_f32(j));
+            planned[i] = is_f32(i)
+                && nodes[i]
+                    .inputs
+                    .iter()
+                    .all(|&(j, _)| !dynamic[j] || planned[j])
+                && (!reads_int_feed || nodes[i].op == Op::Cast(DType::F32));
+        }
+        let tail = split(&planned, "only float32 values are planned")?;
         // How many computed nodes (and outputs) read each value: a convolution read once can
         // take the `Add` and activation after it.
         let mut readers = vec![0usize; nodes.len()];
@@ -320,6 +347,7 @@ impl Plan {
             buffers: Vec::new(),
             hard_swish: vec![None; nodes.len()],
             fused_into: vec![None; nodes.len()],
+            int_feeds: feed_shapes.iter().map(|(d, _)| *d == DType::I32).collect(),
         };
         for (conv, swish) in find_hard_swish(nodes, &b.readers, &planned, &values) {
             b.hard_swish[conv] = Some(swish);
@@ -339,7 +367,8 @@ impl Plan {
         let mut boundary: Vec<(usize, Slot)> = Vec::new();
         for &t in &tail {
             for &(j, _) in &nodes[t].inputs {
-                if planned[j] && !boundary.iter().any(|(n, _)| *n == j) {
+                // The tail reads the inputs itself.
+                if planned[j] && feed_index(j).is_none() && !boundary.iter().any(|(n, _)| *n == j) {
                     let slot = b.slot_of(j).map_err(|e| unsupported(e.0))?;
                     boundary.push((j, slot));
                 }
@@ -477,7 +506,7 @@ impl Plan {
             && feeds
                 .iter()
                 .zip(&self.feed_shapes)
-                .all(|(t, s)| t.dtype() == DType::F32 && t.shape() == s.as_slice())
+                .all(|(t, (dtype, s))| t.dtype() == *dtype && t.shape() == s.as_slice())
     }
 
     /// The shapes of the planned outputs.
@@ -807,6 +836,19 @@ impl Plan {
                 Ok(concat_into(&parts[..step.args.len()], *outer, out)?)
             }
             Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
+            Kernel::CastInput(k) => {
+                let x = feeds
+                    .get(*k)
+                    .ok_or_else(|| OpError::new("missing input"))?
+                    .as_slice::<i32>()?;
+                if x.len() != out.len() {
+                    return Err(OpError::new("the input does not have the planned size"));
+                }
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v as f64 as f32;
+                }
+                Ok(())
+            }
             Kernel::Reduce { kind, axes } => {
                 let acc = acc
                     .get_mut(..len)
@@ -913,6 +955,7 @@ fn find_hard_swish(
 fn has_kernel(op: &Op) -> bool {
     match op {
         Op::Identity
+        | Op::Unpack { .. }
         | Op::Reshape
         | Op::ExpandDims
         | Op::Squeeze { .. }
@@ -926,6 +969,7 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Pad { .. }
         | Op::Concat
         | Op::Reduce { .. }
+        | Op::Cast(DType::F32)
         | Op::Resize { .. } => true,
         Op::Binary(op) => op.is_arithmetic(),
         _ => false,
@@ -963,6 +1007,8 @@ struct Builder<'a> {
     /// Nodes computed by another's step: a fused hard swish's, by its convolution; the
     /// swish's last node takes the convolution's place.
     fused_into: Vec<Option<usize>>,
+    /// Whether each input is int32 (read only by its cast to float32).
+    int_feeds: Vec<bool>,
 }
 
 impl Builder<'_> {
@@ -1030,6 +1076,18 @@ impl Builder<'_> {
 
     fn plan_node(&mut self, i: usize, feed: Option<usize>) -> OpResult<()> {
         let node = &self.nodes[i];
+        if let Some(k) = feed {
+            let shape = self.metas[i]
+                .as_deref()
+                .and_then(|m| m.first())
+                .map(|m| m.shape.clone())
+                .ok_or_else(|| OpError::new("the input has no value"))?;
+            self.slots[i] = Some(Slot {
+                place: Place::Feed(k),
+                shape,
+            });
+            return Ok(());
+        }
         let meta = match self.metas[i].as_deref() {
             Some([meta]) => meta,
             other => {
@@ -1053,19 +1111,33 @@ impl Builder<'_> {
             }
             return Ok(());
         }
-        if let Some(k) = feed {
-            self.slots[i] = Some(Slot {
-                place: Place::Feed(k),
-                shape,
-            });
-            return Ok(());
-        }
         if self.fuse_into_last_step(i, &shape)? {
             return Ok(());
         }
         let (mut bias, mut alpha) = (None, None);
         let (kernel, args) = match &node.op {
-            Op::Identity | Op::Reshape | Op::ExpandDims | Op::Squeeze { .. } => {
+            Op::Cast(DType::F32) => {
+                let src = self.input(i, 0)?;
+                match src.place {
+                    // Planning made sure that only an int32 input or a float32 value is cast.
+                    Place::Feed(k) if self.int_feeds.get(k) == Some(&true) => {
+                        (Kernel::CastInput(k), vec![])
+                    }
+                    _ => {
+                        self.slots[i] = Some(Slot {
+                            place: src.place,
+                            shape,
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+            // `Unpack` of an axis of size 1 (one output, checked above): the input, less the axis.
+            Op::Identity
+            | Op::Reshape
+            | Op::ExpandDims
+            | Op::Squeeze { .. }
+            | Op::Unpack { .. } => {
                 // A view: the input's place under the new shape.
                 let src = self.input(i, 0)?;
                 self.slots[i] = Some(Slot {
