@@ -373,71 +373,207 @@ fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize
     }
 }
 
-/// `x.transpose(a, b)`, materialised in standard layout.
 /// Batched 2-D transpose: `src` holds `batch` row-major `rows x cols` matrices, the result
-/// their transposes (`cols x rows` each). Rows of blocks run in parallel; for 4-byte
-/// elements with AVX, whole 8x8 blocks are moved in registers (the NCHW <-> NHWC
-/// conversions of converted TF.js and ONNX graphs are such transposes).
+/// their transposes (`cols x rows` each); see [`transpose_2d_batched_into`].
 pub fn transpose_2d_batched<T: Copy + Default + Send + Sync>(
     src: &[T],
     batch: usize,
     rows: usize,
     cols: usize,
 ) -> Vec<T> {
-    use rayon::prelude::*;
-    let plane = rows * cols;
-    let n = batch * plane;
+    let n = batch * rows * cols;
     if src.len() < n || n == 0 {
         return Vec::new();
     }
     // The default (zero bits for numbers) lets the allocator hand out zeroed pages.
     let mut out = vec![T::default(); n];
+    transpose_2d_batched_into(src, batch, rows, cols, &mut out);
+    out
+}
+
+/// Matrices smaller than this many elements are transposed whole by one task, several to a
+/// task (ShuffleNet's channel shuffles are thousands of 2 x 58 transposes).
+const SMALL_PLANE: usize = 1 << 14;
+
+/// [`transpose_2d_batched`] into `out` (at least `batch·rows·cols` long, as `src`; shorter
+/// buffers leave it untouched). Rows of blocks run in parallel; for 4-byte elements with
+/// AVX, whole 8x8 blocks are moved in registers (the NCHW <-> NHWC conversions of converted
+/// TF.js and ONNX graphs are such transposes). Allocates nothing.
+pub fn transpose_2d_batched_into<T: Copy + Send + Sync>(
+    src: &[T],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+) {
+    use rayon::prelude::*;
+    let plane = rows * cols;
+    let n = batch * plane;
+    if src.len() < n || out.len() < n || n == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     let avx = std::mem::size_of::<T>() == 4 && crate::ops::simd::has_avx();
     // One task per (matrix, block of 8 source columns): it writes 8 whole output rows.
     let tasks = cols.div_ceil(8);
-    out.par_chunks_mut(plane)
-        .zip(src.par_chunks(plane))
+    let block = |s: &[T], (t, d): (usize, &mut [T])| {
+        let c0 = t * 8;
+        let cn = 8.min(cols - c0);
+        let mut r0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx && cn == 8 {
+            let blocks = rows / 8;
+            for b in 0..blocks {
+                // SAFETY: AVX is present; the block reads rows `8b..8b+8`, columns
+                // `c0..c0+8 <= cols` of this matrix (stride `cols`) and writes output rows
+                // `c0..c0+8` (this task's chunk), columns `8b..8b+8` (stride `rows`). `T` is 4
+                // bytes wide (checked with `avx`), and the blocks only load and store 32-bit
+                // lanes, no arithmetic, so any such `T` moves bit for bit as `f32`.
+                unsafe {
+                    crate::ops::simd::transpose8x8_blocks(
+                        s.as_ptr().add(8 * b * cols + c0).cast::<f32>(),
+                        cols,
+                        d.as_mut_ptr().add(8 * b).cast::<f32>(),
+                        rows,
+                        1,
+                    );
+                }
+            }
+            r0 = blocks * 8;
+        }
+        for r in r0..rows {
+            for c in 0..cn {
+                d[c * rows + r] = s[r * cols + c0 + c];
+            }
+        }
+    };
+    out[..n]
+        .par_chunks_mut(plane)
+        .zip(src[..n].par_chunks(plane))
+        .with_min_len((SMALL_PLANE / plane).max(1))
         .for_each(|(dst, s)| {
-            dst.par_chunks_mut(8 * rows)
-                .enumerate()
-                .take(tasks)
-                .for_each(|(t, d)| {
-                    let c0 = t * 8;
-                    let cn = 8.min(cols - c0);
-                    let mut r0 = 0;
-                    #[cfg(target_arch = "x86_64")]
-                    if avx && cn == 8 {
-                        let blocks = rows / 8;
-                        for b in 0..blocks {
-                            // SAFETY: AVX is present; the block reads rows `8b..8b+8`, columns
-                            // `c0..c0+8 <= cols` of this matrix (stride `cols`) and writes
-                            // output rows `c0..c0+8` (this task's chunk), columns `8b..8b+8`
-                            // (stride `rows`). `T` is 4 bytes wide (checked with `avx`), and
-                            // the blocks only load and store 32-bit lanes, no arithmetic, so
-                            // any such `T` moves bit for bit as `f32`.
-                            unsafe {
-                                crate::ops::simd::transpose8x8_blocks(
-                                    s.as_ptr().add(8 * b * cols + c0).cast::<f32>(),
-                                    cols,
-                                    d.as_mut_ptr().add(8 * b).cast::<f32>(),
-                                    rows,
-                                    1,
-                                );
-                            }
-                        }
-                        r0 = blocks * 8;
-                    }
-                    for r in r0..rows {
-                        for c in 0..cn {
-                            d[c * rows + r] = s[r * cols + c0 + c];
-                        }
-                    }
-                });
+            if plane < SMALL_PLANE {
+                dst.chunks_mut(8 * rows)
+                    .enumerate()
+                    .take(tasks)
+                    .for_each(|task| block(s, task));
+            } else {
+                dst.par_chunks_mut(8 * rows)
+                    .enumerate()
+                    .take(tasks)
+                    .for_each(|task| block(s, task));
+            }
         });
-    out
 }
 
+/// A permutation of the axes of one shape, worked out once (a graph's compiled plan builds
+/// it at load) and run without allocating: a batched 2-D transpose where the axes allow it
+/// (see [`permute`]), else a walk of the output in order with the input's strides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PermutePlan {
+    Batched2d {
+        batch: usize,
+        rows: usize,
+        cols: usize,
+    },
+    Strided {
+        out_shape: Vec<usize>,
+        /// The input's stride along each output axis.
+        strides: Vec<usize>,
+    },
+}
+
+impl PermutePlan {
+    /// The plan of permuting `shape` by `perm` (output axis `k` is input axis `perm[k]`).
+    pub fn new(shape: &[usize], perm: &[usize]) -> Result<PermutePlan> {
+        let nd = shape.len();
+        let mut seen = vec![false; nd];
+        if perm.len() != nd
+            || perm
+                .iter()
+                .any(|&a| a >= nd || std::mem::replace(&mut seen[a], true))
+        {
+            return invalid(
+                "permute",
+                format!("{perm:?} is not a permutation of {nd} axes"),
+            );
+        }
+        checked_numel("permute", shape)?;
+        if let Some((batch, rows, cols)) = as_batched_2d(shape, perm) {
+            return Ok(PermutePlan::Batched2d { batch, rows, cols });
+        }
+        let mut in_strides = vec![1usize; nd];
+        for d in (0..nd.saturating_sub(1)).rev() {
+            in_strides[d] = in_strides[d + 1] * shape[d + 1];
+        }
+        Ok(PermutePlan::Strided {
+            out_shape: perm.iter().map(|&a| shape[a]).collect(),
+            strides: perm.iter().map(|&a| in_strides[a]).collect(),
+        })
+    }
+
+    /// Elements of the input (and output).
+    pub fn len(&self) -> usize {
+        match self {
+            PermutePlan::Batched2d { batch, rows, cols } => batch * rows * cols,
+            PermutePlan::Strided { out_shape, .. } => out_shape.iter().product(),
+        }
+    }
+
+    /// Whether the shape holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `out` = `src` permuted; both must hold [`PermutePlan::len`] elements.
+    pub fn run<T: Copy + Send + Sync>(&self, src: &[T], out: &mut [T]) -> Result<()> {
+        let n = self.len();
+        if src.len() != n || out.len() != n {
+            return shape_err(
+                "permute",
+                format!(
+                    "{} and {} elements where {n} were planned",
+                    src.len(),
+                    out.len()
+                ),
+            );
+        }
+        match self {
+            &PermutePlan::Batched2d { batch, rows, cols } => {
+                transpose_2d_batched_into(src, batch, rows, cols, out)
+            }
+            PermutePlan::Strided { out_shape, strides } => {
+                const MAX_RANK: usize = 8;
+                let nd = out_shape.len();
+                if nd > MAX_RANK {
+                    return invalid("permute", format!("rank {nd} (at most {MAX_RANK})"));
+                }
+                let Some((&inner, outer)) = out_shape.split_last() else {
+                    out.copy_from_slice(src);
+                    return Ok(());
+                };
+                let step = strides[nd - 1];
+                let mut idx = [0usize; MAX_RANK];
+                for row in out.chunks_exact_mut(inner.max(1)) {
+                    let base: usize = (0..nd - 1).map(|d| idx[d] * strides[d]).sum();
+                    for (k, o) in row.iter_mut().enumerate() {
+                        *o = src[base + k * step];
+                    }
+                    for d in (0..outer.len()).rev() {
+                        idx[d] += 1;
+                        if idx[d] < outer[d] {
+                            break;
+                        }
+                        idx[d] = 0;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `x.transpose(a, b)`, materialised in standard layout.
 pub fn transpose<T: Copy + Default + Send + Sync>(
     x: ArrayViewD<'_, T>,
     a: isize,
@@ -661,6 +797,39 @@ pub fn gather<T: Copy>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn permute_plans_equal_permute() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[1, 40, 40, 2, 58], &[0, 1, 2, 4, 3]),
+            (&[2, 3, 4, 5], &[0, 2, 3, 1]),
+            (&[2, 3, 4, 5], &[3, 1, 0, 2]),
+            (&[1, 9, 17, 130], &[0, 3, 1, 2]),
+            (&[6, 1, 7], &[1, 0, 2]),
+            (&[4], &[0]),
+            (&[], &[]),
+        ];
+        for &(shape, perm) in cases {
+            let n: usize = shape.iter().product();
+            let x = ndarray::ArrayD::from_shape_vec(
+                ndarray::IxDyn(shape),
+                (0..n).map(|i| i as f32).collect(),
+            )
+            .unwrap();
+            let want = permute(x.view(), perm).unwrap();
+            let plan = PermutePlan::new(shape, perm).unwrap();
+            let mut out = vec![-1f32; n];
+            plan.run(x.as_slice().unwrap(), &mut out).unwrap();
+            assert_eq!(
+                out,
+                want.as_slice().unwrap(),
+                "{shape:?} by {perm:?}: {plan:?}"
+            );
+        }
+        assert!(PermutePlan::new(&[2, 3], &[0, 0]).is_err());
+        let plan = PermutePlan::new(&[2, 3], &[1, 0]).unwrap();
+        assert!(plan.run(&[0f32; 5], &mut [0f32; 6]).is_err());
+    }
     use super::*;
 
     #[test]

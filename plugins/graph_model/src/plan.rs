@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use kernels::layers::conv_nhwc::{self, ConvPlan, ConvTransposePlan, PackedTransposedFilter};
 use kernels::layers::pool::{pool2d_nhwc_dims, pool2d_nhwc_into};
 use kernels::layers::resize::NhwcResize;
-use kernels::layers::shape::{concat_into, pad_constant_into};
+use kernels::layers::shape::{concat_into, pad_constant_into, PermutePlan};
 use kernels::layers::{NhwcConvGeom, ResizeMode};
 use kernels::{DType, Tensor};
 
@@ -124,6 +124,7 @@ enum Kernel {
         outer: usize,
     },
     Resize(Box<NhwcResize>),
+    Transpose(Box<PermutePlan>),
     /// The `k`-th input, int32, cast to float32 (as `ops_cpu::cast`: through f64).
     CastInput(usize),
     /// Which axes are reduced.
@@ -836,6 +837,7 @@ impl Plan {
                 Ok(concat_into(&parts[..step.args.len()], *outer, out)?)
             }
             Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
+            Kernel::Transpose(permute) => Ok(permute.run(arg(0)?, out)?),
             Kernel::CastInput(k) => {
                 let x = feeds
                     .get(*k)
@@ -970,6 +972,7 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Concat
         | Op::Reduce { .. }
         | Op::Cast(DType::F32)
+        | Op::Transpose
         | Op::Resize { .. } => true,
         Op::Binary(op) => op.is_arithmetic(),
         _ => false,
@@ -1310,6 +1313,21 @@ impl Builder<'_> {
                 };
                 let resize = NhwcResize::new(x.dims4()?, (oh, ow), mode)?;
                 (Kernel::Resize(Box::new(resize)), vec![x])
+            }
+            Op::Transpose => {
+                let x = self.input(i, 0)?;
+                let perm = ops::int_values(self.static_value(self.input_node(i, 1)?)?)?;
+                let perm = perm
+                    .iter()
+                    .map(|&a| ops::norm_axis(a, x.shape.len()))
+                    .collect::<OpResult<Vec<_>>>()?;
+                let permute = PermutePlan::new(&x.shape, &perm)?;
+                if perm.iter().map(|&a| x.shape[a]).ne(shape.iter().copied()) {
+                    return Err(OpError::new(
+                        "its value's shape differs from the permutation's",
+                    ));
+                }
+                (Kernel::Transpose(Box::new(permute)), vec![x])
             }
             &Op::Reduce { kind, .. } => {
                 let x = self.input(i, 0)?;
