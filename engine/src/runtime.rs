@@ -612,25 +612,47 @@ impl Stage {
     }
 }
 
-/// Creates every node of the pipeline (before any thread starts, so that a bad parameter
-/// value fails the run before the first frame).
+/// Creates every node of the pipeline before any stage starts, so that a bad parameter
+/// value fails the run before the first frame; the error is the first failing node's, in
+/// the pipeline's order.
+///
+/// Nodes are created at the same time, one thread each: creating a node can be most of a
+/// short run (a graph model reads its weights, packs its filters and plans its run with a
+/// dry run on zeros), and one node's work then overlaps another's.
 pub fn create_nodes(pipeline: &Pipeline) -> Result<Vec<Box<dyn Node>>, CreateError> {
-    pipeline
-        .nodes
-        .iter()
-        .map(|n| {
-            let err = |message: String| CreateError {
-                node: n.name.clone(),
-                plugin: n.plugin().to_string(),
-                message,
-            };
-            match catch_unwind(AssertUnwindSafe(|| (n.kind.create)(&n.params))) {
-                Ok(Ok(node)) => Ok(node),
-                Ok(Err(e)) => Err(err(e.to_string())),
-                Err(p) => Err(err(format!("panicked: {}", panic_message(p.as_ref())))),
-            }
-        })
-        .collect()
+    let create = |n: &crate::graph::PipelineNode| {
+        let err = |message: String| CreateError {
+            node: n.name.clone(),
+            plugin: n.plugin().to_string(),
+            message,
+        };
+        match catch_unwind(AssertUnwindSafe(|| (n.kind.create)(&n.params))) {
+            Ok(Ok(node)) => Ok(node),
+            Ok(Err(e)) => Err(err(e.to_string())),
+            Err(p) => Err(err(format!("panicked: {}", panic_message(p.as_ref())))),
+        }
+    };
+    let created: Vec<Result<Box<dyn Node>, CreateError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pipeline
+            .nodes
+            .iter()
+            .map(|n| (n, scope.spawn(move || create(n))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(n, h)| {
+                // `create` catches a node's panic; a thread that still fails is one.
+                h.join().unwrap_or_else(|p| {
+                    Err(CreateError {
+                        node: n.name.clone(),
+                        plugin: n.plugin().to_string(),
+                        message: format!("panicked: {}", panic_message(p.as_ref())),
+                    })
+                })
+            })
+            .collect()
+    });
+    created.into_iter().collect()
 }
 
 /// Runs the pipeline with the given nodes (from [`create_nodes`]) until every stage is done.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kernels::layers::conv_nhwc::PackedFilter;
+use kernels::layers::conv_nhwc::{self, PackedFilter};
 use kernels::{DType, Tensor};
 use serde_json::Value as Json;
 
@@ -1133,7 +1133,16 @@ impl GraphModel {
                     args.push(t);
                 }
                 let started = profile.as_ref().map(|_| std::time::Instant::now());
-                let out = self.exec(node, &args).map_err(|e| GraphModelError::Node {
+                // The plan's dry run needs only the shapes of computed values: its
+                // convolutions are not run.
+                let shape_only = keep.as_ref().is_some_and(|(k, _)| !k[i]);
+                let out = match shape_only.then(|| self.conv_shape(node, &args)).flatten() {
+                    Some(shape) => Tensor::zeros(DType::F32, &shape)
+                        .map(|t| vec![t])
+                        .map_err(OpError::from),
+                    None => self.exec(node, &args),
+                }
+                .map_err(|e| GraphModelError::Node {
                     file: self.file.clone(),
                     node: node.name.clone(),
                     op: node.op_name.clone(),
@@ -1166,6 +1175,27 @@ impl GraphModel {
             );
         }
         Ok(values)
+    }
+
+    /// The output shape of a convolution on `args` without running it (`None` for other ops,
+    /// or where the shapes do not fit: the convolution then reports it).
+    fn conv_shape(&self, node: &GNode, args: &[&Tensor]) -> Option<Vec<usize>> {
+        let Op::Conv {
+            depthwise, geom, ..
+        } = &node.op
+        else {
+            return None;
+        };
+        let x = <[usize; 4]>::try_from(args.first()?.shape()).ok()?;
+        let out = if *depthwise {
+            let w = <[usize; 4]>::try_from(args.get(1)?.shape()).ok()?;
+            conv_nhwc::depthwise_conv2d_nhwc_dims(x, w, *geom).ok()?
+        } else {
+            let &(f, _) = node.inputs.get(1)?;
+            let filter = self.nodes[f].packed_filter.as_ref()?;
+            conv_nhwc::conv2d_nhwc_plan(x, filter, *geom).ok()?.out
+        };
+        Some(out.to_vec())
     }
 
     fn exec(&self, node: &GNode, a: &[&Tensor]) -> OpResult<Vec<Tensor>> {

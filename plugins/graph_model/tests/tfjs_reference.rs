@@ -149,13 +149,15 @@ fn check_model(name: &str) {
         .collect();
     // Runs of these outputs go through the compiled plan where the graph has one.
     model.plan_outputs(&outputs);
+    // Every one of the 12 models plans (some with an op-by-op tail).
     let plan = match model.plan_status() {
         Ok(p) => format!(
-            "planned: {} steps, {} KiB arena",
+            "planned: {} steps, {} KiB arena, {} ops op by op after them",
             p.steps,
-            p.arena_bytes / 1024
+            p.arena_bytes / 1024,
+            p.tail_ops
         ),
-        Err(why) => format!("op by op: {why}"),
+        Err(why) => panic!("{name}: no compiled plan: {why}"),
     };
     let all = std::env::var("GRAPH_MODEL_PHOTOS")
         .map(|v| v == "all")
