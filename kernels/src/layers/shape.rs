@@ -314,23 +314,28 @@ pub fn pad<T: Copy>(
     Ok(out)
 }
 
-/// `x.permute(axes)`, materialised in standard layout.
-pub fn permute<T: Copy + Default + Send + Sync>(
-    x: ArrayViewD<'_, T>,
-    axes: &[usize],
-) -> Result<ArrayD<T>> {
-    let nd = x.ndim();
+/// An error unless `perm` is a permutation of `nd` axes.
+fn check_permutation(perm: &[usize], nd: usize) -> Result<()> {
     let mut seen = vec![false; nd];
-    if axes.len() != nd
-        || axes
+    if perm.len() != nd
+        || perm
             .iter()
             .any(|&a| a >= nd || std::mem::replace(&mut seen[a], true))
     {
         return invalid(
             "permute",
-            format!("{axes:?} is not a permutation of {nd} axes"),
+            format!("{perm:?} is not a permutation of {nd} axes"),
         );
     }
+    Ok(())
+}
+
+/// `x.permute(axes)`, materialised in standard layout.
+pub fn permute<T: Copy + Default + Send + Sync>(
+    x: ArrayViewD<'_, T>,
+    axes: &[usize],
+) -> Result<ArrayD<T>> {
+    check_permutation(axes, x.ndim())?;
     if let (Some(src), Some((batch, rows, cols))) = (x.as_slice(), as_batched_2d(x.shape(), axes)) {
         let shape: Vec<usize> = axes.iter().map(|&a| x.shape()[a]).collect();
         let data = transpose_2d_batched(src, batch, rows, cols);
@@ -487,17 +492,7 @@ impl PermutePlan {
     /// The plan of permuting `shape` by `perm` (output axis `k` is input axis `perm[k]`).
     pub fn new(shape: &[usize], perm: &[usize]) -> Result<PermutePlan> {
         let nd = shape.len();
-        let mut seen = vec![false; nd];
-        if perm.len() != nd
-            || perm
-                .iter()
-                .any(|&a| a >= nd || std::mem::replace(&mut seen[a], true))
-        {
-            return invalid(
-                "permute",
-                format!("{perm:?} is not a permutation of {nd} axes"),
-            );
-        }
+        check_permutation(perm, nd)?;
         checked_numel("permute", shape)?;
         if let Some((batch, rows, cols)) = as_batched_2d(shape, perm) {
             return Ok(PermutePlan::Batched2d { batch, rows, cols });

@@ -1516,6 +1516,15 @@ mod tests {
     }
 
     /// A placeholder `x` of `dims` (-1: any size).
+    /// The bits of a float32 tensor's values (planned and op-by-op runs must agree on them).
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
     fn placeholder(dims: &[i64]) -> NodeDef {
         let mut n = node("x", "Placeholder", &[]);
         let dim: Vec<Json> = dims
@@ -1556,13 +1565,6 @@ mod tests {
         let x = Tensor::from_vec(&[1, 5, 6, 3], x).unwrap();
         let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
         let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
-        let bits = |t: &Tensor| {
-            t.as_slice::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>()
-        };
         assert_eq!(planned[0].shape(), op_by_op[0].shape());
         assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
         // The arena reuses dead values' memory: five values of 80 floats, at most four alive
@@ -1659,13 +1661,6 @@ mod tests {
             );
             let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
             let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
-            let bits = |t: &Tensor| -> Vec<u32> {
-                t.as_slice::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            };
             assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
             let v = op_by_op[0].as_slice::<f32>().unwrap();
             // Both sides of the swish's bends are exercised.
@@ -1743,13 +1738,6 @@ mod tests {
         g.plan_outputs(&outs);
         let summary = g.plan_status().unwrap();
         assert_eq!((summary.steps, summary.tail_ops), (1, 2), "{summary:?}");
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.as_slice::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
         let x = Tensor::from_vec(&[1, 5, 6, 3], (0..90).map(|i| i as f32 * 0.1).collect()).unwrap();
         let planned = g.run(std::slice::from_ref(&x), &outs).unwrap();
         let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &outs).unwrap();
