@@ -403,15 +403,22 @@ fn fuse_conv_epilogues(nodes: &mut [GNode], users: &[Vec<usize>]) {
 }
 
 /// Packs every constant filter of a (non-depthwise) convolution once, for
-/// [`ops::conv2d_nhwc_packed`]; a convolution whose filter is computed packs it per run.
+/// [`ops::conv2d_nhwc_packed`]; a convolution whose filter is computed packs it per run. So is
+/// the constant right operand `[K, N]` of a `MatMul` without transposes, as the filter
+/// `[1, 1, K, N]` of a 1x1 convolution ([`ops::matmul_packed`]).
 /// On error, the convolution node whose filter does not fit.
 fn pack_conv_filters(nodes: &mut [GNode]) -> Result<(), (usize, OpError)> {
     for i in 0..nodes.len() {
-        let Op::Conv {
-            depthwise: false, ..
-        } = nodes[i].op
-        else {
-            continue;
+        let matmul = match nodes[i].op {
+            Op::Conv {
+                depthwise: false, ..
+            } => false,
+            Op::MatMul {
+                ta: false,
+                tb: false,
+                ..
+            } => true,
+            _ => continue,
         };
         let Some(&(f, 0)) = nodes[i].inputs.get(1) else {
             continue;
@@ -424,7 +431,17 @@ fn pack_conv_filters(nodes: &mut [GNode]) -> Result<(), (usize, OpError)> {
         };
         let packed = ops::f32s(value)
             .and_then(|_| {
-                let w = value
+                let w = match (matmul, value.shape()) {
+                    (true, &[k, n]) => value.reshape(&[1, 1, k, n])?,
+                    (true, _) => {
+                        return Err(OpError::new(format!(
+                            "the MatMul operand {} is not 2-D",
+                            value.describe()
+                        )))
+                    }
+                    (false, _) => value.clone(),
+                };
+                let w = w
                     .view::<f32>()?
                     .into_dimensionality::<ndarray::Ix4>()
                     .map_err(|_| {
@@ -1177,6 +1194,25 @@ impl GraphModel {
         Ok(values)
     }
 
+    /// The packed constant right operand of a `MatMul` without transposes (see
+    /// [`pack_conv_filters`]).
+    pub(crate) fn packed_operand(&self, node: &GNode) -> Option<&PackedFilter> {
+        if !matches!(
+            node.op,
+            Op::MatMul {
+                ta: false,
+                tb: false,
+                ..
+            }
+        ) {
+            return None;
+        }
+        match node.inputs.get(1)? {
+            &(b, 0) => self.nodes[b].packed_filter.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The output shape of a convolution on `args` without running it (`None` for other ops,
     /// or where the shapes do not fit: the convolution then reports it).
     fn conv_shape(&self, node: &GNode, args: &[&Tensor]) -> Option<Vec<usize>> {
@@ -1274,7 +1310,10 @@ impl GraphModel {
                 } else {
                     None
                 };
-                one(ops::matmul(arg(0)?, arg(1)?, *ta, *tb, b, *act, alpha)?)
+                match self.packed_operand(node) {
+                    Some(packed) => one(ops::matmul_packed(arg(0)?, packed, b, *act, alpha)?),
+                    None => one(ops::matmul(arg(0)?, arg(1)?, *ta, *tb, b, *act, alpha)?),
+                }
             }
             Op::Binary(b) => one(ops::binary(*b, arg(0)?, arg(1)?)?),
             Op::BiasAdd => one(ops::binary(BinOp::Add, arg(0)?, arg(1)?)?),

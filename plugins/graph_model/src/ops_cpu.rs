@@ -426,6 +426,30 @@ pub fn conv2d_nhwc_packed(
     Ok(Tensor::from_vec(&plan.out, out)?)
 }
 
+/// `MatMul(a, b)` of a rank-2 `a` [M, K] and a constant `b` [K, N] packed at load (as the
+/// filter of a 1x1 convolution, `[1, 1, K, N]`): the 1x1 convolution of `a` seen as one row
+/// of M pixels, with the bias and activation of a `_FusedMatMul`.
+pub fn matmul_packed(
+    a: &Tensor,
+    b: &layers::conv_nhwc::PackedFilter,
+    bias: Option<&[f32]>,
+    act: Act,
+    alpha: Option<&[f32]>,
+) -> OpResult<Tensor> {
+    let &[m, k] = a.shape() else {
+        return op_err!("MatMul supports rank-2 operands, got {:?}", a.shape());
+    };
+    let out = conv2d_nhwc_packed(&a.reshape(&[1, 1, m, k])?, b, bias, MATMUL_GEOM, act, alpha)?;
+    Ok(out.reshape(&[m, b.dims()[3]])?)
+}
+
+/// The geometry of a `MatMul` run as a 1x1 convolution.
+pub const MATMUL_GEOM: ConvGeom = ConvGeom {
+    strides: (1, 1),
+    dilations: (1, 1),
+    padding: Padding::Valid,
+};
+
 /// Depthwise: `x` [N, H, W, C] with `w` [KH, KW, C, M] → [N, OH, OW, C·M].
 pub fn depthwise_conv2d_nhwc(
     x: &Tensor,

@@ -256,10 +256,14 @@ impl Plan {
         let needed = model.needed_nodes(targets);
         let mut planned = vec![false; nodes.len()];
         for &i in model.order() {
+            // A `MatMul` is planned as a 1x1 convolution of its packed constant operand.
+            let packed = !matches!(nodes[i].op, Op::MatMul { .. })
+                || model.packed_operand(&nodes[i]).is_some();
             planned[i] = needed[i]
                 && dynamic[i]
                 && (feed_index(i).is_some()
                     || (has_kernel(&nodes[i].op)
+                        && packed
                         && nodes[i]
                             .inputs
                             .iter()
@@ -973,6 +977,7 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Reduce { .. }
         | Op::Cast(DType::F32)
         | Op::Transpose
+        | Op::MatMul { .. }
         | Op::Resize { .. } => true,
         Op::Binary(op) => op.is_arithmetic(),
         _ => false,
@@ -1192,6 +1197,42 @@ impl Builder<'_> {
                         vec![x],
                     )
                 }
+            }
+            &Op::MatMul {
+                bias: has_bias,
+                act,
+                ..
+            } => {
+                let a = self.input(i, 0)?;
+                let &[m, k] = a.shape.as_slice() else {
+                    return Err(OpError::new("only products of 2-D operands are planned"));
+                };
+                if has_bias {
+                    bias = Some(self.input(i, 2)?);
+                }
+                if act == Act::Prelu {
+                    alpha = Some(self.input(i, if has_bias { 3 } else { 2 })?);
+                }
+                let filter = self.input_node(i, 1)?;
+                let Some(packed) = self.nodes[filter].packed_filter.as_ref() else {
+                    return Err(OpError::new(
+                        "its right operand is computed; only constant ones are planned",
+                    ));
+                };
+                let x = Slot {
+                    place: a.place,
+                    shape: vec![1, 1, m, k],
+                };
+                let plan = conv_nhwc::conv2d_nhwc_plan(x.dims4()?, packed, ops::MATMUL_GEOM)?;
+                (
+                    Kernel::Conv {
+                        geom: ops::MATMUL_GEOM,
+                        plan,
+                        filter,
+                        act,
+                    },
+                    vec![x],
+                )
             }
             &Op::ConvTranspose { strides, padding } => {
                 let w = self.static_value(self.input_node(i, 1)?)?;

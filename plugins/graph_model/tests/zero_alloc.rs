@@ -26,7 +26,7 @@ fn planned_runs_allocate_nothing() {
     };
     // Two threads, so that the parallel loops hand work over as they do in a pipeline.
     kernels::process::use_threads(2);
-    for name in ["iris", "facemesh", "selfie", "blazeface"] {
+    for name in ["iris", "facemesh", "selfie", "blazeface", "meet"] {
         let model = GraphModel::load(&dir.join(format!("{name}.json"))).unwrap();
         let plan = model
             .plan_status()
