@@ -1555,14 +1555,8 @@ mod tests {
     }
 
     /// A placeholder `x` of `dims` (-1: any size).
-    /// The bits of a float32 tensor's values (planned and op-by-op runs must agree on them).
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    }
+    /// Planned and op-by-op runs must agree on the bits of every value.
+    use crate::ops_cpu::f32_bits as bits;
 
     fn placeholder(dims: &[i64]) -> NodeDef {
         let mut n = node("x", "Placeholder", &[]);

@@ -1832,6 +1832,16 @@ pub fn crop_and_resize_bilinear(
     Ok(Tensor::from_vec(&[1, oh, ow, c], out)?)
 }
 
+/// The bits of a float32 tensor's values (tests compare results bit for bit).
+#[cfg(test)]
+pub(crate) fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1936,13 +1946,7 @@ mod tests {
                     .collect();
                 let got = reduce(&x, axes, true, kind).unwrap();
                 assert_eq!(got.shape(), out.as_slice());
-                let got: Vec<u32> = got
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect();
-                assert_eq!(got, want, "{axes:?} {kind:?}");
+                assert_eq!(f32_bits(&got), want, "{axes:?} {kind:?}");
             }
         }
     }
@@ -2207,14 +2211,7 @@ mod tests {
         ];
         let x = Tensor::from_vec(&[8], ints.to_vec()).unwrap();
         let want: Vec<u32> = ints.iter().map(|&v| (v as f64 as f32).to_bits()).collect();
-        let got = cast(&x, DType::F32).unwrap();
-        let got: Vec<u32> = got
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        assert_eq!(got, want);
+        assert_eq!(f32_bits(&cast(&x, DType::F32).unwrap()), want);
         let b = Tensor::from_vec(&[3], vec![true, false, true]).unwrap();
         assert_eq!(
             cast(&b, DType::F32).unwrap().as_slice::<f32>().unwrap(),
