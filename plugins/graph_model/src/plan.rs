@@ -642,11 +642,12 @@ impl Plan {
             let value = match slot.place {
                 Place::Tail(t) => {
                     let (i, out) = self.tail_targets[t];
+                    // A clone shares the data; an output may be requested twice.
                     let v = tail_values
-                        .get_mut(i)
-                        .and_then(Option::as_mut)
-                        .and_then(|v| v.get_mut(out))
-                        .map(|v| std::mem::replace(v, Tensor::scalar(0f32)))
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .and_then(|v| v.get(out))
+                        .cloned()
                         .ok_or_else(|| {
                             model.plan_error(format!(
                                 "node \"{}\" has no output {out}",
