@@ -620,17 +620,18 @@ impl Stage {
 /// short run (a graph model reads its weights, packs its filters and plans its run with a
 /// dry run on zeros), and one node's work then overlaps another's.
 pub fn create_nodes(pipeline: &Pipeline) -> Result<Vec<Box<dyn Node>>, CreateError> {
-    let create = |n: &crate::graph::PipelineNode| {
-        let err = |message: String| CreateError {
-            node: n.name.clone(),
-            plugin: n.plugin().to_string(),
-            message,
-        };
-        match catch_unwind(AssertUnwindSafe(|| (n.kind.create)(&n.params))) {
-            Ok(Ok(node)) => Ok(node),
-            Ok(Err(e)) => Err(err(e.to_string())),
-            Err(p) => Err(err(format!("panicked: {}", panic_message(p.as_ref())))),
-        }
+    let error = |n: &crate::graph::PipelineNode, message: String| CreateError {
+        node: n.name.clone(),
+        plugin: n.plugin().to_string(),
+        message,
+    };
+    let panicked = |p: &(dyn std::any::Any + Send)| format!("panicked: {}", panic_message(p));
+    let create = |n: &crate::graph::PipelineNode| match catch_unwind(AssertUnwindSafe(|| {
+        (n.kind.create)(&n.params)
+    })) {
+        Ok(Ok(node)) => Ok(node),
+        Ok(Err(e)) => Err(error(n, e.to_string())),
+        Err(p) => Err(error(n, panicked(p.as_ref()))),
     };
     let created: Vec<Result<Box<dyn Node>, CreateError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = pipeline
@@ -642,13 +643,8 @@ pub fn create_nodes(pipeline: &Pipeline) -> Result<Vec<Box<dyn Node>>, CreateErr
             .into_iter()
             .map(|(n, h)| {
                 // `create` catches a node's panic; a thread that still fails is one.
-                h.join().unwrap_or_else(|p| {
-                    Err(CreateError {
-                        node: n.name.clone(),
-                        plugin: n.plugin().to_string(),
-                        message: format!("panicked: {}", panic_message(p.as_ref())),
-                    })
-                })
+                h.join()
+                    .unwrap_or_else(|p| Err(error(n, panicked(p.as_ref()))))
             })
             .collect()
     });

@@ -1642,6 +1642,13 @@ pub fn gather_nd(params: &Tensor, indices: &Tensor) -> OpResult<Tensor> {
     take_all(params, &out_shape, &idx)
 }
 
+/// [`cast`] of int32 values to float32 into `out` (as long as `x`); allocates nothing.
+pub fn cast_i32_to_f32_into(x: &[i32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v as f32;
+    }
+}
+
 /// Converts dtype (float to int truncates toward zero, like TF.js).
 pub fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
     if x.dtype() == to {
@@ -1661,8 +1668,10 @@ pub fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
             return Ok(Tensor::from_vec(shape, v.collect())?);
         }
         (DType::I32, DType::F32) => {
-            let v = x.as_slice::<i32>()?.iter().map(|&v| v as f32);
-            return Ok(Tensor::from_vec(shape, v.collect())?);
+            let x = x.as_slice::<i32>()?;
+            let mut out = vec![0f32; x.len()];
+            cast_i32_to_f32_into(x, &mut out);
+            return Ok(Tensor::from_vec(shape, out)?);
         }
         _ => {}
     }

@@ -125,7 +125,7 @@ enum Kernel {
     },
     Resize(Box<NhwcResize>),
     Transpose(Box<PermutePlan>),
-    /// The `k`-th input, int32, cast to float32 (as `ops_cpu::cast`: through f64).
+    /// The `k`-th input, int32, cast to float32 (`ops_cpu::cast_i32_to_f32_into`).
     CastInput(usize),
     /// Which axes are reduced.
     Reduce {
@@ -399,13 +399,7 @@ impl Plan {
             });
             tail_targets.push((i, k));
         }
-        // The values the tail reads live to the end, as the outputs do.
-        let live_to_end: Vec<Slot> = outputs
-            .iter()
-            .chain(boundary.iter().map(|(_, s)| s))
-            .cloned()
-            .collect();
-        let (offsets, values_len) = b.memory_plan(&live_to_end);
+        let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary));
         let scratch_len = b
             .steps
             .iter()
@@ -455,7 +449,7 @@ impl Plan {
                     .map_or(0, |s| s.out.len())
             })
             .collect();
-        let (first, last) = lifetimes(&self.steps, self.live_to_end(), n);
+        let (first, last) = lifetimes(&self.steps, live_to_end(&self.outputs, &self.boundary), n);
         for a in 0..n {
             if self.offsets[a] + sizes[a] > self.values_len {
                 return Err(format!("buffer {a} ends past the arena"));
@@ -470,14 +464,6 @@ impl Plan {
             }
         }
         Ok(())
-    }
-
-    /// The slots read after the last step: the outputs, and the planned values the tail reads.
-    #[cfg(test)]
-    fn live_to_end(&self) -> impl Iterator<Item = &Slot> {
-        self.outputs
-            .iter()
-            .chain(self.boundary.iter().map(|(_, s)| s))
     }
 
     /// Nodes of the op-by-op tail.
@@ -851,9 +837,7 @@ impl Plan {
                 if x.len() != out.len() {
                     return Err(OpError::new("the input does not have the planned size"));
                 }
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v as f64 as f32;
-                }
+                ops::cast_i32_to_f32_into(x, out);
                 Ok(())
             }
             Kernel::Reduce { kind, axes } => {
@@ -864,6 +848,14 @@ impl Plan {
             }
         }
     }
+}
+
+/// The slots read after the last step: the outputs, and the planned values the tail reads.
+fn live_to_end<'a>(
+    outputs: &'a [Slot],
+    boundary: &'a [(usize, Slot)],
+) -> impl Iterator<Item = &'a Slot> {
+    outputs.iter().chain(boundary.iter().map(|(_, s)| s))
 }
 
 /// The step that writes each of `n` arena buffers and the last step that reads it (or one of
@@ -1083,6 +1075,27 @@ impl Builder<'_> {
         }
     }
 
+    /// The bias (input 2, when the fused op has one) and Prelu slope (the input after) of a
+    /// fused convolution or product, node `i`.
+    fn bias_and_slope(
+        &mut self,
+        i: usize,
+        has_bias: bool,
+        act: Act,
+    ) -> OpResult<(Option<Slot>, Option<Slot>)> {
+        let bias = if has_bias {
+            Some(self.input(i, 2)?)
+        } else {
+            None
+        };
+        let alpha = if act == Act::Prelu {
+            Some(self.input(i, if has_bias { 3 } else { 2 })?)
+        } else {
+            None
+        };
+        Ok((bias, alpha))
+    }
+
     fn plan_node(&mut self, i: usize, feed: Option<usize>) -> OpResult<()> {
         let node = &self.nodes[i];
         if let Some(k) = feed {
@@ -1162,12 +1175,7 @@ impl Builder<'_> {
                 act,
             } => {
                 let x = self.input(i, 0)?;
-                if has_bias {
-                    bias = Some(self.input(i, 2)?);
-                }
-                if act == Act::Prelu {
-                    alpha = Some(self.input(i, if has_bias { 3 } else { 2 })?);
-                }
+                (bias, alpha) = self.bias_and_slope(i, has_bias, act)?;
                 if depthwise {
                     let w = self.input(i, 1)?;
                     if !matches!(w.place, Place::Const(_)) {
@@ -1208,12 +1216,7 @@ impl Builder<'_> {
                 let &[m, k] = a.shape.as_slice() else {
                     return Err(OpError::new("only products of 2-D operands are planned"));
                 };
-                if has_bias {
-                    bias = Some(self.input(i, 2)?);
-                }
-                if act == Act::Prelu {
-                    alpha = Some(self.input(i, if has_bias { 3 } else { 2 })?);
-                }
+                (bias, alpha) = self.bias_and_slope(i, has_bias, act)?;
                 let filter = self.input_node(i, 1)?;
                 let Some(packed) = self.nodes[filter].packed_filter.as_ref() else {
                     return Err(OpError::new(
@@ -1522,9 +1525,9 @@ impl Builder<'_> {
 
     /// TFLite's greedy-by-size placement (see the module documentation): the offset of each
     /// buffer, and the floats they span.
-    fn memory_plan(&self, live_to_end: &[Slot]) -> (Vec<usize>, usize) {
+    fn memory_plan<'a>(&self, live_to_end: impl Iterator<Item = &'a Slot>) -> (Vec<usize>, usize) {
         let n = self.buffers.len();
-        let (first, last) = lifetimes(&self.steps, live_to_end.iter(), n);
+        let (first, last) = lifetimes(&self.steps, live_to_end, n);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| std::cmp::Reverse(self.buffers[b]));
         let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(n);
