@@ -32,6 +32,7 @@ pub mod instances_ops;
 pub mod json_sink;
 pub mod mot;
 pub mod panoptic_sink;
+mod png_rows;
 pub mod pq;
 pub mod rle;
 pub mod synthetic;

@@ -130,14 +130,8 @@ pub fn categories_of(doc: &Json, path: &Path) -> Result<Vec<Category>, PqError> 
 /// no whole-image buffer is made. Interlaced PNGs (and JPEGs, which are not panoptic files
 /// but decode) are read whole first.
 pub(crate) enum IdRows<'a> {
-    Stream {
-        reader: Box<png::Reader<std::io::Cursor<&'a [u8]>>>,
-        channels: usize,
-    },
-    Whole {
-        rgb: Vec<u8>,
-        next: usize,
-    },
+    Stream(Box<crate::png_rows::PngRows<'a>>, usize),
+    Whole { rgb: Vec<u8>, next: usize },
 }
 
 /// The segment id of pixel `i` of a row of `channels`-byte pixels.
@@ -256,50 +250,47 @@ impl<'a> IdRows<'a> {
             return Ok(None);
         }
         let bad = |e: String| err(format!("cannot decode \"{name}\" as PNG: {e}"));
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
-        let info = reader.info();
-        let (w, h) = (info.width as usize, info.height as usize);
-        crate::image_source::check_size(w, h).map_err(bad)?;
-        if info.interlaced {
-            return Ok(None);
-        }
-        let channels = match reader.output_color_type() {
-            (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
-            (png::ColorType::Rgba, png::BitDepth::Eight) => 4,
-            (png::ColorType::Rgb | png::ColorType::Rgba, _) => return Ok(None),
-            (other, _) => {
+        let Some((rows, header)) = crate::png_rows::PngRows::open(bytes).map_err(bad)? else {
+            let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+            let info = decoder.read_header_info().map_err(|e| bad(e.to_string()))?;
+            if let grey @ (png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha) =
+                info.color_type
+            {
                 return Err(err(format!(
-                    "\"{name}\" is not an RGB panoptic PNG (colour type {other:?})"
-                )))
+                    "\"{name}\" is not an RGB panoptic PNG (colour type {grey:?})"
+                )));
             }
+            return Ok(None);
         };
-        Ok(Some((
-            IdRows::Stream {
-                reader: Box::new(reader),
-                channels,
-            },
-            (h, w),
-        )))
+        let size = (header.height, header.width);
+        Ok(Some((IdRows::Stream(Box::new(rows), header.bpp), size)))
+    }
+
+    /// Checks the rest of the file's image data once every row is read (a streamed PNG's last
+    /// chunk CRC).
+    pub(crate) fn finish(&mut self, path: &Path) -> Result<(), PqError> {
+        match self {
+            IdRows::Stream(rows, _) => rows
+                .finish()
+                .map_err(|e| err(format!("cannot decode \"{}\" as PNG: {e}", path.display()))),
+            IdRows::Whole { .. } => Ok(()),
+        }
     }
 
     /// The next row's pixels (`w` of them) and their bytes per pixel.
     pub(crate) fn next_row(&mut self, w: usize, path: &Path) -> Result<(&[u8], usize), PqError> {
         match self {
-            IdRows::Stream { reader, channels } => {
-                let row = reader
-                    .next_row()
-                    .map_err(|e| err(format!("cannot decode \"{}\" as PNG: {e}", path.display())))?
-                    .ok_or_else(|| err(format!("\"{}\" ends early", path.display())))?;
-                let data = row.data();
-                if data.len() < w * *channels {
+            IdRows::Stream(rows, channels) => {
+                let row = rows.next_row().map_err(|e| {
+                    err(format!("cannot decode \"{}\" as PNG: {e}", path.display()))
+                })?;
+                if row.len() < w * *channels {
                     return Err(err(format!(
                         "\"{}\": a decoded row is shorter than the image",
                         path.display()
                     )));
                 }
-                Ok((&data[..w * *channels], *channels))
+                Ok((&row[..w * *channels], *channels))
             }
             IdRows::Whole { rgb, next } => {
                 let row = &rgb[*next..*next + 3 * w];
@@ -407,6 +398,8 @@ fn image_stats(
         let p = pred_rows.next_row(w, &pred_path)?;
         count_row(g, p, w, &mut pairs);
     }
+    gt_rows.finish(&gt_path)?;
+    pred_rows.finish(&pred_path)?;
     // Predicted areas (the PNG's pixels), and the sanity checks.
     let mut pred_area: BTreeMap<u32, u64> = BTreeMap::new();
     for (&key, &n) in &pairs {

@@ -289,6 +289,8 @@ fn read_frame(frame: usize, f: &FrameFiles, known: &HashSet<i64>) -> Result<Fram
         let p = pred_rows.next_row(w, &f.pred_png)?;
         pq::count_row(g, p, w, &mut counts);
     }
+    gt_rows.finish(&f.gt_png)?;
+    pred_rows.finish(&f.pred_png)?;
     let what = |side: &str| {
         format!(
             "the {side} annotation of frame {frame} (image \"{}\")",

@@ -1,0 +1,470 @@
+//! The rows of a non-interlaced 8-bit RGB or RGBA PNG, one at a time, for label maps.
+//!
+//! The png crate parses the chunks, checks their CRCs and inflates the image data
+//! ([`png::StreamingDecoder`]); this module undoes the row filters itself. A panoptic PNG is
+//! mostly flat regions, and there two cases of the Paeth filter (`a` left, `b` up, `c`
+//! up-left of a byte) reduce to copies:
+//!
+//! - where `b == c`, the predictor is `a` (`|p - a| = |b - c| = 0` wins every tie);
+//! - where `a == c`, it is `b` (`|p - b| = 0`, and `|p - a| = |b - c|`, which is not smaller
+//!   unless `b == c == a`).
+//!
+//! So a block of zero residuals continues the row above wherever the current row already
+//! matched it at the block's left, and repeats the pixel to its left wherever the row above
+//! is flat. The png crate runs every Paeth byte through its scalar predictor, and that was a
+//! third of `engine eval pq`'s time. Other rows and blocks take the byte-wise filters of the
+//! PNG specification (section 9.2), which give the png crate's bytes exactly.
+
+use png::{ColorType, Decoded, StreamingDecoder, UnfilterRegion};
+
+/// The bytes the inflater must keep behind its output (deflate's window).
+const LOOKBACK: usize = 32 * 1024;
+/// The room the png crate's inflater asks for beyond what it has written.
+const GROWTH: usize = 8 * 1024;
+/// Bytes tested at once by the flat-region copies.
+const BLOCK: usize = 16;
+
+/// A row reader over the bytes of a PNG file.
+pub(crate) struct PngRows<'a> {
+    input: &'a [u8],
+    decoder: StreamingDecoder,
+    /// Inflated, still filtered scanlines (a filter byte, then `row_bytes`), from byte 0.
+    inflated: Vec<u8>,
+    region: UnfilterRegion,
+    /// Where the next unread scanline starts in `inflated`.
+    next: usize,
+    /// The image data's end was seen: no more bytes will come.
+    ended: bool,
+    row_bytes: usize,
+    bpp: usize,
+    /// The last row returned (zeros before the first) and the one being made.
+    prev: Vec<u8>,
+    cur: Vec<u8>,
+}
+
+/// The image a [`PngRows`] reads: width, height and bytes per pixel.
+pub(crate) struct Header {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) bpp: usize,
+}
+
+impl<'a> PngRows<'a> {
+    /// Reads the header of `bytes`. `Ok(None)` when the PNG is interlaced, has another bit
+    /// depth or a palette, or is grey (the caller decodes those whole); `Err` with the png
+    /// crate's words when the header is malformed, and when the image is larger than
+    /// [`check_size`](crate::image_source::check_size) allows.
+    pub(crate) fn open(bytes: &'a [u8]) -> Result<Option<(Self, Header)>, String> {
+        let mut decoder = StreamingDecoder::new();
+        let mut input = bytes;
+        while decoder.info().is_none() {
+            if input.is_empty() {
+                return Err("the file ends before its header".into());
+            }
+            let (consumed, _) = decoder.update(input, None).map_err(|e| e.to_string())?;
+            if consumed == 0 {
+                return Err("the header does not decode".into());
+            }
+            input = &input[consumed..];
+        }
+        let Some(info) = decoder.info() else {
+            return Err("the header does not decode".into());
+        };
+        let bpp = match (info.color_type, info.bit_depth) {
+            (ColorType::Rgb, png::BitDepth::Eight) => 3,
+            (ColorType::Rgba, png::BitDepth::Eight) => 4,
+            _ => return Ok(None),
+        };
+        if info.interlaced {
+            return Ok(None);
+        }
+        let (width, height) = (info.width as usize, info.height as usize);
+        crate::image_source::check_size(width, height)?;
+        let row_bytes = width
+            .checked_mul(bpp)
+            .ok_or_else(|| format!("a row of {width} pixels overflows"))?;
+        let capacity = LOOKBACK + GROWTH + 2 * (row_bytes + 1).max(64 * 1024);
+        let rows = PngRows {
+            input,
+            decoder,
+            inflated: vec![0; capacity],
+            region: UnfilterRegion::default(),
+            next: 0,
+            ended: false,
+            row_bytes,
+            bpp,
+            prev: vec![0; row_bytes],
+            cur: vec![0; row_bytes],
+        };
+        Ok(Some((rows, Header { width, height, bpp })))
+    }
+
+    /// The next row's `width · bpp` bytes. Rows past the image's height are an error only
+    /// when the data runs out: the caller stops at the height.
+    pub(crate) fn next_row(&mut self) -> Result<&[u8], String> {
+        let scanline = self.row_bytes + 1;
+        while self.region.filled - self.next < scanline {
+            self.inflate_more()?;
+        }
+        let line = &self.inflated[self.next..self.next + scanline];
+        self.next += scanline;
+        unfilter(line[0], self.bpp, &line[1..], &self.prev, &mut self.cur)?;
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        Ok(&self.prev)
+    }
+
+    /// Reads the file to the end of its image data, so that a cut or corrupt file (a
+    /// chunk's CRC) is an error even when every row has been read.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        let mut stalled = false;
+        while !self.ended {
+            self.make_room();
+            if self.feed()? {
+                stalled = false;
+            } else if std::mem::replace(&mut stalled, true) {
+                return Err("the image data does not inflate".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Inflates at least one more byte of image data, or fails.
+    fn inflate_more(&mut self) -> Result<(), String> {
+        if self.ended {
+            return Err("the image data ends before the last row".into());
+        }
+        self.make_room();
+        let before = self.region.filled;
+        // Events other than image data (ancillary chunks, the next IDAT's header) move the
+        // input on without output; two calls in a row that do neither mean a stuck decoder.
+        let mut stalled = false;
+        while self.region.filled == before && !self.ended {
+            if self.feed()? {
+                stalled = false;
+            } else if std::mem::replace(&mut stalled, true) {
+                return Err("the image data does not inflate".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the inflater room to write: drops what is both read and behind its window, and
+    /// grows the buffer if that is not enough.
+    fn make_room(&mut self) {
+        if self.region.filled + GROWTH <= self.inflated.len() {
+            return;
+        }
+        let drop = self.region.available.min(self.next);
+        self.inflated.copy_within(drop..self.region.filled, 0);
+        self.region.available -= drop;
+        self.region.filled -= drop;
+        self.next -= drop;
+        if self.region.filled + GROWTH > self.inflated.len() {
+            let grown = self.region.filled + GROWTH + self.row_bytes + 1;
+            self.inflated.resize(grown, 0);
+        }
+    }
+
+    /// One step of the png crate's decoder; whether it read or wrote anything.
+    fn feed(&mut self) -> Result<bool, String> {
+        if self.input.is_empty() {
+            return Err("the file ends inside its image data".into());
+        }
+        let before = self.region.filled;
+        let mut buf = self.region.as_buf(&mut self.inflated);
+        let (consumed, event) = self
+            .decoder
+            .update(self.input, Some(&mut buf))
+            .map_err(|e| e.to_string())?;
+        self.input = &self.input[consumed..];
+        if matches!(
+            event,
+            Decoded::ImageDataFlushed | Decoded::ChunkComplete(png::chunk::IEND)
+        ) {
+            self.ended = true;
+            return Ok(true);
+        }
+        Ok(consumed > 0 || self.region.filled > before)
+    }
+}
+
+/// The Paeth predictor of the PNG specification, ties to `a`, then `b`.
+fn paeth(a: u8, b: u8, c: u8) -> u8 {
+    let (ia, ib, ic) = (i16::from(a), i16::from(b), i16::from(c));
+    let pa = (ib - ic).abs();
+    let pb = (ia - ic).abs();
+    let pc = (ia + ib - 2 * ic).abs();
+    if pa <= pb && pa <= pc {
+        a
+    } else if pb <= pc {
+        b
+    } else {
+        c
+    }
+}
+
+/// `out` = the row whose filtered bytes are `line` (filter type `filter`), with `prev` the
+/// row above (zeros for the first) and `bpp` (3 or 4) bytes per pixel.
+fn unfilter(
+    filter: u8,
+    bpp: usize,
+    line: &[u8],
+    prev: &[u8],
+    out: &mut [u8],
+) -> Result<(), String> {
+    let n = out.len();
+    let (line, prev) = (&line[..n], &prev[..n]);
+    match filter {
+        0 => out.copy_from_slice(line),
+        2 => {
+            for ((o, &x), &b) in out.iter_mut().zip(line).zip(prev) {
+                *o = x.wrapping_add(b);
+            }
+        }
+        1 | 3 | 4 => match bpp {
+            3 => unfilter_left::<3>(filter, line, prev, out),
+            _ => unfilter_left::<4>(filter, line, prev, out),
+        },
+        other => return Err(format!("a row has the unknown filter type {other}")),
+    }
+    Ok(())
+}
+
+/// The filters that read the pixel to the left (Sub, Average, Paeth), for `BPP`-byte
+/// pixels, with the flat-region copies of the module's comment.
+fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &mut [u8]) {
+    let n = out.len();
+    let first = BPP.min(n);
+    // The first pixel's left neighbours (a and c) are 0.
+    for i in 0..first {
+        out[i] = match filter {
+            1 => line[i],
+            3 => line[i].wrapping_add(prev[i] >> 1),
+            _ => line[i].wrapping_add(prev[i]),
+        };
+    }
+    let block = |s: &[u8], at: usize| -> [u8; BLOCK] {
+        let mut b = [0; BLOCK];
+        b.copy_from_slice(&s[at..at + BLOCK]);
+        b
+    };
+    // The block at `i` repeats the pixel to its left: out[j] = out[j - BPP].
+    let repeat_left = |out: &mut [u8], i: usize| {
+        let mut pixel = [0; BPP];
+        pixel.copy_from_slice(&out[i - BPP..i]);
+        let mut rep = [0; BLOCK];
+        for (k, r) in rep.iter_mut().enumerate() {
+            *r = pixel[k % BPP];
+        }
+        out[i..i + BLOCK].copy_from_slice(&rep);
+    };
+    let byte = |out: &[u8], j: usize| -> u8 {
+        let (a, b, c) = (out[j - BPP], prev[j], prev[j - BPP]);
+        line[j].wrapping_add(match filter {
+            1 => a,
+            3 => ((u16::from(a) + u16::from(b)) >> 1) as u8,
+            _ => paeth(a, b, c),
+        })
+    };
+    // Whether the row so far ends as the row above does (the BPP bytes before `i`).
+    let mut as_above = false;
+    let mut i = first;
+    while i + BLOCK <= n {
+        if block(line, i) == [0; BLOCK] {
+            if filter == 4 {
+                as_above = as_above || (i - BPP..i).all(|j| out[j] == prev[j]);
+                if as_above {
+                    // a == c at byte i, so out[i] = b = prev[i]; then a == c at i + BPP, ...
+                    out[i..i + BLOCK].copy_from_slice(&prev[i..i + BLOCK]);
+                    i += BLOCK;
+                    continue;
+                }
+            }
+            if filter == 1 || (filter == 4 && block(prev, i) == block(prev, i - BPP)) {
+                // Sub, or Paeth where b == c at every byte: out[i] = a = out[i - BPP].
+                repeat_left(out, i);
+                i += BLOCK;
+                continue;
+            }
+        }
+        for j in i..i + BLOCK {
+            out[j] = byte(out, j);
+        }
+        as_above = false;
+        i += BLOCK;
+    }
+    for j in i..n {
+        out[j] = byte(out, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes `pixels` (`w · h · bpp` bytes) with the png crate and `filter`.
+    fn encode(pixels: &[u8], w: usize, h: usize, bpp: usize, filter: png::Filter) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(if bpp == 3 {
+            ColorType::Rgb
+        } else {
+            ColorType::Rgba
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_filter(filter);
+        let mut writer = enc.write_header().expect("header");
+        writer.write_image_data(pixels).expect("data");
+        writer.finish().expect("finish");
+        out
+    }
+
+    /// A label map: flat rectangles and diagonal bands, with sparse noise (`noise` in 0..256).
+    fn label_map(w: usize, h: usize, bpp: usize, seed: u64, noise: u64) -> Vec<u8> {
+        let mut state = seed;
+        let mut rand = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let palette: Vec<[u8; 4]> = (0..6)
+            .map(|_| [rand() as u8, rand() as u8, rand() as u8, 255])
+            .collect();
+        let mut px = Vec::with_capacity(w * h * bpp);
+        for y in 0..h {
+            for x in 0..w {
+                let region = if x < w / 3 {
+                    0
+                } else {
+                    1 + (x + y / 2) / 7 % 5
+                };
+                let mut p = palette[region];
+                if rand() % 256 < noise {
+                    p[rand() as usize % bpp] = rand() as u8;
+                }
+                px.extend_from_slice(&p[..bpp]);
+            }
+        }
+        px
+    }
+
+    /// Every row as the png crate's own reader gives it.
+    fn crate_rows(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .expect("png crate reads it");
+        let mut rows = Vec::new();
+        while let Some(row) = reader.next_row().expect("row") {
+            rows.push(row.data().to_vec());
+        }
+        rows
+    }
+
+    fn our_rows(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let (mut rows, header) = PngRows::open(bytes)?.expect("streamable");
+        let all = (0..header.height)
+            .map(|_| rows.next_row().map(<[u8]>::to_vec))
+            .collect();
+        rows.finish()?;
+        all
+    }
+
+    #[test]
+    fn rows_equal_the_png_crate_for_every_filter() {
+        let filters = [
+            png::Filter::NoFilter,
+            png::Filter::Sub,
+            png::Filter::Up,
+            png::Filter::Avg,
+            png::Filter::Paeth,
+            png::Filter::Adaptive,
+        ];
+        for (w, h) in [(1, 1), (2, 3), (5, 4), (37, 9), (150, 70)] {
+            for bpp in [3, 4] {
+                for noise in [0, 3, 255] {
+                    let px = label_map(w, h, bpp, (w * 31 + h + bpp) as u64, noise);
+                    for filter in filters {
+                        let bytes = encode(&px, w, h, bpp, filter);
+                        let ours = our_rows(&bytes).expect("decodes");
+                        assert_eq!(ours, crate_rows(&bytes), "{w}x{h}x{bpp} {filter:?} {noise}");
+                        assert_eq!(ours.concat(), px);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_panoptic_fixtures_equal_the_png_crate() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pq/sample");
+        for side in ["gt", "pred"] {
+            for name in ["000000142238.png", "000000439180.png"] {
+                let bytes = std::fs::read(dir.join(side).join(name)).expect("fixture");
+                assert_eq!(
+                    our_rows(&bytes).expect("decodes"),
+                    crate_rows(&bytes),
+                    "{side}/{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_files_are_errors() {
+        let px = label_map(40, 30, 3, 7, 10);
+        let bytes = encode(&px, 40, 30, 3, png::Filter::Paeth);
+        for cut in [20, 40, bytes.len() / 2, bytes.len() - 13] {
+            let truncated = &bytes[..cut];
+            let read = PngRows::open(truncated).and_then(|opened| {
+                let (mut rows, header) = opened.ok_or("not streamable")?;
+                (0..header.height).try_for_each(|_| rows.next_row().map(drop))?;
+                rows.finish()
+            });
+            assert!(read.is_err(), "cut at {cut} read");
+        }
+        // A flipped byte in the image data fails its CRC.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 20;
+        flipped[at] ^= 0x55;
+        assert!(our_rows(&flipped).is_err());
+        // An unknown filter type: store the rows uncompressed with filter byte 9.
+        let mut raw = Vec::new();
+        for row in px.chunks(40 * 3) {
+            raw.push(9);
+            raw.extend_from_slice(row);
+        }
+        let mut bad = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bad, 40, 30);
+            enc.set_color(ColorType::Rgb);
+            let mut writer = enc.write_header().expect("header");
+            writer
+                .write_chunk(png::chunk::IDAT, &zlib_stored(&raw))
+                .expect("chunk");
+        }
+        let err = our_rows(&bad).expect_err("filter 9");
+        assert!(err.contains("unknown filter type 9"), "{err}");
+    }
+
+    /// `data` as a zlib stream of stored (uncompressed) deflate blocks.
+    fn zlib_stored(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x78, 0x01];
+        let chunks: Vec<&[u8]> = data.chunks(65535).collect();
+        for (k, chunk) in chunks.iter().enumerate() {
+            out.push(u8::from(k + 1 == chunks.len()));
+            let len = chunk.len() as u16;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in data {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        out
+    }
+}
