@@ -69,7 +69,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::Value as Json;
 
-use crate::pq::{self, Category, CategoryStat, IdRows, PairCounts, PqError};
+use crate::pq::{self, Category, CategoryStat, IdRows, PairCounter, PqError};
 use crate::pq::{OFFSET, VOID};
 
 /// The script's window lengths, in annotated frames: k = 0, 5, 10, 15.
@@ -283,12 +283,13 @@ fn read_frame(frame: usize, f: &FrameFiles, known: &HashSet<i64>) -> Result<Fram
         });
     }
     let (h, w) = gt_size;
-    let mut counts = PairCounts::default();
+    let mut counter = PairCounter::default();
     for _ in 0..h {
         let g = gt_rows.next_row(w, &f.gt_png)?;
         let p = pred_rows.next_row(w, &f.pred_png)?;
-        pq::count_row(g, p, w, &mut counts);
+        counter.add_row(g, p, w);
     }
+    let counts = counter.finish();
     gt_rows.finish(&f.gt_png)?;
     pred_rows.finish(&f.pred_png)?;
     let what = |side: &str| {
