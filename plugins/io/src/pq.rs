@@ -219,16 +219,20 @@ fn pixel_runs(gt: (&[u8], usize), pred: (&[u8], usize), w: usize, runs: &mut Vec
 }
 
 /// Bit `t` is set where byte `k + t` differs from byte `k + t + 3` in `gb` or in `pb`,
-/// for `t < 16`; both rows have `k + 19` bytes or more.
-fn differs_3_ahead(gb: &[u8], pb: &[u8], k: usize) -> u32 {
+/// for `t < 64`; both rows have `k + 67` bytes or more.
+fn differs_3_ahead(gb: &[u8], pb: &[u8], k: usize) -> u64 {
     use crate::png_rows::equal_bytes;
-    let same = equal_bytes(&gb[k..], &gb[k + 3..]) & equal_bytes(&pb[k..], &pb[k + 3..]);
-    !same & 0xffff
+    let (g, p) = (&gb[k..k + 67], &pb[k..k + 67]);
+    (0..4).fold(0, |bits, q| {
+        let at = 16 * q;
+        let same = equal_bytes(&g[at..], &g[at + 3..]) & equal_bytes(&p[at..], &p[at + 3..]);
+        bits | u64::from(!same & 0xffff) << at
+    })
 }
 
 /// The runs of two RGB rows. A pixel starts a new run where one of its bytes differs from
 /// the byte one pixel (3 bytes) to its left in either row: 16 byte positions are tested at
-/// once, and the runs are read off the set bits.
+/// once, and the runs are read off the set bits of four such tests.
 fn rgb_runs(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, u64)>) {
     let n = 3 * w;
     let mut start = 0;
@@ -239,22 +243,27 @@ fn rgb_runs(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, u64)>) {
             *start = j;
         }
     };
+    // 64 byte positions at a time: runs are tens of pixels long, so most words hold one
+    // or two starts, and the loop over them is predictable.
+    let last = n - 3;
     let mut k = 0;
-    while k + 19 <= n {
-        let mut bits = differs_3_ahead(gb, pb, k);
+    while k < last {
+        let mut bits: u64 = if k + 64 + 3 <= n {
+            differs_3_ahead(gb, pb, k)
+        } else {
+            (k..last).fold(0, |bits, b| {
+                let d = (gb[b] ^ gb[b + 3]) | (pb[b] ^ pb[b + 3]);
+                bits | u64::from(d != 0) << (b - k)
+            })
+        };
         while bits != 0 {
             let j = (k + bits.trailing_zeros() as usize) / 3 + 1;
             new_run(j, &mut start);
             // The bytes before pixel j's first cannot start another run.
             let past = 3 * j - k;
-            bits &= if past >= 16 { 0 } else { !0 << past };
+            bits &= if past >= 64 { 0 } else { !0 << past };
         }
-        k += 16;
-    }
-    for k in k..n - 3 {
-        if (gb[k] ^ gb[k + 3]) | (pb[k] ^ pb[k + 3]) != 0 {
-            new_run(k / 3 + 1, &mut start);
-        }
+        k += 64;
     }
     runs.push((pair_key(gb, 3, pb, 3, start), (w - start) as u64));
 }
