@@ -605,24 +605,24 @@ pub fn pq_compute(
             )));
         }
     }
-    let anns = |doc: &Json, path: &Path| -> Result<Vec<Json>, PqError> {
-        doc["annotations"].as_array().cloned().ok_or_else(|| {
+    fn anns<'j>(doc: &'j Json, path: &Path) -> Result<&'j Vec<Json>, PqError> {
+        doc["annotations"].as_array().ok_or_else(|| {
             err(format!(
                 "\"{}\" has no \"annotations\" list",
                 path.display()
             ))
         })
-    };
+    }
     let gt_anns = anns(&gt, gt_json)?;
-    let mut by_image: HashMap<String, Json> = HashMap::new();
+    let mut by_image: HashMap<String, &Json> = HashMap::new();
     for a in anns(&pred, pred_json)? {
         by_image.insert(a["image_id"].to_string(), a);
     }
-    let pairs: Vec<(Json, Json)> = gt_anns
-        .into_iter()
+    let pairs: Vec<(&Json, &Json)> = gt_anns
+        .iter()
         .map(|g| {
             let id = g["image_id"].to_string();
-            by_image.get(&id).cloned().map(|p| (g, p)).ok_or_else(|| {
+            by_image.get(&id).map(|&p| (g, p)).ok_or_else(|| {
                 err(format!(
                     "\"{}\": no prediction for the image with id: {id}",
                     pred_json.display()
