@@ -292,16 +292,6 @@ fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &m
             _ => line[i].wrapping_add(prev[i]),
         };
     }
-    // The block at `i` repeats the pixel to its left: out[j] = out[j - BPP].
-    let repeat_left = |out: &mut [u8], i: usize| {
-        let mut pixel = [0; BPP];
-        pixel.copy_from_slice(&out[i - BPP..i]);
-        let mut rep = [0; BLOCK];
-        for (k, r) in rep.iter_mut().enumerate() {
-            *r = pixel[k % BPP];
-        }
-        out[i..i + BLOCK].copy_from_slice(&rep);
-    };
     let byte = |out: &[u8], j: usize| -> u8 {
         let (a, b, c) = (out[j - BPP], prev[j], prev[j - BPP]);
         line[j].wrapping_add(match filter {
@@ -310,47 +300,86 @@ fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &m
             _ => paeth(a, b, c),
         })
     };
-    // Whether the row so far ends as the row above does (the BPP bytes before `i`).
-    let mut as_above = false;
     let mut i = first;
-    while i + BLOCK <= n {
-        // Bit t: the residual of byte i + t is zero.
-        let zero = equal_bytes(&line[i..], &[0; BLOCK]);
-        let copied = match filter {
-            4 => {
-                as_above = as_above || (i - BPP..i).all(|j| out[j] == prev[j]);
-                if as_above {
-                    // a == c at byte i, so out[i] = b = prev[i]; then a == c at i + BPP, ...
-                    // Bytes past the zero residuals are written again below.
-                    out[i..i + BLOCK].copy_from_slice(&prev[i..i + BLOCK]);
-                    zero.trailing_ones()
-                } else {
-                    // Where b == c: out[j] = a = out[j - BPP].
-                    let flat = equal_bytes(&prev[i..], &prev[i - BPP..]);
-                    repeat_left(out, i);
-                    (zero & flat).trailing_ones()
-                }
-            }
-            1 => {
-                repeat_left(out, i);
-                zero.trailing_ones()
-            }
-            _ => 0,
-        } as usize;
-        i += copied;
-        if copied < BLOCK {
-            // Byte i breaks the copies: its pixel byte by byte, then the copies again.
-            let end = (i + BPP).min(n);
-            for j in i..end {
-                out[j] = byte(out, j);
-            }
-            as_above = false;
-            i = end;
-        }
+    if filter != 3 {
+        // Long zero runs 64 bytes a step, what is left of the row 16 bytes a step.
+        let mut as_above = false;
+        copy_runs::<BPP, 64>(filter, line, prev, out, &mut i, &mut as_above, byte);
+        copy_runs::<BPP, BLOCK>(filter, line, prev, out, &mut i, &mut as_above, byte);
     }
     for j in i..n {
         out[j] = byte(out, j);
     }
+}
+
+/// The copies of Sub and Paeth rows over zero residuals (the module's comment), `SPAN`
+/// bytes (16 or 64) a step from byte `i` while a step fits in the row; a byte that breaks
+/// them has its pixel made by `byte`. `as_above`: whether the row so far ends as the row
+/// above does (the `BPP` bytes before `i`).
+#[inline(always)]
+fn copy_runs<const BPP: usize, const SPAN: usize>(
+    filter: u8,
+    line: &[u8],
+    prev: &[u8],
+    out: &mut [u8],
+    i: &mut usize,
+    as_above: &mut bool,
+    byte: impl Fn(&[u8], usize) -> u8,
+) {
+    let n = out.len();
+    // The span at `i` repeats the pixel to its left: out[j] = out[j - BPP].
+    let repeat_left = |out: &mut [u8], i: usize| {
+        let mut pixel = [0; BPP];
+        pixel.copy_from_slice(&out[i - BPP..i]);
+        let mut rep = [0; SPAN];
+        for (k, r) in rep.iter_mut().enumerate() {
+            *r = pixel[k % BPP];
+        }
+        out[i..i + SPAN].copy_from_slice(&rep);
+    };
+    while *i + SPAN <= n {
+        let at = *i;
+        // Bit t: the residual of byte at + t is zero.
+        let zero = equal_span::<SPAN>(&line[at..], &[0; SPAN]);
+        let copied = if filter == 4 {
+            *as_above = *as_above || (at - BPP..at).all(|j| out[j] == prev[j]);
+            if *as_above {
+                // a == c at byte at, so out[at] = b = prev[at]; then a == c at at + BPP, ...
+                // Bytes past the zero residuals are written again below.
+                out[at..at + SPAN].copy_from_slice(&prev[at..at + SPAN]);
+                zero.trailing_ones()
+            } else {
+                // Where b == c: out[j] = a = out[j - BPP].
+                let flat = equal_span::<SPAN>(&prev[at..], &prev[at - BPP..]);
+                repeat_left(out, at);
+                (zero & flat).trailing_ones()
+            }
+        } else {
+            repeat_left(out, at);
+            zero.trailing_ones()
+        } as usize;
+        *i += copied;
+        if copied < SPAN {
+            // Byte i breaks the copies: its pixel byte by byte, then the copies again.
+            let end = (*i + BPP).min(n);
+            for j in *i..end {
+                out[j] = byte(out, j);
+            }
+            *as_above = false;
+            *i = end;
+        }
+    }
+}
+
+/// Bit `t` is set where `x[t] == y[t]`, for `t < SPAN` (a multiple of 16 up to 64; both
+/// have `SPAN` bytes or more).
+#[inline(always)]
+pub(crate) fn equal_span<const SPAN: usize>(x: &[u8], y: &[u8]) -> u64 {
+    let (x, y) = (&x[..SPAN], &y[..SPAN]);
+    (0..SPAN / BLOCK).fold(0, |bits, q| {
+        let at = q * BLOCK;
+        bits | u64::from(equal_bytes(&x[at..], &y[at..])) << at
+    })
 }
 
 /// Bit `t` is set where `x[t] == y[t]`, for `t < 16` (both have 16 bytes or more).
@@ -493,9 +522,9 @@ mod tests {
 
     #[test]
     fn a_change_in_the_last_byte_of_a_row() {
-        // Widths where the copies reach the row's last 16-byte block exactly, so the byte
+        // Widths where the copies reach the row's last 16- or 64-byte span exactly, so the byte
         // by byte step that follows a broken copy starts within a pixel of the end.
-        for (w, bpp) in [(17, 3), (13, 4)] {
+        for (w, bpp) in [(17, 3), (13, 4), (65, 3), (17, 4)] {
             let h = 4;
             let mut px = vec![9u8; w * h * bpp];
             for k in 1..=bpp.min(2) {

@@ -221,13 +221,9 @@ fn pixel_runs(gt: (&[u8], usize), pred: (&[u8], usize), w: usize, runs: &mut Vec
 /// Bit `t` is set where byte `k + t` differs from byte `k + t + 3` in `gb` or in `pb`,
 /// for `t < 64`; both rows have `k + 67` bytes or more.
 fn differs_3_ahead(gb: &[u8], pb: &[u8], k: usize) -> u64 {
-    use crate::png_rows::equal_bytes;
+    use crate::png_rows::equal_span;
     let (g, p) = (&gb[k..k + 67], &pb[k..k + 67]);
-    (0..4).fold(0, |bits, q| {
-        let at = 16 * q;
-        let same = equal_bytes(&g[at..], &g[at + 3..]) & equal_bytes(&p[at..], &p[at + 3..]);
-        bits | u64::from(!same & 0xffff) << at
-    })
+    !(equal_span::<64>(g, &g[3..]) & equal_span::<64>(p, &p[3..]))
 }
 
 /// The runs of two RGB rows. A pixel starts a new run where one of its bytes differs from
