@@ -24,6 +24,7 @@
 //! quality, equal to panopticapi's `pq_compute`; `engine eval pq`).
 
 pub mod atomic_file;
+mod byte_lanes;
 pub mod densepose;
 pub mod font;
 pub mod image_sink;

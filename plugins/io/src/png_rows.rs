@@ -17,6 +17,8 @@
 
 use png::{ColorType, Decoded, StreamingDecoder, UnfilterRegion};
 
+use crate::byte_lanes::{with_lanes, Lanes};
+
 /// The bytes the inflater must keep behind its output (deflate's window).
 const LOOKBACK: usize = 32 * 1024;
 /// The room the png crate's inflater asks for beyond what it has written.
@@ -248,12 +250,12 @@ fn paeth(a: u8, b: u8, c: u8) -> u8 {
 }
 
 // The copies, additions and zero tests run 32 bytes at a time where the CPU has AVX2.
-kernels::multiversion!(fn unfilter(filter: u8, bpp: usize, line: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(), String> => unfilter_impl);
+with_lanes!(fn unfilter(filter: u8, bpp: usize, line: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(), String> => unfilter_impl);
 
 /// `out` = the row whose filtered bytes are `line` (filter type `filter`), with `prev` the
 /// row above (zeros for the first) and `bpp` (3 or 4) bytes per pixel.
 #[inline(always)]
-fn unfilter_impl(
+fn unfilter_impl<L: Lanes>(
     filter: u8,
     bpp: usize,
     line: &[u8],
@@ -270,8 +272,8 @@ fn unfilter_impl(
             }
         }
         1 | 3 | 4 => match bpp {
-            3 => unfilter_left::<3>(filter, line, prev, out),
-            _ => unfilter_left::<4>(filter, line, prev, out),
+            3 => unfilter_left::<L, 3>(filter, line, prev, out),
+            _ => unfilter_left::<L, 4>(filter, line, prev, out),
         },
         other => return Err(format!("a row has the unknown filter type {other}")),
     }
@@ -281,7 +283,7 @@ fn unfilter_impl(
 /// The filters that read the pixel to the left (Sub, Average, Paeth), for `BPP`-byte
 /// pixels, with the flat-region copies of the module's comment.
 #[inline(always)]
-fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &mut [u8]) {
+fn unfilter_left<L: Lanes, const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &mut [u8]) {
     let n = out.len();
     let first = BPP.min(n);
     // The first pixel's left neighbours (a and c) are 0.
@@ -304,8 +306,8 @@ fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &m
     if filter != 3 {
         // Long zero runs 64 bytes a step, what is left of the row 16 bytes a step.
         let mut as_above = false;
-        copy_runs::<BPP, 64>(filter, line, prev, out, &mut i, &mut as_above, byte);
-        copy_runs::<BPP, BLOCK>(filter, line, prev, out, &mut i, &mut as_above, byte);
+        copy_runs::<L, BPP, 64>(filter, line, prev, out, &mut i, &mut as_above, byte);
+        copy_runs::<L, BPP, 16>(filter, line, prev, out, &mut i, &mut as_above, byte);
     }
     for j in i..n {
         out[j] = byte(out, j);
@@ -317,7 +319,7 @@ fn unfilter_left<const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &m
 /// them has its pixel made by `byte`. `as_above`: whether the row so far ends as the row
 /// above does (the `BPP` bytes before `i`).
 #[inline(always)]
-fn copy_runs<const BPP: usize, const SPAN: usize>(
+fn copy_runs<L: Lanes, const BPP: usize, const SPAN: usize>(
     filter: u8,
     line: &[u8],
     prev: &[u8],
@@ -327,37 +329,51 @@ fn copy_runs<const BPP: usize, const SPAN: usize>(
     byte: impl Fn(&[u8], usize) -> u8,
 ) {
     let n = out.len();
-    // The span at `i` repeats the pixel to its left: out[j] = out[j - BPP].
+    // The span at `i` repeats the pixel to its left: out[j] = out[j - BPP]. Each 16 bytes
+    // are the pixel, rotated to their first byte's phase, times 1 + 2^(8·BPP) + ...
     let repeat_left = |out: &mut [u8], i: usize| {
-        let mut pixel = [0; BPP];
-        pixel.copy_from_slice(&out[i - BPP..i]);
-        let mut rep = [0; SPAN];
-        for (k, r) in rep.iter_mut().enumerate() {
-            *r = pixel[k % BPP];
+        let mut pixel = [0; 4];
+        pixel[..BPP].copy_from_slice(&out[i - BPP..i]);
+        let pixel = u32::from_le_bytes(pixel);
+        let ones = (0..16_usize.div_ceil(BPP)).fold(0u128, |r, k| r | 1 << (8 * BPP * k));
+        for q in 0..SPAN / 16 {
+            let phase = 16 * q % BPP;
+            let rotated = if phase == 0 {
+                pixel
+            } else {
+                (pixel >> (8 * phase) | pixel << (8 * (BPP - phase)))
+                    & (u32::MAX >> (8 * (4 - BPP)))
+            };
+            let block = u128::from(rotated).wrapping_mul(ones);
+            out[i + 16 * q..i + 16 * q + 16].copy_from_slice(&block.to_le_bytes());
         }
-        out[i..i + SPAN].copy_from_slice(&rep);
     };
     while *i + SPAN <= n {
         let at = *i;
-        // Bit t: the residual of byte at + t is zero.
-        let zero = equal_span::<SPAN>(&line[at..], &[0; SPAN]);
+        // How many residuals from byte `at` on are zero.
+        let zeros = || L::equal_prefix::<SPAN>(&line[at..], &[0; SPAN]);
         let copied = if filter == 4 {
             *as_above = *as_above || (at - BPP..at).all(|j| out[j] == prev[j]);
             if *as_above {
                 // a == c at byte at, so out[at] = b = prev[at]; then a == c at at + BPP, ...
                 // Bytes past the zero residuals are written again below.
                 out[at..at + SPAN].copy_from_slice(&prev[at..at + SPAN]);
-                zero.trailing_ones()
+                zeros()
             } else {
                 // Where b == c: out[j] = a = out[j - BPP].
-                let flat = equal_span::<SPAN>(&prev[at..], &prev[at - BPP..]);
+                let zero_and_flat = L::both_equal_prefix::<SPAN>(
+                    &line[at..],
+                    &[0; SPAN],
+                    &prev[at..],
+                    &prev[at - BPP..],
+                );
                 repeat_left(out, at);
-                (zero & flat).trailing_ones()
+                zero_and_flat
             }
         } else {
             repeat_left(out, at);
-            zero.trailing_ones()
-        } as usize;
+            zeros()
+        };
         *i += copied;
         if copied < SPAN {
             // Byte i breaks the copies: its pixel byte by byte, then the copies again.
@@ -369,37 +385,6 @@ fn copy_runs<const BPP: usize, const SPAN: usize>(
             *i = end;
         }
     }
-}
-
-/// Bit `t` is set where `x[t] == y[t]`, for `t < SPAN` (a multiple of 16 up to 64; both
-/// have `SPAN` bytes or more).
-#[inline(always)]
-pub(crate) fn equal_span<const SPAN: usize>(x: &[u8], y: &[u8]) -> u64 {
-    let (x, y) = (&x[..SPAN], &y[..SPAN]);
-    (0..SPAN / BLOCK).fold(0, |bits, q| {
-        let at = q * BLOCK;
-        bits | u64::from(equal_bytes(&x[at..], &y[at..])) << at
-    })
-}
-
-/// Bit `t` is set where `x[t] == y[t]`, for `t < 16` (both have 16 bytes or more).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) fn equal_bytes(x: &[u8], y: &[u8]) -> u32 {
-    use std::arch::x86_64::*;
-    let (x, y) = (&x[..BLOCK], &y[..BLOCK]);
-    // SAFETY: each unaligned load reads the 16 bytes of a 16-byte slice; SSE2 is part of
-    // every x86-64 CPU.
-    unsafe {
-        let load = |s: &[u8]| _mm_loadu_si128(s.as_ptr().cast());
-        _mm_movemask_epi8(_mm_cmpeq_epi8(load(x), load(y))) as u32
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-pub(crate) fn equal_bytes(x: &[u8], y: &[u8]) -> u32 {
-    (0..BLOCK).fold(0, |bits, t| bits | (u32::from(x[t] == y[t]) << t))
 }
 
 #[cfg(test)]
