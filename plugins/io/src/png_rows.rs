@@ -23,8 +23,6 @@ use crate::byte_lanes::{with_lanes, Lanes};
 const LOOKBACK: usize = 32 * 1024;
 /// The room the png crate's inflater asks for beyond what it has written.
 const GROWTH: usize = 8 * 1024;
-/// Bytes tested at once by the flat-region copies.
-const BLOCK: usize = 16;
 
 /// A row reader over the bytes of a PNG file.
 pub(crate) struct PngRows<'a> {
@@ -114,12 +112,8 @@ impl<'a> PngRows<'a> {
         }
         let line = &self.inflated[self.next..self.next + scanline];
         self.next += scanline;
-        let (filter, residuals) = (line[0], &line[1..]);
-        // Up, and Paeth by the module's induction from its first pixel (a = c = 0), repeat
-        // the row above where every residual is zero; a sixth of a label map's rows do.
-        let repeats = matches!(filter, 2 | 4) && all_zero(residuals);
+        let repeats = unfilter(line[0], self.bpp, &line[1..], &self.prev, &mut self.cur)?;
         if !repeats {
-            unfilter(filter, self.bpp, residuals, &self.prev, &mut self.cur)?;
             std::mem::swap(&mut self.prev, &mut self.cur);
         }
         let after_first = std::mem::replace(&mut self.started, true);
@@ -222,17 +216,6 @@ impl Drop for PngRows<'_> {
     }
 }
 
-/// Whether every byte of `bytes` is 0.
-#[inline(always)]
-fn all_zero(bytes: &[u8]) -> bool {
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    let mut block = [0; BLOCK];
-    blocks.all(|b| {
-        block.copy_from_slice(b);
-        u128::from_le_bytes(block) == 0
-    }) && blocks.remainder().iter().all(|&b| b == 0)
-}
-
 /// The Paeth predictor of the PNG specification, ties to `a`, then `b`.
 #[inline(always)]
 fn paeth(a: u8, b: u8, c: u8) -> u8 {
@@ -250,10 +233,11 @@ fn paeth(a: u8, b: u8, c: u8) -> u8 {
 }
 
 // The copies, additions and zero tests run 32 bytes at a time where the CPU has AVX2.
-with_lanes!(fn unfilter(filter: u8, bpp: usize, line: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(), String> => unfilter_impl);
+with_lanes!(fn unfilter(filter: u8, bpp: usize, line: &[u8], prev: &[u8], out: &mut [u8]) -> Result<bool, String> => unfilter_impl);
 
 /// `out` = the row whose filtered bytes are `line` (filter type `filter`), with `prev` the
-/// row above (zeros for the first) and `bpp` (3 or 4) bytes per pixel.
+/// row above (zeros for the first) and `bpp` (3 or 4) bytes per pixel; or `true`, and
+/// `out` untouched, when the row is `prev` again.
 #[inline(always)]
 fn unfilter_impl<L: Lanes>(
     filter: u8,
@@ -261,9 +245,14 @@ fn unfilter_impl<L: Lanes>(
     line: &[u8],
     prev: &[u8],
     out: &mut [u8],
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let n = out.len();
     let (line, prev) = (&line[..n], &prev[..n]);
+    // Up, and Paeth by the module's induction from its first pixel (a = c = 0), repeat the
+    // row above where every residual is zero; a sixth of a label map's rows do.
+    if matches!(filter, 2 | 4) && all_zero::<L>(line) {
+        return Ok(true);
+    }
     match filter {
         0 => out.copy_from_slice(line),
         2 => {
@@ -277,7 +266,15 @@ fn unfilter_impl<L: Lanes>(
         },
         other => return Err(format!("a row has the unknown filter type {other}")),
     }
-    Ok(())
+    Ok(false)
+}
+
+/// Whether every byte of `bytes` is 0.
+#[inline(always)]
+fn all_zero<L: Lanes>(bytes: &[u8]) -> bool {
+    let mut spans = bytes.chunks_exact(64);
+    spans.all(|span| L::equal_prefix::<64>(span, &[0; 64]) == 64)
+        && spans.remainder().iter().all(|&b| b == 0)
 }
 
 /// The filters that read the pixel to the left (Sub, Average, Paeth), for `BPP`-byte
