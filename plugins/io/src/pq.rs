@@ -270,6 +270,19 @@ fn rgb_runs_impl<L: Lanes>(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, 
     runs.push((pair_key(gb, 3, pb, 3, start), (w - start) as u64));
 }
 
+/// The segment ids (`R + 256·G + 256²·B`) of the panoptic PNG `bytes`, row-major, read as
+/// `engine eval pq` reads them, and the image size `(h, w)`; `path` names the file in errors.
+pub fn panoptic_ids(bytes: &[u8], path: &Path) -> Result<((usize, usize), Vec<u32>), PqError> {
+    let (mut rows, (h, w)) = IdRows::open(bytes, path)?;
+    let mut ids = Vec::with_capacity(h * w);
+    for _ in 0..h {
+        let row = rows.next_row(w, path)?;
+        ids.extend((0..w).map(|i| id_at(row.bytes, i, row.channels)));
+    }
+    rows.finish(path)?;
+    Ok(((h, w), ids))
+}
+
 /// A reader of a file's segment ids, and the image size `(h, w)`.
 pub(crate) type Opened<'a> = (IdRows<'a>, (usize, usize));
 
