@@ -13,23 +13,21 @@ pub(crate) trait Lanes {
     /// differs (`SPAN` if none does). Found chunk by chunk: LLVM splits a 64-bit mask of
     /// two `vpmovmskb` results back into 64 bytes when it only needs its first zero.
     #[inline(always)]
-    fn equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8]) -> usize {
+    fn equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8]) -> usize
+    where
+        Self: Sized,
+    {
         Self::both_equal_prefix::<SPAN>(x, y, x, y)
     }
 
     /// How many of the first `SPAN` positions have `x[t] == y[t]` and `u[t] == v[t]`
     /// before the first that does not.
     #[inline(always)]
-    fn both_equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize {
-        let mut at = 0;
-        while at < SPAN {
-            let bits = Self::both_equal_span::<16>(&x[at..], &y[at..], &u[at..], &v[at..]);
-            if bits != 0xffff {
-                return at + bits.trailing_ones() as usize;
-            }
-            at += 16;
-        }
-        SPAN
+    fn both_equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize
+    where
+        Self: Sized,
+    {
+        equal_prefix_by::<Self, SPAN, 16>(x, y, u, v)
     }
 
     /// Bit `t` is set where `x[t] == y[t]` and `u[t] == v[t]`, for `t < SPAN`. The two
@@ -78,18 +76,31 @@ impl Lanes for Wide {
     #[inline(always)]
     fn both_equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize {
         if SPAN < 32 {
-            return Narrow::both_equal_prefix::<SPAN>(x, y, u, v);
+            return equal_prefix_by::<Self, SPAN, 16>(x, y, u, v);
         }
-        let mut at = 0;
-        while at < SPAN {
-            let bits = Self::both_equal_span::<32>(&x[at..], &y[at..], &u[at..], &v[at..]);
-            if bits != 0xffff_ffff {
-                return at + bits.trailing_ones() as usize;
-            }
-            at += 32;
-        }
-        SPAN
+        equal_prefix_by::<Self, SPAN, 32>(x, y, u, v)
     }
+}
+
+/// [`Lanes::both_equal_prefix`] from `CHUNK`-byte masks, stopping at the first chunk with a
+/// difference.
+#[inline(always)]
+fn equal_prefix_by<L: Lanes, const SPAN: usize, const CHUNK: usize>(
+    x: &[u8],
+    y: &[u8],
+    u: &[u8],
+    v: &[u8],
+) -> usize {
+    let all = u64::MAX >> (64 - CHUNK);
+    let mut at = 0;
+    while at < SPAN {
+        let bits = L::both_equal_span::<CHUNK>(&x[at..], &y[at..], &u[at..], &v[at..]);
+        if bits != all {
+            return at + bits.trailing_ones() as usize;
+        }
+        at += CHUNK;
+    }
+    SPAN
 }
 
 /// Bit `t` is set where `x[t] == y[t]` and `u[t] == v[t]` (16 bytes each).
