@@ -3,48 +3,76 @@
 //! run finding. LLVM does not turn a plain loop of byte comparisons into `pmovmskb`, so
 //! the instructions are written out.
 //!
-//! A hot loop is written once, generic over [`Lanes`], and [`with_lanes!`] runs it as
-//! `Wide` in a function compiled for AVX2 where the CPU has it, and as `Narrow` otherwise.
+//! A hot loop is written once, generic over [`Lanes`], and [`with_lanes!`] runs it with a
+//! `Wide` in a function compiled for AVX2 where the CPU has it, and with a `Narrow`
+//! otherwise. A `Wide` exists only where [`Wide::detect`] found AVX2.
 
 /// A way to compare bytes. `SPAN` is 16, 32 or 64, and every slice has `SPAN` bytes or
 /// more.
-pub(crate) trait Lanes {
+pub(crate) trait Lanes: Copy {
     /// How many of the first `SPAN` bytes of `x` and `y` are equal before the first that
     /// differs (`SPAN` if none does). Found chunk by chunk: LLVM splits a 64-bit mask of
     /// two `vpmovmskb` results back into 64 bytes when it only needs its first zero.
     #[inline(always)]
-    fn equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8]) -> usize
-    where
-        Self: Sized,
-    {
-        Self::both_equal_prefix::<SPAN>(x, y, x, y)
+    fn equal_prefix<const SPAN: usize>(self, x: &[u8], y: &[u8]) -> usize {
+        self.both_equal_prefix::<SPAN>(x, y, x, y)
     }
 
     /// How many of the first `SPAN` positions have `x[t] == y[t]` and `u[t] == v[t]`
     /// before the first that does not.
     #[inline(always)]
-    fn both_equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize
-    where
-        Self: Sized,
-    {
-        equal_prefix_by::<Self, SPAN, 16>(x, y, u, v)
+    fn both_equal_prefix<const SPAN: usize>(self, x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize {
+        equal_prefix_by::<Self, SPAN, 16>(self, x, y, u, v)
     }
 
     /// Bit `t` is set where `x[t] == y[t]` and `u[t] == v[t]`, for `t < SPAN`. The two
     /// comparisons are joined before they become bits: LLVM splits a mask made of two
     /// `vpmovmskb` results joined afterwards back into 64 separate bytes.
-    fn both_equal_span<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64;
+    fn both_equal_span<const SPAN: usize>(self, x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64;
 }
 
 /// 16 bytes per comparison.
+#[derive(Clone, Copy)]
 pub(crate) struct Narrow;
 
-/// 32 bytes per comparison; used only in code that runs after AVX2 was detected.
-pub(crate) struct Wide;
+/// 32 bytes per comparison. The private field keeps it to [`Wide::detect`].
+#[derive(Clone, Copy)]
+pub(crate) struct Wide(());
+
+impl Wide {
+    /// A `Wide` where the CPU has AVX2.
+    pub(crate) fn detect() -> Option<Wide> {
+        #[cfg(test)]
+        if FORCE_NARROW.get() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(Wide(()));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set it to run the `Narrow` versions on a CPU with AVX2 too.
+    pub(crate) static FORCE_NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `test` with `Wide` where the CPU has it, then with `Narrow`.
+#[cfg(test)]
+pub(crate) fn with_each_lanes(test: impl Fn()) {
+    for narrow in [false, true] {
+        FORCE_NARROW.set(narrow);
+        test();
+    }
+    FORCE_NARROW.set(false);
+}
 
 impl Lanes for Narrow {
     #[inline(always)]
-    fn both_equal_span<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64 {
+    fn both_equal_span<const SPAN: usize>(self, x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64 {
         let mut bits = 0;
         for at in (0..SPAN).step_by(16) {
             let span = at..at + 16;
@@ -62,23 +90,22 @@ impl Lanes for Narrow {
 
 impl Lanes for Wide {
     #[inline(always)]
-    fn both_equal_span<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64 {
+    fn both_equal_span<const SPAN: usize>(self, x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         if SPAN >= 32 {
             let (x, y, u, v) = (&x[..SPAN], &y[..SPAN], &u[..SPAN], &v[..SPAN]);
-            // SAFETY: `Wide` runs only inside `with_lanes!`'s AVX2 branch, after
-            // `is_x86_feature_detected!("avx2")`.
+            // SAFETY: a `Wide` is made only by `Wide::detect`, where the CPU has AVX2.
             return unsafe { both_equal_span_avx2::<SPAN>(x, y, u, v) };
         }
-        Narrow::both_equal_span::<SPAN>(x, y, u, v)
+        Narrow.both_equal_span::<SPAN>(x, y, u, v)
     }
 
     #[inline(always)]
-    fn both_equal_prefix<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize {
+    fn both_equal_prefix<const SPAN: usize>(self, x: &[u8], y: &[u8], u: &[u8], v: &[u8]) -> usize {
         if SPAN < 32 {
-            return equal_prefix_by::<Self, SPAN, 16>(x, y, u, v);
+            return equal_prefix_by::<Self, SPAN, 16>(self, x, y, u, v);
         }
-        equal_prefix_by::<Self, SPAN, 32>(x, y, u, v)
+        equal_prefix_by::<Self, SPAN, 32>(self, x, y, u, v)
     }
 }
 
@@ -86,6 +113,7 @@ impl Lanes for Wide {
 /// difference.
 #[inline(always)]
 fn equal_prefix_by<L: Lanes, const SPAN: usize, const CHUNK: usize>(
+    lanes: L,
     x: &[u8],
     y: &[u8],
     u: &[u8],
@@ -94,7 +122,7 @@ fn equal_prefix_by<L: Lanes, const SPAN: usize, const CHUNK: usize>(
     let all = u64::MAX >> (64 - CHUNK);
     let mut at = 0;
     while at < SPAN {
-        let bits = L::both_equal_span::<CHUNK>(&x[at..], &y[at..], &u[at..], &v[at..]);
+        let bits = lanes.both_equal_span::<CHUNK>(&x[at..], &y[at..], &u[at..], &v[at..]);
         if bits != all {
             return at + bits.trailing_ones() as usize;
         }
@@ -168,23 +196,21 @@ unsafe fn both_equal_span_avx2<const SPAN: usize>(x: &[u8], y: &[u8], u: &[u8], 
 }
 
 /// `with_lanes!(fn name(args) -> ret => body_fn)` defines `name`, which calls the
-/// `#[inline(always)]` function `body_fn::<L: Lanes>(args)` with `Wide` inside a function
-/// compiled for AVX2 where the CPU has AVX2, and with `Narrow` otherwise.
+/// `#[inline(always)]` function `body_fn::<L: Lanes>(lanes, args)` with a `Wide` inside a
+/// function compiled for AVX2 where the CPU has AVX2, and with a `Narrow` otherwise.
 macro_rules! with_lanes {
     ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            {
+            if let Some(lanes) = $crate::byte_lanes::Wide::detect() {
                 #[target_feature(enable = "avx2")]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body::<$crate::byte_lanes::Wide>($($arg),*)
+                fn wide(lanes: $crate::byte_lanes::Wide, $($arg: $ty),*) $(-> $ret)? {
+                    $body(lanes, $($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2, the feature `wide` was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
+                // SAFETY: `Wide::detect` found AVX2, the feature `wide` was compiled for.
+                return unsafe { wide(lanes, $($arg),*) };
             }
-            $body::<$crate::byte_lanes::Narrow>($($arg),*)
+            $body($crate::byte_lanes::Narrow, $($arg),*)
         }
     };
 }
@@ -213,21 +239,20 @@ mod tests {
             })
         };
         assert_ne!(want(64), u64::MAX);
-        assert_eq!(Narrow::both_equal_span::<16>(&x, &y, &x, &y), want(16));
-        assert_eq!(Narrow::both_equal_span::<64>(&x, &y, &x, &y), want(64));
-        assert_eq!(Narrow::both_equal_span::<64>(&x, &y, &x, &v), both(64));
-        assert_eq!(Narrow::equal_prefix::<64>(&x, &y), 40);
-        assert_eq!(Narrow::equal_prefix::<32>(&x, &y), 32);
-        assert_eq!(Narrow::both_equal_prefix::<64>(&x, &y, &x, &v), 37);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            assert_eq!(Wide::both_equal_span::<16>(&x, &y, &x, &y), want(16));
-            assert_eq!(Wide::both_equal_span::<32>(&x, &y, &x, &y), want(32));
-            assert_eq!(Wide::both_equal_span::<64>(&x, &y, &x, &y), want(64));
-            assert_eq!(Wide::both_equal_span::<64>(&x, &y, &x, &v), both(64));
-            assert_eq!(Wide::equal_prefix::<64>(&x, &y), 40);
-            assert_eq!(Wide::equal_prefix::<16>(&x, &y), 16);
-            assert_eq!(Wide::both_equal_prefix::<64>(&x, &y, &x, &v), 37);
+        assert_eq!(Narrow.both_equal_span::<16>(&x, &y, &x, &y), want(16));
+        assert_eq!(Narrow.both_equal_span::<64>(&x, &y, &x, &y), want(64));
+        assert_eq!(Narrow.both_equal_span::<64>(&x, &y, &x, &v), both(64));
+        assert_eq!(Narrow.equal_prefix::<64>(&x, &y), 40);
+        assert_eq!(Narrow.equal_prefix::<32>(&x, &y), 32);
+        assert_eq!(Narrow.both_equal_prefix::<64>(&x, &y, &x, &v), 37);
+        if let Some(wide) = Wide::detect() {
+            assert_eq!(wide.both_equal_span::<16>(&x, &y, &x, &y), want(16));
+            assert_eq!(wide.both_equal_span::<32>(&x, &y, &x, &y), want(32));
+            assert_eq!(wide.both_equal_span::<64>(&x, &y, &x, &y), want(64));
+            assert_eq!(wide.both_equal_span::<64>(&x, &y, &x, &v), both(64));
+            assert_eq!(wide.equal_prefix::<64>(&x, &y), 40);
+            assert_eq!(wide.equal_prefix::<16>(&x, &y), 16);
+            assert_eq!(wide.both_equal_prefix::<64>(&x, &y, &x, &v), 37);
         }
     }
 }

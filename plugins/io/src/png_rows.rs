@@ -58,6 +58,10 @@ impl<'a> PngRows<'a> {
     /// [`check_size`](crate::image_source::check_size) allows.
     pub(crate) fn open(bytes: &'a [u8]) -> Result<Option<(Self, Header)>, String> {
         let mut decoder = StreamingDecoder::new();
+        // The streaming decoder has no memory limit of its own, and a compressed ICC
+        // profile or text chunk could inflate to gigabytes; neither is used.
+        decoder.set_ignore_iccp_chunk(true);
+        decoder.set_ignore_text_chunk(true);
         let mut input = bytes;
         while decoder.info().is_none() {
             if input.is_empty() {
@@ -121,15 +125,22 @@ impl<'a> PngRows<'a> {
     }
 
     /// Reads the file to the end of its image data, so that a cut or corrupt file (a
-    /// chunk's CRC) is an error even when every row has been read.
+    /// chunk's CRC) is an error even when every row has been read. What follows the last
+    /// row is checked but not inflated (as the png crate's own reader skips it); a file that
+    /// ends right after its last image data chunk, without IEND, is accepted, as libpng and
+    /// PIL accept it.
     pub(crate) fn finish(&mut self) -> Result<(), String> {
-        let mut stalled = false;
+        let (mut after_image_chunk, mut stalled) = (false, false);
         while !self.ended {
-            self.make_room();
-            if self.feed()? {
+            if self.input.is_empty() && after_image_chunk {
+                break;
+            }
+            let left = self.input.len();
+            after_image_chunk = self.feed(false)?;
+            if self.input.len() < left || self.ended {
                 stalled = false;
             } else if std::mem::replace(&mut stalled, true) {
-                return Err("the image data does not inflate".into());
+                return Err("the file's chunks do not decode".into());
             }
         }
         Ok(())
@@ -146,7 +157,7 @@ impl<'a> PngRows<'a> {
         // input on without output; two calls in a row that do neither mean a stuck decoder.
         let mut stalled = false;
         while self.region.filled == before && !self.ended {
-            if self.feed()? {
+            if self.feed(true)? {
                 stalled = false;
             } else if std::mem::replace(&mut stalled, true) {
                 return Err("the image data does not inflate".into());
@@ -172,8 +183,10 @@ impl<'a> PngRows<'a> {
         }
     }
 
-    /// One step of the png crate's decoder; whether it read or wrote anything.
-    fn feed(&mut self) -> Result<bool, String> {
+    /// One step of the png crate's decoder, inflating the image data or (`inflate` false)
+    /// skipping it. With `inflate`, whether the step read or wrote anything; without,
+    /// whether it completed an image data chunk (its CRC checked).
+    fn feed(&mut self, inflate: bool) -> Result<bool, String> {
         if self.input.is_empty() {
             return Err("the file ends inside its image data".into());
         }
@@ -181,7 +194,7 @@ impl<'a> PngRows<'a> {
         let mut buf = self.region.as_buf(&mut self.inflated);
         let (consumed, event) = self
             .decoder
-            .update(self.input, Some(&mut buf))
+            .update(self.input, inflate.then_some(&mut buf))
             .map_err(|e| e.to_string())?;
         self.input = &self.input[consumed..];
         if matches!(
@@ -190,6 +203,9 @@ impl<'a> PngRows<'a> {
         ) {
             self.ended = true;
             return Ok(true);
+        }
+        if !inflate {
+            return Ok(matches!(event, Decoded::ChunkComplete(png::chunk::IDAT)));
         }
         Ok(consumed > 0 || self.region.filled > before)
     }
@@ -212,7 +228,10 @@ fn spare_buffer(len: usize) -> Vec<u8> {
 
 impl Drop for PngRows<'_> {
     fn drop(&mut self) {
-        SPARE.set(std::mem::take(&mut self.inflated));
+        // A very wide image's buffer is not kept for the thread's life.
+        if self.inflated.len() <= 1 << 20 {
+            SPARE.set(std::mem::take(&mut self.inflated));
+        }
     }
 }
 
@@ -240,6 +259,7 @@ with_lanes!(fn unfilter(filter: u8, bpp: usize, line: &[u8], prev: &[u8], out: &
 /// `out` untouched, when the row is `prev` again.
 #[inline(always)]
 fn unfilter_impl<L: Lanes>(
+    lanes: L,
     filter: u8,
     bpp: usize,
     line: &[u8],
@@ -250,7 +270,7 @@ fn unfilter_impl<L: Lanes>(
     let (line, prev) = (&line[..n], &prev[..n]);
     // Up, and Paeth by the module's induction from its first pixel (a = c = 0), repeat the
     // row above where every residual is zero; a sixth of a label map's rows do.
-    if matches!(filter, 2 | 4) && all_zero::<L>(line) {
+    if matches!(filter, 2 | 4) && all_zero(lanes, line) {
         return Ok(true);
     }
     match filter {
@@ -261,8 +281,8 @@ fn unfilter_impl<L: Lanes>(
             }
         }
         1 | 3 | 4 => match bpp {
-            3 => unfilter_left::<L, 3>(filter, line, prev, out),
-            _ => unfilter_left::<L, 4>(filter, line, prev, out),
+            3 => unfilter_left::<L, 3>(lanes, filter, line, prev, out),
+            _ => unfilter_left::<L, 4>(lanes, filter, line, prev, out),
         },
         other => return Err(format!("a row has the unknown filter type {other}")),
     }
@@ -271,16 +291,22 @@ fn unfilter_impl<L: Lanes>(
 
 /// Whether every byte of `bytes` is 0.
 #[inline(always)]
-fn all_zero<L: Lanes>(bytes: &[u8]) -> bool {
+fn all_zero<L: Lanes>(lanes: L, bytes: &[u8]) -> bool {
     let mut spans = bytes.chunks_exact(64);
-    spans.all(|span| L::equal_prefix::<64>(span, &[0; 64]) == 64)
+    spans.all(|span| lanes.equal_prefix::<64>(span, &[0; 64]) == 64)
         && spans.remainder().iter().all(|&b| b == 0)
 }
 
 /// The filters that read the pixel to the left (Sub, Average, Paeth), for `BPP`-byte
 /// pixels, with the flat-region copies of the module's comment.
 #[inline(always)]
-fn unfilter_left<L: Lanes, const BPP: usize>(filter: u8, line: &[u8], prev: &[u8], out: &mut [u8]) {
+fn unfilter_left<L: Lanes, const BPP: usize>(
+    lanes: L,
+    filter: u8,
+    line: &[u8],
+    prev: &[u8],
+    out: &mut [u8],
+) {
     let n = out.len();
     let first = BPP.min(n);
     // The first pixel's left neighbours (a and c) are 0.
@@ -303,8 +329,8 @@ fn unfilter_left<L: Lanes, const BPP: usize>(filter: u8, line: &[u8], prev: &[u8
     if filter != 3 {
         // Long zero runs 64 bytes a step, what is left of the row 16 bytes a step.
         let mut as_above = false;
-        copy_runs::<L, BPP, 64>(filter, line, prev, out, &mut i, &mut as_above, byte);
-        copy_runs::<L, BPP, 16>(filter, line, prev, out, &mut i, &mut as_above, byte);
+        copy_runs::<L, BPP, 64>(lanes, filter, line, prev, out, &mut i, &mut as_above, byte);
+        copy_runs::<L, BPP, 16>(lanes, filter, line, prev, out, &mut i, &mut as_above, byte);
     }
     for j in i..n {
         out[j] = byte(out, j);
@@ -316,7 +342,9 @@ fn unfilter_left<L: Lanes, const BPP: usize>(filter: u8, line: &[u8], prev: &[u8
 /// them has its pixel made by `byte`. `as_above`: whether the row so far ends as the row
 /// above does (the `BPP` bytes before `i`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn copy_runs<L: Lanes, const BPP: usize, const SPAN: usize>(
+    lanes: L,
     filter: u8,
     line: &[u8],
     prev: &[u8],
@@ -348,7 +376,7 @@ fn copy_runs<L: Lanes, const BPP: usize, const SPAN: usize>(
     while *i + SPAN <= n {
         let at = *i;
         // How many residuals from byte `at` on are zero.
-        let zeros = || L::equal_prefix::<SPAN>(&line[at..], &[0; SPAN]);
+        let zeros = || lanes.equal_prefix::<SPAN>(&line[at..], &[0; SPAN]);
         let copied = if filter == 4 {
             *as_above = *as_above || (at - BPP..at).all(|j| out[j] == prev[j]);
             if *as_above {
@@ -358,7 +386,7 @@ fn copy_runs<L: Lanes, const BPP: usize, const SPAN: usize>(
                 zeros()
             } else {
                 // Where b == c: out[j] = a = out[j - BPP].
-                let zero_and_flat = L::both_equal_prefix::<SPAN>(
+                let zero_and_flat = lanes.both_equal_prefix::<SPAN>(
                     &line[at..],
                     &[0; SPAN],
                     &prev[at..],
@@ -470,74 +498,84 @@ mod tests {
 
     #[test]
     fn rows_equal_the_png_crate_for_every_filter() {
-        let filters = [
-            png::Filter::NoFilter,
-            png::Filter::Sub,
-            png::Filter::Up,
-            png::Filter::Avg,
-            png::Filter::Paeth,
-            png::Filter::Adaptive,
-        ];
-        for (w, h) in [
-            (1, 1),
-            (2, 3),
-            (5, 4),
-            (6, 8),
-            (11, 6),
-            (16, 5),
-            (37, 9),
-            (150, 70),
-        ] {
-            for bpp in [3, 4] {
-                for noise in [0, 3, 255] {
-                    let px = label_map(w, h, bpp, (w * 31 + h + bpp) as u64, noise);
-                    for filter in filters {
-                        let bytes = encode(&px, w, h, bpp, filter);
-                        let ours = our_rows(&bytes).expect("decodes");
-                        assert_eq!(ours, crate_rows(&bytes), "{w}x{h}x{bpp} {filter:?} {noise}");
-                        assert_eq!(ours.concat(), px);
+        crate::byte_lanes::with_each_lanes(|| {
+            let filters = [
+                png::Filter::NoFilter,
+                png::Filter::Sub,
+                png::Filter::Up,
+                png::Filter::Avg,
+                png::Filter::Paeth,
+                png::Filter::Adaptive,
+            ];
+            for (w, h) in [
+                (1, 1),
+                (2, 3),
+                (5, 4),
+                (6, 8),
+                (11, 6),
+                (16, 5),
+                (37, 9),
+                (150, 70),
+            ] {
+                for bpp in [3, 4] {
+                    for noise in [0, 3, 255] {
+                        let px = label_map(w, h, bpp, (w * 31 + h + bpp) as u64, noise);
+                        for filter in filters {
+                            let bytes = encode(&px, w, h, bpp, filter);
+                            let ours = our_rows(&bytes).expect("decodes");
+                            assert_eq!(
+                                ours,
+                                crate_rows(&bytes),
+                                "{w}x{h}x{bpp} {filter:?} {noise}"
+                            );
+                            assert_eq!(ours.concat(), px);
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     #[test]
     fn a_change_in_the_last_byte_of_a_row() {
-        // Widths where the copies reach the row's last 16- or 64-byte span exactly, so the byte
-        // by byte step that follows a broken copy starts within a pixel of the end.
-        for (w, bpp) in [(17, 3), (13, 4), (65, 3), (17, 4)] {
-            let h = 4;
-            let mut px = vec![9u8; w * h * bpp];
-            for k in 1..=bpp.min(2) {
-                px[2 * w * bpp - k] = 200;
+        crate::byte_lanes::with_each_lanes(|| {
+            // Widths where the copies reach the row's last 16- or 64-byte span exactly, so the byte
+            // by byte step that follows a broken copy starts within a pixel of the end.
+            for (w, bpp) in [(17, 3), (13, 4), (65, 3), (17, 4)] {
+                let h = 4;
+                let mut px = vec![9u8; w * h * bpp];
+                for k in 1..=bpp.min(2) {
+                    px[2 * w * bpp - k] = 200;
+                }
+                for filter in [png::Filter::Paeth, png::Filter::Sub, png::Filter::Up] {
+                    let bytes = encode(&px, w, h, bpp, filter);
+                    assert_eq!(
+                        our_rows(&bytes).expect("decodes").concat(),
+                        px,
+                        "{w}x{bpp} {filter:?}"
+                    );
+                }
             }
-            for filter in [png::Filter::Paeth, png::Filter::Sub, png::Filter::Up] {
-                let bytes = encode(&px, w, h, bpp, filter);
-                assert_eq!(
-                    our_rows(&bytes).expect("decodes").concat(),
-                    px,
-                    "{w}x{bpp} {filter:?}"
-                );
-            }
-        }
+        });
     }
 
     #[test]
     fn the_panoptic_fixtures_equal_the_png_crate() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pq/sample");
-        for side in ["gt", "pred"] {
-            for name in ["000000142238.png", "000000439180.png"] {
-                let bytes = std::fs::read(dir.join(side).join(name)).expect("fixture");
-                let (rows, repeated) = our_rows_and_repeats(&bytes).expect("decodes");
-                assert_eq!(rows, crate_rows(&bytes), "{side}/{name}");
-                assert!(
-                    repeated > rows.len() / 10,
-                    "{side}/{name}: {repeated} repeats"
-                );
+        crate::byte_lanes::with_each_lanes(|| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/pq/sample");
+            for side in ["gt", "pred"] {
+                for name in ["000000142238.png", "000000439180.png"] {
+                    let bytes = std::fs::read(dir.join(side).join(name)).expect("fixture");
+                    let (rows, repeated) = our_rows_and_repeats(&bytes).expect("decodes");
+                    assert_eq!(rows, crate_rows(&bytes), "{side}/{name}");
+                    assert!(
+                        repeated > rows.len() / 10,
+                        "{side}/{name}: {repeated} repeats"
+                    );
+                }
             }
-        }
+        });
     }
 
     #[test]
@@ -575,6 +613,43 @@ mod tests {
         }
         let err = our_rows(&bad).expect_err("filter 9");
         assert!(err.contains("unknown filter type 9"), "{err}");
+    }
+
+    #[test]
+    fn what_follows_the_last_row_is_checked_not_inflated() {
+        let (w, h) = (40, 30);
+        let px = label_map(w, h, 3, 11, 10);
+        // A file without IEND reads as libpng and PIL read it.
+        let bytes = encode(&px, w, h, 3, png::Filter::Paeth);
+        assert_eq!(&bytes[bytes.len() - 8..bytes.len() - 4], b"IEND");
+        let no_end = &bytes[..bytes.len() - 12];
+        assert_eq!(our_rows(no_end).expect("no IEND").concat(), px);
+        // Image data past the declared rows (here 200 more rows) is skipped, as the png
+        // crate's reader skips it, but its chunks' CRCs are still checked.
+        let mut raw = Vec::new();
+        for row in px
+            .chunks(w * 3)
+            .chain(std::iter::repeat_n(&px[..w * 3], 200))
+        {
+            raw.push(0);
+            raw.extend_from_slice(row);
+        }
+        let with_idat = |chunk: &[u8]| {
+            let mut out = Vec::new();
+            let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+            enc.set_color(ColorType::Rgb);
+            let mut writer = enc.write_header().expect("header");
+            writer.write_chunk(png::chunk::IDAT, chunk).expect("chunk");
+            drop(writer);
+            out
+        };
+        let long = with_idat(&zlib_stored(&raw));
+        assert_eq!(our_rows(&long).expect("extra rows").concat(), px);
+        let mut flipped = long.clone();
+        let at = flipped.len() - 30;
+        flipped[at] ^= 1;
+        let err = our_rows(&flipped).expect_err("a bad CRC after the last row");
+        assert!(err.contains("CRC"), "{err}");
     }
 
     /// `data` as a zlib stream of stored (uncompressed) deflate blocks.

@@ -223,9 +223,9 @@ fn pixel_runs(gt: (&[u8], usize), pred: (&[u8], usize), w: usize, runs: &mut Vec
 /// Bit `t` is set where byte `k + t` differs from byte `k + t + 3` in `gb` or in `pb`,
 /// for `t < 64`; both rows have `k + 67` bytes or more.
 #[inline(always)]
-fn differs_3_ahead<L: Lanes>(gb: &[u8], pb: &[u8], k: usize) -> u64 {
+fn differs_3_ahead<L: Lanes>(lanes: L, gb: &[u8], pb: &[u8], k: usize) -> u64 {
     let (g, p) = (&gb[k..k + 67], &pb[k..k + 67]);
-    !L::both_equal_span::<64>(g, &g[3..], p, &p[3..])
+    !lanes.both_equal_span::<64>(g, &g[3..], p, &p[3..])
 }
 
 // The comparisons run 32 bytes at a time where the CPU has AVX2.
@@ -235,7 +235,7 @@ with_lanes!(fn rgb_runs(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, u64
 /// the byte one pixel (3 bytes) to its left in either row: 64 byte positions are tested at
 /// once, and the runs are read off the set bits.
 #[inline(always)]
-fn rgb_runs_impl<L: Lanes>(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, u64)>) {
+fn rgb_runs_impl<L: Lanes>(lanes: L, gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, u64)>) {
     let n = 3 * w;
     let mut start = 0;
     // A difference at byte k (against k + 3) starts pixel k / 3 + 1.
@@ -251,7 +251,7 @@ fn rgb_runs_impl<L: Lanes>(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, 
     let mut k = 0;
     while k < last {
         let mut bits: u64 = if k + 64 + 3 <= n {
-            differs_3_ahead::<L>(gb, pb, k)
+            differs_3_ahead(lanes, gb, pb, k)
         } else {
             (k..last).fold(0, |bits, b| {
                 let d = (gb[b] ^ gb[b + 3]) | (pb[b] ^ pb[b + 3]);
@@ -274,7 +274,8 @@ fn rgb_runs_impl<L: Lanes>(gb: &[u8], pb: &[u8], w: usize, runs: &mut Vec<(u64, 
 /// `engine eval pq` reads them, and the image size `(h, w)`; `path` names the file in errors.
 pub fn panoptic_ids(bytes: &[u8], path: &Path) -> Result<((usize, usize), Vec<u32>), PqError> {
     let (mut rows, (h, w)) = IdRows::open(bytes, path)?;
-    let mut ids = Vec::with_capacity(h * w);
+    // Grown as rows are read, not reserved from the header's claimed size.
+    let mut ids = Vec::new();
     for _ in 0..h {
         let row = rows.next_row(w, path)?;
         ids.extend((0..w).map(|i| id_at(row.bytes, i, row.channels)));
@@ -843,42 +844,44 @@ mod tests {
 
     #[test]
     fn rows_count_like_the_pixel_loop() {
-        // Runs of every length around the 16-byte test, ids differing in one byte only, and
-        // runs that return to an earlier pair.
-        let mut g = Vec::new();
-        let mut p = Vec::new();
-        for (k, len) in [1usize, 2, 3, 7, 8, 9, 16, 17, 40, 1, 5].iter().enumerate() {
-            g.extend(std::iter::repeat_n((k as u32 % 3) << (8 * (k % 3)), *len));
-            p.extend(std::iter::repeat_n(k as u32 / 2, *len));
-        }
-        // Rows whose boundaries move with the same pairs, and rows with other pairs.
-        let shifted = |v: &Vec<u32>, by: usize| {
-            let mut s = v.clone();
-            s.rotate_left(by);
-            s
-        };
-        let (mut gs, mut ps) = (Vec::new(), Vec::new());
-        for r in 0..12 {
-            gs.push(if r % 5 == 4 {
-                shifted(&g, 3)
-            } else {
-                g.clone()
-            });
-            let mut row = p.clone();
-            row[..r].fill(r as u32 % 4);
-            ps.push(row);
-            // Rows that repeat the one above, on one side or both.
-            if r % 3 == 0 {
-                gs.push(gs[gs.len() - 1].clone());
-                ps.push(ps[ps.len() - 1].clone());
+        crate::byte_lanes::with_each_lanes(|| {
+            // Runs of every length around the 16-byte test, ids differing in one byte only, and
+            // runs that return to an earlier pair.
+            let mut g = Vec::new();
+            let mut p = Vec::new();
+            for (k, len) in [1usize, 2, 3, 7, 8, 9, 16, 17, 40, 1, 5].iter().enumerate() {
+                g.extend(std::iter::repeat_n((k as u32 % 3) << (8 * (k % 3)), *len));
+                p.extend(std::iter::repeat_n(k as u32 / 2, *len));
             }
-        }
-        let want = naive(&gs, &ps);
-        assert_eq!(counts(&gs, &ps, 3, 3), want);
-        // RGBA rows take the pixel-by-pixel path.
-        assert_eq!(counts(&gs, &ps, 4, 3), want);
-        assert_eq!(counts(&gs, &ps, 3, 4), want);
-        let one = (vec![vec![5]], vec![vec![6]]);
-        assert_eq!(counts(&one.0, &one.1, 3, 3), vec![(5 * OFFSET + 6, 1)]);
+            // Rows whose boundaries move with the same pairs, and rows with other pairs.
+            let shifted = |v: &Vec<u32>, by: usize| {
+                let mut s = v.clone();
+                s.rotate_left(by);
+                s
+            };
+            let (mut gs, mut ps) = (Vec::new(), Vec::new());
+            for r in 0..12 {
+                gs.push(if r % 5 == 4 {
+                    shifted(&g, 3)
+                } else {
+                    g.clone()
+                });
+                let mut row = p.clone();
+                row[..r].fill(r as u32 % 4);
+                ps.push(row);
+                // Rows that repeat the one above, on one side or both.
+                if r % 3 == 0 {
+                    gs.push(gs[gs.len() - 1].clone());
+                    ps.push(ps[ps.len() - 1].clone());
+                }
+            }
+            let want = naive(&gs, &ps);
+            assert_eq!(counts(&gs, &ps, 3, 3), want);
+            // RGBA rows take the pixel-by-pixel path.
+            assert_eq!(counts(&gs, &ps, 4, 3), want);
+            assert_eq!(counts(&gs, &ps, 3, 4), want);
+            let one = (vec![vec![5]], vec![vec![6]]);
+            assert_eq!(counts(&one.0, &one.1, 3, 3), vec![(5 * OFFSET + 6, 1)]);
+        });
     }
 }
