@@ -44,11 +44,10 @@ pub(crate) struct PngRows<'a> {
     cur: Vec<u8>,
 }
 
-/// The image a [`PngRows`] reads: width, height and bytes per pixel.
+/// The size of the image a [`PngRows`] reads.
 pub(crate) struct Header {
     pub(crate) width: usize,
     pub(crate) height: usize,
-    pub(crate) bpp: usize,
 }
 
 impl<'a> PngRows<'a> {
@@ -103,7 +102,12 @@ impl<'a> PngRows<'a> {
             prev: vec![0; row_bytes],
             cur: vec![0; row_bytes],
         };
-        Ok(Some((rows, Header { width, height, bpp })))
+        Ok(Some((rows, Header { width, height })))
+    }
+
+    /// Bytes per pixel: 3 or 4.
+    pub(crate) fn bpp(&self) -> usize {
+        self.bpp
     }
 
     /// The next row's `width · bpp` bytes, and whether they repeat the row above (always

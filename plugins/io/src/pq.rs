@@ -132,7 +132,7 @@ pub fn categories_of(doc: &Json, path: &Path) -> Result<Vec<Category>, PqError> 
 /// no whole-image buffer is made. Interlaced PNGs (and JPEGs, which are not panoptic files
 /// but decode) are read whole first.
 pub(crate) enum IdRows<'a> {
-    Stream(Box<crate::png_rows::PngRows<'a>>, usize),
+    Stream(Box<crate::png_rows::PngRows<'a>>),
     Whole { rgb: Vec<u8>, next: usize },
 }
 
@@ -329,14 +329,14 @@ impl<'a> IdRows<'a> {
             return Ok(None);
         };
         let size = (header.height, header.width);
-        Ok(Some((IdRows::Stream(Box::new(rows), header.bpp), size)))
+        Ok(Some((IdRows::Stream(Box::new(rows)), size)))
     }
 
     /// Checks the rest of the file's image data once every row is read (a streamed PNG's last
     /// chunk CRC).
     pub(crate) fn finish(&mut self, path: &Path) -> Result<(), PqError> {
         match self {
-            IdRows::Stream(rows, _) => rows
+            IdRows::Stream(rows) => rows
                 .finish()
                 .map_err(|e| err(format!("cannot decode \"{}\" as PNG: {e}", path.display()))),
             IdRows::Whole { .. } => Ok(()),
@@ -346,19 +346,15 @@ impl<'a> IdRows<'a> {
     /// The next row of `w` pixels.
     pub(crate) fn next_row(&mut self, w: usize, path: &Path) -> Result<Row<'_>, PqError> {
         match self {
-            IdRows::Stream(rows, channels) => {
+            // The reader's rows are the header's width, the `w` it gave `open`.
+            IdRows::Stream(rows) => {
+                let channels = rows.bpp();
                 let (bytes, repeats) = rows.next_row().map_err(|e| {
                     err(format!("cannot decode \"{}\" as PNG: {e}", path.display()))
                 })?;
-                if bytes.len() < w * *channels {
-                    return Err(err(format!(
-                        "\"{}\": a decoded row is shorter than the image",
-                        path.display()
-                    )));
-                }
                 Ok(Row {
-                    bytes: &bytes[..w * *channels],
-                    channels: *channels,
+                    bytes,
+                    channels,
                     repeats,
                 })
             }
