@@ -79,12 +79,17 @@ impl Linear {
         })?;
         let m = self.out_features;
         let mut out = vec![0f32; checked_numel("linear", &[n, m])?];
-        sgemm(
-            MatRef::row_major(xs, n, k, k)?,
-            MatRef::row_major(&self.weight_t, k, m, m)?,
-            MatMut::row_major(&mut out, n, m, m)?,
-            false,
-        )?;
+        if super::few_rows::pays(n, k, m) {
+            // A few vectors by a large weight: read the weight once (see `few_rows`).
+            super::few_rows::few_rows_product(n, k, m, xs, &self.weight_t, &mut out);
+        } else {
+            sgemm(
+                MatRef::row_major(xs, n, k, k)?,
+                MatRef::row_major(&self.weight_t, k, m, m)?,
+                MatMut::row_major(&mut out, n, m, m)?,
+                false,
+            )?;
+        }
         if self.bias.is_some() || self.activation != Activation::Identity {
             let epilogue = |row: &mut [f32]| {
                 if let Some(b) = &self.bias {

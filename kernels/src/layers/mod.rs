@@ -32,6 +32,7 @@ pub mod attention;
 pub mod conv;
 pub mod conv_nhwc;
 pub mod deform_conv;
+pub mod few_rows;
 pub mod gemm;
 pub mod grid_sample;
 pub mod linear;
