@@ -287,9 +287,10 @@ pub(crate) fn sigmoid_fast(x: f32) -> f32 {
     1.0 / (1.0 + exp_fast(-x))
 }
 
-/// [`sigmoid_fast`] of every value in place, 16 at a time with AVX-512 where the CPU has it
-/// (bit-identical either way): the decoders' sigmoid (YOLACT's masks, CornerNet's corner
-/// heatmaps). `Activation::Sigmoid` keeps the C library's `exp`, whose results the two-stage
+/// [`sigmoid_fast`] of every value in place, 16 at a time with AVX-512 or 8 with AVX2 where
+/// the CPU has them (bit-identical either way: AVX2's exp can differ only on a subnormal
+/// result, which `1 + e` absorbs): the decoders' sigmoid (YOLACT's and MaskFormer's masks,
+/// CornerNet's corner heatmaps). `Activation::Sigmoid` keeps the C library's `exp`, whose results the two-stage
 /// detectors' fixtures were checked with (an RPN's scores: an ulp there moved a keypoint
 /// score by 1e-4).
 pub fn sigmoid_slice(v: &mut [f32]) {
@@ -299,7 +300,34 @@ pub fn sigmoid_slice(v: &mut [f32]) {
         unsafe { sigmoid_avx512(v) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_avx2() {
+        // SAFETY: AVX2 and FMA are present (`has_avx2` checks both).
+        unsafe { sigmoid_avx2(v) };
+        return;
+    }
     for x in v {
+        *x = sigmoid_fast(*x);
+    }
+}
+
+/// [`sigmoid_fast`] of every value, 8 at a time; the last `len % 8` through the scalar one.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid_avx2(v: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let one = _mm256_set1_ps(1.0);
+    let sign = _mm256_set1_ps(-0.0);
+    let mut chunks = v.chunks_exact_mut(8);
+    for ch in &mut chunks {
+        let x = _mm256_loadu_ps(ch.as_ptr());
+        let e = simd::exp_avx2(_mm256_xor_ps(x, sign));
+        _mm256_storeu_ps(ch.as_mut_ptr(), _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    for x in chunks.into_remainder() {
         *x = sigmoid_fast(*x);
     }
 }
@@ -512,6 +540,24 @@ mod tests {
             }
             for (&x, g) in chunk.iter().zip(got) {
                 assert_eq!(g.to_bits(), exp_fast(x).to_bits(), "exp({x})");
+            }
+        }
+    }
+
+    /// `sigmoid_slice` (AVX-512, AVX2 or scalar, whichever this CPU takes) gives
+    /// `sigmoid_fast`'s bits, tails included.
+    #[test]
+    fn sigmoid_slice_is_bit_identical() {
+        let xs: Vec<f32> = exp_test_inputs(16).iter().map(|x| -x).collect();
+        for len in [xs.len(), xs.len() - 3, 7] {
+            let mut got = xs[..len].to_vec();
+            sigmoid_slice(&mut got);
+            for (&x, g) in xs.iter().zip(got) {
+                let want = sigmoid_fast(x);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "sigmoid({x}): {g} vs {want}"
+                );
             }
         }
     }

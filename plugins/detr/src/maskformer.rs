@@ -37,6 +37,7 @@
 //! no transformer encoder, and the predictor's own `input_proj` (transformers:
 //! `transformer_module.input_projection`) on res5 as the decoder's memory.
 
+use kernels::layers::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
 use kernels::layers::resize::{resize, resize_window_resize};
 use kernels::layers::{Activation, Conv2d, Conv2dParams, Linear, ResizeMode};
@@ -617,7 +618,9 @@ impl MaskFormer {
     }
 
     /// Each mask logit plane resized bilinearly to the input `(H, W)`, then to the photo's
-    /// `(h, w)` (`sem_seg_postprocess`; the crop is a no-op without padding), as sigmoids.
+    /// `(h, w)` (`sem_seg_postprocess`; the crop is a no-op without padding), as sigmoids
+    /// ([`kernels::ops::sigmoid_slice`]: the engine's vectorised exp, within 2 ulp of libm's,
+    /// as torch's own vectorised sigmoid is).
     pub fn photo_masks(
         &self,
         masks: &Array3<f32>,
@@ -626,26 +629,29 @@ impl MaskFormer {
     ) -> Result<Array3<f32>, ModelError> {
         let (q, h4, w4) = masks.dim();
         let (h, w) = photo;
-        let planes: Vec<Vec<f32>> = (0..q)
-            .into_par_iter()
-            .map(|k| -> Result<Vec<f32>, ModelError> {
+        let mut out = Array3::<f32>::zeros((q, h, w));
+        // Each plane resized, then its sigmoid written straight into the output.
+        let planes = out
+            .as_slice_mut()
+            .ok_or_else(|| ModelError::input("masks not contiguous"))?;
+        planes
+            .par_chunks_mut((h * w).max(1))
+            .enumerate()
+            .try_for_each(|(k, dst)| -> Result<(), ModelError> {
                 let plane = masks
                     .slice(ndarray::s![k..k + 1, .., ..])
                     .into_shape_with_order((1, 1, h4, w4))
                     .map_err(|e| ModelError::input(e.to_string()))?;
-                let out =
+                let resized =
                     resize_window_resize(plane, input, 0..input.0, 0..input.1, photo, BILINEAR)
                         .ctx(|| "masks to the input size, then to the photo".into())?;
-                Ok(out
-                    .into_raw_vec_and_offset()
-                    .0
-                    .into_iter()
-                    .map(sigmoid)
-                    .collect())
-            })
-            .collect::<Result<_, _>>()?;
-        Array3::from_shape_vec((q, h, w), planes.concat())
-            .map_err(|e| ModelError::input(e.to_string()))
+                dst.iter_mut()
+                    .zip(resized.iter())
+                    .for_each(|(d, &v)| *d = v);
+                kernels::ops::sigmoid_slice(dst);
+                Ok(())
+            })?;
+        Ok(out)
     }
 
     /// `semantic_inference`'s argmax: per pixel the class with the largest
@@ -669,21 +675,53 @@ impl MaskFormer {
             .view()
             .into_shape_with_order((q, h * w))
             .map_err(|e| ModelError::input(e.to_string()))?;
-        let sem = kernels::layers::gemm::matmul(probs.view(), flat)
-            .ctx(|| "semantic inference".into())?;
-        let labels: Vec<i32> = (0..h * w)
-            .into_par_iter()
-            .map(|i| {
-                let mut best = 0usize;
-                for j in 1..c {
-                    let v = sem[[j, i]];
-                    if v > sem[[best, i]] || (v.is_nan() && !sem[[best, i]].is_nan()) {
-                        best = j;
+        let flat = flat.as_standard_layout();
+        let flat = flat
+            .as_slice()
+            .ok_or_else(|| ModelError::input("masks not contiguous"))?;
+        let probs = probs.as_standard_layout();
+        let probs = probs
+            .as_slice()
+            .ok_or_else(|| ModelError::input("probabilities not contiguous"))?;
+        let n = h * w;
+        let mut labels = vec![0i32; n];
+        // Blocks of pixels: the block's `c x PIXELS` class scores stay in L2 for the argmax,
+        // rather than a `c x h·w` matrix going out to memory and back.
+        const PIXELS: usize = 512;
+        labels
+            .par_chunks_mut(PIXELS)
+            .enumerate()
+            .try_for_each_init(
+                || (vec![0f32; c * PIXELS], vec![0f32; PIXELS]),
+                |(scores, best), (b, out)| -> Result<(), ModelError> {
+                    let (p0, cols) = (b * PIXELS, out.len());
+                    let scores = &mut scores[..c * cols];
+                    sgemm_with(
+                        MatRef::row_major(probs, c, q, q).ctx(|| "semantic inference".into())?,
+                        MatRef::new(&flat[p0..], q, cols, n, 1)
+                            .ctx(|| "semantic inference".into())?,
+                        MatMut::row_major(scores, c, cols, cols)
+                            .ctx(|| "semantic inference".into())?,
+                        false,
+                        Backend::Gemm,
+                        Threading::Single,
+                    )
+                    .ctx(|| "semantic inference".into())?;
+                    // The first largest class, NaN counting as the largest (torch's argmax).
+                    let best = &mut best[..cols];
+                    best.copy_from_slice(&scores[..cols]);
+                    out.fill(0);
+                    for (j, row) in scores.chunks_exact(cols).enumerate().skip(1) {
+                        for ((bv, bj), &v) in best.iter_mut().zip(out.iter_mut()).zip(row) {
+                            if v > *bv || (v.is_nan() && !bv.is_nan()) {
+                                *bv = v;
+                                *bj = j as i32;
+                            }
+                        }
                     }
-                }
-                best as i32
-            })
-            .collect();
+                    Ok(())
+                },
+            )?;
         Array2::from_shape_vec((h, w), labels).map_err(|e| ModelError::input(e.to_string()))
     }
 
@@ -772,10 +810,6 @@ impl MaskFormer {
         }
         Panoptic { segments, info }
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 pub fn kind() -> NodeKind {
