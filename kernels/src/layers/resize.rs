@@ -204,6 +204,56 @@ pub fn resize(
     resize_with_scale(x, size, mode, None)
 }
 
+/// `dst += resize(x, dst's size, Nearest)` in one pass, without the upsampled copy: an FPN's
+/// top-down sum (`lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")`)
+/// where the lateral cannot take the sum in its convolution's epilogue (a GroupNorm follows
+/// it, as in MaskFormer's pixel decoder). The same source pixels as [`resize`] and the same
+/// additions, so the same bits.
+pub fn add_nearest(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result<()> {
+    const OP: &str = "add_nearest";
+    let (n, c, h, w) = x.dim();
+    let (dn, dc, oh, ow) = dst.dim();
+    if (n, c) != (dn, dc) {
+        return shape_err(
+            OP,
+            format!(
+                "cannot add {:?} upsampled into {:?}",
+                x.shape(),
+                dst.shape()
+            ),
+        );
+    }
+    if dst.is_empty() {
+        return Ok(());
+    }
+    check_sizes(OP, (h, w), (oh, ow))?;
+    let ty = axis_table(h, oh, ResizeMode::Nearest, None);
+    let tx = axis_table(w, ow, ResizeMode::Nearest, None);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "input not contiguous".into(),
+    })?;
+    if !dst.is_standard_layout() {
+        *dst = dst.as_standard_layout().into_owned();
+    }
+    let ds = dst.as_slice_mut().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "output not contiguous".into(),
+    })?;
+    ds.par_chunks_mut(oh * ow)
+        .zip(xs.par_chunks(h * w))
+        .for_each(|(d, src)| {
+            for (row, &sy) in d.chunks_exact_mut(ow).zip(&ty.i0) {
+                let src_row = &src[sy * w..(sy + 1) * w];
+                for (v, &sx) in row.iter_mut().zip(&tx.i0) {
+                    *v += src_row[sx];
+                }
+            }
+        });
+    Ok(())
+}
+
 /// torch's `F.interpolate(x, scale_factor=(sh, sw), mode=..., recompute_scale_factor=...)`:
 /// the output size is `floor(in·scale)`; with `recompute_scale_factor` the kernel then uses
 /// `in/out` (as [`resize`]), otherwise `1/scale`. Only torch modes accept a scale factor.
@@ -842,6 +892,29 @@ pub fn resize_bicubic(
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    #[test]
+    fn add_nearest_equals_adding_the_resize() {
+        for &((h, w), (oh, ow)) in &[
+            ((3, 5), (6, 10)),
+            ((4, 7), (9, 13)),
+            ((5, 5), (5, 5)),
+            ((7, 9), (3, 4)),
+        ] {
+            let x = Array::from_shape_fn((2, 3, h, w), |(a, b, c, d)| {
+                (a * 7 + b * 5 + c * 3 + d) as f32 * 0.37
+            });
+            let base = Array::from_shape_fn((2, 3, oh, ow), |(a, b, c, d)| {
+                (a + b * 2 + c * 11 + d * 13) as f32 * 0.11
+            });
+            let want = &base + &resize(x.view(), (oh, ow), ResizeMode::Nearest).unwrap();
+            let mut got = base.clone();
+            add_nearest(&mut got, x.view()).unwrap();
+            assert_eq!(got, want, "{h}x{w} -> {oh}x{ow}");
+        }
+        let mut wrong = Array4::<f32>::zeros((1, 2, 4, 4));
+        assert!(add_nearest(&mut wrong, Array4::<f32>::zeros((1, 3, 2, 2)).view()).is_err());
+    }
 
     #[test]
     fn a_window_is_the_same_part_of_the_full_resize() {

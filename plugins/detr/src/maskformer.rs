@@ -39,7 +39,7 @@
 
 use kernels::layers::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use kernels::layers::resample::{pil_resize_u8, PilFilter};
-use kernels::layers::resize::{resize, resize_window_resize};
+use kernels::layers::resize::{add_nearest, resize_window_resize};
 use kernels::layers::{Activation, Conv2d, Conv2dParams, Linear, ResizeMode};
 use kernels::weights::Weights;
 use kernels::Tensor;
@@ -582,11 +582,11 @@ impl MaskFormer {
             }
         };
         for i in (0..3).rev() {
-            let lateral = self.adapters[i].forward(levels[i])?;
-            let (_, _, h, w) = lateral.dim();
-            let up = resize(y.view(), (h, w), ResizeMode::Nearest)
+            // lateral + F.interpolate(y, size=lateral.shape[-2:], mode="nearest").
+            let mut lateral = self.adapters[i].forward(levels[i])?;
+            add_nearest(&mut lateral, y.view())
                 .ctx(|| format!("pixel_decoder top-down into res{}", i + 2))?;
-            y = self.layers[i].forward((lateral + &up).view())?;
+            y = self.layers[i].forward(lateral.view())?;
         }
         let mask_features = self
             .mask_features
