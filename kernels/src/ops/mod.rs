@@ -290,9 +290,9 @@ pub(crate) fn sigmoid_fast(x: f32) -> f32 {
 /// [`sigmoid_fast`] of every value in place, 16 at a time with AVX-512 or 8 with AVX2 where
 /// the CPU has them (bit-identical either way: AVX2's exp can differ only on a subnormal
 /// result, which `1 + e` absorbs): the decoders' sigmoid (YOLACT's and MaskFormer's masks,
-/// CornerNet's corner heatmaps). `Activation::Sigmoid` keeps the C library's `exp`, whose results the two-stage
-/// detectors' fixtures were checked with (an RPN's scores: an ulp there moved a keypoint
-/// score by 1e-4).
+/// CornerNet's corner heatmaps). `Activation::Sigmoid` keeps the C library's `exp`, whose
+/// results the two-stage detectors' fixtures were checked with (an RPN's scores: an ulp there
+/// moved a keypoint score by 1e-4).
 pub fn sigmoid_slice(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if simd::has_avx512() {

@@ -685,6 +685,11 @@ impl MaskFormer {
             .ok_or_else(|| ModelError::input("probabilities not contiguous"))?;
         let n = h * w;
         let mut labels = vec![0i32; n];
+        if c == 0 {
+            // No class to score (`num_classes = 0`): every pixel is label 0.
+            return Array2::from_shape_vec((h, w), labels)
+                .map_err(|e| ModelError::input(e.to_string()));
+        }
         // Blocks of pixels: the block's `c x PIXELS` class scores stay in L2 for the argmax,
         // rather than a `c x h·w` matrix going out to memory and back.
         const PIXELS: usize = 512;
