@@ -410,6 +410,21 @@ mod tests {
         assert!(e.starts_with("frame 7: the H.264 data is corrupt"), "{e}");
     }
 
+    /// An `stts` box with no entries: the `mp4` crate panics on it when reading a sample.
+    #[test]
+    fn an_index_without_sample_times_is_an_error_not_a_panic() {
+        let mut bytes = std::fs::read(fixture("tiny_baseline.mp4")).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"stts").unwrap();
+        // After the type: version and flags (4 bytes), then the entry count.
+        bytes[at + 8..at + 12].copy_from_slice(&0u32.to_be_bytes());
+        let path = std::env::temp_dir().join(format!("video-stts-{}.mp4", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = open_video(&path).unwrap();
+        let e = reader.next_frame().err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.starts_with("frame 0: the MP4 index is corrupt"), "{e}");
+    }
+
     #[test]
     fn an_empty_video_has_no_frames() {
         let (frames, error) = read_all("tiny_empty.mp4");

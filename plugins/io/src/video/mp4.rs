@@ -198,10 +198,13 @@ impl Mp4Reader {
         decoder
             .decode(&headers)
             .map_err(|e| format!("the H.264 parameter sets are corrupt: {e}"))?;
+        // The crate sums the fragments' sample counts with a panic on overflow.
+        let samples = catch_unwind(AssertUnwindSafe(|| t.sample_count()))
+            .map_err(|_| "the MP4 fragments' sample counts overflow: the file is corrupt")?;
         Ok(Mp4Reader {
             name,
             track,
-            samples: t.sample_count(),
+            samples,
             file_len: len,
             timescale: t.timescale().max(1),
             length_size: usize::from(avc.length_size_minus_one & 3) + 1,
@@ -248,6 +251,31 @@ impl Mp4Reader {
     }
 }
 
+/// The size the index declares for a frame (0-based), as the crate will read it: from the
+/// fragments' `trun` boxes when the file is fragmented, else from `stsz`. 0 when the index
+/// has no entry (the crate then reports the sample missing).
+fn declared_size(track: &mp4::Mp4Track, frame: u32) -> u32 {
+    if track.trafs.is_empty() {
+        let stsz = &track.trak.mdia.minf.stbl.stsz;
+        if stsz.sample_size > 0 {
+            return stsz.sample_size;
+        }
+        return stsz.sample_sizes.get(frame as usize).copied().unwrap_or(0);
+    }
+    let mut first = 0u64;
+    for trun in track.trafs.iter().filter_map(|traf| traf.trun.as_ref()) {
+        let index = u64::from(frame) - first;
+        if index < u64::from(trun.sample_count) {
+            return usize::try_from(index)
+                .ok()
+                .and_then(|i| trun.sample_sizes.get(i).copied())
+                .unwrap_or(0);
+        }
+        first += u64::from(trun.sample_count);
+    }
+    0
+}
+
 fn to_frame(yuv: &openh264::decoder::DecodedYUV<'_>, pts_ns: u64) -> Result<Frame, String> {
     let (width, height) = yuv.dimensions();
     let (y_stride, uv_stride, _) = yuv.strides();
@@ -277,21 +305,26 @@ impl FrameReader for Mp4Reader {
             self.next_sample += 1;
             // The crate allocates a sample's declared size before reading it: a damaged
             // index could declare gigabytes.
-            let declared = self.reader.tracks().get(&self.track).map_or(0, |t| {
-                let stsz = &t.trak.mdia.minf.stbl.stsz;
-                if stsz.sample_size > 0 {
-                    stsz.sample_size
-                } else {
-                    stsz.sample_sizes.get(frame as usize).copied().unwrap_or(0)
-                }
-            });
+            let declared = self
+                .reader
+                .tracks()
+                .get(&self.track)
+                .map_or(0, |t| declared_size(t, frame));
             if u64::from(declared) > self.file_len {
                 return Err(format!(
                     "frame {frame}: the index gives it {declared} bytes, more than the file's {}: the file is corrupt",
                     self.file_len
                 ));
             }
-            let sample = match self.reader.read_sample(self.track, id) {
+            // The crate indexes and adds the index's numbers unchecked (an `stts` without an
+            // entry for the sample, overflowing sums): a panic there is a corrupt index.
+            let read = catch_unwind(AssertUnwindSafe(|| self.reader.read_sample(self.track, id)))
+                .map_err(|_| {
+                format!(
+                    "frame {frame}: the MP4 index is corrupt (its sample tables cannot be read)"
+                )
+            })?;
+            let sample = match read {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err(format!("frame {frame}: missing from the file's index")),
                 Err(mp4::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
