@@ -450,6 +450,97 @@ unsafe fn input_run_f4_avx512(
     input_cols::<6, 4, F4x4>(tmp, row, full, len, v, vstride, voff);
 }
 
+/// F(4x4) input transform of one run ([`input_run`]) with AVX2: the column combinations of
+/// each group of 8 tiles gather the tiles' columns `4q + k` with in-lane unpacks and
+/// shuffles and one cross-lane permute each, instead of scalar loads.
+/// Same operations in the same order as [`F4x4::bt`], so the results are bit-identical to
+/// the portable version.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`crate::ops::simd::has_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_run_f4_avx2(
+    d: &[f32],
+    drow: usize,
+    tmp: &mut [f32],
+    row: usize,
+    len: usize,
+    v: &mut [f32],
+    vstride: usize,
+    voff: usize,
+) {
+    use std::arch::x86_64::*;
+    let width = 4 * len + 2;
+    input_rows::<6, 4, F4x4>(d, drow, tmp, row, width);
+    // Whole groups of 8 tiles; the rest go through the portable transform.
+    let full = len / 8 * 8;
+    let (c4, c5, c2) = (
+        _mm256_set1_ps(4.0),
+        _mm256_set1_ps(5.0),
+        _mm256_set1_ps(2.0),
+    );
+    // After the in-lane transposes, lane l holds tile [0, 2, 4, 6, 1, 3, 5, 7][l]; this puts
+    // the tiles back in order. The second index shifts by one tile (x_4 and x_5).
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    for r in 0..6 {
+        let t = &tmp[r * row..][..width];
+        for q in (0..full).step_by(8) {
+            // Columns 4q .. 4q + 34 are within the run's `width`.
+            let cols = &t[4 * q..4 * q + 34];
+            let [a0, a1, a2, a3] = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(cols[o..].as_ptr()));
+            let (u0, u1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+            let (u2, u3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+            let gather = |lo: __m256, hi: __m256, upper: bool| {
+                let x = if upper {
+                    _mm256_shuffle_ps::<0b11_10_11_10>(lo, hi)
+                } else {
+                    _mm256_shuffle_ps::<0b01_00_01_00>(lo, hi)
+                };
+                _mm256_permutevar8x32_ps(x, order)
+            };
+            // Lane l of x_k is column 4l + k of the half block.
+            let (x0, x1) = (gather(u0, u2, false), gather(u0, u2, true));
+            let (x2, x3) = (gather(u1, u3, false), gather(u1, u3, true));
+            // x_4 and x_5 are x_0 and x_1 one tile on, the last lane from columns 32 and 33.
+            let x4 = _mm256_blend_ps::<0x80>(
+                _mm256_permutevar8x32_ps(x0, next),
+                _mm256_set1_ps(cols[32]),
+            );
+            let x5 = _mm256_blend_ps::<0x80>(
+                _mm256_permutevar8x32_ps(x1, next),
+                _mm256_set1_ps(cols[33]),
+            );
+            // As F4x4::bt.
+            let a = _mm256_sub_ps(x4, _mm256_mul_ps(c4, x2));
+            let b = _mm256_sub_ps(_mm256_mul_ps(c4, x1), x3);
+            let c = _mm256_sub_ps(x4, x2);
+            let dd = _mm256_mul_ps(c2, _mm256_sub_ps(x1, x3));
+            let o = [
+                _mm256_add_ps(
+                    _mm256_sub_ps(_mm256_mul_ps(c4, x0), _mm256_mul_ps(c5, x2)),
+                    x4,
+                ),
+                _mm256_sub_ps(a, b),
+                _mm256_add_ps(a, b),
+                _mm256_sub_ps(c, dd),
+                _mm256_add_ps(c, dd),
+                _mm256_add_ps(
+                    _mm256_sub_ps(_mm256_mul_ps(c4, x1), _mm256_mul_ps(c5, x3)),
+                    x5,
+                ),
+            ];
+            for (c, oc) in o.into_iter().enumerate() {
+                let dst = &mut v[(r * 6 + c) * vstride + voff + q..][..8];
+                _mm256_storeu_ps(dst.as_mut_ptr(), oc);
+            }
+        }
+    }
+    input_cols::<6, 4, F4x4>(tmp, row, full, len, v, vstride, voff);
+}
+
 /// `dst[..n] = src[..n]`, as a fixed-size (inlined) copy for a full block.
 #[inline(always)]
 fn copy_block(dst: &mut [f32; LANES], src: &[f32], n: usize) {
@@ -926,7 +1017,7 @@ fn input_transform(
     let (d, tmp) = rows_in.split_at_mut(alpha * row);
     let (py, px) = (s.pad.0 as isize, s.pad.1 as isize);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = crate::ops::simd::has_avx512();
+    let (avx512, avx2) = (crate::ops::simd::has_avx512(), crate::ops::simd::has_avx2());
     for (i, v) in v.chunks_exact_mut(a2 * nt).enumerate() {
         let ci = ci0 + i;
         for r in runs {
@@ -950,6 +1041,10 @@ fn input_transform(
                     if avx512 {
                         // SAFETY: the CPU has AVX-512 (checked above).
                         unsafe { input_run_f4_avx512(src, drow, tmp, row, r.len, v, nt, r.k0) };
+                        continue;
+                    } else if avx2 {
+                        // SAFETY: the CPU has AVX2 and FMA (checked above).
+                        unsafe { input_run_f4_avx2(src, drow, tmp, row, r.len, v, nt, r.k0) };
                         continue;
                     }
                     input_run_f4(src, drow, tmp, row, r.len, v, nt, r.k0)
@@ -1275,6 +1370,33 @@ mod tests {
             output_run_f4(&m, mstride, moff, len, 0.25, &mut want, row);
             // SAFETY: AVX-512 checked above.
             unsafe { output_run_f4_avx512(&m, mstride, moff, len, 0.25, &mut got, row) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "len {len}");
+        }
+    }
+
+    /// The AVX2 F(4x4) input transform gives the portable one's bits, on runs with full
+    /// 16-tile blocks and a tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_input_transform_is_bit_identical() {
+        if !crate::ops::simd::has_avx2() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        for len in [16usize, 37, 5, 32, 12] {
+            let width = 4 * len + 2;
+            let drow = width + 3;
+            let d: Vec<f32> = (0..6 * drow)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
+                .collect();
+            let (vstride, voff) = (len + 9, 4);
+            let mut want = vec![0f32; 36 * vstride];
+            let mut got = want.clone();
+            let mut tmp = vec![0f32; 6 * width];
+            input_run_f4(&d, drow, &mut tmp, width, len, &mut want, vstride, voff);
+            // SAFETY: AVX2 checked above.
+            unsafe { input_run_f4_avx2(&d, drow, &mut tmp, width, len, &mut got, vstride, voff) };
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "len {len}");
         }
