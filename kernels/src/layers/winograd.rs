@@ -24,12 +24,16 @@
 //! Work is split into chunks of tiles (over the whole batch, so that the mask head's hundred
 //! 14x14 maps form large GEMMs): for F(2x2) each chunk's transformed input and products stay
 //! within a core's L2 cache; for F(4x4), whose transformed weights are 4x the original ones,
-//! one product's operands do, so that the weights are streamed fewer times. Chunks run in
-//! parallel, each GEMM on one thread. The transforms work on runs of tiles along a tile row,
-//! in blocks of 16 tiles held in local arrays so that LLVM vectorises them across tiles
+//! one product's operands do, so that the weights are streamed fewer times. Chunks hold whole
+//! blocks of 16 tiles (the `gemm` crate's micro-kernel width) and run in parallel, each GEMM
+//! on one thread. A map with too few F(2x2) tiles for two chunks per thread (a ResNet's 28x28
+//! and 14x14 maps at 224x224) runs whole instead, each step split between the threads: the
+//! input transform by input channels, one product per task, the output transform by output
+//! channels; the results are the same bits. The transforms work on runs of tiles along a tile
+//! row, in blocks of 16 tiles held in local arrays so that LLVM vectorises them across tiles
 //! (compiled for AVX-512 and AVX2 where the CPU has them); F(4x4)'s input transform gathers
-//! each block's tile columns with AVX-512 permutes, and its output transform interleaves the
-//! tiles' outputs with shuffles, where the CPU has AVX-512.
+//! the tiles' columns with AVX-512 permutes, or AVX2 unpacks, shuffles and permutes, and its
+//! output transform interleaves the tiles' outputs with shuffles, where the CPU has AVX-512.
 
 use std::sync::OnceLock;
 
