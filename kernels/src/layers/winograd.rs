@@ -386,6 +386,29 @@ fn input_cols<const A: usize, const M: usize, T: Transforms<A, M>>(
     }
 }
 
+/// [`F4x4::bt`] on vectors of tiles, with the intrinsics of one vector width: the same
+/// operations in the same order, so each lane gets the portable transform's bits. `c` holds
+/// the vectors of 4, 5 and 2.
+#[cfg(target_arch = "x86_64")]
+macro_rules! bt_f4_vectors {
+    ($add:ident, $sub:ident, $mul:ident, [$c4:expr, $c5:expr, $c2:expr], [$x0:expr, $x1:expr, $x2:expr, $x3:expr, $x4:expr, $x5:expr]) => {{
+        let (x0, x1, x2, x3, x4, x5) = ($x0, $x1, $x2, $x3, $x4, $x5);
+        let (c4, c5, c2) = ($c4, $c5, $c2);
+        let a = $sub(x4, $mul(c4, x2));
+        let b = $sub($mul(c4, x1), x3);
+        let c = $sub(x4, x2);
+        let dd = $mul(c2, $sub(x1, x3));
+        [
+            $add($sub($mul(c4, x0), $mul(c5, x2)), x4),
+            $sub(a, b),
+            $add(a, b),
+            $sub(c, dd),
+            $add(c, dd),
+            $add($sub($mul(c4, x1), $mul(c5, x3)), x5),
+        ]
+    }};
+}
+
 /// F(4x4) input transform of one run ([`input_run`]) with AVX-512: the column combinations of
 /// each full block of 16 tiles gather the tiles' columns `4q + k` with two-source permutes
 /// instead of 96 scalar loads. Same operations in the same order as [`F4x4::bt`], so the
@@ -429,26 +452,13 @@ unsafe fn input_run_f4_avx512(
             let e65 = _mm512_castps_si512(_mm512_set1_ps(cols[65]));
             let x4 = _mm512_castsi512_ps(_mm512_alignr_epi32(e64, _mm512_castps_si512(x[0]), 1));
             let x5 = _mm512_castsi512_ps(_mm512_alignr_epi32(e65, _mm512_castps_si512(x[1]), 1));
-            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
-            // As F4x4::bt.
-            let a = _mm512_sub_ps(x4, _mm512_mul_ps(c4, x2));
-            let b = _mm512_sub_ps(_mm512_mul_ps(c4, x1), x3);
-            let c = _mm512_sub_ps(x4, x2);
-            let dd = _mm512_mul_ps(c2, _mm512_sub_ps(x1, x3));
-            let o = [
-                _mm512_add_ps(
-                    _mm512_sub_ps(_mm512_mul_ps(c4, x0), _mm512_mul_ps(c5, x2)),
-                    x4,
-                ),
-                _mm512_sub_ps(a, b),
-                _mm512_add_ps(a, b),
-                _mm512_sub_ps(c, dd),
-                _mm512_add_ps(c, dd),
-                _mm512_add_ps(
-                    _mm512_sub_ps(_mm512_mul_ps(c4, x1), _mm512_mul_ps(c5, x3)),
-                    x5,
-                ),
-            ];
+            let o = bt_f4_vectors!(
+                _mm512_add_ps,
+                _mm512_sub_ps,
+                _mm512_mul_ps,
+                [c4, c5, c2],
+                [x[0], x[1], x[2], x[3], x4, x5]
+            );
             for (c, oc) in o.into_iter().enumerate() {
                 let dst = &mut v[(r * 6 + c) * vstride + voff + q0..][..LANES];
                 _mm512_storeu_ps(dst.as_mut_ptr(), oc);
@@ -521,25 +531,13 @@ unsafe fn input_run_f4_avx2(
                 _mm256_permutevar8x32_ps(x1, next),
                 _mm256_set1_ps(cols[33]),
             );
-            // As F4x4::bt.
-            let a = _mm256_sub_ps(x4, _mm256_mul_ps(c4, x2));
-            let b = _mm256_sub_ps(_mm256_mul_ps(c4, x1), x3);
-            let c = _mm256_sub_ps(x4, x2);
-            let dd = _mm256_mul_ps(c2, _mm256_sub_ps(x1, x3));
-            let o = [
-                _mm256_add_ps(
-                    _mm256_sub_ps(_mm256_mul_ps(c4, x0), _mm256_mul_ps(c5, x2)),
-                    x4,
-                ),
-                _mm256_sub_ps(a, b),
-                _mm256_add_ps(a, b),
-                _mm256_sub_ps(c, dd),
-                _mm256_add_ps(c, dd),
-                _mm256_add_ps(
-                    _mm256_sub_ps(_mm256_mul_ps(c4, x1), _mm256_mul_ps(c5, x3)),
-                    x5,
-                ),
-            ];
+            let o = bt_f4_vectors!(
+                _mm256_add_ps,
+                _mm256_sub_ps,
+                _mm256_mul_ps,
+                [c4, c5, c2],
+                [x0, x1, x2, x3, x4, x5]
+            );
             for (c, oc) in o.into_iter().enumerate() {
                 let dst = &mut v[(r * 6 + c) * vstride + voff + q..][..8];
                 _mm256_storeu_ps(dst.as_mut_ptr(), oc);
