@@ -519,7 +519,7 @@ unsafe fn input_run_f4_avx2(
                 };
                 _mm256_permutevar8x32_ps(x, order)
             };
-            // Lane l of x_k is column 4l + k of the half block.
+            // Lane l of x_k is column 4l + k of the group.
             let (x0, x1) = (gather(u0, u2, false), gather(u0, u2, true));
             let (x2, x3) = (gather(u1, u3, false), gather(u1, u3, true));
             // x_4 and x_5 are x_0 and x_1 one tile on, the last lane from columns 32 and 33.
@@ -873,7 +873,7 @@ fn forward_tile(
             return run_whole(&job, tiles);
         }
         // Whole blocks of the GEMM's columns (a 69x69 map's 324 F(4x4) tiles on 2 threads:
-        // 5 chunks of 80, 80, 80, 80 and 4 tiles took 10% less time than 4 of 81).
+        // 5 chunks of 80, 80, 80, 80 and 4 tiles took 8% less time than 4 of 81).
         chunk = tiles.div_ceil(2 * threads);
         if chunk >= GEMM_COLUMNS {
             chunk = chunk / GEMM_COLUMNS * GEMM_COLUMNS;

@@ -693,6 +693,7 @@ impl MaskFormer {
         // Blocks of pixels: the block's `c x PIXELS` class scores stay in L2 for the argmax,
         // rather than a `c x h·w` matrix going out to memory and back.
         const PIXELS: usize = 512;
+        let probs = MatRef::row_major(probs, c, q, q).ctx(|| "semantic inference".into())?;
         labels
             .par_chunks_mut(PIXELS)
             .enumerate()
@@ -702,7 +703,7 @@ impl MaskFormer {
                     let (p0, cols) = (b * PIXELS, out.len());
                     let scores = &mut scores[..c * cols];
                     sgemm_with(
-                        MatRef::row_major(probs, c, q, q).ctx(|| "semantic inference".into())?,
+                        probs,
                         MatRef::new(&flat[p0..], q, cols, n, 1)
                             .ctx(|| "semantic inference".into())?,
                         MatMut::row_major(scores, c, cols, cols)
