@@ -22,11 +22,41 @@ pub const PANEL: usize = 16;
 /// Multiply-adds a task of a parallel product takes at least: about 30 µs at this GEMM's
 /// speed. Smaller tasks (the layers' 64k operations, 2 µs here) made a pipeline of five small
 /// models spend more time handing tasks over, in the kernel, than multiplying.
-const TASK_MACS: usize = 1 << 20;
+pub(crate) const TASK_MACS: usize = 1 << 20;
 
 /// Rows per tile: 6 x 2 AVX2 accumulators plus the panel's two registers and a broadcast fill
 /// 15 of the 16 registers.
 const TILE_ROWS: usize = 6;
+
+/// How a row of the left matrix lies in memory: `k / seg` runs of `seg` values, run `s` at
+/// `s · stride` from the row's start. One run (`seg = k`) is a plain row; a convolution's
+/// window over a padded NHWC input is `KH` runs of `KW · C` values, one per kernel row, read in
+/// place instead of copied into an im2col row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Runs {
+    pub seg: usize,
+    pub stride: usize,
+}
+
+impl Runs {
+    /// A plain row of `k` values.
+    pub fn row(k: usize) -> Runs {
+        Runs { seg: k, stride: 0 }
+    }
+
+    /// The runs of a row of depth `k`.
+    fn count(self, k: usize) -> usize {
+        k.checked_div(self.seg).unwrap_or(0)
+    }
+
+    /// Values from a row's start to the end of its last run.
+    fn span(self, k: usize) -> usize {
+        match self.count(k) {
+            0 => 0,
+            n => (n - 1) * self.stride + self.seg,
+        }
+    }
+}
 
 /// A `k x n` matrix with a bias row, packed for [`gemm_packed`]: `ceil(n / PANEL)` panels,
 /// each the bias then `k` rows of [`PANEL`] values, zero-padded past column `n`.
@@ -147,7 +177,7 @@ pub fn gemm_packed_then(
         || rayon::current_num_threads() == 1
         || crate::process::in_parallel_task()
     {
-        rows_packed(m, a, lda, b, c, ldc, 0, epilogue);
+        rows_packed(m, a, lda, Runs::row(k), b, c, ldc, 0, epilogue);
         return Ok(());
     }
     let rows_per_task = tiles_per_task * TILE_ROWS;
@@ -157,8 +187,58 @@ pub fn gemm_packed_then(
         .for_each(|(t, c)| {
             let i0 = t * rows_per_task;
             let rows = rows_per_task.min(m - i0);
-            rows_packed(rows, &a[i0 * lda..], lda, b, c, ldc, i0, epilogue);
+            rows_packed(
+                rows,
+                &a[i0 * lda..],
+                lda,
+                Runs::row(k),
+                b,
+                c,
+                ldc,
+                i0,
+                epilogue,
+            );
         });
+    Ok(())
+}
+
+/// [`gemm_packed_then`] on the calling thread, with each row of `a` in `runs` (row `i` starts
+/// at `a[i * lda]`), and the epilogue told rows from `row0`: for callers that split the work
+/// themselves (a convolution, by output rows).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_runs_then(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    runs: Runs,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    row0: usize,
+    epilogue: Epilogue<'_>,
+) -> Result<()> {
+    const OP: &str = "gemm_packed";
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if runs.count(k) * runs.seg != k || ldc < n {
+        return shape_err(
+            OP,
+            format!("rows of {k} in runs {runs:?}, output row stride {ldc} for {n} columns"),
+        );
+    }
+    if a.len() < (m - 1) * lda + runs.span(k) || c.len() < (m - 1) * ldc + n {
+        return shape_err(
+            OP,
+            format!(
+                "{m} rows of {k} in runs {runs:?} at stride {lda}, or their {n} outputs at stride {ldc}, do not fit in {} and {} values",
+                a.len(),
+                c.len()
+            ),
+        );
+    }
+    rows_packed(m, a, lda, runs, b, c, ldc, row0, epilogue);
     Ok(())
 }
 
@@ -173,6 +253,7 @@ fn rows_packed(
     m: usize,
     a: &[f32],
     lda: usize,
+    runs: Runs,
     b: &PackedMatrix,
     c: &mut [f32],
     ldc: usize,
@@ -180,6 +261,7 @@ fn rows_packed(
     epilogue: Epilogue<'_>,
 ) {
     let (k, n) = (b.k, b.n);
+    let span = runs.span(k);
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::ops::simd::has_avx2();
     let block = (BLOCK_VALUES / n.max(1) / TILE_ROWS).max(1) * TILE_ROWS;
@@ -195,21 +277,22 @@ fn rows_packed(
                 let rows = TILE_ROWS.min(i0 + block_rows - i);
                 let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
                 assert!(
-                    a.len() >= (rows - 1) * lda + k && c.len() >= (rows - 1) * ldc + width,
+                    a.len() >= (rows - 1) * lda + span && c.len() >= (rows - 1) * ldc + width,
                     "gemm_packed tile out of bounds"
                 );
                 macro_rules! tile_of {
                     ($rows:literal) => {{
                         #[cfg(target_arch = "x86_64")]
                         if avx2 {
-                            // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of `k`
-                            // values at stride `lda`, `c` `$rows` rows of `width` at stride
-                            // `ldc` (asserted above), and the panel `(k + 1) * PANEL` values.
-                            unsafe { tile_avx2::<$rows>(a, lda, k, panel, c, ldc, width) };
+                            // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of
+                            // `span` values (the runs of `k`) at stride `lda`, `c` `$rows` rows
+                            // of `width` at stride `ldc` (asserted above), and the panel
+                            // `(k + 1) * PANEL` values.
+                            unsafe { tile_avx2::<$rows>(a, lda, runs, k, panel, c, ldc, width) };
                             i += $rows;
                             continue;
                         }
-                        tile::<$rows>(a, lda, k, panel, c, ldc, width)
+                        tile::<$rows>(a, lda, runs, k, panel, c, ldc, width)
                     }};
                 }
                 match rows {
@@ -228,12 +311,14 @@ fn rows_packed(
     }
 }
 
-/// One tile: `ROWS` rows of `a` (stride `lda`, depth `k`) times one panel, the first `width`
-/// columns stored to `c` (stride `ldc`). The portable path.
+/// One tile: `ROWS` rows of `a` (stride `lda`, depth `k` in `runs`) times one panel, the
+/// first `width` columns stored to `c` (stride `ldc`). The portable path.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn tile<const ROWS: usize>(
     a: &[f32],
     lda: usize,
+    runs: Runs,
     k: usize,
     panel: &[f32],
     c: &mut [f32],
@@ -246,8 +331,9 @@ fn tile<const ROWS: usize>(
     }
     for p in 0..k {
         let w = &panel[PANEL + p * PANEL..PANEL * (p + 2)];
+        let at = (p / runs.seg) * runs.stride + p % runs.seg;
         for (r, row) in acc.iter_mut().enumerate() {
-            let x = a[r * lda + p];
+            let x = a[r * lda + at];
             for (s, &wj) in row.iter_mut().zip(w) {
                 *s = x.mul_add(wj, *s);
             }
@@ -262,13 +348,16 @@ fn tile<const ROWS: usize>(
 /// multiply-adds per row and step; the same operations in the same order.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` must hold `(ROWS - 1) * lda + k` values, `c`
-/// `(ROWS - 1) * ldc + width`, `panel` `(k + 1) * PANEL`, and `width <= PANEL`.
+/// The CPU must have AVX2 and FMA; `a` must hold `(ROWS - 1) * lda + runs.span(k)` values,
+/// `c` `(ROWS - 1) * ldc + width`, `panel` `(k + 1) * PANEL`, `k` must be a whole number of
+/// runs, and `width <= PANEL`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile_avx2<const ROWS: usize>(
     a: &[f32],
     lda: usize,
+    runs: Runs,
     k: usize,
     panel: &[f32],
     c: &mut [f32],
@@ -281,13 +370,17 @@ unsafe fn tile_avx2<const ROWS: usize>(
     // SAFETY (every pointer below): in bounds by the caller's contract.
     let mut lo = [_mm256_loadu_ps(w); ROWS];
     let mut hi = [_mm256_loadu_ps(w.add(8)); ROWS];
-    for p in 0..k {
-        let wp = w.add(PANEL * (p + 1));
-        let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
-        for r in 0..ROWS {
-            let x = _mm256_broadcast_ss(&*a.add(r * lda + p));
-            lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);
+    let mut wp = w.add(PANEL);
+    for s in 0..runs.count(k) {
+        let run = a.add(s * runs.stride);
+        for q in 0..runs.seg {
+            let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+            for r in 0..ROWS {
+                let x = _mm256_broadcast_ss(&*run.add(r * lda + q));
+                lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);
+            }
+            wp = wp.add(PANEL);
         }
     }
     let c = c.as_mut_ptr();
