@@ -141,6 +141,18 @@ pub fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Whether helped work is running now, alone: its helpers wait for tasks.
+static HELPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the caller runs inside helped work ([`in_pool_helped`]) whose helpers are waiting
+/// for tasks (no other work of this artifact has started since): parallel loops may then
+/// hand over smaller tasks, as taking one costs a waiting thread about a microsecond rather
+/// than a wake-up.
+pub fn helped() -> bool {
+    use std::sync::atomic::Ordering;
+    HELPED.load(Ordering::Relaxed) && IN_FLIGHT.load(Ordering::Relaxed) == 1
+}
+
 /// Work of [`in_pool_helped`] in flight in this artifact.
 static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -175,6 +187,14 @@ pub fn in_pool_helped<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         return in_pool(work);
     }
     let done = AtomicBool::new(false);
+    HELPED.store(true, Ordering::Release);
+    struct Unhelp;
+    impl Drop for Unhelp {
+        fn drop(&mut self) {
+            HELPED.store(false, Ordering::Release);
+        }
+    }
+    let _unhelp = Unhelp;
     in_pool(|| {
         let (r, ()) = rayon::join(
             || {

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use super::packed_gemm::{
-    gemm_packed, gemm_packed_runs_then, gemm_packed_then, Epilogue, PackedMatrix, Runs, TASK_MACS,
+    gemm_packed, gemm_packed_runs_then, gemm_packed_then, Epilogue, PackedMatrix, Runs,
 };
 use super::{checked_numel, invalid, shape_err, Result};
 
@@ -359,7 +359,9 @@ pub fn conv2d_nhwc_packed(
                 )
             };
             let row_macs = ow * kdim * co;
-            let rows_per_task = TASK_MACS.div_ceil(row_macs.max(1)).max(1);
+            let rows_per_task = super::packed_gemm::task_macs()
+                .div_ceil(row_macs.max(1))
+                .max(1);
             if oh > rows_per_task
                 && rayon::current_num_threads() > 1
                 && !crate::process::in_parallel_task()

@@ -22,7 +22,20 @@ pub const PANEL: usize = 16;
 /// Multiply-adds a task of a parallel product takes at least: about 30 µs at this GEMM's
 /// speed. Smaller tasks (the layers' 64k operations, 2 µs here) made a pipeline of five small
 /// models spend more time handing tasks over, in the kernel, than multiplying.
-pub(crate) const TASK_MACS: usize = 1 << 20;
+const TASK_MACS: usize = 1 << 20;
+
+/// [`TASK_MACS`] inside helped work ([`crate::process::in_pool_helped`]), where the other
+/// threads wait for tasks instead of sleeping (see `layers::HELPED_TASK_WORK`).
+const HELPED_TASK_MACS: usize = 1 << 16;
+
+/// The multiply-adds a task of a parallel product takes at least, here and now.
+pub(crate) fn task_macs() -> usize {
+    if crate::process::helped() {
+        HELPED_TASK_MACS
+    } else {
+        TASK_MACS
+    }
+}
 
 /// Rows per tile: 6 x 2 AVX2 accumulators plus the panel's two registers and a broadcast fill
 /// 15 of the 16 registers.
@@ -171,7 +184,7 @@ pub fn gemm_packed_then(
         );
     }
     let tile_work = TILE_ROWS * k.max(1) * n;
-    let tiles_per_task = (TASK_MACS / tile_work.max(1)).max(1);
+    let tiles_per_task = (task_macs() / tile_work.max(1)).max(1);
     let tiles = m.div_ceil(TILE_ROWS);
     if tiles <= tiles_per_task
         || rayon::current_num_threads() == 1
