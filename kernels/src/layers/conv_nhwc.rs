@@ -714,13 +714,17 @@ unsafe fn depthwise_row_avx2(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize
     );
     let ky = taps_inside(oy, g.sh, g.dh, g.pt, g.kh, g.h);
     let y0 = (oy * g.sh) as isize - g.pt as isize;
-    // Whether every horizontal tap of output column `ox` lies inside the input; those
-    // columns are contiguous, so two of them bound a run of such columns.
-    let inside = |ox: usize| taps_inside(ox, g.sw, g.dw, g.pl, g.kw, g.wd) == (0..g.kw);
+    // The output columns whose horizontal taps all lie inside the input: one run (the input
+    // column grows with the output column), found once per row rather than per pixel.
+    let inside = |ox: &usize| taps_inside(*ox, g.sw, g.dw, g.pl, g.kw, g.wd) == (0..g.kw);
+    let first_inside = (0..g.ow).find(inside).unwrap_or(g.ow);
+    let end_inside = (first_inside..g.ow)
+        .rfind(inside)
+        .map_or(first_inside, |o| o + 1);
     let (xp, wp, op) = (xb.as_ptr(), ws.as_ptr(), orow.as_mut_ptr());
     let mut ox = 0;
     while ox < g.ow {
-        if !(ox + 4 <= g.ow && inside(ox) && inside(ox + 3)) {
+        if !(ox >= first_inside && ox + 4 <= end_inside) {
             depthwise_pixel(orow, xb, ws, &ky, y0, ox, g);
             ox += 1;
             continue;

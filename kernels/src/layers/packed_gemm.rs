@@ -159,30 +159,13 @@ pub fn gemm_packed_then(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if lda < k || ldc < n {
+    if lda < k {
         return shape_err(
             OP,
-            format!("row strides {lda} (a) and {ldc} (c) are shorter than rows of {k} and {n}"),
+            format!("row stride {lda} (a) is shorter than rows of {k}"),
         );
     }
-    if a.len() < (m - 1) * lda + k {
-        return shape_err(
-            OP,
-            format!(
-                "a {m}x{k} matrix with row stride {lda} does not fit in {} values",
-                a.len()
-            ),
-        );
-    }
-    if c.len() < (m - 1) * ldc + n {
-        return shape_err(
-            OP,
-            format!(
-                "a {m}x{n} output with row stride {ldc} does not fit in {} values",
-                c.len()
-            ),
-        );
-    }
+    check_operands(m, a, lda, Runs::row(k), b, c, ldc)?;
     let tile_work = TILE_ROWS * k.max(1) * n;
     let tiles_per_task = (task_macs() / tile_work.max(1)).max(1);
     let tiles = m.div_ceil(TILE_ROWS);
@@ -230,28 +213,51 @@ pub fn gemm_packed_runs_then(
     row0: usize,
     epilogue: Epilogue<'_>,
 ) -> Result<()> {
-    const OP: &str = "gemm_packed";
-    let (k, n) = (b.k, b.n);
-    if m == 0 || n == 0 {
+    if m == 0 || b.n == 0 {
         return Ok(());
     }
+    check_operands(m, a, lda, runs, b, c, ldc)?;
+    rows_packed(m, a, lda, runs, b, c, ldc, row0, epilogue);
+    Ok(())
+}
+
+/// Checks that `m` rows of `a` in `runs` at stride `lda`, and their products with `b` at
+/// stride `ldc`, lie inside `a` and `c` (`m` and `b.n()` not 0).
+fn check_operands(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    runs: Runs,
+    b: &PackedMatrix,
+    c: &[f32],
+    ldc: usize,
+) -> Result<()> {
+    const OP: &str = "gemm_packed";
+    let (k, n) = (b.k, b.n);
     if runs.count(k) * runs.seg != k || ldc < n {
         return shape_err(
             OP,
             format!("rows of {k} in runs {runs:?}, output row stride {ldc} for {n} columns"),
         );
     }
-    if a.len() < (m - 1) * lda + runs.span(k) || c.len() < (m - 1) * ldc + n {
+    if a.len() < (m - 1) * lda + runs.span(k) {
         return shape_err(
             OP,
             format!(
-                "{m} rows of {k} in runs {runs:?} at stride {lda}, or their {n} outputs at stride {ldc}, do not fit in {} and {} values",
-                a.len(),
+                "{m} rows of {k} values (runs {runs:?}) at stride {lda} do not fit in {} values",
+                a.len()
+            ),
+        );
+    }
+    if c.len() < (m - 1) * ldc + n {
+        return shape_err(
+            OP,
+            format!(
+                "a {m}x{n} output with row stride {ldc} does not fit in {} values",
                 c.len()
             ),
         );
     }
-    rows_packed(m, a, lda, runs, b, c, ldc, row0, epilogue);
     Ok(())
 }
 
