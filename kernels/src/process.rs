@@ -175,9 +175,11 @@ pub fn in_pool_helped<R: Send>(work: impl FnOnce() -> R + Send) -> R {
             self.0.fetch_sub(1, Ordering::AcqRel);
         }
     }
+    /// Ends the help when the work ends, even by a panic.
     struct Done<'a>(&'a AtomicBool);
     impl Drop for Done<'_> {
         fn drop(&mut self) {
+            HELPED.store(false, Ordering::Release);
             self.0.store(true, Ordering::Release);
         }
     }
@@ -188,13 +190,6 @@ pub fn in_pool_helped<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
     let done = AtomicBool::new(false);
     HELPED.store(true, Ordering::Release);
-    struct Unhelp;
-    impl Drop for Unhelp {
-        fn drop(&mut self) {
-            HELPED.store(false, Ordering::Release);
-        }
-    }
-    let _unhelp = Unhelp;
     in_pool(|| {
         let (r, ()) = rayon::join(
             || {
