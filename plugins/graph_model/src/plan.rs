@@ -25,7 +25,9 @@
 
 use std::sync::Mutex;
 
-use kernels::layers::conv_nhwc::{self, ConvPlan, ConvTransposePlan, PackedTransposedFilter};
+use kernels::layers::conv_nhwc::{
+    self, ConvPlan, ConvTransposePlan, ExpandDepthwisePlan, PackedTransposedFilter,
+};
 use kernels::layers::pool::{pool2d_nhwc_dims, pool2d_nhwc_into};
 use kernels::layers::resize::NhwcResize;
 use kernels::layers::shape::{concat_into, pad_constant_into, PermutePlan};
@@ -101,6 +103,14 @@ enum Kernel {
         geom: NhwcConvGeom,
         act: Act,
     },
+    /// A depthwise convolution (`act` its activation) computed band by band with the 1x1
+    /// expansion that alone reads into it (`expand`, a `Conv` step whose output is never
+    /// written whole); see [`Builder::fuse_expand_depthwise`].
+    ExpandDepthwise {
+        expand: Box<Step>,
+        plan: Box<ExpandDepthwisePlan>,
+        act: Act,
+    },
     ConvTranspose {
         filter: Box<PackedTransposedFilter>,
         plan: ConvTransposePlan,
@@ -155,8 +165,17 @@ struct Step {
 }
 
 impl Step {
-    /// Every operand the step reads.
+    /// Every operand the step reads (a fused expansion's too).
     fn reads(&self) -> impl Iterator<Item = &Slot> {
+        let expand = match &self.kernel {
+            Kernel::ExpandDepthwise { expand, .. } => Some(expand.own_reads()),
+            _ => None,
+        };
+        self.own_reads().chain(expand.into_iter().flatten())
+    }
+
+    /// The operands in the step's own fields.
+    fn own_reads(&self) -> impl Iterator<Item = &Slot> {
         self.args
             .iter()
             .chain(&self.bias)
@@ -399,6 +418,9 @@ impl Plan {
             });
             tail_targets.push((i, k));
         }
+        let live: Vec<Place> = live_to_end(&outputs, &boundary).map(|s| s.place).collect();
+        b.fuse_expand_depthwise(&live)
+            .map_err(|e| unsupported(e.0))?;
         let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary));
         let scratch_len = b
             .steps
@@ -406,6 +428,7 @@ impl Plan {
             .map(|s| match &s.kernel {
                 Kernel::Conv { plan, .. } => plan.scratch,
                 Kernel::ConvTranspose { plan, .. } => plan.scratch,
+                Kernel::ExpandDepthwise { plan, .. } => plan.scratch,
                 _ => 0,
             })
             .max()
@@ -691,6 +714,40 @@ impl Plan {
         Ok(data)
     }
 
+    /// The epilogue of `step`'s convolution (`len` values of `c` channels): its bias and
+    /// activation, and what the plan fused after them.
+    ///
+    /// # Safety
+    /// As [`Plan::read`]'s, for the step's operands.
+    unsafe fn epilogue_of<'a>(
+        &'a self,
+        step: &'a Step,
+        len: usize,
+        c: usize,
+        feeds: &'a [Tensor],
+        base: *mut f32,
+    ) -> OpResult<ops::ConvEpilogue<'a>> {
+        // SAFETY: the caller's.
+        let read = |slot: &Option<Slot>| -> OpResult<Option<&'a [f32]>> {
+            slot.as_ref()
+                .map(|s| unsafe { self.read(s, feeds, base) })
+                .transpose()
+        };
+        let (bias, alpha, alpha2) = (read(&step.bias)?, read(&step.alpha)?, read(&step.alpha2)?);
+        let residual = step
+            .residual
+            .as_ref()
+            // SAFETY: the caller's.
+            .map(|r| unsafe { self.read(&r.1, feeds, base) })
+            .transpose()?;
+        let e = ops::ConvEpilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
+        let e = match residual {
+            Some(r) => e.then_add(r, step.act2, alpha2)?,
+            None => e,
+        };
+        Ok(e.then_hard_swish(step.hard_swish))
+    }
+
     /// Runs one step.
     ///
     /// # Safety
@@ -727,27 +784,8 @@ impl Plan {
                 .ok_or_else(|| OpError::new("missing operand"))?;
             unsafe { self.read(slot, feeds, base) }
         };
-        let opt = |slot: &Option<Slot>| -> OpResult<Option<&[f32]>> {
-            slot.as_ref()
-                .map(|s| unsafe { self.read(s, feeds, base) })
-                .transpose()
-        };
-        let (bias, alpha) = (opt(&step.bias)?, opt(&step.alpha)?);
-        let residual = step
-            .residual
-            .as_ref()
-            // SAFETY: as above: the residual's buffer is alive, so apart from `out`.
-            .map(|(_, slot)| unsafe { self.read(slot, feeds, base) })
-            .transpose()?;
-        let alpha2 = opt(&step.alpha2)?;
-        let epilogue = |c: usize| -> OpResult<ops::ConvEpilogue<'_>> {
-            let e = ops::ConvEpilogue::new(len, c, bias, act_of(&step.kernel), alpha)?;
-            let e = match residual {
-                Some(r) => e.then_add(r, step.act2, alpha2)?,
-                None => e,
-            };
-            Ok(e.then_hard_swish(step.hard_swish))
-        };
+        // SAFETY: as above: the epilogue's operands are alive, so apart from `out`.
+        let epilogue = |c: usize| unsafe { self.epilogue_of(step, len, c, feeds, base) };
         let shape = |k: usize| step.args[k].shape.as_slice();
         match &step.kernel {
             Kernel::Conv {
@@ -773,6 +811,38 @@ impl Plan {
                 conv_nhwc::depthwise_conv2d_nhwc_into(arg(0)?, x, arg(1)?, w, *geom, out)?;
                 epilogue(w[2] * w[3])?.apply(0, out);
                 Ok(())
+            }
+            Kernel::ExpandDepthwise { expand, plan, .. } => {
+                let Kernel::Conv { filter, .. } = expand.kernel else {
+                    return Err(OpError::new("a fused expansion is not a convolution"));
+                };
+                let f = model.nodes()[filter]
+                    .packed_filter
+                    .as_ref()
+                    .ok_or_else(|| OpError::new("the filter was not packed"))?;
+                let x = expand
+                    .args
+                    .first()
+                    .ok_or_else(|| OpError::new("missing operand"))?;
+                // SAFETY: as above: the expansion's input and operands are alive, so apart
+                // from `out` and the scratch.
+                let (x, e) = unsafe {
+                    (
+                        self.read(x, feeds, base)?,
+                        self.epilogue_of(expand, expand.out.len(), plan.expanded[3], feeds, base)?,
+                    )
+                };
+                let d = epilogue(plan.out[3])?;
+                Ok(conv_nhwc::expand_depthwise_nhwc(
+                    x,
+                    f,
+                    arg(1)?,
+                    plan,
+                    out,
+                    scratch,
+                    &|row0, rows| e.apply(row0, rows),
+                    &|row0, rows| d.apply(row0, rows),
+                )?)
             }
             Kernel::ConvTranspose { filter, plan } => Ok(conv_nhwc::conv_transpose2d_nhwc_packed(
                 arg(0)?,
@@ -980,7 +1050,9 @@ fn has_kernel(op: &Op) -> bool {
 /// The activation of a convolution's kernel (`None` for other kernels).
 fn act_of(kernel: &Kernel) -> Act {
     match kernel {
-        Kernel::Conv { act, .. } | Kernel::Depthwise { act, .. } => *act,
+        Kernel::Conv { act, .. }
+        | Kernel::Depthwise { act, .. }
+        | Kernel::ExpandDepthwise { act, .. } => *act,
         _ => Act::None,
     }
 }
@@ -1420,6 +1492,69 @@ impl Builder<'_> {
             hard_swish,
             out,
         });
+        Ok(())
+    }
+
+    /// Computes each depthwise convolution (one filter per channel) whose input is a 1x1
+    /// expansion that nothing else reads (`live`: what is read after the steps) together with
+    /// it, band by band ([`conv_nhwc::expand_depthwise_nhwc`]), when the expanded image is at
+    /// least [`conv_nhwc::EXPAND_DEPTHWISE_MIN_BYTES`]: the expansion's buffer is then never
+    /// written whole, and its size drops out of the arena.
+    fn fuse_expand_depthwise(&mut self, live: &[Place]) -> OpResult<()> {
+        let mut k = 1;
+        while k < self.steps.len() {
+            let (expand, dw) = (&self.steps[k - 1], &self.steps[k]);
+            let (Kernel::Conv { geom, filter, .. }, Kernel::Depthwise { geom: dgeom, act }) =
+                (&expand.kernel, &dw.kernel)
+            else {
+                k += 1;
+                continue;
+            };
+            let (Some(x), Some(w)) = (expand.args.first(), dw.args.get(1)) else {
+                k += 1;
+                continue;
+            };
+            let (Place::Arena(b), Ok(x4), Ok(mid), Ok(w4)) =
+                (expand.out.place, x.dims4(), expand.out.dims4(), w.dims4())
+            else {
+                k += 1;
+                continue;
+            };
+            let read_elsewhere = self.steps.iter().enumerate().any(|(s, step)| {
+                (s != k && step.reads().any(|r| r.place == expand.out.place))
+                    || (s != k - 1 && step.out.place == expand.out.place)
+            }) || live.contains(&expand.out.place);
+            let fits = dw.args[0] == expand.out
+                && geom.strides == (1, 1)
+                && x4[1..3] == mid[1..3]
+                && w4[3] == 1
+                && mid.iter().product::<usize>() * 4 >= conv_nhwc::EXPAND_DEPTHWISE_MIN_BYTES;
+            let packed = self
+                .nodes
+                .get(*filter)
+                .and_then(|n| n.packed_filter.as_ref());
+            let (Some(packed), true, false) = (packed, fits, read_elsewhere) else {
+                k += 1;
+                continue;
+            };
+            let plan = conv_nhwc::expand_depthwise_plan(
+                x4,
+                packed,
+                w4,
+                *dgeom,
+                rayon::current_num_threads(),
+            )?;
+            let act = *act;
+            let expand = self.steps.remove(k - 1);
+            self.buffers[b] = 0;
+            let dw = &mut self.steps[k - 1];
+            dw.args[0] = expand.args[0].clone();
+            dw.kernel = Kernel::ExpandDepthwise {
+                expand: Box::new(expand),
+                plan: Box::new(plan),
+                act,
+            };
+        }
         Ok(())
     }
 
