@@ -1361,25 +1361,19 @@ mod tests {
                     ..plan.clone()
                 };
                 for plan in [plan, one_row] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
                     let mut out = vec![f32::NAN; want.len()];
                     let mut scratch = vec![f32::NAN; plan.scratch];
-                    pool.install(|| {
-                        crate::process::in_pool(|| {
-                            expand_depthwise_nhwc(
-                                x.as_slice().unwrap(),
-                                &f,
-                                dw.as_slice().unwrap(),
-                                &plan,
-                                &mut out,
-                                &mut scratch,
-                                &expand_epi,
-                                &dw_epi,
-                            )
-                        })
+                    on_threads(threads, || {
+                        expand_depthwise_nhwc(
+                            x.as_slice().unwrap(),
+                            &f,
+                            dw.as_slice().unwrap(),
+                            &plan,
+                            &mut out,
+                            &mut scratch,
+                            &expand_epi,
+                            &dw_epi,
+                        )
                     })
                     .unwrap();
                     let differ = out
@@ -1398,6 +1392,15 @@ mod tests {
         let f = PackedFilter::new(ramp((1, 1, 4, 8), 0.1).view(), None).unwrap();
         assert!(expand_depthwise_plan([1, 5, 5, 3], &f, [3, 3, 8, 1], geom_1x1(), 1).is_err());
         assert!(expand_depthwise_plan([1, 5, 5, 4], &f, [3, 3, 8, 2], geom_1x1(), 1).is_err());
+    }
+
+    /// `work` on a pool of `threads` threads, as a library's node runs it.
+    fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| crate::process::in_pool(work))
     }
 
     fn geom_1x1() -> NhwcConvGeom {
@@ -1460,24 +1463,18 @@ mod tests {
                 *v = sum;
             }
             for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
                 let mut out = vec![f32::NAN; want.len()];
                 let mut scratch = vec![f32::NAN; plan.scratch];
-                pool.install(|| {
-                    crate::process::in_pool(|| {
-                        conv2d_nhwc_packed(
-                            x.as_slice().unwrap(),
-                            &f,
-                            geom,
-                            &plan,
-                            &mut out,
-                            &mut scratch,
-                            &|_, _| {},
-                        )
-                    })
+                on_threads(threads, || {
+                    conv2d_nhwc_packed(
+                        x.as_slice().unwrap(),
+                        &f,
+                        geom,
+                        &plan,
+                        &mut out,
+                        &mut scratch,
+                        &|_, _| {},
+                    )
                 })
                 .unwrap();
                 let same = out
