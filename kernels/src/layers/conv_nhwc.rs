@@ -1286,9 +1286,6 @@ mod tests {
         }
     }
 
-    /// Windows read in place (`ConvPlan::windows`, padded or not) and im2col rows give the
-    /// same sums as the definition: the bias, then every tap in filter order, fused (as
-    /// `gemm_packed` adds them), bit for bit, on one thread and split by output rows on two.
     /// The expansion and the depthwise convolution band by band equal the two run one after
     /// the other, bit for bit, with epilogues told the same pixels: bands of one output row
     /// and of all of them, on one and two threads, strided, dilated and padded.
@@ -1411,6 +1408,9 @@ mod tests {
         }
     }
 
+    /// Windows read in place (`ConvPlan::windows`, padded or not) and im2col rows give the
+    /// same sums as the definition: the bias, then every tap in filter order, fused (as
+    /// `gemm_packed` adds them), bit for bit, on one thread and split by output rows on two.
     #[test]
     fn windows_in_place_equal_the_fused_sums_bit_for_bit() {
         let cases = [
