@@ -1938,10 +1938,6 @@ pub(crate) fn f32_bits(t: &Tensor) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    /// A per-channel bias and Prelu slope, for channel counts that take the repeated block
-    /// (1, 3, 16, 40) and the row-by-row loop (64, 72), over whole blocks and a remainder,
-    /// equal value by value to `(v + b)`, then `v < 0 ? v·a : v`, bit for bit (with -0, NaN
-    /// and infinities among the values).
     /// A few values repeated along the leading axes, on either side of a non-commutative op,
     /// equal the definition (`out[i]` from `x[i]` and `small[i % len]`), whole blocks and a
     /// rest.
@@ -1965,6 +1961,10 @@ mod tests {
         }
     }
 
+    /// A per-channel bias and Prelu slope, for channel counts that take the repeated block
+    /// (1, 3, 16, 40) and the row-by-row loop (64, 72), over whole blocks and a remainder,
+    /// equal value by value to `(v + b)`, then `v < 0 ? v·a : v`, bit for bit (with -0, NaN
+    /// and infinities among the values).
     #[test]
     fn per_channel_bias_and_slope_equal_the_definition() {
         for c in [1, 3, 16, 40, 64, 72] {
