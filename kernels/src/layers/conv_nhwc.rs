@@ -539,8 +539,6 @@ pub fn depthwise_conv2d_nhwc_into(
     // Output rows per task: enough multiply-adds for the hand-off to another thread to pay.
     let min_rows = super::min_rows_per_task(ow * co * kh * kw);
     if m == 1 {
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = c.is_multiple_of(8) && crate::ops::simd::has_avx2();
         let rows = RowGeom {
             row0: 0,
             h,
@@ -562,14 +560,7 @@ pub fn depthwise_conv2d_nhwc_into(
             .for_each(|(row, orow)| {
                 let b = row / oh;
                 let xb = &xs[b * h * wd * c..(b + 1) * h * wd * c];
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: the CPU has AVX2, `c` is a multiple of 8, and `xb`, `ws` and
-                    // `orow` are one image, the filter and one output row (checked above).
-                    unsafe { depthwise_row_avx2(orow, xb, ws, row % oh, &rows) };
-                    return;
-                }
-                depthwise_row(orow, xb, ws, row % oh, &rows);
+                depthwise_one_row(orow, xb, ws, row % oh, &rows);
             });
     } else {
         // Sums over the taps, so the output (an arena's reused memory, in a plan) starts at 0.
@@ -759,8 +750,6 @@ pub fn expand_depthwise_nhwc(
         pl: plan.pad_left,
         ow,
     };
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = e.is_multiple_of(8) && crate::ops::simd::has_avx2();
     // Output rows `rows` of image `b`, with `band` as the buffer of expanded rows.
     let part = |b: usize, rows: std::ops::Range<usize>, orows: &mut [f32], band: &mut [f32]| {
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
@@ -774,11 +763,8 @@ pub fn expand_depthwise_nhwc(
             let row_at = |oy: usize, ky: usize| {
                 ((oy * sh + ky * dh) as isize - g.pt as isize).clamp(0, h as isize) as usize
             };
-            let (lo, hi) = (
-                row_at(oy0, 0),
-                row_at(oy1 - 1, kh.max(1) - 1).max(row_at(oy0, 0)),
-            );
-            let hi = (hi + 1).min(h).max(lo);
+            let lo = row_at(oy0, 0);
+            let hi = (row_at(oy1 - 1, kh.max(1) - 1) + 1).min(h).max(lo);
             // Keep the rows this band shares with the one before, at the buffer's start.
             if held.start <= lo && lo < held.end {
                 band.copy_within(
@@ -809,15 +795,7 @@ pub fn expand_depthwise_nhwc(
             let obase = (oy0 - rows.start) * ow * e;
             let oband = &mut orows[obase..obase + (oy1 - oy0) * ow * e];
             for (r, orow) in oband.chunks_mut(ow * e).enumerate() {
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
-                    // SAFETY: the CPU has AVX2, `e` is a multiple of 8, `ws` is the filter and
-                    // `orow` one output row (checked above); the row asserts that `held_rows`
-                    // holds every row it reads.
-                    unsafe { depthwise_row_avx2(orow, held_rows, ws, oy0 + r, &rg) };
-                    continue;
-                }
-                depthwise_row(orow, held_rows, ws, oy0 + r, &rg);
+                depthwise_one_row(orow, held_rows, ws, oy0 + r, &rg);
             }
             dw_epilogue((b * oh + oy0) * ow, oband);
             oy0 = oy1;
@@ -880,6 +858,20 @@ impl RowGeom {
     }
 }
 
+/// One output row `oy` of a depthwise convolution with one filter per channel, from the input
+/// rows `xb` (from `g.row0`): the AVX2 row where the CPU has AVX2 and the channels come in
+/// multiples of 8, else the portable one (the same bits).
+fn depthwise_one_row(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {
+    #[cfg(target_arch = "x86_64")]
+    if g.c.is_multiple_of(8) && crate::ops::simd::has_avx2() {
+        // SAFETY: the CPU has AVX2 and `g.c` is a multiple of 8; the row asserts that the
+        // buffers fit `g` (`xb` holding every input row it reads).
+        unsafe { depthwise_row_avx2(orow, xb, ws, oy, g) };
+        return;
+    }
+    depthwise_row(orow, xb, ws, oy, g);
+}
+
 /// One output row `oy` of a depthwise convolution (one filter per channel): for each output
 /// pixel and block of 16 (then 8) channels, every tap is accumulated in registers and the
 /// block is stored once. The sum starts at 0 and adds `x · w` tap by tap in `(ky, kx)` order,
@@ -936,8 +928,9 @@ fn depthwise_pixel(
 /// never fused, so the bits are the per-pixel path's.
 ///
 /// # Safety
-/// The CPU must have AVX2; `g.c` must be a multiple of 8, `xb` one image (`h·wd·c` values),
-/// `ws` at least `kh·kw·c` values and `orow` one output row (`ow·c`).
+/// The CPU must have AVX2; `g.c` must be a multiple of 8, `xb` the input rows from `g.row0`
+/// that the output row reads, `ws` at least `kh·kw·c` values and `orow` one output row
+/// (`ow·c`). All but the CPU's features are asserted.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn depthwise_row_avx2(orow: &mut [f32], xb: &[f32], ws: &[f32], oy: usize, g: &RowGeom) {

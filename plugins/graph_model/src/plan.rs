@@ -791,10 +791,7 @@ impl Plan {
             Kernel::Conv {
                 geom, plan, filter, ..
             } => {
-                let f = model.nodes()[*filter]
-                    .packed_filter
-                    .as_ref()
-                    .ok_or_else(|| OpError::new("the filter was not packed"))?;
+                let f = packed_filter(model, *filter)?;
                 let e = epilogue(plan.out[3])?;
                 Ok(conv_nhwc::conv2d_nhwc_packed(
                     arg(0)?,
@@ -816,10 +813,7 @@ impl Plan {
                 let Kernel::Conv { filter, .. } = expand.kernel else {
                     return Err(OpError::new("a fused expansion is not a convolution"));
                 };
-                let f = model.nodes()[filter]
-                    .packed_filter
-                    .as_ref()
-                    .ok_or_else(|| OpError::new("the filter was not packed"))?;
+                let f = packed_filter(model, filter)?;
                 let x = expand
                     .args
                     .first()
@@ -1045,6 +1039,15 @@ fn has_kernel(op: &Op) -> bool {
         Op::Binary(op) => op.is_arithmetic(),
         _ => false,
     }
+}
+
+/// The filter packed at load in node `filter` of `model`.
+fn packed_filter(model: &GraphModel, filter: usize) -> OpResult<&conv_nhwc::PackedFilter> {
+    model
+        .nodes()
+        .get(filter)
+        .and_then(|n| n.packed_filter.as_ref())
+        .ok_or_else(|| OpError::new("the filter was not packed"))
 }
 
 /// The activation of a convolution's kernel (`None` for other kernels).
