@@ -600,61 +600,81 @@ pub fn depthwise_conv2d_nhwc_into(
     Ok(())
 }
 
-/// How [`expand_depthwise_nhwc`] runs: a 1x1 expansion (stride 1, no padding) of
-/// `[N, H, W, C]` to `[N, H, W, E]`, then a depthwise convolution (one filter per channel) of
-/// that to `out`.
+/// How [`banded_depthwise_nhwc`] runs: a depthwise convolution (one filter per channel) of
+/// `[N, H, W, E]` to `[N, OH, OW, E]`, with the 1x1 expansion (stride 1, no padding) of
+/// `[N, H, W, C]` that alone feeds it, or the 1x1 projection to `[N, OH, OW, P]` that alone
+/// reads it, or both, computed band by band of output rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExpandDepthwisePlan {
+pub struct BandedDepthwisePlan {
+    /// The input: the expansion's when there is one, else the depthwise convolution's.
     pub input: [usize; 4],
-    /// The expanded image, which is never written whole.
+    /// The depthwise convolution's input (the expanded image, never written whole, when
+    /// there is an expansion).
     pub expanded: [usize; 4],
+    /// The depthwise convolution's output (never written whole when there is a projection).
+    pub depthwise: [usize; 4],
+    /// The output: the projection's when there is one, else the depthwise convolution's.
     pub out: [usize; 4],
     /// The depthwise filter's `[KH, KW, E, 1]`.
     pub filter: [usize; 4],
     geom: NhwcConvGeom,
     pad_top: usize,
     pad_left: usize,
-    /// Output rows per band, and the expanded rows a band buffer holds.
+    expands: bool,
+    projects: bool,
+    /// Output rows per band, and the expanded rows a band's buffer holds (0 without an
+    /// expansion: the input rows are read in place).
     band_rows: usize,
     band_capacity: usize,
-    /// Parts of the output rows that run at the same time, each with its band buffer.
+    /// Parts of the output rows that run at the same time, each with its band buffers.
     parts: usize,
     pub scratch: usize,
 }
 
-/// The expanded images from which [`expand_depthwise_nhwc`] pays: smaller ones stay in the
-/// cache between the two convolutions anyway. At one thread on a Zen 3 (512 KB of L2 a core),
-/// 128x128x192 took 6.7 ms fused against 14.7 ms apart, 64x64x240 3.5 against 6.0 ms, and
-/// 32x32x336 (1.4 MB) 0.84 against 0.80 ms.
-pub const EXPAND_DEPTHWISE_MIN_BYTES: usize = 2 << 20;
+/// The size, in bytes, of an image that pays for being computed band by band rather than
+/// written whole: smaller ones stay in the cache between two convolutions anyway. At one
+/// thread on a Zen 3 (512 KB of L2 a core), an expansion and a depthwise convolution on
+/// 128x128x192 took 6.7 ms banded against 14.7 ms apart, on 64x64x240 3.5 against 6.0 ms,
+/// and on 32x32x336 (1.4 MB) 0.84 against 0.80 ms.
+pub const BANDED_MIN_BYTES: usize = 2 << 20;
 
-/// Bytes of expanded rows a band holds: about half of a core's L2, so that the expansion's
-/// output is still there when the depthwise convolution reads it.
+/// Bytes of rows a band holds: about half of a core's L2, so that what one convolution
+/// writes is still there when the next reads it.
 const BAND_BYTES: usize = 256 << 10;
 
-/// The [`ExpandDepthwisePlan`] of expanding `x` with `f` (1x1) and then convolving with a
-/// depthwise filter of `w` (`[KH, KW, E, 1]`), on up to `threads` threads.
-pub fn expand_depthwise_plan(
+/// The [`BandedDepthwisePlan`] of convolving `x` with a depthwise filter of `w`
+/// (`[KH, KW, E, 1]`), after expanding `x` with `expand` (1x1) and before projecting the
+/// result with `project` (1x1), either of which may be absent, on up to `threads` threads.
+pub fn banded_depthwise_plan(
     x: [usize; 4],
-    f: &PackedFilter,
+    expand: Option<&PackedFilter>,
     w: [usize; 4],
     geom: NhwcConvGeom,
+    project: Option<&PackedFilter>,
     threads: usize,
-) -> Result<ExpandDepthwisePlan> {
-    const OP: &str = "expand_depthwise_nhwc";
+) -> Result<BandedDepthwisePlan> {
+    const OP: &str = "banded_depthwise_nhwc";
     let [n, h, wd, c] = x;
-    let [fkh, fkw, fc, e] = f.dims();
-    let [kh, kw, wc, m] = w;
-    if (fkh, fkw, fc) != (1, 1, c) || wc != e || m != 1 {
+    let [kh, kw, e, m] = w;
+    let expand_fits = expand.is_none_or(|f| f.dims() == [1, 1, c, e]);
+    let chains = match expand {
+        Some(_) => expand_fits,
+        None => c == e,
+    };
+    let project_fits = project.is_none_or(|f| f.dims()[..3] == [1, 1, e]);
+    if !chains || !project_fits || m != 1 {
         return shape_err(
             OP,
             format!(
-                "an input {x:?}, a 1x1 expansion {:?} and a depthwise filter {w:?} do not chain",
-                f.dims()
+                "an input {x:?}, an expansion {:?}, a depthwise filter {w:?} and a projection {:?} do not chain",
+                expand.map(PackedFilter::dims),
+                project.map(PackedFilter::dims)
             ),
         );
     }
-    let out = depthwise_conv2d_nhwc_dims([n, h, wd, e], w, geom)?;
+    let dw_out = depthwise_conv2d_nhwc_dims([n, h, wd, e], w, geom)?;
+    let [_, oh, ow, _] = dw_out;
+    let out = project.map_or(dw_out, |f| [n, oh, ow, f.dims()[3]]);
     let (sh, dh) = (geom.strides.0, geom.dilations.0);
     let (_, pad_top) = window(OP, h, kh, sh, dh, geom.padding, 0)?;
     let (_, pad_left) = window(
@@ -667,66 +687,84 @@ pub fn expand_depthwise_plan(
         1,
     )?;
     let reach = (kh.max(1) - 1) * dh + 1;
-    let row_bytes = (wd * e * 4).max(1);
-    let band_rows =
-        ((BAND_BYTES / row_bytes).saturating_sub(reach) / sh.max(1) + 1).min(out[1].max(1));
-    let band_capacity = ((band_rows - 1) * sh + reach).min(h.max(1));
-    let parts = threads.clamp(1, out[1].max(1));
-    Ok(ExpandDepthwisePlan {
+    let (band_rows, band_capacity) = if expand.is_some() {
+        let row_bytes = (wd * e * 4).max(1);
+        let rows = ((BAND_BYTES / row_bytes).saturating_sub(reach) / sh.max(1) + 1).min(oh.max(1));
+        (rows, ((rows - 1) * sh + reach).min(h.max(1)))
+    } else {
+        ((BAND_BYTES / (ow * e * 4).max(1)).clamp(1, oh.max(1)), 0)
+    };
+    let parts = threads.clamp(1, oh.max(1));
+    let band_out = if project.is_some() { band_rows } else { 0 };
+    Ok(BandedDepthwisePlan {
         input: x,
         expanded: [n, h, wd, e],
+        depthwise: dw_out,
         out,
         filter: w,
         geom,
         pad_top,
         pad_left,
+        expands: expand.is_some(),
+        projects: project.is_some(),
         band_rows,
         band_capacity,
         parts,
-        scratch: checked_numel(OP, &[parts, band_capacity, wd, e])?,
+        scratch: checked_numel(OP, &[parts, band_capacity * wd + band_out * ow, e])?,
     })
 }
 
-/// A 1x1 expansion by `f` (its bias packed in), `expand_epilogue` on its blocks, then a
-/// depthwise convolution by `ws` and `dw_epilogue` on its blocks, as the two would run one
-/// after the other (the same values, bit for bit), but band by band: each band of output rows
-/// expands only the input rows it reads that the band before did not, into a buffer in
-/// `scratch` that stays in cache. MobileNetV2's blocks expand to 6 times their channels; at
-/// 128x128 pixels that image is 12 MB, and writing it to memory and reading it back took twice
-/// as long as computing it. The epilogues are told pixel indices of the whole expanded image
-/// and output, as after [`conv2d_nhwc_packed`] and [`depthwise_conv2d_nhwc_into`].
+/// A depthwise convolution by `ws` and `dw_epilogue` on its blocks, after a 1x1 expansion by
+/// `expand`'s filter (its bias packed in) and epilogue, and before a 1x1 projection by
+/// `project`'s, as the convolutions would run one after the other (the same values, bit for
+/// bit), but band by band: each band of output rows expands only the input rows it reads
+/// that the band before did not, into a buffer in `scratch` that stays in cache, and
+/// projects its depthwise rows from another. MobileNetV2's blocks expand to 6 times their
+/// channels; at 128x128 pixels that image is 12 MB, and writing it to memory and reading it
+/// back took twice as long as computing it. The epilogues are told pixel indices of the
+/// whole images, as after [`conv2d_nhwc_packed`] and [`depthwise_conv2d_nhwc_into`].
 #[allow(clippy::too_many_arguments)]
-pub fn expand_depthwise_nhwc(
+pub fn banded_depthwise_nhwc(
     x: &[f32],
-    f: &PackedFilter,
+    expand: Option<(&PackedFilter, Epilogue<'_>)>,
     ws: &[f32],
-    plan: &ExpandDepthwisePlan,
+    dw_epilogue: Epilogue<'_>,
+    project: Option<(&PackedFilter, Epilogue<'_>)>,
+    plan: &BandedDepthwisePlan,
     out: &mut [f32],
     scratch: &mut [f32],
-    expand_epilogue: Epilogue<'_>,
-    dw_epilogue: Epilogue<'_>,
 ) -> Result<()> {
-    const OP: &str = "expand_depthwise_nhwc";
+    const OP: &str = "banded_depthwise_nhwc";
     let [n, h, wd, c] = plan.input;
     let e = plan.expanded[3];
-    let [_, oh, ow, _] = plan.out;
+    let [_, oh, ow, p] = plan.out;
     let [kh, kw, _, _] = plan.filter;
-    let part_len = plan.band_capacity * wd * e;
-    if f.dims() != [1, 1, c, e]
+    let in_len = plan.band_capacity * wd * e;
+    let part_len = in_len
+        + if plan.projects {
+            plan.band_rows * ow * e
+        } else {
+            0
+        };
+    if expand.is_some() != plan.expands
+        || expand.is_some_and(|(f, _)| f.dims() != [1, 1, c, e])
+        || project.is_some() != plan.projects
+        || project.is_some_and(|(f, _)| f.dims() != [1, 1, e, p])
         || x.len() != n * h * wd * c
         || ws.len() != kh * kw * e
-        || out.len() != n * oh * ow * e
+        || out.len() != n * oh * ow * p
         || scratch.len() < part_len
     {
         return shape_err(
             OP,
             format!(
-                "buffers of {}, {}, {} and {} values and a filter {:?} do not fit the plan {plan:?}",
+                "buffers of {}, {}, {} and {} values and filters {:?} and {:?} do not fit the plan {plan:?}",
                 x.len(),
                 ws.len(),
                 out.len(),
                 scratch.len(),
-                f.dims()
+                expand.map(|(f, _)| f.dims()),
+                project.map(|(f, _)| f.dims()),
             ),
         );
     }
@@ -750,73 +788,102 @@ pub fn expand_depthwise_nhwc(
         pl: plan.pad_left,
         ow,
     };
-    // Output rows `rows` of image `b`, with `band` as the buffer of expanded rows.
+    // Output rows `rows` of image `b`, with `band` as the buffers of expanded and depthwise
+    // rows.
     let part = |b: usize, rows: std::ops::Range<usize>, orows: &mut [f32], band: &mut [f32]| {
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
+        let (expanded, dw_rows) = band.split_at_mut(in_len);
         // The expanded rows the band buffer holds, from its start.
         let mut held = 0..0;
         let mut oy0 = rows.start;
         while oy0 < rows.end {
             let oy1 = (oy0 + plan.band_rows).min(rows.end);
-            // The expanded rows that output rows `oy0..oy1` read (with any rows between
-            // their taps, where dilated).
+            // The input rows that output rows `oy0..oy1` read (with any rows between their
+            // taps, where dilated).
             let row_at = |oy: usize, ky: usize| {
                 ((oy * sh + ky * dh) as isize - g.pt as isize).clamp(0, h as isize) as usize
             };
             let lo = row_at(oy0, 0);
             let hi = (row_at(oy1 - 1, kh.max(1) - 1) + 1).min(h).max(lo);
-            // Keep the rows this band shares with the one before, at the buffer's start.
-            if held.start <= lo && lo < held.end {
-                band.copy_within(
-                    (lo - held.start) * wd * e..(held.end - held.start) * wd * e,
-                    0,
-                );
-                held = lo..held.end;
-            } else {
-                held = lo..lo;
-            }
-            if hi > held.end {
-                let start = (held.end - lo) * wd * e;
-                gemm_packed_runs_then(
-                    (hi - held.end) * wd,
-                    &xb[held.end * wd * c..],
-                    c,
-                    Runs::row(c),
-                    &f.matrix,
-                    &mut band[start..],
-                    e,
-                    (b * h + held.end) * wd,
-                    expand_epilogue,
-                )?;
-                held.end = hi;
-            }
+            let input_rows = match expand {
+                None => &xb[lo * wd * e..hi * wd * e],
+                Some((f, expand_epilogue)) => {
+                    // Keep the rows this band shares with the one before, at the buffer's
+                    // start.
+                    if held.start <= lo && lo < held.end {
+                        expanded.copy_within(
+                            (lo - held.start) * wd * e..(held.end - held.start) * wd * e,
+                            0,
+                        );
+                        held = lo..held.end;
+                    } else {
+                        held = lo..lo;
+                    }
+                    if hi > held.end {
+                        let start = (held.end - lo) * wd * e;
+                        gemm_packed_runs_then(
+                            (hi - held.end) * wd,
+                            &xb[held.end * wd * c..],
+                            c,
+                            Runs::row(c),
+                            &f.matrix,
+                            &mut expanded[start..],
+                            e,
+                            (b * h + held.end) * wd,
+                            expand_epilogue,
+                        )?;
+                        held.end = hi;
+                    }
+                    &expanded[..(held.end - lo) * wd * e]
+                }
+            };
             let rg = RowGeom { row0: lo, ..g };
-            let held_rows = &band[..(held.end - lo) * wd * e];
-            let obase = (oy0 - rows.start) * ow * e;
-            let oband = &mut orows[obase..obase + (oy1 - oy0) * ow * e];
-            for (r, orow) in oband.chunks_mut(ow * e).enumerate() {
-                depthwise_one_row(orow, held_rows, ws, oy0 + r, &rg);
+            let obase = (oy0 - rows.start) * ow * p;
+            let oband = &mut orows[obase..obase + (oy1 - oy0) * ow * p];
+            let depthwise_rows = |dband: &mut [f32]| {
+                for (r, orow) in dband.chunks_mut(ow * e).enumerate() {
+                    depthwise_one_row(orow, input_rows, ws, oy0 + r, &rg);
+                }
+                dw_epilogue((b * oh + oy0) * ow, dband);
+            };
+            if let Some((f, project_epilogue)) = project {
+                let dband = &mut dw_rows[..(oy1 - oy0) * ow * e];
+                depthwise_rows(dband);
+                gemm_packed_runs_then(
+                    (oy1 - oy0) * ow,
+                    dband,
+                    e,
+                    Runs::row(e),
+                    &f.matrix,
+                    oband,
+                    p,
+                    (b * oh + oy0) * ow,
+                    project_epilogue,
+                )?;
+            } else {
+                depthwise_rows(oband);
             }
-            dw_epilogue((b * oh + oy0) * ow, oband);
             oy0 = oy1;
         }
         Ok::<(), super::LayerError>(())
     };
-    let macs = n * (h * wd * c * e + oh * ow * e * kh * kw);
+    let macs = n
+        * (h * wd * c * e * plan.expands as usize
+            + oh * ow * e * (kh * kw + p * plan.projects as usize));
     let parts = plan
         .parts
         .min(scratch.len() / part_len.max(1))
         .min(macs / super::packed_gemm::task_macs().max(1))
         .max(1);
     for b in 0..n {
-        let ob = &mut out[b * oh * ow * e..(b + 1) * oh * ow * e];
+        let ob = &mut out[b * oh * ow * p..(b + 1) * oh * ow * p];
         if parts > 1 && rayon::current_num_threads() > 1 && !crate::process::in_parallel_task() {
             let rows_per_part = oh.div_ceil(parts);
-            ob.par_chunks_mut(rows_per_part * ow * e)
-                .zip(scratch.par_chunks_mut(part_len))
+            ob.par_chunks_mut(rows_per_part * ow * p)
+                .zip(scratch.par_chunks_mut(part_len.max(1)))
                 .enumerate()
-                .try_for_each(|(p, (orows, band))| {
-                    let r0 = p * rows_per_part;
+                .try_for_each(|(q, (orows, band))| {
+                    let r0 = q * rows_per_part;
                     part(b, r0..(r0 + rows_per_part).min(oh), orows, band)
                 })?;
         } else {
@@ -829,7 +896,7 @@ pub fn expand_depthwise_nhwc(
 /// The geometry of a depthwise convolution with one filter per channel (`m == 1`).
 struct RowGeom {
     /// The first input row that the input buffer holds (0 for a whole image; a band's first
-    /// row in [`expand_depthwise_nhwc`]).
+    /// row in [`banded_depthwise_nhwc`]).
     row0: usize,
     h: usize,
     wd: usize,
@@ -1279,11 +1346,12 @@ mod tests {
         }
     }
 
-    /// The expansion and the depthwise convolution band by band equal the two run one after
-    /// the other, bit for bit, with epilogues told the same pixels: bands of one output row
-    /// and of all of them, on one and two threads, strided, dilated and padded.
+    /// The depthwise convolution band by band, with the expansion before it, the projection
+    /// after it or both, equals the convolutions run one after the other, bit for bit, with
+    /// epilogues told the same pixels: bands of one output row and of all of them, on one and
+    /// two threads, strided, dilated and padded.
     #[test]
-    fn expand_depthwise_equals_the_two_convolutions_bit_for_bit() {
+    fn banded_depthwise_equals_the_convolutions_one_after_the_other_bit_for_bit() {
         let cases = [
             // (h, w, c, e, kh, kw, stride, dilation, padding)
             (9, 11, 3, 16, 3, 3, 1, 1, Padding::Same),
@@ -1295,93 +1363,120 @@ mod tests {
         ];
         for (h, w, c, e, kh, kw, s, d, padding) in cases {
             let n = 2;
+            let p = c + 3;
             let x = ramp((n, h, w, c), 0.07);
-            let wt = ramp((1, 1, c, e), 0.05);
-            let bias: Vec<f32> = (0..e).map(|i| i as f32 * 0.1 - 0.3).collect();
+            let bias: Vec<f32> = (0..e.max(p)).map(|i| i as f32 * 0.1 - 0.3).collect();
+            let expand =
+                PackedFilter::new(ramp((1, 1, c, e), 0.05).view(), Some(&bias[..e])).unwrap();
+            let project =
+                PackedFilter::new(ramp((1, 1, e, p), 0.04).view(), Some(&bias[..p])).unwrap();
             let dw = ramp((kh, kw, e, 1), 0.03);
             let geom = NhwcConvGeom {
                 strides: (s, s),
                 dilations: (d, d),
                 padding,
             };
-            let f = PackedFilter::new(wt.view(), Some(&bias)).unwrap();
             // Epilogues that depend on the pixel they are told, so that a wrong index shows.
-            let expand_epi = |p0: usize, rows: &mut [f32]| {
-                for (i, v) in rows.iter_mut().enumerate() {
-                    *v = (*v - 0.5 + (p0 + i / e) as f32 * 1e-3).max(0.0);
+            let epilogue = |channels: usize, scale: f32| {
+                move |p0: usize, rows: &mut [f32]| {
+                    for (i, v) in rows.iter_mut().enumerate() {
+                        *v = (*v * scale - 0.5 + (p0 + i / channels) as f32 * 1e-3).max(-1.0);
+                    }
                 }
             };
-            let dw_epi = |p0: usize, rows: &mut [f32]| {
-                for (i, v) in rows.iter_mut().enumerate() {
-                    *v = *v * 0.5 + (p0 + i / e) as f32 * 1e-2;
-                }
+            let (expand_epi, dw_epi, project_epi) =
+                (epilogue(e, 1.0), epilogue(e, 0.5), epilogue(p, 0.7));
+            let conv1x1 = |input: &[f32], dims: [usize; 4], f: &PackedFilter, epi: Epilogue<'_>| {
+                let plan = conv2d_nhwc_plan(dims, f, geom_1x1()).unwrap();
+                let mut y = vec![0f32; plan.out.iter().product()];
+                conv2d_nhwc_packed(input, f, geom_1x1(), &plan, &mut y, &mut [], epi).unwrap();
+                y
             };
-            // The two, one after the other.
-            let conv = conv2d_nhwc_plan([n, h, w, c], &f, geom_1x1()).unwrap();
-            let mut mid = vec![0f32; n * h * w * e];
-            conv2d_nhwc_packed(
-                x.as_slice().unwrap(),
-                &f,
-                geom_1x1(),
-                &conv,
-                &mut mid,
-                &mut [],
-                &expand_epi,
-            )
-            .unwrap();
-            let dims = depthwise_conv2d_nhwc_dims([n, h, w, e], [kh, kw, e, 1], geom).unwrap();
-            let mut want = vec![0f32; dims.iter().product()];
-            depthwise_conv2d_nhwc_into(
-                &mid,
-                [n, h, w, e],
-                dw.as_slice().unwrap(),
-                [kh, kw, e, 1],
-                geom,
-                &mut want,
-            )
-            .unwrap();
-            dw_epi(0, &mut want);
-            for threads in [1, 2] {
-                let plan =
-                    expand_depthwise_plan([n, h, w, c], &f, [kh, kw, e, 1], geom, threads).unwrap();
-                assert_eq!(plan.out, dims);
-                let one_row = ExpandDepthwisePlan {
-                    band_rows: 1,
-                    band_capacity: ((kh - 1) * d + 1).min(h),
-                    ..plan.clone()
+            // The expanded image, and the depthwise convolution of it or of `x` (with `e` of
+            // its channels when there is no expansion).
+            let expanded = conv1x1(x.as_slice().unwrap(), [n, h, w, c], &expand, &expand_epi);
+            let x_e = ramp((n, h, w, e), 0.07);
+            for (expands, projects) in [(true, false), (false, true), (true, true)] {
+                let input: &[f32] = if expands {
+                    &expanded
+                } else {
+                    x_e.as_slice().unwrap()
                 };
-                for plan in [plan, one_row] {
-                    let mut out = vec![f32::NAN; want.len()];
-                    let mut scratch = vec![f32::NAN; plan.scratch];
-                    on_threads(threads, || {
-                        expand_depthwise_nhwc(
-                            x.as_slice().unwrap(),
-                            &f,
-                            dw.as_slice().unwrap(),
-                            &plan,
-                            &mut out,
-                            &mut scratch,
-                            &expand_epi,
-                            &dw_epi,
-                        )
-                    })
+                let dims = depthwise_conv2d_nhwc_dims([n, h, w, e], [kh, kw, e, 1], geom).unwrap();
+                let mut want = vec![0f32; dims.iter().product()];
+                depthwise_conv2d_nhwc_into(
+                    input,
+                    [n, h, w, e],
+                    dw.as_slice().unwrap(),
+                    [kh, kw, e, 1],
+                    geom,
+                    &mut want,
+                )
+                .unwrap();
+                dw_epi(0, &mut want);
+                if projects {
+                    want = conv1x1(&want, dims, &project, &project_epi);
+                }
+                let (x, c) = if expands { (&x, c) } else { (&x_e, e) };
+                for threads in [1, 2] {
+                    let plan = banded_depthwise_plan(
+                        [n, h, w, c],
+                        expands.then_some(&expand),
+                        [kh, kw, e, 1],
+                        geom,
+                        projects.then_some(&project),
+                        threads,
+                    )
                     .unwrap();
-                    let differ = out
-                        .iter()
-                        .zip(&want)
-                        .position(|(a, b)| a.to_bits() != b.to_bits());
-                    assert_eq!(
-                        differ, None,
-                        "{h}x{w}x{c} -> {e}, {kh}x{kw}/{s} d{d} {padding:?}, {threads} threads, bands of {} rows",
-                        plan.band_rows
-                    );
+                    assert_eq!(plan.depthwise, dims);
+                    let one_row = BandedDepthwisePlan {
+                        band_rows: 1,
+                        band_capacity: if expands {
+                            ((kh - 1) * d + 1).min(h)
+                        } else {
+                            0
+                        },
+                        ..plan.clone()
+                    };
+                    for plan in [plan, one_row] {
+                        let mut out = vec![f32::NAN; want.len()];
+                        let mut scratch = vec![f32::NAN; plan.scratch];
+                        on_threads(threads, || {
+                            banded_depthwise_nhwc(
+                                x.as_slice().unwrap(),
+                                expands.then_some((&expand, &expand_epi as Epilogue<'_>)),
+                                dw.as_slice().unwrap(),
+                                &dw_epi,
+                                projects.then_some((&project, &project_epi as Epilogue<'_>)),
+                                &plan,
+                                &mut out,
+                                &mut scratch,
+                            )
+                        })
+                        .unwrap();
+                        let differ = out
+                            .iter()
+                            .zip(&want)
+                            .position(|(a, b)| a.to_bits() != b.to_bits());
+                        assert_eq!(
+                            differ, None,
+                            "{h}x{w}x{c} -> {e}, {kh}x{kw}/{s} d{d} {padding:?}, expands {expands}, projects {projects}, {threads} threads, bands of {} rows",
+                            plan.band_rows
+                        );
+                    }
                 }
             }
         }
         // Filters that do not chain are errors.
         let f = PackedFilter::new(ramp((1, 1, 4, 8), 0.1).view(), None).unwrap();
-        assert!(expand_depthwise_plan([1, 5, 5, 3], &f, [3, 3, 8, 1], geom_1x1(), 1).is_err());
-        assert!(expand_depthwise_plan([1, 5, 5, 4], &f, [3, 3, 8, 2], geom_1x1(), 1).is_err());
+        let plan = |x, expand, w, project| {
+            banded_depthwise_plan(x, expand, w, geom_1x1(), project, 1).is_err()
+        };
+        assert!(plan([1, 5, 5, 3], Some(&f), [3, 3, 8, 1], None));
+        assert!(plan([1, 5, 5, 4], Some(&f), [3, 3, 8, 2], None));
+        assert!(plan([1, 5, 5, 4], None, [3, 3, 8, 1], None));
+        assert!(plan([1, 5, 5, 8], None, [3, 3, 8, 1], Some(&f)));
+        assert!(!plan([1, 5, 5, 4], None, [3, 3, 4, 1], Some(&f)));
     }
 
     /// `work` on a pool of `threads` threads, as a library's node runs it.

@@ -284,6 +284,7 @@ fn rows_packed(
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::ops::simd::has_avx2();
     let block = (BLOCK_VALUES / n.max(1) / TILE_ROWS).max(1) * TILE_ROWS;
+    let prefetch = k >= PREFETCH_MIN_K && m * lda * 4 >= PREFETCH_MIN_BYTES;
     let mut i0 = 0;
     while i0 < m {
         let block_rows = block.min(m - i0);
@@ -294,6 +295,9 @@ fn rows_packed(
             let mut i = i0;
             while i < i0 + block_rows {
                 let rows = TILE_ROWS.min(i0 + block_rows - i);
+                if prefetch && j == 0 {
+                    prefetch_rows(a, lda, runs, k, i + AHEAD, (i + AHEAD + rows).min(m));
+                }
                 let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
                 assert!(
                     a.len() >= (rows - 1) * lda + span && c.len() >= (rows - 1) * ldc + width,
@@ -327,6 +331,46 @@ fn rows_packed(
         }
         epilogue(row0 + i0, &mut c[i0 * ldc..(i0 + block_rows - 1) * ldc + n]);
         i0 += block_rows;
+    }
+}
+
+/// Rows of `a` ahead of the tile being computed that [`rows_packed`] prefetches, when `a`
+/// is large and its rows long ([`PREFETCH_MIN_BYTES`], [`PREFETCH_MIN_K`]). Each row of a
+/// 1x1 convolution's input is a stream of a few cache lines, too short for the hardware
+/// prefetcher to follow: at one thread on a Zen 3, 16384x128x80 took 5.4 ms without and 4.1-4.4 ms
+/// with 6 to 24 rows prefetched, and 16384x192x64 6.4-6.7 against 5.4-5.7 ms.
+const AHEAD: usize = 2 * TILE_ROWS;
+
+/// The size of `a`, in bytes, from which [`rows_packed`] prefetches it: smaller ones are
+/// likely in cache, where the prefetches cost 1-3%.
+const PREFETCH_MIN_BYTES: usize = 1 << 20;
+
+/// The depth from which [`rows_packed`] prefetches: a shorter row is a line or two, whose
+/// prefetches cost more than they save (65536x16x16: 0.47 ms without, 0.57 ms with).
+const PREFETCH_MIN_K: usize = 64;
+
+/// Prefetches into L1 the values of rows `from..to` of `a` (rows at stride `lda`, depth `k`
+/// in `runs`) that lie in `a`, one per cache line.
+#[inline(always)]
+fn prefetch_rows(a: &[f32], lda: usize, runs: Runs, k: usize, from: usize, to: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for r in from..to {
+        for s in 0..runs.count(k) {
+            let start = r * lda + s * runs.stride;
+            let mut q = 0;
+            while q < runs.seg {
+                if let Some(v) = a.get(start + q) {
+                    // SAFETY: a prefetch of a value inside `a`; it reads nothing.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch(
+                            (v as *const f32).cast::<i8>(),
+                            std::arch::x86_64::_MM_HINT_T0,
+                        )
+                    };
+                }
+                q += 16;
+            }
+        }
     }
 }
 

@@ -976,8 +976,18 @@ pub fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     }
 }
 
+/// 1 if `b`, else 0: a boolean cast to float32.
+#[inline(always)]
+fn one_if(b: bool) -> f32 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// An arithmetic `a op b` on f32 operands (data, shape) into `out` of `out_shape` (their
-/// broadcast shape); allocates nothing.
+/// broadcast shape), or a comparison as float32 (1 or 0); allocates nothing.
 pub fn binary_f32_into(
     op: BinOp,
     (x, ash): (&[f32], &[usize]),
@@ -992,6 +1002,15 @@ pub fn binary_f32_into(
         BinOp::Sub => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p - q),
         BinOp::Mul => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p * q),
         BinOp::Div => broadcast_into(x, ash, y, bsh, out_shape, out, |p: f32, q: f32| p / q),
+        // A comparison as its cast to float32 reads it: 1 or 0 (the comparisons of `cmp_op`).
+        BinOp::Equal => broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p == q)),
+        BinOp::NotEqual => broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p != q)),
+        BinOp::Greater => broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p > q)),
+        BinOp::GreaterEqual => {
+            broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p >= q))
+        }
+        BinOp::Less => broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p < q)),
+        BinOp::LessEqual => broadcast_into(x, ash, y, bsh, out_shape, out, |p, q| one_if(p <= q)),
         _ => broadcast_into(x, ash, y, bsh, out_shape, out, f32_op(op)?),
     }
 }
@@ -1230,9 +1249,7 @@ pub fn reduce_into(
                     *a = fold(kind, *a, v as f64);
                 }
             } else {
-                for (a, &v) in acc[o..o + inner].iter_mut().zip(row) {
-                    *a = fold(kind, *a, v as f64);
-                }
+                fold_row(kind, &mut acc[o..o + inner], row);
             }
             for d in (0..r - 1).rev() {
                 idx[d] += 1;
@@ -1252,6 +1269,21 @@ pub fn reduce_into(
     }
     Ok(())
 }
+
+/// [`fold`] of each value of `row` into its accumulator in `acc`, with the kind decided once
+/// for the row so that the loop runs on vectors (CenterNet's `Mean` over 128x128 pixels of 128
+/// channels took 1.5 ms as a scalar loop).
+#[inline(always)]
+fn fold_row_impl(kind: Reduce, acc: &mut [f64], row: &[f32]) {
+    let pairs = acc.iter_mut().zip(row);
+    match kind {
+        Reduce::Mean | Reduce::Sum => pairs.for_each(|(a, &v)| *a += v as f64),
+        Reduce::Max => pairs.for_each(|(a, &v)| *a = a.max(v as f64)),
+        Reduce::Min => pairs.for_each(|(a, &v)| *a = a.min(v as f64)),
+    }
+}
+
+kernels::multiversion!(fn fold_row(kind: Reduce, acc: &mut [f64], row: &[f32]) => fold_row_impl);
 
 /// One step of a reduction's accumulation.
 #[inline(always)]
@@ -1328,15 +1360,31 @@ pub fn top_k(x: &Tensor, k: i64) -> OpResult<(Tensor, Tensor)> {
     let mut kept = std::collections::BinaryHeap::with_capacity(k);
     for row in xs.chunks_exact(n.max(1)).take(rows) {
         kept.clear();
-        for (i, &v) in row.iter().enumerate() {
-            if kept.len() < k {
-                kept.push(Kept { v, i });
-            } else if let Some(mut worst) = kept.peek_mut() {
-                // Scanning in index order, an equal value comes after the kept one: worse.
-                if v.total_cmp(&worst.v).is_gt() {
-                    *worst = Kept { v, i };
+        let first = k.min(row.len());
+        for (i, &v) in row[..first].iter().enumerate() {
+            kept.push(Kept { v, i });
+        }
+        // Scanning in index order, an equal value comes after the kept one: worse. So a value
+        // enters when its key is above the worst kept one's, and a block of values whose
+        // largest key is not above it is skipped whole (CenterNet's 1.3 million scores, most
+        // of them 0 after its peak test, took 1.7 ms one by one).
+        let mut worst = kept.peek().map_or(i32::MAX, |w| total_order_key(w.v));
+        let mut i = first;
+        for block in row[first..].chunks(TOP_K_BLOCK) {
+            let top = block
+                .iter()
+                .fold(i32::MIN, |m, &v| m.max(total_order_key(v)));
+            if top > worst {
+                for (j, &v) in block.iter().enumerate() {
+                    if total_order_key(v) > worst {
+                        if let Some(mut w) = kept.peek_mut() {
+                            *w = Kept { v, i: i + j };
+                        }
+                        worst = kept.peek().map_or(i32::MAX, |w| total_order_key(w.v));
+                    }
                 }
             }
+            i += block.len();
         }
         // Ascending in `Kept`'s order is best first.
         for kept in std::mem::take(&mut kept).into_sorted_vec() {
@@ -1349,6 +1397,16 @@ pub fn top_k(x: &Tensor, k: i64) -> OpResult<(Tensor, Tensor)> {
         *l = k;
     }
     Ok((Tensor::from_vec(&os, vals)?, Tensor::from_vec(&os, idxs)?))
+}
+
+/// Values [`top_k`] tests at once against the worst kept one.
+const TOP_K_BLOCK: usize = 16;
+
+/// The integer whose order is `f32::total_cmp`'s (the same transform of the bits).
+#[inline(always)]
+fn total_order_key(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
 }
 
 /// A value kept by [`top_k`] and its index, ordered worst last: a smaller value, or the same

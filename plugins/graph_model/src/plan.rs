@@ -26,8 +26,9 @@
 use std::sync::Mutex;
 
 use kernels::layers::conv_nhwc::{
-    self, ConvPlan, ConvTransposePlan, ExpandDepthwisePlan, PackedTransposedFilter,
+    self, BandedDepthwisePlan, ConvPlan, ConvTransposePlan, PackedTransposedFilter,
 };
+use kernels::layers::packed_gemm::Epilogue;
 use kernels::layers::pool::{pool2d_nhwc_dims, pool2d_nhwc_into};
 use kernels::layers::resize::NhwcResize;
 use kernels::layers::shape::{concat_into, pad_constant_into, PermutePlan};
@@ -103,13 +104,16 @@ enum Kernel {
         geom: NhwcConvGeom,
         act: Act,
     },
-    /// A depthwise convolution (`act` its activation) computed band by band with the 1x1
-    /// expansion that alone reads into it (`expand`, a `Conv` step whose output is never
-    /// written whole); see [`Builder::fuse_expand_depthwise`].
-    ExpandDepthwise {
-        expand: Box<Step>,
-        plan: Box<ExpandDepthwisePlan>,
-        act: Act,
+    /// A depthwise convolution (the `Depthwise` step `depthwise`) computed band by band with
+    /// the 1x1 expansion that alone feeds it (`expand`), the 1x1 projection that alone reads
+    /// it (`project`), or both (`Conv` steps): the images between them are never written
+    /// whole. The step itself only holds the input of the first and the output of the last,
+    /// which each of them holds too; see [`Builder::fuse_banded`].
+    Banded {
+        expand: Option<Box<Step>>,
+        depthwise: Box<Step>,
+        project: Option<Box<Step>>,
+        plan: Box<BandedDepthwisePlan>,
     },
     ConvTranspose {
         filter: Box<PackedTransposedFilter>,
@@ -165,13 +169,42 @@ struct Step {
 }
 
 impl Step {
-    /// Every operand the step reads (a fused expansion's too).
+    /// Every operand the step reads (those of the convolutions of a banded step too, but not
+    /// the images between them).
     fn reads(&self) -> impl Iterator<Item = &Slot> {
-        let expand = match &self.kernel {
-            Kernel::ExpandDepthwise { expand, .. } => Some(expand.own_reads()),
+        let stages = match &self.kernel {
+            Kernel::Banded {
+                expand,
+                depthwise,
+                project,
+                ..
+            } => Some(
+                expand
+                    .iter()
+                    .chain([depthwise])
+                    .chain(project)
+                    .flat_map(|s| s.own_reads().skip(1)),
+            ),
             _ => None,
         };
-        self.own_reads().chain(expand.into_iter().flatten())
+        self.own_reads().chain(stages.into_iter().flatten())
+    }
+
+    /// A step that computes `kernel` (a banded one) from `input` into `out`, for node `node`,
+    /// with nothing else of its own.
+    fn shell(node: usize, input: Slot, kernel: Kernel, out: Slot) -> Step {
+        Step {
+            node,
+            kernel,
+            args: vec![input],
+            bias: None,
+            alpha: None,
+            residual: None,
+            act2: Act::None,
+            alpha2: None,
+            hard_swish: None,
+            out,
+        }
     }
 
     /// The operands in the step's own fields.
@@ -331,6 +364,23 @@ impl Plan {
         // read by its cast to float32 alone; an op that takes or gives another type joins the
         // tail, with what reads it.
         let is_f32 = |i: usize| matches!(metas[i].as_deref(), Some([m]) if m.dtype == DType::F32);
+        // A comparison of float32 values that only casts to float32 read is planned as the
+        // 1 or 0 they read (CenterNet's peaks, `Equal(heatmap, MaxPool(heatmap))`, are
+        // 1.3 million of them, which took 3 ms op by op).
+        let mut cast_readers = vec![(0usize, 0usize); nodes.len()];
+        for n in nodes {
+            for &(j, _) in &n.inputs {
+                cast_readers[j].0 += 1;
+                cast_readers[j].1 += usize::from(n.op == Op::Cast(DType::F32));
+            }
+        }
+        let read_as_f32 = |i: usize| {
+            matches!(nodes[i].op, Op::Binary(op) if op.is_comparison())
+                && nodes[i].inputs.iter().all(|&(j, _)| is_f32(j))
+                && cast_readers[i].0 > 0
+                && cast_readers[i].0 == cast_readers[i].1
+                && targets.iter().all(|&(t, _)| t != i)
+        };
         for &i in model.order() {
             if !planned[i] || feed_index(i).is_some() {
                 continue;
@@ -339,7 +389,7 @@ impl Plan {
                 .inputs
                 .iter()
                 .any(|&(j, _)| feed_index(j).is_some() && !is_f32(j));
-            planned[i] = is_f32(i)
+            planned[i] = (is_f32(i) || read_as_f32(i))
                 && nodes[i]
                     .inputs
                     .iter()
@@ -419,8 +469,7 @@ impl Plan {
             tail_targets.push((i, k));
         }
         let live: Vec<Place> = live_to_end(&outputs, &boundary).map(|s| s.place).collect();
-        b.fuse_expand_depthwise(&live)
-            .map_err(|e| unsupported(e.0))?;
+        b.fuse_banded(&live).map_err(|e| unsupported(e.0))?;
         let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary));
         let scratch_len = b
             .steps
@@ -428,7 +477,7 @@ impl Plan {
             .map(|s| match &s.kernel {
                 Kernel::Conv { plan, .. } => plan.scratch,
                 Kernel::ConvTranspose { plan, .. } => plan.scratch,
-                Kernel::ExpandDepthwise { plan, .. } => plan.scratch,
+                Kernel::Banded { plan, .. } => plan.scratch,
                 _ => 0,
             })
             .max()
@@ -748,6 +797,27 @@ impl Plan {
         Ok(e.then_hard_swish(step.hard_swish))
     }
 
+    /// The packed filter and the epilogue (`c` channels) of a banded step's 1x1 convolution
+    /// `stage`, where it has one.
+    ///
+    /// # Safety
+    /// As [`Plan::read`]'s, for the stage's operands.
+    unsafe fn pointwise_stage<'a>(
+        &'a self,
+        model: &'a GraphModel,
+        stage: &'a Option<Box<Step>>,
+        c: usize,
+        feeds: &'a [Tensor],
+        base: *mut f32,
+    ) -> OpResult<Option<(&'a conv_nhwc::PackedFilter, ops::ConvEpilogue<'a>)>> {
+        let Some(s) = stage.as_deref() else {
+            return Ok(None);
+        };
+        // SAFETY: the caller's.
+        let e = unsafe { self.epilogue_of(s, s.out.len(), c, feeds, base) }?;
+        Ok(Some((conv_filter(model.nodes(), s)?, e)))
+    }
+
     /// Runs one step.
     ///
     /// # Safety
@@ -809,33 +879,57 @@ impl Plan {
                 epilogue(w[2] * w[3])?.apply(0, out);
                 Ok(())
             }
-            Kernel::ExpandDepthwise { expand, plan, .. } => {
-                let Kernel::Conv { filter, .. } = expand.kernel else {
-                    return Err(OpError::new("a fused expansion is not a convolution"));
-                };
-                let f = packed_filter(model, filter)?;
-                let x = expand
-                    .args
-                    .first()
-                    .ok_or_else(|| OpError::new("missing operand"))?;
-                // SAFETY: as above: the expansion's input and operands are alive, so apart
+            Kernel::Banded {
+                expand,
+                depthwise,
+                project,
+                plan,
+            } => {
+                // SAFETY (each read): as above: the convolutions' operands are alive, so apart
                 // from `out` and the scratch.
-                let (x, e) = unsafe {
+                let (expand, project) = unsafe {
                     (
-                        self.read(x, feeds, base)?,
-                        self.epilogue_of(expand, expand.out.len(), plan.expanded[3], feeds, base)?,
+                        self.pointwise_stage(model, expand, plan.expanded[3], feeds, base)?,
+                        self.pointwise_stage(model, project, plan.out[3], feeds, base)?,
                     )
                 };
-                let d = epilogue(plan.out[3])?;
-                Ok(conv_nhwc::expand_depthwise_nhwc(
-                    x,
-                    f,
-                    arg(1)?,
+                let d = unsafe {
+                    self.epilogue_of(
+                        depthwise,
+                        depthwise.out.len(),
+                        plan.depthwise[3],
+                        feeds,
+                        base,
+                    )
+                }?;
+                let w = depthwise
+                    .args
+                    .get(1)
+                    .ok_or_else(|| OpError::new("missing operand"))?;
+                let w = unsafe { self.read(w, feeds, base) }?;
+                let expand_epilogue = |row0, rows: &mut [f32]| {
+                    if let Some((_, e)) = &expand {
+                        e.apply(row0, rows)
+                    }
+                };
+                let project_epilogue = |row0, rows: &mut [f32]| {
+                    if let Some((_, e)) = &project {
+                        e.apply(row0, rows)
+                    }
+                };
+                Ok(conv_nhwc::banded_depthwise_nhwc(
+                    arg(0)?,
+                    expand
+                        .as_ref()
+                        .map(|(f, _)| (*f, &expand_epilogue as Epilogue<'_>)),
+                    w,
+                    &|row0, rows| d.apply(row0, rows),
+                    project
+                        .as_ref()
+                        .map(|(f, _)| (*f, &project_epilogue as Epilogue<'_>)),
                     plan,
                     out,
                     scratch,
-                    &|row0, rows| e.apply(row0, rows),
-                    &|row0, rows| d.apply(row0, rows),
                 )?)
             }
             Kernel::ConvTranspose { filter, plan } => Ok(conv_nhwc::conv_transpose2d_nhwc_packed(
@@ -1036,26 +1130,36 @@ fn has_kernel(op: &Op) -> bool {
         | Op::Transpose
         | Op::MatMul { .. }
         | Op::Resize { .. } => true,
-        Op::Binary(op) => op.is_arithmetic(),
+        Op::Binary(op) => op.is_arithmetic() || op.is_comparison(),
         _ => false,
     }
 }
 
 /// The filter packed at load in node `filter` of `model`.
 fn packed_filter(model: &GraphModel, filter: usize) -> OpResult<&conv_nhwc::PackedFilter> {
-    model
-        .nodes()
+    packed_in(model.nodes(), filter)
+}
+
+/// The filter packed at load in node `filter` of `nodes`.
+fn packed_in(nodes: &[GNode], filter: usize) -> OpResult<&conv_nhwc::PackedFilter> {
+    nodes
         .get(filter)
         .and_then(|n| n.packed_filter.as_ref())
         .ok_or_else(|| OpError::new("the filter was not packed"))
 }
 
+/// The packed filter of a `Conv` step, in `nodes`.
+fn conv_filter<'a>(nodes: &'a [GNode], step: &Step) -> OpResult<&'a conv_nhwc::PackedFilter> {
+    match step.kernel {
+        Kernel::Conv { filter, .. } => packed_in(nodes, filter),
+        _ => Err(OpError::new("a banded stage is not a convolution")),
+    }
+}
+
 /// The activation of a convolution's kernel (`None` for other kernels).
 fn act_of(kernel: &Kernel) -> Act {
     match kernel {
-        Kernel::Conv { act, .. }
-        | Kernel::Depthwise { act, .. }
-        | Kernel::ExpandDepthwise { act, .. } => *act,
+        Kernel::Conv { act, .. } | Kernel::Depthwise { act, .. } => *act,
         _ => Act::None,
     }
 }
@@ -1194,7 +1298,9 @@ impl Builder<'_> {
                 )))
             }
         };
-        if meta.dtype != DType::F32 {
+        let read_as_f32 =
+            matches!(node.op, Op::Binary(op) if op.is_comparison()) && meta.dtype == DType::Bool;
+        if meta.dtype != DType::F32 && !read_as_f32 {
             return Err(OpError::new(format!(
                 "its value is {}{:?}; only float32 values are planned",
                 meta.dtype, meta.shape
@@ -1338,7 +1444,8 @@ impl Builder<'_> {
                     vec![x],
                 )
             }
-            &Op::Binary(op) if op.is_arithmetic() => {
+            // A comparison only where casts to float32 alone read it (checked before).
+            &Op::Binary(op) if op.is_arithmetic() || op.is_comparison() => {
                 let (a, b) = (self.input(i, 0)?, self.input(i, 1)?);
                 if broadcast_shape(&a.shape, &b.shape)? != shape {
                     return Err(OpError::new("its operands do not broadcast to its value"));
@@ -1498,65 +1605,136 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Computes each depthwise convolution (one filter per channel) whose input is a 1x1
-    /// expansion that nothing else reads (`live`: what is read after the steps) together with
-    /// it, band by band ([`conv_nhwc::expand_depthwise_nhwc`]), when the expanded image is at
-    /// least [`conv_nhwc::EXPAND_DEPTHWISE_MIN_BYTES`]: the expansion's buffer is then never
-    /// written whole, and its size drops out of the arena.
-    fn fuse_expand_depthwise(&mut self, live: &[Place]) -> OpResult<()> {
+    /// Computes each depthwise convolution (one filter per channel) band by band
+    /// ([`conv_nhwc::banded_depthwise_nhwc`]) together with the 1x1 expansion before it and the
+    /// 1x1 projection after it, where nothing else reads the image between the two (`live`:
+    /// what is read after the steps) and that image is at least
+    /// [`conv_nhwc::BANDED_MIN_BYTES`]: it is then never written whole, and its size drops
+    /// out of the arena.
+    fn fuse_banded(&mut self, live: &[Place]) -> OpResult<()> {
+        let (threads, nodes) = (rayon::current_num_threads(), self.nodes);
+        // Whether the value of step `k` is read by step `reader` alone, and is large enough.
+        let only_reader = |steps: &[Step], k: usize, reader: usize| {
+            let place = steps[k].out.place;
+            let elsewhere = steps.iter().enumerate().any(|(s, step)| {
+                (s != reader && step.reads().any(|r| r.place == place))
+                    || (s != k && step.out.place == place)
+            }) || live.contains(&place);
+            !elsewhere
+                && steps[reader].args.first() == Some(&steps[k].out)
+                && steps[k].out.len() * 4 >= conv_nhwc::BANDED_MIN_BYTES
+        };
+        // A 1x1 convolution at stride 1 without padding, and its packed filter.
+        let pointwise = |step: &Step| {
+            let Kernel::Conv { geom, filter, .. } = &step.kernel else {
+                return None;
+            };
+            let f = nodes.get(*filter)?.packed_filter.as_ref()?;
+            let (x, y) = (step.args.first()?.dims4().ok()?, step.out.dims4().ok()?);
+            (f.dims()[..2] == [1, 1] && geom.strides == (1, 1) && x[1..3] == y[1..3]).then_some(f)
+        };
+        // A depthwise convolution with one filter per channel.
+        let depthwise = |step: &Step| {
+            matches!(step.kernel, Kernel::Depthwise { .. })
+                && step.args.get(1).is_some_and(|w| w.shape.get(3) == Some(&1))
+        };
+        // Expansions: a 1x1 convolution and the depthwise convolution right after it.
         let mut k = 1;
         while k < self.steps.len() {
             let (expand, dw) = (&self.steps[k - 1], &self.steps[k]);
-            let (Kernel::Conv { geom, filter, .. }, Kernel::Depthwise { geom: dgeom, act }) =
-                (&expand.kernel, &dw.kernel)
+            let fits = depthwise(dw) && only_reader(&self.steps, k - 1, k);
+            let (Some(f), true, Place::Arena(b)) = (pointwise(expand), fits, expand.out.place)
             else {
                 k += 1;
                 continue;
             };
-            let (Some(x), Some(w)) = (expand.args.first(), dw.args.get(1)) else {
-                k += 1;
-                continue;
-            };
-            let (Place::Arena(b), Ok(x4), Ok(mid), Ok(w4)) =
-                (expand.out.place, x.dims4(), expand.out.dims4(), w.dims4())
+            let (Kernel::Depthwise { geom, .. }, Some(x), Some(w)) =
+                (&dw.kernel, expand.args.first(), dw.args.get(1))
             else {
                 k += 1;
                 continue;
             };
-            let read_elsewhere = self.steps.iter().enumerate().any(|(s, step)| {
-                (s != k && step.reads().any(|r| r.place == expand.out.place))
-                    || (s != k - 1 && step.out.place == expand.out.place)
-            }) || live.contains(&expand.out.place);
-            let fits = dw.args[0] == expand.out
-                && geom.strides == (1, 1)
-                && x4[1..3] == mid[1..3]
-                && w4[3] == 1
-                && mid.iter().product::<usize>() * 4 >= conv_nhwc::EXPAND_DEPTHWISE_MIN_BYTES;
-            let packed = self
-                .nodes
-                .get(*filter)
-                .and_then(|n| n.packed_filter.as_ref());
-            let (Some(packed), true, false) = (packed, fits, read_elsewhere) else {
-                k += 1;
-                continue;
-            };
-            let plan = conv_nhwc::expand_depthwise_plan(
-                x4,
-                packed,
-                w4,
-                *dgeom,
-                rayon::current_num_threads(),
-            )?;
-            let act = *act;
+            let (x, w) = (x.clone(), w.dims4()?);
+            let plan =
+                conv_nhwc::banded_depthwise_plan(x.dims4()?, Some(f), w, *geom, None, threads)?;
+            let dw = self.steps.remove(k);
             let expand = self.steps.remove(k - 1);
             self.buffers[b] = 0;
-            let dw = &mut self.steps[k - 1];
-            dw.args[0] = expand.args[0].clone();
-            dw.kernel = Kernel::ExpandDepthwise {
-                expand: Box::new(expand),
+            let (node, out) = (dw.node, dw.out.clone());
+            let kernel = Kernel::Banded {
+                expand: Some(Box::new(expand)),
+                depthwise: Box::new(dw),
+                project: None,
                 plan: Box::new(plan),
-                act,
             };
+            self.steps.insert(k - 1, Step::shell(node, x, kernel, out));
+        }
+        // Projections: a 1x1 convolution that alone reads a depthwise convolution, which then
+        // runs there (its operands are all computed before it, so also before there).
+        let mut j = 1;
+        while j < self.steps.len() {
+            let projection = &self.steps[j];
+            let source = self.steps[..j].iter().rposition(|s| {
+                Some(&s.out) == projection.args.first()
+                    && (depthwise(s) || matches!(&s.kernel, Kernel::Banded { project: None, .. }))
+            });
+            let (Some(k), Some(f)) = (source, pointwise(projection)) else {
+                j += 1;
+                continue;
+            };
+            if !only_reader(&self.steps, k, j) {
+                j += 1;
+                continue;
+            }
+            let Place::Arena(b) = self.steps[k].out.place else {
+                j += 1;
+                continue;
+            };
+            let source = self.steps.remove(k);
+            let j = j - 1;
+            let projection = self.steps.remove(j);
+            let (expand, depthwise, x) = match source.kernel {
+                Kernel::Banded {
+                    expand, depthwise, ..
+                } => (expand, depthwise, source.args[0].clone()),
+                Kernel::Depthwise { .. } => {
+                    let x = source.args[0].clone();
+                    (None, Box::new(source), x)
+                }
+                _ => {
+                    return Err(OpError::new(
+                        "a banded source is not a depthwise convolution",
+                    ))
+                }
+            };
+            let (Kernel::Depthwise { geom, .. }, Some(w)) =
+                (&depthwise.kernel, depthwise.args.get(1))
+            else {
+                return Err(OpError::new(
+                    "a banded source is not a depthwise convolution",
+                ));
+            };
+            let expand_filter = expand
+                .as_deref()
+                .map(|s| conv_filter(nodes, s))
+                .transpose()?;
+            let plan = conv_nhwc::banded_depthwise_plan(
+                x.dims4()?,
+                expand_filter,
+                w.dims4()?,
+                *geom,
+                Some(f),
+                threads,
+            )?;
+            self.buffers[b] = 0;
+            let (node, out) = (projection.node, projection.out.clone());
+            let kernel = Kernel::Banded {
+                expand,
+                depthwise,
+                project: Some(Box::new(projection)),
+                plan: Box::new(plan),
+            };
+            self.steps.insert(j, Step::shell(node, x, kernel, out));
         }
         Ok(())
     }
