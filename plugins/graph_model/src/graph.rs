@@ -833,6 +833,17 @@ impl GraphModel {
             .and_then(|targets| Plan::build(self, &names, &targets));
     }
 
+    /// Whether runs asking for `outputs` (empty: the default outputs) take the compiled
+    /// plan (on inputs of the planned shapes); others run op by op.
+    pub fn plan_serves(&self, outputs: &[String]) -> bool {
+        let names = if outputs.is_empty() {
+            &self.default_outputs
+        } else {
+            outputs
+        };
+        self.plan.as_ref().is_ok_and(|p| p.names() == names)
+    }
+
     /// The compiled plan's size, or why runs go op by op.
     pub fn plan_status(&self) -> Result<PlanSummary, &NoPlan> {
         match &self.plan {

@@ -178,6 +178,7 @@ fn movenet_matches_tfjs() {
     for model in ["movenet-lightning", "movenet-thunder"] {
         let node = MoveNet::from_params(&params("movenet", &dir.join(format!("{model}.json"))))
             .expect("load");
+        assert!(node.planned(), "{model}: runs op by op");
         run_detector(model, |img, h, w| node.detect(img, h, w).expect("detect"));
     }
 }
@@ -187,6 +188,8 @@ fn centernet_matches_tfjs() {
     let Some(dir) = models_dir() else { return };
     let node =
         CenterNet::from_params(&params("centernet", &dir.join("centernet.json"))).expect("load");
+    // It asks for one of the model's three outputs: planned for that one, not op by op.
+    assert!(node.planned(), "centernet: runs op by op");
     run_detector("centernet", |img, h, w| {
         node.detect(img, h, w).expect("detect")
     });
@@ -197,6 +200,7 @@ fn blazeface_matches_tfjs() {
     let Some(dir) = models_dir() else { return };
     let node =
         BlazeFace::from_params(&params("blazeface", &dir.join("blazeface.json"))).expect("load");
+    assert!(node.planned(), "blazeface: runs op by op");
     run_detector("blazeface", |img, h, w| {
         node.detect(img, h, w).expect("detect")
     });
@@ -211,6 +215,7 @@ fn person_segmentation_matches_tfjs() {
             &dir.join(format!("{model}.json")),
         ))
         .expect("load");
+        assert!(node.planned(), "{model}: runs op by op");
         let fx = fixture(model);
         for p in fx["photos"].as_array().expect("photos") {
             let photo = p["photo"].as_str().expect("photo");
@@ -305,6 +310,7 @@ fn facemesh_matches_tfjs() {
     let Some(dir) = models_dir() else { return };
     let node =
         FaceMesh::from_params(&params("facemesh", &dir.join("facemesh.json"))).expect("load");
+    assert!(node.planned(), "facemesh: runs op by op");
     let blaze =
         BlazeFace::from_params(&params("blazeface", &dir.join("blazeface.json"))).expect("load");
     let fx = fixture("facemesh");

@@ -80,6 +80,11 @@ pub fn anchors(input: usize) -> Vec<[f32; 2]> {
 }
 
 impl BlazeFace {
+    /// Whether its runs take the model's compiled plan (rather than running op by op).
+    pub fn planned(&self) -> bool {
+        self.model.model.plan_serves(&self.outputs)
+    }
+
     pub fn from_params(params: &Params) -> Result<BlazeFace, NodeError> {
         let model = TaskModel::load(params.str("model")?, 1.0 / 127.5, -1.0)?;
         let outputs = model.model.default_outputs().to_vec();

@@ -137,9 +137,16 @@ pub struct CenterNet {
 }
 
 impl CenterNet {
+    /// Whether its runs take the model's compiled plan (rather than running op by op).
+    pub fn planned(&self) -> bool {
+        self.model.model.plan_serves(&self.output)
+    }
+
     pub fn from_params(params: &Params) -> Result<CenterNet, NodeError> {
-        let model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
+        let mut model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
         model.require(OUTPUT)?;
+        // The plan made at load serves the signature's three outputs; this node asks for one.
+        model.model.plan_outputs(&[OUTPUT.to_string()]);
         Ok(CenterNet {
             model,
             output: vec![OUTPUT.to_string()],

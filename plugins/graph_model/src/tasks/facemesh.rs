@@ -150,6 +150,11 @@ pub struct FaceMesh {
 }
 
 impl FaceMesh {
+    /// Whether its runs take the model's compiled plan (rather than running op by op).
+    pub fn planned(&self) -> bool {
+        self.model.model.plan_serves(&self.outputs)
+    }
+
     pub fn from_params(params: &Params) -> Result<FaceMesh, NodeError> {
         let mut model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
         if model.pre.height != model.pre.width {

@@ -85,6 +85,11 @@ pub struct MoveNet {
 }
 
 impl MoveNet {
+    /// Whether its runs take the model's compiled plan (rather than running op by op).
+    pub fn planned(&self) -> bool {
+        self.model.model.plan_serves(&self.output)
+    }
+
     pub fn from_params(params: &Params) -> Result<MoveNet, NodeError> {
         let model = TaskModel::load(params.str("model")?, 1.0, 0.0)?;
         let output = model.model.default_outputs().to_vec();

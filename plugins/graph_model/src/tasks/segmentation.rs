@@ -56,6 +56,11 @@ pub struct PersonSegmentation {
 }
 
 impl PersonSegmentation {
+    /// Whether its runs take the model's compiled plan (rather than running op by op).
+    pub fn planned(&self) -> bool {
+        self.model.model.plan_serves(&self.output)
+    }
+
     pub fn from_params(params: &Params) -> Result<PersonSegmentation, NodeError> {
         let model = TaskModel::load(params.str("model")?, 1.0 / 255.0, 0.0)?;
         let output = model.model.default_outputs().to_vec();
