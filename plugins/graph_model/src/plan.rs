@@ -31,15 +31,15 @@ use kernels::layers::conv_nhwc::{
 use kernels::layers::packed_gemm::Epilogue;
 use kernels::layers::pool::{pool2d_nhwc_dims, pool2d_nhwc_into};
 use kernels::layers::resize::NhwcResize;
-use kernels::layers::shape::{concat_into, pad_constant_into, PermutePlan};
+use kernels::layers::shape::{pad_constant_into, PermutePlan};
 use kernels::layers::{NhwcConvGeom, ResizeMode};
 use kernels::{DType, Tensor};
 
 use crate::error::{GraphModelError, OpError, OpResult};
 use crate::graph::{GNode, GraphModel, Op, ValueMeta};
 use crate::ops_cpu::{
-    self as ops, binary_f32_into, broadcast_shape, prelu_into, unary_f32_in_place, Act, BinOp,
-    HardSwish, Padding, Reduce, UnOp,
+    self as ops, binary_f32_into_par, broadcast_shape, concat_into_par, prelu_into, unary_f32_into,
+    Act, BinOp, HardSwish, Padding, Reduce, UnOp, MAX_CONCAT,
 };
 
 /// Why a graph has no compiled plan (its runs go op by op).
@@ -939,7 +939,7 @@ impl Plan {
                 out,
                 scratch,
             )?),
-            Kernel::Binary(op) => binary_f32_into(
+            Kernel::Binary(op) => binary_f32_into_par(
                 *op,
                 (arg(0)?, shape(0)),
                 (arg(1)?, shape(1)),
@@ -952,10 +952,7 @@ impl Plan {
                 &step.out.shape,
                 out,
             ),
-            Kernel::Unary(op) => {
-                out.copy_from_slice(arg(0)?);
-                unary_f32_in_place(*op, out)
-            }
+            Kernel::Unary(op) => unary_f32_into(*op, arg(0)?, out),
             Kernel::AddN => {
                 out.copy_from_slice(arg(0)?);
                 for k in 1..step.args.len() {
@@ -983,7 +980,7 @@ impl Plan {
                 for (k, part) in parts.iter_mut().enumerate().take(step.args.len()) {
                     *part = (arg(k)?, step.args[k].len() / (*outer).max(1));
                 }
-                Ok(concat_into(&parts[..step.args.len()], *outer, out)?)
+                concat_into_par(&parts[..step.args.len()], *outer, out)
             }
             Kernel::Resize(resize) => Ok(resize.run(arg(0)?, out)?),
             Kernel::Transpose(permute) => Ok(permute.run(arg(0)?, out)?),
@@ -1172,9 +1169,6 @@ fn act_of(kernel: &Kernel) -> Act {
         _ => Act::None,
     }
 }
-
-/// Inputs a planned `ConcatV2` takes (their slices are gathered on the stack).
-const MAX_CONCAT: usize = 16;
 
 /// Plans the nodes one by one.
 struct Builder<'a> {
