@@ -1671,6 +1671,92 @@ mod tests {
         assert_eq!(bits(&planned[0]), bits(&op_by_op[0]));
     }
 
+    /// A depthwise convolution and the 1x1 convolution that alone reads it, with a 2 MB image
+    /// between them, run as one banded step with the op-by-op bits; one that also adds that
+    /// image as its residual stays apart (the image must then be written). A comparison that
+    /// only a cast to float32 reads is planned, so nothing runs op by op after the plan.
+    #[test]
+    fn projections_band_with_their_depthwise_convolutions() {
+        let (h, w, c) = (128usize, 128usize, 32usize);
+        let values = |n: usize, k: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * k) % 23) as f32 * 0.05 - 0.5).collect()
+        };
+        let attr = |mut n: NodeDef, key: &str, v: serde_json::Value| {
+            n.attr.insert(key.into(), v);
+            n
+        };
+        let same = serde_json::json!({ "s": "U0FNRQ==" });
+        let model = |residual: bool| {
+            let mut nodes = vec![
+                placeholder(&[1, h as i64, w as i64, c as i64]),
+                node("dw_w", "Const", &[]),
+                node("pw_w", "Const", &[]),
+                attr(
+                    node("dw", "DepthwiseConv2dNative", &["x", "dw_w"]),
+                    "padding",
+                    same.clone(),
+                ),
+                node("pw", "Conv2D", &["dw", "pw_w"]),
+            ];
+            let last = if residual {
+                nodes.push(node("sum", "AddV2", &["pw", "dw"]));
+                "sum"
+            } else {
+                "pw"
+            };
+            let ones = serde_json::json!({ "list": { "i": ["1", "3", "3", "1"] } });
+            let pool = attr(node("pool", "MaxPool", &[last]), "ksize", ones);
+            let pool = attr(
+                attr(
+                    pool,
+                    "strides",
+                    serde_json::json!({ "list": { "i": ["1", "1", "1", "1"] } }),
+                ),
+                "padding",
+                same.clone(),
+            );
+            nodes.extend([
+                pool,
+                node("peak", "Equal", &[last, "pool"]),
+                attr(
+                    node("keep", "Cast", &["peak"]),
+                    "DstT",
+                    serde_json::json!({ "type": "DT_FLOAT" }),
+                ),
+                node("out", "Mul", &[last, "keep"]),
+            ]);
+            let mut weights = HashMap::new();
+            weights.insert(
+                "dw_w".to_string(),
+                Tensor::from_vec(&[3, 3, c, 1], values(9 * c, 7)).unwrap(),
+            );
+            weights.insert(
+                "pw_w".to_string(),
+                Tensor::from_vec(&[1, 1, c, c], values(c * c, 11)).unwrap(),
+            );
+            GraphModel::from_model(ModelFile {
+                path: "test.json".into(),
+                nodes,
+                weights,
+                signature_inputs: vec![],
+                signature_outputs: vec![],
+            })
+            .unwrap()
+        };
+        let x = Tensor::from_vec(&[1, h, w, c], values(h * w * c, 13)).unwrap();
+        for residual in [false, true] {
+            let g = model(residual);
+            let summary = g.plan_status().unwrap();
+            // Banded: the depthwise and 1x1 convolutions in one step, then the pool, the
+            // comparison and the product; apart, one more.
+            let steps = if residual { 5 } else { 4 };
+            assert_eq!((summary.steps, summary.tail_ops), (steps, 0), "{summary:?}");
+            let planned = g.run(std::slice::from_ref(&x), &[]).unwrap();
+            let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
+            assert_eq!(bits(&planned[0]), bits(&op_by_op[0]), "residual {residual}");
+        }
+    }
+
     /// A hard swish after a convolution (four ops) runs in the convolution's epilogue, with
     /// the separate ops' bits; with another reader of the convolution it stays apart.
     #[test]

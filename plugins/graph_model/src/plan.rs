@@ -885,14 +885,15 @@ impl Plan {
                 project,
                 plan,
             } => {
-                // SAFETY (each read): as above: the convolutions' operands are alive, so apart
-                // from `out` and the scratch.
+                // SAFETY: as above: the convolutions' operands are alive, so apart from `out`
+                // and the scratch.
                 let (expand, project) = unsafe {
                     (
                         self.pointwise_stage(model, expand, plan.expanded[3], feeds, base)?,
                         self.pointwise_stage(model, project, plan.out[3], feeds, base)?,
                     )
                 };
+                // SAFETY: as above, for the depthwise convolution's operands.
                 let d = unsafe {
                     self.epilogue_of(
                         depthwise,
@@ -906,6 +907,7 @@ impl Plan {
                     .args
                     .get(1)
                     .ok_or_else(|| OpError::new("missing operand"))?;
+                // SAFETY: as above: the filter is a constant or a live value.
                 let w = unsafe { self.read(w, feeds, base) }?;
                 let expand_epilogue = |row0, rows: &mut [f32]| {
                     if let Some((_, e)) = &expand {
@@ -1616,7 +1618,8 @@ impl Builder<'_> {
     /// out of the arena.
     fn fuse_banded(&mut self, live: &[Place]) -> OpResult<()> {
         let (threads, nodes) = (rayon::current_num_threads(), self.nodes);
-        // Whether the value of step `k` is read by step `reader` alone, and is large enough.
+        // Whether the value of step `k` is read by step `reader` alone, as its input and
+        // nothing else (not as a residual too), and is large enough.
         let only_reader = |steps: &[Step], k: usize, reader: usize| {
             let place = steps[k].out.place;
             let elsewhere = steps.iter().enumerate().any(|(s, step)| {
@@ -1625,6 +1628,7 @@ impl Builder<'_> {
             }) || live.contains(&place);
             !elsewhere
                 && steps[reader].args.first() == Some(&steps[k].out)
+                && steps[reader].reads().filter(|r| r.place == place).count() == 1
                 && steps[k].out.len() * 4 >= conv_nhwc::BANDED_MIN_BYTES
         };
         // A 1x1 convolution at stride 1 without padding, and its packed filter.
