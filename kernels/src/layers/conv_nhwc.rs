@@ -20,6 +20,7 @@ use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use super::packed_gemm::{
     gemm_packed, gemm_packed_runs_then, gemm_packed_then, Epilogue, PackedMatrix, Runs,
 };
+use super::winograd::{conv_nhwc_f2, NhwcWinograd, NhwcWinogradPlan};
 use super::{checked_numel, invalid, shape_err, Result};
 
 /// Spatial padding of a convolution or pooling window, as TF gives it.
@@ -150,6 +151,9 @@ pub struct PackedFilter {
     kw: usize,
     c: usize,
     matrix: PackedMatrix,
+    /// A 3x3 filter's F(2x2, 3x3) weights, for stride-1 undilated convolutions of large
+    /// enough maps (see [`ConvPlan`]).
+    winograd: Option<NhwcWinograd>,
 }
 
 impl PackedFilter {
@@ -163,6 +167,7 @@ impl PackedFilter {
             kw,
             c,
             matrix: PackedMatrix::new(ws, kh * kw * c, co, bias)?,
+            winograd: NhwcWinograd::new(ws, [kh, kw, c, co], bias)?,
         })
     }
 
@@ -186,6 +191,9 @@ pub struct ConvPlan {
     direct: bool,
     /// Windows read in place (see [`Windows`]) instead of copied into im2col rows.
     windows: Option<Windows>,
+    /// F(2x2, 3x3) Winograd instead ([`conv_nhwc_f2`]): a 3x3 filter with its weights
+    /// transformed, stride 1, undilated, on a map of enough tiles.
+    winograd: Option<NhwcWinogradPlan>,
     pub scratch: usize,
 }
 
@@ -246,11 +254,18 @@ pub fn conv2d_nhwc_plan(x: [usize; 4], f: &PackedFilter, geom: NhwcConvGeom) -> 
             width: reach_w.max(pad_left + wd),
         }
     });
-    let scratch = match windows {
-        Some(win) if win.padded => checked_numel(OP, &[win.height, win.width, c])?,
-        Some(_) => 0,
-        None if direct => 0,
-        None => checked_numel(OP, &[rows_per_tile, ow, kdim])?,
+    let winograd = match (&f.winograd, geom.strides, geom.dilations) {
+        (Some(w), (1, 1), (1, 1)) => {
+            NhwcWinogradPlan::new(w, n, oh, ow, rayon::current_num_threads())
+        }
+        _ => None,
+    };
+    let scratch = match (winograd, windows) {
+        (Some(w), _) => w.scratch,
+        (None, Some(win)) if win.padded => checked_numel(OP, &[win.height, win.width, c])?,
+        (None, Some(_)) => 0,
+        (None, None) if direct => 0,
+        (None, None) => checked_numel(OP, &[rows_per_tile, ow, kdim])?,
     };
     Ok(ConvPlan {
         input: x,
@@ -260,6 +275,7 @@ pub fn conv2d_nhwc_plan(x: [usize; 4], f: &PackedFilter, geom: NhwcConvGeom) -> 
         rows_per_tile,
         direct,
         windows,
+        winograd,
         scratch,
     })
 }
@@ -321,6 +337,19 @@ pub fn conv2d_nhwc_packed(
         (scratch, plan.scratch),
         plan,
     )?;
+    if let (Some(wplan), Some(wino)) = (&plan.winograd, &f.winograd) {
+        return conv_nhwc_f2(
+            x,
+            plan.input,
+            wino,
+            (pt, pl),
+            [oh, ow],
+            wplan,
+            out,
+            scratch,
+            epilogue,
+        );
+    }
     for b in 0..n {
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
         let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
@@ -1477,6 +1506,67 @@ mod tests {
         assert!(plan([1, 5, 5, 4], None, [3, 3, 8, 1], None));
         assert!(plan([1, 5, 5, 8], None, [3, 3, 8, 1], Some(&f)));
         assert!(!plan([1, 5, 5, 4], None, [3, 3, 4, 1], Some(&f)));
+    }
+
+    /// A 3x3 stride-1 convolution by F(2x2, 3x3) Winograd equals the direct path to a few
+    /// units in the last place of the output's scale, with odd sizes, `SAME`, `VALID` and
+    /// uneven explicit padding, two images, and an epilogue told the same pixels; its bits do
+    /// not depend on the threads.
+    #[test]
+    fn winograd_equals_the_direct_convolution() {
+        for (h, w, c, co, padding) in [
+            (13, 11, 64, 72, Padding::Same),
+            (12, 18, 64, 64, Padding::Valid),
+            (11, 11, 70, 64, Padding::Explicit([2, 0, 1, 3])),
+        ] {
+            let n = 2;
+            let x = ramp((n, h, w, c), 0.07);
+            let wt = ramp((3, 3, c, co), 0.045);
+            let bias: Vec<f32> = (0..co).map(|i| i as f32 * 0.05 - 1.0).collect();
+            let geom = NhwcConvGeom {
+                strides: (1, 1),
+                dilations: (1, 1),
+                padding,
+            };
+            let f = PackedFilter::new(wt.view(), Some(&bias)).unwrap();
+            let direct = PackedFilter {
+                winograd: None,
+                ..f.clone()
+            };
+            let epi = |p0: usize, rows: &mut [f32]| {
+                for (i, v) in rows.iter_mut().enumerate() {
+                    *v = *v * 0.5 + (p0 + i / co) as f32 * 1e-3;
+                }
+            };
+            let run = |f: &PackedFilter, threads: usize| {
+                on_threads(threads, || {
+                    let plan = conv2d_nhwc_plan([n, h, w, c], f, geom).unwrap();
+                    let mut out = vec![f32::NAN; plan.out.iter().product()];
+                    let mut scratch = vec![f32::NAN; plan.scratch];
+                    let x = x.as_slice().unwrap();
+                    conv2d_nhwc_packed(x, f, geom, &plan, &mut out, &mut scratch, &epi).unwrap();
+                    (plan.winograd.is_some(), out)
+                })
+            };
+            let (took, want) = run(&direct, 1);
+            assert!(!took);
+            let (took, got) = run(&f, 1);
+            assert!(took, "{h}x{w}x{c} -> {co}: Winograd not taken");
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(
+                worst <= 2e-6 * scale,
+                "{h}x{w}x{c} -> {co}: {worst} of {scale}"
+            );
+            let (_, two) = run(&f, 2);
+            assert!(two
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
     }
 
     /// `work` on a pool of `threads` threads, as a library's node runs it.

@@ -41,6 +41,7 @@ use rayon::prelude::*;
 
 use super::activation::Activation;
 use super::gemm::{sgemm_raw, Backend, Threading};
+use super::packed_gemm::{Epilogue, PackedMatrix, Runs};
 use crate::ops::simd::multiversion;
 
 /// Channels below which the transforms cost more than the multiplications they save.
@@ -1161,6 +1162,381 @@ thread_local! {
     /// Per-thread buffer of a chunk's transformed input and products.
     static SCRATCH: super::Scratch = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+// ---------------------------------------------------------------------------------------
+// NHWC, for the graph models' convolutions (`conv_nhwc`): F(2x2, 3x3) only.
+//
+// There each pixel's channels are contiguous, so the transforms run across channels (a tile
+// at a time, the 16 input pixels' channel rows combined into 16 transformed rows), and each of
+// the 16 products is a `packed_gemm` product of a chunk's tiles `[T, C]` by the transformed
+// filter `[C, CO]`, packed at load. F(4x4)'s transformed weights are 4x the filter and its
+// larger coefficients cost bits, for little more on the 3x3 layers of these models.
+
+/// The F(2x2, 3x3) weights of an NHWC 3x3 filter `[3, 3, C, CO]`: the 16 products'
+/// `[C, CO]` matrices `U_e`, packed for [`super::packed_gemm`], and the bias added after the
+/// output transform.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NhwcWinograd {
+    c: usize,
+    co: usize,
+    products: Vec<PackedMatrix>,
+    bias: Vec<f32>,
+}
+
+/// Input and output channels below which [`NhwcWinograd`] is not made: the transforms cost
+/// as much as the products save. NanoDet's layers at one thread on a Zen 3, Winograd against
+/// the direct path: 1.5-1.7x faster at 128 channels (52x52), 1.2-1.7x at 64, 0.7-1.4x at 32,
+/// 0.45-0.9x at 16.
+pub const NHWC_WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Bytes of a chunk's transformed tiles and products: half of a core's L2 (512 KB on a Zen
+/// 3), so that the products read and the output transform reads them there.
+const NHWC_CHUNK_BYTES: usize = 256 << 10;
+
+/// Parts of the tile rows per thread (each with its scratch).
+const NHWC_PARTS_PER_THREAD: usize = 3;
+
+/// F(2x2) tiles in all from which an NHWC convolution takes Winograd (a few rows of tiles).
+const NHWC_MIN_TILES: usize = 64;
+
+impl NhwcWinograd {
+    /// The weights of `w` (`[3, 3, C, CO]`, row-major) with `bias` (`CO` values) or none;
+    /// `None` for other filters or fewer channels than [`NHWC_WINOGRAD_MIN_CHANNELS`].
+    pub fn new(
+        w: &[f32],
+        [kh, kw, c, co]: [usize; 4],
+        bias: Option<&[f32]>,
+    ) -> super::Result<Option<NhwcWinograd>> {
+        if (kh, kw) != (3, 3)
+            || c < NHWC_WINOGRAD_MIN_CHANNELS
+            || co < NHWC_WINOGRAD_MIN_CHANNELS
+            || w.len() != 9 * c * co
+            || bias.is_some_and(|b| b.len() != co)
+        {
+            return Ok(None);
+        }
+        // The shared transform takes `[CO, C, 3, 3]` and gives `[16][CO][C]`.
+        let mut oihw = vec![0f32; co * c * 9];
+        for k in 0..9 {
+            for ci in 0..c {
+                for o in 0..co {
+                    oihw[(o * c + ci) * 9 + k] = w[(k * c + ci) * co + o];
+                }
+            }
+        }
+        let u = transform_weights(Tile::F2, &oihw, co, c);
+        let mut b = vec![0f32; c * co];
+        let products = (0..16)
+            .map(|e| {
+                for o in 0..co {
+                    for ci in 0..c {
+                        b[ci * co + o] = u[(e * co + o) * c + ci];
+                    }
+                }
+                PackedMatrix::new(&b, c, co, None)
+            })
+            .collect::<super::Result<Vec<_>>>()?;
+        Ok(Some(NhwcWinograd {
+            c,
+            co,
+            products,
+            bias: bias.map_or_else(|| vec![0.0; co], <[f32]>::to_vec),
+        }))
+    }
+}
+
+/// How [`conv_nhwc_f2`] splits an output of `oh x ow` pixels: rows of tiles per chunk, chunks
+/// run one after the other by each of `parts` parts, and the scratch it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NhwcWinogradPlan {
+    tile_rows_per_chunk: usize,
+    parts: usize,
+    pub scratch: usize,
+}
+
+impl NhwcWinogradPlan {
+    /// The plan of `wino` for an `[N, OH, OW, CO]` output on up to `threads` threads, if
+    /// Winograd is on (`KERNELS_WINOGRAD`) and the output has enough tiles.
+    pub fn new(
+        wino: &NhwcWinograd,
+        n: usize,
+        oh: usize,
+        ow: usize,
+        threads: usize,
+    ) -> Option<Self> {
+        let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+        if mode() == Mode::Off || n * ty * tx < NHWC_MIN_TILES {
+            return None;
+        }
+        let row_bytes = 16 * tx * (wino.c + wino.co) * 4;
+        let tile_rows_per_chunk = (NHWC_CHUNK_BYTES / row_bytes.max(1)).clamp(1, ty);
+        // A few parts per thread, taken as threads come free: a vCPU slowed by another
+        // process would hold a half up (2 parts on 2 threads ran 0.88x the direct path).
+        let parts = (threads * NHWC_PARTS_PER_THREAD).clamp(1, ty);
+        let part = 16 * tile_rows_per_chunk * tx * (wino.c + wino.co) + wino.c;
+        Some(NhwcWinogradPlan {
+            tile_rows_per_chunk,
+            parts,
+            scratch: parts * part,
+        })
+    }
+}
+
+/// A 3x3, stride-1, undilated convolution of `x` (`[N, H, W, C]`, padded by `pad` =
+/// (top, left) with zeros) into `out` (`[N, OH, OW, CO]`) by F(2x2, 3x3), then `epilogue` on
+/// each block of finished output rows (their first pixel's index in the output, and their
+/// values). Each part of the output rows runs on its own thread, chunk by chunk of tile rows:
+/// the 16 transformed input rows of each tile, 16 products `[T, C] x [C, CO]`, and the output
+/// transform with the bias. The same bits whatever the threads.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_nhwc_f2(
+    x: &[f32],
+    [n, h, wd, c]: [usize; 4],
+    wino: &NhwcWinograd,
+    pad: (usize, usize),
+    [oh, ow]: [usize; 2],
+    plan: &NhwcWinogradPlan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    epilogue: Epilogue<'_>,
+) -> super::Result<()> {
+    const OP: &str = "conv_nhwc_f2";
+    let co = wino.co;
+    let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+    let part_len = plan.scratch / plan.parts.max(1);
+    if wino.c != c
+        || x.len() != n * h * wd * c
+        || out.len() != n * oh * ow * co
+        || scratch.len() < plan.scratch
+        || part_len < 16 * plan.tile_rows_per_chunk * tx * (c + co) + c
+    {
+        return super::shape_err(
+            OP,
+            format!(
+                "an input of {} values [{n}, {h}, {wd}, {c}], an output of {} [{n}, {oh}, {ow}, {co}] and a scratch of {} do not fit {plan:?}",
+                x.len(),
+                out.len(),
+                scratch.len()
+            ),
+        );
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    // Tile rows `rows` of image `b` into `orows` (their output rows), with `buf` as scratch.
+    let part = |b: usize, rows: std::ops::Range<usize>, orows: &mut [f32], buf: &mut [f32]| {
+        let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
+        let (zero, buf) = buf.split_at_mut(c);
+        zero.fill(0.0);
+        let zero = &*zero;
+        let mut ty0 = rows.start;
+        while ty0 < rows.end {
+            let ty1 = (ty0 + plan.tile_rows_per_chunk).min(rows.end);
+            let t_len = (ty1 - ty0) * tx;
+            let (v, m) = buf.split_at_mut(16 * t_len * c);
+            let m = &mut m[..16 * t_len * co];
+            for t in 0..t_len {
+                let (tyy, txx) = (ty0 + t / tx, t % tx);
+                let iy0 = (2 * tyy) as isize - pad.0 as isize;
+                let ix0 = (2 * txx) as isize - pad.1 as isize;
+                let pixel = |i: usize, j: usize| -> &[f32] {
+                    let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
+                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                        zero
+                    } else {
+                        let at = (iy as usize * wd + ix as usize) * c;
+                        &xb[at..at + c]
+                    }
+                };
+                let d: [[&[f32]; 4]; 4] =
+                    std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
+                nhwc_input_tile(&d, v, t, t_len, c);
+            }
+            for (e, product) in wino.products.iter().enumerate() {
+                super::packed_gemm::gemm_packed_runs_then(
+                    t_len,
+                    &v[e * t_len * c..(e + 1) * t_len * c],
+                    c,
+                    Runs::row(c),
+                    product,
+                    &mut m[e * t_len * co..(e + 1) * t_len * co],
+                    co,
+                    0,
+                    &|_, _| {},
+                )?;
+            }
+            let (oy0, oy1) = (
+                2 * (ty0 - rows.start),
+                (2 * (ty1 - rows.start)).min(orows.len() / (ow * co)),
+            );
+            let oband = &mut orows[oy0 * ow * co..oy1 * ow * co];
+            for t in 0..t_len {
+                let (r, txx) = (t / tx, t % tx);
+                nhwc_output_tile(
+                    m,
+                    t,
+                    t_len,
+                    &wino.bias,
+                    oband,
+                    (2 * r, 2 * txx),
+                    (oy1 - oy0, ow),
+                );
+            }
+            epilogue((b * oh + 2 * rows.start + oy0) * ow, oband);
+            ty0 = ty1;
+        }
+        Ok::<(), super::LayerError>(())
+    };
+    let macs = n * ty * tx * 16 * c * co;
+    let parts = plan
+        .parts
+        .min(macs / super::packed_gemm::task_macs().max(1))
+        .max(1);
+    for b in 0..n {
+        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
+        if parts > 1 && rayon::current_num_threads() > 1 && !crate::process::in_parallel_task() {
+            let rows_per_part = ty.div_ceil(parts);
+            ob.par_chunks_mut(2 * rows_per_part * ow * co)
+                .zip(scratch.par_chunks_mut(part_len))
+                .enumerate()
+                .try_for_each(|(p, (orows, buf))| {
+                    let r0 = p * rows_per_part;
+                    part(b, r0..(r0 + rows_per_part).min(ty), orows, buf)
+                })?;
+        } else {
+            part(b, 0..ty, ob, &mut scratch[..part_len])?;
+        }
+    }
+    Ok(())
+}
+
+/// Channels the NHWC transforms handle at a time (one AVX2 register per value of the tile).
+const NHWC_LANES: usize = 8;
+
+/// `dst[..src.len()] = src` for a block of up to [`NHWC_LANES`] channels: a whole block as
+/// one move of a fixed size (a `copy_from_slice` of a variable length is a call to `memcpy`).
+#[inline(always)]
+fn lanes_from(dst: &mut [f32; NHWC_LANES], src: &[f32]) {
+    match <&[f32; NHWC_LANES]>::try_from(src) {
+        Ok(full) => *dst = *full,
+        Err(_) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+    }
+}
+
+/// `dst = src[..dst.len()]`, as [`lanes_from`].
+#[inline(always)]
+fn lanes_into(dst: &mut [f32], src: &[f32; NHWC_LANES]) {
+    if dst.len() < NHWC_LANES {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+    } else if let Ok(full) = <&mut [f32; NHWC_LANES]>::try_from(dst) {
+        *full = *src;
+    }
+}
+
+/// `Bᵀ d B` of one tile: `d` its 16 input pixels (`C` values each, zeros outside the image);
+/// `(Bᵀ d B)_e` goes to row `t` of product `e`'s `[T, C]` matrix in `v`. Blocks of
+/// [`NHWC_LANES`] channels are copied into arrays first, so that the sums vectorise.
+#[inline(always)]
+fn nhwc_input_tile_impl(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) {
+    let rows: [&mut [f32]; 16] = {
+        let mut rest = &mut v[..16 * t_len * c];
+        std::array::from_fn(|_| {
+            let (e, r) = std::mem::take(&mut rest).split_at_mut(t_len * c);
+            rest = r;
+            &mut e[t * c..(t + 1) * c]
+        })
+    };
+    let mut ch = 0;
+    while ch < c {
+        let lanes = NHWC_LANES.min(c - ch);
+        let mut x = [[[0f32; NHWC_LANES]; 4]; 4];
+        for (xi, di) in x.iter_mut().zip(d) {
+            for (xij, dij) in xi.iter_mut().zip(di) {
+                lanes_from(xij, &dij[ch..ch + lanes]);
+            }
+        }
+        // `Bᵀ d` (the tile's rows combined), then `· B` (its columns combined).
+        let mut bt = [[[0f32; NHWC_LANES]; 4]; 4];
+        for j in 0..4 {
+            for l in 0..NHWC_LANES {
+                let col = F2x2::bt([x[0][j][l], x[1][j][l], x[2][j][l], x[3][j][l]]);
+                for i in 0..4 {
+                    bt[i][j][l] = col[i];
+                }
+            }
+        }
+        for i in 0..4 {
+            let mut row = [[0f32; NHWC_LANES]; 4];
+            for l in 0..NHWC_LANES {
+                let r = F2x2::bt([bt[i][0][l], bt[i][1][l], bt[i][2][l], bt[i][3][l]]);
+                for j in 0..4 {
+                    row[j][l] = r[j];
+                }
+            }
+            for j in 0..4 {
+                lanes_into(&mut rows[i * 4 + j][ch..ch + lanes], &row[j]);
+            }
+        }
+        ch += lanes;
+    }
+}
+
+multiversion!(fn nhwc_input_tile(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) => nhwc_input_tile_impl);
+
+/// `Aᵀ m A` + bias of tile `t` (row `t` of each product's `[T, CO]` matrix in `m`), into the
+/// output pixels at `(y0, x0)` of `out` (`rows x ow` pixels of `CO` values) that lie inside;
+/// blocks of [`NHWC_LANES`] channels, as the input transform.
+#[inline(always)]
+fn nhwc_output_tile_impl(
+    m: &[f32],
+    t: usize,
+    t_len: usize,
+    bias: &[f32],
+    out: &mut [f32],
+    (y0, x0): (usize, usize),
+    (rows, ow): (usize, usize),
+) {
+    let co = bias.len();
+    let p: [&[f32]; 16] =
+        std::array::from_fn(|e| &m[(e * t_len + t) * co..(e * t_len + t + 1) * co]);
+    let (ny, nx) = (2.min(rows - y0), 2.min(ow - x0));
+    let mut o = 0;
+    while o < co {
+        let lanes = NHWC_LANES.min(co - o);
+        let mut x = [[0f32; NHWC_LANES]; 16];
+        for (xe, pe) in x.iter_mut().zip(&p) {
+            lanes_from(xe, &pe[o..o + lanes]);
+        }
+        let mut b = [0f32; NHWC_LANES];
+        lanes_from(&mut b, &bias[o..o + lanes]);
+        // `Aᵀ m` (rows combined), then `· A` (columns combined), then the bias.
+        let mut at = [[[0f32; NHWC_LANES]; 4]; 2];
+        for j in 0..4 {
+            for l in 0..NHWC_LANES {
+                let col = F2x2::at([x[j][l], x[4 + j][l], x[8 + j][l], x[12 + j][l]]);
+                at[0][j][l] = col[0];
+                at[1][j][l] = col[1];
+            }
+        }
+        let mut y = [[[0f32; NHWC_LANES]; 2]; 2];
+        for i in 0..2 {
+            for l in 0..NHWC_LANES {
+                let r = F2x2::at([at[i][0][l], at[i][1][l], at[i][2][l], at[i][3][l]]);
+                y[i][0][l] = r[0] + b[l];
+                y[i][1][l] = r[1] + b[l];
+            }
+        }
+        for (i, yi) in y.iter().enumerate().take(ny) {
+            for (j, yij) in yi.iter().enumerate().take(nx) {
+                let at = ((y0 + i) * ow + x0 + j) * co + o;
+                lanes_into(&mut out[at..at + lanes], yij);
+            }
+        }
+        o += lanes;
+    }
+}
+
+multiversion!(fn nhwc_output_tile(m: &[f32], t: usize, t_len: usize, bias: &[f32], out: &mut [f32], at: (usize, usize), size: (usize, usize)) => nhwc_output_tile_impl);
 
 #[cfg(test)]
 mod tests {
