@@ -904,19 +904,33 @@ pub fn banded_depthwise_nhwc(
         .min(scratch.len() / part_len.max(1))
         .min(macs / super::packed_gemm::task_macs().max(1))
         .max(1);
-    for b in 0..n {
-        let ob = &mut out[b * oh * ow * p..(b + 1) * oh * ow * p];
+    in_parts(out, (n, oh, ow * p), parts, (scratch, part_len), part)
+}
+
+/// Runs `part(b, units, out_units, scratch)` on each of the `n` images of `out`, whose `units`
+/// (output rows, or rows of tiles) hold `unit_len` values each (the last one possibly fewer):
+/// in `parts` parts of the units, on the rayon threads, each with its own `part_len` values of
+/// `scratch`, or whole on this thread (from inside a task of a parallel loop, or with one part).
+pub(crate) fn in_parts(
+    out: &mut [f32],
+    (n, units, unit_len): (usize, usize, usize),
+    parts: usize,
+    (scratch, part_len): (&mut [f32], usize),
+    part: impl Fn(usize, std::ops::Range<usize>, &mut [f32], &mut [f32]) -> Result<()> + Sync,
+) -> Result<()> {
+    let image_len = out.len() / n.max(1);
+    for (b, ob) in out.chunks_mut(image_len.max(1)).enumerate().take(n) {
         if parts > 1 && rayon::current_num_threads() > 1 && !crate::process::in_parallel_task() {
-            let rows_per_part = oh.div_ceil(parts);
-            ob.par_chunks_mut(rows_per_part * ow * p)
+            let per_part = units.div_ceil(parts);
+            ob.par_chunks_mut((per_part * unit_len).max(1))
                 .zip(scratch.par_chunks_mut(part_len.max(1)))
                 .enumerate()
-                .try_for_each(|(q, (orows, band))| {
-                    let r0 = q * rows_per_part;
-                    part(b, r0..(r0 + rows_per_part).min(oh), orows, band)
+                .try_for_each(|(q, (rows, buf))| {
+                    let r0 = q * per_part;
+                    part(b, r0..(r0 + per_part).min(units), rows, buf)
                 })?;
         } else {
-            part(b, 0..oh, ob, &mut scratch[..part_len])?;
+            part(b, 0..units, ob, &mut scratch[..part_len])?;
         }
     }
     Ok(())

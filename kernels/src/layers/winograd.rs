@@ -1392,22 +1392,8 @@ pub fn conv_nhwc_f2(
         .parts
         .min(macs / super::packed_gemm::task_macs().max(1))
         .max(1);
-    for b in 0..n {
-        let ob = &mut out[b * oh * ow * co..(b + 1) * oh * ow * co];
-        if parts > 1 && rayon::current_num_threads() > 1 && !crate::process::in_parallel_task() {
-            let rows_per_part = ty.div_ceil(parts);
-            ob.par_chunks_mut(2 * rows_per_part * ow * co)
-                .zip(scratch.par_chunks_mut(part_len))
-                .enumerate()
-                .try_for_each(|(p, (orows, buf))| {
-                    let r0 = p * rows_per_part;
-                    part(b, r0..(r0 + rows_per_part).min(ty), orows, buf)
-                })?;
-        } else {
-            part(b, 0..ty, ob, &mut scratch[..part_len])?;
-        }
-    }
-    Ok(())
+    // Units of rows of tiles: two output rows each (the last one row where OH is odd).
+    super::conv_nhwc::in_parts(out, (n, ty, 2 * ow * co), parts, (scratch, part_len), part)
 }
 
 /// Channels the NHWC transforms handle at a time (one AVX2 register per value of the tile).

@@ -1509,6 +1509,11 @@ mod tests {
         weights.insert("sixth".to_string(), Tensor::scalar(1f32 / 6.0));
         weights.insert("three".to_string(), Tensor::scalar(3f32));
         weights.insert("zero".to_string(), Tensor::scalar(0i32));
+        model_of(nodes, weights)
+    }
+
+    /// A graph of `nodes` with `weights` (the constants' values), as `test.json`.
+    fn model_of(nodes: Vec<NodeDef>, weights: HashMap<String, Tensor>) -> GraphModel {
         GraphModel::from_model(ModelFile {
             path: "test.json".into(),
             nodes,
@@ -1734,14 +1739,7 @@ mod tests {
                 "pw_w".to_string(),
                 Tensor::from_vec(&[1, 1, c, c], values(c * c, 11)).unwrap(),
             );
-            GraphModel::from_model(ModelFile {
-                path: "test.json".into(),
-                nodes,
-                weights,
-                signature_inputs: vec![],
-                signature_outputs: vec![],
-            })
-            .unwrap()
+            model_of(nodes, weights)
         };
         let x = Tensor::from_vec(&[1, h, w, c], values(h * w * c, 13)).unwrap();
         for residual in [false, true] {
