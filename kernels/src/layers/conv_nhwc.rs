@@ -899,25 +899,32 @@ pub fn banded_depthwise_nhwc(
     let macs = n
         * (h * wd * c * e * plan.expands as usize
             + oh * ow * e * (kh * kw + p * plan.projects as usize));
-    let parts = plan
-        .parts
-        .min(scratch.len() / part_len.max(1))
-        .min(macs / super::packed_gemm::task_macs().max(1))
-        .max(1);
-    in_parts(out, (n, oh, ow * p), parts, (scratch, part_len), part)
+    in_parts(
+        out,
+        (n, oh, ow * p),
+        (plan.parts, macs),
+        (scratch, part_len),
+        part,
+    )
 }
 
 /// Runs `part(b, units, out_units, scratch)` on each of the `n` images of `out`, whose `units`
 /// (output rows, or rows of tiles) hold `unit_len` values each (the last one possibly fewer):
-/// in `parts` parts of the units, on the rayon threads, each with its own `part_len` values of
-/// `scratch`, or whole on this thread (from inside a task of a parallel loop, or with one part).
+/// in up to `parts` parts of the units (as many as `macs`, the multiply-adds of the whole,
+/// give tasks worth handing over, and `scratch` has room for), on the rayon threads, each with
+/// its own `part_len` values of `scratch`, or whole on this thread (from inside a task of a
+/// parallel loop, or with one part).
 pub(crate) fn in_parts(
     out: &mut [f32],
     (n, units, unit_len): (usize, usize, usize),
-    parts: usize,
+    (parts, macs): (usize, usize),
     (scratch, part_len): (&mut [f32], usize),
     part: impl Fn(usize, std::ops::Range<usize>, &mut [f32], &mut [f32]) -> Result<()> + Sync,
 ) -> Result<()> {
+    let parts = parts
+        .min(scratch.len() / part_len.max(1))
+        .min(macs / super::packed_gemm::task_macs().max(1))
+        .max(1);
     let image_len = out.len() / n.max(1);
     for (b, ob) in out.chunks_mut(image_len.max(1)).enumerate().take(n) {
         if parts > 1 && rayon::current_num_threads() > 1 && !crate::process::in_parallel_task() {

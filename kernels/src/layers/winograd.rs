@@ -1251,6 +1251,9 @@ impl NhwcWinograd {
 pub struct NhwcWinogradPlan {
     tile_rows_per_chunk: usize,
     parts: usize,
+    /// Scratch values of each part: a row of zeros, then a chunk's transformed tiles and
+    /// products.
+    part_len: usize,
     pub scratch: usize,
 }
 
@@ -1273,11 +1276,12 @@ impl NhwcWinogradPlan {
         // A few parts per thread, taken as threads come free: a vCPU slowed by another
         // process would hold a half up (2 parts on 2 threads ran 0.88x the direct path).
         let parts = (threads * NHWC_PARTS_PER_THREAD).clamp(1, ty);
-        let part = 16 * tile_rows_per_chunk * tx * (wino.c + wino.co) + wino.c;
+        let part_len = wino.c + 16 * tile_rows_per_chunk * tx * (wino.c + wino.co);
         Some(NhwcWinogradPlan {
             tile_rows_per_chunk,
             parts,
-            scratch: parts * part,
+            part_len,
+            scratch: parts * part_len,
         })
     }
 }
@@ -1303,12 +1307,11 @@ pub fn conv_nhwc_f2(
     const OP: &str = "conv_nhwc_f2";
     let co = wino.co;
     let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
-    let part_len = plan.scratch / plan.parts.max(1);
     if wino.c != c
         || x.len() != n * h * wd * c
         || out.len() != n * oh * ow * co
         || scratch.len() < plan.scratch
-        || part_len < 16 * plan.tile_rows_per_chunk * tx * (c + co) + c
+        || plan.part_len != c + 16 * plan.tile_rows_per_chunk * tx * (c + co)
     {
         return super::shape_err(
             OP,
@@ -1388,12 +1391,14 @@ pub fn conv_nhwc_f2(
         Ok::<(), super::LayerError>(())
     };
     let macs = n * ty * tx * 16 * c * co;
-    let parts = plan
-        .parts
-        .min(macs / super::packed_gemm::task_macs().max(1))
-        .max(1);
     // Units of rows of tiles: two output rows each (the last one row where OH is odd).
-    super::conv_nhwc::in_parts(out, (n, ty, 2 * ow * co), parts, (scratch, part_len), part)
+    super::conv_nhwc::in_parts(
+        out,
+        (n, ty, 2 * ow * co),
+        (plan.parts, macs),
+        (scratch, plan.part_len),
+        part,
+    )
 }
 
 /// Channels the NHWC transforms handle at a time (one AVX2 register per value of the tile).
