@@ -100,8 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         let plan = match model.plan_status() {
             Ok(p) => format!(
-                "{} steps, {} KiB arena, {} ops op by op after them",
+                "{} steps ({} in forks), {} KiB arena, {} ops op by op after them",
                 p.steps,
+                p.forked_steps,
                 p.arena_bytes / 1024,
                 p.tail_ops
             ),

@@ -128,6 +128,10 @@ pub struct PlanSummary {
     pub arena_bytes: usize,
     /// Ops after the steps that run op by op (the plan's tail; 0: a run allocates nothing).
     pub tail_ops: usize,
+    /// Steps in forks: runs of steps that two threads compute at once, as two lanes that
+    /// do not read each other's values (planned only where the model loads with two threads
+    /// or more).
+    pub forked_steps: usize,
 }
 
 /// The type and shape of each output of a node, as the plan's dry run saw them.
@@ -851,6 +855,7 @@ impl GraphModel {
                 steps: p.steps(),
                 arena_bytes: p.arena_bytes(),
                 tail_ops: p.tail_nodes(),
+                forked_steps: p.forked_steps(),
             }),
             Err(why) => Err(why),
         }
@@ -1753,6 +1758,67 @@ mod tests {
             let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
             assert_eq!(bits(&planned[0]), bits(&op_by_op[0]), "residual {residual}");
         }
+    }
+
+    /// Two branches of small convolutions from one input (two outputs), loaded with two
+    /// threads, run as a fork (two lanes at once) with the op-by-op bits, on two threads and on one; loaded
+    /// with one thread, the plan has no fork.
+    #[test]
+    fn branches_of_small_steps_run_as_two_lanes() {
+        let c = 64usize;
+        let values = |n: usize, k: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * k) % 29) as f32 * 0.01 - 0.14)
+                .collect()
+        };
+        let model = || {
+            let mut weights = HashMap::new();
+            // Branch `a` widens to 2c channels and back, `b` keeps c.
+            for (name, k, cin, cout) in [
+                ("a1", 3, c, 2 * c),
+                ("a2", 5, 2 * c, c),
+                ("b1", 7, c, c),
+                ("b2", 11, c, c),
+            ] {
+                let w = Tensor::from_vec(&[1, 1, cin, cout], values(cin * cout, k)).unwrap();
+                weights.insert(name.to_string(), w);
+            }
+            let mut nodes = vec![placeholder(&[1, 8, 8, c as i64])];
+            for name in ["a1", "a2", "b1", "b2"] {
+                nodes.push(node(name, "Const", &[]));
+            }
+            nodes.extend([
+                node("ca1", "Conv2D", &["x", "a1"]),
+                node("ra1", "Relu", &["ca1"]),
+                node("ca2", "Conv2D", &["ra1", "a2"]),
+                node("cb1", "Conv2D", &["x", "b1"]),
+                node("cb2", "Conv2D", &["cb1", "b2"]),
+            ]);
+            model_of(nodes, weights)
+        };
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        let x = Tensor::from_vec(&[1, 8, 8, c], values(64 * c, 13)).unwrap();
+        let g = pool(2).install(model);
+        let summary = g.plan_status().unwrap();
+        assert_eq!((summary.steps, summary.forked_steps), (4, 4), "{summary:?}");
+        g.plan.as_ref().unwrap().check_memory_plan().unwrap();
+        let op_by_op = g.run_op_by_op(std::slice::from_ref(&x), &[]).unwrap();
+        assert_eq!(op_by_op.len(), 2);
+        for threads in [2, 1] {
+            let planned = pool(threads)
+                .install(|| g.run(std::slice::from_ref(&x), &[]))
+                .unwrap();
+            for (p, o) in planned.iter().zip(&op_by_op) {
+                assert_eq!(bits(p), bits(o), "{threads} threads");
+            }
+        }
+        let g = pool(1).install(model);
+        assert_eq!(g.plan_status().unwrap().forked_steps, 0);
     }
 
     /// A hard swish after a convolution (four ops) runs in the convolution's epilogue, with

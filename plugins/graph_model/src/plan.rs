@@ -15,6 +15,12 @@
 //! first, take the lowest offset that no value alive at the same time holds. One scratch
 //! area after them serves the convolutions' im2col.
 //!
+//! Where the model loads with two threads or more, runs of small steps that form two
+//! independent branches (a landmark model's heads) become forks: two lanes that two threads
+//! compute at once ([`find_forks`]). Every buffer a fork touches stays alive through all of
+//! it, and the second lane has its own scratch area, so the lanes never write where the other
+//! reads; each step computes the same bits in either order.
+//!
 //! A graph plans when every input has a static shape (but for the batch) and float32 type.
 //! The ops with a planned kernel whose inputs are all planned (or constant) make the steps;
 //! the ops after the first without one (a detector's decoding: `TopKV2`, gathers, integer
@@ -241,15 +247,29 @@ pub(crate) struct Plan {
     tail_targets: Vec<(usize, usize)>,
     /// Offset of each arena buffer.
     offsets: Vec<usize>,
-    /// Floats of the arena's values; the scratch follows them.
+    /// Floats of the arena's values; the scratch of each lane follows them (see [`Fork`]).
     values_len: usize,
-    scratch_len: usize,
-    /// f64 accumulators of the reductions (the most one step needs).
-    acc_len: usize,
+    scratch_len: [usize; 2],
+    /// f64 accumulators of the reductions (the most one step of the lane needs), per lane.
+    acc_len: [usize; 2],
+    /// Runs of steps that two threads compute at once.
+    forks: Vec<Fork>,
     /// The arena and the accumulators, held between runs (a run finding them busy uses
     /// fresh ones).
     arena: Mutex<(Vec<f32>, Vec<f64>)>,
 }
+
+/// Time per op type of a run (`GRAPH_MODEL_PROFILE=1`): calls and milliseconds.
+type Profile<'m> = std::collections::BTreeMap<&'m str, (u32, f64)>;
+
+/// The arena's start, shared by the two lanes of a fork.
+#[derive(Clone, Copy)]
+struct ArenaPtr(*mut f32);
+
+// SAFETY: the lanes of a fork write disjoint ranges of the arena (see `Plan::execute`).
+unsafe impl Send for ArenaPtr {}
+// SAFETY: as above.
+unsafe impl Sync for ArenaPtr {}
 
 /// Arena offsets are multiples of this many floats (64 bytes: with the allocator's alignment
 /// of the arena, usually whole cache lines).
@@ -470,27 +490,31 @@ impl Plan {
         }
         let live: Vec<Place> = live_to_end(&outputs, &boundary).map(|s| s.place).collect();
         b.fuse_banded(&live).map_err(|e| unsupported(e.0))?;
-        let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary));
-        let scratch_len = b
-            .steps
+        let forks = if rayon::current_num_threads() > 1 {
+            find_forks(&b.steps, nodes)
+        } else {
+            Vec::new()
+        };
+        let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary), &forks);
+        // Lane 0 runs every step outside the forks too; lane 1 only its steps of the forks.
+        let lane1: Vec<&Step> = forks
             .iter()
-            .map(|s| match &s.kernel {
-                Kernel::Conv { plan, .. } => plan.scratch,
-                Kernel::ConvTranspose { plan, .. } => plan.scratch,
-                Kernel::Banded { plan, .. } => plan.scratch,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        let acc_len = b
-            .steps
-            .iter()
-            .map(|s| match &s.kernel {
-                Kernel::Reduce { .. } => s.out.len(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
+            .flat_map(|f| &f.lanes[1])
+            .map(|&s| &b.steps[s])
+            .collect();
+        let needs = |steps: &[&Step]| {
+            steps
+                .iter()
+                .fold((0, 0), |(scratch, acc), s| match &s.kernel {
+                    Kernel::Conv { plan, .. } => (scratch.max(plan.scratch), acc),
+                    Kernel::ConvTranspose { plan, .. } => (scratch.max(plan.scratch), acc),
+                    Kernel::Banded { plan, .. } => (scratch.max(plan.scratch), acc),
+                    Kernel::Reduce { .. } => (scratch, acc.max(s.out.len())),
+                    _ => (scratch, acc),
+                })
+        };
+        let (all, lane1) = (needs(&b.steps.iter().collect::<Vec<_>>()), needs(&lane1));
+        let (scratch_len, acc_len) = ([all.0, lane1.0], [all.1, lane1.1]);
         Ok(Plan {
             names: names.to_vec(),
             feed_shapes,
@@ -504,7 +528,11 @@ impl Plan {
             values_len,
             scratch_len,
             acc_len,
-            arena: Mutex::new((touched(values_len + scratch_len), vec![0f64; acc_len])),
+            arena: Mutex::new((
+                touched(values_len + scratch_len[0] + scratch_len[1]),
+                vec![0f64; acc_len[0] + acc_len[1]],
+            )),
+            forks,
         })
     }
 
@@ -521,7 +549,8 @@ impl Plan {
                     .map_or(0, |s| s.out.len())
             })
             .collect();
-        let (first, last) = lifetimes(&self.steps, live_to_end(&self.outputs, &self.boundary), n);
+        let live = live_to_end(&self.outputs, &self.boundary);
+        let (first, last) = lifetimes(&self.steps, live, &self.forks, n);
         for a in 0..n {
             if self.offsets[a] + sizes[a] > self.values_len {
                 return Err(format!("buffer {a} ends past the arena"));
@@ -535,6 +564,56 @@ impl Plan {
                 }
             }
         }
+        // Each fork's lanes hold its steps, each once, in order, and neither reads what the
+        // other writes.
+        for f in &self.forks {
+            let mut all: Vec<usize> = f.lanes.concat();
+            all.sort_unstable();
+            if all != (f.start..f.end).collect::<Vec<_>>()
+                || f.lanes.iter().any(|l| l.windows(2).any(|w| w[0] >= w[1]))
+            {
+                return Err(format!(
+                    "fork {}..{} has lanes {:?}",
+                    f.start, f.end, f.lanes
+                ));
+            }
+            let writes = |lane: &[usize]| -> Vec<Place> {
+                lane.iter().map(|&s| self.steps[s].out.place).collect()
+            };
+            // Whatever the order of the lanes' steps, the buffers a fork touches are all
+            // alive during it: none may share memory.
+            let mut touched: Vec<usize> = Vec::new();
+            for step in &self.steps[f.start..f.end] {
+                for r in step.reads().chain([&step.out]) {
+                    if let Place::Arena(b) = r.place {
+                        if !touched.contains(&b) {
+                            touched.push(b);
+                        }
+                    }
+                }
+            }
+            for (k, &a) in touched.iter().enumerate() {
+                for &b in &touched[k + 1..] {
+                    if self.offsets[a] < self.offsets[b] + sizes[b]
+                        && self.offsets[b] < self.offsets[a] + sizes[a]
+                    {
+                        return Err(format!(
+                            "buffers {a} and {b} of fork {} share memory",
+                            f.start
+                        ));
+                    }
+                }
+            }
+            for (l, lane) in f.lanes.iter().enumerate() {
+                let other = writes(&f.lanes[1 - l]);
+                if let Some(s) = lane
+                    .iter()
+                    .find(|&&s| self.steps[s].reads().any(|r| other.contains(&r.place)))
+                {
+                    return Err(format!("step {s} of lane {l} reads the other lane's value"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -545,7 +624,12 @@ impl Plan {
 
     /// Bytes of the arena (values and scratch).
     pub(crate) fn arena_bytes(&self) -> usize {
-        (self.values_len + self.scratch_len) * std::mem::size_of::<f32>()
+        (self.values_len + self.scratch_len[0] + self.scratch_len[1]) * std::mem::size_of::<f32>()
+    }
+
+    /// Steps in forks.
+    pub(crate) fn forked_steps(&self) -> usize {
+        self.forks.iter().map(|f| f.end - f.start).sum()
     }
 
     /// Steps of the plan (the op-by-op executor runs one per node).
@@ -649,37 +733,69 @@ impl Plan {
             Ok((a, acc)) => (a, acc),
             Err(_) => {
                 fresh = (
-                    vec![0f32; self.values_len + self.scratch_len],
-                    vec![0f64; self.acc_len],
+                    vec![0f32; self.values_len + self.scratch_len[0] + self.scratch_len[1]],
+                    vec![0f64; self.acc_len[0] + self.acc_len[1]],
                 );
                 (&mut fresh.0, &mut fresh.1)
             }
         };
-        let base = arena.as_mut_ptr();
+        let base = ArenaPtr(arena.as_mut_ptr());
         // GRAPH_MODEL_PROFILE=1: time per op type, printed to stderr after each run.
-        let mut profile: Option<std::collections::BTreeMap<&str, (u32, f64)>> =
-            crate::graph::profiling().then(Default::default);
-        for step in &self.steps {
-            let started = profile.as_ref().map(|_| std::time::Instant::now());
+        let mut profile: Option<Profile<'_>> = crate::graph::profiling().then(Default::default);
+        let (acc0, acc1) = acc.split_at_mut(self.acc_len[0]);
+        let mut next = 0;
+        for fork in self.forks.iter().chain([&Fork {
+            start: self.steps.len(),
+            end: self.steps.len(),
+            lanes: [Vec::new(), Vec::new()],
+        }]) {
             // SAFETY: `base` is the arena, borrowed mutably above for this run alone.
-            unsafe { self.exec(model, step, feeds, base, acc) }.map_err(|e| {
-                let node = &model.nodes()[step.node];
-                GraphModelError::Node {
-                    file: model.file().to_path_buf(),
-                    node: node.name.clone(),
-                    op: node.op_name.clone(),
-                    msg: e.0,
-                }
-            })?;
-            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
-                let e = p.entry(&model.nodes()[step.node].op_name).or_default();
-                e.0 += 1;
-                e.1 += t.elapsed().as_secs_f64() * 1e3;
+            unsafe {
+                self.run_steps(
+                    model,
+                    next..fork.start,
+                    feeds,
+                    (base, 0),
+                    acc0,
+                    &mut profile,
+                )
+            }?;
+            if fork.start == fork.end {
+                break;
             }
+            if rayon::current_num_threads() < 2 {
+                // SAFETY: as above.
+                let all = fork.start..fork.end;
+                unsafe { self.run_steps(model, all, feeds, (base, 0), acc0, &mut profile) }?;
+            } else {
+                let mut profiles = [profile.as_ref().map(|_| Profile::new()), None];
+                profiles[1] = profiles[0].clone();
+                let [p0, p1] = &mut profiles;
+                let (l0, l1) = (fork.lanes[0].iter().copied(), fork.lanes[1].iter().copied());
+                // SAFETY: as above; the two lanes write apart: no buffer alive during the fork
+                // shares memory with another (`lifetimes`), no step of a lane reads what
+                // the other writes (`find_forks`), and each lane has its own scratch and
+                // accumulators.
+                let (r0, r1) = rayon::join(
+                    || unsafe { self.run_steps(model, l0, feeds, (base, 0), acc0, p0) },
+                    || unsafe { self.run_steps(model, l1, feeds, (base, 1), acc1, p1) },
+                );
+                r0?;
+                r1?;
+                if let Some(p) = profile.as_mut() {
+                    for (op, (count, ms)) in profiles.into_iter().flatten().flatten() {
+                        let e = p.entry(op).or_default();
+                        e.0 += count;
+                        e.1 += ms;
+                    }
+                }
+            }
+            next = fork.end;
         }
         if let Some(p) = profile {
             crate::graph::print_profile(model.file(), "planned", p.into_iter());
         }
+        let base = base.0;
         let mut tail_values = Vec::new();
         if !self.tail_targets.is_empty() {
             let seeds = self
@@ -714,8 +830,8 @@ impl Plan {
                         })?;
                     Delivered::Tail(v)
                 }
-                // SAFETY: no step runs any more; `base` points to the arena of
-                // `values_len + scratch_len` floats, which `read` stays inside of.
+                // SAFETY: no step runs any more; `base` points to the arena, which `read`
+                // stays inside of.
                 _ => Delivered::Planned(
                     unsafe { self.read(slot, feeds, base) }.map_err(|e| model.plan_error(e.0))?,
                 ),
@@ -725,10 +841,46 @@ impl Plan {
         Ok(())
     }
 
+    /// Runs the steps `which` in order, in lane `lane`'s scratch and with its accumulators
+    /// `acc`, timing each into `profile` when there is one.
+    ///
+    /// # Safety
+    /// `base` must point to this plan's arena, borrowed mutably by the caller for the whole
+    /// run; steps running at the same time on other threads must write apart from these.
+    unsafe fn run_steps<'m>(
+        &self,
+        model: &'m GraphModel,
+        which: impl Iterator<Item = usize>,
+        feeds: &[Tensor],
+        (base, lane): (ArenaPtr, usize),
+        acc: &mut [f64],
+        profile: &mut Option<Profile<'m>>,
+    ) -> Result<(), GraphModelError> {
+        for step in which.map(|s| &self.steps[s]) {
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
+            // SAFETY: the caller's.
+            unsafe { self.exec(model, step, feeds, base.0, lane, acc) }.map_err(|e| {
+                let node = &model.nodes()[step.node];
+                GraphModelError::Node {
+                    file: model.file().to_path_buf(),
+                    node: node.name.clone(),
+                    op: node.op_name.clone(),
+                    msg: e.0,
+                }
+            })?;
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                let e = p.entry(&model.nodes()[step.node].op_name).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        Ok(())
+    }
+
     /// The data of `slot`.
     ///
     /// # Safety
-    /// `base` must point to this plan's arena (`values_len + scratch_len` floats), and no
+    /// `base` must point to this plan's arena (its values, then the lanes' scratch), and no
     /// mutable slice of the arena may overlap the slot's buffer while the result lives.
     unsafe fn read<'a>(
         &'a self,
@@ -818,17 +970,19 @@ impl Plan {
         Ok(Some((conv_filter(model.nodes(), s)?, e)))
     }
 
-    /// Runs one step.
+    /// Runs one step, in lane `lane`'s scratch.
     ///
     /// # Safety
-    /// `base` must point to this plan's arena (`values_len + scratch_len` floats), borrowed
-    /// mutably by the caller for the whole run and by nothing else.
+    /// `base` must point to this plan's arena (`values_len` floats, then a scratch area of
+    /// `scratch_len` per lane), borrowed mutably by the caller for the whole run; steps
+    /// running at the same time on other threads write apart from this one.
     unsafe fn exec(
         &self,
         model: &GraphModel,
         step: &Step,
         feeds: &[Tensor],
         base: *mut f32,
+        lane: usize,
         acc: &mut [f64],
     ) -> OpResult<()> {
         let Place::Arena(b) = step.out.place else {
@@ -838,14 +992,20 @@ impl Plan {
         if off + len > self.values_len {
             return Err(OpError::new("a value lies outside the arena"));
         }
+        let Some(&scratch_len) = self.scratch_len.get(lane) else {
+            return Err(OpError::new(
+                "a step runs in a lane the plan has no scratch for",
+            ));
+        };
         // SAFETY: the memory plan gives this step's output a range of the arena that no value
         // alive during the step holds (its inputs are alive until they are read, here), and
-        // the scratch lies after every value; all stay inside the arena's
-        // `values_len + scratch_len` floats (checked), and the arena is borrowed mutably by
-        // this run alone.
+        // the lanes' scratch areas lie after every value; all stay inside the arena (checked
+        // above), and the arena is borrowed mutably by this run alone.
         let out = unsafe { std::slice::from_raw_parts_mut(base.add(off), len) };
-        let scratch =
-            unsafe { std::slice::from_raw_parts_mut(base.add(self.values_len), self.scratch_len) };
+        let scratch = unsafe {
+            let at = self.values_len + self.scratch_len[..lane].iter().sum::<usize>();
+            std::slice::from_raw_parts_mut(base.add(at), scratch_len)
+        };
         // SAFETY: as above: the inputs' buffers do not overlap `out` nor the scratch.
         let arg = |k: usize| -> OpResult<&[f32]> {
             let slot = step
@@ -1026,10 +1186,12 @@ fn live_to_end<'a>(
 
 /// The step that writes each of `n` arena buffers and the last step that reads it (or one of
 /// its views); `steps.len()` for the outputs and what the tail reads, which are read after
-/// the last step.
+/// the last step. A buffer alive at any step of a fork is alive through the whole fork: its
+/// lanes run their steps in any interleaving.
 fn lifetimes<'a>(
     steps: &[Step],
     live_to_end: impl Iterator<Item = &'a Slot>,
+    forks: &[Fork],
     n: usize,
 ) -> (Vec<usize>, Vec<usize>) {
     let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
@@ -1049,7 +1211,165 @@ fn lifetimes<'a>(
             last[b] = steps.len();
         }
     }
+    for fork in forks {
+        for b in 0..n {
+            if first[b] < fork.end && last[b] >= fork.start {
+                first[b] = first[b].min(fork.start);
+                last[b] = last[b].max(fork.end - 1);
+            }
+        }
+    }
     (first, last)
+}
+
+/// Steps `start..end` of a plan that two threads compute at once, each in one of two lanes:
+/// no step of one lane reads a value that a step of the other writes. Iris's two branches
+/// (the contour and the iris, 21 small steps each at 4x4 and 2x2 pixels) are one: steps too
+/// small to split between threads, which at two threads ran one after the other.
+#[derive(Debug)]
+struct Fork {
+    start: usize,
+    end: usize,
+    /// The steps of each lane, in the plan's order.
+    lanes: [Vec<usize>; 2],
+}
+
+/// A step's fixed cost, in multiply-adds: about what a small step takes beyond its
+/// arithmetic (a few microseconds at 20-40 G multiply-adds a second).
+const STEP_COST: f64 = 50_000.0;
+
+/// The most work of a step in a fork, in multiply-adds: larger steps are split between the
+/// threads themselves, and a fork of them measured slower (CenterNet's and MoveNet's heads).
+const MAX_FORKED_STEP: f64 = 1_000_000.0;
+
+/// The least work of the lighter lane for a fork to pay for its hand-off between the
+/// threads, in multiply-adds (about 20 microseconds of work).
+const MIN_FORK_COST: f64 = 500_000.0;
+
+/// About what step `step` costs, in multiply-adds (or values written, for the steps without).
+fn step_cost(step: &Step, nodes: &[GNode]) -> f64 {
+    let out = step.out.len() as f64;
+    let work = match &step.kernel {
+        Kernel::Conv { .. } => conv_filter(nodes, step)
+            .map(|f| out * f.dims()[..3].iter().product::<usize>() as f64)
+            .unwrap_or(out),
+        // Each output of a depthwise convolution reads its own inputs: about 4 multiply-adds'
+        // time per tap.
+        Kernel::Depthwise { .. } => step
+            .args
+            .get(1)
+            .map(|w| 4.0 * out * w.shape.iter().take(2).product::<usize>() as f64)
+            .unwrap_or(out),
+        Kernel::Banded {
+            expand,
+            depthwise,
+            project,
+            ..
+        } => {
+            return expand
+                .iter()
+                .chain([depthwise])
+                .chain(project)
+                .map(|s| step_cost(s, nodes))
+                .sum()
+        }
+        // A value written from memory takes about as long as 8 multiply-adds in cache.
+        _ => 8.0 * out,
+    };
+    STEP_COST + work
+}
+
+/// The forks of a plan: from each step on, the run of steps (none larger than
+/// [`MAX_FORKED_STEP`]) whose dependencies make two or more separate groups, split between two lanes (largest group first, each to the lighter
+/// lane) so that the lighter lane has the most work, when that is at least
+/// [`MIN_FORK_COST`]; the search goes on after the fork's last step.
+fn find_forks(steps: &[Step], nodes: &[GNode]) -> Vec<Fork> {
+    let n = steps.len();
+    let cost: Vec<f64> = steps.iter().map(|s| step_cost(s, nodes)).collect();
+    let mut writer = std::collections::HashMap::new();
+    for (s, step) in steps.iter().enumerate() {
+        if let Place::Arena(b) = step.out.place {
+            writer.insert(b, s);
+        }
+    }
+    // The steps before `s` that step `s` reads from.
+    let sources: Vec<Vec<usize>> = steps
+        .iter()
+        .enumerate()
+        .map(|(s, step)| {
+            step.reads()
+                .filter_map(|r| match r.place {
+                    Place::Arena(b) => writer.get(&b).copied().filter(|&w| w < s),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    // Splits the steps `start..` between two lanes by their groups (`group[k]`: step
+    // `start + k`'s), largest group first, each to the lighter lane; returns the lanes and
+    // the lighter one's work.
+    let split = |group: &[usize], start: usize| {
+        let mut sums: Vec<(usize, f64)> = Vec::new();
+        for (k, &g) in group.iter().enumerate() {
+            match sums.iter_mut().find(|(h, _)| *h == g) {
+                Some(e) => e.1 += cost[start + k],
+                None => sums.push((g, cost[start + k])),
+            }
+        }
+        sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (mut lane_of, mut load) = (Vec::with_capacity(sums.len()), [0.0f64; 2]);
+        for (g, c) in sums {
+            let lane = usize::from(load[1] < load[0]);
+            load[lane] += c;
+            lane_of.push((g, lane));
+        }
+        let mut lanes = [Vec::new(), Vec::new()];
+        for (k, g) in group.iter().enumerate() {
+            let lane = lane_of.iter().find(|(h, _)| h == g).map_or(0, |e| e.1);
+            lanes[lane].push(start + k);
+        }
+        (lanes, load[0].min(load[1]))
+    };
+    // The root of `k` in a union-find forest.
+    fn root(parent: &mut [usize], mut k: usize) -> usize {
+        while parent[k] != k {
+            parent[k] = parent[parent[k]];
+            k = parent[k];
+        }
+        k
+    }
+    let mut forks = Vec::new();
+    let mut start = 0;
+    while start < n {
+        // The group of each step of `start..=end` (as offsets from `start`): steps joined by
+        // what they read from one another.
+        let mut parent: Vec<usize> = Vec::with_capacity(n - start);
+        let mut best: Option<(f64, Fork)> = None;
+        for end in start..n {
+            if cost[end] > MAX_FORKED_STEP {
+                break;
+            }
+            parent.push(end - start);
+            for &w in sources[end].iter().filter(|&&w| w >= start) {
+                let (a, b) = (root(&mut parent, w - start), root(&mut parent, end - start));
+                parent[a] = b;
+            }
+            let group: Vec<usize> = (0..parent.len()).map(|k| root(&mut parent, k)).collect();
+            let (lanes, lighter) = split(&group, start);
+            if lighter >= MIN_FORK_COST && best.as_ref().is_none_or(|(b, _)| lighter > *b) {
+                let end = end + 1;
+                best = Some((lighter, Fork { start, end, lanes }));
+            }
+        }
+        match best {
+            Some((_, fork)) => {
+                start = fork.end;
+                forks.push(fork);
+            }
+            None => start += 1,
+        }
+    }
+    forks
 }
 
 /// A hard swish fused into a convolution's epilogue: its last node, its constants, and the
@@ -1848,9 +2168,13 @@ impl Builder<'_> {
 
     /// TFLite's greedy-by-size placement (see the module documentation): the offset of each
     /// buffer, and the floats they span.
-    fn memory_plan<'a>(&self, live_to_end: impl Iterator<Item = &'a Slot>) -> (Vec<usize>, usize) {
+    fn memory_plan<'a>(
+        &self,
+        live_to_end: impl Iterator<Item = &'a Slot>,
+        forks: &[Fork],
+    ) -> (Vec<usize>, usize) {
         let n = self.buffers.len();
-        let (first, last) = lifetimes(&self.steps, live_to_end, n);
+        let (first, last) = lifetimes(&self.steps, live_to_end, forks, n);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| std::cmp::Reverse(self.buffers[b]));
         let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(n);

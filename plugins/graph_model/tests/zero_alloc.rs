@@ -63,8 +63,9 @@ fn planned_runs_allocate_nothing() {
             kernels::process::allocations() - before
         });
         println!(
-            "{name}: {} steps, {} KiB arena, {counted} allocations in 10 runs",
+            "{name}: {} steps ({} in forks), {} KiB arena, {counted} allocations in 10 runs",
             plan.steps,
+            plan.forked_steps,
             plan.arena_bytes / 1024
         );
         assert_eq!(counted, 0, "{name}: a planned run allocated");
