@@ -1304,8 +1304,7 @@ pub fn conv_transpose2d_nhwc_packed(
     const OP: &str = "conv_transpose2d_nhwc";
     let [n, h, wd, ci] = plan.input;
     let [_, oh, ow, co] = plan.out;
-    let [kh, kw, fco, fci] = f.dims;
-    let kdim = kh * kw * co;
+    let [_, _, fco, fci] = f.dims;
     check_plan_buffers(
         OP,
         fco == co && fci == ci,
@@ -1315,6 +1314,35 @@ pub fn conv_transpose2d_nhwc_packed(
         (scratch, plan.scratch),
         plan,
     )?;
+    if tiles_outputs(plan, f.dims) {
+        conv_transpose_tiled(x, f, plan, out, scratch)
+    } else {
+        conv_transpose_col2im(x, f, plan, out, scratch)
+    }
+}
+
+/// Whether each input pixel's taps land on output pixels of their own, laid out as
+/// `SH x SW` tiles of the output: a filter no larger than its strides, no padding (a 2x2
+/// filter at stride 2, as selfie's last layer).
+fn tiles_outputs(plan: &ConvTransposePlan, [kh, kw, _, _]: [usize; 4]) -> bool {
+    let ([_, h, wd, _], [_, oh, ow, _]) = (plan.input, plan.out);
+    let (sh, sw) = plan.strides;
+    kh <= sh && kw <= sw && plan.pad_top == 0 && plan.pad_left == 0 && oh == h * sh && ow == wd * sw
+}
+
+/// [`conv_transpose2d_nhwc_packed`] in general: the taps of each input pixel (one GEMM over
+/// the image into `scratch`) added into the output, where they overlap.
+fn conv_transpose_col2im(
+    x: &[f32],
+    f: &PackedTransposedFilter,
+    plan: &ConvTransposePlan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let [n, h, wd, ci] = plan.input;
+    let [_, oh, ow, co] = plan.out;
+    let [kh, kw, _, _] = f.dims;
+    let kdim = kh * kw * co;
     let ((sh, sw), pt, pl) = (plan.strides, plan.pad_top, plan.pad_left);
     let col = &mut scratch[..plan.scratch];
     out.fill(0.0);
@@ -1343,6 +1371,74 @@ pub fn conv_transpose2d_nhwc_packed(
                         }
                     }
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`conv_transpose2d_nhwc_packed`] where [`tiles_outputs`]: each input row's product goes
+/// straight to its own `SH` output rows, and bands of input rows run in parallel (each its
+/// GEMM into its part of `scratch`, then its rows of the output). The output's values are
+/// `0 + tap`, as [`conv_transpose_col2im`] adds them, so both give the same bits.
+fn conv_transpose_tiled(
+    x: &[f32],
+    f: &PackedTransposedFilter,
+    plan: &ConvTransposePlan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let [n, h, wd, ci] = plan.input;
+    let [_, _, ow, co] = plan.out;
+    let [kh, kw, _, _] = f.dims;
+    let (kdim, (sh, sw)) = (kh * kw * co, plan.strides);
+    // Output values per input row, and input rows per task (a GEMM's worth of work).
+    let row_out = sh * ow * co;
+    let rows_per_task = (super::packed_gemm::task_macs() / (wd * ci * kdim).max(1)).clamp(1, h);
+    let parallel = h > rows_per_task
+        && rayon::current_num_threads() > 1
+        && !crate::process::in_parallel_task();
+    let col = &mut scratch[..h * wd * kdim];
+    for (xb, ob) in x
+        .chunks_exact(h * wd * ci)
+        .zip(out.chunks_exact_mut(h * row_out))
+        .take(n)
+    {
+        // Input rows `r0..`: their products into `cb`, then their output rows `ob`.
+        let band = |r0: usize, ob: &mut [f32], cb: &mut [f32]| -> Result<()> {
+            let (rows, xr) = (ob.len() / row_out, &xb[r0 * wd * ci..]);
+            let taps = Runs::row(ci);
+            gemm_packed_runs_then(rows * wd, xr, ci, taps, &f.matrix, cb, kdim, 0, &|_, _| {})?;
+            for (orows, crow) in ob.chunks_exact_mut(row_out).zip(cb.chunks_exact(wd * kdim)) {
+                for (ky, orow) in orows.chunks_exact_mut(ow * co).enumerate() {
+                    if ky >= kh {
+                        orow.fill(0.0);
+                        continue;
+                    }
+                    for (dst, taps) in orow.chunks_exact_mut(sw * co).zip(crow.chunks_exact(kdim)) {
+                        let (hit, miss) = dst.split_at_mut(kw * co);
+                        for (d, &t) in hit.iter_mut().zip(&taps[ky * kw * co..]) {
+                            *d = 0.0 + t;
+                        }
+                        miss.fill(0.0);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let (task_out, task_col) = (rows_per_task * row_out, rows_per_task * wd * kdim);
+        if parallel {
+            ob.par_chunks_mut(task_out)
+                .zip(col.par_chunks_mut(task_col))
+                .enumerate()
+                .try_for_each(|(t, (o, c))| band(t * rows_per_task, o, c))?;
+        } else {
+            for (t, (o, c)) in ob
+                .chunks_mut(task_out)
+                .zip(col.chunks_mut(task_col))
+                .enumerate()
+            {
+                band(t * rows_per_task, o, c)?;
             }
         }
     }
@@ -1773,6 +1869,60 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A transposed convolution whose filter is no larger than its strides writes each
+    /// input pixel's taps to its own output tile, in bands of rows on the threads: the same
+    /// bits as the general col2im path (which adds them to zeros), with one output channel
+    /// (selfie's last layer) or several, gaps where the filter is smaller than the stride,
+    /// two images, and bands split between 2 threads.
+    #[test]
+    fn tiled_transposed_convolution_equals_col2im() {
+        let cases = [
+            // (x, filter [KH, KW, CO, CI], strides)
+            ((1, 7, 9, 16), (2, 2, 1, 16), (2, 2)),
+            ((2, 5, 4, 5), (2, 2, 3, 5), (2, 2)),
+            ((1, 6, 5, 4), (1, 2, 2, 4), (2, 3)),
+            ((1, 40, 32, 64), (2, 2, 8, 64), (2, 2)),
+        ];
+        for (xs, ws, strides) in cases {
+            let x = ramp(xs, 0.07);
+            let x = x.as_slice().unwrap();
+            let w = ramp(ws, 0.03);
+            let f = PackedTransposedFilter::new(w.view()).unwrap();
+            let out_size = (xs.1 * strides.0, xs.2 * strides.1);
+            let plan = conv_transpose2d_nhwc_plan(
+                [xs.0, xs.1, xs.2, xs.3],
+                &f,
+                out_size,
+                strides,
+                Padding::Same,
+            )
+            .unwrap();
+            assert!(tiles_outputs(&plan, f.dims), "{xs:?} {ws:?}");
+            let len = plan.out.iter().product::<usize>();
+            let mut want = vec![f32::NAN; len];
+            let mut scratch = vec![0f32; plan.scratch];
+            conv_transpose_col2im(x, &f, &plan, &mut want, &mut scratch).unwrap();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut got = vec![f32::NAN; len];
+                pool.install(|| {
+                    conv_transpose2d_nhwc_packed(x, &f, &plan, &mut got, &mut scratch)
+                })
+                .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{xs:?} {ws:?} {threads} threads");
+            }
+        }
+        // A 3x3 filter at stride 2 overlaps (and pads): the general path.
+        let f = PackedTransposedFilter::new(ramp((3, 3, 2, 4), 0.03).view()).unwrap();
+        let plan =
+            conv_transpose2d_nhwc_plan([1, 4, 4, 4], &f, (8, 8), (2, 2), Padding::Same).unwrap();
+        assert!(!tiles_outputs(&plan, f.dims));
     }
 
     /// The transposed convolution is the adjoint of the convolution: <conv(y), x> equals
