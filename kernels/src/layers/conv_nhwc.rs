@@ -1415,12 +1415,13 @@ fn conv_transpose_tiled(
                         orow.fill(0.0);
                         continue;
                     }
-                    for (dst, taps) in orow.chunks_exact_mut(sw * co).zip(crow.chunks_exact(kdim)) {
-                        let (hit, miss) = dst.split_at_mut(kw * co);
-                        for (d, &t) in hit.iter_mut().zip(&taps[ky * kw * co..]) {
-                            *d = 0.0 + t;
-                        }
-                        miss.fill(0.0);
+                    let seg = (ky * kw * co, kw * co, sw * co);
+                    match seg.1 {
+                        // Runs of fixed length, which LLVM unrolls (selfie's are 2 values).
+                        1 => tap_runs::<1>(orow, crow, kdim, seg),
+                        2 => tap_runs::<2>(orow, crow, kdim, seg),
+                        4 => tap_runs::<4>(orow, crow, kdim, seg),
+                        _ => tap_runs::<0>(orow, crow, kdim, seg),
                     }
                 }
             }
@@ -1443,6 +1444,25 @@ fn conv_transpose_tiled(
         }
     }
     Ok(())
+}
+
+/// One output row of a tiled transposed convolution: for each input pixel (`kdim` taps in
+/// `crow`), its `len` taps from `from` as `0 + tap` into its run of `step` values of `orow`,
+/// the rest of the run 0. `LEN` is `len` when it is known at compile time, else 0.
+fn tap_runs<const LEN: usize>(
+    orow: &mut [f32],
+    crow: &[f32],
+    kdim: usize,
+    (from, len, step): (usize, usize, usize),
+) {
+    let len = if LEN > 0 { LEN } else { len };
+    for (dst, taps) in orow.chunks_exact_mut(step).zip(crow.chunks_exact(kdim)) {
+        let (hit, miss) = dst.split_at_mut(len);
+        for (d, &t) in hit.iter_mut().zip(&taps[from..from + len]) {
+            *d = 0.0 + t;
+        }
+        miss.fill(0.0);
+    }
 }
 
 #[cfg(test)]
@@ -1910,10 +1930,8 @@ mod tests {
                     .build()
                     .unwrap();
                 let mut got = vec![f32::NAN; len];
-                pool.install(|| {
-                    conv_transpose2d_nhwc_packed(x, &f, &plan, &mut got, &mut scratch)
-                })
-                .unwrap();
+                pool.install(|| conv_transpose2d_nhwc_packed(x, &f, &plan, &mut got, &mut scratch))
+                    .unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{xs:?} {ws:?} {threads} threads");
             }
