@@ -13,12 +13,15 @@ conversions of some of them. This script:
    OHWI, and some weights are stored in float16 on one side);
 3. feeds both sides the same input (our pre-processed photo, written by the `bench` example)
    and compares the outputs;
-4. times both at 1 and 2 threads, in interleaved rounds, and prints medians and ratios.
+4. times both at 1 and 2 threads, in interleaved rounds, and prints medians and ratios: the
+   ratio of the medians over all rounds, and the median (and range) of each round's ratio,
+   both sides timed back to back (the machines this runs on drift by tens of percent from one
+   minute to the next, so many short rounds say more than a few long ones).
 
     pip install ai-edge-litert numpy
     scripts/fetch-models.sh
     cargo build --release -p plugin-graph-model --example bench
-    python3 tests/reference/bench_tflite.py [--runs 50] [--rounds 3]
+    python3 tests/reference/bench_tflite.py [--runs 30] [--rounds 9]
 
 TFLite runs through `ai_edge_litert.interpreter.Interpreter(num_threads=T)`, whose default op
 resolver applies the XNNPACK delegate; ours through `GraphModel::run` (the compiled plan) and
@@ -205,8 +208,8 @@ def time_tflite(interpreter, x, runs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     from ai_edge_litert import interpreter as litert
     import importlib.metadata as md
@@ -247,16 +250,21 @@ def main():
         if list(x.shape) != in_shape:
             print("  input shapes differ: not timed")
             continue
-        times = {}
+        times, rounds = {}, {}
         for threads in (1, 2):
             interp = litert.Interpreter(model_path=tflite[name], num_threads=threads)
             interp.allocate_tensors()
-            t_lite, t_ours, t_op = [], [], []
+            t_lite, t_ours, t_op, paired = [], [], [], []
             for _ in range(args.rounds):
-                t_lite += time_tflite(interp, x, args.runs)
-                t_ours += run_ours(name, args.runs, threads)
+                lite, ours = time_tflite(interp, x, args.runs), run_ours(name, args.runs, threads)
+                t_lite += lite
+                t_ours += ours
+                # This round's ratio: both sides timed back to back, in the same state of a
+                # machine whose speed drifts by tens of percent from minute to minute.
+                paired.append(statistics.median(ours) / statistics.median(lite))
                 t_op += run_ours(name, args.runs, threads, op_by_op=True)
             times[threads] = tuple(statistics.median(t) for t in (t_lite, t_ours, t_op))
+            rounds[threads] = (statistics.median(paired), min(paired), max(paired))
             if threads == 1:
                 theirs = [interp.get_tensor(o["index"]) for o in interp.get_output_details()]
                 diff, compared, sigmoids = compare_outputs(ours_out, theirs)
@@ -269,17 +277,21 @@ def main():
                          if diff is not None
                          else "n/a (no output of the same size)"))
         for threads, (lite, ours, op) in times.items():
+            mid, low, high = rounds[threads]
             print(f"  {threads} thread{'s' if threads > 1 else ''}: TFLite XNNPACK {lite:.2f} ms, "
-                  f"ours {ours:.2f} ms (op by op {op:.2f} ms), ours / TFLite {ours / lite:.2f}")
-        rows.append((name, verdict, times))
+                  f"ours {ours:.2f} ms (op by op {op:.2f} ms), ours / TFLite {ours / lite:.2f}; "
+                  f"round by round {mid:.2f} ({low:.2f}-{high:.2f})")
+        rows.append((name, verdict, times, rounds))
 
     print("\n| model | weights | TFLite XNNPACK 2 / 1 threads | ours (plan) 2 / 1 threads | "
-          "ours op by op 2 / 1 | ours / TFLite 2 / 1 |")
-    print("|---|---|---|---|---|---|")
-    for name, verdict, t in rows:
+          "ours op by op 2 / 1 | ours / TFLite 2 / 1 | round by round, median (range) 2 / 1 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, verdict, t, r in rows:
         print(f"| {name} | {verdict} | {t[2][0]:.2f} / {t[1][0]:.2f} ms | "
               f"{t[2][1]:.2f} / {t[1][1]:.2f} ms | {t[2][2]:.2f} / {t[1][2]:.2f} ms | "
-              f"{t[2][1] / t[2][0]:.2f} / {t[1][1] / t[1][0]:.2f} |")
+              f"{t[2][1] / t[2][0]:.2f} / {t[1][1] / t[1][0]:.2f} | "
+              f"{r[2][0]:.2f} ({r[2][1]:.2f}-{r[2][2]:.2f}) / "
+              f"{r[1][0]:.2f} ({r[1][1]:.2f}-{r[1][2]:.2f}) |")
 
 
 if __name__ == "__main__":
