@@ -1315,32 +1315,10 @@ pub fn conv_transpose2d_nhwc_packed(
         plan,
     )?;
     if tiles_outputs(plan, f.dims) {
-        conv_transpose_tiled(x, f, plan, out, scratch)
-    } else {
-        conv_transpose_col2im(x, f, plan, out, scratch)
+        return conv_transpose_tiled(x, f, plan, out, scratch);
     }
-}
-
-/// Whether each input pixel's taps land on output pixels of their own, laid out as
-/// `SH x SW` tiles of the output: a filter no larger than its strides, no padding (a 2x2
-/// filter at stride 2, as selfie's last layer).
-fn tiles_outputs(plan: &ConvTransposePlan, [kh, kw, _, _]: [usize; 4]) -> bool {
-    let ([_, h, wd, _], [_, oh, ow, _]) = (plan.input, plan.out);
-    let (sh, sw) = plan.strides;
-    kh <= sh && kw <= sw && plan.pad_top == 0 && plan.pad_left == 0 && oh == h * sh && ow == wd * sw
-}
-
-/// [`conv_transpose2d_nhwc_packed`] in general: the taps of each input pixel (one GEMM over
-/// the image into `scratch`) added into the output, where they overlap.
-fn conv_transpose_col2im(
-    x: &[f32],
-    f: &PackedTransposedFilter,
-    plan: &ConvTransposePlan,
-    out: &mut [f32],
-    scratch: &mut [f32],
-) -> Result<()> {
-    let [n, h, wd, ci] = plan.input;
-    let [_, oh, ow, co] = plan.out;
+    // In general: the taps of each input pixel (one GEMM over the image into `scratch`)
+    // added into the output, where they overlap.
     let [kh, kw, _, _] = f.dims;
     let kdim = kh * kw * co;
     let ((sh, sw), pt, pl) = (plan.strides, plan.pad_top, plan.pad_left);
@@ -1377,10 +1355,19 @@ fn conv_transpose_col2im(
     Ok(())
 }
 
+/// Whether each input pixel's taps land on output pixels of their own, laid out as
+/// `SH x SW` tiles of the output: a filter no larger than its strides, no padding (a 2x2
+/// filter at stride 2, as selfie's last layer).
+fn tiles_outputs(plan: &ConvTransposePlan, [kh, kw, _, _]: [usize; 4]) -> bool {
+    let ([_, h, wd, _], [_, oh, ow, _]) = (plan.input, plan.out);
+    let (sh, sw) = plan.strides;
+    kh <= sh && kw <= sw && plan.pad_top == 0 && plan.pad_left == 0 && oh == h * sh && ow == wd * sw
+}
+
 /// [`conv_transpose2d_nhwc_packed`] where [`tiles_outputs`]: each input row's product goes
 /// straight to its own `SH` output rows, and bands of input rows run in parallel (each its
 /// GEMM into its part of `scratch`, then its rows of the output). The output's values are
-/// `0 + tap`, as [`conv_transpose_col2im`] adds them, so both give the same bits.
+/// `0 + tap`, as the general path adds them, so both give the same bits.
 fn conv_transpose_tiled(
     x: &[f32],
     f: &PackedTransposedFilter,
@@ -1892,12 +1879,13 @@ mod tests {
     }
 
     /// A transposed convolution whose filter is no larger than its strides writes each
-    /// input pixel's taps to its own output tile, in bands of rows on the threads: the same
-    /// bits as the general col2im path (which adds them to zeros), with one output channel
+    /// input pixel's taps to its own output tile, in bands on the threads: each output is
+    /// `0 + Σ x·w` (the products fused in input-channel order from 0, as the GEMM sums them)
+    /// of its one tap, or 0 where no tap lands, bit for bit; with one output channel
     /// (selfie's last layer) or several, gaps where the filter is smaller than the stride,
     /// two images, and bands split between 2 threads.
     #[test]
-    fn tiled_transposed_convolution_equals_col2im() {
+    fn tiled_transposed_convolution_equals_the_definition() {
         let cases = [
             // (x, filter [KH, KW, CO, CI], strides)
             ((1, 7, 9, 16), (2, 2, 1, 16), (2, 2)),
@@ -1905,35 +1893,50 @@ mod tests {
             ((1, 6, 5, 4), (1, 2, 2, 4), (2, 3)),
             ((1, 40, 32, 64), (2, 2, 8, 64), (2, 2)),
         ];
-        for (xs, ws, strides) in cases {
-            let x = ramp(xs, 0.07);
-            let x = x.as_slice().unwrap();
-            let w = ramp(ws, 0.03);
+        for (xs, ws, (sh, sw)) in cases {
+            let (x, w) = (ramp(xs, 0.07), ramp(ws, 0.03));
             let f = PackedTransposedFilter::new(w.view()).unwrap();
-            let out_size = (xs.1 * strides.0, xs.2 * strides.1);
+            let (oh, ow) = (xs.1 * sh, xs.2 * sw);
             let plan = conv_transpose2d_nhwc_plan(
                 [xs.0, xs.1, xs.2, xs.3],
                 &f,
-                out_size,
-                strides,
+                (oh, ow),
+                (sh, sw),
                 Padding::Same,
             )
             .unwrap();
             assert!(tiles_outputs(&plan, f.dims), "{xs:?} {ws:?}");
-            let len = plan.out.iter().product::<usize>();
-            let mut want = vec![f32::NAN; len];
+            let mut want = Vec::new();
+            for b in 0..xs.0 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for o in 0..ws.2 {
+                            let (iy, ky, ix, kx) = (oy / sh, oy % sh, ox / sw, ox % sw);
+                            let v = if ky < ws.0 && kx < ws.1 {
+                                let sum = (0..xs.3).fold(0f32, |s, c| {
+                                    x[[b, iy, ix, c]].mul_add(w[[ky, kx, o, c]], s)
+                                });
+                                0.0 + sum
+                            } else {
+                                0.0
+                            };
+                            want.push(v.to_bits());
+                        }
+                    }
+                }
+            }
+            let x = x.as_slice().unwrap();
             let mut scratch = vec![0f32; plan.scratch];
-            conv_transpose_col2im(x, &f, &plan, &mut want, &mut scratch).unwrap();
             for threads in [1, 2] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let mut got = vec![f32::NAN; len];
+                let mut got = vec![f32::NAN; want.len()];
                 pool.install(|| conv_transpose2d_nhwc_packed(x, &f, &plan, &mut got, &mut scratch))
                     .unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{xs:?} {ws:?} {threads} threads");
+                let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{xs:?} {ws:?} {threads} threads");
             }
         }
         // A 3x3 filter at stride 2 overlaps (and pads): the general path.
