@@ -1035,9 +1035,17 @@ impl Plan {
             }
             Kernel::Depthwise { geom, .. } => {
                 let (x, w) = (step.args[0].dims4()?, step.args[1].dims4()?);
-                conv_nhwc::depthwise_conv2d_nhwc_into(arg(0)?, x, arg(1)?, w, *geom, out)?;
-                epilogue(w[2] * w[3])?.apply(0, out);
-                Ok(())
+                let e = epilogue(w[2] * w[3])?;
+                let (x_data, w_data) = (arg(0)?, arg(1)?);
+                Ok(conv_nhwc::depthwise_conv2d_nhwc_then(
+                    x_data,
+                    x,
+                    w_data,
+                    w,
+                    *geom,
+                    out,
+                    &|row0, rows| e.apply(row0, rows),
+                )?)
             }
             Kernel::Banded {
                 expand,
