@@ -330,15 +330,19 @@ fn add_impl(data: &mut [f32], r: &[f32]) {
 
 kernels::multiversion!(fn add_loops(data: &mut [f32], r: &[f32]) => add_impl);
 
+/// `if v < 0 { v·a } else { v }` as a product by `a` or 1 (the same bits: `v·1 = v`): with
+/// a select, the compiler stores only the changed values, with masked stores, which are
+/// slow on AMD (a quarter of iris's time, with Prelu's slope repeated over blocks).
+#[inline(always)]
+fn neg_scaled(v: f32, a: f32) -> f32 {
+    v * if v < 0.0 { a } else { 1.0 }
+}
+
 /// The loops of [`bias_act`] (arguments checked there; an empty `bias` is none), written so
 /// that they vectorise (selects, not conditional stores) and compiled for AVX-512 and AVX2
 /// where the CPU has them: the same operations, in the same order, on every CPU.
 #[inline(always)]
 fn bias_act_impl(data: &mut [f32], c: usize, bias: &[f32], act: Act, alpha: &[f32]) {
-    // `if v < 0 { v·a } else { v }` as a product by `a` or 1 (the same bits: `v·1 = v`): with
-    // a select, the compiler stores only the changed values, with masked stores, which are
-    // slow on AMD (a quarter of iris's time, with Prelu's slope repeated over blocks).
-    let neg_scaled = |v: f32, a: f32| v * if v < 0.0 { a } else { 1.0 };
     if !bias.is_empty() {
         per_channel(data, c, bias, |v, &b| *v += b);
     }
@@ -381,8 +385,6 @@ fn prelu_epilogue_impl<const RESIDUAL: bool>(
     alpha: &[f32],
     residual: &[f32],
 ) {
-    const BLOCK_MAX: usize = 512;
-    let neg_scaled = |v: f32, a: f32| v * if v < 0.0 { a } else { 1.0 };
     // A run of values with its parameters and residual, all of its length.
     let run = |d: &mut [f32], b: &[f32], a: &[f32], r: &[f32]| {
         if RESIDUAL {
@@ -404,10 +406,9 @@ fn prelu_epilogue_impl<const RESIDUAL: bool>(
     };
     let mut done = 0;
     if c < 64 {
-        // Whole rows, a multiple of 8 values, as `per_channel` repeats its parameters.
-        let base = c * 8 / gcd(c, 8);
-        let block = base * 64usize.div_ceil(base);
-        let (mut rb, mut ra) = ([0f32; BLOCK_MAX], [0f32; BLOCK_MAX]);
+        // Parameters repeated over blocks of whole rows, as `per_channel` repeats them.
+        let block = repeat_block(c);
+        let (mut rb, mut ra) = ([0f32; REPEAT_MAX], [0f32; REPEAT_MAX]);
         for i in 0..block {
             (rb[i], ra[i]) = (bias[i % c], alpha[i % c]);
         }
@@ -442,16 +443,13 @@ kernels::multiversion!(fn bias_add_prelu_loops(data: &mut [f32], c: usize, bias:
 /// tenth of selfie's time).
 #[inline(always)]
 fn per_channel(data: &mut [f32], c: usize, param: &[f32], f: impl Fn(&mut f32, &f32)) {
-    const BLOCK_MAX: usize = 512;
     if c == 0 || param.len() != c {
         return;
     }
     let mut rest = data;
     if c < 64 {
-        // Whole rows, a multiple of 8 values, at least 64 (at most 63·8 = 504).
-        let base = c * 8 / gcd(c, 8);
-        let block = base * 64usize.div_ceil(base);
-        let mut rep = [0f32; BLOCK_MAX];
+        let block = repeat_block(c);
+        let mut rep = [0f32; REPEAT_MAX];
         for (i, r) in rep[..block].iter_mut().enumerate() {
             *r = param[i % c];
         }
@@ -464,6 +462,17 @@ fn per_channel(data: &mut [f32], c: usize, param: &[f32], f: impl Fn(&mut f32, &
     for row in rest.chunks_exact_mut(c) {
         row.iter_mut().zip(param).for_each(|(v, p)| f(v, p));
     }
+}
+
+/// The most values of a block of [`repeat_block`].
+const REPEAT_MAX: usize = 512;
+
+/// The values of a block of whole rows of `c` channels (fewer than 64) over which per-channel
+/// parameters are repeated: a multiple of 8, at least 64, at most 63·8 = 504.
+#[inline(always)]
+fn repeat_block(c: usize) -> usize {
+    let base = c * 8 / gcd(c, 8);
+    base * 64usize.div_ceil(base)
 }
 
 fn gcd(a: usize, b: usize) -> usize {

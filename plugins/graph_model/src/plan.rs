@@ -259,6 +259,17 @@ pub(crate) struct Plan {
     arena: Mutex<(Vec<f32>, Vec<f64>)>,
 }
 
+/// The scratch floats and reduction accumulators the most demanding of `steps` needs.
+fn scratch_and_acc<'a>(steps: impl Iterator<Item = &'a Step>) -> (usize, usize) {
+    steps.fold((0, 0), |(scratch, acc), s| match &s.kernel {
+        Kernel::Conv { plan, .. } => (scratch.max(plan.scratch), acc),
+        Kernel::ConvTranspose { plan, .. } => (scratch.max(plan.scratch), acc),
+        Kernel::Banded { plan, .. } => (scratch.max(plan.scratch), acc),
+        Kernel::Reduce { .. } => (scratch, acc.max(s.out.len())),
+        _ => (scratch, acc),
+    })
+}
+
 /// Time per op type of a run (`GRAPH_MODEL_PROFILE=1`): calls and milliseconds.
 type Profile<'m> = std::collections::BTreeMap<&'m str, (u32, f64)>;
 
@@ -497,23 +508,8 @@ impl Plan {
         };
         let (offsets, values_len) = b.memory_plan(live_to_end(&outputs, &boundary), &forks);
         // Lane 0 runs every step outside the forks too; lane 1 only its steps of the forks.
-        let lane1: Vec<&Step> = forks
-            .iter()
-            .flat_map(|f| &f.lanes[1])
-            .map(|&s| &b.steps[s])
-            .collect();
-        let needs = |steps: &[&Step]| {
-            steps
-                .iter()
-                .fold((0, 0), |(scratch, acc), s| match &s.kernel {
-                    Kernel::Conv { plan, .. } => (scratch.max(plan.scratch), acc),
-                    Kernel::ConvTranspose { plan, .. } => (scratch.max(plan.scratch), acc),
-                    Kernel::Banded { plan, .. } => (scratch.max(plan.scratch), acc),
-                    Kernel::Reduce { .. } => (scratch, acc.max(s.out.len())),
-                    _ => (scratch, acc),
-                })
-        };
-        let (all, lane1) = (needs(&b.steps.iter().collect::<Vec<_>>()), needs(&lane1));
+        let lane1 = forks.iter().flat_map(|f| &f.lanes[1]).map(|&s| &b.steps[s]);
+        let (all, lane1) = (scratch_and_acc(b.steps.iter()), scratch_and_acc(lane1));
         let (scratch_len, acc_len) = ([all.0, lane1.0], [all.1, lane1.1]);
         Ok(Plan {
             names: names.to_vec(),
