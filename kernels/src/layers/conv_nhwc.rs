@@ -245,7 +245,16 @@ pub fn conv2d_nhwc_plan(x: [usize; 4], f: &PackedFilter, geom: NhwcConvGeom) -> 
         && ow == wd;
     // im2col in tiles of output rows, about 4M floats at most.
     let rows_per_tile = ((1usize << 22) / (ow * kdim).max(1)).clamp(1, oh.max(1));
-    let windows = (!direct && dh == 1 && dw == 1 && ow >= WINDOWS_MIN_OW && oh > 0).then(|| {
+    // A large filter on a small map goes through im2col, whose rows run across output rows:
+    // the product of all of them reads the filter once (see `packed_gemm::deep_product`),
+    // where windows read in place would read it once an output row.
+    let windows = (!direct
+        && dh == 1
+        && dw == 1
+        && ow >= WINDOWS_MIN_OW
+        && oh > 0
+        && !f.matrix.deep_pays(n * oh * ow))
+    .then(|| {
         // The windows span `reach_h x reach_w` pixels from the padded input's corner.
         let (reach_h, reach_w) = ((oh - 1) * sh + kh, (ow - 1) * sw + kw);
         Windows {
@@ -469,6 +478,128 @@ pub fn conv2d_nhwc_packed(
         }
     }
     Ok(())
+}
+
+/// Whether backbones run their convolutions in `NHWC` ([`NhwcConv2d`]; the default), or in
+/// `NCHW` with `KERNELS_NHWC=0` (to compare the two; read once).
+pub fn backbones_in_nhwc() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KERNELS_NHWC").map_or(true, |v| v != "0"))
+}
+
+/// A PyTorch convolution ([`super::Conv2d`]: weights `[CO, C, KH, KW]`, symmetric padding, its
+/// bias, folded batch norm and activation) run on `NHWC` activations through the packed GEMM
+/// of [`conv2d_nhwc_packed`], with the activation (and a residual added before it) applied to
+/// each block of outputs while it is in cache.
+///
+/// Why a backbone runs in `NHWC`: the packed GEMM reads a 1x1 convolution's input as its left
+/// matrix and a 3x3's windows in place, with the weights packed once at load, where the `NCHW`
+/// path packs both operands per call. ResNet-50's body took 0.6-0.75x the `NCHW` time this
+/// way (224x224 to 992x992, 1 and 2 threads, Zen 3; see BENCHMARKS.md).
+#[derive(Clone, Debug)]
+pub struct NhwcConv2d {
+    filter: PackedFilter,
+    geom: NhwcConvGeom,
+    activation: super::Activation,
+}
+
+impl NhwcConv2d {
+    /// The same convolution as `conv`, or `None` for a grouped one (this path has no groups).
+    pub fn from_conv2d(conv: &super::Conv2d) -> Result<Option<NhwcConv2d>> {
+        let p = conv.params();
+        if p.groups != 1 {
+            return Ok(None);
+        }
+        let (ph, pw) = p.padding;
+        Ok(Some(NhwcConv2d {
+            filter: PackedFilter::new(conv.weight().permuted_axes([2, 3, 1, 0]), conv.bias())?,
+            geom: NhwcConvGeom {
+                strides: p.stride,
+                dilations: p.dilation,
+                padding: Padding::Explicit([ph, ph, pw, pw]),
+            },
+            activation: conv.activation(),
+        }))
+    }
+
+    /// `activation(conv(x) + bias)` on `x` `[N, H, W, C]`.
+    pub fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
+        self.forward_with(x, None)
+    }
+
+    /// `activation(conv(x) + bias + residual)`, `residual` of the output's shape (a residual
+    /// block's last convolution, as [`super::Conv2d::forward_residual`]).
+    pub fn forward_residual(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: ArrayView4<'_, f32>,
+    ) -> Result<Array4<f32>> {
+        self.forward_with(x, Some(residual))
+    }
+
+    fn forward_with(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: Option<ArrayView4<'_, f32>>,
+    ) -> Result<Array4<f32>> {
+        const OP: &str = "conv2d_nhwc";
+        let (n, h, w, c) = x.dim();
+        let plan = conv2d_nhwc_plan([n, h, w, c], &self.filter, self.geom)?;
+        let [_, oh, ow, co] = plan.out;
+        let residual = residual.as_ref().map(|r| r.as_standard_layout());
+        let residual = match &residual {
+            Some(r) if r.dim() != (n, oh, ow, co) => {
+                return shape_err(
+                    OP,
+                    format!(
+                        "residual has shape {:?}, the output {:?}",
+                        r.shape(),
+                        plan.out
+                    ),
+                )
+            }
+            Some(r) => Some(contiguous(r, OP)?),
+            None => None,
+        };
+        let x = x.as_standard_layout();
+        let xs = contiguous(&x, OP)?;
+        crate::profile::timed(
+            || {
+                let [kh, kw, _, _] = self.filter.dims();
+                let path = if plan.winograd.is_some() {
+                    "winograd"
+                } else {
+                    "gemm"
+                };
+                format!(
+                    "conv {kh}x{kw}/{} {c}->{co} nhwc n{n} @{h}x{w} {path}",
+                    self.geom.strides.0
+                )
+            },
+            || {
+                let mut out = super::zeroed(checked_numel(OP, &plan.out)?);
+                let mut scratch = vec![0f32; plan.scratch];
+                let act = self.activation;
+                let epilogue = |row0: usize, rows: &mut [f32]| {
+                    if let Some(r) = residual {
+                        let r = &r[row0 * co..][..rows.len()];
+                        rows.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+                    }
+                    act.apply_slice(rows);
+                };
+                conv2d_nhwc_packed(
+                    xs,
+                    &self.filter,
+                    self.geom,
+                    &plan,
+                    &mut out,
+                    &mut scratch,
+                    &epilogue,
+                )?;
+                Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+            },
+        )
+    }
 }
 
 /// `dst.copy_from_slice(src)` for the short runs of im2col, in moves of 8 values rather than
@@ -1473,13 +1604,69 @@ fn tap_runs<const LEN: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::{Conv2d, Conv2dParams};
+    use crate::layers::{Activation, Conv2d, Conv2dParams};
     use ndarray::Array;
 
     fn ramp(shape: (usize, usize, usize, usize), scale: f32) -> Array4<f32> {
         Array::from_shape_fn(shape, |(a, b, c, d)| {
             ((a * 31 + b * 17 + c * 7 + d * 3) % 23) as f32 * scale - 0.5
         })
+    }
+
+    /// [`NhwcConv2d`] computes what [`Conv2d`] does (its bias, activation and residual) on
+    /// the permuted data: 1x1, strided, padded and dilated, on maps with windows read in
+    /// place, through im2col, Winograd, and a filter large enough (590 KB) for the packed
+    /// GEMM's deep order on a small map; grouped convolutions stay in `NCHW`.
+    #[test]
+    fn nhwc_conv2d_equals_the_nchw_layer() {
+        let nchw = |x: &Array4<f32>| x.view().permuted_axes([0, 3, 1, 2]).to_owned();
+        for &(c, co, k, stride, pad, dil, hw, act) in &[
+            (8, 16, 1, 1, 0, 1, 9, Activation::Relu),
+            (8, 16, 1, 2, 0, 1, 9, Activation::Identity),
+            (3, 8, 7, 2, 3, 1, 20, Activation::Relu),
+            (16, 24, 3, 1, 1, 2, 11, Activation::Relu),
+            (64, 64, 3, 1, 1, 1, 24, Activation::Relu),
+            (64, 256, 3, 1, 1, 1, 7, Activation::Relu),
+            (64, 256, 3, 2, 1, 1, 13, Activation::Identity),
+        ] {
+            let w = ramp((co, c, k, k), 0.01);
+            let bias: Vec<f32> = (0..co).map(|i| (i % 5) as f32 * 0.1 - 0.2).collect();
+            let params = Conv2dParams::default()
+                .stride(stride)
+                .padding(pad)
+                .dilation(dil);
+            let conv = Conv2d::new(w.view(), Some(ndarray::ArrayView1::from(&bias)), params)
+                .unwrap()
+                .with_activation(act);
+            let fast = NhwcConv2d::from_conv2d(&conv).unwrap().unwrap();
+            let x = ramp((2, hw, hw, c), 0.05);
+            let want = conv.forward(nchw(&x).view()).unwrap();
+            let got = fast.forward(x.view()).unwrap();
+            let r = ramp((want.dim().0, want.dim().2, want.dim().3, co), 0.3);
+            let want_r = conv
+                .forward_residual(nchw(&x).view(), nchw(&r).view())
+                .unwrap();
+            let got_r = fast.forward_residual(x.view(), r.view()).unwrap();
+            for (got, want) in [(got, want), (got_r, want_r)] {
+                let got = nchw(&got);
+                assert_eq!(got.dim(), want.dim());
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err <= 2e-6 * scale, "c={c} co={co} k={k} s={stride}: {err}");
+            }
+            let wrong = ramp((1, 1, 1, co), 0.1);
+            assert!(fast.forward_residual(x.view(), wrong.view()).is_err());
+        }
+        let grouped = Conv2d::new(
+            ramp((8, 2, 3, 3), 0.01).view(),
+            None,
+            Conv2dParams::default().groups(4),
+        )
+        .unwrap();
+        assert!(NhwcConv2d::from_conv2d(&grouped).unwrap().is_none());
     }
 
     /// An `NHWC` convolution with explicit symmetric padding equals the `NCHW` one on the

@@ -58,17 +58,26 @@ pub fn few_rows_product(rows: usize, k: usize, m: usize, a: &[f32], b: &[f32], c
     }
 }
 
-/// A raw output pointer shared by the tasks, each of which writes its own columns.
+/// A raw output pointer shared by the tasks, each of which writes its own columns (here and
+/// in `packed_gemm`'s deep products).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 impl OutPtr {
     /// The pointer (through a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
+
+    /// The pointer `count` values further.
+    ///
+    /// # Safety
+    /// The result must stay inside the buffer.
+    pub(crate) unsafe fn offset(self, count: usize) -> OutPtr {
+        OutPtr(self.0.add(count))
+    }
 }
-// SAFETY: the tasks write disjoint columns (see `few_rows_product`).
+// SAFETY: the tasks write disjoint columns (see `few_rows_product`, `packed_gemm`).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}

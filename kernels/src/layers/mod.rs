@@ -47,7 +47,7 @@ mod winograd;
 
 pub use activation::Activation;
 pub use conv::{fold_batch_norm, Conv2d, Conv2dParams, ConvTranspose2d, ConvTranspose2dParams};
-pub use conv_nhwc::{NhwcConvGeom, Padding};
+pub use conv_nhwc::{NhwcConv2d, NhwcConvGeom, Padding};
 pub use deform_conv::DeformConv2d;
 pub use linear::Linear;
 pub use resize::ResizeMode;

@@ -12,6 +12,8 @@
 //! (`f32::mul_add`, exact on every CPU), so results are identical on AVX-512, AVX2 and the
 //! portable path.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{shape_err, Result};
@@ -120,6 +122,171 @@ impl PackedMatrix {
     pub fn n(&self) -> usize {
         self.n
     }
+
+    /// Whether a product of `m` rows by this matrix runs in [`deep_product`]'s order: the
+    /// matrix too large to stay in L2 between tiles of rows, and `m` small. (A ResNet-50's
+    /// 7x7 stage at 224x224, 49 rows: its 3x3 convolutions took 0.6x the time, 2 threads on a
+    /// Zen 3; at 196 rows, with windows read in place, the order of [`rows_packed`] was as
+    /// fast or faster.)
+    pub(crate) fn deep_pays(&self, m: usize) -> bool {
+        self.data.len() * 4 >= STREAMED_BYTES && m <= DEEP_MAX_ROWS
+    }
+}
+
+/// Packed matrices from this size on may run [`deep_product`]: half a Zen 3 core's L2.
+const STREAMED_BYTES: usize = 1 << 19;
+
+/// Rows of a product up to which [`deep_product`] pays (see [`PackedMatrix::deep_pays`]).
+const DEEP_MAX_ROWS: usize = 2 * DEEP_ROWS;
+
+/// Depth per slice in [`deep_product`]: a panel's slice is 32 KB.
+const DEEP_K: usize = 512;
+
+/// Rows per block in [`deep_product`]: a block's slice of `a` (60 x 512 values, 120 KB) stays
+/// in L2 while every panel's slice passes it.
+const DEEP_ROWS: usize = 60;
+
+/// A product of few rows by a large packed matrix, such as a ResNet's 3x3 512 -> 512
+/// convolution at 7x7 (9.4 MB of weights, 49 pixels). [`rows_packed`] reads the whole matrix
+/// for each block of rows that fits its output in L1 (6 rows there: 9 reads a call, and
+/// another for each task of a parallel split). Here the rows go in blocks of [`DEEP_ROWS`]
+/// and the depth in slices of [`DEEP_K`]: each slice of a panel is read once per block, from
+/// memory, and stays in L1 while the block's tiles pass it; the sums of a tile go through
+/// `c` between slices, as the f32 they are, so the results are those of one pass. With
+/// fewer blocks than threads, the threads split the panels instead (each reads its part of
+/// the matrix once), and the epilogue runs after them, block by block.
+fn deep_product(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+) {
+    let (k, n) = (b.k, b.n);
+    let panels = n.div_ceil(PANEL);
+    // Blocks of whole tiles, as even as they come.
+    let tiles = m.div_ceil(TILE_ROWS);
+    let block_rows = tiles.div_ceil(m.div_ceil(DEEP_ROWS)) * TILE_ROWS;
+    let blocks = m.div_ceil(block_rows);
+    let threads = rayon::current_num_threads();
+    let serial = threads == 1 || crate::process::in_parallel_task() || m * k * n < task_macs();
+    let c = &mut c[..(m - 1) * ldc + n];
+    if serial || blocks >= threads {
+        let block = |(t, c): (usize, &mut [f32])| {
+            let i0 = t * block_rows;
+            let rows = block_rows.min(m - i0);
+            let out = super::few_rows::OutPtr(c.as_mut_ptr());
+            // SAFETY: this block's rows of `c` (the chunk), all panels, on this thread.
+            unsafe { deep_block(rows, &a[i0 * lda..], lda, b, out, ldc, 0..panels) };
+            epilogue(i0, &mut c[..(rows - 1) * ldc + n]);
+        };
+        if serial {
+            c.chunks_mut(block_rows * ldc).enumerate().for_each(block);
+        } else {
+            c.par_chunks_mut(block_rows * ldc)
+                .enumerate()
+                .for_each(block);
+        }
+        return;
+    }
+    // Few blocks: each task a block's share of the panels.
+    let shares = (2 * threads).div_ceil(blocks).clamp(1, panels);
+    let per_share = panels.div_ceil(shares);
+    let out = super::few_rows::OutPtr(c.as_mut_ptr());
+    (0..blocks * shares).into_par_iter().for_each(|t| {
+        let (blk, share) = (t / shares, t % shares);
+        let i0 = blk * block_rows;
+        let rows = block_rows.min(m - i0);
+        let cols = share * per_share..((share + 1) * per_share).min(panels);
+        // SAFETY: task `t` writes rows `i0..i0 + rows` in the columns of panels `cols` only
+        // (distinct tasks: distinct blocks or panels), inside `c`; nothing reads them meanwhile.
+        unsafe {
+            deep_block(
+                rows,
+                &a[i0 * lda..],
+                lda,
+                b,
+                out.offset(i0 * ldc),
+                ldc,
+                cols,
+            )
+        };
+    });
+    c.par_chunks_mut(block_rows * ldc)
+        .enumerate()
+        .for_each(|(t, c)| {
+            let rows = block_rows.min(m - t * block_rows);
+            epilogue(t * block_rows, &mut c[..(rows - 1) * ldc + n]);
+        });
+}
+
+/// `rows` rows of the product (`a` from their first, `c` their first output) in the columns of
+/// `panels`, slice of depth by slice.
+///
+/// # Safety
+/// `a` must hold `(rows - 1) * lda + k` values, `c` must point to `(rows - 1) * ldc + n`
+/// writable values, of which no one else reads or writes those in `panels`' columns.
+unsafe fn deep_block(
+    rows: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: super::few_rows::OutPtr,
+    ldc: usize,
+    panels: Range<usize>,
+) {
+    let (k, n) = (b.k, b.n);
+    let runs = Runs::row(k);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = crate::ops::simd::has_avx2();
+    let mut p0 = 0;
+    // At least one slice: a product of depth 0 is its bias.
+    loop {
+        let depth = p0..(p0 + DEEP_K).min(k);
+        for j in panels.clone() {
+            let panel = &b.data[j * (k + 1) * PANEL..(j + 1) * (k + 1) * PANEL];
+            let width = PANEL.min(n - j * PANEL);
+            let mut i = 0;
+            while i < rows {
+                let tile_rows = TILE_ROWS.min(rows - i);
+                let a = &a[i * lda..];
+                // SAFETY: rows `i..i + tile_rows` of `c`, columns of panel `j`: in the
+                // caller's region, written by this call only.
+                let c = std::slice::from_raw_parts_mut(
+                    c.get().add(i * ldc + j * PANEL),
+                    (tile_rows - 1) * ldc + width,
+                );
+                macro_rules! tile_of {
+                    ($rows:literal) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if avx2 {
+                            // SAFETY: AVX2 and FMA present; `a` holds `$rows` rows of `k`
+                            // at stride `lda`, `c` `$rows` rows of `width` at stride `ldc`.
+                            tile_avx2::<$rows>(a, lda, runs, depth.clone(), panel, c, ldc, width);
+                            i += $rows;
+                            continue;
+                        }
+                        tile::<$rows>(a, lda, runs, depth.clone(), panel, c, ldc, width)
+                    }};
+                }
+                match tile_rows {
+                    6 => tile_of!(6),
+                    5 => tile_of!(5),
+                    4 => tile_of!(4),
+                    3 => tile_of!(3),
+                    2 => tile_of!(2),
+                    _ => tile_of!(1),
+                }
+                i += tile_rows;
+            }
+        }
+        p0 = depth.end;
+        if p0 >= k {
+            break;
+        }
+    }
 }
 
 /// Work run on each block of finished output rows while they are still in L1:
@@ -166,6 +333,10 @@ pub fn gemm_packed_then(
         );
     }
     check_operands(m, a, lda, Runs::row(k), b, c, ldc)?;
+    if b.deep_pays(m) {
+        deep_product(m, a, lda, b, c, ldc, epilogue);
+        return Ok(());
+    }
     let tile_work = TILE_ROWS * k.max(1) * n;
     let tiles_per_task = (task_macs() / tile_work.max(1)).max(1);
     let tiles = m.div_ceil(TILE_ROWS);
@@ -311,11 +482,11 @@ fn rows_packed(
                             // `span` values (the runs of `k`) at stride `lda`, `c` `$rows` rows
                             // of `width` at stride `ldc` (asserted above), and the panel
                             // `(k + 1) * PANEL` values.
-                            unsafe { tile_avx2::<$rows>(a, lda, runs, k, panel, c, ldc, width) };
+                            unsafe { tile_avx2::<$rows>(a, lda, runs, 0..k, panel, c, ldc, width) };
                             i += $rows;
                             continue;
                         }
-                        tile::<$rows>(a, lda, runs, k, panel, c, ldc, width)
+                        tile::<$rows>(a, lda, runs, 0..k, panel, c, ldc, width)
                     }};
                 }
                 match rows {
@@ -374,25 +545,32 @@ fn prefetch_rows(a: &[f32], lda: usize, runs: Runs, k: usize, from: usize, to: u
     }
 }
 
-/// One tile: `ROWS` rows of `a` (stride `lda`, depth `k` in `runs`) times one panel, the
-/// first `width` columns stored to `c` (stride `ldc`). The portable path.
+/// One tile: `ROWS` rows of `a` (stride `lda`, in `runs`) times one panel over `depth`, the
+/// first `width` columns stored to `c` (stride `ldc`). The sums start at the panel's bias
+/// when `depth` starts at 0, else at `c`'s values (the sums of the depth before: stored as
+/// the f32 they were, so a product in slices of depth gives the bits of one pass). The
+/// portable path.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn tile<const ROWS: usize>(
     a: &[f32],
     lda: usize,
     runs: Runs,
-    k: usize,
+    depth: Range<usize>,
     panel: &[f32],
     c: &mut [f32],
     ldc: usize,
     width: usize,
 ) {
     let mut acc = [[0f32; PANEL]; ROWS];
-    for row in acc.iter_mut() {
-        row.copy_from_slice(&panel[..PANEL]);
+    for (r, row) in acc.iter_mut().enumerate() {
+        if depth.start == 0 {
+            row.copy_from_slice(&panel[..PANEL]);
+        } else {
+            row[..width].copy_from_slice(&c[r * ldc..r * ldc + width]);
+        }
     }
-    for p in 0..k {
+    for p in depth {
         let w = &panel[PANEL + p * PANEL..PANEL * (p + 2)];
         let at = (p / runs.seg) * runs.stride + p % runs.seg;
         for (r, row) in acc.iter_mut().enumerate() {
@@ -411,9 +589,9 @@ fn tile<const ROWS: usize>(
 /// multiply-adds per row and step; the same operations in the same order.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` must hold `(ROWS - 1) * lda + runs.span(k)` values,
-/// `c` `(ROWS - 1) * ldc + width`, `panel` `(k + 1) * PANEL`, `k` must be a whole number of
-/// runs, and `width <= PANEL`.
+/// The CPU must have AVX2 and FMA; `a` must hold `(ROWS - 1) * lda + runs.span(k)` values
+/// (`k`: the whole depth, a whole number of runs, `depth` within it), `c`
+/// `(ROWS - 1) * ldc + width`, `panel` `(k + 1) * PANEL`, and `width <= PANEL`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -421,22 +599,34 @@ unsafe fn tile_avx2<const ROWS: usize>(
     a: &[f32],
     lda: usize,
     runs: Runs,
-    k: usize,
+    depth: Range<usize>,
     panel: &[f32],
     c: &mut [f32],
     ldc: usize,
     width: usize,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(panel.len() >= (k + 1) * PANEL && width <= PANEL);
+    debug_assert!(panel.len() >= (depth.end + 1) * PANEL && width <= PANEL);
     let (a, w) = (a.as_ptr(), panel.as_ptr());
     // SAFETY (every pointer below): in bounds by the caller's contract.
     let mut lo = [_mm256_loadu_ps(w); ROWS];
     let mut hi = [_mm256_loadu_ps(w.add(8)); ROWS];
-    let mut wp = w.add(PANEL);
-    for s in 0..runs.count(k) {
+    if depth.start > 0 {
+        for r in 0..ROWS {
+            let mut row = [0f32; PANEL];
+            row[..width].copy_from_slice(&c[r * ldc..r * ldc + width]);
+            lo[r] = _mm256_loadu_ps(row.as_ptr());
+            hi[r] = _mm256_loadu_ps(row.as_ptr().add(8));
+        }
+    }
+    let mut wp = w.add(PANEL * (1 + depth.start));
+    let mut p = depth.start;
+    while p < depth.end {
+        // The rest of the run that holds depth `p`, up to the slice's end.
+        let (s, q0) = (p / runs.seg, p % runs.seg);
+        let q1 = runs.seg.min(q0 + depth.end - p);
         let run = a.add(s * runs.stride);
-        for q in 0..runs.seg {
+        for q in q0..q1 {
             let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
             for r in 0..ROWS {
                 let x = _mm256_broadcast_ss(&*run.add(r * lda + q));
@@ -445,6 +635,7 @@ unsafe fn tile_avx2<const ROWS: usize>(
             }
             wp = wp.add(PANEL);
         }
+        p += q1 - q0;
     }
     let c = c.as_mut_ptr();
     for r in 0..ROWS {
@@ -512,6 +703,10 @@ mod tests {
             // Five tasks of at least TASK_MACS on two threads (the product runs as a node's
             // work, `in_pool`, as in a graph run: from inside a task it would not split).
             (2000, 64, 40, 64),
+            // A matrix of 576 KB: the deep order, in two slices of depth, on one block of
+            // rows (split by panels at two threads) and on two.
+            (49, 600, 240, 600),
+            (97, 600, 250, 610),
         ] {
             let a = values(m * lda.max(1), 1);
             let b = values(k * n, 2);

@@ -32,10 +32,11 @@
 
 use std::path::PathBuf;
 
-use kernels::layers::pool::{max_pool2d, Pool2dParams};
-use kernels::layers::{Activation, Conv2d, Conv2dParams};
+use kernels::layers::pool::{max_pool2d, max_pool2d_nhwc, Pool2dParams};
+use kernels::layers::shape::transpose_2d_batched;
+use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d, Padding};
 use kernels::weights::Weights;
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayView4, CowArray};
 use plugin_sdk::{
     DType, FrameInfo, Inputs, Node, NodeError, NodeKind, NodeSpec, Outputs, ParamSpec, ParamType,
     ParamValue, Params, PortKind, PortSpec, Value,
@@ -229,13 +230,54 @@ pub fn level_name(layer: usize) -> String {
     format!("c{}", layer + 1)
 }
 
+/// A convolution of the body in the layout the body runs in: `NHWC` unless the 3x3
+/// convolutions are grouped (ResNeXt), which only the `NCHW` path has (see
+/// [`NhwcConv2d`] for why `NHWC`).
+#[derive(Clone, Debug)]
+enum BodyConv {
+    Nchw(Conv2d),
+    Nhwc(NhwcConv2d),
+}
+
+impl BodyConv {
+    fn new(conv: Conv2d, nhwc: bool, name: &str) -> Result<BodyConv, ModelError> {
+        if !nhwc {
+            return Ok(BodyConv::Nchw(conv));
+        }
+        Ok(
+            match NhwcConv2d::from_conv2d(&conv).ctx(|| name.to_string())? {
+                Some(c) => BodyConv::Nhwc(c),
+                None => BodyConv::Nchw(conv),
+            },
+        )
+    }
+
+    fn forward(&self, x: ArrayView4<'_, f32>) -> kernels::layers::Result<Array4<f32>> {
+        match self {
+            BodyConv::Nchw(c) => c.forward(x),
+            BodyConv::Nhwc(c) => c.forward(x),
+        }
+    }
+
+    fn forward_residual(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: ArrayView4<'_, f32>,
+    ) -> kernels::layers::Result<Array4<f32>> {
+        match self {
+            BodyConv::Nchw(c) => c.forward_residual(x, residual),
+            BodyConv::Nhwc(c) => c.forward_residual(x, residual),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Block {
     /// conv1, conv2 (BasicBlock) or conv1, conv2, conv3 (Bottleneck), batch norms folded; all
     /// with ReLU fused; the last one's ReLU comes after the residual add, which that
     /// convolution's epilogue does ([`Conv2d::forward_residual`]).
-    convs: Vec<Conv2d>,
-    downsample: Option<Conv2d>,
+    convs: Vec<BodyConv>,
+    downsample: Option<BodyConv>,
 }
 
 impl Block {
@@ -270,9 +312,11 @@ const TRANSFORMERS_BODIES: &[&str] = &["model.backbone.conv_encoder.model."];
 #[derive(Clone, Debug)]
 pub struct ResNet {
     config: ResNetConfig,
-    stem: Conv2d,
+    stem: BodyConv,
     /// `layer1`..`layer{max returned}`.
     stages: Vec<Vec<Block>>,
+    /// Whether the body runs in `NHWC` (every convolution a [`BodyConv::Nhwc`]).
+    nhwc: bool,
 }
 
 impl ResNet {
@@ -307,6 +351,7 @@ impl ResNet {
         }
         let eps = config.bn_eps;
         let relu = Activation::Relu;
+        let nhwc = config.groups == 1 && kernels::layers::conv_nhwc::backbones_in_nhwc();
         let (stem_conv, stem_bn) = config.stage_names.stem();
         let stem = conv_bn(
             &mut b,
@@ -319,6 +364,7 @@ impl ResNet {
             eps,
             relu,
         )?;
+        let stem = BodyConv::new(stem, nhwc, stem_conv)?;
         let last = config.returned_layers.iter().copied().max().unwrap_or(4);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut inplanes = 64;
@@ -401,6 +447,13 @@ impl ResNet {
                 } else {
                     None
                 };
+                let convs = convs
+                    .into_iter()
+                    .map(|c| BodyConv::new(c, nhwc, &name))
+                    .collect::<Result<_, _>>()?;
+                let downsample = downsample
+                    .map(|d| BodyConv::new(d, nhwc, &name))
+                    .transpose()?;
                 stage.push(Block { convs, downsample });
                 inplanes = out;
             }
@@ -411,6 +464,7 @@ impl ResNet {
             config,
             stem,
             stages,
+            nhwc,
         })
     }
 
@@ -440,9 +494,19 @@ impl ResNet {
                 "resnet: the image must have 3 channels, got {c} (shape [{c}, {h}, {w}])"
             )));
         }
-        let y = self.stem.forward(x).ctx(|| "conv1".into())?;
-        let mut y = max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
-            .ctx(|| "maxpool".into())?;
+        let x = if self.nhwc {
+            CowArray::from(transpose_layout(x, false)?)
+        } else {
+            CowArray::from(x)
+        };
+        let y = self.stem.forward(x.view()).ctx(|| "conv1".into())?;
+        // torch's max pool: padding never wins.
+        let mut y = if self.nhwc {
+            max_pool2d_nhwc(y.view(), (3, 3), (2, 2), Padding::Explicit([1; 4]))
+        } else {
+            max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
+        }
+        .ctx(|| "maxpool".into())?;
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
@@ -450,11 +514,38 @@ impl ResNet {
                 y = block.forward(y.view(), &format!("{stage}.{i}"))?;
             }
             if self.config.returned_layers.contains(&(s + 1)) {
-                out.push((level_name(s + 1), y.clone()));
+                let level = if self.nhwc {
+                    transpose_layout(y.view(), true)?
+                } else {
+                    y.clone()
+                };
+                out.push((level_name(s + 1), level));
             }
         }
         Ok(out)
     }
+}
+
+/// `[N, C, H, W]` as `[N, H, W, C]` (`to_nchw` false), or back (`to_nchw` true).
+fn transpose_layout(x: ArrayView4<'_, f32>, to_nchw: bool) -> Result<Array4<f32>, ModelError> {
+    let (n, a, b, c) = x.dim();
+    let x = x.as_standard_layout();
+    let xs = x
+        .as_slice()
+        .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
+    let (plane, channels, dims) = if to_nchw {
+        (a * b, c, (n, c, a, b))
+    } else {
+        (b * c, a, (n, b, c, a))
+    };
+    // Each image is a `channels x plane` matrix in NCHW and its transpose in NHWC.
+    let (rows, cols) = if to_nchw {
+        (plane, channels)
+    } else {
+        (channels, plane)
+    };
+    let t = transpose_2d_batched(xs, n, rows, cols);
+    Array4::from_shape_vec(dims, t).map_err(|e| ModelError::input(format!("resnet: {e}")))
 }
 
 pub fn kind() -> NodeKind {
