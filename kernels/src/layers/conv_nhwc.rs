@@ -1,5 +1,5 @@
 //! Convolutions in TensorFlow's `NHWC` layout with TF's padding rules, for converted TF.js
-//! and TFLite graphs: [`conv2d_nhwc`] (im2col + GEMM; a 1x1 stride-1 convolution multiplies
+//! and TFLite graphs (and, through [`NhwcConv2d`], PyTorch convolutions run in `NHWC`): [`conv2d_nhwc`] (im2col + GEMM; a 1x1 stride-1 convolution multiplies
 //! the input directly), [`depthwise_conv2d_nhwc`] (direct, vectorised over channels) and
 //! [`conv_transpose2d_nhwc`] (GEMM + col2im). Filters are in TF's layouts (`[KH, KW, C, CO]`,
 //! `[KH, KW, C, M]`, `[KH, KW, CO, CI]`). Bias and activation are the caller's: the graph

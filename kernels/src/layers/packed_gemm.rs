@@ -1,4 +1,5 @@
-//! `C = bias + A·B` with `B` packed once, for the NHWC convolutions of small networks.
+//! `C = bias + A·B` with `B` packed once, for the NHWC convolutions (of small networks, and
+//! of the ResNet bodies, see `conv_nhwc::NhwcConv2d`).
 //!
 //! Mobile networks multiply a few thousand pixels by filters of a few dozen to a few hundred
 //! channels, hundreds of times per frame. There the `gemm` crate spends as long deciding,
