@@ -7,7 +7,10 @@ Two networks, both torchvision's, with the same seeded random weights everywhere
 
     pip install torch torchvision numpy onnx onnxscript onnxruntime openvino
     cargo build --release --workspace --examples
-    python3 tests/reference/bench_onnx.py [--threads 2] [--reps 10] [--rounds 3]
+    python3 tests/reference/bench_onnx.py [--threads 2] [--reps 10] [--rounds 3] [--nchw-too]
+
+(`cargo build --release --workspace` too: `bench_backbone` loads the plugin libraries.)
+`--nchw-too` also times ours with the ResNet body in NCHW (`KERNELS_NHWC=0`), in the same rounds.
 
 Every engine gets the same thread count (RAYON_NUM_THREADS, torch.set_num_threads, ONNX
 Runtime's intra_op_num_threads, OpenVINO's INFERENCE_NUM_THREADS), one warm-up, then REPS
@@ -126,6 +129,8 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated network names")
+    ap.add_argument("--nchw-too", action="store_true",
+                    help="also time ours with the ResNet body in NCHW (KERNELS_NHWC=0), as 'ours nchw'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(WORK, exist_ok=True)
@@ -185,12 +190,14 @@ def main():
             })
         requests = {p: c.create_infer_request() for p, c in compiled.items()}
 
-        def run_ours():
-            out_dir = os.path.join(WORK, f"{name}_ours")
+        def run_ours(nchw=False):
+            out_dir = os.path.join(WORK, f"{name}_ours{'_nchw' if nchw else ''}")
             cmd = [os.path.join(ROOT, "target", "release", "examples", "bench_backbone"),
                    weights, os.path.join(WORK, f"{name}_input.f32"), str(h), str(w), out_dir,
                    str(args.reps)] + (["fpn"] if with_fpn else [])
             env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+            if nchw:
+                env["KERNELS_NHWC"] = "0"
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
@@ -201,7 +208,8 @@ def main():
                     for n, r_ in zip(out_names, ref)]
             return [a + b for a, b in zip(body, fpn)], outs
 
-        times = {k: [] for k in ["torch", "onnxruntime", "openvino f32", "openvino bf16", "ours"]}
+        times = {k: [] for k in ["torch", "onnxruntime", "openvino f32", "openvino bf16", "ours",
+                                 "ours nchw"]}
         outputs = {}
         with torch.no_grad():
             for _ in range(args.rounds):
@@ -211,11 +219,16 @@ def main():
                     times[f"openvino {prec}"] += time_calls(lambda: req.infer({0: x.numpy()}), args.reps)
                 t, outs = run_ours()
                 times["ours"] += t
+                if args.nchw_too:
+                    t, outs_nchw = run_ours(nchw=True)
+                    times["ours nchw"] += t
         outputs["onnxruntime"] = sess.run(None, feed)
         for prec, req in requests.items():
             res = req.infer({0: x.numpy()})
             outputs[f"openvino {prec}"] = [res[compiled[prec].output(i)] for i in range(len(compiled[prec].outputs))]
         outputs["ours"] = outs
+        if args.nchw_too:
+            outputs["ours nchw"] = outs_nchw
         med = {k: statistics.median(v) for k, v in times.items() if v}
         print(f"\n{name} (input 1x3x{h}x{w}), medians in ms:")
         for k, v in med.items():
@@ -224,7 +237,7 @@ def main():
             print("  openvino bf16  n/a: this CPU has neither AVX-512 BF16 nor AMX")
         print("  max |x - torch| / max |torch| over every output element:")
         for k, outs in outputs.items():
-            if k == "ours":
+            if k.startswith("ours"):
                 errs = [max_rel(o, r) for o, r in zip(outs, ref)]
             else:
                 # The exported graphs return the body's levels, or the FPN's.

@@ -240,8 +240,7 @@ unsafe fn deep_block(
 ) {
     let (k, n) = (b.k, b.n);
     let runs = Runs::row(k);
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = crate::ops::simd::has_avx2();
+    let avx2 = has_avx2();
     let mut p0 = 0;
     // At least one slice: a product of depth 0 is its bias.
     loop {
@@ -259,27 +258,15 @@ unsafe fn deep_block(
                     c.get().add(i * ldc + j * PANEL),
                     (tile_rows - 1) * ldc + width,
                 );
-                macro_rules! tile_of {
-                    ($rows:literal) => {{
-                        #[cfg(target_arch = "x86_64")]
-                        if avx2 {
-                            // SAFETY: AVX2 and FMA present; `a` holds `$rows` rows of `k`
-                            // at stride `lda`, `c` `$rows` rows of `width` at stride `ldc`.
-                            tile_avx2::<$rows>(a, lda, runs, depth.clone(), panel, c, ldc, width);
-                            i += $rows;
-                            continue;
-                        }
-                        tile::<$rows>(a, lda, runs, depth.clone(), panel, c, ldc, width)
-                    }};
-                }
-                match tile_rows {
-                    6 => tile_of!(6),
-                    5 => tile_of!(5),
-                    4 => tile_of!(4),
-                    3 => tile_of!(3),
-                    2 => tile_of!(2),
-                    _ => tile_of!(1),
-                }
+                let tile = Tile {
+                    rows: tile_rows,
+                    runs,
+                    k,
+                    panel,
+                    ldc,
+                    width,
+                };
+                tile.run(a, lda, depth.clone(), c, avx2);
                 i += tile_rows;
             }
         }
@@ -452,9 +439,7 @@ fn rows_packed(
     epilogue: Epilogue<'_>,
 ) {
     let (k, n) = (b.k, b.n);
-    let span = runs.span(k);
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = crate::ops::simd::has_avx2();
+    let avx2 = has_avx2();
     let block = (BLOCK_VALUES / n.max(1) / TILE_ROWS).max(1) * TILE_ROWS;
     let prefetch = k >= PREFETCH_MIN_K && m * lda * 4 >= PREFETCH_MIN_BYTES;
     let mut i0 = 0;
@@ -471,38 +456,86 @@ fn rows_packed(
                     prefetch_rows(a, lda, runs, k, i + AHEAD, (i + AHEAD + rows).min(m));
                 }
                 let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
-                assert!(
-                    a.len() >= (rows - 1) * lda + span && c.len() >= (rows - 1) * ldc + width,
-                    "gemm_packed tile out of bounds"
-                );
-                macro_rules! tile_of {
-                    ($rows:literal) => {{
-                        #[cfg(target_arch = "x86_64")]
-                        if avx2 {
-                            // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of
-                            // `span` values (the runs of `k`) at stride `lda`, `c` `$rows` rows
-                            // of `width` at stride `ldc` (asserted above), and the panel
-                            // `(k + 1) * PANEL` values.
-                            unsafe { tile_avx2::<$rows>(a, lda, runs, 0..k, panel, c, ldc, width) };
-                            i += $rows;
-                            continue;
-                        }
-                        tile::<$rows>(a, lda, runs, 0..k, panel, c, ldc, width)
-                    }};
-                }
-                match rows {
-                    6 => tile_of!(6),
-                    5 => tile_of!(5),
-                    4 => tile_of!(4),
-                    3 => tile_of!(3),
-                    2 => tile_of!(2),
-                    _ => tile_of!(1),
-                }
+                let tile = Tile {
+                    rows,
+                    runs,
+                    k,
+                    panel,
+                    ldc,
+                    width,
+                };
+                tile.run(a, lda, 0..k, c, avx2);
                 i += rows;
             }
         }
         epilogue(row0 + i0, &mut c[i0 * ldc..(i0 + block_rows - 1) * ldc + n]);
         i0 += block_rows;
+    }
+}
+
+/// Whether the AVX2 tiles can run here.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::ops::simd::has_avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A tile of `rows` (1 to [`TILE_ROWS`]) rows of `a` (in `runs`, whole depth `k`) by one
+/// `panel`, stored `width` columns wide at stride `ldc`: [`tile_avx2`] or [`tile`].
+struct Tile<'p> {
+    rows: usize,
+    runs: Runs,
+    k: usize,
+    panel: &'p [f32],
+    ldc: usize,
+    width: usize,
+}
+
+impl Tile<'_> {
+    /// The sums over `depth` (within `k`) of `a`'s rows (stride `lda`) into `c`, with AVX2
+    /// where `avx2` says the CPU has it.
+    #[inline(always)]
+    fn run(&self, a: &[f32], lda: usize, depth: Range<usize>, c: &mut [f32], avx2: bool) {
+        let Tile {
+            rows,
+            runs,
+            k,
+            panel,
+            ldc,
+            width,
+        } = *self;
+        assert!(
+            rows >= 1
+                && depth.end <= k
+                && panel.len() >= (k + 1) * PANEL
+                && width <= PANEL
+                && a.len() >= (rows - 1) * lda + runs.span(k)
+                && c.len() >= (rows - 1) * ldc + width,
+            "gemm_packed tile out of bounds"
+        );
+        let _ = avx2;
+        macro_rules! tile_of {
+            ($rows:literal) => {{
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of the runs of
+                    // `k` at stride `lda`, `c` `$rows` rows of `width` at stride `ldc`, and
+                    // the panel `(k + 1) * PANEL` values (asserted above).
+                    unsafe { tile_avx2::<$rows>(a, lda, runs, depth, panel, c, ldc, width) };
+                    return;
+                }
+                tile::<$rows>(a, lda, runs, depth, panel, c, ldc, width)
+            }};
+        }
+        match rows {
+            6 => tile_of!(6),
+            5 => tile_of!(5),
+            4 => tile_of!(4),
+            3 => tile_of!(3),
+            2 => tile_of!(2),
+            _ => tile_of!(1),
+        }
     }
 }
 
