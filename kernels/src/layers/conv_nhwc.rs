@@ -494,8 +494,8 @@ pub fn backbones_in_nhwc() -> bool {
 ///
 /// Why a backbone runs in `NHWC`: the packed GEMM reads a 1x1 convolution's input as its left
 /// matrix and a 3x3's windows in place, with the weights packed once at load, where the `NCHW`
-/// path packs both operands per call. ResNet-50's body took 0.6-0.75x the `NCHW` time this
-/// way (224x224 to 992x992, 1 and 2 threads, Zen 3; see BENCHMARKS.md).
+/// path packs both operands per call. ResNet-50's body took 0.72-0.91x the `NCHW` time this
+/// way (224x224 at 1 and 2 threads, 550x550 and 800x1216 at 2; Zen 3; see BENCHMARKS.md).
 #[derive(Clone, Debug)]
 pub struct NhwcConv2d {
     filter: PackedFilter,

@@ -496,6 +496,7 @@ impl Tile<'_> {
     /// The sums over `depth` (within `k`) of `a`'s rows (stride `lda`) into `c`, with AVX2
     /// where `avx2` says the CPU has it.
     #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn run(&self, a: &[f32], lda: usize, depth: Range<usize>, c: &mut [f32], avx2: bool) {
         let Tile {
             rows,
@@ -514,7 +515,6 @@ impl Tile<'_> {
                 && c.len() >= (rows - 1) * ldc + width,
             "gemm_packed tile out of bounds"
         );
-        let _ = avx2;
         macro_rules! tile_of {
             ($rows:literal) => {{
                 #[cfg(target_arch = "x86_64")]

@@ -240,16 +240,15 @@ enum BodyConv {
 }
 
 impl BodyConv {
+    /// `conv` in `NHWC` when `nhwc` (the body ungrouped), else as it is.
     fn new(conv: Conv2d, nhwc: bool, name: &str) -> Result<BodyConv, ModelError> {
         if !nhwc {
             return Ok(BodyConv::Nchw(conv));
         }
-        Ok(
-            match NhwcConv2d::from_conv2d(&conv).ctx(|| name.to_string())? {
-                Some(c) => BodyConv::Nhwc(c),
-                None => BodyConv::Nchw(conv),
-            },
-        )
+        NhwcConv2d::from_conv2d(&conv)
+            .ctx(|| name.to_string())?
+            .map(BodyConv::Nhwc)
+            .ok_or_else(|| ModelError::input(format!("resnet: {name} is grouped, in an NHWC body")))
     }
 
     fn forward(&self, x: ArrayView4<'_, f32>) -> kernels::layers::Result<Array4<f32>> {
@@ -315,8 +314,6 @@ pub struct ResNet {
     stem: BodyConv,
     /// `layer1`..`layer{max returned}`.
     stages: Vec<Vec<Block>>,
-    /// Whether the body runs in `NHWC` (every convolution a [`BodyConv::Nhwc`]).
-    nhwc: bool,
 }
 
 impl ResNet {
@@ -464,12 +461,16 @@ impl ResNet {
             config,
             stem,
             stages,
-            nhwc,
         })
     }
 
     pub fn config(&self) -> &ResNetConfig {
         &self.config
+    }
+
+    /// Whether the body runs in `NHWC`: all its convolutions do, or none.
+    fn nhwc(&self) -> bool {
+        matches!(self.stem, BodyConv::Nhwc(_))
     }
 
     /// Runs the body on `[N, 3, H, W]` and returns the returned layers as
@@ -494,14 +495,14 @@ impl ResNet {
                 "resnet: the image must have 3 channels, got {c} (shape [{c}, {h}, {w}])"
             )));
         }
-        let x = if self.nhwc {
+        let x = if self.nhwc() {
             CowArray::from(transpose_layout(x, false)?)
         } else {
             CowArray::from(x)
         };
         let y = self.stem.forward(x.view()).ctx(|| "conv1".into())?;
         // torch's max pool: padding never wins.
-        let mut y = if self.nhwc {
+        let mut y = if self.nhwc() {
             max_pool2d_nhwc(y.view(), (3, 3), (2, 2), Padding::Explicit([1; 4]))
         } else {
             max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
@@ -514,7 +515,7 @@ impl ResNet {
                 y = block.forward(y.view(), &format!("{stage}.{i}"))?;
             }
             if self.config.returned_layers.contains(&(s + 1)) {
-                let level = if self.nhwc {
+                let level = if self.nhwc() {
                     transpose_layout(y.view(), true)?
                 } else {
                     y.clone()
@@ -533,16 +534,11 @@ fn transpose_layout(x: ArrayView4<'_, f32>, to_nchw: bool) -> Result<Array4<f32>
     let xs = x
         .as_slice()
         .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
-    let (plane, channels, dims) = if to_nchw {
+    // An NCHW image is a `C x HW` matrix, and its NHWC form that matrix transposed.
+    let (rows, cols, dims) = if to_nchw {
         (a * b, c, (n, c, a, b))
     } else {
-        (b * c, a, (n, b, c, a))
-    };
-    // Each image is a `channels x plane` matrix in NCHW and its transpose in NHWC.
-    let (rows, cols) = if to_nchw {
-        (plane, channels)
-    } else {
-        (channels, plane)
+        (a, b * c, (n, b, c, a))
     };
     let t = transpose_2d_batched(xs, n, rows, cols);
     Array4::from_shape_vec(dims, t).map_err(|e| ModelError::input(format!("resnet: {e}")))
