@@ -5,9 +5,10 @@
 //! network, weights and input in the same run:
 //!
 //!     cargo build --release --workspace --examples
-//!     target/release/examples/bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn]
+//!     target/release/examples/bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16]
 //!
-//! INPUT.f32 holds one normalised image, f32 [3, H, W].
+//! INPUT.f32 holds one normalised image, f32 [3, H, W]. `bf16` sets both nodes'
+//! `precision = "bf16"`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -22,11 +23,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
-        return Err("usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn]".into());
+        return Err("usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16]".into());
     }
     let (h, w): (usize, usize) = (args[3].parse()?, args[4].parse()?);
     let reps: usize = args[6].parse()?;
-    let with_fpn = args.get(7).map(String::as_str) == Some("fpn");
+    let with_fpn = args[7..].iter().any(|a| a == "fpn");
+    let precision = if args[7..].iter().any(|a| a == "bf16") {
+        "bf16"
+    } else {
+        "fp32"
+    };
     let bytes = std::fs::read(&args[2])?;
     if bytes.len() != 3 * h * w * 4 {
         return Err(format!(
@@ -44,9 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let registry = Registry::from_cargo_target_dir()?;
     let weights = || ("weights", ParamValue::Str(args[1].clone()));
-    let mut body = registry.create_node("resnet", &[weights()])?;
+    let precision = || ("precision", ParamValue::Str(precision.into()));
+    let mut body = registry.create_node("resnet", &[weights(), precision()])?;
     let mut fpn = if with_fpn {
-        Some(registry.create_node("fpn", &[weights()])?)
+        Some(registry.create_node("fpn", &[weights(), precision()])?)
     } else {
         None
     };

@@ -89,6 +89,8 @@ pub struct PipelineConfig {
     pub queue: At<usize>,
     /// `[pipeline] threads`: the thread budget of every plugin library's compute pool.
     pub threads: Option<At<usize>>,
+    /// `[pipeline] precision`: the default of every node's `precision` parameter.
+    pub precision: Option<At<String>>,
     pub libraries: Vec<At<String>>,
     /// `[plugins] path`: directories searched for plugin libraries.
     pub plugin_path: Vec<At<String>>,
@@ -201,6 +203,7 @@ pub fn parse(text: &str) -> Result<PipelineConfig, Vec<Diagnostic>> {
         device: At::new("auto".into(), Origin::None),
         queue: At::new(DEFAULT_QUEUE, Origin::None),
         threads: None,
+        precision: None,
         libraries: Vec::new(),
         plugin_path: Vec::new(),
         vars: Vec::new(),
@@ -316,7 +319,17 @@ fn parse_pipeline_table(
                         .help("threads is the size of each plugin library's compute pool (default: every core)"),
                 ),
             },
-            (k @ ("name" | "device" | "queue" | "threads"), v) => errors.push(Diagnostic::new(
+            ("precision", DeValue::String(p)) => match p.as_ref() {
+                "fp32" | "bf16" => config.precision = Some(at(p.to_string(), span)),
+                other => errors.push(
+                    Diagnostic::new(
+                        format!("precision must be \"fp32\" or \"bf16\", found \"{other}\""),
+                        Origin::File(span),
+                    )
+                    .help("precision is the default of every node's `precision` parameter: \"bf16\" rounds filters and activations to bf16 with fp32 sums (AMX or AVX-512 BF16)"),
+                ),
+            },
+            (k @ ("name" | "device" | "queue" | "threads" | "precision"), v) => errors.push(Diagnostic::new(
                 format!(
                     "pipeline.{k} must be {}, found {}",
                     if k == "queue" || k == "threads" {
@@ -333,8 +346,8 @@ fn parse_pipeline_table(
                     format!("unknown key \"{other}\" in [pipeline]"),
                     Origin::File(key.span()),
                 )
-                .suggest(other, ["name", "device", "queue", "threads"])
-                .help_if_none("[pipeline] takes name, device, queue and threads"),
+                .suggest(other, ["name", "device", "queue", "threads", "precision"])
+                .help_if_none("[pipeline] takes name, device, queue, threads and precision"),
             ),
         }
     }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use kernels::{Device, DeviceError, DeviceRequest};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
-use plugin_sdk::{NodeKind, ParamType, Params, PortKind, PortSpec};
+use plugin_sdk::{NodeKind, ParamType, ParamValue, Params, PortKind, PortSpec};
 
-use crate::config::{self, OnError, PipelineConfig, Policy};
+use crate::config::{self, At, OnError, PipelineConfig, Policy};
 use crate::diag::{Diagnostic, Diagnostics, Origin, SourceFile};
 use crate::registry::{Provider, Registry};
 
@@ -126,6 +126,12 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
         registry.set_threads(threads.value);
     }
     let mut errors = Vec::new();
+    if let Some(p) = &config.precision {
+        errors.extend(unsupported_precision(
+            &ParamValue::Str(p.value.clone()),
+            &p.origin,
+        ));
+    }
     for lib in &config.libraries {
         if let Err(e) = registry.load_library(Path::new(&lib.value)) {
             errors.push(Diagnostic::new(e.to_string(), lib.origin.clone()));
@@ -208,7 +214,12 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
             params_of.push(Params::new());
             continue;
         };
-        params_of.push(resolve_params(n, kind, &mut errors));
+        params_of.push(resolve_params(
+            n,
+            kind,
+            config.precision.as_ref(),
+            &mut errors,
+        ));
         kinds.push(Some((kind.clone(), provider.clone())));
     }
 
@@ -510,7 +521,14 @@ fn build(config: &PipelineConfig, registry: &Registry) -> Result<Built, Vec<Diag
     Ok((nodes, edges, order))
 }
 
-fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diagnostic>) -> Params {
+/// The node's parameters: its own values, checked, then `[pipeline] precision` (where it has a
+/// `precision` parameter), then the defaults.
+fn resolve_params(
+    n: &config::NodeConfig,
+    kind: &NodeKind,
+    pipeline_precision: Option<&At<String>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Params {
     let spec = &kind.spec;
     let mut params = Params::new();
     for (key, value) in &n.params {
@@ -544,6 +562,9 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
                         .help(p.doc.clone()),
                     );
                 }
+                if p.name == "precision" {
+                    errors.extend(unsupported_precision(&v, &value.origin));
+                }
                 params.set(&p.name, v)
             }
             None => errors.push(
@@ -570,6 +591,11 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
         if params.get(&p.name).is_some() || n.params.iter().any(|(k, _)| k.value == p.name) {
             continue;
         }
+        if let (Some(precision), "precision") = (pipeline_precision, p.name.as_str()) {
+            // Its support is checked once, at [pipeline] precision.
+            params.set(&p.name, ParamValue::Str(precision.value.clone()));
+            continue;
+        }
         match &p.default {
             Some(d) => params.set(&p.name, d.clone()),
             None => errors.push(
@@ -585,6 +611,17 @@ fn resolve_params(n: &config::NodeConfig, kind: &NodeKind, errors: &mut Vec<Diag
         }
     }
     params
+}
+
+/// An error at `origin` when `value` asks for a precision this CPU cannot compute in.
+fn unsupported_precision(value: &ParamValue, origin: &Origin) -> Option<Diagnostic> {
+    let ParamValue::Str(s) = value else {
+        return None;
+    };
+    let why = kernels::layers::bf16::Precision::parse(s)?
+        .check_supported()
+        .err()?;
+    Some(Diagnostic::new(why, origin.clone()))
 }
 
 /// The device the nodes run on, given what the kernels crate found (`resolved`). The kernels

@@ -10,7 +10,8 @@ Two networks, both torchvision's, with the same seeded random weights everywhere
     python3 tests/reference/bench_onnx.py [--threads 2] [--reps 10] [--rounds 3] [--nchw-too]
 
 (`cargo build --release --workspace` too: `bench_backbone` loads the plugin libraries.)
-`--nchw-too` also times ours with the ResNet body in NCHW (`KERNELS_NHWC=0`), in the same rounds.
+`--nchw-too` also times ours with the ResNet body in NCHW (`KERNELS_NHWC=0`), in the same rounds,
+and `--bf16` ours with `precision = "bf16"` (where the CPU has AVX-512 BF16; against OpenVINO bf16).
 
 Every engine gets the same thread count (RAYON_NUM_THREADS, torch.set_num_threads, ONNX
 Runtime's intra_op_num_threads, OpenVINO's INFERENCE_NUM_THREADS), one warm-up, then REPS
@@ -131,6 +132,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated network names")
     ap.add_argument("--nchw-too", action="store_true",
                     help="also time ours with the ResNet body in NCHW (KERNELS_NHWC=0), as 'ours nchw'")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time ours with precision = \"bf16\", as 'ours bf16'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(WORK, exist_ok=True)
@@ -190,13 +193,13 @@ def main():
             })
         requests = {p: c.create_infer_request() for p, c in compiled.items()}
 
-        def run_ours(nchw=False):
-            out_dir = os.path.join(WORK, f"{name}_ours{'_nchw' if nchw else ''}")
+        def run_ours(variant=""):
+            out_dir = os.path.join(WORK, f"{name}_ours{'_' + variant if variant else ''}")
             cmd = [os.path.join(ROOT, "target", "release", "examples", "bench_backbone"),
                    weights, os.path.join(WORK, f"{name}_input.f32"), str(h), str(w), out_dir,
-                   str(args.reps)] + (["fpn"] if with_fpn else [])
+                   str(args.reps)] + (["fpn"] if with_fpn else []) + (["bf16"] if variant == "bf16" else [])
             env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-            if nchw:
+            if variant == "nchw":
                 env["KERNELS_NHWC"] = "0"
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
@@ -208,8 +211,9 @@ def main():
                     for n, r_ in zip(out_names, ref)]
             return [a + b for a, b in zip(body, fpn)], outs
 
-        times = {k: [] for k in ["torch", "onnxruntime", "openvino f32", "openvino bf16", "ours",
-                                 "ours nchw"]}
+        variants = (["nchw"] if args.nchw_too else []) + (["bf16"] if args.bf16 and has_bf16 else [])
+        times = {k: [] for k in ["torch", "onnxruntime", "openvino f32", "openvino bf16", "ours"]
+                 + [f"ours {v}" for v in variants]}
         outputs = {}
         with torch.no_grad():
             for _ in range(args.rounds):
@@ -219,16 +223,14 @@ def main():
                     times[f"openvino {prec}"] += time_calls(lambda: req.infer({0: x.numpy()}), args.reps)
                 t, outs = run_ours()
                 times["ours"] += t
-                if args.nchw_too:
-                    t, outs_nchw = run_ours(nchw=True)
-                    times["ours nchw"] += t
+                for v in variants:
+                    t, outputs[f"ours {v}"] = run_ours(v)
+                    times[f"ours {v}"] += t
         outputs["onnxruntime"] = sess.run(None, feed)
         for prec, req in requests.items():
             res = req.infer({0: x.numpy()})
             outputs[f"openvino {prec}"] = [res[compiled[prec].output(i)] for i in range(len(compiled[prec].outputs))]
         outputs["ours"] = outs
-        if args.nchw_too:
-            outputs["ours nchw"] = outs_nchw
         med = {k: statistics.median(v) for k, v in times.items() if v}
         print(f"\n{name} (input 1x3x{h}x{w}), medians in ms:")
         for k, v in med.items():
@@ -246,12 +248,14 @@ def main():
             print(f"    {k:14s} {max(errs):.2e}")
         rows.append((name, med))
 
-    print("\n| network | ours | torch | ONNX Runtime | OpenVINO f32 | OpenVINO bf16 | ours / ORT |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| network | ours | ours bf16 | torch | ONNX Runtime | OpenVINO f32 | OpenVINO bf16 | ours / ORT | ours bf16 / OpenVINO bf16 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, med in rows:
         cell = lambda k: f"{med[k]:.1f} ms" if k in med else "n/a"
-        print(f"| {name} | {cell('ours')} | {cell('torch')} | {cell('onnxruntime')} | "
-              f"{cell('openvino f32')} | {cell('openvino bf16')} | {med['ours'] / med['onnxruntime']:.2f} |")
+        ratio = lambda a, b: f"{med[a] / med[b]:.2f}" if a in med and b in med else "n/a"
+        print(f"| {name} | {cell('ours')} | {cell('ours bf16')} | {cell('torch')} | {cell('onnxruntime')} | "
+              f"{cell('openvino f32')} | {cell('openvino bf16')} | {ratio('ours', 'onnxruntime')} | "
+              f"{ratio('ours bf16', 'openvino bf16')} |")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
+use super::bf16::Precision;
 use super::gemm::{sgemm_with, Backend, MatMut, MatRef, Threading};
 use super::packed_gemm::{
     gemm_packed, gemm_packed_runs_then, gemm_packed_then, Epilogue, PackedMatrix, Runs,
@@ -496,23 +497,50 @@ pub fn backbones_in_nhwc() -> bool {
 /// matrix and a 3x3's windows in place, with the weights packed once at load, where the `NCHW`
 /// path packs both operands per call. ResNet-50's body took 0.72-0.91x the `NCHW` time this
 /// way (224x224 at 1 and 2 threads, 550x550 and 800x1216 at 2; Zen 3; see BENCHMARKS.md).
+///
+/// With [`Precision::Bf16`] the filter is rounded to bf16 and the products run on the bf16
+/// units instead ([`super::bf16`]); the input, bias, residual and output stay fp32.
 #[derive(Clone, Debug)]
 pub struct NhwcConv2d {
-    filter: PackedFilter,
+    filter: NhwcFilter,
     geom: NhwcConvGeom,
     activation: super::Activation,
 }
 
+/// The filter of an [`NhwcConv2d`] in the precision it runs in.
+#[derive(Clone, Debug)]
+enum NhwcFilter {
+    Fp32(PackedFilter),
+    /// The `[KH·KW·C, CO]` matrix in bf16, and `[KH, KW, C]`.
+    Bf16(super::bf16::Bf16Filter, [usize; 3]),
+}
+
 impl NhwcConv2d {
-    /// The same convolution as `conv`, or `None` for a grouped one (this path has no groups).
-    pub fn from_conv2d(conv: &super::Conv2d) -> Result<Option<NhwcConv2d>> {
+    /// The same convolution as `conv`, computing in `precision`, or `None` for a grouped one
+    /// (this path has no groups). [`Precision::Bf16`] on a CPU without bf16 units is an
+    /// error that says so ([`Precision::check_supported`]).
+    pub fn from_conv2d(conv: &super::Conv2d, precision: Precision) -> Result<Option<NhwcConv2d>> {
         let p = conv.params();
         if p.groups != 1 {
             return Ok(None);
         }
         let (ph, pw) = p.padding;
+        let w = conv.weight().permuted_axes([2, 3, 1, 0]);
+        let filter = match precision {
+            Precision::Fp32 => NhwcFilter::Fp32(PackedFilter::new(w, conv.bias())?),
+            Precision::Bf16 => {
+                if let Err(why) = precision.check_supported() {
+                    return invalid("conv2d_nhwc", why);
+                }
+                let (kh, kw, c, co) = w.dim();
+                let w = w.as_standard_layout();
+                let w = contiguous(&w, "conv2d_nhwc")?;
+                let f = super::bf16::Bf16Filter::new(w, kh * kw * c, co, conv.bias())?;
+                NhwcFilter::Bf16(f, [kh, kw, c])
+            }
+        };
         Ok(Some(NhwcConv2d {
-            filter: PackedFilter::new(conv.weight().permuted_axes([2, 3, 1, 0]), conv.bias())?,
+            filter,
             geom: NhwcConvGeom {
                 strides: p.stride,
                 dilations: p.dilation,
@@ -520,6 +548,14 @@ impl NhwcConv2d {
             },
             activation: conv.activation(),
         }))
+    }
+
+    /// The precision the convolution computes in.
+    pub fn precision(&self) -> Precision {
+        match self.filter {
+            NhwcFilter::Fp32(_) => Precision::Fp32,
+            NhwcFilter::Bf16(..) => Precision::Bf16,
+        }
     }
 
     /// `activation(conv(x) + bias)` on `x` `[N, H, W, C]`.
@@ -544,28 +580,19 @@ impl NhwcConv2d {
     ) -> Result<Array4<f32>> {
         const OP: &str = "conv2d_nhwc";
         let (n, h, w, c) = x.dim();
-        let plan = conv2d_nhwc_plan([n, h, w, c], &self.filter, self.geom)?;
+        let filter = match &self.filter {
+            NhwcFilter::Fp32(f) => f,
+            NhwcFilter::Bf16(..) => return self.forward_bf16(x, residual),
+        };
+        let plan = conv2d_nhwc_plan([n, h, w, c], filter, self.geom)?;
         let [_, oh, ow, co] = plan.out;
         let residual = residual.as_ref().map(|r| r.as_standard_layout());
-        let residual = match &residual {
-            Some(r) if r.dim() != (n, oh, ow, co) => {
-                return shape_err(
-                    OP,
-                    format!(
-                        "residual has shape {:?}, the output {:?}",
-                        r.shape(),
-                        plan.out
-                    ),
-                )
-            }
-            Some(r) => Some(contiguous(r, OP)?),
-            None => None,
-        };
+        let residual = checked_residual(OP, residual.as_ref(), plan.out)?;
         let x = x.as_standard_layout();
         let xs = contiguous(&x, OP)?;
         crate::profile::timed(
             || {
-                let [kh, kw, _, _] = self.filter.dims();
+                let [kh, kw, _, _] = filter.dims();
                 let path = if plan.winograd.is_some() {
                     "winograd"
                 } else {
@@ -589,7 +616,7 @@ impl NhwcConv2d {
                 };
                 conv2d_nhwc_packed(
                     xs,
-                    &self.filter,
+                    filter,
                     self.geom,
                     &plan,
                     &mut out,
@@ -599,6 +626,79 @@ impl NhwcConv2d {
                 Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
             },
         )
+    }
+
+    /// [`NhwcConv2d::forward_with`] on the bf16 units.
+    fn forward_bf16(
+        &self,
+        x: ArrayView4<'_, f32>,
+        residual: Option<ArrayView4<'_, f32>>,
+    ) -> Result<Array4<f32>> {
+        const OP: &str = "conv2d_nhwc bf16";
+        let NhwcFilter::Bf16(filter, [kh, kw, fc]) = &self.filter else {
+            return invalid(OP, "not a bf16 filter");
+        };
+        let (n, h, w, c) = x.dim();
+        if c != *fc {
+            return shape_err(
+                OP,
+                format!("the filter expects {fc} channels, the input [{n}, {h}, {w}, {c}] has {c}"),
+            );
+        }
+        let g = self.geom;
+        let (oh, pad_top) = window(OP, h, *kh, g.strides.0, g.dilations.0, g.padding, 0)?;
+        let (ow, pad_left) = window(OP, w, *kw, g.strides.1, g.dilations.1, g.padding, 1)?;
+        let co = filter.dims().1;
+        let out_dims = [n, oh, ow, co];
+        let residual = residual.as_ref().map(|r| r.as_standard_layout());
+        let residual = checked_residual(OP, residual.as_ref(), out_dims)?;
+        let x = x.as_standard_layout();
+        let xs = contiguous(&x, OP)?;
+        crate::profile::timed(
+            || {
+                format!(
+                    "conv {kh}x{kw}/{} {c}->{co} nhwc n{n} @{h}x{w} bf16",
+                    g.strides.0
+                )
+            },
+            || {
+                let mut out = vec![0f32; checked_numel(OP, &out_dims)?];
+                let rows = super::bf16::conv_rows(
+                    xs,
+                    super::bf16::WindowGeom {
+                        input: [n, h, w, c],
+                        kernel: (*kh, *kw),
+                        strides: g.strides,
+                        dilations: g.dilations,
+                        pad: (pad_top, pad_left),
+                        out: (oh, ow),
+                    },
+                    filter,
+                );
+                let epilogue = super::bf16::Bf16Epilogue {
+                    residual,
+                    activation: self.activation,
+                };
+                super::bf16::product(n * oh * ow, filter, &rows, epilogue, &mut out)?;
+                Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
+            },
+        )
+    }
+}
+
+/// A residual's values, checked to have the output's shape `out`.
+fn checked_residual<'a>(
+    op: &'static str,
+    residual: Option<&'a ndarray::CowArray<'_, f32, ndarray::Ix4>>,
+    out: [usize; 4],
+) -> Result<Option<&'a [f32]>> {
+    match residual {
+        Some(r) if r.shape() != out => shape_err(
+            op,
+            format!("residual has shape {:?}, the output {out:?}", r.shape()),
+        ),
+        Some(r) => Ok(Some(contiguous(r, op)?)),
+        None => Ok(None),
     }
 }
 
@@ -1638,7 +1738,9 @@ mod tests {
             let conv = Conv2d::new(w.view(), Some(ndarray::ArrayView1::from(&bias)), params)
                 .unwrap()
                 .with_activation(act);
-            let fast = NhwcConv2d::from_conv2d(&conv).unwrap().unwrap();
+            let fast = NhwcConv2d::from_conv2d(&conv, Precision::Fp32)
+                .unwrap()
+                .unwrap();
             let x = ramp((2, hw, hw, c), 0.05);
             let want = conv.forward(nchw(&x).view()).unwrap();
             let got = fast.forward(x.view()).unwrap();
@@ -1666,7 +1768,9 @@ mod tests {
             Conv2dParams::default().groups(4),
         )
         .unwrap();
-        assert!(NhwcConv2d::from_conv2d(&grouped).unwrap().is_none());
+        assert!(NhwcConv2d::from_conv2d(&grouped, Precision::Fp32)
+            .unwrap()
+            .is_none());
     }
 
     /// An `NHWC` convolution with explicit symmetric padding equals the `NCHW` one on the

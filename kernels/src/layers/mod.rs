@@ -29,6 +29,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub mod conv_nhwc;
 pub mod deform_conv;

@@ -32,6 +32,7 @@
 
 use std::path::PathBuf;
 
+use kernels::layers::bf16::Precision;
 use kernels::layers::pool::{max_pool2d, max_pool2d_nhwc, Pool2dParams};
 use kernels::layers::shape::transpose_2d_batched;
 use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d, Padding};
@@ -64,6 +65,9 @@ pub struct ResNetConfig {
     /// The stride of a downsampling Bottleneck on its first 1x1 convolution instead of its
     /// 3x3 (ResNet v1, Detectron2's `STRIDE_IN_1X1 = True` for the MSRA weights).
     pub stride_in_1x1: bool,
+    /// What the convolutions compute in: bf16 rounds the filters at load and the activations
+    /// as the products read them, with fp32 sums ([`kernels::layers::bf16`]); NHWC bodies only.
+    pub precision: Precision,
 }
 
 /// How a checkpoint names the four stages of a ResNet (the blocks inside are named alike).
@@ -159,6 +163,7 @@ impl Default for ResNetConfig {
             returned_layers: vec![1, 2, 3, 4],
             stage_names: StageNames::Torchvision,
             stride_in_1x1: false,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -241,11 +246,16 @@ enum BodyConv {
 
 impl BodyConv {
     /// `conv` in `NHWC` when `nhwc` (the body ungrouped), else as it is.
-    fn new(conv: Conv2d, nhwc: bool, name: &str) -> Result<BodyConv, ModelError> {
+    fn new(
+        conv: Conv2d,
+        nhwc: bool,
+        precision: Precision,
+        name: &str,
+    ) -> Result<BodyConv, ModelError> {
         if !nhwc {
             return Ok(BodyConv::Nchw(conv));
         }
-        NhwcConv2d::from_conv2d(&conv)
+        NhwcConv2d::from_conv2d(&conv, precision)
             .ctx(|| name.to_string())?
             .map(BodyConv::Nhwc)
             .ok_or_else(|| ModelError::input(format!("resnet: {name} is grouped, in an NHWC body")))
@@ -349,6 +359,22 @@ impl ResNet {
         let eps = config.bn_eps;
         let relu = Activation::Relu;
         let nhwc = config.groups == 1 && kernels::layers::conv_nhwc::backbones_in_nhwc();
+        let precision = config.precision;
+        if precision == Precision::Bf16 {
+            precision
+                .check_supported()
+                .map_err(|why| ModelError::param("precision", why))?;
+            if !nhwc {
+                return Err(ModelError::param(
+                    "precision",
+                    if config.groups != 1 {
+                        "\"bf16\" has no grouped (ResNeXt) convolutions; use \"fp32\"".to_string()
+                    } else {
+                        "\"bf16\" needs the NHWC body, which KERNELS_NHWC=0 turned off".to_string()
+                    },
+                ));
+            }
+        }
         let (stem_conv, stem_bn) = config.stage_names.stem();
         let stem = conv_bn(
             &mut b,
@@ -361,7 +387,7 @@ impl ResNet {
             eps,
             relu,
         )?;
-        let stem = BodyConv::new(stem, nhwc, stem_conv)?;
+        let stem = BodyConv::new(stem, nhwc, precision, stem_conv)?;
         let last = config.returned_layers.iter().copied().max().unwrap_or(4);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut inplanes = 64;
@@ -446,10 +472,10 @@ impl ResNet {
                 };
                 let convs = convs
                     .into_iter()
-                    .map(|c| BodyConv::new(c, nhwc, &name))
+                    .map(|c| BodyConv::new(c, nhwc, precision, &name))
                     .collect::<Result<_, _>>()?;
                 let downsample = downsample
-                    .map(|d| BodyConv::new(d, nhwc, &name))
+                    .map(|d| BodyConv::new(d, nhwc, precision, &name))
                     .transpose()?;
                 stage.push(Block { convs, downsample });
                 inplanes = out;
@@ -544,6 +570,17 @@ fn transpose_layout(x: ArrayView4<'_, f32>, to_nchw: bool) -> Result<Array4<f32>
     Array4::from_shape_vec(dims, t).map_err(|e| ModelError::input(format!("resnet: {e}")))
 }
 
+/// The `precision` parameter of a node (`[pipeline] precision` gives every node that has one
+/// its default).
+pub fn precision_spec() -> ParamSpec {
+    ParamSpec::optional(
+        "precision",
+        ParamType::Str,
+        ParamValue::Str("fp32".into()),
+        "\"fp32\", or \"bf16\": filters and activations rounded to bf16 with fp32 sums, on AMX tiles or AVX-512 BF16 (an error on a CPU with neither)",
+    )
+}
+
 pub fn kind() -> NodeKind {
     let spec = NodeSpec::new(
         "resnet",
@@ -620,6 +657,7 @@ pub fn kind() -> NodeKind {
         ParamValue::Bool(false),
         "a downsampling Bottleneck strides in its 1x1 conv1 (Detectron2's STRIDE_IN_1X1, true for its MSRA weights) instead of its 3x3 conv2",
     ))
+    .param(precision_spec())
     .param(
         ParamSpec::optional(
             "keyframe_interval",
@@ -640,6 +678,17 @@ pub fn kind() -> NodeKind {
     );
     NodeKind::new(spec, |params| {
         Ok(Box::new(ResNetNode::from_params(params)?) as Box<dyn Node>)
+    })
+}
+
+/// The `precision` parameter: `"fp32"` or `"bf16"`.
+pub fn precision_param(params: &Params) -> Result<Precision, ModelError> {
+    let v = params.str("precision").map_err(ModelError::Input)?;
+    Precision::parse(v).ok_or_else(|| {
+        ModelError::param(
+            "precision",
+            format!("must be \"fp32\" or \"bf16\", got \"{v}\""),
+        )
     })
 }
 
@@ -717,6 +766,7 @@ impl ResNetNode {
                 })?
             },
             stride_in_1x1: params.bool("stride_in_1x1").map_err(ModelError::Input)?,
+            precision: precision_param(params)?,
         };
         config.check()?;
         let path = PathBuf::from(params.str("weights").map_err(ModelError::Input)?);

@@ -1,0 +1,646 @@
+//! bf16 products with fp32 accumulation: the `precision = "bf16"` path of the NHWC
+//! convolutions ([`super::NhwcConv2d::to_bf16`]).
+//!
+//! Both operands are rounded to bf16 (to nearest, ties to even); every product and sum is
+//! fp32, and so are the bias, the residual, the activation and the output. As on every bf16
+//! unit, values below bf16's normal range (about 1e-38) become zero. The filter is
+//! rounded and packed once, at load; the activations are rounded block by block as the
+//! product reads them, so the tensors between nodes stay fp32.
+//!
+//! Two kernels, chosen at run time ([`units`]):
+//! - **AMX** (Sapphire Rapids and later): `tdpbf16ps` on 16x32 tiles, a 32x32 block of the
+//!   output in four accumulator tiles. Linux hands out the tile registers only to a process
+//!   that asks (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), which [`units`] does.
+//! - **AVX-512 BF16** (Zen 4, Cooper Lake): `vdpbf16ps`, 8 rows by 32 columns in registers.
+//!
+//! One packing serves both: the filter `[K, N]` is stored as blocks of 16 columns, each as
+//! `K/2` rows of 16 pairs `(w[2p][j], w[2p+1][j])`. That is AMX's layout of a `B` tile (16
+//! rows of 64 bytes, 32 values of `K` each) and, row by row, the operand of `vdpbf16ps`.
+
+use std::sync::OnceLock;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::{invalid, shape_err, Activation, Result};
+
+/// Which units run the bf16 products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Units {
+    /// AMX tiles (`amx-bf16`), with AVX-512 BF16 for the rounding.
+    Amx,
+    /// AVX-512 BF16 (`vdpbf16ps`) alone.
+    Avx512,
+}
+
+impl Bf16Units {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Units::Amx => "AMX tiles",
+            Bf16Units::Avx512 => "AVX-512 BF16",
+        }
+    }
+}
+
+/// The bf16 units of this CPU, or `None` where it has no AVX-512 BF16. Detected once; asks
+/// Linux for the AMX tile registers the first time. `KERNELS_BF16=avx512` keeps AMX unused
+/// (to compare the two kernels), `KERNELS_BF16=off` reports no units at all.
+pub fn units() -> Option<Bf16Units> {
+    static UNITS: OnceLock<Option<Bf16Units>> = OnceLock::new();
+    *UNITS.get_or_init(|| {
+        let choice = std::env::var("KERNELS_BF16").unwrap_or_default();
+        if choice == "off" {
+            return None;
+        }
+        detect(choice != "avx512")
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect(amx_wanted: bool) -> Option<Bf16Units> {
+    if !(is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16"))
+    {
+        return None;
+    }
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    let amx_cpu = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
+    if amx_wanted && amx_cpu && request_amx_permission() {
+        Some(Bf16Units::Amx)
+    } else {
+        Some(Bf16Units::Avx512)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect(_amx_wanted: bool) -> Option<Bf16Units> {
+    None
+}
+
+/// Asks Linux (5.16 and later) to let this process use the AMX tile data registers; they
+/// fault otherwise. The permission is per process and cannot be taken back.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_amx_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes the process's permission mask;
+    // it reads and writes no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_amx_permission() -> bool {
+    false
+}
+
+/// The precision a node computes in (`precision = "fp32"` or `"bf16"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s {
+            "fp32" => Some(Precision::Fp32),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    /// `Ok` when this CPU can compute in `self`; else what the user should do.
+    pub fn check_supported(self) -> std::result::Result<(), String> {
+        match (self, units()) {
+            (Precision::Bf16, None) => Err(
+                "precision = \"bf16\" needs a CPU with AVX-512 BF16 (Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later), and this one has none; use precision = \"fp32\""
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Values of `K` per AMX tile row and per step of the products.
+const KSTEP: usize = 32;
+/// Output columns per packed block (a tile's 16 fp32 accumulators per row).
+const NBLOCK: usize = 16;
+/// Output rows and columns per kernel call.
+const MR: usize = 32;
+const NR: usize = 32;
+
+/// A `[K, N]` matrix (a convolution's filter as `[KH·KW·C, CO]`) rounded to bf16 and packed
+/// for both kernels (see the module documentation), with its fp32 bias.
+#[derive(Clone, Debug)]
+pub struct Bf16Filter {
+    /// `np / 16` blocks of `kp / 2` rows of 16 pairs.
+    packed: Vec<u16>,
+    k: usize,
+    /// `k` rounded up to [`KSTEP`] (zeros after `k`).
+    kp: usize,
+    n: usize,
+    /// `n` rounded up to [`NR`] values, zeros after `n`.
+    bias: Vec<f32>,
+}
+
+impl Bf16Filter {
+    /// Packs `w` (`k` rows of `n` values, row-major) and `bias` (`n` values, or zeros).
+    pub fn new(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Result<Bf16Filter> {
+        const OP: &str = "bf16 filter";
+        if w.len() != k * n || k == 0 || n == 0 {
+            return shape_err(
+                OP,
+                format!("{} values do not make a {k}x{n} matrix", w.len()),
+            );
+        }
+        if bias.is_some_and(|b| b.len() != n) {
+            return shape_err(OP, format!("the bias must have {n} values"));
+        }
+        let kp = k.div_ceil(KSTEP) * KSTEP;
+        let np = n.div_ceil(NR) * NR;
+        let mut packed = vec![0u16; kp * np];
+        for block in 0..np / NBLOCK {
+            for p in 0..kp / 2 {
+                for j in 0..NBLOCK {
+                    let col = block * NBLOCK + j;
+                    for t in 0..2 {
+                        let row = 2 * p + t;
+                        if row < k && col < n {
+                            let at = ((block * kp / 2 + p) * NBLOCK + j) * 2 + t;
+                            packed[at] = bf16::from_f32(w[row * n + col]).to_bits();
+                        }
+                    }
+                }
+            }
+        }
+        let mut b = vec![0f32; np];
+        if let Some(bias) = bias {
+            b[..n].copy_from_slice(bias);
+        }
+        Ok(Bf16Filter {
+            packed,
+            k,
+            kp,
+            n,
+            bias: b,
+        })
+    }
+
+    /// `(K, N)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The packed block of columns `16·block..`, from its first row pair.
+    fn block(&self, block: usize) -> &[u16] {
+        &self.packed[block * self.kp * NBLOCK..][..self.kp * NBLOCK]
+    }
+}
+
+/// Rounds `src` to bf16 into `dst` (the same length).
+pub fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    debug_assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if units().is_some() {
+        // SAFETY: `units` found AVX-512 F, BW and BF16 on this CPU.
+        unsafe { round_avx512(src, dst) };
+        return;
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = bf16::from_f32(s).to_bits();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n, the length of both slices.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+        }
+        i += 16;
+    }
+    for (d, &s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = half::bf16::from_f32(s).to_bits();
+    }
+}
+
+/// What the product adds after the sums: the filter's bias always, then `residual` (an
+/// output-shaped `[M, N]` buffer) where given, then `activation`.
+#[derive(Clone, Copy)]
+pub struct Bf16Epilogue<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub activation: Activation,
+}
+
+/// `out[M, N] = epilogue(A · filter)`, where `fill_rows(row0, rows, dst)` writes rows
+/// `row0..row0 + rows` of `A` into `dst` as bf16, each `kp` values long (zeros from `K` on)
+/// — a convolution's input gathered into windows ([`conv_rows`]), or its pixels as they are.
+/// Runs on the calling rayon pool.
+pub fn product(
+    m: usize,
+    filter: &Bf16Filter,
+    fill_rows: &(dyn Fn(usize, usize, &mut [u16]) + Sync),
+    epilogue: Bf16Epilogue<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "bf16 product";
+    let Some(units) = units() else {
+        return invalid(OP, "this CPU has no AVX-512 BF16");
+    };
+    let n = filter.n;
+    if out.len() != m * n || epilogue.residual.is_some_and(|r| r.len() != m * n) {
+        return shape_err(
+            OP,
+            format!("the output and residual must hold {m}x{n} values"),
+        );
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    // Rows per task: a multiple of the kernel's 32, the bf16 rows of `A` about 128 KB (in L2
+    // beside the filter's 32 columns it sweeps), and at least a task per thread.
+    let kp = filter.kp;
+    let by_cache = (128 * 1024 / (2 * kp)).clamp(MR, 8 * MR) / MR * MR;
+    let by_threads = m.div_ceil(rayon::current_num_threads().max(1)).div_ceil(MR) * MR;
+    let rows_per_task = by_cache.min(by_threads).max(MR);
+    out.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let row0 = task * rows_per_task;
+            let rows = out.len() / n;
+            let mut a = vec![0u16; rows.div_ceil(MR) * MR * kp];
+            fill_rows(row0, rows, &mut a[..rows * kp]);
+            let residual = epilogue.residual.map(|r| &r[row0 * n..][..rows * n]);
+            task_product(units, &a, rows, filter, residual, epilogue.activation, out);
+        });
+    Ok(())
+}
+
+/// One task's rows: for each 32 columns of the filter, each 32 rows of `a`.
+fn task_product(
+    units: Bf16Units,
+    a: &[u16],
+    rows: usize,
+    filter: &Bf16Filter,
+    residual: Option<&[f32]>,
+    activation: Activation,
+    out: &mut [f32],
+) {
+    let (kp, n) = (filter.kp, filter.n);
+    let mut c = [0f32; MR * NR];
+    let _tiles = (units == Bf16Units::Amx).then(AmxTiles::configure);
+    for col0 in (0..n).step_by(NR) {
+        let b0 = filter.block(col0 / NBLOCK);
+        let b1 = filter.block(col0 / NBLOCK + 1);
+        let cols = NR.min(n - col0);
+        for r0 in (0..rows).step_by(MR) {
+            let a = &a[r0 * kp..][..MR * kp];
+            kernel(units, a, kp, b0, b1, &mut c);
+            for r in 0..MR.min(rows - r0) {
+                let at = (r0 + r) * n + col0;
+                let dst = &mut out[at..at + cols];
+                let sums = &c[r * NR..][..cols];
+                let bias = &filter.bias[col0..col0 + cols];
+                match residual {
+                    Some(res) => {
+                        let res = &res[at..at + cols];
+                        for (((d, &s), &b), &x) in dst.iter_mut().zip(sums).zip(bias).zip(res) {
+                            *d = s + b + x;
+                        }
+                    }
+                    None => {
+                        for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
+                            *d = s + b;
+                        }
+                    }
+                }
+                activation.apply_slice(dst);
+            }
+        }
+    }
+}
+
+/// `c[32, 32] = a[32, kp] · [b0 | b1]` (`b0`, `b1`: packed blocks of 16 columns).
+fn kernel(units: Bf16Units, a: &[u16], kp: usize, b0: &[u16], b1: &[u16], c: &mut [f32; MR * NR]) {
+    assert!(a.len() >= MR * kp && b0.len() >= kp * NBLOCK && b1.len() >= kp * NBLOCK);
+    assert!(kp % KSTEP == 0 && kp > 0);
+    #[cfg(target_arch = "x86_64")]
+    match units {
+        // SAFETY: the tiles are configured (`AmxTiles` in the caller), the slices hold what
+        // the kernel reads (asserted above), and `units` found AMX.
+        Bf16Units::Amx => unsafe { amx_kernel(a, kp, b0, b1, c) },
+        // SAFETY: as above; `units` found AVX-512 BF16.
+        Bf16Units::Avx512 => unsafe {
+            for r in (0..MR).step_by(8) {
+                avx512_kernel(&a[r * kp..], kp, b0, b1, &mut c[r * NR..]);
+            }
+        },
+    }
+}
+
+/// The tile configuration of [`amx_kernel`] on this thread, released when dropped.
+#[cfg(target_arch = "x86_64")]
+struct AmxTiles;
+
+#[cfg(target_arch = "x86_64")]
+impl AmxTiles {
+    fn configure() -> AmxTiles {
+        // Palette 1; tiles 0-7 all 16 rows of 64 bytes: tmm0-3 the fp32 block, tmm4-5 two
+        // 16-row slices of `a`, tmm6-7 two 16-column blocks of the filter.
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..8 {
+            cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            cfg[48 + t] = 16;
+        }
+        // SAFETY: `cfg` is a valid 64-byte palette-1 configuration; `units` found AMX and
+        // Linux granted the tile data permission.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{0}]", in(reg) cfg.as_ptr(), options(nostack, readonly))
+        };
+        AmxTiles
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for AmxTiles {
+    fn drop(&mut self) {
+        // SAFETY: releases the tile state configured in `configure`.
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// AMX: the K loop in one asm block, so that no tile lives across compiler-visible code.
+///
+/// # Safety
+/// Tiles configured by [`AmxTiles::configure`] on this thread; `a` holds 32 rows of `kp`,
+/// `b0` and `b1` hold `kp · 16` values each.
+#[cfg(target_arch = "x86_64")]
+unsafe fn amx_kernel(a: &[u16], kp: usize, b0: &[u16], b1: &[u16], c: &mut [f32; MR * NR]) {
+    let a_stride = kp * 2;
+    let a0 = a.as_ptr();
+    // SAFETY: row 16 of 32 rows of `kp` values.
+    let a1 = unsafe { a0.add(16 * kp) };
+    // SAFETY: see the function's contract: every load stays within `a`, `b0` and `b1`
+    // (kp / 32 steps of 64 bytes along 16 rows of `a`, 1024 bytes of each block), every store
+    // within `c` (32 rows of 128 bytes).
+    unsafe {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a0} + {as}*1]",
+            "tileloadd tmm5, [{a1} + {as}*1]",
+            "tileloadd tmm6, [{b0} + {bs}*1]",
+            "tileloadd tmm7, [{b1} + {bs}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {b0}, 1024",
+            "add {b1}, 1024",
+            "dec {steps}",
+            "jnz 2b",
+            "tilestored [{c} + {cs}*1], tmm0",
+            "tilestored [{c1} + {cs}*1], tmm1",
+            "tilestored [{c2} + {cs}*1], tmm2",
+            "tilestored [{c3} + {cs}*1], tmm3",
+            a0 = inout(reg) a0 => _,
+            a1 = inout(reg) a1 => _,
+            b0 = inout(reg) b0.as_ptr() => _,
+            b1 = inout(reg) b1.as_ptr() => _,
+            steps = inout(reg) kp / KSTEP => _,
+            as = in(reg) a_stride,
+            bs = in(reg) 64usize,
+            c = in(reg) c.as_mut_ptr(),
+            c1 = in(reg) c.as_mut_ptr().add(16),
+            c2 = in(reg) c.as_mut_ptr().add(16 * NR),
+            c3 = in(reg) c.as_mut_ptr().add(16 * NR + 16),
+            cs = in(reg) NR * 4,
+            options(nostack),
+        );
+    }
+}
+
+/// AVX-512 BF16: rows `0..8` of `a` (each `kp` long) times `[b0 | b1]` into `c` (8 rows of
+/// 32), 16 accumulators in registers.
+///
+/// # Safety
+/// AVX-512 F and BF16 on this CPU; `a` holds 8 rows of `kp`, `b0` and `b1` `kp · 16` values,
+/// `c` 8 rows of 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn avx512_kernel(a: &[u16], kp: usize, b0: &[u16], b1: &[u16], c: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const R: usize = 8;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (a, b0, b1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
+    for p in 0..kp / 2 {
+        // SAFETY: pair p of kp / 2, within both blocks and every row (the contract).
+        unsafe {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(p * 32) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(p * 32) as *const _));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let pair = (a.add(r * kp + 2 * p) as *const u32).read_unaligned();
+                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: row r of 8 rows of 32 in `c`.
+        unsafe {
+            _mm512_storeu_ps(c.as_mut_ptr().add(r * NR), acc[0]);
+            _mm512_storeu_ps(c.as_mut_ptr().add(r * NR + 16), acc[1]);
+        }
+    }
+}
+
+/// A convolution's geometry for [`conv_rows`]: `x` `[N, H, W, C]`, a `kh x kw` window at
+/// `strides` and `dilations`, `pad` cells before each axis (top, left), output `oh x ow`.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowGeom {
+    pub input: [usize; 4],
+    pub kernel: (usize, usize),
+    pub strides: (usize, usize),
+    pub dilations: (usize, usize),
+    pub pad: (usize, usize),
+    pub out: (usize, usize),
+}
+
+/// [`product`]'s `fill_rows` for a convolution of `x` (`geom.input`, contiguous NHWC): row
+/// `r` of `A` is output pixel `r`'s window, in the filter's `[KH, KW, C]` order, rounded to
+/// bf16, zeros for padding and from `K` to `kp`.
+pub fn conv_rows<'a>(
+    x: &'a [f32],
+    geom: WindowGeom,
+    filter: &'a Bf16Filter,
+) -> impl Fn(usize, usize, &mut [u16]) + Sync + 'a {
+    let [_, h, w, c] = geom.input;
+    let (kh, kw) = geom.kernel;
+    let (oh, ow) = geom.out;
+    let kp = filter.kp;
+    move |row0, rows, dst| {
+        for (i, dst) in dst.chunks_exact_mut(kp).take(rows).enumerate() {
+            let pixel = row0 + i;
+            let (b, oy, ox) = (pixel / (oh * ow), pixel / ow % oh, pixel % ow);
+            let image = &x[b * h * w * c..][..h * w * c];
+            for ky in 0..kh {
+                let iy = (oy * geom.strides.0 + ky * geom.dilations.0).checked_sub(geom.pad.0);
+                for kx in 0..kw {
+                    let ix = (ox * geom.strides.1 + kx * geom.dilations.1).checked_sub(geom.pad.1);
+                    let d = &mut dst[(ky * kw + kx) * c..][..c];
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) if iy < h && ix < w => {
+                            round_to_bf16(&image[(iy * w + ix) * c..][..c], d)
+                        }
+                        _ => d.fill(0),
+                    }
+                }
+            }
+            dst[kh * kw * c..].fill(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf(v: f32) -> f64 {
+        bf16::from_f32(v).to_f64()
+    }
+
+    /// Deterministic values in about [-1, 1].
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packs_pairs_of_rows_in_blocks_of_16_columns() {
+        let (k, n) = (3, 17);
+        let w: Vec<f32> = (0..k * n).map(|i| i as f32).collect();
+        let f = Bf16Filter::new(&w, k, n, None).unwrap();
+        assert_eq!((f.kp, f.bias.len()), (32, 32));
+        let at = |block: usize, p: usize, j: usize, t: usize| {
+            bf16::from_bits(f.packed[((block * f.kp / 2 + p) * NBLOCK + j) * 2 + t]).to_f32()
+        };
+        assert_eq!(at(0, 0, 5, 1), w[n + 5]);
+        assert_eq!(at(0, 1, 2, 0), w[2 * n + 2]);
+        assert_eq!(at(0, 1, 2, 1), 0.0, "row 3 is padding");
+        assert_eq!(at(1, 0, 0, 0), w[16]);
+        assert_eq!(at(1, 0, 1, 0), 0.0, "column 17 is padding");
+    }
+
+    /// Every shape of the edges (rows, columns and depth not multiples of the blocks), with
+    /// and without residual, against sums of the bf16-rounded operands in f64. The tolerance
+    /// is fp32 summation's: a few units of 2^-24 of the sum of magnitudes per step.
+    #[test]
+    fn products_equal_the_sums_of_the_rounded_operands() {
+        let Some(u) = units() else {
+            eprintln!("SKIPPED products_equal_the_sums_of_the_rounded_operands: this CPU has no AVX-512 BF16");
+            return;
+        };
+        eprintln!("bf16 units: {}", u.name());
+        for &(m, k, n, with_residual) in &[
+            (1, 1, 1, false),
+            (33, 70, 47, true),
+            (70, 576, 64, false),
+            (200, 32, 96, true),
+            (5, 1000, 130, true),
+        ] {
+            let a = values(m * k, 1 + m as u32);
+            let w = values(k * n, 7 + n as u32);
+            let bias = values(n, 3);
+            let residual = values(m * n, 5);
+            let f = Bf16Filter::new(&w, k, n, Some(&bias)).unwrap();
+            let fill = |row0: usize, rows: usize, dst: &mut [u16]| {
+                for (i, d) in dst.chunks_exact_mut(f.kp).take(rows).enumerate() {
+                    round_to_bf16(&a[(row0 + i) * k..][..k], &mut d[..k]);
+                    d[k..].fill(0);
+                }
+            };
+            let mut out = vec![f32::NAN; m * n];
+            let ep = Bf16Epilogue {
+                residual: with_residual.then_some(&residual[..]),
+                activation: Activation::Identity,
+            };
+            product(m, &f, &fill, ep, &mut out).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut s, mut mag) = (0f64, 0f64);
+                    for t in 0..k {
+                        let p = bf(a[i * k + t]) * bf(w[t * n + j]);
+                        s += p;
+                        mag += p.abs();
+                    }
+                    s += bias[j] as f64;
+                    if with_residual {
+                        s += residual[i * n + j] as f64;
+                    }
+                    let got = out[i * n + j] as f64;
+                    let tol = 4.0 * (k as f64).sqrt() * mag * f32::EPSILON as f64 + 1e-6;
+                    assert!(
+                        (got - s).abs() <= tol,
+                        "{m}x{k}x{n} [{i}, {j}]: {got} against {s} (tolerance {tol})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rounds_to_nearest_even() {
+        let src = [
+            1.0f32,
+            1.0 + 1.0 / 256.0,
+            -3.3,
+            f32::INFINITY,
+            65504.0,
+            0.1,
+            7.0,
+            1.00390625,
+            1.01171875,
+            2.5,
+            -0.0,
+            3.0,
+            4.0,
+            5.0,
+            6.0,
+            1.0 + 3.0 / 512.0,
+        ];
+        let mut dst = vec![0u16; src.len()];
+        round_to_bf16(&src, &mut dst);
+        for (s, d) in src.iter().zip(&dst) {
+            assert_eq!(*d, bf16::from_f32(*s).to_bits(), "{s}");
+        }
+    }
+}
