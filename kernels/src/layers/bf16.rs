@@ -17,6 +17,7 @@
 //! `K/2` rows of 16 pairs `(w[2p][j], w[2p+1][j])`. That is AMX's layout of a `B` tile (16
 //! rows of 64 bytes, 32 values of `K` each) and, row by row, the operand of `vdpbf16ps`.
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use half::bf16;
@@ -207,21 +208,31 @@ impl Bf16Filter {
 
 /// Rounds `src` to bf16 into `dst` (the same length).
 pub fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    // SAFETY: a `u16` slice is a valid `MaybeUninit<u16>` slice, and `round_into` writes only
+    // valid values.
+    let dst = unsafe { &mut *(dst as *mut [u16] as *mut [MaybeUninit<u16>]) };
+    round_into(src, dst);
+}
+
+/// [`round_to_bf16`] into memory not yet written.
+fn round_into(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
     debug_assert_eq!(src.len(), dst.len());
+    let n = src.len().min(dst.len());
+    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if units().is_some() {
         // SAFETY: `units` found AVX-512 F, BW and BF16 on this CPU.
-        unsafe { round_avx512(src, dst) };
-        return;
+        done = unsafe { round_avx512(&src[..n], &mut dst[..n]) };
     }
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = bf16::from_f32(s).to_bits();
+    for (d, &s) in dst[done..n].iter_mut().zip(&src[done..n]) {
+        d.write(bf16::from_f32(s).to_bits());
     }
 }
 
+/// Rounds the whole blocks of 16 values of `src` into `dst`; returns how many it did.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
+unsafe fn round_avx512(src: &[f32], dst: &mut [MaybeUninit<u16>]) -> usize {
     use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
     let n = src.len().min(dst.len());
     let mut i = 0;
@@ -234,9 +245,7 @@ unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
         }
         i += 16;
     }
-    for (d, &s) in dst[i..n].iter_mut().zip(&src[i..n]) {
-        *d = half::bf16::from_f32(s).to_bits();
-    }
+    i
 }
 
 /// What the product adds after the sums: the filter's bias always, then `residual` (an
@@ -247,48 +256,82 @@ pub struct Bf16Epilogue<'a> {
     pub activation: Activation,
 }
 
-/// `out[M, N] = epilogue(A · filter)`, where `fill_rows(row0, rows, dst)` writes rows
-/// `row0..row0 + rows` of `A` into `dst` as bf16, each `kp` values long (zeros from `K` on)
-/// — a convolution's input gathered into windows ([`conv_rows`]), or its pixels as they are.
-/// Runs on the calling rayon pool.
+/// The rows of the left matrix `A` of a [`product`].
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    /// `M` rows of `kp` bf16 values, contiguous: a 1x1 convolution's input as it is.
+    Direct(&'a [u16]),
+    /// `gather(row0, rows, dst)` writes rows `row0..row0 + rows` into `dst`, each `kp`
+    /// values long (zeros from `K` on): a convolution's windows ([`conv_rows`]).
+    Gather(&'a (dyn Fn(usize, usize, &mut [u16]) + Sync)),
+}
+
+/// `epilogue(A · filter)`, `[M, N]` row-major, on the bf16 units, on the calling rayon pool.
 pub fn product(
     m: usize,
     filter: &Bf16Filter,
-    fill_rows: &(dyn Fn(usize, usize, &mut [u16]) + Sync),
+    rows: Rows<'_>,
     epilogue: Bf16Epilogue<'_>,
-    out: &mut [f32],
-) -> Result<()> {
+) -> Result<Vec<f32>> {
     const OP: &str = "bf16 product";
     let Some(units) = units() else {
         return invalid(OP, "this CPU has no AVX-512 BF16");
     };
-    let n = filter.n;
-    if out.len() != m * n || epilogue.residual.is_some_and(|r| r.len() != m * n) {
-        return shape_err(
-            OP,
-            format!("the output and residual must hold {m}x{n} values"),
-        );
+    let (kp, n) = (filter.kp, filter.n);
+    let len = super::checked_numel(OP, &[m, n])?;
+    if epilogue.residual.is_some_and(|r| r.len() != len) {
+        return shape_err(OP, format!("the residual must hold {m}x{n} values"));
     }
-    if m == 0 {
-        return Ok(());
+    if let Rows::Direct(a) = rows {
+        if a.len() != m * kp {
+            return shape_err(OP, format!("{} values are not {m} rows of {kp}", a.len()));
+        }
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return Ok(out);
     }
     // Rows per task: a multiple of the kernel's 32, the bf16 rows of `A` about 128 KB (in L2
     // beside the filter's 32 columns it sweeps), and at least a task per thread.
-    let kp = filter.kp;
     let by_cache = (128 * 1024 / (2 * kp)).clamp(MR, 8 * MR) / MR * MR;
     let by_threads = m.div_ceil(rayon::current_num_threads().max(1)).div_ceil(MR) * MR;
     let rows_per_task = by_cache.min(by_threads).max(MR);
-    out.par_chunks_mut(rows_per_task * n)
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(rows_per_task * n)
         .enumerate()
         .for_each(|(task, out)| {
             let row0 = task * rows_per_task;
-            let rows = out.len() / n;
-            let mut a = vec![0u16; rows.div_ceil(MR) * MR * kp];
-            fill_rows(row0, rows, &mut a[..rows * kp]);
-            let residual = epilogue.residual.map(|r| &r[row0 * n..][..rows * n]);
-            task_product(units, &a, rows, filter, residual, epilogue.activation, out);
+            let count = out.len() / n;
+            let residual = epilogue.residual.map(|r| &r[row0 * n..][..count * n]);
+            SCRATCH.with_borrow_mut(|scratch| {
+                // The kernel reads whole blocks of 32 rows: a partial last block comes from
+                // the scratch, whose rows after `count` hold anything (their sums are dropped).
+                let padded = count.div_ceil(MR) * MR * kp;
+                let a = match rows {
+                    Rows::Direct(a) if count % MR == 0 => &a[row0 * kp..][..padded],
+                    Rows::Direct(a) => {
+                        scratch.resize(scratch.len().max(padded), 0);
+                        scratch[..count * kp].copy_from_slice(&a[row0 * kp..][..count * kp]);
+                        &scratch[..padded]
+                    }
+                    Rows::Gather(gather) => {
+                        scratch.resize(scratch.len().max(padded), 0);
+                        gather(row0, count, &mut scratch[..count * kp]);
+                        &scratch[..padded]
+                    }
+                };
+                task_product(units, a, count, filter, residual, epilogue.activation, out);
+            });
         });
-    Ok(())
+    // SAFETY: the tasks cover every row of the `len` values, and `task_product` writes every
+    // column of each of its rows.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+thread_local! {
+    /// A task's gathered rows, kept between tasks and calls.
+    static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One task's rows: for each 32 columns of the filter, each 32 rows of `a`.
@@ -299,7 +342,7 @@ fn task_product(
     filter: &Bf16Filter,
     residual: Option<&[f32]>,
     activation: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (kp, n) = (filter.kp, filter.n);
     let mut c = [0f32; MR * NR];
@@ -316,22 +359,47 @@ fn task_product(
                 let dst = &mut out[at..at + cols];
                 let sums = &c[r * NR..][..cols];
                 let bias = &filter.bias[col0..col0 + cols];
-                match residual {
-                    Some(res) => {
-                        let res = &res[at..at + cols];
-                        for (((d, &s), &b), &x) in dst.iter_mut().zip(sums).zip(bias).zip(res) {
-                            *d = s + b + x;
-                        }
-                    }
-                    None => {
-                        for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
-                            *d = s + b;
-                        }
-                    }
-                }
-                activation.apply_slice(dst);
+                let res = residual.map(|res| &res[at..at + cols]);
+                // SAFETY: `units` found AVX-512 F on this CPU.
+                unsafe { epilogue_avx512(sums, bias, res, activation, dst) };
             }
         }
+    }
+}
+
+/// `dst = activation(sums + bias [+ residual])`, 32 values at most, in AVX-512 registers for
+/// ReLU and identity.
+///
+/// # Safety
+/// AVX-512 F on this CPU.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue_avx512(
+    sums: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    activation: Activation,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    // ReLU as the fp32 layers compute it: NaN passes through.
+    let relu = activation == Activation::Relu;
+    let act = |v: f32| if relu && v < 0.0 { 0.0 } else { v };
+    match residual {
+        Some(res) => {
+            for (((d, &s), &b), &x) in dst.iter_mut().zip(sums).zip(bias).zip(res) {
+                d.write(act(s + b + x));
+            }
+        }
+        None => {
+            for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
+                d.write(act(s + b));
+            }
+        }
+    }
+    if !relu {
+        // SAFETY: every value of `dst` was written just above.
+        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        activation.apply_slice(dst);
     }
 }
 
@@ -488,11 +556,23 @@ pub struct WindowGeom {
     pub out: (usize, usize),
 }
 
-/// [`product`]'s `fill_rows` for a convolution of `x` (`geom.input`, contiguous NHWC): row
-/// `r` of `A` is output pixel `r`'s window, in the filter's `[KH, KW, C]` order, rounded to
-/// bf16, zeros for padding and from `K` to `kp`.
+/// `x` rounded to bf16, on the calling rayon pool.
+pub fn to_bf16(x: &[f32]) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()
+        .par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(d, s)| round_into(s, d));
+    // SAFETY: every value was written above (the chunks of `out` and `x` pair one to one).
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+/// [`Rows::Gather`] for a convolution of `x` (`geom.input`, NHWC, already bf16): row `r` of
+/// `A` is output pixel `r`'s window, in the filter's `[KH, KW, C]` order, zeros for padding
+/// and from `K` to `kp`.
 pub fn conv_rows<'a>(
-    x: &'a [f32],
+    x: &'a [u16],
     geom: WindowGeom,
     filter: &'a Bf16Filter,
 ) -> impl Fn(usize, usize, &mut [u16]) + Sync + 'a {
@@ -512,7 +592,7 @@ pub fn conv_rows<'a>(
                     let d = &mut dst[(ky * kw + kx) * c..][..c];
                     match (iy, ix) {
                         (Some(iy), Some(ix)) if iy < h && ix < w => {
-                            round_to_bf16(&image[(iy * w + ix) * c..][..c], d)
+                            d.copy_from_slice(&image[(iy * w + ix) * c..][..c])
                         }
                         _ => d.fill(0),
                     }
@@ -521,6 +601,15 @@ pub fn conv_rows<'a>(
             dst[kh * kw * c..].fill(0);
         }
     }
+}
+
+/// Whether a convolution's `A` is its input as it is: 1x1, stride 1, no padding, and `C` a
+/// whole number of the products' steps.
+pub fn rows_are_pixels(geom: &WindowGeom) -> bool {
+    geom.kernel == (1, 1)
+        && geom.strides == (1, 1)
+        && geom.pad == (0, 0)
+        && geom.input[3] % KSTEP == 0
 }
 
 #[cfg(test)]
@@ -576,6 +665,7 @@ mod tests {
             (70, 576, 64, false),
             (200, 32, 96, true),
             (5, 1000, 130, true),
+            (45, 64, 256, true),
         ] {
             let a = values(m * k, 1 + m as u32);
             let w = values(k * n, 7 + n as u32);
@@ -588,12 +678,16 @@ mod tests {
                     d[k..].fill(0);
                 }
             };
-            let mut out = vec![f32::NAN; m * n];
             let ep = Bf16Epilogue {
                 residual: with_residual.then_some(&residual[..]),
                 activation: Activation::Identity,
             };
-            product(m, &f, &fill, ep, &mut out).unwrap();
+            let out = product(m, &f, Rows::Gather(&fill), ep).unwrap();
+            if k % KSTEP == 0 {
+                let direct = to_bf16(&a);
+                let again = product(m, &f, Rows::Direct(&direct), ep).unwrap();
+                assert_eq!(again, out, "{m}x{k}x{n}: rows read in place");
+            }
             for i in 0..m {
                 for j in 0..n {
                     let (mut s, mut mag) = (0f64, 0f64);

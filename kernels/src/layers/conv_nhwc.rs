@@ -662,24 +662,26 @@ impl NhwcConv2d {
                 )
             },
             || {
-                let mut out = vec![0f32; checked_numel(OP, &out_dims)?];
-                let rows = super::bf16::conv_rows(
-                    xs,
-                    super::bf16::WindowGeom {
-                        input: [n, h, w, c],
-                        kernel: (*kh, *kw),
-                        strides: g.strides,
-                        dilations: g.dilations,
-                        pad: (pad_top, pad_left),
-                        out: (oh, ow),
-                    },
-                    filter,
-                );
+                let geom = super::bf16::WindowGeom {
+                    input: [n, h, w, c],
+                    kernel: (*kh, *kw),
+                    strides: g.strides,
+                    dilations: g.dilations,
+                    pad: (pad_top, pad_left),
+                    out: (oh, ow),
+                };
+                let xb = super::bf16::to_bf16(xs);
+                let gather = super::bf16::conv_rows(&xb, geom, filter);
+                let rows = if super::bf16::rows_are_pixels(&geom) {
+                    super::bf16::Rows::Direct(&xb)
+                } else {
+                    super::bf16::Rows::Gather(&gather)
+                };
                 let epilogue = super::bf16::Bf16Epilogue {
                     residual,
                     activation: self.activation,
                 };
-                super::bf16::product(n * oh * ow, filter, &rows, epilogue, &mut out)?;
+                let out = super::bf16::product(n * oh * ow, filter, rows, epilogue)?;
                 Array4::from_shape_vec((n, oh, ow, co), out).or_else(|e| invalid(OP, e.to_string()))
             },
         )
