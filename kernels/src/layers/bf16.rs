@@ -367,11 +367,12 @@ fn task_product(
     }
 }
 
-/// `dst = activation(sums + bias [+ residual])`, 32 values at most, in AVX-512 registers for
-/// ReLU and identity.
+/// `dst = activation(sums + bias [+ residual])` on 32 values at most, in two AVX-512
+/// registers (masked at the edge); ReLU there too, other activations after.
 ///
 /// # Safety
-/// AVX-512 F on this CPU.
+/// AVX-512 F on this CPU; `sums`, `bias` (and `residual`) hold at least `dst.len()` values,
+/// and `dst.len() <= 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn epilogue_avx512(
@@ -381,19 +382,34 @@ unsafe fn epilogue_avx512(
     activation: Activation,
     dst: &mut [MaybeUninit<f32>],
 ) {
-    // ReLU as the fp32 layers compute it: NaN passes through.
+    use std::arch::x86_64::*;
+    let len = dst.len();
+    debug_assert!(len <= NR && sums.len() >= len && bias.len() >= len);
+    debug_assert!(residual.is_none_or(|r| r.len() >= len));
     let relu = activation == Activation::Relu;
-    let act = |v: f32| if relu && v < 0.0 { 0.0 } else { v };
-    match residual {
-        Some(res) => {
-            for (((d, &s), &b), &x) in dst.iter_mut().zip(sums).zip(bias).zip(res) {
-                d.write(act(s + b + x));
+    for half in 0..len.div_ceil(16) {
+        let at = half * 16;
+        let mask: __mmask16 = if len - at >= 16 {
+            0xffff
+        } else {
+            (1u16 << (len - at)) - 1
+        };
+        // SAFETY: the mask keeps every access within the first `len` values of each slice
+        // (the contract).
+        unsafe {
+            let mut v = _mm512_add_ps(
+                _mm512_maskz_loadu_ps(mask, sums.as_ptr().add(at)),
+                _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(at)),
+            );
+            if let Some(r) = residual {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
             }
-        }
-        None => {
-            for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(bias) {
-                d.write(act(s + b));
+            if relu {
+                // ReLU as the fp32 layers compute it: 0 where v < 0, NaN passes through.
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+                v = _mm512_mask_mov_ps(v, negative, _mm512_setzero_ps());
             }
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at) as *mut f32, mask, v);
         }
     }
     if !relu {
@@ -586,20 +602,47 @@ pub fn conv_rows<'a>(
             let (b, oy, ox) = (pixel / (oh * ow), pixel / ow % oh, pixel % ow);
             let image = &x[b * h * w * c..][..h * w * c];
             for ky in 0..kh {
-                let iy = (oy * geom.strides.0 + ky * geom.dilations.0).checked_sub(geom.pad.0);
-                for kx in 0..kw {
-                    let ix = (ox * geom.strides.1 + kx * geom.dilations.1).checked_sub(geom.pad.1);
-                    let d = &mut dst[(ky * kw + kx) * c..][..c];
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) if iy < h && ix < w => {
-                            d.copy_from_slice(&image[(iy * w + ix) * c..][..c])
+                let iy = (oy * geom.strides.0 + ky * geom.dilations.0)
+                    .checked_sub(geom.pad.0)
+                    .filter(|&iy| iy < h);
+                let row = &mut dst[ky * kw * c..][..kw * c];
+                let Some(iy) = iy else {
+                    row.fill(0);
+                    continue;
+                };
+                let first = (ox * geom.strides.1).checked_sub(geom.pad.1);
+                let last = ox * geom.strides.1 + (kw - 1) * geom.dilations.1;
+                match first {
+                    // The window's row is one run of `kw · c` values (the stem: 21 values
+                    // rather than 7 copies of 3).
+                    Some(ix) if geom.dilations.1 == 1 && last - geom.pad.1 < w => {
+                        copy_run(row, &image[(iy * w + ix) * c..][..kw * c])
+                    }
+                    _ => {
+                        for (kx, d) in row.chunks_exact_mut(c).enumerate() {
+                            let ix = (ox * geom.strides.1 + kx * geom.dilations.1)
+                                .checked_sub(geom.pad.1)
+                                .filter(|&ix| ix < w);
+                            match ix {
+                                Some(ix) => copy_run(d, &image[(iy * w + ix) * c..][..c]),
+                                None => d.fill(0),
+                            }
                         }
-                        _ => d.fill(0),
                     }
                 }
             }
             dst[kh * kw * c..].fill(0);
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, without a call to `memcpy` for the short runs of a stem.
+#[inline(always)]
+fn copy_run(dst: &mut [u16], src: &[u16]) {
+    if dst.len() >= 64 {
+        dst.copy_from_slice(src);
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
     }
 }
 

@@ -1715,6 +1715,67 @@ mod tests {
         })
     }
 
+    /// With [`Precision::Bf16`], an [`NhwcConv2d`] computes the fp32 convolution of its input
+    /// and filter rounded to bf16, up to fp32 summation order: every window gathering path
+    /// (1x1 in place, a stem's 7x7 over 3 channels in runs, padding, strides, dilation, a
+    /// batch of two) and both kernels where the CPU has them.
+    #[test]
+    fn bf16_conv2d_equals_the_fp32_layer_on_rounded_values() {
+        if super::super::bf16::units().is_none() {
+            eprintln!("SKIPPED bf16_conv2d_equals_the_fp32_layer_on_rounded_values: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let round = |a: &Array4<f32>| a.mapv(|v| half::bf16::from_f32(v).to_f32());
+        for &(c, co, k, stride, pad, dil, hw, act, residual) in &[
+            (64, 256, 1, 1, 0, 1, 9, Activation::Identity, true),
+            (3, 64, 7, 2, 3, 1, 20, Activation::Relu, false),
+            (32, 40, 3, 1, 1, 2, 11, Activation::Relu, true),
+            (64, 64, 3, 2, 1, 1, 13, Activation::Relu, false),
+            (96, 48, 1, 2, 0, 1, 9, Activation::Identity, false),
+            (5, 7, 3, 1, 0, 1, 6, Activation::Sigmoid, true),
+        ] {
+            let w = ramp((co, c, k, k), 0.01);
+            let bias: Vec<f32> = (0..co).map(|i| (i % 5) as f32 * 0.1 - 0.2).collect();
+            let params = Conv2dParams::default()
+                .stride(stride)
+                .padding(pad)
+                .dilation(dil);
+            let layer = |w: &Array4<f32>| {
+                Conv2d::new(w.view(), Some(ndarray::ArrayView1::from(&bias)), params)
+                    .unwrap()
+                    .with_activation(act)
+            };
+            let bf16 = NhwcConv2d::from_conv2d(&layer(&w), Precision::Bf16)
+                .unwrap()
+                .unwrap();
+            let fp32 = NhwcConv2d::from_conv2d(&layer(&round(&w)), Precision::Fp32)
+                .unwrap()
+                .unwrap();
+            assert_eq!(bf16.precision(), Precision::Bf16);
+            let x = ramp((2, hw, hw, c), 0.05);
+            let (got, want) = if residual {
+                let want = fp32.forward(round(&x).view()).unwrap();
+                let r = ramp(want.dim(), 0.3);
+                (
+                    bf16.forward_residual(x.view(), r.view()).unwrap(),
+                    fp32.forward_residual(round(&x).view(), r.view()).unwrap(),
+                )
+            } else {
+                (
+                    bf16.forward(x.view()).unwrap(),
+                    fp32.forward(round(&x).view()).unwrap(),
+                )
+            };
+            assert_eq!(got.dim(), want.dim());
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 2e-5 * scale, "c={c} co={co} k={k} s={stride}: {err}");
+        }
+    }
+
     /// [`NhwcConv2d`] computes what [`Conv2d`] does (its bias, activation and residual) on
     /// the permuted data: 1x1, strided, padded and dilated, on maps with windows read in
     /// place, through im2col, Winograd, and a filter large enough (590 KB) for the packed
