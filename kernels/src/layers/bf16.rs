@@ -249,11 +249,50 @@ unsafe fn round_avx512(src: &[f32], dst: &mut [MaybeUninit<u16>]) -> usize {
 }
 
 /// What the product adds after the sums: the filter's bias always, then `residual` (an
-/// output-shaped `[M, N]` buffer) where given, then `activation`.
+/// output-shaped `[M, N]` buffer, of the output's type) where given, then `activation`.
 #[derive(Clone, Copy)]
-pub struct Bf16Epilogue<'a> {
-    pub residual: Option<&'a [f32]>,
+pub struct Bf16Epilogue<'a, T> {
+    pub residual: Option<&'a [T]>,
     pub activation: Activation,
+}
+
+/// The values a [`product`] writes: `f32`, or bf16 (its bits as `u16`), rounded once after
+/// the epilogue (activations kept in bf16 between layers, as OpenVINO's bf16 mode keeps
+/// them: half the memory traffic of the layers that write 4 values per value read).
+pub trait Element: Copy + Send + Sync + 'static {
+    fn values(s: &[Self]) -> Values<'_>;
+    fn slots(s: &mut [MaybeUninit<Self>]) -> Slots<'_>;
+}
+
+/// Values of either type (see [`Element`]).
+#[derive(Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+/// Memory for values of either type, not yet written.
+pub enum Slots<'a> {
+    F32(&'a mut [MaybeUninit<f32>]),
+    Bf16(&'a mut [MaybeUninit<u16>]),
+}
+
+impl Element for f32 {
+    fn values(s: &[f32]) -> Values<'_> {
+        Values::F32(s)
+    }
+    fn slots(s: &mut [MaybeUninit<f32>]) -> Slots<'_> {
+        Slots::F32(s)
+    }
+}
+
+impl Element for u16 {
+    fn values(s: &[u16]) -> Values<'_> {
+        Values::Bf16(s)
+    }
+    fn slots(s: &mut [MaybeUninit<u16>]) -> Slots<'_> {
+        Slots::Bf16(s)
+    }
 }
 
 /// The rows of the left matrix `A` of a [`product`].
@@ -267,12 +306,12 @@ pub enum Rows<'a> {
 }
 
 /// `epilogue(A · filter)`, `[M, N]` row-major, on the bf16 units, on the calling rayon pool.
-pub fn product(
+pub fn product<T: Element>(
     m: usize,
     filter: &Bf16Filter,
     rows: Rows<'_>,
-    epilogue: Bf16Epilogue<'_>,
-) -> Result<Vec<f32>> {
+    epilogue: Bf16Epilogue<'_, T>,
+) -> Result<Vec<T>> {
     const OP: &str = "bf16 product";
     let Some(units) = units() else {
         return invalid(OP, "this CPU has no AVX-512 BF16");
@@ -287,44 +326,64 @@ pub fn product(
             return shape_err(OP, format!("{} values are not {m} rows of {kp}", a.len()));
         }
     }
-    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let mut out: Vec<T> = Vec::with_capacity(len);
     if len == 0 {
         return Ok(out);
     }
     // Rows per task: a multiple of the kernel's 32, the bf16 rows of `A` about 128 KB (in L2
     // beside the filter's 32 columns it sweeps), and at least a task per thread.
+    let threads = rayon::current_num_threads().max(1);
     let by_cache = (128 * 1024 / (2 * kp)).clamp(MR, 8 * MR) / MR * MR;
-    let by_threads = m.div_ceil(rayon::current_num_threads().max(1)).div_ceil(MR) * MR;
+    let by_threads = m.div_ceil(threads).div_ceil(MR) * MR;
     let rows_per_task = by_cache.min(by_threads).max(MR);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(rows_per_task * n)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let row0 = task * rows_per_task;
-            let count = out.len() / n;
-            let residual = epilogue.residual.map(|r| &r[row0 * n..][..count * n]);
-            SCRATCH.with_borrow_mut(|scratch| {
-                // The kernel reads whole blocks of 32 rows: a partial last block comes from
-                // the scratch, whose rows after `count` hold anything (their sums are dropped).
-                let padded = count.div_ceil(MR) * MR * kp;
-                let a = match rows {
-                    Rows::Direct(a) if count % MR == 0 => &a[row0 * kp..][..padded],
-                    Rows::Direct(a) => {
-                        scratch.resize(scratch.len().max(padded), 0);
-                        scratch[..count * kp].copy_from_slice(&a[row0 * kp..][..count * kp]);
-                        &scratch[..padded]
-                    }
-                    Rows::Gather(gather) => {
-                        scratch.resize(scratch.len().max(padded), 0);
-                        gather(row0, count, &mut scratch[..count * kp]);
-                        &scratch[..padded]
-                    }
-                };
-                task_product(units, a, count, filter, residual, epilogue.activation, out);
-            });
+    let row_tasks = m.div_ceil(rows_per_task);
+    // Fewer row blocks than threads (a 7x7 or 14x14 map): the columns are split too, so that
+    // each thread streams its part of the filter (9.4 MB for a 3x3 512 -> 512 in bf16)
+    // rather than all of it.
+    let col_blocks = n.div_ceil(NR);
+    let col_parts = if row_tasks < threads {
+        threads.div_ceil(row_tasks).min(col_blocks)
+    } else {
+        1
+    };
+    let cols_per_part = col_blocks.div_ceil(col_parts) * NR;
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    (0..row_tasks * col_parts).into_par_iter().for_each(|task| {
+        let (row_task, part) = (task / col_parts, task % col_parts);
+        let row0 = row_task * rows_per_task;
+        let count = rows_per_task.min(m - row0);
+        let cols = part * cols_per_part..((part + 1) * cols_per_part).min(n);
+        if cols.is_empty() {
+            return;
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            // The kernel reads whole blocks of 32 rows: a partial last block comes from the
+            // scratch, whose rows after `count` hold anything (their sums are dropped).
+            let padded = count.div_ceil(MR) * MR * kp;
+            let a = match rows {
+                Rows::Direct(a) if count % MR == 0 => &a[row0 * kp..][..padded],
+                Rows::Direct(a) => {
+                    scratch.resize(scratch.len().max(padded), 0);
+                    scratch[..count * kp].copy_from_slice(&a[row0 * kp..][..count * kp]);
+                    &scratch[..padded]
+                }
+                Rows::Gather(gather) => {
+                    scratch.resize(scratch.len().max(padded), 0);
+                    gather(row0, count, &mut scratch[..count * kp]);
+                    &scratch[..padded]
+                }
+            };
+            let block = Block {
+                rows: row0..row0 + count,
+                cols,
+            };
+            // SAFETY: `units` found AVX-512 F, BW and BF16; the tasks' blocks of rows and
+            // columns do not overlap, and `out_ptr` holds `m · n` values.
+            unsafe { task_product(units, a, block, filter, epilogue, &out_ptr) };
         });
-    // SAFETY: the tasks cover every row of the `len` values, and `task_product` writes every
-    // column of each of its rows.
+    });
+    // SAFETY: the tasks' blocks cover every row and column of the `m · n` values, and
+    // `task_product` writes every value of its block.
     unsafe { out.set_len(len) };
     Ok(out)
 }
@@ -334,20 +393,38 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One task's rows: for each 32 columns of the filter, each 32 rows of `a`.
-fn task_product(
+/// The output of a [`product`], shared by its tasks, each writing its own [`Block`].
+struct OutPtr<T>(*mut T);
+// SAFETY: the tasks write disjoint blocks of the buffer (see `product`).
+unsafe impl<T> Sync for OutPtr<T> {}
+
+/// A task's rows (of the whole product) and columns.
+struct Block {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+}
+
+/// One task's block: for each 32 of its columns, each 32 of its rows (`a`, from the block's
+/// first row), then the epilogue on the 32x32 sums.
+///
+/// # Safety
+/// AVX-512 F, BW and BF16 (and AMX for [`Bf16Units::Amx`]) on this CPU; `out` holds the
+/// product's `M · N` values and no other task writes this block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn task_product<T: Element>(
     units: Bf16Units,
     a: &[u16],
-    rows: usize,
+    block: Block,
     filter: &Bf16Filter,
-    residual: Option<&[f32]>,
-    activation: Activation,
-    out: &mut [MaybeUninit<f32>],
+    epilogue: Bf16Epilogue<'_, T>,
+    out: &OutPtr<T>,
 ) {
     let (kp, n) = (filter.kp, filter.n);
+    let rows = block.rows.len();
     let mut c = [0f32; MR * NR];
     let _tiles = (units == Bf16Units::Amx).then(AmxTiles::configure);
-    for col0 in (0..n).step_by(NR) {
+    for col0 in block.cols.clone().step_by(NR) {
         let b0 = filter.block(col0 / NBLOCK);
         let b1 = filter.block(col0 / NBLOCK + 1);
         let cols = NR.min(n - col0);
@@ -355,67 +432,107 @@ fn task_product(
             let a = &a[r0 * kp..][..MR * kp];
             kernel(units, a, kp, b0, b1, &mut c);
             for r in 0..MR.min(rows - r0) {
-                let at = (r0 + r) * n + col0;
-                let dst = &mut out[at..at + cols];
+                let at = (block.rows.start + r0 + r) * n + col0;
+                let res = epilogue.residual.map(|v| T::values(&v[at..at + cols]));
+                // SAFETY: `at..at + cols` is in row `block.rows.start + r0 + r` and the
+                // columns of this block, within the `M · N` values and this task's alone.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(out.0.add(at) as *mut MaybeUninit<T>, cols)
+                };
                 let sums = &c[r * NR..][..cols];
                 let bias = &filter.bias[col0..col0 + cols];
-                let res = residual.map(|res| &res[at..at + cols]);
-                // SAFETY: `units` found AVX-512 F on this CPU.
-                unsafe { epilogue_avx512(sums, bias, res, activation, dst) };
+                // SAFETY: this function's target features; every slice holds `cols` <= 32
+                // values.
+                unsafe { epilogue_avx512(sums, bias, res, epilogue.activation, T::slots(dst)) };
             }
         }
     }
 }
 
 /// `dst = activation(sums + bias [+ residual])` on 32 values at most, in two AVX-512
-/// registers (masked at the edge); ReLU there too, other activations after.
+/// registers (masked at the edge); ReLU there too, other activations through a buffer. A
+/// bf16 `dst` gets the fp32 result rounded once.
 ///
 /// # Safety
-/// AVX-512 F on this CPU; `sums`, `bias` (and `residual`) hold at least `dst.len()` values,
-/// and `dst.len() <= 32`.
+/// AVX-512 F, BW and BF16 on this CPU; `sums`, `bias` and `residual` hold at least as many
+/// values as `dst`, which holds 32 at most.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[inline]
 unsafe fn epilogue_avx512(
     sums: &[f32],
     bias: &[f32],
-    residual: Option<&[f32]>,
+    residual: Option<Values<'_>>,
     activation: Activation,
-    dst: &mut [MaybeUninit<f32>],
+    dst: Slots<'_>,
 ) {
     use std::arch::x86_64::*;
-    let len = dst.len();
+    let len = match &dst {
+        Slots::F32(d) => d.len(),
+        Slots::Bf16(d) => d.len(),
+    };
     debug_assert!(len <= NR && sums.len() >= len && bias.len() >= len);
-    debug_assert!(residual.is_none_or(|r| r.len() >= len));
     let relu = activation == Activation::Relu;
-    for half in 0..len.div_ceil(16) {
-        let at = half * 16;
-        let mask: __mmask16 = if len - at >= 16 {
+    let other = !relu && activation != Activation::Identity;
+    let mask = |at: usize| -> __mmask16 {
+        if len - at >= 16 {
             0xffff
         } else {
             (1u16 << (len - at)) - 1
-        };
+        }
+    };
+    let mut v = [_mm512_setzero_ps(); NR / 16];
+    for (half, v) in v.iter_mut().enumerate().take(len.div_ceil(16)) {
+        let (at, k) = (half * 16, mask(half * 16));
         // SAFETY: the mask keeps every access within the first `len` values of each slice
         // (the contract).
         unsafe {
-            let mut v = _mm512_add_ps(
-                _mm512_maskz_loadu_ps(mask, sums.as_ptr().add(at)),
-                _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(at)),
+            *v = _mm512_add_ps(
+                _mm512_maskz_loadu_ps(k, sums.as_ptr().add(at)),
+                _mm512_maskz_loadu_ps(k, bias.as_ptr().add(at)),
             );
-            if let Some(r) = residual {
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
+            match residual {
+                Some(Values::F32(r)) => {
+                    *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(k, r.as_ptr().add(at)))
+                }
+                Some(Values::Bf16(r)) => {
+                    let bits = _mm256_maskz_loadu_epi16(k, r.as_ptr().add(at) as *const i16);
+                    let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits));
+                    *v = _mm512_add_ps(*v, _mm512_castsi512_ps(wide));
+                }
+                None => {}
             }
             if relu {
                 // ReLU as the fp32 layers compute it: 0 where v < 0, NaN passes through.
-                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-                v = _mm512_mask_mov_ps(v, negative, _mm512_setzero_ps());
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*v, _mm512_setzero_ps());
+                *v = _mm512_mask_mov_ps(*v, negative, _mm512_setzero_ps());
             }
-            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at) as *mut f32, mask, v);
         }
     }
-    if !relu {
-        // SAFETY: every value of `dst` was written just above.
-        let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        activation.apply_slice(dst);
+    if other {
+        let mut buf = [0f32; NR];
+        for (half, v) in v.iter_mut().enumerate() {
+            // SAFETY: 16 values at 16·half < 32.
+            unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(half * 16), *v) };
+        }
+        activation.apply_slice(&mut buf[..len]);
+        for (half, v) in v.iter_mut().enumerate() {
+            // SAFETY: as above.
+            *v = unsafe { _mm512_loadu_ps(buf.as_ptr().add(half * 16)) };
+        }
+    }
+    for (half, v) in v.iter().enumerate().take(len.div_ceil(16)) {
+        let (at, k) = (half * 16, mask(half * 16));
+        // SAFETY: the mask keeps the stores within `dst`'s `len` values.
+        unsafe {
+            match &dst {
+                Slots::F32(d) => _mm512_mask_storeu_ps(d.as_ptr().add(at) as *mut f32, k, *v),
+                Slots::Bf16(d) => {
+                    let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(*v));
+                    _mm256_mask_storeu_epi16(d.as_ptr().add(at) as *mut i16, k, h)
+                }
+            }
+        }
     }
 }
 
@@ -584,6 +701,19 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     out
 }
 
+/// bf16 values (their bits) widened to f32, exactly, on the calling rayon pool.
+pub fn from_bf16(x: &[u16]) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(d, s)| {
+            d.iter_mut()
+                .zip(s)
+                .for_each(|(d, &s)| *d = f32::from_bits(u32::from(s) << 16))
+        });
+    out
+}
+
 /// [`Rows::Gather`] for a convolution of `x` (`geom.input`, NHWC, already bf16): row `r` of
 /// `A` is output pixel `r`'s window, in the filter's `[KH, KW, C]` order, zeros for padding
 /// and from `K` to `kp`.
@@ -725,7 +855,30 @@ mod tests {
                 residual: with_residual.then_some(&residual[..]),
                 activation: Activation::Identity,
             };
+            let residual_bf16 = to_bf16(&residual);
+            let ep_bf16 = Bf16Epilogue {
+                residual: with_residual.then_some(&residual_bf16[..]),
+                activation: Activation::Identity,
+            };
             let out = product(m, &f, Rows::Gather(&fill), ep).unwrap();
+            // bf16 in and out: the same sums, with the residual rounded before and the result
+            // after.
+            let rounded: Vec<u16> = product(m, &f, Rows::Gather(&fill), ep_bf16).unwrap();
+            let exact: Vec<f32> = if with_residual {
+                let ep = Bf16Epilogue {
+                    residual: Some(
+                        &residual_bf16
+                            .iter()
+                            .map(|&b| bf16::from_bits(b).to_f32())
+                            .collect::<Vec<_>>()[..],
+                    ),
+                    activation: Activation::Identity,
+                };
+                product(m, &f, Rows::Gather(&fill), ep).unwrap()
+            } else {
+                out.clone()
+            };
+            assert_eq!(rounded, to_bf16(&exact), "{m}x{k}x{n}: bf16 out");
             if k % KSTEP == 0 {
                 let direct = to_bf16(&a);
                 let again = product(m, &f, Rows::Direct(&direct), ep).unwrap();

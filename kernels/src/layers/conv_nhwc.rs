@@ -582,7 +582,7 @@ impl NhwcConv2d {
         let (n, h, w, c) = x.dim();
         let filter = match &self.filter {
             NhwcFilter::Fp32(f) => f,
-            NhwcFilter::Bf16(..) => return self.forward_bf16(x, residual),
+            NhwcFilter::Bf16(..) => return self.forward_rounding(x, residual),
         };
         let plan = conv2d_nhwc_plan([n, h, w, c], filter, self.geom)?;
         let [_, oh, ow, co] = plan.out;
@@ -628,15 +628,42 @@ impl NhwcConv2d {
         )
     }
 
-    /// [`NhwcConv2d::forward_with`] on the bf16 units.
-    fn forward_bf16(
+    /// [`NhwcConv2d::forward_with`] on the bf16 units: `x` rounded to bf16 first, the
+    /// output fp32.
+    fn forward_rounding(
         &self,
         x: ArrayView4<'_, f32>,
         residual: Option<ArrayView4<'_, f32>>,
     ) -> Result<Array4<f32>> {
+        let x = x.as_standard_layout();
+        let xs = contiguous(&x, "conv2d_nhwc bf16")?;
+        let dims = x.dim();
+        let rounded = super::bf16::to_bf16(xs);
+        let xb = ArrayView4::from_shape(dims, &rounded[..])
+            .or_else(|e| invalid("conv2d_nhwc bf16", e.to_string()))?;
+        self.forward_on_bf16(xb, residual)
+    }
+
+    /// `activation(conv(x) + bias [+ residual])` with `x`, `residual` and the output in bf16
+    /// (their bits as `u16`, `[N, H, W, C]`): a body that keeps its activations in bf16
+    /// between layers. Needs [`Precision::Bf16`].
+    pub fn forward_bf16(
+        &self,
+        x: ArrayView4<'_, u16>,
+        residual: Option<ArrayView4<'_, u16>>,
+    ) -> Result<Array4<u16>> {
+        self.forward_on_bf16(x, residual)
+    }
+
+    /// The bf16 products on `x` in bf16, with output (and residual) of type `T`.
+    fn forward_on_bf16<T: super::bf16::Element>(
+        &self,
+        x: ArrayView4<'_, u16>,
+        residual: Option<ArrayView4<'_, T>>,
+    ) -> Result<Array4<T>> {
         const OP: &str = "conv2d_nhwc bf16";
         let NhwcFilter::Bf16(filter, [kh, kw, fc]) = &self.filter else {
-            return invalid(OP, "not a bf16 filter");
+            return invalid(OP, "the layer was not made with precision bf16");
         };
         let (n, h, w, c) = x.dim();
         if c != *fc {
@@ -651,9 +678,27 @@ impl NhwcConv2d {
         let co = filter.dims().1;
         let out_dims = [n, oh, ow, co];
         let residual = residual.as_ref().map(|r| r.as_standard_layout());
-        let residual = checked_residual(OP, residual.as_ref(), out_dims)?;
+        let residual = match &residual {
+            Some(r) if r.shape() != out_dims => {
+                return shape_err(
+                    OP,
+                    format!(
+                        "residual has shape {:?}, the output {out_dims:?}",
+                        r.shape()
+                    ),
+                )
+            }
+            Some(r) => Some(r.as_slice().ok_or(super::LayerError::Invalid {
+                op: OP,
+                msg: "residual not contiguous".into(),
+            })?),
+            None => None,
+        };
         let x = x.as_standard_layout();
-        let xs = contiguous(&x, OP)?;
+        let xb = x.as_slice().ok_or(super::LayerError::Invalid {
+            op: OP,
+            msg: "input not contiguous".into(),
+        })?;
         crate::profile::timed(
             || {
                 format!(
@@ -670,10 +715,9 @@ impl NhwcConv2d {
                     pad: (pad_top, pad_left),
                     out: (oh, ow),
                 };
-                let xb = super::bf16::to_bf16(xs);
-                let gather = super::bf16::conv_rows(&xb, geom, filter);
+                let gather = super::bf16::conv_rows(xb, geom, filter);
                 let rows = if super::bf16::rows_are_pixels(&geom) {
-                    super::bf16::Rows::Direct(&xb)
+                    super::bf16::Rows::Direct(xb)
                 } else {
                     super::bf16::Rows::Gather(&gather)
                 };
@@ -1753,11 +1797,18 @@ mod tests {
                 .unwrap();
             assert_eq!(bf16.precision(), Precision::Bf16);
             let x = ramp((2, hw, hw, c), 0.05);
+            let bits = |a: &Array4<f32>| a.mapv(|v| half::bf16::from_f32(v).to_bits());
             let (got, want) = if residual {
                 let want = fp32.forward(round(&x).view()).unwrap();
-                let r = ramp(want.dim(), 0.3);
+                let r = round(&ramp(want.dim(), 0.3));
+                let got = bf16.forward_residual(x.view(), r.view()).unwrap();
+                // bf16 in and out: the same sums, rounded once.
+                let in_bf16 = bf16
+                    .forward_bf16(bits(&x).view(), Some(bits(&r).view()))
+                    .unwrap();
+                assert_eq!(in_bf16, bits(&got), "c={c} co={co} k={k}: bf16 in and out");
                 (
-                    bf16.forward_residual(x.view(), r.view()).unwrap(),
+                    got,
                     fp32.forward_residual(round(&x).view(), r.view()).unwrap(),
                 )
             } else {

@@ -32,7 +32,7 @@
 
 use std::path::PathBuf;
 
-use kernels::layers::bf16::Precision;
+use kernels::layers::bf16::{self, Precision};
 use kernels::layers::pool::{max_pool2d, max_pool2d_nhwc, Pool2dParams};
 use kernels::layers::shape::transpose_2d_batched;
 use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d, Padding};
@@ -261,6 +261,16 @@ impl BodyConv {
             .ok_or_else(|| ModelError::input(format!("resnet: {name} is grouped, in an NHWC body")))
     }
 
+    /// The `NHWC` layer (bf16 runs only there).
+    fn nhwc(&self, name: &str) -> Result<&NhwcConv2d, ModelError> {
+        match self {
+            BodyConv::Nhwc(c) => Ok(c),
+            BodyConv::Nchw(_) => Err(ModelError::input(format!(
+                "resnet: {name} is not in the NHWC body that bf16 needs"
+            ))),
+        }
+    }
+
     fn forward(&self, x: ArrayView4<'_, f32>) -> kernels::layers::Result<Array4<f32>> {
         match self {
             BodyConv::Nchw(c) => c.forward(x),
@@ -308,6 +318,31 @@ impl Block {
             } else {
                 conv.forward(input)
             };
+            out = Some(y.ctx(|| format!("{name}.conv{}", i + 1))?);
+        }
+        out.ok_or_else(|| ModelError::input("empty block"))
+    }
+}
+
+impl Block {
+    /// [`Block::forward`] on bf16 activations (`precision = "bf16"`, an NHWC body).
+    fn forward_bf16(&self, x: ArrayView4<'_, u16>, name: &str) -> Result<Array4<u16>, ModelError> {
+        let nhwc = |c| BodyConv::nhwc(c, name);
+        let identity = match &self.downsample {
+            Some(d) => Some(
+                nhwc(d)?
+                    .forward_bf16(x, None)
+                    .ctx(|| format!("{name}.downsample"))?,
+            ),
+            None => None,
+        };
+        let shortcut = identity.as_ref().map_or(x, |i| i.view());
+        let last = self.convs.len().saturating_sub(1);
+        let mut out: Option<Array4<u16>> = None;
+        for (i, conv) in self.convs.iter().enumerate() {
+            let input = out.as_ref().map_or(x, |o| o.view());
+            let residual = (i == last).then_some(shortcut);
+            let y = nhwc(conv)?.forward_bf16(input, residual);
             out = Some(y.ctx(|| format!("{name}.conv{}", i + 1))?);
         }
         out.ok_or_else(|| ModelError::input("empty block"))
@@ -534,6 +569,9 @@ impl ResNet {
             max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
         }
         .ctx(|| "maxpool".into())?;
+        if self.config.precision == Precision::Bf16 {
+            return self.stages_bf16(y.view(), stages);
+        }
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
@@ -546,6 +584,39 @@ impl ResNet {
                 } else {
                     y.clone()
                 };
+                out.push((level_name(s + 1), level));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stages after the stem with bf16 activations between the layers (as OpenVINO's
+    /// bf16 mode keeps them): each returned level widened to fp32 `NCHW`.
+    fn stages_bf16(
+        &self,
+        pooled: ArrayView4<'_, f32>,
+        stages: usize,
+    ) -> Result<Vec<(String, Array4<f32>)>, ModelError> {
+        let pooled = pooled.as_standard_layout();
+        let bits = pooled
+            .as_slice()
+            .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
+        let mut y = Array4::from_shape_vec(pooled.dim(), bf16::to_bf16(bits))
+            .map_err(|e| ModelError::input(format!("resnet: {e}")))?;
+        let mut out = Vec::new();
+        for (s, stage) in self.stages.iter().enumerate().take(stages) {
+            for (i, block) in stage.iter().enumerate() {
+                let stage = self.config.stage_names.stage(s);
+                y = block.forward_bf16(y.view(), &format!("{stage}.{i}"))?;
+            }
+            if self.config.returned_layers.contains(&(s + 1)) {
+                let (n, h, w, c) = y.dim();
+                let ys = y
+                    .as_slice()
+                    .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
+                let nchw = bf16::from_bf16(&transpose_2d_batched(ys, n, h * w, c));
+                let level = Array4::from_shape_vec((n, c, h, w), nchw)
+                    .map_err(|e| ModelError::input(format!("resnet: {e}")))?;
                 out.push((level_name(s + 1), level));
             }
         }
