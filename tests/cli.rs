@@ -587,6 +587,38 @@ fn parameters_are_checked_against_the_schema() {
     assert!(err.contains("did you mean \"width\"?"), "{err}");
 }
 
+/// `[pipeline] precision` takes "fp32" or "bf16", and bf16 only where the CPU has bf16
+/// units; either error points at the value.
+#[test]
+fn pipeline_precision_is_checked_at_its_line() {
+    const PIPELINE: &str = "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n";
+    let err = check_fails(
+        "precision",
+        &format!("[pipeline]\nprecision = \"fp16\"\n\n{PIPELINE}"),
+    );
+    assert!(
+        err.contains("p.toml:2:13: precision must be \"fp32\" or \"bf16\", found \"fp16\""),
+        "{err}"
+    );
+    let dir = scratch("precision-bf16");
+    write(
+        &dir,
+        "p.toml",
+        &format!("[pipeline]\nprecision = \"bf16\"\n\n{PIPELINE}"),
+    );
+    let o = engine(&dir, &["check", "p.toml"]);
+    if kernels::layers::bf16::units().is_some() {
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    } else {
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("p.toml:2:13: precision = \"bf16\" needs a CPU with AVX-512 BF16"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn cycles_are_refused() {
     let err = check_fails(

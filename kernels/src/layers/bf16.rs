@@ -361,7 +361,7 @@ pub fn product<T: Element>(
             // scratch, whose rows after `count` hold anything (their sums are dropped).
             let padded = count.div_ceil(MR) * MR * kp;
             let a = match rows {
-                Rows::Direct(a) if count % MR == 0 => &a[row0 * kp..][..padded],
+                Rows::Direct(a) if count.is_multiple_of(MR) => &a[row0 * kp..][..padded],
                 Rows::Direct(a) => {
                     scratch.resize(scratch.len().max(padded), 0);
                     scratch[..count * kp].copy_from_slice(&a[row0 * kp..][..count * kp]);
@@ -539,7 +539,7 @@ unsafe fn epilogue_avx512(
 /// `c[32, 32] = a[32, kp] · [b0 | b1]` (`b0`, `b1`: packed blocks of 16 columns).
 fn kernel(units: Bf16Units, a: &[u16], kp: usize, b0: &[u16], b1: &[u16], c: &mut [f32; MR * NR]) {
     assert!(a.len() >= MR * kp && b0.len() >= kp * NBLOCK && b1.len() >= kp * NBLOCK);
-    assert!(kp % KSTEP == 0 && kp > 0);
+    assert!(kp.is_multiple_of(KSTEP) && kp > 0);
     #[cfg(target_arch = "x86_64")]
     match units {
         // SAFETY: the tiles are configured (`AmxTiles` in the caller), the slices hold what
@@ -703,14 +703,17 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
 
 /// bf16 values (their bits) widened to f32, exactly, on the calling rayon pool.
 pub fn from_bf16(x: &[u16]) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(1 << 14)
+    let mut out: Vec<f32> = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()
+        .par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
         .for_each(|(d, s)| {
-            d.iter_mut()
-                .zip(s)
-                .for_each(|(d, &s)| *d = f32::from_bits(u32::from(s) << 16))
+            d.iter_mut().zip(s).for_each(|(d, &s)| {
+                d.write(f32::from_bits(u32::from(s) << 16));
+            })
         });
+    // SAFETY: every value was written above (the chunks of `out` and `x` pair one to one).
+    unsafe { out.set_len(x.len()) };
     out
 }
 
@@ -782,7 +785,7 @@ pub fn rows_are_pixels(geom: &WindowGeom) -> bool {
     geom.kernel == (1, 1)
         && geom.strides == (1, 1)
         && geom.pad == (0, 0)
-        && geom.input[3] % KSTEP == 0
+        && geom.input[3].is_multiple_of(KSTEP)
 }
 
 #[cfg(test)]
@@ -917,8 +920,8 @@ mod tests {
             65504.0,
             0.1,
             7.0,
-            1.00390625,
-            1.01171875,
+            1.0 + 1.0 / 256.0 + 1.0 / 512.0,
+            1.0 + 3.0 / 256.0,
             2.5,
             -0.0,
             3.0,

@@ -204,6 +204,35 @@ pub fn resize(
     resize_with_scale(x, size, mode, None)
 }
 
+/// torch's nearest resize (the same source pixels as [`resize`] with
+/// [`ResizeMode::Nearest`]) of `[N, H, W, C]` values of any type: an FPN's top-down path on
+/// bf16 activations.
+pub fn resize_nearest_nhwc<T: Copy + Send + Sync>(
+    x: ArrayView4<'_, T>,
+    size: (usize, usize),
+) -> Result<Array4<T>> {
+    const OP: &str = "resize_nearest_nhwc";
+    let (n, h, w, c) = x.dim();
+    let (oh, ow) = size;
+    check_sizes(OP, (h, w), (oh, ow))?;
+    let ty = axis_table(h, oh, ResizeMode::Nearest, None);
+    let tx = axis_table(w, ow, ResizeMode::Nearest, None);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "input not contiguous".into(),
+    })?;
+    let mut out = Vec::with_capacity(n * oh * ow * c);
+    for image in xs.chunks_exact(h * w * c) {
+        for &sy in &ty.i0 {
+            for &sx in &tx.i0 {
+                out.extend_from_slice(&image[(sy * w + sx) * c..][..c]);
+            }
+        }
+    }
+    Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
 /// `dst += resize(x, dst's size, Nearest)` in one pass, without the upsampled copy: an FPN's
 /// top-down sum (`lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")`)
 /// where the lateral cannot take the sum in its convolution's epilogue (a GroupNorm follows
@@ -916,6 +945,25 @@ pub fn resize_bicubic(
 mod tests {
     use super::*;
     use ndarray::Array;
+
+    /// The NHWC nearest resize picks the same pixels as the NCHW one, on halving and on
+    /// uneven ratios, for any element type.
+    #[test]
+    fn nearest_nhwc_picks_the_pixels_of_the_nchw_resize() {
+        let x = Array::from_shape_fn((2, 3, 5, 7), |(n, c, y, x)| {
+            (n * 1000 + c * 100 + y * 10 + x) as f32
+        });
+        for size in [(10, 14), (8, 9), (3, 4), (5, 7)] {
+            let want = resize(x.view(), size, ResizeMode::Nearest).unwrap();
+            let nhwc = x.view().permuted_axes([0, 2, 3, 1]).mapv(|v| v as u16);
+            let got = resize_nearest_nhwc(nhwc.view(), size).unwrap();
+            assert_eq!(
+                got.permuted_axes([0, 3, 1, 2]),
+                want.mapv(|v| v as u16),
+                "{size:?}"
+            );
+        }
+    }
 
     #[test]
     fn add_nearest_equals_adding_the_resize() {

@@ -27,9 +27,11 @@
 
 use std::path::PathBuf;
 
+use kernels::layers::bf16::{self, Precision};
 use kernels::layers::pool::{max_pool2d, Pool2dParams};
-use kernels::layers::resize::resize;
-use kernels::layers::{Conv2d, Conv2dParams, ResizeMode};
+use kernels::layers::resize::{resize, resize_nearest_nhwc};
+use kernels::layers::shape::transpose_2d_batched;
+use kernels::layers::{Conv2d, Conv2dParams, NhwcConv2d, ResizeMode};
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array4, ArrayView4};
 use plugin_sdk::{
@@ -60,6 +62,9 @@ pub struct FpnConfig {
     /// The pyramid level of the first input (c2: 2); Detectron2 names its convolutions by
     /// level (`fpn_lateral2` reads res2).
     pub first_level: usize,
+    /// bf16 runs the convolutions in `NHWC` with bf16 activations between them (see the
+    /// `resnet` node's `precision`).
+    pub precision: Precision,
 }
 
 impl FpnConfig {
@@ -75,6 +80,7 @@ impl FpnConfig {
             out_channels: 256,
             extra: ExtraBlock::MaxPool,
             first_level: 2,
+            precision: Precision::Fp32,
         })
     }
 
@@ -106,6 +112,8 @@ pub struct Fpn {
     config: FpnConfig,
     inner: Vec<Conv2d>,
     layer: Vec<Conv2d>,
+    /// `inner` and `layer` in bf16 (`precision = "bf16"`).
+    bf16: Option<(Vec<NhwcConv2d>, Vec<NhwcConv2d>)>,
 }
 
 /// Binds block `i` of `inner_blocks` / `layer_blocks` under the current or the pre-0.13 name
@@ -195,10 +203,32 @@ impl Fpn {
         // is the resnet node's.
         b.ignore_module("bottom_up.");
         b.finish()?;
+        let bf16 = match config.precision {
+            Precision::Fp32 => None,
+            Precision::Bf16 => {
+                config
+                    .precision
+                    .check_supported()
+                    .map_err(|why| ModelError::param("precision", why))?;
+                let nhwc = |convs: &[Conv2d], kind: &str| {
+                    convs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            NhwcConv2d::from_conv2d(c, Precision::Bf16)
+                                .ctx(|| format!("{kind}.{i}"))?
+                                .ok_or_else(|| ModelError::input("fpn: a grouped convolution"))
+                        })
+                        .collect::<Result<Vec<_>, ModelError>>()
+                };
+                Some((nhwc(&inner, "inner_blocks")?, nhwc(&layer, "layer_blocks")?))
+            }
+        };
         Ok(Fpn {
             config,
             inner,
             layer,
+            bf16,
         })
     }
 
@@ -230,6 +260,9 @@ impl Fpn {
                 ));
             }
         }
+        if let Some((inner, layer)) = &self.bf16 {
+            return self.forward_bf16(xs, inner, layer);
+        }
         let mut results: Vec<Array4<f32>> = vec![Array4::zeros((0, 0, 0, 0)); n];
         let last = n - 1;
         let mut last_inner = self.inner[last]
@@ -249,6 +282,69 @@ impl Fpn {
             results[i] = self.layer[i]
                 .forward(last_inner.view())
                 .ctx(|| format!("layer_blocks.{i}"))?;
+        }
+        if self.config.extra == ExtraBlock::MaxPool {
+            let pool = max_pool2d(results[last].view(), Pool2dParams::new(1).stride(2))
+                .ctx(|| "LastLevelMaxPool".into())?;
+            results.push(pool);
+        }
+        Ok(results)
+    }
+}
+
+impl Fpn {
+    /// [`Fpn::forward`] in `NHWC` with bf16 activations: each input rounded and transposed
+    /// once, the top-down sum in the lateral's epilogue as in fp32, each output widened back
+    /// to fp32 `NCHW`.
+    fn forward_bf16(
+        &self,
+        xs: &[ArrayView4<'_, f32>],
+        inner: &[NhwcConv2d],
+        layer: &[NhwcConv2d],
+    ) -> Result<Vec<Array4<f32>>, ModelError> {
+        let n = xs.len();
+        let last = n - 1;
+        let nhwc_bf16 = |x: ArrayView4<'_, f32>| -> Result<Array4<u16>, ModelError> {
+            let (b, c, h, w) = x.dim();
+            let x = x.as_standard_layout();
+            let xs = x
+                .as_slice()
+                .ok_or_else(|| ModelError::input("fpn: a non-contiguous level"))?;
+            // Transposed in f32, whose 8x8 blocks move in registers (u16 ones do not).
+            let t = bf16::to_bf16(&transpose_2d_batched(xs, b, c, h * w));
+            Array4::from_shape_vec((b, h, w, c), t)
+                .map_err(|e| ModelError::input(format!("fpn: {e}")))
+        };
+        let nchw_f32 = |y: Array4<u16>| -> Result<Array4<f32>, ModelError> {
+            let (b, h, w, c) = y.dim();
+            let ys = y
+                .as_slice()
+                .ok_or_else(|| ModelError::input("fpn: a non-contiguous level"))?;
+            let t = transpose_2d_batched(&bf16::from_bf16(ys), b, h * w, c);
+            Array4::from_shape_vec((b, c, h, w), t)
+                .map_err(|e| ModelError::input(format!("fpn: {e}")))
+        };
+        let mut results: Vec<Array4<f32>> = vec![Array4::zeros((0, 0, 0, 0)); n];
+        let mut last_inner = inner[last]
+            .forward_bf16(nhwc_bf16(xs[last])?.view(), None)
+            .ctx(|| format!("inner_blocks.{last}"))?;
+        results[last] = nchw_f32(
+            layer[last]
+                .forward_bf16(last_inner.view(), None)
+                .ctx(|| format!("layer_blocks.{last}"))?,
+        )?;
+        for i in (0..last).rev() {
+            let (_, _, h, w) = xs[i].dim();
+            let top_down = resize_nearest_nhwc(last_inner.view(), (h, w))
+                .ctx(|| format!("top-down upsampling into level {i}"))?;
+            last_inner = inner[i]
+                .forward_bf16(nhwc_bf16(xs[i])?.view(), Some(top_down.view()))
+                .ctx(|| format!("inner_blocks.{i}"))?;
+            results[i] = nchw_f32(
+                layer[i]
+                    .forward_bf16(last_inner.view(), None)
+                    .ctx(|| format!("layer_blocks.{i}"))?,
+            )?;
         }
         if self.config.extra == ExtraBlock::MaxPool {
             let pool = max_pool2d(results[last].view(), Pool2dParams::new(1).stride(2))
@@ -328,7 +424,8 @@ pub fn kind() -> NodeKind {
         ParamType::Str,
         ParamValue::Str("pool".into()),
         "\"pool\" (LastLevelMaxPool: max_pool2d(k=1, s=2) of the last level) or \"none\"",
-    ));
+    ))
+    .param(crate::resnet::precision_spec());
     NodeKind::new(spec, |params| {
         Ok(Box::new(FpnNode::from_params(params)?) as Box<dyn Node>)
     })
@@ -405,6 +502,7 @@ impl FpnNode {
             out_channels: usize::try_from(out_channels).unwrap_or(0),
             extra,
             first_level,
+            precision: crate::resnet::precision_param(params)?,
         };
         config.check()?;
         if out_features.len() != config.num_outputs() {
@@ -529,6 +627,7 @@ mod tests {
                 out_channels: 3,
                 extra: ExtraBlock::MaxPool,
                 first_level: 2,
+                precision: Precision::Fp32,
             };
             let fpn =
                 Fpn::from_weights(&weights(&[2, 4], 3, old, 0.0), "backbone.fpn.", config).unwrap();
@@ -569,6 +668,7 @@ mod tests {
             out_channels: 3,
             extra: ExtraBlock::None,
             first_level: 2,
+            precision: Precision::Fp32,
         };
         let fpn =
             Fpn::from_weights(&weights(&[2, 4], 3, false, 0.0), "backbone.fpn.", config).unwrap();
@@ -585,6 +685,7 @@ mod tests {
             out_channels: 3,
             extra: ExtraBlock::None,
             first_level: 2,
+            precision: Precision::Fp32,
         }
         .check()
         .is_err());

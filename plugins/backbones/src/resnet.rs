@@ -614,7 +614,8 @@ impl ResNet {
                 let ys = y
                     .as_slice()
                     .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
-                let nchw = bf16::from_bf16(&transpose_2d_batched(ys, n, h * w, c));
+                // Widened first: f32's 8x8 blocks transpose in registers (u16 ones do not).
+                let nchw = transpose_2d_batched(&bf16::from_bf16(ys), n, h * w, c);
                 let level = Array4::from_shape_vec((n, c, h, w), nchw)
                     .map_err(|e| ModelError::input(format!("resnet: {e}")))?;
                 out.push((level_name(s + 1), level));
