@@ -432,6 +432,12 @@ struct OutPtr<T>(*mut T);
 // SAFETY: the tasks write disjoint blocks of the buffer (see `product`).
 unsafe impl<T> Sync for OutPtr<T> {}
 
+impl<T> OutPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// A task's rows (of the whole product) and columns.
 struct Block {
     rows: std::ops::Range<usize>,
@@ -740,6 +746,164 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     out
 }
 
+/// Pixels per task of the layout changes below: a task's `[16, C]` f32 block (at most 128 KB)
+/// stays in cache between its transpose and its rounding or widening.
+const LAYOUT_PIXELS: usize = 16;
+
+/// `[N, C, HW]` fp32 (an `NCHW` image) as `[N, HW, C]` bf16, in one pass over memory: each
+/// block of 16 pixels is transposed in 8x8 blocks into a buffer in cache, then rounded from
+/// there (the values of `to_bf16` after `shape::transpose_2d_batched`).
+pub fn nchw_to_nhwc_bf16(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<u16> {
+    let len = n * c * hw;
+    assert!(x.len() >= len, "{} values for [{n}, {c}, {hw}]", x.len());
+    let mut out: Vec<u16> = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let avx = crate::ops::simd::has_avx();
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(LAYOUT_PIXELS * c)
+        .enumerate()
+        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, (task, dst)| {
+            let first = task * LAYOUT_PIXELS;
+            let pixels = dst.len() / c;
+            tmp.resize(pixels * c, 0.0);
+            let (b, p) = (first / hw, first % hw);
+            if avx && pixels == LAYOUT_PIXELS && p + LAYOUT_PIXELS <= hw && c.is_multiple_of(8) {
+                for c0 in (0..c).step_by(8) {
+                    // SAFETY: AVX is present; two 8x8 blocks read channels c0..c0 + 8 (rows
+                    // `hw` apart) of pixels p..p + 16 <= hw of image b, and write pixels
+                    // 0..16 (rows `c` apart) of `tmp`, channels c0..c0 + 8 <= c.
+                    unsafe {
+                        crate::ops::simd::transpose8x8_blocks(
+                            x.as_ptr().add((b * c + c0) * hw + p),
+                            hw,
+                            tmp.as_mut_ptr().add(c0),
+                            c,
+                            LAYOUT_PIXELS / 8,
+                        )
+                    };
+                }
+            } else {
+                for (i, row) in tmp.chunks_exact_mut(c).enumerate() {
+                    let (b, p) = ((first + i) / hw, (first + i) % hw);
+                    for (ch, v) in row.iter_mut().enumerate() {
+                        *v = x[(b * c + ch) * hw + p];
+                    }
+                }
+            }
+            round_into(tmp, dst);
+        });
+    // SAFETY: the chunks cover the `len` values and `round_into` writes each.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `[N, HW, C]` bf16 as `[N, C, HW]` fp32 (an `NCHW` image), in one pass over memory: each
+/// block of 16 pixels is widened into a buffer in cache, then transposed from there in 8x8
+/// blocks (the values of `from_bf16`, then `shape::transpose_2d_batched`).
+pub fn nhwc_bf16_to_nchw(x: &[u16], n: usize, hw: usize, c: usize) -> Vec<f32> {
+    let len = n * c * hw;
+    assert!(x.len() >= len, "{} values for [{n}, {hw}, {c}]", x.len());
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let avx = crate::ops::simd::has_avx();
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    x[..len]
+        .par_chunks(LAYOUT_PIXELS * c)
+        .enumerate()
+        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, (task, src)| {
+            let first = task * LAYOUT_PIXELS;
+            let pixels = src.len() / c;
+            tmp.clear();
+            tmp.extend(src.iter().map(|&v| f32::from_bits(u32::from(v) << 16)));
+            let (b, p) = (first / hw, first % hw);
+            // Each task writes pixels first..first + pixels of every channel row: disjoint
+            // from every other task's.
+            let base = out_ptr.get();
+            if avx && pixels == LAYOUT_PIXELS && p + LAYOUT_PIXELS <= hw && c.is_multiple_of(8) {
+                for p8 in (0..LAYOUT_PIXELS).step_by(8) {
+                    // SAFETY: AVX is present; the blocks read pixels p8..p8 + 8 of `tmp`
+                    // (rows `c` apart), every channel, and write channels 0..c (rows `hw`
+                    // apart) of pixels p + p8..p + p8 + 8 <= hw of image b, this task's.
+                    unsafe {
+                        crate::ops::simd::transpose8x8_blocks(
+                            tmp.as_ptr().add(p8 * c),
+                            c,
+                            base.add(b * c * hw + p + p8),
+                            hw,
+                            c / 8,
+                        )
+                    };
+                }
+            } else {
+                for (i, row) in tmp.chunks_exact(c).enumerate() {
+                    let (b, p) = ((first + i) / hw, (first + i) % hw);
+                    for (ch, &v) in row.iter().enumerate() {
+                        // SAFETY: pixel p of channel ch of image b, within `len`; this task's.
+                        unsafe { base.add((b * c + ch) * hw + p).write(v) };
+                    }
+                }
+            }
+        });
+    // SAFETY: the tasks cover every pixel of every channel of every image.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Max pooling of `[N, H, W, C]` bf16 values (their bits), `k x k` windows at stride `s`
+/// with `pad` cells before each axis that never win (torch's `max_pool2d`), in the values'
+/// order: the maximum is one of the inputs, so nothing is rounded. A NaN wins, as in torch.
+pub fn max_pool_nhwc_bf16(
+    x: ndarray::ArrayView4<'_, u16>,
+    k: usize,
+    s: usize,
+    pad: usize,
+) -> Result<ndarray::Array4<u16>> {
+    const OP: &str = "max_pool_nhwc_bf16";
+    let (n, h, w, c) = x.dim();
+    if k == 0 || s == 0 || pad >= k || h + 2 * pad < k || w + 2 * pad < k {
+        return invalid(
+            OP,
+            format!("a {k}x{k} window at stride {s}, padding {pad}, on {h}x{w}"),
+        );
+    }
+    let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "input not contiguous".into(),
+    })?;
+    // An order-preserving key: the float order of the values as unsigned integers, NaN above
+    // every number (positive NaN; a negative one is below, and ReLU's outputs have none).
+    let key = |b: u16| if b & 0x8000 != 0 { !b } else { b | 0x8000 };
+    let unkey = |k: u16| if k & 0x8000 != 0 { k & 0x7fff } else { !k };
+    let mut out = vec![0u16; n * oh * ow * c];
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / oh, row % oh);
+            let image = &xs[b * h * w * c..][..h * w * c];
+            let mut best = vec![0u16; c];
+            for (ox, dst) in dst.chunks_exact_mut(c).enumerate() {
+                best.fill(0);
+                for iy in (oy * s).saturating_sub(pad)..(oy * s + k).saturating_sub(pad).min(h) {
+                    for ix in (ox * s).saturating_sub(pad)..(ox * s + k).saturating_sub(pad).min(w)
+                    {
+                        let v = &image[(iy * w + ix) * c..][..c];
+                        best.iter_mut()
+                            .zip(v)
+                            .for_each(|(m, &v)| *m = (*m).max(key(v)));
+                    }
+                }
+                dst.iter_mut().zip(&best).for_each(|(d, &m)| *d = unkey(m));
+            }
+        });
+    ndarray::Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(OP, e.to_string()))
+}
+
 /// bf16 values (their bits) widened to f32, exactly, on the calling rayon pool.
 pub fn from_bf16(x: &[u16]) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(x.len());
@@ -948,6 +1112,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The one-pass layout changes give what a transpose and a rounding (or widening) give,
+    /// on blocks of 16 pixels, on images of pixels not a multiple of 16, and on channels not a
+    /// multiple of 8.
+    #[test]
+    fn layout_changes_equal_a_transpose_and_a_rounding() {
+        for &(n, c, hw) in &[(1, 64, 48), (2, 24, 37), (1, 5, 20), (3, 16, 16)] {
+            let x = values(n * c * hw, 11);
+            let want = to_bf16(&crate::layers::shape::transpose_2d_batched(&x, n, c, hw));
+            let got = nchw_to_nhwc_bf16(&x, n, c, hw);
+            assert_eq!(got, want, "[{n}, {c}, {hw}] to NHWC");
+            let back = nhwc_bf16_to_nchw(&got, n, hw, c);
+            let want = crate::layers::shape::transpose_2d_batched(&from_bf16(&got), n, hw, c);
+            assert_eq!(back, want, "[{n}, {hw}, {c}] to NCHW");
+        }
+    }
+
+    /// The bf16 max pool picks what the fp32 NHWC pool picks on the widened values, padding
+    /// never winning (negative values included).
+    #[test]
+    fn bf16_max_pool_picks_the_fp32_maximum() {
+        let (n, h, w, c) = (2, 9, 8, 5);
+        let x = ndarray::Array4::from_shape_vec((n, h, w, c), to_bf16(&values(n * h * w * c, 3)))
+            .unwrap();
+        let wide = x.mapv(|b| f32::from_bits(u32::from(b) << 16));
+        let want = crate::layers::pool::max_pool2d_nhwc(
+            wide.view(),
+            (3, 3),
+            (2, 2),
+            crate::layers::Padding::Explicit([1; 4]),
+        )
+        .unwrap();
+        let got = max_pool_nhwc_bf16(x.view(), 3, 2, 1).unwrap();
+        assert_eq!(got.mapv(|b| f32::from_bits(u32::from(b) << 16)), want);
     }
 
     #[test]

@@ -30,7 +30,6 @@ use std::path::PathBuf;
 use kernels::layers::bf16::{self, Precision};
 use kernels::layers::pool::{max_pool2d, Pool2dParams};
 use kernels::layers::resize::{resize, resize_nearest_nhwc};
-use kernels::layers::shape::transpose_2d_batched;
 use kernels::layers::{Conv2d, Conv2dParams, NhwcConv2d, ResizeMode};
 use kernels::weights::{Binder, Weights};
 use ndarray::{Array4, ArrayView4};
@@ -310,8 +309,7 @@ impl Fpn {
             let xs = x
                 .as_slice()
                 .ok_or_else(|| ModelError::input("fpn: a non-contiguous level"))?;
-            // Transposed in f32, whose 8x8 blocks move in registers (u16 ones do not).
-            let t = bf16::to_bf16(&transpose_2d_batched(xs, b, c, h * w));
+            let t = bf16::nchw_to_nhwc_bf16(xs, b, c, h * w);
             Array4::from_shape_vec((b, h, w, c), t)
                 .map_err(|e| ModelError::input(format!("fpn: {e}")))
         };
@@ -320,7 +318,7 @@ impl Fpn {
             let ys = y
                 .as_slice()
                 .ok_or_else(|| ModelError::input("fpn: a non-contiguous level"))?;
-            let t = transpose_2d_batched(&bf16::from_bf16(ys), b, h * w, c);
+            let t = bf16::nhwc_bf16_to_nchw(ys, b, h * w, c);
             Array4::from_shape_vec((b, c, h, w), t)
                 .map_err(|e| ModelError::input(format!("fpn: {e}")))
         };

@@ -556,6 +556,9 @@ impl ResNet {
                 "resnet: the image must have 3 channels, got {c} (shape [{c}, {h}, {w}])"
             )));
         }
+        if self.config.precision == Precision::Bf16 {
+            return self.forward_bf16(x, stages);
+        }
         let x = if self.nhwc() {
             CowArray::from(transpose_layout(x, false)?)
         } else {
@@ -569,9 +572,6 @@ impl ResNet {
             max_pool2d(y.view(), Pool2dParams::new(3).stride(2).padding(1))
         }
         .ctx(|| "maxpool".into())?;
-        if self.config.precision == Precision::Bf16 {
-            return self.stages_bf16(y.view(), stages);
-        }
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
@@ -590,19 +590,28 @@ impl ResNet {
         Ok(out)
     }
 
-    /// The stages after the stem with bf16 activations between the layers (as OpenVINO's
-    /// bf16 mode keeps them): each returned level widened to fp32 `NCHW`.
-    fn stages_bf16(
+    /// [`ResNet::forward_stages`] with bf16 activations between the layers (as OpenVINO's
+    /// bf16 mode keeps them), from the image rounded once to each returned level widened to
+    /// fp32 `NCHW`.
+    fn forward_bf16(
         &self,
-        pooled: ArrayView4<'_, f32>,
+        x: ArrayView4<'_, f32>,
         stages: usize,
     ) -> Result<Vec<(String, Array4<f32>)>, ModelError> {
-        let pooled = pooled.as_standard_layout();
-        let bits = pooled
+        let (n, c, h, w) = x.dim();
+        let x = x.as_standard_layout();
+        let xs = x
             .as_slice()
-            .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
-        let mut y = Array4::from_shape_vec(pooled.dim(), bf16::to_bf16(bits))
+            .ok_or_else(|| ModelError::input("resnet: a non-contiguous image"))?;
+        let x = Array4::from_shape_vec((n, h, w, c), bf16::nchw_to_nhwc_bf16(xs, n, c, h * w))
             .map_err(|e| ModelError::input(format!("resnet: {e}")))?;
+        let y = self
+            .stem
+            .nhwc("conv1")?
+            .forward_bf16(x.view(), None)
+            .ctx(|| "conv1".into())?;
+        // torch's max pool: padding never wins.
+        let mut y = bf16::max_pool_nhwc_bf16(y.view(), 3, 2, 1).ctx(|| "maxpool".into())?;
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
@@ -614,8 +623,7 @@ impl ResNet {
                 let ys = y
                     .as_slice()
                     .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
-                // Widened first: f32's 8x8 blocks transpose in registers (u16 ones do not).
-                let nchw = transpose_2d_batched(&bf16::from_bf16(ys), n, h * w, c);
+                let nchw = bf16::nhwc_bf16_to_nchw(ys, n, h * w, c);
                 let level = Array4::from_shape_vec((n, c, h, w), nchw)
                     .map_err(|e| ModelError::input(format!("resnet: {e}")))?;
                 out.push((level_name(s + 1), level));
