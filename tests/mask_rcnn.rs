@@ -147,35 +147,35 @@ fn expand(counts: &[u64]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn mask_rcnn_pipeline_matches_torchvision_through_the_engine() {
-    let doc = fixture();
+/// The fixture's astronaut case, and the `--set`s that switch the pipeline to its ResNet-18
+/// trunk and settings.
+fn astronaut_case(doc: &Json) -> (&Json, Vec<String>) {
     let case = doc["cases"]
         .as_array()
         .expect("cases")
         .iter()
         .find(|c| c["photo"] == "astronaut.png")
         .expect("astronaut case");
+    let p = &case["params"];
+    let sets = vec![
+        format!("nodes.preprocess.min_size={}", p["min_size"]),
+        format!("nodes.preprocess.max_size={}", p["max_size"]),
+        "nodes.backbone.depth=18".into(),
+        format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
+        "nodes.fpn.depth=18".into(),
+        format!("nodes.box_head.score_thresh={}", doc["box_score_thresh"]),
+    ];
+    (case, sets)
+}
+
+#[test]
+fn mask_rcnn_pipeline_matches_torchvision_through_the_engine() {
+    let doc = fixture();
+    let (case, sets) = astronaut_case(&doc);
     let dir = scratch("match");
     let weights = dir.join("maskrcnn_r18_fpn.safetensors");
     write_weights(&doc, &weights);
-    let p = &case["params"];
-    let out = run_pipeline(
-        &dir,
-        &weights,
-        &[
-            format!(
-                "nodes.images.path={}",
-                repo().join("assets/astronaut.png").display()
-            ),
-            format!("nodes.preprocess.min_size={}", p["min_size"]),
-            format!("nodes.preprocess.max_size={}", p["max_size"]),
-            "nodes.backbone.depth=18".into(),
-            format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
-            "nodes.fpn.depth=18".into(),
-            format!("nodes.box_head.score_thresh={}", doc["box_score_thresh"]),
-        ],
-    );
+    let out = run_pipeline(&dir, &weights, &sets);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -931,12 +931,7 @@ fn multitask_pipeline_runs_three_heads_side_by_side_on_one_trunk() {
 #[test]
 fn mask_rcnn_in_bf16_finds_torchvisions_detections() {
     let doc = fixture();
-    let case = doc["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["photo"] == "astronaut.png")
-        .expect("astronaut case");
+    let (case, sets) = astronaut_case(&doc);
     let dir = scratch("bf16");
     let weights = dir.join("maskrcnn_r18_fpn.safetensors");
     write_weights(&doc, &weights);
@@ -945,20 +940,7 @@ fn mask_rcnn_in_bf16_finds_torchvisions_detections() {
     let text = text.replacen("[pipeline]\n", "[pipeline]\nprecision = \"bf16\"\n", 1);
     let pipeline = dir.join("mask_rcnn_bf16.toml");
     std::fs::write(&pipeline, text).expect("write pipeline");
-    let p = &case["params"];
-    let out = run_named_pipeline(
-        pipeline.to_str().expect("path"),
-        &dir,
-        &weights,
-        &[
-            format!("nodes.preprocess.min_size={}", p["min_size"]),
-            format!("nodes.preprocess.max_size={}", p["max_size"]),
-            "nodes.backbone.depth=18".into(),
-            format!("nodes.backbone.bn_eps={}", p["bn_eps"]),
-            "nodes.fpn.depth=18".into(),
-            format!("nodes.box_head.score_thresh={}", doc["box_score_thresh"]),
-        ],
-    );
+    let out = run_named_pipeline(pipeline.to_str().expect("path"), &dir, &weights, &sets);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if kernels::layers::bf16::units().is_none() {
         eprintln!("this CPU has no AVX-512 BF16: checking the refusal instead");
