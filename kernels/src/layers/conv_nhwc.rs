@@ -499,7 +499,9 @@ pub fn backbones_in_nhwc() -> bool {
 /// way (224x224 at 1 and 2 threads, 550x550 and 800x1216 at 2; Zen 3; see BENCHMARKS.md).
 ///
 /// With [`Precision::Bf16`] the filter is rounded to bf16 and the products run on the bf16
-/// units instead ([`super::bf16`]); the input, bias, residual and output stay fp32.
+/// units instead ([`super::bf16`]), with fp32 sums, bias and activation: `forward` and
+/// `forward_residual` take and give fp32 (rounding the input first), `forward_bf16` takes
+/// and gives bf16 (a body that keeps its activations in bf16).
 #[derive(Clone, Debug)]
 pub struct NhwcConv2d {
     filter: NhwcFilter,
