@@ -147,6 +147,26 @@ fn expand(counts: &[u64]) -> Vec<u8> {
     v
 }
 
+/// How many pixels of our COCO segmentation (`seg`, compressed RLE) differ from the
+/// fixture's mask (`want`, uncompressed RLE counts), out of how many; the masks must be of
+/// one size.
+fn mask_pixels_differing(seg: &Json, want: &Json) -> (usize, usize) {
+    let counts: Vec<u64> = plugin_io::rle::decode(seg["counts"].as_str().expect("counts"))
+        .expect("RLE")
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    let want: Vec<u64> = want
+        .as_array()
+        .expect("rle")
+        .iter()
+        .map(|v| v.as_u64().expect("count"))
+        .collect();
+    let (a, b) = (expand(&counts), expand(&want));
+    assert_eq!(a.len(), b.len());
+    (a.iter().zip(&b).filter(|(x, y)| x != y).count(), a.len())
+}
+
 /// The fixture's astronaut case, and the `--set`s that switch the pipeline to its ResNet-18
 /// trunk and settings.
 fn astronaut_case(doc: &Json) -> (&Json, Vec<String>) {
@@ -216,21 +236,9 @@ fn mask_rcnn_pipeline_matches_torchvision_through_the_engine() {
         used[i] = true;
         let seg = &ours[i]["segmentation"];
         assert_eq!(seg["size"], serde_json::json!([h, w]));
-        let counts: Vec<u64> = plugin_io::rle::decode(seg["counts"].as_str().expect("counts"))
-            .expect("RLE")
-            .into_iter()
-            .map(u64::from)
-            .collect();
-        let want: Vec<u64> = fin["masks_rle"][j]
-            .as_array()
-            .expect("rle")
-            .iter()
-            .map(|v| v.as_u64().expect("count"))
-            .collect();
-        let (a, b) = (expand(&counts), expand(&want));
-        assert_eq!(a.len(), b.len());
-        differ += a.iter().zip(&b).filter(|(x, y)| x != y).count();
-        total += a.len();
+        let (d, t) = mask_pixels_differing(seg, &fin["masks_rle"][j]);
+        differ += d;
+        total += t;
     }
     let agree = 1.0 - differ as f64 / total as f64;
     assert!(agree >= 0.999, "masks agree on {agree}");
@@ -982,21 +990,9 @@ fn mask_rcnn_in_bf16_finds_torchvisions_detections() {
         found += 1;
         let score = ours[i]["score"].as_f64().expect("score");
         worst_score = worst_score.max((score - scores[j]).abs());
-        let counts: Vec<u64> =
-            plugin_io::rle::decode(ours[i]["segmentation"]["counts"].as_str().expect("counts"))
-                .expect("RLE")
-                .into_iter()
-                .map(u64::from)
-                .collect();
-        let want: Vec<u64> = fin["masks_rle"][j]
-            .as_array()
-            .expect("rle")
-            .iter()
-            .map(|v| v.as_u64().expect("count"))
-            .collect();
-        let (a, b) = (expand(&counts), expand(&want));
-        differ += a.iter().zip(&b).filter(|(x, y)| x != y).count();
-        total += a.len();
+        let (d, t) = mask_pixels_differing(&ours[i]["segmentation"], &fin["masks_rle"][j]);
+        differ += d;
+        total += t;
     }
     let matched = found as f64 / scores.len().max(1) as f64;
     let agree = 1.0 - differ as f64 / total.max(1) as f64;

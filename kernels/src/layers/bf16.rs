@@ -746,6 +746,13 @@ pub fn to_bf16(x: &[f32]) -> Vec<u16> {
     out
 }
 
+/// bf16 bits as the f32 they stand for, bit for bit (`half`'s `to_f32` also quiets a
+/// signalling NaN, a compare and a select per value on the hot path).
+#[inline(always)]
+fn widen(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
 /// Pixels per task of the layout changes below: a task's `[16, C]` f32 block (at most 128 KB)
 /// stays in cache between its transpose and its rounding or widening.
 const LAYOUT_PIXELS: usize = 16;
@@ -801,7 +808,7 @@ pub fn nchw_to_nhwc_bf16(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<u16> {
 
 /// `[N, HW, C]` bf16 as `[N, C, HW]` fp32 (an `NCHW` image), in one pass over memory: each
 /// block of 16 pixels is widened into a buffer in cache, then transposed from there in 8x8
-/// blocks (the values of `from_bf16`, then `shape::transpose_2d_batched`).
+/// blocks (the values widened, then `shape::transpose_2d_batched`).
 pub fn nhwc_bf16_to_nchw(x: &[u16], n: usize, hw: usize, c: usize) -> Vec<f32> {
     let len = n * c * hw;
     assert!(x.len() >= len, "{} values for [{n}, {hw}, {c}]", x.len());
@@ -818,7 +825,7 @@ pub fn nhwc_bf16_to_nchw(x: &[u16], n: usize, hw: usize, c: usize) -> Vec<f32> {
             let first = task * LAYOUT_PIXELS;
             let pixels = src.len() / c;
             tmp.clear();
-            tmp.extend(src.iter().map(|&v| f32::from_bits(u32::from(v) << 16)));
+            tmp.extend(src.iter().map(|&v| widen(v)));
             let (b, p) = (first / hw, first % hw);
             // Each task writes pixels first..first + pixels of every channel row: disjoint
             // from every other task's.
@@ -902,22 +909,6 @@ pub fn max_pool_nhwc_bf16(
             }
         });
     ndarray::Array4::from_shape_vec((n, oh, ow, c), out).or_else(|e| invalid(OP, e.to_string()))
-}
-
-/// bf16 values (their bits) widened to f32, exactly, on the calling rayon pool.
-pub fn from_bf16(x: &[u16]) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(x.len());
-    out.spare_capacity_mut()
-        .par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(d, s)| {
-            d.iter_mut().zip(s).for_each(|(d, &s)| {
-                d.write(f32::from_bits(u32::from(s) << 16));
-            })
-        });
-    // SAFETY: every value was written above (the chunks of `out` and `x` pair one to one).
-    unsafe { out.set_len(x.len()) };
-    out
 }
 
 /// [`Rows::Gather`] for a convolution of `x` (`geom.input`, NHWC, already bf16): row `r` of
@@ -1074,10 +1065,7 @@ mod tests {
             let exact: Vec<f32> = if with_residual {
                 let ep = Bf16Epilogue {
                     residual: Some(
-                        &residual_bf16
-                            .iter()
-                            .map(|&b| bf16::from_bits(b).to_f32())
-                            .collect::<Vec<_>>()[..],
+                        &residual_bf16.iter().map(|&b| widen(b)).collect::<Vec<_>>()[..],
                     ),
                     activation: Activation::Identity,
                 };
@@ -1125,7 +1113,8 @@ mod tests {
             let got = nchw_to_nhwc_bf16(&x, n, c, hw);
             assert_eq!(got, want, "[{n}, {c}, {hw}] to NHWC");
             let back = nhwc_bf16_to_nchw(&got, n, hw, c);
-            let want = crate::layers::shape::transpose_2d_batched(&from_bf16(&got), n, hw, c);
+            let wide: Vec<f32> = got.iter().map(|&b| widen(b)).collect();
+            let want = crate::layers::shape::transpose_2d_batched(&wide, n, hw, c);
             assert_eq!(back, want, "[{n}, {hw}, {c}] to NCHW");
         }
     }
@@ -1137,7 +1126,7 @@ mod tests {
         let (n, h, w, c) = (2, 9, 8, 5);
         let x = ndarray::Array4::from_shape_vec((n, h, w, c), to_bf16(&values(n * h * w * c, 3)))
             .unwrap();
-        let wide = x.mapv(|b| f32::from_bits(u32::from(b) << 16));
+        let wide = x.mapv(widen);
         let want = crate::layers::pool::max_pool2d_nhwc(
             wide.view(),
             (3, 3),
@@ -1146,7 +1135,7 @@ mod tests {
         )
         .unwrap();
         let got = max_pool_nhwc_bf16(x.view(), 3, 2, 1).unwrap();
-        assert_eq!(got.mapv(|b| f32::from_bits(u32::from(b) << 16)), want);
+        assert_eq!(got.mapv(widen), want);
     }
 
     #[test]

@@ -134,10 +134,10 @@ pub fn sgemm_small(
 }
 
 /// Contiguous data of a view (copied only when it is not in standard layout).
-fn contiguous<'a>(
-    x: &'a ndarray::CowArray<'_, f32, ndarray::Ix4>,
+fn contiguous<'a, T>(
+    x: &'a ndarray::CowArray<'_, T, ndarray::Ix4>,
     op: &'static str,
-) -> Result<&'a [f32]> {
+) -> Result<&'a [T]> {
     x.as_slice().ok_or_else(|| super::LayerError::Invalid {
         op,
         msg: "not contiguous".into(),
@@ -680,27 +680,9 @@ impl NhwcConv2d {
         let co = filter.dims().1;
         let out_dims = [n, oh, ow, co];
         let residual = residual.as_ref().map(|r| r.as_standard_layout());
-        let residual = match &residual {
-            Some(r) if r.shape() != out_dims => {
-                return shape_err(
-                    OP,
-                    format!(
-                        "residual has shape {:?}, the output {out_dims:?}",
-                        r.shape()
-                    ),
-                )
-            }
-            Some(r) => Some(r.as_slice().ok_or(super::LayerError::Invalid {
-                op: OP,
-                msg: "residual not contiguous".into(),
-            })?),
-            None => None,
-        };
+        let residual = checked_residual(OP, residual.as_ref(), out_dims)?;
         let x = x.as_standard_layout();
-        let xb = x.as_slice().ok_or(super::LayerError::Invalid {
-            op: OP,
-            msg: "input not contiguous".into(),
-        })?;
+        let xb = contiguous(&x, OP)?;
         crate::profile::timed(
             || {
                 format!(
@@ -735,11 +717,11 @@ impl NhwcConv2d {
 }
 
 /// A residual's values, checked to have the output's shape `out`.
-fn checked_residual<'a>(
+fn checked_residual<'a, T>(
     op: &'static str,
-    residual: Option<&'a ndarray::CowArray<'_, f32, ndarray::Ix4>>,
+    residual: Option<&'a ndarray::CowArray<'_, T, ndarray::Ix4>>,
     out: [usize; 4],
-) -> Result<Option<&'a [f32]>> {
+) -> Result<Option<&'a [T]>> {
     match residual {
         Some(r) if r.shape() != out => shape_err(
             op,
