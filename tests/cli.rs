@@ -587,8 +587,8 @@ fn parameters_are_checked_against_the_schema() {
     assert!(err.contains("did you mean \"width\"?"), "{err}");
 }
 
-/// `[pipeline] precision` takes "fp32" or "bf16", and bf16 only where the CPU has bf16
-/// units; either error points at the value.
+/// `[pipeline] precision` takes "fp32", "bf16" or "auto", and bf16 only where the CPU has bf16
+/// units; either error points at the value. "auto" says in the header what it chose.
 #[test]
 fn pipeline_precision_is_checked_at_its_line() {
     const PIPELINE: &str = "[nodes.src]\nplugin = \"synthetic_source\"\n[nodes.out]\nplugin = \"null_sink\"\ninputs = { in = \"src.image\" }\n";
@@ -597,26 +597,57 @@ fn pipeline_precision_is_checked_at_its_line() {
         &format!("[pipeline]\nprecision = \"fp16\"\n\n{PIPELINE}"),
     );
     assert!(
-        err.contains("p.toml:2:13: precision must be \"fp32\" or \"bf16\", found \"fp16\""),
+        err.contains(
+            "p.toml:2:13: precision must be \"fp32\", \"bf16\" or \"auto\", found \"fp16\""
+        ),
         "{err}"
     );
     let dir = scratch("precision-bf16");
-    write(
-        &dir,
-        "p.toml",
-        &format!("[pipeline]\nprecision = \"bf16\"\n\n{PIPELINE}"),
-    );
-    let o = engine(&dir, &["check", "p.toml"]);
-    if kernels::layers::bf16::units().is_some() {
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-    } else {
-        assert_eq!(code(&o), 2, "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("p.toml:2:13: precision = \"bf16\" needs a CPU with AVX-512 BF16"),
-            "{}",
-            stderr(&o)
+    let check = |precision: &str, bf16_units: Option<&str>| {
+        write(
+            &dir,
+            "p.toml",
+            &format!("[pipeline]\nprecision = \"{precision}\"\n\n{PIPELINE}"),
         );
+        let mut cmd = Command::new(engine_bin());
+        cmd.args(["check", "p.toml"]).current_dir(&dir);
+        if let Some(units) = bf16_units {
+            cmd.env("KERNELS_BF16", units);
+        }
+        cmd.output().expect("run engine")
+    };
+    // bf16 on a CPU without it (KERNELS_BF16=off hides the units of one that has them).
+    let has_bf16 = kernels::layers::bf16::units().is_some();
+    for units in [None, Some("off")] {
+        let o = check("bf16", units);
+        if has_bf16 && units.is_none() {
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+        } else {
+            assert_eq!(code(&o), 2, "{}", stderr(&o));
+            assert!(
+                stderr(&o)
+                    .contains("p.toml:2:13: precision = \"bf16\" needs a CPU with AVX-512 BF16")
+                    && stderr(&o).contains("or \"auto\" (the best this CPU has)"),
+                "{}",
+                stderr(&o)
+            );
+        }
     }
+    // "auto" takes what the CPU has and the header says which.
+    let auto_fp32 = "precision auto: fp32 (this CPU has no AVX-512 BF16 and no AMX)";
+    let o = check("auto", Some("off"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains(auto_fp32), "{}", stdout(&o));
+    let o = check("auto", None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let want = match kernels::layers::bf16::units() {
+        Some(units) => format!("precision auto: bf16, on {}", units.name()),
+        None => auto_fp32.into(),
+    };
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    // Without "auto", the header says nothing of precision.
+    let o = check("fp32", None);
+    assert!(!stdout(&o).contains("precision"), "{}", stdout(&o));
 }
 
 #[test]

@@ -320,13 +320,13 @@ fn parse_pipeline_table(
                 ),
             },
             ("precision", DeValue::String(p)) => match p.as_ref() {
-                "fp32" | "bf16" => config.precision = Some(at(p.to_string(), span)),
+                "fp32" | "bf16" | "auto" => config.precision = Some(at(p.to_string(), span)),
                 other => errors.push(
                     Diagnostic::new(
-                        format!("precision must be \"fp32\" or \"bf16\", found \"{other}\""),
+                        format!("precision must be \"fp32\", \"bf16\" or \"auto\", found \"{other}\""),
                         Origin::File(span),
                     )
-                    .help("precision is the default of every node's `precision` parameter: \"bf16\" rounds filters and activations to bf16 with fp32 sums (AMX or AVX-512 BF16)"),
+                    .help("precision is the default of every node's `precision` parameter: \"bf16\" rounds filters and activations to bf16 with fp32 sums (AMX or AVX-512 BF16), \"auto\" takes bf16 where the CPU has it and fp32 elsewhere"),
                 ),
             },
             (k @ ("name" | "device" | "queue" | "threads" | "precision"), v) => errors.push(Diagnostic::new(

@@ -54,6 +54,8 @@ pub struct Pipeline {
     pub name: String,
     pub device: Device,
     pub device_reason: &'static str,
+    /// What `precision = "auto"` chose and why, where a node or `[pipeline]` asked for it.
+    pub precision_reason: Option<&'static str>,
     pub nodes: Vec<PipelineNode>,
     pub edges: Vec<Edge>,
     /// Node indices in topological order (sources first).
@@ -62,6 +64,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// "device cpu (why)", and "; precision auto: ..." where `auto` chose: the end of the
+    /// header of `engine run` and `engine check`.
+    pub fn device_and_precision(&self) -> String {
+        let mut s = format!("device {} ({})", self.device, self.device_reason);
+        if let Some(why) = self.precision_reason {
+            s.push_str("; precision ");
+            s.push_str(why);
+        }
+        s
+    }
+
     /// "backbone.features -> fpn.features"
     pub fn edge_label(&self, e: &Edge) -> String {
         let from = &self.nodes[e.from];
@@ -175,6 +188,7 @@ pub fn load(path: &Path, sets: &[String], registry: &mut Registry) -> Result<Pip
                 },
                 device,
                 device_reason,
+                precision_reason: auto_precision_reason(&config),
                 nodes,
                 edges,
                 order,
@@ -610,7 +624,26 @@ fn resolve_params(
             ),
         }
     }
+    if params.str("precision").is_ok_and(|p| p == "auto") {
+        // The node gets the choice itself, which `engine check` then lists; the run's header
+        // says why (`Pipeline::precision_reason`).
+        let (chosen, _) = kernels::layers::bf16::Precision::auto();
+        params.set("precision", ParamValue::Str(chosen.name().into()));
+    }
     params
+}
+
+/// `Some(why)` when `precision = "auto"` is asked for, by `[pipeline]` or by a node: what
+/// `auto` chose on this CPU, and why.
+fn auto_precision_reason(config: &PipelineConfig) -> Option<&'static str> {
+    let is_auto = |v: &ParamValue| matches!(v, ParamValue::Str(s) if s == "auto");
+    let asked = config.precision.as_ref().is_some_and(|p| p.value == "auto")
+        || config.nodes.iter().any(|n| {
+            n.params
+                .iter()
+                .any(|(k, v)| k.value == "precision" && is_auto(&v.value))
+        });
+    asked.then(|| kernels::layers::bf16::Precision::auto().1)
 }
 
 /// An error at `origin` when `value` asks for a precision this CPU cannot compute in.

@@ -511,12 +511,11 @@ fn run(
     let guard = init_logging(level, trace);
     let code = with_pipeline(path, sets, |p| {
         eprintln!(
-            "engine: pipeline \"{}\": {} nodes, {} edges; device {} ({})",
+            "engine: pipeline \"{}\": {} nodes, {} edges; {}",
             p.name,
             p.nodes.len(),
             p.edges.len(),
-            p.device,
-            p.device_reason
+            p.device_and_precision()
         );
         let nodes = match runtime::create_nodes(p) {
             Ok(n) => n,

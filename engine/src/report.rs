@@ -14,13 +14,12 @@ pub fn check_summary(p: &Pipeline) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "pipeline \"{}\" ({}) is valid: {} nodes, {} edges, device {} ({})",
+        "pipeline \"{}\" ({}) is valid: {} nodes, {} edges, {}",
         p.name,
         p.file.path.display(),
         p.nodes.len(),
         p.edges.len(),
-        p.device,
-        p.device_reason
+        p.device_and_precision()
     );
     let _ = writeln!(s, "nodes (in topological order):");
     let width = p.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);

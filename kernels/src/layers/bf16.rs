@@ -101,7 +101,8 @@ fn request_amx_permission() -> bool {
     false
 }
 
-/// The precision a node computes in (`precision = "fp32"` or `"bf16"`).
+/// The precision a node computes in (`precision = "fp32"` or `"bf16"`; `"auto"` is one of
+/// them, see [`Precision::auto`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
@@ -110,11 +111,38 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `"fp32"`, `"bf16"`, or `"auto"` ([`Precision::auto`]'s choice).
     pub fn parse(s: &str) -> Option<Precision> {
         match s {
             "fp32" => Some(Precision::Fp32),
             "bf16" => Some(Precision::Bf16),
+            "auto" => Some(Precision::auto().0),
             _ => None,
+        }
+    }
+
+    /// The name `parse` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// `precision = "auto"`: the fastest precision this CPU computes in (bf16 wherever it has
+    /// AVX-512 BF16, on AMX tiles where it has them too, else fp32), and a line that says
+    /// which and why, for the run's header.
+    pub fn auto() -> (Precision, &'static str) {
+        match units() {
+            Some(Bf16Units::Amx) => (Precision::Bf16, "auto: bf16, on AMX tiles"),
+            Some(Bf16Units::Avx512) => (
+                Precision::Bf16,
+                "auto: bf16, on AVX-512 BF16 (this CPU has no AMX tiles)",
+            ),
+            None => (
+                Precision::Fp32,
+                "auto: fp32 (this CPU has no AVX-512 BF16 and no AMX)",
+            ),
         }
     }
 
@@ -122,7 +150,7 @@ impl Precision {
     pub fn check_supported(self) -> std::result::Result<(), String> {
         match (self, units()) {
             (Precision::Bf16, None) => Err(
-                "precision = \"bf16\" needs a CPU with AVX-512 BF16 (Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later), and this one has none; use precision = \"fp32\""
+                "precision = \"bf16\" needs a CPU with AVX-512 BF16 (Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later), and this one has none; use precision = \"fp32\", or \"auto\" (the best this CPU has)"
                     .into(),
             ),
             _ => Ok(()),
@@ -1001,6 +1029,18 @@ mod tests {
                 (s % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn auto_is_bf16_exactly_where_the_cpu_has_it() {
+        let (chosen, why) = Precision::auto();
+        assert_eq!(Precision::parse("auto"), Some(chosen));
+        assert_eq!(chosen == Precision::Bf16, units().is_some(), "{why}");
+        assert!(chosen.check_supported().is_ok());
+        for p in [Precision::Fp32, Precision::Bf16] {
+            assert_eq!(Precision::parse(p.name()), Some(p));
+        }
+        assert_eq!(Precision::parse("fp16"), None);
     }
 
     #[test]

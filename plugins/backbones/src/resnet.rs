@@ -657,7 +657,7 @@ pub fn precision_spec() -> ParamSpec {
         "precision",
         ParamType::Str,
         ParamValue::Str("fp32".into()),
-        "\"fp32\", or \"bf16\": filters and activations rounded to bf16 with fp32 sums, on AMX tiles or AVX-512 BF16 (an error on a CPU with neither)",
+        "\"fp32\"; \"bf16\": filters and activations rounded to bf16 with fp32 sums, on AMX tiles or AVX-512 BF16 (an error on a CPU with neither); or \"auto\": bf16 where the CPU has it, else fp32",
     )
 }
 
@@ -761,13 +761,13 @@ pub fn kind() -> NodeKind {
     })
 }
 
-/// The `precision` parameter: `"fp32"` or `"bf16"`.
+/// The `precision` parameter: `"fp32"`, `"bf16"` or `"auto"`.
 pub fn precision_param(params: &Params) -> Result<Precision, ModelError> {
     let v = params.str("precision").map_err(ModelError::Input)?;
     Precision::parse(v).ok_or_else(|| {
         ModelError::param(
             "precision",
-            format!("must be \"fp32\" or \"bf16\", got \"{v}\""),
+            format!("must be \"fp32\", \"bf16\" or \"auto\", got \"{v}\""),
         )
     })
 }
