@@ -6,8 +6,9 @@
 //! packing and allocating as multiplying. Here, as in XNNPACK, the filter (a constant) is
 //! packed at load into panels of [`PANEL`] columns with the bias in front, the pixels are
 //! read in place (each row of `A` is one pixel's channels, or one im2col row), and a tile of
-//! [`TILE_ROWS`] x [`PANEL`] sums stays in registers for the whole depth. A product
-//! allocates nothing, so a planned graph runs without touching the allocator.
+//! rows by [`PANEL`] columns of sums stays in registers for the whole depth: 12 rows with
+//! AVX-512 ([`TILE_ROWS_AVX512`]), 6 with AVX2 ([`TILE_ROWS`]). A product allocates nothing,
+//! so a planned graph runs without touching the allocator.
 //!
 //! Every sum starts at the bias and adds the `k` products in order with fused multiply-adds
 //! (`f32::mul_add`, exact on every CPU), so results are identical on AVX-512, AVX2 and the
@@ -40,9 +41,70 @@ pub(crate) fn task_macs() -> usize {
     }
 }
 
-/// Rows per tile: 6 x 2 AVX2 accumulators plus the panel's two registers and a broadcast fill
-/// 15 of the 16 registers.
+/// Rows per tile with AVX2: 6 x 2 accumulators plus the panel's two registers and a
+/// broadcast fill 15 of the 16 registers.
 const TILE_ROWS: usize = 6;
+
+/// Rows per tile with AVX-512: 12 accumulators of 16 lanes, the panel's register and the
+/// broadcasts (folded into the multiply-adds) of 32. Twice the AVX2 tile's rows, so each value
+/// of the panel read from cache serves twice as many multiply-adds; at 14 rows the addresses
+/// of the rows no longer fit in the general registers.
+const TILE_ROWS_AVX512: usize = 12;
+
+/// The vector units the tiles run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Units {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Units {
+    /// This CPU's best, read once; `KERNELS_GEMM=avx2` keeps AVX-512 unused, to compare the
+    /// two tiles in one binary.
+    fn detect() -> Units {
+        static UNITS: std::sync::OnceLock<Units> = std::sync::OnceLock::new();
+        *UNITS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2_only = std::env::var("KERNELS_GEMM").is_ok_and(|v| v == "avx2");
+                if !avx2_only && crate::ops::simd::has_avx512() {
+                    return Units::Avx512;
+                }
+                if crate::ops::simd::has_avx2() {
+                    return Units::Avx2;
+                }
+            }
+            Units::Portable
+        })
+    }
+
+    /// Rows per tile, for rows of `a` `lda` values apart.
+    ///
+    /// Rows 4 KB apart (a 1x1 convolution of 1024 channels, or of 512 at stride 2) share one
+    /// set of the L1 cache, which has 8 ways on current x86 cores: 12 rows there evict each
+    /// other's lines before their next values are read, and the product took 1.3-1.5x the
+    /// AVX2 tile's time (Zen 4). 8 rows keep to the ways.
+    fn tile_rows(self, lda: usize) -> usize {
+        match self {
+            Units::Avx512 if (lda * 4).is_multiple_of(4096) => ALIASED_TILE_ROWS,
+            Units::Avx512 => TILE_ROWS_AVX512,
+            Units::Avx2 | Units::Portable => TILE_ROWS,
+        }
+    }
+}
+
+/// AVX-512 tile rows for rows of `a` that share a set of the L1 cache
+/// ([`Units::tile_rows`]).
+const ALIASED_TILE_ROWS: usize = 8;
+
+/// The rows of the next tile of at most `tile_rows` when `left` rows remain: as even as
+/// `left`'s tiles come (14 rows as 7 + 7, not 12 + 2), since a tile of few rows runs at a
+/// fraction of the speed.
+fn next_tile(left: usize, tile_rows: usize) -> usize {
+    left.div_ceil(left.div_ceil(tile_rows).max(1))
+        .min(tile_rows)
+}
 
 /// How a row of the left matrix lies in memory: `k / seg` runs of `seg` values, run `s` at
 /// `s · stride` from the row's start. One run (`seg = k`) is a plain row; a convolution's
@@ -168,8 +230,9 @@ fn deep_product(
     let (k, n) = (b.k, b.n);
     let panels = n.div_ceil(PANEL);
     // Blocks of whole tiles, as even as they come.
-    let tiles = m.div_ceil(TILE_ROWS);
-    let block_rows = tiles.div_ceil(m.div_ceil(DEEP_ROWS)) * TILE_ROWS;
+    let tr = Units::detect().tile_rows(lda);
+    let tiles = m.div_ceil(tr);
+    let block_rows = tiles.div_ceil(m.div_ceil(DEEP_ROWS)) * tr;
     let blocks = m.div_ceil(block_rows);
     let threads = rayon::current_num_threads();
     let serial = threads == 1 || crate::process::in_parallel_task() || m * k * n < task_macs();
@@ -240,7 +303,8 @@ unsafe fn deep_block(
 ) {
     let (k, n) = (b.k, b.n);
     let runs = Runs::row(k);
-    let avx2 = has_avx2();
+    let units = Units::detect();
+    let tr = units.tile_rows(lda);
     let mut p0 = 0;
     // At least one slice: a product of depth 0 is its bias.
     loop {
@@ -250,7 +314,7 @@ unsafe fn deep_block(
             let width = PANEL.min(n - j * PANEL);
             let mut i = 0;
             while i < rows {
-                let tile_rows = TILE_ROWS.min(rows - i);
+                let tile_rows = next_tile(rows - i, tr);
                 let a = &a[i * lda..];
                 // SAFETY: rows `i..i + tile_rows` of `c`, columns of panel `j`: in the
                 // caller's region, written by this call only.
@@ -266,7 +330,7 @@ unsafe fn deep_block(
                     ldc,
                     width,
                 };
-                tile.run(a, lda, depth.clone(), c, avx2);
+                tile.run(a, lda, depth.clone(), c, units);
                 i += tile_rows;
             }
         }
@@ -325,9 +389,10 @@ pub fn gemm_packed_then(
         deep_product(m, a, lda, b, c, ldc, epilogue);
         return Ok(());
     }
-    let tile_work = TILE_ROWS * k.max(1) * n;
+    let tr = Units::detect().tile_rows(lda);
+    let tile_work = tr * k.max(1) * n;
     let tiles_per_task = (task_macs() / tile_work.max(1)).max(1);
-    let tiles = m.div_ceil(TILE_ROWS);
+    let tiles = m.div_ceil(tr);
     if tiles <= tiles_per_task
         || rayon::current_num_threads() == 1
         || crate::process::in_parallel_task()
@@ -335,7 +400,7 @@ pub fn gemm_packed_then(
         rows_packed(m, a, lda, Runs::row(k), b, c, ldc, 0, epilogue);
         return Ok(());
     }
-    let rows_per_task = tiles_per_task * TILE_ROWS;
+    let rows_per_task = tiles_per_task * tr;
     let c = &mut c[..(m - 1) * ldc + n];
     c.par_chunks_mut(rows_per_task * ldc)
         .enumerate()
@@ -439,8 +504,9 @@ fn rows_packed(
     epilogue: Epilogue<'_>,
 ) {
     let (k, n) = (b.k, b.n);
-    let avx2 = has_avx2();
-    let block = (BLOCK_VALUES / n.max(1) / TILE_ROWS).max(1) * TILE_ROWS;
+    let units = Units::detect();
+    let tr = units.tile_rows(lda);
+    let block = (BLOCK_VALUES / n.max(1) / tr).max(1) * tr;
     let prefetch = k >= PREFETCH_MIN_K && m * lda * 4 >= PREFETCH_MIN_BYTES;
     let mut i0 = 0;
     while i0 < m {
@@ -451,9 +517,10 @@ fn rows_packed(
             let width = PANEL.min(n - j * PANEL);
             let mut i = i0;
             while i < i0 + block_rows {
-                let rows = TILE_ROWS.min(i0 + block_rows - i);
+                let rows = next_tile(i0 + block_rows - i, tr);
                 if prefetch && j == 0 {
-                    prefetch_rows(a, lda, runs, k, i + AHEAD, (i + AHEAD + rows).min(m));
+                    let ahead = i + AHEAD_TILES * tr;
+                    prefetch_rows(a, lda, runs, k, ahead, (ahead + rows).min(m));
                 }
                 let (a, c) = (&a[i * lda..], &mut c[i * ldc + j * PANEL..]);
                 let tile = Tile {
@@ -464,7 +531,7 @@ fn rows_packed(
                     ldc,
                     width,
                 };
-                tile.run(a, lda, 0..k, c, avx2);
+                tile.run(a, lda, 0..k, c, units);
                 i += rows;
             }
         }
@@ -473,16 +540,9 @@ fn rows_packed(
     }
 }
 
-/// Whether the AVX2 tiles can run here.
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return crate::ops::simd::has_avx2();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// A tile of `rows` (1 to [`TILE_ROWS`]) rows of `a` (in `runs`, whole depth `k`) by one
-/// `panel`, stored `width` columns wide at stride `ldc`: [`tile_avx2`] or [`tile`].
+/// A tile of `rows` (1 to [`Units::tile_rows`]) rows of `a` (in `runs`, whole depth `k`) by
+/// one `panel`, stored `width` columns wide at stride `ldc`: [`tile_avx512`], [`tile_avx2`]
+/// or [`tile`].
 struct Tile<'p> {
     rows: usize,
     runs: Runs,
@@ -494,10 +554,10 @@ struct Tile<'p> {
 
 impl Tile<'_> {
     /// The sums over `depth` (within `k`) of `a`'s rows (stride `lda`) into `c`, with AVX2
-    /// where `avx2` says the CPU has it.
+    /// AVX-512 or the portable path, as `units` says.
     #[inline(always)]
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn run(&self, a: &[f32], lda: usize, depth: Range<usize>, c: &mut [f32], avx2: bool) {
+    fn run(&self, a: &[f32], lda: usize, depth: Range<usize>, c: &mut [f32], units: Units) {
         let Tile {
             rows,
             runs,
@@ -508,6 +568,12 @@ impl Tile<'_> {
         } = *self;
         assert!(
             rows >= 1
+                && rows
+                    <= if units == Units::Avx512 {
+                        TILE_ROWS_AVX512
+                    } else {
+                        TILE_ROWS
+                    }
                 && depth.end <= k
                 && panel.len() >= (k + 1) * PANEL
                 && width <= PANEL
@@ -518,7 +584,7 @@ impl Tile<'_> {
         macro_rules! tile_of {
             ($rows:literal) => {{
                 #[cfg(target_arch = "x86_64")]
-                if avx2 {
+                if units == Units::Avx2 {
                     // SAFETY: the CPU has AVX2 and FMA; `a` holds `$rows` rows of the runs of
                     // `k` at stride `lda`, `c` `$rows` rows of `width` at stride `ldc`, and
                     // the panel `(k + 1) * PANEL` values (asserted above).
@@ -527,6 +593,30 @@ impl Tile<'_> {
                 }
                 tile::<$rows>(a, lda, runs, depth, panel, c, ldc, width)
             }};
+        }
+        macro_rules! tile_avx512_of {
+            ($rows:literal) => {{
+                // SAFETY: the CPU has AVX-512 (F, BW, VL) and FMA; the operands as above.
+                unsafe { tile_avx512::<$rows>(a, lda, runs, depth, panel, c, ldc, width) };
+                return;
+            }};
+        }
+        #[cfg(target_arch = "x86_64")]
+        if units == Units::Avx512 {
+            match rows {
+                12 => tile_avx512_of!(12),
+                11 => tile_avx512_of!(11),
+                10 => tile_avx512_of!(10),
+                9 => tile_avx512_of!(9),
+                8 => tile_avx512_of!(8),
+                7 => tile_avx512_of!(7),
+                6 => tile_avx512_of!(6),
+                5 => tile_avx512_of!(5),
+                4 => tile_avx512_of!(4),
+                3 => tile_avx512_of!(3),
+                2 => tile_avx512_of!(2),
+                _ => tile_avx512_of!(1),
+            }
         }
         match rows {
             6 => tile_of!(6),
@@ -539,12 +629,12 @@ impl Tile<'_> {
     }
 }
 
-/// Rows of `a` ahead of the tile being computed that [`rows_packed`] prefetches, when `a`
+/// Tiles of rows of `a` ahead of the tile being computed that [`rows_packed`] prefetches, when `a`
 /// is large and its rows long ([`PREFETCH_MIN_BYTES`], [`PREFETCH_MIN_K`]). Each row of a
 /// 1x1 convolution's input is a stream of a few cache lines, too short for the hardware
 /// prefetcher to follow: at one thread on a Zen 3, 16384x128x80 took 5.4 ms without and 4.1-4.4 ms
 /// with 6 to 24 rows prefetched, and 16384x192x64 6.4-6.7 against 5.4-5.7 ms.
-const AHEAD: usize = 2 * TILE_ROWS;
+const AHEAD_TILES: usize = 2;
 
 /// The size of `a`, in bytes, from which [`rows_packed`] prefetches it: smaller ones are
 /// likely in cache, where the prefetches cost 1-3%.
@@ -686,6 +776,65 @@ unsafe fn tile_avx2<const ROWS: usize>(
     }
 }
 
+/// [`tile`] with AVX-512: one 16-lane accumulator per row, and per step one load of the
+/// panel and a multiply-add per row with `a`'s value broadcast; the same operations in the
+/// same order, so the same bits.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VL, and FMA; the operands as for [`tile_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512<const ROWS: usize>(
+    a: &[f32],
+    lda: usize,
+    runs: Runs,
+    depth: Range<usize>,
+    panel: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(panel.len() >= (depth.end + 1) * PANEL && width <= PANEL);
+    let (a, w) = (a.as_ptr(), panel.as_ptr());
+    let c = c.as_mut_ptr();
+    // The columns of `c` this tile owns.
+    let mask: __mmask16 = if width == PANEL {
+        !0
+    } else {
+        (1u16 << width) - 1
+    };
+    // SAFETY (every pointer below): in bounds by the caller's contract; the masked loads and
+    // stores touch only the first `width` values of each row of `c`.
+    let mut acc = [_mm512_loadu_ps(w); ROWS];
+    if depth.start > 0 {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm512_maskz_loadu_ps(mask, c.add(r * ldc));
+        }
+    }
+    let mut wp = w.add(PANEL * (1 + depth.start));
+    let mut p = depth.start;
+    while p < depth.end {
+        // The rest of the run that holds depth `p`, up to the slice's end.
+        let (s, q0) = (p / runs.seg, p % runs.seg);
+        let q1 = runs.seg.min(q0 + depth.end - p);
+        let run = a.add(s * runs.stride);
+        for q in q0..q1 {
+            let w0 = _mm512_loadu_ps(wp);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*run.add(r * lda + q));
+                *acc = _mm512_fmadd_ps(x, w0, *acc);
+            }
+            wp = wp.add(PANEL);
+        }
+        p += q1 - q0;
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(c.add(r * ldc), mask, *acc);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,6 +908,76 @@ mod tests {
                 .unwrap();
                 let same = c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "m={m} k={k} n={n} lda={lda} threads={threads}");
+            }
+        }
+    }
+
+    /// Each vector tile, of every height, gives the portable tile's bits: whole and partial
+    /// panels, a depth slice that starts from `c`'s sums, and rows in runs.
+    #[test]
+    fn vector_tiles_equal_the_portable_tile_bit_for_bit() {
+        let (k, n) = (24, 16 + 5);
+        let b = values(k * n, 6);
+        let packed = PackedMatrix::new(&b, k, n, Some(&values(n, 7))).unwrap();
+        let mut units = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::ops::simd::has_avx2() {
+                units.push((Units::Avx2, TILE_ROWS));
+            }
+            if crate::ops::simd::has_avx512() {
+                units.push((Units::Avx512, TILE_ROWS_AVX512));
+            }
+        }
+        if units.is_empty() {
+            eprintln!("SKIPPED: this CPU has neither AVX2 nor AVX-512");
+        }
+        let (lda, ldc) = (40, 23);
+        let a = values(TILE_ROWS_AVX512 * lda + 64, 8);
+        for (unit, max_rows) in units {
+            for rows in 1..=max_rows {
+                for runs in [Runs::row(k), Runs { seg: 8, stride: 11 }] {
+                    for (j, panel) in packed.data.chunks_exact((k + 1) * PANEL).enumerate() {
+                        let width = PANEL.min(n - j * PANEL);
+                        for depth in [0..k, 0..5, 5..k] {
+                            let tile = Tile {
+                                rows,
+                                runs,
+                                k,
+                                panel,
+                                ldc,
+                                width,
+                            };
+                            let start = values(rows * ldc, 9);
+                            // The fused sums of the portable tile, for any height.
+                            let mut want = start.clone();
+                            for r in 0..rows {
+                                for col in 0..width {
+                                    let mut sum = match depth.start {
+                                        0 => panel[col],
+                                        _ => start[r * ldc + col],
+                                    };
+                                    for p in depth.clone() {
+                                        let at = (p / runs.seg) * runs.stride + p % runs.seg;
+                                        let w = panel[PANEL * (p + 1) + col];
+                                        sum = a[r * lda + at].mul_add(w, sum);
+                                    }
+                                    want[r * ldc + col] = sum;
+                                }
+                            }
+                            let mut got = start;
+                            tile.run(&a, lda, depth.clone(), &mut got, unit);
+                            let same = want
+                                .iter()
+                                .zip(&got)
+                                .all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(
+                                same,
+                                "{unit:?} rows={rows} {runs:?} width={width} depth={depth:?}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
