@@ -4,7 +4,8 @@
 //!     cargo run --release -p kernels --example bench_conv_nhwc [reps] [filter]
 //!
 //! Runs on the rayon pool (`RAYON_NUM_THREADS`); prints the median of `reps` runs (default 30)
-//! after a warm-up. `filter` keeps the layers whose name contains it.
+//! after a warm-up. `filter` keeps the layers whose name contains it. `COLD=1` evicts the
+//! caches before each run.
 
 use std::time::Instant;
 
@@ -53,6 +54,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reps: usize = args.get(1).map_or(Ok(30), |s| s.parse())?;
     let filter = args.get(2).cloned().unwrap_or_default();
     println!("{} threads, median of {reps}", rayon::current_num_threads());
+    // `COLD=1`: each run starts with the layer's data out of the caches (a pass over 256 MB
+    // between runs), as in a network, whose 100 MB of filters do not stay in cache.
+    let mut flush = std::env::var("COLD")
+        .is_ok_and(|v| v == "1")
+        .then(|| vec![0f32; 64 << 20]);
     let mut total = 0.0;
     for &(name, size, c, co, k, stride) in LAYERS {
         if !name.contains(&filter) {
@@ -74,6 +80,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let run = kernels::process::in_pool(|| {
             let mut times = Vec::with_capacity(reps);
             for r in 0..=reps {
+                if let Some(buf) = flush.as_mut() {
+                    // Evicts the filter and the image from every cache, as in a network.
+                    buf.iter_mut().for_each(|v| *v += 1.0);
+                    std::hint::black_box(&buf);
+                }
                 let t = Instant::now();
                 conv2d_nhwc_packed(&x, &f, geom, &plan, &mut out, &mut scratch, &|_, _| {})?;
                 if r > 0 {

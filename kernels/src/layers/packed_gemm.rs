@@ -821,6 +821,12 @@ unsafe fn tile_avx512<const ROWS: usize>(
         let q1 = runs.seg.min(q0 + depth.end - p);
         let run = a.add(s * runs.stride);
         for q in q0..q1 {
+            // The panel's line 16 steps ahead. In a network the filters come from memory (a
+            // ResNet-50's 100 MB stay in no cache), and the first tile to read a panel waits
+            // on each line: ResNet-50 at 224, 2 threads, Zen 4, fastest of 40 runs 40.2-40.9
+            // ms against 41.5-44.8 without, alternating. (Past the panel's end it fetches a
+            // line of the next panel or of nothing; a prefetch never faults.)
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(PANEL * 16).cast::<i8>());
             let w0 = _mm512_loadu_ps(wp);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_ps(*run.add(r * lda + q));
