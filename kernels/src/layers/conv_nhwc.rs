@@ -2045,12 +2045,15 @@ mod tests {
     /// not depend on the threads.
     #[test]
     fn winograd_equals_the_direct_convolution() {
-        for (h, w, c, co, padding) in [
-            (13, 11, 64, 72, Padding::Same),
-            (12, 18, 64, 64, Padding::Valid),
-            (11, 11, 70, 64, Padding::Explicit([2, 0, 1, 3])),
+        // (n, h, w, c, co, padding, by products): the last three have 16 to 63 tiles.
+        for (n, h, w, c, co, padding, few) in [
+            (2, 13, 11, 64, 72, Padding::Same, false),
+            (2, 12, 18, 64, 64, Padding::Valid, false),
+            (2, 11, 11, 70, 64, Padding::Explicit([2, 0, 1, 3]), false),
+            (1, 7, 7, 64, 64, Padding::Same, true),
+            (1, 9, 10, 64, 80, Padding::Same, true),
+            (2, 5, 9, 72, 64, Padding::Same, true),
         ] {
-            let n = 2;
             let x = ramp((n, h, w, c), 0.07);
             let wt = ramp((3, 3, c, co), 0.045);
             let bias: Vec<f32> = (0..co).map(|i| i as f32 * 0.05 - 1.0).collect();
@@ -2076,6 +2079,9 @@ mod tests {
                     let mut scratch = vec![f32::NAN; plan.scratch];
                     let x = x.as_slice().unwrap();
                     conv2d_nhwc_packed(x, f, geom, &plan, &mut out, &mut scratch, &epi).unwrap();
+                    if let Some(wplan) = plan.winograd {
+                        assert_eq!(wplan.by_products, few, "{h}x{w}, {n} images");
+                    }
                     (plan.winograd.is_some(), out)
                 })
             };

@@ -1196,8 +1196,13 @@ const NHWC_CHUNK_BYTES: usize = 256 << 10;
 /// Parts of the tile rows per thread (each with its scratch).
 const NHWC_PARTS_PER_THREAD: usize = 3;
 
-/// F(2x2) tiles in all from which an NHWC convolution takes Winograd (a few rows of tiles).
+/// F(2x2) tiles in all from which an NHWC convolution splits its rows of tiles between the
+/// threads (a few rows of tiles).
 const NHWC_MIN_TILES: usize = 64;
+
+/// F(2x2) tiles in all from which an NHWC convolution takes Winograd, with fewer than
+/// [`NHWC_MIN_TILES`] by products ([`NhwcWinogradPlan::by_products`]).
+const NHWC_MIN_TILES_BY_PRODUCTS: usize = 16;
 
 impl NhwcWinograd {
     /// The weights of `w` (`[3, 3, C, CO]`, row-major) with `bias` (`CO` values) or none;
@@ -1251,6 +1256,11 @@ impl NhwcWinograd {
 pub struct NhwcWinogradPlan {
     tile_rows_per_chunk: usize,
     parts: usize,
+    /// Few tiles (a ResNet's 14x14 maps: 49): every tile transformed first, then the 16
+    /// products split between the threads, each reading its transformed filter once, then
+    /// the output transform. Split by rows of tiles instead, each part would read all 16
+    /// filters (4 MB at 256 channels), from memory, for a row or two of tiles.
+    pub(crate) by_products: bool,
     /// Scratch values of each part: a row of zeros, then a chunk's transformed tiles and
     /// products.
     part_len: usize,
@@ -1268,8 +1278,18 @@ impl NhwcWinogradPlan {
         threads: usize,
     ) -> Option<Self> {
         let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
-        if mode() == Mode::Off || n * ty * tx < NHWC_MIN_TILES {
+        let tiles = n * ty * tx;
+        if mode() == Mode::Off || tiles < NHWC_MIN_TILES_BY_PRODUCTS {
             return None;
+        }
+        if tiles < NHWC_MIN_TILES {
+            return Some(NhwcWinogradPlan {
+                tile_rows_per_chunk: ty,
+                parts: 1,
+                by_products: true,
+                part_len: wino.c + 16 * tiles * (wino.c + wino.co),
+                scratch: wino.c + 16 * tiles * (wino.c + wino.co),
+            });
         }
         let row_bytes = 16 * tx * (wino.c + wino.co) * 4;
         let tile_rows_per_chunk = (NHWC_CHUNK_BYTES / row_bytes.max(1)).clamp(1, ty);
@@ -1280,6 +1300,7 @@ impl NhwcWinogradPlan {
         Some(NhwcWinogradPlan {
             tile_rows_per_chunk,
             parts,
+            by_products: false,
             part_len,
             scratch: parts * part_len,
         })
@@ -1311,7 +1332,12 @@ pub fn conv_nhwc_f2(
         || x.len() != n * h * wd * c
         || out.len() != n * oh * ow * co
         || scratch.len() < plan.scratch
-        || plan.part_len != c + 16 * plan.tile_rows_per_chunk * tx * (c + co)
+        || plan.part_len
+            != c + 16
+                * plan.tile_rows_per_chunk
+                * tx
+                * (c + co)
+                * if plan.by_products { n } else { 1 }
     {
         return super::shape_err(
             OP,
@@ -1325,6 +1351,18 @@ pub fn conv_nhwc_f2(
     }
     if out.is_empty() {
         return Ok(());
+    }
+    if plan.by_products {
+        return f2_by_products(
+            x,
+            [n, h, wd, c],
+            wino,
+            pad,
+            [oh, ow],
+            out,
+            scratch,
+            epilogue,
+        );
     }
     // Tile rows `rows` of image `b` into `orows` (their output rows), with `buf` as scratch.
     let part = |b: usize, rows: std::ops::Range<usize>, orows: &mut [f32], buf: &mut [f32]| {
@@ -1399,6 +1437,96 @@ pub fn conv_nhwc_f2(
         (scratch, plan.part_len),
         part,
     )
+}
+
+/// [`conv_nhwc_f2`] for few tiles ([`NhwcWinogradPlan::by_products`]): the input transform
+/// of every tile, the 16 products as tasks of their own, then the output transform by rows
+/// of tiles, each band followed by `epilogue`. The same bits as by rows of tiles.
+#[allow(clippy::too_many_arguments)]
+fn f2_by_products(
+    x: &[f32],
+    [n, h, wd, c]: [usize; 4],
+    wino: &NhwcWinograd,
+    pad: (usize, usize),
+    [oh, ow]: [usize; 2],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    epilogue: Epilogue<'_>,
+) -> super::Result<()> {
+    let co = wino.co;
+    let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+    let tiles = n * ty * tx;
+    let (zero, rest) = scratch.split_at_mut(c);
+    zero.fill(0.0);
+    let zero = &*zero;
+    let (v, rest) = rest.split_at_mut(16 * tiles * c);
+    let m = &mut rest[..16 * tiles * co];
+    for t in 0..tiles {
+        let (b, tyy, txx) = (t / (ty * tx), t / tx % ty, t % tx);
+        let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
+        let iy0 = (2 * tyy) as isize - pad.0 as isize;
+        let ix0 = (2 * txx) as isize - pad.1 as isize;
+        let pixel = |i: usize, j: usize| -> &[f32] {
+            let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
+            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                zero
+            } else {
+                let at = (iy as usize * wd + ix as usize) * c;
+                &xb[at..at + c]
+            }
+        };
+        let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
+        nhwc_input_tile(&d, v, t, tiles, c);
+    }
+    let parallel = rayon::current_num_threads() > 1 && !crate::process::in_parallel_task();
+    let product = |((m, v), product): ((&mut [f32], &[f32]), &super::packed_gemm::PackedMatrix)| {
+        super::packed_gemm::gemm_packed_runs_then(
+            tiles,
+            v,
+            c,
+            Runs::row(c),
+            product,
+            m,
+            co,
+            0,
+            &|_, _| {},
+        )
+    };
+    if parallel {
+        m.par_chunks_mut(tiles * co)
+            .zip(v.par_chunks(tiles * c))
+            .zip(wino.products.par_iter())
+            .try_for_each(product)?;
+    } else {
+        m.chunks_mut(tiles * co)
+            .zip(v.chunks(tiles * c))
+            .zip(&wino.products)
+            .try_for_each(product)?;
+    }
+    let m = &*m;
+    // A band of output rows per row of tiles (two rows; the last one where OH is odd).
+    let band = |b: usize, (tyy, oband): (usize, &mut [f32])| {
+        let rows = oband.len() / (ow * co);
+        for txx in 0..tx {
+            let t = (b * ty + tyy) * tx + txx;
+            nhwc_output_tile(m, t, tiles, &wino.bias, oband, (0, 2 * txx), (rows, ow));
+        }
+        epilogue((b * oh + 2 * tyy) * ow, oband);
+    };
+    for (b, image) in out.chunks_mut(oh * ow * co).enumerate() {
+        if parallel {
+            image
+                .par_chunks_mut(2 * ow * co)
+                .enumerate()
+                .for_each(|r| band(b, r));
+        } else {
+            image
+                .chunks_mut(2 * ow * co)
+                .enumerate()
+                .for_each(|r| band(b, r));
+        }
+    }
+    Ok(())
 }
 
 /// Channels the NHWC transforms handle at a time (one AVX2 register per value of the tile).
