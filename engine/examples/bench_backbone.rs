@@ -23,11 +23,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kernels::process::memory_policy();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
-        return Err("usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16]".into());
+        return Err(
+            "usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16] [warmup=N]".into(),
+        );
     }
     let (h, w): (usize, usize) = (args[3].parse()?, args[4].parse()?);
     let reps: usize = args[6].parse()?;
     let with_fpn = args[7..].iter().any(|a| a == "fpn");
+    // Untimed runs first (1 by default, as the peers get a warm-up).
+    let warmup: usize = match args[7..].iter().find_map(|a| a.strip_prefix("warmup=")) {
+        Some(n) => n.parse()?,
+        None => 1,
+    };
     let precision = if args[7..].iter().any(|a| a == "bf16") {
         "bf16"
     } else {
@@ -59,8 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (mut t_body, mut t_fpn) = (Vec::new(), Vec::new());
     let mut last = None;
-    // One untimed run first, as the peers get a warm-up.
-    for rep in 0..=reps {
+    for rep in 0..warmup + reps {
         let t0 = Instant::now();
         let c = Registry::run_once(&mut body, &[("image", &input)], "features")?;
         let t1 = Instant::now();
@@ -69,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => None,
         };
         let t2 = Instant::now();
-        if rep > 0 {
+        if rep >= warmup {
             t_body.push((t1 - t0).as_secs_f64() * 1e3);
             t_fpn.push((t2 - t1).as_secs_f64() * 1e3);
         }
