@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
         return Err(
-            "usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16] [warmup=N]".into(),
+            "usage: bench_backbone WEIGHTS INPUT.f32 H W OUT_DIR REPS [fpn] [bf16] [warmup=N]"
+                .into(),
         );
     }
     let (h, w): (usize, usize) = (args[3].parse()?, args[4].parse()?);

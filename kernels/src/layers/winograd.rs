@@ -1377,21 +1377,8 @@ pub fn conv_nhwc_f2(
             let (v, m) = buf.split_at_mut(16 * t_len * c);
             let m = &mut m[..16 * t_len * co];
             for t in 0..t_len {
-                let (tyy, txx) = (ty0 + t / tx, t % tx);
-                let iy0 = (2 * tyy) as isize - pad.0 as isize;
-                let ix0 = (2 * txx) as isize - pad.1 as isize;
-                let pixel = |i: usize, j: usize| -> &[f32] {
-                    let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
-                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
-                        zero
-                    } else {
-                        let at = (iy as usize * wd + ix as usize) * c;
-                        &xb[at..at + c]
-                    }
-                };
-                let d: [[&[f32]; 4]; 4] =
-                    std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
-                nhwc_input_tile(&d, v, t, t_len, c);
+                let tile = (ty0 + t / tx, t % tx);
+                input_tile(xb, [h, wd, c], zero, pad, tile, v, t, t_len);
             }
             for (e, product) in wino.products.iter().enumerate() {
                 super::packed_gemm::gemm_packed_runs_then(
@@ -1439,6 +1426,34 @@ pub fn conv_nhwc_f2(
     )
 }
 
+/// The input transform of tile `(ty, tx)` of image `xb` (`[H, W, C]`, padded by `pad` with
+/// `zero`, `C` zeros) into row `t` of the 16 `[t_len, C]` matrices of `v`.
+#[allow(clippy::too_many_arguments)]
+fn input_tile(
+    xb: &[f32],
+    [h, wd, c]: [usize; 3],
+    zero: &[f32],
+    pad: (usize, usize),
+    (ty, tx): (usize, usize),
+    v: &mut [f32],
+    t: usize,
+    t_len: usize,
+) {
+    let iy0 = (2 * ty) as isize - pad.0 as isize;
+    let ix0 = (2 * tx) as isize - pad.1 as isize;
+    let pixel = |i: usize, j: usize| -> &[f32] {
+        let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
+        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+            zero
+        } else {
+            let at = (iy as usize * wd + ix as usize) * c;
+            &xb[at..at + c]
+        }
+    };
+    let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
+    nhwc_input_tile(&d, v, t, t_len, c);
+}
+
 /// [`conv_nhwc_f2`] for few tiles ([`NhwcWinogradPlan::by_products`]): the input transform
 /// of every tile, the 16 products as tasks of their own, then the output transform by rows
 /// of tiles, each band followed by `epilogue`. The same bits as by rows of tiles.
@@ -1462,21 +1477,18 @@ fn f2_by_products(
     let (v, rest) = rest.split_at_mut(16 * tiles * c);
     let m = &mut rest[..16 * tiles * co];
     for t in 0..tiles {
-        let (b, tyy, txx) = (t / (ty * tx), t / tx % ty, t % tx);
+        let b = t / (ty * tx);
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
-        let iy0 = (2 * tyy) as isize - pad.0 as isize;
-        let ix0 = (2 * txx) as isize - pad.1 as isize;
-        let pixel = |i: usize, j: usize| -> &[f32] {
-            let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
-            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
-                zero
-            } else {
-                let at = (iy as usize * wd + ix as usize) * c;
-                &xb[at..at + c]
-            }
-        };
-        let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
-        nhwc_input_tile(&d, v, t, tiles, c);
+        input_tile(
+            xb,
+            [h, wd, c],
+            zero,
+            pad,
+            (t / tx % ty, t % tx),
+            v,
+            t,
+            tiles,
+        );
     }
     let parallel = rayon::current_num_threads() > 1 && !crate::process::in_parallel_task();
     let product = |((m, v), product): ((&mut [f32], &[f32]), &super::packed_gemm::PackedMatrix)| {
