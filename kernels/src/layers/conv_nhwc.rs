@@ -2050,9 +2050,9 @@ mod tests {
             (2, 13, 11, 64, 72, Padding::Same, false),
             (2, 12, 18, 64, 64, Padding::Valid, false),
             (2, 11, 11, 70, 64, Padding::Explicit([2, 0, 1, 3]), false),
-            (1, 7, 7, 64, 64, Padding::Same, true),
-            (1, 9, 10, 64, 80, Padding::Same, true),
-            (2, 5, 9, 72, 64, Padding::Same, true),
+            (1, 7, 7, 256, 256, Padding::Same, true),
+            (1, 9, 10, 160, 272, Padding::Same, true),
+            (2, 5, 9, 256, 144, Padding::Same, true),
         ] {
             let x = ramp((n, h, w, c), 0.07);
             let wt = ramp((3, 3, c, co), 0.045);
@@ -2094,8 +2094,10 @@ mod tests {
                 .iter()
                 .zip(&want)
                 .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            // Rounding grows with the depth of the sums: 2e-6 of the scale at 64 channels.
+            let tolerance = 2e-6 * (c as f32 / 64.0).max(1.0);
             assert!(
-                worst <= 2e-6 * scale,
+                worst <= tolerance * scale,
                 "{h}x{w}x{c} -> {co}: {worst} of {scale}"
             );
             let (_, two) = run(&f, 2);
@@ -2104,6 +2106,16 @@ mod tests {
                 .zip(&got)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
+        // Few tiles and small products (a mobile network's 8x8 map of 64 channels) stay
+        // direct.
+        let f = PackedFilter::new(ramp((3, 3, 64, 64), 0.045).view(), None).unwrap();
+        let geom = NhwcConvGeom {
+            strides: (1, 1),
+            dilations: (1, 1),
+            padding: Padding::Same,
+        };
+        let plan = conv2d_nhwc_plan([1, 8, 8, 64], &f, geom).unwrap();
+        assert!(plan.winograd.is_none());
     }
 
     /// `work` on a pool of `threads` threads, as a library's node runs it.

@@ -1204,6 +1204,11 @@ const NHWC_MIN_TILES: usize = 64;
 /// [`NHWC_MIN_TILES`] by products ([`NhwcWinogradPlan::by_products`]).
 const NHWC_MIN_TILES_BY_PRODUCTS: usize = 16;
 
+/// Multiply-adds each of the 16 products needs at least for Winograd by products: a task of
+/// its own (ResNet-50's 14x14 and 7x7 maps: 3.2 M and 4.2 M). The small maps of mobile
+/// networks (64 channels on 8x8: 65 k) keep the direct path, whose speed they were tuned on.
+const NHWC_BY_PRODUCTS_MIN_MACS: usize = 1 << 20;
+
 impl NhwcWinograd {
     /// The weights of `w` (`[3, 3, C, CO]`, row-major) with `bias` (`CO` values) or none;
     /// `None` for other filters or fewer channels than [`NHWC_WINOGRAD_MIN_CHANNELS`].
@@ -1283,6 +1288,9 @@ impl NhwcWinogradPlan {
             return None;
         }
         if tiles < NHWC_MIN_TILES {
+            if tiles * wino.c * wino.co < NHWC_BY_PRODUCTS_MIN_MACS {
+                return None;
+            }
             return Some(NhwcWinogradPlan {
                 tile_rows_per_chunk: ty,
                 parts: 1,
