@@ -625,8 +625,8 @@ fn resolve_params(
         }
     }
     if params.str("precision").is_ok_and(|p| p == "auto") {
-        // The node gets the choice itself, which `engine check` then lists; the run's header
-        // says why (`Pipeline::precision_reason`).
+        // The node gets the choice itself; the run's header says which and why
+        // (`Pipeline::precision_reason`).
         let (chosen, _) = kernels::layers::bf16::Precision::auto();
         params.set("precision", ParamValue::Str(chosen.name().into()));
     }
