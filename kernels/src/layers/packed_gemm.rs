@@ -88,6 +88,13 @@ impl Units {
     fn tile_rows(self, lda: usize) -> usize {
         match self {
             Units::Avx512 if (lda * 4).is_multiple_of(4096) => ALIASED_TILE_ROWS,
+            _ => self.max_tile_rows(),
+        }
+    }
+
+    /// The most rows a tile of these units takes.
+    fn max_tile_rows(self) -> usize {
+        match self {
             Units::Avx512 => TILE_ROWS_AVX512,
             Units::Avx2 | Units::Portable => TILE_ROWS,
         }
@@ -553,7 +560,7 @@ struct Tile<'p> {
 }
 
 impl Tile<'_> {
-    /// The sums over `depth` (within `k`) of `a`'s rows (stride `lda`) into `c`, with AVX2
+    /// The sums over `depth` (within `k`) of `a`'s rows (stride `lda`) into `c`, with AVX2,
     /// AVX-512 or the portable path, as `units` says.
     #[inline(always)]
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
@@ -568,12 +575,7 @@ impl Tile<'_> {
         } = *self;
         assert!(
             rows >= 1
-                && rows
-                    <= if units == Units::Avx512 {
-                        TILE_ROWS_AVX512
-                    } else {
-                        TILE_ROWS
-                    }
+                && rows <= units.max_tile_rows()
                 && depth.end <= k
                 && panel.len() >= (k + 1) * PANEL
                 && width <= PANEL
@@ -629,8 +631,8 @@ impl Tile<'_> {
     }
 }
 
-/// Tiles of rows of `a` ahead of the tile being computed that [`rows_packed`] prefetches, when `a`
-/// is large and its rows long ([`PREFETCH_MIN_BYTES`], [`PREFETCH_MIN_K`]). Each row of a
+/// Tiles of rows of `a` ahead of the tile being computed that [`rows_packed`] prefetches,
+/// when `a` is large and its rows long ([`PREFETCH_MIN_BYTES`], [`PREFETCH_MIN_K`]). Each row of a
 /// 1x1 convolution's input is a stream of a few cache lines, too short for the hardware
 /// prefetcher to follow: at one thread on a Zen 3, 16384x128x80 took 5.4 ms without and 4.1-4.4 ms
 /// with 6 to 24 rows prefetched, and 16384x192x64 6.4-6.7 against 5.4-5.7 ms.
@@ -929,10 +931,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             if crate::ops::simd::has_avx2() {
-                units.push((Units::Avx2, TILE_ROWS));
+                units.push(Units::Avx2);
             }
             if crate::ops::simd::has_avx512() {
-                units.push((Units::Avx512, TILE_ROWS_AVX512));
+                units.push(Units::Avx512);
             }
         }
         if units.is_empty() {
@@ -940,8 +942,8 @@ mod tests {
         }
         let (lda, ldc) = (40, 23);
         let a = values(TILE_ROWS_AVX512 * lda + 64, 8);
-        for (unit, max_rows) in units {
-            for rows in 1..=max_rows {
+        for unit in units {
+            for rows in 1..=unit.max_tile_rows() {
                 for runs in [Runs::row(k), Runs { seg: 8, stride: 11 }] {
                     for (j, panel) in packed.data.chunks_exact((k + 1) * PANEL).enumerate() {
                         let width = PANEL.min(n - j * PANEL);

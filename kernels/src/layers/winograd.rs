@@ -1291,8 +1291,9 @@ impl NhwcWinogradPlan {
             if tiles * wino.c * wino.co < NHWC_BY_PRODUCTS_MIN_MACS {
                 return None;
             }
+            // One chunk: every row of tiles of every image.
             return Some(NhwcWinogradPlan {
-                tile_rows_per_chunk: ty,
+                tile_rows_per_chunk: n * ty,
                 parts: 1,
                 by_products: true,
                 part_len: wino.c + 16 * tiles * (wino.c + wino.co),
@@ -1340,12 +1341,7 @@ pub fn conv_nhwc_f2(
         || x.len() != n * h * wd * c
         || out.len() != n * oh * ow * co
         || scratch.len() < plan.scratch
-        || plan.part_len
-            != c + 16
-                * plan.tile_rows_per_chunk
-                * tx
-                * (c + co)
-                * if plan.by_products { n } else { 1 }
+        || plan.part_len != c + 16 * plan.tile_rows_per_chunk * tx * (c + co)
     {
         return super::shape_err(
             OP,
