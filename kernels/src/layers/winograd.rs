@@ -43,6 +43,11 @@ use super::activation::Activation;
 use super::gemm::{sgemm_raw, Backend, Threading};
 use super::packed_gemm::{Epilogue, PackedMatrix, Runs};
 use crate::ops::simd::multiversion;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps,
+    _mm256_sub_ps,
+};
 
 /// Channels below which the transforms cost more than the multiplications they save.
 pub(crate) const MIN_CHANNELS: usize = 16;
@@ -275,17 +280,17 @@ struct F4x4;
 impl Transforms<6, 4> for F4x4 {
     #[inline(always)]
     fn bt([x0, x1, x2, x3, x4, x5]: [f32; 6]) -> [f32; 6] {
-        let a = x4 - 4.0 * x2;
-        let b = 4.0 * x1 - x3;
+        let a = x4 - x2 * 4.0;
+        let b = x1 * 4.0 - x3;
         let c = x4 - x2;
-        let d = 2.0 * (x1 - x3);
+        let d = (x1 - x3) * 2.0;
         [
-            4.0 * x0 - 5.0 * x2 + x4,
+            x0 * 4.0 - x2 * 5.0 + x4,
             a - b,
             a + b,
             c - d,
             c + d,
-            4.0 * x1 - 5.0 * x3 + x5,
+            x1 * 4.0 - x3 * 5.0 + x5,
         ]
     }
     #[inline(always)]
@@ -294,9 +299,9 @@ impl Transforms<6, 4> for F4x4 {
         let (s34, d34) = (x3 + x4, x3 - x4);
         [
             x0 + s12 + s34,
-            d12 + 2.0 * d34,
-            s12 + 4.0 * s34,
-            d12 + 8.0 * d34 + x5,
+            d12 + d34 * 2.0,
+            s12 + s34 * 4.0,
+            d12 + d34 * 8.0 + x5,
         ]
     }
 }
@@ -1164,22 +1169,29 @@ thread_local! {
 }
 
 // ---------------------------------------------------------------------------------------
-// NHWC, for the graph models' convolutions (`conv_nhwc`): F(2x2, 3x3) only.
+// NHWC, for the backbones' and the graph models' convolutions (`conv_nhwc`).
 //
 // There each pixel's channels are contiguous, so the transforms run across channels (a tile
-// at a time, the 16 input pixels' channel rows combined into 16 transformed rows), and each of
-// the 16 products is a `packed_gemm` product of a chunk's tiles `[T, C]` by the transformed
-// filter `[C, CO]`, packed at load. F(4x4)'s transformed weights are 4x the filter and its
-// larger coefficients cost bits, for little more on the 3x3 layers of these models.
+// at a time, the α² input pixels' channel rows combined into α² transformed rows), and each
+// of the α² products is a `packed_gemm` product of a chunk's tiles `[T, C]` by the
+// transformed filter `[C, CO]`. F(2x2)'s 16 are packed at load. F(4x4)'s 36 are 4x the
+// filter, so they are made on first use, by the convolutions whose maps take them (see
+// [`NhwcWinogradPlan::new`]).
 
-/// The F(2x2, 3x3) weights of an NHWC 3x3 filter `[3, 3, C, CO]`: the 16 products'
-/// `[C, CO]` matrices `U_e`, packed for [`super::packed_gemm`], and the bias added after the
-/// output transform.
+/// The Winograd weights of an NHWC 3x3 filter `[3, 3, C, CO]`: each product's `[C, CO]`
+/// matrix `U_e`, packed for [`super::packed_gemm`], and the bias added after the output
+/// transform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NhwcWinograd {
     c: usize,
     co: usize,
-    products: Vec<PackedMatrix>,
+    /// F(2x2)'s 16 products.
+    f2: Vec<PackedMatrix>,
+    /// The filter `[CO, C, 3, 3]`, from which F(4x4)'s products are made; kept only where
+    /// the channels are enough for F(4x4) ([`NHWC_F4_MIN_CHANNELS`]).
+    oihw: Option<Vec<f32>>,
+    /// F(4x4)'s 36 products, made on first use.
+    f4: OnceLock<Vec<PackedMatrix>>,
     bias: Vec<f32>,
 }
 
@@ -1188,6 +1200,9 @@ pub struct NhwcWinograd {
 /// the direct path: 1.5-1.7x faster at 128 channels (52x52), 1.2-1.7x at 64, 0.7-1.4x at 32,
 /// 0.45-0.9x at 16.
 pub const NHWC_WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Input and output channels from which F(4x4) is taken on large maps.
+const NHWC_F4_MIN_CHANNELS: usize = 128;
 
 /// Bytes of a chunk's transformed tiles and products: half of a core's L2 (512 KB on a Zen
 /// 3), so that the products read and the output transform reads them there.
@@ -1225,7 +1240,7 @@ impl NhwcWinograd {
         {
             return Ok(None);
         }
-        // The shared transform takes `[CO, C, 3, 3]` and gives `[16][CO][C]`.
+        // The shared transform takes `[CO, C, 3, 3]`.
         let mut oihw = vec![0f32; co * c * 9];
         for k in 0..9 {
             for ci in 0..c {
@@ -1234,37 +1249,72 @@ impl NhwcWinograd {
                 }
             }
         }
-        let u = transform_weights(Tile::F2, &oihw, co, c);
-        let mut b = vec![0f32; c * co];
-        let products = (0..16)
-            .map(|e| {
-                for o in 0..co {
-                    for ci in 0..c {
-                        b[ci * co + o] = u[(e * co + o) * c + ci];
-                    }
-                }
-                PackedMatrix::new(&b, c, co, None)
-            })
-            .collect::<super::Result<Vec<_>>>()?;
+        let f4_channels = c >= NHWC_F4_MIN_CHANNELS && co >= NHWC_F4_MIN_CHANNELS;
         Ok(Some(NhwcWinograd {
             c,
             co,
-            products,
+            f2: packed_products(Tile::F2, &oihw, c, co)?,
+            oihw: f4_channels.then_some(oihw),
+            f4: OnceLock::new(),
             bias: bias.map_or_else(|| vec![0.0; co], <[f32]>::to_vec),
         }))
     }
+
+    /// F(4x4)'s products, made on the first call; an error where the channels are too few
+    /// for F(4x4) (a plan never asks for them then).
+    fn f4_products(&self) -> super::Result<&[PackedMatrix]> {
+        if let Some(products) = self.f4.get() {
+            return Ok(products);
+        }
+        let Some(oihw) = &self.oihw else {
+            return super::invalid(
+                "conv_nhwc_winograd",
+                format!(
+                    "F(4x4) needs {NHWC_F4_MIN_CHANNELS} channels or more, the filter has {} -> {}",
+                    self.c, self.co
+                ),
+            );
+        };
+        let products = packed_products(Tile::F4, oihw, self.c, self.co)?;
+        Ok(self.f4.get_or_init(|| products))
+    }
 }
 
-/// How [`conv_nhwc_f2`] splits an output of `oh x ow` pixels: rows of tiles per chunk, chunks
-/// run one after the other by each of `parts` parts, and the scratch it needs.
+/// The α² products' `[C, CO]` matrices `U_e` of `tile` for the filter `oihw` (`[CO, C, 3,
+/// 3]`), packed.
+fn packed_products(
+    tile: Tile,
+    oihw: &[f32],
+    c: usize,
+    co: usize,
+) -> super::Result<Vec<PackedMatrix>> {
+    // `[α²][CO][C]`, each product transposed into `[C, CO]`.
+    let u = transform_weights(tile, oihw, co, c);
+    let mut b = vec![0f32; c * co];
+    (0..tile.alpha() * tile.alpha())
+        .map(|e| {
+            for o in 0..co {
+                for ci in 0..c {
+                    b[ci * co + o] = u[(e * co + o) * c + ci];
+                }
+            }
+            PackedMatrix::new(&b, c, co, None)
+        })
+        .collect()
+}
+
+/// How [`conv_nhwc_winograd`] splits an output of `oh x ow` pixels: the tile size, rows of
+/// tiles per chunk, chunks run one after the other by each of `parts` parts, and the scratch
+/// it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NhwcWinogradPlan {
+    tile: Tile,
     tile_rows_per_chunk: usize,
     parts: usize,
     /// Few tiles (a ResNet's 14x14 maps: 49): every tile transformed first, then the 16
     /// products split between the threads, each reading its transformed filter once, then
     /// the output transform. Split by rows of tiles instead, each part would read all 16
-    /// filters (4 MB at 256 channels), from memory, for a row or two of tiles.
+    /// filters (4 MB at 256 channels), from memory, for a row or two of tiles. F(2x2) only.
     pub(crate) by_products: bool,
     /// Scratch values of each part: a row of zeros, then a chunk's transformed tiles and
     /// products.
@@ -1282,31 +1332,40 @@ impl NhwcWinogradPlan {
         ow: usize,
         threads: usize,
     ) -> Option<Self> {
-        let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
-        let tiles = n * ty * tx;
-        if mode() == Mode::Off || tiles < NHWC_MIN_TILES_BY_PRODUCTS {
+        let f2_tiles = n * oh.div_ceil(2) * ow.div_ceil(2);
+        if mode() == Mode::Off || f2_tiles < NHWC_MIN_TILES_BY_PRODUCTS {
             return None;
         }
-        if tiles < NHWC_MIN_TILES {
-            if tiles * wino.c * wino.co < NHWC_BY_PRODUCTS_MIN_MACS {
+        let (c, co) = (wino.c, wino.co);
+        if f2_tiles < NHWC_MIN_TILES {
+            if f2_tiles * c * co < NHWC_BY_PRODUCTS_MIN_MACS {
                 return None;
             }
             // One chunk: every row of tiles of every image.
+            let len = c + 16 * f2_tiles * (c + co);
             return Some(NhwcWinogradPlan {
-                tile_rows_per_chunk: n * ty,
+                tile: Tile::F2,
+                tile_rows_per_chunk: n * oh.div_ceil(2),
                 parts: 1,
                 by_products: true,
-                part_len: wino.c + 16 * tiles * (wino.c + wino.co),
-                scratch: wino.c + 16 * tiles * (wino.c + wino.co),
+                part_len: len,
+                scratch: len,
             });
         }
-        let row_bytes = 16 * tx * (wino.c + wino.co) * 4;
+        let tile = match Tile::for_output(n, oh, ow) {
+            Tile::F4 if wino.oihw.is_some() => Tile::F4,
+            _ => Tile::F2,
+        };
+        let (m, a2) = (tile.m(), tile.alpha() * tile.alpha());
+        let (ty, tx) = (oh.div_ceil(m), ow.div_ceil(m));
+        let row_bytes = a2 * tx * (c + co) * 4;
         let tile_rows_per_chunk = (NHWC_CHUNK_BYTES / row_bytes.max(1)).clamp(1, ty);
         // A few parts per thread, taken as threads come free: a vCPU slowed by another
         // process would hold a half up (2 parts on 2 threads ran 0.88x the direct path).
         let parts = (threads * NHWC_PARTS_PER_THREAD).clamp(1, ty);
-        let part_len = wino.c + 16 * tile_rows_per_chunk * tx * (wino.c + wino.co);
+        let part_len = c + a2 * tile_rows_per_chunk * tx * (c + co);
         Some(NhwcWinogradPlan {
+            tile,
             tile_rows_per_chunk,
             parts,
             by_products: false,
@@ -1314,16 +1373,22 @@ impl NhwcWinogradPlan {
             scratch: parts * part_len,
         })
     }
+
+    /// Whether the plan takes F(4x4).
+    pub fn is_f4(&self) -> bool {
+        self.tile == Tile::F4
+    }
 }
 
 /// A 3x3, stride-1, undilated convolution of `x` (`[N, H, W, C]`, padded by `pad` =
-/// (top, left) with zeros) into `out` (`[N, OH, OW, CO]`) by F(2x2, 3x3), then `epilogue` on
-/// each block of finished output rows (their first pixel's index in the output, and their
-/// values). Each part of the output rows runs on its own thread, chunk by chunk of tile rows:
-/// the 16 transformed input rows of each tile, 16 products `[T, C] x [C, CO]`, and the output
-/// transform with the bias. The same bits whatever the threads.
+/// (top, left) with zeros) into `out` (`[N, OH, OW, CO]`) by Winograd (F(2x2) or F(4x4), as
+/// `plan` says), then `epilogue` on each block of finished output rows (their first pixel's
+/// index in the output, and their values). Each part of the output rows runs on its own
+/// thread, chunk by chunk of tile rows: the α² transformed input rows of each tile, α²
+/// products `[T, C] x [C, CO]`, and the output transform with the bias. The same bits
+/// whatever the threads.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_nhwc_f2(
+pub fn conv_nhwc_winograd(
     x: &[f32],
     [n, h, wd, c]: [usize; 4],
     wino: &NhwcWinograd,
@@ -1334,14 +1399,16 @@ pub fn conv_nhwc_f2(
     scratch: &mut [f32],
     epilogue: Epilogue<'_>,
 ) -> super::Result<()> {
-    const OP: &str = "conv_nhwc_f2";
+    const OP: &str = "conv_nhwc_winograd";
     let co = wino.co;
-    let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
+    let (m, a) = (plan.tile.m(), plan.tile.alpha());
+    let tx = ow.div_ceil(m);
+    let chunk_len = a * a * plan.tile_rows_per_chunk * tx * (c + co);
     if wino.c != c
         || x.len() != n * h * wd * c
         || out.len() != n * oh * ow * co
         || scratch.len() < plan.scratch
-        || plan.part_len != c + 16 * plan.tile_rows_per_chunk * tx * (c + co)
+        || (!plan.by_products && plan.part_len != c + chunk_len)
     {
         return super::shape_err(
             OP,
@@ -1356,8 +1423,18 @@ pub fn conv_nhwc_f2(
     if out.is_empty() {
         return Ok(());
     }
-    if plan.by_products {
-        return f2_by_products(
+    let job = RowsJob {
+        x,
+        dims: [n, h, wd, c],
+        co,
+        bias: &wino.bias,
+        pad,
+        out_size: [oh, ow],
+        plan,
+        epilogue,
+    };
+    match (plan.by_products, plan.tile) {
+        (true, _) => f2_by_products(
             x,
             [n, h, wd, c],
             wino,
@@ -1366,11 +1443,61 @@ pub fn conv_nhwc_f2(
             out,
             scratch,
             epilogue,
-        );
+        ),
+        (false, Tile::F2) => by_rows::<4, 2>(
+            &job,
+            &wino.f2,
+            nhwc_input_tile_f2,
+            nhwc_output_tile_f2,
+            out,
+            scratch,
+        ),
+        (false, Tile::F4) => by_rows::<6, 4>(
+            &job,
+            wino.f4_products()?,
+            nhwc_input_tile_f4,
+            nhwc_output_tile_f4,
+            out,
+            scratch,
+        ),
     }
+}
+
+/// The arguments of [`conv_nhwc_winograd`] that [`by_rows`] reads.
+struct RowsJob<'a> {
+    x: &'a [f32],
+    dims: [usize; 4],
+    co: usize,
+    bias: &'a [f32],
+    pad: (usize, usize),
+    out_size: [usize; 2],
+    plan: &'a NhwcWinogradPlan,
+    epilogue: Epilogue<'a>,
+}
+
+/// A tile's input transform: its α x α input pixels, into row `t` of the α² `[t_len, C]`
+/// matrices.
+type InputTile<const A: usize> = fn(&[[&[f32]; A]; A], &mut [f32], usize, usize, usize);
+
+/// A tile's output transform (see [`nhwc_output_tile_impl`]).
+type OutputTile = fn(&[f32], usize, usize, &[f32], &mut [f32], (usize, usize), (usize, usize));
+
+/// [`conv_nhwc_winograd`] by rows of `M x M` tiles (`A = M + 2`), split into parts.
+fn by_rows<const A: usize, const M: usize>(
+    job: &RowsJob<'_>,
+    products: &[PackedMatrix],
+    input: InputTile<A>,
+    output: OutputTile,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) -> super::Result<()> {
+    let [n, h, wd, c] = job.dims;
+    let [oh, ow] = job.out_size;
+    let (co, plan) = (job.co, job.plan);
+    let (ty, tx) = (oh.div_ceil(M), ow.div_ceil(M));
     // Tile rows `rows` of image `b` into `orows` (their output rows), with `buf` as scratch.
     let part = |b: usize, rows: std::ops::Range<usize>, orows: &mut [f32], buf: &mut [f32]| {
-        let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
+        let xb = &job.x[b * h * wd * c..(b + 1) * h * wd * c];
         let (zero, buf) = buf.split_at_mut(c);
         zero.fill(0.0);
         let zero = &*zero;
@@ -1378,13 +1505,22 @@ pub fn conv_nhwc_f2(
         while ty0 < rows.end {
             let ty1 = (ty0 + plan.tile_rows_per_chunk).min(rows.end);
             let t_len = (ty1 - ty0) * tx;
-            let (v, m) = buf.split_at_mut(16 * t_len * c);
-            let m = &mut m[..16 * t_len * co];
+            let (v, m) = buf.split_at_mut(A * A * t_len * c);
+            let m = &mut m[..A * A * t_len * co];
             for t in 0..t_len {
                 let tile = (ty0 + t / tx, t % tx);
-                input_tile(xb, [h, wd, c], zero, pad, tile, v, t, t_len);
+                input_tile::<A>(
+                    xb,
+                    [h, wd, c],
+                    zero,
+                    job.pad,
+                    (tile, M),
+                    input,
+                    v,
+                    (t, t_len),
+                );
             }
-            for (e, product) in wino.products.iter().enumerate() {
+            for (e, product) in products.iter().enumerate() {
                 super::packed_gemm::gemm_packed_runs_then(
                     t_len,
                     &v[e * t_len * c..(e + 1) * t_len * c],
@@ -1398,53 +1534,54 @@ pub fn conv_nhwc_f2(
                 )?;
             }
             let (oy0, oy1) = (
-                2 * (ty0 - rows.start),
-                (2 * (ty1 - rows.start)).min(orows.len() / (ow * co)),
+                M * (ty0 - rows.start),
+                (M * (ty1 - rows.start)).min(orows.len() / (ow * co)),
             );
             let oband = &mut orows[oy0 * ow * co..oy1 * ow * co];
             for t in 0..t_len {
                 let (r, txx) = (t / tx, t % tx);
-                nhwc_output_tile(
+                output(
                     m,
                     t,
                     t_len,
-                    &wino.bias,
+                    job.bias,
                     oband,
-                    (2 * r, 2 * txx),
+                    (M * r, M * txx),
                     (oy1 - oy0, ow),
                 );
             }
-            epilogue((b * oh + 2 * rows.start + oy0) * ow, oband);
+            (job.epilogue)((b * oh + M * rows.start + oy0) * ow, oband);
             ty0 = ty1;
         }
         Ok::<(), super::LayerError>(())
     };
-    let macs = n * ty * tx * 16 * c * co;
-    // Units of rows of tiles: two output rows each (the last one row where OH is odd).
+    let macs = n * ty * tx * A * A * c * co;
+    // Units of rows of tiles: `M` output rows each (fewer in the last one).
     super::conv_nhwc::in_parts(
         out,
-        (n, ty, 2 * ow * co),
+        (n, ty, M * ow * co),
         (plan.parts, macs),
         (scratch, plan.part_len),
         part,
     )
 }
 
-/// The input transform of tile `(ty, tx)` of image `xb` (`[H, W, C]`, padded by `pad` with
-/// `zero`, `C` zeros) into row `t` of the 16 `[t_len, C]` matrices of `v`.
+/// The input transform (`transform`) of the `m x m` output tile `(ty, tx)` of image `xb`
+/// (`[H, W, C]`, padded by `pad` with `zero`, `C` zeros) into row `t` of the α² `[t_len, C]`
+/// matrices of `v`.
 #[allow(clippy::too_many_arguments)]
-fn input_tile(
+fn input_tile<const A: usize>(
     xb: &[f32],
     [h, wd, c]: [usize; 3],
     zero: &[f32],
     pad: (usize, usize),
-    (ty, tx): (usize, usize),
+    ((ty, tx), m): ((usize, usize), usize),
+    transform: InputTile<A>,
     v: &mut [f32],
-    t: usize,
-    t_len: usize,
+    (t, t_len): (usize, usize),
 ) {
-    let iy0 = (2 * ty) as isize - pad.0 as isize;
-    let ix0 = (2 * tx) as isize - pad.1 as isize;
+    let iy0 = (m * ty) as isize - pad.0 as isize;
+    let ix0 = (m * tx) as isize - pad.1 as isize;
     let pixel = |i: usize, j: usize| -> &[f32] {
         let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
         if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
@@ -1454,11 +1591,11 @@ fn input_tile(
             &xb[at..at + c]
         }
     };
-    let d: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
-    nhwc_input_tile(&d, v, t, t_len, c);
+    let d: [[&[f32]; A]; A] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
+    transform(&d, v, t, t_len, c);
 }
 
-/// [`conv_nhwc_f2`] for few tiles ([`NhwcWinogradPlan::by_products`]): the input transform
+/// [`conv_nhwc_winograd`] for few tiles ([`NhwcWinogradPlan::by_products`]): the input transform
 /// of every tile, the 16 products as tasks of their own, then the output transform by rows
 /// of tiles, each band followed by `epilogue`. The same bits as by rows of tiles.
 #[allow(clippy::too_many_arguments)]
@@ -1483,15 +1620,15 @@ fn f2_by_products(
     for t in 0..tiles {
         let b = t / (ty * tx);
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
-        input_tile(
+        input_tile::<4>(
             xb,
             [h, wd, c],
             zero,
             pad,
-            (t / tx % ty, t % tx),
+            ((t / tx % ty, t % tx), 2),
+            nhwc_input_tile_f2,
             v,
-            t,
-            tiles,
+            (t, tiles),
         );
     }
     let parallel = rayon::current_num_threads() > 1 && !crate::process::in_parallel_task();
@@ -1511,12 +1648,12 @@ fn f2_by_products(
     if parallel {
         m.par_chunks_mut(tiles * co)
             .zip(v.par_chunks(tiles * c))
-            .zip(wino.products.par_iter())
+            .zip(wino.f2.par_iter())
             .try_for_each(product)?;
     } else {
         m.chunks_mut(tiles * co)
             .zip(v.chunks(tiles * c))
-            .zip(&wino.products)
+            .zip(&wino.f2)
             .try_for_each(product)?;
     }
     let m = &*m;
@@ -1525,7 +1662,7 @@ fn f2_by_products(
         let rows = oband.len() / (ow * co);
         for txx in 0..tx {
             let t = (b * ty + tyy) * tx + txx;
-            nhwc_output_tile(m, t, tiles, &wino.bias, oband, (0, 2 * txx), (rows, ow));
+            nhwc_output_tile_f2(m, t, tiles, &wino.bias, oband, (0, 2 * txx), (rows, ow));
         }
         epilogue((b * oh + 2 * tyy) * ow, oband);
     };
@@ -1545,133 +1682,370 @@ fn f2_by_products(
     Ok(())
 }
 
-/// Channels the NHWC transforms handle at a time (one AVX2 register per value of the tile).
-const NHWC_LANES: usize = 8;
-
-/// `dst[..src.len()] = src` for a block of up to [`NHWC_LANES`] channels: a whole block as
-/// one move of a fixed size (a `copy_from_slice` of a variable length is a call to `memcpy`).
-#[inline(always)]
-fn lanes_from(dst: &mut [f32; NHWC_LANES], src: &[f32]) {
-    match <&[f32; NHWC_LANES]>::try_from(src) {
-        Ok(full) => *dst = *full,
-        Err(_) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
-    }
-}
-
-/// `dst = src[..dst.len()]`, as [`lanes_from`].
-#[inline(always)]
-fn lanes_into(dst: &mut [f32], src: &[f32; NHWC_LANES]) {
-    if dst.len() < NHWC_LANES {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
-    } else if let Ok(full) = <&mut [f32; NHWC_LANES]>::try_from(dst) {
-        *full = *src;
-    }
-}
-
-/// `Bᵀ d B` of one tile: `d` its 16 input pixels (`C` values each, zeros outside the image);
-/// `(Bᵀ d B)_e` goes to row `t` of product `e`'s `[T, C]` matrix in `v`. Blocks of
-/// [`NHWC_LANES`] channels are copied into arrays first, so that the sums vectorise.
-#[inline(always)]
-fn nhwc_input_tile_impl(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) {
-    let rows: [&mut [f32]; 16] = {
-        let mut rest = &mut v[..16 * t_len * c];
-        std::array::from_fn(|_| {
-            let (e, r) = std::mem::take(&mut rest).split_at_mut(t_len * c);
-            rest = r;
-            &mut e[t * c..(t + 1) * c]
-        })
-    };
-    let mut ch = 0;
-    while ch < c {
-        let lanes = NHWC_LANES.min(c - ch);
-        let mut x = [[[0f32; NHWC_LANES]; 4]; 4];
-        for (xi, di) in x.iter_mut().zip(d) {
-            for (xij, dij) in xi.iter_mut().zip(di) {
-                lanes_from(xij, &dij[ch..ch + lanes]);
-            }
-        }
+/// A tile's input transform for channels `from..c` (the vector versions below take whole
+/// blocks of 8 first): `d` its α x α input pixels (`C` values each, zeros outside the image);
+/// `(Bᵀ d B)_e` goes to row `t` of product `e`'s `[t_len, C]` matrix in `v`.
+// `i` picks the second index of `cols`, which no iterator gives.
+#[allow(clippy::needless_range_loop)]
+fn nhwc_input_tile_scalar<const A: usize, const M: usize, T: Transforms<A, M>>(
+    d: &[[&[f32]; A]; A],
+    v: &mut [f32],
+    (t, t_len): (usize, usize),
+    (from, c): (usize, usize),
+) {
+    for ch in from..c {
         // `Bᵀ d` (the tile's rows combined), then `· B` (its columns combined).
-        let mut bt = [[[0f32; NHWC_LANES]; 4]; 4];
-        for j in 0..4 {
-            for l in 0..NHWC_LANES {
-                let col = F2x2::bt([x[0][j][l], x[1][j][l], x[2][j][l], x[3][j][l]]);
-                for i in 0..4 {
-                    bt[i][j][l] = col[i];
-                }
+        let cols: [[f32; A]; A] =
+            std::array::from_fn(|j| T::bt(std::array::from_fn(|i| d[i][j][ch])));
+        for i in 0..A {
+            let row = T::bt(std::array::from_fn(|j| cols[j][i]));
+            for (j, r) in row.into_iter().enumerate() {
+                v[((i * A + j) * t_len + t) * c + ch] = r;
             }
         }
-        for i in 0..4 {
-            let mut row = [[0f32; NHWC_LANES]; 4];
-            for l in 0..NHWC_LANES {
-                let r = F2x2::bt([bt[i][0][l], bt[i][1][l], bt[i][2][l], bt[i][3][l]]);
-                for j in 0..4 {
-                    row[j][l] = r[j];
-                }
-            }
-            for j in 0..4 {
-                lanes_into(&mut rows[i * 4 + j][ch..ch + lanes], &row[j]);
-            }
-        }
-        ch += lanes;
     }
 }
 
-multiversion!(fn nhwc_input_tile(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) => nhwc_input_tile_impl);
-
-/// `Aᵀ m A` + bias of tile `t` (row `t` of each product's `[T, CO]` matrix in `m`), into the
-/// output pixels at `(y0, x0)` of `out` (`rows x ow` pixels of `CO` values) that lie inside;
-/// blocks of [`NHWC_LANES`] channels, as the input transform.
-#[inline(always)]
-fn nhwc_output_tile_impl(
+/// A tile's output transform for channels `from..CO` (`CO = bias.len()`; the vector versions
+/// below take whole blocks of 8 first): `Aᵀ m A` + bias of tile `t` (row `t` of each
+/// product's `[t_len, CO]` matrix in `m`), into the output pixels at `(y0, x0)` of `out`
+/// (`rows x ow` pixels of `CO` values) that lie inside.
+#[allow(clippy::needless_range_loop)]
+fn nhwc_output_tile_scalar<const A: usize, const M: usize, T: Transforms<A, M>>(
     m: &[f32],
-    t: usize,
-    t_len: usize,
-    bias: &[f32],
+    (t, t_len): (usize, usize),
+    (bias, from): (&[f32], usize),
     out: &mut [f32],
     (y0, x0): (usize, usize),
     (rows, ow): (usize, usize),
 ) {
     let co = bias.len();
-    let p: [&[f32]; 16] =
-        std::array::from_fn(|e| &m[(e * t_len + t) * co..(e * t_len + t + 1) * co]);
-    let (ny, nx) = (2.min(rows - y0), 2.min(ow - x0));
-    let mut o = 0;
-    while o < co {
-        let lanes = NHWC_LANES.min(co - o);
-        let mut x = [[0f32; NHWC_LANES]; 16];
-        for (xe, pe) in x.iter_mut().zip(&p) {
-            lanes_from(xe, &pe[o..o + lanes]);
-        }
-        let mut b = [0f32; NHWC_LANES];
-        lanes_from(&mut b, &bias[o..o + lanes]);
+    let (ny, nx) = (M.min(rows - y0), M.min(ow - x0));
+    for o in from..co {
         // `Aᵀ m` (rows combined), then `· A` (columns combined), then the bias.
-        let mut at = [[[0f32; NHWC_LANES]; 4]; 2];
-        for j in 0..4 {
-            for l in 0..NHWC_LANES {
-                let col = F2x2::at([x[j][l], x[4 + j][l], x[8 + j][l], x[12 + j][l]]);
-                at[0][j][l] = col[0];
-                at[1][j][l] = col[1];
+        let cols: [[f32; M]; A] = std::array::from_fn(|j| {
+            T::at(std::array::from_fn(|i| {
+                m[((i * A + j) * t_len + t) * co + o]
+            }))
+        });
+        for i in 0..ny {
+            let row = T::at(std::array::from_fn(|j| cols[j][i]));
+            for (j, r) in row.into_iter().enumerate().take(nx) {
+                out[((y0 + i) * ow + x0 + j) * co + o] = r + bias[o];
             }
         }
-        let mut y = [[[0f32; NHWC_LANES]; 2]; 2];
-        for i in 0..2 {
-            for l in 0..NHWC_LANES {
-                let r = F2x2::at([at[i][0][l], at[i][1][l], at[i][2][l], at[i][3][l]]);
-                y[i][0][l] = r[0] + b[l];
-                y[i][1][l] = r[1] + b[l];
-            }
-        }
-        for (i, yi) in y.iter().enumerate().take(ny) {
-            for (j, yij) in yi.iter().enumerate().take(nx) {
-                let at = ((y0 + i) * ow + x0 + j) * co + o;
-                lanes_into(&mut out[at..at + lanes], yij);
-            }
-        }
-        o += lanes;
     }
 }
 
-multiversion!(fn nhwc_output_tile(m: &[f32], t: usize, t_len: usize, bias: &[f32], out: &mut [f32], at: (usize, usize), size: (usize, usize)) => nhwc_output_tile_impl);
+/// [`nhwc_input_tile_scalar`] on blocks of 8 channels `0..full` with AVX2 vectors, `bt` being
+/// `Bᵀ` on vectors (the same operations in the same order as [`Transforms::bt`], so the same
+/// bits). Inlined into the `avx2` functions below, which compile it for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2; `full % 8 == 0`, `full <= c`, `t < t_len`, every pixel of `d`
+/// has `c` values and `v` has `A² t_len c`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // As in the scalar version.
+unsafe fn nhwc_input_tile_vectors<const A: usize>(
+    d: &[[&[f32]; A]; A],
+    v: &mut [f32],
+    (t, t_len): (usize, usize),
+    (full, c): (usize, usize),
+    bt: impl Fn([__m256; A]) -> [__m256; A],
+) {
+    let vp = v.as_mut_ptr();
+    for ch in (0..full).step_by(8) {
+        let cols: [[__m256; A]; A] = std::array::from_fn(|j| {
+            bt(std::array::from_fn(|i| {
+                _mm256_loadu_ps(d[i][j].as_ptr().add(ch))
+            }))
+        });
+        for i in 0..A {
+            let row = bt(std::array::from_fn(|j| cols[j][i]));
+            for (j, r) in row.into_iter().enumerate() {
+                _mm256_storeu_ps(vp.add(((i * A + j) * t_len + t) * c + ch), r);
+            }
+        }
+    }
+}
+
+/// [`nhwc_output_tile_scalar`] on blocks of 8 channels `0..full` with AVX2 vectors, `at`
+/// being `Aᵀ` on vectors (as [`nhwc_input_tile_vectors`]).
+///
+/// # Safety
+/// The CPU must support AVX2; `full % 8 == 0`, `full <= CO` (`CO = bias.len()`), `t <
+/// t_len`, `m` has `A² t_len CO` values, `(y0, x0)` lies within `rows x ow` and `out` has
+/// `rows · ow · CO`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // As in the scalar version.
+unsafe fn nhwc_output_tile_vectors<const A: usize, const M: usize>(
+    m: &[f32],
+    (t, t_len): (usize, usize),
+    (bias, full): (&[f32], usize),
+    out: &mut [f32],
+    (y0, x0): (usize, usize),
+    (rows, ow): (usize, usize),
+    at: impl Fn([__m256; A]) -> [__m256; M],
+) {
+    let co = bias.len();
+    let (ny, nx) = (M.min(rows - y0), M.min(ow - x0));
+    let (mp, op) = (m.as_ptr(), out.as_mut_ptr());
+    for o in (0..full).step_by(8) {
+        let b = _mm256_loadu_ps(bias.as_ptr().add(o));
+        let cols: [[__m256; M]; A] = std::array::from_fn(|j| {
+            at(std::array::from_fn(|i| {
+                _mm256_loadu_ps(mp.add(((i * A + j) * t_len + t) * co + o))
+            }))
+        });
+        for i in 0..ny {
+            let row = at(std::array::from_fn(|j| cols[j][i]));
+            for (j, r) in row.into_iter().enumerate().take(nx) {
+                let dst = op.add(((y0 + i) * ow + x0 + j) * co + o);
+                _mm256_storeu_ps(dst, _mm256_add_ps(r, b));
+            }
+        }
+    }
+}
+
+/// F(2x2)'s [`nhwc_input_tile_vectors`].
+///
+/// # Safety
+/// As [`nhwc_input_tile_vectors`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nhwc_input_tile_f2_avx2(
+    d: &[[&[f32]; 4]; 4],
+    v: &mut [f32],
+    tile: (usize, usize),
+    channels: (usize, usize),
+) {
+    // As F2x2::bt.
+    nhwc_input_tile_vectors::<4>(d, v, tile, channels, |[x0, x1, x2, x3]| {
+        [
+            _mm256_sub_ps(x0, x2),
+            _mm256_add_ps(x1, x2),
+            _mm256_sub_ps(x2, x1),
+            _mm256_sub_ps(x1, x3),
+        ]
+    })
+}
+
+/// F(4x4)'s [`nhwc_input_tile_vectors`].
+///
+/// # Safety
+/// As [`nhwc_input_tile_vectors`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nhwc_input_tile_f4_avx2(
+    d: &[[&[f32]; 6]; 6],
+    v: &mut [f32],
+    tile: (usize, usize),
+    channels: (usize, usize),
+) {
+    let (c4, c5, c2) = (
+        _mm256_set1_ps(4.0),
+        _mm256_set1_ps(5.0),
+        _mm256_set1_ps(2.0),
+    );
+    nhwc_input_tile_vectors::<6>(d, v, tile, channels, |x| {
+        bt_f4_vectors!(
+            _mm256_add_ps,
+            _mm256_sub_ps,
+            _mm256_mul_ps,
+            [c4, c5, c2],
+            [x[0], x[1], x[2], x[3], x[4], x[5]]
+        )
+    })
+}
+
+/// F(2x2)'s [`nhwc_output_tile_vectors`].
+///
+/// # Safety
+/// As [`nhwc_output_tile_vectors`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nhwc_output_tile_f2_avx2(
+    m: &[f32],
+    tile: (usize, usize),
+    bias: (&[f32], usize),
+    out: &mut [f32],
+    at: (usize, usize),
+    size: (usize, usize),
+) {
+    // As F2x2::at.
+    nhwc_output_tile_vectors::<4, 2>(m, tile, bias, out, at, size, |[x0, x1, x2, x3]| {
+        [
+            _mm256_add_ps(_mm256_add_ps(x0, x1), x2),
+            _mm256_sub_ps(_mm256_sub_ps(x1, x2), x3),
+        ]
+    })
+}
+
+/// F(4x4)'s [`nhwc_output_tile_vectors`].
+///
+/// # Safety
+/// As [`nhwc_output_tile_vectors`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nhwc_output_tile_f4_avx2(
+    m: &[f32],
+    tile: (usize, usize),
+    bias: (&[f32], usize),
+    out: &mut [f32],
+    at: (usize, usize),
+    size: (usize, usize),
+) {
+    let (c2, c4, c8) = (
+        _mm256_set1_ps(2.0),
+        _mm256_set1_ps(4.0),
+        _mm256_set1_ps(8.0),
+    );
+    // As F4x4::at.
+    nhwc_output_tile_vectors::<6, 4>(m, tile, bias, out, at, size, |x| {
+        let (s12, d12) = (_mm256_add_ps(x[1], x[2]), _mm256_sub_ps(x[1], x[2]));
+        let (s34, d34) = (_mm256_add_ps(x[3], x[4]), _mm256_sub_ps(x[3], x[4]));
+        [
+            _mm256_add_ps(_mm256_add_ps(x[0], s12), s34),
+            _mm256_add_ps(d12, _mm256_mul_ps(d34, c2)),
+            _mm256_add_ps(s12, _mm256_mul_ps(s34, c4)),
+            _mm256_add_ps(_mm256_add_ps(d12, _mm256_mul_ps(d34, c8)), x[5]),
+        ]
+    })
+}
+
+/// A vector input transform ([`nhwc_input_tile_vectors`] for one tile size).
+#[cfg(target_arch = "x86_64")]
+type InputVectors<const A: usize> =
+    unsafe fn(&[[&[f32]; A]; A], &mut [f32], (usize, usize), (usize, usize));
+
+/// A vector output transform ([`nhwc_output_tile_vectors`] for one tile size).
+#[cfg(target_arch = "x86_64")]
+type OutputVectors =
+    unsafe fn(&[f32], (usize, usize), (&[f32], usize), &mut [f32], (usize, usize), (usize, usize));
+
+/// The input transform of one tile (see [`InputTile`]) for `(α, m)` = `(A, M)`: whole blocks
+/// of 8 channels with `vectors` (AVX2) where the CPU has it, the rest one by one.
+#[inline(always)]
+fn nhwc_input_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
+    d: &[[&[f32]; A]; A],
+    v: &mut [f32],
+    (t, t_len, c): (usize, usize, usize),
+    #[cfg(target_arch = "x86_64")] vectors: InputVectors<A>,
+) {
+    let mut from = 0;
+    #[cfg(target_arch = "x86_64")]
+    if t < t_len
+        && v.len() >= A * A * t_len * c
+        && d.iter().flatten().all(|p| p.len() >= c)
+        && crate::__has_avx2()
+    {
+        from = c / 8 * 8;
+        // SAFETY: the CPU has AVX2 and FMA; every read is within a pixel's `c` values and
+        // every write within `v` (checked above).
+        unsafe { vectors(d, v, (t, t_len), (from, c)) };
+    }
+    nhwc_input_tile_scalar::<A, M, T>(d, v, (t, t_len), (from, c));
+}
+
+/// The output transform of one tile (see [`OutputTile`]) for `(α, m)` = `(A, M)`, as
+/// [`nhwc_input_tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn nhwc_output_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
+    m: &[f32],
+    (t, t_len): (usize, usize),
+    bias: &[f32],
+    out: &mut [f32],
+    (y0, x0): (usize, usize),
+    (rows, ow): (usize, usize),
+    #[cfg(target_arch = "x86_64")] vectors: OutputVectors,
+) {
+    let co = bias.len();
+    let mut from = 0;
+    #[cfg(target_arch = "x86_64")]
+    if t < t_len
+        && m.len() >= A * A * t_len * co
+        && y0 < rows
+        && x0 < ow
+        && out.len() >= rows * ow * co
+        && crate::__has_avx2()
+    {
+        from = co / 8 * 8;
+        // SAFETY: the CPU has AVX2 and FMA; every read is within `m` and `bias`, and every
+        // write within the `rows x ow` pixels of `out` (checked above).
+        unsafe { vectors(m, (t, t_len), (bias, from), out, (y0, x0), (rows, ow)) };
+    }
+    nhwc_output_tile_scalar::<A, M, T>(m, (t, t_len), (bias, from), out, (y0, x0), (rows, ow));
+}
+
+/// F(2x2)'s [`nhwc_input_tile`].
+fn nhwc_input_tile_f2(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) {
+    nhwc_input_tile::<4, 2, F2x2>(
+        d,
+        v,
+        (t, t_len, c),
+        #[cfg(target_arch = "x86_64")]
+        nhwc_input_tile_f2_avx2,
+    )
+}
+
+/// F(4x4)'s [`nhwc_input_tile`].
+fn nhwc_input_tile_f4(d: &[[&[f32]; 6]; 6], v: &mut [f32], t: usize, t_len: usize, c: usize) {
+    nhwc_input_tile::<6, 4, F4x4>(
+        d,
+        v,
+        (t, t_len, c),
+        #[cfg(target_arch = "x86_64")]
+        nhwc_input_tile_f4_avx2,
+    )
+}
+
+/// F(2x2)'s [`nhwc_output_tile`].
+fn nhwc_output_tile_f2(
+    m: &[f32],
+    t: usize,
+    t_len: usize,
+    bias: &[f32],
+    out: &mut [f32],
+    at: (usize, usize),
+    size: (usize, usize),
+) {
+    nhwc_output_tile::<4, 2, F2x2>(
+        m,
+        (t, t_len),
+        bias,
+        out,
+        at,
+        size,
+        #[cfg(target_arch = "x86_64")]
+        nhwc_output_tile_f2_avx2,
+    )
+}
+
+/// F(4x4)'s [`nhwc_output_tile`].
+fn nhwc_output_tile_f4(
+    m: &[f32],
+    t: usize,
+    t_len: usize,
+    bias: &[f32],
+    out: &mut [f32],
+    at: (usize, usize),
+    size: (usize, usize),
+) {
+    nhwc_output_tile::<6, 4, F4x4>(
+        m,
+        (t, t_len),
+        bias,
+        out,
+        at,
+        size,
+        #[cfg(target_arch = "x86_64")]
+        nhwc_output_tile_f4_avx2,
+    )
+}
 
 #[cfg(test)]
 mod tests {

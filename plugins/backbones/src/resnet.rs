@@ -34,7 +34,6 @@ use std::path::PathBuf;
 
 use kernels::layers::bf16::{self, Precision};
 use kernels::layers::pool::{max_pool2d, max_pool2d_nhwc, Pool2dParams};
-use kernels::layers::shape::transpose_2d_batched;
 use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d, Padding};
 use kernels::weights::Weights;
 use ndarray::{Array4, ArrayView4, CowArray};
@@ -43,7 +42,7 @@ use plugin_sdk::{
     ParamValue, Params, PortKind, PortSpec, Value,
 };
 
-use vision_common::{conv_bn, from_nchw, load_weights, nchw, resolve_prefix};
+use vision_common::{conv_bn, from_nchw, load_weights, nchw, resolve_prefix, transpose_layout};
 use vision_common::{LayerContext, ModelError};
 
 /// What a [`ResNet`] looks like: torchvision's `resnet{depth}` / `resnext` / `wide_resnet`
@@ -631,23 +630,6 @@ impl ResNet {
         }
         Ok(out)
     }
-}
-
-/// `[N, C, H, W]` as `[N, H, W, C]` (`to_nchw` false), or back (`to_nchw` true).
-fn transpose_layout(x: ArrayView4<'_, f32>, to_nchw: bool) -> Result<Array4<f32>, ModelError> {
-    let (n, a, b, c) = x.dim();
-    let x = x.as_standard_layout();
-    let xs = x
-        .as_slice()
-        .ok_or_else(|| ModelError::input("resnet: a non-contiguous map"))?;
-    // An NCHW image is a `C x HW` matrix, and its NHWC form that matrix transposed.
-    let (rows, cols, dims) = if to_nchw {
-        (a * b, c, (n, c, a, b))
-    } else {
-        (a, b * c, (n, b, c, a))
-    };
-    let t = transpose_2d_batched(xs, n, rows, cols);
-    Array4::from_shape_vec(dims, t).map_err(|e| ModelError::input(format!("resnet: {e}")))
 }
 
 /// The `precision` parameter of a node (`[pipeline] precision` gives every node that has one

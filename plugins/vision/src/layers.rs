@@ -57,6 +57,24 @@ pub fn from_nchw(a: Array4<f32>, batched: bool) -> Result<Tensor, ModelError> {
     }
 }
 
+/// `[N, C, H, W]` as `[N, H, W, C]` (`to_nchw` false), or back (`to_nchw` true): for nodes
+/// that take and give `NCHW` features and compute in `NHWC` between.
+pub fn transpose_layout(x: ArrayView4<'_, f32>, to_nchw: bool) -> Result<Array4<f32>, ModelError> {
+    let (n, a, b, c) = x.dim();
+    let x = x.as_standard_layout();
+    let xs = x
+        .as_slice()
+        .ok_or_else(|| ModelError::input("a non-contiguous map"))?;
+    // An NCHW image is a `C x HW` matrix, and its NHWC form that matrix transposed.
+    let (rows, cols, dims) = if to_nchw {
+        (a * b, c, (n, c, a, b))
+    } else {
+        (a, b * c, (n, b, c, a))
+    };
+    let t = kernels::layers::shape::transpose_2d_batched(xs, n, rows, cols);
+    Array4::from_shape_vec(dims, t).map_err(|e| ModelError::input(e.to_string()))
+}
+
 fn vec1(t: &Tensor) -> Result<ArrayView1<'_, f32>, ModelError> {
     t.view::<f32>()?
         .into_dimensionality::<Ix1>()

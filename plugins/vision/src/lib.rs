@@ -33,7 +33,8 @@ pub use image::{
     ImageSizes,
 };
 pub use layers::{
-    conv_bias, conv_bn, conv_bn_relu, from_nchw, linear, nchw, ConvGroupNorm, GN_GROUPS,
+    conv_bias, conv_bn, conv_bn_relu, from_nchw, linear, nchw, transpose_layout, ConvGroupNorm,
+    GN_GROUPS,
 };
 pub use params::{count_list_param, count_param, f32_value, float_param};
 pub use weights::{load_weights, module_name, resolve_prefix, weights_param, weights_params};

@@ -30,10 +30,11 @@
 //! `prediction_layers.0.*`); `backbone.*` is the `resnet` node's, `semantic_seg_conv` is
 //! training-only.
 
-use kernels::layers::resize::{interpolate_scale, resize, resize_window};
+use kernels::layers::bf16::Precision;
+use kernels::layers::resize::{resize, resize_nhwc, resize_window};
 use kernels::layers::shape::softmax_in_place;
 use kernels::layers::ResizeMode;
-use kernels::layers::{Activation, Conv2d, Conv2dParams};
+use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d};
 use kernels::ops::yolact::{
     assemble_masks, detect, sanitize_coordinates, scaled_back, traditional_nms, FastNmsConfig,
 };
@@ -48,7 +49,7 @@ use rayon::prelude::*;
 
 use vision_common::{
     conv_bias, count_param, features_input, float_param, image_input, named_levels, resolve_prefix,
-    weights_param, weights_params, ImageSizes,
+    transpose_layout, weights_param, weights_params, ImageSizes,
 };
 use vision_common::{LayerContext, ModelError};
 
@@ -107,20 +108,33 @@ impl Default for YolactConfig {
 }
 
 /// YOLACT with its weights bound.
+///
+/// The laterals read the `NCHW` features C3..C5; the top-down sums are made there, and
+/// everything after them (the FPN's 3x3 convolutions, the protonet and the prediction head:
+/// nine tenths of the head's work, most of it 3x3 convolutions of 256 channels) runs in
+/// `NHWC` ([`NhwcConv2d`]), whose Winograd products go through the packed GEMM. The pyramid
+/// P3..P7 is `[N, H, W, C]`.
 #[derive(Debug)]
 pub struct Yolact {
     config: YolactConfig,
     /// C3, C4, C5 order (the checkpoint stores them reversed).
     lateral: Vec<Conv2d>,
     /// P3, P4, P5 order, ReLU fused.
-    output: Vec<Conv2d>,
-    downsample: Vec<Conv2d>,
+    output: Vec<NhwcConv2d>,
+    downsample: Vec<NhwcConv2d>,
     /// `proto_net.{0,2,4}` before the upsampling, `proto_net.8` and `proto_net.10` after.
-    proto_before: Vec<Conv2d>,
-    proto_after: Vec<Conv2d>,
-    upfeature: Conv2d,
+    proto_before: Vec<NhwcConv2d>,
+    proto_after: Vec<NhwcConv2d>,
+    upfeature: NhwcConv2d,
     /// `bbox_layer`, `conf_layer` and `mask_layer` stacked.
-    predict: Conv2d,
+    predict: NhwcConv2d,
+}
+
+/// `conv` run on `NHWC` maps.
+fn nhwc(conv: Conv2d, what: &str) -> Result<NhwcConv2d, ModelError> {
+    NhwcConv2d::from_conv2d(&conv, Precision::Fp32)
+        .ctx(|| what.to_string())?
+        .ok_or_else(|| ModelError::input(format!("{NODE}: {what} is a grouped convolution")))
 }
 
 /// The raw outputs of the network over all priors, as `Yolact.forward` gives them to `Detect`.
@@ -189,58 +203,32 @@ impl Yolact {
             // lat_layers and pred_layers are stored for C5 first.
             let j = n - 1 - i;
             lateral.push(conv_bias(&mut b, &format!("{lat}.{j}"), cin, f, 1, pad(0))?);
-            output.push(
-                conv_bias(&mut b, &format!("{pred}.{j}"), f, f, 3, pad(1))?
-                    .with_activation(Activation::Relu),
-            );
+            let name = format!("{pred}.{j}");
+            let conv = conv_bias(&mut b, &name, f, f, 3, pad(1))?;
+            output.push(nhwc(conv.with_activation(Activation::Relu), &name)?);
         }
         let downsample = (0..2)
             .map(|i| {
-                conv_bias(
-                    &mut b,
-                    &format!("{down}.{i}"),
-                    f,
-                    f,
-                    3,
-                    Conv2dParams::default().stride(2).padding(1),
-                )
+                let name = format!("{down}.{i}");
+                let stride2 = Conv2dParams::default().stride(2).padding(1);
+                nhwc(conv_bias(&mut b, &name, f, f, 3, stride2)?, &name)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let relu = |c: Conv2d| c.with_activation(Activation::Relu);
+        let mut relu = |name: &str, cout: usize, k: usize| {
+            let conv = conv_bias(&mut b, name, f, cout, k, pad(k / 2))?;
+            nhwc(conv.with_activation(Activation::Relu), name)
+        };
         let proto_before = [0, 2, 4]
             .iter()
-            .map(|i| {
-                Ok(relu(conv_bias(
-                    &mut b,
-                    &format!("proto_net.{i}"),
-                    f,
-                    f,
-                    3,
-                    pad(1),
-                )?))
-            })
+            .map(|i| relu(&format!("proto_net.{i}"), f, 3))
             .collect::<Result<Vec<_>, ModelError>>()?;
         let proto_after = vec![
-            relu(conv_bias(&mut b, "proto_net.8", f, f, 3, pad(1))?),
+            relu("proto_net.8", f, 3)?,
             // mask_proto_prototype_activation: relu.
-            relu(conv_bias(
-                &mut b,
-                "proto_net.10",
-                f,
-                config.mask_dim,
-                1,
-                pad(0),
-            )?),
+            relu("proto_net.10", config.mask_dim, 1)?,
         ];
         let head = "prediction_layers.0";
-        let upfeature = relu(conv_bias(
-            &mut b,
-            &format!("{head}.upfeature.0"),
-            f,
-            f,
-            3,
-            pad(1),
-        )?);
+        let upfeature = relu(&format!("{head}.upfeature.0"), f, 3)?;
         let priors = config.aspect_ratios.len();
         let widths = [4, config.num_classes, config.mask_dim].map(|w| w * priors);
         let mut ws = Vec::new();
@@ -270,8 +258,9 @@ impl Yolact {
             .collect::<Result<Vec<_>, ModelError>>()?;
         let weight = concatenate(Axis(0), &w4).map_err(|e| ModelError::input(e.to_string()))?;
         let bias = concatenate(Axis(0), &b1).map_err(|e| ModelError::input(e.to_string()))?;
-        let predict = Conv2d::new(weight.view(), Some(bias.view()), pad(1))
-            .ctx(|| format!("{head} (bbox, conf and mask layers)"))?;
+        let what = format!("{head} (bbox, conf and mask layers)");
+        let predict = Conv2d::new(weight.view(), Some(bias.view()), pad(1)).ctx(|| what.clone())?;
+        let predict = nhwc(predict, &what)?;
         Ok(Yolact {
             config,
             lateral,
@@ -288,7 +277,7 @@ impl Yolact {
         &self.config
     }
 
-    /// P3..P7 from C3..C5.
+    /// P3..P7 (`[N, H, W, C]`) from C3..C5 (`[N, C, H, W]`).
     pub fn fpn(&self, levels: &[ArrayView4<'_, f32>]) -> Result<Vec<Array4<f32>>, ModelError> {
         let (merged, _) = self.fpn_phase_1(levels)?;
         self.fpn_phase_2(merged)
@@ -348,10 +337,12 @@ impl Yolact {
     }
 
     /// The FPN's 3x3 convolutions with ReLU on P3, P4, P5 and the two downsampling
-    /// convolutions (YolactEdge's `FPN_phase_2`): P3..P7.
+    /// convolutions (YolactEdge's `FPN_phase_2`): P3..P7, `[N, H, W, C]`, from the top-down
+    /// sums (`[N, C, H, W]`).
     pub fn fpn_phase_2(&self, merged: Vec<Array4<f32>>) -> Result<Vec<Array4<f32>>, ModelError> {
         let mut out = Vec::with_capacity(5);
         for (j, m) in merged.iter().enumerate() {
+            let m = transpose_layout(m.view(), false)?;
             out.push(
                 self.output[j]
                     .forward(m.view())
@@ -371,7 +362,7 @@ impl Yolact {
         Ok(out)
     }
 
-    /// The prototypes `[2·h, 2·w, mask_dim]` from P3.
+    /// The prototypes `[2·h, 2·w, mask_dim]` from P3 (`[1, h, w, C]`).
     pub fn prototypes(&self, p3: ArrayView4<'_, f32>) -> Result<Array3<f32>, ModelError> {
         let mut x = p3.to_owned();
         for (i, conv) in self.proto_before.iter().enumerate() {
@@ -379,16 +370,15 @@ impl Yolact {
                 .forward(x.view())
                 .ctx(|| format!("proto_net.{}", 2 * i))?;
         }
-        x = interpolate_scale(x.view(), (2.0, 2.0), BILINEAR, false)
+        // `F.interpolate(scale_factor=2)`: its kernel's scale 1/2 is also in/out, so the
+        // resize to twice the size is the same.
+        let (_, h, w, _) = x.dim();
+        x = resize_nhwc(x.view(), (2 * h, 2 * w), BILINEAR)
             .ctx(|| "proto_net.6 (2x bilinear)".into())?;
         for (conv, i) in self.proto_after.iter().zip([8, 10]) {
             x = conv.forward(x.view()).ctx(|| format!("proto_net.{i}"))?;
         }
-        // [1, K, H, W] -> [H, W, K].
-        Ok(x.index_axis_move(Axis(0), 0)
-            .permuted_axes([1, 2, 0])
-            .as_standard_layout()
-            .to_owned())
+        Ok(x.index_axis_move(Axis(0), 0))
     }
 
     /// `make_priors` of one level of `h x w` cells: `[h·w·A, 4]` (cx, cy, w, h).
@@ -415,25 +405,31 @@ impl Yolact {
         self.heads(&pyramid)
     }
 
-    /// The protonet and the prediction head on P3..P7.
+    /// The protonet and the prediction head on P3..P7 (`[N, H, W, C]`).
     pub fn heads(&self, pyramid: &[Array4<f32>]) -> Result<RawOutputs, ModelError> {
         let proto = self.prototypes(pyramid[0].view())?;
         let a = self.config.aspect_ratios.len();
         let (nc, md) = (self.config.num_classes, self.config.mask_dim);
         let per_prior = 4 + nc + md;
-        let heads: Vec<(Array2<f32>, Vec<[f32; 4]>)> = pyramid
-            .par_iter()
-            .enumerate()
-            .map(|(l, p)| -> Result<_, ModelError> {
+        // Level after level, each convolution split between the threads: P3 is three
+        // quarters of the work, so levels in parallel would leave threads idle.
+        let predictions = pyramid
+            .iter()
+            .map(|p| {
                 let x = self
                     .upfeature
                     .forward(p.view())
                     .ctx(|| "prediction_layers.0.upfeature".into())?;
-                let y = self
-                    .predict
+                self.predict
                     .forward(x.view())
-                    .ctx(|| "prediction_layers.0 (bbox, conf, mask layers)".into())?;
-                let (_, _, h, w) = y.dim();
+                    .ctx(|| "prediction_layers.0 (bbox, conf, mask layers)".into())
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let heads: Vec<(Array2<f32>, Vec<[f32; 4]>)> = predictions
+            .par_iter()
+            .enumerate()
+            .map(|(l, y)| -> Result<_, ModelError> {
+                let (_, h, w, _) = y.dim();
                 // Per cell, per prior: its 4 + num_classes + mask_dim values.
                 let mut rows = Array2::<f32>::zeros((h * w * a, per_prior));
                 let y = y.index_axis(Axis(0), 0);
@@ -442,13 +438,13 @@ impl Yolact {
                         for k in 0..a {
                             let mut row = rows.row_mut((cy * w + cx) * a + k);
                             for d in 0..4 {
-                                row[d] = y[[k * 4 + d, cy, cx]];
+                                row[d] = y[[cy, cx, k * 4 + d]];
                             }
                             for c in 0..nc {
-                                row[4 + c] = y[[4 * a + k * nc + c, cy, cx]];
+                                row[4 + c] = y[[cy, cx, 4 * a + k * nc + c]];
                             }
                             for m in 0..md {
-                                row[4 + nc + m] = y[[(4 + nc) * a + k * md + m, cy, cx]];
+                                row[4 + nc + m] = y[[cy, cx, (4 + nc) * a + k * md + m]];
                             }
                         }
                     }

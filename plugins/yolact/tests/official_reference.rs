@@ -409,7 +409,13 @@ fn yolact_edge_matches_the_official_code_over_frames() {
             pyramid
         };
         for (i, name) in ["p3", "p4", "p5", "p6", "p7"].iter().enumerate() {
-            check(&format!("fpn {name}"), &pyramid[i], &frame["fpn"][name]);
+            // The pyramid is NHWC, the reference's NCHW.
+            let nchw = pyramid[i]
+                .view()
+                .permuted_axes([0, 3, 1, 2])
+                .as_standard_layout()
+                .to_owned();
+            check(&format!("fpn {name}"), &nchw, &frame["fpn"][name]);
         }
         let raw = model.heads(&pyramid).unwrap();
         worst = worst.max(compare_raw(&what, &raw, &frame["raw"]));
