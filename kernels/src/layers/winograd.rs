@@ -1188,7 +1188,7 @@ pub struct NhwcWinograd {
     /// F(2x2)'s 16 products.
     f2: Vec<PackedMatrix>,
     /// The filter `[CO, C, 3, 3]`, from which F(4x4)'s products are made; kept only where
-    /// the channels are enough for F(4x4) ([`NHWC_F4_MIN_CHANNELS`]).
+    /// F(4x4) was asked for and the channels are enough ([`NHWC_F4_MIN_CHANNELS`]).
     oihw: Option<Vec<f32>>,
     /// F(4x4)'s 36 products, made on first use.
     f4: OnceLock<Vec<PackedMatrix>>,
@@ -1225,12 +1225,14 @@ const NHWC_MIN_TILES_BY_PRODUCTS: usize = 16;
 const NHWC_BY_PRODUCTS_MIN_MACS: usize = 1 << 20;
 
 impl NhwcWinograd {
-    /// The weights of `w` (`[3, 3, C, CO]`, row-major) with `bias` (`CO` values) or none;
-    /// `None` for other filters or fewer channels than [`NHWC_WINOGRAD_MIN_CHANNELS`].
+    /// The weights of `w` (`[3, 3, C, CO]`, row-major) with `bias` (`CO` values) or none,
+    /// with F(4x4) where `f4` says so and the channels are enough; `None` for other filters
+    /// or fewer channels than [`NHWC_WINOGRAD_MIN_CHANNELS`].
     pub fn new(
         w: &[f32],
         [kh, kw, c, co]: [usize; 4],
         bias: Option<&[f32]>,
+        f4: bool,
     ) -> super::Result<Option<NhwcWinograd>> {
         if (kh, kw) != (3, 3)
             || c < NHWC_WINOGRAD_MIN_CHANNELS
@@ -1249,7 +1251,7 @@ impl NhwcWinograd {
                 }
             }
         }
-        let f4_channels = c >= NHWC_F4_MIN_CHANNELS && co >= NHWC_F4_MIN_CHANNELS;
+        let f4_channels = f4 && c >= NHWC_F4_MIN_CHANNELS && co >= NHWC_F4_MIN_CHANNELS;
         Ok(Some(NhwcWinograd {
             c,
             co,

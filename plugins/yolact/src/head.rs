@@ -30,7 +30,6 @@
 //! `prediction_layers.0.*`); `backbone.*` is the `resnet` node's, `semantic_seg_conv` is
 //! training-only.
 
-use kernels::layers::bf16::Precision;
 use kernels::layers::resize::{resize, resize_nhwc, resize_window};
 use kernels::layers::shape::softmax_in_place;
 use kernels::layers::ResizeMode;
@@ -130,9 +129,10 @@ pub struct Yolact {
     predict: NhwcConv2d,
 }
 
-/// `conv` run on `NHWC` maps.
+/// `conv` run on `NHWC` maps, with F(4x4) Winograd where it applies, as the `NCHW`
+/// convolutions that these replaced (their results are the same bits).
 fn nhwc(conv: Conv2d, what: &str) -> Result<NhwcConv2d, ModelError> {
-    NhwcConv2d::from_conv2d(&conv, Precision::Fp32)
+    NhwcConv2d::from_conv2d_allowing_f4(&conv)
         .ctx(|| what.to_string())?
         .ok_or_else(|| ModelError::input(format!("{NODE}: {what} is a grouped convolution")))
 }
