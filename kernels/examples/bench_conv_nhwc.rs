@@ -5,7 +5,8 @@
 //!
 //! Runs on the rayon pool (`RAYON_NUM_THREADS`); prints the median of `reps` runs (default 30)
 //! after a warm-up. `filter` keeps the layers whose name contains it. `COLD=1` evicts the
-//! caches before each run.
+//! caches before each run. `INPUT=550` gives the layers of another input size (YOLACT's),
+//! each map `ceil(INPUT / stride)` pixels wide.
 
 use std::time::Instant;
 
@@ -60,10 +61,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .is_ok_and(|v| v == "1")
         .then(|| vec![0f32; 64 << 20]);
     let mut total = 0.0;
+    let input: usize = std::env::var("INPUT").map_or(Ok(224), |v| v.parse())?;
     for &(name, size, c, co, k, stride) in LAYERS {
         if !name.contains(&filter) {
             continue;
         }
+        // The map of the same stride at `input`.
+        let size = input.div_ceil(224 / size);
         let w = Array4::from_shape_vec((k, k, c, co), values(k * k * c * co, 7))?;
         let bias = values(co, 3);
         let f = PackedFilter::new(w.view(), Some(&bias))?;
@@ -97,8 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let [_, oh, ow, _] = plan.out;
         let macs = (oh * ow * k * k * c * co) as f64;
         total += run;
+        let name = name.split(" @").next().unwrap_or(name);
         println!(
-            "{name:24} {:8.3} ms  {:6.1} GMAC/s",
+            "{name:24} @{size:<4} {:8.3} ms  {:6.1} GMAC/s",
             run * 1e3,
             macs / run / 1e9
         );

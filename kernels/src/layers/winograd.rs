@@ -1187,11 +1187,10 @@ pub struct NhwcWinograd {
     co: usize,
     /// F(2x2)'s 16 products.
     f2: Vec<PackedMatrix>,
-    /// The filter `[CO, C, 3, 3]`, from which F(4x4)'s products are made; kept only where
-    /// F(4x4) was asked for and the channels are enough ([`NHWC_F4_MIN_CHANNELS`]).
-    oihw: Option<Vec<f32>>,
-    /// F(4x4)'s 36 products, made on first use.
-    f4: OnceLock<Vec<PackedMatrix>>,
+    /// F(4x4)'s 36 products, where F(4x4) was asked for and the channels are enough
+    /// ([`NHWC_F4_MIN_CHANNELS`]). Made at load (on a first frame, 7 of YOLACT's layers
+    /// took 100 ms to make them).
+    f4: Option<Vec<PackedMatrix>>,
     bias: Vec<f32>,
 }
 
@@ -1251,34 +1250,29 @@ impl NhwcWinograd {
                 }
             }
         }
-        let f4_channels = f4 && c >= NHWC_F4_MIN_CHANNELS && co >= NHWC_F4_MIN_CHANNELS;
+        let f4 = f4 && c >= NHWC_F4_MIN_CHANNELS && co >= NHWC_F4_MIN_CHANNELS;
         Ok(Some(NhwcWinograd {
             c,
             co,
             f2: packed_products(Tile::F2, &oihw, c, co)?,
-            oihw: f4_channels.then_some(oihw),
-            f4: OnceLock::new(),
+            f4: f4
+                .then(|| packed_products(Tile::F4, &oihw, c, co))
+                .transpose()?,
             bias: bias.map_or_else(|| vec![0.0; co], <[f32]>::to_vec),
         }))
     }
 
-    /// F(4x4)'s products, made on the first call; an error where the channels are too few
-    /// for F(4x4) (a plan never asks for them then).
+    /// F(4x4)'s products; an error where there are none (a plan never asks for them then).
     fn f4_products(&self) -> super::Result<&[PackedMatrix]> {
-        if let Some(products) = self.f4.get() {
-            return Ok(products);
-        }
-        let Some(oihw) = &self.oihw else {
-            return super::invalid(
-                "conv_nhwc_winograd",
-                format!(
-                    "F(4x4) needs {NHWC_F4_MIN_CHANNELS} channels or more, the filter has {} -> {}",
+        self.f4
+            .as_deref()
+            .ok_or_else(|| super::LayerError::Invalid {
+                op: "conv_nhwc_winograd",
+                msg: format!(
+                    "a {} -> {} filter made without F(4x4) products",
                     self.c, self.co
                 ),
-            );
-        };
-        let products = packed_products(Tile::F4, oihw, self.c, self.co)?;
-        Ok(self.f4.get_or_init(|| products))
+            })
     }
 }
 
@@ -1292,9 +1286,10 @@ fn packed_products(
 ) -> super::Result<Vec<PackedMatrix>> {
     // `[α²][CO][C]`, each product transposed into `[C, CO]`.
     let u = transform_weights(tile, oihw, co, c);
-    let mut b = vec![0f32; c * co];
     (0..tile.alpha() * tile.alpha())
+        .into_par_iter()
         .map(|e| {
+            let mut b = vec![0f32; c * co];
             for o in 0..co {
                 for ci in 0..c {
                     b[ci * co + o] = u[(e * co + o) * c + ci];
@@ -1355,7 +1350,7 @@ impl NhwcWinogradPlan {
             });
         }
         let tile = match Tile::for_output(n, oh, ow) {
-            Tile::F4 if wino.oihw.is_some() => Tile::F4,
+            Tile::F4 if wino.f4.is_some() => Tile::F4,
             _ => Tile::F2,
         };
         let (m, a2) = (tile.m(), tile.alpha() * tile.alpha());

@@ -605,16 +605,15 @@ pub fn detect(
 ) -> Result<Vec<YolactDetection>, OpError> {
     let (c, p) = class_scores.dim();
     check_same_len("detect", "class_scores columns", p, "boxes", boxes.len())?;
-    let keep: Vec<usize> = (0..p)
-        .filter(|&j| {
-            // torch.max over classes propagates NaN; NaN > t is false.
-            let mut m = f32::NEG_INFINITY;
-            for i in 0..c {
-                m = nan_max(m, class_scores[[i, j]]);
-            }
-            c > 0 && m > conf_thresh
-        })
-        .collect();
+    // The best score of each prior, class row by class row (contiguous reads); torch.max
+    // over classes propagates NaN, and NaN > t is false.
+    let mut best = vec![f32::NEG_INFINITY; p];
+    for row in class_scores.outer_iter() {
+        for (m, &v) in best.iter_mut().zip(row) {
+            *m = nan_max(*m, v);
+        }
+    }
+    let keep: Vec<usize> = (0..p).filter(|&j| c > 0 && best[j] > conf_thresh).collect();
     if keep.is_empty() {
         return Ok(Vec::new());
     }

@@ -31,7 +31,7 @@
 //! training-only.
 
 use kernels::layers::resize::{resize, resize_nhwc, resize_window};
-use kernels::layers::shape::softmax_in_place;
+use kernels::layers::shape::{softmax_in_place, transpose_2d_batched};
 use kernels::layers::ResizeMode;
 use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d};
 use kernels::ops::yolact::{
@@ -425,51 +425,53 @@ impl Yolact {
                     .ctx(|| "prediction_layers.0 (bbox, conf, mask layers)".into())
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let heads: Vec<(Array2<f32>, Vec<[f32; 4]>)> = predictions
-            .par_iter()
-            .enumerate()
-            .map(|(l, y)| -> Result<_, ModelError> {
-                let (_, h, w, _) = y.dim();
-                // Per cell, per prior: its 4 + num_classes + mask_dim values.
-                let mut rows = Array2::<f32>::zeros((h * w * a, per_prior));
-                let y = y.index_axis(Axis(0), 0);
-                for cy in 0..h {
-                    for cx in 0..w {
-                        for k in 0..a {
-                            let mut row = rows.row_mut((cy * w + cx) * a + k);
-                            for d in 0..4 {
-                                row[d] = y[[cy, cx, k * 4 + d]];
-                            }
-                            for c in 0..nc {
-                                row[4 + c] = y[[cy, cx, 4 * a + k * nc + c]];
-                            }
-                            for m in 0..md {
-                                row[4 + nc + m] = y[[cy, cx, (4 + nc) * a + k * md + m]];
-                            }
-                        }
-                    }
-                }
-                Ok((rows, self.priors(l, h, w)))
-            })
-            .collect::<Result<_, _>>()?;
-        let total: usize = heads.iter().map(|(r, _)| r.dim().0).sum();
+        // Per cell of each level, per prior: its 4 box, `nc` class and `md` coefficient
+        // values, read from the cell's channels (`[bbox; a][conf; a][mask; a]`) into the
+        // rows of all priors, with the softmax and tanh, cells in parallel.
+        let cells: Vec<usize> = predictions.iter().map(|y| y.dim().1 * y.dim().2).collect();
+        let total = cells.iter().sum::<usize>() * a;
         let mut loc = Array2::<f32>::zeros((total, 4));
         let mut conf = Array2::<f32>::zeros((total, nc));
         let mut mask = Array2::<f32>::zeros((total, md));
         let mut priors = Array2::<f32>::zeros((total, 4));
-        let mut at = 0;
-        for (rows, pr) in &heads {
-            for (r, p) in rows.outer_iter().zip(pr) {
-                loc.row_mut(at).assign(&r.slice(ndarray::s![..4]));
-                let mut c = conf.row_mut(at);
-                c.assign(&r.slice(ndarray::s![4..4 + nc]));
-                if let Some(s) = c.as_slice_mut() {
-                    softmax_in_place(s);
-                }
-                mask.row_mut(at)
-                    .assign(&r.slice(ndarray::s![4 + nc..]).mapv(f32::tanh));
-                priors.row_mut(at).assign(&ndarray::arr1(p));
-                at += 1;
+        let contiguous = || ModelError::input(format!("{NODE}: non-contiguous outputs"));
+        let (mut loc_rest, mut conf_rest, mut mask_rest, mut prior_rest) = (
+            loc.as_slice_mut().ok_or_else(contiguous)?,
+            conf.as_slice_mut().ok_or_else(contiguous)?,
+            mask.as_slice_mut().ok_or_else(contiguous)?,
+            priors.as_slice_mut().ok_or_else(contiguous)?,
+        );
+        for (l, (y, &n)) in predictions.iter().zip(&cells).enumerate() {
+            let (_, h, w, ch) = y.dim();
+            let ys = y.as_slice().ok_or_else(contiguous)?;
+            if ch != per_prior * a {
+                return Err(ModelError::input(format!(
+                    "{NODE}: the prediction layer gave {ch} channels, not {}",
+                    per_prior * a
+                )));
+            }
+            let (loc_l, r) = std::mem::take(&mut loc_rest).split_at_mut(n * a * 4);
+            loc_rest = r;
+            let (conf_l, r) = std::mem::take(&mut conf_rest).split_at_mut(n * a * nc);
+            conf_rest = r;
+            let (mask_l, r) = std::mem::take(&mut mask_rest).split_at_mut(n * a * md);
+            mask_rest = r;
+            let (prior_l, r) = std::mem::take(&mut prior_rest).split_at_mut(n * a * 4);
+            prior_rest = r;
+            ys.par_chunks(ch)
+                .zip(loc_l.par_chunks_mut(a * 4))
+                .zip(conf_l.par_chunks_mut(a * nc))
+                .zip(mask_l.par_chunks_mut(a * md))
+                .for_each(|(((cell, lo), co), ma)| {
+                    lo.copy_from_slice(&cell[..4 * a]);
+                    co.copy_from_slice(&cell[4 * a..(4 + nc) * a]);
+                    co.chunks_mut(nc).for_each(softmax_in_place);
+                    for (m, &v) in ma.iter_mut().zip(&cell[(4 + nc) * a..]) {
+                        *m = v.tanh();
+                    }
+                });
+            for (dst, p) in prior_l.chunks_mut(4).zip(self.priors(l, h, w)) {
+                dst.copy_from_slice(&p);
             }
         }
         Ok(RawOutputs {
@@ -494,16 +496,18 @@ impl Yolact {
             .map(|(l, p)| decode(&[l[0], l[1], l[2], l[3]], &[p[0], p[1], p[2], p[3]]))
             .collect();
         // Detect: conf_preds transposed to [classes, priors], background dropped.
-        let scores = raw.conf.slice(ndarray::s![.., 1..]).t().to_owned();
+        let (p, nc) = raw.conf.dim();
+        let conf = raw
+            .conf
+            .as_slice()
+            .ok_or_else(|| ModelError::input(format!("{NODE}: non-contiguous scores")))?;
+        let by_class = Array2::from_shape_vec((nc, p), transpose_2d_batched(conf, 1, p, nc))
+            .map_err(|e| ModelError::input(e.to_string()))?;
+        let scores = by_class.slice(ndarray::s![1.., ..]);
         let dets = if self.config.traditional_nms {
-            detect_traditional(&boxes, scores.view(), &self.config)
+            detect_traditional(&boxes, scores, &self.config)
         } else {
-            detect(
-                &boxes,
-                scores.view(),
-                self.config.conf_thresh,
-                &self.config.nms,
-            )
+            detect(&boxes, scores, self.config.conf_thresh, &self.config.nms)
         }
         .map_err(|e| ModelError::input(format!("{NODE}: {e}")))?;
         let (h, w) = original;
