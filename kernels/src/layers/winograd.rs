@@ -1174,9 +1174,9 @@ thread_local! {
 // There each pixel's channels are contiguous, so the transforms run across channels (a tile
 // at a time, the α² input pixels' channel rows combined into α² transformed rows), and each
 // of the α² products is a `packed_gemm` product of a chunk's tiles `[T, C]` by the
-// transformed filter `[C, CO]`. F(2x2)'s 16 are packed at load. F(4x4)'s 36 are 4x the
-// filter, so they are made on first use, by the convolutions whose maps take them (see
-// [`NhwcWinogradPlan::new`]).
+// transformed filter `[C, CO]`, packed at load: F(2x2)'s 16, and F(4x4)'s 36 (4x the
+// filter) only for filters packed allowing F(4x4) (`PackedFilter::allowing_f4`); a plan takes
+// F(4x4) on the maps where `Tile::for_output` does (see [`NhwcWinogradPlan::new`]).
 
 /// The Winograd weights of an NHWC 3x3 filter `[3, 3, C, CO]`: each product's `[C, CO]`
 /// matrix `U_e`, packed for [`super::packed_gemm`], and the bias added after the output
@@ -1476,7 +1476,7 @@ struct RowsJob<'a> {
 /// matrices.
 type InputTile<const A: usize> = fn(&[[&[f32]; A]; A], &mut [f32], usize, usize, usize);
 
-/// A tile's output transform (see [`nhwc_output_tile_impl`]).
+/// A tile's output transform (see [`nhwc_output_tile`]).
 type OutputTile = fn(&[f32], usize, usize, &[f32], &mut [f32], (usize, usize), (usize, usize));
 
 /// [`conv_nhwc_winograd`] by rows of `M x M` tiles (`A = M + 2`), split into parts.

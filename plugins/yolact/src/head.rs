@@ -130,7 +130,7 @@ pub struct Yolact {
 }
 
 /// `conv` run on `NHWC` maps, with F(4x4) Winograd where it applies, as the `NCHW`
-/// convolutions that these replaced (their results are the same bits).
+/// convolutions that these replaced took it (on P3 and the protonet's maps the same bits).
 fn nhwc(conv: Conv2d, what: &str) -> Result<NhwcConv2d, ModelError> {
     NhwcConv2d::from_conv2d_allowing_f4(&conv)
         .ctx(|| what.to_string())?
