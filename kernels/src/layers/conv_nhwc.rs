@@ -161,7 +161,7 @@ impl PackedFilter {
     /// Packs `w` (`[KH, KW, C, CO]`) with `bias` (`CO` values) or none; a 3x3 filter takes
     /// F(2x2, 3x3) Winograd on large enough maps.
     pub fn new(w: ArrayView4<'_, f32>, bias: Option<&[f32]>) -> Result<PackedFilter> {
-        Self::with_tiles(w, bias, false)
+        Self::with_tiles(w, bias, Some(false))
     }
 
     /// [`PackedFilter::new`], with F(4x4, 3x3) Winograd on maps large enough for it (where
@@ -170,10 +170,15 @@ impl PackedFilter {
     /// 1e-5 instead of 1e-6). For heads checked against a reference that runs F(4x4) or at
     /// that tolerance (YOLACT's); the backbones keep F(2x2).
     pub fn allowing_f4(w: ArrayView4<'_, f32>, bias: Option<&[f32]>) -> Result<PackedFilter> {
-        Self::with_tiles(w, bias, true)
+        Self::with_tiles(w, bias, Some(true))
     }
 
-    fn with_tiles(w: ArrayView4<'_, f32>, bias: Option<&[f32]>, f4: bool) -> Result<PackedFilter> {
+    /// The filter with Winograd weights (`Some(f4)`: with F(4x4)'s where `f4`) or none.
+    fn with_tiles(
+        w: ArrayView4<'_, f32>,
+        bias: Option<&[f32]>,
+        winograd: Option<bool>,
+    ) -> Result<PackedFilter> {
         let (kh, kw, c, co) = w.dim();
         let w = w.as_standard_layout();
         let ws = contiguous(&w, "PackedFilter")?;
@@ -182,7 +187,10 @@ impl PackedFilter {
             kw,
             c,
             matrix: PackedMatrix::new(ws, kh * kw * c, co, bias)?,
-            winograd: NhwcWinograd::new(ws, [kh, kw, c, co], bias, f4)?,
+            winograd: match winograd {
+                Some(f4) => NhwcWinograd::new(ws, [kh, kw, c, co], bias, f4)?,
+                None => None,
+            },
         })
     }
 
@@ -556,9 +564,13 @@ impl NhwcConv2d {
         }
         let (ph, pw) = p.padding;
         let w = conv.weight().permuted_axes([2, 3, 1, 0]);
+        // Winograd serves stride-1 undilated convolutions only: the others skip its weights
+        // (a ResNet's strided 3x3 layers, YOLACT's downsampling layers).
+        let winograd = (p.stride == (1, 1) && p.dilation == (1, 1)).then_some(f4);
         let filter = match precision {
-            Precision::Fp32 if f4 => NhwcFilter::Fp32(PackedFilter::allowing_f4(w, conv.bias())?),
-            Precision::Fp32 => NhwcFilter::Fp32(PackedFilter::new(w, conv.bias())?),
+            Precision::Fp32 => {
+                NhwcFilter::Fp32(PackedFilter::with_tiles(w, conv.bias(), winograd)?)
+            }
             Precision::Bf16 => {
                 if let Err(why) = precision.check_supported() {
                     return invalid("conv2d_nhwc", why);
