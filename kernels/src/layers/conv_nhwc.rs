@@ -214,8 +214,9 @@ pub struct ConvPlan {
     direct: bool,
     /// Windows read in place (see [`Windows`]) instead of copied into im2col rows.
     windows: Option<Windows>,
-    /// F(2x2, 3x3) Winograd instead ([`conv_nhwc_winograd`]): a 3x3 filter with its weights
-    /// transformed, stride 1, undilated, on a map of enough tiles.
+    /// Winograd instead (F(2x2, 3x3), or F(4x4, 3x3) where the filter allows it;
+    /// [`conv_nhwc_winograd`]): a 3x3 filter with its weights transformed, stride 1,
+    /// undilated, on a map of enough tiles.
     winograd: Option<NhwcWinogradPlan>,
     pub scratch: usize,
 }
@@ -2088,7 +2089,7 @@ mod tests {
     fn winograd_equals_the_direct_convolution() {
         // (n, h, w, c, co, padding, by products, F(4x4)): the 4th to 6th have 16 to 63
         // F(2x2) tiles; the last two have 144 F(4x4) tiles and 128 channels or more (the
-        // last with channels in no whole vector block).
+        // last with channel counts that are not multiples of 8, the transforms' vectors).
         for (n, h, w, c, co, padding, few, f4) in [
             (2, 13, 11, 64, 72, Padding::Same, false, false),
             (2, 12, 18, 64, 64, Padding::Valid, false, false),
