@@ -255,6 +255,13 @@ trait Transforms<const A: usize, const M: usize> {
     fn bt(x: [f32; A]) -> [f32; A];
     /// `Aᵀ x`: output transform of α values into m.
     fn at(x: [f32; A]) -> [f32; M];
+    /// The `NHWC` input transform of a tile on blocks of 8 channels with AVX2
+    /// ([`nhwc_input_tile_vectors`]).
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_INPUT_VECTORS: InputVectors<A>;
+    /// The `NHWC` output transform, as [`Transforms::NHWC_INPUT_VECTORS`].
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_OUTPUT_VECTORS: OutputVectors;
 }
 
 /// F(2x2, 3x3): `Bᵀ` rows (1,0,-1,0), (0,1,1,0), (0,-1,1,0), (0,1,0,-1); `Aᵀ` rows
@@ -262,6 +269,10 @@ trait Transforms<const A: usize, const M: usize> {
 struct F2x2;
 
 impl Transforms<4, 2> for F2x2 {
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_INPUT_VECTORS: InputVectors<4> = nhwc_input_tile_f2_avx2;
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_OUTPUT_VECTORS: OutputVectors = nhwc_output_tile_f2_avx2;
     #[inline(always)]
     fn bt([x0, x1, x2, x3]: [f32; 4]) -> [f32; 4] {
         [x0 - x2, x1 + x2, x2 - x1, x1 - x3]
@@ -278,6 +289,10 @@ impl Transforms<4, 2> for F2x2 {
 struct F4x4;
 
 impl Transforms<6, 4> for F4x4 {
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_INPUT_VECTORS: InputVectors<6> = nhwc_input_tile_f4_avx2;
+    #[cfg(target_arch = "x86_64")]
+    const NHWC_OUTPUT_VECTORS: OutputVectors = nhwc_output_tile_f4_avx2;
     #[inline(always)]
     fn bt([x0, x1, x2, x3, x4, x5]: [f32; 6]) -> [f32; 6] {
         let a = x4 - x2 * 4.0;
@@ -1431,36 +1446,13 @@ pub fn conv_nhwc_winograd(
         epilogue,
     };
     match (plan.by_products, plan.tile) {
-        (true, _) => f2_by_products(
-            x,
-            [n, h, wd, c],
-            wino,
-            pad,
-            [oh, ow],
-            out,
-            scratch,
-            epilogue,
-        ),
-        (false, Tile::F2) => by_rows::<4, 2>(
-            &job,
-            &wino.f2,
-            nhwc_input_tile_f2,
-            nhwc_output_tile_f2,
-            out,
-            scratch,
-        ),
-        (false, Tile::F4) => by_rows::<6, 4>(
-            &job,
-            wino.f4_products()?,
-            nhwc_input_tile_f4,
-            nhwc_output_tile_f4,
-            out,
-            scratch,
-        ),
+        (true, _) => f2_by_products(&job, &wino.f2, out, scratch),
+        (false, Tile::F2) => by_rows::<4, 2, F2x2>(&job, &wino.f2, out, scratch),
+        (false, Tile::F4) => by_rows::<6, 4, F4x4>(&job, wino.f4_products()?, out, scratch),
     }
 }
 
-/// The arguments of [`conv_nhwc_winograd`] that [`by_rows`] reads.
+/// The arguments of [`conv_nhwc_winograd`] that [`by_rows`] and [`f2_by_products`] read.
 struct RowsJob<'a> {
     x: &'a [f32],
     dims: [usize; 4],
@@ -1472,19 +1464,10 @@ struct RowsJob<'a> {
     epilogue: Epilogue<'a>,
 }
 
-/// A tile's input transform: its α x α input pixels, into row `t` of the α² `[t_len, C]`
-/// matrices.
-type InputTile<const A: usize> = fn(&[[&[f32]; A]; A], &mut [f32], usize, usize, usize);
-
-/// A tile's output transform (see [`nhwc_output_tile`]).
-type OutputTile = fn(&[f32], usize, usize, &[f32], &mut [f32], (usize, usize), (usize, usize));
-
 /// [`conv_nhwc_winograd`] by rows of `M x M` tiles (`A = M + 2`), split into parts.
-fn by_rows<const A: usize, const M: usize>(
+fn by_rows<const A: usize, const M: usize, T: Transforms<A, M>>(
     job: &RowsJob<'_>,
     products: &[PackedMatrix],
-    input: InputTile<A>,
-    output: OutputTile,
     out: &mut [f32],
     scratch: &mut [f32],
 ) -> super::Result<()> {
@@ -1506,16 +1489,7 @@ fn by_rows<const A: usize, const M: usize>(
             let m = &mut m[..A * A * t_len * co];
             for t in 0..t_len {
                 let tile = (ty0 + t / tx, t % tx);
-                input_tile::<A>(
-                    xb,
-                    [h, wd, c],
-                    zero,
-                    job.pad,
-                    (tile, M),
-                    input,
-                    v,
-                    (t, t_len),
-                );
+                input_tile::<A, M, T>(xb, [h, wd, c], zero, job.pad, tile, v, (t, t_len));
             }
             for (e, product) in products.iter().enumerate() {
                 super::packed_gemm::gemm_packed_runs_then(
@@ -1537,10 +1511,9 @@ fn by_rows<const A: usize, const M: usize>(
             let oband = &mut orows[oy0 * ow * co..oy1 * ow * co];
             for t in 0..t_len {
                 let (r, txx) = (t / tx, t % tx);
-                output(
+                nhwc_output_tile::<A, M, T>(
                     m,
-                    t,
-                    t_len,
+                    (t, t_len),
                     job.bias,
                     oband,
                     (M * r, M * txx),
@@ -1563,22 +1536,21 @@ fn by_rows<const A: usize, const M: usize>(
     )
 }
 
-/// The input transform (`transform`) of the `m x m` output tile `(ty, tx)` of image `xb`
-/// (`[H, W, C]`, padded by `pad` with `zero`, `C` zeros) into row `t` of the α² `[t_len, C]`
-/// matrices of `v`.
+/// The input transform of the `M x M` output tile `(ty, tx)` of image `xb` (`[H, W, C]`,
+/// padded by `pad` with `zero`, `C` zeros) into row `t` of the α² `[t_len, C]` matrices of
+/// `v`.
 #[allow(clippy::too_many_arguments)]
-fn input_tile<const A: usize>(
+fn input_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
     xb: &[f32],
     [h, wd, c]: [usize; 3],
     zero: &[f32],
     pad: (usize, usize),
-    ((ty, tx), m): ((usize, usize), usize),
-    transform: InputTile<A>,
+    (ty, tx): (usize, usize),
     v: &mut [f32],
     (t, t_len): (usize, usize),
 ) {
-    let iy0 = (m * ty) as isize - pad.0 as isize;
-    let ix0 = (m * tx) as isize - pad.1 as isize;
+    let iy0 = (M * ty) as isize - pad.0 as isize;
+    let ix0 = (M * tx) as isize - pad.1 as isize;
     let pixel = |i: usize, j: usize| -> &[f32] {
         let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
         if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
@@ -1589,24 +1561,19 @@ fn input_tile<const A: usize>(
         }
     };
     let d: [[&[f32]; A]; A] = std::array::from_fn(|i| std::array::from_fn(|j| pixel(i, j)));
-    transform(&d, v, t, t_len, c);
+    nhwc_input_tile::<A, M, T>(&d, v, (t, t_len, c));
 }
 
 /// [`conv_nhwc_winograd`] for few tiles ([`NhwcWinogradPlan::by_products`]): the input transform
 /// of every tile, the 16 products as tasks of their own, then the output transform by rows
 /// of tiles, each band followed by `epilogue`. The same bits as by rows of tiles.
-#[allow(clippy::too_many_arguments)]
 fn f2_by_products(
-    x: &[f32],
-    [n, h, wd, c]: [usize; 4],
-    wino: &NhwcWinograd,
-    pad: (usize, usize),
-    [oh, ow]: [usize; 2],
+    job: &RowsJob<'_>,
+    products: &[PackedMatrix],
     out: &mut [f32],
     scratch: &mut [f32],
-    epilogue: Epilogue<'_>,
 ) -> super::Result<()> {
-    let co = wino.co;
+    let (x, [n, h, wd, c], [oh, ow], co) = (job.x, job.dims, job.out_size, job.co);
     let (ty, tx) = (oh.div_ceil(2), ow.div_ceil(2));
     let tiles = n * ty * tx;
     let (zero, rest) = scratch.split_at_mut(c);
@@ -1617,16 +1584,8 @@ fn f2_by_products(
     for t in 0..tiles {
         let b = t / (ty * tx);
         let xb = &x[b * h * wd * c..(b + 1) * h * wd * c];
-        input_tile::<4>(
-            xb,
-            [h, wd, c],
-            zero,
-            pad,
-            ((t / tx % ty, t % tx), 2),
-            nhwc_input_tile_f2,
-            v,
-            (t, tiles),
-        );
+        let tile = (t / tx % ty, t % tx);
+        input_tile::<4, 2, F2x2>(xb, [h, wd, c], zero, job.pad, tile, v, (t, tiles));
     }
     let parallel = rayon::current_num_threads() > 1 && !crate::process::in_parallel_task();
     let product = |((m, v), product): ((&mut [f32], &[f32]), &super::packed_gemm::PackedMatrix)| {
@@ -1645,12 +1604,12 @@ fn f2_by_products(
     if parallel {
         m.par_chunks_mut(tiles * co)
             .zip(v.par_chunks(tiles * c))
-            .zip(wino.f2.par_iter())
+            .zip(products.par_iter())
             .try_for_each(product)?;
     } else {
         m.chunks_mut(tiles * co)
             .zip(v.chunks(tiles * c))
-            .zip(&wino.f2)
+            .zip(products)
             .try_for_each(product)?;
     }
     let m = &*m;
@@ -1659,9 +1618,10 @@ fn f2_by_products(
         let rows = oband.len() / (ow * co);
         for txx in 0..tx {
             let t = (b * ty + tyy) * tx + txx;
-            nhwc_output_tile_f2(m, t, tiles, &wino.bias, oband, (0, 2 * txx), (rows, ow));
+            let at = (0, 2 * txx);
+            nhwc_output_tile::<4, 2, F2x2>(m, (t, tiles), job.bias, oband, at, (rows, ow));
         }
-        epilogue((b * oh + 2 * tyy) * ow, oband);
+        (job.epilogue)((b * oh + 2 * tyy) * ow, oband);
     };
     for (b, image) in out.chunks_mut(oh * ow * co).enumerate() {
         if parallel {
@@ -1923,14 +1883,14 @@ type InputVectors<const A: usize> =
 type OutputVectors =
     unsafe fn(&[f32], (usize, usize), (&[f32], usize), &mut [f32], (usize, usize), (usize, usize));
 
-/// The input transform of one tile (see [`InputTile`]) for `(α, m)` = `(A, M)`: whole blocks
-/// of 8 channels with `vectors` (AVX2) where the CPU has it, the rest one by one.
+/// The input transform of one tile (its α x α input pixels `d`, into row `t` of the α²
+/// `[t_len, C]` matrices of `v`) for `(α, m)` = `(A, M)`: whole blocks of 8 channels with
+/// AVX2 ([`Transforms::NHWC_INPUT_VECTORS`]) where the CPU has it, the rest one by one.
 #[inline(always)]
 fn nhwc_input_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
     d: &[[&[f32]; A]; A],
     v: &mut [f32],
     (t, t_len, c): (usize, usize, usize),
-    #[cfg(target_arch = "x86_64")] vectors: InputVectors<A>,
 ) {
     let mut from = 0;
     #[cfg(target_arch = "x86_64")]
@@ -1942,15 +1902,14 @@ fn nhwc_input_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
         from = c / 8 * 8;
         // SAFETY: the CPU has AVX2 and FMA; every read is within a pixel's `c` values and
         // every write within `v` (checked above).
-        unsafe { vectors(d, v, (t, t_len), (from, c)) };
+        unsafe { T::NHWC_INPUT_VECTORS(d, v, (t, t_len), (from, c)) };
     }
     nhwc_input_tile_scalar::<A, M, T>(d, v, (t, t_len), (from, c));
 }
 
-/// The output transform of one tile (see [`OutputTile`]) for `(α, m)` = `(A, M)`, as
-/// [`nhwc_input_tile`].
+/// The output transform of one tile ([`nhwc_output_tile_scalar`]) for `(α, m)` = `(A, M)`,
+/// as [`nhwc_input_tile`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn nhwc_output_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
     m: &[f32],
     (t, t_len): (usize, usize),
@@ -1958,7 +1917,6 @@ fn nhwc_output_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
     out: &mut [f32],
     (y0, x0): (usize, usize),
     (rows, ow): (usize, usize),
-    #[cfg(target_arch = "x86_64")] vectors: OutputVectors,
 ) {
     let co = bias.len();
     let mut from = 0;
@@ -1973,75 +1931,9 @@ fn nhwc_output_tile<const A: usize, const M: usize, T: Transforms<A, M>>(
         from = co / 8 * 8;
         // SAFETY: the CPU has AVX2 and FMA; every read is within `m` and `bias`, and every
         // write within the `rows x ow` pixels of `out` (checked above).
-        unsafe { vectors(m, (t, t_len), (bias, from), out, (y0, x0), (rows, ow)) };
+        unsafe { T::NHWC_OUTPUT_VECTORS(m, (t, t_len), (bias, from), out, (y0, x0), (rows, ow)) };
     }
     nhwc_output_tile_scalar::<A, M, T>(m, (t, t_len), (bias, from), out, (y0, x0), (rows, ow));
-}
-
-/// F(2x2)'s [`nhwc_input_tile`].
-fn nhwc_input_tile_f2(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, t_len: usize, c: usize) {
-    nhwc_input_tile::<4, 2, F2x2>(
-        d,
-        v,
-        (t, t_len, c),
-        #[cfg(target_arch = "x86_64")]
-        nhwc_input_tile_f2_avx2,
-    )
-}
-
-/// F(4x4)'s [`nhwc_input_tile`].
-fn nhwc_input_tile_f4(d: &[[&[f32]; 6]; 6], v: &mut [f32], t: usize, t_len: usize, c: usize) {
-    nhwc_input_tile::<6, 4, F4x4>(
-        d,
-        v,
-        (t, t_len, c),
-        #[cfg(target_arch = "x86_64")]
-        nhwc_input_tile_f4_avx2,
-    )
-}
-
-/// F(2x2)'s [`nhwc_output_tile`].
-fn nhwc_output_tile_f2(
-    m: &[f32],
-    t: usize,
-    t_len: usize,
-    bias: &[f32],
-    out: &mut [f32],
-    at: (usize, usize),
-    size: (usize, usize),
-) {
-    nhwc_output_tile::<4, 2, F2x2>(
-        m,
-        (t, t_len),
-        bias,
-        out,
-        at,
-        size,
-        #[cfg(target_arch = "x86_64")]
-        nhwc_output_tile_f2_avx2,
-    )
-}
-
-/// F(4x4)'s [`nhwc_output_tile`].
-fn nhwc_output_tile_f4(
-    m: &[f32],
-    t: usize,
-    t_len: usize,
-    bias: &[f32],
-    out: &mut [f32],
-    at: (usize, usize),
-    size: (usize, usize),
-) {
-    nhwc_output_tile::<6, 4, F4x4>(
-        m,
-        (t, t_len),
-        bias,
-        out,
-        at,
-        size,
-        #[cfg(target_arch = "x86_64")]
-        nhwc_output_tile_f4_avx2,
-    )
 }
 
 #[cfg(test)]
