@@ -428,20 +428,24 @@ impl Yolact {
         // Per cell of each level, per prior: its 4 box, `nc` class and `md` coefficient
         // values, read from the cell's channels (`[bbox; a][conf; a][mask; a]`) into the
         // rows of all priors, with the softmax and tanh, cells in parallel.
-        let cells: Vec<usize> = predictions.iter().map(|y| y.dim().1 * y.dim().2).collect();
-        let total = cells.iter().sum::<usize>() * a;
+        let total = predictions
+            .iter()
+            .map(|y| y.dim().1 * y.dim().2)
+            .sum::<usize>()
+            * a;
         let mut loc = Array2::<f32>::zeros((total, 4));
         let mut conf = Array2::<f32>::zeros((total, nc));
         let mut mask = Array2::<f32>::zeros((total, md));
         let mut priors = Array2::<f32>::zeros((total, 4));
         let contiguous = || ModelError::input(format!("{NODE}: non-contiguous outputs"));
-        let (mut loc_rest, mut conf_rest, mut mask_rest, mut prior_rest) = (
+        let (loc_s, conf_s, mask_s, prior_s) = (
             loc.as_slice_mut().ok_or_else(contiguous)?,
             conf.as_slice_mut().ok_or_else(contiguous)?,
             mask.as_slice_mut().ok_or_else(contiguous)?,
             priors.as_slice_mut().ok_or_else(contiguous)?,
         );
-        for (l, (y, &n)) in predictions.iter().zip(&cells).enumerate() {
+        let mut first = 0;
+        for (l, y) in predictions.iter().enumerate() {
             let (_, h, w, ch) = y.dim();
             let ys = y.as_slice().ok_or_else(contiguous)?;
             if ch != per_prior * a {
@@ -450,18 +454,14 @@ impl Yolact {
                     per_prior * a
                 )));
             }
-            let (loc_l, r) = std::mem::take(&mut loc_rest).split_at_mut(n * a * 4);
-            loc_rest = r;
-            let (conf_l, r) = std::mem::take(&mut conf_rest).split_at_mut(n * a * nc);
-            conf_rest = r;
-            let (mask_l, r) = std::mem::take(&mut mask_rest).split_at_mut(n * a * md);
-            mask_rest = r;
-            let (prior_l, r) = std::mem::take(&mut prior_rest).split_at_mut(n * a * 4);
-            prior_rest = r;
+            // The level's priors, and their values in rows of `width`.
+            let rows = first..first + h * w * a;
+            first = rows.end;
+            let span = |width: usize| rows.start * width..rows.end * width;
             ys.par_chunks(ch)
-                .zip(loc_l.par_chunks_mut(a * 4))
-                .zip(conf_l.par_chunks_mut(a * nc))
-                .zip(mask_l.par_chunks_mut(a * md))
+                .zip(loc_s[span(4)].par_chunks_mut(a * 4))
+                .zip(conf_s[span(nc)].par_chunks_mut(a * nc))
+                .zip(mask_s[span(md)].par_chunks_mut(a * md))
                 .for_each(|(((cell, lo), co), ma)| {
                     lo.copy_from_slice(&cell[..4 * a]);
                     co.copy_from_slice(&cell[4 * a..(4 + nc) * a]);
@@ -470,7 +470,7 @@ impl Yolact {
                         *m = v.tanh();
                     }
                 });
-            for (dst, p) in prior_l.chunks_mut(4).zip(self.priors(l, h, w)) {
+            for (dst, p) in prior_s[span(4)].chunks_mut(4).zip(self.priors(l, h, w)) {
                 dst.copy_from_slice(&p);
             }
         }
