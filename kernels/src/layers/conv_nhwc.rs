@@ -2088,8 +2088,9 @@ mod tests {
     #[test]
     fn winograd_equals_the_direct_convolution() {
         // (n, h, w, c, co, padding, by products, F(4x4)): the 4th to 6th have 16 to 63
-        // F(2x2) tiles; the last two have 144 F(4x4) tiles and 128 channels or more (the
-        // last with channel counts that are not multiples of 8, the transforms' vectors).
+        // F(2x2) tiles; the last three have 128 channels or more and 49 to 144 F(4x4) tiles
+        // (28x28: 7 a row, which the NCHW path would take in F(2x2); the last with channel
+        // counts that are not multiples of 8, the transforms' vectors).
         for (n, h, w, c, co, padding, few, f4) in [
             (2, 13, 11, 64, 72, Padding::Same, false, false),
             (2, 12, 18, 64, 64, Padding::Valid, false, false),
@@ -2107,6 +2108,7 @@ mod tests {
             (1, 9, 10, 160, 272, Padding::Same, true, false),
             (2, 5, 9, 256, 144, Padding::Same, true, false),
             (2, 32, 33, 128, 136, Padding::Same, false, true),
+            (1, 28, 28, 128, 128, Padding::Same, false, true),
             (
                 1,
                 45,

@@ -283,6 +283,54 @@ pub fn add_nearest(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result<()> 
     Ok(())
 }
 
+/// [`add_nearest`] on `[N, H, W, C]` maps: `dst += resize(x, dst's size, Nearest)`, an FPN's
+/// top-down sum whose lateral is already `NHWC`. The same source pixels and additions, so the
+/// same bits as the `NCHW` form.
+pub fn add_nearest_nhwc(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result<()> {
+    const OP: &str = "add_nearest_nhwc";
+    let (n, h, w, c) = x.dim();
+    let (dn, oh, ow, dc) = dst.dim();
+    if (n, c) != (dn, dc) {
+        return shape_err(
+            OP,
+            format!(
+                "cannot add {:?} upsampled into {:?}",
+                x.shape(),
+                dst.shape()
+            ),
+        );
+    }
+    if dst.is_empty() {
+        return Ok(());
+    }
+    check_sizes(OP, (h, w), (oh, ow))?;
+    let ty = axis_table(h, oh, ResizeMode::Nearest, None);
+    let tx = axis_table(w, ow, ResizeMode::Nearest, None);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "input not contiguous".into(),
+    })?;
+    if !dst.is_standard_layout() {
+        *dst = dst.as_standard_layout().into_owned();
+    }
+    let ds = dst.as_slice_mut().ok_or(super::LayerError::Invalid {
+        op: OP,
+        msg: "output not contiguous".into(),
+    })?;
+    // One output row (all its pixels' channels) per task.
+    ds.par_chunks_mut(ow * c).enumerate().for_each(|(row, d)| {
+        let (image, oy) = (row / oh, row % oh);
+        let src = &xs[(image * h + ty.i0[oy]) * w * c..][..w * c];
+        for (pixel, &sx) in d.chunks_exact_mut(c).zip(&tx.i0) {
+            for (v, s) in pixel.iter_mut().zip(&src[sx * c..(sx + 1) * c]) {
+                *v += s;
+            }
+        }
+    });
+    Ok(())
+}
+
 /// torch's `F.interpolate(x, scale_factor=(sh, sw), mode=..., recompute_scale_factor=...)`:
 /// the output size is `floor(in·scale)`; with `recompute_scale_factor` the kernel then uses
 /// `in/out` (as [`resize`]), otherwise `1/scale`. Only torch modes accept a scale factor.
@@ -983,9 +1031,15 @@ mod tests {
             let mut got = base.clone();
             add_nearest(&mut got, x.view()).unwrap();
             assert_eq!(got, want, "{h}x{w} -> {oh}x{ow}");
+            // The NHWC form: the same sums, channels last.
+            let nhwc = |a: &Array4<f32>| a.view().permuted_axes([0, 2, 3, 1]).to_owned();
+            let mut got = nhwc(&base);
+            add_nearest_nhwc(&mut got, nhwc(&x).view()).unwrap();
+            assert_eq!(got, nhwc(&want), "NHWC {h}x{w} -> {oh}x{ow}");
         }
         let mut wrong = Array4::<f32>::zeros((1, 2, 4, 4));
         assert!(add_nearest(&mut wrong, Array4::<f32>::zeros((1, 3, 2, 2)).view()).is_err());
+        assert!(add_nearest_nhwc(&mut wrong, Array4::<f32>::zeros((1, 2, 2, 3)).view()).is_err());
     }
 
     #[test]

@@ -459,34 +459,52 @@ pub fn nms_tfjs(
 /// visited in decreasing score order (ties: lower index first), areas and intersections with
 /// the `+1` pixel convention (`(x2 - x1 + 1) * (y2 - y1 + 1)`), and a box kept while its IoU
 /// with every kept box is `<= iou_threshold` (so suppressed when strictly greater). Returns
-/// the kept indices, best first. A NaN IoU (a NaN coordinate) suppresses nothing.
-pub fn nms_fast_rcnn(boxes: &[[f32; 4]], scores: &[f32], iou_threshold: f32) -> Vec<usize> {
+/// the first `max_keep` kept indices, best first: the same as `py_cpu_nms(...)[:max_keep]`,
+/// without comparing the boxes that come after the last one kept. A NaN IoU (a NaN
+/// coordinate) suppresses nothing.
+pub fn nms_fast_rcnn(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    iou_threshold: f32,
+    max_keep: usize,
+) -> Vec<usize> {
     let n = boxes.len().min(scores.len());
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
-    let areas: Vec<f32> = boxes[..n].iter().map(area).collect();
-    let mut suppressed = vec![false; n];
+    // The boxes in visiting order, one array per coordinate, so that one kept box's
+    // comparisons with all later ones run as vectors.
+    let column = |k: usize| -> Vec<f32> { order.iter().map(|&i| boxes[i][k]).collect() };
+    let (x1, y1, x2, y2) = (column(0), column(1), column(2), column(3));
+    let areas: Vec<f32> = (0..n)
+        .map(|p| (x2[p] - x1[p] + 1.0) * (y2[p] - y1[p] + 1.0))
+        .collect();
+    let mut alive = vec![true; n];
     let mut keep = Vec::new();
-    for (pos, &i) in order.iter().enumerate() {
-        if suppressed[i] {
+    for p in 0..n {
+        if keep.len() >= max_keep {
+            break;
+        }
+        if !alive[p] {
             continue;
         }
-        keep.push(i);
-        let bi = &boxes[i];
-        for &j in &order[pos + 1..] {
-            if suppressed[j] {
-                continue;
-            }
-            let bj = &boxes[j];
+        keep.push(order[p]);
+        let (bx1, by1, bx2, by2, area) = (x1[p], y1[p], x2[p], y2[p], areas[p]);
+        let later = p + 1..n;
+        for (((((a, &ax1), &ay1), &ax2), &ay2), &a_area) in alive[later.clone()]
+            .iter_mut()
+            .zip(&x1[later.clone()])
+            .zip(&y1[later.clone()])
+            .zip(&x2[later.clone()])
+            .zip(&y2[later.clone()])
+            .zip(&areas[later])
+        {
             // np.maximum / np.minimum, then np.maximum(0.0, ...), all in f32.
-            let w = (bi[2].min(bj[2]) - bi[0].max(bj[0]) + 1.0).max(0.0);
-            let h = (bi[3].min(bj[3]) - bi[1].max(bj[1]) + 1.0).max(0.0);
+            let w = (bx2.min(ax2) - bx1.max(ax1) + 1.0).max(0.0);
+            let h = (by2.min(ay2) - by1.max(ay1) + 1.0).max(0.0);
             let inter = w * h;
-            let ovr = inter / (areas[i] + areas[j] - inter);
-            if ovr > iou_threshold {
-                suppressed[j] = true;
-            }
+            let ovr = inter / (area + a_area - inter);
+            // Suppressed when strictly above: a NaN IoU suppresses nothing.
+            *a &= ovr.partial_cmp(&iou_threshold) != Some(std::cmp::Ordering::Greater);
         }
     }
     keep
@@ -636,10 +654,18 @@ mod tests {
             [100.0, 100.0, 101.0, 101.0],
         ];
         let scores = [0.9, 0.8, 0.7];
-        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.34), vec![0, 1, 2]);
-        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.3), vec![0, 2]);
+        let all = usize::MAX;
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.34, all), vec![0, 1, 2]);
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.3, all), vec![0, 2]);
         // Best first, whatever the input order.
-        assert_eq!(nms_fast_rcnn(&boxes, &[0.1, 0.8, 0.7], 0.3), vec![1, 2]);
-        assert!(nms_fast_rcnn(&[], &[], 0.4).is_empty());
+        assert_eq!(
+            nms_fast_rcnn(&boxes, &[0.1, 0.8, 0.7], 0.3, all),
+            vec![1, 2]
+        );
+        assert!(nms_fast_rcnn(&[], &[], 0.4, all).is_empty());
+        // The first kept ones of the whole answer.
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.34, 2), vec![0, 1]);
+        assert_eq!(nms_fast_rcnn(&boxes, &scores, 0.3, 1), vec![0]);
+        assert!(nms_fast_rcnn(&boxes, &scores, 0.3, 0).is_empty());
     }
 }

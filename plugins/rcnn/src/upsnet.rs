@@ -390,7 +390,7 @@ pub fn panoptic_labels(
         .collect();
     let boxes: Vec<[f32; 4]> = candidates.iter().map(|&i| inst.boxes[i]).collect();
     let scores: Vec<f32> = candidates.iter().map(|&i| inst.scores[i]).collect();
-    let mut keep: Vec<usize> = nms_fast_rcnn(&boxes, &scores, config.nms_thresh)
+    let mut keep: Vec<usize> = nms_fast_rcnn(&boxes, &scores, config.nms_thresh, usize::MAX)
         .into_iter()
         .map(|k| candidates[k])
         .collect();

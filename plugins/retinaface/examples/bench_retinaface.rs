@@ -37,6 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ("prefix", ParamValue::Str("body.".into())),
                     ("bn_eps", ParamValue::Float(1e-5)),
                     ("returned_layers", ParamValue::IntList(vec![2, 3, 4])),
+                    // As pipelines/retinaface_r50.toml.
+                    ("winograd_f4", ParamValue::Bool(true)),
                 ],
             )?,
             registry.create_node(

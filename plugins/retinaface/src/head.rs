@@ -27,9 +27,9 @@
 //! `prefix` (`""`; a DataParallel checkpoint's `module.` is found by itself). BatchNorm
 //! (eps 1e-5) is folded into the convolutions at load.
 
-use kernels::layers::resize::resize;
+use kernels::layers::resize::add_nearest_nhwc;
 use kernels::layers::shape::softmax_in_place;
-use kernels::layers::{Activation, Conv2d, Conv2dParams, ResizeMode};
+use kernels::layers::{Activation, Conv2d, Conv2dParams, NhwcConv2d};
 use kernels::ops::nms::nms_fast_rcnn;
 use kernels::weights::{Binder, Weights};
 use kernels::Tensor;
@@ -41,7 +41,7 @@ use plugin_sdk::{
 
 use vision_common::{
     conv_bias, conv_bn, count_param, features_input, float_param, image_input, in_features_param,
-    named_levels, resolve_prefix, weights_param, weights_params, ImageSizes,
+    named_levels, resolve_prefix, transpose_layout, weights_param, weights_params, ImageSizes,
 };
 use vision_common::{LayerContext, ModelError};
 
@@ -79,15 +79,23 @@ impl Default for RetinaFaceConfig {
     }
 }
 
-/// One level's SSH module.
+/// `conv` run on `NHWC` maps, with F(4x4) Winograd where it applies (the FPN's merges and
+/// SSH's first convolutions, of `out_channels` inputs).
+fn nhwc(conv: Conv2d, what: &str) -> Result<NhwcConv2d, ModelError> {
+    NhwcConv2d::from_conv2d_allowing_f4(&conv)
+        .ctx(|| what.to_string())?
+        .ok_or_else(|| ModelError::input(format!("retinaface: {what} is a grouped convolution")))
+}
+
+/// One level's SSH module, on `NHWC` maps.
 #[derive(Debug)]
 struct Ssh {
     name: String,
-    conv3x3: Conv2d,
-    conv5x5_1: Conv2d,
-    conv5x5_2: Conv2d,
-    conv7x7_2: Conv2d,
-    conv7x7_3: Conv2d,
+    conv3x3: NhwcConv2d,
+    conv5x5_1: NhwcConv2d,
+    conv5x5_2: NhwcConv2d,
+    conv7x7_2: NhwcConv2d,
+    conv7x7_3: NhwcConv2d,
 }
 
 impl Ssh {
@@ -96,7 +104,7 @@ impl Ssh {
         // The final ReLU after the concatenation is applied to each branch's last
         // convolution (the same, element by element).
         let conv = |b: &mut Binder<'_>, m: &str, cin: usize, cout: usize, act: Activation| {
-            conv_bn(
+            let conv = conv_bn(
                 b,
                 &format!("{name}.{m}.0"),
                 &format!("{name}.{m}.1"),
@@ -106,7 +114,8 @@ impl Ssh {
                 p,
                 BN_EPS,
                 act,
-            )
+            )?;
+            nhwc(conv, &format!("{name}.{m}"))
         };
         let leaky = Activation::LeakyRelu(leaky);
         Ok(Ssh {
@@ -140,27 +149,26 @@ impl Ssh {
             .conv7x7_3
             .forward(t.view())
             .ctx(|| format!("{}.conv7x7_3", self.name))?;
-        concatenate(Axis(1), &[a.view(), b.view(), c.view()])
+        concatenate(Axis(3), &[a.view(), b.view(), c.view()])
             .map_err(|e| ModelError::input(format!("{}: concatenation: {e}", self.name)))
     }
 }
 
-/// The three heads of one level.
-#[derive(Debug)]
-struct Heads {
-    class: Conv2d,
-    bbox: Conv2d,
-    landmark: Conv2d,
-}
+/// The outputs of one level's stacked heads per anchor, in this order: `ClassHead` (2),
+/// `BboxHead` (4), `LandmarkHead` (10).
+const HEAD_WIDTHS: [usize; 3] = [2, 4, 10];
 
 /// RetinaFace after the body, with its weights bound.
 #[derive(Debug)]
 pub struct RetinaFaceHead {
     config: RetinaFaceConfig,
+    /// `NCHW`: the body's levels come in `NCHW`; the laterals' outputs go on in `NHWC`.
     lateral: Vec<Conv2d>,
-    merge: Vec<Conv2d>,
+    merge: Vec<NhwcConv2d>,
     ssh: Vec<Ssh>,
-    heads: Vec<Heads>,
+    /// Per level, `ClassHead`, `BboxHead` and `LandmarkHead` stacked in one 1x1 convolution:
+    /// each position's outputs, in `NHWC`, are the heads' permuted outputs side by side.
+    heads: Vec<NhwcConv2d>,
 }
 
 /// Raw outputs over all priors: `loc` [P, 4], face `scores` [P], `landms` [P, 10].
@@ -214,7 +222,7 @@ impl RetinaFaceHead {
         let mut merge = Vec::new();
         for i in 1..=2 {
             let name = format!("fpn.merge{i}");
-            merge.push(conv_bn(
+            let conv = conv_bn(
                 &mut b,
                 &format!("{name}.0"),
                 &format!("{name}.1"),
@@ -224,27 +232,35 @@ impl RetinaFaceHead {
                 Conv2dParams::default().padding(1),
                 BN_EPS,
                 act,
-            )?);
+            )?;
+            merge.push(nhwc(conv, &name)?);
         }
         let mut ssh = Vec::new();
         let mut heads = Vec::new();
         for i in 0..3 {
             ssh.push(Ssh::bind(&mut b, &format!("ssh{}", i + 1), c, leaky)?);
-            let head = |b: &mut Binder<'_>, name: &str, k: usize| {
-                conv_bias(
-                    b,
-                    &format!("{name}.{i}.conv1x1"),
-                    c,
-                    ANCHORS * k,
-                    1,
-                    Conv2dParams::default(),
-                )
-            };
-            heads.push(Heads {
-                class: head(&mut b, "ClassHead", 2)?,
-                bbox: head(&mut b, "BboxHead", 4)?,
-                landmark: head(&mut b, "LandmarkHead", 10)?,
-            });
+            let mut weight = Vec::new();
+            let mut bias = Vec::new();
+            for (name, k) in ["ClassHead", "BboxHead", "LandmarkHead"]
+                .iter()
+                .zip(HEAD_WIDTHS)
+            {
+                let name = format!("{name}.{i}.conv1x1");
+                let conv = conv_bias(&mut b, &name, c, ANCHORS * k, 1, Conv2dParams::default())?;
+                weight.push(conv.weight().to_owned());
+                bias.extend_from_slice(conv.bias().unwrap_or(&[]));
+            }
+            let what = format!("ClassHead.{i}, BboxHead.{i} and LandmarkHead.{i}");
+            let views: Vec<_> = weight.iter().map(|w| w.view()).collect();
+            let weight = concatenate(Axis(0), &views)
+                .map_err(|e| ModelError::input(format!("{what}: {e}")))?;
+            let stacked = Conv2d::new(
+                weight.view(),
+                Some(ndarray::ArrayView1::from(&bias)),
+                Conv2dParams::default(),
+            )
+            .ctx(|| what.clone())?;
+            heads.push(nhwc(stacked, &what)?);
         }
         b.ignore("num_batches_tracked");
         b.ignore_module("body.");
@@ -285,43 +301,41 @@ impl RetinaFaceHead {
                 )));
             }
         }
-        // FPN.
+        // FPN: the laterals in NCHW (the body's layout), then everything in NHWC.
         let mut outs: Vec<Array4<f32>> = Vec::with_capacity(3);
         for (i, (conv, l)) in self.lateral.iter().zip(levels).enumerate() {
-            outs.push(conv.forward(*l).ctx(|| format!("fpn.output{}", i + 1))?);
+            let lateral = conv.forward(*l).ctx(|| format!("fpn.output{}", i + 1))?;
+            outs.push(transpose_layout(lateral.view(), false)?);
         }
         for i in (0..2).rev() {
-            let (_, _, th, tw) = outs[i].dim();
-            let up = resize(outs[i + 1].view(), (th, tw), ResizeMode::Nearest)
-                .ctx(|| "FPN upsampling".into())?;
-            let sum = &outs[i] + &up;
+            let (done, rest) = outs.split_at_mut(i + 1);
+            add_nearest_nhwc(&mut done[i], rest[0].view()).ctx(|| "FPN upsampling".into())?;
             outs[i] = self.merge[i]
-                .forward(sum.view())
+                .forward(outs[i].view())
                 .ctx(|| format!("fpn.merge{}", i + 1))?;
         }
-        // SSH and heads, levels concatenated in order.
+        // SSH and heads, levels concatenated in order: each position's anchors, each anchor's
+        // two class logits, 4 offsets and 10 landmark offsets (the heads' `permute(0, 2, 3, 1)`).
         let mut raw = RawOutputs::default();
+        let [class_w, bbox_w, landmark_w] = HEAD_WIDTHS.map(|k| ANCHORS * k);
         for (i, feat) in outs.iter().enumerate() {
             let x = self.ssh[i].forward(feat.view())?;
-            let h = &self.heads[i];
-            let class = h.class.forward(x.view()).ctx(|| format!("ClassHead.{i}"))?;
-            let bbox = h.bbox.forward(x.view()).ctx(|| format!("BboxHead.{i}"))?;
-            let lm = h
-                .landmark
+            let out = self.heads[i]
                 .forward(x.view())
-                .ctx(|| format!("LandmarkHead.{i}"))?;
-            let (_, _, fh, fw) = class.dim();
-            for y in 0..fh {
-                for xx in 0..fw {
-                    for a in 0..ANCHORS {
-                        let mut pair = [class[[0, 2 * a, y, xx]], class[[0, 2 * a + 1, y, xx]]];
-                        softmax_in_place(&mut pair);
-                        raw.scores.push(pair[1]);
-                        raw.loc.extend((0..4).map(|k| bbox[[0, 4 * a + k, y, xx]]));
-                        raw.landms
-                            .extend((0..10).map(|k| lm[[0, 10 * a + k, y, xx]]));
-                    }
+                .ctx(|| format!("ClassHead.{i}, BboxHead.{i} and LandmarkHead.{i}"))?;
+            let out = out
+                .as_slice()
+                .ok_or_else(|| ModelError::input("retinaface: heads' output not contiguous"))?;
+            for position in out.chunks_exact(class_w + bbox_w + landmark_w) {
+                let (class, rest) = position.split_at(class_w);
+                let (bbox, landmarks) = rest.split_at(bbox_w);
+                for pair in class.chunks_exact(2) {
+                    let mut pair = [pair[0], pair[1]];
+                    softmax_in_place(&mut pair);
+                    raw.scores.push(pair[1]);
                 }
+                raw.loc.extend_from_slice(bbox);
+                raw.landms.extend_from_slice(landmarks);
             }
         }
         Ok(raw)
@@ -357,10 +371,7 @@ impl RetinaFaceHead {
             .collect();
         let scores: Vec<f32> = cand.iter().map(|&i| raw.scores[i]).collect();
         let mut faces = Faces::default();
-        for k in nms_fast_rcnn(&boxes, &scores, cfg.nms_threshold)
-            .into_iter()
-            .take(cfg.keep_top_k)
-        {
+        for k in nms_fast_rcnn(&boxes, &scores, cfg.nms_threshold, cfg.keep_top_k) {
             let i = cand[k];
             let p = &priors[i];
             let mut lm = [0f32; 10];

@@ -55,6 +55,8 @@ fn nodes(config: &str, weights: &Path) -> (Box<dyn Node>, Box<dyn Node>, Box<dyn
                     ("prefix", ParamValue::Str("body.".into())),
                     ("bn_eps", ParamValue::Float(1e-5)),
                     ("returned_layers", ParamValue::IntList(vec![2, 3, 4])),
+                    // As pipelines/retinaface_r50.toml.
+                    ("winograd_f4", ParamValue::Bool(true)),
                 ],
             )
             .unwrap(),
