@@ -165,7 +165,7 @@ impl PackedFilter {
     }
 
     /// [`PackedFilter::new`], with F(4x4, 3x3) Winograd on maps large enough for it (where
-    /// the filter has 128 channels or more): 4x fewer multiplications than the direct
+    /// the filter has 64 channels or more): 4x fewer multiplications than the direct
     /// convolution instead of 2.25x, for about 3 bits of the sums (relative errors of about
     /// 1e-5 instead of 1e-6). For heads checked against a reference that runs F(4x4) or at
     /// that tolerance (YOLACT's); the backbones keep F(2x2).

@@ -67,7 +67,7 @@ pub struct ResNetConfig {
     /// What the convolutions compute in: bf16 rounds the filters at load and the activations
     /// as the products read them, with fp32 sums ([`kernels::layers::bf16`]); NHWC bodies only.
     pub precision: Precision,
-    /// F(4x4) Winograd for the NHWC body's 3x3 stride-1 layers of 128 channels or more, on
+    /// F(4x4) Winograd for the NHWC body's 3x3 stride-1 layers of 64 channels or more, on
     /// the maps where it pays ([`NhwcConv2d::from_conv2d_allowing_f4`]): about 1.5x F(2x2)'s
     /// speed there, with rounding differences a few times F(2x2)'s. Off by default: Mask
     /// R-CNN's mask probabilities then move past the 1e-4 its tests allow.
@@ -735,7 +735,7 @@ pub fn kind() -> NodeKind {
         "winograd_f4",
         ParamType::Bool,
         ParamValue::Bool(false),
-        "F(4x4) Winograd for the 3x3 layers of 128 channels or more on large maps (fp32): about 1.5x faster there, with rounding differences a few times the default F(2x2)'s",
+        "F(4x4) Winograd for the 3x3 layers of 64 channels or more on large maps (fp32): about 1.5x faster there, with rounding differences a few times the default F(2x2)'s",
     ))
     .param(
         ParamSpec::optional(

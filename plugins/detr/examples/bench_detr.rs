@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("prefix", ParamValue::Str("backbone.0.body.".into())),
             ("bn_eps", ParamValue::Float(1e-5)),
             ("returned_layers", ParamValue::IntList(vec![4])),
+            // As pipelines/detr_r50.toml.
+            ("winograd_f4", ParamValue::Bool(true)),
         ],
     )?;
     let mut head = registry.create_node("detr", &[w()])?;

@@ -53,6 +53,7 @@ fn body(path: &Path) -> Box<dyn plugin_sdk::Node> {
             ("depth", ParamValue::Int(50)),
             ("bn_eps", ParamValue::Float(1e-5)),
             ("returned_layers", ParamValue::IntList(vec![4])),
+            ("winograd_f4", ParamValue::Bool(true)),
         ],
     )
     .unwrap()
