@@ -288,16 +288,26 @@ impl BodyConv {
         }
     }
 
-    fn forward_residual(
+    /// [`BodyConv::forward`] or [`BodyConv::forward_residual`], an `NHWC` layer's output in
+    /// one of the `spare` buffers where one fits ([`NhwcConv2d::forward_reusing`]).
+    fn forward_reusing(
         &self,
         x: ArrayView4<'_, f32>,
-        residual: ArrayView4<'_, f32>,
+        residual: Option<ArrayView4<'_, f32>>,
+        spare: &mut Vec<Vec<f32>>,
     ) -> kernels::layers::Result<Array4<f32>> {
-        match self {
-            BodyConv::Nchw(c) => c.forward_residual(x, residual),
-            BodyConv::Nhwc(c) => c.forward_residual(x, residual),
+        match (self, residual) {
+            (BodyConv::Nhwc(c), _) => c.forward_reusing(x, residual, spare),
+            (BodyConv::Nchw(c), Some(r)) => c.forward_residual(x, r),
+            (BodyConv::Nchw(c), None) => c.forward(x),
         }
     }
+}
+
+/// Hands a spent activation's buffer to `spare` for a later layer's output.
+fn recycle(a: Array4<f32>, spare: &mut Vec<Vec<f32>>) {
+    let (v, _) = a.into_raw_vec_and_offset();
+    spare.push(v);
 }
 
 #[derive(Clone, Debug)]
@@ -310,9 +320,19 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: ArrayView4<'_, f32>, name: &str) -> Result<Array4<f32>, ModelError> {
+    /// The block's output; its intermediate maps go to `spare` when done with, and its
+    /// layers' outputs come from there where they fit.
+    fn forward(
+        &self,
+        x: ArrayView4<'_, f32>,
+        name: &str,
+        spare: &mut Vec<Vec<f32>>,
+    ) -> Result<Array4<f32>, ModelError> {
         let identity = match &self.downsample {
-            Some(d) => Some(d.forward(x).ctx(|| format!("{name}.downsample"))?),
+            Some(d) => Some(
+                d.forward_reusing(x, None, spare)
+                    .ctx(|| format!("{name}.downsample"))?,
+            ),
             None => None,
         };
         let shortcut = identity.as_ref().map_or(x, |i| i.view());
@@ -323,12 +343,16 @@ impl Block {
                 Some(o) => o.view(),
                 None => x,
             };
-            let y = if i == last {
-                conv.forward_residual(input, shortcut)
-            } else {
-                conv.forward(input)
-            };
-            out = Some(y.ctx(|| format!("{name}.conv{}", i + 1))?);
+            let residual = (i == last).then_some(shortcut);
+            let y = conv
+                .forward_reusing(input, residual, spare)
+                .ctx(|| format!("{name}.conv{}", i + 1))?;
+            if let Some(done) = out.replace(y) {
+                recycle(done, spare);
+            }
+        }
+        if let Some(identity) = identity {
+            recycle(identity, spare);
         }
         out.ok_or_else(|| ModelError::input("empty block"))
     }
@@ -583,11 +607,18 @@ impl ResNet {
         }
         .ctx(|| "maxpool".into())?;
         let mut out = Vec::new();
+        // Spent activations, whose buffers take later layers' outputs (one frame's worth: at
+        // most a block's maps and the block input before it).
+        let mut spare = Vec::new();
         for (s, stage) in self.stages.iter().enumerate().take(stages) {
             for (i, block) in stage.iter().enumerate() {
                 let stage = self.config.stage_names.stage(s);
-                y = block.forward(y.view(), &format!("{stage}.{i}"))?;
+                let next = block.forward(y.view(), &format!("{stage}.{i}"), &mut spare)?;
+                recycle(std::mem::replace(&mut y, next), &mut spare);
             }
+            // The next stage's maps are at most twice this one's output: larger buffers would
+            // only raise the frame's peak memory.
+            spare.retain(|b| b.capacity() <= 2 * y.len());
             if self.config.returned_layers.contains(&(s + 1)) {
                 let level = if self.nhwc() {
                     transpose_layout(y.view(), true)?
