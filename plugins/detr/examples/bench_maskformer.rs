@@ -34,6 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("prefix", ParamValue::Str("backbone.".into())),
             ("stage_names", ParamValue::Str("detectron2".into())),
             ("bn_eps", ParamValue::Float(1e-5)),
+            // As pipelines/maskformer_r50.toml.
+            ("winograd_f4", ParamValue::Bool(true)),
         ],
     )?;
     let mut head = registry.create_node("maskformer", &[w()])?;

@@ -356,6 +356,8 @@ fn maskformer_nodes_match_the_official_code() {
             ("stage_names", ParamValue::Str("detectron2".into())),
             ("stride_in_1x1", ParamValue::Bool(false)),
             ("bn_eps", ParamValue::Float(1e-5)),
+            // As pipelines/maskformer_r50.toml.
+            ("winograd_f4", ParamValue::Bool(true)),
         ],
     )
     .unwrap();
