@@ -239,60 +239,36 @@ pub fn resize_nearest_nhwc<T: Copy + Send + Sync>(
 /// it, as in MaskFormer's pixel decoder). The same source pixels as [`resize`] and the same
 /// additions, so the same bits.
 pub fn add_nearest(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result<()> {
-    const OP: &str = "add_nearest";
-    let (n, c, h, w) = x.dim();
-    let (dn, dc, oh, ow) = dst.dim();
-    if (n, c) != (dn, dc) {
-        return shape_err(
-            OP,
-            format!(
-                "cannot add {:?} upsampled into {:?}",
-                x.shape(),
-                dst.shape()
-            ),
-        );
-    }
-    if dst.is_empty() {
-        return Ok(());
-    }
-    check_sizes(OP, (h, w), (oh, ow))?;
-    let ty = axis_table(h, oh, ResizeMode::Nearest, None);
-    let tx = axis_table(w, ow, ResizeMode::Nearest, None);
-    let x = x.as_standard_layout();
-    let xs = x.as_slice().ok_or(super::LayerError::Invalid {
-        op: OP,
-        msg: "input not contiguous".into(),
-    })?;
-    if !dst.is_standard_layout() {
-        *dst = dst.as_standard_layout().into_owned();
-    }
-    let ds = dst.as_slice_mut().ok_or(super::LayerError::Invalid {
-        op: OP,
-        msg: "output not contiguous".into(),
-    })?;
-    ds.par_chunks_mut(oh * ow)
-        .zip(xs.par_chunks(h * w))
-        .for_each(|(d, src)| {
-            for (row, &sy) in d.chunks_exact_mut(ow).zip(&ty.i0) {
-                let src_row = &src[sy * w..(sy + 1) * w];
-                for (v, &sx) in row.iter_mut().zip(&tx.i0) {
-                    *v += src_row[sx];
-                }
-            }
-        });
-    Ok(())
+    add_nearest_in(dst, x, false)
 }
 
 /// [`add_nearest`] on `[N, H, W, C]` maps: `dst += resize(x, dst's size, Nearest)`, an FPN's
 /// top-down sum whose lateral is already `NHWC`. The same source pixels and additions, so the
 /// same bits as the `NCHW` form.
 pub fn add_nearest_nhwc(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result<()> {
-    const OP: &str = "add_nearest_nhwc";
-    let (n, h, w, c) = x.dim();
-    let (dn, oh, ow, dc) = dst.dim();
+    add_nearest_in(dst, x, true)
+}
+
+/// [`add_nearest`] (`nhwc` false) or [`add_nearest_nhwc`].
+fn add_nearest_in(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>, nhwc: bool) -> Result<()> {
+    let op = if nhwc {
+        "add_nearest_nhwc"
+    } else {
+        "add_nearest"
+    };
+    // (images, channels, height, width) of either layout.
+    let dims = |d: &[usize]| {
+        if nhwc {
+            (d[0], d[3], d[1], d[2])
+        } else {
+            (d[0], d[1], d[2], d[3])
+        }
+    };
+    let (n, c, h, w) = dims(x.shape());
+    let (dn, dc, oh, ow) = dims(dst.shape());
     if (n, c) != (dn, dc) {
         return shape_err(
-            OP,
+            op,
             format!(
                 "cannot add {:?} upsampled into {:?}",
                 x.shape(),
@@ -303,31 +279,44 @@ pub fn add_nearest_nhwc(dst: &mut Array4<f32>, x: ArrayView4<'_, f32>) -> Result
     if dst.is_empty() {
         return Ok(());
     }
-    check_sizes(OP, (h, w), (oh, ow))?;
+    check_sizes(op, (h, w), (oh, ow))?;
     let ty = axis_table(h, oh, ResizeMode::Nearest, None);
     let tx = axis_table(w, ow, ResizeMode::Nearest, None);
     let x = x.as_standard_layout();
     let xs = x.as_slice().ok_or(super::LayerError::Invalid {
-        op: OP,
+        op,
         msg: "input not contiguous".into(),
     })?;
     if !dst.is_standard_layout() {
         *dst = dst.as_standard_layout().into_owned();
     }
     let ds = dst.as_slice_mut().ok_or(super::LayerError::Invalid {
-        op: OP,
+        op,
         msg: "output not contiguous".into(),
     })?;
-    // One output row (all its pixels' channels) per task.
-    ds.par_chunks_mut(ow * c).enumerate().for_each(|(row, d)| {
-        let (image, oy) = (row / oh, row % oh);
-        let src = &xs[(image * h + ty.i0[oy]) * w * c..][..w * c];
-        for (pixel, &sx) in d.chunks_exact_mut(c).zip(&tx.i0) {
-            for (v, s) in pixel.iter_mut().zip(&src[sx * c..(sx + 1) * c]) {
-                *v += s;
+    if nhwc {
+        // One output row (all its pixels' channels) per task.
+        ds.par_chunks_mut(ow * c).enumerate().for_each(|(row, d)| {
+            let (image, oy) = (row / oh, row % oh);
+            let src = &xs[(image * h + ty.i0[oy]) * w * c..][..w * c];
+            for (pixel, &sx) in d.chunks_exact_mut(c).zip(&tx.i0) {
+                for (v, s) in pixel.iter_mut().zip(&src[sx * c..(sx + 1) * c]) {
+                    *v += s;
+                }
             }
-        }
-    });
+        });
+    } else {
+        ds.par_chunks_mut(oh * ow)
+            .zip(xs.par_chunks(h * w))
+            .for_each(|(d, src)| {
+                for (row, &sy) in d.chunks_exact_mut(ow).zip(&ty.i0) {
+                    let src_row = &src[sy * w..(sy + 1) * w];
+                    for (v, &sx) in row.iter_mut().zip(&tx.i0) {
+                        *v += src_row[sx];
+                    }
+                }
+            });
+    }
     Ok(())
 }
 
