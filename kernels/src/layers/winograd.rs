@@ -119,40 +119,40 @@ impl Tile {
 
     /// The tile size for an `oh x ow` output: F(4x4) unless rounding the output up to whole
     /// 4x4 tiles costs more products than F(2x2) needs (`KERNELS_WINOGRAD=2`: always F(2x2)).
+    /// The transforms work on runs of tiles along a row, 16 at a time: with fewer than 8
+    /// tiles per row (the mask head's 14x14 maps) most of each block is wasted and F(4x4)
+    /// measured slower than F(2x2). With few tiles in all, the chunks are small and each
+    /// streams all of U (4x the weights): 512 channels at 25x38 measured slower.
     fn for_output(n: usize, oh: usize, ow: usize) -> Tile {
-        if mode() == Mode::F2Only {
-            return Tile::F2;
-        }
-        let f2 = 16 * oh.div_ceil(2) * ow.div_ceil(2);
-        let f4 = 36 * oh.div_ceil(4) * ow.div_ceil(4);
-        // The transforms work on runs of tiles along a row, 16 at a time: with fewer than 8
-        // tiles per row (the mask head's 14x14 maps) most of each block is wasted and
-        // F(4x4) measured slower than F(2x2). With few tiles in all, the chunks are small
-        // and each streams all of U (4x the weights): 512 channels at 25x38 measured slower.
-        if f4 < f2
-            && ow.div_ceil(4) >= MIN_F4_ROW_TILES
-            && n * oh.div_ceil(4) * ow.div_ceil(4) >= MIN_F4_TILES
-        {
-            Tile::F4
-        } else {
-            Tile::F2
-        }
+        Self::for_output_from(n, oh, ow, (MIN_F4_ROW_TILES, MIN_F4_TILES))
     }
-}
 
-impl Tile {
     /// [`Tile::for_output`] for [`conv_nhwc_winograd`], whose transforms run across channels
     /// rather than along rows of tiles, so that short rows waste nothing: F(4x4) from 4 tiles
     /// a row and 16 in all. Measured on a Zen 4 (2 threads, 128-256 channels): 1.5-1.9x
     /// F(2x2)'s speed at 28x28 to 55x55 (RetinaFace's and ResNet-50's maps at 435x435) and
     /// 1.3x at 18x18; at 11x11 (9 tiles) slower.
     fn for_nhwc_output(n: usize, oh: usize, ow: usize) -> Tile {
+        Self::for_output_from(n, oh, ow, (4, 16))
+    }
+
+    /// F(4x4) where it needs fewer products than F(2x2) and the output has at least
+    /// `min_row_tiles` 4x4 tiles a row and `min_tiles` in all.
+    fn for_output_from(
+        n: usize,
+        oh: usize,
+        ow: usize,
+        (min_row_tiles, min_tiles): (usize, usize),
+    ) -> Tile {
         if mode() == Mode::F2Only {
             return Tile::F2;
         }
         let f2 = 16 * oh.div_ceil(2) * ow.div_ceil(2);
         let f4 = 36 * oh.div_ceil(4) * ow.div_ceil(4);
-        if f4 < f2 && ow.div_ceil(4) >= 4 && n * oh.div_ceil(4) * ow.div_ceil(4) >= 16 {
+        if f4 < f2
+            && ow.div_ceil(4) >= min_row_tiles
+            && n * oh.div_ceil(4) * ow.div_ceil(4) >= min_tiles
+        {
             Tile::F4
         } else {
             Tile::F2
